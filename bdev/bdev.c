@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * O_DIRECT I/O on the LUN through io_uring.  Each thread that does I/O gets
+ * its own small ring (created on first use, torn down at thread exit), so
+ * FUSE worker threads never contend on a submission lock; a request is one
+ * io_uring_enter that submits and waits.  Unaligned user buffers are copied
+ * through an aligned bounce buffer (libfuse hands us unaligned write data).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bdev.h"
+
+struct bdev {
+	int fd;
+	int is_blk;
+	uint64_t size;
+	char *path;
+	_Atomic int fault;
+};
+
+/* Ring depth 4: a thread has at most one request in flight. */
+#define RING_DEPTH 4
+
+struct tring {
+	struct io_uring ring;
+	int ok;
+};
+
+static pthread_key_t ring_key;
+static pthread_once_t ring_once = PTHREAD_ONCE_INIT;
+
+static void ring_destroy(void *p)
+{
+	struct tring *t = p;
+
+	if (t->ok)
+		io_uring_queue_exit(&t->ring);
+	free(t);
+}
+
+static void ring_key_init(void)
+{
+	pthread_key_create(&ring_key, ring_destroy);
+}
+
+static struct io_uring *thread_ring(void)
+{
+	struct tring *t;
+
+	pthread_once(&ring_once, ring_key_init);
+	t = pthread_getspecific(ring_key);
+	if (t)
+		return t->ok ? &t->ring : NULL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->ok = io_uring_queue_init(RING_DEPTH, &t->ring, 0) == 0;
+	pthread_setspecific(ring_key, t);
+	return t->ok ? &t->ring : NULL;
+}
+
+void *bdev_alloc(size_t len)
+{
+	void *p = NULL;
+
+	if (posix_memalign(&p, BDEV_ALIGN, len ? len : BDEV_ALIGN))
+		return NULL;
+	return p;
+}
+
+void bdev_free(void *p)
+{
+	free(p);
+}
+
+int bdev_open(const char *path, unsigned flags, struct bdev **out)
+{
+	struct bdev *bd;
+	struct stat st;
+	int oflags = O_DIRECT | O_CLOEXEC | ((flags & BDEV_RDONLY) ? O_RDONLY : O_RDWR);
+	int fd, r;
+
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return -ENOTBLK;
+	if (S_ISBLK(st.st_mode) && (flags & BDEV_EXCL))
+		oflags |= O_EXCL;
+	fd = open(path, oflags);
+	if (fd < 0) {
+		/* tmpfs and some FUSE filesystems refuse O_DIRECT with EINVAL. */
+		if (errno == EINVAL)
+			return -EOPNOTSUPP;
+		return -errno;
+	}
+	bd = calloc(1, sizeof(*bd));
+	if (!bd) {
+		close(fd);
+		return -ENOMEM;
+	}
+	bd->fd = fd;
+	bd->is_blk = S_ISBLK(st.st_mode);
+	if (bd->is_blk) {
+		if (ioctl(fd, BLKGETSIZE64, &bd->size) < 0) {
+			r = -errno;
+			goto fail;
+		}
+	} else {
+		bd->size = (uint64_t)st.st_size;
+	}
+	bd->path = strdup(path);
+	if (!bd->path) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	*out = bd;
+	return 0;
+fail:
+	close(fd);
+	free(bd);
+	return r;
+}
+
+void bdev_close(struct bdev *bd)
+{
+	if (!bd)
+		return;
+	close(bd->fd);
+	free(bd->path);
+	free(bd);
+}
+
+uint64_t bdev_size(const struct bdev *bd)
+{
+	return bd->size;
+}
+
+int bdev_fd(const struct bdev *bd)
+{
+	return bd->fd;
+}
+
+int bdev_is_blockdev(const struct bdev *bd)
+{
+	return bd->is_blk;
+}
+
+const char *bdev_path(const struct bdev *bd)
+{
+	return bd->path;
+}
+
+void bdev_fault_set(struct bdev *bd, enum bdev_fault f)
+{
+	atomic_store(&bd->fault, (int)f);
+}
+
+/* One read or write through this thread's ring, retried until complete. */
+static int do_io(struct bdev *bd, int write, void *buf, size_t len, uint64_t off)
+{
+	struct io_uring *ring = thread_ring();
+	size_t done = 0;
+
+	while (done < len) {
+		struct io_uring_sqe *sqe;
+		struct io_uring_cqe *cqe;
+		ssize_t res;
+		int r;
+
+		if (!ring) {
+			res = write ? pwrite(bd->fd, (char *)buf + done, len - done, (off_t)(off + done))
+				    : pread(bd->fd, (char *)buf + done, len - done, (off_t)(off + done));
+			if (res < 0 && errno == EINTR)
+				continue;
+			if (res < 0)
+				return -errno;
+		} else {
+			sqe = io_uring_get_sqe(ring);
+			if (!sqe)
+				return -EBUSY;
+			if (write)
+				io_uring_prep_write(sqe, bd->fd, (char *)buf + done,
+						    (unsigned)(len - done), off + done);
+			else
+				io_uring_prep_read(sqe, bd->fd, (char *)buf + done,
+						   (unsigned)(len - done), off + done);
+			r = io_uring_submit_and_wait(ring, 1);
+			if (r < 0 && r != -EINTR)
+				return r;
+			r = io_uring_wait_cqe(ring, &cqe);
+			if (r < 0)
+				return r;
+			res = cqe->res;
+			io_uring_cqe_seen(ring, cqe);
+			if (res == -EINTR || res == -EAGAIN)
+				continue;
+			if (res < 0)
+				return (int)res;
+		}
+		if (res == 0) {
+			if (write)
+				return -EIO;
+			/* Read past the end of a file-backed LUN: zeros. */
+			memset((char *)buf + done, 0, len - done);
+			return 0;
+		}
+		done += (size_t)res;
+	}
+	return 0;
+}
+
+static int check_range(struct bdev *bd, size_t len, uint64_t off)
+{
+	if ((off | len) & 511)
+		return -EINVAL;
+	if (off > bd->size || len > bd->size - off)
+		return -ERANGE;
+	return 0;
+}
+
+int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off)
+{
+	int r = check_range(bd, len, off);
+	void *bounce;
+
+	if (r)
+		return r;
+	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO)
+		return -EIO;
+	if (!((uintptr_t)buf & (BDEV_ALIGN - 1)))
+		return do_io(bd, 0, buf, len, off);
+	bounce = bdev_alloc(len);
+	if (!bounce)
+		return -ENOMEM;
+	r = do_io(bd, 0, bounce, len, off);
+	if (!r)
+		memcpy(buf, bounce, len);
+	bdev_free(bounce);
+	return r;
+}
+
+int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
+{
+	int r = check_range(bd, len, off);
+	void *bounce;
+
+	if (r)
+		return r;
+	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+		return -EIO;
+	if (!((uintptr_t)buf & (BDEV_ALIGN - 1)))
+		return do_io(bd, 1, (void *)buf, len, off);
+	bounce = bdev_alloc(len);
+	if (!bounce)
+		return -ENOMEM;
+	memcpy(bounce, buf, len);
+	r = do_io(bd, 1, bounce, len, off);
+	bdev_free(bounce);
+	return r;
+}
+
+int bdev_flush(struct bdev *bd)
+{
+	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+		return -EIO;
+	if (fdatasync(bd->fd) < 0)
+		return -errno;
+	return 0;
+}
+
+int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
+{
+	int r = check_range(bd, len, off);
+	uint64_t done;
+	void *z;
+
+	if (r)
+		return r;
+	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+		return -EIO;
+	if (!bd->is_blk && fallocate(bd->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+				     (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (bd->is_blk) {
+		uint64_t range[2] = { off, len };
+
+		if (ioctl(bd->fd, BLKZEROOUT, range) == 0)
+			return 0;
+	}
+	z = bdev_alloc(1u << 20);
+	if (!z)
+		return -ENOMEM;
+	memset(z, 0, 1u << 20);
+	for (done = 0; done < len && !r; done += 1u << 20) {
+		size_t n = len - done < (1u << 20) ? (size_t)(len - done) : (1u << 20);
+
+		r = do_io(bd, 1, z, n, off + done);
+	}
+	bdev_free(z);
+	return r;
+}
+
+int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive)
+{
+	struct flock fl = {
+		.l_type = exclusive ? F_WRLCK : F_RDLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)off,
+		.l_len = (off_t)len,
+	};
+
+	if (fcntl(bd->fd, F_OFD_SETLK, &fl) < 0)
+		return errno == EACCES || errno == EAGAIN ? -EAGAIN : -errno;
+	return 0;
+}
