@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# vmfsd benchmark: every number is measured in ONE run on THIS machine and
+# reported as a ratio against a baseline measured the same way, so that the
+# table says how much vmfsd costs, not how fast the machine is.
+#
+#   bench/run.sh [--append] [--dir DIR] [--size SIZE] [--runtime SEC]
+#                [--sections LIST] [--no-vmfsd] [--keep]
+#
+#   --append        also append the report to BENCHMARKS.md (date + command)
+#   --dir DIR       work folder, on the filesystem to measure (default
+#                   var/bench under the project; $VMFSD_BENCH_DIR)
+#   --size SIZE     size of the fio test files (default 4G)
+#   --runtime SEC   seconds per fio job (default 12)
+#   --sections LIST comma-separated subset of: SECTIONS (default: all)
+#   --no-vmfsd      baselines only (to check the script or the machine)
+#   --keep          leave the volume mounted and the images in place
+#
+# $VMFSD_MKFS and $VMFSD_BIN measure other binaries (nothing is built then).
+#
+# Sections are shell functions named section_<name> listed in SECTIONS
+# below.  To add one (metadata ops vs ext4 on a loop device, fsck vs e2fsck,
+# lock latency, failover time): write section_<name>, add <name> to
+# SECTIONS, and use the helpers:
+#   volume_up            format + mount the vmfsd volume once ($VOL_MNT)
+#   track FILE           delete FILE at exit; track_mount DIR unmounts DIR;
+#                        at_exit CMD.. runs CMD at exit (e.g. losetup -d)
+#   fio_run NAME FILE RW BS QD [FIO ARGS..]  one direct libaio job: "<MB/s> <IOPS>"
+#   timeit CMD..         runs CMD, prints its wall time in seconds
+#   table TITLE COL..    starts a markdown table; row CELL.. adds a row
+#   ratio A B            prints A/B in percent ("n/a" if either is missing)
+# A section prints only through table/row/note, so --append gets it too.
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+ROOT=$PWD
+
+SECTIONS=(fio mkfs)
+PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
+MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
+VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
+
+# ---------------------------------------------------------------- options
+CMDLINE="bench/run.sh"
+for a in "$@"; do CMDLINE+=" $(printf '%q' "$a")"; done
+
+APPEND=0
+KEEP=0
+NO_VMFSD=0
+BENCH_DIR=${VMFSD_BENCH_DIR:-var/bench}
+FIO_SIZE=4G
+RUNTIME=12
+ONLY=""
+usage() {
+	sed -n '7,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' |
+		sed "s/SECTIONS (default/${SECTIONS[*]} (default/"
+}
+while (($#)); do
+	case "$1" in
+	--append) APPEND=1 ;;
+	--keep) KEEP=1 ;;
+	--no-vmfsd) NO_VMFSD=1 ;;
+	--dir) BENCH_DIR=${2:?--dir needs a folder}; shift ;;
+	--size) FIO_SIZE=${2:?--size needs a size}; shift ;;
+	--runtime) RUNTIME=${2:?--runtime needs seconds}; shift ;;
+	--sections) ONLY=${2:?--sections needs a list}; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+[[ $RUNTIME =~ ^[0-9]+$ ]] || { echo "bench: --runtime must be whole seconds" >&2; exit 2; }
+if [[ -n $ONLY ]]; then
+	IFS=, read -r -a RUN <<<"$ONLY"
+else
+	RUN=("${SECTIONS[@]}")
+fi
+
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(readlink -f "$BENCH_DIR")
+REPORT=$(mktemp "$BENCH_DIR/report.XXXXXX")
+LOG_DIR=$BENCH_DIR/logs
+mkdir -p "$LOG_DIR"
+
+# ---------------------------------------------------------------- cleanup
+CLEAN_FILES=()
+CLEAN_MOUNTS=()
+CLEAN_CMDS=()
+VMFSD_PID=""
+track() { CLEAN_FILES+=("$@"); }
+at_exit() { CLEAN_CMDS+=("$(printf '%q ' "$@")"); }
+track_mount() { CLEAN_MOUNTS+=("$1"); }
+is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
+
+cleanup() {
+	local rc=$? m f i
+	set +e
+	trap - EXIT
+	if ((KEEP)); then
+		((${#CLEAN_MOUNTS[@]})) && echo "bench: --keep: left mounted: ${CLEAN_MOUNTS[*]}" >&2
+		((${#CLEAN_FILES[@]})) && echo "bench: --keep: left in place: ${CLEAN_FILES[*]}" >&2
+	else
+		for ((i = ${#CLEAN_MOUNTS[@]} - 1; i >= 0; i--)); do
+			m=${CLEAN_MOUNTS[i]}
+			if is_mounted "$m"; then
+				fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null ||
+					fusermount3 -uz "$m" 2>/dev/null || umount -l "$m"
+			fi
+			rmdir "$m" 2>/dev/null
+		done
+		if [[ -n $VMFSD_PID ]]; then
+			# vmfsd -f exits once unmounted; give it a moment, then stop it.
+			for _ in $(seq 50); do kill -0 "$VMFSD_PID" 2>/dev/null || break; sleep 0.1; done
+			kill "$VMFSD_PID" 2>/dev/null && wait "$VMFSD_PID" 2>/dev/null
+		fi
+		for ((i = ${#CLEAN_CMDS[@]} - 1; i >= 0; i--)); do
+			eval "${CLEAN_CMDS[i]}"
+		done
+		for f in "${CLEAN_FILES[@]}"; do rm -f -- "$f"; done
+	fi
+	rm -f "$REPORT"
+	((rc == 0)) || echo "bench: FAILED (exit $rc); logs in $LOG_DIR" >&2
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- report
+out() { printf '%s\n' "$*" | tee -a "$REPORT"; }
+note() { out "$*"; }
+table() {
+	local title=$1 sep="|" c
+	shift
+	out ""
+	out "### $title"
+	out ""
+	local hdr="|"
+	for c in "$@"; do hdr+=" $c |"; sep+="---|"; done
+	out "$hdr"
+	out "$sep"
+}
+row() {
+	local line="|" c
+	for c in "$@"; do line+=" $c |"; done
+	out "$line"
+}
+ratio() {
+	"$PY" - "$1" "$2" <<'PYEOF'
+import sys
+try:
+    a, b = float(sys.argv[1]), float(sys.argv[2])
+    print("%.0f %%" % (100.0 * a / b) if b > 0 else "n/a")
+except ValueError:
+    print("n/a")
+PYEOF
+}
+# Prints the wall-clock seconds CMD took (its output goes to the log).
+timeit() {
+	local t0 t1
+	echo "bench: timing $*" >&2
+	t0=$(date +%s.%N)
+	"$@" >>"$LOG_DIR/commands.log" 2>&1
+	t1=$(date +%s.%N)
+	"$PY" -c 'import sys; print("%.3f" % (float(sys.argv[2]) - float(sys.argv[1])))' "$t0" "$t1"
+}
+
+# ---------------------------------------------------------------- machine
+machine() {
+	local mem cpu fsinfo build
+	mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+	cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+	fsinfo=$(findmnt -rn -o FSTYPE,SOURCE -T "$BENCH_DIR" | head -n1)
+	build=$("$PY" - <<'PYEOF' 2>/dev/null || echo "?"
+import json, subprocess
+opts = json.loads(subprocess.run(["meson", "introspect", "build", "--buildoptions"],
+                                 capture_output=True, text=True, check=True).stdout)
+print(next(o["value"] for o in opts if o["name"] == "buildtype"))
+PYEOF
+)
+	out "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+	out "- command: \`$CMDLINE\`"
+	out "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- 2>/dev/null || echo ' (with local changes)'), meson buildtype $build"
+	out "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r)"
+	out "- bench folder: $BENCH_DIR on $fsinfo"
+	out "- $(fio --version), $(meson --version | sed 's/^/meson /')"
+}
+
+# ---------------------------------------------------------------- build
+build() {
+	if [[ -n ${VMFSD_MKFS:-}${VMFSD_BIN:-} ]]; then
+		[[ -x $MKFS && -x $VMFSD ]] || die "$MKFS or $VMFSD is not executable"
+		return 0
+	fi
+	if [[ ! -f build/build.ninja ]]; then
+		rm -rf build
+		meson setup build >"$LOG_DIR/build.log" 2>&1 ||
+			die "meson setup failed: see $LOG_DIR/build.log"
+	fi
+	meson compile -C build >>"$LOG_DIR/build.log" 2>&1 ||
+		die "build failed: see $LOG_DIR/build.log"
+	[[ -x $MKFS && -x $VMFSD ]] || die "$MKFS or $VMFSD missing after the build"
+}
+
+# ---------------------------------------------------------------- volume
+VOL_IMG=$BENCH_DIR/vmfsd.img
+VOL_MNT=$BENCH_DIR/mnt
+VOL_SIZE=""             # set in volume_up: fio size x 2 + 2 GiB, sparse
+VOL_UP=0
+
+# Formats a sparse image next to the project and mounts it as host "bench".
+# vmfsd runs in the foreground (-f) as our child, so we know its pid and can
+# stop exactly that process at exit.
+volume_up() {
+	((VOL_UP)) && return 0
+	((NO_VMFSD)) && die "volume_up called with --no-vmfsd"
+	local gib
+	gib=$(size_bytes "$FIO_SIZE")
+	VOL_SIZE=$(((gib * 2 >> 30) + 2))G
+	is_mounted "$VOL_MNT" && die "$VOL_MNT is already mounted (another bench run?)"
+	mkdir -p "$VOL_MNT"
+	track "$VOL_IMG"
+	rm -f "$VOL_IMG"
+	"$MKFS" -f -q -L bench -s "$VOL_SIZE" "$VOL_IMG" >"$LOG_DIR/mkfs.log" 2>&1 ||
+		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
+	track_mount "$VOL_MNT"
+	"$VMFSD" -f -o host=bench "$VOL_IMG" "$VOL_MNT" >"$LOG_DIR/vmfsd.log" 2>&1 &
+	VMFSD_PID=$!
+	for _ in $(seq 100); do
+		is_mounted "$VOL_MNT" && break
+		kill -0 "$VMFSD_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	is_mounted "$VOL_MNT" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
+	VOL_UP=1
+}
+
+size_bytes() {
+	"$PY" - "$1" <<'PYEOF'
+import re, sys
+m = re.fullmatch(r"(\d+)([KMGT]?)i?B?", sys.argv[1], re.I)
+if not m:
+    sys.exit("bad size " + sys.argv[1])
+print(int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()])
+PYEOF
+}
+
+# ---------------------------------------------------------------- fio
+# fio_run NAME FILE RW BS IODEPTH [extra fio args]: runs one job with direct
+# I/O through libaio and prints "<MB/s> <IOPS>" of the job's direction
+# (MB = 10^6 bytes).  The JSON is kept in the log folder.
+fio_run() {
+	local name=$1 file=$2 rw=$3 bs=$4 qd=$5
+	shift 5
+	local json=$LOG_DIR/fio-$name.json
+	echo "bench: fio $name ($rw $bs QD$qd on $file)" >&2
+	fio --name="$name" --filename="$file" --rw="$rw" --bs="$bs" --iodepth="$qd" \
+		--ioengine=libaio --direct=1 --size="$FIO_SIZE" --fallocate=none \
+		--numjobs=1 --randrepeat=0 --norandommap=1 "$@" \
+		--output-format=json --output="$json" >>"$LOG_DIR/fio.log" 2>&1 ||
+		die "fio $name failed: see $LOG_DIR/fio.log"
+	"$PY" - "$json" "$rw" <<'PYEOF'
+import json, sys
+text = open(sys.argv[1]).read()
+job = json.loads(text[text.index("{"):])["jobs"][0]   # skip any warning lines
+if job.get("error"):
+    sys.exit("fio job error %d" % job["error"])
+d = job["write" if "write" in sys.argv[2] else "read"]
+print("%.1f %.0f" % (d["bw_bytes"] / 1e6, d["iops"]))
+PYEOF
+}
+
+# Lays FILE out with one sequential 1 MiB direct write pass so that every
+# later job reads and overwrites allocated, written blocks (a thin vmfsd file
+# or a fallocated ext4 file would otherwise read unwritten extents as zeros
+# without touching the disk).  Prints the MB/s of that first-touch write.
+fio_layout() {
+	fio_run "$1-layout" "$2" write 1M 16 | cut -d' ' -f1
+}
+
+section_fio() {
+	local raw=$BENCH_DIR/raw.dat vm="" r v t test rw bs qd unit i
+	local -a tests=(
+		"1 MiB sequential read, QD16|read|1M|16|MB/s"
+		"1 MiB sequential write, QD16|write|1M|16|MB/s"
+		"4 KiB random read, QD32|randread|4k|32|IOPS"
+		"4 KiB random write, QD32|randwrite|4k|32|IOPS"
+	)
+	table "fio: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, libaio, $FIO_SIZE, ${RUNTIME}s each)" \
+		test unit "raw file" vmfsd "vmfsd / raw"
+
+	track "$raw"
+	rm -f "$raw"
+	fallocate -l "$FIO_SIZE" "$raw"
+	r=$(fio_layout raw "$raw")
+	if ((!NO_VMFSD)); then
+		volume_up
+		vm=$VOL_MNT/bench-flat.vmdk
+		truncate -s "$FIO_SIZE" "$vm"       # thin: first write allocates
+		v=$(fio_layout vmfsd "$vm")
+	else
+		v=n/a
+	fi
+	row "1 MiB sequential write, first touch (allocating)" MB/s "$r" "$v" "$(ratio "$v" "$r")"
+
+	for t in "${tests[@]}"; do
+		IFS='|' read -r test rw bs qd unit <<<"$t"
+		i=1; [[ $unit == IOPS ]] && i=2
+		r=$(fio_run "raw-$rw" "$raw" "$rw" "$bs" "$qd" --time_based --runtime="$RUNTIME" --ramp_time=2 |
+			cut -d' ' -f"$i")
+		if [[ -n $vm ]]; then
+			v=$(fio_run "vmfsd-$rw" "$vm" "$rw" "$bs" "$qd" --time_based --runtime="$RUNTIME" --ramp_time=2 |
+				cut -d' ' -f"$i")
+		else
+			v=n/a
+		fi
+		row "$test" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
+	done
+	rm -f "$raw"
+	[[ -n $vm ]] && rm -f "$vm"
+	return 0
+}
+
+# ---------------------------------------------------------------- mkfs
+section_mkfs() {
+	local img=$BENCH_DIR/mkfs-15T.img t
+	table "mkfs" test seconds
+	if ((NO_VMFSD)); then
+		row "mkfs.vmfsd -s 15T (fresh sparse file)" n/a
+		return 0
+	fi
+	track "$img"
+	rm -f "$img"
+	t=$(timeit "$MKFS" -f -q -s 15T "$img") || die "mkfs.vmfsd -s 15T failed: see $LOG_DIR/commands.log"
+	row "mkfs.vmfsd -s 15T (fresh sparse file)" "$t"
+	rm -f "$img"
+}
+
+# ---------------------------------------------------------------- main
+for s in "${RUN[@]}"; do
+	declare -F "section_$s" >/dev/null || die "unknown section '$s' (known: ${SECTIONS[*]})"
+done
+command -v fio >/dev/null || die "fio not found: run scripts/deps.sh"
+[[ -x $PY ]] || die "$PY not found: run scripts/deps.sh"
+[[ $(findmnt -rn -o FSTYPE -T "$BENCH_DIR" | head -n1) != tmpfs ]] ||
+	die "$BENCH_DIR is on tmpfs, which has no O_DIRECT: use --dir on a disk filesystem"
+((NO_VMFSD)) || build
+
+out "## vmfsd benchmark"
+out ""
+machine
+for s in "${RUN[@]}"; do
+	"section_$s"
+done
+
+if ((APPEND)); then
+	{ echo; cat "$REPORT"; } >>BENCHMARKS.md
+	echo
+	echo "bench: appended to BENCHMARKS.md"
+fi
