@@ -5,6 +5,10 @@
  * they have not range-checked: the image may be corrupt or hostile.
  */
 #include <errno.h>
+/* XXH3_state_t is an incomplete type unless the state layout is exposed,
+ * and that layout is only stable within one xxhash version: inline the
+ * implementation rather than depend on libxxhash's private ABI. */
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include "format.h"
@@ -67,7 +71,8 @@ void vmfsd_sb_encode(const struct vmfsd_sb *sb, uint64_t blocknr, void *blk)
 	d->sb_flags = LE32(sb->sb_flags);
 	d->blocknr = LE64(blocknr);
 	memcpy(d->uuid, sb->uuid, 16);
-	strncpy(d->label, sb->label, VMFSD_LABEL_MAX);
+	/* Unterminated when 64 bytes long: d was zeroed, so copy what fits. */
+	memcpy(d->label, sb->label, strnlen(sb->label, VMFSD_LABEL_MAX));
 	d->feat_compat = LE64(sb->feat_compat);
 	d->feat_ro_compat = LE64(sb->feat_ro_compat);
 	d->feat_incompat = LE64(sb->feat_incompat);
@@ -172,7 +177,9 @@ int vmfsd_sb_check_layout(const struct vmfsd_sb *sb)
 		return -EUCLEAN;
 	if (sb->rc_bits != VMFSD_RC_BITS)
 		return -EUCLEAN;
-	if (sb->journal_size < VMFSD_REGION_ALIGN || sb->journal_size % VMFSD_META_BLOCK)
+	/* The upper bound keeps max_hosts * journal_size from wrapping. */
+	if (sb->journal_size < VMFSD_REGION_ALIGN || sb->journal_size % VMFSD_META_BLOCK ||
+	    sb->journal_size > (1ull << 40))
 		return -EUCLEAN;
 	if (sb->inode_count < 2 || sb->inode_count > (1ull << 40) ||
 	    sb->sub_count < 2 || sb->sub_count > VMFSD_MAP_PBLK_MASK ||
@@ -204,8 +211,10 @@ int vmfsd_sb_check_layout(const struct vmfsd_sb *sb)
 		return -EUCLEAN;
 	REGION(sb->data_off, sb->block_count * (uint64_t)sb->block_size);
 #undef REGION
-	if (sb->backup_blocknr * VMFSD_META_BLOCK < end ||
-	    (sb->backup_blocknr + 1) * VMFSD_META_BLOCK > sb->device_size)
+	/* Compare in block numbers first: a hostile backup_blocknr must not
+	 * wrap the byte offset back inside the device. */
+	if (sb->backup_blocknr >= sb->device_size / VMFSD_META_BLOCK ||
+	    sb->backup_blocknr * VMFSD_META_BLOCK < end)
 		return -EUCLEAN;
 	return 0;
 }
@@ -493,7 +502,7 @@ void vmfsd_hb_encode(const struct vmfsd_hb *hb, uint64_t blocknr, void *blk)
 	d->state = LE16(hb->state);
 	d->blocknr = LE64(blocknr);
 	memcpy(d->host_uuid, hb->host_uuid, 16);
-	strncpy(d->host_name, hb->host_name, VMFSD_HOSTNAME_MAX);
+	memcpy(d->host_name, hb->host_name, strnlen(hb->host_name, VMFSD_HOSTNAME_MAX));
 	d->generation = LE64(hb->generation);
 	d->counter = LE64(hb->counter);
 	d->journal_off = LE64(hb->journal_off);
@@ -598,6 +607,9 @@ int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb)
 	off += sb->sub_count * VMFSD_SUB_BLOCK_SIZE;
 	sb->data_off = align_up(off, sb->block_size);
 
+	/* dev < 4 KiB would wrap the backup block number below. */
+	if (dev < VMFSD_META_BLOCK)
+		return -ENOSPC;
 	sb->backup_blocknr = dev / VMFSD_META_BLOCK - 1;
 	data_end = sb->backup_blocknr * VMFSD_META_BLOCK;
 	if (data_end <= sb->data_off)

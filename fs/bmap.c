@@ -1,0 +1,488 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Block maps: logical unit -> pool unit, as a radix tree of fixed fanout.
+ * The inode holds 728 root slots; at height h each root slot points to a
+ * node of level h-1 and each node holds 1008 slots (level 0: data entries).
+ * Height 2 with 1 MiB blocks addresses 728 x 1008^2 MiB = 709 TiB, so a
+ * 64 TiB VMDK needs at most two node reads per lookup, and every
+ * allocation dirties exactly one leaf (plus new nodes on the way down):
+ * small, predictable transactions for the journal.  Nodes are sub-blocks;
+ * the nodes of an inode are cached while the inode is in memory.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fs_internal.h"
+
+#define FANOUT VMFSD_MAP_NODE_SLOTS
+#define ROOTS VMFSD_MAP_ROOT_SLOTS
+
+struct map_node {
+	uint32_t sblk;
+	uint8_t *buf;           /* struct vmfsd_disk_map_node image */
+};
+
+static pthread_mutex_t ncache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+uint64_t bmap_capacity(uint8_t height)
+{
+	uint64_t c = ROOTS;
+
+	while (height--)
+		c *= FANOUT;
+	return c;
+}
+
+struct alloc_pool *bmap_pool(struct fs *fs, struct fs_inode *ip)
+{
+	return ip->d.data_mode == VMFSD_DATA_BLOCK ? &fs->bpool : &fs->spool;
+}
+
+static uint64_t pow_fanout(unsigned level)
+{
+	uint64_t c = 1;
+
+	while (level--)
+		c *= FANOUT;
+	return c;
+}
+
+/* ---- node cache: open addressing on sub-block number ---- */
+
+static uint32_t nhash(uint32_t sblk, uint32_t cap)
+{
+	return (sblk * 2654435761u) & (cap - 1);
+}
+
+static struct map_node *ncache_find(struct fs_inode *ip, uint32_t sblk)
+{
+	uint32_t i;
+
+	if (!ip->nodes_cap)
+		return NULL;
+	for (i = nhash(sblk, ip->nodes_cap);; i = (i + 1) & (ip->nodes_cap - 1)) {
+		if (!ip->nodes[i])
+			return NULL;
+		if (ip->nodes[i]->sblk == sblk)
+			return ip->nodes[i];
+	}
+}
+
+static int ncache_insert(struct fs_inode *ip, struct map_node *n)
+{
+	uint32_t i;
+
+	if ((ip->nodes_n + 1) * 2 > ip->nodes_cap) {
+		uint32_t cap = ip->nodes_cap ? ip->nodes_cap * 2 : 16, j;
+		struct map_node **nt = calloc(cap, sizeof(*nt));
+
+		if (!nt)
+			return -ENOMEM;
+		for (j = 0; j < ip->nodes_cap; j++) {
+			struct map_node *m = ip->nodes[j];
+
+			if (!m)
+				continue;
+			for (i = nhash(m->sblk, cap); nt[i]; i = (i + 1) & (cap - 1))
+				;
+			nt[i] = m;
+		}
+		free(ip->nodes);
+		ip->nodes = nt;
+		ip->nodes_cap = cap;
+	}
+	for (i = nhash(n->sblk, ip->nodes_cap); ip->nodes[i]; i = (i + 1) & (ip->nodes_cap - 1))
+		;
+	ip->nodes[i] = n;
+	ip->nodes_n++;
+	return 0;
+}
+
+/* Backward-shift deletion keeps linear probing chains intact. */
+static void ncache_remove(struct fs_inode *ip, uint32_t sblk)
+{
+	uint32_t mask = ip->nodes_cap - 1, i, j;
+	struct map_node *n;
+
+	if (!ip->nodes_cap)
+		return;
+	for (i = nhash(sblk, ip->nodes_cap); ip->nodes[i]; i = (i + 1) & mask)
+		if (ip->nodes[i]->sblk == sblk)
+			break;
+	if (!ip->nodes[i])
+		return;
+	n = ip->nodes[i];
+	ip->nodes[i] = NULL;
+	ip->nodes_n--;
+	for (j = (i + 1) & mask; ip->nodes[j]; j = (j + 1) & mask) {
+		uint32_t h = nhash(ip->nodes[j]->sblk, ip->nodes_cap);
+
+		/* Move j into the hole at i if its home is not in (i, j]. */
+		if ((j > i && (h <= i || h > j)) || (j < i && (h <= i && h > j))) {
+			ip->nodes[i] = ip->nodes[j];
+			ip->nodes[j] = NULL;
+			i = j;
+		}
+	}
+	bdev_free(n->buf);
+	free(n);
+}
+
+void bmap_cache_drop(struct fs_inode *ip)
+{
+	uint32_t i;
+
+	for (i = 0; i < ip->nodes_cap; i++) {
+		if (ip->nodes[i]) {
+			bdev_free(ip->nodes[i]->buf);
+			free(ip->nodes[i]);
+		}
+	}
+	free(ip->nodes);
+	ip->nodes = NULL;
+	ip->nodes_cap = ip->nodes_n = 0;
+}
+
+/* Returns the cached node image, reading and verifying it on a miss. */
+static int node_get(struct fs *fs, struct fs_inode *ip, uint32_t sblk, unsigned level,
+		    uint8_t **out)
+{
+	struct map_node *n;
+	uint8_t *buf;
+	int r;
+
+	if (!sblk || sblk >= fs->sb.sub_count)
+		return -EUCLEAN;
+	pthread_mutex_lock(&ncache_lock);
+	n = ncache_find(ip, sblk);
+	pthread_mutex_unlock(&ncache_lock);
+	if (n) {
+		*out = n->buf;
+		return 0;
+	}
+	buf = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	r = bdev_pread(fs->bd, buf, VMFSD_SUB_BLOCK_SIZE, vmfsd_sub_off(&fs->sb, sblk));
+	if (!r)
+		r = vmfsd_map_node_verify(buf, sblk, ip->ino, ip->d.generation);
+	if (!r && le16toh(((struct vmfsd_disk_map_node *)buf)->level) != level)
+		r = -EUCLEAN;
+	if (r) {
+		bdev_free(buf);
+		return r;
+	}
+	pthread_mutex_lock(&ncache_lock);
+	n = ncache_find(ip, sblk);
+	if (n) {
+		/* Another reader loaded it meanwhile. */
+		pthread_mutex_unlock(&ncache_lock);
+		bdev_free(buf);
+		*out = n->buf;
+		return 0;
+	}
+	n = malloc(sizeof(*n));
+	if (!n || ncache_insert(ip, n)) {
+		pthread_mutex_unlock(&ncache_lock);
+		free(n);
+		bdev_free(buf);
+		return -ENOMEM;
+	}
+	n->sblk = sblk;
+	n->buf = buf;
+	pthread_mutex_unlock(&ncache_lock);
+	*out = buf;
+	return 0;
+}
+
+static uint8_t *slot_ptr(uint8_t *node, uint32_t i)
+{
+	return node + VMFSD_MAP_NODE_HDR + (size_t)i * 4;
+}
+
+static uint8_t *root_ptr(struct fs_inode *ip, uint32_t i)
+{
+	return ip->d.map + (size_t)i * 4;
+}
+
+int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val)
+{
+	unsigned h = ip->d.map_height, level;
+	uint64_t span = pow_fanout(h);
+	uint32_t e;
+	uint8_t *node;
+	int r;
+
+	*val = 0;
+	if (lblk >= bmap_capacity((uint8_t)h))
+		return 0;
+	e = vmfsd_get_le32(root_ptr(ip, (uint32_t)(lblk / span)));
+	lblk %= span;
+	for (level = h; level > 0; level--) {
+		if (!e)
+			return 0;
+		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		span /= FANOUT;
+		e = vmfsd_get_le32(slot_ptr(node, (uint32_t)(lblk / span)));
+		lblk %= span;
+	}
+	*val = e;
+	return 0;
+}
+
+static void node_log(struct fs *fs, struct fs_inode *ip, uint32_t sblk, uint8_t *node,
+		     struct tx *tx)
+{
+	(void)ip;
+	vmfsd_map_node_finish(node, sblk);
+	tx_add(tx, vmfsd_sub_off(&fs->sb, sblk), node);
+}
+
+/* Allocates a zeroed node of LEVEL covering FIRST; inserts it in the cache. */
+static int node_new(struct fs *fs, struct fs_inode *ip, unsigned level, uint64_t first,
+		    struct tx *tx, uint32_t *sblk_out, uint8_t **out)
+{
+	struct vmfsd_disk_map_node *d;
+	struct map_node *n;
+	uint64_t sblk;
+	int r;
+
+	r = alloc_item(fs, &fs->spool, 0, tx, &sblk);
+	if (r)
+		return r;
+	n = malloc(sizeof(*n));
+	d = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	if (!n || !d) {
+		free(n);
+		bdev_free(d);
+		alloc_free(fs, &fs->spool, sblk, tx);
+		return -ENOMEM;
+	}
+	memset(d, 0, sizeof(*d));
+	d->level = htole16((uint16_t)level);
+	d->ino = htole64(ip->ino);
+	d->ino_generation = htole64(ip->d.generation);
+	d->first_lblk = htole64(first);
+	n->sblk = (uint32_t)sblk;
+	n->buf = (uint8_t *)d;
+	pthread_mutex_lock(&ncache_lock);
+	r = ncache_insert(ip, n);
+	pthread_mutex_unlock(&ncache_lock);
+	if (r) {
+		free(n);
+		bdev_free(d);
+		alloc_free(fs, &fs->spool, sblk, tx);
+		return r;
+	}
+	ip->d.alloc_units += VMFSD_SUB_BLOCK_SIZE / 512;
+	*sblk_out = (uint32_t)sblk;
+	*out = (uint8_t *)d;
+	return 0;
+}
+
+static int grow(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+{
+	unsigned h = ip->d.map_height;
+	uint32_t sblk, i;
+	uint8_t *node;
+	int r;
+
+	if (h + 1 > VMFSD_MAP_MAX_HEIGHT)
+		return -EFBIG;
+	r = node_new(fs, ip, h, 0, tx, &sblk, &node);
+	if (r)
+		return r;
+	for (i = 0; i < ROOTS; i++)
+		memcpy(slot_ptr(node, i), root_ptr(ip, i), 4);
+	memset(ip->d.map, 0, VMFSD_MAP_AREA);
+	vmfsd_put_le32(root_ptr(ip, 0), sblk);
+	ip->d.map_height = (uint8_t)(h + 1);
+	node_log(fs, ip, sblk, node, tx);
+	tx_add_inode(tx, ip);
+	return 0;
+}
+
+int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
+	     struct tx *tx)
+{
+	uint8_t *path_node[VMFSD_MAP_MAX_HEIGHT];
+	uint32_t path_sblk[VMFSD_MAP_MAX_HEIGHT];
+	unsigned h, level, depth = 0, i;
+	uint64_t span, rem, first;
+	uint8_t *slot;
+	int r;
+
+	while (lblk >= bmap_capacity(ip->d.map_height)) {
+		r = grow(fs, ip, tx);
+		if (r)
+			return r;
+	}
+	h = ip->d.map_height;
+	span = pow_fanout(h);
+	slot = root_ptr(ip, (uint32_t)(lblk / span));
+	rem = lblk % span;
+	first = lblk - rem;
+	for (level = h; level > 0; level--) {
+		uint32_t e = vmfsd_get_le32(slot);
+		uint8_t *node;
+
+		if (!e) {
+			r = node_new(fs, ip, level - 1, first, tx, &e, &node);
+			if (r)
+				return r;
+			vmfsd_put_le32(slot, e);
+		} else {
+			r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+			if (r)
+				return r;
+		}
+		path_node[depth] = node;
+		path_sblk[depth] = e & VMFSD_MAP_PBLK_MASK;
+		depth++;
+		span /= FANOUT;
+		slot = slot_ptr(node, (uint32_t)(rem / span));
+		first += rem / span * span;
+		rem %= span;
+	}
+	vmfsd_put_le32(slot, val);
+	/* Log bottom-up so every node reaches the disk before its parent. */
+	for (i = depth; i-- > 0;)
+		node_log(fs, ip, path_sblk[i], path_node[i], tx);
+	tx_add_inode(tx, ip);
+	return 0;
+}
+
+struct free_ctx {
+	struct fs *fs;
+	struct fs_inode *ip;
+	struct alloc_pool *pool;
+	uint32_t unit_sectors;
+	struct tx *tx;
+};
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* Frees entries in [from, to) of the slot array SLOTS (n entries, each
+ * covering SPAN units, first at BASE).  Returns 1 if the array became empty. */
+static int free_slots(struct free_ctx *c, uint8_t *slots, uint32_t n, unsigned level,
+		      uint64_t base, uint64_t from, uint64_t to, bool *dirty)
+{
+	uint64_t span = pow_fanout(level);
+	uint32_t i, i0, i1;
+	int r;
+
+	if (from < base)
+		from = base;
+	if (to <= from)
+		return 0;
+	i0 = (uint32_t)((from - base) / span);
+	i1 = (uint32_t)((to - base + span - 1) / span < n ? (to - base + span - 1) / span : n);
+	for (i = i0; i < i1; i++) {
+		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
+		uint64_t lo = base + i * span, hi = lo + span;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			alloc_free(c->fs, c->pool, e & VMFSD_MAP_PBLK_MASK, c->tx);
+			c->ip->d.alloc_units -= c->unit_sectors;
+			vmfsd_put_le32(slots + (size_t)i * 4, 0);
+			*dirty = true;
+		} else {
+			uint32_t sblk = e & VMFSD_MAP_PBLK_MASK;
+			bool cdirty = false;
+			uint8_t *node;
+
+			r = node_get(c->fs, c->ip, sblk, level - 1, &node);
+			if (r)
+				return r;
+			r = free_slots(c, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo,
+				       from > lo ? from : lo, to < hi ? to : hi, &cdirty);
+			if (r < 0)
+				return r;
+			if (r == 1) {
+				/* Child empty: drop the pointer, then the node. */
+				vmfsd_put_le32(slots + (size_t)i * 4, 0);
+				*dirty = true;
+				alloc_free(c->fs, &c->fs->spool, sblk, c->tx);
+				c->ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
+				pthread_mutex_lock(&ncache_lock);
+				ncache_remove(c->ip, sblk);
+				pthread_mutex_unlock(&ncache_lock);
+			} else if (cdirty) {
+				node_log(c->fs, c->ip, sblk, node, c->tx);
+			}
+		}
+	}
+	return all_zero(slots, (size_t)n * 4) ? 1 : 0;
+}
+
+int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,
+		    struct tx *tx)
+{
+	struct free_ctx c = {
+		.fs = fs, .ip = ip, .pool = bmap_pool(fs, ip), .tx = tx,
+		.unit_sectors = inode_unit_size(fs, ip) / 512,
+	};
+	bool dirty = false;
+	int r;
+
+	if (ip->d.data_mode == VMFSD_DATA_INLINE)
+		return 0;
+	if (to > bmap_capacity(ip->d.map_height))
+		to = bmap_capacity(ip->d.map_height);
+	r = free_slots(&c, ip->d.map, ROOTS, ip->d.map_height, 0, from, to, &dirty);
+	if (r < 0)
+		return r;
+	if (r == 1)
+		ip->d.map_height = 0;
+	tx_add_inode(tx, ip);
+	return 0;
+}
+
+static int next_slots(struct fs *fs, struct fs_inode *ip, uint8_t *slots, uint32_t n,
+		      unsigned level, uint64_t base, uint64_t from, uint64_t *out)
+{
+	uint64_t span = pow_fanout(level);
+	uint32_t i;
+	int r;
+
+	i = from > base ? (uint32_t)((from - base) / span) : 0;
+	for (; i < n; i++) {
+		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
+		uint64_t lo = base + i * span;
+		uint8_t *node;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			*out = lo;
+			return 0;
+		}
+		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		r = next_slots(fs, ip, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo,
+			       from > lo ? from : lo, out);
+		if (r != -ENXIO)
+			return r;
+	}
+	return -ENXIO;
+}
+
+int bmap_next_mapped(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint64_t *out)
+{
+	if (ip->d.data_mode == VMFSD_DATA_INLINE)
+		return -ENXIO;
+	return next_slots(fs, ip, ip->d.map, ROOTS, ip->d.map_height, 0, lblk, out);
+}

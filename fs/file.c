@@ -1,0 +1,866 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * File data: read, write, truncate, fallocate, SEEK_DATA/SEEK_HOLE.
+ *
+ * A file lives in one of three data modes that only ever grow: inline (the
+ * bytes sit in the inode, <= 2912 bytes), sub-block (4 KiB units, while the
+ * file fits in one file block) and file-block (1 MiB units by default), so a
+ * .vmx costs no block at all and a log a few 4 KiB units, while a VMDK maps
+ * 1 MiB at a time.
+ *
+ * Invariants that keep stale data out of files: a unit is exposed (mapped
+ * as written) only after its full contents were written; a newly allocated
+ * unit is written whole (zeros around the caller's bytes); preallocated
+ * units are flagged unwritten and read as zeros; bytes past EOF inside a
+ * unit are always zero (truncate and punch zero them), so growing a file
+ * never reveals old bytes.
+ *
+ * Overwrites of written units that are 512-byte aligned run in parallel
+ * under the inode's iolock held shared; everything that allocates, converts,
+ * truncates or needs a read-modify-write holds it exclusive.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fs_internal.h"
+
+struct fs_file {
+	struct fs_inode *ip;
+	int flags;
+};
+
+#define SECTOR 512u
+
+static uint64_t round_down(uint64_t v, uint64_t a)
+{
+	return v / a * a;
+}
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+static bool entry_written(uint32_t e)
+{
+	return e && !(e & VMFSD_MAP_UNWRITTEN);
+}
+
+static uint64_t unit_dev_off(struct fs *fs, struct fs_inode *ip, uint32_t e)
+{
+	uint64_t p = e & VMFSD_MAP_PBLK_MASK;
+
+	return ip->d.data_mode == VMFSD_DATA_BLOCK ? vmfsd_block_off(&fs->sb, p)
+						   : vmfsd_sub_off(&fs->sb, p);
+}
+
+uint64_t fs_file_ino(const struct fs_file *f)
+{
+	return f->ip->ino;
+}
+
+/* ---------------- read ---------------- */
+
+/* Reads the sector-aligned range [a0, a1) of the file into BUF (iolock held). */
+static int read_aligned(struct fs *fs, struct fs_inode *ip, uint8_t *buf, uint64_t a0,
+			uint64_t a1)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t pos = a0;
+	int r;
+
+	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+		memset(buf, 0, a1 - a0);
+		if (a0 < VMFSD_INLINE_MAX)
+			memcpy(buf, ip->d.map + a0,
+			       (a1 < VMFSD_INLINE_MAX ? a1 : VMFSD_INLINE_MAX) - a0);
+		return 0;
+	}
+	while (pos < a1) {
+		uint64_t lblk = pos / unit, end = (lblk + 1) * unit, dev;
+		uint32_t e;
+
+		r = bmap_get(fs, ip, lblk, &e);
+		if (r)
+			return r;
+		if (end > a1)
+			end = a1;
+		if (!entry_written(e)) {
+			memset(buf + (pos - a0), 0, end - pos);
+			pos = end;
+			continue;
+		}
+		dev = unit_dev_off(fs, ip, e) + pos % unit;
+		/* Extend the run over physically contiguous written units. */
+		while (end < a1) {
+			uint32_t e2;
+
+			r = bmap_get(fs, ip, end / unit, &e2);
+			if (r)
+				return r;
+			if (!entry_written(e2) ||
+			    (e2 & VMFSD_MAP_PBLK_MASK) != (e & VMFSD_MAP_PBLK_MASK) + (end / unit - lblk))
+				break;
+			end = (end / unit + 1) * unit < a1 ? (end / unit + 1) * unit : a1;
+		}
+		r = bdev_pread(fs->bd, buf + (pos - a0), end - pos, dev);
+		if (r)
+			return r;
+		pos = end;
+	}
+	return 0;
+}
+
+ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
+		    void **bufp, size_t *data_off)
+{
+	struct fs_inode *ip = f->ip;
+	uint64_t a0, a1, end;
+	uint8_t *buf;
+	int r;
+
+	*bufp = NULL;
+	*data_off = 0;
+	pthread_rwlock_rdlock(&ip->iolock);
+	if (off >= ip->d.size || !size) {
+		pthread_rwlock_unlock(&ip->iolock);
+		return 0;
+	}
+	end = off + size < ip->d.size ? off + size : ip->d.size;
+	a0 = round_down(off, SECTOR);
+	a1 = round_up(end, SECTOR);
+	buf = bdev_alloc(a1 - a0);
+	if (!buf) {
+		pthread_rwlock_unlock(&ip->iolock);
+		return -ENOMEM;
+	}
+	r = read_aligned(fs, ip, buf, a0, a1);
+	pthread_rwlock_unlock(&ip->iolock);
+	if (r) {
+		bdev_free(buf);
+		return r;
+	}
+	*bufp = buf;
+	*data_off = off - a0;
+	return (ssize_t)(end - off);
+}
+
+ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off)
+{
+	size_t doff;
+	void *b;
+	ssize_t n = fs_read_buf(fs, f, size, off, &b, &doff);
+
+	if (n > 0)
+		memcpy(buf, (uint8_t *)b + doff, (size_t)n);
+	bdev_free(b);
+	return n;
+}
+
+/* ---------------- write helpers ---------------- */
+
+/* Writes LEN bytes at device offset DEV, which lies inside a written unit;
+ * read-modify-write of the partial sectors at either end (iolock excl.). */
+static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t len)
+{
+	uint64_t a0 = round_down(dev, SECTOR), a1 = round_up(dev + len, SECTOR);
+	uint8_t *buf;
+	int r = 0;
+
+	if (a0 == dev && a1 == dev + len)
+		return bdev_pwrite(fs->bd, data, len, dev);
+	buf = bdev_alloc(a1 - a0);
+	if (!buf)
+		return -ENOMEM;
+	if (a0 != dev)
+		r = bdev_pread(fs->bd, buf, SECTOR, a0);
+	if (!r && a1 != dev + len && (a1 - SECTOR != a0 || a0 == dev))
+		r = bdev_pread(fs->bd, buf + (a1 - a0 - SECTOR), SECTOR, a1 - SECTOR);
+	if (!r) {
+		memcpy(buf + (dev - a0), data, len);
+		r = bdev_pwrite(fs->bd, buf, a1 - a0, a0);
+	}
+	bdev_free(buf);
+	return r;
+}
+
+/* Physical goal for unit LBLK: right after the unit before it. */
+static uint64_t alloc_goal(struct fs *fs, struct fs_inode *ip, uint64_t lblk)
+{
+	uint32_t e = 0;
+
+	if (lblk && bmap_get(fs, ip, lblk - 1, &e) == 0 && e)
+		return (e & VMFSD_MAP_PBLK_MASK) + 1;
+	return 0;
+}
+
+/* Writes a whole new unit: zeros with DATA at IN_OFF; maps it written.
+ * E is the current entry (0 hole, or unwritten).  iolock exclusive held. */
+static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t e,
+			  const uint8_t *data, size_t in_off, size_t len, struct tx *tx)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t p;
+	uint8_t *buf;
+	int r;
+
+	buf = bdev_alloc(unit);
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0, unit);
+	if (len)
+		memcpy(buf + in_off, data, len);
+	if (e) {
+		p = e & VMFSD_MAP_PBLK_MASK;
+	} else {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), tx, &p);
+		if (!r)
+			ip->d.alloc_units += unit / 512;
+		pthread_mutex_unlock(&fs->meta_lock);
+		if (r) {
+			bdev_free(buf);
+			return r;
+		}
+	}
+	/* Ordered: the data reaches the device before the map points at it. */
+	r = bdev_pwrite(fs->bd, buf, unit, unit_dev_off(fs, ip, (uint32_t)p));
+	bdev_free(buf);
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!r)
+		r = bmap_set(fs, ip, lblk, (uint32_t)p, tx);
+	if (r && !e) {
+		alloc_free(fs, bmap_pool(fs, ip), p, tx);
+		ip->d.alloc_units -= unit / 512;
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+/* Moves an inline or sub-block file to MODE, keeping its bytes.
+ * iolock exclusive held; commits its own transaction. */
+static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
+{
+	uint64_t size = ip->d.size, copy;
+	uint8_t *data = NULL;
+	struct tx tx;
+	bool any = false;
+	int r = 0;
+
+	if (mode <= ip->d.data_mode)
+		return 0;
+	copy = size;
+	if (copy) {
+		data = bdev_alloc(round_up(copy, SECTOR));
+		if (!data)
+			return -ENOMEM;
+		r = read_aligned(fs, ip, data, 0, round_up(copy, SECTOR));
+		if (r)
+			goto out;
+	}
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+		any = copy > 0;
+	} else {
+		uint64_t next;
+
+		any = bmap_next_mapped(fs, ip, 0, &next) == 0;
+		r = bmap_free_range(fs, ip, 0, UINT64_MAX, &tx);
+	}
+	if (!r) {
+		memset(ip->d.map, 0, VMFSD_MAP_AREA);
+		ip->d.map_height = 0;
+		ip->d.data_mode = mode;
+		tx_add_inode(&tx, ip);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (!r && any)
+		r = write_new_unit(fs, ip, 0, 0, data, 0, copy, &tx);
+	if (r) {
+		tx_abort(&tx);
+		goto out;
+	}
+	r = tx_commit(&tx);
+out:
+	bdev_free(data);
+	return r;
+}
+
+/* The data mode a file of SIZE bytes needs. */
+static uint8_t mode_for(struct fs *fs, uint64_t size)
+{
+	if (size <= VMFSD_INLINE_MAX)
+		return VMFSD_DATA_INLINE;
+	return size <= fs->sb.block_size ? VMFSD_DATA_SUB : VMFSD_DATA_BLOCK;
+}
+
+static int ensure_mode(struct fs *fs, struct fs_inode *ip, uint64_t end)
+{
+	uint8_t m = mode_for(fs, end);
+
+	return m > ip->d.data_mode ? convert_mode(fs, ip, m) : 0;
+}
+
+/* Fast path: every unit in range written, sector aligned, no mode change.
+ * Returns -EAGAIN if the slow path is needed. */
+static int write_fast(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
+		      uint64_t off)
+{
+	uint64_t end = off + size, pos = off;
+	uint32_t unit;
+	int r;
+
+	if (((off | size) & (SECTOR - 1)) || ip->d.data_mode == VMFSD_DATA_INLINE ||
+	    mode_for(fs, end) > ip->d.data_mode)
+		return -EAGAIN;
+	unit = inode_unit_size(fs, ip);
+	/* Check first so nothing is written if the slow path must run. */
+	for (pos = round_down(off, unit); pos < end; pos += unit) {
+		uint32_t e;
+
+		r = bmap_get(fs, ip, pos / unit, &e);
+		if (r)
+			return r;
+		if (!entry_written(e))
+			return -EAGAIN;
+	}
+	pos = off;
+	while (pos < end) {
+		uint64_t lblk = pos / unit, uend = (lblk + 1) * unit;
+		uint32_t e;
+
+		r = bmap_get(fs, ip, lblk, &e);
+		if (r)
+			return r;
+		if (uend > end)
+			uend = end;
+		/* Coalesce physically contiguous units into one I/O. */
+		while (uend < end) {
+			uint32_t e2;
+
+			r = bmap_get(fs, ip, uend / unit, &e2);
+			if (r)
+				return r;
+			if ((e2 & VMFSD_MAP_PBLK_MASK) !=
+			    (e & VMFSD_MAP_PBLK_MASK) + (uend / unit - lblk))
+				break;
+			uend = (uend / unit + 1) * unit < end ? (uend / unit + 1) * unit : end;
+		}
+		r = bdev_pwrite(fs->bd, buf + (pos - off), uend - pos,
+				unit_dev_off(fs, ip, e) + pos % unit);
+		if (r)
+			return r;
+		pos = uend;
+	}
+	return 0;
+}
+
+static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
+{
+	pthread_mutex_lock(&fs->meta_lock);
+	if (end > ip->d.size)
+		ip->d.size = end;
+	inode_touch(ip, true, true);
+	pthread_mutex_unlock(&fs->meta_lock);
+}
+
+static int write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
+		      uint64_t off)
+{
+	uint64_t end = off + size, pos;
+	uint32_t unit;
+	struct tx tx;
+	int r;
+
+	r = ensure_mode(fs, ip, end);
+	if (r)
+		return r;
+	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+		pthread_mutex_lock(&fs->meta_lock);
+		memcpy(ip->d.map + off, buf, size);
+		pthread_mutex_unlock(&fs->meta_lock);
+		update_size_times(fs, ip, end);
+		return 0;
+	}
+	unit = inode_unit_size(fs, ip);
+	tx_begin(fs, &tx);
+	for (pos = off; pos < end && !r;) {
+		uint64_t lblk = pos / unit, uend = (lblk + 1) * unit;
+		uint32_t e;
+
+		if (uend > end)
+			uend = end;
+		r = bmap_get(fs, ip, lblk, &e);
+		if (r)
+			break;
+		if (entry_written(e))
+			r = write_span(fs, unit_dev_off(fs, ip, e) + pos % unit, buf + (pos - off),
+				       uend - pos);
+		else
+			r = write_new_unit(fs, ip, lblk, e, buf + (pos - off), pos % unit,
+					   uend - pos, &tx);
+		pos = uend;
+	}
+	if (r) {
+		/* Units already mapped stay mapped: commit them. */
+		pthread_mutex_lock(&fs->meta_lock);
+		(void)tx_commit(&tx);
+		pthread_mutex_unlock(&fs->meta_lock);
+		return r;
+	}
+	pthread_mutex_lock(&fs->meta_lock);
+	if (end > ip->d.size)
+		ip->d.size = end;
+	inode_touch(ip, true, true);
+	if (tx.n)
+		tx_add_inode(&tx, ip);
+	r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
+		 uint64_t off)
+{
+	struct fs_inode *ip = f->ip;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (!size)
+		return 0;
+	if (off + size < off || off + size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+		return -EFBIG;
+	pthread_rwlock_rdlock(&ip->iolock);
+	if (f->flags & O_APPEND) {
+		r = -EAGAIN;
+	} else {
+		r = write_fast(fs, ip, buf, size, off);
+		if (!r)
+			update_size_times(fs, ip, off + size);
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	if (r == -EAGAIN) {
+		pthread_rwlock_wrlock(&ip->iolock);
+		if (f->flags & O_APPEND)
+			off = ip->d.size;
+		r = write_slow(fs, ip, buf, size, off);
+		pthread_rwlock_unlock(&ip->iolock);
+	}
+	if (!r && (f->flags & (O_SYNC | O_DSYNC)))
+		r = fs_fsync(fs, f, (f->flags & O_SYNC) != O_SYNC);
+	return r ? r : (ssize_t)size;
+}
+
+/* ---------------- truncate / punch / zero ---------------- */
+
+/* Zeroes [from, to) inside one unit (sector RMW at the edges). */
+static int zero_in_unit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint8_t *z;
+	uint32_t e;
+	int r;
+
+	if (from >= to)
+		return 0;
+	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+		if (from < VMFSD_INLINE_MAX)
+			memset(ip->d.map + from, 0,
+			       (to < VMFSD_INLINE_MAX ? to : VMFSD_INLINE_MAX) - from);
+		return 0;
+	}
+	r = bmap_get(fs, ip, from / unit, &e);
+	if (r || !entry_written(e))
+		return r;
+	z = calloc(1, to - from);
+	if (!z)
+		return -ENOMEM;
+	r = write_span(fs, unit_dev_off(fs, ip, e) + from % unit, z, to - from);
+	free(z);
+	return r;
+}
+
+int file_free_all(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+{
+	if (ip->d.data_mode == VMFSD_DATA_INLINE)
+		return 0;
+	return bmap_free_range(fs, ip, 0, UINT64_MAX, tx);
+}
+
+/* Frees the whole units of [from, to) and zeroes the partial ones
+ * (iolock exclusive held; commits). */
+static int punch(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t u0 = round_up(from, unit), u1 = to / unit * unit;
+	struct tx tx;
+	int r;
+
+	if (ip->d.data_mode == VMFSD_DATA_INLINE)
+		return zero_in_unit(fs, ip, from, to);
+	if (u0 >= u1) {
+		/* Inside one unit, or straddling one boundary. */
+		uint64_t mid = u0 < to ? u0 : to;
+
+		r = zero_in_unit(fs, ip, from, mid);
+		if (!r && mid < to)
+			r = zero_in_unit(fs, ip, mid, to);
+		return r;
+	}
+	r = zero_in_unit(fs, ip, from, u0);
+	if (!r)
+		r = zero_in_unit(fs, ip, u1, to);
+	if (r)
+		return r;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	r = bmap_free_range(fs, ip, u0 / unit, u1 / unit, &tx);
+	if (!r)
+		r = tx_commit(&tx);
+	else
+		tx_abort(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
+{
+	struct tx tx;
+	int r = 0;
+
+	if (size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+		return -EFBIG;
+	pthread_rwlock_wrlock(&ip->iolock);
+	if (size > ip->d.size) {
+		r = ensure_mode(fs, ip, size);
+	} else if (size < ip->d.size) {
+		if (size == 0 && ip->d.data_mode != VMFSD_DATA_INLINE) {
+			/* Back to inline: an emptied file costs nothing again. */
+			tx_begin(fs, &tx);
+			pthread_mutex_lock(&fs->meta_lock);
+			r = file_free_all(fs, ip, &tx);
+			if (!r) {
+				memset(ip->d.map, 0, VMFSD_MAP_AREA);
+				ip->d.map_height = 0;
+				ip->d.data_mode = VMFSD_DATA_INLINE;
+			}
+			pthread_mutex_unlock(&fs->meta_lock);
+			if (r)
+				tx_abort(&tx);
+			else
+				r = tx_commit(&tx);
+		} else if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+			r = zero_in_unit(fs, ip, size, VMFSD_INLINE_MAX);
+		} else {
+			/* Zero the tail of the last unit, free every unit after it
+			 * (preallocated ones past EOF included). */
+			uint32_t unit = inode_unit_size(fs, ip);
+
+			r = zero_in_unit(fs, ip, size, round_up(size, unit));
+			if (!r) {
+				tx_begin(fs, &tx);
+				pthread_mutex_lock(&fs->meta_lock);
+				r = bmap_free_range(fs, ip, round_up(size, unit) / unit,
+						    UINT64_MAX, &tx);
+				if (r)
+					tx_abort(&tx);
+				else
+					r = tx_commit(&tx);
+				pthread_mutex_unlock(&fs->meta_lock);
+			}
+		}
+	}
+	if (!r) {
+		pthread_mutex_lock(&fs->meta_lock);
+		ip->d.size = size;
+		inode_touch(ip, true, true);
+		tx_begin(fs, &tx);
+		tx_add_inode(&tx, ip);
+		r = tx_commit(&tx);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	return r;
+}
+
+/* Preallocates unwritten units over [off, end) (iolock exclusive held).
+ * Commits every ~4 MiB of map so a huge preallocation never builds one
+ * enormous transaction. */
+static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t end)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t lblk, last = (end + unit - 1) / unit;
+	uint32_t batch = 0;
+	struct tx tx;
+	int r = 0;
+
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	for (lblk = off / unit; lblk < last && !r; lblk++) {
+		uint32_t e;
+		uint64_t p;
+
+		r = bmap_get(fs, ip, lblk, &e);
+		if (r || e)
+			continue;
+		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
+		if (r)
+			break;
+		r = bmap_set(fs, ip, lblk, (uint32_t)p | VMFSD_MAP_UNWRITTEN, &tx);
+		if (r) {
+			alloc_free(fs, bmap_pool(fs, ip), p, &tx);
+			break;
+		}
+		ip->d.alloc_units += unit / 512;
+		if (++batch == 1024) {
+			tx_add_inode(&tx, ip);
+			r = tx_commit(&tx);
+			tx_begin(fs, &tx);
+			batch = 0;
+		}
+	}
+	tx_add_inode(&tx, ip);
+	if (r)
+		(void)tx_commit(&tx);   /* keep what was allocated */
+	else
+		r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+/* Zero range: whole written units become unwritten (no I/O), partial
+ * ones are zeroed, holes stay holes. */
+static int zero_range(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t end)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t u0 = round_up(off, unit), u1 = end / unit * unit, lblk;
+	struct tx tx;
+	int r;
+
+	if (ip->d.data_mode == VMFSD_DATA_INLINE || u0 >= u1)
+		return punch(fs, ip, off, end);
+	r = zero_in_unit(fs, ip, off, u0);
+	if (!r)
+		r = zero_in_unit(fs, ip, u1, end);
+	if (r)
+		return r;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	for (lblk = u0 / unit; lblk < u1 / unit && !r; lblk++) {
+		uint32_t e;
+
+		r = bmap_get(fs, ip, lblk, &e);
+		if (!r && entry_written(e))
+			r = bmap_set(fs, ip, lblk, e | VMFSD_MAP_UNWRITTEN, &tx);
+	}
+	if (r)
+		tx_abort(&tx);
+	else
+		r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint64_t len)
+{
+	struct fs_inode *ip = f->ip;
+	uint64_t end = off + len;
+	int r = 0;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (!len || end < off)
+		return -EINVAL;
+	if (!S_ISREG(ip->d.mode))
+		return -ENODEV;
+	if (end > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+		return -EFBIG;
+	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
+		return -EOPNOTSUPP;
+	if ((mode & FALLOC_FL_PUNCH_HOLE) &&
+	    ((mode & FALLOC_FL_ZERO_RANGE) || !(mode & FALLOC_FL_KEEP_SIZE)))
+		return -EOPNOTSUPP;
+
+	pthread_rwlock_wrlock(&ip->iolock);
+	if (mode & FALLOC_FL_PUNCH_HOLE) {
+		uint64_t e = end < ip->d.size ? end : ip->d.size;
+
+		if (off < e)
+			r = punch(fs, ip, off, e);
+	} else if (mode & FALLOC_FL_ZERO_RANGE) {
+		/* Past EOF everything already reads as zero. */
+		uint64_t e = end < ip->d.size ? end : ip->d.size;
+
+		if (!(mode & FALLOC_FL_KEEP_SIZE))
+			r = ensure_mode(fs, ip, end);
+		if (!r && off < e)
+			r = zero_range(fs, ip, off, e);
+	} else {
+		r = ensure_mode(fs, ip, end);
+		if (!r && ip->d.data_mode != VMFSD_DATA_INLINE)
+			r = prealloc(fs, ip, off, end);
+	}
+	if (!r) {
+		struct tx tx;
+
+		pthread_mutex_lock(&fs->meta_lock);
+		if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && end > ip->d.size)
+			ip->d.size = end;
+		inode_touch(ip, false, true);
+		tx_begin(fs, &tx);
+		tx_add_inode(&tx, ip);
+		r = tx_commit(&tx);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	pthread_rwlock_unlock(&ip->iolock);
+	return r;
+}
+
+/* ---------------- SEEK_DATA / SEEK_HOLE ---------------- */
+
+int64_t fs_lseek(struct fs *fs, struct fs_file *f, int64_t soff, int whence)
+{
+	struct fs_inode *ip = f->ip;
+	uint64_t off = (uint64_t)soff, size, lblk;
+	uint32_t unit;
+	int64_t res = -ENXIO;
+	int r;
+
+	if (soff < 0)
+		return -ENXIO;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE)
+		return -EINVAL;
+	pthread_rwlock_rdlock(&ip->iolock);
+	size = ip->d.size;
+	if (off >= size)
+		goto out;
+	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
+		res = whence == SEEK_DATA ? (int64_t)off : (int64_t)size;
+		goto out;
+	}
+	unit = inode_unit_size(fs, ip);
+	lblk = off / unit;
+	if (whence == SEEK_DATA) {
+		for (;;) {
+			uint64_t next;
+			uint32_t e;
+
+			r = bmap_next_mapped(fs, ip, lblk, &next);
+			if (r) {
+				res = r == -ENXIO ? -ENXIO : r;
+				break;
+			}
+			if (next * unit >= size)
+				break;
+			r = bmap_get(fs, ip, next, &e);
+			if (r) {
+				res = r;
+				break;
+			}
+			if (entry_written(e)) {
+				res = (int64_t)(next * unit > off ? next * unit : off);
+				break;
+			}
+			lblk = next + 1;
+		}
+	} else {
+		res = (int64_t)size;
+		for (; lblk * unit < size; lblk++) {
+			uint32_t e;
+
+			r = bmap_get(fs, ip, lblk, &e);
+			if (r) {
+				res = r;
+				break;
+			}
+			if (!entry_written(e)) {
+				res = (int64_t)(lblk * unit > off ? lblk * unit : off);
+				break;
+			}
+		}
+	}
+out:
+	pthread_rwlock_unlock(&ip->iolock);
+	return res;
+}
+
+/* ---------------- open / release / fsync ---------------- */
+
+int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
+{
+	struct fs_inode *ip;
+	struct fs_file *f;
+	int r;
+
+	if (fs->readonly && (flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	if (S_ISDIR(ip->d.mode) && (flags & O_ACCMODE) != O_RDONLY) {
+		inode_put(fs, ip);
+		return -EISDIR;
+	}
+	f = calloc(1, sizeof(*f));
+	if (!f) {
+		inode_put(fs, ip);
+		return -ENOMEM;
+	}
+	f->ip = ip;
+	f->flags = flags;
+	pthread_mutex_lock(&fs->icache_lock);
+	ip->nopen++;
+	ip->pins--;     /* the open count holds it now */
+	pthread_mutex_unlock(&fs->icache_lock);
+	if ((flags & O_TRUNC) && S_ISREG(ip->d.mode) && (flags & O_ACCMODE) != O_RDONLY) {
+		r = file_truncate(fs, ip, 0);
+		if (r) {
+			fs_release(fs, f);
+			return r;
+		}
+	}
+	*out = f;
+	return 0;
+}
+
+int fs_release(struct fs *fs, struct fs_file *f)
+{
+	struct fs_inode *ip = f->ip;
+	int r = 0;
+
+	if (ip->dirty && !fs->readonly) {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = inode_writeback(fs, ip);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	pthread_mutex_lock(&fs->icache_lock);
+	ip->nopen--;
+	ip->pins++;
+	pthread_mutex_unlock(&fs->icache_lock);
+	inode_put(fs, ip);
+	free(f);
+	return r;
+}
+
+int fs_fsync(struct fs *fs, struct fs_file *f, int datasync)
+{
+	struct fs_inode *ip = f->ip;
+	int r = 0;
+
+	(void)datasync;
+	if (fs->readonly)
+		return 0;
+	if (ip->dirty) {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = inode_writeback(fs, ip);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	if (!r)
+		r = bdev_flush(fs->bd);
+	return r;
+}

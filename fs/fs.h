@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * fs: the filesystem proper, independent of FUSE.  Inode-number based calls
+ * shaped like the FUSE low-level API (lookup counts, forget, open handles),
+ * so the FUSE layer is a thin translation and tests and the crash harness can
+ * drive the very same code in-process.  Every call returns 0 (or a byte
+ * count) or a negative errno.
+ */
+#ifndef VMFSD_FS_H
+#define VMFSD_FS_H
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "format/format.h"
+
+struct fs;
+struct fs_file;
+
+struct fs_mount_opts {
+	const char *host;       /* host name; NULL = gethostname() */
+	int readonly;
+};
+
+enum fs_mount_flags_out {
+	FS_MOUNT_USED_BACKUP_SB = 1u << 0,  /* primary superblock was bad */
+};
+
+struct fs_attr {
+	uint64_t ino;
+	uint64_t generation;
+	uint32_t mode, uid, gid, nlink;
+	uint64_t size;
+	uint64_t blocks;        /* 512-byte units allocated */
+	uint64_t rdev;
+	uint32_t blksize;
+	struct timespec atime, mtime, ctime;
+};
+
+/* setattr mask bits */
+enum {
+	FS_SET_MODE = 1u << 0,
+	FS_SET_UID = 1u << 1,
+	FS_SET_GID = 1u << 2,
+	FS_SET_SIZE = 1u << 3,
+	FS_SET_ATIME = 1u << 4,
+	FS_SET_MTIME = 1u << 5,
+	FS_SET_ATIME_NOW = 1u << 6,
+	FS_SET_MTIME_NOW = 1u << 7,
+	FS_SET_CTIME = 1u << 8,
+};
+
+struct fs_setattr {
+	uint32_t mode, uid, gid;
+	uint64_t size;
+	struct timespec atime, mtime, ctime;
+};
+
+/* Mount: opens the device, verifies the superblock (falling back to the
+ * backup when the primary is damaged and the backup is sound), loads the
+ * allocation bitmaps and claims the host's slot.  Errors: -EUCLEAN/-EBADMSG
+ * no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
+ * features, -EBUSY volume already mounted by this host, bdev_open errors. */
+int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
+	     unsigned *flags_out);
+/* Writes back everything dirty, frees orphans, flushes, releases the slot. */
+int fs_unmount(struct fs *fs);
+const struct vmfsd_sb *fs_super(const struct fs *fs);
+const char *fs_host(const struct fs *fs);
+int fs_statfs(struct fs *fs, struct statvfs *st);
+/* Writes back dirty inodes and flushes the device. */
+int fs_sync(struct fs *fs);
+
+/* Lookup counts: each successful lookup/create/mkdir/mknod/symlink/link
+ * takes one reference that fs_forget() returns (as the kernel does). */
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *out);
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t nlookup);
+int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *out);
+int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigned mask,
+	       struct fs_attr *out);
+
+int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	     uint32_t uid, uint32_t gid, uint64_t rdev, struct fs_attr *out);
+int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	     uint32_t uid, uint32_t gid, struct fs_attr *out);
+int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
+	       uint32_t uid, uint32_t gid, struct fs_attr *out);
+/* Returns the target length; BUF gets a NUL-terminated copy (truncated). */
+int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size);
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct fs_attr *out);
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name);
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
+/* flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE */
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags);
+
+/* Open files.  Creation is fs_mknod + fs_open. */
+int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
+int fs_release(struct fs *fs, struct fs_file *f);
+/* Data calls take the open file (its inode stays pinned while open). */
+ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off);
+/* Like fs_read, but returns an aligned buffer the caller frees with
+ * bdev_free() and the offset of the data in it: the zero-copy read path. */
+ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
+		    void **bufp, size_t *data_off);
+ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
+		 uint64_t off);
+int fs_fsync(struct fs *fs, struct fs_file *f, int datasync);
+/* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
+ * FALLOC_FL_ZERO_RANGE[|KEEP_SIZE]. */
+int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint64_t len);
+/* SEEK_DATA / SEEK_HOLE; -ENXIO past the end or when no data follows. */
+int64_t fs_lseek(struct fs *fs, struct fs_file *f, int64_t off, int whence);
+uint64_t fs_file_ino(const struct fs_file *f);
+
+/* Directory listing: a snapshot taken at opendir, so entries unchanged
+ * during the listing are returned exactly once whatever else happens. */
+struct fs_dirent {
+	uint64_t ino;
+	uint8_t type;           /* DT_* */
+	char name[VMFSD_NAME_MAX + 1];
+};
+struct fs_dir;
+int fs_opendir(struct fs *fs, uint64_t ino, struct fs_dir **out);
+/* Entry at index IDX (0 = ".", 1 = ".."), or -ENOENT past the end. */
+int fs_dir_entry(struct fs_dir *d, uint64_t idx, struct fs_dirent *out);
+void fs_closedir(struct fs_dir *d);
+uint64_t fs_dir_ino(const struct fs_dir *d);
+
+/* user.* extended attributes (other namespaces: -EOPNOTSUPP). */
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
+		size_t size, int flags);
+/* Returns the value size; with size 0 only the size. -ERANGE if too small. */
+int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size);
+int fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size);
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name);
+
+#endif

@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Private parts of fs/: the mounted-volume state, the in-memory inode,
+ * the allocator, block maps, directories and metadata transactions.
+ *
+ * Locking (outer to inner):
+ *   ip->iolock (rwlock)  - read: I/O to already-mapped, written units and
+ *                          map lookups; write: anything that changes the
+ *                          map, the size or inline data of a regular file.
+ *   fs->meta_lock        - every in-memory metadata change and its
+ *                          transaction: inode fields, directory caches,
+ *                          allocation bitmaps.  Never held across data I/O.
+ *   fs->icache_lock      - the inode hash table and reference counts.
+ * Directories are changed only under meta_lock (their iolock is unused).
+ */
+#ifndef VMFSD_FS_INTERNAL_H
+#define VMFSD_FS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "bdev/bdev.h"
+#include "format/format.h"
+#include "fs.h"
+
+struct fs_inode;
+
+/* ---------------- transactions (fs/tx.c) ---------------- */
+/* A transaction gathers the encoded metadata blocks of one operation; the
+ * commit makes them reach the disk together.  Data blocks an operation
+ * newly exposes are written before its commit (ordered mode). */
+struct tx_block {
+	uint64_t off;           /* device byte offset, 4 KiB aligned */
+	void *buf;              /* 4 KiB aligned copy */
+};
+struct tx {
+	struct fs *fs;
+	int n, cap;
+	int err;
+	struct tx_block *b;
+};
+void tx_begin(struct fs *fs, struct tx *tx);
+/* Copies a 4 KiB block into the transaction (a later add of the same
+ * offset replaces the earlier copy). */
+void tx_add(struct tx *tx, uint64_t off, const void *blk);
+void tx_add_inode(struct tx *tx, struct fs_inode *ip);
+int tx_commit(struct tx *tx);
+void tx_abort(struct tx *tx);
+
+/* ---------------- allocator (fs/alloc.c) ---------------- */
+struct alloc_pool {
+	int kind;               /* VMFSD_RC_* */
+	uint64_t count;         /* items */
+	uint32_t nclusters;
+	struct vmfsd_rc *rc;    /* decoded clusters */
+	uint64_t nfree;
+	uint64_t hint;          /* next item to try */
+};
+int alloc_load(struct fs *fs);
+void alloc_unload(struct fs *fs);
+/* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
+int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
+	       uint64_t *out);
+void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
+
+/* ---------------- inodes (fs/inode.c) ---------------- */
+struct dir_cache;
+
+struct fs_inode {
+	uint64_t ino;
+	struct fs_inode *hnext;
+	uint64_t nlookup;       /* kernel references */
+	uint32_t nopen;
+	uint32_t pins;          /* transient references held by fs code */
+	bool dirty;             /* in-memory fields newer than disk */
+	bool deleted;           /* freed on disk, must not be written */
+	pthread_rwlock_t iolock;
+	struct vmfsd_inode d;
+	struct dir_cache *dir;  /* directories: loaded lazily */
+	/* Block-map node cache: sub-block number -> 4 KiB node image. */
+	struct map_node **nodes;
+	uint32_t nodes_cap, nodes_n;
+};
+
+struct fs {
+	struct bdev *bd;
+	struct vmfsd_sb sb;
+	char host[VMFSD_HOSTNAME_MAX + 1];
+	bool readonly;
+	uint32_t slot;
+	pthread_mutex_t meta_lock;
+	pthread_mutex_t icache_lock;
+	struct fs_inode **itab;
+	uint32_t itab_size;
+	uint32_t ninodes_cached;
+	struct alloc_pool ipool, spool, bpool;
+	uint32_t units_per_block;       /* 512-byte sectors per file block */
+};
+
+/* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
+int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out);
+/* Drops a pin; evicts (and frees on disk, if unlinked) when unused. */
+void inode_put(struct fs *fs, struct fs_inode *ip);
+/* Allocates and initialises a new inode (caller holds meta_lock). */
+int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
+		uint64_t parent, struct tx *tx, struct fs_inode **out);
+void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a);
+void inode_touch(struct fs_inode *ip, bool mtime, bool ctime);
+int inode_writeback(struct fs *fs, struct fs_inode *ip);
+int inode_writeback_all(struct fs *fs);
+void inode_cache_drop_all(struct fs *fs);
+uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip);
+
+/* ---------------- block maps (fs/bmap.c) ---------------- */
+/* Logical unit -> raw map entry (pool number | VMFSD_MAP_UNWRITTEN), 0 hole.
+ * Caller holds iolock (read or write) or, for directories, meta_lock. */
+int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val);
+/* Sets the entry for LBLK, growing the tree as needed (meta_lock held). */
+int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
+	     struct tx *tx);
+/* Frees every data unit in [from, to) (to = UINT64_MAX: to the end) and
+ * the map nodes that become empty; data units go back to their pool. */
+int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,
+		    struct tx *tx);
+/* Next logical unit >= LBLK that is mapped (written or not); -ENXIO if none. */
+int bmap_next_mapped(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint64_t *out);
+void bmap_cache_drop(struct fs_inode *ip);
+uint64_t bmap_capacity(uint8_t height);
+/* The pool an inode's data units come from. */
+struct alloc_pool *bmap_pool(struct fs *fs, struct fs_inode *ip);
+
+/* ---------------- directories (fs/dir.c) ---------------- */
+int dir_lookup(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t *ino,
+	       uint8_t *type);
+int dir_add(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
+	    uint8_t type, struct tx *tx);
+int dir_remove(struct fs *fs, struct fs_inode *dp, const char *name, struct tx *tx);
+/* Re-points NAME at another inode (rename over / exchange). */
+int dir_replace(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
+		uint8_t type, struct tx *tx);
+uint32_t dir_count(struct fs *fs, struct fs_inode *dp);
+void dir_cache_free(struct fs_inode *ip);
+int dir_snapshot(struct fs *fs, struct fs_inode *dp, struct fs_dirent **out, uint32_t *n);
+
+/* ---------------- file data (fs/file.c) ---------------- */
+/* Changes the size, freeing or zeroing what lies past it (iolock write and
+ * meta_lock held by the caller is NOT required: takes what it needs). */
+int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size);
+/* Frees every data unit of a file being deleted (meta_lock held). */
+int file_free_all(struct fs *fs, struct fs_inode *ip, struct tx *tx);
+
+static inline uint8_t mode_to_dtype(uint32_t mode)
+{
+	return (uint8_t)((mode & S_IFMT) >> 12);
+}
+
+static inline void fs_now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+}
+
+#endif

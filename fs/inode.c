@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The in-memory inode cache.  An inode stays cached while the kernel holds
+ * lookup references, a file handle is open, or fs code pins it; when the
+ * last reference goes it is written back (if dirty) and, if it has no names
+ * left, its blocks and inode number are freed.  Reads of an inode from disk
+ * go through the shared verifier, so a damaged inode is reported (-EUCLEAN)
+ * rather than trusted.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fs_internal.h"
+
+static uint32_t hash_ino(const struct fs *fs, uint64_t ino)
+{
+	return (uint32_t)((ino * 0x9e3779b97f4a7c15ull) >> 32) & (fs->itab_size - 1);
+}
+
+static struct fs_inode *icache_find(struct fs *fs, uint64_t ino)
+{
+	struct fs_inode *ip;
+
+	for (ip = fs->itab[hash_ino(fs, ino)]; ip; ip = ip->hnext)
+		if (ip->ino == ino)
+			return ip;
+	return NULL;
+}
+
+static void icache_insert(struct fs *fs, struct fs_inode *ip)
+{
+	uint32_t h = hash_ino(fs, ip->ino);
+
+	ip->hnext = fs->itab[h];
+	fs->itab[h] = ip;
+	fs->ninodes_cached++;
+}
+
+static void icache_remove(struct fs *fs, struct fs_inode *ip)
+{
+	struct fs_inode **pp = &fs->itab[hash_ino(fs, ip->ino)];
+
+	while (*pp && *pp != ip)
+		pp = &(*pp)->hnext;
+	if (*pp) {
+		*pp = ip->hnext;
+		fs->ninodes_cached--;
+	}
+}
+
+static struct fs_inode *inode_new_mem(uint64_t ino)
+{
+	struct fs_inode *ip = calloc(1, sizeof(*ip));
+
+	if (!ip)
+		return NULL;
+	ip->ino = ino;
+	pthread_rwlock_init(&ip->iolock, NULL);
+	return ip;
+}
+
+static void inode_free_mem(struct fs_inode *ip)
+{
+	dir_cache_free(ip);
+	bmap_cache_drop(ip);
+	pthread_rwlock_destroy(&ip->iolock);
+	free(ip);
+}
+
+static int inode_read(struct fs *fs, uint64_t ino, struct vmfsd_inode *out)
+{
+	uint64_t off = vmfsd_inode_off(&fs->sb, ino);
+	void *blk = bdev_alloc(VMFSD_META_BLOCK);
+	int r;
+
+	if (!blk)
+		return -ENOMEM;
+	r = bdev_pread(fs->bd, blk, VMFSD_META_BLOCK, off);
+	if (!r)
+		r = vmfsd_inode_decode(blk, off / VMFSD_META_BLOCK, out);
+	if (!r && out->ino != ino)
+		r = -EUCLEAN;
+	bdev_free(blk);
+	return r;
+}
+
+int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
+{
+	struct fs_inode *ip, *other;
+	int r;
+
+	if (ino < VMFSD_ROOT_INO || ino >= fs->sb.inode_count)
+		return -ESTALE;
+	pthread_mutex_lock(&fs->icache_lock);
+	ip = icache_find(fs, ino);
+	if (ip) {
+		ip->pins++;
+		pthread_mutex_unlock(&fs->icache_lock);
+		*out = ip;
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->icache_lock);
+
+	if (!alloc_is_used(&fs->ipool, ino))
+		return -ESTALE;
+	ip = inode_new_mem(ino);
+	if (!ip)
+		return -ENOMEM;
+	r = inode_read(fs, ino, &ip->d);
+	if (r) {
+		inode_free_mem(ip);
+		return r;
+	}
+	pthread_mutex_lock(&fs->icache_lock);
+	other = icache_find(fs, ino);
+	if (other) {
+		other->pins++;
+		pthread_mutex_unlock(&fs->icache_lock);
+		inode_free_mem(ip);
+		*out = other;
+		return 0;
+	}
+	ip->pins = 1;
+	icache_insert(fs, ip);
+	pthread_mutex_unlock(&fs->icache_lock);
+	*out = ip;
+	return 0;
+}
+
+static bool evictable_after_put(const struct fs_inode *ip)
+{
+	return ip->pins == 1 && ip->nlookup == 0 && ip->nopen == 0;
+}
+
+/* Frees an unlinked inode's blocks and number (meta_lock held). */
+static void inode_delete(struct fs *fs, struct fs_inode *ip)
+{
+	struct tx tx;
+
+	tx_begin(fs, &tx);
+	if (file_free_all(fs, ip, &tx) == 0) {
+		ip->d.mode = 0;
+		tx_add_inode(&tx, ip);
+		alloc_free(fs, &fs->ipool, ip->ino, &tx);
+	}
+	ip->deleted = true;
+	/* A failed commit leaks the inode; fsck reclaims it.  Nothing a caller
+	 * could do: the last reference is already gone. */
+	(void)tx_commit(&tx);
+}
+
+void inode_put(struct fs *fs, struct fs_inode *ip)
+{
+	if (!ip)
+		return;
+	pthread_mutex_lock(&fs->icache_lock);
+	if (!evictable_after_put(ip)) {
+		ip->pins--;
+		pthread_mutex_unlock(&fs->icache_lock);
+		return;
+	}
+	pthread_mutex_unlock(&fs->icache_lock);
+
+	/* Last reference: write back or delete with the inode still hashed,
+	 * so a concurrent inode_get() finds it instead of a stale disk copy. */
+	pthread_mutex_lock(&fs->meta_lock);
+	pthread_mutex_lock(&fs->icache_lock);
+	if (!evictable_after_put(ip)) {
+		ip->pins--;
+		pthread_mutex_unlock(&fs->icache_lock);
+		pthread_mutex_unlock(&fs->meta_lock);
+		return;
+	}
+	pthread_mutex_unlock(&fs->icache_lock);
+	if (!fs->readonly) {
+		if (ip->d.nlink == 0 && !ip->deleted)
+			inode_delete(fs, ip);
+		else if (ip->dirty)
+			(void)inode_writeback(fs, ip);
+	}
+	pthread_mutex_lock(&fs->icache_lock);
+	ip->pins--;
+	if (ip->pins || ip->nlookup || ip->nopen) {
+		/* Re-found while we wrote it back: keep it. */
+		pthread_mutex_unlock(&fs->icache_lock);
+		pthread_mutex_unlock(&fs->meta_lock);
+		return;
+	}
+	icache_remove(fs, ip);
+	pthread_mutex_unlock(&fs->icache_lock);
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_free_mem(ip);
+}
+
+uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip)
+{
+	return ip->d.data_mode == VMFSD_DATA_BLOCK ? fs->sb.block_size : VMFSD_SUB_BLOCK_SIZE;
+}
+
+int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
+		uint64_t parent, struct tx *tx, struct fs_inode **out)
+{
+	struct vmfsd_inode old;
+	struct fs_inode *ip;
+	struct timespec now;
+	uint64_t ino, gen = 1;
+	int r;
+
+	r = alloc_item(fs, &fs->ipool, parent, tx, &ino);
+	if (r)
+		return r;
+	/* Keep generations increasing across reuse of an inode number, so a
+	 * stale handle or a stale map/directory block is recognised. */
+	if (inode_read(fs, ino, &old) == 0)
+		gen = old.generation + 1;
+	ip = inode_new_mem(ino);
+	if (!ip) {
+		alloc_free(fs, &fs->ipool, ino, tx);
+		return -ENOMEM;
+	}
+	fs_now(&now);
+	ip->d.ino = ino;
+	ip->d.generation = gen;
+	ip->d.mode = mode;
+	ip->d.uid = uid;
+	ip->d.gid = gid;
+	ip->d.nlink = S_ISDIR(mode) ? 2 : 1;
+	ip->d.data_mode = S_ISDIR(mode) ? VMFSD_DATA_SUB : VMFSD_DATA_INLINE;
+	ip->d.parent = S_ISDIR(mode) ? parent : 0;
+	ip->d.atime_sec = ip->d.mtime_sec = ip->d.ctime_sec = ip->d.btime_sec = now.tv_sec;
+	ip->d.atime_nsec = ip->d.mtime_nsec = ip->d.ctime_nsec = ip->d.btime_nsec =
+		(uint32_t)now.tv_nsec;
+	ip->pins = 1;
+	pthread_mutex_lock(&fs->icache_lock);
+	icache_insert(fs, ip);
+	pthread_mutex_unlock(&fs->icache_lock);
+	tx_add_inode(tx, ip);
+	*out = ip;
+	return 0;
+}
+
+void inode_touch(struct fs_inode *ip, bool mtime, bool ctime)
+{
+	struct timespec now;
+
+	fs_now(&now);
+	if (mtime) {
+		ip->d.mtime_sec = now.tv_sec;
+		ip->d.mtime_nsec = (uint32_t)now.tv_nsec;
+	}
+	if (ctime) {
+		ip->d.ctime_sec = now.tv_sec;
+		ip->d.ctime_nsec = (uint32_t)now.tv_nsec;
+	}
+	ip->dirty = true;
+}
+
+void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->ino = ip->ino;
+	a->generation = ip->d.generation;
+	a->mode = ip->d.mode;
+	a->uid = ip->d.uid;
+	a->gid = ip->d.gid;
+	a->nlink = ip->d.nlink;
+	a->size = ip->d.size;
+	a->blocks = ip->d.alloc_units;
+	a->rdev = ip->d.rdev;
+	a->blksize = inode_unit_size(fs, ip);
+	a->atime.tv_sec = ip->d.atime_sec;
+	a->atime.tv_nsec = ip->d.atime_nsec;
+	a->mtime.tv_sec = ip->d.mtime_sec;
+	a->mtime.tv_nsec = ip->d.mtime_nsec;
+	a->ctime.tv_sec = ip->d.ctime_sec;
+	a->ctime.tv_nsec = ip->d.ctime_nsec;
+}
+
+int inode_writeback(struct fs *fs, struct fs_inode *ip)
+{
+	struct tx tx;
+
+	if (!ip->dirty || ip->deleted || fs->readonly)
+		return 0;
+	tx_begin(fs, &tx);
+	tx_add_inode(&tx, ip);
+	return tx_commit(&tx);
+}
+
+int inode_writeback_all(struct fs *fs)
+{
+	uint32_t i;
+	int r = 0, r2;
+
+	pthread_mutex_lock(&fs->meta_lock);
+	for (i = 0; i < fs->itab_size; i++) {
+		struct fs_inode *ip;
+
+		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
+			r2 = inode_writeback(fs, ip);
+			if (r2 && !r)
+				r = r2;
+		}
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+/* Unmount: every remaining inode is unreferenced by the kernel now. */
+void inode_cache_drop_all(struct fs *fs)
+{
+	uint32_t i;
+
+	pthread_mutex_lock(&fs->meta_lock);
+	for (i = 0; i < fs->itab_size; i++) {
+		struct fs_inode *ip;
+
+		while ((ip = fs->itab[i])) {
+			fs->itab[i] = ip->hnext;
+			if (!fs->readonly) {
+				if (ip->d.nlink == 0 && !ip->deleted)
+					inode_delete(fs, ip);
+				else
+					(void)inode_writeback(fs, ip);
+			}
+			inode_free_mem(ip);
+		}
+	}
+	fs->ninodes_cached = 0;
+	pthread_mutex_unlock(&fs->meta_lock);
+}

@@ -1,0 +1,648 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Namespace operations: lookup, create, link, unlink, rename, attributes,
+ * directory listing.  Each runs under fs->meta_lock and commits one
+ * transaction holding every block it changed, added in dependency order
+ * (new inode before the entry that names it; entry removed before the inode
+ * it named is freed, which happens at the last reference in inode_put()).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+
+#include "fs_internal.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+static void take_lookup(struct fs *fs, struct fs_inode *ip)
+{
+	pthread_mutex_lock(&fs->icache_lock);
+	ip->nlookup++;
+	pthread_mutex_unlock(&fs->icache_lock);
+}
+
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *out)
+{
+	struct fs_inode *dp, *ip = NULL;
+	uint64_t ino;
+	int r;
+
+	r = inode_get(fs, parent, &dp);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!S_ISDIR(dp->d.mode)) {
+		r = -ENOTDIR;
+	} else if (!strcmp(name, ".")) {
+		ino = parent;
+	} else if (!strcmp(name, "..")) {
+		ino = dp->d.parent;
+	} else {
+		r = dir_lookup(fs, dp, name, &ino, NULL);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (!r)
+		r = inode_get(fs, ino, &ip);
+	if (!r) {
+		pthread_mutex_lock(&fs->meta_lock);
+		inode_fill_attr(fs, ip, out);
+		pthread_mutex_unlock(&fs->meta_lock);
+		take_lookup(fs, ip);
+	}
+	inode_put(fs, ip);
+	inode_put(fs, dp);
+	return r;
+}
+
+void fs_forget(struct fs *fs, uint64_t ino, uint64_t nlookup)
+{
+	struct fs_inode *ip;
+
+	if (inode_get(fs, ino, &ip))
+		return;
+	pthread_mutex_lock(&fs->icache_lock);
+	ip->nlookup = ip->nlookup > nlookup ? ip->nlookup - nlookup : 0;
+	pthread_mutex_unlock(&fs->icache_lock);
+	inode_put(fs, ip);
+}
+
+int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *out)
+{
+	struct fs_inode *ip;
+	int r = inode_get(fs, ino, &ip);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	inode_fill_attr(fs, ip, out);
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return 0;
+}
+
+int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigned mask,
+	       struct fs_attr *out)
+{
+	struct fs_inode *ip;
+	struct timespec now;
+	struct tx tx;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	if (mask & FS_SET_SIZE) {
+		if (S_ISDIR(ip->d.mode))
+			r = -EISDIR;
+		else if (!S_ISREG(ip->d.mode))
+			r = -EINVAL;
+		else
+			r = file_truncate(fs, ip, sa->size);
+	}
+	if (!r) {
+		fs_now(&now);
+		pthread_mutex_lock(&fs->meta_lock);
+		if (mask & FS_SET_MODE)
+			ip->d.mode = (ip->d.mode & S_IFMT) | (sa->mode & 07777);
+		if (mask & FS_SET_UID)
+			ip->d.uid = sa->uid;
+		if (mask & FS_SET_GID)
+			ip->d.gid = sa->gid;
+		if (mask & (FS_SET_ATIME | FS_SET_ATIME_NOW)) {
+			struct timespec t = (mask & FS_SET_ATIME_NOW) ? now : sa->atime;
+
+			ip->d.atime_sec = t.tv_sec;
+			ip->d.atime_nsec = (uint32_t)t.tv_nsec;
+		}
+		if (mask & (FS_SET_MTIME | FS_SET_MTIME_NOW)) {
+			struct timespec t = (mask & FS_SET_MTIME_NOW) ? now : sa->mtime;
+
+			ip->d.mtime_sec = t.tv_sec;
+			ip->d.mtime_nsec = (uint32_t)t.tv_nsec;
+		}
+		ip->d.ctime_sec = now.tv_sec;
+		ip->d.ctime_nsec = (uint32_t)now.tv_nsec;
+		if (mask & FS_SET_CTIME) {
+			ip->d.ctime_sec = sa->ctime.tv_sec;
+			ip->d.ctime_nsec = (uint32_t)sa->ctime.tv_nsec;
+		}
+		tx_begin(fs, &tx);
+		tx_add_inode(&tx, ip);
+		r = tx_commit(&tx);
+		if (out)
+			inode_fill_attr(fs, ip, out);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	inode_put(fs, ip);
+	return r;
+}
+
+/* Creates NAME in PARENT (meta_lock held by caller).  *ipp gets a pinned
+ * new inode. */
+static int create_locked(struct fs *fs, struct fs_inode *dp, const char *name,
+			 uint32_t mode, uint32_t uid, uint32_t gid, uint64_t rdev,
+			 struct tx *tx, struct fs_inode **ipp)
+{
+	struct fs_inode *ip;
+	uint64_t ino;
+	int r;
+
+	if (!S_ISDIR(dp->d.mode))
+		return -ENOTDIR;
+	if (dp->d.nlink == 0)
+		return -ENOENT;
+	r = dir_lookup(fs, dp, name, &ino, NULL);
+	if (r == 0)
+		return -EEXIST;
+	if (r != -ENOENT)
+		return r;
+	/* Setgid directories pass their group on (POSIX). */
+	if (dp->d.mode & S_ISGID) {
+		gid = dp->d.gid;
+		if (S_ISDIR(mode))
+			mode |= S_ISGID;
+	}
+	r = inode_alloc(fs, mode, uid, gid, dp->ino, tx, &ip);
+	if (r)
+		return r;
+	ip->d.rdev = rdev;
+	tx_add_inode(tx, ip);
+	r = dir_add(fs, dp, name, ip->ino, mode_to_dtype(mode), tx);
+	if (r) {
+		alloc_free(fs, &fs->ipool, ip->ino, tx);
+		ip->d.nlink = 0;
+		ip->deleted = true;
+		*ipp = ip;
+		return r;
+	}
+	if (S_ISDIR(mode)) {
+		dp->d.nlink++;
+		tx_add_inode(tx, dp);
+	}
+	*ipp = ip;
+	return 0;
+}
+
+static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+		     uint32_t uid, uint32_t gid, uint64_t rdev, const char *link_target,
+		     struct fs_attr *out)
+{
+	struct fs_inode *dp, *ip = NULL;
+	struct tx tx;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	r = inode_get(fs, parent, &dp);
+	if (r)
+		return r;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	r = create_locked(fs, dp, name, mode, uid, gid, rdev, &tx, &ip);
+	if (!r && link_target) {
+		size_t len = strlen(link_target);
+
+		/* Short targets live inline; longer ones fail cleanly. */
+		if (len > VMFSD_INLINE_MAX) {
+			r = -ENAMETOOLONG;
+		} else {
+			memcpy(ip->d.map, link_target, len);
+			ip->d.size = len;
+			tx_add_inode(&tx, ip);
+		}
+	}
+	if (r) {
+		tx_abort(&tx);
+	} else {
+		r = tx_commit(&tx);
+		if (!r) {
+			inode_fill_attr(fs, ip, out);
+			take_lookup(fs, ip);
+		}
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	inode_put(fs, dp);
+	return r;
+}
+
+int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	     uint32_t uid, uint32_t gid, uint64_t rdev, struct fs_attr *out)
+{
+	if (S_ISDIR(mode) || S_ISLNK(mode))
+		return -EINVAL;
+	if (!(mode & S_IFMT))
+		mode |= S_IFREG;
+	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, out);
+}
+
+int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	     uint32_t uid, uint32_t gid, struct fs_attr *out)
+{
+	return do_create(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, 0, NULL, out);
+}
+
+int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
+	       uint32_t uid, uint32_t gid, struct fs_attr *out)
+{
+	return do_create(fs, parent, name, S_IFLNK | 0777, uid, gid, 0, target, out);
+}
+
+int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
+{
+	struct fs_inode *ip;
+	size_t n;
+	int r = inode_get(fs, ino, &ip);
+
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!S_ISLNK(ip->d.mode) || ip->d.data_mode != VMFSD_DATA_INLINE) {
+		r = -EINVAL;
+	} else {
+		n = ip->d.size < size - 1 ? ip->d.size : size - 1;
+		memcpy(buf, ip->d.map, n);
+		buf[n] = 0;
+		r = (int)ip->d.size;
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return r;
+}
+
+int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname,
+	    struct fs_attr *out)
+{
+	struct fs_inode *ip, *dp = NULL;
+	struct tx tx;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	r = inode_get(fs, ino, &ip);
+	if (!r)
+		r = inode_get(fs, newparent, &dp);
+	if (r)
+		goto out;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	if (S_ISDIR(ip->d.mode))
+		r = -EPERM;
+	else if (!S_ISDIR(dp->d.mode))
+		r = -ENOTDIR;
+	else if (ip->d.nlink == 0 || dp->d.nlink == 0)
+		r = -ENOENT;
+	else if (ip->d.nlink >= 65000)
+		r = -EMLINK;
+	if (!r) {
+		ip->d.nlink++;
+		inode_touch(ip, false, true);
+		tx_add_inode(&tx, ip);
+		r = dir_add(fs, dp, newname, ip->ino, mode_to_dtype(ip->d.mode), &tx);
+		if (r)
+			ip->d.nlink--;
+	}
+	if (r) {
+		tx_abort(&tx);
+	} else {
+		r = tx_commit(&tx);
+		if (!r) {
+			inode_fill_attr(fs, ip, out);
+			take_lookup(fs, ip);
+		}
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+out:
+	inode_put(fs, dp);
+	inode_put(fs, ip);
+	return r;
+}
+
+/* Removes NAME from DP and drops one link of its inode (meta_lock held).
+ * *victim gets the pinned inode, freed by inode_put() when unreferenced. */
+static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, bool isdir,
+			 struct tx *tx, struct fs_inode **victim)
+{
+	struct fs_inode *ip;
+	uint64_t ino;
+	int r;
+
+	if (!S_ISDIR(dp->d.mode))
+		return -ENOTDIR;
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return isdir ? -ENOTEMPTY : -EISDIR;
+	r = dir_lookup(fs, dp, name, &ino, NULL);
+	if (r)
+		return r;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	*victim = ip;
+	if (isdir && !S_ISDIR(ip->d.mode))
+		return -ENOTDIR;
+	if (!isdir && S_ISDIR(ip->d.mode))
+		return -EISDIR;
+	if (isdir && dir_count(fs, ip) != 0)
+		return -ENOTEMPTY;
+	r = dir_remove(fs, dp, name, tx);
+	if (r)
+		return r;
+	if (isdir) {
+		ip->d.nlink = 0;
+		dp->d.nlink--;
+		tx_add_inode(tx, dp);
+	} else {
+		ip->d.nlink--;
+	}
+	inode_touch(ip, false, true);
+	tx_add_inode(tx, ip);
+	return 0;
+}
+
+static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdir)
+{
+	struct fs_inode *dp, *ip = NULL;
+	struct tx tx;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	r = inode_get(fs, parent, &dp);
+	if (r)
+		return r;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	r = remove_locked(fs, dp, name, isdir, &tx, &ip);
+	if (r)
+		tx_abort(&tx);
+	else
+		r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	inode_put(fs, dp);
+	return r;
+}
+
+int fs_unlink(struct fs *fs, uint64_t parent, const char *name)
+{
+	return do_remove(fs, parent, name, false);
+}
+
+int fs_rmdir(struct fs *fs, uint64_t parent, const char *name)
+{
+	return do_remove(fs, parent, name, true);
+}
+
+/* Is ANC an ancestor of (or equal to) DIR?  (meta_lock held) */
+static int is_ancestor(struct fs *fs, uint64_t anc, uint64_t dir)
+{
+	uint32_t depth = 0;
+
+	while (dir != VMFSD_ROOT_INO) {
+		struct fs_inode *ip;
+		uint64_t up;
+
+		if (dir == anc)
+			return 1;
+		if (++depth > 4096 || inode_get(fs, dir, &ip))
+			return -EUCLEAN;
+		up = ip->d.parent;
+		/* Unpinning cannot evict here: evicting needs meta_lock, which we hold,
+		 * so drop the pin without eviction and let a later put evict. */
+		pthread_mutex_lock(&fs->icache_lock);
+		ip->pins--;
+		pthread_mutex_unlock(&fs->icache_lock);
+		dir = up;
+	}
+	return anc == VMFSD_ROOT_INO;
+}
+
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags)
+{
+	struct fs_inode *sdp = NULL, *ddp = NULL, *sip = NULL, *dip = NULL;
+	uint64_t sino, dino = 0;
+	bool sdir, ddir = false;
+	struct tx tx;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+		return -EINVAL;
+	if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))
+		return -EINVAL;
+	if (!strcmp(name, ".") || !strcmp(name, "..") || !strcmp(newname, ".") ||
+	    !strcmp(newname, ".."))
+		return -EBUSY;
+	r = inode_get(fs, parent, &sdp);
+	if (!r)
+		r = inode_get(fs, newparent, &ddp);
+	if (r)
+		goto out_put;
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!S_ISDIR(sdp->d.mode) || !S_ISDIR(ddp->d.mode)) {
+		r = -ENOTDIR;
+		goto out;
+	}
+	r = dir_lookup(fs, sdp, name, &sino, NULL);
+	if (r)
+		goto out;
+	r = dir_lookup(fs, ddp, newname, &dino, NULL);
+	if (r == -ENOENT) {
+		dino = 0;
+		r = 0;
+	}
+	if (r)
+		goto out;
+	if (flags & RENAME_EXCHANGE && !dino) {
+		r = -ENOENT;
+		goto out;
+	}
+	if ((flags & RENAME_NOREPLACE) && dino) {
+		r = -EEXIST;
+		goto out;
+	}
+	if (sino == dino)
+		goto out;       /* same inode: POSIX says do nothing */
+	r = inode_get(fs, sino, &sip);
+	if (!r && dino)
+		r = inode_get(fs, dino, &dip);
+	if (r)
+		goto out;
+	sdir = S_ISDIR(sip->d.mode);
+	ddir = dip && S_ISDIR(dip->d.mode);
+	/* A directory may not move below itself. */
+	if (sdir && parent != newparent) {
+		r = is_ancestor(fs, sino, newparent);
+		if (r) {
+			r = r < 0 ? r : -EINVAL;
+			goto out;
+		}
+	}
+	if ((flags & RENAME_EXCHANGE) && ddir && parent != newparent) {
+		r = is_ancestor(fs, dino, parent);
+		if (r) {
+			r = r < 0 ? r : -EINVAL;
+			goto out;
+		}
+	}
+
+	if (flags & RENAME_EXCHANGE) {
+		r = dir_replace(fs, sdp, name, dino, mode_to_dtype(dip->d.mode), &tx);
+		if (!r)
+			r = dir_replace(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
+		if (r)
+			goto out;
+		if (sdir != ddir && parent != newparent) {
+			/* One directory moves each way: swap the parents' link counts. */
+			if (sdir) {
+				sdp->d.nlink--;
+				ddp->d.nlink++;
+			} else {
+				sdp->d.nlink++;
+				ddp->d.nlink--;
+			}
+		}
+		if (sdir)
+			sip->d.parent = newparent;
+		if (ddir)
+			dip->d.parent = parent;
+		inode_touch(sip, false, true);
+		inode_touch(dip, false, true);
+		tx_add_inode(&tx, sip);
+		tx_add_inode(&tx, dip);
+		tx_add_inode(&tx, sdp);
+		tx_add_inode(&tx, ddp);
+		goto commit;
+	}
+
+	if (dip) {
+		if (sdir && !ddir) {
+			r = -ENOTDIR;
+			goto out;
+		}
+		if (!sdir && ddir) {
+			r = -EISDIR;
+			goto out;
+		}
+		if (ddir && dir_count(fs, dip) != 0) {
+			r = -ENOTEMPTY;
+			goto out;
+		}
+		r = dir_replace(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
+		if (r)
+			goto out;
+		if (ddir) {
+			dip->d.nlink = 0;
+			ddp->d.nlink--;  /* the replaced directory's ".." */
+		} else {
+			dip->d.nlink--;
+		}
+		inode_touch(dip, false, true);
+		tx_add_inode(&tx, dip);
+	} else {
+		r = dir_add(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
+		if (r)
+			goto out;
+	}
+	r = dir_remove(fs, sdp, name, &tx);
+	if (r)
+		goto out;
+	if (sdir && parent != newparent) {
+		sdp->d.nlink--;
+		ddp->d.nlink++;
+		sip->d.parent = newparent;
+	}
+	inode_touch(sip, false, true);
+	tx_add_inode(&tx, sip);
+	tx_add_inode(&tx, ddp);
+	tx_add_inode(&tx, sdp);
+commit:
+	r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+	goto out_put;
+out:
+	tx_abort(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+out_put:
+	inode_put(fs, dip);
+	inode_put(fs, sip);
+	inode_put(fs, ddp);
+	inode_put(fs, sdp);
+	return r;
+}
+
+/* ---------------- directory listing ---------------- */
+
+struct fs_dir {
+	uint64_t ino, parent;
+	struct fs_dirent *v;
+	uint32_t n;
+};
+
+int fs_opendir(struct fs *fs, uint64_t ino, struct fs_dir **out)
+{
+	struct fs_inode *ip;
+	struct fs_dir *d;
+	int r = inode_get(fs, ino, &ip);
+
+	if (r)
+		return r;
+	d = calloc(1, sizeof(*d));
+	if (!d) {
+		inode_put(fs, ip);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!S_ISDIR(ip->d.mode))
+		r = -ENOTDIR;
+	else
+		r = dir_snapshot(fs, ip, &d->v, &d->n);
+	d->ino = ino;
+	d->parent = ip->d.parent;
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	if (r) {
+		free(d);
+		return r;
+	}
+	*out = d;
+	return 0;
+}
+
+int fs_dir_entry(struct fs_dir *d, uint64_t idx, struct fs_dirent *out)
+{
+	if (idx == 0 || idx == 1) {
+		out->ino = idx == 0 ? d->ino : d->parent;
+		out->type = DT_DIR;
+		strcpy(out->name, idx == 0 ? "." : "..");
+		return 0;
+	}
+	if (idx - 2 >= d->n)
+		return -ENOENT;
+	*out = d->v[idx - 2];
+	return 0;
+}
+
+void fs_closedir(struct fs_dir *d)
+{
+	if (!d)
+		return;
+	free(d->v);
+	free(d);
+}
+
+uint64_t fs_dir_ino(const struct fs_dir *d)
+{
+	return d->ino;
+}

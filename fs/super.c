@@ -1,0 +1,242 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Mount and unmount of a volume: superblock verification (primary, then the
+ * backup when the primary is ours but damaged), loading of the allocation
+ * bitmaps, the host's claim on the volume, statfs and sync.
+ *
+ * Single-host rule of this version: the mounting host claims the whole
+ * heartbeat region with an OFD lock for as long as it is mounted, so a second
+ * mount on the same kernel (same host or not) fails with -EBUSY and names the
+ * holder.  The cluster protocol (lockmgr/) replaces this with per-host slots.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fs_internal.h"
+
+const struct vmfsd_sb *fs_super(const struct fs *fs)
+{
+	return &fs->sb;
+}
+
+const char *fs_host(const struct fs *fs)
+{
+	return fs->host;
+}
+
+/* Reads and verifies the superblock; falls back to the backup only when the
+ * primary carries our magic (damaged, not overwritten by another mkfs). */
+static int read_super(struct fs *fs, unsigned *flags_out)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	uint64_t size = bdev_size(fs->bd), bnr;
+	int r, rb;
+
+	if (!blk)
+		return -ENOMEM;
+	if (size < 2 * VMFSD_META_BLOCK) {
+		r = -EMEDIUMTYPE;
+		goto out;
+	}
+	r = bdev_pread(fs->bd, blk, VMFSD_META_BLOCK, 0);
+	if (r)
+		goto out;
+	if (vmfsd_get_le64(blk) != VMFSD_SB_MAGIC) {
+		r = -EMEDIUMTYPE;
+		goto out;
+	}
+	r = vmfsd_sb_decode(blk, 0, &fs->sb);
+	if (r == -EOPNOTSUPP)
+		r = -EPROTONOSUPPORT;   /* unknown incompat feature, not "no O_DIRECT" */
+	if (r == 0 || r == -EPROTONOSUPPORT)
+		goto out;
+	bnr = size / VMFSD_META_BLOCK - 1;
+	rb = bdev_pread(fs->bd, blk, VMFSD_META_BLOCK, bnr * VMFSD_META_BLOCK);
+	if (!rb)
+		rb = vmfsd_sb_decode(blk, bnr, &fs->sb);
+	if (!rb && fs->sb.backup_blocknr == bnr) {
+		*flags_out |= FS_MOUNT_USED_BACKUP_SB;
+		r = 0;
+	}
+out:
+	bdev_free(blk);
+	return r;
+}
+
+/* Rewrites the primary superblock from the verified in-memory copy. */
+static int restore_primary(struct fs *fs)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	int r;
+
+	if (!blk)
+		return -ENOMEM;
+	vmfsd_sb_encode(&fs->sb, 0, blk);
+	r = bdev_pwrite(fs->bd, blk, VMFSD_META_BLOCK, 0);
+	if (!r)
+		r = bdev_flush(fs->bd);
+	bdev_free(blk);
+	return r;
+}
+
+static int write_slot(struct fs *fs, uint16_t state)
+{
+	struct vmfsd_hb hb = { .state = state, .slot = fs->slot, .pid = (uint32_t)getpid(),
+			       .generation = 1 };
+	uint64_t off = vmfsd_hb_slot_off(&fs->sb, fs->slot);
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	int r;
+
+	if (!blk)
+		return -ENOMEM;
+	snprintf(hb.host_name, sizeof(hb.host_name), "%s", fs->host);
+	hb.journal_off = fs->sb.journal_off + fs->slot * fs->sb.journal_size;
+	vmfsd_hb_encode(&hb, off / VMFSD_META_BLOCK, blk);
+	r = bdev_pwrite(fs->bd, blk, VMFSD_META_BLOCK, off);
+	bdev_free(blk);
+	return r;
+}
+
+static int claim_volume(struct fs *fs)
+{
+	uint64_t len = (uint64_t)fs->sb.max_hosts * VMFSD_META_BLOCK;
+	int r;
+
+	r = bdev_trylock_range(fs->bd, fs->sb.hb_off, len, !fs->readonly);
+	if (r == -EAGAIN)
+		return -EBUSY;
+	if (r || fs->readonly)
+		return r;
+	fs->slot = 0;
+	return write_slot(fs, VMFSD_HB_LIVE);
+}
+
+int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
+	     unsigned *flags_out)
+{
+	struct fs_inode *root;
+	struct fs *fs;
+	unsigned flags = 0;
+	int r;
+
+	fs = calloc(1, sizeof(*fs));
+	if (!fs)
+		return -ENOMEM;
+	fs->readonly = o && o->readonly;
+	if (o && o->host && *o->host)
+		snprintf(fs->host, sizeof(fs->host), "%s", o->host);
+	else if (gethostname(fs->host, sizeof(fs->host) - 1) < 0)
+		strcpy(fs->host, "localhost");
+	pthread_mutex_init(&fs->meta_lock, NULL);
+	pthread_mutex_init(&fs->icache_lock, NULL);
+	fs->itab_size = 1u << 16;
+	fs->itab = calloc(fs->itab_size, sizeof(*fs->itab));
+	if (!fs->itab) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = bdev_open(device, fs->readonly ? BDEV_RDONLY : BDEV_EXCL, &fs->bd);
+	if (r)
+		goto fail;
+	r = read_super(fs, &flags);
+	if (r)
+		goto fail;
+	if (fs->sb.device_size > bdev_size(fs->bd)) {
+		r = -ERANGE;    /* device shrank or the image was truncated */
+		goto fail;
+	}
+	if ((fs->sb.feat_ro_compat & ~VMFSD_FEAT_RO_COMPAT_SUPP) && !fs->readonly) {
+		r = -EROFS;
+		goto fail;
+	}
+	r = claim_volume(fs);
+	if (r)
+		goto fail;
+	if ((flags & FS_MOUNT_USED_BACKUP_SB) && !fs->readonly) {
+		r = restore_primary(fs);
+		if (r)
+			goto fail;
+	}
+	fs->units_per_block = fs->sb.block_size / 512;
+	r = alloc_load(fs);
+	if (r)
+		goto fail;
+	r = inode_get(fs, VMFSD_ROOT_INO, &root);
+	if (r)
+		goto fail;
+	if (!S_ISDIR(root->d.mode))
+		r = -EUCLEAN;
+	inode_put(fs, root);
+	if (r)
+		goto fail;
+	if (flags_out)
+		*flags_out = flags;
+	*out = fs;
+	return 0;
+fail:
+	inode_cache_drop_all(fs);
+	alloc_unload(fs);
+	bdev_close(fs->bd);
+	free(fs->itab);
+	free(fs);
+	return r;
+}
+
+int fs_sync(struct fs *fs)
+{
+	int r;
+
+	if (fs->readonly)
+		return 0;
+	r = inode_writeback_all(fs);
+	if (!r)
+		r = bdev_flush(fs->bd);
+	return r;
+}
+
+int fs_unmount(struct fs *fs)
+{
+	int r = 0, r2;
+
+	if (!fs)
+		return 0;
+	inode_cache_drop_all(fs);
+	if (!fs->readonly) {
+		r = bdev_flush(fs->bd);
+		r2 = write_slot(fs, VMFSD_HB_FREE);
+		if (!r2)
+			r2 = bdev_flush(fs->bd);
+		if (!r)
+			r = r2;
+	}
+	alloc_unload(fs);
+	bdev_close(fs->bd);
+	free(fs->itab);
+	pthread_mutex_destroy(&fs->meta_lock);
+	pthread_mutex_destroy(&fs->icache_lock);
+	free(fs);
+	return r;
+}
+
+int fs_statfs(struct fs *fs, struct statvfs *st)
+{
+	uint64_t per = fs->sb.block_size / VMFSD_SUB_BLOCK_SIZE;
+
+	memset(st, 0, sizeof(*st));
+	/* Report in 4 KiB fragments so file blocks and sub-blocks add up. */
+	st->f_bsize = fs->sb.block_size;
+	st->f_frsize = VMFSD_SUB_BLOCK_SIZE;
+	pthread_mutex_lock(&fs->meta_lock);
+	st->f_blocks = fs->sb.block_count * per + fs->sb.sub_count;
+	st->f_bfree = fs->bpool.nfree * per + fs->spool.nfree;
+	st->f_files = fs->sb.inode_count - 1;
+	st->f_ffree = fs->ipool.nfree;
+	pthread_mutex_unlock(&fs->meta_lock);
+	st->f_bavail = st->f_bfree;
+	st->f_favail = st->f_ffree;
+	st->f_fsid = vmfsd_get_le64(fs->sb.uuid);
+	st->f_namemax = VMFSD_NAME_MAX;
+	return 0;
+}

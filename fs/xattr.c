@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * user.* extended attributes, stored packed in the inode's 512-byte xattr
+ * area (entry: u8 name length, le16 value length, name, value).  That is
+ * enough for tags and the lock-mode switch a VM platform needs; larger sets
+ * get -ENOSPC rather than silently spilling.  Other namespaces are not
+ * supported: get answers -ENODATA (cheap for the kernel's per-write
+ * security.capability probe), set answers -EOPNOTSUPP.
+ */
+#include <errno.h>
+#include <sys/xattr.h>
+
+#include "fs_internal.h"
+
+#define XHDR 3u
+
+static bool user_ns(const char *name)
+{
+	return !strncmp(name, "user.", 5) && name[5];
+}
+
+/* Offset of NAME's entry in the area, or -1. */
+static int xfind(const struct vmfsd_inode *d, const char *name, size_t nl)
+{
+	unsigned off = 0;
+
+	while (off + XHDR <= d->xattr_len) {
+		unsigned l = d->xattr[off], vl = d->xattr[off + 1] | d->xattr[off + 2] << 8;
+
+		if (off + XHDR + l + vl > d->xattr_len)
+			break;  /* damaged area: never read past it */
+		if (l == nl && !memcmp(d->xattr + off + XHDR, name, nl))
+			return (int)off;
+		off += XHDR + l + vl;
+	}
+	return -1;
+}
+
+static unsigned xsize(const struct vmfsd_inode *d, unsigned off)
+{
+	return XHDR + d->xattr[off] + (d->xattr[off + 1] | d->xattr[off + 2] << 8);
+}
+
+int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
+		size_t size, int flags)
+{
+	struct fs_inode *ip;
+	size_t nl = strlen(name);
+	struct tx tx;
+	int r, off;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (!user_ns(name))
+		return -EOPNOTSUPP;
+	if (nl > 255)
+		return -ERANGE;
+	if (size > VMFSD_XATTR_AREA)
+		return -E2BIG;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	off = xfind(&ip->d, name, nl);
+	if (off >= 0 && (flags & XATTR_CREATE))
+		r = -EEXIST;
+	else if (off < 0 && (flags & XATTR_REPLACE))
+		r = -ENODATA;
+	else {
+		unsigned used = ip->d.xattr_len, old = off >= 0 ? xsize(&ip->d, (unsigned)off) : 0;
+
+		if (used - old + XHDR + nl + size > VMFSD_XATTR_AREA) {
+			r = -ENOSPC;
+		} else {
+			uint8_t *p;
+
+			if (off >= 0) {
+				memmove(ip->d.xattr + off, ip->d.xattr + off + old, used - off - old);
+				used -= old;
+			}
+			p = ip->d.xattr + used;
+			p[0] = (uint8_t)nl;
+			p[1] = (uint8_t)(size & 0xff);
+			p[2] = (uint8_t)(size >> 8);
+			memcpy(p + XHDR, name, nl);
+			memcpy(p + XHDR + nl, value, size);
+			used += XHDR + (unsigned)nl + (unsigned)size;
+			memset(ip->d.xattr + used, 0, VMFSD_XATTR_AREA - used);
+			ip->d.xattr_len = (uint16_t)used;
+			inode_touch(ip, false, true);
+			tx_begin(fs, &tx);
+			tx_add_inode(&tx, ip);
+			r = tx_commit(&tx);
+		}
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return r;
+}
+
+int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size_t size)
+{
+	struct fs_inode *ip;
+	size_t nl = strlen(name);
+	int r, off;
+
+	if (!user_ns(name))
+		return -ENODATA;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	off = xfind(&ip->d, name, nl);
+	if (off < 0) {
+		r = -ENODATA;
+	} else {
+		unsigned vl = ip->d.xattr[off + 1] | ip->d.xattr[off + 2] << 8;
+
+		r = (int)vl;
+		if (size && size < vl)
+			r = -ERANGE;
+		else if (size)
+			memcpy(value, ip->d.xattr + off + XHDR + nl, vl);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return r;
+}
+
+int fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
+{
+	struct fs_inode *ip;
+	unsigned off = 0;
+	size_t need = 0;
+	int r;
+
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	while (off + XHDR <= ip->d.xattr_len) {
+		unsigned l = ip->d.xattr[off];
+
+		if (off + xsize(&ip->d, off) > ip->d.xattr_len)
+			break;
+
+		if (size) {
+			if (need + l + 1 > size) {
+				need = 0;
+				r = -ERANGE;
+				break;
+			}
+			memcpy(list + need, ip->d.xattr + off + XHDR, l);
+			list[need + l] = 0;
+		}
+		need += l + 1;
+		off += xsize(&ip->d, off);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return r ? r : (int)need;
+}
+
+int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
+{
+	struct fs_inode *ip;
+	struct tx tx;
+	int r, off;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (!user_ns(name))
+		return -ENODATA;
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->meta_lock);
+	off = xfind(&ip->d, name, strlen(name));
+	if (off < 0) {
+		r = -ENODATA;
+	} else {
+		unsigned sz = xsize(&ip->d, (unsigned)off), used = ip->d.xattr_len;
+
+		memmove(ip->d.xattr + off, ip->d.xattr + off + sz, used - off - sz);
+		memset(ip->d.xattr + used - sz, 0, sz);
+		ip->d.xattr_len = (uint16_t)(used - sz);
+		inode_touch(ip, false, true);
+		tx_begin(fs, &tx);
+		tx_add_inode(&tx, ip);
+		r = tx_commit(&tx);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	inode_put(fs, ip);
+	return r;
+}

@@ -1,0 +1,581 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * FUSE low-level operations: a thin translation from kernel requests to
+ * fs/ calls.  This is the only place where errno turns positive.  Files are
+ * opened with direct_io: hosts share the LUN, so no page cache may hold data
+ * another host could change, and QEMU opens its disks O_DIRECT anyway.
+ * Entry and attribute timeouts are one second: the coherency bound the
+ * design promises for changes made by other hosts.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bdev/bdev.h"
+#include "fuse_ops.h"
+
+/* DESIGN.md §4: another host's change is visible within about a second. */
+#define ATTR_TIMEOUT 1.0
+#define ENTRY_TIMEOUT 1.0
+
+static struct fs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void attr_to_stat(const struct fs_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_blksize = (blksize_t)a->blksize;
+	st->st_rdev = (dev_t)a->rdev;
+	st->st_atim = a->atime;
+	st->st_mtim = a->mtime;
+	st->st_ctim = a->ctime;
+}
+
+static void reply_entry(fuse_req_t req, const struct fs_attr *a)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = a->ino;
+	e.generation = a->generation;
+	attr_to_stat(a, &e.attr);
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	fuse_reply_entry(req, &e);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* 1 MiB requests: one file block per request on sequential I/O. */
+	conn->max_write = 1u << 20;
+	/* Enough in-flight async direct I/O for QD32 workloads from QEMU/fio. */
+	conn->max_background = 128;
+	conn->congestion_threshold = 96;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ |
+				  FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fs_attr a;
+	int r = fs_lookup(req_fs(req), parent, name, &a);
+
+	if (r == -ENOENT) {
+		/* Negative entry with a short timeout: names created on another
+		 * host must show up quickly. */
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = ENTRY_TIMEOUT;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	fs_forget(req_fs(req), ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		fs_forget(req_fs(req), f[i].ino, f[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_attr a;
+	struct stat st;
+	int r = fs_getattr(req_fs(req), ino, &a);
+
+	(void)fi;
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct fs_setattr sa = {
+		.mode = attr->st_mode, .uid = attr->st_uid, .gid = attr->st_gid,
+		.size = (uint64_t)attr->st_size, .atime = attr->st_atim, .mtime = attr->st_mtim,
+		.ctime = attr->st_ctim,
+	};
+	unsigned mask = 0;
+	struct fs_attr a;
+	struct stat st;
+	int r;
+
+	(void)fi;
+	if (to_set & FUSE_SET_ATTR_MODE)
+		mask |= FS_SET_MODE;
+	if (to_set & FUSE_SET_ATTR_UID)
+		mask |= FS_SET_UID;
+	if (to_set & FUSE_SET_ATTR_GID)
+		mask |= FS_SET_GID;
+	if (to_set & FUSE_SET_ATTR_SIZE)
+		mask |= FS_SET_SIZE;
+	if (to_set & FUSE_SET_ATTR_ATIME)
+		mask |= FS_SET_ATIME;
+	if (to_set & FUSE_SET_ATTR_MTIME)
+		mask |= FS_SET_MTIME;
+	if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+		mask |= FS_SET_ATIME_NOW;
+	if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+		mask |= FS_SET_MTIME_NOW;
+	if (to_set & FUSE_SET_ATTR_CTIME)
+		mask |= FS_SET_CTIME;
+	r = fs_setattr(req_fs(req), ino, &sa, mask, &a);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	char buf[VMFSD_INLINE_MAX + 1];
+	int r = fs_readlink(req_fs(req), ino, buf, sizeof(buf));
+
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_attr a;
+	int r = fs_mknod(req_fs(req), parent, name, mode & ~c->umask, c->uid, c->gid, rdev, &a);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_attr a;
+	int r = fs_mkdir(req_fs(req), parent, name, mode & ~c->umask, c->uid, c->gid, &a);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_attr a;
+	int r = fs_symlink(req_fs(req), parent, name, link, c->uid, c->gid, &a);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, &a);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_unlink(req_fs(req), parent, name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -fs_rmdir(req_fs(req), parent, name));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	fuse_reply_err(req, -fs_rename(req_fs(req), parent, name, newparent, newname, flags));
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	struct fs_attr a;
+	int r = fs_link(req_fs(req), ino, newparent, newname, &a);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, &a);
+}
+
+static void set_open_flags(struct fuse_file_info *fi)
+{
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->noflush = 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_file *f;
+	int r = fs_open(req_fs(req), ino, fi->flags, &f);
+
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	set_open_flags(fi);
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		fs_release(req_fs(req), f);     /* the opener was interrupted */
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fuse_entry_param e;
+	struct fs_file *f;
+	struct fs_attr a;
+	int r;
+
+	r = fs_mknod(req_fs(req), parent, name, (mode & ~c->umask) | S_IFREG, c->uid, c->gid,
+		     0, &a);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = fs_open(req_fs(req), a.ino, fi->flags & ~O_TRUNC, &f);
+	if (r) {
+		fs_forget(req_fs(req), a.ino, 1);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)f;
+	set_open_flags(fi);
+	memset(&e, 0, sizeof(e));
+	e.ino = a.ino;
+	e.generation = a.generation;
+	attr_to_stat(&a, &e.attr);
+	e.attr_timeout = ATTR_TIMEOUT;
+	e.entry_timeout = ENTRY_TIMEOUT;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		fs_release(req_fs(req), f);
+		fs_forget(req_fs(req), a.ino, 1);
+	}
+}
+
+static struct fs_file *fh(struct fuse_file_info *fi)
+{
+	return (struct fs_file *)(uintptr_t)fi->fh;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	size_t doff;
+	void *buf;
+	ssize_t n;
+
+	(void)ino;
+	n = fs_read_buf(req_fs(req), fh(fi), size, (uint64_t)off, &buf, &doff);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, n ? (char *)buf + doff : NULL, (size_t)n);
+	bdev_free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)ino;
+	n = fs_write(req_fs(req), fh(fi), buf, size, (uint64_t)off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -fs_release(req_fs(req), fh(fi)));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse_reply_err(req, -fs_fsync(req_fs(req), fh(fi), datasync));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fs_dir *d;
+	int r = fs_opendir(req_fs(req), ino, &d);
+
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		fs_closedir(d);
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, int plus)
+{
+	struct fs_dir *d = (struct fs_dir *)(uintptr_t)fi->fh;
+	struct fs *fs = req_fs(req);
+	char *buf = malloc(size);
+	size_t used = 0;
+	uint64_t idx;
+
+	(void)ino;
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	for (idx = (uint64_t)off;; idx++) {
+		struct fs_dirent de;
+		size_t n;
+
+		if (fs_dir_entry(d, idx, &de))
+			break;
+		if (plus) {
+			struct fuse_entry_param e;
+			struct fs_attr a;
+			bool dot = !strcmp(de.name, ".") || !strcmp(de.name, "..");
+
+			memset(&e, 0, sizeof(e));
+			if (!dot) {
+				/* Takes a lookup reference, as readdirplus must. */
+				if (fs_lookup(fs, d ? fs_dir_ino(d) : ino, de.name, &a))
+					continue;       /* removed meanwhile */
+				e.ino = a.ino;
+				e.generation = a.generation;
+				attr_to_stat(&a, &e.attr);
+				e.attr_timeout = ATTR_TIMEOUT;
+				e.entry_timeout = ENTRY_TIMEOUT;
+			} else {
+				e.attr.st_ino = de.ino;
+				e.attr.st_mode = S_IFDIR;
+			}
+			n = fuse_add_direntry_plus(req, buf + used, size - used, de.name, &e,
+						   (off_t)(idx + 1));
+			if (n > size - used) {
+				if (!dot)
+					fs_forget(fs, a.ino, 1);
+				break;
+			}
+		} else {
+			struct stat st;
+
+			memset(&st, 0, sizeof(st));
+			st.st_ino = de.ino;
+			st.st_mode = (mode_t)de.type << 12;
+			n = fuse_add_direntry(req, buf + used, size - used, de.name, &st,
+					      (off_t)(idx + 1));
+			if (n > size - used)
+				break;
+		}
+		used += n;
+	}
+	fuse_reply_buf(req, buf, used);
+	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fs_closedir((struct fs_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)datasync;
+	(void)fi;
+	/* Namespace changes are committed when made; make them durable. */
+	fuse_reply_err(req, -fs_sync(req_fs(req)));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs st;
+	int r = fs_statfs(req_fs(req), &st);
+
+	(void)ino;
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_statfs(req, &st);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	fuse_reply_err(req, -fs_setxattr(req_fs(req), ino, name, value, size, flags));
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_getxattr(req_fs(req), ino, name, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	int r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = fs_listxattr(req_fs(req), ino, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -fs_removexattr(req_fs(req), ino, name));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
+			 off_t length, struct fuse_file_info *fi)
+{
+	(void)ino;
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	fuse_reply_err(req, -fs_fallocate(req_fs(req), fh(fi), mode, (uint64_t)offset,
+					  (uint64_t)length));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	int64_t r;
+
+	(void)ino;
+	r = fs_lseek(req_fs(req), fh(fi), off, whence);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_lseek(req, (off_t)r);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+};
+
+const struct fuse_lowlevel_ops *vmfsd_fuse_ops(void)
+{
+	return &ops;
+}

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The FUSE low-level operation table of vmfsd.  The session's userdata must
+ * be the mounted struct fs.
+ */
+#ifndef VMFSD_FUSE_OPS_H
+#define VMFSD_FUSE_OPS_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include "fs/fs.h"
+
+const struct fuse_lowlevel_ops *vmfsd_fuse_ops(void);
+
+#endif

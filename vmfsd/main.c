@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * vmfsd: mounts a vmfsd volume through FUSE.
+ *
+ *   vmfsd [-f] [-d] [-o host=NAME,ro,FUSE-OPTIONS] DEVICE MOUNTPOINT
+ *
+ * The volume is opened and verified before anything is mounted, and unless
+ * -f is given the program forks first and the parent exits only once the
+ * child has mounted (status 0) or failed (status 1, message on stderr), so
+ * `vmfsd dev mnt && use mnt` and mount(8)/fstab via mount.fuse3 behave as
+ * they do for kernel filesystems.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "bdev/bdev.h"
+#include "format/format.h"
+#include "fuse/fuse_ops.h"
+
+#define PROG "vmfsd"
+
+/* Enough FUSE worker threads for QD32 direct I/O from several guests: a
+ * request blocks its thread for one device I/O. */
+#define MAX_THREADS 96
+
+struct opts {
+	char *host;
+	char *device;
+	char *mountpoint;
+	int ro;
+	int foreground;
+	int debug;
+	int help;
+	int version;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO };
+
+static const struct fuse_opt opt_spec[] = {
+	{ "host=%s", offsetof(struct opts, host), 0 },
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-f", KEY_FG),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct opts *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->device) {
+			o->device = strdup(arg);
+			return 0;
+		}
+		if (!o->mountpoint) {
+			o->mountpoint = strdup(arg);
+			return 0;
+		}
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", arg);
+		return -1;
+	case KEY_RO:
+		o->ro = 1;
+		return 1;       /* also a kernel mount option */
+	case KEY_FG:
+		o->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		o->debug = 1;
+		o->foreground = 1;
+		return 1;
+	case KEY_HELP:
+		o->help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->version = 1;
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: " PROG " [options] DEVICE MOUNTPOINT\n\n"
+		"Mount a vmfsd volume (an image file or block device formatted with\n"
+		"mkfs.vmfsd) at MOUNTPOINT through FUSE.\n\n"
+		"Options:\n"
+		"  -f                 stay in the foreground\n"
+		"  -d, -o debug       foreground with FUSE request tracing\n"
+		"  -o host=NAME       name of this host on the volume (default: hostname)\n"
+		"  -o ro              mount read-only\n"
+		"  -o OPT[,OPT...]    other FUSE/mount options (allow_other, ...)\n"
+		"  -h, --help         show this help\n"
+		"  -V, --version      show the version\n\n"
+		"Unmount with: fusermount3 -u MOUNTPOINT\n"
+		"See vmfsd(8).\n");
+}
+
+/* Names the host that holds the volume, for the "already mounted" error. */
+static void describe_holder(const char *device)
+{
+	struct vmfsd_sb sb;
+	struct vmfsd_hb hb;
+	struct bdev *bd;
+	uint8_t *blk;
+
+	if (bdev_open(device, BDEV_RDONLY, &bd))
+		return;
+	blk = bdev_alloc(VMFSD_META_BLOCK);
+	if (blk && !bdev_pread(bd, blk, VMFSD_META_BLOCK, 0) && !vmfsd_sb_decode(blk, 0, &sb) &&
+	    !bdev_pread(bd, blk, VMFSD_META_BLOCK, vmfsd_hb_slot_off(&sb, 0)) &&
+	    !vmfsd_hb_decode(blk, vmfsd_hb_slot_off(&sb, 0) / VMFSD_META_BLOCK, &hb) &&
+	    hb.state == VMFSD_HB_LIVE)
+		fprintf(stderr, PROG ": %s: held by host '%s' (pid %u)\n", device, hb.host_name,
+			hb.pid);
+	bdev_free(blk);
+	bdev_close(bd);
+}
+
+static void mount_error(const char *device, int r)
+{
+	switch (r) {
+	case -EMEDIUMTYPE:
+		fprintf(stderr, PROG ": %s: not a vmfsd volume (no vmfsd superblock; "
+			"format it with mkfs.vmfsd)\n", device);
+		break;
+	case -EUCLEAN:
+	case -EBADMSG:
+		fprintf(stderr, PROG ": %s: the superblock is corrupted and its backup is "
+			"unusable; run fsck.vmfsd\n", device);
+		break;
+	case -EPROTONOSUPPORT:
+		fprintf(stderr, PROG ": %s: the volume uses features this version of vmfsd "
+			"does not support\n", device);
+		break;
+	case -EBUSY:
+		fprintf(stderr, PROG ": %s: the volume is already mounted\n", device);
+		describe_holder(device);
+		break;
+	case -ERANGE:
+		fprintf(stderr, PROG ": %s: the device is smaller than the filesystem on it "
+			"(truncated image?)\n", device);
+		break;
+	case -ENOTBLK:
+		fprintf(stderr, PROG ": %s: not a regular file or block device\n", device);
+		break;
+	case -EOPNOTSUPP:
+		fprintf(stderr, PROG ": %s: the file does not support direct I/O "
+			"(tmpfs?); put the image on a disk filesystem\n", device);
+		break;
+	default:
+		fprintf(stderr, PROG ": %s: cannot mount: %s\n", device, strerror(-r));
+	}
+}
+
+/* Daemon mode: the parent waits for the child's verdict on a pipe. */
+static int status_fd = -1;
+
+static void report_status(int ok)
+{
+	char c = ok ? 0 : 1;
+
+	if (status_fd >= 0) {
+		if (write(status_fd, &c, 1) != 1)
+			_exit(1);
+		close(status_fd);
+		status_fd = -1;
+	}
+}
+
+static int fork_daemon(void)
+{
+	int p[2];
+	pid_t pid;
+	char c;
+
+	if (pipe(p) < 0)
+		return -errno;
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid > 0) {
+		close(p[1]);
+		if (read(p[0], &c, 1) != 1) {
+			int st;
+
+			waitpid(pid, &st, 0);
+			_exit(1);
+		}
+		_exit(c);
+	}
+	close(p[0]);
+	status_fd = p[1];
+	return 0;
+}
+
+static void detach(void)
+{
+	int fd;
+
+	setsid();
+	if (chdir("/") < 0)
+		return;
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fs_mount_opts mo = { 0 };
+	struct fuse_loop_config *lc = NULL;
+	struct fuse_session *se = NULL;
+	struct opts o = { 0 };
+	struct fs *fs = NULL;
+	unsigned mflags = 0;
+	char optbuf[4200];
+	int r, ret = 1;
+
+	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
+		return 1;
+	if (o.help) {
+		usage(stdout);
+		return 0;
+	}
+	if (o.version) {
+		printf(PROG " " VMFSD_VERSION " (on-disk format %u, FUSE %d)\n",
+		       VMFSD_FORMAT_VERSION, fuse_version());
+		return 0;
+	}
+	if (!o.device || !o.mountpoint) {
+		usage(stderr);
+		return 1;
+	}
+	if (!o.foreground) {
+		r = fork_daemon();
+		if (r) {
+			fprintf(stderr, PROG ": fork: %s\n", strerror(-r));
+			return 1;
+		}
+	}
+
+	mo.host = o.host;
+	mo.readonly = o.ro;
+	r = fs_mount(o.device, &mo, &fs, &mflags);
+	if (r) {
+		mount_error(o.device, r);
+		goto out;
+	}
+	if (mflags & FS_MOUNT_USED_BACKUP_SB)
+		fprintf(stderr, PROG ": %s: primary superblock was damaged; mounted from "
+			"the backup%s\n", o.device,
+			o.ro ? "" : " and restored the primary");
+
+	/* Kernel-side permission checks (the fs layer trusts its caller), the
+	 * device as the source shown by mount(8), and other users (QEMU often
+	 * runs unprivileged) allowed when root mounts. */
+	snprintf(optbuf, sizeof(optbuf), "-odefault_permissions,fsname=%s,subtype=vmfsd%s",
+		 o.device, getuid() == 0 ? ",allow_other" : "");
+	if (fuse_opt_add_arg(&args, optbuf)) {
+		fprintf(stderr, PROG ": out of memory\n");
+		goto out;
+	}
+	se = fuse_session_new(&args, vmfsd_fuse_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se)) {
+		fprintf(stderr, PROG ": cannot install signal handlers\n");
+		goto out;
+	}
+	if (fuse_session_mount(se, o.mountpoint)) {
+		fprintf(stderr, PROG ": cannot mount on %s\n", o.mountpoint);
+		goto out_sig;
+	}
+	openlog(PROG, LOG_PID, LOG_DAEMON);
+	syslog(LOG_INFO, "host %s mounted %s (%s) on %s", fs_host(fs), o.device,
+	       fs_super(fs)->label, o.mountpoint);
+	if (!o.foreground) {
+		report_status(1);
+		detach();
+	}
+	lc = fuse_loop_cfg_create();
+	if (!lc) {
+		fuse_session_unmount(se);
+		goto out_sig;
+	}
+	fuse_loop_cfg_set_max_threads(lc, MAX_THREADS);
+	fuse_loop_cfg_set_idle_threads(lc, 16);
+	fuse_loop_cfg_set_clone_fd(lc, 1);
+	ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	fuse_loop_cfg_destroy(lc);
+	fuse_session_unmount(se);
+out_sig:
+	fuse_remove_signal_handlers(se);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	if (fs) {
+		r = fs_unmount(fs);
+		if (r) {
+			syslog(LOG_ERR, "%s: unmount: %s", o.device, strerror(-r));
+			ret = 1;
+		} else {
+			syslog(LOG_INFO, "host %s unmounted %s", mo.host ? mo.host : "", o.device);
+		}
+	}
+	report_status(0);
+	fuse_opt_free_args(&args);
+	free(o.host);
+	free(o.device);
+	free(o.mountpoint);
+	return ret;
+}
