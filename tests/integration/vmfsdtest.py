@@ -1,0 +1,359 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared helpers for the vmfsd integration tests.
+
+Each test script formats an image in a fresh directory under /var/tmp (a disk
+filesystem, so the O_DIRECT I/O of vmfsd works), mounts it with the real
+daemon through FUSE, checks outcomes with a Checker that records every failed
+expectation with context instead of stopping at the first, and always
+unmounts and deletes everything in a finally block.  Exit codes follow the
+meson/automake convention: 0 pass, 1 fail, 77 skip (only when /dev/fuse or
+root is missing).
+"""
+
+import ctypes
+import errno
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SKIP = 77
+MiB = 1 << 20
+GiB = 1 << 30
+
+# Linux fallocate(2) and renameat2(2) flags.
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+_libc.renameat2.restype = ctypes.c_int
+
+
+def fallocate(fd, mode, offset, length):
+    """fallocate(2); raises OSError with the errno on failure."""
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def renameat2(old, new, flags):
+    """renameat2(2) on paths relative to the cwd; raises OSError on failure."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, "renameat2(%s, %s, %d): %s" % (old, new, flags, os.strerror(e)))
+
+
+def require_env():
+    """Skip (77) only when the machine cannot run FUSE mounts at all."""
+    if os.geteuid() != 0:
+        print("SKIP: the integration tests need root (FUSE mounts, chown)")
+        sys.exit(SKIP)
+    if not os.path.exists("/dev/fuse"):
+        print("SKIP: /dev/fuse is missing")
+        sys.exit(SKIP)
+    for var in ("VMFSD", "MKFS"):
+        path = os.environ.get(var)
+        if not path or not os.access(path, os.X_OK):
+            print("FAIL: environment variable %s does not name an executable (%r)"
+                  % (var, path))
+            sys.exit(1)
+
+
+def vmfsd_exe():
+    return os.environ["VMFSD"]
+
+
+def mkfs_exe():
+    return os.environ["MKFS"]
+
+
+def sha256_file(path, chunk=4 * MiB):
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def mounted_at(mnt):
+    """True if something is mounted exactly at mnt (read from mountinfo, so
+    no request reaches a possibly hung FUSE daemon)."""
+    mnt = os.path.realpath(mnt)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].replace("\\040", " ").replace("\\011", "\t") \
+                          .replace("\\012", "\n").replace("\\134", "\\")
+            if mp == mnt:
+                return True
+    return False
+
+
+def fusermount_u(mnt, tries=20):
+    """fusermount3 -u with retries (EBUSY while a request drains); returns
+    the last CompletedProcess."""
+    r = None
+    for i in range(tries):
+        r = subprocess.run(["fusermount3", "-u", mnt], capture_output=True, text=True)
+        if r.returncode == 0 or not mounted_at(mnt):
+            return r
+        time.sleep(0.25 + 0.05 * i)
+    return r
+
+
+def pids_of_vmfsd(image, mnt):
+    """PIDs of vmfsd processes whose command line names this image and
+    mount point (daemon mode detaches, so we cannot simply wait() on it)."""
+    image, mnt = os.path.realpath(image), os.path.realpath(mnt)
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if not argv or os.path.basename(argv[0]) != b"vmfsd":
+            continue
+        args = [os.path.realpath(a.decode(errors="replace")) for a in argv[1:] if a]
+        if image in args and mnt in args:
+            found.append(int(d))
+    return found
+
+
+def wait_pid_gone(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class MountError(Exception):
+    pass
+
+
+class Volume:
+    """An image file in a fresh directory under /var/tmp, plus the vmfsd
+    process that mounts it.  Use as a context manager: on exit everything is
+    unmounted (fusermount3 -u with retries, then -uz) and deleted."""
+
+    def __init__(self, tag="vol"):
+        self.dir = tempfile.mkdtemp(prefix="vmfsd-it-%s-" % tag, dir="/var/tmp")
+        self.image = os.path.join(self.dir, "vol.img")
+        self.mnt = os.path.join(self.dir, "mnt")
+        os.mkdir(self.mnt)
+        self.proc = None
+        self.logpath = None
+        self.nmounts = 0
+        self.extra_mnts = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def mkfs(self, size=None, args=(), check=True, image=None):
+        cmd = [mkfs_exe(), "-q"]
+        if size is not None:
+            cmd += ["-s", str(size)]
+        cmd += list(args) + [image or self.image]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if check and r.returncode != 0:
+            raise RuntimeError("%s failed (exit %d): %s%s" % (" ".join(cmd), r.returncode,
+                                                            r.stdout, r.stderr))
+        return r
+
+    def mount(self, host="it-host", opts=(), timeout=30):
+        """Mounts in the foreground (-f) as a child process, so the test can
+        wait for the daemon to finish its unmount and see its exit status."""
+        assert self.proc is None, "already mounted"
+        self.nmounts += 1
+        self.logpath = os.path.join(self.dir, "vmfsd-%d.log" % self.nmounts)
+        o = ",".join(["host=%s" % host] + list(opts))
+        cmd = [vmfsd_exe(), "-f", "-o", o, self.image, self.mnt]
+        log = open(self.logpath, "w")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not mounted_at(self.mnt):
+            rc = self.proc.poll()
+            if rc is not None:
+                self.proc = None
+                raise MountError("%s exited with %d before mounting: %s"
+                                 % (" ".join(cmd), rc, self.log()))
+            if time.monotonic() > deadline:
+                raise MountError("%s did not mount within %ds: %s"
+                                 % (" ".join(cmd), timeout, self.log()))
+            time.sleep(0.02)
+
+    def log(self):
+        if not self.logpath:
+            return ""
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def unmount(self, timeout=120):
+        """Unmounts and waits for the daemon to exit; raises if the unmount
+        fails or the daemon exits non-zero.  Returns the daemon's log."""
+        assert self.proc is not None, "not mounted"
+        r = fusermount_u(self.mnt)
+        if mounted_at(self.mnt):
+            raise RuntimeError("fusermount3 -u %s failed: %s" % (self.mnt, r.stderr.strip()))
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError("vmfsd still running %ds after unmount: %s"
+                               % (timeout, self.log()))
+        self.proc = None
+        if rc != 0:
+            raise RuntimeError("vmfsd exited with status %d after unmount: %s"
+                               % (rc, self.log()))
+        return self.log()
+
+    def remount(self, **kw):
+        self.unmount()
+        self.mount(**kw)
+
+    def cleanup(self):
+        for m in [self.mnt] + self.extra_mnts:
+            try:
+                if mounted_at(m):
+                    fusermount_u(m, tries=8)
+                if mounted_at(m):
+                    subprocess.run(["fusermount3", "-uz", m], capture_output=True)
+            except Exception as e:  # keep cleaning up
+                print("cleanup: unmounting %s: %s" % (m, e))
+            for pid in pids_of_vmfsd(self.image, m):
+                if not wait_pid_gone(pid, 30):
+                    os.kill(pid, signal.SIGKILL)
+                    wait_pid_gone(pid, 10)
+        if self.proc is not None:
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_vmfsd_daemon(image, mnt, host="it-host", opts=(), timeout=60):
+    """Runs vmfsd without -f (daemon mode): returns once mounted or failed."""
+    o = ",".join(["host=%s" % host] + list(opts))
+    return subprocess.run([vmfsd_exe(), "-o", o, image, mnt], capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def unmount_daemon(image, mnt, timeout=120):
+    """Unmounts a daemon-mode mount and waits for its process to exit."""
+    pids = pids_of_vmfsd(image, mnt)
+    r = fusermount_u(mnt)
+    if mounted_at(mnt):
+        raise RuntimeError("fusermount3 -u %s failed: %s" % (mnt, r.stderr.strip()))
+    for pid in pids:
+        if not wait_pid_gone(pid, timeout):
+            raise RuntimeError("vmfsd pid %d still running %ds after unmount" % (pid, timeout))
+
+
+class Checker:
+    """Records failed expectations (printed at once, with context) and runs
+    independent sections so that one failure does not hide the others."""
+
+    def __init__(self, name):
+        self.name = name
+        self.failures = []
+        self.t0 = time.monotonic()
+
+    def fail(self, msg):
+        print("FAIL: %s" % msg, flush=True)
+        self.failures.append(msg)
+        return False
+
+    def check(self, cond, msg):
+        if not cond:
+            return self.fail(msg)
+        return True
+
+    def eq(self, got, want, what):
+        if got != want:
+            return self.fail("%s: got %r, expected %r" % (what, got, want))
+        return True
+
+    def errno_of(self, fn, *args, **kw):
+        """Calls fn and returns the errno of the OSError it raised, or None."""
+        try:
+            fn(*args, **kw)
+        except OSError as e:
+            return e.errno
+        return None
+
+    def raises(self, want, what, fn, *args, **kw):
+        """Expects fn(*args) to fail with one of the errnos in want."""
+        if isinstance(want, int):
+            want = (want,)
+        got = self.errno_of(fn, *args, **kw)
+        if got not in want:
+            names = "/".join(errno.errorcode.get(w, str(w)) for w in want)
+            return self.fail("%s: expected %s, got %s" % (
+                what, names, "success" if got is None else errno.errorcode.get(got, got)))
+        return True
+
+    def section(self, title, fn, *args, **kw):
+        print("--- %s" % title, flush=True)
+        t = time.monotonic()
+        try:
+            fn(*args, **kw)
+        except Exception:
+            self.fail("%s: unexpected exception:\n%s" % (title, traceback.format_exc()))
+        print("    (%.1fs)" % (time.monotonic() - t), flush=True)
+
+    def finish(self):
+        dt = time.monotonic() - self.t0
+        if self.failures:
+            print("%s: %d failure(s) in %.1fs:" % (self.name, len(self.failures), dt))
+            for f in self.failures:
+                print("  - " + f.splitlines()[0])
+            sys.exit(1)
+        print("%s: all checks passed in %.1fs" % (self.name, dt))
+        sys.exit(0)
+
+
+def main(name, body):
+    """Common entry point: environment check, Checker, body(checker)."""
+    require_env()
+    c = Checker(name)
+    try:
+        body(c)
+    except Exception:
+        c.fail("unexpected exception:\n%s" % traceback.format_exc())
+    c.finish()
