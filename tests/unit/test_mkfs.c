@@ -13,6 +13,8 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -307,6 +309,80 @@ Test(mkfs, refuse_partition_table)
 	cr_assert_eq(run(out, sizeof(out), "'%s'", img), 1);
 	cr_assert(strstr(out, "partition table of type dos"), "%s", out);
 	cr_assert_eq(run(out, sizeof(out), "-q -f '%s'", img), 0, "%s", out);
+	check_volume(img, "", NULL);
+}
+
+/* An OFD lock held on the image (as vmfsd holds one) means "mounted on
+ * this host": refused even with -f, and the file is left alone. */
+Test(mkfs, refuse_locked)
+{
+	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 1 << 20,
+			    .l_len = 4096 };
+	struct stat st;
+	char out[8192];
+	int fd;
+
+	cr_assert_eq(run(out, sizeof(out), "-q -s 1G '%s'", img), 0, "%s", out);
+	fd = open(img, O_RDONLY);
+	cr_assert(fd >= 0);
+	cr_assert_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	cr_assert_eq(run(out, sizeof(out), "-f -s 2G '%s'", img), 1);
+	cr_assert(strstr(out, "in use"), "%s", out);
+	cr_assert_eq(stat(img, &st), 0);
+	cr_assert_eq(st.st_size, 1ll << 30, "a refused run resized the image");
+	close(fd);
+	cr_assert_eq(run(out, sizeof(out), "-q -f '%s'", img), 0, "%s", out);
+}
+
+struct beater {
+	struct bdev *bd;
+	uint64_t off;
+	atomic_bool stop;
+};
+
+/* A host of another machine: renews heartbeat slot 0 every 20 ms. */
+static void *beat(void *arg)
+{
+	struct beater *b = arg;
+	struct vmfsd_hb hb = { .state = VMFSD_HB_LIVE, .generation = 1, .slot = 0 };
+	void *blk = bdev_alloc(VMFSD_META_BLOCK);
+	struct timespec ts = { 0, 20 * 1000000L };
+
+	strcpy(hb.host_name, "esx-remote");
+	while (!atomic_load(&b->stop)) {
+		hb.counter++;
+		vmfsd_hb_encode(&hb, b->off / VMFSD_META_BLOCK, blk);
+		bdev_pwrite(b->bd, blk, VMFSD_META_BLOCK, b->off);
+		nanosleep(&ts, NULL);
+	}
+	bdev_free(blk);
+	return NULL;
+}
+
+/* Even -f does not format a volume whose heartbeat slots are moving; a
+ * stale LIVE slot (a crashed host) only costs the watch time. */
+Test(mkfs, refuse_live_host)
+{
+	struct beater b = { 0 };
+	struct vmfsd_sb sb;
+	pthread_t t;
+	char out[8192];
+
+	cr_assert_eq(run(out, sizeof(out), "-q -L busy --hb-interval 100 --hb-timeout 1000 -s 1G '%s'",
+			 img), 0, "%s", out);
+	check_volume(img, "busy", &sb);
+	cr_assert_eq(bdev_open(img, 0, &b.bd), 0);
+	b.off = vmfsd_hb_slot_off(&sb, 0);
+	cr_assert_eq(pthread_create(&t, NULL, beat, &b), 0);
+	cr_assert_eq(run(out, sizeof(out), "-f '%s'", img), 1);
+	atomic_store(&b.stop, true);
+	pthread_join(t, NULL);
+	bdev_close(b.bd);
+	cr_assert(strstr(out, "live host") && strstr(out, "esx-remote (slot 0)"), "%s", out);
+
+	/* The slot is LIVE but no longer moves: a dead host. */
+	cr_assert_eq(run(out, sizeof(out), "-f '%s'", img), 0, "%s", out);
+	cr_assert(strstr(out, "Watching 1 heartbeat slot"), "%s", out);
 	check_volume(img, "", NULL);
 }
 
