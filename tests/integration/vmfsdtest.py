@@ -149,6 +149,21 @@ def wait_pid_gone(pid, timeout):
     return False
 
 
+def close_fds_under(dirs):
+    """Closes this process's descriptors that point below any of dirs."""
+    prefixes = [os.path.realpath(d) + "/" for d in dirs]
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if any(target.startswith(p) or target + "/" == p for p in prefixes):
+            try:
+                os.close(int(fd))
+            except OSError:
+                pass
+
+
 class MountError(Exception):
     pass
 
@@ -245,6 +260,13 @@ class Volume:
         self.mount(**kw)
 
     def cleanup(self):
+        # Descriptors this test left open inside the mounts (a failure in the
+        # middle of an operation) would make the unmount EBUSY.
+        close_fds_under([self.mnt] + self.extra_mnts)
+        try:
+            os.chdir("/")
+        except OSError:
+            pass
         for m in [self.mnt] + self.extra_mnts:
             try:
                 if mounted_at(m):
