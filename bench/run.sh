@@ -120,7 +120,11 @@ cleanup() {
 		for f in "${CLEAN_FILES[@]}"; do rm -f -- "$f"; done
 	fi
 	rm -f "$REPORT"
-	((rc == 0)) || echo "bench: FAILED (exit $rc); logs in $LOG_DIR" >&2
+	if ((rc == 130)); then
+		echo "bench: interrupted; cleaned up; logs in $LOG_DIR" >&2
+	elif ((rc != 0)); then
+		echo "bench: FAILED (exit $rc); logs in $LOG_DIR" >&2
+	fi
 	exit "$rc"
 }
 trap cleanup EXIT
@@ -344,11 +348,9 @@ for s in "${RUN[@]}"; do
 done
 command -v fio >/dev/null || die "fio not found: run scripts/deps.sh"
 [[ -x $PY ]] || die "$PY not found: run scripts/deps.sh"
-[[ $(findmnt -rn -o FSTYPE -T "$BENCH_DIR" | head -n1) != tmpfs ]] ||
-	die "$BENCH_DIR is on tmpfs, which has no O_DIRECT: use --dir on a disk filesystem"
 ((NO_VMFSD)) || build
 
-out "## vmfsd benchmark"
+out "## vmfsd benchmark, $(date -u "+%Y-%m-%d %H:%M UTC")"
 out ""
 machine
 for s in "${RUN[@]}"; do

@@ -8,7 +8,7 @@
 #
 # IMAGE (or $VMFSD_IMAGE) is the backing file, default var/quickstart.img
 # (8 GiB sparse; $VMFSD_IMAGE_SIZE changes the size).  It must live on a
-# filesystem that supports O_DIRECT (ext4, xfs, btrfs: not tmpfs).  A block
+# filesystem that supports O_DIRECT (ext4, xfs, btrfs; tmpfs since 6.6).  A block
 # device works too, and is then formatted as it is: everything on it is lost.
 # The volume stays mounted at var/mnt when the script ends.
 set -euo pipefail
@@ -92,7 +92,8 @@ else
 fi
 
 step "mounting it at $MNT as host $HOST"
-show "$VMFSD" -o "host=$HOST" "$IMG" "$MNT"
+# Absolute paths: the daemon may change directory, and findmnt shows them.
+show "$VMFSD" -o "host=$HOST" "$(readlink -f "$IMG")" "$ROOT/$MNT"
 for _ in $(seq 50); do
 	is_mounted && break
 	sleep 0.1
