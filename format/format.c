@@ -536,6 +536,82 @@ int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb)
 	return 0;
 }
 
+/* ---------------- journal ---------------- */
+
+#define JH_CSUM_OFF offsetof(struct vmfsd_disk_jhdr, csum)
+#define JD_CSUM_OFF offsetof(struct vmfsd_disk_jdesc, csum)
+
+void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk)
+{
+	struct vmfsd_disk_jhdr *d = blk;
+
+	memset(d, 0, sizeof(*d));
+	d->magic = LE32(VMFSD_JH_MAGIC);
+	d->version = LE16(VMFSD_FORMAT_VERSION);
+	d->blocknr = LE64(blocknr);
+	d->slot = LE32(jh->slot);
+	d->nblocks = LE32(jh->nblocks);
+	d->tail_seq = LE64(jh->tail_seq);
+	d->tail_blk = LE32(jh->tail_blk);
+	d->clean = LE64(jh->clean);
+	csum_set(d, sizeof(*d), JH_CSUM_OFF);
+}
+
+int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
+{
+	const struct vmfsd_disk_jhdr *d = blk;
+	const uint8_t *p = blk;
+	size_t i;
+
+	for (i = 0; i < VMFSD_META_BLOCK && !p[i]; i++)
+		;
+	if (i == VMFSD_META_BLOCK) {
+		memset(jh, 0, sizeof(*jh));
+		jh->tail_seq = 1;
+		jh->tail_blk = 1;
+		jh->clean = 1;
+		return 0;
+	}
+	if (CPU32(d->magic) != VMFSD_JH_MAGIC)
+		return -EUCLEAN;
+	if (!csum_ok(d, sizeof(*d), JH_CSUM_OFF))
+		return -EBADMSG;
+	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
+	    CPU32(d->tail_blk) < 1 || CPU32(d->tail_blk) >= CPU32(d->nblocks) ||
+	    CPU32(d->slot) >= VMFSD_MAX_HOSTS)
+		return -EUCLEAN;
+	jh->slot = CPU32(d->slot);
+	jh->nblocks = CPU32(d->nblocks);
+	jh->tail_seq = CPU64(d->tail_seq);
+	jh->tail_blk = CPU32(d->tail_blk);
+	jh->clean = CPU64(d->clean);
+	return 0;
+}
+
+void vmfsd_jdesc_finish(void *blk, uint64_t blocknr)
+{
+	struct vmfsd_disk_jdesc *d = blk;
+
+	d->magic = LE32(VMFSD_JDESC_MAGIC);
+	d->version = LE16(VMFSD_FORMAT_VERSION);
+	d->blocknr = LE64(blocknr);
+	csum_set(d, sizeof(*d), JD_CSUM_OFF);
+}
+
+int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr)
+{
+	const struct vmfsd_disk_jdesc *d = blk;
+
+	if (CPU32(d->magic) != VMFSD_JDESC_MAGIC)
+		return -EUCLEAN;
+	if (!csum_ok(d, sizeof(*d), JD_CSUM_OFF))
+		return -EBADMSG;
+	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
+	    !CPU32(d->nblocks) || CPU32(d->nblocks) > VMFSD_JDESC_MAX)
+		return -EUCLEAN;
+	return 0;
+}
+
 /* ---------------- layout ---------------- */
 
 static uint64_t clamp64(uint64_t v, uint64_t lo, uint64_t hi)

@@ -392,6 +392,62 @@ struct vmfsd_hb {
 };
 
 /* ------------------------------------------------------------------ */
+/* Journal: one area per host slot.  Meta block 0 of the area is the    */
+/* header; the rest is a circular log of transactions, each one         */
+/* descriptor block followed by the full images of the blocks it        */
+/* changes.  The descriptor holds every block's target and checksum, so  */
+/* it alone proves the transaction complete: no separate commit block.   */
+/* ------------------------------------------------------------------ */
+#define VMFSD_JDESC_MAGIC   0x4353444au /* "JDSC" */
+#define VMFSD_JDESC_HDR     64u
+#define VMFSD_JDESC_MAX     ((VMFSD_META_BLOCK - VMFSD_JDESC_HDR) / 16u) /* 252 */
+
+struct vmfsd_disk_jhdr {
+	le32 magic;             /* VMFSD_JH_MAGIC */
+	le16 version;
+	le16 reserved0;
+	le64 blocknr;
+	le64 csum;
+	le32 slot;
+	le32 nblocks;           /* area size in meta blocks */
+	le64 tail_seq;          /* sequence of the first live transaction */
+	le32 tail_blk;          /* its block within the area (>= 1) */
+	le32 reserved1;
+	le64 clean;             /* 1: no live transaction (clean unmount) */
+	uint8_t reserved[VMFSD_META_BLOCK - 56];
+};
+static_assert(sizeof(struct vmfsd_disk_jhdr) == VMFSD_META_BLOCK, "jhdr size");
+static_assert(offsetof(struct vmfsd_disk_jhdr, reserved) == 56, "jhdr reserved");
+
+struct vmfsd_jhdr {
+	uint32_t slot;
+	uint32_t nblocks;
+	uint64_t tail_seq;
+	uint32_t tail_blk;
+	uint64_t clean;
+};
+
+struct vmfsd_disk_jentry {
+	le64 target;            /* device byte offset of the block */
+	le64 csum;              /* XXH3-64 of the 4 KiB image */
+};
+
+struct vmfsd_disk_jdesc {
+	le32 magic;
+	le16 version;
+	le16 reserved0;
+	le64 blocknr;           /* absolute meta block number of this descriptor */
+	le64 csum;
+	le64 seq;
+	le32 nblocks;           /* images that follow, 1..VMFSD_JDESC_MAX */
+	le32 slot;
+	uint8_t reserved[24];
+	struct vmfsd_disk_jentry e[VMFSD_JDESC_MAX];
+};
+static_assert(sizeof(struct vmfsd_disk_jdesc) == VMFSD_META_BLOCK, "jdesc size");
+static_assert(offsetof(struct vmfsd_disk_jdesc, e) == VMFSD_JDESC_HDR, "jdesc entries");
+
+/* ------------------------------------------------------------------ */
 /* Codecs.  decode() verifies and returns 0, -EBADMSG (checksum),       */
 /* -EUCLEAN (magic, version, self number or a field out of range) or     */
 /* -EOPNOTSUPP (unknown incompatible feature).                          */
@@ -423,6 +479,14 @@ int vmfsd_dir_block_verify(const void *blk, uint64_t blocknr, uint64_t dir_ino,
 
 void vmfsd_hb_encode(const struct vmfsd_hb *hb, uint64_t blocknr, void *blk);
 int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb);
+
+void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk);
+/* An all-zero block (fresh mkfs) decodes as an empty journal. */
+int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh);
+/* Finishes a descriptor whose seq, nblocks, slot and entries are filled. */
+void vmfsd_jdesc_finish(void *blk, uint64_t blocknr);
+/* Verifies magic, checksum, self number and the entry count. */
+int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr);
 
 /* ------------------------------------------------------------------ */
 /* Layout computation shared by mkfs and the tests.                     */

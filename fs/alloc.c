@@ -125,6 +125,13 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 	uint64_t start = goal && goal < p->count ? goal : p->hint;
 	uint32_t ci0, k;
 
+	if (!p->nfree && fs->ndfree) {
+		/* Space freed by transactions not yet durable: commit, retry. */
+		int r = commit_locked(fs);
+
+		if (r)
+			return r;
+	}
 	if (!p->nfree)
 		return -ENOSPC;
 	ci0 = (uint32_t)(start / VMFSD_RC_BITS);
@@ -151,6 +158,18 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 }
 
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
+{
+	(void)tx;
+	if (item >= p->count || !alloc_is_used(p, item))
+		return;
+	/* A freed sub-block may next hold file data: drop any pending metadata
+	 * image of it so no checkpoint or replay writes over that data. */
+	if (p->kind == VMFSD_RC_SUB)
+		commit_revoke(fs, vmfsd_sub_off(&fs->sb, item));
+	commit_defer_free(fs, p, item);
+}
+
+void alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
 {
 	uint32_t ci = (uint32_t)(item / VMFSD_RC_BITS);
 	uint32_t bit = (uint32_t)(item % VMFSD_RC_BITS);

@@ -163,7 +163,7 @@ static int node_get(struct fs *fs, struct fs_inode *ip, uint32_t sblk, unsigned 
 	buf = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 	if (!buf)
 		return -ENOMEM;
-	r = bdev_pread(fs->bd, buf, VMFSD_SUB_BLOCK_SIZE, vmfsd_sub_off(&fs->sb, sblk));
+	r = meta_read(fs, vmfsd_sub_off(&fs->sb, sblk), buf);
 	if (!r)
 		r = vmfsd_map_node_verify(buf, sblk, ip->ino, ip->d.generation);
 	if (!r && le16toh(((struct vmfsd_disk_map_node *)buf)->level) != level)

@@ -161,7 +161,7 @@ static int dir_load(struct fs *fs, struct fs_inode *dp)
 		dc->blk[i] = b;
 		dc->sblk[i] = e;
 		dc->nblocks = i + 1;
-		r = bdev_pread(fs->bd, b, VMFSD_SUB_BLOCK_SIZE, vmfsd_sub_off(&fs->sb, e));
+		r = meta_read(fs, vmfsd_sub_off(&fs->sb, e), b);
 		if (!r)
 			r = vmfsd_dir_block_verify(b, e, dp->ino, dp->d.generation);
 		if (r)

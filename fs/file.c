@@ -284,7 +284,9 @@ static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 		tx_abort(&tx);
 		goto out;
 	}
+	pthread_mutex_lock(&fs->meta_lock);
 	r = tx_commit(&tx);
+	pthread_mutex_unlock(&fs->meta_lock);
 out:
 	bdev_free(data);
 	return r;
@@ -485,11 +487,37 @@ static int zero_in_unit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint6
 	return r;
 }
 
-int file_free_all(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+/* Units per transaction when freeing: 64 leaf nodes' worth touches at most
+ * ~70 metadata blocks, well inside the smallest journal (252 blocks). */
+#define FREE_CHUNK ((uint64_t)VMFSD_MAP_NODE_SLOTS * 64)
+
+int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 {
+	uint64_t cap = bmap_capacity(ip->d.map_height);
+	struct tx tx;
+	int r;
+
 	if (ip->d.data_mode == VMFSD_DATA_INLINE)
 		return 0;
-	return bmap_free_range(fs, ip, 0, UINT64_MAX, tx);
+	if (to > cap)
+		to = cap;
+	/* From the end backwards: every intermediate state is a file whose
+	 * tail is gone, never one with holes punched at random. */
+	while (to > from) {
+		uint64_t lo = to - from > FREE_CHUNK ? to - FREE_CHUNK : from;
+
+		tx_begin(fs, &tx);
+		r = bmap_free_range(fs, ip, lo, to, &tx);
+		if (r) {
+			tx_abort(&tx);
+			return r;
+		}
+		r = tx_commit(&tx);
+		if (r)
+			return r;
+		to = lo;
+	}
+	return 0;
 }
 
 /* Frees the whole units of [from, to) and zeroes the partial ones
@@ -498,7 +526,6 @@ static int punch(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 {
 	uint32_t unit = inode_unit_size(fs, ip);
 	uint64_t u0 = round_up(from, unit), u1 = to / unit * unit;
-	struct tx tx;
 	int r;
 
 	if (ip->d.data_mode == VMFSD_DATA_INLINE)
@@ -517,13 +544,8 @@ static int punch(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 		r = zero_in_unit(fs, ip, u1, to);
 	if (r)
 		return r;
-	tx_begin(fs, &tx);
 	pthread_mutex_lock(&fs->meta_lock);
-	r = bmap_free_range(fs, ip, u0 / unit, u1 / unit, &tx);
-	if (!r)
-		r = tx_commit(&tx);
-	else
-		tx_abort(&tx);
+	r = file_free_range_locked(fs, ip, u0 / unit, u1 / unit);
 	pthread_mutex_unlock(&fs->meta_lock);
 	return r;
 }
@@ -541,19 +563,14 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 	} else if (size < ip->d.size) {
 		if (size == 0 && ip->d.data_mode != VMFSD_DATA_INLINE) {
 			/* Back to inline: an emptied file costs nothing again. */
-			tx_begin(fs, &tx);
 			pthread_mutex_lock(&fs->meta_lock);
-			r = file_free_all(fs, ip, &tx);
+			r = file_free_range_locked(fs, ip, 0, UINT64_MAX);
 			if (!r) {
 				memset(ip->d.map, 0, VMFSD_MAP_AREA);
 				ip->d.map_height = 0;
 				ip->d.data_mode = VMFSD_DATA_INLINE;
 			}
 			pthread_mutex_unlock(&fs->meta_lock);
-			if (r)
-				tx_abort(&tx);
-			else
-				r = tx_commit(&tx);
 		} else if (ip->d.data_mode == VMFSD_DATA_INLINE) {
 			r = zero_in_unit(fs, ip, size, VMFSD_INLINE_MAX);
 		} else {
@@ -563,14 +580,9 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 
 			r = zero_in_unit(fs, ip, size, round_up(size, unit));
 			if (!r) {
-				tx_begin(fs, &tx);
 				pthread_mutex_lock(&fs->meta_lock);
-				r = bmap_free_range(fs, ip, round_up(size, unit) / unit,
-						    UINT64_MAX, &tx);
-				if (r)
-					tx_abort(&tx);
-				else
-					r = tx_commit(&tx);
+				r = file_free_range_locked(fs, ip, round_up(size, unit) / unit,
+							   UINT64_MAX);
 				pthread_mutex_unlock(&fs->meta_lock);
 			}
 		}
@@ -855,12 +867,13 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync)
 	(void)datasync;
 	if (fs->readonly)
 		return 0;
-	if (ip->dirty) {
-		pthread_mutex_lock(&fs->meta_lock);
+	pthread_mutex_lock(&fs->meta_lock);
+	if (ip->dirty)
 		r = inode_writeback(fs, ip);
-		pthread_mutex_unlock(&fs->meta_lock);
-	}
+	/* A journal commit starts and ends with a flush: it makes this file's
+	 * data durable too.  With no metadata pending, a flush is enough. */
 	if (!r)
-		r = bdev_flush(fs->bd);
+		r = fs->nrun ? commit_locked(fs) : bdev_flush(fs->bd);
+	pthread_mutex_unlock(&fs->meta_lock);
 	return r;
 }

@@ -27,6 +27,7 @@ struct fs_mount_opts {
 
 enum fs_mount_flags_out {
 	FS_MOUNT_USED_BACKUP_SB = 1u << 0,  /* primary superblock was bad */
+	FS_MOUNT_REPLAYED = 1u << 1,        /* the journal held transactions */
 };
 
 struct fs_attr {
@@ -61,8 +62,8 @@ struct fs_setattr {
 
 /* Mount: opens the device, verifies the superblock (falling back to the
  * backup when the primary is damaged and the backup is sound), loads the
- * allocation bitmaps and claims the host's slot.  Errors: -EUCLEAN/-EBADMSG
- * no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
+ * allocation bitmaps and claims the host's slot, replaying its journal.
+ * Errors: -EUCLEAN/-EBADMSG no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
  * features, -EBUSY volume already mounted by this host, bdev_open errors. */
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out);

@@ -22,8 +22,10 @@
 #include "bdev/bdev.h"
 #include "format/format.h"
 #include "fs.h"
+#include "journal/journal.h"
 
 struct fs_inode;
+struct alloc_pool;
 
 /* ---------------- transactions (fs/tx.c) ---------------- */
 /* A transaction gathers the encoded metadata blocks of one operation; the
@@ -44,8 +46,35 @@ void tx_begin(struct fs *fs, struct tx *tx);
  * offset replaces the earlier copy). */
 void tx_add(struct tx *tx, uint64_t off, const void *blk);
 void tx_add_inode(struct tx *tx, struct fs_inode *ip);
+/* Merges the transaction into the running journal transaction (meta_lock
+ * held).  Durable at the next journal commit: fsync, sync, unmount, a full
+ * running transaction, or the commit thread (every COMMIT_INTERVAL_MS). */
 int tx_commit(struct tx *tx);
 void tx_abort(struct tx *tx);
+
+/* ---------------- journal glue (fs/commit.c) ---------------- */
+/* Pending block: committed to the running or a journal transaction but not
+ * yet written in place; metadata reads must see it. */
+struct pend {
+	uint64_t off;
+	struct pend *hnext;
+	bool running;
+	uint8_t *img;
+};
+int commit_start(struct fs *fs, uint64_t next_seq);
+void commit_stop(struct fs *fs);
+/* Writes the running transaction to the journal, then in place, then
+ * releases deferred frees (meta_lock held). */
+int commit_locked(struct fs *fs);
+/* Adds a transaction's images to the running transaction (meta_lock held). */
+int commit_add_tx(struct fs *fs, struct tx *tx);
+/* Forgets a pending image of a freed sub-block (may be reused as data). */
+void commit_revoke(struct fs *fs, uint64_t off);
+/* Reads one metadata block, preferring a pending image. */
+int meta_read(struct fs *fs, uint64_t off, void *buf);
+/* Frees are applied only once the transaction that frees is durable, so a
+ * crash can never leave a block both referenced and reused. */
+void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item);
 
 /* ---------------- allocator (fs/alloc.c) ---------------- */
 struct alloc_pool {
@@ -61,7 +90,9 @@ void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
 	       uint64_t *out);
+/* Deferred free (see commit_defer_free); alloc_free_now is the real one. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+void alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
 
 /* ---------------- inodes (fs/inode.c) ---------------- */
@@ -96,6 +127,21 @@ struct fs {
 	uint32_t ninodes_cached;
 	struct alloc_pool ipool, spool, bpool;
 	uint32_t units_per_block;       /* 512-byte sectors per file block */
+
+	/* journal (fs/commit.c) */
+	struct journal *jn;
+	pthread_mutex_t plock;          /* pending table (inside meta_lock) */
+	struct pend **ptab;
+	uint32_t ptab_size;
+	struct pend **run;              /* blocks of the running transaction */
+	uint32_t nrun, run_cap;
+	struct dfree { struct alloc_pool *p; uint64_t item; } *dfree;
+	uint32_t ndfree, dfree_cap;
+	uint64_t dfree_units;           /* 4 KiB units waiting in dfree */
+	int jerr;                       /* sticky: journal failed, no more writes */
+	pthread_t committer;
+	pthread_cond_t commit_cv;
+	bool committer_running, stop;
 };
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
@@ -109,6 +155,7 @@ void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a);
 void inode_touch(struct fs_inode *ip, bool mtime, bool ctime);
 int inode_writeback(struct fs *fs, struct fs_inode *ip);
 int inode_writeback_all(struct fs *fs);
+int inode_writeback_all_locked(struct fs *fs);
 void inode_cache_drop_all(struct fs *fs);
 uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip);
 
@@ -147,8 +194,9 @@ int dir_snapshot(struct fs *fs, struct fs_inode *dp, struct fs_dirent **out, uin
 /* Changes the size, freeing or zeroing what lies past it (iolock write and
  * meta_lock held by the caller is NOT required: takes what it needs). */
 int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size);
-/* Frees every data unit of a file being deleted (meta_lock held). */
-int file_free_all(struct fs *fs, struct fs_inode *ip, struct tx *tx);
+/* Frees the units [from, to) in bounded transactions, last first
+ * (meta_lock held). */
+int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to);
 
 static inline uint8_t mode_to_dtype(uint32_t mode)
 {

@@ -75,7 +75,7 @@ static int inode_read(struct fs *fs, uint64_t ino, struct vmfsd_inode *out)
 
 	if (!blk)
 		return -ENOMEM;
-	r = bdev_pread(fs->bd, blk, VMFSD_META_BLOCK, off);
+	r = meta_read(fs, off, blk);
 	if (!r)
 		r = vmfsd_inode_decode(blk, off / VMFSD_META_BLOCK, out);
 	if (!r && out->ino != ino)
@@ -137,16 +137,16 @@ static void inode_delete(struct fs *fs, struct fs_inode *ip)
 {
 	struct tx tx;
 
-	tx_begin(fs, &tx);
-	if (file_free_all(fs, ip, &tx) == 0) {
+	/* A failure leaks the inode (nlink 0, still allocated); fsck reclaims
+	 * it.  Nothing a caller could do: the last reference is gone. */
+	if (file_free_range_locked(fs, ip, 0, UINT64_MAX) == 0) {
+		tx_begin(fs, &tx);
 		ip->d.mode = 0;
 		tx_add_inode(&tx, ip);
 		alloc_free(fs, &fs->ipool, ip->ino, &tx);
+		(void)tx_commit(&tx);
 	}
 	ip->deleted = true;
-	/* A failed commit leaks the inode; fsck reclaims it.  Nothing a caller
-	 * could do: the last reference is already gone. */
-	(void)tx_commit(&tx);
 }
 
 void inode_put(struct fs *fs, struct fs_inode *ip)
@@ -289,20 +289,32 @@ int inode_writeback(struct fs *fs, struct fs_inode *ip)
 
 int inode_writeback_all(struct fs *fs)
 {
+	int r;
+
+	pthread_mutex_lock(&fs->meta_lock);
+	r = inode_writeback_all_locked(fs);
+	pthread_mutex_unlock(&fs->meta_lock);
+	return r;
+}
+
+int inode_writeback_all_locked(struct fs *fs)
+{
 	uint32_t i;
 	int r = 0, r2;
 
-	pthread_mutex_lock(&fs->meta_lock);
+	/* Eviction needs meta_lock, which we hold, so no inode goes away; new
+	 * ones may be inserted at a bucket head, which the walk tolerates. */
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
 		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
+			if (!ip->dirty)
+				continue;
 			r2 = inode_writeback(fs, ip);
 			if (r2 && !r)
 				r = r2;
 		}
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
 	return r;
 }
 

@@ -102,9 +102,19 @@ static int write_slot(struct fs *fs, uint16_t state)
 static int claim_volume(struct fs *fs)
 {
 	uint64_t len = (uint64_t)fs->sb.max_hosts * VMFSD_META_BLOCK;
-	int r;
+	int r = 0;
 
-	r = bdev_trylock_range(fs->bd, fs->sb.hb_off, len, !fs->readonly);
+	int tries;
+
+	/* `fusermount3 -u` returns before the old daemon has finished writing
+	 * back and closed the device: give it up to 3 s before calling the
+	 * volume busy, so unmount-then-mount scripts work. */
+	for (tries = 0; tries < 30; tries++) {
+		r = bdev_trylock_range(fs->bd, fs->sb.hb_off, len, !fs->readonly);
+		if (r != -EAGAIN)
+			break;
+		usleep(100 * 1000);
+	}
 	if (r == -EAGAIN)
 		return -EBUSY;
 	if (r || fs->readonly)
@@ -148,7 +158,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		goto fail;
 	}
 	if ((fs->sb.feat_ro_compat & ~VMFSD_FEAT_RO_COMPAT_SUPP) && !fs->readonly) {
-		r = -EROFS;
+		r = -EPROTONOSUPPORT;
 		goto fail;
 	}
 	r = claim_volume(fs);
@@ -160,6 +170,27 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 			goto fail;
 	}
 	fs->units_per_block = fs->sb.block_size / 512;
+	if (!fs->readonly) {
+		struct journal_replay_info ji;
+
+		/* Our own journal first: it may hold the newest bitmaps. */
+		r = journal_replay(fs->bd, journal_area_off(&fs->sb, fs->slot),
+				   fs->sb.journal_size, fs->slot, &ji);
+		if (r)
+			goto fail;
+		if (ji.transactions)
+			flags |= FS_MOUNT_REPLAYED;
+		r = commit_start(fs, ji.next_seq);
+		if (r)
+			goto fail;
+	} else {
+		/* Replay writes; a read-only mount cannot recover the volume. */
+		r = journal_is_clean(fs->bd, journal_area_off(&fs->sb, 0));
+		if (r == -EUCLEAN)
+			r = -EROFS;
+		if (r)
+			goto fail;
+	}
 	r = alloc_load(fs);
 	if (r)
 		goto fail;
@@ -177,6 +208,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	return 0;
 fail:
 	inode_cache_drop_all(fs);
+	commit_stop(fs);
 	alloc_unload(fs);
 	bdev_close(fs->bd);
 	free(fs->itab);
@@ -190,9 +222,13 @@ int fs_sync(struct fs *fs)
 
 	if (fs->readonly)
 		return 0;
-	r = inode_writeback_all(fs);
+	pthread_mutex_lock(&fs->meta_lock);
+	r = inode_writeback_all_locked(fs);
+	if (!r)
+		r = commit_locked(fs);
 	if (!r)
 		r = bdev_flush(fs->bd);
+	pthread_mutex_unlock(&fs->meta_lock);
 	return r;
 }
 
@@ -204,7 +240,17 @@ int fs_unmount(struct fs *fs)
 		return 0;
 	inode_cache_drop_all(fs);
 	if (!fs->readonly) {
-		r = bdev_flush(fs->bd);
+		/* Everything to the journal and in place, durable, then clean. */
+		pthread_mutex_lock(&fs->meta_lock);
+		r = commit_locked(fs);
+		if (!r)
+			r = commit_locked(fs);  /* the frees the first one released */
+		pthread_mutex_unlock(&fs->meta_lock);
+		if (!r)
+			r = bdev_flush(fs->bd);
+		if (!r)
+			r = journal_mark_clean(fs->jn);
+		commit_stop(fs);
 		r2 = write_slot(fs, VMFSD_HB_FREE);
 		if (!r2)
 			r2 = bdev_flush(fs->bd);
@@ -230,7 +276,8 @@ int fs_statfs(struct fs *fs, struct statvfs *st)
 	st->f_frsize = VMFSD_SUB_BLOCK_SIZE;
 	pthread_mutex_lock(&fs->meta_lock);
 	st->f_blocks = fs->sb.block_count * per + fs->sb.sub_count;
-	st->f_bfree = fs->bpool.nfree * per + fs->spool.nfree;
+	/* Space freed by not yet committed transactions counts as free. */
+	st->f_bfree = fs->bpool.nfree * per + fs->spool.nfree + fs->dfree_units;
 	st->f_files = fs->sb.inode_count - 1;
 	st->f_ffree = fs->ipool.nfree;
 	pthread_mutex_unlock(&fs->meta_lock);

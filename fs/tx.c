@@ -6,10 +6,11 @@
  * single seam through which metadata is written, so the per-host journal
  * (journal/) replaces the in-place writes below without touching callers.
  *
- * Without the journal the blocks are written in place in the order they
- * were added; callers add "pointer" blocks (inode, map node, directory) after
- * the blocks they point to, and free space only after the pointer to it has
- * been dropped, so a crash can leak space but never expose foreign data.
+ * The commit merges the blocks into the running journal transaction
+ * (fs/commit.c), which reaches the journal and then its home locations as
+ * one atomic unit.  Callers still add "pointer" blocks (inode, map node,
+ * directory) after the blocks they point to: the in-place writes follow
+ * that order, which keeps a torn checkpoint easy to reason about.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -100,10 +101,10 @@ static void tx_release(struct tx *tx)
 
 int tx_commit(struct tx *tx)
 {
-	int i, r = tx->err;
+	int r = tx->err;
 
-	for (i = 0; i < tx->n && !r; i++)
-		r = bdev_pwrite(tx->fs->bd, tx->b[i].buf, VMFSD_META_BLOCK, tx->b[i].off);
+	if (!r)
+		r = commit_add_tx(tx->fs, tx);
 	tx_release(tx);
 	return r;
 }

@@ -154,6 +154,10 @@ static void mount_error(const char *device, int r)
 		fprintf(stderr, PROG ": %s: the volume is already mounted\n", device);
 		describe_holder(device);
 		break;
+	case -EROFS:
+		fprintf(stderr, PROG ": %s: the journal needs recovery, which a read-only "
+			"mount cannot do; mount read-write once or run fsck.vmfsd\n", device);
+		break;
 	case -ERANGE:
 		fprintf(stderr, PROG ": %s: the device is smaller than the filesystem on it "
 			"(truncated image?)\n", device);
@@ -270,6 +274,9 @@ int main(int argc, char **argv)
 		mount_error(o.device, r);
 		goto out;
 	}
+	if (mflags & FS_MOUNT_REPLAYED)
+		fprintf(stderr, PROG ": %s: replayed the journal of host '%s'\n", o.device,
+			fs_host(fs));
 	if (mflags & FS_MOUNT_USED_BACKUP_SB)
 		fprintf(stderr, PROG ": %s: primary superblock was damaged; mounted from "
 			"the backup%s\n", o.device,

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Group commit of metadata through the host's journal.
+ *
+ * Operations merge their blocks into one running transaction (the newest
+ * image of a block wins).  A commit writes it to the journal (flush, header,
+ * descriptor+images, flush), then writes the images in place without a
+ * flush: the next commit's first flush makes them durable, and until then
+ * replay would rewrite them anyway.  Images stay in a pending table until
+ * written in place, so an inode or node evicted from its cache and read
+ * again never comes back stale from disk.
+ *
+ * Commits happen on fsync/fdatasync/O_SYNC, sync, unmount, when the running
+ * transaction is half the journal's capacity, and every COMMIT_INTERVAL_MS
+ * from the commit thread.  Frees are applied only after the freeing
+ * transaction is durable (never reuse a block a crash could bring back),
+ * and the image of a freed sub-block is revoked from the pending table so
+ * neither checkpoint nor replay can overwrite it once it holds file data.
+ */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "fs_internal.h"
+
+/* ext4 commits every 5 s; one second matches the coherency bound the
+ * design promises other hosts and bounds what a crash without fsync loses. */
+#define COMMIT_INTERVAL_MS 1000
+
+static uint32_t phash(const struct fs *fs, uint64_t off)
+{
+	return (uint32_t)(((off / VMFSD_META_BLOCK) * 0x9e3779b97f4a7c15ull) >> 40) &
+	       (fs->ptab_size - 1);
+}
+
+static struct pend *pend_find(struct fs *fs, uint64_t off)
+{
+	struct pend *p;
+
+	for (p = fs->ptab[phash(fs, off)]; p; p = p->hnext)
+		if (p->off == off)
+			return p;
+	return NULL;
+}
+
+static void pend_remove(struct fs *fs, struct pend *p)
+{
+	struct pend **pp = &fs->ptab[phash(fs, p->off)];
+
+	while (*pp && *pp != p)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = p->hnext;
+	bdev_free(p->img);
+	free(p);
+}
+
+int meta_read(struct fs *fs, uint64_t off, void *buf)
+{
+	struct pend *p;
+
+	pthread_mutex_lock(&fs->plock);
+	p = fs->ptab ? pend_find(fs, off) : NULL;
+	if (p) {
+		memcpy(buf, p->img, VMFSD_META_BLOCK);
+		pthread_mutex_unlock(&fs->plock);
+		return 0;
+	}
+	pthread_mutex_unlock(&fs->plock);
+	return bdev_pread(fs->bd, buf, VMFSD_META_BLOCK, off);
+}
+
+static int add_one(struct fs *fs, uint64_t off, const void *img)
+{
+	struct pend *p;
+
+	pthread_mutex_lock(&fs->plock);
+	p = pend_find(fs, off);
+	if (!p) {
+		uint32_t h = phash(fs, off);
+
+		p = calloc(1, sizeof(*p));
+		if (p)
+			p->img = bdev_alloc(VMFSD_META_BLOCK);
+		if (!p || !p->img) {
+			free(p);
+			pthread_mutex_unlock(&fs->plock);
+			return -ENOMEM;
+		}
+		p->off = off;
+		p->hnext = fs->ptab[h];
+		fs->ptab[h] = p;
+	}
+	memcpy(p->img, img, VMFSD_META_BLOCK);
+	pthread_mutex_unlock(&fs->plock);
+	if (!p->running) {
+		if (fs->nrun == fs->run_cap) {
+			uint32_t cap = fs->run_cap ? fs->run_cap * 2 : 64;
+			struct pend **nr = realloc(fs->run, cap * sizeof(*nr));
+
+			if (!nr)
+				return -ENOMEM;
+			fs->run = nr;
+			fs->run_cap = cap;
+		}
+		p->running = true;
+		fs->run[fs->nrun++] = p;
+	}
+	return 0;
+}
+
+int commit_add_tx(struct fs *fs, struct tx *tx)
+{
+	uint32_t max = journal_max_blocks(fs->jn);
+	int i, r = 0;
+
+	if (fs->jerr)
+		return fs->jerr;
+	if ((uint32_t)tx->n > max)
+		return -E2BIG;  /* callers split big operations */
+	/* A caller's transaction never straddles two journal transactions. */
+	if (fs->nrun + (uint32_t)tx->n > max)
+		r = commit_locked(fs);
+	for (i = 0; i < tx->n && !r; i++)
+		r = add_one(fs, tx->b[i].off, tx->b[i].buf);
+	if (!r && fs->nrun >= max / 2)
+		r = commit_locked(fs);
+	return r;
+}
+
+void commit_revoke(struct fs *fs, uint64_t off)
+{
+	struct pend *p;
+	uint32_t i;
+
+	pthread_mutex_lock(&fs->plock);
+	p = pend_find(fs, off);
+	if (p) {
+		if (p->running) {
+			for (i = 0; i < fs->nrun && fs->run[i] != p; i++)
+				;
+			if (i < fs->nrun)
+				fs->run[i] = fs->run[--fs->nrun];
+		}
+		pend_remove(fs, p);
+	}
+	pthread_mutex_unlock(&fs->plock);
+}
+
+void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item)
+{
+	if (fs->ndfree == fs->dfree_cap) {
+		uint32_t cap = fs->dfree_cap ? fs->dfree_cap * 2 : 256;
+		struct dfree *n = realloc(fs->dfree, cap * sizeof(*n));
+
+		if (!n)
+			return; /* leaks the item; fsck reclaims it */
+		fs->dfree = n;
+		fs->dfree_cap = cap;
+	}
+	fs->dfree[fs->ndfree].p = p;
+	fs->dfree[fs->ndfree].item = item;
+	fs->ndfree++;
+	fs->dfree_units += p == &fs->bpool ? fs->sb.block_size / VMFSD_SUB_BLOCK_SIZE :
+			   p == &fs->spool ? 1 : 0;
+}
+
+int commit_locked(struct fs *fs)
+{
+	struct journal_block *jb;
+	struct dfree *df;
+	uint32_t i, n = fs->nrun, ndf;
+	struct tx tx;
+	int r = 0;
+
+	if (fs->jerr)
+		return fs->jerr;
+	if (n) {
+		jb = malloc(n * sizeof(*jb));
+		if (!jb)
+			return -ENOMEM;
+		for (i = 0; i < n; i++) {
+			jb[i].target = fs->run[i]->off;
+			jb[i].img = fs->run[i]->img;
+		}
+		r = journal_write(fs->jn, jb, n);
+		free(jb);
+		/* Checkpoint: in place, in the order the operations added them. */
+		for (i = 0; i < n && !r; i++)
+			r = bdev_pwrite(fs->bd, fs->run[i]->img, VMFSD_META_BLOCK, fs->run[i]->off);
+		if (r) {
+			/* The journal is the only safe record now: stop writing. */
+			fs->jerr = r == -EIO ? -EIO : r;
+			return r;
+		}
+		pthread_mutex_lock(&fs->plock);
+		for (i = 0; i < n; i++)
+			pend_remove(fs, fs->run[i]);
+		fs->nrun = 0;
+		pthread_mutex_unlock(&fs->plock);
+	}
+	if (!fs->ndfree)
+		return 0;
+	/* The frees are durable: release them, logged in the next transaction. */
+	df = fs->dfree;
+	ndf = fs->ndfree;
+	fs->dfree = NULL;
+	fs->ndfree = fs->dfree_cap = 0;
+	fs->dfree_units = 0;
+	for (i = 0; i < ndf && !r; i++) {
+		int k;
+
+		tx_begin(fs, &tx);
+		alloc_free_now(fs, df[i].p, df[i].item, &tx);
+		for (k = 0; k < tx.n && !r; k++)
+			r = add_one(fs, tx.b[k].off, tx.b[k].buf);
+		tx_abort(&tx);
+		if (!r && fs->nrun + 1 >= journal_max_blocks(fs->jn))
+			r = commit_locked(fs);
+	}
+	free(df);
+	return r;
+}
+
+static void *committer_main(void *arg)
+{
+	struct fs *fs = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&fs->meta_lock);
+	while (!fs->stop) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (COMMIT_INTERVAL_MS % 1000) * 1000000L;
+		ts.tv_sec += COMMIT_INTERVAL_MS / 1000 + ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts);
+		if (fs->stop)
+			break;
+		(void)inode_writeback_all_locked(fs);
+		(void)commit_locked(fs);
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	return NULL;
+}
+
+int commit_start(struct fs *fs, uint64_t next_seq)
+{
+	int r;
+
+	fs->ptab_size = 1u << 12;
+	fs->ptab = calloc(fs->ptab_size, sizeof(*fs->ptab));
+	if (!fs->ptab)
+		return -ENOMEM;
+	r = journal_open(fs->bd, journal_area_off(&fs->sb, fs->slot), fs->sb.journal_size,
+			 fs->slot, next_seq, &fs->jn);
+	if (r)
+		return r;
+	pthread_cond_init(&fs->commit_cv, NULL);
+	r = -pthread_create(&fs->committer, NULL, committer_main, fs);
+	if (!r)
+		fs->committer_running = true;
+	return r;
+}
+
+void commit_stop(struct fs *fs)
+{
+	uint32_t i;
+
+	if (fs->committer_running) {
+		pthread_mutex_lock(&fs->meta_lock);
+		fs->stop = true;
+		pthread_cond_signal(&fs->commit_cv);
+		pthread_mutex_unlock(&fs->meta_lock);
+		pthread_join(fs->committer, NULL);
+		fs->committer_running = false;
+	}
+	for (i = 0; fs->ptab && i < fs->ptab_size; i++)
+		while (fs->ptab[i])
+			pend_remove(fs, fs->ptab[i]);
+	free(fs->ptab);
+	fs->ptab = NULL;
+	free(fs->run);
+	fs->run = NULL;
+	fs->nrun = fs->run_cap = 0;
+	free(fs->dfree);
+	fs->dfree = NULL;
+	fs->ndfree = fs->dfree_cap = 0;
+	journal_close(fs->jn);
+	fs->jn = NULL;
+}

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Write-ahead metadata journal: transaction writing and replay.  See
+ * journal.h for the protocol and why one header write per transaction keeps
+ * replay from ever re-applying an image over a block that has since been
+ * freed and reused for file data.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "journal.h"
+
+struct journal {
+	struct bdev *bd;
+	uint64_t area_off;
+	uint32_t nblocks;       /* area size in meta blocks */
+	uint32_t slot;
+	uint32_t head;          /* next free block (>= 1) */
+	uint64_t seq;           /* sequence of the next transaction */
+	uint8_t *buf;           /* descriptor + images staging, aligned */
+};
+
+uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot)
+{
+	return sb->journal_off + (uint64_t)slot * sb->journal_size;
+}
+
+static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	int r;
+
+	if (!blk)
+		return -ENOMEM;
+	vmfsd_jhdr_encode(jh, area_off / VMFSD_META_BLOCK, blk);
+	r = bdev_pwrite(bd, blk, VMFSD_META_BLOCK, area_off);
+	bdev_free(blk);
+	return r;
+}
+
+/* Reads and checks the transaction at block POS with sequence SEQ into BUF
+ * (room for a descriptor and VMFSD_JDESC_MAX images).  Returns its block
+ * count, 0 if there is no complete transaction there, or an I/O error. */
+static int read_tx(struct bdev *bd, uint64_t area_off, uint32_t nblocks, uint32_t pos,
+		   uint64_t seq, uint8_t *buf)
+{
+	const struct vmfsd_disk_jdesc *d = (const void *)buf;
+	uint64_t off = area_off + (uint64_t)pos * VMFSD_META_BLOCK;
+	uint32_t n, i;
+	int r;
+
+	if (pos < 1 || pos >= nblocks)
+		return 0;
+	r = bdev_pread(bd, buf, VMFSD_META_BLOCK, off);
+	if (r)
+		return r;
+	if (vmfsd_jdesc_verify(buf, off / VMFSD_META_BLOCK) || le64toh(d->seq) != seq)
+		return 0;
+	n = le32toh(d->nblocks);
+	if (pos + 1 + n > nblocks)
+		return 0;
+	r = bdev_pread(bd, buf + VMFSD_META_BLOCK, (size_t)n * VMFSD_META_BLOCK,
+		       off + VMFSD_META_BLOCK);
+	if (r)
+		return r;
+	for (i = 0; i < n; i++) {
+		const uint8_t *img = buf + (size_t)(i + 1) * VMFSD_META_BLOCK;
+		uint64_t t = le64toh(d->e[i].target);
+
+		/* A torn write leaves an image that does not match. */
+		if (XXH3_64bits(img, VMFSD_META_BLOCK) != le64toh(d->e[i].csum) ||
+		    t % VMFSD_META_BLOCK || t + VMFSD_META_BLOCK > bdev_size(bd))
+			return 0;
+	}
+	return (int)n;
+}
+
+int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+		   struct journal_replay_info *info)
+{
+	uint32_t nblocks = (uint32_t)(area_size / VMFSD_META_BLOCK), pos;
+	struct vmfsd_jhdr jh;
+	uint8_t *buf;
+	uint64_t seq;
+	int r;
+
+	memset(info, 0, sizeof(*info));
+	if (nblocks < 2 + 1)
+		return -EINVAL;
+	buf = bdev_alloc((size_t)(VMFSD_JDESC_MAX + 1) * VMFSD_META_BLOCK);
+	if (!buf)
+		return -ENOMEM;
+	r = bdev_pread(bd, buf, VMFSD_META_BLOCK, area_off);
+	if (!r)
+		r = vmfsd_jhdr_decode(buf, area_off / VMFSD_META_BLOCK, &jh);
+	if (r)
+		goto out;
+	if (jh.nblocks && jh.nblocks != nblocks) {
+		r = -EUCLEAN;
+		goto out;
+	}
+	info->was_clean = jh.clean == 1;
+	pos = jh.tail_blk;
+	seq = jh.tail_seq;
+	while (!jh.clean) {
+		struct vmfsd_disk_jdesc *d = (void *)buf;
+		uint32_t i;
+		int n;
+
+		n = read_tx(bd, area_off, nblocks, pos, seq, buf);
+		if (n == 0 && pos != 1) {
+			/* The writer wraps to block 1 when a transaction does not fit. */
+			pos = 1;
+			n = read_tx(bd, area_off, nblocks, pos, seq, buf);
+		}
+		if (n < 0) {
+			r = n;
+			goto out;
+		}
+		if (n == 0)
+			break;
+		for (i = 0; i < (uint32_t)n; i++) {
+			r = bdev_pwrite(bd, buf + (size_t)(i + 1) * VMFSD_META_BLOCK,
+					VMFSD_META_BLOCK, le64toh(d->e[i].target));
+			if (r)
+				goto out;
+		}
+		info->transactions++;
+		info->blocks += (uint32_t)n;
+		pos += 1 + (uint32_t)n;
+		seq++;
+	}
+	r = bdev_flush(bd);
+	if (r)
+		goto out;
+	/* Empty and clean; the next transaction continues the sequence. */
+	jh.slot = slot;
+	jh.nblocks = nblocks;
+	jh.tail_seq = seq;
+	jh.tail_blk = pos < nblocks ? pos : 1;
+	jh.clean = 1;
+	r = write_header(bd, area_off, &jh);
+	if (!r)
+		r = bdev_flush(bd);
+	info->next_seq = seq;
+out:
+	bdev_free(buf);
+	return r;
+}
+
+int journal_is_clean(struct bdev *bd, uint64_t area_off)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	struct vmfsd_jhdr jh;
+	int r;
+
+	if (!blk)
+		return -ENOMEM;
+	r = bdev_pread(bd, blk, VMFSD_META_BLOCK, area_off);
+	if (!r)
+		r = vmfsd_jhdr_decode(blk, area_off / VMFSD_META_BLOCK, &jh);
+	if (!r && jh.clean != 1)
+		r = -EUCLEAN;
+	bdev_free(blk);
+	return r;
+}
+
+int journal_open(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+		 uint64_t next_seq, struct journal **out)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return -ENOMEM;
+	j->bd = bd;
+	j->area_off = area_off;
+	j->nblocks = (uint32_t)(area_size / VMFSD_META_BLOCK);
+	j->slot = slot;
+	j->head = 1;
+	j->seq = next_seq ? next_seq : 1;
+	j->buf = bdev_alloc((size_t)(VMFSD_JDESC_MAX + 1) * VMFSD_META_BLOCK);
+	if (!j->buf) {
+		free(j);
+		return -ENOMEM;
+	}
+	*out = j;
+	return 0;
+}
+
+void journal_close(struct journal *j)
+{
+	if (!j)
+		return;
+	bdev_free(j->buf);
+	free(j);
+}
+
+uint32_t journal_max_blocks(const struct journal *j)
+{
+	uint32_t room = j->nblocks - 2;
+
+	return room < VMFSD_JDESC_MAX ? room : VMFSD_JDESC_MAX;
+}
+
+int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
+{
+	struct vmfsd_disk_jdesc *d = (void *)j->buf;
+	struct vmfsd_jhdr jh;
+	uint64_t off;
+	uint32_t i;
+	int r;
+
+	if (!n)
+		return 0;
+	if (n > journal_max_blocks(j))
+		return -E2BIG;
+	if (j->head + 1 + n > j->nblocks)
+		j->head = 1;
+	memset(d, 0, sizeof(*d));
+	d->seq = htole64(j->seq);
+	d->nblocks = htole32(n);
+	d->slot = htole32(j->slot);
+	for (i = 0; i < n; i++) {
+		uint8_t *img = j->buf + (size_t)(i + 1) * VMFSD_META_BLOCK;
+
+		memcpy(img, b[i].img, VMFSD_META_BLOCK);
+		d->e[i].target = htole64(b[i].target);
+		d->e[i].csum = htole64(XXH3_64bits(img, VMFSD_META_BLOCK));
+	}
+	off = j->area_off + (uint64_t)j->head * VMFSD_META_BLOCK;
+	vmfsd_jdesc_finish(d, off / VMFSD_META_BLOCK);
+
+	/* Ordered mode: the data this transaction exposes, and the previous
+	 * transaction's in-place writes, must be durable before it is. */
+	r = bdev_flush(j->bd);
+	if (r)
+		return r;
+	jh = (struct vmfsd_jhdr){ .slot = j->slot, .nblocks = j->nblocks, .tail_seq = j->seq,
+				  .tail_blk = j->head, .clean = 0 };
+	r = write_header(j->bd, j->area_off, &jh);
+	if (!r)
+		r = bdev_pwrite(j->bd, j->buf, (size_t)(n + 1) * VMFSD_META_BLOCK, off);
+	if (!r)
+		r = bdev_flush(j->bd);
+	if (r)
+		return r;
+	j->head += 1 + n;
+	j->seq++;
+	return 0;
+}
+
+int journal_mark_clean(struct journal *j)
+{
+	struct vmfsd_jhdr jh = { .slot = j->slot, .nblocks = j->nblocks, .tail_seq = j->seq,
+				 .tail_blk = j->head < j->nblocks ? j->head : 1, .clean = 1 };
+	int r = write_header(j->bd, j->area_off, &jh);
+
+	if (!r)
+		r = bdev_flush(j->bd);
+	return r;
+}

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * journal: the per-host write-ahead log of metadata blocks.
+ *
+ * A transaction is written as one descriptor (targets and checksums of up to
+ * 252 block images) followed by the images, between two cache flushes:
+ *
+ *   flush            data the transaction exposes, and the in-place
+ *                    writes of the previous transaction, are durable
+ *   header           tail := this transaction (nothing older needs replay)
+ *   descriptor+images
+ *   flush            the transaction is durable: the caller may now write
+ *                    the images in place (and need not flush them)
+ *
+ * Replay applies every complete transaction from the header's tail in
+ * sequence order, so it is idempotent, and it takes a journal area rather
+ * than a mounted filesystem: a survivor can replay a dead host's journal.
+ */
+#ifndef VMFSD_JOURNAL_H
+#define VMFSD_JOURNAL_H
+
+#include <stdint.h>
+
+#include "bdev/bdev.h"
+#include "format/format.h"
+
+struct journal;
+
+struct journal_block {
+	uint64_t target;        /* device byte offset, 4 KiB aligned */
+	const void *img;        /* 4 KiB image */
+};
+
+struct journal_replay_info {
+	uint32_t transactions;  /* complete transactions applied */
+	uint32_t blocks;        /* block images written in place */
+	uint64_t next_seq;      /* sequence the next transaction will get */
+	int was_clean;          /* header said: nothing to replay */
+};
+
+/* Byte offset and size of SLOT's journal area. */
+uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot);
+
+/* Replays the journal area at AREA_OFF (AREA_SIZE bytes) and leaves it
+ * empty and clean.  Errors: -EUCLEAN/-EBADMSG header damaged, I/O errors. */
+int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+		   struct journal_replay_info *info);
+
+/* 0 if the journal at AREA_OFF needs no replay, -EUCLEAN if it does
+ * (a read-only mount cannot replay). */
+int journal_is_clean(struct bdev *bd, uint64_t area_off);
+
+/* Opens a replayed (clean) journal for writing, starting at NEXT_SEQ. */
+int journal_open(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+		 uint64_t next_seq, struct journal **out);
+void journal_close(struct journal *j);
+/* Most blocks one transaction may carry. */
+uint32_t journal_max_blocks(const struct journal *j);
+/* Writes one transaction durably (see above).  -E2BIG if N is too large. */
+int journal_write(struct journal *j, const struct journal_block *b, uint32_t n);
+/* After the caller flushed every in-place write: marks the journal clean. */
+int journal_mark_clean(struct journal *j);
+
+#endif
