@@ -1,0 +1,218 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Running out of space, and of inodes, on a small volume.
+
+A file is written until write(2) fails with ENOSPC: everything written
+before the error must read back intact (hashed as it was written), files
+written earlier must be untouched, the volume must survive a remount while
+full, and deleting the file must give the space back so that the volume is
+usable again.  Then the inode table is filled until create fails with
+ENOSPC, and emptied again."""
+
+import errno
+import hashlib
+import os
+import random
+import time
+
+import vmfsdtest as vt
+from vmfsdtest import MiB
+
+SIZES = ["512M", "1G"]          # the first that mkfs accepts is used
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def free_bytes(path):
+    sv = os.statvfs(path)
+    return sv.f_bfree * sv.f_frsize
+
+
+def wait_until(pred, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def body(c):
+    rng = random.Random(4242)
+    with vt.Volume("enospc") as v:
+        for size in SIZES:
+            r = v.mkfs(size, check=False)
+            if r.returncode == 0:
+                break
+            print("mkfs -s %s refused: %s" % (size, r.stderr.strip()))
+        else:
+            c.fail("mkfs accepted none of the sizes %s" % SIZES)
+            return
+        print("volume size %s" % size)
+        raw = os.path.getsize(v.image)
+        v.mount()
+        m = v.path
+
+        keep = {
+            "inline": rng.randbytes(100),
+            "subblocks": rng.randbytes(50 * 1024),
+            "fileblocks": rng.randbytes(3 * MiB + 5),
+            "dir/a": rng.randbytes(1000),
+            "dir/b": rng.randbytes(70000),
+        }
+        os.mkdir(m("dir"))
+        for n, d in keep.items():
+            write_file(m(n), d)
+
+        def check_keep(when):
+            for n, d in keep.items():
+                try:
+                    got = read_file(m(n))
+                except OSError as e:
+                    c.fail("%s: reading %s: %s" % (when, n, e))
+                    continue
+                c.check(got == d, "%s: %s changed (%d bytes, expected %d)"
+                        % (when, n, len(got), len(d)))
+
+        state = {}
+
+        def fill():
+            free0 = free_bytes(m())
+            state["free0"] = free0
+            h = hashlib.sha256()
+            written = 0
+            err = None
+            fd = os.open(m("fill"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                while written <= 2 * raw:
+                    chunk = rng.randbytes(MiB + rng.randint(0, 4096))
+                    off = 0
+                    try:
+                        while off < len(chunk):
+                            n = os.write(fd, chunk[off:])
+                            if n <= 0:
+                                raise OSError(errno.EIO, "write returned %d" % n)
+                            h.update(chunk[off:off + n])
+                            off += n
+                            written += n
+                    except OSError as e:
+                        err = e
+                        break
+                if err is None:
+                    c.fail("wrote %d bytes on a %d-byte volume without ENOSPC" % (written, raw))
+                elif err.errno != errno.ENOSPC:
+                    c.fail("filling stopped with %s, expected ENOSPC" % err)
+                # the volume is full: another write fails the same way
+                c.raises(errno.ENOSPC, "a second write on the full volume", os.write, fd,
+                         b"x" * MiB)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            sv = os.statvfs(m())
+            print("filled: %d bytes written (%.1f MiB) of %.1f MiB free before; "
+                  "now free %d avail %d bytes" % (written, written / MiB, free0 / MiB,
+                                                  sv.f_bfree * sv.f_frsize,
+                                                  sv.f_bavail * sv.f_frsize))
+            c.check(written >= 0.9 * free0 - 32 * MiB,
+                    "only %d bytes written before ENOSPC with %d free" % (written, free0))
+            state["written"], state["sha"] = written, h.hexdigest()
+            st = os.stat(m("fill"))
+            c.eq(st.st_size, written, "size of the file that hit ENOSPC")
+            c.eq(vt.sha256_file(m("fill")), h.hexdigest(),
+                 "hash of the data written before ENOSPC")
+            check_keep("when full")
+            # inline files need no data space: creating one still works
+            try:
+                write_file(m("tiny-when-full"), b"t" * 100)
+                c.eq(read_file(m("tiny-when-full")), b"t" * 100, "tiny file on a full volume")
+            except OSError as e:
+                c.fail("creating a 100-byte file on a volume with no free file blocks: %s" % e)
+
+        def remount_full():
+            v.remount()
+            if "sha" in state:
+                c.eq(os.stat(m("fill")).st_size, state["written"],
+                     "size of the full file after remount")
+                c.eq(vt.sha256_file(m("fill")), state["sha"],
+                     "hash of the full file after remount")
+            check_keep("after remount while full")
+
+        def free_again():
+            os.unlink(m("fill"))
+            free0 = state.get("free0", 0)
+            ok = wait_until(lambda: free_bytes(m()) >= free0 - MiB)
+            c.check(ok, "free space after deleting the fill file: %d, before filling %d"
+                    % (free_bytes(m()), free0))
+            # usable again: half the space in a new file
+            big = rng.randbytes(MiB)
+            nblk = int(free_bytes(m()) // MiB // 2)
+            with open(m("again"), "wb") as f:
+                for _ in range(nblk):
+                    f.write(big)
+            state["again"] = (nblk, hashlib.sha256(big * nblk).hexdigest())
+            c.eq(vt.sha256_file(m("again")), state["again"][1],
+                 "content of a %d MiB file written after freeing space" % nblk)
+            check_keep("after freeing space")
+
+        def inodes():
+            d = m("inodes")
+            os.mkdir(d)
+            ffree0 = os.statvfs(m()).f_ffree
+            created = 0
+            err = None
+            while created <= ffree0 + 10:
+                sub = os.path.join(d, "d%02d" % (created // 2000))
+                try:
+                    if created % 2000 == 0 and not os.path.isdir(sub):
+                        os.mkdir(sub)
+                        created += 1
+                        continue
+                    fd = os.open(os.path.join(sub, "i%06d" % created),
+                                 os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                    os.close(fd)
+                    created += 1
+                except OSError as e:
+                    err = e
+                    break
+            print("inodes: %d created (dirs included), %d were free" % (created, ffree0))
+            if err is None:
+                c.fail("created %d inodes with %d free and no ENOSPC" % (created, ffree0))
+            else:
+                c.eq(err.errno, errno.ENOSPC, "errno when the inode table is full (%s)" % err)
+            c.eq(created, ffree0, "inodes created before ENOSPC vs f_ffree")
+            c.eq(os.statvfs(m()).f_ffree, 0, "f_ffree when the inode table is full")
+            check_keep("with a full inode table")
+            for sub in sorted(os.listdir(d)):
+                for n in os.listdir(os.path.join(d, sub)):
+                    os.unlink(os.path.join(d, sub, n))
+                os.rmdir(os.path.join(d, sub))
+            os.rmdir(d)
+            ok = wait_until(lambda: os.statvfs(m()).f_ffree >= ffree0 + 1)
+            c.check(ok, "free inodes after deleting them all: %d, expected %d"
+                    % (os.statvfs(m()).f_ffree, ffree0 + 1))
+            write_file(m("after-inodes"), b"works")
+            c.eq(read_file(m("after-inodes")), b"works", "a file created afterwards")
+
+        c.section("fill with one file until ENOSPC", fill)
+        c.section("remount while full", remount_full)
+        c.section("delete and reuse the space", free_again)
+        c.section("fill the inode table", inodes)
+
+        v.remount()
+        check_keep("after the final remount")
+        if "again" in state:
+            c.eq(vt.sha256_file(m("again")), state["again"][1],
+                 "content of the file written after freeing space, after remount")
+        v.unmount()
+
+
+if __name__ == "__main__":
+    vt.main("enospc", body)
