@@ -138,14 +138,24 @@ def pids_of_vmfsd(image, mnt):
     return found
 
 
+def pid_alive(pid):
+    """False once pid has exited, including as a zombie not yet reaped (a
+    daemonized vmfsd is reparented to whatever reaper the machine has)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    # the state follows the parenthesized command name
+    return st[st.rindex(")") + 2] not in "ZX"
+
+
 def wait_pid_gone(pid, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return True
-        time.sleep(0.05)
+        time.sleep(0.02)
     return False
 
 
