@@ -21,12 +21,30 @@
 
 #include "bdev.h"
 
+struct crash_write {
+	uint64_t off;
+	uint32_t len;
+	uint8_t *old;           /* medium content before this write */
+	uint8_t *data;
+};
+
+struct crash_sim {
+	pthread_mutex_t lock;
+	int fd;                 /* buffered fd for bookkeeping */
+	struct crash_write *w;
+	size_t n, cap;
+	uint64_t writes;        /* issued since enable */
+	uint64_t cut_at;        /* UINT64_MAX: no cut scheduled */
+	int cut;
+};
+
 struct bdev {
 	int fd;
 	int is_blk;
 	uint64_t size;
 	char *path;
 	_Atomic int fault;
+	struct crash_sim *cs;
 };
 
 /* Ring depth 4: a thread has at most one request in flight. */
@@ -132,10 +150,31 @@ fail:
 	return r;
 }
 
+static void crash_free(struct crash_sim *cs)
+{
+	size_t i;
+
+	if (!cs)
+		return;
+	for (i = 0; i < cs->n; i++) {
+		free(cs->w[i].old);
+		free(cs->w[i].data);
+	}
+	free(cs->w);
+	cs->w = NULL;
+	cs->n = cs->cap = 0;
+}
+
 void bdev_close(struct bdev *bd)
 {
 	if (!bd)
 		return;
+	if (bd->cs) {
+		crash_free(bd->cs);
+		close(bd->cs->fd);
+		pthread_mutex_destroy(&bd->cs->lock);
+		free(bd->cs);
+	}
 	close(bd->fd);
 	free(bd->path);
 	free(bd);
@@ -236,7 +275,7 @@ int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off)
 
 	if (r)
 		return r;
-	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO)
+	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO || (bd->cs && bd->cs->cut))
 		return -EIO;
 	if (!((uintptr_t)buf & (BDEV_ALIGN - 1)))
 		return do_io(bd, 0, buf, len, off);
@@ -250,6 +289,8 @@ int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off)
 	return r;
 }
 
+static int crash_record(struct bdev *bd, const void *buf, size_t len, uint64_t off);
+
 int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 {
 	int r = check_range(bd, len, off);
@@ -259,6 +300,11 @@ int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 		return r;
 	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
 		return -EIO;
+	if (bd->cs) {
+		r = crash_record(bd, buf, len, off);
+		if (r)
+			return r;
+	}
 	if (!((uintptr_t)buf & (BDEV_ALIGN - 1)))
 		return do_io(bd, 1, (void *)buf, len, off);
 	bounce = bdev_alloc(len);
@@ -274,6 +320,17 @@ int bdev_flush(struct bdev *bd)
 {
 	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
 		return -EIO;
+	if (bd->cs) {
+		int dead;
+
+		pthread_mutex_lock(&bd->cs->lock);
+		dead = bd->cs->cut;
+		if (!dead)
+			crash_free(bd->cs);     /* everything written is durable now */
+		pthread_mutex_unlock(&bd->cs->lock);
+		if (dead)
+			return -EIO;
+	}
 	if (fdatasync(bd->fd) < 0)
 		return -errno;
 	return 0;
@@ -289,6 +346,8 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
 		return r;
 	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
 		return -EIO;
+	if (bd->cs)
+		goto slow;      /* through bdev_pwrite-equivalent recording */
 	if (!bd->is_blk && fallocate(bd->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				     (off_t)off, (off_t)len) == 0)
 		return 0;
@@ -298,6 +357,7 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
 		if (ioctl(bd->fd, BLKZEROOUT, range) == 0)
 			return 0;
 	}
+slow:
 	z = bdev_alloc(1u << 20);
 	if (!z)
 		return -ENOMEM;
@@ -305,7 +365,7 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
 	for (done = 0; done < len && !r; done += 1u << 20) {
 		size_t n = len - done < (1u << 20) ? (size_t)(len - done) : (1u << 20);
 
-		r = do_io(bd, 1, z, n, off + done);
+		r = bd->cs ? bdev_pwrite(bd, z, n, off + done) : do_io(bd, 1, z, n, off + done);
 	}
 	bdev_free(z);
 	return r;
@@ -323,4 +383,158 @@ int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusiv
 	if (fcntl(bd->fd, F_OFD_SETLK, &fl) < 0)
 		return errno == EACCES || errno == EAGAIN ? -EAGAIN : -errno;
 	return 0;
+}
+
+/* ---------------- power-cut simulation ---------------- */
+
+int bdev_crash_enable(struct bdev *bd)
+{
+	struct crash_sim *cs;
+
+	if (bd->is_blk)
+		return -EOPNOTSUPP;
+	cs = calloc(1, sizeof(*cs));
+	if (!cs)
+		return -ENOMEM;
+	cs->fd = open(bd->path, O_RDWR | O_CLOEXEC);
+	if (cs->fd < 0) {
+		free(cs);
+		return -errno;
+	}
+	pthread_mutex_init(&cs->lock, NULL);
+	cs->cut_at = UINT64_MAX;
+	bd->cs = cs;
+	return 0;
+}
+
+void bdev_crash_cut_after(struct bdev *bd, uint64_t nwrites)
+{
+	pthread_mutex_lock(&bd->cs->lock);
+	bd->cs->cut_at = bd->cs->writes + nwrites;
+	pthread_mutex_unlock(&bd->cs->lock);
+}
+
+void bdev_crash_cut(struct bdev *bd)
+{
+	pthread_mutex_lock(&bd->cs->lock);
+	bd->cs->cut = 1;
+	pthread_mutex_unlock(&bd->cs->lock);
+}
+
+int bdev_crash_is_cut(const struct bdev *bd)
+{
+	return bd->cs && bd->cs->cut;
+}
+
+uint64_t bdev_crash_writes(const struct bdev *bd)
+{
+	return bd->cs ? bd->cs->writes : 0;
+}
+
+/* Remembers the medium's old content and the new data of one write. */
+static int crash_record(struct bdev *bd, const void *buf, size_t len, uint64_t off)
+{
+	struct crash_sim *cs = bd->cs;
+	struct crash_write *w;
+	int r = 0;
+
+	pthread_mutex_lock(&cs->lock);
+	if (cs->cut || cs->writes >= cs->cut_at) {
+		cs->cut = 1;
+		r = -EIO;
+		goto out;
+	}
+	cs->writes++;
+	if (cs->n == cs->cap) {
+		size_t cap = cs->cap ? cs->cap * 2 : 256;
+		struct crash_write *nw = realloc(cs->w, cap * sizeof(*nw));
+
+		if (!nw) {
+			r = -ENOMEM;
+			goto out;
+		}
+		cs->w = nw;
+		cs->cap = cap;
+	}
+	w = &cs->w[cs->n];
+	w->off = off;
+	w->len = (uint32_t)len;
+	w->old = malloc(len);
+	w->data = malloc(len);
+	if (!w->old || !w->data) {
+		free(w->old);
+		free(w->data);
+		r = -ENOMEM;
+		goto out;
+	}
+	if (pread(cs->fd, w->old, len, (off_t)off) != (ssize_t)len)
+		memset(w->old, 0, len);
+	memcpy(w->data, buf, len);
+	cs->n++;
+out:
+	pthread_mutex_unlock(&cs->lock);
+	return r;
+}
+
+/* xorshift64*: small, seedable, good enough to pick survivors. */
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ull;
+}
+
+int bdev_crash_resolve(struct bdev *bd, enum bdev_crash_mode mode, uint64_t seed)
+{
+	struct crash_sim *cs = bd->cs;
+	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 1;
+	size_t i;
+	int r = 0;
+
+	if (!cs)
+		return -EINVAL;
+	pthread_mutex_lock(&cs->lock);
+	cs->cut = 1;
+	/* Undo everything the cache held, oldest content last, so every sector
+	 * is back to what the medium had at the last flush... */
+	for (i = cs->n; i-- > 0;)
+		if (pwrite(cs->fd, cs->w[i].old, cs->w[i].len, (off_t)cs->w[i].off) !=
+		    (ssize_t)cs->w[i].len)
+			r = -EIO;
+	/* ...then replay, in issue order, what the medium got: a disk cache
+	 * may persist any subset of writes in any order, so applying the chosen
+	 * ones in order gives each sector the newest surviving content. */
+	for (i = 0; i < cs->n && !r && mode != BDEV_CRASH_DROP_ALL; i++) {
+		struct crash_write *w = &cs->w[i];
+		uint32_t sec;
+
+		if (mode == BDEV_CRASH_KEEP_SOME) {
+			if (rnd(&s) & 1)
+				if (pwrite(cs->fd, w->data, w->len, (off_t)w->off) != (ssize_t)w->len)
+					r = -EIO;
+			continue;
+		}
+		for (sec = 0; sec < w->len && !r; sec += 512)
+			if (rnd(&s) & 1)
+				if (pwrite(cs->fd, w->data + sec, 512, (off_t)(w->off + sec)) != 512)
+					r = -EIO;
+	}
+	if (!r && fsync(cs->fd) < 0)
+		r = -errno;
+	crash_free(cs);
+	pthread_mutex_unlock(&cs->lock);
+	return r;
+}
+
+void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
+{
+	struct flock fl = {
+		.l_type = F_UNLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)off,
+		.l_len = (off_t)len,
+	};
+
+	(void)fcntl(bd->fd, F_OFD_SETLK, &fl);
 }

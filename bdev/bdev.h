@@ -47,6 +47,7 @@ void bdev_free(void *p);
 /* Byte-range advisory lock (OFD, so per open file, not per process): used to
  * refuse a second mount on the same kernel.  Returns -EAGAIN when held. */
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive);
+void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len);
 
 /* Fault injection (named points, compiled in; see docs/testing.md). */
 enum bdev_fault {
@@ -55,5 +56,23 @@ enum bdev_fault {
 	BDEV_FAULT_ALL_EIO,     /* every read and write fails with -EIO */
 };
 void bdev_fault_set(struct bdev *bd, enum bdev_fault f);
+
+/* Power-cut simulation (regular files only; crash tests).  Writes since the
+ * last flush are remembered as a volatile cache; bdev_crash_cut() makes the
+ * device dead (every later I/O fails with -EIO) and bdev_crash_resolve()
+ * decides, driven by SEED, what of that cache reached the medium, and
+ * writes exactly that into the file.  The same seed gives the same image. */
+enum bdev_crash_mode {
+	BDEV_CRASH_DROP_ALL,    /* nothing since the last flush survives */
+	BDEV_CRASH_KEEP_SOME,   /* each write survives whole or not at all */
+	BDEV_CRASH_TORN,        /* each 512-byte sector of each write on its own */
+};
+int bdev_crash_enable(struct bdev *bd);
+/* The power fails when the (N+1)th write from now is issued (it is lost). */
+void bdev_crash_cut_after(struct bdev *bd, uint64_t nwrites);
+void bdev_crash_cut(struct bdev *bd);
+int bdev_crash_is_cut(const struct bdev *bd);
+uint64_t bdev_crash_writes(const struct bdev *bd);     /* writes issued so far */
+int bdev_crash_resolve(struct bdev *bd, enum bdev_crash_mode mode, uint64_t seed);
 
 #endif

@@ -554,7 +554,9 @@ void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk)
 	d->tail_seq = LE64(jh->tail_seq);
 	d->tail_blk = LE32(jh->tail_blk);
 	d->clean = LE64(jh->clean);
-	csum_set(d, sizeof(*d), JH_CSUM_OFF);
+	/* Only the first sector counts: a sector write is atomic, a 4 KiB one
+	 * may tear, and a torn header must never make a volume unmountable. */
+	csum_set(d, VMFSD_SECTOR, JH_CSUM_OFF);
 }
 
 int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
@@ -574,7 +576,7 @@ int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
 	}
 	if (CPU32(d->magic) != VMFSD_JH_MAGIC)
 		return -EUCLEAN;
-	if (!csum_ok(d, sizeof(*d), JH_CSUM_OFF))
+	if (!csum_ok(d, VMFSD_SECTOR, JH_CSUM_OFF))
 		return -EBADMSG;
 	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
 	    CPU32(d->tail_blk) < 1 || CPU32(d->tail_blk) >= CPU32(d->nblocks) ||

@@ -229,8 +229,10 @@ static void *committer_main(void *arg)
 	pthread_mutex_lock(&fs->meta_lock);
 	while (!fs->stop) {
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += (COMMIT_INTERVAL_MS % 1000) * 1000000L;
-		ts.tv_sec += COMMIT_INTERVAL_MS / 1000 + ts.tv_nsec / 1000000000L;
+		int ms = fs->commit_interval_ms ? fs->commit_interval_ms : COMMIT_INTERVAL_MS;
+
+		ts.tv_nsec += (ms % 1000) * 1000000L;
+		ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
 		ts.tv_nsec %= 1000000000L;
 		pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts);
 		if (fs->stop)
@@ -255,6 +257,8 @@ int commit_start(struct fs *fs, uint64_t next_seq)
 	if (r)
 		return r;
 	pthread_cond_init(&fs->commit_cv, NULL);
+	if (fs->commit_interval_ms < 0)
+		return 0;       /* commits only when forced */
 	r = -pthread_create(&fs->committer, NULL, committer_main, fs);
 	if (!r)
 		fs->committer_running = true;

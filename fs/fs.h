@@ -20,9 +20,17 @@
 struct fs;
 struct fs_file;
 
+struct bdev;
+
 struct fs_mount_opts {
 	const char *host;       /* host name; NULL = gethostname() */
 	int readonly;
+	/* Journal commit period; 0 = default (1 s), < 0 = only when forced
+	 * (fsync, sync, full, unmount): deterministic I/O for crash tests. */
+	int commit_interval_ms;
+	/* Use this open device instead of opening DEVICE; fs_unmount leaves
+	 * it open (crash tests keep it to cut the power). */
+	struct bdev *bdev;
 };
 
 enum fs_mount_flags_out {

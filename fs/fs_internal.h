@@ -142,6 +142,8 @@ struct fs {
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
+	int commit_interval_ms;
+	bool own_bd;
 };
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */

@@ -147,9 +147,15 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		r = -ENOMEM;
 		goto fail;
 	}
-	r = bdev_open(device, fs->readonly ? BDEV_RDONLY : BDEV_EXCL, &fs->bd);
-	if (r)
-		goto fail;
+	fs->commit_interval_ms = o ? o->commit_interval_ms : 0;
+	if (o && o->bdev) {
+		fs->bd = o->bdev;
+	} else {
+		r = bdev_open(device, fs->readonly ? BDEV_RDONLY : BDEV_EXCL, &fs->bd);
+		if (r)
+			goto fail;
+		fs->own_bd = true;
+	}
 	r = read_super(fs, &flags);
 	if (r)
 		goto fail;
@@ -210,7 +216,8 @@ fail:
 	inode_cache_drop_all(fs);
 	commit_stop(fs);
 	alloc_unload(fs);
-	bdev_close(fs->bd);
+	if (fs->own_bd)
+		bdev_close(fs->bd);
 	free(fs->itab);
 	free(fs);
 	return r;
@@ -258,7 +265,11 @@ int fs_unmount(struct fs *fs)
 			r = r2;
 	}
 	alloc_unload(fs);
-	bdev_close(fs->bd);
+	if (fs->own_bd)
+		bdev_close(fs->bd);
+	else
+		bdev_unlock_range(fs->bd, fs->sb.hb_off,
+				  (uint64_t)fs->sb.max_hosts * VMFSD_META_BLOCK);
 	free(fs->itab);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);
