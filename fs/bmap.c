@@ -486,3 +486,45 @@ int bmap_next_mapped(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint64_t
 		return -ENXIO;
 	return next_slots(fs, ip, ip->d.map, ROOTS, ip->d.map_height, 0, lblk, out);
 }
+
+/* Highest mapped unit < BEFORE among SLOTS (level LEVEL, first at BASE). */
+static int prev_slots(struct fs *fs, struct fs_inode *ip, uint8_t *slots, uint32_t n,
+		      unsigned level, uint64_t base, uint64_t before, uint64_t *out)
+{
+	uint64_t span = pow_fanout(level);
+	uint64_t lim;
+	uint32_t i;
+	int r;
+
+	if (before <= base)
+		return -ENXIO;
+	lim = (before - base + span - 1) / span;
+	i = lim < n ? (uint32_t)lim : n;
+	while (i-- > 0) {
+		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
+		uint64_t lo = base + i * span;
+		uint8_t *node;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			*out = lo;
+			return 0;
+		}
+		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		r = prev_slots(fs, ip, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo, before,
+			       out);
+		if (r != -ENXIO)
+			return r;
+	}
+	return -ENXIO;
+}
+
+int bmap_prev_mapped(struct fs *fs, struct fs_inode *ip, uint64_t before, uint64_t *out)
+{
+	if (ip->d.data_mode == VMFSD_DATA_INLINE)
+		return -ENXIO;
+	return prev_slots(fs, ip, ip->d.map, ROOTS, ip->d.map_height, 0, before, out);
+}

@@ -502,10 +502,18 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 	if (to > cap)
 		to = cap;
 	/* From the end backwards: every intermediate state is a file whose
-	 * tail is gone, never one with holes punched at random. */
+	 * tail is gone, never one with holes punched at random.  Unmapped
+	 * stretches are skipped, so a sparse 64 TiB file costs nothing. */
 	while (to > from) {
-		uint64_t lo = to - from > FREE_CHUNK ? to - FREE_CHUNK : from;
+		uint64_t last, lo;
 
+		r = bmap_prev_mapped(fs, ip, to, &last);
+		if (r == -ENXIO || (!r && last < from))
+			break;
+		if (r)
+			return r;
+		to = last + 1;
+		lo = to - from > FREE_CHUNK ? to - FREE_CHUNK : from;
 		tx_begin(fs, &tx);
 		r = bmap_free_range(fs, ip, lo, to, &tx);
 		if (r) {
@@ -516,6 +524,18 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 		if (r)
 			return r;
 		to = lo;
+	}
+	if (from == 0 && ip->d.map_height) {
+		/* Nothing mapped is left: drop the empty tree's height too. */
+		tx_begin(fs, &tx);
+		r = bmap_free_range(fs, ip, 0, 1, &tx);
+		if (r) {
+			tx_abort(&tx);
+			return r;
+		}
+		r = tx_commit(&tx);
+		if (r)
+			return r;
 	}
 	return 0;
 }

@@ -174,6 +174,8 @@ int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t 
 		    struct tx *tx);
 /* Next logical unit >= LBLK that is mapped (written or not); -ENXIO if none. */
 int bmap_next_mapped(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint64_t *out);
+/* Highest mapped logical unit < BEFORE; -ENXIO if none. */
+int bmap_prev_mapped(struct fs *fs, struct fs_inode *ip, uint64_t before, uint64_t *out);
 void bmap_cache_drop(struct fs_inode *ip);
 uint64_t bmap_capacity(uint8_t height);
 /* The pool an inode's data units come from. */
