@@ -427,8 +427,13 @@ struct vmfsd_jhdr {
 	uint64_t clean;
 };
 
+/* Low bit of a journal entry's target: the block starts with a lock
+ * record that belongs to the lock manager (ATS only); checkpoint and replay
+ * write the block from its second sector on. */
+#define VMFSD_JENTRY_KEEP_LOCK  1ull
+
 struct vmfsd_disk_jentry {
-	le64 target;            /* device byte offset of the block */
+	le64 target;            /* device byte offset of the block | flags */
 	le64 csum;              /* XXH3-64 of the 4 KiB image */
 };
 

@@ -85,7 +85,7 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 	}
 	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 	vmfsd_rc_encode(&p->rc[ci], off / VMFSD_META_BLOCK, blk);
-	tx_add(tx, off, blk);
+	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
 	bdev_free(blk);
 }
 

@@ -28,16 +28,19 @@
 
 static uint32_t phash(const struct fs *fs, uint64_t off)
 {
+	off &= ~VMFSD_JENTRY_KEEP_LOCK;
 	return (uint32_t)(((off / VMFSD_META_BLOCK) * 0x9e3779b97f4a7c15ull) >> 40) &
 	       (fs->ptab_size - 1);
 }
 
+/* Looks a block up by its offset, whatever flags it was logged with. */
 static struct pend *pend_find(struct fs *fs, uint64_t off)
 {
 	struct pend *p;
 
+	off &= ~VMFSD_JENTRY_KEEP_LOCK;
 	for (p = fs->ptab[phash(fs, off)]; p; p = p->hnext)
-		if (p->off == off)
+		if ((p->off & ~VMFSD_JENTRY_KEEP_LOCK) == off)
 			return p;
 	return NULL;
 }
@@ -186,7 +189,7 @@ int commit_locked(struct fs *fs)
 		free(jb);
 		/* Checkpoint: in place, in the order the operations added them. */
 		for (i = 0; i < n && !r; i++)
-			r = bdev_pwrite(fs->bd, fs->run[i]->img, VMFSD_META_BLOCK, fs->run[i]->off);
+			r = journal_write_home(fs->bd, fs->run[i]->off, fs->run[i]->img);
 		if (r) {
 			/* The journal is the only safe record now: stop writing. */
 			fs->jerr = r == -EIO ? -EIO : r;

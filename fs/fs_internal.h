@@ -32,7 +32,8 @@ struct alloc_pool;
  * commit makes them reach the disk together.  Data blocks an operation
  * newly exposes are written before its commit (ordered mode). */
 struct tx_block {
-	uint64_t off;           /* device byte offset, 4 KiB aligned */
+	uint64_t off;           /* device byte offset, 4 KiB aligned,
+				 * | VMFSD_JENTRY_KEEP_LOCK for inodes/clusters */
 	void *buf;              /* 4 KiB aligned copy */
 };
 struct tx {
@@ -56,7 +57,7 @@ void tx_abort(struct tx *tx);
 /* Pending block: committed to the running or a journal transaction but not
  * yet written in place; metadata reads must see it. */
 struct pend {
-	uint64_t off;
+	uint64_t off;           /* | VMFSD_JENTRY_KEEP_LOCK, as in struct tx_block */
 	struct pend *hnext;
 	bool running;
 	uint8_t *img;

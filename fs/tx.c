@@ -78,12 +78,12 @@ void tx_add_inode(struct tx *tx, struct fs_inode *ip)
 		tx->err = -ENOMEM;
 		return;
 	}
-	/* The lock sector belongs to the lock manager; single-host v1 keeps it
-	 * free.  The inode body is re-encoded from memory. */
+	/* The lock sector belongs to the lock manager and is never written
+	 * here (KEEP_LOCK); the image carries a free record only as filler. */
 	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 	ip->d.change_seq++;
 	vmfsd_inode_encode(&ip->d, off / VMFSD_META_BLOCK, blk);
-	tx_add(tx, off, blk);
+	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
 	bdev_free(blk);
 	ip->dirty = false;
 }

@@ -67,7 +67,7 @@ static int read_tx(struct bdev *bd, uint64_t area_off, uint32_t nblocks, uint32_
 		return r;
 	for (i = 0; i < n; i++) {
 		const uint8_t *img = buf + (size_t)(i + 1) * VMFSD_META_BLOCK;
-		uint64_t t = le64toh(d->e[i].target);
+		uint64_t t = le64toh(d->e[i].target) & ~VMFSD_JENTRY_KEEP_LOCK;
 
 		/* A torn write leaves an image that does not match. */
 		if (XXH3_64bits(img, VMFSD_META_BLOCK) != le64toh(d->e[i].csum) ||
@@ -75,6 +75,16 @@ static int read_tx(struct bdev *bd, uint64_t area_off, uint32_t nblocks, uint32_
 			return 0;
 	}
 	return (int)n;
+}
+
+int journal_write_home(struct bdev *bd, uint64_t target, const void *img)
+{
+	uint64_t off = target & ~VMFSD_JENTRY_KEEP_LOCK;
+
+	if (target & VMFSD_JENTRY_KEEP_LOCK)
+		return bdev_pwrite(bd, (const uint8_t *)img + VMFSD_SECTOR,
+				   VMFSD_META_BLOCK - VMFSD_SECTOR, off + VMFSD_SECTOR);
+	return bdev_pwrite(bd, img, VMFSD_META_BLOCK, off);
 }
 
 int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
@@ -122,8 +132,8 @@ int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint3
 		if (n == 0)
 			break;
 		for (i = 0; i < (uint32_t)n; i++) {
-			r = bdev_pwrite(bd, buf + (size_t)(i + 1) * VMFSD_META_BLOCK,
-					VMFSD_META_BLOCK, le64toh(d->e[i].target));
+			r = journal_write_home(bd, le64toh(d->e[i].target),
+					       buf + (size_t)(i + 1) * VMFSD_META_BLOCK);
 			if (r)
 				goto out;
 		}

@@ -27,9 +27,15 @@
 struct journal;
 
 struct journal_block {
-	uint64_t target;        /* device byte offset, 4 KiB aligned */
+	uint64_t target;        /* device byte offset, 4 KiB aligned,
+				 * | VMFSD_JENTRY_KEEP_LOCK */
 	const void *img;        /* 4 KiB image */
 };
+
+/* Writes a 4 KiB image to TARGET in place, leaving the lock sector alone
+ * when TARGET carries VMFSD_JENTRY_KEEP_LOCK: shared by checkpoint and
+ * replay so both treat lock records the same way. */
+int journal_write_home(struct bdev *bd, uint64_t target, const void *img);
 
 struct journal_replay_info {
 	uint32_t transactions;  /* complete transactions applied */
