@@ -23,7 +23,7 @@ SECTORS_PER_BLOCK = MiB // 512
 # A file with a few blocks scattered over 10 GiB needs a map of height 1
 # (728 root slots x 1008 per node): one leaf per populated 1008-block range,
 # plus the node left by growing from height 0.
-MAX_MAP_NODES = 4
+MAX_NODES_DEFAULT = 4
 
 
 def du(path, apparent=False):
@@ -79,11 +79,12 @@ def body(c):
         def blocks(path):
             return os.stat(path).st_blocks
 
-        def check_thin_blocks(path, data_blocks, what):
+        def check_thin_blocks(path, data_blocks, what, max_nodes=None):
             """st_blocks counts data file blocks plus 4 KiB block-map nodes
             (docs/format.md, inode alloc_units): the data part must be exact,
             the rest whole map nodes, at most MAX_MAP_NODES of them."""
             got = blocks(path)
+            MAX_MAP_NODES = max_nodes or MAX_NODES_DEFAULT
             want = data_blocks * SECTORS_PER_BLOCK
             extra = got - want
             if extra < 0 or extra % 8 or extra > 8 * MAX_MAP_NODES:
@@ -230,6 +231,7 @@ def body(c):
             c.eq(os.stat(p).st_size, 64 * MiB, "size kept by PUNCH_HOLE|KEEP_SIZE")
 
         punch_model = {}
+        state = {}
 
         def punch():
             p = m("punch")
@@ -301,17 +303,148 @@ def body(c):
             free2 = free_bytes(m())
             c.eq(free2, free0, "free space after deleting the 200 MiB file")
 
+        def far():
+            """Writes far apart make the block map grow to heights 1..4
+            (728 root slots, 1008 per node: 728 MiB, 717 GiB, 706 TiB)."""
+            p = m("far")
+            free0 = free_bytes(m())
+            offs = [0, 727 * MiB + 5, 728 * MiB, 5 * GiB, 1 << 40, 1 << 50,
+                    (1 << 62) - 4096]
+            written = {}
+            fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                for off in offs:
+                    d = rng.randbytes(4096)
+                    try:
+                        os.pwrite(fd, d, off)
+                    except OSError as e:
+                        c.fail("4 KiB write at offset %d (%#x): %s" % (off, off, e))
+                        continue
+                    written[off] = d
+                    c.eq(os.pread(fd, 4096, off), d, "read back the 4 KiB at %#x" % off)
+                    c.eq(os.pread(fd, 4096, 0), written[0], "first 4 KiB after writing at %#x"
+                         % off)
+            finally:
+                os.close(fd)
+            if not written:
+                return
+            # each write lands in its own 1 MiB block, except 727 MiB + 5
+            # which straddles blocks 727 and 728 (728 MiB is in 728 too)
+            blocks_expected = sorted({o // MiB for o in written} |
+                                     {(o + 4095) // MiB for o in written})
+            state["far"] = (written, blocks_expected)
+            check_far("after the writes", free0)
+            state["far_free0"] = free0
+
+        def check_far(when, free0=None):
+            if "far" not in state:
+                return
+            written, blocks_expected = state["far"]
+            p = m("far")
+            st = os.stat(p)
+            c.eq(st.st_size, max(written) + 4096, "%s: size of the far file" % when)
+            check_thin_blocks(p, len(blocks_expected), "%s: st_blocks of the far file" % when,
+                              max_nodes=16)
+            # walk SEEK_DATA/SEEK_HOLE: exactly the written blocks, merged
+            # where adjacent
+            runs = []
+            for b in blocks_expected:
+                if runs and runs[-1][1] == b * MiB:
+                    runs[-1][1] = (b + 1) * MiB
+                else:
+                    runs.append([b * MiB, (b + 1) * MiB])
+            got, pos = [], 0
+            while len(got) <= len(runs):
+                d = seek(p, pos, os.SEEK_DATA)
+                if d == "ENXIO" or not isinstance(d, int):
+                    break
+                h = seek(p, d, os.SEEK_HOLE)
+                if not isinstance(h, int):
+                    break
+                got.append([d, min(h, st.st_size)])
+                pos = h
+            want = [[a, min(b, st.st_size)] for a, b in runs]
+            c.eq(got, want, "%s: data regions found with SEEK_DATA/SEEK_HOLE" % when)
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                for off, d in written.items():
+                    blk = off // MiB * MiB
+                    n = min(2 * MiB, st.st_size - blk)
+                    exp = bytearray(n)
+                    for o2, d2 in written.items():
+                        lo, hi = max(o2, blk), min(o2 + 4096, blk + n)
+                        if lo < hi:
+                            exp[lo - blk:hi - blk] = d2[lo - o2:hi - o2]
+                    c.check(os.pread(fd, n, blk) == exp,
+                            "%s: blocks around %#x: written data plus zeros" % (when, off))
+            finally:
+                os.close(fd)
+
+        limit = {}
+
+        def size_limit():
+            """Past the largest size the format accepts (docs/format.md: an
+            inode's size is at most 2^62), a write or truncate must either
+            fail with EFBIG or give a file that survives a remount."""
+            for name, how, fn in (
+                    ("limit-write", "1-byte write at 2^62",
+                     lambda fd: os.pwrite(fd, b"L", 1 << 62)),
+                    ("limit-trunc", "ftruncate to 2^62 + 1",
+                     lambda fd: os.ftruncate(fd, (1 << 62) + 1))):
+                fd = os.open(m(name), os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fn(fd)
+                    limit[name] = (how, os.fstat(fd).st_size)
+                    print("    %s accepted (size %d): must survive a remount" % (how,
+                                                                              limit[name][1]))
+                except OSError as e:
+                    c.eq(e.errno, errno.EFBIG, "%s refused with" % how)
+                finally:
+                    os.close(fd)
+
+        def size_limit_after_remount():
+            for name, (how, size) in limit.items():
+                try:
+                    c.eq(os.stat(m(name)).st_size, size, "after remount: size of the file "
+                         "made by a %s" % how)
+                except OSError as e:
+                    c.fail("after remount: stat of the file made by a %s (accepted before "
+                           "the remount): %s" % (how, e))
+
+        def far_shrink():
+            if "far" not in state:
+                return
+            p = m("far")
+            os.truncate(p, MiB)
+            check_thin_blocks(p, 1, "st_blocks of the far file truncated to 1 MiB",
+                              max_nodes=4)
+            c.eq(seek(p, 0, os.SEEK_HOLE), MiB, "SEEK_HOLE after truncating the far file")
+            written = state["far"][0]
+            c.eq(read_at(p, 0, 4096), written[0], "first 4 KiB after truncating far file")
+            os.unlink(p)
+            free0 = state["far_free0"]
+            c.check(wait_free(m(), free0), "free space after deleting the far file: %d, "
+                    "before it was created %d" % (free_bytes(m()), free0))
+
         c.section("thin 10 GiB file", thin)
         c.section("small files", small)
         c.section("fallocate", prealloc)
         c.section("punch hole / zero range", punch)
         c.section("df free space", df)
+        c.section("far writes (map heights 1..4)", far)
 
-        before = {n: (os.stat(m(n)).st_size, os.stat(m(n)).st_blocks)
-                  for n in sorted(os.listdir(m()))}
+        def sizes():
+            out = {}
+            for n in sorted(os.listdir(m())):
+                try:
+                    st = os.stat(m(n))
+                    out[n] = (st.st_size, st.st_blocks)
+                except OSError as e:
+                    out[n] = "stat: %s" % e
+            return out
+        before = sizes()
         v.remount()
-        after = {n: (os.stat(m(n)).st_size, os.stat(m(n)).st_blocks)
-                 for n in sorted(os.listdir(m()))}
+        after = sizes()
         c.eq(after, before, "sizes and st_blocks after remount")
         c.eq(seek(m("thin"), 0, os.SEEK_DATA), 3 * GiB, "SEEK_DATA(0) after remount")
         c.eq(seek(m("prealloc"), 0, os.SEEK_HOLE), 0,
@@ -321,6 +454,11 @@ def body(c):
         if "data" in punch_model:
             c.check(read_at(m("punch"), 0, 64 * MiB + 1) == punch_model["data"],
                     "punched file content after remount")
+        c.section("far file after remount", check_far, "after remount")
+        c.section("far file truncated and deleted", far_shrink)
+        c.section("file size limit", size_limit)
+        v.remount()
+        c.section("size limit after remount", size_limit_after_remount)
         v.unmount()
 
 
