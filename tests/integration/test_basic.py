@@ -260,6 +260,82 @@ def body(c):
             os.setxattr(m("large"), "user.empty", b"")
             c.eq(os.getxattr(m("large"), "user.empty"), b"", "empty xattr value")
 
+        def open_handles():
+            # two O_APPEND descriptors interleaving: each write lands at the end
+            a = os.open(m("appendee"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            b = os.open(m("appendee"), os.O_WRONLY | os.O_APPEND)
+            want = b""
+            for i in range(50):
+                piece = (b"a%d;" % i) * (i + 1) if i % 2 == 0 else (b"B%d," % i) * 700
+                os.write(a if i % 2 == 0 else b, piece)
+                want += piece
+            os.close(a)
+            os.close(b)
+            with open(m("appendee"), "rb") as f:
+                got = f.read()
+            c.check(got == want, "interleaved O_APPEND writes: %d bytes, expected %d%s"
+                    % (len(got), len(want), "" if len(got) != len(want) else
+                       " (content differs)"))
+            # unlinked while open: still readable and writable through the fd
+            data = rng.randbytes(3 * MiB)
+            fd = os.open(m("orphan"), os.O_RDWR | os.O_CREAT, 0o644)
+            os.write(fd, data)
+            os.unlink(m("orphan"))
+            c.check(not os.path.exists(m("orphan")), "unlinked file still visible")
+            os.pwrite(fd, b"after unlink", 100)
+            got = os.pread(fd, len(data), 0)
+            c.check(got == data[:100] + b"after unlink" + data[112:],
+                    "read/write through the fd of an unlinked file")
+            c.eq(os.fstat(fd).st_nlink, 0, "fstat nlink of an unlinked open file")
+            os.close(fd)
+            # replaced by rename while open: the fd keeps the old inode
+            with open(m("victim"), "wb") as f:
+                f.write(b"old inode")
+            with open(m("replacement"), "wb") as f:
+                f.write(b"new inode")
+            fd = os.open(m("victim"), os.O_RDONLY)
+            os.rename(m("replacement"), m("victim"))
+            c.eq(os.pread(fd, 100, 0), b"old inode", "read through an fd whose name was "
+                 "replaced by rename")
+            os.close(fd)
+            with open(m("victim"), "rb") as f:
+                c.eq(f.read(), b"new inode", "the name after rename")
+            os.unlink(m("victim"))
+            os.unlink(m("appendee"))
+
+        def copy_tree():
+            src = "/usr/include/linux"
+            if not os.path.isdir(src):
+                print("    %s missing; nothing to copy" % src)
+                return
+            r = subprocess.run(["cp", "-a", src, m("tree")], capture_output=True, text=True)
+            c.eq(r.returncode, 0, "cp -a %s into the mount (%s)" % (src, r.stderr.strip()[:300]))
+            r = subprocess.run(["diff", "-r", "--no-dereference", src, m("tree")],
+                               capture_output=True, text=True)
+            c.eq(r.returncode, 0, "diff -r of the copied tree: %s" % (r.stdout + r.stderr)[:500])
+
+            def listing(root):
+                """(path, mode, size unless a dir, mtime_ns, link target) of
+                everything below root: what cp -a must preserve."""
+                out = []
+                for dirpath, dirnames, filenames in os.walk(root):
+                    for n in [""] + dirnames + filenames:
+                        full = os.path.join(dirpath, n) if n else dirpath
+                        st = os.lstat(full)
+                        out.append((os.path.relpath(full, root), st.st_mode,
+                                    None if stat.S_ISDIR(st.st_mode) else st.st_size,
+                                    st.st_mtime_ns,
+                                    os.readlink(full) if stat.S_ISLNK(st.st_mode) else None))
+                return sorted(set(out))
+            a, b = listing(src), listing(m("tree"))
+            diffs = sorted(set(a) ^ set(b))
+            c.check(not diffs, "metadata (path mode size mtime target) of the copied tree "
+                    "differs: %d vs %d entries, e.g. %r" % (len(a), len(b), diffs[:4]))
+            r = subprocess.run(["rm", "-rf", m("tree", "netfilter")], capture_output=True,
+                               text=True)
+            c.eq(r.returncode, 0, "rm -rf of a copied subtree (%s)" % r.stderr.strip())
+            c.check(not os.path.exists(m("tree", "netfilter")), "rm -rf left the subtree")
+
         c.section("small files", small_files)
         c.section("large files", large_files)
         c.section("directories", dirs)
@@ -267,6 +343,8 @@ def body(c):
         c.section("chmod/chown/utime", metadata)
         c.section("statfs", statfs)
         c.section("xattrs", xattrs)
+        c.section("open handles: O_APPEND, unlink and rename while open", open_handles)
+        c.section("cp -a / diff -r / rm -rf of a tree", copy_tree)
 
         before = snapshot(v.mnt)
         print("snapshot: %d paths" % len(before))

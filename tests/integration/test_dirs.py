@@ -136,7 +136,17 @@ def body(c):
 
         def remove_all():
             c.raises(errno.ENOTEMPTY, "rmdir of a directory with 10k files", os.rmdir, big)
-            for n in os.listdir(big):
+            # the rm -rf pattern: unlink entries while readdir goes on; an
+            # entry must not be skipped because others were removed
+            removed = 0
+            with os.scandir(big) as it:
+                for e in it:
+                    os.unlink(os.path.join(big, e.name))
+                    removed += 1
+            left = os.listdir(big)
+            c.check(not left, "one readdir pass with unlinks in between removed %d of %d "
+                    "entries; %d left, e.g. %r" % (removed, NFILES, len(left), left[:3]))
+            for n in left:
                 os.unlink(os.path.join(big, n))
             c.eq(os.listdir(big), [], "listing after removing everything")
             os.rmdir(big)
