@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+#
+# Builds the tiny test guest of the VM tests into DIR: DIR/vmlinuz (a Debian
+# 6.1 kernel) and DIR/initrd.img (busybox-static + the virtio block modules +
+# an /init that counts on /dev/vda).  Installs what it needs (busybox-static,
+# cpio, xz-utils) with apt-get, and caches: when DIR already holds both files
+# built by the same version of this script, it returns at once.
+#
+#   scripts/test-guest.sh [--force] DIR
+#
+# The guest, booted with `-kernel vmlinuz -initrd initrd.img -append
+# console=ttyS0` and one virtio disk:
+#   - prints "vmfs-guest: ..." progress lines on ttyS0;
+#   - reads the record at sector 0 of /dev/vda ("VMFSCOUNT <n> <boot-id>"),
+#     prints "vmfs-guest: previous counter <n>" (-1 on a blank disk);
+#   - every 0.5 s writes and prints "vmfs-guest: counter <n+1>", ...
+#     (the record is written with O_DIRECT-like dd conv=fsync so it is on the
+#     disk the moment it is printed);
+#   - on the ACPI power button (QMP system_powerdown) prints
+#     "vmfs-guest: acpi power button", syncs and powers off;
+#   - powers off at once when the kernel command line has vmfs.count=N and
+#     the counter reaches N (a boot-and-exit smoke run).
+# Module load order (DESIGN.md §5, seen with linux-image-6.1.0-*-amd64 and
+# busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
+# virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
+# virtio_ring, so any other order fails.
+set -euo pipefail
+
+GUEST_VERSION=3     # bump when the initramfs contents change (invalidates caches)
+prog=test-guest.sh
+
+die() {
+	echo "$prog: $*" >&2
+	exit 1
+}
+usage() {
+	sed -n '9p' "${BASH_SOURCE[0]}" | sed 's/^# *//'
+}
+
+FORCE=0
+DIR=""
+while (($#)); do
+	case "$1" in
+	--force) FORCE=1 ;;
+	-h | --help) usage; exit 0 ;;
+	-*) usage >&2; die "unknown option $1" ;;
+	*) [[ -z $DIR ]] || die "only one DIR"; DIR=$1 ;;
+	esac
+	shift
+done
+[[ -n $DIR ]] || { usage >&2; exit 2; }
+
+mkdir -p "$DIR"
+DIR=$(readlink -f "$DIR")
+STAMP=$DIR/.test-guest-version
+if ((!FORCE)) && [[ -s $DIR/vmlinuz && -s $DIR/initrd.img && -f $STAMP ]] &&
+	[[ $(cat "$STAMP") == "$GUEST_VERSION" ]]; then
+	exit 0
+fi
+
+# Serialize concurrent builds into the same folder (two test runs at once).
+exec 9>"$DIR/.lock"
+flock 9
+if ((!FORCE)) && [[ -s $DIR/vmlinuz && -s $DIR/initrd.img && -f $STAMP ]] &&
+	[[ $(cat "$STAMP") == "$GUEST_VERSION" ]]; then
+	exit 0
+fi
+
+need=()
+[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx acpid &&
+	dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null | grep -qx installed ||
+	need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+command -v xz >/dev/null || need+=(xz-utils)
+command -v zstd >/dev/null || need+=(zstd)
+if ((${#need[@]})); then
+	((EUID == 0)) || die "needs ${need[*]}: run as root or apt-get install ${need[*]}"
+	echo "$prog: installing ${need[*]}" >&2
+	apt-get update -qq >/dev/null || die "apt-get update failed"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		"${need[@]}" >/dev/null || die "apt-get install ${need[*]} failed"
+fi
+BUSYBOX=/bin/busybox
+file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
+	ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
+	die "$BUSYBOX is not the static busybox (package busybox-static)"
+
+WORK=$(mktemp -d "$DIR/.build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# The newest linux-image-6.1.0-N-amd64 that apt knows (versions sort by N).
+pkg=$(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null |
+	grep -E '^linux-image-6\.1\.0-[0-9]+-amd64$' | sort -t- -k5,5n | tail -n1 || true)
+if [[ -z $pkg ]]; then
+	((EUID == 0)) && apt-get update -qq >/dev/null 2>&1
+	pkg=$(apt-cache pkgnames linux-image-6.1.0- 2>/dev/null |
+		grep -E '^linux-image-6\.1\.0-[0-9]+-amd64$' | sort -t- -k5,5n | tail -n1 || true)
+fi
+[[ -n $pkg ]] || die "apt-cache knows no linux-image-6.1.0-*-amd64 (run apt-get update)"
+echo "$prog: kernel package $pkg" >&2
+(cd "$WORK" && apt-get download -qq "$pkg" >/dev/null 2>&1) ||
+	die "apt-get download $pkg failed"
+deb=$(ls "$WORK"/*.deb)
+mkdir "$WORK/k"
+dpkg -x "$deb" "$WORK/k"
+kver=${pkg#linux-image-}
+vmlinuz=$WORK/k/boot/vmlinuz-$kver
+[[ -f $vmlinuz ]] || die "no boot/vmlinuz-$kver in $deb"
+moddir=$WORK/k/lib/modules/$kver/kernel
+
+R=$WORK/root
+mkdir -p "$R"/{bin,dev,proc,sys,tmp,modules,etc}
+cp "$BUSYBOX" "$R/bin/busybox"
+MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button)
+for m in "${MODS[@]}"; do
+	f=$(find "$moddir" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
+	if [[ -z $f ]]; then
+		# Built into the kernel (no module): nothing to load.
+		grep -q "/$m.ko" "$WORK/k/lib/modules/$kver/modules.builtin" 2>/dev/null ||
+			die "module $m not found in $pkg"
+		continue
+	fi
+	case $f in
+	*.xz) xz -dc "$f" >"$R/modules/$m.ko" ;;
+	*.zst) zstd -qdc "$f" >"$R/modules/$m.ko" ;;
+	*) cp "$f" "$R/modules/$m.ko" ;;
+	esac
+done
+
+cat >"$R/init" <<'INIT'
+#!/bin/busybox sh
+# /init of the vmfsd test guest (built by scripts/test-guest.sh).
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null || mdev -s
+exec >/dev/ttyS0 2>&1 </dev/null
+say() { echo "vmfs-guest: $*"; }
+say "init started (kernel $(uname -r))"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk \
+	evdev button; do
+	[ -f /modules/$m.ko ] || continue
+	insmod /modules/$m.ko || say "insmod $m failed"
+done
+say "modules loaded"
+limit=""
+for a in $(cat /proc/cmdline); do
+	case $a in vmfs.count=*) limit=${a#vmfs.count=} ;; esac
+done
+
+off() {
+	say "syncing and powering off"
+	sync
+	poweroff -f
+}
+# ACPI power button (QMP system_powerdown): the kernel's button driver
+# reports it as KEY_POWER on an evdev input device; busybox acpid maps that
+# to the event "PWRF" and runs /etc/acpi/PWRF/00000080 (its built-in table),
+# which signals this shell, which syncs and powers off.
+mkdir -p /etc/acpi/PWRF
+printf '#!/bin/sh\necho "vmfs-guest: acpi power button" >/dev/ttyS0\nkill -USR1 1\n' \
+	>/etc/acpi/PWRF/00000080
+chmod +x /etc/acpi/PWRF/00000080
+i=0
+while ! ls /dev/input/event* >/dev/null 2>&1 && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+acpid -c /etc/acpi -l /tmp/acpid.log || say "acpid failed to start"
+trap off USR1 TERM
+
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+if [ ! -b /dev/vda ]; then
+	say "no /dev/vda"
+	while :; do sleep 1; done
+fi
+rec=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\000' | head -n1)
+set -- $rec
+n=-1
+if [ "$1" = VMFSCOUNT ] && [ -n "$2" ]; then n=$2; fi
+boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null | cut -c1-8)
+say "previous counter $n"
+say "up, boot $boot"
+while :; do
+	n=$((n + 1))
+	printf 'VMFSCOUNT %d %s\n' "$n" "$boot" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null
+	say "counter $n"
+	if [ -n "$limit" ] && [ "$n" -ge "$limit" ]; then off; fi
+	# sleep in the background and wait, so the USR1 trap runs at once
+	sleep 0.5 &
+	wait $!
+done
+INIT
+chmod +x "$R/init"
+
+(cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) >"$WORK/initrd.img"
+install -m 644 "$vmlinuz" "$DIR/vmlinuz.tmp"
+install -m 644 "$WORK/initrd.img" "$DIR/initrd.img.tmp"
+mv -f "$DIR/vmlinuz.tmp" "$DIR/vmlinuz"
+mv -f "$DIR/initrd.img.tmp" "$DIR/initrd.img"
+echo "$pkg" >"$DIR/kernel-package"
+echo "$GUEST_VERSION" >"$STAMP"
+echo "$prog: built $DIR/vmlinuz ($pkg) and $DIR/initrd.img" >&2
