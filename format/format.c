@@ -224,6 +224,7 @@ int vmfsd_sb_check_layout(const struct vmfsd_sb *sb)
 void vmfsd_lock_encode(const struct vmfsd_lock *lk, uint64_t blocknr, void *sector)
 {
 	struct vmfsd_disk_lock *d = sector;
+	unsigned i;
 
 	memset(d, 0, sizeof(*d));
 	d->magic = LE32(VMFSD_LOCK_MAGIC);
@@ -235,6 +236,9 @@ void vmfsd_lock_encode(const struct vmfsd_lock *lk, uint64_t blocknr, void *sect
 	d->owner_slot_gen = LE64(lk->owner_slot_gen);
 	d->lock_gen = LE64(lk->lock_gen);
 	memcpy(d->holders, lk->holders, sizeof(d->holders));
+	for (i = 0; i < VMFSD_MAX_HOSTS; i++)
+		if (lk->holders[i / 8] & (1u << (i % 8)))
+			d->holder_gen8[i] = lk->holder_gen8[i];
 	csum_set(d, sizeof(*d), offsetof(struct vmfsd_disk_lock, csum));
 }
 
@@ -256,6 +260,7 @@ int vmfsd_lock_decode(const void *sector, uint64_t blocknr, struct vmfsd_lock *l
 	lk->owner_slot_gen = CPU64(d->owner_slot_gen);
 	lk->lock_gen = CPU64(d->lock_gen);
 	memcpy(lk->holders, d->holders, sizeof(lk->holders));
+	memcpy(lk->holder_gen8, d->holder_gen8, sizeof(lk->holder_gen8));
 	return 0;
 }
 
@@ -509,6 +514,8 @@ void vmfsd_hb_encode(const struct vmfsd_hb *hb, uint64_t blocknr, void *blk)
 	d->slot = LE32(hb->slot);
 	d->pid = LE32(hb->pid);
 	d->replayer_slot = LE32(hb->replayer_slot);
+	d->replayer_gen = LE64(hb->replayer_gen);
+	d->wall_time_ms = LE64(hb->wall_time_ms);
 	csum_set(d, VMFSD_SECTOR, HB_CSUM_OFF);
 }
 
@@ -533,6 +540,8 @@ int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb)
 	hb->slot = CPU32(d->slot);
 	hb->pid = CPU32(d->pid);
 	hb->replayer_slot = CPU32(d->replayer_slot);
+	hb->replayer_gen = CPU64(d->replayer_gen);
+	hb->wall_time_ms = CPU64(d->wall_time_ms);
 	return 0;
 }
 

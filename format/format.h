@@ -169,12 +169,20 @@ struct vmfsd_disk_lock {
 	le32 nholders;
 	le64 owner_slot_gen;    /* slot generation when acquired */
 	le64 lock_gen;          /* bumped on every acquire and break */
-	uint8_t holders[VMFSD_MAX_HOSTS / 8]; /* bitmap of slots, RO/MW */
-	uint8_t reserved[432];
+	uint8_t holders[VMFSD_MAX_HOSTS / 8]; /* bitmap of holder slots */
+	/* Low 8 bits of each holder's slot generation when it joined the lock
+	 * (entry s for holder slot s; zero when bit s of holders is clear):
+	 * lets a reader drop a holder whose slot has since been taken over.
+	 * A valid holder always matches, so a wrap can only keep a stale
+	 * holder (a spurious EBUSY), never drop a valid one (docs/cluster.md). */
+	uint8_t holder_gen8[VMFSD_MAX_HOSTS];
+	uint8_t reserved[176];
 };
 static_assert(sizeof(struct vmfsd_disk_lock) == VMFSD_SECTOR, "lock size");
 static_assert(offsetof(struct vmfsd_disk_lock, csum) == 16, "lock csum");
 static_assert(offsetof(struct vmfsd_disk_lock, holders) == 48, "lock holders");
+static_assert(offsetof(struct vmfsd_disk_lock, holder_gen8) == 80, "lock holder_gen8");
+static_assert(offsetof(struct vmfsd_disk_lock, reserved) == 336, "lock reserved");
 
 struct vmfsd_lock {
 	uint16_t mode;
@@ -183,6 +191,7 @@ struct vmfsd_lock {
 	uint64_t owner_slot_gen;
 	uint64_t lock_gen;
 	uint8_t holders[VMFSD_MAX_HOSTS / 8];
+	uint8_t holder_gen8[VMFSD_MAX_HOSTS];
 };
 
 /* ------------------------------------------------------------------ */
@@ -373,11 +382,16 @@ struct vmfsd_disk_hb {
 	le32 slot;
 	le32 pid;
 	le32 replayer_slot;     /* REPLAYING: slot of the host replaying */
-	uint8_t reserved[VMFSD_SECTOR - 140];
+	le32 reserved1;
+	le64 replayer_gen;      /* REPLAYING: that replayer slot's generation */
+	le64 wall_time_ms;      /* writer's CLOCK_REALTIME, display only: never
+				 * compared for liveness (DESIGN.md §4) */
+	uint8_t reserved[VMFSD_SECTOR - 160];
 	uint8_t unused[VMFSD_META_BLOCK - VMFSD_SECTOR];
 };
 static_assert(sizeof(struct vmfsd_disk_hb) == VMFSD_META_BLOCK, "hb size");
-static_assert(offsetof(struct vmfsd_disk_hb, reserved) == 140, "hb reserved");
+static_assert(offsetof(struct vmfsd_disk_hb, replayer_gen) == 144, "hb replayer_gen");
+static_assert(offsetof(struct vmfsd_disk_hb, reserved) == 160, "hb reserved");
 
 struct vmfsd_hb {
 	uint16_t state;
@@ -389,6 +403,8 @@ struct vmfsd_hb {
 	uint32_t slot;
 	uint32_t pid;
 	uint32_t replayer_slot;
+	uint64_t replayer_gen;
+	uint64_t wall_time_ms;
 };
 
 /* ------------------------------------------------------------------ */
