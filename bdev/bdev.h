@@ -49,6 +49,42 @@ void bdev_free(void *p);
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive);
 void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len);
 
+/* ATS (atomic test-and-set): compare-and-write of one 512-byte sector, the
+ * only primitive the cluster protocol builds on besides read, write and
+ * flush (DESIGN.md §4, docs/cluster.md).  If the sector at OFF equals
+ * EXPECT, writes NEWVAL there and returns 0; otherwise writes nothing,
+ * copies the current content to ACTUAL (when not NULL) and returns
+ * -ECANCELED.  OFF must be a multiple of 512; the buffers need no alignment.
+ * Other errors: -EINVAL, -ERANGE, -EIO (also when the device's writes fail
+ * through bdev_fault_set, whatever the comparison would have said: ATS is a
+ * write command, like SCSI COMPARE AND WRITE, and a fenced host must see
+ * every ATS fail), -EOPNOTSUPP (the device's implementation is not
+ * available yet). */
+#define BDEV_ATS_SECTOR 512u
+int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+	     void *actual);
+
+/* The seam for ATS implementations, chosen per device by bdev_ats_ops_get:
+ *  - "ofd":  an OFD write lock on exactly that sector around
+ *            read-compare-write (plus an in-process lock, since OFD locks
+ *            do not exclude threads sharing one open file).  Correct only
+ *            when every host is a process of the same kernel: image files,
+ *            loop devices, a local disk.
+ *  - "scsi": SG_IO COMPARE AND WRITE (opcode 0x89) for LUNs seen by several
+ *            machines; chosen for SCSI block devices whose Block Limits VPD
+ *            page reports COMPARE AND WRITE support.  Not implemented yet:
+ *            returns -EOPNOTSUPP, so such a device fails to mount rather
+ *            than getting an emulation that would not exclude other
+ *            machines. */
+struct bdev_ats_ops {
+	const char *name;
+	int (*cmp_write)(struct bdev *bd, uint64_t off, const void *expect,
+			 const void *newval, void *actual);
+};
+extern const struct bdev_ats_ops bdev_ats_ofd_ops;
+extern const struct bdev_ats_ops bdev_ats_scsi_ops;
+const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd);
+
 /* Fault injection (named points, compiled in; see docs/testing.md). */
 enum bdev_fault {
 	BDEV_FAULT_NONE = 0,

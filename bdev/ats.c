@@ -1,0 +1,204 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * ATS: compare-and-write of one 512-byte sector, the primitive every
+ * heartbeat claim and lock change is made of (DESIGN.md §4).  Two
+ * implementations sit behind struct bdev_ats_ops: the OFD-lock emulation for
+ * hosts that are processes of one kernel (image files, loop devices, local
+ * disks), and the seam for SCSI COMPARE AND WRITE on LUNs shared by several
+ * machines, which for now refuses with -EOPNOTSUPP.  Both go through
+ * bdev_pread/bdev_pwrite, so fault injection and the power-cut model see ATS
+ * like any other I/O.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <scsi/sg.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bdev.h"
+
+/* ---------------- OFD-lock emulation ---------------- */
+
+/* OFD locks belong to an open file description: two threads of one process
+ * sharing the bdev's descriptor would both be granted the same lock.  A
+ * striped process-wide mutex serialises them first.  Order is always stripe
+ * mutex, then OFD lock, and the OFD lock is only held under the mutex, so
+ * the two cannot deadlock (a thread waiting for an OFD lock held by another
+ * process waits for a thread that needs nothing of ours). */
+#define ATS_STRIPES 64u
+static pthread_mutex_t ats_stripe[ATS_STRIPES] = {
+	[0 ... ATS_STRIPES - 1] = PTHREAD_MUTEX_INITIALIZER
+};
+
+static pthread_mutex_t *stripe_of(uint64_t off)
+{
+	uint64_t h = (off / BDEV_ATS_SECTOR) * 0x9e3779b97f4a7c15ull;
+
+	return &ats_stripe[h >> 58];    /* top 6 bits: 64 stripes */
+}
+
+static int ofd_sector_lock(int fd, uint64_t off, short type)
+{
+	struct flock fl = {
+		.l_type = type,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)off,
+		.l_len = BDEV_ATS_SECTOR,
+	};
+
+	/* F_OFD_SETLKW waits; a signal interrupts the wait, not the protocol. */
+	while (fcntl(fd, type == F_UNLCK ? F_OFD_SETLK : F_OFD_SETLKW, &fl) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+static int ofd_cmp_write(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+			 void *actual)
+{
+	pthread_mutex_t *m = stripe_of(off);
+	uint8_t *cur = bdev_alloc(2 * BDEV_ATS_SECTOR);
+	uint8_t *nv;
+	int r, u;
+
+	if (!cur)
+		return -ENOMEM;
+	nv = cur + BDEV_ATS_SECTOR;
+	memcpy(nv, newval, BDEV_ATS_SECTOR);    /* aligned: no bounce in bdev */
+	pthread_mutex_lock(m);
+	r = ofd_sector_lock(bdev_fd(bd), off, F_WRLCK);
+	if (r)
+		goto unlock_mutex;
+	r = bdev_pread(bd, cur, BDEV_ATS_SECTOR, off);
+	if (r)
+		goto unlock;
+	if (memcmp(cur, expect, BDEV_ATS_SECTOR)) {
+		if (actual)
+			memcpy(actual, cur, BDEV_ATS_SECTOR);
+		/* A miscompare writes nothing, but ATS is a write command: a
+		 * device whose writes fail (fault injection, power cut) must fail
+		 * it with -EIO like a real COMPARE AND WRITE would.  A zero-length
+		 * bdev_pwrite passes every such check and transfers nothing. */
+		r = bdev_pwrite(bd, nv, 0, off);
+		if (!r)
+			r = -ECANCELED;
+		goto unlock;
+	}
+	r = bdev_pwrite(bd, nv, BDEV_ATS_SECTOR, off);
+unlock:
+	u = ofd_sector_lock(bdev_fd(bd), off, F_UNLCK);
+	if (!r && u)
+		r = u;
+unlock_mutex:
+	pthread_mutex_unlock(m);
+	bdev_free(cur);
+	return r;
+}
+
+const struct bdev_ats_ops bdev_ats_ofd_ops = {
+	.name = "ofd",
+	.cmp_write = ofd_cmp_write,
+};
+
+/* ---------------- SCSI COMPARE AND WRITE (seam) ---------------- */
+
+/* What an implementation has to do (SBC-3 5.3): a 16-byte CDB with opcode
+ * 0x89, the LBA big-endian in bytes 2..9, NUMBER OF LOGICAL BLOCKS = 1 in
+ * byte 13, and a data-out buffer of two logical blocks (the verify data
+ * EXPECT, then the write data NEWVAL), sent with SG_IO.  A miscompare comes
+ * back as CHECK CONDITION, sense key MISCOMPARE (0x0e), ASC 0x1d: then read
+ * the sector for ACTUAL and return -ECANCELED.  Logical blocks larger than
+ * 512 bytes (4Kn LUNs) need the whole block compared.  Until that is written
+ * and tested against a real target (LIO/tcmu), refuse. */
+static int scsi_cmp_write(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+			  void *actual)
+{
+	(void)bd;
+	(void)off;
+	(void)expect;
+	(void)newval;
+	(void)actual;
+	return -EOPNOTSUPP;
+}
+
+const struct bdev_ats_ops bdev_ats_scsi_ops = {
+	.name = "scsi",
+	.cmp_write = scsi_cmp_write,
+};
+
+/* INQUIRY, EVPD page 0xb0 (Block Limits): byte 5 is MAXIMUM COMPARE AND
+ * WRITE LENGTH, non-zero when the LUN implements COMPARE AND WRITE.
+ * Returns 1 if it does, 0 if not or if the device speaks no SG_IO. */
+static int scsi_reports_caw(int fd)
+{
+	uint8_t cdb[6] = { 0x12, 0x01, 0xb0, 0, 64, 0 };
+	uint8_t page[64], sense[32];
+	struct sg_io_hdr io;
+	int ver;
+
+	if (ioctl(fd, SG_GET_VERSION_NUM, &ver) < 0 || ver < 30000)
+		return 0;
+	memset(&io, 0, sizeof(io));
+	memset(page, 0, sizeof(page));
+	io.interface_id = 'S';
+	io.dxfer_direction = SG_DXFER_FROM_DEV;
+	io.cmd_len = sizeof(cdb);
+	io.cmdp = cdb;
+	io.dxfer_len = sizeof(page);
+	io.dxferp = page;
+	io.mx_sb_len = sizeof(sense);
+	io.sbp = sense;
+	io.timeout = 5000;      /* ms; a probe at open time, not on any clock */
+	if (ioctl(fd, SG_IO, &io) < 0 || io.status || io.host_status || io.driver_status)
+		return 0;
+	return page[1] == 0xb0 && page[5] != 0;
+}
+
+/* The answer depends on the device only, so it is cached by device number
+ * (a few entries; a process serves one or two volumes). */
+#define ATS_CACHE 8u
+static struct {
+	dev_t rdev;
+	const struct bdev_ats_ops *ops;
+} ats_cache[ATS_CACHE];
+static unsigned ats_cache_n;
+static pthread_mutex_t ats_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd)
+{
+	const struct bdev_ats_ops *ops = &bdev_ats_ofd_ops;
+	struct stat st;
+	unsigned i;
+
+	if (!bdev_is_blockdev(bd) || fstat(bdev_fd(bd), &st) < 0)
+		return ops;
+	pthread_mutex_lock(&ats_cache_lock);
+	for (i = 0; i < ats_cache_n; i++)
+		if (ats_cache[i].rdev == st.st_rdev) {
+			ops = ats_cache[i].ops;
+			goto out;
+		}
+	if (scsi_reports_caw(bdev_fd(bd)))
+		ops = &bdev_ats_scsi_ops;
+	ats_cache[ats_cache_n % ATS_CACHE].rdev = st.st_rdev;
+	ats_cache[ats_cache_n % ATS_CACHE].ops = ops;
+	if (ats_cache_n < ATS_CACHE)
+		ats_cache_n++;
+out:
+	pthread_mutex_unlock(&ats_cache_lock);
+	return ops;
+}
+
+int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+	     void *actual)
+{
+	if (off % BDEV_ATS_SECTOR || !expect || !newval)
+		return -EINVAL;
+	if (off >= bdev_size(bd) || bdev_size(bd) - off < BDEV_ATS_SECTOR)
+		return -ERANGE;
+	return bdev_ats_ops_get(bd)->cmp_write(bd, off, expect, newval, actual);
+}
