@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * On-disk locks: the first 512-byte sector of every inode and resource
+ * cluster, changed only by ATS from exactly the content just read.  A lock
+ * needs no renewal of its own: each holder is recorded with its heartbeat
+ * slot and that slot's generation, and stays valid while the slot is LIVE
+ * or REPLAYING with that generation.  So a dead host's locks become
+ * breakable only once a survivor has replayed its journal and freed its
+ * slot with generation + 1 (hb_release_dead), and breaking them is simply
+ * dropping the stale holders in the next ATS (docs/cluster.md §4).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lockmgr_internal.h"
+
+static bool bit_get(const uint8_t *bm, uint32_t i)
+{
+	return bm[i / 8] & (1u << (i % 8));
+}
+
+static void bit_set(uint8_t *bm, uint32_t i)
+{
+	bm[i / 8] |= (uint8_t)(1u << (i % 8));
+}
+
+static void bit_clear(uint8_t *bm, uint32_t i)
+{
+	bm[i / 8] &= (uint8_t)~(1u << (i % 8));
+}
+
+const char *lock_mode_name(uint16_t mode)
+{
+	switch (mode) {
+	case VMFSD_LOCK_FREE:
+		return "free";
+	case VMFSD_LOCK_EXCL:
+		return "EXCL";
+	case VMFSD_LOCK_RO:
+		return "RO";
+	case VMFSD_LOCK_MW:
+		return "MW";
+	}
+	return "?";
+}
+
+bool lock_holder_valid(const struct vmfsd_hb *rec, int zero, int err, uint64_t gen, bool full)
+{
+	if (err)
+		return true;    /* unreadable slot: refuse rather than break */
+	if (zero || rec->state == VMFSD_HB_FREE)
+		return false;   /* left cleanly, or replayed and released */
+	/* LIVE or REPLAYING: valid while the incarnation is the same.  A LIVE
+	 * slot judged dead is still valid here: only the generation bump of
+	 * hb_release_dead, after the replay, ends it. */
+	return full ? rec->generation == gen : (uint8_t)rec->generation == (uint8_t)gen;
+}
+
+/* What one call learnt about the holders of one record. */
+struct lock_view {
+	struct vmfsd_lock rec;          /* as read (FREE for an all-zero sector) */
+	uint8_t valid[VMFSD_MAX_HOSTS / 8];
+	uint64_t gen[VMFSD_MAX_HOSTS];  /* current generation of valid holders */
+	char name[VMFSD_MAX_HOSTS][VMFSD_HOSTNAME_MAX + 1];
+	uint32_t nvalid, nstale;
+	bool me;                        /* we are a valid holder */
+};
+
+/* Reads the sector at OFF into CUR and judges every holder by reading its
+ * slot fresh from the disk (the observer's table may be an interval old;
+ * a stale verdict is final because a slot never returns to an old
+ * generation, but a valid one must be current to name the holder). */
+static int lock_read_view(struct hb *hb, struct bdev *bd, uint64_t off, uint8_t *cur,
+			  struct lock_view *v)
+{
+	const struct vmfsd_sb *sb = &hb->sb;
+	uint32_t s;
+	int r, zero = 1;
+
+	if (off % VMFSD_META_BLOCK)
+		return -EINVAL;
+	r = bdev_pread(bd, cur, VMFSD_SECTOR, off);
+	if (r)
+		return r;
+	memset(v, 0, sizeof(*v));
+	for (s = 0; s < VMFSD_SECTOR && zero; s++)
+		zero = !cur[s];
+	if (!zero) {
+		r = vmfsd_lock_decode(cur, off / VMFSD_META_BLOCK, &v->rec);
+		if (r)
+			return r;
+	}
+	if (v->rec.mode == VMFSD_LOCK_FREE)
+		return 0;
+	/* Older writers (and fsck) may leave the owner out of the bitmap in
+	 * exclusive mode: the owner is a holder whatever the bitmap says. */
+	if (!bit_get(v->rec.holders, v->rec.owner_slot)) {
+		bit_set(v->rec.holders, v->rec.owner_slot);
+		v->rec.holder_gen8[v->rec.owner_slot] = (uint8_t)v->rec.owner_slot_gen;
+	}
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++) {
+		struct vmfsd_hb h;
+		bool full = s == v->rec.owner_slot;
+		uint64_t g = full ? v->rec.owner_slot_gen : v->rec.holder_gen8[s];
+		int err = 0, hz = 0;
+
+		if (!bit_get(v->rec.holders, s))
+			continue;
+		if (s >= sb->max_hosts) {
+			v->nstale++;    /* no such slot on this volume */
+			continue;
+		}
+		if (s == hb->slot && !atomic_load(&hb->fenced)) {
+			/* Our own slot: we know our generation without a read. */
+			memset(&h, 0, sizeof(h));
+			h.state = VMFSD_HB_LIVE;
+			h.generation = hb->gen;
+			memcpy(h.host_name, hb->name, sizeof(h.host_name));
+		} else {
+			err = hb_slot_read(bd, sb, s, &h, &hz);
+			if (err == -EIO || err == -ENOMEM)
+				return err;
+		}
+		if (!lock_holder_valid(&h, hz, err, g, full)) {
+			v->nstale++;
+			continue;
+		}
+		bit_set(v->valid, s);
+		v->nvalid++;
+		v->gen[s] = err ? g : h.generation;
+		if (err)
+			snprintf(v->name[s], sizeof(v->name[s]), "?");
+		else
+			memcpy(v->name[s], h.host_name, sizeof(v->name[s]));
+		if (s == hb->slot && v->gen[s] == hb->gen)
+			v->me = true;
+	}
+	return 0;
+}
+
+/* The owner to report/keep: the recorded owner if still valid, else the
+ * lowest valid holder.  Returns -1 when none is valid. */
+static int32_t view_owner(const struct lock_view *v)
+{
+	uint32_t s;
+
+	if (bit_get(v->valid, v->rec.owner_slot))
+		return (int32_t)v->rec.owner_slot;
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		if (bit_get(v->valid, s))
+			return (int32_t)s;
+	return -1;
+}
+
+static void fill_info(const struct lock_view *v, uint16_t mode, uint64_t lock_gen,
+		      const uint8_t *holders, int32_t owner, struct lock_info *out)
+{
+	uint32_t s;
+
+	if (!out)
+		return;
+	memset(out, 0, sizeof(*out));
+	out->mode = mode;
+	out->lock_gen = lock_gen;
+	out->nstale = v->nstale;
+	if (mode == VMFSD_LOCK_FREE || owner < 0) {
+		out->mode = VMFSD_LOCK_FREE;
+		return;
+	}
+	memcpy(out->holders, holders, sizeof(out->holders));
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		out->nholders += bit_get(holders, s);
+	out->owner_slot = (uint32_t)owner;
+	out->owner_gen = v->gen[owner];
+	memcpy(out->owner_name, v->name[owner], sizeof(out->owner_name));
+}
+
+enum lock_op { OP_ACQUIRE, OP_RELEASE, OP_UPGRADE, OP_DOWNGRADE, OP_INSPECT };
+
+/* Builds the record to write from the view: every holder in NEWHOLD with
+ * its current generation; the recorded owner stays owner if it stays a
+ * holder, else the lowest holder becomes owner.  No holder: FREE. */
+static void build_record(struct hb *hb, const struct lock_view *v, uint16_t mode,
+			 const uint8_t *newhold, struct vmfsd_lock *nr, int32_t *owner_out)
+{
+	int32_t owner = -1;
+	uint32_t s;
+
+	memset(nr, 0, sizeof(*nr));
+	nr->lock_gen = v->rec.lock_gen + 1;     /* every change is a new version */
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++) {
+		uint64_t g;
+
+		if (!bit_get(newhold, s))
+			continue;
+		g = s == hb->slot ? hb->gen : v->gen[s];
+		bit_set(nr->holders, s);
+		nr->holder_gen8[s] = (uint8_t)g;
+		nr->nholders++;
+		if (owner < 0)
+			owner = (int32_t)s;
+	}
+	if (owner >= 0 && bit_get(newhold, v->rec.owner_slot))
+		owner = (int32_t)v->rec.owner_slot;
+	if (owner >= 0) {
+		nr->mode = mode;
+		nr->owner_slot = (uint32_t)owner;
+		nr->owner_slot_gen = (uint32_t)owner == hb->slot ? hb->gen : v->gen[owner];
+	}
+	*owner_out = owner;
+}
+
+/* Small random back-off between ATS attempts on a contended record, so
+ * that the same hosts do not collide again in lock step. */
+static void backoff(int attempt)
+{
+	struct timespec ts = { 0, 0 };
+	unsigned us = 50u * (unsigned)(attempt < 10 ? attempt + 1 : 10);
+
+	ts.tv_nsec = (long)((unsigned)rand() % us + us / 2) * 1000l;
+	nanosleep(&ts, NULL);
+}
+
+static int lock_change(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_op op,
+		       uint16_t mode, struct lock_info *out)
+{
+	uint8_t *cur = bdev_alloc(3 * VMFSD_SECTOR), *nv;
+	struct lock_view *v = malloc(sizeof(*v));
+	int r = -EAGAIN, attempt;
+
+	if (!cur || !v) {
+		r = -ENOMEM;
+		goto out;
+	}
+	nv = cur + VMFSD_SECTOR;
+	for (attempt = 0; attempt < LOCK_ATS_TRIES; attempt++) {
+		uint8_t newhold[VMFSD_MAX_HOSTS / 8];
+		struct vmfsd_lock nr;
+		uint16_t newmode = mode;
+		int32_t owner;
+
+		if (op != OP_INSPECT) {
+			r = hb_write_check(hb);
+			if (r)
+				goto out;
+		}
+		r = lock_read_view(hb, bd, off, cur, v);
+		if (r)
+			goto out;
+		memcpy(newhold, v->valid, sizeof(newhold));
+		switch (op) {
+		case OP_INSPECT:
+			fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v), out);
+			r = 0;
+			goto out;
+		case OP_ACQUIRE:
+			if (v->me) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = v->rec.mode == mode ? 0 : -EALREADY;
+				goto out;
+			}
+			if (v->nvalid && (mode == VMFSD_LOCK_EXCL || v->rec.mode != mode)) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = -EBUSY;
+				goto out;
+			}
+			bit_set(newhold, hb->slot);
+			break;
+		case OP_RELEASE:
+			if (!v->me) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = -ESTALE;
+				goto out;
+			}
+			bit_clear(newhold, hb->slot);
+			newmode = v->rec.mode;
+			break;
+		case OP_UPGRADE:
+			if (!v->me || v->rec.mode == VMFSD_LOCK_EXCL) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = v->me ? 0 : -ESTALE;
+				goto out;
+			}
+			if (v->nvalid > 1) {
+				uint32_t s;
+
+				/* Name another holder, not ourselves. */
+				for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+					if (s != hb->slot && bit_get(v->valid, s))
+						break;
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, (int32_t)s,
+					  out);
+				r = -EBUSY;
+				goto out;
+			}
+			newmode = VMFSD_LOCK_EXCL;
+			break;
+		case OP_DOWNGRADE:
+			if (!v->me) {
+				r = -ESTALE;
+				goto out;
+			}
+			if (v->rec.mode == mode) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = 0;
+				goto out;
+			}
+			if (v->rec.mode != VMFSD_LOCK_EXCL) {
+				r = -EINVAL;
+				goto out;
+			}
+			break;
+		}
+		build_record(hb, v, newmode, newhold, &nr, &owner);
+		{
+			uint8_t blk[VMFSD_SECTOR];
+
+			vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, blk);
+			memcpy(nv, blk, VMFSD_SECTOR);
+		}
+		r = bdev_ats(bd, off, cur, nv, NULL);
+		if (!r) {
+			/* Report the record we wrote; names come from the view
+			 * (ours from the hb). */
+			memcpy(v->name[hb->slot], hb->name, sizeof(v->name[0]));
+			v->gen[hb->slot] = hb->gen;
+			fill_info(v, nr.mode, nr.lock_gen, nr.holders, owner, out);
+			goto out;
+		}
+		if (r != -ECANCELED)
+			goto out;
+		backoff(attempt);
+		r = -EAGAIN;
+	}
+out:
+	bdev_free(cur);
+	free(v);
+	return r;
+}
+
+int lock_acquire(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
+		 struct lock_info *out)
+{
+	if (mode != VMFSD_LOCK_EXCL && mode != VMFSD_LOCK_RO && mode != VMFSD_LOCK_MW)
+		return -EINVAL;
+	return lock_change(hb, bd, off, OP_ACQUIRE, mode, out);
+}
+
+int lock_release(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)
+{
+	return lock_change(hb, bd, off, OP_RELEASE, 0, out);
+}
+
+int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)
+{
+	return lock_change(hb, bd, off, OP_UPGRADE, VMFSD_LOCK_EXCL, out);
+}
+
+int lock_downgrade(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
+		   struct lock_info *out)
+{
+	if (mode != VMFSD_LOCK_RO && mode != VMFSD_LOCK_MW)
+		return -EINVAL;
+	return lock_change(hb, bd, off, OP_DOWNGRADE, mode, out);
+}
+
+int lock_inspect(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)
+{
+	return lock_change(hb, bd, off, OP_INSPECT, 0, out);
+}
+
+int lock_holder_describe(struct hb *hb, struct bdev *bd, uint64_t off, char *buf, size_t len)
+{
+	uint8_t *cur = bdev_alloc(VMFSD_SECTOR);
+	struct lock_view *v = malloc(sizeof(*v));
+	size_t used = 0;
+	uint32_t s;
+	int32_t owner;
+	int r, n;
+
+	if (!cur || !v) {
+		r = -ENOMEM;
+		goto out;
+	}
+	r = lock_read_view(hb, bd, off, cur, v);
+	if (r)
+		goto out;
+	owner = view_owner(v);
+	if (v->rec.mode == VMFSD_LOCK_FREE || owner < 0) {
+		n = snprintf(buf, len, "free");
+		r = n < 0 || (size_t)n >= len ? -ERANGE : 0;
+		goto out;
+	}
+	/* The owner first, then the other holders in slot order. */
+	n = snprintf(buf, len, "%s by %s (slot %d)", lock_mode_name(v->rec.mode), v->name[owner],
+		     owner);
+	if (n < 0 || (size_t)n >= len) {
+		r = -ERANGE;
+		goto out;
+	}
+	used = (size_t)n;
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++) {
+		if (!bit_get(v->valid, s) || (int32_t)s == owner)
+			continue;
+		n = snprintf(buf + used, len - used, ", %s (slot %u)", v->name[s], s);
+		if (n < 0 || (size_t)n >= len - used) {
+			r = -ERANGE;
+			goto out;
+		}
+		used += (size_t)n;
+	}
+out:
+	bdev_free(cur);
+	free(v);
+	return r;
+}
