@@ -32,10 +32,11 @@ const struct pdef fsck_pdefs[P_COUNT] = {
 	[P_JOURNAL_DIRTY] = { "journal.needs-replay", "journal", true, true, true },
 	[P_JOURNAL_BAD] = { "journal.header", "journal", true, false, true },
 	[P_JOURNAL_NOTE] = { "journal.not-replayed", "journal", false, false, false },
+	[P_JOURNAL_TAIL] = { "journal.header-tail", "journal", true, true, true },
 	[P_HB_BAD] = { "heartbeat.damaged", "heartbeat slot", true, false, true },
 	[P_HB_STALE] = { "heartbeat.stale", "heartbeat slot", true, true, true },
 	[P_HB_FIELDS] = { "heartbeat.fields", "heartbeat slot", true, false, true },
-	[P_LOCK_BAD] = { "lock.damaged", "lock record", true, false, true },
+	[P_LOCK_BAD] = { "lock.damaged", "lock record", true, true, true },
 	[P_LOCK_STALE] = { "lock.stale", "lock record", true, true, true },
 	[P_RC_BAD] = { "cluster.damaged", "resource cluster", true, false, true },
 	[P_RC_HEADER] = { "cluster.header", "resource cluster", true, false, true },
@@ -193,7 +194,7 @@ static int wq_grow(struct fsck *c)
 	return 0;
 }
 
-int wq_put(struct fsck *c, uint64_t off, const void *img, enum wq_class cls)
+int ck_wq_put(struct fsck *c, uint64_t off, const void *img, enum wq_class cls)
 {
 	struct wq_ent *e = c->wq_size ? wq_find(c, off) : NULL;
 	uint32_t h;
@@ -224,7 +225,7 @@ int wq_put(struct fsck *c, uint64_t off, const void *img, enum wq_class cls)
 	return 0;
 }
 
-int wq_zero(struct fsck *c, uint64_t off, uint64_t len)
+int ck_wq_zero(struct fsck *c, uint64_t off, uint64_t len)
 {
 	struct zero_range *n = realloc(c->zr, (c->nzr + 1) * sizeof(*n));
 
@@ -237,7 +238,7 @@ int wq_zero(struct fsck *c, uint64_t off, uint64_t len)
 	return 0;
 }
 
-int meta_read(struct fsck *c, uint64_t off, void *buf)
+int ck_meta_read(struct fsck *c, uint64_t off, void *buf)
 {
 	struct wq_ent *e = wq_find(c, off);
 
@@ -248,7 +249,7 @@ int meta_read(struct fsck *c, uint64_t off, void *buf)
 	return bdev_pread(c->bd, buf, VMFSD_META_BLOCK, off);
 }
 
-int meta_read_many(struct fsck *c, uint64_t off, void *buf, size_t len)
+int ck_meta_read_many(struct fsck *c, uint64_t off, void *buf, size_t len)
 {
 	size_t i;
 	int r = bdev_pread(c->bd, buf, len, off);

@@ -38,6 +38,7 @@ enum pcode {
 	P_JOURNAL_DIRTY,
 	P_JOURNAL_BAD,
 	P_JOURNAL_NOTE,
+	P_JOURNAL_TAIL,
 	P_HB_BAD,
 	P_HB_STALE,
 	P_HB_FIELDS,
@@ -169,6 +170,7 @@ struct irec {
 	uint32_t nlink;         /* on disk */
 	uint32_t links;         /* names found */
 	uint32_t nsub;          /* subdirectories claimed */
+	uint32_t nsub_new;      /* ... of which the repair attached (lost+found) */
 	uint8_t data_mode, height;
 	uint8_t state;
 	uint8_t flags;
@@ -267,12 +269,12 @@ void fsck_report_done(struct fsck *c, enum pcode k, const struct fsck_where *w,
 	__attribute__((format(printf, 5, 6)));
 void fsck_progress(struct fsck *c, int pass, const char *what, uint64_t done, uint64_t total);
 /* Reads 4 KiB of metadata at OFF, the queued repair if there is one. */
-int meta_read(struct fsck *c, uint64_t off, void *buf);
+int ck_meta_read(struct fsck *c, uint64_t off, void *buf);
 /* Reads LEN bytes (a multiple of 4 KiB) and overlays queued repairs. */
-int meta_read_many(struct fsck *c, uint64_t off, void *buf, size_t len);
+int ck_meta_read_many(struct fsck *c, uint64_t off, void *buf, size_t len);
 /* Queues a 4 KiB image for OFF (a later put replaces it). */
-int wq_put(struct fsck *c, uint64_t off, const void *img, enum wq_class cls);
-int wq_zero(struct fsck *c, uint64_t off, uint64_t len);
+int ck_wq_put(struct fsck *c, uint64_t off, const void *img, enum wq_class cls);
+int ck_wq_zero(struct fsck *c, uint64_t off, uint64_t len);
 
 /* volume.c */
 int fsck_volume(struct fsck *c);
@@ -281,27 +283,27 @@ bool fsck_lock_valid(const struct fsck *c, const struct vmfsd_lock *lk);
 /* inodes.c */
 int fsck_clusters(struct fsck *c);
 int fsck_inodes(struct fsck *c);
-struct irec *irec_find(struct fsck *c, uint64_t ino);
-int irec_add(struct fsck *c, uint64_t ino, struct irec **out);
+struct irec *ck_irec_find(struct fsck *c, uint64_t ino);
+int ck_irec_add(struct fsck *c, uint64_t ino, struct irec **out);
 /* Inode blocks through the queue: load decodes, store re-encodes the body
  * (keeping the lock sector, or writing a free one over garbage) and queues
  * it; edit is load + EDIT + store. */
-int inode_load(struct fsck *c, uint64_t ino, struct vmfsd_inode *in);
-int inode_store(struct fsck *c, const struct vmfsd_inode *in);
-int inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode *, void *),
+int ck_inode_load(struct fsck *c, uint64_t ino, struct vmfsd_inode *in);
+int ck_inode_store(struct fsck *c, const struct vmfsd_inode *in);
+int ck_inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode *, void *),
 	       void *arg);
 /* Pool bookkeeping of the truth. */
-bool ref_mark(struct fsck *c, struct pool *p, uint64_t item);
-void ref_unmark(struct fsck *c, struct pool *p, uint64_t item);
+bool ck_ref_mark(struct fsck *c, struct pool *p, uint64_t item);
+void ck_ref_unmark(struct fsck *c, struct pool *p, uint64_t item);
 /* Finds an item free in the truth (and on disk where known) and takes it. */
-int pool_alloc(struct fsck *c, struct pool *p, uint64_t *out);
+int ck_pool_alloc(struct fsck *c, struct pool *p, uint64_t *out);
 /* Releases every unit and map node of R from the truth (no writes). */
-int map_release(struct fsck *c, struct irec *r);
+int ck_map_release(struct fsck *c, struct irec *r);
 /* Maps LBLK of IN (in memory; R's counts follow) to VAL, allocating and
  * queueing map nodes as needed; the caller stores IN. */
-int map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lblk,
+int ck_map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lblk,
 	    uint32_t val);
-int dblk_add(struct irec *r, uint64_t lblk, uint32_t sblk);
+int ck_dblk_add(struct irec *r, uint64_t lblk, uint32_t sblk);
 int fsck_inodes_more(struct fsck *c, bool *any);
 
 /* names.c */

@@ -84,7 +84,7 @@ static bool disk_known(const struct pool *p, uint64_t item)
 }
 
 /* Marks ITEM referenced; false if it already was (a double reference). */
-bool ref_mark(struct fsck *c, struct pool *p, uint64_t item)
+bool ck_ref_mark(struct fsck *c, struct pool *p, uint64_t item)
 {
 	(void)c;
 	if (bit_get(p->ref, item))
@@ -94,7 +94,7 @@ bool ref_mark(struct fsck *c, struct pool *p, uint64_t item)
 	return true;
 }
 
-void ref_unmark(struct fsck *c, struct pool *p, uint64_t item)
+void ck_ref_unmark(struct fsck *c, struct pool *p, uint64_t item)
 {
 	(void)c;
 	if (!bit_get(p->ref, item))
@@ -106,7 +106,7 @@ void ref_unmark(struct fsck *c, struct pool *p, uint64_t item)
 /* Free in the truth, and free on disk where the disk is known (an item
  * the bitmap marks used but nothing references is a leak, and reusing it
  * would be correct, but leaving it alone keeps the report readable). */
-int pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
+int ck_pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
 {
 	uint64_t i, first = p->kind == VMFSD_RC_INODE ? VMFSD_FIRST_FREE_INO : 1;
 	int strict;
@@ -128,7 +128,7 @@ int pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
 				continue;
 			if (strict && bit_get(p->disk, i))
 				continue;
-			ref_mark(c, p, i);
+			ck_ref_mark(c, p, i);
 			/* Ours now: the cluster must be rewritten, and the
 			 * difference is no problem to report. */
 			bit_set(p->disk, i);
@@ -142,12 +142,29 @@ int pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
 
 /* ---------------- resource clusters (pass 2) ---------------- */
 
+static bool zero_sector(const uint8_t *p)
+{
+	size_t i;
+
+	for (i = 0; i < VMFSD_SECTOR; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
 static int check_lock(struct fsck *c, uint8_t *sector, uint64_t blocknr, uint64_t ino,
 		      const char *what, bool *changed)
 {
 	struct vmfsd_lock lk;
-	int r = vmfsd_lock_decode(sector, blocknr, &lk);
+	int r;
 
+	/* The fs never writes lock sectors (they are the lock manager's, ATS
+	 * only) and mkfs leaves the inode table untouched: an all-zero sector
+	 * is a lock that was never taken, free like an all-zero heartbeat
+	 * slot. */
+	if (zero_sector(sector))
+		return 0;
+	r = vmfsd_lock_decode(sector, blocknr, &lk);
 	if (r) {
 		fsck_report(c, P_LOCK_BAD, WHERE(.ino = ino, W_BLOCK(blocknr)),
 			    "rewrite it as a free lock", "lock record of %s is damaged (%s)", what,
@@ -187,7 +204,7 @@ static int pool_clusters(struct fsck *c, struct pool *p, uint32_t *done, uint32_
 		uint64_t off = vmfsd_rc_off(&c->sb, p->kind, i);
 
 		n = p->nclusters - i < batch ? p->nclusters - i : batch;
-		r = meta_read_many(c, off, buf, (size_t)n * VMFSD_META_BLOCK);
+		r = ck_meta_read_many(c, off, buf, (size_t)n * VMFSD_META_BLOCK);
 		for (j = 0; j < n && !r; j++) {
 			uint8_t *blk = buf + (size_t)j * VMFSD_META_BLOCK;
 			uint64_t bnr = off / VMFSD_META_BLOCK + j, first = (uint64_t)(i + j) * VMFSD_RC_BITS;
@@ -201,7 +218,7 @@ static int pool_clusters(struct fsck *c, struct pool *p, uint32_t *done, uint32_
 			snprintf(what, sizeof(what), "%s bitmap cluster %u", p->name, i + j);
 			r = check_lock(c, blk, bnr, 0, what, &changed);
 			if (!r && changed)
-				r = wq_put(c, bnr * VMFSD_META_BLOCK, blk, WQ_RC);
+				r = ck_wq_put(c, bnr * VMFSD_META_BLOCK, blk, WQ_RC);
 			d = vmfsd_rc_decode(blk, bnr, &rc);
 			if (d) {
 				fsck_report(c, P_RC_BAD, WHERE(W_BLOCK(bnr)),
@@ -246,9 +263,9 @@ int fsck_clusters(struct fsck *c)
 	if (r)
 		return r;
 	/* Reserved at mkfs: inode 0 and sub-block / file block 0 (0 = none). */
-	ref_mark(c, &c->ip, 0);
-	ref_mark(c, &c->sp, 0);
-	ref_mark(c, &c->bp, 0);
+	ck_ref_mark(c, &c->ip, 0);
+	ck_ref_mark(c, &c->sp, 0);
+	ck_ref_mark(c, &c->bp, 0);
 	return 0;
 }
 
@@ -259,7 +276,7 @@ static uint32_t ihash_of(uint64_t ino, uint32_t size)
 	return (uint32_t)((ino * 0x9e3779b97f4a7c15ull) >> 32) & (size - 1);
 }
 
-struct irec *irec_find(struct fsck *c, uint64_t ino)
+struct irec *ck_irec_find(struct fsck *c, uint64_t ino)
 {
 	uint32_t h;
 
@@ -294,7 +311,7 @@ static int ihash_grow(struct fsck *c)
 	return 0;
 }
 
-int irec_add(struct fsck *c, uint64_t ino, struct irec **out)
+int ck_irec_add(struct fsck *c, uint64_t ino, struct irec **out)
 {
 	struct irec *r;
 	uint32_t h;
@@ -324,10 +341,10 @@ int irec_add(struct fsck *c, uint64_t ino, struct irec **out)
 
 /* ---------------- inode blocks ---------------- */
 
-int inode_load(struct fsck *c, uint64_t ino, struct vmfsd_inode *in)
+int ck_inode_load(struct fsck *c, uint64_t ino, struct vmfsd_inode *in)
 {
 	uint64_t off = vmfsd_inode_off(&c->sb, ino);
-	int r = meta_read(c, off, c->scratch);
+	int r = ck_meta_read(c, off, c->scratch);
 
 	if (!r)
 		r = vmfsd_inode_decode(c->scratch, off / VMFSD_META_BLOCK, in);
@@ -336,31 +353,31 @@ int inode_load(struct fsck *c, uint64_t ino, struct vmfsd_inode *in)
 
 /* Encodes IN over its block, keeping the lock sector (or writing a free
  * one where the old sector is not a lock record: a new inode). */
-int inode_store(struct fsck *c, const struct vmfsd_inode *in)
+int ck_inode_store(struct fsck *c, const struct vmfsd_inode *in)
 {
 	uint64_t off = vmfsd_inode_off(&c->sb, in->ino), bnr = off / VMFSD_META_BLOCK;
 	struct vmfsd_lock lk;
-	int r = meta_read(c, off, c->scratch);
+	int r = ck_meta_read(c, off, c->scratch);
 
 	if (r)
 		return r;
-	if (vmfsd_lock_decode(c->scratch, bnr, &lk)) {
+	if (!zero_sector(c->scratch) && vmfsd_lock_decode(c->scratch, bnr, &lk)) {
 		memset(&lk, 0, sizeof(lk));
 		vmfsd_lock_encode(&lk, bnr, c->scratch);
 	}
 	vmfsd_inode_encode(in, bnr, c->scratch);
-	return wq_put(c, off, c->scratch, WQ_INODE);
+	return ck_wq_put(c, off, c->scratch, WQ_INODE);
 }
 
-int inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode *, void *),
+int ck_inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode *, void *),
 	       void *arg)
 {
-	int r = inode_load(c, ino, c->in);
+	int r = ck_inode_load(c, ino, c->in);
 
 	if (r)
 		return r;
 	edit(c->in, arg);
-	return inode_store(c, c->in);
+	return ck_inode_store(c, c->in);
 }
 
 /* ---------------- the map walker ---------------- */
@@ -422,7 +439,7 @@ static int walk_slots(struct walk *w, uint8_t *slots, uint32_t n, unsigned level
 		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 		if (!node)
 			return -ENOMEM;
-		r = meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
+		r = ck_meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
 		if (r) {
 			bdev_free(node);
 			return r;
@@ -447,7 +464,7 @@ static int walk_slots(struct walk *w, uint8_t *slots, uint32_t n, unsigned level
 		r = walk_slots(w, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo, &cdirty);
 		if (!r && cdirty) {
 			vmfsd_map_node_finish(node, sblk);
-			r = wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
+			r = ck_wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
 		}
 		bdev_free(node);
 		if (r)
@@ -508,7 +525,7 @@ static int p3_ptr(struct walk *w, uint32_t sblk, unsigned level, uint64_t lo)
 			    " is %u, outside the sub-block pool", w->ino, lo, sblk);
 		return W_CLEAR;
 	}
-	if (!ref_mark(c, &c->sp, sblk)) {
+	if (!ck_ref_mark(c, &c->sp, sblk)) {
 		fsck_report(c, P_DUP_REF, WHERE(.ino = w->ino, .has = FSCK_W_LBLK | FSCK_W_BLOCK,
 						.lblk = lo, .blocknr = sblk),
 			    "clear this inode's pointer; the earlier owner keeps the sub-block",
@@ -527,7 +544,7 @@ static void p3_bad(struct walk *w, uint32_t sblk, unsigned level, uint64_t lo, i
 		    "inode %" PRIu64 ": map node at sub-block %u (level %u, units from %" PRIu64
 		    ") is damaged or not this inode's (%s)", w->ino, sblk, level, lo,
 		    err_name(err));
-	ref_unmark(w->c, &w->c->sp, sblk);
+	ck_ref_unmark(w->c, &w->c->sp, sblk);
 }
 
 static void p3_node_ok(struct walk *w, uint32_t sblk, unsigned level, uint64_t lo)
@@ -539,7 +556,7 @@ static void p3_node_ok(struct walk *w, uint32_t sblk, unsigned level, uint64_t l
 	report_unmarked(w->c, &w->c->sp, sblk, w->ino, "map node", lo);
 }
 
-int dblk_add(struct irec *r, uint64_t lblk, uint32_t sblk)
+int ck_dblk_add(struct irec *r, uint64_t lblk, uint32_t sblk)
 {
 	if (r->ndb == r->cdb) {
 		uint32_t cap = r->cdb ? r->cdb * 2 : 8;
@@ -581,7 +598,7 @@ static int p3_leaf(struct walk *w, uint8_t *slot, uint64_t lo)
 		a->past_eof++;
 		goto clear;
 	}
-	if (!ref_mark(c, a->pool, p)) {
+	if (!ck_ref_mark(c, a->pool, p)) {
 		fsck_report(c, P_DUP_REF, WHERE(.ino = w->ino, .has = FSCK_W_LBLK | FSCK_W_BLOCK,
 						.lblk = lo, .blocknr = p),
 			    "clear this inode's entry (a hole); the earlier owner keeps it",
@@ -592,7 +609,7 @@ static int p3_leaf(struct walk *w, uint8_t *slot, uint64_t lo)
 	report_unmarked(c, a->pool, p, w->ino, a->isdir ? "directory block" : "data", lo);
 	a->units++;
 	if (a->isdir)
-		return dblk_add(w->r, lo, p);
+		return ck_dblk_add(w->r, lo, p);
 	return 0;
 clear:
 	vmfsd_put_le32(slot, 0);
@@ -613,7 +630,7 @@ static int cut_leaf(struct walk *w, uint8_t *slot, uint64_t lo)
 
 	if (lo < w->from)
 		return 0;
-	ref_unmark(w->c, a->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK);
+	ck_ref_unmark(w->c, a->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK);
 	a->dropped++;
 	if (a->release_nodes)
 		return 0;       /* releasing a whole inode: nothing is rewritten */
@@ -625,11 +642,11 @@ static int release_ptr(struct walk *w, uint32_t sblk, unsigned level, uint64_t l
 {
 	(void)level;
 	(void)lo;
-	ref_unmark(w->c, &w->c->sp, sblk);
+	ck_ref_unmark(w->c, &w->c->sp, sblk);
 	return W_KEEP;
 }
 
-int map_release(struct fsck *c, struct irec *r)
+int ck_map_release(struct fsck *c, struct irec *r)
 {
 	struct cut a = { .release_nodes = true };
 	struct walk w = { .c = c, .r = r, .ptr = release_ptr, .leaf = cut_leaf, .arg = &a };
@@ -638,7 +655,7 @@ int map_release(struct fsck *c, struct irec *r)
 
 	if (r->state != IR_OK)
 		return 0;
-	e = inode_load(c, r->ino, c->in);
+	e = ck_inode_load(c, r->ino, c->in);
 	if (e)
 		return e;
 	a.pool = data_pool(c, c->in);
@@ -666,7 +683,7 @@ static int node_new(struct fsck *c, const struct vmfsd_inode *in, unsigned level
 {
 	struct vmfsd_disk_map_node *d = (struct vmfsd_disk_map_node *)node;
 	uint64_t s;
-	int r = pool_alloc(c, &c->sp, &s);
+	int r = ck_pool_alloc(c, &c->sp, &s);
 
 	if (r)
 		return r;
@@ -682,7 +699,7 @@ static int node_new(struct fsck *c, const struct vmfsd_inode *in, unsigned level
 static int node_put(struct fsck *c, uint8_t *node, uint32_t sblk)
 {
 	vmfsd_map_node_finish(node, sblk);
-	return wq_put(c, vmfsd_sub_off(&c->sb, sblk), node, WQ_DATA);
+	return ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), node, WQ_DATA);
 }
 
 /* Creates an empty node of LEVEL covering from FIRST and queues it. */
@@ -705,7 +722,7 @@ static int node_create(struct fsck *c, struct vmfsd_inode *in, struct irec *r, u
 	return e;
 }
 
-int map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lblk,
+int ck_map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lblk,
 	    uint32_t val)
 {
 	uint64_t span, rem, first;
@@ -725,7 +742,7 @@ int map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lbl
 		top = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 		if (!top)
 			return -ENOMEM;
-		e = meta_read(c, vmfsd_sub_off(&c->sb, sblk), top);
+		e = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), top);
 		if (!e) {
 			for (i = 0; i < ROOTS; i++)
 				memcpy(top + VMFSD_MAP_NODE_HDR + (size_t)i * 4,
@@ -762,7 +779,7 @@ int map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lbl
 	for (level = in->map_height - 1; level >= 0; level--) {
 		uint32_t child;
 
-		e = meta_read(c, vmfsd_sub_off(&c->sb, sblk), node);
+		e = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), node);
 		if (e)
 			break;
 		span /= FANOUT;
@@ -987,7 +1004,7 @@ static int process_inode(struct fsck *c, struct irec *r, uint8_t *blk)
 	if (dirty)
 		vmfsd_inode_encode(in, bnr, blk);
 	if (dirty || lock_changed)
-		return wq_put(c, off, blk, WQ_INODE);
+		return ck_wq_put(c, off, blk, WQ_INODE);
 	return 0;
 }
 
@@ -1031,7 +1048,7 @@ static int read_inodes(struct fsck *c, const uint32_t *v, uint32_t n)
 				break;
 			last = ino;
 		}
-		e = meta_read_many(c, vmfsd_inode_off(&c->sb, start), buf,
+		e = ck_meta_read_many(c, vmfsd_inode_off(&c->sb, start), buf,
 				   (size_t)(last - start + 1) * VMFSD_META_BLOCK);
 		for (k = i; k < j && !e; k++) {
 			struct irec *r = irec_at(c, v[k]);
@@ -1057,7 +1074,7 @@ int fsck_inodes(struct fsck *c)
 	if (!c->in)
 		return -ENOMEM;
 	/* The root is read whatever its bit says. */
-	e = irec_add(c, VMFSD_ROOT_INO, &r);
+	e = ck_irec_add(c, VMFSD_ROOT_INO, &r);
 	for (i = VMFSD_FIRST_FREE_INO; i < p->count && !e; i++) {
 		uint64_t w;
 
@@ -1069,7 +1086,7 @@ int fsck_inodes(struct fsck *c)
 			}
 		}
 		if (bit_get(p->disk, i) && disk_known(p, i))
-			e = irec_add(c, i, &r);
+			e = ck_irec_add(c, i, &r);
 	}
 	if (e)
 		return e;

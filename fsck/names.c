@@ -171,7 +171,7 @@ static int empty_block(struct fsck *c, const struct irec *d, uint32_t sblk, uint
 	h->dir_ino = htole64(d->ino);
 	h->dir_generation = htole64(d->gen);
 	vmfsd_dir_block_finish(blk, sblk);
-	return wq_put(c, vmfsd_sub_off(&c->sb, sblk), blk, WQ_DATA);
+	return ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), blk, WQ_DATA);
 }
 
 static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset *ns,
@@ -190,7 +190,7 @@ static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset
 		uint16_t idx = 0;
 		int v;
 
-		r = meta_read(c, vmfsd_sub_off(&c->sb, sblk), blk);
+		r = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), blk);
 		if (r)
 			return r;
 		v = vmfsd_dir_block_verify(blk, sblk, d->ino, d->gen);
@@ -239,11 +239,11 @@ static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset
 			}
 			/* An inode the bitmap cannot vouch for (its cluster is
 			 * damaged): read it, it may be sound. */
-			if (ino < c->sb.inode_count && !irec_find(c, ino) &&
+			if (ino < c->sb.inode_count && !ck_irec_find(c, ino) &&
 			    (c->ip.cl_bad[ino / VMFSD_RC_BITS] & CL_BAD)) {
 				struct irec *t;
 
-				r = irec_add(c, ino, &t);
+				r = ck_irec_add(c, ino, &t);
 				if (r)
 					return r;
 				t->flags |= IRF_FROM_ENTRY;
@@ -327,7 +327,7 @@ static int walk_down(struct ns *s, uint32_t from)
 
 			if (e->flags & ENT_REMOVE)
 				continue;
-			t = irec_find(c, e->ino);
+			t = ck_irec_find(c, e->ino);
 			if (!S_ISDIR(t->mode)) {
 				t->links++;
 				continue;
@@ -382,7 +382,7 @@ static struct ent *incoming(struct ns *s, uint64_t ino)
 	for (; lo < c->nents && ent_at(c, s->inc[lo])->ino == ino; lo++) {
 		struct ent *e = ent_at(c, s->inc[lo]);
 
-		if (!(e->flags & (ENT_REMOVE | ENT_NEW)) && usable(irec_find(c, e->dir)))
+		if (!(e->flags & (ENT_REMOVE | ENT_NEW)) && usable(ck_irec_find(c, e->dir)))
 			return e;
 	}
 	return NULL;
@@ -409,7 +409,7 @@ static int make_dir(struct fsck *c, uint64_t ino, uint64_t parent, uint32_t mode
 		return -ENOMEM;
 	/* Keep generations increasing across reuse of the number (as
 	 * fs/inode.c does), so stale blocks of an earlier owner stay stale. */
-	if (inode_load(c, ino, in) == 0)
+	if (ck_inode_load(c, ino, in) == 0)
 		gen = in->generation + 1;
 	memset(in, 0, sizeof(*in));
 	in->ino = ino;
@@ -420,7 +420,7 @@ static int make_dir(struct fsck *c, uint64_t ino, uint64_t parent, uint32_t mode
 	in->parent = parent;
 	in->change_seq = 1;
 	now_into(in);
-	e = inode_store(c, in);
+	e = ck_inode_store(c, in);
 	free(in);
 	if (e)
 		return e;
@@ -440,7 +440,7 @@ static int make_dir(struct fsck *c, uint64_t ino, uint64_t parent, uint32_t mode
 static int ensure_lost_found(struct ns *s)
 {
 	struct fsck *c = s->c;
-	struct irec *root = irec_find(c, VMFSD_ROOT_INO), *lf;
+	struct irec *root = ck_irec_find(c, VMFSD_ROOT_INO), *lf;
 	uint64_t ino;
 	uint32_t k, i;
 	int r;
@@ -454,7 +454,7 @@ static int ensure_lost_found(struct ns *s)
 
 		if ((e->flags & ENT_REMOVE) || strcmp(ent_name(c, e), "lost+found"))
 			continue;
-		lf = irec_find(c, e->ino);
+		lf = ck_irec_find(c, e->ino);
 		if (!usable(lf) || !S_ISDIR(lf->mode)) {
 			fsck_report(c, P_LOST_FOUND_FAILED, WHERE(.ino = e->ino), NULL,
 				    "/lost+found exists but is not a directory: orphans cannot be "
@@ -472,20 +472,21 @@ static int ensure_lost_found(struct ns *s)
 		return 0;
 	}
 	/* Create it: a new inode, empty, named in the root. */
-	r = pool_alloc(c, &c->ip, &ino);
+	r = ck_pool_alloc(c, &c->ip, &ino);
 	if (r) {
 		fsck_report(c, P_LOST_FOUND_FAILED, NULL, NULL,
 			    "no free inode for /lost+found: orphans cannot be reconnected");
 		c->lf_failed = true;
 		return -ENOENT;
 	}
-	r = irec_add(c, ino, &lf);
+	r = ck_irec_add(c, ino, &lf);
 	if (!r)
 		r = make_dir(c, ino, VMFSD_ROOT_INO, 0700, lf);
 	if (r)
 		return r;
 	lf->container = VMFSD_ROOT_INO;
 	root->nsub++;
+	root->nsub_new++;
 	r = ent_add(c, VMFSD_ROOT_INO, ino, 0, 0, DT_DIR, "lost+found", 10, ENT_NEW, NULL);
 	if (r)
 		return r;
@@ -532,6 +533,7 @@ static int reconnect(struct ns *s, struct irec *t)
 		t->flags |= IRF_REACHED;
 		t->container = s->lf->ino;
 		s->lf->nsub++;
+		s->lf->nsub_new++;
 		r = q_push(s, t);
 		if (!r)
 			r = walk_down(s, s->qn - 1);
@@ -543,7 +545,7 @@ static int reconnect(struct ns *s, struct irec *t)
 
 static int release(struct fsck *c, struct irec *r)
 {
-	int e = map_release(c, r);
+	int e = ck_map_release(c, r);
 
 	r->flags |= IRF_FREE;
 	c->res->orphans_freed++;
@@ -563,7 +565,7 @@ static uint32_t live_entries(struct fsck *c, const struct irec *d)
 static int check_root(struct ns *s)
 {
 	struct fsck *c = s->c;
-	struct irec *root = irec_find(c, VMFSD_ROOT_INO);
+	struct irec *root = ck_irec_find(c, VMFSD_ROOT_INO);
 	int r;
 
 	if (root->state == IR_OK && S_ISDIR(root->mode))
@@ -573,7 +575,7 @@ static int check_root(struct ns *s)
 		    "the root directory (inode 1) is %s",
 		    root->state == IR_OK ? "not a directory" : "damaged");
 	if (root->state == IR_OK) {
-		r = map_release(c, root);
+		r = ck_map_release(c, root);
 		if (r)
 			return r;
 	}
@@ -606,7 +608,7 @@ static const char *type_name(uint32_t mode)
 static int resolve(struct ns *s)
 {
 	struct fsck *c = s->c;
-	struct irec *root = irec_find(c, VMFSD_ROOT_INO);
+	struct irec *root = ck_irec_find(c, VMFSD_ROOT_INO);
 	uint32_t i, n;
 	int r;
 
@@ -617,7 +619,7 @@ static int resolve(struct ns *s)
 
 		if (e->flags & ENT_REMOVE)
 			continue;
-		t = irec_find(c, e->ino);
+		t = ck_irec_find(c, e->ino);
 		if (!usable(t) || e->ino == VMFSD_ROOT_INO || e->ino >= c->sb.inode_count) {
 			fsck_report(c, P_DENT_BAD_TARGET, WHERE(.dir = e->dir, .ino = e->ino),
 				    "remove the entry",
@@ -682,7 +684,7 @@ static int resolve(struct ns *s)
 
 			if (!e)
 				break;
-			p = irec_find(c, e->dir);
+			p = ck_irec_find(c, e->dir);
 			for (k = 0; k < np && path[k] != p; k++)
 				;
 			if (k < np || p == u) {
@@ -743,13 +745,24 @@ static int resolve(struct ns *s)
 			continue;
 		want = S_ISDIR(t->mode) ? 2 + t->nsub : t->links;
 		if (t->nlink != want) {
-			if (!(t->flags & IRF_NEW))
+			/* What lost+found adds is the repair's doing, not a
+			 * problem found: only a count wrong before it is one. */
+			bool own = (t->flags & IRF_NEW) ||
+				   (S_ISDIR(t->mode) && t->nlink == want - t->nsub_new);
+
+			if (own)
+				;
+			else if (S_ISDIR(t->mode))
 				fsck_report(c, P_INODE_NLINK, WHERE(.ino = t->ino), "correct it",
-					    "inode %" PRIu64 " has link count %u, %u name(s) found%s",
-					    t->ino, t->nlink, S_ISDIR(t->mode) ? want : t->links,
-					    S_ISDIR(t->mode) ? " (2 + subdirectories)" : "");
+					    "directory %" PRIu64 " has link count %u, expected %u "
+					    "(2 + %u subdirectories)", t->ino, t->nlink,
+					    want - t->nsub_new, t->nsub - t->nsub_new);
+			else
+				fsck_report(c, P_INODE_NLINK, WHERE(.ino = t->ino), "correct it",
+					    "inode %" PRIu64 " has link count %u, %u name(s) found",
+					    t->ino, t->nlink, want);
 			t->nlink = want;
-			r = inode_edit(c, t->ino, set_nlink, &want);
+			r = ck_inode_edit(c, t->ino, set_nlink, &want);
 		}
 		if (!r && S_ISDIR(t->mode) && t->parent != t->container) {
 			uint64_t want_p = t->container;
@@ -761,7 +774,7 @@ static int resolve(struct ns *s)
 					    ", it is named in directory %" PRIu64, t->ino, t->parent,
 					    t->container);
 			t->parent = want_p;
-			r = inode_edit(c, t->ino, set_parent, &want_p);
+			r = ck_inode_edit(c, t->ino, set_parent, &want_p);
 		}
 	}
 	return r;
@@ -789,7 +802,7 @@ static int rewrite_blocks(struct fsck *c, struct irec *d, uint8_t *blk, uint8_t 
 				touched = true;
 		if (!touched)
 			continue;
-		r = meta_read(c, vmfsd_sub_off(&c->sb, sblk), blk);
+		r = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), blk);
 		if (r)
 			return r;
 		memcpy(out, blk, VMFSD_DIR_HDR);
@@ -818,7 +831,7 @@ static int rewrite_blocks(struct fsck *c, struct irec *d, uint8_t *blk, uint8_t 
 		h->used = htole16((uint16_t)wo);
 		h->nentries = htole16(nent);
 		vmfsd_dir_block_finish(out, sblk);
-		r = wq_put(c, vmfsd_sub_off(&c->sb, sblk), out, WQ_DATA);
+		r = ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), out, WQ_DATA);
 		if (r)
 			return r;
 	}
@@ -843,7 +856,7 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 			continue;
 		/* The first block with room, from where the last one fitted. */
 		for (; b < d->ndb; b++) {
-			r = meta_read(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk);
+			r = ck_meta_read(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk);
 			if (r)
 				goto out;
 			used = le16toh(h->used);
@@ -859,15 +872,15 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 					r = -ENOMEM;
 					goto out;
 				}
-				r = inode_load(c, d->ino, in);
+				r = ck_inode_load(c, d->ino, in);
 				if (r)
 					goto out;
 			}
-			r = pool_alloc(c, &c->sp, &sblk);
+			r = ck_pool_alloc(c, &c->sp, &sblk);
 			if (!r)
-				r = map_set(c, in, d, d->ndb, (uint32_t)sblk);
+				r = ck_map_set(c, in, d, d->ndb, (uint32_t)sblk);
 			if (!r)
-				r = dblk_add(d, d->ndb, (uint32_t)sblk);
+				r = ck_dblk_add(d, d->ndb, (uint32_t)sblk);
 			if (r)
 				goto out;
 			in->size += VMFSD_SUB_BLOCK_SIZE;
@@ -889,10 +902,10 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 		h->used = htole16((uint16_t)(used + need));
 		h->nentries = htole16((uint16_t)(le16toh(h->nentries) + 1));
 		vmfsd_dir_block_finish(blk, d->db[b].sblk);
-		r = wq_put(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk, WQ_DATA);
+		r = ck_wq_put(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk, WQ_DATA);
 	}
 	if (!r && grew)
-		r = inode_store(c, in);
+		r = ck_inode_store(c, in);
 out:
 	free(in);
 	return r;
@@ -916,7 +929,7 @@ static int write_dirs(struct ns *s)
 			r = rewrite_blocks(c, d, blk, out);
 	}
 	if (!r)
-		r = append_entries(c, irec_find(c, VMFSD_ROOT_INO), blk);
+		r = append_entries(c, ck_irec_find(c, VMFSD_ROOT_INO), blk);
 	if (!r && s->lf)
 		r = append_entries(c, s->lf, blk);
 done:
@@ -1033,11 +1046,11 @@ static int pool_check(struct fsck *c, struct pool *p, uint32_t *done, uint32_t t
 		for (k = 0; k < nitems; k++)
 			if (rc.bitmap[k / 8] & (1u << (k % 8)))
 				rc.nfree--;
-		r = meta_read(c, off, c->scratch);
+		r = ck_meta_read(c, off, c->scratch);
 		if (r)
 			return r;
 		vmfsd_rc_encode(&rc, off / VMFSD_META_BLOCK, c->scratch);
-		r = wq_put(c, off, c->scratch, WQ_RC);
+		r = ck_wq_put(c, off, c->scratch, WQ_RC);
 		if (r)
 			return r;
 	}
@@ -1054,7 +1067,7 @@ int fsck_bitmaps(struct fsck *c)
 		struct irec *t = irec_at(c, i);
 
 		if (t->state == IR_OK && !(t->flags & IRF_FREE))
-			ref_mark(c, &c->ip, t->ino);
+			ck_ref_mark(c, &c->ip, t->ino);
 	}
 	r = pool_check(c, &c->ip, &done, total);
 	if (!r)

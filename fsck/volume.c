@@ -285,10 +285,25 @@ static int check_journals(struct fsck *c)
 				    "discard the journal (zero its area)",
 				    "journal header of slot %u is damaged (%s): its transactions "
 				    "cannot be replayed", s, err_name(r));
-			r = wq_zero(c, area, c->sb.journal_size);
+			r = ck_wq_zero(c, area, c->sb.journal_size);
 			if (r)
 				return r;
 			continue;
+		}
+		/* Only the first sector is checksummed (a 4 KiB write may tear);
+		 * the encoder zeroes the rest. */
+		if (!all_zero(blk + VMFSD_SECTOR, VMFSD_META_BLOCK - VMFSD_SECTOR) &&
+		    (jh.clean == 1 || !c->repair || res->live)) {
+			fsck_report(c, P_JOURNAL_TAIL, WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK,
+							     .slot = s,
+							     .blocknr = area / VMFSD_META_BLOCK),
+				    "rewrite the header",
+				    "journal header of slot %u: bytes past its first sector are not "
+				    "zero", s);
+			vmfsd_jhdr_encode(&jh, area / VMFSD_META_BLOCK, blk);
+			r = ck_wq_put(c, area, blk, WQ_HB);
+			if (r)
+				return r;
 		}
 		if (jh.clean == 1)
 			continue;
@@ -308,7 +323,7 @@ static int check_journals(struct fsck *c)
 			fsck_report(c, P_JOURNAL_BAD, WHERE(.has = FSCK_W_SLOT, .slot = s),
 				    "discard the journal (zero its area)",
 				    "journal of slot %u cannot be replayed (%s)", s, err_name(r));
-			r = wq_zero(c, area, c->sb.journal_size);
+			r = ck_wq_zero(c, area, c->sb.journal_size);
 			if (r)
 				return r;
 			continue;
@@ -342,7 +357,7 @@ static int put_slot(struct fsck *c, uint32_t s, const struct vmfsd_hb *hb)
 		vmfsd_hb_encode(hb, off / VMFSD_META_BLOCK, c->scratch);
 	else
 		memset(c->scratch, 0, VMFSD_META_BLOCK);
-	return wq_put(c, off, c->scratch, WQ_HB);
+	return ck_wq_put(c, off, c->scratch, WQ_HB);
 }
 
 static int check_slots(struct fsck *c, const uint8_t *region)
@@ -455,11 +470,11 @@ int fsck_volume(struct fsck *c)
 	/* The superblock repairs are known now; queue them (written last). */
 	if (!r && c->sb_backup_fix) {
 		vmfsd_sb_encode(&c->sb, c->sb.backup_blocknr, c->scratch);
-		r = wq_put(c, c->sb.backup_blocknr * VMFSD_META_BLOCK, c->scratch, WQ_SB_BACKUP);
+		r = ck_wq_put(c, c->sb.backup_blocknr * VMFSD_META_BLOCK, c->scratch, WQ_SB_BACKUP);
 	}
 	if (!r && c->sb_primary_fix) {
 		vmfsd_sb_encode(&c->sb, 0, c->scratch);
-		r = wq_put(c, 0, c->scratch, WQ_SB_PRIMARY);
+		r = ck_wq_put(c, 0, c->scratch, WQ_SB_PRIMARY);
 	}
 	fsck_progress(c, 1, "journals", c->sb.max_hosts, c->sb.max_hosts);
 out:

@@ -1,0 +1,849 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * fsck-tool: the helper behind the fsck tests and the fsck benchmark.
+ *
+ *   fsck-tool populate IMAGE [N]            a small tree exercising every
+ *                                           structure (in-process fs/ API)
+ *   fsck-tool bulk IMAGE NFILES [SIZE]      NFILES files of SIZE bytes in
+ *                                           folders of 100 (benchmark)
+ *   fsck-tool copy IMAGE DIR                copies a host directory tree in
+ *   fsck-tool info IMAGE PATH               inode facts of PATH, key=value
+ *   fsck-tool corrupt IMAGE WHAT [ARGS..]   one corruption (see corrupt())
+ *   fsck-tool crash IMAGE                   mount, change things, exit
+ *                                           without unmounting (a dead host)
+ *   fsck-tool hold IMAGE SECONDS            mount and stay mounted
+ *   fsck-tool bitflip IMAGE [STRIDE]        flips single bits of every
+ *                                           metadata block and runs the
+ *                                           checker in-process on each
+ *
+ * Corruptions are made with the format/ encoders where the test needs a
+ * structure that verifies but says something wrong (a link count, a parent,
+ * an entry), and by flipping raw bytes where it needs damage.  Everything
+ * is located from the superblock, as fsck itself does.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "bdev/bdev.h"
+#include "format/format.h"
+#include "fs/fs.h"
+#include "fsck/fsck.h"
+#include "journal/journal.h"
+
+static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("fsck-tool: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+#define CHECK(expr) do {                                                  \
+		int r_ = (expr);                                          \
+		if (r_ < 0)                                               \
+			die("%s:%d: %s: %s", __FILE__, __LINE__, #expr,   \
+			    strerror(-r_));                               \
+	} while (0)
+
+static uint64_t num(const char *s)
+{
+	char *end;
+	uint64_t n = strtoull(s, &end, 0);
+
+	if (!*s || *end)
+		die("not a number: %s", s);
+	return n;
+}
+
+/* ---------------- populating through fs/ ---------------- */
+
+static struct fs *mount_rw(const char *img)
+{
+	struct fs_mount_opts mo = { .host = "fscktest" };
+	struct fs *fs;
+
+	CHECK(fs_mount(img, &mo, &fs, NULL));
+	return fs;
+}
+
+static uint64_t mk_file(struct fs *fs, uint64_t dir, const char *name, uint64_t size,
+			uint64_t at)
+{
+	struct fs_attr a;
+	struct fs_file *f;
+	uint8_t *buf;
+	uint64_t done = 0;
+
+	CHECK(fs_mknod(fs, dir, name, S_IFREG | 0644, 0, 0, 0, &a));
+	CHECK(fs_open(fs, a.ino, O_RDWR, &f));
+	buf = malloc(1u << 20);
+	if (!buf)
+		die("out of memory");
+	while (done < size) {
+		size_t n = size - done < (1u << 20) ? (size_t)(size - done) : (1u << 20);
+		size_t i;
+
+		for (i = 0; i < n; i++)
+			buf[i] = (uint8_t)(a.ino * 31 + done + i);
+		if (fs_write(fs, f, buf, n, at + done) != (ssize_t)n)
+			die("write %s failed", name);
+		done += n;
+	}
+	free(buf);
+	CHECK(fs_release(fs, f));
+	fs_forget(fs, a.ino, 1);
+	return a.ino;
+}
+
+static uint64_t mk_dir(struct fs *fs, uint64_t dir, const char *name)
+{
+	struct fs_attr a;
+
+	CHECK(fs_mkdir(fs, dir, name, 0755, 0, 0, &a));
+	fs_forget(fs, a.ino, 1);
+	return a.ino;
+}
+
+/* The standard test tree:
+ *   /small       inline (100 B), with an xattr
+ *   /medium      sub-block mode (10 KiB)
+ *   /large       file-block mode (3 MiB)
+ *   /sparse      file-block mode with a map node (4 KiB at 1 GiB)
+ *   /prealloc    fallocated past EOF (unwritten units)
+ *   /link        symlink; /small2 hard link of /small
+ *   /d1/sub/deep, /d1/f1, /d2 (NENTRIES entries: 300 take two directory
+ *   blocks, the bit-flip test uses 20 to stay quick)
+ */
+static void cmd_populate(const char *img, int nentries)
+{
+	struct fs *fs = mount_rw(img);
+	struct fs_attr a;
+	struct fs_file *f;
+	uint64_t ino, d1, sub, d2;
+	char name[32];
+	int i;
+
+	ino = mk_file(fs, VMFSD_ROOT_INO, "small", 100, 0);
+	CHECK(fs_setxattr(fs, ino, "user.tag", "vm", 2, 0));
+	CHECK(fs_link(fs, ino, VMFSD_ROOT_INO, "small2", &a));
+	fs_forget(fs, a.ino, 1);
+	mk_file(fs, VMFSD_ROOT_INO, "medium", 10240, 0);
+	mk_file(fs, VMFSD_ROOT_INO, "large", 3u << 20, 0);
+	mk_file(fs, VMFSD_ROOT_INO, "sparse", 4096, 1ull << 30);
+	ino = mk_file(fs, VMFSD_ROOT_INO, "prealloc", 8192, 0);
+	CHECK(fs_open(fs, ino, O_RDWR, &f));
+	CHECK(fs_fallocate(fs, f, FALLOC_FL_KEEP_SIZE, 0, 64 << 10));
+	CHECK(fs_release(fs, f));
+	CHECK(fs_symlink(fs, VMFSD_ROOT_INO, "link", "medium", 0, 0, &a));
+	fs_forget(fs, a.ino, 1);
+	d1 = mk_dir(fs, VMFSD_ROOT_INO, "d1");
+	sub = mk_dir(fs, d1, "sub");
+	mk_file(fs, sub, "deep", 5000, 0);
+	mk_file(fs, d1, "f1", 1, 0);
+	d2 = mk_dir(fs, VMFSD_ROOT_INO, "d2");
+	for (i = 0; i < nentries; i++) {
+		snprintf(name, sizeof(name), "entry-%03d", i);
+		mk_file(fs, d2, name, (uint64_t)(i % 5) * 700, 0);
+	}
+	CHECK(fs_unmount(fs));
+}
+
+static void cmd_bulk(const char *img, uint64_t n, uint64_t size)
+{
+	struct fs *fs = mount_rw(img);
+	uint64_t i, dir = 0;
+	char name[48];
+
+	for (i = 0; i < n; i++) {
+		if (i % 100 == 0) {
+			snprintf(name, sizeof(name), "dir%05" PRIu64, i / 100);
+			dir = mk_dir(fs, VMFSD_ROOT_INO, name);
+		}
+		snprintf(name, sizeof(name), "file%06" PRIu64 ".vmx", i);
+		mk_file(fs, dir, name, size, 0);
+	}
+	CHECK(fs_unmount(fs));
+}
+
+static void copy_tree(struct fs *fs, uint64_t dir, const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+
+	if (!d)
+		die("%s: %s", path, strerror(errno));
+	while ((de = readdir(d))) {
+		char p[4096];
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
+		if (lstat(p, &st) < 0)
+			die("%s: %s", p, strerror(errno));
+		if (S_ISDIR(st.st_mode)) {
+			copy_tree(fs, mk_dir(fs, dir, de->d_name), p);
+		} else if (S_ISREG(st.st_mode)) {
+			struct fs_attr a;
+			struct fs_file *f;
+			char *buf = malloc(1u << 20);
+			int fd = open(p, O_RDONLY);
+			uint64_t off = 0;
+			ssize_t n;
+
+			if (fd < 0 || !buf)
+				die("%s: %s", p, strerror(errno));
+			CHECK(fs_mknod(fs, dir, de->d_name, S_IFREG | 0644, 0, 0, 0, &a));
+			CHECK(fs_open(fs, a.ino, O_RDWR, &f));
+			while ((n = read(fd, buf, 1u << 20)) > 0) {
+				if (fs_write(fs, f, buf, (size_t)n, off) != n)
+					die("write %s", p);
+				off += (uint64_t)n;
+			}
+			close(fd);
+			free(buf);
+			CHECK(fs_release(fs, f));
+			fs_forget(fs, a.ino, 1);
+		}
+	}
+	closedir(d);
+}
+
+/* ---------------- raw access ---------------- */
+
+struct vol {
+	struct bdev *bd;
+	struct vmfsd_sb sb;
+	uint8_t *blk;
+};
+
+static void vol_open(struct vol *v, const char *img, bool rw)
+{
+	memset(v, 0, sizeof(*v));
+	CHECK(bdev_open(img, rw ? 0 : BDEV_RDONLY, &v->bd));
+	v->blk = bdev_alloc(VMFSD_META_BLOCK);
+	CHECK(bdev_pread(v->bd, v->blk, VMFSD_META_BLOCK, 0));
+	if (vmfsd_sb_decode(v->blk, 0, &v->sb)) {
+		/* The primary may be what a test damaged: use the backup. */
+		uint64_t bnr = bdev_size(v->bd) / VMFSD_META_BLOCK - 1;
+
+		CHECK(bdev_pread(v->bd, v->blk, VMFSD_META_BLOCK, bnr * VMFSD_META_BLOCK));
+		CHECK(vmfsd_sb_decode(v->blk, bnr, &v->sb));
+	}
+}
+
+static void vol_close(struct vol *v)
+{
+	CHECK(bdev_flush(v->bd));
+	bdev_free(v->blk);
+	bdev_close(v->bd);
+}
+
+static void rd(struct vol *v, uint64_t off, void *buf)
+{
+	CHECK(bdev_pread(v->bd, buf, VMFSD_META_BLOCK, off));
+}
+
+static void wr(struct vol *v, uint64_t off, const void *buf)
+{
+	CHECK(bdev_pwrite(v->bd, buf, VMFSD_META_BLOCK, off));
+}
+
+static void flip(struct vol *v, uint64_t off, unsigned bit)
+{
+	uint64_t b = off & ~(uint64_t)(VMFSD_META_BLOCK - 1);
+
+	rd(v, b, v->blk);
+	v->blk[off - b] ^= (uint8_t)(1u << bit);
+	wr(v, b, v->blk);
+}
+
+static void ino_get(struct vol *v, uint64_t ino, struct vmfsd_inode *in)
+{
+	uint64_t off = vmfsd_inode_off(&v->sb, ino);
+
+	rd(v, off, v->blk);
+	CHECK(vmfsd_inode_decode(v->blk, off / VMFSD_META_BLOCK, in));
+}
+
+static void ino_put(struct vol *v, const struct vmfsd_inode *in)
+{
+	uint64_t off = vmfsd_inode_off(&v->sb, in->ino);
+
+	rd(v, off, v->blk);
+	vmfsd_inode_encode(in, off / VMFSD_META_BLOCK, v->blk);
+	wr(v, off, v->blk);
+}
+
+static uint64_t pool_off(struct vol *v, int kind)
+{
+	return kind == VMFSD_RC_INODE ? v->sb.ibm_off : kind == VMFSD_RC_SUB ? v->sb.sbm_off :
+	       v->sb.dbm_off;
+}
+
+static int kind_of(const char *s)
+{
+	if (!strcmp(s, "inode"))
+		return VMFSD_RC_INODE;
+	if (!strcmp(s, "sub"))
+		return VMFSD_RC_SUB;
+	if (!strcmp(s, "block"))
+		return VMFSD_RC_BLOCK;
+	die("unknown pool %s (inode, sub, block)", s);
+}
+
+static void bm_set(struct vol *v, int kind, uint64_t item, bool set)
+{
+	static struct vmfsd_rc rc;
+	uint32_t ci = (uint32_t)(item / VMFSD_RC_BITS), bit = (uint32_t)(item % VMFSD_RC_BITS);
+	uint64_t off = pool_off(v, kind) + (uint64_t)ci * VMFSD_META_BLOCK;
+	bool was;
+
+	rd(v, off, v->blk);
+	CHECK(vmfsd_rc_decode(v->blk, off / VMFSD_META_BLOCK, &rc));
+	was = rc.bitmap[bit / 8] & (1u << (bit % 8));
+	if (was == set)
+		die("item %" PRIu64 " already %s", item, set ? "set" : "clear");
+	rc.bitmap[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+	rc.nfree += set ? -1 : 1;
+	vmfsd_rc_encode(&rc, off / VMFSD_META_BLOCK, v->blk);
+	wr(v, off, v->blk);
+}
+
+/* Depth-first search for the first data entry under SLOTS (N of them, at
+ * LEVEL); returns its byte offset or 0, the entry in *entry and the first
+ * map node passed on the way in *node. */
+static uint64_t first_in(struct vol *v, uint64_t off, const uint8_t *slots, unsigned n,
+			 unsigned level, uint32_t *entry, uint32_t *node)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t e = vmfsd_get_le32(slots + i * 4);
+		uint64_t noff, r;
+		uint8_t *buf;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			*entry = e;
+			return off + (uint64_t)i * 4;
+		}
+		noff = vmfsd_sub_off(&v->sb, e & VMFSD_MAP_PBLK_MASK);
+		buf = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+		rd(v, noff, buf);
+		r = first_in(v, noff + VMFSD_MAP_NODE_HDR, buf + VMFSD_MAP_NODE_HDR,
+			     VMFSD_MAP_NODE_SLOTS, level - 1, entry, node);
+		bdev_free(buf);
+		if (r) {
+			if (!*node)
+				*node = e & VMFSD_MAP_PBLK_MASK;
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Byte offset of the first data entry of INO (in its inode or a leaf),
+ * the entry, and the top map node on its path (0 at height 0). */
+static uint64_t first_entry(struct vol *v, uint64_t ino, uint32_t *entry, uint32_t *node)
+{
+	struct vmfsd_inode in;
+	uint64_t off;
+
+	ino_get(v, ino, &in);
+	if (in.data_mode == VMFSD_DATA_INLINE)
+		die("inode %" PRIu64 " is inline", ino);
+	*node = 0;
+	off = first_in(v, vmfsd_inode_off(&v->sb, ino) + offsetof(struct vmfsd_disk_inode, map),
+		       in.map, VMFSD_MAP_ROOT_SLOTS, in.map_height, entry, node);
+	if (!off)
+		die("inode %" PRIu64 " maps nothing", ino);
+	return off;
+}
+
+/* Rewrites the 4-byte entry at OFF (inode map area or node slot). */
+static void set_entry(struct vol *v, uint64_t ino, uint64_t off, uint32_t val)
+{
+	uint64_t b = off & ~(uint64_t)(VMFSD_META_BLOCK - 1);
+
+	if (b == vmfsd_inode_off(&v->sb, ino)) {
+		struct vmfsd_inode in;
+
+		ino_get(v, ino, &in);
+		vmfsd_put_le32(in.map + (off - b - offsetof(struct vmfsd_disk_inode, map)), val);
+		ino_put(v, &in);
+		return;
+	}
+	rd(v, b, v->blk);
+	vmfsd_put_le32(v->blk + (off - b), val);
+	vmfsd_map_node_finish(v->blk, (b - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
+	wr(v, b, v->blk);
+}
+
+static uint32_t first_dir_block(struct vol *v, uint64_t dir)
+{
+	uint32_t e, node;
+
+	first_entry(v, dir, &e, &node);
+	return e & VMFSD_MAP_PBLK_MASK;
+}
+
+/* Edits directory DIR: the entry NAME is removed (NEWINO 0), repointed, or
+ * with ADD, a new entry NAME -> NEWINO of type DTYPE is appended. */
+static void dent_edit(struct vol *v, uint64_t dir, const char *name, uint64_t newino, bool add,
+		      uint8_t dtype)
+{
+	struct vmfsd_inode in;
+	size_t nl = strlen(name);
+	uint32_t i, e, node;
+	uint64_t moff;
+
+	ino_get(v, dir, &in);
+	(void)first_entry(v, dir, &e, &node);
+	for (i = 0; i < in.size / VMFSD_SUB_BLOCK_SIZE; i++) {
+		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
+		uint32_t sblk;
+		unsigned off = 0, used;
+
+		/* Directory blocks of the test tree are mapped from the root
+		 * slots (height 0). */
+		if (in.map_height)
+			die("directory %" PRIu64 " has a map node", dir);
+		sblk = vmfsd_get_le32(in.map + i * 4) & VMFSD_MAP_PBLK_MASK;
+		moff = vmfsd_sub_off(&v->sb, sblk);
+		rd(v, moff, v->blk);
+		used = le16toh(h->used);
+		if (add) {
+			unsigned need = vmfsd_dirent_size((unsigned)nl);
+			uint8_t *p = v->blk + VMFSD_DIR_HDR + used;
+
+			if (VMFSD_DIR_SPACE - used < need)
+				continue;
+			memset(p, 0, need);
+			vmfsd_put_le64(p, newino);
+			p[8] = (uint8_t)nl;
+			p[9] = dtype;
+			memcpy(p + VMFSD_DIRENT_FIXED, name, nl);
+			h->used = htole16((uint16_t)(used + need));
+			h->nentries = htole16((uint16_t)(le16toh(h->nentries) + 1));
+			vmfsd_dir_block_finish(v->blk, sblk);
+			wr(v, moff, v->blk);
+			return;
+		}
+		while (off < used) {
+			uint8_t *p = v->blk + VMFSD_DIR_HDR + off;
+			unsigned sz = vmfsd_dirent_size(p[8]);
+
+			if (p[8] == nl && !memcmp(p + VMFSD_DIRENT_FIXED, name, nl)) {
+				if (newino) {
+					vmfsd_put_le64(p, newino);
+				} else {
+					memmove(p, p + sz, used - off - sz);
+					memset(v->blk + VMFSD_DIR_HDR + used - sz, 0, sz);
+					h->used = htole16((uint16_t)(used - sz));
+					h->nentries = htole16((uint16_t)(le16toh(h->nentries) - 1));
+				}
+				vmfsd_dir_block_finish(v->blk, sblk);
+				wr(v, moff, v->blk);
+				return;
+			}
+			off += sz;
+		}
+	}
+	die("no entry %s in directory %" PRIu64 " (or no room)", name, dir);
+}
+
+/* ---------------- info ---------------- */
+
+static void cmd_info(const char *img, const char *path)
+{
+	struct fs_mount_opts mo = { .host = "fscktest", .readonly = 1 };
+	uint64_t ino = VMFSD_ROOT_INO;
+	struct vmfsd_inode in;
+	struct fs_attr a;
+	struct fs *fs;
+	struct vol v;
+	char *p = strdup(path), *tok, *save = NULL;
+
+	CHECK(fs_mount(img, &mo, &fs, NULL));
+	for (tok = strtok_r(p, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		CHECK(fs_lookup(fs, ino, tok, &a));
+		ino = a.ino;
+	}
+	free(p);
+	CHECK(fs_unmount(fs));
+	vol_open(&v, img, false);
+	ino_get(&v, ino, &in);
+	printf("ino=%" PRIu64 " mode=%o nlink=%u size=%" PRIu64 " data_mode=%u height=%u "
+	       "alloc_units=%" PRIu64 " parent=%" PRIu64 " gen=%" PRIu64, ino, in.mode, in.nlink,
+	       in.size, in.data_mode, in.map_height, in.alloc_units, in.parent, in.generation);
+	if (in.data_mode != VMFSD_DATA_INLINE) {
+		uint32_t e, node;
+
+		first_entry(&v, ino, &e, &node);
+		printf(" first=%u node=%u", e & VMFSD_MAP_PBLK_MASK, node);
+	}
+	printf("\n");
+	vol_close(&v);
+}
+
+/* ---------------- corruptions ---------------- */
+
+
+static void corrupt(const char *img, int argc, char **argv)
+{
+	const char *what = argv[0];
+	struct vmfsd_inode in;
+	struct vol v;
+
+#define NEED(n) do { if (argc < (n) + 1) die("%s needs %d argument(s)", what, n); } while (0)
+	vol_open(&v, img, true);
+	if (!strcmp(what, "flip")) {            /* OFFSET BIT */
+		NEED(2);
+		flip(&v, num(argv[1]), (unsigned)num(argv[2]));
+	} else if (!strcmp(what, "sb-primary")) {
+		flip(&v, 200, 3);
+	} else if (!strcmp(what, "sb-backup")) {
+		flip(&v, v.sb.backup_blocknr * VMFSD_META_BLOCK + 300, 5);
+	} else if (!strcmp(what, "sb-backup-label")) {
+		struct vmfsd_sb b = v.sb;
+
+		snprintf(b.label, sizeof(b.label), "not-the-same");
+		vmfsd_sb_encode(&b, b.backup_blocknr, v.blk);
+		wr(&v, b.backup_blocknr * VMFSD_META_BLOCK, v.blk);
+	} else if (!strcmp(what, "journal-dirty")) { /* INO: a chmod in the journal */
+		uint64_t area = journal_area_off(&v.sb, 0), off;
+		struct journal_block jb;
+		struct vmfsd_jhdr jh;
+		struct journal *j;
+		uint8_t *img2 = bdev_alloc(VMFSD_META_BLOCK);
+
+		NEED(1);
+		rd(&v, area, v.blk);
+		CHECK(vmfsd_jhdr_decode(v.blk, area / VMFSD_META_BLOCK, &jh));
+		ino_get(&v, num(argv[1]), &in);
+		in.mode = (in.mode & S_IFMT) | 0600;
+		off = vmfsd_inode_off(&v.sb, in.ino);
+		rd(&v, off, img2);
+		vmfsd_inode_encode(&in, off / VMFSD_META_BLOCK, img2);
+		jb.target = off;
+		jb.img = img2;
+		CHECK(journal_open(v.bd, area, v.sb.journal_size, 0, jh.tail_seq, &j));
+		CHECK(journal_write(j, &jb, 1));
+		journal_close(j);
+		bdev_free(img2);
+	} else if (!strcmp(what, "hb-stale")) {      /* SLOT */
+		struct vmfsd_hb hb = { .state = VMFSD_HB_LIVE, .generation = 5, .counter = 77,
+				       .pid = 4242 };
+		uint32_t s;
+
+		NEED(1);
+		s = (uint32_t)num(argv[1]);
+		hb.slot = s;
+		hb.journal_off = journal_area_off(&v.sb, s);
+		snprintf(hb.host_name, sizeof(hb.host_name), "ghost");
+		memset(v.blk, 0, VMFSD_META_BLOCK);
+		vmfsd_hb_encode(&hb, vmfsd_hb_slot_off(&v.sb, s) / VMFSD_META_BLOCK, v.blk);
+		wr(&v, vmfsd_hb_slot_off(&v.sb, s), v.blk);
+	} else if (!strcmp(what, "lock-stale")) {    /* INO */
+		struct vmfsd_lock lk = { .mode = VMFSD_LOCK_EXCL, .owner_slot = 3,
+					 .owner_slot_gen = 9, .lock_gen = 4 };
+		uint64_t off;
+
+		NEED(1);
+		off = vmfsd_inode_off(&v.sb, num(argv[1]));
+		rd(&v, off, v.blk);
+		vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, v.blk);
+		wr(&v, off, v.blk);
+	} else if (!strcmp(what, "lock-bad")) {      /* INO */
+		NEED(1);
+		flip(&v, vmfsd_inode_off(&v.sb, num(argv[1])) + 40, 0);
+	} else if (!strcmp(what, "rc-bad")) {        /* POOL */
+		NEED(1);
+		flip(&v, pool_off(&v, kind_of(argv[1])) + 2000, 1);
+	} else if (!strcmp(what, "bm-set")) {        /* POOL ITEM */
+		NEED(2);
+		bm_set(&v, kind_of(argv[1]), num(argv[2]), true);
+	} else if (!strcmp(what, "bm-clear")) {      /* POOL ITEM */
+		NEED(2);
+		bm_set(&v, kind_of(argv[1]), num(argv[2]), false);
+	} else if (!strcmp(what, "dup")) {           /* INO_A INO_B: B's first unit := A's */
+		uint32_t ea, eb, na, nb;
+		uint64_t ob;
+
+		NEED(2);
+		first_entry(&v, num(argv[1]), &ea, &na);
+		ob = first_entry(&v, num(argv[2]), &eb, &nb);
+		set_entry(&v, num(argv[2]), ob, ea);
+	} else if (!strcmp(what, "map-range")) {     /* INO: first entry out of its pool */
+		uint32_t e, n;
+		uint64_t o;
+
+		NEED(1);
+		o = first_entry(&v, num(argv[1]), &e, &n);
+		set_entry(&v, num(argv[1]), o, VMFSD_MAP_PBLK_MASK - 1);
+	} else if (!strcmp(what, "inode-csum")) {    /* INO */
+		NEED(1);
+		flip(&v, vmfsd_inode_off(&v.sb, num(argv[1])) + 1000, 2);
+	} else if (!strcmp(what, "inode-nlink")) {   /* INO N */
+		NEED(2);
+		ino_get(&v, num(argv[1]), &in);
+		in.nlink = (uint32_t)num(argv[2]);
+		ino_put(&v, &in);
+	} else if (!strcmp(what, "inode-size")) {    /* INO SIZE */
+		NEED(2);
+		ino_get(&v, num(argv[1]), &in);
+		in.size = num(argv[2]);
+		ino_put(&v, &in);
+	} else if (!strcmp(what, "inode-units")) {   /* INO N */
+		NEED(2);
+		ino_get(&v, num(argv[1]), &in);
+		in.alloc_units = num(argv[2]);
+		ino_put(&v, &in);
+	} else if (!strcmp(what, "inode-tail")) {    /* INO: garbage past an inline size */
+		NEED(1);
+		ino_get(&v, num(argv[1]), &in);
+		in.map[VMFSD_INLINE_MAX - 1] = 0x5a;
+		ino_put(&v, &in);
+	} else if (!strcmp(what, "inode-parent")) {  /* INO PARENT */
+		NEED(2);
+		ino_get(&v, num(argv[1]), &in);
+		in.parent = num(argv[2]);
+		ino_put(&v, &in);
+	} else if (!strcmp(what, "map-node")) {      /* INO: damage its first map node */
+		uint32_t e, node;
+
+		NEED(1);
+		first_entry(&v, num(argv[1]), &e, &node);
+		if (!node)
+			die("inode has no map node");
+		flip(&v, vmfsd_sub_off(&v.sb, node) + 100, 4);
+	} else if (!strcmp(what, "dir-block")) {     /* DIR: damage its first block */
+		NEED(1);
+		flip(&v, vmfsd_sub_off(&v.sb, first_dir_block(&v, num(argv[1]))) + 70, 6);
+	} else if (!strcmp(what, "dent-ino")) {      /* DIR NAME INO */
+		NEED(3);
+		dent_edit(&v, num(argv[1]), argv[2], num(argv[3]), false, 0);
+	} else if (!strcmp(what, "dent-del")) {      /* DIR NAME */
+		NEED(2);
+		dent_edit(&v, num(argv[1]), argv[2], 0, false, 0);
+	} else if (!strcmp(what, "dent-add")) {      /* DIR NAME INO DTYPE */
+		NEED(4);
+		dent_edit(&v, num(argv[1]), argv[2], num(argv[3]), true, (uint8_t)num(argv[4]));
+	} else {
+		die("unknown corruption %s", what);
+	}
+	vol_close(&v);
+#undef NEED
+}
+
+/* ---------------- a host that dies ---------------- */
+
+static void cmd_crash(const char *img)
+{
+	struct fs *fs = mount_rw(img);
+	struct fs_file *f;
+	struct fs_attr a;
+	char buf[4096];
+
+	memset(buf, 'x', sizeof(buf));
+	CHECK(fs_mknod(fs, VMFSD_ROOT_INO, "after-crash", S_IFREG | 0644, 0, 0, 0, &a));
+	CHECK(fs_open(fs, a.ino, O_RDWR, &f));
+	if (fs_write(fs, f, buf, sizeof(buf), 0) != sizeof(buf))
+		die("write");
+	CHECK(fs_fsync(fs, f, 0));
+	/* Unlinked while open: an orphan the next check must release. */
+	CHECK(fs_unlink(fs, VMFSD_ROOT_INO, "after-crash"));
+	CHECK(fs_fsync(fs, f, 0));
+	/* No release, no unmount: the process just ends (kill -9). */
+	_exit(0);
+}
+
+static void cmd_hold(const char *img, unsigned seconds)
+{
+	struct fs *fs = mount_rw(img);
+
+	printf("mounted\n");
+	fflush(stdout);
+	sleep(seconds);
+	CHECK(fs_unmount(fs));
+}
+
+/* ---------------- bit flips ---------------- */
+
+struct blk {
+	uint64_t off;
+	const char *what;
+};
+
+struct blist {
+	struct blk *v;
+	size_t n, cap;
+};
+
+static void badd(struct blist *l, uint64_t off, const char *what)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = realloc(l->v, l->cap * sizeof(*l->v));
+		if (!l->v)
+			die("out of memory");
+	}
+	l->v[l->n].off = off;
+	l->v[l->n].what = what;
+	l->n++;
+}
+
+static void add_map(struct vol *v, struct blist *l, const uint8_t *slots, unsigned n,
+		    unsigned level, bool dir)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		uint32_t e = vmfsd_get_le32(slots + i * 4) & VMFSD_MAP_PBLK_MASK;
+		uint8_t *node;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			if (dir)
+				badd(l, vmfsd_sub_off(&v->sb, e), "directory block");
+			continue;
+		}
+		badd(l, vmfsd_sub_off(&v->sb, e), "map node");
+		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+		rd(v, vmfsd_sub_off(&v->sb, e), node);
+		add_map(v, l, node + VMFSD_MAP_NODE_HDR, VMFSD_MAP_NODE_SLOTS, level - 1, dir);
+		bdev_free(node);
+	}
+}
+
+/* Every metadata block of a small volume: superblocks, two heartbeat slots
+ * (one used, one never claimed), two journal headers (likewise), the first
+ * cluster of each bitmap, every inode in use, map nodes, directory blocks. */
+static void list_blocks(struct vol *v, struct blist *l)
+{
+	static struct vmfsd_rc rc;
+	struct vmfsd_inode in;
+	uint64_t ino;
+
+	badd(l, 0, "superblock");
+	badd(l, v->sb.backup_blocknr * VMFSD_META_BLOCK, "backup superblock");
+	badd(l, vmfsd_hb_slot_off(&v->sb, 0), "heartbeat slot (used)");
+	if (v->sb.max_hosts > 1) {
+		badd(l, vmfsd_hb_slot_off(&v->sb, 1), "heartbeat slot (never used)");
+		badd(l, journal_area_off(&v->sb, 1), "journal header (never used)");
+	}
+	badd(l, journal_area_off(&v->sb, 0), "journal header (used)");
+	badd(l, v->sb.ibm_off, "inode bitmap cluster");
+	badd(l, v->sb.sbm_off, "sub-block bitmap cluster");
+	badd(l, v->sb.dbm_off, "file-block bitmap cluster");
+	rd(v, v->sb.ibm_off, v->blk);
+	CHECK(vmfsd_rc_decode(v->blk, v->sb.ibm_off / VMFSD_META_BLOCK, &rc));
+	for (ino = VMFSD_ROOT_INO; ino < rc.nitems; ino++) {
+		if (!(rc.bitmap[ino / 8] & (1u << (ino % 8))))
+			continue;
+		badd(l, vmfsd_inode_off(&v->sb, ino), "inode");
+		ino_get(v, ino, &in);
+		if (in.data_mode != VMFSD_DATA_INLINE)
+			add_map(v, l, in.map, VMFSD_MAP_ROOT_SLOTS, in.map_height,
+				S_ISDIR(in.mode));
+	}
+}
+
+/* Flips bits of every metadata block, one at a time, and checks the
+ * volume after each: the flip must be reported (never "clean") and the
+ * checker must come back (a crash ends the test).  STRIDE > 1 flips every
+ * STRIDE-th bit (with a rotating start, so every byte is hit). */
+static void cmd_bitflip(const char *img, unsigned stride)
+{
+	struct fsck_opts fo = { .mode = FSCK_READONLY, .live_wait_ms = 1 };
+	struct bdev *ro;
+	struct blist l = { 0 };
+	struct vol v;
+	uint64_t flips = 0, missed = 0, opfail = 0;
+	size_t b;
+	struct timespec t0, t1;
+
+	vol_open(&v, img, true);
+	list_blocks(&v, &l);
+	CHECK(bdev_open(img, BDEV_RDONLY, &ro));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (b = 0; b < l.n; b++) {
+		uint64_t bits = VMFSD_META_BLOCK * 8ull, bit, mb = 0;
+
+		for (bit = b % stride; bit < bits; bit += stride) {
+			struct fsck_result res;
+			int r;
+
+			flip(&v, l.v[b].off + bit / 8, (unsigned)(bit % 8));
+			r = fsck_check(ro, &fo, &res);
+			flips++;
+			/* An operational error (no usable superblock) is a
+			 * detection too: fsck exits 8, never 0. */
+			if (r < 0)
+				opfail++;
+			else if (!res.found) {
+				missed++;
+				if (mb++ < 3)
+					fprintf(stderr, "MISSED: %s at %#" PRIx64 ", byte %" PRIu64
+						" bit %" PRIu64 "\n", l.v[b].what, l.v[b].off,
+						bit / 8, bit % 8);
+			}
+			fsck_result_free(&res);
+			flip(&v, l.v[b].off + bit / 8, (unsigned)(bit % 8));
+		}
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("bitflip: %zu metadata blocks, %" PRIu64 " flips, %" PRIu64 " missed, %" PRIu64
+	       " refused as unusable, %.1f s\n", l.n, flips, missed, opfail,
+	       (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+	bdev_close(ro);
+	vol_close(&v);
+	free(l.v);
+	exit(missed ? 1 : 0);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		die("usage: fsck-tool COMMAND IMAGE [ARGS..] (see the source)");
+	if (!strcmp(argv[1], "populate"))
+		cmd_populate(argv[2], argc > 3 ? (int)num(argv[3]) : 300);
+	else if (!strcmp(argv[1], "bulk") && argc >= 4)
+		cmd_bulk(argv[2], num(argv[3]), argc > 4 ? num(argv[4]) : 2048);
+	else if (!strcmp(argv[1], "copy") && argc == 4) {
+		struct fs *fs = mount_rw(argv[2]);
+
+		copy_tree(fs, VMFSD_ROOT_INO, argv[3]);
+		CHECK(fs_unmount(fs));
+	} else if (!strcmp(argv[1], "info") && argc == 4)
+		cmd_info(argv[2], argv[3]);
+	else if (!strcmp(argv[1], "corrupt") && argc >= 4)
+		corrupt(argv[2], argc - 3, argv + 3);
+	else if (!strcmp(argv[1], "crash"))
+		cmd_crash(argv[2]);
+	else if (!strcmp(argv[1], "hold") && argc == 4)
+		cmd_hold(argv[2], (unsigned)num(argv[3]));
+	else if (!strcmp(argv[1], "bitflip"))
+		cmd_bitflip(argv[2], argc > 3 ? (unsigned)num(argv[3]) : 1);
+	else
+		die("unknown command or wrong arguments: %s", argv[1]);
+	return 0;
+}
