@@ -15,11 +15,14 @@ VMFSD_MODEL_OPS to change the number of random operations."""
 import mmap
 import os
 import random
+import threading
+import traceback
 
 import vmfsdtest as vt
 from vmfsdtest import MiB
 
 NFILES = 4
+NTHREADS = 4
 MAX_SIZE = 16 * MiB
 VERIFY_EVERY = 20
 INLINE_MAX = 2912
@@ -51,9 +54,9 @@ def rand_off(rng, cur):
 
 
 class Model:
-    def __init__(self, c, v, rng):
+    def __init__(self, c, v, rng, names=None):
         self.c, self.v, self.rng = c, v, rng
-        self.names = ["f%d" % i for i in range(NFILES)]
+        self.names = names or ["f%d" % i for i in range(NFILES)]
         self.data = {n: bytearray() for n in self.names}
         self.log = {n: [] for n in self.names}
         self.fds = {}
@@ -181,13 +184,25 @@ class Model:
                             % (when, n, st.st_blocks, st.st_blocks * 512, st.st_size))
                 self.dump(n)
                 ok = False
-            with open(self.v.path(n), "rb", buffering=0) as f:
-                got = f.read(len(want) + 1)
-                while len(got) < len(want) + 1:
-                    more = f.read(len(want) + 1 - len(got))
+            # one read of the whole file (plus one byte, to see EOF), then
+            # more if it came back short: a short read is legal, an error or
+            # a wrong byte is not
+            got = b""
+            fd = os.open(self.v.path(n), os.O_RDONLY)
+            try:
+                while True:
+                    more = os.pread(fd, len(want) + 1 - len(got), len(got))
                     if not more:
                         break
                     got += more
+            except OSError as e:
+                self.c.fail("%s %s: read of %d bytes at offset %d (file size %d) failed: %s"
+                            % (when, n, len(want) + 1 - len(got), len(got), len(want), e))
+                self.dump(n)
+                ok = False
+                continue
+            finally:
+                os.close(fd)
             if got != want:
                 i = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]),
                          min(len(got), len(want)))
@@ -260,9 +275,82 @@ def body(c):
         md.close_all()
         sizes = {n: len(md.data[n]) for n in md.names}
         print("final sizes: %s" % sizes)
+
+        # Concurrent phase: threads work on disjoint files at the same time
+        # (the daemon is multi-threaded: allocation and map updates race),
+        # plus one thread creating and deleting small files.
+        models = [md]
+        threaded = concurrent_phase(c, v, seed, nops // 2)
+        models += threaded
+
         v.remount()
-        md.verify("after the final remount")
+        for x in models:
+            x.verify("after the final remount")
         v.unmount()
+
+
+def concurrent_phase(c, v, seed, nops):
+    print("concurrent phase: %d writer threads x %d ops, 1 create/unlink thread"
+          % (NTHREADS, nops), flush=True)
+    models = [Model(c, v, random.Random(seed * 1000 + t), names=["t%d-%d" % (t, k)
+                                                                  for k in range(2)])
+              for t in range(NTHREADS)]
+    small = {}
+    errors = []
+
+    def writer(x, t):
+        try:
+            x.open_all(create=True)
+            for _ in range(nops):
+                x.random_op()
+                if x.nops % VERIFY_EVERY == 0 and not x.verify("thread %d op #%d"
+                                                               % (t, x.nops)):
+                    break
+            x.verify("thread %d end" % t)
+        except Exception:
+            errors.append("writer thread %d: %s" % (t, traceback.format_exc()))
+        finally:
+            x.close_all()
+
+    def churn():
+        rng = random.Random(seed * 1000 + 999)
+        try:
+            d = v.path("churn")
+            os.mkdir(d)
+            for i in range(nops * 2):
+                n = "s%04d" % i
+                data = rng.randbytes(rng.choice([rng.randint(0, 100),
+                                                 rng.randint(101, INLINE_MAX + 200),
+                                                 rng.randint(4096, 300000)]))
+                with open(os.path.join(d, n), "wb") as f:
+                    f.write(data)
+                small[n] = data
+                if rng.random() < 0.4:
+                    victim = rng.choice(sorted(small))
+                    os.unlink(os.path.join(d, victim))
+                    del small[victim]
+        except Exception:
+            errors.append("churn thread: %s" % traceback.format_exc())
+
+    threads = [threading.Thread(target=writer, args=(x, t)) for t, x in enumerate(models)]
+    threads.append(threading.Thread(target=churn))
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for e in errors:
+        c.fail(e)
+    d = v.path("churn")
+    if os.path.isdir(d):
+        c.eq(sorted(os.listdir(d)), sorted(small), "names in the churn directory")
+        bad = []
+        for n, data in small.items():
+            with open(os.path.join(d, n), "rb") as f:
+                if f.read() != data:
+                    bad.append(n)
+        c.check(not bad, "%d of %d churn files differ, e.g. %r" % (len(bad), len(small),
+                                                                    bad[:3]))
+    return models
 
 
 if __name__ == "__main__":

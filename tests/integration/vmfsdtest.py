@@ -286,16 +286,21 @@ class Volume:
             except Exception as e:  # keep cleaning up
                 print("cleanup: unmounting %s: %s" % (m, e))
             for pid in pids_of_vmfsd(self.image, m):
-                if not wait_pid_gone(pid, 30):
+                if not wait_pid_gone(pid, 15):
+                    print("cleanup: vmfsd pid %d still running; SIGKILL" % pid)
                     os.kill(pid, signal.SIGKILL)
                     wait_pid_gone(pid, 10)
         if self.proc is not None:
             try:
-                self.proc.wait(30)
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
+                print("cleanup: vmfsd pid %d still running; SIGKILL" % self.proc.pid)
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+            for m in [self.mnt] + self.extra_mnts:
+                if mounted_at(m):      # a killed daemon leaves a dead mount
+                    subprocess.run(["fusermount3", "-uz", m], capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -380,9 +385,16 @@ class Checker:
         sys.exit(0)
 
 
+def _terminated(signum, frame):
+    # meson's timeout sends SIGTERM: unwind so that the finally blocks
+    # unmount and delete what this test made
+    raise SystemExit("killed by signal %d (timeout?)" % signum)
+
+
 def main(name, body):
     """Common entry point: environment check, Checker, body(checker)."""
     require_env()
+    signal.signal(signal.SIGTERM, _terminated)
     c = Checker(name)
     try:
         body(c)
