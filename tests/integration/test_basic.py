@@ -149,6 +149,22 @@ def body(c):
                 c.eq(f.read(), b"deep", "read through symlink")
             c.raises(errno.ENOENT, "open through a dangling symlink", open, m("dangling"))
             c.raises(errno.EINVAL, "readlink of a regular file", os.readlink, m("small"))
+            # Targets are stored inline (up to 2912 bytes, docs/format.md);
+            # longer ones, up to PATH_MAX - 1, must either work or be refused
+            # with ENAMETOOLONG, never truncated.
+            for n in (2912, 2913, 4095):
+                t = ("t%d/" % n + "x" * n)[:n]
+                try:
+                    os.symlink(t, m("longlink%d" % n))
+                except OSError as e:
+                    if n > 2912 and e.errno == errno.ENAMETOOLONG:
+                        print("    a %d-byte symlink target is refused (ENAMETOOLONG)" % n)
+                        continue
+                    c.fail("symlink with a %d-byte target: %s" % (n, e))
+                    continue
+                c.eq(os.readlink(m("longlink%d" % n)), t, "readlink of a %d-byte target" % n)
+                c.eq(os.lstat(m("longlink%d" % n)).st_size, n, "st_size of a %d-byte symlink"
+                     % n)
             # hard links
             os.link(m("small"), m("d", "hard1"))
             os.link(m("small"), m("hard2"))
@@ -194,6 +210,38 @@ def body(c):
             # truncate via setattr
             os.truncate(m("empty"), 0)
             c.eq(os.stat(m("empty")).st_size, 0, "truncate to 0")
+            # O_TRUNC on an existing file with data in file blocks
+            with open(m("otrunc"), "wb") as f:
+                f.write(b"o" * (2 * MiB))
+            with open(m("otrunc"), "wb") as f:
+                f.write(b"short")
+            st = os.stat(m("otrunc"))
+            c.eq((st.st_size, st.st_blocks), (5, 0), "size/blocks after O_TRUNC and a "
+                 "5-byte write")
+            with open(m("otrunc"), "rb") as f:
+                c.eq(f.read(), b"short", "content after O_TRUNC")
+            # a directory's mtime and ctime move when entries come and go
+            for what, fn in (("create", lambda: open(m("d", "x", "new"), "wb").close()),
+                             ("rename", lambda: os.rename(m("d", "x", "new"),
+                                                          m("d", "x", "new2"))),
+                             ("unlink", lambda: os.unlink(m("d", "x", "new2")))):
+                os.utime(m("d", "x"), ns=(at, mt))
+                before = os.stat(m("d", "x"))
+                fn()
+                after = os.stat(m("d", "x"))
+                c.check(after.st_mtime_ns > before.st_mtime_ns and
+                        after.st_ctime_ns >= before.st_ctime_ns,
+                        "parent mtime/ctime after %s: mtime %d -> %d, ctime %d -> %d"
+                        % (what, before.st_mtime_ns, after.st_mtime_ns, before.st_ctime_ns,
+                           after.st_ctime_ns))
+            os.utime(m("d", "x"), ns=(at, mt))
+            fd = os.open(m("d"), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            except OSError as e:
+                c.fail("fsync of a directory: %s" % e)
+            finally:
+                os.close(fd)
 
         def statfs():
             sv = os.statvfs(m())
@@ -259,6 +307,17 @@ def body(c):
             # an empty value is legal
             os.setxattr(m("large"), "user.empty", b"")
             c.eq(os.getxattr(m("large"), "user.empty"), b"", "empty xattr value")
+            # the 512 bytes are per inode, across all names
+            q = m("d", "a", "b", "f")
+            os.setxattr(q, "user.one", b"1" * 250)
+            c.raises((errno.ENOSPC, errno.E2BIG), "a second 250-byte xattr (512 bytes per "
+                     "inode in all)", os.setxattr, q, "user.two", b"2" * 250)
+            c.eq(os.listxattr(q), ["user.one"], "xattrs after a refused second one")
+            os.removexattr(q, "user.one")
+            os.setxattr(q, "user.two", b"2" * 250)
+            c.eq(os.getxattr(q, "user.two"), b"2" * 250, "space of a removed xattr is reused")
+            c.raises((errno.EOPNOTSUPP, errno.EPERM), "setxattr outside user.*",
+                     os.setxattr, q, "trusted.x", b"1")
 
         def open_handles():
             # two O_APPEND descriptors interleaving: each write lands at the end

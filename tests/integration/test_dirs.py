@@ -276,6 +276,32 @@ def body(c):
                  "listing of r after remount")
             c.eq(os.stat(m("r")).st_nlink, 2 + 6, "nlink of r (6 subdirs) after remount")
 
+        def odd_names():
+            """Names are bytes: anything but '/' and NUL, not valid UTF-8."""
+            ffree = os.statvfs(m()).f_ffree
+            d = os.fsencode(m("odd"))
+            os.mkdir(d)
+            names = [b"\xff\xfe\xfd", b"new\nline", b"tab\there", b" lead and trail ",
+                     b"...", b"-", b"\x01\x02\x7f", b"\xc3\xa9t\xc3\xa9", b"a" * 255,
+                     b"UPPER", b"upper"]
+            for i, n in enumerate(names):
+                with open(os.path.join(d, n), "wb") as f:
+                    f.write(b"%d" % i)
+            c.eq(sorted(os.listdir(d)), sorted(names), "listing of odd names")
+            for i, n in enumerate(names):
+                with open(os.path.join(d, n), "rb") as f:
+                    c.eq(f.read(), b"%d" % i, "content behind the name %r" % n)
+            c.raises(errno.ENOENT, "lookup is case-sensitive and exact", os.stat,
+                     os.path.join(d, b"\xff\xfe"))
+            for n in names:
+                os.unlink(os.path.join(d, n))
+            os.rmdir(d)
+            deadline = time.monotonic() + 10
+            while os.statvfs(m()).f_ffree < ffree and time.monotonic() < deadline:
+                time.sleep(0.05)
+            c.eq(os.statvfs(m()).f_ffree, ffree, "free inodes after removing the odd names")
+
+        c.section("odd names", odd_names)
         c.section("create %d files" % NFILES, create_many)
         c.section("remount and list", after_remount)
         c.section("rename half", rename_half)

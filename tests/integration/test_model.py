@@ -54,8 +54,9 @@ def rand_off(rng, cur):
 
 
 class Model:
-    def __init__(self, c, v, rng, names=None):
+    def __init__(self, c, v, rng, names=None, block_size=MiB):
         self.c, self.v, self.rng = c, v, rng
+        self.bs = block_size
         self.names = names or ["f%d" % i for i in range(NFILES)]
         self.data = {n: bytearray() for n in self.names}
         self.log = {n: [] for n in self.names}
@@ -157,7 +158,8 @@ class Model:
             length = 4096 * rng.randint(1, 768)
             off = 4096 * rng.randint(0, (MAX_SIZE - length) // 4096)
             if rng.random() < 0.5:
-                off = (off // MiB) * MiB           # block-aligned too
+                off = (off // self.bs) * self.bs   # file-block-aligned too
+                off = min(off, (MAX_SIZE - length) // 4096 * 4096)
             self.direct_write(n, off, length)
             self.direct_read_check(n, off, length)
 
@@ -178,10 +180,13 @@ class Model:
                 ok = False
                 continue
             # allocation never exceeds the size rounded up to file blocks
-            limit = -(-st.st_size // MiB) * MiB
+            # (plus block-map nodes, 4 KiB each: a 16 MiB file with 64 KiB
+            # blocks needs a height-1 map)
+            limit = -(-st.st_size // self.bs) * self.bs + 4 * 4096
             if st.st_blocks * 512 > limit:
-                self.c.fail("%s %s: st_blocks %d (%d bytes) > size %d rounded to 1 MiB"
-                            % (when, n, st.st_blocks, st.st_blocks * 512, st.st_size))
+                self.c.fail("%s %s: st_blocks %d (%d bytes) > size %d rounded to the "
+                            "%d-byte block size" % (when, n, st.st_blocks, st.st_blocks * 512,
+                                                    st.st_size, self.bs))
                 self.dump(n)
                 ok = False
             # one read of the whole file (plus one byte, to see EOF), then
@@ -286,6 +291,41 @@ def body(c):
         v.remount()
         for x in models:
             x.verify("after the final remount")
+        v.unmount()
+
+    # Other file block sizes (mkfs -b): the layouts switch at other sizes.
+    for bs, bsbytes in (("64K", 64 * 1024), ("8M", 8 * MiB)):
+        other_block_size(c, seed, bs, bsbytes, nops // 3)
+
+
+def other_block_size(c, seed, bs, bsbytes, nops):
+    print("block size %s: %d random ops" % (bs, nops), flush=True)
+    with vt.Volume("model-" + bs) as v:
+        v.mkfs("4G", args=["-b", bs])
+        v.mount()
+        got = os.statvfs(v.mnt).f_bsize
+        c.eq(got, bsbytes, "statvfs f_bsize of a volume made with -b %s" % bs)
+        md = Model(c, v, random.Random(seed + bsbytes), block_size=bsbytes)
+        md.open_all(create=True)
+        f0 = md.names[0]
+        # across this block size's own boundaries
+        md.write(f0, 0, INLINE_MAX)
+        md.write(f0, INLINE_MAX, 1)
+        md.write(f0, bsbytes - 1, 1)
+        md.verify("-b %s: exactly one file block" % bs)
+        md.write(f0, bsbytes, 1)
+        md.verify("-b %s: one byte past one file block" % bs)
+        md.truncate(f0, bsbytes // 2 + 7)
+        md.write(f0, 3 * bsbytes - 3, 5)
+        md.verify("-b %s: prologue" % bs)
+        for _ in range(nops):
+            md.random_op()
+            if md.nops % VERIFY_EVERY == 0 and not md.verify("-b %s op #%d" % (bs, md.nops)):
+                break
+        md.verify("-b %s end" % bs)
+        md.close_all()
+        v.remount()
+        md.verify("-b %s after remount" % bs)
         v.unmount()
 
 
