@@ -201,6 +201,60 @@ def body(c):
             write_file(m("after-inodes"), b"works")
             c.eq(read_file(m("after-inodes")), b"works", "a file created afterwards")
 
+        def fallocate_too_much():
+            free0 = free_bytes(m())
+            fd = os.open(m("toobig"), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                err = c.errno_of(vt.fallocate, fd, 0, 0, free0 + 64 * MiB)
+                c.eq(err, errno.ENOSPC, "fallocate of 64 MiB more than the free space")
+                st = os.fstat(fd)
+                c.eq(st.st_size, 0, "size after a failed fallocate")
+                used = free0 - free_bytes(m())
+                c.eq(used, st.st_blocks * 512, "free space taken by a failed fallocate vs "
+                     "the file's st_blocks")
+            finally:
+                os.close(fd)
+            os.unlink(m("toobig"))
+            c.check(wait_until(lambda: free_bytes(m()) >= free0),
+                    "free space after deleting the file of a failed fallocate: %d, was %d"
+                    % (free_bytes(m()), free0))
+
+        def many_small():
+            """Files of a few sub-blocks each, until ENOSPC: the sub-block pool
+            is small on a small volume; whatever runs out, what was written
+            must be intact and deleting it must give the space back."""
+            free0 = free_bytes(m())
+            d = m("small")
+            os.mkdir(d)
+            files = {}
+            err = None
+            for i in range(2000):
+                data = rng.randbytes(rng.randint(3000, 120000))
+                p = os.path.join(d, "s%04d" % i)
+                try:
+                    with open(p, "wb") as f:
+                        f.write(data)
+                except OSError as e:
+                    err = e
+                    break
+                files[p] = data
+            print("    %d small files (%.1f MiB) written, then %s" % (
+                len(files), sum(map(len, files.values())) / MiB, err))
+            if err is not None:
+                c.eq(err.errno, errno.ENOSPC, "error when small files fill the volume")
+            bad = [p for p, data in files.items() if read_file(p) != data]
+            c.check(not bad, "%d of %d small files differ, e.g. %r" % (len(bad), len(files),
+                                                                       bad[:3]))
+            check_keep("after filling with small files")
+            for p in os.listdir(d):
+                os.unlink(os.path.join(d, p))
+            os.rmdir(d)
+            c.check(wait_until(lambda: free_bytes(m()) >= free0),
+                    "free space after deleting the small files: %d, was %d"
+                    % (free_bytes(m()), free0))
+
+        c.section("fallocate more than the free space", fallocate_too_much)
+        c.section("fill with small files", many_small)
         c.section("fill with one file until ENOSPC", fill)
         c.section("remount while full", remount_full)
         c.section("delete and reuse the space", free_again)
