@@ -95,6 +95,8 @@ def body(c):
                       % (what, got, want, extra // 8))
             return got
 
+        state = {}
+
         def thin():
             p = m("thin")
             with open(p, "wb") as f:
@@ -230,8 +232,57 @@ def body(c):
                  "preallocated space")
             c.eq(os.stat(p).st_size, 64 * MiB, "size kept by PUNCH_HOLE|KEEP_SIZE")
 
+        def falloc_over_data():
+            """fallocate over written data keeps it; beyond EOF extends with
+            zeros; KEEP_SIZE beyond EOF either works or is EOPNOTSUPP."""
+            p = m("fdata")
+            data = rng.randbytes(4 * MiB + MiB // 2)       # ends inside block 4
+            with open(p, "wb") as f:
+                f.write(data)
+            fd = os.open(p, os.O_RDWR)
+            try:
+                vt.fallocate(fd, 0, 0, 8 * MiB)
+                c.eq(os.fstat(fd).st_size, 8 * MiB, "size after fallocate over data to 8 MiB")
+                got = os.pread(fd, 8 * MiB, 0)
+                c.check(got[:len(data)] == data, "fallocate over written data changed it")
+                c.check(got[len(data):] == bytes(8 * MiB - len(data)),
+                        "bytes between the old EOF and the fallocated end are not zeros")
+                c.eq(os.fstat(fd).st_blocks, 8 * SECTORS_PER_BLOCK,
+                     "st_blocks after fallocate over data to 8 MiB")
+                # write into the unwritten tail, then check the neighbours
+                os.pwrite(fd, b"W" * 10, 6 * MiB + 3)
+                c.eq(os.pread(fd, 16, 6 * MiB), b"\0\0\0" + b"W" * 10 + b"\0\0\0",
+                     "a small write into preallocated space")
+                # ZERO_RANGE past EOF without KEEP_SIZE extends the file
+                vt.fallocate(fd, vt.FALLOC_FL_ZERO_RANGE, 8 * MiB - 100, MiB)
+                c.eq(os.fstat(fd).st_size, 9 * MiB - 100, "size after ZERO_RANGE past EOF")
+                c.eq(os.pread(fd, 2 * MiB, 8 * MiB - 100), bytes(MiB),
+                     "zeros from ZERO_RANGE past EOF (up to the new EOF)")
+                # PUNCH_HOLE past EOF changes nothing
+                size = os.fstat(fd).st_size
+                vt.fallocate(fd, vt.FALLOC_FL_PUNCH_HOLE | vt.FALLOC_FL_KEEP_SIZE,
+                             size + MiB, MiB)
+                c.eq(os.fstat(fd).st_size, size, "size after punching past EOF")
+                # KEEP_SIZE preallocation past EOF
+                b0 = os.fstat(fd).st_blocks
+                err = c.errno_of(vt.fallocate, fd, vt.FALLOC_FL_KEEP_SIZE, 16 * MiB, 2 * MiB)
+                if err == errno.EOPNOTSUPP:
+                    print("    fallocate KEEP_SIZE past EOF: EOPNOTSUPP")
+                elif err is not None:
+                    c.fail("fallocate KEEP_SIZE past EOF: %s" % os.strerror(err))
+                else:
+                    st = os.fstat(fd)
+                    c.eq(st.st_size, size, "size after fallocate KEEP_SIZE past EOF")
+                    c.eq(st.st_blocks - b0, 2 * SECTORS_PER_BLOCK,
+                         "st_blocks added by fallocate KEEP_SIZE of 2 MiB past EOF")
+                    c.eq(os.pread(fd, MiB, size - 10), bytes(10), "read at EOF after "
+                         "preallocating past it")
+            finally:
+                os.close(fd)
+            v_data = data
+            state["fdata"] = v_data
+
         punch_model = {}
-        state = {}
 
         def punch():
             p = m("punch")
@@ -430,6 +481,7 @@ def body(c):
         c.section("small files", small)
         c.section("fallocate", prealloc)
         c.section("punch hole / zero range", punch)
+        c.section("fallocate over data and past EOF", falloc_over_data)
         c.section("df free space", df)
         c.section("far writes (map heights 1..4)", far)
 
@@ -454,6 +506,9 @@ def body(c):
         if "data" in punch_model:
             c.check(read_at(m("punch"), 0, 64 * MiB + 1) == punch_model["data"],
                     "punched file content after remount")
+        if "fdata" in state:
+            c.check(read_at(m("fdata"), 0, len(state["fdata"])) == state["fdata"],
+                    "data under a fallocate after remount")
         c.section("far file after remount", check_far, "after remount")
         c.section("far file truncated and deleted", far_shrink)
         c.section("file size limit", size_limit)

@@ -322,6 +322,22 @@ def unmount_daemon(image, mnt, timeout=120):
             raise RuntimeError("vmfsd pid %d still running %ds after unmount" % (pid, timeout))
 
 
+def short_repr(x, limit=200):
+    """repr() cut to a readable size; long byte strings as length + ends."""
+    if isinstance(x, (bytes, bytearray)) and len(x) > 48:
+        return "%d bytes %r...%r" % (len(x), bytes(x[:16]), bytes(x[-8:]))
+    r = repr(x)
+    return r if len(r) <= limit else r[:limit] + "...(%d chars)" % len(r)
+
+
+def first_difference(a, b):
+    if not (isinstance(a, (bytes, bytearray)) and isinstance(b, (bytes, bytearray))):
+        return ""
+    n = min(len(a), len(b))
+    i = next((i for i in range(n) if a[i] != b[i]), n)
+    return " (first difference at offset %d)" % i
+
+
 class Checker:
     """Records failed expectations (printed at once, with context) and runs
     independent sections so that one failure does not hide the others."""
@@ -343,7 +359,9 @@ class Checker:
 
     def eq(self, got, want, what):
         if got != want:
-            return self.fail("%s: got %r, expected %r" % (what, got, want))
+            return self.fail("%s: got %s, expected %s" % (what, short_repr(got),
+                                                          short_repr(want)) +
+                             first_difference(got, want))
         return True
 
     def errno_of(self, fn, *args, **kw):
