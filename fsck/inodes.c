@@ -103,9 +103,10 @@ void ck_ref_unmark(struct fsck *c, struct pool *p, uint64_t item)
 	p->nref--;
 }
 
-/* Free in the truth, and free on disk where the disk is known (an item
- * the bitmap marks used but nothing references is a leak, and reusing it
- * would be correct, but leaving it alone keeps the report readable). */
+/* Free in the truth, and free on disk where the disk is known; failing
+ * that, anything free in the truth: the truth is complete (every item a
+ * surviving inode uses is marked), and a cluster we allocate from is
+ * rebuilt from it, damaged or not. */
 int ck_pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
 {
 	uint64_t i, first = p->kind == VMFSD_RC_INODE ? VMFSD_FIRST_FREE_INO : 1;
@@ -124,9 +125,9 @@ int ck_pool_alloc(struct fsck *c, struct pool *p, uint64_t *out)
 					continue;
 				}
 			}
-			if (bit_get(p->ref, i) || (p->cl_bad[ci] & CL_BAD))
+			if (bit_get(p->ref, i))
 				continue;
-			if (strict && bit_get(p->disk, i))
+			if (strict && ((p->cl_bad[ci] & CL_BAD) || bit_get(p->disk, i)))
 				continue;
 			ck_ref_mark(c, p, i);
 			/* Ours now: the cluster must be rewritten, and the

@@ -437,6 +437,8 @@ static const char *rc_message(int rc, const struct fsck_result *res, char *buf, 
 		return "the volume uses features this fsck.vmfsd does not know";
 	case -ERANGE:
 		return "the device is smaller than the volume (truncated image or wrong device)";
+	case -ENOSPC:
+		return "no free inode or sub-block left for the repair (lost+found)";
 	case -EBUSY:
 		if (res->live_slot >= 0)
 			snprintf(buf, len, "the volume is in use by host '%s' (slot %d, pid %u): "

@@ -285,6 +285,7 @@ int fsck_dirs(struct fsck *c, bool *added)
 struct ns {
 	struct fsck *c;
 	uint32_t *inc;          /* entry indices sorted by target inode */
+	uint32_t ninc;          /* entries when it was built (new ones come after) */
 	struct irec **queue;
 	uint32_t qn, qcap;
 	struct irec *lf;
@@ -367,7 +368,7 @@ static int by_target(const void *a, const void *b, void *arg)
 static struct ent *incoming(struct ns *s, uint64_t ino)
 {
 	struct fsck *c = s->c;
-	uint32_t lo = 0, hi = c->nents;
+	uint32_t lo = 0, hi = s->ninc;
 
 	if (!s->inc)
 		return NULL;
@@ -379,7 +380,7 @@ static struct ent *incoming(struct ns *s, uint64_t ino)
 		else
 			hi = mid;
 	}
-	for (; lo < c->nents && ent_at(c, s->inc[lo])->ino == ino; lo++) {
+	for (; lo < s->ninc && ent_at(c, s->inc[lo])->ino == ino; lo++) {
 		struct ent *e = ent_at(c, s->inc[lo]);
 
 		if (!(e->flags & (ENT_REMOVE | ENT_NEW)) && usable(ck_irec_find(c, e->dir)))
@@ -657,7 +658,8 @@ static int resolve(struct ns *s)
 		return -ENOMEM;
 	for (i = 0; i < c->nents; i++)
 		s->inc[i] = i;
-	qsort_r(s->inc, c->nents, sizeof(*s->inc), by_target, c);
+	s->ninc = c->nents;
+	qsort_r(s->inc, s->ninc, sizeof(*s->inc), by_target, c);
 	n = c->nir;
 	for (i = 0; i < n; i++) {
 		struct irec *u = irec_at(c, i), *top;

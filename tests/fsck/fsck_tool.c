@@ -15,6 +15,8 @@
  *   fsck-tool bitflip IMAGE [STRIDE]        flips single bits of every
  *                                           metadata block and runs the
  *                                           checker in-process on each
+ *   fsck-tool repairfuzz IMAGE N [SEED]     N rounds of random damage,
+ *                                           repair, check clean, read all
  *
  * Corruptions are made with the format/ encoders where the test needs a
  * structure that verifies but says something wrong (a link count, a parent,
@@ -820,6 +822,303 @@ static void cmd_bitflip(const char *img, unsigned stride)
 	exit(missed ? 1 : 0);
 }
 
+/* ---------------- repair convergence ---------------- */
+
+/* The data extents of the image, to put it back between rounds. */
+struct extent {
+	uint64_t off;
+	size_t len;
+	uint8_t *data;
+};
+
+static struct extent *save_image(const char *img, size_t *n, uint64_t *size)
+{
+	int fd = open(img, O_RDONLY);
+	struct extent *v = NULL;
+	off_t pos = 0, end;
+	struct stat st;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		die("%s: %s", img, strerror(errno));
+	*size = (uint64_t)st.st_size;
+	*n = 0;
+	while ((pos = lseek(fd, pos, SEEK_DATA)) >= 0) {
+		end = lseek(fd, pos, SEEK_HOLE);
+		v = realloc(v, (*n + 1) * sizeof(*v));
+		if (!v)
+			die("out of memory");
+		v[*n].off = (uint64_t)pos;
+		v[*n].len = (size_t)(end - pos);
+		v[*n].data = malloc(v[*n].len);
+		if (!v[*n].data || pread(fd, v[*n].data, v[*n].len, pos) != (ssize_t)v[*n].len)
+			die("read %s", img);
+		(*n)++;
+		pos = end;
+	}
+	close(fd);
+	return v;
+}
+
+static void restore_image(const char *img, const struct extent *v, size_t n, uint64_t size)
+{
+	int fd = open(img, O_WRONLY);
+	size_t i;
+
+	if (fd < 0 || ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)
+		die("%s: %s", img, strerror(errno));
+	for (i = 0; i < n; i++)
+		if (pwrite(fd, v[i].data, v[i].len, (off_t)v[i].off) != (ssize_t)v[i].len)
+			die("restore %s", img);
+	close(fd);
+}
+
+static uint64_t rs = 1;
+
+static uint64_t rnd(void)
+{
+	rs ^= rs >> 12;
+	rs ^= rs << 25;
+	rs ^= rs >> 27;
+	return rs * 0x2545f4914f6cdd1dull;
+}
+
+/* One random corruption: raw damage, or a structure that verifies but
+ * says something wrong.  Describes it in DESC. */
+static void random_damage(struct vol *v, const struct blist *l, char *desc, size_t len)
+{
+	const struct blk *b = &l->v[rnd() % l->n];
+	struct vmfsd_inode in;
+	unsigned k = (unsigned)(rnd() % 10);
+	uint64_t off = b->off, ino;
+
+	/* A block an earlier damage of this round broke gets raw damage. */
+	rd(v, off, v->blk);
+	if (!strcmp(b->what, "inode") &&
+	    vmfsd_inode_decode(v->blk, off / VMFSD_META_BLOCK, &in))
+		k = 0;
+	if (k >= 3 && strstr(b->what, "bitmap cluster")) {
+		static struct vmfsd_rc rc;
+		uint32_t bit;
+
+		if (vmfsd_rc_decode(v->blk, off / VMFSD_META_BLOCK, &rc) == 0) {
+			bit = (uint32_t)(rnd() % (rnd() % 2 ? 64 : rc.nitems));
+			rc.bitmap[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+			rc.nfree += (rc.bitmap[bit / 8] & (1u << (bit % 8))) ? -1 : 1;
+			vmfsd_rc_encode(&rc, off / VMFSD_META_BLOCK, v->blk);
+			wr(v, off, v->blk);
+			snprintf(desc, len, "%s: bit %u toggled", b->what, bit);
+			return;
+		}
+	}
+	if (k < 3 || (strcmp(b->what, "inode") && strcmp(b->what, "directory block") &&
+		      strcmp(b->what, "map node"))) {
+		uint64_t at = off + rnd() % VMFSD_META_BLOCK;
+		unsigned bit = (unsigned)(rnd() % 8);
+
+		flip(v, at, bit);
+		snprintf(desc, len, "flip %s %#" PRIx64 " byte %" PRIu64 " bit %u", b->what, off,
+			 at - off, bit);
+		return;
+	}
+	if (!strcmp(b->what, "inode")) {
+		uint64_t val = rnd();
+		static const char *const fields[] = {
+			"nlink", "size", "alloc_units", "parent", "mode", "data_mode",
+			"map_height", "map slot", "xattr_len", "generation",
+		};
+		unsigned f = (unsigned)(rnd() % 10);
+
+		ino = (off - v->sb.itable_off) / VMFSD_META_BLOCK;
+		ino_get(v, ino, &in);
+		switch (f) {
+		case 0: in.nlink = (uint32_t)(val % 4); break;
+		case 1: in.size = val % 2 ? val % (1ull << 32) : in.size + (val % 9000) - 4500; break;
+		case 2: in.alloc_units = val % 20000; break;
+		case 3: in.parent = val % 20; break;
+		case 4: in.mode = (uint32_t)(val % 2 ? (val & 0170000) | 0644 : S_IFDIR | 0755); break;
+		case 5: in.data_mode = (uint8_t)(val % 3);
+			if (in.data_mode == VMFSD_DATA_INLINE) {
+				in.map_height = 0;
+				if (in.size > VMFSD_INLINE_MAX)
+					in.size = VMFSD_INLINE_MAX;
+			}
+			break;
+		case 6: if (in.data_mode) in.map_height = (uint8_t)(val % 5); break;
+		case 7: vmfsd_put_le32(in.map + (val % 8) * 4, (uint32_t)(val >> 8) %
+				       (val % 2 ? 300 : 0x7fffffff)); break;
+		case 8: in.xattr_len = (uint16_t)(val % 513); break;
+		default: in.generation = val % 5; break;
+		}
+		ino_put(v, &in);
+		snprintf(desc, len, "inode %" PRIu64 " %s := %#" PRIx64, ino, fields[f], val);
+		return;
+	}
+	rd(v, off, v->blk);
+	if (!strcmp(b->what, "map node")) {
+		unsigned i = (unsigned)(rnd() % VMFSD_MAP_NODE_SLOTS);
+		uint32_t val = (uint32_t)(rnd() % 400);
+
+		vmfsd_put_le32(v->blk + VMFSD_MAP_NODE_HDR + i * 4, val);
+		vmfsd_map_node_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
+		snprintf(desc, len, "map node %#" PRIx64 " slot %u := %u", off, i, val);
+	} else {
+		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
+		unsigned used = le16toh(h->used), o = 0, want = (unsigned)(rnd() % 8), i = 0;
+		unsigned what = (unsigned)(rnd() % 3);
+
+		while (o < used && i < want) {
+			o += vmfsd_dirent_size(v->blk[VMFSD_DIR_HDR + o + 8]);
+			i++;
+		}
+		if (o >= used) {
+			snprintf(desc, len, "nothing (empty directory block)");
+			return;
+		}
+		if (what == 0) {
+			/* Often a directory, with the directory type: loops and
+			 * second names. */
+			vmfsd_put_le64(v->blk + VMFSD_DIR_HDR + o, 1 + rnd() % 40);
+			if (rnd() % 2)
+				v->blk[VMFSD_DIR_HDR + o + 9] = 4;
+		}
+		else if (what == 1)
+			v->blk[VMFSD_DIR_HDR + o + 9] = (uint8_t)(rnd() % 16);
+		else
+			v->blk[VMFSD_DIR_HDR + o + 10] = (uint8_t)('a' + rnd() % 3);
+		vmfsd_dir_block_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
+		snprintf(desc, len, "directory block %#" PRIx64 " entry %u %s", off, i,
+			 what == 0 ? "inode" : what == 1 ? "type" : "name");
+	}
+	wr(v, off, v->blk);
+}
+
+/* Reads everything through fs/ (read-only mount): what fsck calls clean
+ * must be usable.  Returns 0 or a negative errno. */
+static int walk_all(struct fs *fs, uint64_t dir, int depth)
+{
+	struct fs_dir *d;
+	struct fs_dirent de;
+	uint64_t i;
+	int r;
+
+	if (depth > 64)
+		return -ELOOP;
+	r = fs_opendir(fs, dir, &d);
+	if (r)
+		return r;
+	for (i = 2; (r = fs_dir_entry(d, i, &de)) == 0; i++) {
+		struct fs_attr a;
+
+		r = fs_lookup(fs, dir, de.name, &a);
+		if (r)
+			break;
+		if (S_ISDIR(a.mode)) {
+			r = walk_all(fs, a.ino, depth + 1);
+		} else if (S_ISREG(a.mode)) {
+			struct fs_file *f;
+			static char buf[1 << 16];
+			uint64_t o;
+
+			r = fs_open(fs, a.ino, O_RDONLY, &f);
+			for (o = 0; !r && o < a.size && o < (8u << 20); o += sizeof(buf)) {
+				ssize_t n = fs_read(fs, f, buf, sizeof(buf), o);
+
+				if (n < 0)
+					r = (int)n;
+			}
+			if (!r)
+				r = fs_release(fs, f);
+		}
+		fs_forget(fs, a.ino, 1);
+		if (r)
+			break;
+	}
+	fs_closedir(d);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Damages a copy of the volume at random, repairs it with the checker and
+ * requires the next check to be clean and the volume to read back whole
+ * through fs/: the repair converges, and fsck and fs agree on "sound". */
+static void cmd_repairfuzz(const char *img, unsigned rounds, uint64_t seed)
+{
+	struct fsck_opts rep = { .mode = FSCK_REPAIR, .live_wait_ms = 1 };
+	struct fsck_opts chk = { .mode = FSCK_READONLY, .live_wait_ms = 1 };
+	struct blist l = { 0 };
+	struct extent *ext;
+	uint64_t size;
+	size_t next;
+	unsigned i, bad = 0, found = 0, refused = 0;
+	struct vol v;
+
+	rs = seed * 0x9e3779b97f4a7c15ull + 1;
+	vol_open(&v, img, false);
+	list_blocks(&v, &l);
+	vol_close(&v);
+	ext = save_image(img, &next, &size);
+	for (i = 0; i < rounds; i++) {
+		struct fs_mount_opts mo = { .host = "fscktest", .readonly = 1 };
+		char desc[3][160];
+		struct fsck_result res;
+		unsigned nd = 1 + (unsigned)(rnd() % 3), k;
+		struct bdev *bd;
+		struct fs *fs;
+		uint32_t p;
+		int r;
+
+		restore_image(img, ext, next, size);
+		vol_open(&v, img, true);
+		for (k = 0; k < nd; k++)
+			random_damage(&v, &l, desc[k], sizeof(desc[k]));
+		vol_close(&v);
+		CHECK(bdev_open(img, 0, &bd));
+		r = fsck_check(bd, &rep, &res);
+		found += res.found > 0;
+		refused += r < 0;
+		if (getenv("FSCK_TOOL_VERBOSE"))
+			for (k = 0; k < nd; k++)
+				fprintf(stderr, "round %u: %s -> rc %d, %" PRIu64 " found\n", i, desc[k], r,
+					res.found);
+		fsck_result_free(&res);
+		if (r == 0) {
+			r = fsck_check(bd, &chk, &res);
+			if (r == 0 && res.found) {
+				bad++;
+				fprintf(stderr, "round %u (seed %" PRIu64 "): not clean after repair:\n",
+					i, seed);
+				for (k = 0; k < nd; k++)
+					fprintf(stderr, "  damage: %s\n", desc[k]);
+				for (p = 0; p < res.n_problems; p++)
+					fprintf(stderr, "  left: %s: %s\n", res.problems[p].code,
+						res.problems[p].msg);
+			}
+			fsck_result_free(&res);
+		}
+		bdev_close(bd);
+		if (r < 0) {
+			/* Both superblocks gone, say: nothing to repair with. */
+			continue;
+		}
+		if (!bad && (r = fs_mount(img, &mo, &fs, NULL)) == 0) {
+			r = walk_all(fs, VMFSD_ROOT_INO, 0);
+			fs_unmount(fs);
+		}
+		if (r) {
+			bad++;
+			fprintf(stderr, "round %u (seed %" PRIu64 "): clean, but fs/ says %s\n", i, seed,
+				strerror(-r));
+			for (k = 0; k < nd; k++)
+				fprintf(stderr, "  damage: %s\n", desc[k]);
+		}
+		if (bad > 5)
+			break;
+	}
+	restore_image(img, ext, next, size);
+	printf("repairfuzz: %u rounds (%u repaired something, %u refused as unusable), %u not "
+	       "converged\n", i, found, refused, bad);
+	exit(bad ? 1 : 0);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3)
@@ -841,6 +1140,8 @@ int main(int argc, char **argv)
 		cmd_crash(argv[2]);
 	else if (!strcmp(argv[1], "hold") && argc == 4)
 		cmd_hold(argv[2], (unsigned)num(argv[3]));
+	else if (!strcmp(argv[1], "repairfuzz") && argc >= 4)
+		cmd_repairfuzz(argv[2], (unsigned)num(argv[3]), argc > 4 ? num(argv[4]) : 1);
 	else if (!strcmp(argv[1], "bitflip"))
 		cmd_bitflip(argv[2], argc > 3 ? (unsigned)num(argv[3]) : 1);
 	else
