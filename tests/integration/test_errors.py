@@ -120,6 +120,10 @@ def body(c):
                          "data after mounting from the backup superblock")
                 c.check(os.path.isdir(m("dir")), "directory after mounting from the backup")
                 vt.unmount_daemon(v.image, v.mnt)
+            res = v.fsck()
+            if res is not None:
+                c.eq(res[0], 0, "fsck.vmfsd -n after mounting from the backup superblock "
+                     "(%s)" % res[1][-500:])
             # the primary was restored: the next mount is a normal one
             r = vt.run_vmfsd_daemon(v.image, v.mnt)
             c.eq(r.returncode, 0, "mount after the primary was restored")

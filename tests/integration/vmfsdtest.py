@@ -247,9 +247,22 @@ class Volume:
         except OSError:
             return ""
 
-    def unmount(self, timeout=120):
+    def fsck(self, image=None):
+        """fsck.vmfsd -n on the (unmounted) image; returns (status, output)
+        or None when the build gave no FSCK."""
+        exe = os.environ.get("FSCK")
+        if not exe:
+            return None
+        r = subprocess.run([exe, "-n", image or self.image], capture_output=True, text=True,
+                           timeout=600)
+        return r.returncode, (r.stdout + r.stderr).strip()
+
+    def unmount(self, timeout=120, fsck=True):
         """Unmounts and waits for the daemon to exit; raises if the unmount
-        fails or the daemon exits non-zero.  Returns the daemon's log."""
+        fails or the daemon exits non-zero.  After a clean unmount the volume
+        must be clean for fsck.vmfsd -n (when FSCK is set): a checker set
+        with set_checker() records a failure otherwise.  Returns the
+        daemon's log."""
         assert self.proc is not None, "not mounted"
         r = fusermount_u(self.mnt)
         if mounted_at(self.mnt):
@@ -263,6 +276,15 @@ class Volume:
         if rc != 0:
             raise RuntimeError("vmfsd exited with status %d after unmount: %s"
                                % (rc, self.log()))
+        if fsck:
+            res = self.fsck()
+            if res is not None and res[0] != 0:
+                msg = ("fsck.vmfsd -n after clean unmount #%d exited %d:\n%s"
+                       % (self.nmounts, res[0], res[1][-3000:]))
+                if _checker is not None:
+                    _checker.fail(msg)
+                else:
+                    raise RuntimeError(msg)
         return self.log()
 
     def remount(self, **kw):
@@ -409,11 +431,18 @@ def _terminated(signum, frame):
     raise SystemExit("killed by signal %d (timeout?)" % signum)
 
 
+_checker = None
+
+
 def main(name, body):
     """Common entry point: environment check, Checker, body(checker)."""
+    global _checker
     require_env()
     signal.signal(signal.SIGTERM, _terminated)
+    if not os.environ.get("FSCK"):
+        print("note: FSCK not set; volumes are not checked after unmount")
     c = Checker(name)
+    _checker = c
     try:
         body(c)
     except Exception:
