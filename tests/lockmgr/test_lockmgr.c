@@ -593,17 +593,19 @@ static void case_timing(void)
 	CHECK(t.io_timeout_ms == 200 && t.margin_ms == 300 && t.fence_after_ms == 700 &&
 	      t.check_ms == 25, "test: D %u M %u fence %u check %u", t.io_timeout_ms,
 	      t.margin_ms, t.fence_after_ms, t.check_ms);
-	/* The safety inequality of docs/cluster.md §3 for every sane config:
-	 * M - D > check, and the host does not fence between healthy renewals:
-	 * T - M > max(I, D). */
+	/* The inequalities of docs/cluster.md §3 for every timing mkfs
+	 * accepts: M - D > check (safety), and a host whose renewals all
+	 * complete within D never fences: T - M >= max(I, D) + D. */
 	for (sb.hb_timeout_ms = 20; sb.hb_timeout_ms <= 600000; sb.hb_timeout_ms += 37) {
 		for (sb.hb_interval_ms = 1; sb.hb_interval_ms <= sb.hb_timeout_ms / 2;
 		     sb.hb_interval_ms = sb.hb_interval_ms * 3 + 1) {
 			if (hb_timing_compute(&sb, &t))
 				continue;
+			uint32_t worst = (t.interval_ms > t.io_timeout_ms ? t.interval_ms :
+					  t.io_timeout_ms) + t.io_timeout_ms;
+
 			if (t.margin_ms - t.io_timeout_ms <= t.check_ms ||
-			    t.fence_after_ms <= t.interval_ms ||
-			    t.fence_after_ms <= t.io_timeout_ms) {
+			    t.fence_after_ms < worst) {
 				CHECK(0, "I %u T %u: D %u M %u check %u", sb.hb_interval_ms,
 				      sb.hb_timeout_ms, t.io_timeout_ms, t.margin_ms, t.check_ms);
 				return;
