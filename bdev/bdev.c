@@ -12,9 +12,11 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,6 +40,23 @@ struct crash_sim {
 	int cut;
 };
 
+/* Shared ring for asynchronous I/O (bdev_aio_submit). */
+#define AIO_DEPTH 256
+
+struct aio_engine {
+	struct io_uring ring;
+	pthread_mutex_t lock;           /* queue, counters, flags */
+	pthread_cond_t room;            /* inflight reached 0 */
+	pthread_t thr;
+	int efd;                        /* wakes the issuer */
+	uint64_t efd_val;
+	struct bdev_aio *qhead, **qtail;
+	unsigned inflight;              /* queued or on the ring */
+	bool sleeping;
+	int stop;
+	int init;                       /* 1 starting, 2 running, < 0 failed */
+};
+
 struct bdev {
 	int fd;
 	int is_blk;
@@ -45,6 +64,8 @@ struct bdev {
 	char *path;
 	_Atomic int fault;
 	struct crash_sim *cs;
+	pthread_mutex_t aio_init_lock;
+	struct aio_engine *aio;
 };
 
 /* Ring depth 4: a thread has at most one request in flight. */
@@ -129,6 +150,7 @@ int bdev_open(const char *path, unsigned flags, struct bdev **out)
 	}
 	bd->fd = fd;
 	bd->is_blk = S_ISBLK(st.st_mode);
+	pthread_mutex_init(&bd->aio_init_lock, NULL);
 	if (bd->is_blk) {
 		if (ioctl(fd, BLKGETSIZE64, &bd->size) < 0) {
 			r = -errno;
@@ -165,10 +187,13 @@ static void crash_free(struct crash_sim *cs)
 	cs->n = cs->cap = 0;
 }
 
+static void aio_stop(struct bdev *bd);
+
 void bdev_close(struct bdev *bd)
 {
 	if (!bd)
 		return;
+	aio_stop(bd);
 	if (bd->cs) {
 		crash_free(bd->cs);
 		close(bd->cs->fd);
@@ -537,4 +562,267 @@ void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
 	};
 
 	(void)fcntl(bd->fd, F_OFD_SETLK, &fl);
+}
+
+/* ---------------- asynchronous I/O ---------------- */
+/*
+ * One issuer thread owns the ring (IORING_SETUP_SINGLE_ISSUER +
+ * DEFER_TASKRUN where the kernel has them): callers queue requests under a
+ * mutex and kick an eventfd only when the issuer sleeps, and completions
+ * run in the issuer, so no two threads ever fight over the ring's lock (the
+ * first version let every FUSE worker submit and spent its time in
+ * io_uring's task-work mutex).
+ */
+
+int bdev_crash_enabled(const struct bdev *bd)
+{
+	return bd->cs != NULL;
+}
+
+#define EVFD_TAG ((uint64_t)1)
+
+static void aio_prep(struct aio_engine *e, struct bdev *bd, struct bdev_aio *a)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+	char *p = (char *)a->buf + a->done;
+	unsigned n = (unsigned)(a->len - a->done);
+
+	if (!sqe) {
+		io_uring_submit(&e->ring);
+		sqe = io_uring_get_sqe(&e->ring);
+	}
+	if (a->write)
+		io_uring_prep_write(sqe, bd->fd, p, n, a->off + a->done);
+	else
+		io_uring_prep_read(sqe, bd->fd, p, n, a->off + a->done);
+	io_uring_sqe_set_data(sqe, a);
+}
+
+static void *aio_issuer(void *arg)
+{
+	struct bdev *bd = arg;
+	struct aio_engine *e = bd->aio;
+	struct bdev_aio *pending = NULL, **ptail = &pending;
+	unsigned inflight = 0;
+	bool armed = false, stopping = false;
+	struct io_uring_params p;
+	int r;
+
+	memset(&p, 0, sizeof(p));
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	r = io_uring_queue_init_params(AIO_DEPTH, &e->ring, &p);
+	if (r) {
+		memset(&p, 0, sizeof(p));      /* kernels before 6.1 */
+		r = io_uring_queue_init_params(AIO_DEPTH, &e->ring, &p);
+	}
+	pthread_mutex_lock(&e->lock);
+	e->init = r ? r : 2;
+	pthread_cond_broadcast(&e->room);
+	pthread_mutex_unlock(&e->lock);
+	if (r)
+		return NULL;
+
+	for (;;) {
+		struct io_uring_cqe *cqe;
+		struct bdev_aio *a;
+		unsigned head, seen = 0;
+
+		/* Take what callers queued, up to the ring's capacity. */
+		pthread_mutex_lock(&e->lock);
+		if (e->qhead) {
+			*ptail = e->qhead;
+			ptail = e->qtail;
+			e->qhead = NULL;
+			e->qtail = &e->qhead;
+		}
+		stopping = e->stop;
+		pthread_mutex_unlock(&e->lock);
+		while (pending && inflight < AIO_DEPTH - 1) {
+			a = pending;
+			pending = a->next;
+			if (!pending)
+				ptail = &pending;
+			aio_prep(e, bd, a);
+			inflight++;
+		}
+		if (stopping && !inflight && !pending)
+			break;
+		/* (the ring is torn down below, by the thread that owns it) */
+		if (!armed) {
+			struct io_uring_sqe *sqe = io_uring_get_sqe(&e->ring);
+
+			if (!sqe) {
+				io_uring_submit(&e->ring);
+				sqe = io_uring_get_sqe(&e->ring);
+			}
+			io_uring_prep_read(sqe, e->efd, &e->efd_val, sizeof(e->efd_val), 0);
+			io_uring_sqe_set_data(sqe, (void *)(uintptr_t)EVFD_TAG);
+			armed = true;
+		}
+		pthread_mutex_lock(&e->lock);
+		e->sleeping = !e->qhead;
+		pthread_mutex_unlock(&e->lock);
+		r = io_uring_submit_and_wait(&e->ring, 1);
+		if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
+			usleep(1000);   /* never spin on a broken ring */
+		pthread_mutex_lock(&e->lock);
+		e->sleeping = false;
+		pthread_mutex_unlock(&e->lock);
+
+		io_uring_for_each_cqe(&e->ring, head, cqe) {
+			int r = cqe->res;
+
+			seen++;
+			a = io_uring_cqe_get_data(cqe);
+			if ((uintptr_t)a == EVFD_TAG) {
+				armed = false;
+				continue;
+			}
+			if (r > 0 && a->done + (size_t)r < a->len) {
+				a->done += (size_t)r;   /* short transfer: go on */
+				aio_prep(e, bd, a);
+				continue;
+			}
+			if (r == 0 && a->write)
+				r = -EIO;       /* no progress on a write */
+			else if (r == 0)        /* read past the end of the file: zeros */
+				memset((char *)a->buf + a->done, 0, a->len - a->done);
+			else if (r > 0)
+				r = 0;
+			inflight--;
+			pthread_mutex_lock(&e->lock);
+			e->inflight--;
+			if (!e->inflight)
+				pthread_cond_broadcast(&e->room);
+			pthread_mutex_unlock(&e->lock);
+			a->cb(a, r);
+		}
+		io_uring_cq_advance(&e->ring, seen);
+	}
+	io_uring_queue_exit(&e->ring);
+	return NULL;
+}
+
+static int aio_start(struct bdev *bd)
+{
+	struct io_uring_params p;
+	struct aio_engine *e;
+	int r;
+
+	pthread_mutex_lock(&bd->aio_init_lock);
+	if (bd->aio) {
+		pthread_mutex_unlock(&bd->aio_init_lock);
+		return 0;
+	}
+	e = calloc(1, sizeof(*e));
+	if (!e) {
+		r = -ENOMEM;
+		goto out;
+	}
+	/* SINGLE_ISSUER binds the ring to the task that creates it, so the
+	 * issuer thread creates it (IORING_SETUP_R_DISABLED + enabling it in
+	 * the thread would do too); here we only set up the rest. */
+	(void)p;
+	e->efd = eventfd(0, EFD_CLOEXEC);
+	if (e->efd < 0) {
+		r = -errno;
+		free(e);
+		goto out;
+	}
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->room, NULL);
+	e->qtail = &e->qhead;
+	e->init = 1;
+	bd->aio = e;
+	r = -pthread_create(&e->thr, NULL, aio_issuer, bd);
+	if (!r) {
+		pthread_mutex_lock(&e->lock);
+		while (e->init == 1)
+			pthread_cond_wait(&e->room, &e->lock);
+		r = e->init < 0 ? e->init : 0;
+		pthread_mutex_unlock(&e->lock);
+		if (r)
+			pthread_join(e->thr, NULL);
+	}
+	if (r) {
+		close(e->efd);
+		free(e);
+		bd->aio = NULL;
+	}
+out:
+	pthread_mutex_unlock(&bd->aio_init_lock);
+	return r;
+}
+
+static void aio_kick(struct aio_engine *e)
+{
+	uint64_t one = 1;
+
+	if (write(e->efd, &one, sizeof(one)) < 0) {
+		/* EAGAIN: the counter is saturated, the issuer will wake anyway. */
+	}
+}
+
+static void aio_stop(struct bdev *bd)
+{
+	struct aio_engine *e = bd->aio;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	e->stop = 1;
+	pthread_mutex_unlock(&e->lock);
+	aio_kick(e);
+	pthread_join(e->thr, NULL);
+	close(e->efd);
+	free(e);
+	bd->aio = NULL;
+}
+
+int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a)
+{
+	struct aio_engine *e;
+	bool kick;
+	int r;
+
+	r = check_range(bd, a->len, a->off);
+	if (r)
+		return r;
+	if ((uintptr_t)a->buf & (BDEV_ALIGN - 1))
+		return -EINVAL;
+	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO ||
+	    (a->write && atomic_load(&bd->fault) != BDEV_FAULT_NONE))
+		return -EIO;
+	if (bd->cs)
+		return -EOPNOTSUPP;     /* the crash model records synchronous I/O only */
+	if (!bd->aio) {
+		r = aio_start(bd);
+		if (r)
+			return r;
+	}
+	e = bd->aio;
+	a->done = 0;
+	a->next = NULL;
+	pthread_mutex_lock(&e->lock);
+	*e->qtail = a;
+	e->qtail = &a->next;
+	e->inflight++;
+	kick = e->sleeping;
+	e->sleeping = false;    /* one kick per sleep is enough */
+	pthread_mutex_unlock(&e->lock);
+	if (kick)
+		aio_kick(e);
+	return 0;
+}
+
+void bdev_aio_drain(struct bdev *bd)
+{
+	struct aio_engine *e = bd->aio;
+
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	while (e->inflight)
+		pthread_cond_wait(&e->room, &e->lock);
+	pthread_mutex_unlock(&e->lock);
 }

@@ -44,6 +44,25 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len);
 void *bdev_alloc(size_t len);
 void bdev_free(void *p);
 
+/* Asynchronous I/O for the hot data path: one shared ring per device and
+ * a reaper thread that calls CB from its own context when the whole request
+ * is done (res = 0 or a negative errno).  BUF must be 4 KiB aligned.  The
+ * point is that FUSE worker threads go straight back to reading requests
+ * instead of sleeping on their I/O, and completions are reaped in batches. */
+struct bdev_aio {
+	void (*cb)(struct bdev_aio *a, int res);
+	void *buf;
+	size_t len;
+	uint64_t off;
+	int write;
+	size_t done;            /* private */
+	struct bdev_aio *next;  /* private */
+};
+int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a);
+/* Waits until every submitted asynchronous request has completed. */
+void bdev_aio_drain(struct bdev *bd);
+int bdev_crash_enabled(const struct bdev *bd);
+
 /* Byte-range advisory lock (OFD, so per open file, not per process): used to
  * refuse a second mount on the same kernel.  Returns -EAGAIN when held. */
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive);

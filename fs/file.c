@@ -21,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <linux/falloc.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -64,13 +65,98 @@ uint64_t fs_file_ino(const struct fs_file *f)
 
 /* ---------------- read ---------------- */
 
+/* A stretch of the file: DEV = device offset of physically contiguous
+ * written units, or 0 for holes and unwritten units (which read as zeros). */
+struct run {
+	uint64_t dev, pos, len;
+};
+
+struct runs {
+	struct run *v;
+	uint32_t n, cap;
+	struct run inl[8];
+};
+
+static void runs_free(struct runs *rs)
+{
+	if (rs->v != rs->inl)
+		free(rs->v);
+}
+
+static int runs_push(struct runs *rs, uint64_t dev, uint64_t pos, uint64_t len)
+{
+	if (rs->n == rs->cap) {
+		uint32_t cap = rs->cap * 2;
+		struct run *nv = malloc(cap * sizeof(*nv));
+
+		if (!nv)
+			return -ENOMEM;
+		memcpy(nv, rs->v, rs->n * sizeof(*nv));
+		runs_free(rs);
+		rs->v = nv;
+		rs->cap = cap;
+	}
+	rs->v[rs->n++] = (struct run){ dev, pos, len };
+	return 0;
+}
+
+/* Splits [p0, p1) into runs, merging physically contiguous written units
+ * so a sequential 1 MiB request stays one device I/O (iolock held). */
+static int collect_runs(struct fs *fs, struct fs_inode *ip, uint64_t p0, uint64_t p1,
+			struct runs *rs)
+{
+	uint32_t unit = inode_unit_size(fs, ip);
+	uint64_t pos = p0;
+	int r;
+
+	rs->v = rs->inl;
+	rs->n = 0;
+	rs->cap = sizeof(rs->inl) / sizeof(rs->inl[0]);
+	while (pos < p1) {
+		uint64_t lblk = pos / unit, end = (lblk + 1) * unit;
+		uint32_t e;
+
+		r = bmap_get(fs, ip, lblk, &e);
+		if (r)
+			goto fail;
+		if (end > p1)
+			end = p1;
+		if (!entry_written(e)) {
+			r = runs_push(rs, 0, pos, end - pos);
+			if (r)
+				goto fail;
+			pos = end;
+			continue;
+		}
+		while (end < p1) {
+			uint32_t e2;
+
+			r = bmap_get(fs, ip, end / unit, &e2);
+			if (r)
+				goto fail;
+			if (!entry_written(e2) ||
+			    (e2 & VMFSD_MAP_PBLK_MASK) != (e & VMFSD_MAP_PBLK_MASK) + (end / unit - lblk))
+				break;
+			end = (end / unit + 1) * unit < p1 ? (end / unit + 1) * unit : p1;
+		}
+		r = runs_push(rs, unit_dev_off(fs, ip, e) + pos % unit, pos, end - pos);
+		if (r)
+			goto fail;
+		pos = end;
+	}
+	return 0;
+fail:
+	runs_free(rs);
+	return r;
+}
+
 /* Reads the sector-aligned range [a0, a1) of the file into BUF (iolock held). */
 static int read_aligned(struct fs *fs, struct fs_inode *ip, uint8_t *buf, uint64_t a0,
 			uint64_t a1)
 {
-	uint32_t unit = inode_unit_size(fs, ip);
-	uint64_t pos = a0;
-	int r;
+	struct runs rs;
+	uint32_t i;
+	int r = 0;
 
 	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
 		memset(buf, 0, a1 - a0);
@@ -79,39 +165,17 @@ static int read_aligned(struct fs *fs, struct fs_inode *ip, uint8_t *buf, uint64
 			       (a1 < VMFSD_INLINE_MAX ? a1 : VMFSD_INLINE_MAX) - a0);
 		return 0;
 	}
-	while (pos < a1) {
-		uint64_t lblk = pos / unit, end = (lblk + 1) * unit, dev;
-		uint32_t e;
-
-		r = bmap_get(fs, ip, lblk, &e);
-		if (r)
-			return r;
-		if (end > a1)
-			end = a1;
-		if (!entry_written(e)) {
-			memset(buf + (pos - a0), 0, end - pos);
-			pos = end;
-			continue;
-		}
-		dev = unit_dev_off(fs, ip, e) + pos % unit;
-		/* Extend the run over physically contiguous written units. */
-		while (end < a1) {
-			uint32_t e2;
-
-			r = bmap_get(fs, ip, end / unit, &e2);
-			if (r)
-				return r;
-			if (!entry_written(e2) ||
-			    (e2 & VMFSD_MAP_PBLK_MASK) != (e & VMFSD_MAP_PBLK_MASK) + (end / unit - lblk))
-				break;
-			end = (end / unit + 1) * unit < a1 ? (end / unit + 1) * unit : a1;
-		}
-		r = bdev_pread(fs->bd, buf + (pos - a0), end - pos, dev);
-		if (r)
-			return r;
-		pos = end;
+	r = collect_runs(fs, ip, a0, a1, &rs);
+	if (r)
+		return r;
+	for (i = 0; i < rs.n && !r; i++) {
+		if (rs.v[i].dev)
+			r = bdev_pread(fs->bd, buf + (rs.v[i].pos - a0), rs.v[i].len, rs.v[i].dev);
+		else
+			memset(buf + (rs.v[i].pos - a0), 0, rs.v[i].len);
 	}
-	return 0;
+	runs_free(&rs);
+	return r;
 }
 
 ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
@@ -124,9 +188,9 @@ ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 
 	*bufp = NULL;
 	*data_off = 0;
-	pthread_rwlock_rdlock(&ip->iolock);
+	iolock_rd(&ip->iolock);
 	if (off >= ip->d.size || !size) {
-		pthread_rwlock_unlock(&ip->iolock);
+		iolock_unlock_rd(&ip->iolock);
 		return 0;
 	}
 	end = off + size < ip->d.size ? off + size : ip->d.size;
@@ -134,11 +198,11 @@ ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 	a1 = round_up(end, SECTOR);
 	buf = bdev_alloc(a1 - a0);
 	if (!buf) {
-		pthread_rwlock_unlock(&ip->iolock);
+		iolock_unlock_rd(&ip->iolock);
 		return -ENOMEM;
 	}
 	r = read_aligned(fs, ip, buf, a0, a1);
-	pthread_rwlock_unlock(&ip->iolock);
+	iolock_unlock_rd(&ip->iolock);
 	if (r) {
 		bdev_free(buf);
 		return r;
@@ -309,56 +373,32 @@ static int ensure_mode(struct fs *fs, struct fs_inode *ip, uint64_t end)
 
 /* Fast path: every unit in range written, sector aligned, no mode change.
  * Returns -EAGAIN if the slow path is needed. */
+static bool fast_write_ok(struct fs *fs, struct fs_inode *ip, uint64_t off, size_t size)
+{
+	return !((off | size) & (SECTOR - 1)) && ip->d.data_mode != VMFSD_DATA_INLINE &&
+	       mode_for(fs, off + size) <= ip->d.data_mode;
+}
+
 static int write_fast(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
 		      uint64_t off)
 {
-	uint64_t end = off + size, pos = off;
-	uint32_t unit;
+	struct runs rs;
+	uint32_t i;
 	int r;
 
-	if (((off | size) & (SECTOR - 1)) || ip->d.data_mode == VMFSD_DATA_INLINE ||
-	    mode_for(fs, end) > ip->d.data_mode)
+	if (!fast_write_ok(fs, ip, off, size))
 		return -EAGAIN;
-	unit = inode_unit_size(fs, ip);
+	r = collect_runs(fs, ip, off, off + size, &rs);
+	if (r)
+		return r;
 	/* Check first so nothing is written if the slow path must run. */
-	for (pos = round_down(off, unit); pos < end; pos += unit) {
-		uint32_t e;
-
-		r = bmap_get(fs, ip, pos / unit, &e);
-		if (r)
-			return r;
-		if (!entry_written(e))
-			return -EAGAIN;
-	}
-	pos = off;
-	while (pos < end) {
-		uint64_t lblk = pos / unit, uend = (lblk + 1) * unit;
-		uint32_t e;
-
-		r = bmap_get(fs, ip, lblk, &e);
-		if (r)
-			return r;
-		if (uend > end)
-			uend = end;
-		/* Coalesce physically contiguous units into one I/O. */
-		while (uend < end) {
-			uint32_t e2;
-
-			r = bmap_get(fs, ip, uend / unit, &e2);
-			if (r)
-				return r;
-			if ((e2 & VMFSD_MAP_PBLK_MASK) !=
-			    (e & VMFSD_MAP_PBLK_MASK) + (uend / unit - lblk))
-				break;
-			uend = (uend / unit + 1) * unit < end ? (uend / unit + 1) * unit : end;
-		}
-		r = bdev_pwrite(fs->bd, buf + (pos - off), uend - pos,
-				unit_dev_off(fs, ip, e) + pos % unit);
-		if (r)
-			return r;
-		pos = uend;
-	}
-	return 0;
+	for (i = 0; i < rs.n && !r; i++)
+		if (!rs.v[i].dev)
+			r = -EAGAIN;
+	for (i = 0; i < rs.n && !r; i++)
+		r = bdev_pwrite(fs->bd, buf + (rs.v[i].pos - off), rs.v[i].len, rs.v[i].dev);
+	runs_free(&rs);
+	return r;
 }
 
 static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
@@ -437,7 +477,7 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		return 0;
 	if (off + size < off || off + size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
 		return -EFBIG;
-	pthread_rwlock_rdlock(&ip->iolock);
+	iolock_rd(&ip->iolock);
 	if (f->flags & O_APPEND) {
 		r = -EAGAIN;
 	} else {
@@ -445,17 +485,208 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		if (!r)
 			update_size_times(fs, ip, off + size);
 	}
-	pthread_rwlock_unlock(&ip->iolock);
+	iolock_unlock_rd(&ip->iolock);
 	if (r == -EAGAIN) {
-		pthread_rwlock_wrlock(&ip->iolock);
+		iolock_wr(&ip->iolock);
 		if (f->flags & O_APPEND)
 			off = ip->d.size;
 		r = write_slow(fs, ip, buf, size, off);
-		pthread_rwlock_unlock(&ip->iolock);
+		iolock_unlock_wr(&ip->iolock);
 	}
 	if (!r && (f->flags & (O_SYNC | O_DSYNC)))
 		r = fs_fsync(fs, f, (f->flags & O_SYNC) != O_SYNC);
 	return r ? r : (ssize_t)size;
+}
+
+/* ---------------- asynchronous fast path ---------------- */
+
+struct aio_seg {
+	struct bdev_aio a;
+	struct aio_ctx *ctx;
+};
+
+struct aio_ctx {
+	struct fs *fs;
+	struct fs_inode *ip;
+	fs_aio_done_fn done;
+	void *arg;
+	uint8_t *buf;
+	size_t data_off;
+	ssize_t result;
+	uint64_t end;           /* writes: new end of data */
+	bool write;
+	_Atomic int pending;
+	_Atomic int err;
+	uint32_t nseg;
+	struct aio_seg seg[];
+};
+
+static void aio_finish(struct aio_ctx *c)
+{
+	int err = atomic_load(&c->err);
+
+	if (c->write && !err)
+		update_size_times(c->fs, c->ip, c->end);
+	iolock_unlock_rd(&c->ip->iolock);
+	c->done(c->arg, err ? err : c->result, c->buf + c->data_off);
+	bdev_free(c->buf);
+	free(c);
+}
+
+static void aio_put(struct aio_ctx *c)
+{
+	if (atomic_fetch_sub(&c->pending, 1) == 1)
+		aio_finish(c);
+}
+
+static void aio_seg_done(struct bdev_aio *a, int res)
+{
+	struct aio_seg *sg = (struct aio_seg *)a;
+	struct aio_ctx *c = sg->ctx;
+
+	if (res < 0) {
+		int zero = 0;
+
+		atomic_compare_exchange_strong(&c->err, &zero, res);
+	}
+	aio_put(c);
+}
+
+/* Submits the device runs of RS (iolock held shared; released by the last
+ * completion).  A run that fails to submit counts as completed with its
+ * error, so the context is always finished exactly once. */
+static int aio_submit_runs(struct aio_ctx *c, const struct runs *rs, uint64_t base)
+{
+	uint32_t i, n = 0;
+
+	for (i = 0; i < rs->n; i++)
+		if (rs->v[i].dev)
+			n++;
+	c->nseg = n;
+	atomic_store(&c->pending, (int)n + 1);  /* +1: held until all are submitted */
+	for (i = 0, n = 0; i < rs->n; i++) {
+		struct aio_seg *sg;
+		int r;
+
+		if (!rs->v[i].dev)
+			continue;
+		sg = &c->seg[n++];
+		sg->ctx = c;
+		sg->a.cb = aio_seg_done;
+		sg->a.buf = c->buf + (rs->v[i].pos - base);
+		sg->a.len = rs->v[i].len;
+		sg->a.off = rs->v[i].dev;
+		sg->a.write = c->write;
+		r = bdev_aio_submit(c->fs->bd, &sg->a);
+		if (r)
+			aio_seg_done(&sg->a, r);
+	}
+	aio_put(c);     /* the submitter's reference */
+	return 0;
+}
+
+static struct aio_ctx *aio_ctx_new(struct fs *fs, struct fs_inode *ip, uint32_t nruns,
+				   fs_aio_done_fn done, void *arg)
+{
+	struct aio_ctx *c = calloc(1, sizeof(*c) + nruns * sizeof(struct aio_seg));
+
+	if (!c)
+		return NULL;
+	c->fs = fs;
+	c->ip = ip;
+	c->done = done;
+	c->arg = arg;
+	return c;
+}
+
+int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
+		  fs_aio_done_fn done, void *arg)
+{
+	struct fs_inode *ip = f->ip;
+	uint64_t a0, a1, end;
+	struct aio_ctx *c;
+	struct runs rs;
+	uint32_t i;
+	int r;
+
+	if (bdev_crash_enabled(fs->bd))
+		return -EAGAIN;
+	iolock_rd(&ip->iolock);
+	if (ip->d.data_mode == VMFSD_DATA_INLINE || off >= ip->d.size || !size) {
+		iolock_unlock_rd(&ip->iolock);
+		return -EAGAIN;
+	}
+	end = off + size < ip->d.size ? off + size : ip->d.size;
+	a0 = round_down(off, SECTOR);
+	a1 = round_up(end, SECTOR);
+	r = collect_runs(fs, ip, a0, a1, &rs);
+	if (r) {
+		iolock_unlock_rd(&ip->iolock);
+		return r;
+	}
+	c = aio_ctx_new(fs, ip, rs.n, done, arg);
+	if (c)
+		c->buf = bdev_alloc(a1 - a0);
+	if (!c || !c->buf) {
+		runs_free(&rs);
+		iolock_unlock_rd(&ip->iolock);
+		if (c)
+			free(c);
+		return -ENOMEM;
+	}
+	c->data_off = off - a0;
+	c->result = (ssize_t)(end - off);
+	for (i = 0; i < rs.n; i++)
+		if (!rs.v[i].dev)
+			memset(c->buf + (rs.v[i].pos - a0), 0, rs.v[i].len);
+	r = aio_submit_runs(c, &rs, a0);
+	runs_free(&rs);
+	return r;
+}
+
+int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
+		   uint64_t off, fs_aio_done_fn done, void *arg)
+{
+	struct fs_inode *ip = f->ip;
+	struct aio_ctx *c;
+	struct runs rs;
+	uint32_t i;
+	int r;
+
+	if (fs->readonly)
+		return -EROFS;
+	if (bdev_crash_enabled(fs->bd) || (f->flags & (O_APPEND | O_SYNC | O_DSYNC)) || !size)
+		return -EAGAIN;
+	iolock_rd(&ip->iolock);
+	if (!fast_write_ok(fs, ip, off, size)) {
+		iolock_unlock_rd(&ip->iolock);
+		return -EAGAIN;
+	}
+	r = collect_runs(fs, ip, off, off + size, &rs);
+	if (r) {
+		iolock_unlock_rd(&ip->iolock);
+		return r;
+	}
+	for (i = 0; i < rs.n; i++)
+		if (!rs.v[i].dev)
+			r = -EAGAIN;    /* a hole or unwritten unit: allocation path */
+	c = r ? NULL : aio_ctx_new(fs, ip, rs.n, done, arg);
+	if (c)
+		c->buf = bdev_alloc(size);
+	if (r || !c || !c->buf) {
+		runs_free(&rs);
+		iolock_unlock_rd(&ip->iolock);
+		free(c);
+		return r ? r : -ENOMEM;
+	}
+	/* O_DIRECT wants aligned memory, and libfuse reuses its buffer. */
+	memcpy(c->buf, buf, size);
+	c->write = true;
+	c->result = (ssize_t)size;
+	c->end = off + size;
+	r = aio_submit_runs(c, &rs, off);
+	runs_free(&rs);
+	return r;
 }
 
 /* ---------------- truncate / punch / zero ---------------- */
@@ -577,7 +808,7 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 
 	if (size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
 		return -EFBIG;
-	pthread_rwlock_wrlock(&ip->iolock);
+	iolock_wr(&ip->iolock);
 	if (size > ip->d.size) {
 		r = ensure_mode(fs, ip, size);
 	} else if (size < ip->d.size) {
@@ -616,7 +847,7 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 		r = tx_commit(&tx);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
-	pthread_rwlock_unlock(&ip->iolock);
+	iolock_unlock_wr(&ip->iolock);
 	return r;
 }
 
@@ -718,7 +949,7 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 	    ((mode & FALLOC_FL_ZERO_RANGE) || !(mode & FALLOC_FL_KEEP_SIZE)))
 		return -EOPNOTSUPP;
 
-	pthread_rwlock_wrlock(&ip->iolock);
+	iolock_wr(&ip->iolock);
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		uint64_t e = end < ip->d.size ? end : ip->d.size;
 
@@ -749,7 +980,7 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		r = tx_commit(&tx);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
-	pthread_rwlock_unlock(&ip->iolock);
+	iolock_unlock_wr(&ip->iolock);
 	return r;
 }
 
@@ -767,7 +998,7 @@ int64_t fs_lseek(struct fs *fs, struct fs_file *f, int64_t soff, int whence)
 		return -ENXIO;
 	if (whence != SEEK_DATA && whence != SEEK_HOLE)
 		return -EINVAL;
-	pthread_rwlock_rdlock(&ip->iolock);
+	iolock_rd(&ip->iolock);
 	size = ip->d.size;
 	if (off >= size)
 		goto out;
@@ -817,7 +1048,7 @@ int64_t fs_lseek(struct fs *fs, struct fs_file *f, int64_t soff, int whence)
 		}
 	}
 out:
-	pthread_rwlock_unlock(&ip->iolock);
+	iolock_unlock_rd(&ip->iolock);
 	return res;
 }
 

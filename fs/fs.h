@@ -119,6 +119,18 @@ ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		 uint64_t off);
 int fs_fsync(struct fs *fs, struct fs_file *f, int datasync);
+
+/* Asynchronous fast path for the FUSE layer.  Returns 0 when the I/O was
+ * started: DONE(ARG, result, data) then runs exactly once, from the I/O
+ * completion thread (or before the return when no device I/O is needed);
+ * for reads DATA points at the bytes, valid only during the call.
+ * -EAGAIN: use fs_read_buf/fs_write instead (inline data, allocation,
+ * unaligned or O_SYNC writes, a crash-simulating device); else an error. */
+typedef void (*fs_aio_done_fn)(void *arg, ssize_t res, const void *data);
+int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
+		  fs_aio_done_fn done, void *arg);
+int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
+		   uint64_t off, fs_aio_done_fn done, void *arg);
 /* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE[|KEEP_SIZE]. */
 int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint64_t len);

@@ -99,6 +99,24 @@ bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
 /* ---------------- inodes (fs/inode.c) ---------------- */
 struct dir_cache;
 
+/* The data-path lock of an inode: a reader/writer lock that, unlike a
+ * pthread rwlock, may be released by another thread, because an
+ * asynchronous read or overwrite holds it shared until the reaper thread
+ * sees the I/O complete.  Writers have priority. */
+struct iolock {
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	int readers;
+	int writers_waiting;
+	bool writer;
+};
+void iolock_init(struct iolock *l);
+void iolock_destroy(struct iolock *l);
+void iolock_rd(struct iolock *l);
+void iolock_wr(struct iolock *l);
+void iolock_unlock_rd(struct iolock *l);
+void iolock_unlock_wr(struct iolock *l);
+
 struct fs_inode {
 	uint64_t ino;
 	struct fs_inode *hnext;
@@ -107,7 +125,7 @@ struct fs_inode {
 	uint32_t pins;          /* transient references held by fs code */
 	bool dirty;             /* in-memory fields newer than disk */
 	bool deleted;           /* freed on disk, must not be written */
-	pthread_rwlock_t iolock;
+	struct iolock iolock;
 	struct vmfsd_inode d;
 	struct dir_cache *dir;  /* directories: loaded lazily */
 	/* Block-map node cache: sub-block number -> 4 KiB node image. */

@@ -55,7 +55,7 @@ static struct fs_inode *inode_new_mem(uint64_t ino)
 	if (!ip)
 		return NULL;
 	ip->ino = ino;
-	pthread_rwlock_init(&ip->iolock, NULL);
+	iolock_init(&ip->iolock);
 	return ip;
 }
 
@@ -63,7 +63,7 @@ static void inode_free_mem(struct fs_inode *ip)
 {
 	dir_cache_free(ip);
 	bmap_cache_drop(ip);
-	pthread_rwlock_destroy(&ip->iolock);
+	iolock_destroy(&ip->iolock);
 	free(ip);
 }
 
@@ -340,4 +340,54 @@ void inode_cache_drop_all(struct fs *fs)
 	}
 	fs->ninodes_cached = 0;
 	pthread_mutex_unlock(&fs->meta_lock);
+}
+
+void iolock_init(struct iolock *l)
+{
+	pthread_mutex_init(&l->m, NULL);
+	pthread_cond_init(&l->c, NULL);
+	l->readers = l->writers_waiting = 0;
+	l->writer = false;
+}
+
+void iolock_destroy(struct iolock *l)
+{
+	pthread_mutex_destroy(&l->m);
+	pthread_cond_destroy(&l->c);
+}
+
+void iolock_rd(struct iolock *l)
+{
+	pthread_mutex_lock(&l->m);
+	while (l->writer || l->writers_waiting)
+		pthread_cond_wait(&l->c, &l->m);
+	l->readers++;
+	pthread_mutex_unlock(&l->m);
+}
+
+void iolock_wr(struct iolock *l)
+{
+	pthread_mutex_lock(&l->m);
+	l->writers_waiting++;
+	while (l->writer || l->readers)
+		pthread_cond_wait(&l->c, &l->m);
+	l->writers_waiting--;
+	l->writer = true;
+	pthread_mutex_unlock(&l->m);
+}
+
+void iolock_unlock_rd(struct iolock *l)
+{
+	pthread_mutex_lock(&l->m);
+	if (--l->readers == 0)
+		pthread_cond_broadcast(&l->c);
+	pthread_mutex_unlock(&l->m);
+}
+
+void iolock_unlock_wr(struct iolock *l)
+{
+	pthread_mutex_lock(&l->m);
+	l->writer = false;
+	pthread_cond_broadcast(&l->c);
+	pthread_mutex_unlock(&l->m);
 }

@@ -182,6 +182,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		/* Our own journal first: it may hold the newest bitmaps. */
 		r = journal_replay(fs->bd, journal_area_off(&fs->sb, fs->slot),
 				   fs->sb.journal_size, fs->slot, &ji);
+		if (r == -EUCLEAN || r == -EBADMSG)
+			r = -ENOTRECOVERABLE;   /* journal header damaged, not the sb */
 		if (r)
 			goto fail;
 		if (ji.transactions)
@@ -245,6 +247,7 @@ int fs_unmount(struct fs *fs)
 
 	if (!fs)
 		return 0;
+	bdev_aio_drain(fs->bd);         /* completions touch inodes */
 	inode_cache_drop_all(fs);
 	if (!fs->readonly) {
 		/* Everything to the journal and in place, durable, then clean. */

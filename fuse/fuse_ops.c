@@ -299,14 +299,45 @@ static struct fs_file *fh(struct fuse_file_info *fi)
 	return (struct fs_file *)(uintptr_t)fi->fh;
 }
 
+static void read_done(void *arg, ssize_t res, const void *data)
+{
+	fuse_req_t req = arg;
+
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_buf(req, data, (size_t)res);
+}
+
+static void write_done(void *arg, ssize_t res, const void *data)
+{
+	fuse_req_t req = arg;
+
+	(void)data;
+	if (res < 0)
+		fuse_reply_err(req, (int)-res);
+	else
+		fuse_reply_write(req, (size_t)res);
+}
+
+/* Reads and overwrites of allocated data go asynchronous: the worker thread
+ * submits and goes back to /dev/fuse, the completion thread replies. */
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	size_t doff;
 	void *buf;
 	ssize_t n;
+	int r;
 
 	(void)ino;
+	r = fs_read_start(req_fs(req), fh(fi), size, (uint64_t)off, read_done, req);
+	if (r == 0)
+		return;
+	if (r != -EAGAIN) {
+		fuse_reply_err(req, -r);
+		return;
+	}
 	n = fs_read_buf(req_fs(req), fh(fi), size, (uint64_t)off, &buf, &doff);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
@@ -319,8 +350,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		     off_t off, struct fuse_file_info *fi)
 {
 	ssize_t n;
+	int r;
 
 	(void)ino;
+	r = fs_write_start(req_fs(req), fh(fi), buf, size, (uint64_t)off, write_done, req);
+	if (r == 0)
+		return;
+	if (r != -EAGAIN) {
+		fuse_reply_err(req, -r);
+		return;
+	}
 	n = fs_write(req_fs(req), fh(fi), buf, size, (uint64_t)off);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
