@@ -154,6 +154,10 @@ static void mount_error(const char *device, int r)
 		fprintf(stderr, PROG ": %s: the volume is already mounted\n", device);
 		describe_holder(device);
 		break;
+	case -ENOTRECOVERABLE:
+		fprintf(stderr, PROG ": %s: the journal header of this host's slot is "
+			"damaged; run fsck.vmfsd -y\n", device);
+		break;
 	case -EROFS:
 		fprintf(stderr, PROG ": %s: the journal needs recovery, which a read-only "
 			"mount cannot do; mount read-write once or run fsck.vmfsd\n", device);
