@@ -174,6 +174,36 @@ def close_fds_under(dirs):
                 pass
 
 
+def sweep_stale(max_age=1800):
+    """Deletes /var/tmp/vmfsd-it-* directories left by a run that was killed
+    (meson's timeout ends with SIGKILL): only those older than max_age
+    seconds with nothing mounted below them and no vmfsd naming them."""
+    now = time.time()
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split()[4] for line in f]
+    daemons = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    daemons.append(f.read().decode(errors="replace"))
+            except OSError:
+                pass
+    for name in os.listdir("/var/tmp"):
+        if not name.startswith("vmfsd-it-"):
+            continue
+        path = os.path.join("/var/tmp", name)
+        try:
+            if not os.path.isdir(path) or now - os.stat(path).st_mtime < max_age:
+                continue
+        except OSError:
+            continue
+        if any(m.startswith(path + "/") for m in mounts) or any(path in a for a in daemons):
+            continue
+        print("removing a stale test directory: %s" % path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class MountError(Exception):
     pass
 
@@ -439,6 +469,7 @@ def main(name, body):
     global _checker
     require_env()
     signal.signal(signal.SIGTERM, _terminated)
+    sweep_stale()
     if not os.environ.get("FSCK"):
         print("note: FSCK not set; volumes are not checked after unmount")
     c = Checker(name)
