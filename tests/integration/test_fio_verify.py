@@ -35,9 +35,11 @@ def fio_multi_args(directory):
             "--output-format=normal"]
 
 
-def run_fio(c, args, what, expect_ok=True):
+def run_fio(c, args, what, expect_ok=True, cwd=None):
     print("$ " + " ".join(args), flush=True)
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    # fio leaves *-verify.state files in its working directory: the test's
+    # temporary directory, not wherever the test was started
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=cwd)
     if not expect_ok:
         return c.check(r.returncode != 0, "%s: fio passed although the data was "
                        "changed behind its back" % what)
@@ -61,24 +63,24 @@ def body(c):
         v.mkfs("2G")
         v.mount()
         path = v.path("fio.dat")
-        if run_fio(c, fio_args(path, "write-and-verify"), "randwrite + verify"):
+        if run_fio(c, fio_args(path, "write-and-verify"), "randwrite + verify", cwd=v.dir):
             st = os.stat(path)
             print("fio.dat: size %d, st_blocks %d" % (st.st_size, st.st_blocks))
             v.remount()
             if run_fio(c, fio_args(path, "write-and-verify") + ["--verify_only=1"],
-                       "verify_only after remount"):
+                       "verify_only after remount", cwd=v.dir):
                 # negative control: the verification must notice a change
                 fd = os.open(path, os.O_WRONLY)
                 os.pwrite(fd, b"\0" * 4096, 300 << 20)
                 os.close(fd)
                 run_fio(c, fio_args(path, "write-and-verify") + ["--verify_only=1"],
-                        "verify_only after zeroing 4 KiB", expect_ok=False)
+                        "verify_only after zeroing 4 KiB", expect_ok=False, cwd=v.dir)
         multi = v.path("multi")
         os.mkdir(multi)
-        if run_fio(c, fio_multi_args(multi), "4 concurrent jobs"):
+        if run_fio(c, fio_multi_args(multi), "4 concurrent jobs", cwd=v.dir):
             v.remount()
             run_fio(c, fio_multi_args(multi) + ["--verify_only=1"],
-                    "4 concurrent jobs, verify_only after remount")
+                    "4 concurrent jobs, verify_only after remount", cwd=v.dir)
         v.unmount()
 
 
