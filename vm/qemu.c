@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Builds the QEMU command line of a VM from the checked model.  Nothing of
+ * the .vmx reaches QEMU as text it would parse: block devices are given in
+ * -blockdev JSON (built with jansson, so quoting is not ours to get wrong),
+ * files are the launcher's own descriptors as /proc/self/fd/N, device ids
+ * are generated, NIC models and connection types come from fixed tables,
+ * and MAC addresses and bridge names were validated character by character.
+ * The only free text is the guest kernel command line (vmfsd.append), which
+ * QEMU hands to the guest without interpreting it.
+ *
+ * Disks (DESIGN.md §5): the flat extent as driver "raw" on a "file" node
+ * with cache.direct=on (no host page cache: the hosts of a datastore share
+ * no cache, and the image may be written by another host after a
+ * migration), aio=io_uring (or native/threads, chosen by the caller after a
+ * failed start), discard=unmap so guest TRIM punches holes and keeps the
+ * extent thin.  Every disk is a virtio-blk-pci device, whatever bus the
+ * .vmx names (a KVM guest runs best on virtio; docs/vm.md).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm.h"
+
+int strv_add(struct strv *s, const char *str)
+{
+	if (s->n + 2 > s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 32;
+		char **v = realloc(s->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		s->v = v;
+		s->cap = cap;
+	}
+	s->v[s->n] = strdup(str);
+	if (!s->v[s->n])
+		return -ENOMEM;
+	s->v[++s->n] = NULL;
+	return 0;
+}
+
+int strv_addf(struct strv *s, const char *fmt, ...)
+{
+	va_list ap;
+	char *t;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = vasprintf(&t, fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		return -ENOMEM;
+	rc = strv_add(s, t);
+	free(t);
+	return rc;
+}
+
+void strv_free(struct strv *s)
+{
+	for (size_t i = 0; i < s->n; i++)
+		free(s->v[i]);
+	free(s->v);
+	s->v = NULL;
+	s->n = s->cap = 0;
+}
+
+static int add_json(struct strv *s, const char *opt, json_t *j)
+{
+	char *t = json_dumps(j, JSON_COMPACT);
+	int rc;
+
+	json_decref(j);
+	if (!t)
+		return -ENOMEM;
+	rc = strv_add(s, opt);
+	if (!rc)
+		rc = strv_add(s, t);
+	free(t);
+	return rc;
+}
+
+int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
+{
+	const struct vm_config *c = l->cfg;
+	int rc = 0;
+
+#define ADD(x)                                 \
+	do {                                   \
+		if ((rc = strv_add(a, (x))))   \
+			goto oom;              \
+	} while (0)
+#define ADDF(...)                                   \
+	do {                                        \
+		if ((rc = strv_addf(a, __VA_ARGS__))) \
+			goto oom;                   \
+	} while (0)
+
+	if (l->accel != VM_ACCEL_KVM && l->accel != VM_ACCEL_TCG)
+		return vm_errf(err, -EINVAL, "accelerator not resolved");
+	ADD(l->qemu);
+	/* -nodefaults: no device the .vmx did not ask for (no default NIC,
+	 * floppy, CD-ROM or monitor); -no-user-config: no /etc/qemu files */
+	ADD("-nodefaults");
+	ADD("-no-user-config");
+	/* the process name is fixed: the display name is untrusted text and
+	 * QEMU's -name parses commas */
+	ADD("-name");
+	ADDF("process=vmfs-vm");
+	ADD("-machine");
+	ADDF("q35,accel=%s", l->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
+	if (l->accel == VM_ACCEL_KVM) {
+		ADD("-cpu");
+		ADD("host");
+	}
+	ADD("-smp");
+	ADDF("%u", c->vcpus);
+	ADD("-m");
+	ADDF("%u", c->mem_mib);
+	ADD("-display");
+	ADD("none");
+	ADD("-vga");
+	ADD("none");
+	ADD("-daemonize");
+	ADD("-pidfile");
+	ADD(l->pidfile);
+	ADD("-chardev");
+	ADDF("socket,id=qmp,path=%s,server=on,wait=off", l->qmp_path);
+	ADD("-mon");
+	ADD("chardev=qmp,mode=control");
+	/* serial console: a unix socket `vmfsctl console` attaches to, and
+	 * everything the guest prints also goes to <vm>.log on the datastore */
+	ADD("-chardev");
+	if (l->log_fd >= 0)
+		ADDF("socket,id=ser0,path=%s,server=on,wait=off,logfile=/proc/self/fd/%d,logappend=on",
+		     l->serial_path, l->log_fd);
+	else
+		ADDF("socket,id=ser0,path=%s,server=on,wait=off", l->serial_path);
+	ADD("-serial");
+	ADD("chardev:ser0");
+	if (c->kernel[0]) {
+		ADD("-kernel");
+		ADDF("/proc/self/fd/%d", l->kernel_fd);
+		if (c->initrd[0]) {
+			ADD("-initrd");
+			ADDF("/proc/self/fd/%d", l->initrd_fd);
+		}
+		ADD("-append");
+		ADD(c->append[0] ? c->append : "console=ttyS0");
+	}
+	for (size_t i = 0; i < c->ndisks; i++) {
+		const struct vm_disk *d = &c->disks[i];
+		json_t *file = json_object(), *node = json_object();
+		char path[64];
+
+		if (!file || !node) {
+			json_decref(file);
+			json_decref(node);
+			rc = -ENOMEM;
+			goto oom;
+		}
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", l->disk_fd[i]);
+		json_object_set_new(file, "driver", json_string("file"));
+		json_object_set_new(file, "filename", json_string(path));
+		json_object_set_new(file, "aio", json_string(d->cdrom ? "threads" : l->aio));
+		json_object_set_new(file, "cache", json_pack("{s:b,s:b}", "direct", !d->cdrom,
+							      "no-flush", 0));
+		/* the cluster lock and the .vmx.lck record guard the image;
+		 * QEMU's own OFD locks add nothing across hosts */
+		json_object_set_new(file, "locking", json_string("off"));
+		if (!d->cdrom)
+			json_object_set_new(file, "discard", json_string("unmap"));
+		json_object_set_new(node, "driver", json_string("raw"));
+		json_object_set_new(node, "node-name", json_sprintf("disk%zu", i));
+		json_object_set_new(node, "file", file);
+		json_object_set_new(node, "read-only", json_boolean(d->cdrom));
+		if (!d->cdrom) {
+			json_object_set_new(node, "discard", json_string("unmap"));
+			json_object_set_new(node, "cache", json_pack("{s:b,s:b}", "direct", 1, "no-flush", 0));
+			json_object_set_new(node, "size", json_integer((json_int_t)l->disk_size[i]));
+		}
+		if ((rc = add_json(a, "-blockdev", node)))
+			goto oom;
+		ADD("-device");
+		if (d->cdrom)
+			ADDF("ide-cd,drive=disk%zu,bus=ide.%zu", i, i % 6);
+		else
+			ADDF("virtio-blk-pci,drive=disk%zu,id=vd%zu", i, i);
+	}
+	for (size_t i = 0; i < c->nnics; i++) {
+		const struct vm_nic *n = &c->nics[i];
+
+		if (!strcmp(n->conn, "none"))
+			continue;
+		ADD("-netdev");
+		if (!strcmp(n->conn, "bridged"))
+			ADDF("bridge,id=net%d,br=%s", n->index, n->bridge);
+		else
+			ADDF("user,id=net%d", n->index);
+		ADD("-device");
+		if (n->mac[0])
+			ADDF("%s,netdev=net%d,mac=%s", n->model, n->index, n->mac);
+		else
+			ADDF("%s,netdev=net%d", n->model, n->index);
+	}
+	if (l->incoming) {
+		/* resume: wait for the memory state, stay paused until `cont` */
+		ADD("-incoming");
+		ADD("defer");
+		ADD("-S");
+	}
+	return 0;
+oom:
+	strv_free(a);
+	return vm_errf(err, rc, "out of memory building the QEMU command line");
+#undef ADD
+#undef ADDF
+}

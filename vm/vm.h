@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * The VM model of vmfsd (libvmfs-vm): a VM is a folder on a datastore with
+ * <vm>.vmx (VMware "key = value" syntax, a documented subset, see
+ * docs/vm.md), one VMDK descriptor per disk (createType "vmfs", one VMFS
+ * extent) and its flat extent, and <vm>.log (the serial console log).
+ * Everything read from the datastore is untrusted (a shared disk: any host,
+ * or anyone with write access to the folder, may have put it there): the
+ * parsers bound every size, reject control characters, and confine every
+ * file name to the VM folder.  This header also has the QMP client, the
+ * QEMU command line builder and the lock record of a running VM.  Library
+ * code never prints: functions return 0 or a negative errno and put a
+ * human message (naming the file, line and key) in a struct vm_err.
+ */
+#ifndef VMFSD_VM_H
+#define VMFSD_VM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+/* Error details for the user: "<file>:<line>: key 'x': what is wrong". */
+struct vm_err {
+	char msg[512];
+};
+
+int vm_errf(struct vm_err *err, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* ------------------------------------------------------------ limits */
+#define VMX_MAX_FILE (256 * 1024)  /* a real .vmx is a few KiB */
+#define VMX_MAX_LINE 4096
+#define VMX_MAX_KEY 64
+#define VMX_MAX_VALUE 1024
+#define VM_NAME_MAX 200            /* file names: leaves room for "-flat.vmdk" */
+#define VM_MAX_DISKS 16
+#define VM_MAX_NICS 4
+#define VM_MAX_VCPUS 255           /* QEMU's pc/q35 limit without x2apic/IR */
+#define VM_MIN_MEM_MIB 16
+
+/* ------------------------------------------------------------ .vmx file */
+struct vmx_kv {
+	char *key;      /* as written (case kept); lookups ignore case like VMware */
+	char *value;    /* unquoted, |XX escapes decoded */
+	int line;
+};
+
+struct vmx_file {
+	struct vmx_kv *kv;
+	size_t n, cap;
+};
+
+/* Parses .vmx text (untrusted).  `what` names the file in messages. */
+int vmx_parse(const char *text, size_t len, const char *what, struct vmx_file *out,
+	      struct vm_err *err);
+const struct vmx_kv *vmx_find(const struct vmx_file *f, const char *key);
+int vmx_set(struct vmx_file *f, const char *key, const char *value);
+/* Serializes in VMware syntax (quotes and '|' escaped as |22 and |7C). */
+char *vmx_format(const struct vmx_file *f);
+void vmx_free(struct vmx_file *f);
+
+/* ------------------------------------------------------------ VM model */
+enum vm_accel { VM_ACCEL_AUTO = 0, VM_ACCEL_KVM, VM_ACCEL_TCG };
+const char *vm_accel_name(enum vm_accel a);
+int vm_accel_parse(const char *s, enum vm_accel *out);
+
+struct vm_disk {
+	char key[16];            /* "scsi0:0", "ide1:0": the .vmx device key */
+	char file[VM_NAME_MAX + 1];
+	bool cdrom;              /* an ISO image, read-only */
+};
+
+struct vm_nic {
+	int index;                   /* ethernetN */
+	char model[16];              /* QEMU device: virtio-net-pci, e1000, vmxnet3 */
+	char conn[16];               /* "nat" (QEMU user networking), "bridged", "none" */
+	char bridge[16];             /* networkName of a bridged NIC */
+	char mac[18];                /* "" = QEMU picks one */
+};
+
+struct vm_config {
+	char vmx_name[VM_NAME_MAX + 1];   /* "<vm>.vmx" */
+	char name[VM_NAME_MAX + 1];       /* "<vm>": file name stem, names the .log/.vmss */
+	char display_name[VMX_MAX_VALUE + 1];
+	char guest_os[65];
+	unsigned vcpus;
+	unsigned mem_mib;
+	struct vm_disk disks[VM_MAX_DISKS];
+	size_t ndisks;
+	struct vm_nic nics[VM_MAX_NICS];
+	size_t nnics;
+	char kernel[VM_NAME_MAX + 1];     /* vmfsd.kernel: direct boot, "" = firmware boot */
+	char initrd[VM_NAME_MAX + 1];
+	char append[VMX_MAX_VALUE + 1];
+	enum vm_accel accel;
+};
+
+/* Checks a file name from untrusted input: one component, in the VM
+ * folder.  `key`/`line` only label the message. */
+int vm_name_check(const char *name, const char *key, int line, const char *what,
+		  struct vm_err *err);
+
+/* Builds the model from a parsed .vmx; refuses unknown keys and values out
+ * of range.  vmx_name is the .vmx file's own name. */
+int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm_config *cfg,
+		       struct vm_err *err);
+
+/* Reads dirfd/name (O_NOFOLLOW, a regular file, at most max bytes) into a
+ * NUL-terminated malloc'd buffer. */
+int vm_read_file(int dirfd, const char *name, size_t max, char **out, size_t *len);
+
+/* Loads and validates <folder>/<vmx_name> (dirfd = the VM folder). */
+int vm_config_load(int dirfd, const char *vmx_name, struct vm_config *cfg, struct vm_err *err);
+
+/* Finds the single *.vmx of a folder; -ENOENT / -EEXIST (several). */
+int vm_find_vmx(int dirfd, char *name, size_t size);
+
+/* ------------------------------------------------------------ VMDK descriptor */
+struct vmdk_desc {
+	uint64_t sectors;                    /* 512-byte sectors of the extent */
+	char extent[VM_NAME_MAX + 1];        /* flat extent file name */
+	char adapter[16];                    /* ddb.adapterType */
+	bool thin;                           /* ddb.thinProvisioned = "1" */
+};
+
+int vmdk_parse(const char *text, size_t len, const char *what, struct vmdk_desc *d,
+	       struct vm_err *err);
+/* Writes a descriptor that QEMU's vmdk driver and VMware both read. */
+char *vmdk_format(const struct vmdk_desc *d);
+int vmdk_load(int dirfd, const char *name, struct vmdk_desc *d, struct vm_err *err);
+
+/* ------------------------------------------------------------ host limits */
+struct vm_host_res {
+	unsigned cpus;          /* online CPUs */
+	uint64_t mem_mib;       /* MemTotal */
+};
+int vm_host_resources(struct vm_host_res *r);
+/* -E2BIG with a message when the VM asks for more than the host has. */
+int vm_check_resources(unsigned vcpus, unsigned mem_mib, const struct vm_host_res *r,
+		       struct vm_err *err);
+/* true when /dev/kvm opens and answers KVM_GET_API_VERSION == 12 */
+bool vm_kvm_usable(void);
+
+/* ------------------------------------------------------------ QMP */
+struct qmp {
+	int fd;
+	char *buf;
+	size_t len, cap;
+	int timeout_ms;
+};
+
+/* Connects to a QMP unix socket, reads the greeting, negotiates. */
+int qmp_open(struct qmp *q, const char *path, int timeout_ms, struct vm_err *err);
+/* Executes cmd with args (stolen, may be NULL); *ret gets the "return"
+ * value (new reference) when ret != NULL.  -EIO + message on a QMP error. */
+int qmp_exec(struct qmp *q, const char *cmd, json_t *args, json_t **ret, struct vm_err *err);
+/* Same, passing fd with SCM_RIGHTS along with the command (for getfd). */
+int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, json_t **ret,
+		struct vm_err *err);
+void qmp_close(struct qmp *q);
+
+/* ------------------------------------------------------------ QEMU command line */
+struct vm_launch {
+	const struct vm_config *cfg;
+	const char *qemu;            /* qemu-system-x86_64 binary */
+	enum vm_accel accel;         /* resolved: KVM or TCG */
+	const char *aio;             /* "io_uring", "native" or "threads" */
+	const char *qmp_path;
+	const char *serial_path;
+	const char *pidfile;
+	/* files the launcher opened itself (O_NOFOLLOW in the VM folder) and
+	 * hands QEMU as /proc/self/fd/N, so a symlink swapped in after the
+	 * checks can never redirect QEMU elsewhere: */
+	int disk_fd[VM_MAX_DISKS];   /* flat extents (O_RDWR) or ISOs (O_RDONLY) */
+	uint64_t disk_size[VM_MAX_DISKS];
+	int kernel_fd, initrd_fd, log_fd;   /* -1 when absent */
+	bool incoming;               /* -incoming defer -S: resume from a .vmss */
+};
+
+struct strv {
+	char **v;
+	size_t n, cap;
+};
+int strv_add(struct strv *s, const char *str);
+int strv_addf(struct strv *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void strv_free(struct strv *s);
+
+/* Builds the argv (no shell ever sees it). */
+int vm_qemu_argv(const struct vm_launch *l, struct strv *argv, struct vm_err *err);
+
+/* ------------------------------------------------------------ lock record */
+/* <vm>.vmx.lck in the VM folder: who runs the VM.  Created with O_EXCL. */
+struct vm_lockrec {
+	char host[256];
+	pid_t agent_pid;
+	pid_t qemu_pid;
+	int64_t started;       /* Unix time */
+	char boot_id[40];      /* /proc/sys/kernel/random/boot_id of the host */
+};
+
+int vm_lockrec_name(const struct vm_config *cfg, char *buf, size_t size);
+/* -EEXIST if a record exists (then *cur holds it, if it parses). */
+int vm_lockrec_create(int dirfd, const char *name, const struct vm_lockrec *r,
+		      struct vm_lockrec *cur);
+int vm_lockrec_update(int dirfd, const char *name, const struct vm_lockrec *r);
+int vm_lockrec_read(int dirfd, const char *name, struct vm_lockrec *r);
+int vm_lockrec_remove(int dirfd, const char *name);
+int vm_boot_id(char *buf, size_t size);
+
+/* ------------------------------------------------------------ helpers */
+/* true if pid runs (not a zombie) */
+bool vm_pid_alive(pid_t pid);
+/* Parses "10G", "512M", "1T", "4096" (bytes) into bytes. */
+int vm_parse_size(const char *s, uint64_t *out);
+/* FNV-1a 64 of a string, as 16 hex digits: names per-VM state folders. */
+void vm_hash_name(const char *s, char out[17]);
+
+#endif

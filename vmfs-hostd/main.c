@@ -1,0 +1,401 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * vmfs-hostd: the host agent.  One per hypervisor host: it listens on a
+ * unix socket for vmfsctl, launches the QEMU of every VM powered on here
+ * and keeps its state (pid files, QMP and serial sockets) in --state-dir,
+ * so that VMs outlive both the CLI and the agent: QEMU runs daemonized in
+ * its own session, and a restarted agent re-attaches to the QEMUs its
+ * state folder names.  Each request is served by a forked child (a long
+ * shutdown or suspend never blocks other requests); per-VM flocks in the
+ * state folder serialize operations on one VM.  The agent is a child
+ * subreaper, so the QEMUs it starts are reaped by it and their end is
+ * noticed at once; every second it also sweeps the state folder for VMs
+ * whose QEMU ended (guest power-off) and releases their lock records.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "hostd.h"
+
+#ifndef VMFSD_VERSION
+#define VMFSD_VERSION "?"
+#endif
+
+static const char *prog = "vmfs-hostd";
+
+/* A request must arrive this fast once connected: vmfsctl writes it at
+ * once; this only frees children stuck on a peer that never speaks. */
+#define REQUEST_READ_TIMEOUT_MS 10000
+#define REQUEST_MAX (64 * 1024)
+
+void agent_log(const struct agent *a, const char *fmt, ...)
+{
+	va_list ap;
+	char ts[32];
+	time_t t = time(NULL);
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(ts, sizeof(ts), "%Y-%m-%d %H:%M:%S", &tm);
+	fprintf(stderr, "%s %s[%s]: ", ts, prog, a->host);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s --host NAME [--socket PATH] [--state-dir DIR] [options]\n"
+		"\n"
+		"The vmfsd host agent: runs the VMs of this host (QEMU) for vmfsctl.\n"
+		"\n"
+		"Options:\n"
+		"  -H, --host NAME          this host's name (as in vmfsd -o host=NAME;\n"
+		"                           default: the machine's host name)\n"
+		"  -s, --socket PATH        the socket vmfsctl talks to\n"
+		"                           (default /run/vmfs-hostd/NAME.sock)\n"
+		"  -S, --state-dir DIR      pid files and QEMU sockets of the running VMs\n"
+		"                           (default /run/vmfs-hostd/NAME)\n"
+		"  -a, --accel auto|kvm|tcg accelerator of VMs whose .vmx does not choose\n"
+		"                           (default auto: KVM when /dev/kvm works)\n"
+		"  -q, --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
+		"                           ACPI power button before it is powered off\n"
+		"                           (default 90)\n"
+		"  -h, --help               this help\n"
+		"  -V, --version            version\n"
+		"\n"
+		"Runs in the foreground and logs to standard error; see vmfs-hostd(8).\n",
+		prog);
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char tmp[PATH_MAX];
+
+	if (strlen(path) >= sizeof(tmp))
+		return -ENAMETOOLONG;
+	strcpy(tmp, path);
+	for (char *p = tmp + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, mode) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(tmp, mode) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int read_request(int fd, json_t **out)
+{
+	char *buf = malloc(REQUEST_MAX + 1);
+	size_t n = 0;
+	json_error_t je;
+
+	if (!buf)
+		return -ENOMEM;
+	while (n < REQUEST_MAX) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int r = poll(&p, 1, REQUEST_READ_TIMEOUT_MS);
+		ssize_t k;
+
+		if (r <= 0) {
+			free(buf);
+			return r == 0 ? -ETIMEDOUT : -errno;
+		}
+		k = read(fd, buf + n, REQUEST_MAX - n);
+		if (k <= 0) {
+			free(buf);
+			return k == 0 ? -EPIPE : -errno;
+		}
+		n += (size_t)k;
+		if (memchr(buf, '\n', n))
+			break;
+	}
+	buf[n] = '\0';
+	*out = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
+	free(buf);
+	return *out && json_is_object(*out) ? 0 : -EPROTO;
+}
+
+static void write_reply(int fd, json_t *reply)
+{
+	char *s = json_dumps(reply, JSON_COMPACT);
+	size_t len, off = 0;
+
+	if (!s)
+		return;
+	len = strlen(s);
+	s[len] = '\0';
+	while (off < len) {
+		ssize_t k = send(fd, s + off, len - off, MSG_NOSIGNAL);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		off += (size_t)k;
+	}
+	(void)!send(fd, "\n", 1, MSG_NOSIGNAL);
+	free(s);
+}
+
+static void serve(struct agent *a, int cfd)
+{
+	json_t *req = NULL, *reply;
+	int rc = read_request(cfd, &req);
+
+	if (rc) {
+		reply = json_pack("{s:b,s:s,s:i}", "ok", 0, "error", "malformed request", "errno",
+				  -rc);
+	} else {
+		reply = agent_request(a, req);
+		json_decref(req);
+	}
+	write_reply(cfd, reply);
+	json_decref(reply);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"host", required_argument, NULL, 'H'},
+		{"socket", required_argument, NULL, 's'},
+		{"state-dir", required_argument, NULL, 'S'},
+		{"accel", required_argument, NULL, 'a'},
+		{"qemu", required_argument, NULL, 'q'},
+		{"shutdown-timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	struct agent a = {
+		.qemu = "qemu-system-x86_64",
+		/* systemd's DefaultTimeoutStopSec (90 s): the grace a service
+		 * gets to stop is a fair grace for a guest OS to shut down */
+		.shutdown_timeout = 90,
+	};
+	char hostbuf[256];
+	const char *sock = NULL, *sdir = NULL;
+	int c, rc, lockfd, lfd, sfd;
+	sigset_t mask;
+
+	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			a.host = optarg;
+			break;
+		case 's':
+			sock = optarg;
+			break;
+		case 'S':
+			sdir = optarg;
+			break;
+		case 'a':
+			if (vm_accel_parse(optarg, &a.accel)) {
+				fprintf(stderr, "%s: --accel: '%s' is not auto, kvm or tcg\n", prog, optarg);
+				return 2;
+			}
+			break;
+		case 'q':
+			a.qemu = optarg;
+			break;
+		case 't': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+
+			if (*end || v < 1 || v > 86400) {
+				fprintf(stderr, "%s: --shutdown-timeout: '%s' is not 1..86400 seconds\n", prog,
+					optarg);
+				return 2;
+			}
+			a.shutdown_timeout = (int)v;
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("%s %s\n", prog, VMFSD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "%s: unexpected argument '%s'\n", prog, argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	if (!a.host) {
+		if (gethostname(hostbuf, sizeof(hostbuf))) {
+			fprintf(stderr, "%s: no --host and gethostname failed: %s\n", prog, strerror(errno));
+			return 1;
+		}
+		hostbuf[sizeof(hostbuf) - 1] = '\0';
+		a.host = hostbuf;
+	}
+	if (!*a.host || strlen(a.host) > 64 || strpbrk(a.host, "/\n\r\t ")) {
+		fprintf(stderr, "%s: --host: '%s' is not a host name (1-64 characters, no '/' or spaces)\n",
+			prog, a.host);
+		return 2;
+	}
+	if (sdir)
+		snprintf(a.state_dir, sizeof(a.state_dir), "%s", sdir);
+	else
+		snprintf(a.state_dir, sizeof(a.state_dir), "/run/vmfs-hostd/%s", a.host);
+	if (sock)
+		snprintf(a.socket_path, sizeof(a.socket_path), "%s", sock);
+	else
+		snprintf(a.socket_path, sizeof(a.socket_path), "/run/vmfs-hostd/%s.sock", a.host);
+	/* QEMU's sockets live in state_dir/vms/<16 hex>/serial.sock: they
+	 * must fit sockaddr_un.sun_path (108 bytes, unix(7)) */
+	if (strlen(a.state_dir) + 40 >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		fprintf(stderr, "%s: --state-dir '%s' is too long for unix socket paths (at most 67 characters)\n",
+			prog, a.state_dir);
+		return 2;
+	}
+	if (strlen(a.socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		fprintf(stderr, "%s: --socket '%s' is too long (at most 107 characters)\n", prog,
+			a.socket_path);
+		return 2;
+	}
+	rc = vm_host_resources(&a.res);
+	if (rc) {
+		fprintf(stderr, "%s: reading /proc/meminfo: %s\n", prog, strerror(-rc));
+		return 1;
+	}
+	char vms[PATH_MAX + 8];
+	snprintf(vms, sizeof(vms), "%s/vms", a.state_dir);
+	rc = mkdir_p(vms, 0700);
+	if (rc) {
+		fprintf(stderr, "%s: cannot create the state folder %s: %s\n", prog, a.state_dir,
+			strerror(-rc));
+		return 1;
+	}
+	char lockpath[PATH_MAX + 16];
+	snprintf(lockpath, sizeof(lockpath), "%s/agent.lock", a.state_dir);
+	lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB)) {
+		fprintf(stderr, "%s: another vmfs-hostd already uses the state folder %s\n", prog,
+			a.state_dir);
+		return 1;
+	}
+	{
+		char *slash = strrchr(a.socket_path, '/');
+
+		if (slash && slash != a.socket_path) {
+			*slash = '\0';
+			mkdir_p(a.socket_path, 0755);
+			*slash = '/';
+		}
+	}
+
+	/* the QEMUs we start (daemonized, so orphaned) are reparented to us
+	 * and reaped here instead of by whatever pid 1 the machine has */
+	prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (sfd < 0) {
+		fprintf(stderr, "%s: signalfd: %s\n", prog, strerror(errno));
+		return 1;
+	}
+
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	strcpy(sa.sun_path, a.socket_path);
+	unlink(a.socket_path);      /* ours: the state-dir flock says no other agent runs */
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) || listen(lfd, 64)) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, a.socket_path, strerror(errno));
+		return 1;
+	}
+	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
+
+	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s, %u CPUs, %llu MiB)",
+		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
+		  a.res.cpus, (unsigned long long)a.res.mem_mib);
+	agent_reconcile(&a, true);
+
+	bool stop = false;
+	while (!stop) {
+		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		/* 1 s: a guest that powers itself off has its lock record
+		 * released within about a second (the same bound DESIGN.md §4
+		 * sets for another host to see a change) */
+		int r = poll(p, 2, 1000);
+
+		if (r < 0 && errno != EINTR) {
+			agent_log(&a, "poll: %s", strerror(errno));
+			break;
+		}
+		if (r > 0 && (p[1].revents & POLLIN)) {
+			struct signalfd_siginfo si;
+
+			while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+				if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT ||
+				    si.ssi_signo == SIGHUP)
+					stop = true;
+			}
+		}
+		for (;;) {
+			int st;
+			pid_t pid = waitpid(-1, &st, WNOHANG);
+
+			if (pid <= 0)
+				break;
+		}
+		if (r > 0 && (p[0].revents & POLLIN)) {
+			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (cfd >= 0) {
+				pid_t pid = fork();
+
+				if (pid == 0) {
+					sigprocmask(SIG_UNBLOCK, &mask, NULL);
+					signal(SIGTERM, SIG_DFL);
+					close(lfd);
+					close(sfd);
+					close(lockfd);
+					serve(&a, cfd);
+					_exit(0);
+				}
+				if (pid < 0)
+					agent_log(&a, "fork: %s", strerror(errno));
+				close(cfd);
+			}
+		}
+		agent_reconcile(&a, false);
+	}
+	agent_log(&a, "stopping; running VMs keep running and a new agent re-attaches to them");
+	close(lfd);
+	unlink(a.socket_path);
+	return 0;
+}

@@ -1,0 +1,583 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * vmfsctl: the command line of the vmfsd VM tools.  It is a thin client:
+ * every command becomes one JSON request to the host agent (vmfs-hostd) on
+ * its unix socket, and the agent's JSON reply is printed for people or, with
+ * --json, as is for scripts.  Paths are made absolute here (the agent has
+ * its own working directory).  `console` asks the agent for the VM's serial
+ * socket and then talks to it directly, in raw terminal mode, until Ctrl-].
+ * Exit status: 0 success, 1 the operation failed (the agent's message is
+ * printed), 2 usage error, 3 the agent cannot be reached.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <glob.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "vm/vm.h"
+
+#ifndef VMFSD_VERSION
+#define VMFSD_VERSION "?"
+#endif
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define EXIT_AGENT 3
+
+static const char *prog = "vmfsctl";
+static bool json_out;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: %s [--agent SOCKET] [--json] COMMAND [ARGS]\n"
+		"\n"
+		"Manage the VMs of a vmfsd datastore through the host agent (vmfs-hostd).\n"
+		"\n"
+		"Commands:\n"
+		"  create PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
+		"         [--guest-os OS] [--iso FILE] [--kernel FILE [--initrd FILE] [--append STR]]\n"
+		"         [--accel auto|kvm|tcg] [--net nat|none|bridge:BRIDGE]\n"
+		"                        new VM folder PATH on a mounted datastore\n"
+		"  list                  the VMs registered with this host's agent\n"
+		"  info PATH             state, host and configuration of a VM\n"
+		"  power-on PATH [--force]  start (resumes a suspended VM)\n"
+		"  shutdown PATH [--timeout SEC]  ACPI power button, power off after SEC\n"
+		"  power-off PATH        stop at once\n"
+		"  reset PATH            hard reset\n"
+		"  suspend PATH          save the memory state to <vm>.vmss and stop\n"
+		"  resume PATH           start from <vm>.vmss\n"
+		"  console PATH          attach to the serial console (detach: Ctrl-])\n"
+		"  destroy PATH          delete a powered-off VM and its folder\n"
+		"  register PATH         add an existing VM folder to this host's inventory\n"
+		"  unregister PATH       remove it from the inventory (files stay)\n"
+		"  agent-info            the agent's host name, limits and accelerator\n"
+		"\n"
+		"Options:\n"
+		"  -a, --agent SOCKET    the agent's socket (default $VMFS_HOSTD_SOCKET, or the\n"
+		"                        only socket in /run/vmfs-hostd)\n"
+		"  -j, --json            print the agent's reply as JSON\n"
+		"  -h, --help            this help\n"
+		"  -V, --version         version\n"
+		"\n"
+		"SIZE takes K, M, G, T suffixes (powers of 1024).  See vmfsctl(8).\n",
+		prog);
+}
+
+static int die_usage(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "%s: ", prog);
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry '%s --help'.\n", prog);
+	return EXIT_USAGE;
+}
+
+static int default_socket(char *buf, size_t size)
+{
+	const char *env = getenv("VMFS_HOSTD_SOCKET");
+	char host[256];
+	glob_t g;
+
+	if (env && *env) {
+		snprintf(buf, size, "%s", env);
+		return 0;
+	}
+	if (!gethostname(host, sizeof(host))) {
+		host[sizeof(host) - 1] = '\0';
+		snprintf(buf, size, "/run/vmfs-hostd/%s.sock", host);
+		if (!access(buf, F_OK))
+			return 0;
+	}
+	if (!glob("/run/vmfs-hostd/*.sock", 0, NULL, &g)) {
+		int rc = -ENOENT;
+
+		if (g.gl_pathc == 1) {
+			snprintf(buf, size, "%s", g.gl_pathv[0]);
+			rc = 0;
+		} else {
+			rc = -EEXIST;
+		}
+		globfree(&g);
+		return rc;
+	}
+	return -ENOENT;
+}
+
+static int agent_connect(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "%s: agent socket path too long: %s\n", prog, path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		fprintf(stderr, "%s: cannot reach the host agent at %s: %s (is vmfs-hostd running?)\n",
+			prog, path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Sends req (stolen), returns the reply or NULL (message printed). */
+static json_t *agent_call(const char *sock, json_t *req)
+{
+	char *text = json_dumps(req, JSON_COMPACT), *buf = NULL;
+	size_t len = 0, cap = 0;
+	json_t *reply;
+	json_error_t je;
+	int fd;
+
+	json_decref(req);
+	if (!text)
+		return NULL;
+	fd = agent_connect(sock);
+	if (fd < 0) {
+		free(text);
+		return NULL;
+	}
+	if (send(fd, text, strlen(text), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0) {
+		fprintf(stderr, "%s: sending to the agent: %s\n", prog, strerror(errno));
+		free(text);
+		close(fd);
+		return NULL;
+	}
+	free(text);
+	/* no deadline: a shutdown waits for the guest, an eager-zeroed
+	 * create writes the whole disk; the agent bounds both */
+	for (;;) {
+		ssize_t n;
+
+		if (len + 4096 > cap) {
+			cap = cap ? cap * 2 : 65536;
+			buf = realloc(buf, cap);
+			if (!buf) {
+				close(fd);
+				return NULL;
+			}
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	close(fd);
+	if (!len) {
+		fprintf(stderr, "%s: the agent closed the connection without an answer\n", prog);
+		free(buf);
+		return NULL;
+	}
+	buf[len] = '\0';
+	reply = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
+	free(buf);
+	if (!reply || !json_is_object(reply)) {
+		fprintf(stderr, "%s: malformed answer from the agent: %s\n", prog, je.text);
+		json_decref(reply);
+		return NULL;
+	}
+	return reply;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "-";
+}
+
+static void print_human(const char *cmd, json_t *r)
+{
+	if (!strcmp(cmd, "list")) {
+		size_t i;
+		json_t *vm;
+
+		printf("%-24s %-10s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
+		json_array_foreach(json_object_get(r, "vms"), i, vm) {
+			printf("%-24s %-10s %-16s %s\n", jstr(vm, "name"), jstr(vm, "state"), jstr(vm, "host"),
+			       json_string_value(json_object_get(vm, "path")) ?: jstr(vm, "vmx"));
+			if (json_object_get(vm, "error"))
+				printf("  error: %s\n", jstr(vm, "error"));
+		}
+		return;
+	}
+	if (!strcmp(cmd, "info")) {
+		json_t *d, *lk = json_object_get(r, "lock");
+		size_t i;
+
+		printf("name:        %s\n", jstr(r, "name"));
+		printf("path:        %s\n", jstr(r, "vmx"));
+		printf("state:       %s\n", jstr(r, "state"));
+		printf("host:        %s\n", jstr(r, "host"));
+		if (json_object_get(r, "pid"))
+			printf("qemu pid:    %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
+		printf("vcpus:       %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
+		printf("memory:      %lld MiB\n",
+		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
+		printf("guest os:    %s\n", jstr(r, "guest_os"));
+		printf("accel:       %s\n", jstr(r, "accel"));
+		if (json_object_get(r, "kernel"))
+			printf("kernel:      %s\n", jstr(r, "kernel"));
+		json_array_foreach(json_object_get(r, "disks"), i, d) {
+			if (json_is_true(json_object_get(d, "cdrom")))
+				printf("disk %s: %s (CD-ROM)\n", jstr(d, "device"), jstr(d, "file"));
+			else if (json_object_get(d, "error"))
+				printf("disk %s: %s: %s\n", jstr(d, "device"), jstr(d, "file"), jstr(d, "error"));
+			else
+				printf("disk %s: %s -> %s, %lld MiB %s, %lld MiB allocated\n", jstr(d, "device"),
+				       jstr(d, "file"), jstr(d, "extent"),
+				       (long long)(json_integer_value(json_object_get(d, "size")) >> 20),
+				       jstr(d, "provisioning"),
+				       (long long)(json_integer_value(json_object_get(d, "allocated")) >> 20));
+		}
+		if (json_is_string(json_object_get(r, "suspend_file")))
+			printf("suspended:   %s\n", jstr(r, "suspend_file"));
+		if (lk)
+			printf("lock:        host %s, QEMU pid %lld\n", jstr(lk, "host"),
+			       (long long)json_integer_value(json_object_get(lk, "qemu_pid")));
+		printf("log:         %s\n", jstr(r, "log"));
+		return;
+	}
+	if (!strcmp(cmd, "agent-info")) {
+		printf("host:        %s\n", jstr(r, "host"));
+		printf("agent pid:   %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
+		printf("state dir:   %s\n", jstr(r, "state_dir"));
+		printf("accel:       %s (KVM %s)\n", jstr(r, "accel"),
+		       json_is_true(json_object_get(r, "kvm_usable")) ? "usable" : "not usable");
+		printf("cpus:        %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
+		printf("memory:      %lld MiB\n",
+		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
+		return;
+	}
+	if (json_object_get(r, "message"))
+		printf("%s\n", jstr(r, "message"));
+}
+
+/* Makes PATH absolute without requiring it to exist (create). */
+static int abs_path(const char *path, char *out, size_t size)
+{
+	char a[PATH_MAX], b[PATH_MAX], parent[PATH_MAX];
+
+	if (realpath(path, out))
+		return 0;
+	snprintf(a, sizeof(a), "%s", path);
+	while (strlen(a) > 1 && a[strlen(a) - 1] == '/')
+		a[strlen(a) - 1] = '\0';
+	snprintf(b, sizeof(b), "%s", a);
+	if (!realpath(dirname(a), parent))
+		return -errno;
+	if ((size_t)snprintf(out, size, "%s/%s", parent, basename(b)) >= size)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static struct termios saved_tio;
+static bool tio_saved;
+
+static void restore_tty(void)
+{
+	if (tio_saved)
+		tcsetattr(0, TCSANOW, &saved_tio);
+}
+
+static int console(const char *serial)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	bool tty = isatty(0), in_open = true;
+	char buf[4096];
+
+	if (strlen(serial) >= sizeof(sa.sun_path))
+		return EXIT_FAIL;
+	strcpy(sa.sun_path, serial);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		fprintf(stderr, "%s: cannot attach to the console %s: %s\n", prog, serial,
+			strerror(errno));
+		return EXIT_FAIL;
+	}
+	if (tty) {
+		struct termios t;
+
+		tcgetattr(0, &saved_tio);
+		tio_saved = true;
+		atexit(restore_tty);
+		t = saved_tio;
+		cfmakeraw(&t);
+		tcsetattr(0, TCSANOW, &t);
+		fprintf(stderr, "[attached to the serial console; Ctrl-] detaches]\r\n");
+	}
+	for (;;) {
+		struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = 0, .events = in_open ? POLLIN : 0}};
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents) {
+			ssize_t n = read(fd, buf, sizeof(buf));
+
+			if (n <= 0)
+				break;
+			if (write(1, buf, (size_t)n) < 0)
+				break;
+		}
+		if (in_open && p[1].revents) {
+			ssize_t n = read(0, buf, sizeof(buf));
+
+			if (n <= 0) {
+				/* stdin ended: keep printing what the guest says
+				 * only when it is not a terminal (a script piping
+				 * commands wants the answers) */
+				in_open = false;
+				shutdown(fd, SHUT_WR);
+				if (tty)
+					break;
+				continue;
+			}
+			if (tty && memchr(buf, 0x1d, (size_t)n))
+				break;
+			if (send(fd, buf, (size_t)n, MSG_NOSIGNAL) < 0)
+				break;
+		}
+	}
+	if (tty)
+		fprintf(stderr, "\r\n[detached]\r\n");
+	close(fd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option gopts[] = {
+		{"agent", required_argument, NULL, 'a'},
+		{"json", no_argument, NULL, 'j'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{0},
+	};
+	char sock[PATH_MAX] = "", path[PATH_MAX];
+	const char *cmd;
+	json_t *req, *reply;
+	int c, rc;
+
+	/* global options stop at the command ("+"): command options follow */
+	while ((c = getopt_long(argc, argv, "+a:jhV", gopts, NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			snprintf(sock, sizeof(sock), "%s", optarg);
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("%s %s\n", prog, VMFSD_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	cmd = argv[optind];
+	argc -= optind;
+	argv += optind;
+	optind = 0;   /* glibc: 0 re-initializes getopt for the command's options */
+
+	static const char *const known[] = {"create", "list", "info", "power-on", "shutdown",
+					    "power-off", "reset", "suspend", "resume", "console",
+					    "destroy", "register", "unregister", "agent-info", NULL};
+	bool ok = false;
+	for (int i = 0; known[i]; i++)
+		ok |= !strcmp(cmd, known[i]);
+	if (!ok)
+		return die_usage("unknown command '%s'", cmd);
+
+	req = json_pack("{s:s}", "cmd", cmd);
+	if (!strcmp(cmd, "create")) {
+		static const struct option o[] = {
+			{"cpus", required_argument, NULL, 'c'},
+			{"memory", required_argument, NULL, 'm'},
+			{"disk", required_argument, NULL, 'd'},
+			{"provisioning", required_argument, NULL, 'p'},
+			{"guest-os", required_argument, NULL, 'g'},
+			{"iso", required_argument, NULL, 'i'},
+			{"kernel", required_argument, NULL, 'k'},
+			{"initrd", required_argument, NULL, 'r'},
+			{"append", required_argument, NULL, 'A'},
+			{"accel", required_argument, NULL, 'x'},
+			{"net", required_argument, NULL, 'n'},
+			{"json", no_argument, NULL, 'j'},
+			{0},
+		};
+		bool have_cpus = false, have_mem = false, have_disk = false;
+
+		while ((c = getopt_long(argc, argv, "c:m:d:p:g:i:k:r:A:x:n:j", o, NULL)) != -1) {
+			char *end;
+			long v;
+			uint64_t sz;
+
+			switch (c) {
+			case 'c':
+			case 'm':
+				v = strtol(optarg, &end, 10);
+				if (*end || v <= 0)
+					return die_usage("'%s' is not a positive number", optarg);
+				json_object_set_new(req, c == 'c' ? "cpus" : "memory", json_integer(v));
+				*(c == 'c' ? &have_cpus : &have_mem) = true;
+				break;
+			case 'd':
+				if (vm_parse_size(optarg, &sz) || sz == 0 || sz > (1ULL << 56))
+					return die_usage("--disk: '%s' is not a size (e.g. 10G)", optarg);
+				json_object_set_new(req, "disk", json_integer((json_int_t)sz));
+				have_disk = true;
+				break;
+			case 'p':
+				json_object_set_new(req, "provisioning", json_string(optarg));
+				break;
+			case 'g':
+				json_object_set_new(req, "guest_os", json_string(optarg));
+				break;
+			case 'i':
+			case 'k':
+			case 'r':
+				if (!realpath(optarg, path)) {
+					fprintf(stderr, "%s: %s: %s\n", prog, optarg, strerror(errno));
+					return EXIT_FAIL;
+				}
+				json_object_set_new(req, c == 'i' ? "iso" : c == 'k' ? "kernel" : "initrd",
+						    json_string(path));
+				break;
+			case 'A':
+				json_object_set_new(req, "append", json_string(optarg));
+				break;
+			case 'x':
+				json_object_set_new(req, "accel", json_string(optarg));
+				break;
+			case 'n':
+				json_object_set_new(req, "net", json_string(optarg));
+				break;
+			case 'j':
+				json_out = true;
+				break;
+			default:
+				return die_usage("%s: bad option", "create");
+			}
+		}
+		if (!have_cpus || !have_mem || !have_disk)
+			return die_usage("%s needs --cpus N --memory MIB --disk SIZE", "create");
+	} else {
+		static const struct option o[] = {
+			{"force", no_argument, NULL, 'f'},
+			{"timeout", required_argument, NULL, 't'},
+			{"json", no_argument, NULL, 'j'},
+			{0},
+		};
+		while ((c = getopt_long(argc, argv, "ft:j", o, NULL)) != -1) {
+			char *end;
+			long v;
+
+			switch (c) {
+			case 'f':
+				if (strcmp(cmd, "power-on"))
+					return die_usage("--force is an option of power-on, not %s", cmd);
+				json_object_set_new(req, "force", json_true());
+				break;
+			case 't':
+				if (strcmp(cmd, "shutdown"))
+					return die_usage("--timeout is an option of shutdown, not %s", cmd);
+				v = strtol(optarg, &end, 10);
+				if (*end || v <= 0 || v > 86400)
+					return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
+				json_object_set_new(req, "timeout", json_integer(v));
+				break;
+			case 'j':
+				json_out = true;
+				break;
+			default:
+				return die_usage("%s: bad option", cmd);
+			}
+		}
+	}
+	bool needs_path = strcmp(cmd, "list") && strcmp(cmd, "agent-info");
+	if (needs_path) {
+		if (optind != argc - 1)
+			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd);
+		rc = abs_path(argv[optind], path, sizeof(path));
+		if (rc) {
+			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind], strerror(-rc));
+			return EXIT_FAIL;
+		}
+		json_object_set_new(req, "path", json_string(path));
+	} else if (optind != argc) {
+		return die_usage("unexpected argument '%s'", argv[optind]);
+	}
+
+	if (!sock[0]) {
+		rc = default_socket(sock, sizeof(sock));
+		if (rc) {
+			fprintf(stderr, "%s: %s: give --agent SOCKET or set VMFS_HOSTD_SOCKET\n", prog,
+				rc == -EEXIST ? "several agents in /run/vmfs-hostd"
+					      : "no host agent socket found in /run/vmfs-hostd");
+			return EXIT_AGENT;
+		}
+	}
+	reply = agent_call(sock, req);
+	if (!reply)
+		return EXIT_AGENT;
+	if (!json_is_true(json_object_get(reply, "ok"))) {
+		if (json_out) {
+			char *s = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+
+			puts(s ? s : "{}");
+			free(s);
+		}
+		fprintf(stderr, "%s: %s\n", prog, jstr(reply, "error"));
+		json_decref(reply);
+		return EXIT_FAIL;
+	}
+	if (!strcmp(cmd, "console")) {
+		char serial[PATH_MAX];
+
+		snprintf(serial, sizeof(serial), "%s", jstr(reply, "serial"));
+		json_decref(reply);
+		return console(serial);
+	}
+	if (json_out) {
+		char *s;
+
+		json_object_del(reply, "ok");
+		s = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		puts(s ? s : "{}");
+		free(s);
+	} else {
+		print_human(cmd, reply);
+	}
+	json_decref(reply);
+	return 0;
+}
