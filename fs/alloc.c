@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "fs_internal.h"
 
@@ -25,8 +26,9 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->nfree = 0;
 	p->hint = 0;
 	p->rc = calloc(nclusters, sizeof(*p->rc));
+	p->held = calloc(nclusters, 1);
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !buf) {
+	if (!p->rc || !p->held || !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -70,6 +72,10 @@ void alloc_unload(struct fs *fs)
 	free(fs->ipool.rc);
 	free(fs->spool.rc);
 	free(fs->bpool.rc);
+	free(fs->ipool.held);
+	free(fs->spool.held);
+	free(fs->bpool.held);
+	fs->ipool.held = fs->spool.held = fs->bpool.held = NULL;
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
 }
 
@@ -119,40 +125,92 @@ static int64_t find_clear(const struct vmfsd_rc *rc, uint32_t from)
 	return -1;
 }
 
+/* Other hosts hold a cluster at most until their next commit (1 s) when
+ * they are not alone on the volume; 2.5 s covers that plus a slow commit. */
+#define CLUSTER_WAIT_US 2500000u
+#define CLUSTER_RETRY_US 20000u
+
+/* Takes one clear bit of cluster CI (which we hold), near FROM. */
+static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t from,
+		     struct tx *tx, uint64_t *out)
+{
+	struct vmfsd_rc *rc = &p->rc[ci];
+	int64_t bit;
+
+	if (!rc->nfree)
+		return false;
+	bit = find_clear(rc, from);
+	if (bit < 0 && from)
+		bit = find_clear(rc, 0);
+	if (bit < 0)
+		return false;
+	rc->bitmap[bit / 8] |= (uint8_t)(1u << (bit % 8));
+	rc->nfree--;
+	p->nfree--;
+	*out = rc->first_item + (uint64_t)bit;
+	p->hint = *out + 1 < p->count ? *out + 1 : 0;
+	log_cluster(fs, p, ci, tx);
+	return true;
+}
+
+/* Allocation only ever sets bits in clusters this host holds, so two hosts
+ * never hand out the same item.  First the clusters we hold (the goal's
+ * first), then new ones, starting at a place that depends on our slot so
+ * hosts spread over the volume instead of queueing for the same cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
 	       uint64_t *out)
 {
 	uint64_t start = goal && goal < p->count ? goal : p->hint;
-	uint32_t ci0, k;
+	uint32_t ci0 = (uint32_t)(start / VMFSD_RC_BITS), k, first, waited;
+	int pass, r;
 
-	if (!p->nfree && fs->ndfree) {
+	for (k = 0; k < p->nclusters; k++) {
+		uint32_t ci = (ci0 + k) % p->nclusters;
+
+		if ((p->held[ci] || !fs->hb) &&
+		    take_bit(fs, p, ci, k == 0 ? (uint32_t)(start % VMFSD_RC_BITS) : 0, tx, out))
+			return 0;
+	}
+	if (fs->ndfree) {
 		/* Space freed by transactions not yet durable: commit, retry. */
-		int r = commit_locked(fs);
-
+		r = commit_locked(fs);
 		if (r)
 			return r;
+		for (k = 0; k < p->nclusters; k++)
+			if ((p->held[k] || !fs->hb) && take_bit(fs, p, k, 0, tx, out))
+				return 0;
 	}
-	if (!p->nfree)
+	if (!fs->hb)
 		return -ENOSPC;
-	ci0 = (uint32_t)(start / VMFSD_RC_BITS);
-	for (k = 0; k <= p->nclusters; k++) {
-		uint32_t ci = (ci0 + k) % p->nclusters;
-		struct vmfsd_rc *rc = &p->rc[ci];
-		uint32_t from = k == 0 ? (uint32_t)(start % VMFSD_RC_BITS) : 0;
-		int64_t bit;
+	first = (uint32_t)((uint64_t)fs->slot * p->nclusters / fs->sb.max_hosts);
+	/* Pass 0: clusters our (possibly stale) copy says have room; pass 1:
+	 * all others, whose copy may be older than another host's frees.
+	 * Clusters busy at other hosts are retried for a while: they give
+	 * them back after their next commit (fs/cluster.c). */
+	for (waited = 0;; waited += CLUSTER_RETRY_US) {
+		bool busy = false;
 
-		if (!rc->nfree)
-			continue;
-		bit = find_clear(rc, from);
-		if (bit < 0)
-			continue;
-		rc->bitmap[bit / 8] |= (uint8_t)(1u << (bit % 8));
-		rc->nfree--;
-		p->nfree--;
-		*out = rc->first_item + (uint64_t)bit;
-		p->hint = *out + 1 < p->count ? *out + 1 : 0;
-		log_cluster(fs, p, ci, tx);
-		return 0;
+		for (pass = 0; pass < 2; pass++) {
+			for (k = 0; k < p->nclusters; k++) {
+				uint32_t ci = (first + k) % p->nclusters;
+
+				if (p->held[ci] || (pass == 0) != (p->rc[ci].nfree > 0))
+					continue;
+				r = cluster_take_rc(fs, p, ci);
+				if (r == -EBUSY || r == -EAGAIN) {
+					busy = true;
+					continue;
+				}
+				if (r)
+					return r;
+				p->held[ci] = 1;
+				if (take_bit(fs, p, ci, 0, tx, out))
+					return 0;
+			}
+		}
+		if (!busy || waited >= CLUSTER_WAIT_US)
+			break;
+		usleep(CLUSTER_RETRY_US);
 	}
 	return -ENOSPC;
 }
@@ -160,7 +218,7 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
 {
 	(void)tx;
-	if (item >= p->count || !alloc_is_used(p, item))
+	if (item >= p->count)
 		return;
 	/* A freed sub-block may next hold file data: drop any pending metadata
 	 * image of it so no checkpoint or replay writes over that data. */
@@ -169,19 +227,29 @@ void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *t
 	commit_defer_free(fs, p, item);
 }
 
-void alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
+int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
 {
 	uint32_t ci = (uint32_t)(item / VMFSD_RC_BITS);
 	uint32_t bit = (uint32_t)(item % VMFSD_RC_BITS);
 	struct vmfsd_rc *rc;
+	int r;
 
 	if (item >= p->count)
-		return;
+		return 0;
+	if (fs->hb && !p->held[ci]) {
+		/* Another host's cluster: take it just for this free (released
+		 * after the commit that writes it), or try again later. */
+		r = cluster_take_rc(fs, p, ci);
+		if (r)
+			return r;
+		p->held[ci] = 2;
+	}
 	rc = &p->rc[ci];
 	if (!(rc->bitmap[bit / 8] & (1u << (bit % 8))))
-		return; /* double free: leave it for fsck rather than corrupt counts */
+		return 0; /* double free: leave it for fsck rather than corrupt counts */
 	rc->bitmap[bit / 8] &= (uint8_t)~(1u << (bit % 8));
 	rc->nfree++;
 	p->nfree++;
 	log_cluster(fs, p, ci, tx);
+	return 0;
 }

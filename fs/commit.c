@@ -201,6 +201,9 @@ int commit_locked(struct fs *fs)
 		fs->nrun = 0;
 		pthread_mutex_unlock(&fs->plock);
 	}
+	/* Everything is in place now: other hosts may take these locks. */
+	cluster_release_rcs(fs, false);
+	cluster_release_transient(fs);
 	if (!fs->ndfree)
 		return 0;
 	/* The frees are durable: release them, logged in the next transaction. */
@@ -213,7 +216,8 @@ int commit_locked(struct fs *fs)
 		int k;
 
 		tx_begin(fs, &tx);
-		alloc_free_now(fs, df[i].p, df[i].item, &tx);
+		if (alloc_free_now(fs, df[i].p, df[i].item, &tx))
+			commit_defer_free(fs, df[i].p, df[i].item);     /* retry later */
 		for (k = 0; k < tx.n && !r; k++)
 			r = add_one(fs, tx.b[k].off, tx.b[k].buf);
 		tx_abort(&tx);
@@ -242,6 +246,7 @@ static void *committer_main(void *arg)
 			break;
 		(void)inode_writeback_all_locked(fs);
 		(void)commit_locked(fs);
+		cluster_recover_dead(fs);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
 	return NULL;

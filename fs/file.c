@@ -1074,6 +1074,14 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 		inode_put(fs, ip);
 		return -ENOMEM;
 	}
+	/* Cluster: EXCL for writers, RO for readers (MW if the file asks);
+	 * -EBUSY when another live host holds it. */
+	r = cluster_open(fs, ip, flags);
+	if (r) {
+		free(f);
+		inode_put(fs, ip);
+		return r;
+	}
 	f->ip = ip;
 	f->flags = flags;
 	pthread_mutex_lock(&fs->icache_lock);
@@ -1101,6 +1109,7 @@ int fs_release(struct fs *fs, struct fs_file *f)
 		r = inode_writeback(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
+	cluster_close(fs, ip);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen--;
 	ip->pins++;

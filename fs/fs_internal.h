@@ -23,6 +23,7 @@
 #include "format/format.h"
 #include "fs.h"
 #include "journal/journal.h"
+#include "lockmgr/lockmgr.h"
 
 struct fs_inode;
 struct alloc_pool;
@@ -85,6 +86,8 @@ struct alloc_pool {
 	struct vmfsd_rc *rc;    /* decoded clusters */
 	uint64_t nfree;
 	uint64_t hint;          /* next item to try */
+	uint8_t *held;          /* per cluster: 0 not ours, 1 ours to allocate
+				 * from, 2 taken only to free into */
 };
 int alloc_load(struct fs *fs);
 void alloc_unload(struct fs *fs);
@@ -93,7 +96,7 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 	       uint64_t *out);
 /* Deferred free (see commit_defer_free); alloc_free_now is the real one. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
-void alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
 
 /* ---------------- inodes (fs/inode.c) ---------------- */
@@ -131,6 +134,12 @@ struct fs_inode {
 	/* Block-map node cache: sub-block number -> 4 KiB node image. */
 	struct map_node **nodes;
 	uint32_t nodes_cap, nodes_n;
+	/* cluster lock state (fs->lk_lock) */
+	uint16_t lk_mode;       /* what we hold on disk: VMFSD_LOCK_* */
+	uint32_t lk_pins;       /* operations in progress that rely on it */
+	uint32_t nopen_lk;      /* local opens that need it */
+	bool lk_transient;      /* release after the next commit */
+	bool lk_fresh;          /* re-read from disk since the lock was taken */
 };
 
 struct fs {
@@ -163,7 +172,39 @@ struct fs {
 	bool committer_running, stop;
 	int commit_interval_ms;
 	bool own_bd;
+
+	/* cluster (fs/cluster.c) */
+	struct hb *hb;                  /* NULL on a read-only mount */
+	pthread_mutex_t lk_lock;        /* inode lock state */
+	int fenced;                     /* enum hb_fence_reason */
+	void (*fence_hook)(void *);
+	void *fence_hook_arg;
+	uint32_t busy_slot;
+	uint32_t recovered;             /* dead hosts this host recovered */
+	char last_holder[VMFSD_HOSTNAME_MAX + 1];
+	/* Locks of evicted inodes, released after the next commit. */
+	uint64_t *late_unlock;
+	uint32_t nlate, late_cap;
 };
+/* An inode leaves the cache holding a lock: release it after the commit. */
+void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
+
+int cluster_join(struct fs *fs);
+int cluster_start(struct fs *fs);
+int cluster_leave(struct fs *fs);
+void cluster_recover_dead(struct fs *fs);
+void cluster_pin(struct fs *fs, struct fs_inode *ip);
+void cluster_unpin(struct fs *fs, struct fs_inode *ip);
+/* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */
+int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient);
+void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
+void cluster_release_transient(struct fs *fs);
+int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip);
+int cluster_open(struct fs *fs, struct fs_inode *ip, int flags);
+void cluster_close(struct fs *fs, struct fs_inode *ip);
+int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len);
+int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci);
+void cluster_release_rcs(struct fs *fs, bool all);
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
 int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out);

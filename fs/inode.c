@@ -101,12 +101,14 @@ int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 	}
 	pthread_mutex_unlock(&fs->icache_lock);
 
-	if (!alloc_is_used(&fs->ipool, ino))
-		return -ESTALE;
+	/* No bitmap check: our copy of another host's cluster may be stale;
+	 * the inode block itself says whether it is in use (mode 0: free). */
 	ip = inode_new_mem(ino);
 	if (!ip)
 		return -ENOMEM;
 	r = inode_read(fs, ino, &ip->d);
+	if (!r && ip->d.mode == 0)
+		r = -ESTALE;
 	if (r) {
 		inode_free_mem(ip);
 		return r;
@@ -188,6 +190,7 @@ void inode_put(struct fs *fs, struct fs_inode *ip)
 	}
 	icache_remove(fs, ip);
 	pthread_mutex_unlock(&fs->icache_lock);
+	cluster_forget_inode(fs, ip);
 	pthread_mutex_unlock(&fs->meta_lock);
 	inode_free_mem(ip);
 }
@@ -335,6 +338,7 @@ void inode_cache_drop_all(struct fs *fs)
 				else
 					(void)inode_writeback(fs, ip);
 			}
+			cluster_forget_inode(fs, ip);
 			inode_free_mem(ip);
 		}
 	}

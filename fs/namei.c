@@ -27,6 +27,92 @@ static void take_lookup(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_unlock(&fs->icache_lock);
 }
 
+
+/* ---------------- cluster helpers ---------------- */
+
+/* A namespace operation changes the inodes in V: lock each EXCL until the
+ * next commit (fs/cluster.c), pin them so that commit cannot drop the
+ * locks mid-operation, then take meta_lock and re-read any inode whose
+ * cached copy may be older than another host's change.  On success the
+ * caller holds meta_lock and ends with ns_exit(). */
+static int ns_enter(struct fs *fs, struct fs_inode **v, int n)
+{
+	int i, k, r = 0;
+
+	for (i = 0; i < n && !r; i++) {
+		if (!v[i])
+			continue;
+		cluster_pin(fs, v[i]);
+		r = cluster_lock_inode(fs, v[i], VMFSD_LOCK_EXCL, true);
+		if (r)
+			cluster_unpin(fs, v[i]);
+	}
+	if (r) {
+		for (k = 0; k < i - 1; k++)
+			if (v[k])
+				cluster_unpin(fs, v[k]);
+		return r;
+	}
+	pthread_mutex_lock(&fs->meta_lock);
+	for (i = 0; i < n && !r; i++)
+		if (v[i])
+			r = cluster_refresh_inode(fs, v[i]);
+	if (r) {
+		pthread_mutex_unlock(&fs->meta_lock);
+		for (k = 0; k < n; k++)
+			if (v[k])
+				cluster_unpin(fs, v[k]);
+	}
+	return r;
+}
+
+static void ns_exit(struct fs *fs, struct fs_inode **v, int n)
+{
+	int k;
+
+	pthread_mutex_unlock(&fs->meta_lock);
+	for (k = 0; k < n; k++)
+		if (v[k])
+			cluster_unpin(fs, v[k]);
+}
+
+/* meta_lock for a read-only look at IP (re-read if another host may have
+ * changed it).  Returns with meta_lock held, or an error without it. */
+static int ns_read(struct fs *fs, struct fs_inode *ip)
+{
+	int r;
+
+	pthread_mutex_lock(&fs->meta_lock);
+	r = cluster_refresh_inode(fs, ip);
+	if (r)
+		pthread_mutex_unlock(&fs->meta_lock);
+	return r == -ESTALE ? -ENOENT : r;
+}
+
+/* The inode NAME in DP names now (a hint: the caller locks it, then checks
+ * the name still leads there).  *out = NULL if NAME does not exist. */
+static int ns_child(struct fs *fs, struct fs_inode *dp, const char *name,
+		    struct fs_inode **out)
+{
+	uint64_t ino;
+	int r;
+
+	*out = NULL;
+	r = ns_read(fs, dp);
+	if (r)
+		return r;
+	r = S_ISDIR(dp->d.mode) ? dir_lookup(fs, dp, name, &ino, NULL) : -ENOTDIR;
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (r == -ENOENT)
+		return 0;
+	if (r)
+		return r;
+	return inode_get(fs, ino, out);
+}
+
+/* Tries an operation that raced with another host's change again. */
+#define NS_RETRIES 8
+
 int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *out)
 {
 	struct fs_inode *dp, *ip = NULL;
@@ -36,7 +122,11 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	r = inode_get(fs, parent, &dp);
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
+	r = ns_read(fs, dp);
+	if (r) {
+		inode_put(fs, dp);
+		return r;
+	}
 	if (!S_ISDIR(dp->d.mode)) {
 		r = -ENOTDIR;
 	} else if (!strcmp(name, ".")) {
@@ -49,8 +139,9 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	pthread_mutex_unlock(&fs->meta_lock);
 	if (!r)
 		r = inode_get(fs, ino, &ip);
+	if (!r)
+		r = ns_read(fs, ip);
 	if (!r) {
-		pthread_mutex_lock(&fs->meta_lock);
 		inode_fill_attr(fs, ip, out);
 		pthread_mutex_unlock(&fs->meta_lock);
 		take_lookup(fs, ip);
@@ -79,11 +170,13 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *out)
 
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
-	inode_fill_attr(fs, ip, out);
-	pthread_mutex_unlock(&fs->meta_lock);
+	r = ns_read(fs, ip);
+	if (!r) {
+		inode_fill_attr(fs, ip, out);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
 	inode_put(fs, ip);
-	return 0;
+	return r;
 }
 
 int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigned mask,
@@ -99,6 +192,14 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
+	/* Lock (until the next commit) and refresh, outside meta_lock. */
+	r = ns_enter(fs, &ip, 1);
+	if (r) {
+		inode_put(fs, ip);
+		return r;
+	}
+	cluster_pin(fs, ip);
+	ns_exit(fs, &ip, 1);
 	if (mask & FS_SET_SIZE) {
 		if (S_ISDIR(ip->d.mode))
 			r = -EISDIR;
@@ -141,6 +242,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 			inode_fill_attr(fs, ip, out);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
+	cluster_unpin(fs, ip);
 	inode_put(fs, ip);
 	return r;
 }
@@ -204,8 +306,14 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	r = inode_get(fs, parent, &dp);
 	if (r)
 		return r;
+	/* The new inode needs no lock: nobody can reach it before the commit
+	 * that makes its name visible, after which the directory lock goes. */
+	r = ns_enter(fs, &dp, 1);
+	if (r) {
+		inode_put(fs, dp);
+		return r;
+	}
 	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
 	r = create_locked(fs, dp, name, mode, uid, gid, rdev, &tx, &ip);
 	if (!r && link_target) {
 		size_t len = strlen(link_target);
@@ -228,7 +336,7 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 			take_lookup(fs, ip);
 		}
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
+	ns_exit(fs, &dp, 1);
 	inode_put(fs, ip);
 	inode_put(fs, dp);
 	return r;
@@ -264,7 +372,11 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
 
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
+	r = ns_read(fs, ip);
+	if (r) {
+		inode_put(fs, ip);
+		return r;
+	}
 	if (!S_ISLNK(ip->d.mode) || ip->d.data_mode != VMFSD_DATA_INLINE) {
 		r = -EINVAL;
 	} else {
@@ -292,8 +404,14 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		r = inode_get(fs, newparent, &dp);
 	if (r)
 		goto out;
+	{
+		struct fs_inode *v[2] = { ip, dp };
+
+		r = ns_enter(fs, v, 2);
+		if (r)
+			goto out;
+	}
 	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
 	if (S_ISDIR(ip->d.mode))
 		r = -EPERM;
 	else if (!S_ISDIR(dp->d.mode))
@@ -319,7 +437,11 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 			take_lookup(fs, ip);
 		}
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
+	{
+		struct fs_inode *v[2] = { ip, dp };
+
+		ns_exit(fs, v, 2);
+	}
 out:
 	inode_put(fs, dp);
 	inode_put(fs, ip);
@@ -369,24 +491,41 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 
 static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdir)
 {
-	struct fs_inode *dp, *ip = NULL;
+	struct fs_inode *dp, *ip = NULL, *hint = NULL;
 	struct tx tx;
-	int r;
+	int r, tries = 0;
 
 	if (fs->readonly)
 		return -EROFS;
 	r = inode_get(fs, parent, &dp);
 	if (r)
 		return r;
-	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
-	r = remove_locked(fs, dp, name, isdir, &tx, &ip);
-	if (r)
-		tx_abort(&tx);
-	else
-		r = tx_commit(&tx);
-	pthread_mutex_unlock(&fs->meta_lock);
+again:
+	/* The victim's lock too: a file open on another host is busy. */
+	r = ns_child(fs, dp, name, &hint);
+	if (!r && !hint)
+		r = -ENOENT;
+	if (!r) {
+		struct fs_inode *v[2] = { dp, hint };
+
+		r = ns_enter(fs, v, 2);
+		if (!r) {
+			tx_begin(fs, &tx);
+			r = remove_locked(fs, dp, name, isdir, &tx, &ip);
+			if (!r && ip != hint)
+				r = -EAGAIN;    /* renamed over meanwhile: again */
+			if (r)
+				tx_abort(&tx);
+			else
+				r = tx_commit(&tx);
+			ns_exit(fs, v, 2);
+		}
+	}
 	inode_put(fs, ip);
+	inode_put(fs, hint);
+	ip = hint = NULL;
+	if (r == -EAGAIN && ++tries < NS_RETRIES)
+		goto again;
 	inode_put(fs, dp);
 	return r;
 }
@@ -425,9 +564,10 @@ static int is_ancestor(struct fs *fs, uint64_t anc, uint64_t dir)
 	return anc == VMFSD_ROOT_INO;
 }
 
-int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
-	      const char *newname, unsigned flags)
+static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+		       const char *newname, unsigned flags)
 {
+	struct fs_inode *hs = NULL, *hd = NULL, *v[4];
 	struct fs_inode *sdp = NULL, *ddp = NULL, *sip = NULL, *dip = NULL;
 	uint64_t sino, dino = 0;
 	bool sdir, ddir = false;
@@ -448,8 +588,22 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 		r = inode_get(fs, newparent, &ddp);
 	if (r)
 		goto out_put;
+	/* Lock both directories and both named inodes (hints, checked below). */
+	r = ns_child(fs, sdp, name, &hs);
+	if (!r)
+		r = ns_child(fs, ddp, newname, &hd);
+	if (!r && !hs)
+		r = -ENOENT;
+	if (r)
+		goto out_put;
+	v[0] = sdp;
+	v[1] = ddp;
+	v[2] = hs;
+	v[3] = hd;
+	r = ns_enter(fs, v, 4);
+	if (r)
+		goto out_put;
 	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
 	if (!S_ISDIR(sdp->d.mode) || !S_ISDIR(ddp->d.mode)) {
 		r = -ENOTDIR;
 		goto out;
@@ -470,6 +624,10 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 	}
 	if ((flags & RENAME_NOREPLACE) && dino) {
 		r = -EEXIST;
+		goto out;
+	}
+	if (sino != hs->ino || dino != (hd ? hd->ino : 0)) {
+		r = -EAGAIN;    /* changed since we locked: again */
 		goto out;
 	}
 	if (sino == dino)
@@ -569,16 +727,29 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 	tx_add_inode(&tx, sdp);
 commit:
 	r = tx_commit(&tx);
-	pthread_mutex_unlock(&fs->meta_lock);
+	ns_exit(fs, v, 4);
 	goto out_put;
 out:
 	tx_abort(&tx);
-	pthread_mutex_unlock(&fs->meta_lock);
+	ns_exit(fs, v, 4);
 out_put:
 	inode_put(fs, dip);
 	inode_put(fs, sip);
+	inode_put(fs, hd);
+	inode_put(fs, hs);
 	inode_put(fs, ddp);
 	inode_put(fs, sdp);
+	return r;
+}
+
+int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
+	      const char *newname, unsigned flags)
+{
+	int r, tries = 0;
+
+	do
+		r = rename_once(fs, parent, name, newparent, newname, flags);
+	while (r == -EAGAIN && ++tries < NS_RETRIES);
 	return r;
 }
 
@@ -603,7 +774,12 @@ int fs_opendir(struct fs *fs, uint64_t ino, struct fs_dir **out)
 		inode_put(fs, ip);
 		return -ENOMEM;
 	}
-	pthread_mutex_lock(&fs->meta_lock);
+	r = ns_read(fs, ip);
+	if (r) {
+		free(d);
+		inode_put(fs, ip);
+		return r;
+	}
 	if (!S_ISDIR(ip->d.mode))
 		r = -ENOTDIR;
 	else

@@ -81,48 +81,6 @@ static int restore_primary(struct fs *fs)
 	return r;
 }
 
-static int write_slot(struct fs *fs, uint16_t state)
-{
-	struct vmfsd_hb hb = { .state = state, .slot = fs->slot, .pid = (uint32_t)getpid(),
-			       .generation = 1 };
-	uint64_t off = vmfsd_hb_slot_off(&fs->sb, fs->slot);
-	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
-	int r;
-
-	if (!blk)
-		return -ENOMEM;
-	snprintf(hb.host_name, sizeof(hb.host_name), "%s", fs->host);
-	hb.journal_off = fs->sb.journal_off + fs->slot * fs->sb.journal_size;
-	vmfsd_hb_encode(&hb, off / VMFSD_META_BLOCK, blk);
-	r = bdev_pwrite(fs->bd, blk, VMFSD_META_BLOCK, off);
-	bdev_free(blk);
-	return r;
-}
-
-static int claim_volume(struct fs *fs)
-{
-	uint64_t len = (uint64_t)fs->sb.max_hosts * VMFSD_META_BLOCK;
-	int r = 0;
-
-	int tries;
-
-	/* `fusermount3 -u` returns before the old daemon has finished writing
-	 * back and closed the device: give it up to 3 s before calling the
-	 * volume busy, so unmount-then-mount scripts work. */
-	for (tries = 0; tries < 30; tries++) {
-		r = bdev_trylock_range(fs->bd, fs->sb.hb_off, len, !fs->readonly);
-		if (r != -EAGAIN)
-			break;
-		usleep(100 * 1000);
-	}
-	if (r == -EAGAIN)
-		return -EBUSY;
-	if (r || fs->readonly)
-		return r;
-	fs->slot = 0;
-	return write_slot(fs, VMFSD_HB_LIVE);
-}
-
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out)
 {
@@ -141,6 +99,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		strcpy(fs->host, "localhost");
 	pthread_mutex_init(&fs->meta_lock, NULL);
 	pthread_mutex_init(&fs->icache_lock, NULL);
+	pthread_mutex_init(&fs->lk_lock, NULL);
+	pthread_mutex_init(&fs->plock, NULL);
 	fs->itab_size = 1u << 16;
 	fs->itab = calloc(fs->itab_size, sizeof(*fs->itab));
 	if (!fs->itab) {
@@ -151,7 +111,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	if (o && o->bdev) {
 		fs->bd = o->bdev;
 	} else {
-		r = bdev_open(device, fs->readonly ? BDEV_RDONLY : BDEV_EXCL, &fs->bd);
+		/* No O_EXCL: every host of the cluster opens the same LUN. */
+		r = bdev_open(device, fs->readonly ? BDEV_RDONLY : 0, &fs->bd);
 		if (r)
 			goto fail;
 		fs->own_bd = true;
@@ -167,9 +128,13 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		r = -EPROTONOSUPPORT;
 		goto fail;
 	}
-	r = claim_volume(fs);
-	if (r)
-		goto fail;
+	/* Read-write mounts join the cluster: a heartbeat slot of our own
+	 * (-EBUSY if this host name is live already), whose journal is ours. */
+	if (!fs->readonly) {
+		r = cluster_join(fs);
+		if (r)
+			goto fail;
+	}
 	if ((flags & FS_MOUNT_USED_BACKUP_SB) && !fs->readonly) {
 		r = restore_primary(fs);
 		if (r)
@@ -189,6 +154,9 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		if (ji.transactions)
 			flags |= FS_MOUNT_REPLAYED;
 		r = commit_start(fs, ji.next_seq);
+		if (r)
+			goto fail;
+		r = cluster_start(fs);
 		if (r)
 			goto fail;
 	} else {
@@ -217,6 +185,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 fail:
 	inode_cache_drop_all(fs);
 	commit_stop(fs);
+	cluster_release_rcs(fs, true);
+	(void)cluster_leave(fs);
 	alloc_unload(fs);
 	if (fs->own_bd)
 		bdev_close(fs->bd);
@@ -261,18 +231,15 @@ int fs_unmount(struct fs *fs)
 		if (!r)
 			r = journal_mark_clean(fs->jn);
 		commit_stop(fs);
-		r2 = write_slot(fs, VMFSD_HB_FREE);
-		if (!r2)
-			r2 = bdev_flush(fs->bd);
+		/* Locks last: everything they protect is in place now. */
+		cluster_release_rcs(fs, true);
+		r2 = cluster_leave(fs);
 		if (!r)
 			r = r2;
 	}
 	alloc_unload(fs);
 	if (fs->own_bd)
 		bdev_close(fs->bd);
-	else
-		bdev_unlock_range(fs->bd, fs->sb.hb_off,
-				  (uint64_t)fs->sb.max_hosts * VMFSD_META_BLOCK);
 	free(fs->itab);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);

@@ -8,11 +8,19 @@
  * security.capability probe), set answers -EOPNOTSUPP.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <sys/xattr.h>
 
 #include "fs_internal.h"
 
 #define XHDR 3u
+
+/* Virtual attributes of the cluster layer (not stored, not listed):
+ *   user.vmfsd.lock         read: who holds the file's on-disk lock
+ *   user.vmfsd.multiwriter  "1": opens take the multi-writer lock, so
+ *                           several hosts may write (clustered guests) */
+#define XATTR_LOCK "user.vmfsd.lock"
+#define XATTR_MW "user.vmfsd.multiwriter"
 
 static bool user_ns(const char *name)
 {
@@ -41,6 +49,42 @@ static unsigned xsize(const struct vmfsd_inode *d, unsigned off)
 	return XHDR + d->xattr[off] + (d->xattr[off + 1] | d->xattr[off + 2] << 8);
 }
 
+static int set_multiwriter(struct fs *fs, uint64_t ino, const void *value, size_t size)
+{
+	struct fs_inode *ip;
+	struct tx tx;
+	bool on;
+	int r;
+
+	if (size != 1 || (((const char *)value)[0] != '0' && ((const char *)value)[0] != '1'))
+		return -EINVAL;
+	on = ((const char *)value)[0] == '1';
+	r = inode_get(fs, ino, &ip);
+	if (r)
+		return r;
+	if (!S_ISREG(ip->d.mode)) {
+		inode_put(fs, ip);
+		return -EINVAL;
+	}
+	/* Changing the mode of a file someone else has open is refused. */
+	r = cluster_lock_inode(fs, ip, VMFSD_LOCK_EXCL, true);
+	if (!r) {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = cluster_refresh_inode(fs, ip);
+		if (!r) {
+			ip->d.iflags = on ? ip->d.iflags | VMFSD_IFLAG_MW
+					  : ip->d.iflags & ~VMFSD_IFLAG_MW;
+			inode_touch(ip, false, true);
+			tx_begin(fs, &tx);
+			tx_add_inode(&tx, ip);
+			r = tx_commit(&tx);
+		}
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	inode_put(fs, ip);
+	return r;
+}
+
 int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value,
 		size_t size, int flags)
 {
@@ -53,6 +97,10 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		return -EROFS;
 	if (!user_ns(name))
 		return -EOPNOTSUPP;
+	if (!strcmp(name, XATTR_LOCK))
+		return -EPERM;
+	if (!strcmp(name, XATTR_MW))
+		return set_multiwriter(fs, ino, value, size);
 	if (nl > 255)
 		return -ERANGE;
 	if (size > VMFSD_XATTR_AREA)
@@ -109,6 +157,22 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
+	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW)) {
+		char txt[512];
+
+		if (!strcmp(name, XATTR_MW))
+			snprintf(txt, sizeof(txt), "%d", !!(ip->d.iflags & VMFSD_IFLAG_MW));
+		else
+			r = cluster_describe_lock(fs, ip, txt, sizeof(txt));
+		inode_put(fs, ip);
+		if (r)
+			return r;
+		if (size && size < strlen(txt))
+			return -ERANGE;
+		if (size)
+			memcpy(value, txt, strlen(txt));
+		return (int)strlen(txt);
+	}
 	pthread_mutex_lock(&fs->meta_lock);
 	off = xfind(&ip->d, name, nl);
 	if (off < 0) {

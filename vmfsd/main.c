@@ -24,6 +24,7 @@
 #include "bdev/bdev.h"
 #include "format/format.h"
 #include "fuse/fuse_ops.h"
+#include "lockmgr/lockmgr.h"
 
 #define PROG "vmfsd"
 
@@ -40,9 +41,11 @@ struct opts {
 	int debug;
 	int help;
 	int version;
+	int status;
+	int json;
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO };
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_STATUS, KEY_JSON };
 
 static const struct fuse_opt opt_spec[] = {
 	{ "host=%s", offsetof(struct opts, host), 0 },
@@ -54,6 +57,8 @@ static const struct fuse_opt opt_spec[] = {
 	FUSE_OPT_KEY("--help", KEY_HELP),
 	FUSE_OPT_KEY("-V", KEY_VERSION),
 	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_KEY("--status", KEY_STATUS),
+	FUSE_OPT_KEY("--json", KEY_JSON),
 	FUSE_OPT_END
 };
 
@@ -90,6 +95,12 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_VERSION:
 		o->version = 1;
 		return 0;
+	case KEY_STATUS:
+		o->status = 1;
+		return 0;
+	case KEY_JSON:
+		o->json = 1;
+		return 0;
 	default:
 		return 1;
 	}
@@ -98,7 +109,8 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: " PROG " [options] DEVICE MOUNTPOINT\n\n"
+		"Usage: " PROG " [options] DEVICE MOUNTPOINT\n"
+		"       " PROG " --status [--json] DEVICE\n\n"
 		"Mount a vmfsd volume (an image file or block device formatted with\n"
 		"mkfs.vmfsd) at MOUNTPOINT through FUSE.\n\n"
 		"Options:\n"
@@ -107,34 +119,71 @@ static void usage(FILE *f)
 		"  -o host=NAME       name of this host on the volume (default: hostname)\n"
 		"  -o ro              mount read-only\n"
 		"  -o OPT[,OPT...]    other FUSE/mount options (allow_other, ...)\n"
+		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
+		"                     watches the heartbeats for a few seconds)\n"
 		"  -h, --help         show this help\n"
 		"  -V, --version      show the version\n\n"
 		"Unmount with: fusermount3 -u MOUNTPOINT\n"
 		"See vmfsd(8).\n");
 }
 
-/* Names the host that holds the volume, for the "already mounted" error. */
-static void describe_holder(const char *device)
+/* Names the live slot(s) of HOST, for the "already mounted" error. */
+static void describe_holder(const char *device, const char *host)
 {
 	struct vmfsd_sb sb;
 	struct vmfsd_hb hb;
 	struct bdev *bd;
 	uint8_t *blk;
+	uint32_t i;
 
 	if (bdev_open(device, BDEV_RDONLY, &bd))
 		return;
 	blk = bdev_alloc(VMFSD_META_BLOCK);
-	if (blk && !bdev_pread(bd, blk, VMFSD_META_BLOCK, 0) && !vmfsd_sb_decode(blk, 0, &sb) &&
-	    !bdev_pread(bd, blk, VMFSD_META_BLOCK, vmfsd_hb_slot_off(&sb, 0)) &&
-	    !vmfsd_hb_decode(blk, vmfsd_hb_slot_off(&sb, 0) / VMFSD_META_BLOCK, &hb) &&
-	    hb.state == VMFSD_HB_LIVE)
-		fprintf(stderr, PROG ": %s: held by host '%s' (pid %u)\n", device, hb.host_name,
-			hb.pid);
+	if (blk && !bdev_pread(bd, blk, VMFSD_META_BLOCK, 0) && !vmfsd_sb_decode(blk, 0, &sb)) {
+		for (i = 0; i < sb.max_hosts; i++) {
+			uint64_t off = vmfsd_hb_slot_off(&sb, i);
+
+			if (!bdev_pread(bd, blk, VMFSD_META_BLOCK, off) &&
+			    !vmfsd_hb_decode(blk, off / VMFSD_META_BLOCK, &hb) &&
+			    hb.state == VMFSD_HB_LIVE && (!host || !strcmp(hb.host_name, host)))
+				fprintf(stderr, PROG ": %s: host '%s' is live in slot %u (pid %u)\n",
+					device, hb.host_name, i, hb.pid);
+		}
+	}
 	bdev_free(blk);
 	bdev_close(bd);
 }
 
-static void mount_error(const char *device, int r)
+static int show_status(const char *device, int json)
+{
+	struct lockmgr_status *st;
+	struct bdev *bd;
+	char *text = NULL;
+	int r;
+
+	r = bdev_open(device, BDEV_RDONLY, &bd);
+	if (r) {
+		fprintf(stderr, PROG ": %s: %s\n", device, strerror(-r));
+		return 1;
+	}
+	r = lockmgr_status(bd, 0, &st);
+	if (r) {
+		fprintf(stderr, PROG ": %s: cannot read the volume status: %s\n", device,
+			r == -EUCLEAN || r == -EBADMSG || r == -EMEDIUMTYPE ?
+			"not a vmfsd volume or damaged superblock" : strerror(-r));
+		bdev_close(bd);
+		return 1;
+	}
+	r = lockmgr_status_format(st, json, &text);
+	if (!r)
+		fputs(text, stdout);
+	free(text);
+	lockmgr_status_free(st);
+	bdev_close(bd);
+	return r ? 1 : 0;
+}
+
+static void mount_error(const char *device, const char *host, int r)
 {
 	switch (r) {
 	case -EMEDIUMTYPE:
@@ -151,8 +200,9 @@ static void mount_error(const char *device, int r)
 			"does not support\n", device);
 		break;
 	case -EBUSY:
-		fprintf(stderr, PROG ": %s: the volume is already mounted\n", device);
-		describe_holder(device);
+		fprintf(stderr, PROG ": %s: this host name is already mounted on the volume\n",
+			device);
+		describe_holder(device, host);
 		break;
 	case -ENOTRECOVERABLE:
 		fprintf(stderr, PROG ": %s: the journal header of this host's slot is "
@@ -259,6 +309,13 @@ int main(int argc, char **argv)
 		       VMFSD_FORMAT_VERSION, fuse_version());
 		return 0;
 	}
+	if (o.status) {
+		if (!o.device || o.mountpoint) {
+			usage(stderr);
+			return 1;
+		}
+		return show_status(o.device, o.json);
+	}
 	if (!o.device || !o.mountpoint) {
 		usage(stderr);
 		return 1;
@@ -275,7 +332,7 @@ int main(int argc, char **argv)
 	mo.readonly = o.ro;
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
-		mount_error(o.device, r);
+		mount_error(o.device, o.host, r);
 		goto out;
 	}
 	if (mflags & FS_MOUNT_REPLAYED)

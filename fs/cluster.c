@@ -1,0 +1,466 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The filesystem's side of the cluster protocol (lockmgr/ does the disk
+ * protocol itself): joining the volume, self-fencing, recovering dead
+ * hosts, and which on-disk locks the filesystem takes when.
+ *
+ *  - Inodes: open() takes EXCL for writers, RO for readers, MW for both when
+ *    the file asks for multi-writer (user.vmfsd.multiwriter = 1); the lock
+ *    stays while any local open needs it.  Namespace operations take EXCL on
+ *    every inode they change (directories included) "transiently": such a
+ *    lock is kept until the next journal commit has written the changes in
+ *    place, then released by the commit thread, so another host that takes
+ *    it next reads fresh metadata.  Inodes we hold no lock on are re-read
+ *    from disk before use (the change sequence number says if our cached
+ *    copy, its directory index and its map nodes are still good).
+ *  - Resource clusters: a host allocates only from clusters it holds EXCL
+ *    (taken on demand, starting at a slot-dependent place so hosts spread
+ *    out, kept until unmount); a free into a cluster held by another live
+ *    host waits in a queue and is retried at later commits.
+ *  - Dead hosts: every heartbeat interval the commit thread looks for a
+ *    dead slot; the first survivor to claim it replays its journal and frees
+ *    the slot with a new generation, which is what makes its locks stale.
+ *
+ * Lock acquisition is always a try (ATS); conflicts are retried for
+ * LOCK_WAIT_MS, outside fs->meta_lock, before -EBUSY reaches the caller.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "fs_internal.h"
+
+/* Transient locks are released after the next commit (COMMIT_INTERVAL_MS,
+ * 1 s), so a contender waits up to that plus the commit itself; 2.5 s
+ * covers a busy commit without making a real conflict slow to report. */
+#define LOCK_WAIT_MS 2500
+#define LOCK_RETRY_US 20000
+
+static void fence_cb(void *arg, enum hb_fence_reason reason)
+{
+	struct fs *fs = arg;
+
+	/* Every later write fails: data, journal, checkpoint, locks. */
+	bdev_fault_set(fs->bd, BDEV_FAULT_WRITE_EIO);
+	fs->fenced = (int)reason;
+	if (fs->fence_hook)
+		fs->fence_hook(fs->fence_hook_arg);
+}
+
+/* The host UUID: this machine's id (systemd's /etc/machine-id) mixed with
+ * the host name, so two hosts of one machine (tests) differ and the same
+ * host keeps its UUID across reboots. */
+static void host_uuid(const char *name, uint8_t uuid[16])
+{
+	char hex[33] = "";
+	FILE *f = fopen("/etc/machine-id", "r");
+	size_t i;
+
+	memset(uuid, 0, 16);
+	if (f) {
+		if (!fgets(hex, sizeof(hex), f))
+			hex[0] = 0;
+		fclose(f);
+	}
+	for (i = 0; i < 16 && hex[2 * i] && hex[2 * i + 1]; i++) {
+		unsigned v;
+
+		if (sscanf(hex + 2 * i, "%2x", &v) == 1)
+			uuid[i] = (uint8_t)v;
+	}
+	for (i = 0; name[i]; i++)
+		uuid[i % 16] ^= (uint8_t)(name[i] * 31 + i);
+}
+
+int cluster_join(struct fs *fs)
+{
+	uint8_t uuid[16];
+	uint32_t busy = 0;
+	int r;
+
+	host_uuid(fs->host, uuid);
+	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, &busy, &fs->hb);
+	if (r == -EBUSY)
+		fs->busy_slot = busy;
+	if (r)
+		return r;
+	fs->slot = hb_my_slot(fs->hb);
+	hb_set_fence_cb(fs->hb, fence_cb, fs);
+	return 0;
+}
+
+int cluster_start(struct fs *fs)
+{
+	return hb_start(fs->hb);
+}
+
+int cluster_leave(struct fs *fs)
+{
+	int r;
+
+	if (!fs->hb)
+		return 0;
+	r = hb_leave(fs->hb);
+	fs->hb = NULL;
+	free(fs->late_unlock);
+	fs->late_unlock = NULL;
+	fs->nlate = fs->late_cap = 0;
+	return r;
+}
+
+/* ---------------- dead hosts ---------------- */
+
+void cluster_recover_dead(struct fs *fs)
+{
+	uint32_t slot = 0;
+
+	if (!fs->hb || fs->fenced)
+		return;
+	while (hb_next_dead(fs->hb, slot, &slot) == 0) {
+		struct journal_replay_info ji;
+		int r;
+
+		r = hb_claim_dead(fs->hb, slot);
+		if (r == 0) {
+			r = journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
+					   fs->sb.journal_size, slot, &ji);
+			/* A journal we cannot replay keeps the slot REPLAYING:
+			 * its locks stay valid and fsck must look at it. */
+			if (r == 0)
+				r = hb_release_dead(fs->hb, slot);
+			if (r == 0)
+				fs->recovered++;
+		}
+		slot++;
+	}
+}
+
+/* ---------------- inode locks ---------------- */
+
+/* Takes MODE (or keeps a stronger lock we hold) on IP, retrying conflicts.
+ * Called WITHOUT meta_lock.  On -EBUSY, *holder names the host. */
+static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
+		     struct lock_info *li)
+{
+	int waited = 0, r;
+
+	for (;;) {
+		if (have != VMFSD_LOCK_FREE && mode == VMFSD_LOCK_EXCL)
+			r = lock_upgrade(fs->hb, fs->bd, off, li);
+		else
+			r = lock_acquire(fs->hb, fs->bd, off, mode, li);
+		if (r == -EALREADY)
+			return -EBUSY;  /* RO held here, MW wanted (or back) */
+		if ((r != -EBUSY && r != -EAGAIN) || waited >= LOCK_WAIT_MS * 1000)
+			return r == -EAGAIN ? -EBUSY : r;
+		usleep(LOCK_RETRY_US);
+		waited += LOCK_RETRY_US;
+	}
+}
+
+static uint16_t stronger(uint16_t have, uint16_t want)
+{
+	if (have == VMFSD_LOCK_EXCL || have == want)
+		return have;
+	return want;
+}
+
+void cluster_pin(struct fs *fs, struct fs_inode *ip)
+{
+	pthread_mutex_lock(&fs->lk_lock);
+	ip->lk_pins++;
+	pthread_mutex_unlock(&fs->lk_lock);
+}
+
+void cluster_unpin(struct fs *fs, struct fs_inode *ip)
+{
+	pthread_mutex_lock(&fs->lk_lock);
+	ip->lk_pins--;
+	pthread_mutex_unlock(&fs->lk_lock);
+}
+
+int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient)
+{
+	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
+	struct lock_info li;
+	uint16_t have;
+	int r = 0;
+
+	if (!fs->hb)
+		return 0;       /* read-only mount: no locks */
+	cluster_pin(fs, ip);
+	pthread_mutex_lock(&fs->lk_lock);
+	have = ip->lk_mode;
+	pthread_mutex_unlock(&fs->lk_lock);
+	if (stronger(have, mode) != have) {
+		memset(&li, 0, sizeof(li));
+		r = lock_take(fs, off, have, mode, &li);
+		if (r == -EBUSY)
+			snprintf(fs->last_holder, sizeof(fs->last_holder), "%s", li.owner_name);
+	}
+	pthread_mutex_lock(&fs->lk_lock);
+	if (!r) {
+		if (ip->lk_mode == VMFSD_LOCK_FREE)
+			ip->lk_fresh = false;   /* re-read before trusting the cache */
+		ip->lk_mode = stronger(ip->lk_mode, mode);
+		if (transient)
+			ip->lk_transient = true;
+	}
+	ip->lk_pins--;
+	pthread_mutex_unlock(&fs->lk_lock);
+	return r;
+}
+
+/* Releases IP's lock if nothing needs it any more (caller has committed
+ * every change to it, so the next holder reads it fresh from disk). */
+void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
+{
+	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
+	bool drop;
+
+	if (!fs->hb)
+		return;
+	pthread_mutex_lock(&fs->lk_lock);
+	drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
+	       !ip->lk_transient;
+	if (drop)
+		ip->lk_mode = VMFSD_LOCK_FREE;
+	pthread_mutex_unlock(&fs->lk_lock);
+	if (drop)
+		(void)lock_release(fs->hb, fs->bd, off, NULL);
+}
+
+void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
+{
+	if (!fs->hb || ip->lk_mode == VMFSD_LOCK_FREE)
+		return;
+	pthread_mutex_lock(&fs->lk_lock);
+	if (fs->nlate == fs->late_cap) {
+		uint32_t cap = fs->late_cap ? fs->late_cap * 2 : 64;
+		uint64_t *n = realloc(fs->late_unlock, cap * sizeof(*n));
+
+		if (!n) {
+			/* Left held: stale once we unmount (generation). */
+			pthread_mutex_unlock(&fs->lk_lock);
+			return;
+		}
+		fs->late_unlock = n;
+		fs->late_cap = cap;
+	}
+	fs->late_unlock[fs->nlate++] = vmfsd_inode_off(&fs->sb, ip->ino);
+	ip->lk_mode = VMFSD_LOCK_FREE;
+	pthread_mutex_unlock(&fs->lk_lock);
+}
+
+/* After a commit wrote everything in place: drop transient inode locks and
+ * those of inodes evicted meanwhile.  meta_lock held, so cached inodes
+ * cannot go away under us. */
+void cluster_release_transient(struct fs *fs)
+{
+	uint32_t i;
+
+	if (!fs->hb)
+		return;
+	pthread_mutex_lock(&fs->lk_lock);
+	for (i = 0; i < fs->nlate; i++) {
+		uint64_t off = fs->late_unlock[i];
+
+		pthread_mutex_unlock(&fs->lk_lock);
+		(void)lock_release(fs->hb, fs->bd, off, NULL);
+		pthread_mutex_lock(&fs->lk_lock);
+	}
+	fs->nlate = 0;
+	pthread_mutex_unlock(&fs->lk_lock);
+	for (i = 0; i < fs->itab_size; i++) {
+		struct fs_inode *ip;
+
+		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
+			if (!ip->lk_transient || ip->lk_pins)
+				continue;       /* an operation is still using it */
+			pthread_mutex_lock(&fs->lk_lock);
+			ip->lk_transient = false;
+			pthread_mutex_unlock(&fs->lk_lock);
+			cluster_unlock_inode_if_unused(fs, ip);
+		}
+	}
+}
+
+/* Re-reads IP from disk when we hold no lock on it, or took one since we
+ * last looked (another host may have changed it).  meta_lock held. */
+int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
+{
+	struct vmfsd_inode d;
+	uint64_t off;
+	uint8_t *blk;
+	int r;
+
+	if (!fs->hb || ip->deleted)
+		return 0;
+	if (ip->lk_mode != VMFSD_LOCK_FREE && ip->lk_fresh)
+		return 0;
+	if (ip->dirty)
+		return 0;       /* our own newer state (we hold its lock) */
+	off = vmfsd_inode_off(&fs->sb, ip->ino);
+	blk = bdev_alloc(VMFSD_META_BLOCK);
+	if (!blk)
+		return -ENOMEM;
+	r = meta_read(fs, off, blk);
+	if (!r)
+		r = vmfsd_inode_decode(blk, off / VMFSD_META_BLOCK, &d);
+	bdev_free(blk);
+	if (r)
+		return r;
+	if (d.ino != ip->ino || d.mode == 0)
+		return -ESTALE;         /* deleted by another host */
+	if (d.change_seq != ip->d.change_seq || d.generation != ip->d.generation) {
+		ip->d = d;
+		dir_cache_free(ip);
+		bmap_cache_drop(ip);
+	}
+	if (ip->lk_mode != VMFSD_LOCK_FREE)
+		ip->lk_fresh = true;
+	return 0;
+}
+
+/* ---------------- open / close ---------------- */
+
+static uint16_t open_mode(const struct fs_inode *ip, int flags)
+{
+	if (ip->d.iflags & VMFSD_IFLAG_MW)
+		return VMFSD_LOCK_MW;
+	return (flags & O_ACCMODE) == O_RDONLY ? VMFSD_LOCK_RO : VMFSD_LOCK_EXCL;
+}
+
+int cluster_open(struct fs *fs, struct fs_inode *ip, int flags)
+{
+	int r;
+
+	if (!fs->hb || !S_ISREG(ip->d.mode))
+		return 0;
+	r = cluster_lock_inode(fs, ip, open_mode(ip, flags), false);
+	if (r)
+		return r;
+	pthread_mutex_lock(&fs->lk_lock);
+	ip->nopen_lk++;
+	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_lock(&fs->meta_lock);
+	r = cluster_refresh_inode(fs, ip);
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (r)
+		cluster_close(fs, ip);
+	return r;
+}
+
+void cluster_close(struct fs *fs, struct fs_inode *ip)
+{
+	bool last;
+
+	if (!fs->hb || !S_ISREG(ip->d.mode))
+		return;
+	pthread_mutex_lock(&fs->lk_lock);
+	last = --ip->nopen_lk == 0;
+	pthread_mutex_unlock(&fs->lk_lock);
+	if (!last)
+		return;
+	/* Everything we changed must be in place before another host may
+	 * take the lock and read it. */
+	pthread_mutex_lock(&fs->meta_lock);
+	if (ip->dirty)
+		(void)inode_writeback(fs, ip);
+	(void)commit_locked(fs);
+	pthread_mutex_unlock(&fs->meta_lock);
+	cluster_unlock_inode_if_unused(fs, ip);
+}
+
+int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len)
+{
+	if (!fs->hb)
+		return snprintf(buf, len, "unknown (read-only mount)") < (int)len ? 0 : -ERANGE;
+	return lock_holder_describe(fs->hb, fs->bd, vmfsd_inode_off(&fs->sb, ip->ino), buf, len);
+}
+
+/* ---------------- resource clusters ---------------- */
+
+/* Takes cluster CI of pool P and loads its current bitmap (meta_lock held:
+ * a cluster lock never conflicts for long, it is one ATS). */
+int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci)
+{
+	uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
+	struct lock_info li;
+	uint8_t *blk;
+	int r;
+
+	if (!fs->hb)
+		return 0;
+	if (p->held[ci])
+		return 0;
+	r = lock_acquire(fs->hb, fs->bd, off, VMFSD_LOCK_EXCL, &li);
+	if (r)
+		return r;
+	blk = bdev_alloc(VMFSD_META_BLOCK);
+	if (!blk) {
+		(void)lock_release(fs->hb, fs->bd, off, NULL);
+		return -ENOMEM;
+	}
+	r = meta_read(fs, off, blk);
+	if (!r) {
+		struct vmfsd_rc rc;
+
+		r = vmfsd_rc_decode(blk, off / VMFSD_META_BLOCK, &rc);
+		if (!r) {
+			p->nfree += (int64_t)rc.nfree - (int64_t)p->rc[ci].nfree;
+			p->rc[ci] = rc;
+		}
+	}
+	bdev_free(blk);
+	if (r) {
+		(void)lock_release(fs->hb, fs->bd, off, NULL);
+		return r;
+	}
+	p->held[ci] = 1;
+	return 0;
+}
+
+/* Is any other host on the volume (alive, or not yet judged)? */
+static bool others_present(struct fs *fs)
+{
+	uint32_t i;
+
+	for (i = 0; i < fs->sb.max_hosts; i++) {
+		struct hb_slot_info si;
+
+		if (i == fs->slot || hb_slot_state(fs->hb, i, &si))
+			continue;
+		if (si.liveness == HB_ALIVE || si.liveness == HB_SILENT)
+			return true;
+	}
+	return false;
+}
+
+/* After a commit: gives back clusters taken only for frees (2) and, when
+ * other hosts share the volume, the allocation clusters too (1), so a
+ * small volume with a single cluster per pool is shared fairly.  Alone, a
+ * host keeps its allocation clusters: no lock traffic on the hot path. */
+void cluster_release_rcs(struct fs *fs, bool all)
+{
+	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+	int k;
+
+	if (!fs->hb)
+		return;
+	if (!all && others_present(fs))
+		all = true;
+	for (k = 0; k < 3; k++) {
+		struct alloc_pool *p = pools[k];
+		uint32_t ci;
+
+		for (ci = 0; ci < p->nclusters; ci++) {
+			if (!p->held[ci] || (!all && p->held[ci] != 2))
+				continue;
+			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
+			p->held[ci] = 0;
+		}
+	}
+}
