@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -74,6 +75,53 @@ static void host_uuid(const char *name, uint8_t uuid[16])
 		uuid[i % 16] ^= (uint8_t)(name[i] * 31 + i);
 }
 
+/* This host's previous incarnation crashed (its slot is LIVE with our name
+ * and UUID, and its process is gone from this machine, or the caller
+ * vouches that it is gone): recover it now, as a survivor would after the
+ * timeout, so a rebooted host gets its journal replayed and its old locks
+ * broken at once instead of serving stale metadata and EBUSY for a while. */
+static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
+{
+	uint8_t *blk = bdev_alloc(2 * VMFSD_META_BLOCK), *nv;
+	struct journal_replay_info ji;
+	uint32_t i;
+	int r = 0;
+
+	if (!blk)
+		return -ENOMEM;
+	nv = blk + VMFSD_META_BLOCK;
+	for (i = 0; i < fs->sb.max_hosts && !r; i++) {
+		uint64_t off = vmfsd_hb_slot_off(&fs->sb, i);
+		struct vmfsd_hb hb;
+
+		if (bdev_pread(fs->bd, blk, VMFSD_META_BLOCK, off) ||
+		    vmfsd_hb_decode(blk, off / VMFSD_META_BLOCK, &hb) ||
+		    hb.state != VMFSD_HB_LIVE || strcmp(hb.host_name, fs->host) ||
+		    memcmp(hb.host_uuid, uuid, 16))
+			continue;
+		if (!vouched && (kill((pid_t)hb.pid, 0) == 0 || errno != ESRCH))
+			continue;       /* its process still runs: hb_join decides */
+		r = journal_replay(fs->bd, journal_area_off(&fs->sb, i), fs->sb.journal_size, i,
+				   &ji);
+		if (r)
+			break;
+		r = bdev_flush(fs->bd);
+		if (r)
+			break;
+		/* FREE with a new generation: every lock it held is stale now. */
+		hb.state = VMFSD_HB_FREE;
+		hb.generation++;
+		vmfsd_hb_encode(&hb, off / VMFSD_META_BLOCK, nv);
+		r = bdev_ats(fs->bd, off, blk, nv, NULL);
+		if (r == -ECANCELED)
+			r = 0;          /* it changed: not a dead incarnation after all */
+		if (!r)
+			r = bdev_flush(fs->bd);
+	}
+	bdev_free(blk);
+	return r;
+}
+
 int cluster_join(struct fs *fs)
 {
 	uint8_t uuid[16];
@@ -81,6 +129,9 @@ int cluster_join(struct fs *fs)
 	int r;
 
 	host_uuid(fs->host, uuid);
+	r = reclaim_own_slot(fs, uuid, fs->reclaim_own);
+	if (r)
+		return r;
 	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, &busy, &fs->hb);
 	if (r == -EBUSY)
 		fs->busy_slot = busy;

@@ -31,6 +31,11 @@ struct fs_mount_opts {
 	/* Use this open device instead of opening DEVICE; fs_unmount leaves
 	 * it open (crash tests keep it to cut the power). */
 	struct bdev *bdev;
+	/* The caller knows this host's previous mount is gone even though its
+	 * process may still exist (crash tests remount in-process): recover
+	 * its slot at once.  A previous mount whose process is gone from this
+	 * machine is recovered at once anyway. */
+	int reclaim_own_slot;
 };
 
 enum fs_mount_flags_out {

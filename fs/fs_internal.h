@@ -172,6 +172,7 @@ struct fs {
 	bool committer_running, stop;
 	int commit_interval_ms;
 	bool own_bd;
+	bool reclaim_own;
 
 	/* cluster (fs/cluster.c) */
 	struct hb *hb;                  /* NULL on a read-only mount */

@@ -108,6 +108,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		goto fail;
 	}
 	fs->commit_interval_ms = o ? o->commit_interval_ms : 0;
+	fs->reclaim_own = o && o->reclaim_own_slot;
 	if (o && o->bdev) {
 		fs->bd = o->bdev;
 	} else {

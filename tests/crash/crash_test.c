@@ -351,7 +351,8 @@ static int read_all(struct fs *fs, uint64_t ino, uint8_t **out, size_t *size)
 static void verify(const struct model *all, const struct model *snap, uint64_t seed,
 		   uint64_t cut, int mode)
 {
-	struct fs_mount_opts mo = { .host = "crash", .commit_interval_ms = -1 };
+	struct fs_mount_opts mo = { .host = "crash", .commit_interval_ms = -1,
+				    .reclaim_own_slot = 1 };
 	int seen[MAXF] = { 0 };
 	char msg[512];
 	struct fs *fs;
@@ -441,7 +442,8 @@ static void verify(const struct model *all, const struct model *snap, uint64_t s
 /* Runs the workload; cut < 0: no cut, returns the device writes issued. */
 static uint64_t one_run(uint64_t seed, int64_t cut, int mode, int ops)
 {
-	struct fs_mount_opts mo = { .host = "crash", .commit_interval_ms = -1 };
+	struct fs_mount_opts mo = { .host = "crash", .commit_interval_ms = -1,
+				    .reclaim_own_slot = 1 };
 	struct model m = { 0 }, snap = { 0 };
 	uint64_t s = seed * 0x9e3779b97f4a7c15ull + 7, writes = 0;
 	struct bdev *bd;
