@@ -266,7 +266,7 @@ int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, stru
 
 static void encode_sector(const struct vmfsd_hb *rec, uint64_t off, uint8_t *sec)
 {
-	uint8_t blk[VMFSD_META_BLOCK];
+	_Alignas(8) uint8_t blk[VMFSD_META_BLOCK];      /* encode fills a whole block */
 
 	vmfsd_hb_encode(rec, off / VMFSD_META_BLOCK, blk);
 	memcpy(sec, blk, VMFSD_SECTOR);

@@ -320,12 +320,7 @@ static int lock_change(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_o
 			break;
 		}
 		build_record(hb, v, newmode, newhold, &nr, &owner);
-		{
-			uint8_t blk[VMFSD_SECTOR];
-
-			vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, blk);
-			memcpy(nv, blk, VMFSD_SECTOR);
-		}
+		vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, nv);     /* one sector */
 		r = bdev_ats(bd, off, cur, nv, NULL);
 		if (!r) {
 			/* Report the record we wrote; names come from the view

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -48,6 +49,7 @@
 #define CMD_TIMEOUT_MS 20000
 
 static int failures;
+static int verbose;             /* LOCKMGR_TEST_VERBOSE=1: log every host command */
 
 #define CHECK(cond, ...)                                                               \
 	do {                                                                           \
@@ -96,13 +98,14 @@ struct host_ctl {
 	int arg;
 	uint32_t slot;
 	char name[VMFSD_HOSTNAME_MAX + 1];
-	uint8_t data[VMFSD_SECTOR];
+	_Alignas(64) uint8_t data[VMFSD_SECTOR];        /* decoded in place */
 	/* answer */
 	int r;
 	struct lock_info li;
 	struct hb_slot_info si;
 	char text[512];
 	int64_t t;
+	int64_t join_t;                 /* before hb_join: the observer's start */
 	uint32_t my_slot;
 	uint64_t my_gen;
 	int fenced, taken;
@@ -256,6 +259,7 @@ static void host_exec(struct host *h)
 			memset(uuid, h->idx + 1, sizeof(uuid));
 		while (c->arg && !atomic_load(&shm->go))
 			usleep(100);
+		c->join_t = hb_clock_ns();
 		c->r = hb_join(h->bd, &h->sb, c->name, uuid, &c->busy_slot, &h->hb);
 		if (!c->r) {
 			c->my_slot = hb_my_slot(h->hb);
@@ -318,6 +322,10 @@ static void host_exec(struct host *h)
 	case OP_INFO:
 		c->fenced = h->hb ? (int)hb_is_fenced(h->hb) : -1;
 		c->taken = h->hb ? hb_is_taken_over(h->hb) : -1;
+		if (h->hb) {
+			c->count = atomic_load(&h->hb->renewals);
+			c->t = atomic_load(&h->hb->renew_max_ns);
+		}
 		break;
 	case OP_READ:
 		sec = bdev_alloc(VMFSD_SECTOR);
@@ -388,17 +396,26 @@ static void host_main(int idx)
 			continue;
 		}
 		host_exec(&h);
+		if (verbose)
+			fprintf(stderr, "# %.3f host %d (%s) op %d slot %u -> %d\n",
+				(double)hb_clock_ns() / 1e9, idx, h.c->name, h.c->op, h.c->slot,
+				h.c->r);
 		atomic_store(&h.c->done, s);
 	}
 }
 
 static pid_t host_spawn(int idx)
 {
-	pid_t pid;
+	pid_t pid, parent = getpid();
 
 	memset(&shm->h[idx], 0, sizeof(shm->h[idx]));
 	pid = fork();
 	if (pid == 0) {
+		/* A host never outlives the test (a failed test must not leave
+		 * hosts renewing slots of a deleted image). */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
 		host_main(idx);
 		_exit(0);
 	}
@@ -683,8 +700,9 @@ static void case_ats(void)
 	r = host_call(0, OP_READ, off, 0, 0);
 	memcpy(&v, shm->h[0].data, 8);
 	CHECK(r == 0 && v == total, "counter %" PRIu64 " after %" PRIu64 " increments", v, total);
-	note("ats: %" PRIu64 " increments by %d processes (one with 3 threads), %" PRIu64
-	     " miscompares retried, no update lost", total, nproc, retries);
+	if (r == 0 && v == total)
+		note("ats: %" PRIu64 " increments by %d processes (one with 3 threads), %" PRIu64
+		     " miscompares retried, no update lost", total, nproc, retries);
 	hosts_kill_all();
 }
 
@@ -780,7 +798,7 @@ static void case_dead(void)
 	t_kill = hb_clock_ns();
 	host_post(1, OP_WAIT_DEAD, 0, 5000, aslot);
 	REQUIRE(host_up(2, "esxC") >= 0, "C up");
-	t_c = hb_clock_ns();
+	t_c = shm->h[2].join_t;
 	r = host_call(2, OP_WAIT_DEAD, 0, 5000, aslot);
 	CHECK(r == 0, "C: A never judged dead (%d)", r);
 	r = host_wait(1);
@@ -799,6 +817,9 @@ static void case_dead(void)
 	note("dead: B judged A dead %.0f ms after SIGKILL, C (started %.0f ms after the kill) "
 	     "%.0f ms after it started (T = %u ms)", ms_of(shm->h[1].t - t_kill),
 	     ms_of(t_c - t_kill), ms_of(shm->h[2].t - t_c), g_t.timeout_ms);
+	if (host_call(1, OP_INFO, 0, 0, 0) == 0)
+		note("dead: B renewed %" PRIu64 " times, slowest renewal %.1f ms (fence after %u ms)",
+		     shm->h[1].count, ms_of(shm->h[1].t), g_t.fence_after_ms);
 out:
 	hosts_kill_all();
 }
@@ -1016,7 +1037,11 @@ static void fence_case(int mode)
 	      ms_of(fence_t - t_fault), ms_of(dead_t - t_fault), ms_of(slack));
 	CHECK(last_done < dead_t, "a victim write completed %.1f ms after it was judged dead",
 	      ms_of(last_done - dead_t));
-	CHECK(last_done <= fence_t + 5 * MS,
+	/* Nothing issued after the fence; what was in flight then completed
+	 * within the I/O timeout D (assumption 1 of docs/cluster.md). */
+	CHECK(atomic_load(&v->last_write_issue) < fence_t, "victim write issued %.1f ms after "
+	      "its fence", ms_of(atomic_load(&v->last_write_issue) - fence_t));
+	CHECK(last_done <= fence_t + (int64_t)g_t.io_timeout_ms * MS,
 	      "victim write completed %.1f ms after its fence", ms_of(last_done - fence_t));
 	/* Fence after T - M from the last renewal issue: at most T - M after
 	 * the fault (renewal before the fault) plus the check period. */
@@ -1025,7 +1050,8 @@ static void fence_case(int mode)
 	      g_t.fence_after_ms);
 
 	/* Takeover by survivor 1, then the survivor writes the marker. */
-	REQUIRE(host_call(1, OP_CLAIM, 0, 0, vslot) == 0, "claim victim");
+	r = host_call(1, OP_CLAIM, 0, 0, vslot);
+	REQUIRE(r == 0, "claim victim: %d", r);
 	CHECK(host_call(1, OP_REPLAY, 0, 0, vslot) == 0, "replay victim");
 	CHECK(host_call(1, OP_RELDEAD, 0, 0, vslot) == 0, "release victim");
 	CHECK(host_call(1, OP_ACQ, marker_off, VMFSD_LOCK_EXCL, 0) == 0 &&
@@ -1087,8 +1113,10 @@ static void case_replayer(void)
 	REQUIRE(host_up(2, "C") >= 0, "C up");
 	CHECK(host_call(0, OP_ACQ, x, VMFSD_LOCK_EXCL, 0) == 0, "A EXCL");
 	host_kill(0);
-	REQUIRE(host_call(1, OP_WAIT_DEAD, 0, 5000, aslot) == 0, "B: A dead");
-	REQUIRE(host_call(1, OP_CLAIM, 0, 0, aslot) == 0, "B claims A");
+	r = host_call(1, OP_WAIT_DEAD, 0, 5000, aslot);
+	REQUIRE(r == 0, "B: A dead: %d", r);
+	r = host_call(1, OP_CLAIM, 0, 0, aslot);
+	REQUIRE(r == 0, "B claims A: %d", r);
 	host_kill(1);                           /* B dies while replaying A */
 	/* C: B dead, and A (REPLAYING by dead B) dead too. */
 	CHECK(host_call(2, OP_WAIT_DEAD, 0, 5000, bslot) == 0, "C: B dead");
@@ -1185,6 +1213,7 @@ int main(int argc, char **argv)
 	const char *name = argc > 1 ? argv[1] : "";
 
 	setvbuf(stderr, NULL, _IOLBF, 0);
+	verbose = getenv("LOCKMGR_TEST_VERBOSE") != NULL;
 	if (!strcmp(name, "timing")) {
 		case_timing();
 		return failures ? 1 : 0;
