@@ -1,6 +1,13 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Single-bit flips of every metadata block of a small volume.
+"""Single-bit flips of every metadata block of a small volume, and random
+repair rounds.
+
+  test_bitflip.py [bitflip]    the bit flips (below)
+  test_bitflip.py repairfuzz   fsck-tool repairfuzz: random damage (raw
+                               flips and structures that verify but lie),
+                               repair, the check after must be clean and the
+                               tree must read back through fs/
 
 A volume with two heartbeat slots is formatted and populated (every kind of
 metadata block: superblock and backup, used and never-used heartbeat slots
@@ -45,8 +52,13 @@ try:
     img = os.path.join(work, "flip.img")
     subprocess.run([MKFS, "-q", "-H", "2", "-s", "200M", img], check=True)
     subprocess.run([TOOL, "populate", img, "20"], check=True)
-    stride = os.environ.get("FSCK_BITFLIP_STRIDE", "149")
-    r = subprocess.run([TOOL, "bitflip", img, stride])
+    if sys.argv[1:] == ["repairfuzz"]:
+        rounds = os.environ.get("FSCK_REPAIRFUZZ_ROUNDS", "150")
+        r = subprocess.run([TOOL, "repairfuzz", img, rounds,
+                            os.environ.get("FSCK_REPAIRFUZZ_SEED", "1")])
+    else:
+        stride = os.environ.get("FSCK_BITFLIP_STRIDE", "149")
+        r = subprocess.run([TOOL, "bitflip", img, stride])
     sys.exit(r.returncode)
 finally:
     shutil.rmtree(work, ignore_errors=True)
