@@ -184,12 +184,14 @@ static bool unchanged_past_timeout(const struct hb_obs *o, const struct hb_obs_s
 	return s->confirm_issue - s->first_seen > (int64_t)o->t.timeout_ms * NS_PER_MS;
 }
 
-enum hb_liveness hb_obs_liveness_locked(const struct hb_obs *o, uint32_t slot, int64_t now)
+enum hb_liveness hb_obs_liveness_locked(const struct hb_obs *o, uint32_t slot)
 {
 	const struct hb_obs_slot *s = &o->s[slot], *rs;
 	uint32_t rsl;
 
-	(void)now;
+	/* No "now" here on purpose: a verdict rests on what reads returned
+	 * and when they were issued, never on how long ago the last read was
+	 * (a host whose own reads hang must not call others dead). */
 	if (!s->seen)
 		return HB_UNSEEN;
 	if (!s->ok)
@@ -221,7 +223,7 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 
 	memset(info, 0, sizeof(*info));
 	info->slot = slot;
-	info->liveness = hb_obs_liveness_locked(o, slot, now);
+	info->liveness = hb_obs_liveness_locked(o, slot);
 	info->unchanged_ms = s->seen ? (now - s->first_seen) / NS_PER_MS : -1;
 	info->mine = (int32_t)slot == o->self;
 	if (!s->seen || !s->ok || s->zero)
@@ -853,13 +855,12 @@ int hb_slot_state(struct hb *hb, uint32_t slot, struct hb_slot_info *info)
 
 int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot)
 {
-	int64_t now = hb_clock_ns();
 	uint32_t i;
 	int r = -ENOENT;
 
 	pthread_mutex_lock(&hb->obs.mu);
 	for (i = from; i < hb->obs.n; i++)
-		if (i != hb->slot && hb_obs_liveness_locked(&hb->obs, i, now) == HB_DEAD) {
+		if (i != hb->slot && hb_obs_liveness_locked(&hb->obs, i) == HB_DEAD) {
 			*slot = i;
 			r = 0;
 			break;
@@ -890,7 +891,7 @@ int hb_claim_dead(struct hb *hb, uint32_t slot)
 		return -ENOMEM;
 	nv = expect + VMFSD_SECTOR;
 	pthread_mutex_lock(&o->mu);
-	l = hb_obs_liveness_locked(o, slot, hb_clock_ns());
+	l = hb_obs_liveness_locked(o, slot);
 	memcpy(expect, o->s[slot].sec, VMFSD_SECTOR);
 	rec = o->s[slot].d;
 	pthread_mutex_unlock(&o->mu);

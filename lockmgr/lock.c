@@ -64,6 +64,8 @@ struct lock_view {
 	struct vmfsd_lock rec;          /* as read (FREE for an all-zero sector) */
 	uint8_t valid[VMFSD_MAX_HOSTS / 8];
 	uint64_t gen[VMFSD_MAX_HOSTS];  /* current generation of valid holders */
+	bool known[VMFSD_MAX_HOSTS];    /* gen[] is the full generation (not
+					 * only 8 bits of an unreadable slot) */
 	char name[VMFSD_MAX_HOSTS][VMFSD_HOSTNAME_MAX + 1];
 	uint32_t nvalid, nstale;
 	bool me;                        /* we are a valid holder */
@@ -131,6 +133,7 @@ static int lock_read_view(struct hb *hb, struct bdev *bd, uint64_t off, uint8_t 
 		bit_set(v->valid, s);
 		v->nvalid++;
 		v->gen[s] = err ? g : h.generation;
+		v->known[s] = !err || full;
 		if (err)
 			snprintf(v->name[s], sizeof(v->name[s]), "?");
 		else
@@ -182,9 +185,12 @@ enum lock_op { OP_ACQUIRE, OP_RELEASE, OP_UPGRADE, OP_DOWNGRADE, OP_INSPECT };
 
 /* Builds the record to write from the view: every holder in NEWHOLD with
  * its current generation; the recorded owner stays owner if it stays a
- * holder, else the lowest holder becomes owner.  No holder: FREE. */
-static void build_record(struct hb *hb, const struct lock_view *v, uint16_t mode,
-			 const uint8_t *newhold, struct vmfsd_lock *nr, int32_t *owner_out)
+ * holder, else the lowest holder whose full generation we know becomes
+ * owner.  No holder: FREE.  -EUCLEAN if the only holders left sit in
+ * slots we cannot read: recording 8 bits as a full owner generation would
+ * make a live owner look stale later. */
+static int build_record(struct hb *hb, const struct lock_view *v, uint16_t mode,
+			const uint8_t *newhold, struct vmfsd_lock *nr, int32_t *owner_out)
 {
 	int32_t owner = -1;
 	uint32_t s;
@@ -200,17 +206,20 @@ static void build_record(struct hb *hb, const struct lock_view *v, uint16_t mode
 		bit_set(nr->holders, s);
 		nr->holder_gen8[s] = (uint8_t)g;
 		nr->nholders++;
-		if (owner < 0)
+		if (owner < 0 && (s == hb->slot || v->known[s]))
 			owner = (int32_t)s;
 	}
-	if (owner >= 0 && bit_get(newhold, v->rec.owner_slot))
+	if (bit_get(newhold, v->rec.owner_slot))
 		owner = (int32_t)v->rec.owner_slot;
+	if (owner < 0 && nr->nholders)
+		return -EUCLEAN;
 	if (owner >= 0) {
 		nr->mode = mode;
 		nr->owner_slot = (uint32_t)owner;
 		nr->owner_slot_gen = (uint32_t)owner == hb->slot ? hb->gen : v->gen[owner];
 	}
 	*owner_out = owner;
+	return 0;
 }
 
 /* Small random back-off between ATS attempts on a contended record, so
@@ -319,7 +328,9 @@ static int lock_change(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_o
 			}
 			break;
 		}
-		build_record(hb, v, newmode, newhold, &nr, &owner);
+		r = build_record(hb, v, newmode, newhold, &nr, &owner);
+		if (r)
+			goto out;
 		vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, nv);     /* one sector */
 		r = bdev_ats(bd, off, cur, nv, NULL);
 		if (!r) {

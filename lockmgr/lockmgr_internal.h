@@ -56,7 +56,7 @@ void hb_obs_destroy(struct hb_obs *o);
 /* Reads the whole region once and updates the table. */
 int hb_obs_scan(struct hb_obs *o);
 /* Under o->mu. */
-enum hb_liveness hb_obs_liveness_locked(const struct hb_obs *o, uint32_t slot, int64_t now);
+enum hb_liveness hb_obs_liveness_locked(const struct hb_obs *o, uint32_t slot);
 void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 			struct hb_slot_info *info);
 

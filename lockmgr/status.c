@@ -232,7 +232,7 @@ int lockmgr_status(struct bdev *bd, uint32_t watch_ms, struct lockmgr_status **o
 			continue;
 		st->nhosts++;
 		h->slot = i;
-		h->liveness = hb_obs_liveness_locked(&o, i, now);
+		h->liveness = hb_obs_liveness_locked(&o, i);
 		h->since_beat_ms = s->changed ? (now - s->first_seen) / NS_PER_MS : -1;
 		if (!s->ok)
 			continue;
