@@ -788,7 +788,8 @@ int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a)
 	r = check_range(bd, a->len, a->off);
 	if (r)
 		return r;
-	if ((uintptr_t)a->buf & (BDEV_ALIGN - 1))
+	/* O_DIRECT needs memory aligned to the logical block (512), not 4 KiB. */
+	if ((uintptr_t)a->buf & 511)
 		return -EINVAL;
 	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO ||
 	    (a->write && atomic_load(&bd->fault) != BDEV_FAULT_NONE))

@@ -46,7 +46,7 @@ void bdev_free(void *p);
 
 /* Asynchronous I/O for the hot data path: one shared ring per device and
  * a reaper thread that calls CB from its own context when the whole request
- * is done (res = 0 or a negative errno).  BUF must be 4 KiB aligned.  The
+ * is done (res = 0 or a negative errno).  The
  * point is that FUSE worker threads go straight back to reading requests
  * instead of sleeping on their I/O, and completions are reaped in batches. */
 struct bdev_aio {

@@ -36,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio mkfs fsck)
+SECTIONS=(fio mkfs fsck meta cluster)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -408,6 +408,115 @@ PYEOF
 	row "fsck.vmfsd -n" "$tv" "$(ratio "$tv" "$te")"
 	row "e2fsck -fn (ext4)" "$te" "100 %"
 	rm -rf "$tree" "$vimg" "$eimg"
+}
+
+
+# ---------------------------------------------------------------- metadata
+# Creates, stats and unlinks N small files in one directory; prints the
+# three rates (ops/s).  The same script runs on vmfsd and on ext4.
+meta_ops() {
+	"$PY" - "$1" "${META_FILES:-5000}" <<'PYEOF'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d, exist_ok=True)
+rates = []
+t = time.monotonic()
+for i in range(n):
+    fd = os.open(os.path.join(d, "f%06d.vmx" % i), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"x" * 100)
+    os.close(fd)
+os.sync()
+rates.append(n / (time.monotonic() - t))
+t = time.monotonic()
+for i in range(n):
+    os.stat(os.path.join(d, "f%06d.vmx" % i))
+rates.append(n / (time.monotonic() - t))
+t = time.monotonic()
+for i in range(n):
+    os.unlink(os.path.join(d, "f%06d.vmx" % i))
+os.sync()
+rates.append(n / (time.monotonic() - t))
+print(" ".join("%.0f" % r for r in rates))
+PYEOF
+}
+
+section_meta() {
+	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 v e
+	table "metadata: ${META_FILES:-5000} files (create+write 100 B+close, then sync; stat; unlink, then sync), ops/s" \
+		operation vmfsd "ext4 (loop device)" ratio
+	((NO_VMFSD)) && { row "all" n/a n/a n/a; return 0; }
+	volume_up
+	track "$eimg"
+	truncate -s 8G "$eimg"
+	mkfs.ext4 -q -F "$eimg" >"$LOG_DIR/meta-mkfs-ext4.log" 2>&1 || die "mkfs.ext4 failed"
+	mkdir -p "$emnt"
+	mount -o loop "$eimg" "$emnt" || die "mounting ext4 on a loop device failed"
+	track_mount "$emnt"
+	v=($(meta_ops "$VOL_MNT/meta")) || die "metadata workload failed on vmfsd"
+	e=($(meta_ops "$emnt/meta")) || die "metadata workload failed on ext4"
+	row create "${v[0]}" "${e[0]}" "$(ratio "${v[0]}" "${e[0]}")"
+	row stat "${v[1]}" "${e[1]}" "$(ratio "${v[1]}" "${e[1]}")"
+	row unlink "${v[2]}" "${e[2]}" "$(ratio "${v[2]}" "${e[2]}")"
+	umount "$emnt"
+	rm -f "$eimg"
+}
+
+# ---------------------------------------------------------------- cluster
+# Lock latency (uncontended open(O_RDWR)+close: one ATS to take the inode
+# lock, one to release it) and failover: a file held open for writing by
+# host A, A killed with SIGKILL, time until host B's open succeeds.  Uses
+# the default heartbeat timing (1 s renewals, dead after 10 s).
+section_cluster() {
+	local img=$BENCH_DIR/cluster.img ma=$BENCH_DIR/ca mb=$BENCH_DIR/cb pa t
+	table "cluster: on-disk locks and failover (default heartbeat: 1 s interval, 10 s timeout)" \
+		measure value
+	((NO_VMFSD)) && { row "all" n/a; return 0; }
+	track "$img"
+	mkdir -p "$ma" "$mb"
+	"$MKFS" -f -q -s 8G "$img" >"$LOG_DIR/cluster-mkfs.log" 2>&1 || die "mkfs.vmfsd failed"
+	track_mount "$ma"
+	track_mount "$mb"
+	"$VMFSD" -f -o host=bench-a "$img" "$ma" >"$LOG_DIR/cluster-a.log" 2>&1 &
+	pa=$!
+	"$VMFSD" -o host=bench-b "$img" "$mb" >"$LOG_DIR/cluster-b.log" 2>&1 || die "host b did not mount"
+	for _ in $(seq 100); do is_mounted "$ma" && break; sleep 0.1; done
+	t=$("$PY" - "$ma/disk.vmdk" <<'PYEOF'
+import os, sys, time
+p = sys.argv[1]
+fd = os.open(p, os.O_CREAT | os.O_RDWR, 0o644); os.close(fd)
+n = 500
+t = time.monotonic()
+for _ in range(n):
+    os.close(os.open(p, os.O_RDWR))
+print("%.0f" % ((time.monotonic() - t) / n * 1e6))
+PYEOF
+) || die "lock latency run failed"
+	row "open(O_RDWR)+close, uncontended (lock + unlock), µs" "$t"
+	t=$("$PY" - "$ma/vm-flat.vmdk" "$mb/vm-flat.vmdk" "$pa" <<'PYEOF'
+import os, signal, sys, time
+a, b, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fd = os.open(a, os.O_CREAT | os.O_RDWR, 0o644)
+os.write(fd, b"x" * 4096); os.fsync(fd)
+time.sleep(2)
+try:
+    os.open(b, os.O_RDWR); sys.exit("host b opened a file host a holds")
+except OSError:
+    pass
+os.kill(pid, signal.SIGKILL)
+t = time.monotonic()
+while True:
+    try:
+        os.close(os.open(b, os.O_RDWR)); break
+    except OSError:
+        if time.monotonic() - t > 60: sys.exit("no takeover within 60 s")
+        time.sleep(0.05)
+print("%.1f" % (time.monotonic() - t))
+PYEOF
+) || die "failover run failed"
+	row "host killed (SIGKILL) to its file opened by a survivor, s" "$t"
+	fusermount3 -uz "$ma" 2>/dev/null || true
+	fusermount3 -u "$mb" || true
+	rm -f "$img"
 }
 
 # ---------------------------------------------------------------- main

@@ -242,6 +242,7 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	if (!fs->hb)
 		return 0;       /* read-only mount: no locks */
 	cluster_pin(fs, ip);
+	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	have = ip->lk_mode;
 	pthread_mutex_unlock(&fs->lk_lock);
@@ -261,6 +262,7 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	}
 	ip->lk_pins--;
 	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&ip->lk_io);
 	return r;
 }
 
@@ -273,6 +275,7 @@ void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
 
 	if (!fs->hb)
 		return;
+	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
 	       !ip->lk_transient;
@@ -281,6 +284,7 @@ void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_unlock(&fs->lk_lock);
 	if (drop)
 		(void)lock_release(fs->hb, fs->bd, off, NULL);
+	pthread_mutex_unlock(&ip->lk_io);
 }
 
 void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)

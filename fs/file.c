@@ -465,6 +465,22 @@ static int write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, si
 	return r;
 }
 
+/* Slow path, retried once in file-block mode when the sub-block pool is
+ * full (small files then cost a file block, but never fail while the
+ * volume has room). */
+static int write_slow_any(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
+			  uint64_t off)
+{
+	int r = write_slow(fs, ip, buf, size, off);
+
+	if (r == -ENOSPC && ip->d.data_mode != VMFSD_DATA_BLOCK && S_ISREG(ip->d.mode)) {
+		r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+		if (!r)
+			r = write_slow(fs, ip, buf, size, off);
+	}
+	return r;
+}
+
 ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		 uint64_t off)
 {
@@ -475,7 +491,7 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		return -EROFS;
 	if (!size)
 		return 0;
-	if (off + size < off || off + size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+	if (off + size < off || off + size > FS_MAX_FILE_SIZE)
 		return -EFBIG;
 	iolock_rd(&ip->iolock);
 	if (f->flags & O_APPEND) {
@@ -490,7 +506,7 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		iolock_wr(&ip->iolock);
 		if (f->flags & O_APPEND)
 			off = ip->d.size;
-		r = write_slow(fs, ip, buf, size, off);
+		r = write_slow_any(fs, ip, buf, size, off);
 		iolock_unlock_wr(&ip->iolock);
 	}
 	if (!r && (f->flags & (O_SYNC | O_DSYNC)))
@@ -806,7 +822,7 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 	struct tx tx;
 	int r = 0;
 
-	if (size > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+	if (size > FS_MAX_FILE_SIZE)
 		return -EFBIG;
 	iolock_wr(&ip->iolock);
 	if (size > ip->d.size) {
@@ -857,7 +873,8 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t end)
 {
 	uint32_t unit = inode_unit_size(fs, ip);
-	uint64_t lblk, last = (end + unit - 1) / unit;
+	uint64_t lblk, last = (end + unit - 1) / unit, *mine = NULL;
+	size_t nmine = 0, cap = 0, i;
 	uint32_t batch = 0;
 	struct tx tx;
 	int r = 0;
@@ -871,6 +888,15 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 		r = bmap_get(fs, ip, lblk, &e);
 		if (r || e)
 			continue;
+		if (nmine == cap) {
+			uint64_t *n = realloc(mine, (cap = cap ? cap * 2 : 1024) * sizeof(*n));
+
+			if (!n) {
+				r = -ENOMEM;
+				break;
+			}
+			mine = n;
+		}
 		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
 		if (r)
 			break;
@@ -879,6 +905,7 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 			alloc_free(fs, bmap_pool(fs, ip), p, &tx);
 			break;
 		}
+		mine[nmine++] = lblk;
 		ip->d.alloc_units += unit / 512;
 		if (++batch == 1024) {
 			tx_add_inode(&tx, ip);
@@ -888,11 +915,36 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 		}
 	}
 	tx_add_inode(&tx, ip);
-	if (r)
-		(void)tx_commit(&tx);   /* keep what was allocated */
-	else
+	if (!r) {
 		r = tx_commit(&tx);
+	} else {
+		int r2 = tx_commit(&tx);
+
+		/* All or nothing, like a failed write: give back what this call
+		 * took (ENOSPC must not leave the space gone and unexplained). */
+		tx_begin(fs, &tx);
+		for (i = nmine; i-- > 0 && !r2;) {
+			uint32_t e;
+
+			r2 = bmap_get(fs, ip, mine[i], &e);
+			if (r2 || !(e & VMFSD_MAP_UNWRITTEN))
+				continue;       /* written meanwhile: keep it */
+			r2 = bmap_set(fs, ip, mine[i], 0, &tx);
+			if (r2)
+				break;
+			alloc_free(fs, bmap_pool(fs, ip), e & VMFSD_MAP_PBLK_MASK, &tx);
+			ip->d.alloc_units -= unit / 512;
+			if (i % 512 == 0) {
+				tx_add_inode(&tx, ip);
+				r2 = tx_commit(&tx);
+				tx_begin(fs, &tx);
+			}
+		}
+		tx_add_inode(&tx, ip);
+		(void)tx_commit(&tx);
+	}
 	pthread_mutex_unlock(&fs->meta_lock);
+	free(mine);
 	return r;
 }
 
@@ -941,7 +993,7 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		return -EINVAL;
 	if (!S_ISREG(ip->d.mode))
 		return -ENODEV;
-	if (end > bmap_capacity(VMFSD_MAP_MAX_HEIGHT) * fs->sb.block_size)
+	if (end > FS_MAX_FILE_SIZE)
 		return -EFBIG;
 	if (mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE))
 		return -EOPNOTSUPP;

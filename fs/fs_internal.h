@@ -134,7 +134,9 @@ struct fs_inode {
 	/* Block-map node cache: sub-block number -> 4 KiB node image. */
 	struct map_node **nodes;
 	uint32_t nodes_cap, nodes_n;
-	/* cluster lock state (fs->lk_lock) */
+	/* cluster lock state (fs->lk_lock); lk_io serialises the on-disk
+	 * transitions of this inode's lock (acquire vs a concurrent release) */
+	pthread_mutex_t lk_io;
 	uint16_t lk_mode;       /* what we hold on disk: VMFSD_LOCK_* */
 	uint32_t lk_pins;       /* operations in progress that rely on it */
 	uint32_t nopen_lk;      /* local opens that need it */
@@ -262,6 +264,10 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size);
 /* Frees the units [from, to) in bounded transactions, last first
  * (meta_lock held). */
 int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to);
+
+/* Largest file size: what the inode decoder accepts (2^62 bytes), far
+ * above the 64 TiB the design asks for. */
+#define FS_MAX_FILE_SIZE (1ull << 62)
 
 static inline uint8_t mode_to_dtype(uint32_t mode)
 {

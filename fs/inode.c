@@ -56,6 +56,7 @@ static struct fs_inode *inode_new_mem(uint64_t ino)
 		return NULL;
 	ip->ino = ino;
 	iolock_init(&ip->iolock);
+	pthread_mutex_init(&ip->lk_io, NULL);
 	return ip;
 }
 
@@ -64,6 +65,7 @@ static void inode_free_mem(struct fs_inode *ip)
 	dir_cache_free(ip);
 	bmap_cache_drop(ip);
 	iolock_destroy(&ip->iolock);
+	pthread_mutex_destroy(&ip->lk_io);
 	free(ip);
 }
 

@@ -303,6 +303,9 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 
 	if (fs->readonly)
 		return -EROFS;
+	/* Short targets live inline; longer ones fail before anything changes. */
+	if (link_target && strlen(link_target) > VMFSD_INLINE_MAX)
+		return -ENAMETOOLONG;
 	r = inode_get(fs, parent, &dp);
 	if (r)
 		return r;
@@ -318,14 +321,9 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	if (!r && link_target) {
 		size_t len = strlen(link_target);
 
-		/* Short targets live inline; longer ones fail cleanly. */
-		if (len > VMFSD_INLINE_MAX) {
-			r = -ENAMETOOLONG;
-		} else {
-			memcpy(ip->d.map, link_target, len);
-			ip->d.size = len;
-			tx_add_inode(&tx, ip);
-		}
+		memcpy(ip->d.map, link_target, len);
+		ip->d.size = len;
+		tx_add_inode(&tx, ip);
 	}
 	if (r) {
 		tx_abort(&tx);
