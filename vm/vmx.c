@@ -324,10 +324,19 @@ int vm_name_check(const char *name, const char *key, int line, const char *what,
 	if (len > VM_NAME_MAX)
 		return vm_errf(err, -ENAMETOOLONG, "%s: file name longer than %d bytes", where,
 			       VM_NAME_MAX);
-	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
 		if (*p < 0x20 || *p == 0x7f)
 			return vm_errf(err, -EINVAL, "%s: control character 0x%02x in the file name",
 				       where, *p);
+		/* No shell ever sees these names, and QEMU gets descriptors,
+		 * not names; but a name with shell or QEMU option syntax in it
+		 * (',' separates QEMU options) is a sign of an attack, and
+		 * refusing it keeps every tool that might quote them wrong
+		 * (scripts, logs pasted into a shell) out of trouble. */
+		if (strchr(";|&$`<>\\\"'*?,=!{}[]~", *p))
+			return vm_errf(err, -EINVAL, "%s: character '%c' not allowed in a file name ('%.64s')",
+				       where, *p, name);
+	}
 	return 0;
 }
 

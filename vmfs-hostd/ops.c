@@ -219,7 +219,9 @@ static pid_t vm_qemu_pid(const struct vmctx *v)
 	int fd;
 	ssize_t n;
 
-	sfile(v, "qemu.pid", p, sizeof(p));
+	/* "pid" is the agent's copy of QEMU's -pidfile: QEMU deletes its
+	 * own at exit, and the sweep must still find VMs that ended */
+	sfile(v, "pid", p, sizeof(p));
 	if (read_text(p, buf, sizeof(buf)))
 		return 0;
 	pid = atoi(buf);
@@ -301,7 +303,7 @@ static void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 		agent_log(a, "%s: %s; lock record released", v->vmx_path, why);
 	}
 	vm_log_sync(v);
-	static const char *const files[] = {"qemu.pid", "qmp.sock", "serial.sock", "status", "dslog",
+	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog",
 					    NULL};
 	for (int i = 0; files[i]; i++) {
 		sfile(v, files[i], p, sizeof(p));
@@ -1236,6 +1238,10 @@ static json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 
 		sfile(v, "vmx", p, sizeof(p));
 		write_text(p, v->vmx_path);
+		sfile(v, "pid", p, sizeof(p));
+		char pidtxt[32];
+		snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)qpid);
+		write_text(p, pidtxt);
 	}
 	files_close(&fl);
 
@@ -1608,7 +1614,7 @@ void agent_reconcile(struct agent *a, bool startup)
 		memset(&v, 0, sizeof(v));
 		v.dirfd = v.lockfd = -1;
 		snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
-		sfile(&v, "qemu.pid", p, sizeof(p));
+		sfile(&v, "pid", p, sizeof(p));
 		if (access(p, F_OK))
 			continue;           /* not started, or already cleaned */
 		sfile(&v, "lock", p, sizeof(p));

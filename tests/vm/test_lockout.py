@@ -1,0 +1,109 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A VM runs on one host at a time.  Two host agents (esx1, esx2) share one
+mount here (a second host cannot mount the volume until the cluster issue
+lands; tests/vm/two_hosts.py is the same story with two vmfsd mounts), so
+what is tested is the agent's own exclusivity: the lock record
+<vm>.vmx.lck created with O_EXCL at power-on.  esx1 powers the VM on; esx2's
+power-on, destroy and info see that esx1 runs it (the refusal names the
+host); after a shutdown on esx1, esx2 powers it on and the guest finds the
+counter esx1's run left on the disk.  Then stale records: a record of this
+host whose QEMU is gone is cleaned at power-on; one of another host is not
+(unless --force).
+"""
+
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vmtest  # noqa: E402
+from vmtest import wait_for  # noqa: E402
+
+
+def body(c):
+    kernel, initrd = vmtest.guest()
+    with vmtest.Volume("lockout", checker=c) as vol:
+        mnt = vol.mount("esx1")
+        a = vol.agent("esx1")
+        b = vol.agent("esx2")
+        vm = os.path.join(mnt, "web")
+        flat = os.path.join(vm, "web-flat.vmdk")
+        lck = os.path.join(vm, "web.vmx.lck")
+        st = {}
+
+        def on_a():
+            a.ok("create", vm, "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk", "64M",
+                 "--kernel", kernel, "--initrd", initrd, "--append", "console=ttyS0 quiet",
+                 "--net", "none")
+            a.ok("power-on", vm)
+            vmtest.wait_counter(vm, "web", 3)
+            st["pid_a"] = a.info(vm)["pid"]
+
+        def refused_on_b():
+            b.ok("register", vm)
+            c.refused(b.ctl("power-on", vm), "power-on on esx2 while esx1 runs it", "running on host esx1")
+            c.refused(b.ctl("resume", vm), "resume on esx2", "not suspended")
+            c.refused(b.ctl("destroy", vm), "destroy on esx2 while esx1 runs it", "esx1")
+            i = b.info(vm)
+            c.eq((i["state"], i["host"], i.get("local")), ("running", "esx1", False), "esx2's view")
+            c.check(vmtest.pid_alive(st["pid_a"]), "esx1's QEMU died from esx2's attempts")
+            with open(lck) as f:
+                c.check("host=esx1" in f.read(), "the lock record changed hands")
+            # the refused power-on must not have touched the log or the disk
+            c.check(os.path.exists(lck), "esx2 removed esx1's lock record")
+
+        def move_to_b():
+            a.ok("shutdown", vm, "--timeout", 60)
+            rec = vmtest.disk_counter(flat)
+            c.check(rec is not None, "no counter on the disk after esx1's run")
+            st["n"] = rec[0] if rec else -2
+            b.ok("power-on", vm)
+            vmtest.wait_counter(vm, "web", st["n"] + 2)
+            c.check("vmfs-guest: previous counter %d" % st["n"] in vmtest.read_log(vm, "web"),
+                    "esx2's guest did not find esx1's counter %d" % st["n"])
+            i = a.info(vm)
+            c.eq((i["state"], i["host"]), ("running", "esx2"), "esx1's view after the move")
+            c.refused(a.ctl("power-on", vm), "power-on on esx1 while esx2 runs it", "running on host esx2")
+            st["pid_b"] = b.info(vm)["pid"]
+
+        def stale_same_host():
+            # esx2's agent stops and its QEMU dies behind its back: the lock
+            # record stays; esx2's next power-on finds it stale and cleans it
+            b.stop()
+            os.kill(st["pid_b"], signal.SIGKILL)
+            wait_for(lambda: not vmtest.pid_alive(st["pid_b"]), 10, "QEMU to die")
+            c.check(os.path.exists(lck), "lock record vanished without an agent")
+            c.refused(a.ctl("power-on", vm), "esx1 power-on over esx2's stale record", "running on host esx2")
+            b.start()
+            # the restarted agent sweeps its state folder at start-up
+            wait_for(lambda: not os.path.exists(lck), 10, "esx2's agent cleaning its stale record")
+            c.check("QEMU exited" in b.log(), "esx2's agent did not say why it cleaned up")
+            # a stale record of this host's own name, written by hand (a
+            # crash of the whole machine): power-on cleans it
+            with open(lck, "w") as f:
+                f.write("host=esx1\nagent_pid=1\nqemu_pid=999999\nstarted=1\nboot_id=old\n")
+            a.ok("power-on", vm)
+            c.check("stale lock record" in a.log(), "esx1 did not log the stale record it removed")
+            vmtest.wait_counter(vm, "web", 0)
+            a.ok("power-off", vm)
+
+        def foreign_record_and_force():
+            with open(lck, "w") as f:
+                f.write("host=esx9\nagent_pid=1\nqemu_pid=1\nstarted=%d\nboot_id=x\n" % int(time.time()))
+            c.refused(a.ctl("power-on", vm), "power-on over esx9's record", "running on host esx9")
+            a.ok("power-on", vm, "--force")
+            with open(lck) as f:
+                c.check("host=esx1" in f.read(), "--force did not take the record over")
+            a.ok("power-off", vm)
+            c.check(not os.path.exists(lck), "lock record left after power-off")
+
+        c.section("esx1 runs the VM", on_a)
+        c.section("esx2 is refused, naming esx1", refused_on_b)
+        c.section("shutdown on esx1, power-on on esx2, data intact", move_to_b)
+        c.section("stale records of the same host", stale_same_host)
+        c.section("a record of another host, --force", foreign_record_and_force)
+
+
+vmtest.main("vm-lockout", body)

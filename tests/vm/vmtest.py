@@ -1,0 +1,347 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Shared helpers of the VM tests (tests/vm): a vmfsd volume mounted through
+FUSE, host agents (vmfs-hostd) started as child processes, vmfsctl calls,
+the test guest (built once by scripts/test-guest.sh into a cache folder),
+and waiting for what the guest prints in <vm>.log on the datastore.
+
+The guest (scripts/test-guest.sh) prints "vmfs-guest: previous counter N"
+at boot (the record it finds at sector 0 of its disk) and then
+"vmfs-guest: counter N" every 0.5 s after writing N to sector 0.  Every
+VM runs under TCG (DESIGN.md §5: nested KVM hangs guests here).
+
+Exit codes follow meson: 0 pass, 1 fail, 77 skip (only when root,
+/dev/fuse or QEMU are truly missing).
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SKIP = 77
+MiB = 1 << 20
+
+GUEST_MEM = 192   # MiB: the busybox guest needs ~60; keeps .vmss files small
+
+
+def env(name):
+    v = os.environ.get(name)
+    if not v:
+        print("FAIL: environment variable %s is not set (run through meson test)" % name)
+        sys.exit(1)
+    return v
+
+
+def require_env():
+    if os.geteuid() != 0:
+        print("SKIP: the VM tests need root (FUSE mounts, QEMU)")
+        sys.exit(SKIP)
+    if not os.path.exists("/dev/fuse"):
+        print("SKIP: /dev/fuse is missing")
+        sys.exit(SKIP)
+    for tool in ("qemu-system-x86_64", "qemu-img"):
+        if not shutil.which(tool):
+            print("SKIP: %s is not installed (scripts/deps.sh installs it)" % tool)
+            sys.exit(SKIP)
+    for var in ("VMFSD", "MKFS", "VMFSCTL", "VMFS_HOSTD"):
+        p = env(var)
+        if not os.access(p, os.X_OK):
+            print("FAIL: %s=%s is not executable" % (var, p))
+            sys.exit(1)
+
+
+def guest():
+    """(vmlinuz, initrd.img) of the test guest, built once into
+    $TEST_GUEST_DIR by scripts/test-guest.sh (instant when cached)."""
+    d = env("TEST_GUEST_DIR")
+    r = subprocess.run([env("TEST_GUEST_SCRIPT"), d], capture_output=True, text=True,
+                       timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError("test-guest.sh failed: %s%s" % (r.stdout, r.stderr))
+    return os.path.join(d, "vmlinuz"), os.path.join(d, "initrd.img")
+
+
+def mounted_at(mnt):
+    mnt = os.path.realpath(mnt)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.split()[4] == mnt:
+                return True
+    return False
+
+
+def pid_alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+    except OSError:
+        return False
+    return st[st.rindex(")") + 2] not in "ZX"
+
+
+def wait_for(cond, timeout, what, step=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+class Agent:
+    """One vmfs-hostd child process: host NAME, its socket and state folder
+    in the test's scratch directory."""
+
+    def __init__(self, work, host):
+        self.work = work
+        self.host = host
+        self.sock = os.path.join(work, "%s.sock" % host)
+        self.state = os.path.join(work, "state-%s" % host)
+        self.logpath = os.path.join(work, "agent-%s.log" % host)
+        self.proc = None
+
+    def start(self):
+        log = open(self.logpath, "a")
+        self.proc = subprocess.Popen(
+            [env("VMFS_HOSTD"), "--host", self.host, "--socket", self.sock, "--state-dir",
+             self.state, "--accel", "tcg", "--shutdown-timeout", "60"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
+                 "the agent socket")
+        if self.proc.poll() is not None:
+            raise RuntimeError("vmfs-hostd exited: %s" % self.log())
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log(self):
+        try:
+            with open(self.logpath, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def ctl(self, *args, timeout=180):
+        """vmfsctl --agent SOCK ARGS: CompletedProcess (text)."""
+        cmd = [env("VMFSCTL"), "--agent", self.sock] + [str(a) for a in args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+
+    def ok(self, *args, timeout=180):
+        r = self.ctl(*args, timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError("vmfsctl %s failed (exit %d): %s%s" % (
+                " ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
+        return r.stdout
+
+    def info(self, path):
+        return json.loads(self.ok("--json", "info", path))
+
+
+class Volume:
+    """A vmfsd volume on an image under /var/tmp, mounted in the foreground
+    (a child process) as host `host`; plus its agents.  Context manager:
+    powers off every VM, stops agents, unmounts, deletes."""
+
+    def __init__(self, tag, size="4G", checker=None):
+        self.checker = checker
+        self.work = tempfile.mkdtemp(prefix="vmfsd-vm-%s-" % tag, dir="/var/tmp")
+        self.image = os.path.join(self.work, "vol.img")
+        self.size = size
+        self.mounts = []     # (mnt, proc)
+        self.agents = []
+
+    def __enter__(self):
+        r = subprocess.run([env("MKFS"), "-q", "-s", self.size, self.image],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("mkfs.vmfsd failed: %s%s" % (r.stdout, r.stderr))
+        return self
+
+    def __exit__(self, *exc):
+        self.cleanup()
+        return False
+
+    def mount(self, host, mnt=None):
+        mnt = mnt or os.path.join(self.work, "mnt-%s" % host)
+        os.makedirs(mnt, exist_ok=True)
+        log = open(os.path.join(self.work, "vmfsd-%s.log" % host), "a")
+        proc = subprocess.Popen([env("VMFSD"), "-f", "-o", "host=%s" % host, self.image, mnt],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        try:
+            wait_for(lambda: mounted_at(mnt) or proc.poll() is not None, 30, "the mount")
+        except TimeoutError:
+            proc.kill()
+            raise
+        if proc.poll() is not None:
+            with open(os.path.join(self.work, "vmfsd-%s.log" % host)) as f:
+                raise RuntimeError("vmfsd -o host=%s exited with %s: %s" % (host, proc.returncode,
+                                                                          f.read()))
+        self.mounts.append((mnt, proc))
+        return mnt
+
+    def agent(self, host):
+        a = Agent(self.work, host)
+        a.start()
+        self.agents.append(a)
+        return a
+
+    def kill_qemus(self):
+        """SIGKILL every QEMU whose command line names this test's folder."""
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if b"qemu-system" in cmd and self.work.encode() in cmd:
+                try:
+                    os.kill(int(d), signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def cleanup(self):
+        if self.checker is not None and self.checker.failures:
+            for a in self.agents:
+                print("=== agent %s log (tail):\n%s" % (a.host, a.log()[-6000:]))
+        self.kill_qemus()
+        for a in self.agents:
+            a.stop()
+        time.sleep(0.2)
+        self.kill_qemus()
+        for mnt, proc in reversed(self.mounts):
+            for i in range(20):
+                if not mounted_at(mnt):
+                    break
+                subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+                time.sleep(0.2 + 0.05 * i)
+            if mounted_at(mnt):
+                subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if os.environ.get("VM_TEST_KEEP"):
+            print("VM_TEST_KEEP: left %s" % self.work)
+            return
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def read_log(folder, name):
+    try:
+        with open(os.path.join(folder, name + ".log"), "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def counters(text):
+    return [int(m) for m in re.findall(r"vmfs-guest: counter (\d+)", text)]
+
+
+def wait_counter(folder, name, minimum, timeout=120):
+    """Waits until the guest printed a counter >= minimum in <vm>.log
+    (the agent copies the log to the datastore every second)."""
+    def got():
+        c = counters(read_log(folder, name))
+        return c and c[-1] >= minimum and c[-1]
+    return wait_for(got, timeout, "%s: guest counter >= %d in %s.log" % (folder, minimum, name),
+                    step=0.3)
+
+
+def disk_counter(flat):
+    """The counter record at sector 0 of the flat extent: (n, boot) or None."""
+    with open(flat, "rb") as f:
+        rec = f.read(512).split(b"\0")[0].decode(errors="replace").split()
+    if len(rec) >= 3 and rec[0] == "VMFSCOUNT":
+        return int(rec[1]), rec[2]
+    return None
+
+
+def qemu_gone(agent, path):
+    info = agent.info(path)
+    return info["state"] != "running"
+
+
+class Checker:
+    """Collects failures with context; sections keep going after one fails."""
+
+    def __init__(self, name):
+        self.name = name
+        self.failures = []
+        self.t0 = time.monotonic()
+
+    def fail(self, msg):
+        print("FAIL: %s" % msg, flush=True)
+        self.failures.append(msg)
+        return False
+
+    def check(self, cond, msg):
+        return True if cond else self.fail(msg)
+
+    def eq(self, got, want, what):
+        if got != want:
+            return self.fail("%s: got %r, expected %r" % (what, got, want))
+        return True
+
+    def refused(self, r, what, *needles):
+        """r (a vmfsctl result) must have failed with exit 1 and a message
+        containing every needle."""
+        msg = (r.stdout + r.stderr).strip()
+        if r.returncode != 1:
+            return self.fail("%s: expected refusal (exit 1), got exit %d: %s" % (
+                what, r.returncode, msg))
+        for n in needles:
+            if n.lower() not in msg.lower():
+                return self.fail("%s: message lacks %r: %s" % (what, n, msg))
+        print("    ok, refused: %s" % msg.splitlines()[-1], flush=True)
+        return True
+
+    def section(self, title, fn, *args, **kw):
+        print("--- %s" % title, flush=True)
+        t = time.monotonic()
+        try:
+            fn(*args, **kw)
+        except Exception:
+            self.fail("%s: unexpected exception:\n%s" % (title, traceback.format_exc()))
+        print("    (%.1fs)" % (time.monotonic() - t), flush=True)
+
+    def finish(self):
+        dt = time.monotonic() - self.t0
+        if self.failures:
+            print("%s: %d failure(s) in %.1fs:" % (self.name, len(self.failures), dt))
+            for f in self.failures:
+                print("  - " + f.splitlines()[0])
+            sys.exit(1)
+        print("%s: all checks passed in %.1fs" % (self.name, dt))
+        sys.exit(0)
+
+
+def main(name, body):
+    require_env()
+    c = Checker(name)
+    try:
+        body(c)
+    except Exception:
+        c.fail("unexpected exception:\n%s" % traceback.format_exc())
+    c.finish()
