@@ -824,36 +824,37 @@ static int open_in_folder(int dirfd, const char *name, int flags, const char *ke
 	return fd;
 }
 
-/* The host holding a busy file, as the cluster filesystem shows it (an
- * extended attribute naming the holder; its exact name is the cluster
- * layer's, so look for one that says holder/owner). */
-static void busy_holder(int dirfd, const char *name, char *buf, size_t size)
+/* The host holding a busy file, as the cluster filesystem shows it: the
+ * virtual attribute user.vmfsd.lock reads "<mode> by <host> (slot N)"
+ * (fs/xattr.c).  host gets the name, desc the whole description. */
+static void busy_holder(int dirfd, const char *name, char *host, size_t hsize, char *desc,
+			size_t dsize)
 {
-	char path[64], list[4096];
+	char path[64];
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_PATH);
-	ssize_t n;
+	ssize_t l;
 
-	buf[0] = '\0';
+	host[0] = desc[0] = '\0';
 	if (fd < 0)
 		return;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = listxattr(path, list, sizeof(list));
-	for (ssize_t off = 0; n > 0 && off < n; off += (ssize_t)strlen(list + off) + 1) {
-		const char *x = list + off;
-
-		if (strcasestr(x, "holder") || (strcasestr(x, "lock") && strcasestr(x, "owner"))) {
-			ssize_t l = getxattr(path, x, buf, size - 1);
-
-			if (l > 0) {
-				buf[l] = '\0';
-				for (char *c = buf; *c; c++)
-					if ((unsigned char)*c < 0x20)
-						*c = '?';
-				break;
-			}
+	l = getxattr(path, "user.vmfsd.lock", desc, dsize - 1);
+	close(fd);
+	if (l <= 0)
+		return;
+	desc[l] = '\0';
+	for (char *c = desc; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
+	const char *by = strstr(desc, " by ");
+	if (by) {
+		by += 4;
+		size_t n = strcspn(by, " (");
+		if (n < hsize) {
+			memcpy(host, by, n);
+			host[n] = '\0';
 		}
 	}
-	close(fd);
 }
 
 static void fmt_time(int64_t t, char *buf, size_t size)
@@ -1064,12 +1065,17 @@ static json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 			}
 			fd = open_in_folder(v->dirfd, desc.extent, O_RDWR, d->file, &err);
 			if (fd == -EBUSY) {
-				char holder[256];
+				char holder[256], ldesc[320], ln[VM_NAME_MAX + 8];
+				struct vm_lockrec lr;
 
-				busy_holder(v->dirfd, desc.extent, holder, sizeof(holder));
-				reply = reply_err(EBUSY, "%s: disk %s is in use by %s%s: the VM runs there",
-						  v->vmx_path, desc.extent, holder[0] ? "host " : "another host",
-						  holder);
+				busy_holder(v->dirfd, desc.extent, holder, sizeof(holder), ldesc,
+					    sizeof(ldesc));
+				if (!holder[0] && !vm_lockrec_name(c, ln, sizeof(ln)) &&
+				    !vm_lockrec_read(v->dirfd, ln, &lr))
+					snprintf(holder, sizeof(holder), "%s", lr.host);
+				reply = reply_err(EBUSY, "%s is running on host %s: its disk %s is locked%s%s%s: power it off there first",
+						  v->vmx_path, holder[0] ? holder : "(another host)", desc.extent,
+						  ldesc[0] ? " (" : "", ldesc, ldesc[0] ? ")" : "");
 				goto fail;
 			}
 			if (fd < 0) {
