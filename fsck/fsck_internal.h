@@ -151,6 +151,7 @@ enum irec_flags {
 	IRF_REACHED = 1u << 2,  /* claimed in the namespace walk */
 	IRF_NEW = 1u << 3,      /* created by the repair (lost+found, root) */
 	IRF_FROM_ENTRY = 1u << 4, /* found through an entry, bitmap unknown */
+	IRF_BLANK = 1u << 5,    /* marked in use, block never written: a leak */
 };
 
 struct dblk {
@@ -278,7 +279,9 @@ int ck_wq_zero(struct fsck *c, uint64_t off, uint64_t len);
 
 /* volume.c */
 int fsck_volume(struct fsck *c);
-bool fsck_lock_valid(const struct fsck *c, const struct vmfsd_lock *lk);
+enum { LOCK_VALID, LOCK_STALE, LOCK_MALFORMED };
+/* Judges a decoded lock record against the live slots. */
+int fsck_lock_judge(const struct fsck *c, const struct vmfsd_lock *lk);
 
 /* inodes.c */
 int fsck_clusters(struct fsck *c);
@@ -295,6 +298,8 @@ int ck_inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode 
 /* Pool bookkeeping of the truth. */
 bool ck_ref_mark(struct fsck *c, struct pool *p, uint64_t item);
 void ck_ref_unmark(struct fsck *c, struct pool *p, uint64_t item);
+/* Unmarks an item the repair takes away (see inodes.c). */
+void ck_ref_drop(struct fsck *c, struct pool *p, uint64_t item);
 /* Finds an item free in the truth (and on disk where known) and takes it. */
 int ck_pool_alloc(struct fsck *c, struct pool *p, uint64_t *out);
 /* Releases every unit and map node of R from the truth (no writes). */

@@ -103,6 +103,21 @@ void ck_ref_unmark(struct fsck *c, struct pool *p, uint64_t item)
 	p->nref--;
 }
 
+/* An item the repair itself takes away from an inode (released orphan,
+ * dropped entry): out of the truth, and out of our copy of the disk bits
+ * too, so pass 6 rewrites its cluster without reporting it a second time
+ * as a leak. */
+void ck_ref_drop(struct fsck *c, struct pool *p, uint64_t item)
+{
+	if (item >= p->count)
+		return;
+	ck_ref_unmark(c, p, item);
+	if (disk_known(p, item) && bit_get(p->disk, item)) {
+		bit_clear(p->disk, item);
+		p->cl_bad[item / VMFSD_RC_BITS] |= CL_DIRTY;
+	}
+}
+
 /* Free in the truth, and free on disk where the disk is known; failing
  * that, anything free in the truth: the truth is complete (every item a
  * surviving inode uses is marked), and a cluster we allocate from is
@@ -157,7 +172,7 @@ static int check_lock(struct fsck *c, uint8_t *sector, uint64_t blocknr, uint64_
 		      const char *what, bool *changed)
 {
 	struct vmfsd_lock lk;
-	int r;
+	int r, v;
 
 	/* The fs never writes lock sectors (they are the lock manager's, ATS
 	 * only) and mkfs leaves the inode table untouched: an all-zero sector
@@ -166,25 +181,33 @@ static int check_lock(struct fsck *c, uint8_t *sector, uint64_t blocknr, uint64_
 	if (zero_sector(sector))
 		return 0;
 	r = vmfsd_lock_decode(sector, blocknr, &lk);
-	if (r) {
+	v = r ? LOCK_MALFORMED : fsck_lock_judge(c, &lk);
+	if (v == LOCK_VALID)
+		return 0;
+	if (v == LOCK_MALFORMED) {
 		fsck_report(c, P_LOCK_BAD, WHERE(.ino = ino, W_BLOCK(blocknr)),
 			    "rewrite it as a free lock", "lock record of %s is damaged (%s)", what,
-			    err_name(r));
+			    r ? err_name(r) : "a holder outside the volume's slots");
 		memset(&lk, 0, sizeof(lk));
 		lk.lock_gen = 1;
-	} else if (!fsck_lock_valid(c, &lk)) {
+	} else {
+		/* Locks are broken lazily (docs/cluster.md §4.2): the next
+		 * acquirer drops holders whose slot moved on, so a stale record
+		 * is a normal leftover of a crash, not damage.  A note; a
+		 * repair tidies it since no host is live then. */
 		fsck_report(c, P_LOCK_STALE, WHERE(.ino = ino, W_BLOCK(blocknr)),
-			    "release it (lock generation + 1)",
-			    "lock record of %s is held (mode %u) by slot %u, generation %" PRIu64
-			    ", which is not live", what, lk.mode, lk.owner_slot, lk.owner_slot_gen);
+			    "released by a repair (-y or -p), else dropped by the next acquirer",
+			    "lock record of %s is held (%s) by slot %u generation %" PRIu64
+			    ", which is gone", what, lk.mode == VMFSD_LOCK_EXCL ? "exclusive" :
+			    lk.mode == VMFSD_LOCK_RO ? "read-only" : "multi-writer",
+			    lk.owner_slot, lk.owner_slot_gen);
 		memset(lk.holders, 0, sizeof(lk.holders));
+		memset(lk.holder_gen8, 0, sizeof(lk.holder_gen8));
 		lk.mode = VMFSD_LOCK_FREE;
 		lk.owner_slot = 0;
 		lk.nholders = 0;
 		lk.owner_slot_gen = 0;
 		lk.lock_gen++;
-	} else {
-		return 0;
 	}
 	vmfsd_lock_encode(&lk, blocknr, sector);
 	*changed = true;
@@ -597,6 +620,8 @@ static int p3_leaf(struct walk *w, uint8_t *slot, uint64_t lo)
 	/* Preallocated (unwritten) units past EOF are legal for files. */
 	if (lo >= a->size_units && (a->isdir || !unwritten)) {
 		a->past_eof++;
+		if (!bit_get(a->pool->ref, p))
+			ck_ref_drop(c, a->pool, p);
 		goto clear;
 	}
 	if (!ck_ref_mark(c, a->pool, p)) {
@@ -631,7 +656,7 @@ static int cut_leaf(struct walk *w, uint8_t *slot, uint64_t lo)
 
 	if (lo < w->from)
 		return 0;
-	ck_ref_unmark(w->c, a->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK);
+	ck_ref_drop(w->c, a->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK);
 	a->dropped++;
 	if (a->release_nodes)
 		return 0;       /* releasing a whole inode: nothing is rewritten */
@@ -643,7 +668,7 @@ static int release_ptr(struct walk *w, uint32_t sblk, unsigned level, uint64_t l
 {
 	(void)level;
 	(void)lo;
-	ck_ref_unmark(w->c, &w->c->sp, sblk);
+	ck_ref_drop(w->c, &w->c->sp, sblk);
 	return W_KEEP;
 }
 
@@ -896,6 +921,12 @@ static int process_inode(struct fsck *c, struct irec *r, uint8_t *blk)
 		d = -EUCLEAN;
 	if (d) {
 		r->state = IR_BAD;
+		/* Marked in use but never written (all zero): a bitmap leak,
+		 * which pass 6 reports as such, rather than a damaged inode. */
+		if (zero_bytes(blk + VMFSD_INODE_BODY_OFF, VMFSD_META_BLOCK - VMFSD_INODE_BODY_OFF)) {
+			r->flags |= IRF_BLANK;
+			return 0;
+		}
 		if (r->ino != VMFSD_ROOT_INO && !(r->flags & IRF_FROM_ENTRY))
 			fsck_report(c, P_INODE_BAD, WHERE(.ino = r->ino, W_BLOCK(bnr)),
 				    "release it: its names are removed, its blocks freed",

@@ -628,7 +628,8 @@ static int resolve(struct ns *s)
 				    ", which is %s", ent_name(c, e), e->dir, e->ino,
 				    e->ino >= c->sb.inode_count ? "out of range" :
 				    e->ino == VMFSD_ROOT_INO ? "the root directory" :
-				    !t ? "free" : t->state == IR_BAD ? "damaged" : "being deleted");
+				    !t ? "free" : (t->flags & IRF_BLANK) ? "never written" :
+				    t->state == IR_BAD ? "damaged" : "being deleted");
 			fill_where_name(c, e);
 			e->flags |= ENT_REMOVE;
 			continue;
@@ -1064,12 +1065,16 @@ int fsck_bitmaps(struct fsck *c)
 	uint32_t i, done = 0, total = c->ip.nclusters + c->sp.nclusters + c->bp.nclusters;
 	int r;
 
-	/* The inode truth: every record still in use. */
+	/* The inode truth: every record still in use.  Those the repair
+	 * releases were reported already: drop them from our copy of the
+	 * disk bits, so their clusters are rewritten without a second report. */
 	for (i = 0; i < c->nir; i++) {
 		struct irec *t = irec_at(c, i);
 
 		if (t->state == IR_OK && !(t->flags & IRF_FREE))
 			ck_ref_mark(c, &c->ip, t->ino);
+		else if (!(t->flags & (IRF_FROM_ENTRY | IRF_BLANK)))
+			ck_ref_drop(c, &c->ip, t->ino);
 	}
 	r = pool_check(c, &c->ip, &done, total);
 	if (!r)

@@ -25,6 +25,7 @@
 
 #include "fsck_internal.h"
 #include "journal/journal.h"
+#include "lockmgr/lockmgr.h"
 
 static const char *err_name(int r)
 {
@@ -180,12 +181,41 @@ static void set_live(struct fsck *c, uint32_t s)
 	res->live = true;
 }
 
-/* Reads and decodes the slots; decides who is live.  HB gets the region. */
+/* A host is at work on the volume if a slot's first sector changes while we
+ * watch (renewal, claim, release, replay) or if an OFD lock on the region is
+ * held (an ATS in flight, or a mount of a version that claims the region). */
+static int watch_changes(struct fsck *c, const uint8_t *before, uint8_t *after)
+{
+	size_t len = (size_t)c->sb.max_hosts * VMFSD_META_BLOCK;
+	uint64_t base = c->sb.hb_off / VMFSD_META_BLOCK;
+	uint32_t s;
+	int r = bdev_pread(c->bd, after, len, c->sb.hb_off);
+
+	for (s = 0; !r && s < c->sb.max_hosts; s++) {
+		size_t o = (size_t)s * VMFSD_META_BLOCK;
+		struct vmfsd_hb h;
+
+		if (!memcmp(before + o, after + o, VMFSD_SECTOR))
+			continue;
+		if (vmfsd_hb_decode(after + o, base + s, &h) == 0) {
+			c->hb[s] = h;
+			c->hb_ok[s] = true;
+		}
+		set_live(c, s);
+	}
+	return r;
+}
+
+/* Reads and decodes the slots; decides who is live.  HB gets the region.
+ * For a repair, takes the region's OFD lock afterwards (never before the
+ * watch: a host's renewal ATS waits on it, and a host kept from renewing
+ * while we watch would look dead) and looks once more under it. */
 static int check_live(struct fsck *c, uint8_t *hb)
 {
 	size_t len = (size_t)c->sb.max_hosts * VMFSD_META_BLOCK;
 	uint64_t base = c->sb.hb_off / VMFSD_META_BLOCK;
 	uint8_t *again = NULL;
+	struct hb_timing t;
 	uint32_t s, nwatch = 0, wait;
 	int held, r;
 
@@ -204,56 +234,50 @@ static int check_live(struct fsck *c, uint8_t *hb)
 		if (c->hb_ok[s] && c->hb[s].state != VMFSD_HB_FREE)
 			nwatch++;
 	}
-	if (c->repair) {
-		/* Claim the volume as a mount does: no mount can start on this
-		 * kernel while we repair, and one that runs refuses us. */
-		r = bdev_trylock_range(c->bd, c->sb.hb_off, len, 1);
-		held = r == -EAGAIN;
-		if (r && !held)
-			return r;
-		c->locked = !r;
-	} else {
-		held = ofd_held(c);
-		if (held < 0)
-			return held;
-	}
+	held = ofd_held(c);
+	if (held < 0)
+		return held;
 	if (held) {
-		/* A mount on this kernel.  Its slot is the one marked live. */
 		for (s = 0; s < c->sb.max_hosts; s++)
 			if (c->hb_ok[s] && c->hb[s].state != VMFSD_HB_FREE)
 				set_live(c, s);
 		c->res->live = true;
 		return 0;
 	}
-	if (!nwatch)
-		return 0;
-	/* Watch the slots marked in use: a live host rewrites its sector at
-	 * least once per interval, so two intervals see a renewal. */
-	wait = c->o->live_wait_ms;
-	if (!wait) {
-		wait = 2 * c->sb.hb_interval_ms;
-		if (wait > c->sb.hb_timeout_ms)
-			wait = c->sb.hb_timeout_ms;
-	}
-	fsck_progress(c, 1, "watching heartbeats", 0, wait);
-	sleep_ms(wait);
 	again = bdev_alloc(len);
 	if (!again)
 		return -ENOMEM;
-	r = bdev_pread(c->bd, again, len, c->sb.hb_off);
-	for (s = 0; !r && s < c->sb.max_hosts; s++) {
-		size_t o = (size_t)s * VMFSD_META_BLOCK;
-
-		if (memcmp(hb + o, again + o, VMFSD_SECTOR)) {
-			struct vmfsd_hb h;
-
-			if (vmfsd_hb_decode(again + o, base + s, &h) == 0) {
-				c->hb[s] = h;
-				c->hb_ok[s] = true;
-			}
-			set_live(c, s);
-		}
+	if (nwatch) {
+		/* As long as hb_join watches a slot before calling it stale
+		 * (docs/cluster.md §4.1): a mounted host beats within one
+		 * interval plus one I/O timeout. */
+		wait = c->o->live_wait_ms;
+		if (!wait)
+			wait = hb_timing_compute(&c->sb, &t) == 0 ? t.busy_watch_ms :
+			       2 * c->sb.hb_interval_ms + 1000;
+		fsck_progress(c, 1, "watching heartbeats", 0, wait);
+		sleep_ms(wait);
+		r = watch_changes(c, hb, again);
+		if (r || c->res->live)
+			goto out;
+		memcpy(hb, again, len);
 	}
+	if (c->repair) {
+		/* Claim the volume: an ATS on any slot (a host joining) now
+		 * waits for us.  A claim that got in before the lock shows as
+		 * a change. */
+		r = bdev_trylock_range(c->bd, c->sb.hb_off, len, 1);
+		if (r == -EAGAIN) {
+			c->res->live = true;
+			r = 0;
+			goto out;
+		}
+		if (r)
+			goto out;
+		c->locked = true;
+		r = watch_changes(c, hb, again);
+	}
+out:
 	bdev_free(again);
 	return r;
 }
@@ -413,20 +437,32 @@ static int check_slots(struct fsck *c, const uint8_t *region)
 	return r;
 }
 
-bool fsck_lock_valid(const struct fsck *c, const struct vmfsd_lock *lk)
+int fsck_lock_judge(const struct fsck *c, const struct vmfsd_lock *lk)
 {
 	uint32_t s;
+	int verdict = LOCK_VALID;
 
 	if (lk->mode == VMFSD_LOCK_FREE)
-		return true;
-	if (lk->owner_slot >= c->sb.max_hosts || !c->slot_live[lk->owner_slot] ||
+		return LOCK_VALID;
+	if (lk->owner_slot >= c->sb.max_hosts)
+		return LOCK_MALFORMED;
+	/* docs/cluster.md §4.2: a holder is valid while its slot is live
+	 * with the generation the lock recorded (all 64 bits for the owner,
+	 * the low 8 for the other holders). */
+	if (!c->slot_live[lk->owner_slot] ||
 	    c->hb[lk->owner_slot].generation != lk->owner_slot_gen)
-		return false;
-	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
-		if ((lk->holders[s / 8] & (1u << (s % 8))) &&
-		    (s >= c->sb.max_hosts || !c->slot_live[s]))
-			return false;
-	return true;
+		verdict = LOCK_STALE;
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++) {
+		if (!(lk->holders[s / 8] & (1u << (s % 8))))
+			continue;
+		if (s >= c->sb.max_hosts)
+			return LOCK_MALFORMED;
+		if (s == lk->owner_slot)
+			continue;
+		if (!c->slot_live[s] || (uint8_t)c->hb[s].generation != lk->holder_gen8[s])
+			verdict = LOCK_STALE;
+	}
+	return verdict;
 }
 
 int fsck_volume(struct fsck *c)
