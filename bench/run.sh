@@ -36,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio mkfs fsck meta cluster)
+SECTIONS=(fio mkfs fsck meta cluster vmdisk)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -517,6 +517,79 @@ PYEOF
 	fusermount3 -uz "$ma" 2>/dev/null || true
 	fusermount3 -u "$mb" || true
 	rm -f "$img"
+}
+
+# ---------------------------------------------------------------- vmdisk
+# VM disk throughput through QEMU's block layer, as a VM sees it: the flat
+# extent of a VM disk in the vmfsd mount vs a preallocated raw file on the
+# host filesystem, both with the launcher's settings (raw, cache=none i.e.
+# O_DIRECT, io_uring; native AIO where io_uring is refused), measured with
+# `qemu-img bench` (QEMU's own block-layer benchmark: no guest, no TCG
+# noise).  1 GiB per file, laid out by one write pass first so reads hit
+# written blocks.  The 4 KiB test steps 1 MiB + 4 KiB between requests
+# (wrapping at the end of the file), which touches every file block.
+VMDISK_SIZE_MIB=1024
+qbench() {      # qbench FILE ARGS..: prints MB/s (10^6 bytes)
+	local file=$1 out secs aio=io_uring
+	shift
+	qemu-img bench -f raw -t none -i io_uring -c 1 -s 4k "$file" >/dev/null 2>&1 || aio=native
+	out=$(qemu-img bench -f raw -t none -i "$aio" "$@" "$file" 2>>"$LOG_DIR/qemu-img.log") ||
+		die "qemu-img bench $* $file failed: see $LOG_DIR/qemu-img.log"
+	echo "$out" >>"$LOG_DIR/qemu-img.log"
+	secs=$(sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' <<<"$out")
+	"$PY" - "$secs" "$@" <<'PYEOF'
+import sys
+secs = float(sys.argv[1]); a = sys.argv[2:]
+count = int(a[a.index("-c") + 1]); size = a[a.index("-s") + 1]
+size = int(size[:-1]) << {"k": 10, "M": 20}[size[-1]] if size[-1] in "kM" else int(size)
+print("%.1f" % (count * size / secs / 1e6))
+PYEOF
+}
+
+section_vmdisk() {
+	local raw=$BENCH_DIR/vmdisk-raw.img vm="" n=$VMDISK_SIZE_MIB t name args unit r v
+	local -a tests=(
+		"1 MiB sequential write, QD16|MB/s|-w -s 1M -S 1M -d 16 -c $n"
+		"1 MiB sequential read, QD16|MB/s|-s 1M -S 1M -d 16 -c $n"
+		"4 KiB strided read, QD32|IOPS|-s 4k -S 1052672 -d 32 -c 40000"
+		"4 KiB strided write, QD32|IOPS|-w -s 4k -S 1052672 -d 32 -c 40000"
+	)
+	command -v qemu-img >/dev/null || { note "vmdisk: qemu-img not installed (scripts/deps.sh)"; return 0; }
+	table "VM disk through QEMU (qemu-img bench, raw, cache=none, io_uring, ${n} MiB): flat extent in the vmfsd mount vs raw file" \
+		test unit "raw file" "vmfsd flat extent" "vmfsd / raw"
+	track "$raw"
+	rm -f "$raw"
+	fallocate -l "${n}M" "$raw"
+	r=$(qbench "$raw" -w -s 1M -S 1M -d 16 -c "$n")
+	if ((!NO_VMFSD)); then
+		volume_up
+		mkdir -p "$VOL_MNT/benchvm"
+		vm=$VOL_MNT/benchvm/benchvm-flat.vmdk
+		truncate -s "${n}M" "$vm"       # thin, as vmfsctl create makes it
+		v=$(qbench "$vm" -w -s 1M -S 1M -d 16 -c "$n")
+	else
+		v=n/a
+	fi
+	row "1 MiB sequential write, first touch (allocating), QD16" MB/s "$r" "$v" "$(ratio "$v" "$r")"
+	for t in "${tests[@]}"; do
+		IFS='|' read -r name unit args <<<"$t"
+		# shellcheck disable=SC2086 # args is a word list on purpose
+		r=$(qbench "$raw" $args)
+		if [[ -n $vm ]]; then
+			# shellcheck disable=SC2086
+			v=$(qbench "$vm" $args)
+		else
+			v=n/a
+		fi
+		if [[ $unit == IOPS ]]; then
+			r=$("$PY" -c 'import sys; print("%.0f" % (float(sys.argv[1]) * 1e6 / 4096))' "$r")
+			[[ $v != n/a ]] && v=$("$PY" -c 'import sys; print("%.0f" % (float(sys.argv[1]) * 1e6 / 4096))' "$v")
+		fi
+		row "$name" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
+	done
+	rm -f "$raw"
+	[[ -n $vm ]] && rm -rf "$VOL_MNT/benchvm"
+	return 0
 }
 
 # ---------------------------------------------------------------- main
