@@ -66,6 +66,8 @@ struct bdev {
 	struct crash_sim *cs;
 	pthread_mutex_t aio_init_lock;
 	struct aio_engine *aio;
+	int (*write_gate)(void *);
+	void *write_gate_arg;
 };
 
 /* Ring depth 4: a thread has at most one request in flight. */
@@ -230,6 +232,14 @@ void bdev_fault_set(struct bdev *bd, enum bdev_fault f)
 	atomic_store(&bd->fault, (int)f);
 }
 
+void bdev_fault_thaw(struct bdev *bd)
+{
+	int frozen = BDEV_FAULT_FROZEN;
+
+	/* Only undo the freeze: a fence set meanwhile must stay. */
+	atomic_compare_exchange_strong(&bd->fault, &frozen, BDEV_FAULT_NONE);
+}
+
 /* One read or write through this thread's ring, retried until complete. */
 static int do_io(struct bdev *bd, int write, void *buf, size_t len, uint64_t off)
 {
@@ -293,6 +303,28 @@ static int check_range(struct bdev *bd, size_t len, uint64_t off)
 	return 0;
 }
 
+/* Fault gate of every I/O: waits out a frozen device, then says whether
+ * this I/O may go on (0) or fails (-EIO).  Re-checked after the wait, so
+ * a host fenced while its device hung never writes when it comes back. */
+static int fault_gate(struct bdev *bd, int write)
+{
+	int f;
+
+	while ((f = atomic_load(&bd->fault)) == BDEV_FAULT_FROZEN)
+		usleep(1000);
+	if (f == BDEV_FAULT_ALL_EIO || (write && f != BDEV_FAULT_NONE))
+		return -EIO;
+	if (write && bd->write_gate && bd->write_gate(bd->write_gate_arg))
+		return -EIO;
+	return 0;
+}
+
+void bdev_set_write_gate(struct bdev *bd, int (*gate)(void *), void *arg)
+{
+	bd->write_gate_arg = arg;
+	bd->write_gate = gate;
+}
+
 int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off)
 {
 	int r = check_range(bd, len, off);
@@ -300,7 +332,7 @@ int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off)
 
 	if (r)
 		return r;
-	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO || (bd->cs && bd->cs->cut))
+	if (fault_gate(bd, 0) || (bd->cs && bd->cs->cut))
 		return -EIO;
 	if (!((uintptr_t)buf & (BDEV_ALIGN - 1)))
 		return do_io(bd, 0, buf, len, off);
@@ -323,7 +355,7 @@ int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 
 	if (r)
 		return r;
-	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+	if (fault_gate(bd, 1))
 		return -EIO;
 	if (bd->cs) {
 		r = crash_record(bd, buf, len, off);
@@ -343,7 +375,7 @@ int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 
 int bdev_flush(struct bdev *bd)
 {
-	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+	if (fault_gate(bd, 1))
 		return -EIO;
 	if (bd->cs) {
 		int dead;
@@ -369,7 +401,7 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
 
 	if (r)
 		return r;
-	if (atomic_load(&bd->fault) != BDEV_FAULT_NONE)
+	if (fault_gate(bd, 1))
 		return -EIO;
 	if (bd->cs)
 		goto slow;      /* through bdev_pwrite-equivalent recording */
@@ -791,8 +823,7 @@ int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a)
 	/* O_DIRECT needs memory aligned to the logical block (512), not 4 KiB. */
 	if ((uintptr_t)a->buf & 511)
 		return -EINVAL;
-	if (atomic_load(&bd->fault) == BDEV_FAULT_ALL_EIO ||
-	    (a->write && atomic_load(&bd->fault) != BDEV_FAULT_NONE))
+	if (fault_gate(bd, a->write))
 		return -EIO;
 	if (bd->cs)
 		return -EOPNOTSUPP;     /* the crash model records synchronous I/O only */

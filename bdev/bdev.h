@@ -109,8 +109,18 @@ enum bdev_fault {
 	BDEV_FAULT_NONE = 0,
 	BDEV_FAULT_WRITE_EIO,   /* every write fails with -EIO */
 	BDEV_FAULT_ALL_EIO,     /* every read and write fails with -EIO */
+	BDEV_FAULT_FROZEN,      /* every I/O waits until the fault changes (a
+				 * hung path), then obeys the new setting */
 };
 void bdev_fault_set(struct bdev *bd, enum bdev_fault f);
+/* A check run before every write (and ATS) on this device: the cluster
+ * layer's "may this host still write?" (hb_write_check), so a thread that
+ * wakes up late never writes before the fence thread had its turn.
+ * A non-zero return fails the write with -EIO. */
+void bdev_set_write_gate(struct bdev *bd, int (*gate)(void *), void *arg);
+
+/* Ends BDEV_FAULT_FROZEN (and nothing else: a fence set meanwhile stays). */
+void bdev_fault_thaw(struct bdev *bd);
 
 /* Power-cut simulation (regular files only; crash tests).  Writes since the
  * last flush are remembered as a volatile cache; bdev_crash_cut() makes the

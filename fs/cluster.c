@@ -37,6 +37,10 @@
  * 1 s), so a contender waits up to that plus the commit itself; 2.5 s
  * covers a busy commit without making a real conflict slow to report. */
 #define LOCK_WAIT_MS 2500
+/* Namespace operations on a directory other hosts are busy in wait longer:
+ * every host holds it for at most a commit interval at a time, and a
+ * create must not fail just because three hosts take turns. */
+#define NS_LOCK_WAIT_MS 15000
 #define LOCK_RETRY_US 20000
 
 static void fence_cb(void *arg, enum hb_fence_reason reason)
@@ -82,7 +86,7 @@ static void host_uuid(const char *name, uint8_t uuid[16])
  * broken at once instead of serving stale metadata and EBUSY for a while. */
 static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 {
-	uint8_t *blk = bdev_alloc(2 * VMFSD_META_BLOCK), *nv;
+	uint8_t *blk = bdev_alloc(3 * VMFSD_META_BLOCK), *nv, *again;
 	struct journal_replay_info ji;
 	uint32_t i;
 	int r = 0;
@@ -90,6 +94,7 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 	if (!blk)
 		return -ENOMEM;
 	nv = blk + VMFSD_META_BLOCK;
+	again = nv + VMFSD_META_BLOCK;
 	for (i = 0; i < fs->sb.max_hosts && !r; i++) {
 		uint64_t off = vmfsd_hb_slot_off(&fs->sb, i);
 		struct vmfsd_hb hb;
@@ -101,20 +106,38 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 			continue;
 		if (!vouched && (kill((pid_t)hb.pid, 0) == 0 || errno != ESRCH))
 			continue;       /* its process still runs: hb_join decides */
-		r = journal_replay(fs->bd, journal_area_off(&fs->sb, i), fs->sb.journal_size, i,
-				   &ji);
+		/* Not beating for two intervals: a machine-id shared by cloned
+		 * machines must not let us grab a live host's slot. */
+		usleep(2 * fs->sb.hb_interval_ms * 1000u);
+		if (bdev_pread(fs->bd, again, VMFSD_META_BLOCK, off) ||
+		    memcmp(again, blk, VMFSD_SECTOR))
+			continue;
+		/* REPLAYING first (its locks stay valid), replay, then FREE
+		 * with a new generation: only then do its locks go stale, so
+		 * no other host can have changed what the replay rewrites. */
+		hb.state = VMFSD_HB_REPLAYING;
+		hb.replayer_slot = i;
+		hb.replayer_gen = hb.generation;
+		vmfsd_hb_encode(&hb, off / VMFSD_META_BLOCK, nv);
+		r = bdev_ats(fs->bd, off, blk, nv, NULL);
+		if (r == -ECANCELED) {
+			r = 0;          /* it changed: not a dead incarnation */
+			continue;
+		}
+		if (!r)
+			r = bdev_flush(fs->bd);
+		if (!r)
+			r = journal_replay(fs->bd, journal_area_off(&fs->sb, i),
+					   fs->sb.journal_size, i, &ji);
 		if (r)
 			break;
-		r = bdev_flush(fs->bd);
-		if (r)
-			break;
-		/* FREE with a new generation: every lock it held is stale now. */
+		memcpy(blk, nv, VMFSD_SECTOR);
 		hb.state = VMFSD_HB_FREE;
 		hb.generation++;
 		vmfsd_hb_encode(&hb, off / VMFSD_META_BLOCK, nv);
 		r = bdev_ats(fs->bd, off, blk, nv, NULL);
 		if (r == -ECANCELED)
-			r = 0;          /* it changed: not a dead incarnation after all */
+			r = 0;          /* a survivor took over the replay: fine */
 		if (!r)
 			r = bdev_flush(fs->bd);
 	}
@@ -142,9 +165,20 @@ int cluster_join(struct fs *fs)
 	return 0;
 }
 
+static int write_gate(void *arg)
+{
+	return hb_write_check(arg);
+}
+
 int cluster_start(struct fs *fs)
 {
-	return hb_start(fs->hb);
+	int r = hb_start(fs->hb);
+
+	/* Every write asks the heartbeat first: a writer that wakes from a
+	 * stall past the fence deadline fences instead of writing. */
+	if (!r)
+		bdev_set_write_gate(fs->bd, write_gate, fs->hb);
+	return r;
 }
 
 int cluster_leave(struct fs *fs)
@@ -153,6 +187,7 @@ int cluster_leave(struct fs *fs)
 
 	if (!fs->hb)
 		return 0;
+	bdev_set_write_gate(fs->bd, NULL, NULL);
 	r = hb_leave(fs->hb);
 	fs->hb = NULL;
 	free(fs->late_unlock);
@@ -193,7 +228,7 @@ void cluster_recover_dead(struct fs *fs)
 /* Takes MODE (or keeps a stronger lock we hold) on IP, retrying conflicts.
  * Called WITHOUT meta_lock.  On -EBUSY, *holder names the host. */
 static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
-		     struct lock_info *li)
+		     int wait_ms, struct lock_info *li)
 {
 	int waited = 0, r;
 
@@ -204,9 +239,10 @@ static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
 			r = lock_acquire(fs->hb, fs->bd, off, mode, li);
 		if (r == -EALREADY)
 			return -EBUSY;  /* RO held here, MW wanted (or back) */
-		if ((r != -EBUSY && r != -EAGAIN) || waited >= LOCK_WAIT_MS * 1000)
+		if ((r != -EBUSY && r != -EAGAIN) || waited >= wait_ms * 1000)
 			return r == -EAGAIN ? -EBUSY : r;
-		usleep(LOCK_RETRY_US);
+		/* Random backoff, so hosts do not retry in lockstep. */
+		usleep(LOCK_RETRY_US / 2 + (unsigned)rand() % LOCK_RETRY_US);
 		waited += LOCK_RETRY_US;
 	}
 }
@@ -248,7 +284,8 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	pthread_mutex_unlock(&fs->lk_lock);
 	if (stronger(have, mode) != have) {
 		memset(&li, 0, sizeof(li));
-		r = lock_take(fs, off, have, mode, &li);
+		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
+			      &li);
 		if (r == -EBUSY)
 			snprintf(fs->last_holder, sizeof(fs->last_holder), "%s", li.owner_name);
 	}
@@ -410,23 +447,16 @@ int cluster_open(struct fs *fs, struct fs_inode *ip, int flags)
 
 void cluster_close(struct fs *fs, struct fs_inode *ip)
 {
-	bool last;
-
 	if (!fs->hb || !S_ISREG(ip->d.mode))
 		return;
+	/* The last close does not release the lock itself: the next commit
+	 * writes the file's metadata in place, checkpoints the journal, and
+	 * then gives the lock back (cluster_release_transient), one flush
+	 * for every file closed within the commit interval. */
 	pthread_mutex_lock(&fs->lk_lock);
-	last = --ip->nopen_lk == 0;
+	if (--ip->nopen_lk == 0)
+		ip->lk_transient = true;
 	pthread_mutex_unlock(&fs->lk_lock);
-	if (!last)
-		return;
-	/* Everything we changed must be in place before another host may
-	 * take the lock and read it. */
-	pthread_mutex_lock(&fs->meta_lock);
-	if (ip->dirty)
-		(void)inode_writeback(fs, ip);
-	(void)commit_locked(fs);
-	pthread_mutex_unlock(&fs->meta_lock);
-	cluster_unlock_inode_if_unused(fs, ip);
 }
 
 int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len)
@@ -518,4 +548,29 @@ void cluster_release_rcs(struct fs *fs, bool all)
 			p->held[ci] = 0;
 		}
 	}
+}
+
+/* Will the next release step give any lock back?  (meta_lock held) */
+bool cluster_has_releases(struct fs *fs)
+{
+	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+	uint32_t i;
+	int k;
+
+	if (!fs->hb)
+		return false;
+	if (fs->nlate)
+		return true;
+	for (i = 0; i < fs->itab_size; i++) {
+		struct fs_inode *ip;
+
+		for (ip = fs->itab[i]; ip; ip = ip->hnext)
+			if (ip->lk_transient && !ip->lk_pins)
+				return true;
+	}
+	for (k = 0; k < 3; k++)
+		for (i = 0; i < pools[k]->nclusters; i++)
+			if (pools[k]->held[i] == 2)
+				return true;
+	return others_present(fs);
 }

@@ -201,9 +201,20 @@ int commit_locked(struct fs *fs)
 		fs->nrun = 0;
 		pthread_mutex_unlock(&fs->plock);
 	}
-	/* Everything is in place now: other hosts may take these locks. */
-	cluster_release_rcs(fs, false);
-	cluster_release_transient(fs);
+	/* Everything is in place: make that durable and the journal clean
+	 * before other hosts may take these locks (a replay of this journal
+	 * after a crash must not roll back what they write next). */
+	if (n && cluster_has_releases(fs)) {
+		r = journal_checkpoint(fs->jn);
+		if (r) {
+			fs->jerr = r;
+			return r;
+		}
+	}
+	if (!n || !fs->jerr) {
+		cluster_release_rcs(fs, false);
+		cluster_release_transient(fs);
+	}
 	if (!fs->ndfree)
 		return 0;
 	/* The frees are durable: release them, logged in the next transaction. */

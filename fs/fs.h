@@ -84,6 +84,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 int fs_unmount(struct fs *fs);
 const struct vmfsd_sb *fs_super(const struct fs *fs);
 const char *fs_host(const struct fs *fs);
+/* The device (fault injection by the daemon's test options). */
+struct bdev *fs_device(struct fs *fs);
 int fs_statfs(struct fs *fs, struct statvfs *st);
 /* Writes back dirty inodes and flushes the device. */
 int fs_sync(struct fs *fs);

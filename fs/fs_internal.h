@@ -208,6 +208,7 @@ void cluster_close(struct fs *fs, struct fs_inode *ip);
 int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len);
 int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci);
 void cluster_release_rcs(struct fs *fs, bool all);
+bool cluster_has_releases(struct fs *fs);
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
 int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out);

@@ -21,6 +21,11 @@ const struct vmfsd_sb *fs_super(const struct fs *fs)
 	return &fs->sb;
 }
 
+struct bdev *fs_device(struct fs *fs)
+{
+	return fs->bd;
+}
+
 const char *fs_host(const struct fs *fs)
 {
 	return fs->host;

@@ -271,3 +271,12 @@ int journal_mark_clean(struct journal *j)
 		r = bdev_flush(j->bd);
 	return r;
 }
+
+int journal_checkpoint(struct journal *j)
+{
+	int r = bdev_flush(j->bd);
+
+	if (!r)
+		r = journal_mark_clean(j);
+	return r;
+}

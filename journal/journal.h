@@ -66,5 +66,10 @@ uint32_t journal_max_blocks(const struct journal *j);
 int journal_write(struct journal *j, const struct journal_block *b, uint32_t n);
 /* After the caller flushed every in-place write: marks the journal clean. */
 int journal_mark_clean(struct journal *j);
+/* Flushes the in-place writes of the transactions written so far and marks
+ * the journal clean, durably: after it, no replay can write those images
+ * again.  Needed before a lock is released, or a replay after a crash could
+ * roll back what the lock's next holder wrote. */
+int journal_checkpoint(struct journal *j);
 
 #endif

@@ -11,6 +11,8 @@
  * they do for kernel filesystems.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stddef.h>
@@ -34,6 +36,9 @@
 
 struct opts {
 	char *host;
+	int fail_io_after;      /* ms; fault injection for tests, 0 = off */
+	int freeze_io_after;
+	int freeze_io_for;
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -49,6 +54,9 @@ enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_STATUS, KEY_JSON };
 
 static const struct fuse_opt opt_spec[] = {
 	{ "host=%s", offsetof(struct opts, host), 0 },
+	{ "fail_io_after=%d", offsetof(struct opts, fail_io_after), 0 },
+	{ "freeze_io_after=%d", offsetof(struct opts, freeze_io_after), 0 },
+	{ "freeze_io_for=%d", offsetof(struct opts, freeze_io_for), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("-f", KEY_FG),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
@@ -228,6 +236,39 @@ static void mount_error(const char *device, const char *host, int r)
 	}
 }
 
+/* Fault injection points (named, compiled in, off unless asked for): the
+ * cluster tests use them to make one host's storage fail or hang. */
+struct fault_plan {
+	struct bdev *bd;
+	int fail_after, freeze_after, freeze_for;
+};
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static void *fault_thread(void *arg)
+{
+	struct fault_plan *fp = arg;
+
+	if (fp->fail_after) {
+		sleep_ms(fp->fail_after);
+		syslog(LOG_WARNING, "fault injection: all I/O fails from now on");
+		bdev_fault_set(fp->bd, BDEV_FAULT_ALL_EIO);
+	} else if (fp->freeze_after) {
+		sleep_ms(fp->freeze_after);
+		syslog(LOG_WARNING, "fault injection: I/O frozen for %d ms", fp->freeze_for);
+		bdev_fault_set(fp->bd, BDEV_FAULT_FROZEN);
+		sleep_ms(fp->freeze_for);
+		bdev_fault_thaw(fp->bd);
+	}
+	return NULL;
+}
+
 /* Daemon mode: the parent waits for the child's verdict on a pipe. */
 static int status_fd = -1;
 
@@ -369,6 +410,15 @@ int main(int argc, char **argv)
 	if (!o.foreground) {
 		report_status(1);
 		detach();
+	}
+	if (o.fail_io_after > 0 || o.freeze_io_after > 0) {
+		static struct fault_plan fp;
+		pthread_t t;
+
+		fp = (struct fault_plan){ fs_device(fs), o.fail_io_after, o.freeze_io_after,
+					  o.freeze_io_for > 0 ? o.freeze_io_for : 1000 };
+		if (pthread_create(&t, NULL, fault_thread, &fp) == 0)
+			pthread_detach(t);
 	}
 	lc = fuse_loop_cfg_create();
 	if (!lc) {
