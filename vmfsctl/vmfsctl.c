@@ -345,11 +345,12 @@ static int console(const char *serial)
 			ssize_t n = read(0, buf, sizeof(buf));
 
 			if (n <= 0) {
-				/* stdin ended: keep printing what the guest says
-				 * only when it is not a terminal (a script piping
-				 * commands wants the answers) */
+				/* stdin ended: a script that piped commands wants
+				 * the answers, so keep printing what the guest says
+				 * until the VM stops or we are killed (no
+				 * shutdown(SHUT_WR): QEMU drops a client that
+				 * half-closes) */
 				in_open = false;
-				shutdown(fd, SHUT_WR);
 				if (tty)
 					break;
 				continue;

@@ -72,6 +72,19 @@ def body(c):
             c.check("host=esx1" in lck, "lock record does not name the host: %s" % lck)
             state["pid"] = i["pid"]
 
+        def console():
+            # vmfsctl console with a pipe for stdin: prints what the guest
+            # says until killed (the guest prints a counter every 0.5 s)
+            p = subprocess.Popen([vmtest.env("VMFSCTL"), "--agent", a.sock, "console", vm],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL)
+            try:
+                out, err = p.communicate(timeout=4)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            c.check(b"vmfs-guest: counter" in out, "console printed no counter: %r %r" % (out[-300:], err))
+
         def again_refused():
             r = a.ctl("power-on", vm)
             c.refused(r, "second power-on on the same host", "already running", "esx1")
@@ -177,6 +190,7 @@ def body(c):
 
         c.section("create", create)
         c.section("power-on", power_on)
+        c.section("console", console)
         c.section("second power-on refused", again_refused)
         c.section("shutdown (ACPI) and persisted counter", shutdown)
         c.section("power-on again reads the counter", power_on_again)
