@@ -72,8 +72,6 @@ need=()
 	dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null | grep -qx installed ||
 	need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
-command -v xz >/dev/null || need+=(xz-utils)
-command -v zstd >/dev/null || need+=(zstd)
 if ((${#need[@]})); then
 	((EUID == 0)) || die "needs ${need[*]}: run as root or apt-get install ${need[*]}"
 	echo "$prog: installing ${need[*]}" >&2
@@ -121,9 +119,14 @@ for m in "${MODS[@]}"; do
 			die "module $m not found in $pkg"
 		continue
 	fi
+	# Debian's 6.1 modules are not compressed; newer kernels' may be
 	case $f in
-	*.xz) xz -dc "$f" >"$R/modules/$m.ko" ;;
-	*.zst) zstd -qdc "$f" >"$R/modules/$m.ko" ;;
+	*.xz)
+		command -v xz >/dev/null || die "$f is xz-compressed: apt-get install xz-utils"
+		xz -dc "$f" >"$R/modules/$m.ko" ;;
+	*.zst)
+		command -v zstd >/dev/null || die "$f is zstd-compressed: apt-get install zstd"
+		zstd -qdc "$f" >"$R/modules/$m.ko" ;;
 	*) cp "$f" "$R/modules/$m.ko" ;;
 	esac
 done
