@@ -152,6 +152,7 @@ enum irec_flags {
 	IRF_NEW = 1u << 3,      /* created by the repair (lost+found, root) */
 	IRF_FROM_ENTRY = 1u << 4, /* found through an entry, bitmap unknown */
 	IRF_BLANK = 1u << 5,    /* marked in use, block never written: a leak */
+	IRF_MOVED = 1u << 6,    /* reconnected in lost+found by the repair */
 };
 
 struct dblk {

@@ -500,14 +500,15 @@ static int ensure_lost_found(struct ns *s)
 	return 0;
 }
 
-/* Names orphan T "#<ino>" in lost+found. */
-static int reconnect(struct ns *s, struct irec *t)
+/* Names orphan T "#<ino>" in lost+found; NAME gets the name, "" when
+ * there is no lost+found to put it in. */
+static int reconnect(struct ns *s, struct irec *t, char *name, size_t len)
 {
 	struct fsck *c = s->c;
-	char name[40];
 	uint32_t i, n;
 	int r;
 
+	name[0] = 0;
 	r = ensure_lost_found(s);
 	if (r)
 		return r == -ENOENT ? 0 : r;
@@ -515,9 +516,9 @@ static int reconnect(struct ns *s, struct irec *t)
 		int64_t other;
 
 		if (n)
-			snprintf(name, sizeof(name), "#%" PRIu64 ".%u", t->ino, n);
+			snprintf(name, len, "#%" PRIu64 ".%u", t->ino, n);
 		else
-			snprintf(name, sizeof(name), "#%" PRIu64, t->ino);
+			snprintf(name, len, "#%" PRIu64, t->ino);
 		r = ent_add(c, s->lf->ino, t->ino, 0, 0, dtype_of(t->mode), name, strlen(name),
 			    ENT_NEW, &i);
 		if (r)
@@ -530,6 +531,7 @@ static int reconnect(struct ns *s, struct irec *t)
 		c->nents--;     /* taken: drop it and try the next name */
 	}
 	c->res->orphans_reconnected++;
+	t->flags |= IRF_MOVED;
 	if (S_ISDIR(t->mode)) {
 		t->flags |= IRF_REACHED;
 		t->container = s->lf->ino;
@@ -606,10 +608,32 @@ static const char *type_name(uint32_t mode)
 	}
 }
 
+/* An orphan put in lost+found as NAME ("" if there is none to put it in). */
+static void report_orphan(struct fsck *c, const struct irec *t, const char *name,
+			  const char *extra)
+{
+	char fix[VMFSD_NAME_MAX + 40];
+
+	if (!name[0]) {
+		fsck_report(c, P_LOST_FOUND_FAILED, WHERE(.ino = t->ino), NULL,
+			    "%s %" PRIu64 "%s is not reachable from the root, and there is no "
+			    "/lost+found to reconnect it to", type_name(t->mode), t->ino, extra);
+		return;
+	}
+	snprintf(fix, sizeof(fix), "move it to /lost+found/%s", name);
+	fsck_report(c, P_ORPHAN_RECONNECTED, WHERE(.ino = t->ino, .dir = c->lf_ino), fix,
+		    "%s %" PRIu64 "%s is not reachable from the root", type_name(t->mode), t->ino,
+		    extra);
+	if (c->res->n_problems)
+		snprintf(c->res->problems[c->res->n_problems - 1].where.name, VMFSD_NAME_MAX + 1,
+			 "%s", name);
+}
+
 static int resolve(struct ns *s)
 {
 	struct fsck *c = s->c;
 	struct irec *root = ck_irec_find(c, VMFSD_ROOT_INO);
+	char name[40];
 	uint32_t i, n;
 	int r;
 
@@ -710,13 +734,10 @@ static int resolve(struct ns *s)
 			top = p;
 		}
 		free(path);
-		fsck_report(c, P_ORPHAN_RECONNECTED, WHERE(.ino = top->ino),
-			    "move it to /lost+found",
-			    "directory %" PRIu64 "%s is not reachable from the root", top->ino,
-			    top == u ? "" : " (holding others)");
-		r = reconnect(s, top);
+		r = reconnect(s, top, name, sizeof(name));
 		if (r)
 			return r;
+		report_orphan(c, top, name, top == u ? "" : " (holding others)");
 	}
 	/* 4. Files no name reaches. */
 	for (i = 0; i < c->nir; i++) {
@@ -730,11 +751,12 @@ static int resolve(struct ns *s)
 				    "allocated", type_name(t->mode), t->ino);
 			r = release(c, t);
 		} else {
-			fsck_report(c, P_ORPHAN_RECONNECTED, WHERE(.ino = t->ino),
-				    "move it to /lost+found",
-				    "%s inode %" PRIu64 " (%u link(s)) is not named in any directory",
-				    type_name(t->mode), t->ino, t->nlink);
-			r = reconnect(s, t);
+			char what[48];
+
+			r = reconnect(s, t, name, sizeof(name));
+			snprintf(what, sizeof(what), " (%u link(s))", t->nlink);
+			if (!r)
+				report_orphan(c, t, name, what);
 		}
 		if (r)
 			return r;
@@ -770,7 +792,9 @@ static int resolve(struct ns *s)
 		if (!r && S_ISDIR(t->mode) && t->parent != t->container) {
 			uint64_t want_p = t->container;
 
-			if (!(t->flags & IRF_NEW))
+			/* A directory we moved to lost+found gets its new
+			 * parent as part of that move. */
+			if (!(t->flags & (IRF_NEW | IRF_MOVED)))
 				fsck_report(c, P_DIR_PARENT, WHERE(.ino = t->ino),
 					    "set it to the directory that names it",
 					    "directory %" PRIu64 ": parent field ('..') is %" PRIu64
