@@ -143,6 +143,10 @@ int vm_check_resources(unsigned vcpus, unsigned mem_mib, const struct vm_host_re
 		       struct vm_err *err);
 /* true when /dev/kvm opens and answers KVM_GET_API_VERSION == 12 */
 bool vm_kvm_usable(void);
+/* true when this host is itself a virtual machine (CPUID hypervisor bit) */
+bool vm_nested(void);
+/* auto -> KVM when usable and not nested, else TCG; others unchanged */
+enum vm_accel vm_accel_resolve(enum vm_accel want);
 
 /* ------------------------------------------------------------ QMP */
 struct qmp {

@@ -75,7 +75,8 @@ static void usage(FILE *f)
 		"  -S, --state-dir DIR      pid files and QEMU sockets of the running VMs\n"
 		"                           (default /run/vmfs-hostd/NAME)\n"
 		"  -a, --accel auto|kvm|tcg accelerator of VMs whose .vmx does not choose\n"
-		"                           (default auto: KVM when /dev/kvm works)\n"
+		"                           (default auto: KVM when /dev/kvm works and this\n"
+		"                           host is not itself a VM, else TCG)\n"
 		"  -q, --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
@@ -339,8 +340,12 @@ int main(int argc, char **argv)
 	}
 	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
 
-	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s, %u CPUs, %llu MiB)",
+	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
+		  a.accel != VM_ACCEL_AUTO ? ""
+		  : vm_accel_resolve(VM_ACCEL_AUTO) == VM_ACCEL_KVM ? " = kvm"
+		  : !vm_kvm_usable() ? " = tcg (no usable /dev/kvm)"
+				     : " = tcg (nested: this host is a VM; --accel kvm forces KVM)",
 		  a.res.cpus, (unsigned long long)a.res.mem_mib);
 	agent_reconcile(&a, true);
 

@@ -1033,9 +1033,7 @@ static json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	rc = vm_check_resources(c->vcpus, c->mem_mib, &a->res, &err);
 	if (rc)
 		return reply_err(rc, "%s: power-on refused: %s", v->vmx_path, err.msg);
-	l.accel = c->accel != VM_ACCEL_AUTO ? c->accel : a->accel;
-	if (l.accel == VM_ACCEL_AUTO)
-		l.accel = vm_kvm_usable() ? VM_ACCEL_KVM : VM_ACCEL_TCG;
+	l.accel = vm_accel_resolve(c->accel != VM_ACCEL_AUTO ? c->accel : a->accel);
 	if (l.accel == VM_ACCEL_KVM && !vm_kvm_usable())
 		return reply_err(ENODEV, "%s: the VM wants KVM but /dev/kvm is not usable on host %s",
 				 v->vmx_path, a->host);
@@ -1520,10 +1518,12 @@ json_t *agent_request(struct agent *a, json_t *req)
 	if (!strcmp(cmd, "list"))
 		return list_vms(a);
 	if (!strcmp(cmd, "agent-info")) {
-		return json_pack("{s:b,s:s,s:i,s:s,s:s,s:i,s:I,s:b}", "ok", 1, "host", a->host, "pid",
-				 (int)getppid(), "state_dir", a->state_dir, "accel", vm_accel_name(a->accel),
-				 "cpus", (int)a->res.cpus, "memory_mib", (json_int_t)a->res.mem_mib,
-				 "kvm_usable", vm_kvm_usable());
+		return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
+				 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
+				 vm_accel_name(a->accel), "auto_accel",
+				 vm_accel_name(vm_accel_resolve(VM_ACCEL_AUTO)), "cpus", (int)a->res.cpus,
+				 "memory_mib", (json_int_t)a->res.mem_mib, "kvm_usable", vm_kvm_usable(),
+				 "nested", vm_nested());
 	}
 	static const char *const locked_cmds[] = {"power-on", "resume", "shutdown", "power-off",
 						  "reset", "suspend", "destroy", NULL};

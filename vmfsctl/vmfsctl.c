@@ -261,8 +261,9 @@ static void print_human(const char *cmd, json_t *r)
 		printf("host:        %s\n", jstr(r, "host"));
 		printf("agent pid:   %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
 		printf("state dir:   %s\n", jstr(r, "state_dir"));
-		printf("accel:       %s (KVM %s)\n", jstr(r, "accel"),
-		       json_is_true(json_object_get(r, "kvm_usable")) ? "usable" : "not usable");
+		printf("accel:       %s (auto = %s; KVM %s%s)\n", jstr(r, "accel"), jstr(r, "auto_accel"),
+		       json_is_true(json_object_get(r, "kvm_usable")) ? "usable" : "not usable",
+		       json_is_true(json_object_get(r, "nested")) ? ", nested: this host is a VM" : "");
 		printf("cpus:        %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
 		printf("memory:      %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
