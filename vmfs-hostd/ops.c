@@ -255,8 +255,10 @@ static bool wait_pid_gone(pid_t pid, int ms)
 }
 
 /* The serial log: QEMU writes it byte by byte (one write per character
- * the guest prints), which on a FUSE datastore costs a request each and
- * slowed a booting guest's console to a few hundred bytes per second.  So
+ * the guest prints), which on a FUSE datastore costs a request each (on a
+ * loaded 2-core test machine a booting guest's console crawled at a few
+ * hundred bytes per second), and a datastore that stalls would stall the
+ * guest's serial port with it.  So
  * QEMU logs to serial.log in the local state folder and the agent copies
  * what is new to <vm>.log on the datastore in large appends, every second
  * (agent_reconcile) and once more when the VM stops.  The datastore log
@@ -1589,7 +1591,12 @@ json_t *agent_request(struct agent *a, json_t *req)
 		if (!vm_qemu_pid(&v))
 			r = reply_err(ENOENT, "%s is not running on host %s", v.vmx_path, a->host);
 		else
-			r = json_pack("{s:b,s:s,s:s}", "ok", 1, "serial", p, "log", v.cfg.name);
+			{
+			char ln[VM_NAME_MAX + 8];
+
+			snprintf(ln, sizeof(ln), "%s.log", v.cfg.name);
+			r = json_pack("{s:b,s:s,s:s}", "ok", 1, "serial", p, "log", ln);
+		}
 	} else {
 		r = reply_err(EINVAL, "unknown command '%s'", cmd);
 	}
