@@ -1504,6 +1504,56 @@ static json_t *list_vms(struct agent *a)
 	return r;
 }
 
+/* ------------------------------------------------------------ fencing */
+
+/* Kills at once (SIGKILL, no QMP round trip) every VM of this host whose
+ * folder is under `mount`: what a host must do the instant it loses a
+ * volume (DESIGN.md §2: fenced, or its vmfsd gone), before any survivor
+ * may break its locks and restart the VMs.  Lock records are left alone:
+ * the volume may refuse writes now; the next power-on here, or the
+ * cluster's lock breaking, deals with them. */
+static json_t *kill_volume(struct agent *a, const char *mount)
+{
+	char vms[PATH_MAX + 8], pre[PATH_MAX + 2];
+	json_t *killed = json_array(), *r;
+	DIR *d;
+	struct dirent *de;
+
+	if (!mount || mount[0] != '/')
+		return reply_err(EINVAL, "kill-volume: the agent needs an absolute mount point");
+	snprintf(pre, sizeof(pre), "%s", mount);
+	while (strlen(pre) > 1 && pre[strlen(pre) - 1] == '/')
+		pre[strlen(pre) - 1] = '\0';
+	strcat(pre, "/");
+	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
+	d = opendir(vms);
+	while (d && (de = readdir(d))) {
+		struct vmctx v;
+		char p[PATH_MAX + 16], vmx[PATH_MAX];
+		pid_t pid;
+
+		if (de->d_name[0] == '.')
+			continue;
+		memset(&v, 0, sizeof(v));
+		v.dirfd = v.lockfd = -1;
+		snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
+		sfile(&v, "vmx", p, sizeof(p));
+		if (read_text(p, vmx, sizeof(vmx)) || strncmp(vmx, pre, strlen(pre)))
+			continue;
+		pid = vm_qemu_pid(&v);
+		if (!pid)
+			continue;
+		kill(pid, SIGKILL);
+		agent_log(a, "%s: killed (QEMU pid %d): volume %s lost", vmx, (int)pid, mount);
+		json_array_append_new(killed, json_string(vmx));
+	}
+	if (d)
+		closedir(d);
+	r = reply_ok("killed %zu VM(s) of %s", json_array_size(killed), mount);
+	json_object_set_new(r, "killed", killed);
+	return r;
+}
+
 /* ------------------------------------------------------------ dispatch */
 
 json_t *agent_request(struct agent *a, json_t *req)
@@ -1519,6 +1569,8 @@ json_t *agent_request(struct agent *a, json_t *req)
 		return op_create(a, req);
 	if (!strcmp(cmd, "list"))
 		return list_vms(a);
+	if (!strcmp(cmd, "kill-volume"))
+		return kill_volume(a, path);
 	if (!strcmp(cmd, "agent-info")) {
 		return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
 				 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",

@@ -62,6 +62,8 @@ static void usage(FILE *f)
 		"  destroy PATH          delete a powered-off VM and its folder\n"
 		"  register PATH         add an existing VM folder to this host's inventory\n"
 		"  unregister PATH       remove it from the inventory (files stay)\n"
+		"  kill-volume MOUNT     kill at once every VM of this host on that datastore\n"
+		"                        (the host lost the volume: fenced, vmfsd gone)\n"
 		"  agent-info            the agent's host name, limits and accelerator\n"
 		"\n"
 		"Options:\n"
@@ -413,7 +415,8 @@ int main(int argc, char **argv)
 
 	static const char *const known[] = {"create", "list", "info", "power-on", "shutdown",
 					    "power-off", "reset", "suspend", "resume", "console",
-					    "destroy", "register", "unregister", "agent-info", NULL};
+					    "destroy", "register", "unregister", "agent-info",
+					    "kill-volume", NULL};
 	bool ok = false;
 	for (int i = 0; known[i]; i++)
 		ok |= !strcmp(cmd, known[i]);

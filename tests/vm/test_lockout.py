@@ -9,9 +9,11 @@ power-on, destroy and info see that esx1 runs it (the refusal names the
 host); after a shutdown on esx1, esx2 powers it on and the guest finds the
 counter esx1's run left on the disk.  Then stale records: a record of this
 host whose QEMU is gone is cleaned at power-on; one of another host is not
-(unless --force).
+(unless --force).  Last, kill-volume: what a host does when it loses the
+volume.
 """
 
+import json
 import os
 import signal
 import sys
@@ -99,11 +101,24 @@ def body(c):
             a.ok("power-off", vm)
             c.check(not os.path.exists(lck), "lock record left after power-off")
 
+        def kill_volume():
+            a.ok("power-on", vm)
+            pid = a.info(vm)["pid"]
+            out = json.loads(a.ok("--json", "kill-volume", mnt))
+            c.eq(out.get("killed"), [os.path.join(os.path.realpath(vm), "web.vmx")], "kill-volume list")
+            wait_for(lambda: not vmtest.pid_alive(pid), 2, "QEMU killed by kill-volume")
+            # the record stays (a fenced volume refuses writes); this host's
+            # next power-on finds it stale
+            a.ok("power-on", vm)
+            a.ok("power-off", vm)
+            c.check(not os.path.exists(lck), "lock record left after power-off")
+
         c.section("esx1 runs the VM", on_a)
         c.section("esx2 is refused, naming esx1", refused_on_b)
         c.section("shutdown on esx1, power-on on esx2, data intact", move_to_b)
         c.section("stale records of the same host", stale_same_host)
         c.section("a record of another host, --force", foreign_record_and_force)
+        c.section("kill-volume kills the VMs of a lost volume at once", kill_volume)
 
 
 vmtest.main("vm-lockout", body)
