@@ -305,7 +305,7 @@ static void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 		agent_log(a, "%s: %s; lock record released", v->vmx_path, why);
 	}
 	vm_log_sync(v);
-	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog",
+	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog", "accel",
 					    NULL};
 	for (int i = 0; files[i]; i++) {
 		sfile(v, files[i], p, sizeof(p));
@@ -370,6 +370,13 @@ static json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 		json_object_set_new(o, "host", json_string(a->host));
 		json_object_set_new(o, "local", json_true());
 		json_object_set_new(o, "pid", json_integer(pid));
+		if (detail) {
+			char p[PATH_MAX + 16], acc[16];
+
+			sfile(v, "accel", p, sizeof(p));
+			if (!read_text(p, acc, sizeof(acc)))
+				json_object_set_new(o, "running_accel", json_string(acc));
+		}
 		if (detail) {
 			struct vm_err err;
 			json_t *ret = NULL, *e = qmp_simple(v, "query-status", NULL, &ret, &err);
@@ -1244,6 +1251,8 @@ static json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 
 		sfile(v, "vmx", p, sizeof(p));
 		write_text(p, v->vmx_path);
+		sfile(v, "accel", p, sizeof(p));
+		write_text(p, vm_accel_name(l.accel));
 		sfile(v, "pid", p, sizeof(p));
 		char pidtxt[32];
 		snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)qpid);

@@ -236,7 +236,10 @@ static void print_human(const char *cmd, json_t *r)
 		printf("memory:      %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
 		printf("guest os:    %s\n", jstr(r, "guest_os"));
-		printf("accel:       %s\n", jstr(r, "accel"));
+		if (json_object_get(r, "running_accel"))
+			printf("accel:       %s (.vmx: %s)\n", jstr(r, "running_accel"), jstr(r, "accel"));
+		else
+			printf("accel:       %s\n", jstr(r, "accel"));
 		if (json_object_get(r, "kernel"))
 			printf("kernel:      %s\n", jstr(r, "kernel"));
 		json_array_foreach(json_object_get(r, "disks"), i, d) {
