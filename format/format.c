@@ -599,6 +599,45 @@ int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
 	return 0;
 }
 
+#define ORPH_CSUM_OFF offsetof(struct vmfsd_disk_orphans, csum)
+
+void vmfsd_orphans_encode(const uint64_t *ino, uint32_t count, uint64_t blocknr, void *blk)
+{
+	struct vmfsd_disk_orphans *d = (void *)((uint8_t *)blk + VMFSD_SECTOR);
+	uint32_t i;
+
+	memset(d, 0, sizeof(*d));
+	d->magic = LE32(VMFSD_ORPHAN_MAGIC);
+	d->count = LE32(count);
+	d->blocknr = LE64(blocknr);
+	for (i = 0; i < count && i < VMFSD_ORPHAN_MAX; i++)
+		d->ino[i] = LE64(ino[i]);
+	csum_set(d, sizeof(*d), ORPH_CSUM_OFF);
+}
+
+int vmfsd_orphans_decode(const void *blk, uint64_t blocknr, uint64_t *ino, uint32_t *count)
+{
+	const struct vmfsd_disk_orphans *d = (const void *)((const uint8_t *)blk + VMFSD_SECTOR);
+	const uint8_t *p = (const uint8_t *)d;
+	uint32_t i;
+
+	for (i = 0; i < sizeof(*d) && !p[i]; i++)
+		;
+	*count = 0;
+	if (i == sizeof(*d))
+		return 0;       /* never written: no orphans */
+	if (CPU32(d->magic) != VMFSD_ORPHAN_MAGIC)
+		return -EUCLEAN;
+	if (!csum_ok(d, sizeof(*d), ORPH_CSUM_OFF))
+		return -EBADMSG;
+	if (CPU64(d->blocknr) != blocknr || CPU32(d->count) > VMFSD_ORPHAN_MAX)
+		return -EUCLEAN;
+	*count = CPU32(d->count);
+	for (i = 0; i < *count; i++)
+		ino[i] = CPU64(d->ino[i]);
+	return 0;
+}
+
 void vmfsd_jdesc_finish(void *blk, uint64_t blocknr)
 {
 	struct vmfsd_disk_jdesc *d = blk;

@@ -435,6 +435,28 @@ struct vmfsd_disk_jhdr {
 static_assert(sizeof(struct vmfsd_disk_jhdr) == VMFSD_META_BLOCK, "jhdr size");
 static_assert(offsetof(struct vmfsd_disk_jhdr, reserved) == 56, "jhdr reserved");
 
+/* The rest of the journal header block (bytes 512..4095): the host's orphan
+ * list, inodes whose last name is gone but whose blocks are not freed yet
+ * (still open, or freed over several transactions).  The host frees them
+ * at its next mount.  Changed only through journaled images that skip the
+ * header sector. */
+#define VMFSD_ORPHAN_MAGIC  0x4850524fu /* "ORPH" */
+#define VMFSD_ORPHAN_MAX    445u
+
+struct vmfsd_disk_orphans {
+	le32 magic;
+	le32 count;
+	le64 blocknr;
+	le64 csum;              /* covers these 3584 bytes, this field zeroed */
+	le64 ino[VMFSD_ORPHAN_MAX];
+};
+static_assert(sizeof(struct vmfsd_disk_orphans) == VMFSD_META_BLOCK - VMFSD_SECTOR, "orphans");
+
+/* Encodes COUNT inode numbers into the orphan part of a header block BLK
+ * (bytes 512..4095); decode accepts an all-zero area as empty. */
+void vmfsd_orphans_encode(const uint64_t *ino, uint32_t count, uint64_t blocknr, void *blk);
+int vmfsd_orphans_decode(const void *blk, uint64_t blocknr, uint64_t *ino, uint32_t *count);
+
 struct vmfsd_jhdr {
 	uint32_t slot;
 	uint32_t nblocks;

@@ -27,8 +27,9 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->hint = 0;
 	p->rc = calloc(nclusters, sizeof(*p->rc));
 	p->held = calloc(nclusters, 1);
+	p->pend = calloc(nclusters, sizeof(*p->pend));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->held || !buf) {
+	if (!p->rc || !p->held || !p->pend || !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -76,6 +77,18 @@ void alloc_unload(struct fs *fs)
 	free(fs->spool.held);
 	free(fs->bpool.held);
 	fs->ipool.held = fs->spool.held = fs->bpool.held = NULL;
+	{
+		struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+		uint32_t i;
+		int k;
+
+		for (k = 0; k < 3; k++) {
+			for (i = 0; pools[k]->pend && i < pools[k]->nclusters; i++)
+				free(pools[k]->pend[i]);
+			free(pools[k]->pend);
+			pools[k]->pend = NULL;
+		}
+	}
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
 }
 
@@ -103,22 +116,26 @@ bool alloc_is_used(const struct alloc_pool *p, uint64_t item)
 	return rc->bitmap[bit / 8] & (1u << (bit % 8));
 }
 
-/* First clear bit in [from, nitems) of one cluster, or -1. */
-static int64_t find_clear(const struct vmfsd_rc *rc, uint32_t from)
+/* First bit in [from, nitems) of one cluster that is clear and not
+ * pending reuse (PEND may be NULL), or -1. */
+static int64_t find_clear(const struct vmfsd_rc *rc, const uint8_t *pend, uint32_t from)
 {
 	uint32_t i = from;
 
 	while (i < rc->nitems) {
 		if ((i & 63) == 0 && i + 64 <= rc->nitems) {
-			uint64_t w;
+			uint64_t w, q = 0;
 
 			memcpy(&w, rc->bitmap + i / 8, 8);
-			if (w == ~0ull) {
+			if (pend)
+				memcpy(&q, pend + i / 8, 8);
+			if ((w | q) == ~0ull) {
 				i += 64;
 				continue;
 			}
 		}
-		if (!(rc->bitmap[i / 8] & (1u << (i % 8))))
+		if (!(rc->bitmap[i / 8] & (1u << (i % 8))) &&
+		    !(pend && (pend[i / 8] & (1u << (i % 8)))))
 			return i;
 		i++;
 	}
@@ -139,9 +156,9 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 
 	if (!rc->nfree)
 		return false;
-	bit = find_clear(rc, from);
+	bit = find_clear(rc, p->pend[ci], from);
 	if (bit < 0 && from)
-		bit = find_clear(rc, 0);
+		bit = find_clear(rc, p->pend[ci], 0);
 	if (bit < 0)
 		return false;
 	rc->bitmap[bit / 8] |= (uint8_t)(1u << (bit % 8));
@@ -171,7 +188,7 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 		    take_bit(fs, p, ci, k == 0 ? (uint32_t)(start % VMFSD_RC_BITS) : 0, tx, out))
 			return 0;
 	}
-	if (fs->ndfree) {
+	if (fs->nreuse || fs->ndfree) {
 		/* Space freed by transactions not yet durable: commit, retry. */
 		r = commit_locked(fs);
 		if (r)
@@ -224,7 +241,23 @@ void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *t
 	 * image of it so no checkpoint or replay writes over that data. */
 	if (p->kind == VMFSD_RC_SUB)
 		commit_revoke(fs, vmfsd_sub_off(&fs->sb, item));
-	commit_defer_free(fs, p, item);
+	if (alloc_free_now(fs, p, item, tx))
+		commit_defer_free(fs, p, item); /* cluster busy elsewhere: retry */
+}
+
+void alloc_release_pending(struct fs *fs, const struct tx_free *v, uint32_t n)
+{
+	uint32_t i;
+
+	(void)fs;
+	for (i = 0; i < n; i++) {
+		struct alloc_pool *p = v[i].p;
+		uint32_t ci = (uint32_t)(v[i].item / VMFSD_RC_BITS);
+		uint32_t bit = (uint32_t)(v[i].item % VMFSD_RC_BITS);
+
+		if (p->pend[ci])
+			p->pend[ci][bit / 8] &= (uint8_t)~(1u << (bit % 8));
+	}
 }
 
 int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)
@@ -247,6 +280,22 @@ int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx
 	rc = &p->rc[ci];
 	if (!(rc->bitmap[bit / 8] & (1u << (bit % 8))))
 		return 0; /* double free: leave it for fsck rather than corrupt counts */
+	if (!p->pend[ci]) {
+		p->pend[ci] = calloc(1, VMFSD_META_BLOCK - VMFSD_RC_BITMAP_OFF);
+		if (!p->pend[ci])
+			return 0;       /* no memory to guard reuse: leak it instead */
+	}
+	if (tx->nfreed == tx->freed_cap) {
+		int cap = tx->freed_cap ? tx->freed_cap * 2 : 32;
+		struct tx_free *n = realloc(tx->freed, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return 0;       /* same: better leaked than reused early */
+		tx->freed = n;
+		tx->freed_cap = cap;
+	}
+	tx->freed[tx->nfreed++] = (struct tx_free){ p, item };
+	p->pend[ci][bit / 8] |= (uint8_t)(1u << (bit % 8));
 	rc->bitmap[bit / 8] &= (uint8_t)~(1u << (bit % 8));
 	rc->nfree++;
 	p->nfree++;

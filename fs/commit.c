@@ -167,6 +167,20 @@ void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item)
 			   p == &fs->spool ? 1 : 0;
 }
 
+void commit_defer_reuse(struct fs *fs, const struct tx_free *f)
+{
+	if (fs->nreuse == fs->reuse_cap) {
+		uint32_t cap = fs->reuse_cap ? fs->reuse_cap * 2 : 256;
+		struct tx_free *n = realloc(fs->reuse, cap * sizeof(*n));
+
+		if (!n)
+			return;
+		fs->reuse = n;
+		fs->reuse_cap = cap;
+	}
+	fs->reuse[fs->nreuse++] = *f;
+}
+
 int commit_locked(struct fs *fs)
 {
 	struct journal_block *jb;
@@ -211,13 +225,16 @@ int commit_locked(struct fs *fs)
 			return r;
 		}
 	}
+	/* Everything merged so far is durable now, its frees included. */
+	alloc_release_pending(fs, fs->reuse, fs->nreuse);
+	fs->nreuse = 0;
 	if (!n || !fs->jerr) {
 		cluster_release_rcs(fs, false);
 		cluster_release_transient(fs);
 	}
 	if (!fs->ndfree)
 		return 0;
-	/* The frees are durable: release them, logged in the next transaction. */
+	/* Frees that found their cluster busy at another host: try again. */
 	df = fs->dfree;
 	ndf = fs->ndfree;
 	fs->dfree = NULL;
@@ -231,6 +248,9 @@ int commit_locked(struct fs *fs)
 			commit_defer_free(fs, df[i].p, df[i].item);     /* retry later */
 		for (k = 0; k < tx.n && !r; k++)
 			r = add_one(fs, tx.b[k].off, tx.b[k].buf);
+		/* Its frees wait for the next commit like any other. */
+		for (k = 0; k < tx.nfreed; k++)
+			commit_defer_reuse(fs, &tx.freed[k]);
 		tx_abort(&tx);
 		if (!r && fs->nrun + 1 >= journal_max_blocks(fs->jn))
 			r = commit_locked(fs);
@@ -307,6 +327,9 @@ void commit_stop(struct fs *fs)
 	free(fs->dfree);
 	fs->dfree = NULL;
 	fs->ndfree = fs->dfree_cap = 0;
+	free(fs->reuse);
+	fs->reuse = NULL;
+	fs->nreuse = fs->reuse_cap = 0;
 	journal_close(fs->jn);
 	fs->jn = NULL;
 }

@@ -37,11 +37,19 @@ struct tx_block {
 				 * | VMFSD_JENTRY_KEEP_LOCK for inodes/clusters */
 	void *buf;              /* 4 KiB aligned copy */
 };
+struct tx_free {
+	struct alloc_pool *p;
+	uint64_t item;
+};
 struct tx {
 	struct fs *fs;
 	int n, cap;
 	int err;
 	struct tx_block *b;
+	/* Items this transaction freed: free on disk with it, but not
+	 * reusable until it is durable (see alloc_free). */
+	struct tx_free *freed;
+	int nfreed, freed_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -77,6 +85,7 @@ int meta_read(struct fs *fs, uint64_t off, void *buf);
 /* Frees are applied only once the transaction that frees is durable, so a
  * crash can never leave a block both referenced and reused. */
 void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item);
+void commit_defer_reuse(struct fs *fs, const struct tx_free *f);
 
 /* ---------------- allocator (fs/alloc.c) ---------------- */
 struct alloc_pool {
@@ -88,15 +97,22 @@ struct alloc_pool {
 	uint64_t hint;          /* next item to try */
 	uint8_t *held;          /* per cluster: 0 not ours, 1 ours to allocate
 				 * from, 2 taken only to free into */
+	uint8_t **pend;         /* per cluster, lazily: items freed by a
+				 * transaction not yet durable (not reusable) */
 };
 int alloc_load(struct fs *fs);
 void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
 	       uint64_t *out);
-/* Deferred free (see commit_defer_free); alloc_free_now is the real one. */
+/* Frees ITEM in TX: clear on disk in the same transaction as the change
+ * that stops using it (no leak after a crash), reusable only once that
+ * transaction is durable (no block both referenced and reused).  Into a
+ * cluster another host holds right now, the free waits in a retry list. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+/* The transactions that freed these items are durable: reusable now. */
+void alloc_release_pending(struct fs *fs, const struct tx_free *v, uint32_t n);
 bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
 
 /* ---------------- inodes (fs/inode.c) ---------------- */
@@ -167,6 +183,8 @@ struct fs {
 	uint32_t nrun, run_cap;
 	struct dfree { struct alloc_pool *p; uint64_t item; } *dfree;
 	uint32_t ndfree, dfree_cap;
+	struct tx_free *reuse;          /* freed in merged transactions */
+	uint32_t nreuse, reuse_cap;
 	uint64_t dfree_units;           /* 4 KiB units waiting in dfree */
 	int jerr;                       /* sticky: journal failed, no more writes */
 	pthread_t committer;
@@ -185,10 +203,17 @@ struct fs {
 	uint32_t busy_slot;
 	uint32_t recovered;             /* dead hosts this host recovered */
 	char last_holder[VMFSD_HOSTNAME_MAX + 1];
+	/* orphan list (fs/orphan.c), meta_lock */
+	uint64_t orphans[VMFSD_ORPHAN_MAX];
+	uint32_t norphans;
 	/* Locks of evicted inodes, released after the next commit. */
 	uint64_t *late_unlock;
 	uint32_t nlate, late_cap;
 };
+void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
+void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
+int orphan_load(struct fs *fs);
+void orphan_cleanup(struct fs *fs);
 /* An inode leaves the cache holding a lock: release it after the commit. */
 void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
 

@@ -148,6 +148,7 @@ static void inode_delete(struct fs *fs, struct fs_inode *ip)
 		ip->d.mode = 0;
 		tx_add_inode(&tx, ip);
 		alloc_free(fs, &fs->ipool, ip->ino, &tx);
+		orphan_del(fs, ip->ino, &tx);
 		(void)tx_commit(&tx);
 	}
 	ip->deleted = true;

@@ -484,6 +484,8 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	}
 	inode_touch(ip, false, true);
 	tx_add_inode(tx, ip);
+	if (ip->d.nlink == 0)
+		orphan_add(fs, ip->ino, tx);    /* freed at last put, or next mount */
 	return 0;
 }
 
@@ -706,6 +708,8 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 		}
 		inode_touch(dip, false, true);
 		tx_add_inode(&tx, dip);
+		if (dip->d.nlink == 0)
+			orphan_add(fs, dip->ino, &tx);
 	} else {
 		r = dir_add(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
 		if (r)

@@ -184,6 +184,13 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	inode_put(fs, root);
 	if (r)
 		goto fail;
+	if (!fs->readonly) {
+		/* Files unlinked before a crash: free them now. */
+		r = orphan_load(fs);
+		if (r)
+			goto fail;
+		orphan_cleanup(fs);
+	}
 	if (flags_out)
 		*flags_out = flags;
 	*out = fs;

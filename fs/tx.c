@@ -24,6 +24,8 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->cap = 0;
 	tx->err = 0;
 	tx->b = NULL;
+	tx->freed = NULL;
+	tx->nfreed = tx->freed_cap = 0;
 }
 
 void tx_add(struct tx *tx, uint64_t off, const void *blk)
@@ -97,14 +99,23 @@ static void tx_release(struct tx *tx)
 	free(tx->b);
 	tx->b = NULL;
 	tx->n = tx->cap = 0;
+	/* Frees of an aborted transaction stay unreusable: safe, and only on
+	 * error paths. */
+	free(tx->freed);
+	tx->freed = NULL;
+	tx->nfreed = tx->freed_cap = 0;
 }
 
 int tx_commit(struct tx *tx)
 {
-	int r = tx->err;
+	struct fs *fs = tx->fs;
+	int r = tx->err, i;
 
 	if (!r)
-		r = commit_add_tx(tx->fs, tx);
+		r = commit_add_tx(fs, tx);
+	/* Its frees become reusable after the next commit. */
+	for (i = 0; i < tx->nfreed; i++)
+		commit_defer_reuse(fs, &tx->freed[i]);
 	tx_release(tx);
 	return r;
 }

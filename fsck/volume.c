@@ -314,20 +314,29 @@ static int check_journals(struct fsck *c)
 				return r;
 			continue;
 		}
-		/* Only the first sector is checksummed (a 4 KiB write may tear);
-		 * the encoder zeroes the rest. */
-		if (!all_zero(blk + VMFSD_SECTOR, VMFSD_META_BLOCK - VMFSD_SECTOR) &&
-		    (jh.clean == 1 || !c->repair || res->live)) {
-			fsck_report(c, P_JOURNAL_TAIL, WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK,
-							     .slot = s,
-							     .blocknr = area / VMFSD_META_BLOCK),
-				    "rewrite the header",
-				    "journal header of slot %u: bytes past its first sector are not "
-				    "zero", s);
-			vmfsd_jhdr_encode(&jh, area / VMFSD_META_BLOCK, blk);
-			r = ck_wq_put(c, area, blk, WQ_HB);
-			if (r)
-				return r;
+		/* Only the first sector is the header; the rest of the block is
+		 * the host's orphan list (vmfsd_orphans_decode).  A damaged list
+		 * is dropped: the inodes it named are found unlinked below.  A
+		 * repair frees those inodes, so it empties the list too. */
+		{
+			uint64_t orph[VMFSD_ORPHAN_MAX];
+			uint32_t norph = 0;
+			int ro = vmfsd_orphans_decode(blk, area / VMFSD_META_BLOCK, orph, &norph);
+
+			if ((ro || (norph && c->repair && !res->live)) &&
+			    (jh.clean == 1 || !c->repair || res->live)) {
+				if (ro)
+					fsck_report(c, P_JOURNAL_TAIL,
+						    WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK, .slot = s,
+							  .blocknr = area / VMFSD_META_BLOCK),
+						    "empty the orphan list",
+						    "journal header of slot %u: its orphan list is "
+						    "damaged (%s)", s, err_name(ro));
+				vmfsd_jhdr_encode(&jh, area / VMFSD_META_BLOCK, blk);
+				r = ck_wq_put(c, area, blk, WQ_HB);
+				if (r)
+					return r;
+			}
 		}
 		if (jh.clean == 1)
 			continue;

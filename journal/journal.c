@@ -35,7 +35,9 @@ static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_j
 	if (!blk)
 		return -ENOMEM;
 	vmfsd_jhdr_encode(jh, area_off / VMFSD_META_BLOCK, blk);
-	r = bdev_pwrite(bd, blk, VMFSD_META_BLOCK, area_off);
+	/* Only the header sector: the rest of the block is the orphan list,
+	 * which changes through journaled images (VMFSD_JENTRY_KEEP_LOCK). */
+	r = bdev_pwrite(bd, blk, VMFSD_SECTOR, area_off);
 	bdev_free(blk);
 	return r;
 }

@@ -86,13 +86,14 @@ static void fail(const char *what, uint64_t seed, uint64_t cut, int mode, const 
 	failures++;
 }
 
-static int run(const char *const argv[])
+/* Runs ARGV with its stdout into OUT (or /dev/null). */
+static int run_to(const char *const argv[], const char *out)
 {
 	pid_t pid = fork();
 	int st;
 
 	if (pid == 0) {
-		int fd = open("/dev/null", O_WRONLY);
+		int fd = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 		dup2(fd, 1);
 		execv(argv[0], (char *const *)argv);
@@ -101,6 +102,11 @@ static int run(const char *const argv[])
 	if (pid < 0 || waitpid(pid, &st, 0) < 0)
 		return -1;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run(const char *const argv[])
+{
+	return run_to(argv, NULL);
 }
 
 /* Sparse copy of the formatted template. */
@@ -430,12 +436,22 @@ static void verify(const struct model *all, const struct model *snap, uint64_t s
 		fail("unmount", seed, cut, mode, strerror(-r));
 	if (fsck_path) {
 		const char *argv[] = { fsck_path, "-n", img, NULL };
+		char out[4200];
 
-		r = run(argv);
+		snprintf(out, sizeof(out), "%s/fsck.out", workdir);
+		r = run_to(argv, out);
 		if (r != 0) {
+			char line[512];
+			FILE *f = fopen(out, "r");
+
 			snprintf(msg, sizeof(msg), "fsck.vmfsd -n exit %d", r);
 			fail("fsck", seed, cut, mode, msg);
+			while (f && fgets(line, sizeof(line), f))
+				fprintf(stderr, "    %s", line);
+			if (f)
+				fclose(f);
 		}
+		unlink(out);
 	}
 }
 
@@ -570,8 +586,10 @@ int main(int argc, char **argv)
 	snprintf(template_img, sizeof(template_img), "%s/template.img", workdir);
 	snprintf(img, sizeof(img), "%s/crash.img", workdir);
 	{
-		const char *argv_mkfs[] = { mkfs_path, "-q", "-f", "-H", "4", "-s", "1G",
-					    template_img, NULL };
+		/* Short heartbeats: a remount recovers the crashed incarnation's
+		 * slot after watching it for two intervals. */
+		const char *argv_mkfs[] = { mkfs_path, "-q", "-f", "-H", "4", "--hb-interval", "100",
+					    "--hb-timeout", "1000", "-s", "1G", template_img, NULL };
 
 		if (run(argv_mkfs) != 0) {
 			fprintf(stderr, "mkfs failed\n");
