@@ -79,6 +79,27 @@ static void host_uuid(const char *name, uint8_t uuid[16])
 		uuid[i % 16] ^= (uint8_t)(name[i] * 31 + i);
 }
 
+/* Is PID a running process of this machine?  A zombie is not: its
+ * descriptors and I/O are gone (and an init that does not reap leaves
+ * killed daemons as zombies for ever). */
+static bool pid_running(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	FILE *f;
+	bool run = true;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return true;
+	if (fgets(buf, sizeof(buf), f) && (p = strrchr(buf, ')')) && p[1] == ' ')
+		run = p[2] != 'Z' && p[2] != 'X';
+	fclose(f);
+	return run;
+}
+
 /* This host's previous incarnation crashed (its slot is LIVE with our name
  * and UUID, and its process is gone from this machine, or the caller
  * vouches that it is gone): recover it now, as a survivor would after the
@@ -104,7 +125,7 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 		    hb.state != VMFSD_HB_LIVE || strcmp(hb.host_name, fs->host) ||
 		    memcmp(hb.host_uuid, uuid, 16))
 			continue;
-		if (!vouched && (kill((pid_t)hb.pid, 0) == 0 || errno != ESRCH))
+		if (!vouched && pid_running((pid_t)hb.pid))
 			continue;       /* its process still runs: hb_join decides */
 		/* Not beating for two intervals: a machine-id shared by cloned
 		 * machines must not let us grab a live host's slot. */
@@ -131,6 +152,8 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 					   fs->sb.journal_size, i, &ji);
 		if (r)
 			break;
+		if (ji.transactions)
+			fs->replayed_own = true;
 		memcpy(blk, nv, VMFSD_SECTOR);
 		hb.state = VMFSD_HB_FREE;
 		hb.generation++;

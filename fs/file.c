@@ -410,10 +410,14 @@ static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
 	pthread_mutex_unlock(&fs->meta_lock);
 }
 
-static int write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
-		      uint64_t off)
+/* Returns the bytes written: SIZE, or fewer when an error (ENOSPC, EIO)
+ * stopped it after some units were written (those stay, and the size
+ * covers them, so no allocated bytes hide past EOF), or the error when
+ * nothing was written. */
+static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
+			  uint64_t off)
 {
-	uint64_t end = off + size, pos;
+	uint64_t end = off + size, pos, good = off;
 	uint32_t unit;
 	struct tx tx;
 	int r;
@@ -426,7 +430,7 @@ static int write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, si
 		memcpy(ip->d.map + off, buf, size);
 		pthread_mutex_unlock(&fs->meta_lock);
 		update_size_times(fs, ip, end);
-		return 0;
+		return (ssize_t)size;
 	}
 	unit = inode_unit_size(fs, ip);
 	tx_begin(fs, &tx);
@@ -445,46 +449,48 @@ static int write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, si
 		else
 			r = write_new_unit(fs, ip, lblk, e, buf + (pos - off), pos % unit,
 					   uend - pos, &tx);
+		if (!r)
+			good = uend;
 		pos = uend;
 	}
-	if (r) {
-		/* Units already mapped stay mapped: commit them. */
-		pthread_mutex_lock(&fs->meta_lock);
-		(void)tx_commit(&tx);
-		pthread_mutex_unlock(&fs->meta_lock);
-		return r;
-	}
 	pthread_mutex_lock(&fs->meta_lock);
-	if (end > ip->d.size)
-		ip->d.size = end;
-	inode_touch(ip, true, true);
-	if (tx.n)
+	if (good > ip->d.size)
+		ip->d.size = good;
+	if (good > off)
+		inode_touch(ip, true, true);
+	if (tx.n || good > off)
 		tx_add_inode(&tx, ip);
-	r = tx_commit(&tx);
+	if (!r)
+		r = tx_commit(&tx);
+	else
+		(void)tx_commit(&tx);
 	pthread_mutex_unlock(&fs->meta_lock);
+	if (good > off)
+		return (ssize_t)(good - off);
 	return r;
 }
 
 /* Slow path, retried once in file-block mode when the sub-block pool is
  * full (small files then cost a file block, but never fail while the
  * volume has room). */
-static int write_slow_any(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
-			  uint64_t off)
+static ssize_t write_slow_any(struct fs *fs, struct fs_inode *ip, const uint8_t *buf,
+			      size_t size, uint64_t off)
 {
-	int r = write_slow(fs, ip, buf, size, off);
+	ssize_t n = write_slow(fs, ip, buf, size, off);
 
-	if (r == -ENOSPC && ip->d.data_mode != VMFSD_DATA_BLOCK && S_ISREG(ip->d.mode)) {
-		r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
-		if (!r)
-			r = write_slow(fs, ip, buf, size, off);
+	if (n == -ENOSPC && ip->d.data_mode != VMFSD_DATA_BLOCK && S_ISREG(ip->d.mode)) {
+		int r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+
+		n = r ? r : write_slow(fs, ip, buf, size, off);
 	}
-	return r;
+	return n;
 }
 
 ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		 uint64_t off)
 {
 	struct fs_inode *ip = f->ip;
+	ssize_t n = (ssize_t)size;
 	int r;
 
 	if (fs->readonly)
@@ -506,12 +512,13 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		iolock_wr(&ip->iolock);
 		if (f->flags & O_APPEND)
 			off = ip->d.size;
-		r = write_slow_any(fs, ip, buf, size, off);
+		n = write_slow_any(fs, ip, buf, size, off);
 		iolock_unlock_wr(&ip->iolock);
+		r = n < 0 ? (int)n : 0;
 	}
 	if (!r && (f->flags & (O_SYNC | O_DSYNC)))
 		r = fs_fsync(fs, f, (f->flags & O_SYNC) != O_SYNC);
-	return r ? r : (ssize_t)size;
+	return r ? r : n;
 }
 
 /* ---------------- asynchronous fast path ---------------- */

@@ -202,6 +202,7 @@ struct fs {
 	void *fence_hook_arg;
 	uint32_t busy_slot;
 	uint32_t recovered;             /* dead hosts this host recovered */
+	bool replayed_own;              /* our crashed incarnation's journal */
 	char last_holder[VMFSD_HOSTNAME_MAX + 1];
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];

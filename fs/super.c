@@ -157,7 +157,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 			r = -ENOTRECOVERABLE;   /* journal header damaged, not the sb */
 		if (r)
 			goto fail;
-		if (ji.transactions)
+		if (ji.transactions || fs->replayed_own)
 			flags |= FS_MOUNT_REPLAYED;
 		r = commit_start(fs, ji.next_seq);
 		if (r)
