@@ -674,6 +674,18 @@ static void *aio_issuer(void *arg)
 			pending = a->next;
 			if (!pending)
 				ptail = &pending;
+			/* The gate again, now that the request really goes out: it
+			 * may have waited here (behind a busy completion) while the
+			 * host fenced itself, and must then never reach the disk. */
+			if (fault_gate(bd, a->write)) {
+				pthread_mutex_lock(&e->lock);
+				e->inflight--;
+				if (!e->inflight)
+					pthread_cond_broadcast(&e->room);
+				pthread_mutex_unlock(&e->lock);
+				a->cb(a, -EIO);
+				continue;
+			}
 			aio_prep(e, bd, a);
 			inflight++;
 		}
@@ -712,8 +724,11 @@ static void *aio_issuer(void *arg)
 			}
 			if (r > 0 && a->done + (size_t)r < a->len) {
 				a->done += (size_t)r;   /* short transfer: go on */
-				aio_prep(e, bd, a);
-				continue;
+				if (!fault_gate(bd, a->write)) {
+					aio_prep(e, bd, a);
+					continue;
+				}
+				r = -EIO;
 			}
 			if (r == 0 && a->write)
 				r = -EIO;       /* no progress on a write */
