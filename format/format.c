@@ -571,12 +571,8 @@ void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk)
 int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
 {
 	const struct vmfsd_disk_jhdr *d = blk;
-	const uint8_t *p = blk;
-	size_t i;
 
-	for (i = 0; i < VMFSD_META_BLOCK && !p[i]; i++)
-		;
-	if (i == VMFSD_META_BLOCK) {
+	if (vmfsd_all_zero(blk, VMFSD_META_BLOCK)) {
 		memset(jh, 0, sizeof(*jh));
 		jh->tail_seq = 1;
 		jh->tail_blk = 1;
@@ -618,13 +614,10 @@ void vmfsd_orphans_encode(const uint64_t *ino, uint32_t count, uint64_t blocknr,
 int vmfsd_orphans_decode(const void *blk, uint64_t blocknr, uint64_t *ino, uint32_t *count)
 {
 	const struct vmfsd_disk_orphans *d = (const void *)((const uint8_t *)blk + VMFSD_SECTOR);
-	const uint8_t *p = (const uint8_t *)d;
 	uint32_t i;
 
-	for (i = 0; i < sizeof(*d) && !p[i]; i++)
-		;
 	*count = 0;
-	if (i == sizeof(*d))
+	if (vmfsd_all_zero(d, sizeof(*d)))
 		return 0;       /* never written: no orphans */
 	if (CPU32(d->magic) != VMFSD_ORPHAN_MAGIC)
 		return -EUCLEAN;

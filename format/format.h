@@ -550,6 +550,18 @@ struct vmfsd_mkfs_params {
  * or -EINVAL (bad parameter). */
 int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb);
 
+/* True when N bytes at P are all zero (never-written blocks and sectors). */
+static inline int vmfsd_all_zero(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (b[i])
+			return 0;
+	return 1;
+}
+
 /* Little-endian helpers for map and directory bytes. */
 static inline uint32_t vmfsd_get_le32(const void *p)
 {

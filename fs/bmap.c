@@ -362,16 +362,6 @@ struct free_ctx {
 	struct tx *tx;
 };
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* Frees entries in [from, to) of the slot array SLOTS (n entries, each
  * covering SPAN units, first at BASE).  Returns 1 if the array became empty. */
 static int free_slots(struct free_ctx *c, uint8_t *slots, uint32_t n, unsigned level,
@@ -424,7 +414,7 @@ static int free_slots(struct free_ctx *c, uint8_t *slots, uint32_t n, unsigned l
 			}
 		}
 	}
-	return all_zero(slots, (size_t)n * 4) ? 1 : 0;
+	return vmfsd_all_zero(slots, (size_t)n * 4) ? 1 : 0;
 }
 
 int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,

@@ -826,7 +826,6 @@ static int punch(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 
 int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 {
-	struct tx tx;
 	int r = 0;
 
 	if (size > FS_MAX_FILE_SIZE)
@@ -865,9 +864,7 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 		pthread_mutex_lock(&fs->meta_lock);
 		ip->d.size = size;
 		inode_touch(ip, true, true);
-		tx_begin(fs, &tx);
-		tx_add_inode(&tx, ip);
-		r = tx_commit(&tx);
+		r = inode_commit(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	iolock_unlock_wr(&ip->iolock);
@@ -1028,15 +1025,11 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 			r = prealloc(fs, ip, off, end);
 	}
 	if (!r) {
-		struct tx tx;
-
 		pthread_mutex_lock(&fs->meta_lock);
 		if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && end > ip->d.size)
 			ip->d.size = end;
 		inode_touch(ip, false, true);
-		tx_begin(fs, &tx);
-		tx_add_inode(&tx, ip);
-		r = tx_commit(&tx);
+		r = inode_commit(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	iolock_unlock_wr(&ip->iolock);

@@ -245,6 +245,8 @@ int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
 		uint64_t parent, struct tx *tx, struct fs_inode **out);
 void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a);
 void inode_touch(struct fs_inode *ip, bool mtime, bool ctime);
+/* One transaction holding just IP's body (meta_lock held). */
+int inode_commit(struct fs *fs, struct fs_inode *ip);
 int inode_writeback(struct fs *fs, struct fs_inode *ip);
 int inode_writeback_all(struct fs *fs);
 int inode_writeback_all_locked(struct fs *fs);

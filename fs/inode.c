@@ -282,15 +282,20 @@ void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a)
 	a->ctime.tv_nsec = ip->d.ctime_nsec;
 }
 
-int inode_writeback(struct fs *fs, struct fs_inode *ip)
+int inode_commit(struct fs *fs, struct fs_inode *ip)
 {
 	struct tx tx;
 
-	if (!ip->dirty || ip->deleted || fs->readonly)
-		return 0;
 	tx_begin(fs, &tx);
 	tx_add_inode(&tx, ip);
 	return tx_commit(&tx);
+}
+
+int inode_writeback(struct fs *fs, struct fs_inode *ip)
+{
+	if (!ip->dirty || ip->deleted || fs->readonly)
+		return 0;
+	return inode_commit(fs, ip);
 }
 
 int inode_writeback_all(struct fs *fs)

@@ -184,7 +184,6 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 {
 	struct fs_inode *ip;
 	struct timespec now;
-	struct tx tx;
 	int r;
 
 	if (fs->readonly)
@@ -235,9 +234,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 			ip->d.ctime_sec = sa->ctime.tv_sec;
 			ip->d.ctime_nsec = (uint32_t)sa->ctime.tv_nsec;
 		}
-		tx_begin(fs, &tx);
-		tx_add_inode(&tx, ip);
-		r = tx_commit(&tx);
+		r = inode_commit(fs, ip);
 		if (out)
 			inode_fill_attr(fs, ip, out);
 		pthread_mutex_unlock(&fs->meta_lock);

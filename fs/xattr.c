@@ -52,7 +52,6 @@ static unsigned xsize(const struct vmfsd_inode *d, unsigned off)
 static int set_multiwriter(struct fs *fs, uint64_t ino, const void *value, size_t size)
 {
 	struct fs_inode *ip;
-	struct tx tx;
 	bool on;
 	int r;
 
@@ -75,9 +74,7 @@ static int set_multiwriter(struct fs *fs, uint64_t ino, const void *value, size_
 			ip->d.iflags = on ? ip->d.iflags | VMFSD_IFLAG_MW
 					  : ip->d.iflags & ~VMFSD_IFLAG_MW;
 			inode_touch(ip, false, true);
-			tx_begin(fs, &tx);
-			tx_add_inode(&tx, ip);
-			r = tx_commit(&tx);
+			r = inode_commit(fs, ip);
 		}
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
@@ -90,7 +87,6 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 {
 	struct fs_inode *ip;
 	size_t nl = strlen(name);
-	struct tx tx;
 	int r, off;
 
 	if (fs->readonly)
@@ -136,9 +132,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 			memset(ip->d.xattr + used, 0, VMFSD_XATTR_AREA - used);
 			ip->d.xattr_len = (uint16_t)used;
 			inode_touch(ip, false, true);
-			tx_begin(fs, &tx);
-			tx_add_inode(&tx, ip);
-			r = tx_commit(&tx);
+			r = inode_commit(fs, ip);
 		}
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
@@ -228,7 +222,6 @@ int fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
 int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 {
 	struct fs_inode *ip;
-	struct tx tx;
 	int r, off;
 
 	if (fs->readonly)
@@ -249,9 +242,7 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 		memset(ip->d.xattr + used - sz, 0, sz);
 		ip->d.xattr_len = (uint16_t)(used - sz);
 		inode_touch(ip, false, true);
-		tx_begin(fs, &tx);
-		tx_add_inode(&tx, ip);
-		r = tx_commit(&tx);
+		r = inode_commit(fs, ip);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
 	inode_put(fs, ip);

@@ -41,16 +41,6 @@ static const char *err_name(int r)
 	}
 }
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 /* Name of the first field in which two superblocks differ, or NULL. */
 static const char *sb_diff(const struct vmfsd_sb *a, const struct vmfsd_sb *b)
 {
@@ -226,7 +216,7 @@ static int check_live(struct fsck *c, uint8_t *hb)
 		const uint8_t *blk = hb + (size_t)s * VMFSD_META_BLOCK;
 
 		memset(&c->hb[s], 0, sizeof(c->hb[s]));
-		if (all_zero(blk, VMFSD_META_BLOCK)) {
+		if (vmfsd_all_zero(blk, VMFSD_META_BLOCK)) {
 			c->hb_ok[s] = true;     /* never claimed */
 			continue;
 		}
@@ -299,7 +289,7 @@ static int check_journals(struct fsck *c)
 		if (r)
 			return r;
 		r = vmfsd_jhdr_decode(blk, area / VMFSD_META_BLOCK, &jh);
-		if (!r && !all_zero(blk, VMFSD_META_BLOCK) &&
+		if (!r && !vmfsd_all_zero(blk, VMFSD_META_BLOCK) &&
 		    (jh.slot != s || (jh.nblocks && jh.nblocks != nblocks)))
 			r = -EUCLEAN;
 		if (r) {
@@ -415,10 +405,10 @@ static int check_slots(struct fsck *c, const uint8_t *region)
 			r = put_slot(c, s, NULL);
 			continue;
 		}
-		if (all_zero(blk, VMFSD_META_BLOCK))
+		if (vmfsd_all_zero(blk, VMFSD_META_BLOCK))
 			continue;
 		if (h->slot != s || h->journal_off != journal_area_off(&c->sb, s) ||
-		    !all_zero(blk + VMFSD_SECTOR, VMFSD_META_BLOCK - VMFSD_SECTOR)) {
+		    !vmfsd_all_zero(blk + VMFSD_SECTOR, VMFSD_META_BLOCK - VMFSD_SECTOR)) {
 			fsck_report(c, P_HB_FIELDS, WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK, .slot = s,
 							  .blocknr = base + s),
 				    "rewrite the slot with the right values", "heartbeat slot %u: %s",

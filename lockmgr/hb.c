@@ -84,16 +84,6 @@ int hb_timing_compute(const struct vmfsd_sb *sb, struct hb_timing *t)
 
 /* ---------------- observer ---------------- */
 
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		if (p[i])
-			return false;
-	return true;
-}
-
 int hb_obs_init(struct hb_obs *o, struct bdev *bd, const struct vmfsd_sb *sb, int32_t self)
 {
 	int r;
@@ -149,7 +139,7 @@ static void obs_note_locked(struct hb_obs *o, uint32_t slot, const uint8_t *sec,
 		s->changed = true;
 	memcpy(s->sec, sec, VMFSD_SECTOR);
 	s->seen = true;
-	s->zero = all_zero(sec, VMFSD_SECTOR);
+	s->zero = vmfsd_all_zero(sec, VMFSD_SECTOR);
 	s->ok = s->zero || vmfsd_hb_decode(sec, base + slot, &s->d) == 0;
 	if (s->zero)
 		memset(&s->d, 0, sizeof(s->d));
@@ -254,7 +244,7 @@ int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, stru
 		return -ENOMEM;
 	r = bdev_pread(bd, sec, VMFSD_SECTOR, off);
 	*zero = 0;
-	if (!r && all_zero(sec, VMFSD_SECTOR)) {
+	if (!r && vmfsd_all_zero(sec, VMFSD_SECTOR)) {
 		*zero = 1;
 		memset(hb, 0, sizeof(*hb));
 	} else if (!r) {
@@ -585,7 +575,7 @@ static int busy_check(struct hb *hb, uint32_t *busy)
 		goto out;
 	pthread_mutex_lock(&o->mu);
 	for (i = 0; i < o->n && !r; i++)
-		if (!all_zero(before[i], VMFSD_SECTOR) && memcmp(before[i], o->s[i].sec, VMFSD_SECTOR) &&
+		if (!vmfsd_all_zero(before[i], VMFSD_SECTOR) && memcmp(before[i], o->s[i].sec, VMFSD_SECTOR) &&
 		    name_is(&o->s[i], hb->name) && o->s[i].d.state == VMFSD_HB_LIVE) {
 			if (busy)
 				*busy = i;
