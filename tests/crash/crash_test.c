@@ -549,6 +549,7 @@ int main(int argc, char **argv)
 	int cuts = 30, ops = 150, seeds = 1, c, k, si, mode = -1;
 	int64_t only = -1;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);       /* progress lines as they come */
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (c) {
 		case 'm': mkfs_path = optarg; break;
