@@ -1,13 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Mount and unmount of a volume: superblock verification (primary, then the
- * backup when the primary is ours but damaged), loading of the allocation
- * bitmaps, the host's claim on the volume, statfs and sync.
- *
- * Single-host rule of this version: the mounting host claims the whole
- * heartbeat region with an OFD lock for as long as it is mounted, so a second
- * mount on the same kernel (same host or not) fails with -EBUSY and names the
- * holder.  The cluster protocol (lockmgr/) replaces this with per-host slots.
+ * backup when the primary is ours but damaged), joining the cluster (a
+ * heartbeat slot of our own, fs/cluster.c), replay of our journal, loading
+ * of the allocation bitmaps, freeing of orphans; statfs and sync.  The order
+ * of unmount matters: everything committed and in place, the journal marked
+ * clean, and only then the locks and the slot given back.
  */
 #include <errno.h>
 #include <stdio.h>
