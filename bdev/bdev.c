@@ -636,7 +636,7 @@ static void *aio_issuer(void *arg)
 	struct aio_engine *e = bd->aio;
 	struct bdev_aio *pending = NULL, **ptail = &pending;
 	unsigned inflight = 0;
-	bool armed = false, stopping = false;
+	bool armed = false, stopping = false, more;
 	struct io_uring_params p;
 	int r;
 
@@ -703,10 +703,17 @@ static void *aio_issuer(void *arg)
 			io_uring_sqe_set_data(sqe, (void *)(uintptr_t)EVFD_TAG);
 			armed = true;
 		}
+		/* Sleep only when nothing is queued: a request queued while we
+		 * were busy found sleeping == false and did not kick, and with no
+		 * other I/O in flight nothing else would ever wake us. */
 		pthread_mutex_lock(&e->lock);
-		e->sleeping = !e->qhead;
+		more = e->qhead != NULL;
+		e->sleeping = !more;
 		pthread_mutex_unlock(&e->lock);
-		r = io_uring_submit_and_wait(&e->ring, 1);
+		if (more)
+			r = io_uring_submit_and_wait(&e->ring, 0);
+		else
+			r = io_uring_submit_and_wait(&e->ring, 1);
 		if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
 			usleep(1000);   /* never spin on a broken ring */
 		pthread_mutex_lock(&e->lock);
