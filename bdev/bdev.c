@@ -584,17 +584,6 @@ int bdev_crash_resolve(struct bdev *bd, enum bdev_crash_mode mode, uint64_t seed
 	return r;
 }
 
-void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
-{
-	struct flock fl = {
-		.l_type = F_UNLCK,
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)off,
-		.l_len = (off_t)len,
-	};
-
-	(void)fcntl(bd->fd, F_OFD_SETLK, &fl);
-}
 
 /* ---------------- asynchronous I/O ---------------- */
 /*
@@ -628,6 +617,18 @@ static void aio_prep(struct aio_engine *e, struct bdev *bd, struct bdev_aio *a)
 	else
 		io_uring_prep_read(sqe, bd->fd, p, n, a->off + a->done);
 	io_uring_sqe_set_data(sqe, a);
+}
+
+/* One request is done: account for it (bdev_aio_drain waits for zero) and
+ * call its completion. */
+static void aio_complete(struct aio_engine *e, struct bdev_aio *a, int res)
+{
+	pthread_mutex_lock(&e->lock);
+	e->inflight--;
+	if (!e->inflight)
+		pthread_cond_broadcast(&e->room);
+	pthread_mutex_unlock(&e->lock);
+	a->cb(a, res);
 }
 
 static void *aio_issuer(void *arg)
@@ -678,12 +679,7 @@ static void *aio_issuer(void *arg)
 			 * may have waited here (behind a busy completion) while the
 			 * host fenced itself, and must then never reach the disk. */
 			if (fault_gate(bd, a->write)) {
-				pthread_mutex_lock(&e->lock);
-				e->inflight--;
-				if (!e->inflight)
-					pthread_cond_broadcast(&e->room);
-				pthread_mutex_unlock(&e->lock);
-				a->cb(a, -EIO);
+				aio_complete(e, a, -EIO);
 				continue;
 			}
 			aio_prep(e, bd, a);
@@ -744,12 +740,7 @@ static void *aio_issuer(void *arg)
 			else if (r > 0)
 				r = 0;
 			inflight--;
-			pthread_mutex_lock(&e->lock);
-			e->inflight--;
-			if (!e->inflight)
-				pthread_cond_broadcast(&e->room);
-			pthread_mutex_unlock(&e->lock);
-			a->cb(a, r);
+			aio_complete(e, a, r);
 		}
 		io_uring_cq_advance(&e->ring, seen);
 	}

@@ -66,7 +66,6 @@ int bdev_crash_enabled(const struct bdev *bd);
 /* Byte-range advisory lock (OFD, so per open file, not per process): used to
  * refuse a second mount on the same kernel.  Returns -EAGAIN when held. */
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive);
-void bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len);
 
 /* ATS (atomic test-and-set): compare-and-write of one 512-byte sector, the
  * only primitive the cluster protocol builds on besides read, write and

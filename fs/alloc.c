@@ -108,14 +108,6 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 	bdev_free(blk);
 }
 
-bool alloc_is_used(const struct alloc_pool *p, uint64_t item)
-{
-	const struct vmfsd_rc *rc = &p->rc[item / VMFSD_RC_BITS];
-	uint32_t bit = (uint32_t)(item % VMFSD_RC_BITS);
-
-	return rc->bitmap[bit / 8] & (1u << (bit % 8));
-}
-
 /* First bit in [from, nitems) of one cluster that is clear and not
  * pending reuse (PEND may be NULL), or -1. */
 static int64_t find_clear(const struct vmfsd_rc *rc, const uint8_t *pend, uint32_t from)

@@ -50,8 +50,6 @@ static void fence_cb(void *arg, enum hb_fence_reason reason)
 	/* Every later write fails: data, journal, checkpoint, locks. */
 	bdev_fault_set(fs->bd, BDEV_FAULT_WRITE_EIO);
 	fs->fenced = (int)reason;
-	if (fs->fence_hook)
-		fs->fence_hook(fs->fence_hook_arg);
 }
 
 /* The host UUID: this machine's id (systemd's /etc/machine-id) mixed with
@@ -179,8 +177,6 @@ int cluster_join(struct fs *fs)
 	if (r)
 		return r;
 	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, &busy, &fs->hb);
-	if (r == -EBUSY)
-		fs->busy_slot = busy;
 	if (r)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
@@ -239,8 +235,6 @@ void cluster_recover_dead(struct fs *fs)
 			 * its locks stay valid and fsck must look at it. */
 			if (r == 0)
 				r = hb_release_dead(fs->hb, slot);
-			if (r == 0)
-				fs->recovered++;
 		}
 		slot++;
 	}
@@ -306,11 +300,8 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	have = ip->lk_mode;
 	pthread_mutex_unlock(&fs->lk_lock);
 	if (stronger(have, mode) != have) {
-		memset(&li, 0, sizeof(li));
 		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
 			      &li);
-		if (r == -EBUSY)
-			snprintf(fs->last_holder, sizeof(fs->last_holder), "%s", li.owner_name);
 	}
 	pthread_mutex_lock(&fs->lk_lock);
 	if (!r) {

@@ -58,11 +58,6 @@ static uint64_t unit_dev_off(struct fs *fs, struct fs_inode *ip, uint32_t e)
 						   : vmfsd_sub_off(&fs->sb, p);
 }
 
-uint64_t fs_file_ino(const struct fs_file *f)
-{
-	return f->ip->ino;
-}
-
 /* ---------------- read ---------------- */
 
 /* A stretch of the file: DEV = device offset of physically contiguous

@@ -143,7 +143,6 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint64_t len);
 /* SEEK_DATA / SEEK_HOLE; -ENXIO past the end or when no data follows. */
 int64_t fs_lseek(struct fs *fs, struct fs_file *f, int64_t off, int whence);
-uint64_t fs_file_ino(const struct fs_file *f);
 
 /* Directory listing: a snapshot taken at opendir, so entries unchanged
  * during the listing are returned exactly once whatever else happens. */

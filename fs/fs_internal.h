@@ -113,7 +113,6 @@ void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *t
 int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 /* The transactions that freed these items are durable: reusable now. */
 void alloc_release_pending(struct fs *fs, const struct tx_free *v, uint32_t n);
-bool alloc_is_used(const struct alloc_pool *p, uint64_t item);
 
 /* ---------------- inodes (fs/inode.c) ---------------- */
 struct dir_cache;
@@ -172,7 +171,6 @@ struct fs {
 	uint32_t itab_size;
 	uint32_t ninodes_cached;
 	struct alloc_pool ipool, spool, bpool;
-	uint32_t units_per_block;       /* 512-byte sectors per file block */
 
 	/* journal (fs/commit.c) */
 	struct journal *jn;
@@ -198,12 +196,7 @@ struct fs {
 	struct hb *hb;                  /* NULL on a read-only mount */
 	pthread_mutex_t lk_lock;        /* inode lock state */
 	int fenced;                     /* enum hb_fence_reason */
-	void (*fence_hook)(void *);
-	void *fence_hook_arg;
-	uint32_t busy_slot;
-	uint32_t recovered;             /* dead hosts this host recovered */
 	bool replayed_own;              /* our crashed incarnation's journal */
-	char last_holder[VMFSD_HOSTNAME_MAX + 1];
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];
 	uint32_t norphans;

@@ -144,7 +144,6 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		if (r)
 			goto fail;
 	}
-	fs->units_per_block = fs->sb.block_size / 512;
 	if (!fs->readonly) {
 		struct journal_replay_info ji;
 
