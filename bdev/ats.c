@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * ATS: compare-and-write of one 512-byte sector, the primitive every
- * heartbeat claim and lock change is made of (DESIGN.md §4).  Two
+ * heartbeat claim and lock change is made of (docs/cluster.md §1).  Two
  * implementations sit behind struct bdev_ats_ops: the OFD-lock emulation for
  * hosts that are processes of one kernel (image files, loop devices, local
  * disks), and the seam for SCSI COMPARE AND WRITE on LUNs shared by several

@@ -69,7 +69,7 @@ int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusiv
 
 /* ATS (atomic test-and-set): compare-and-write of one 512-byte sector, the
  * only primitive the cluster protocol builds on besides read, write and
- * flush (DESIGN.md §4, docs/cluster.md).  If the sector at OFF equals
+ * flush (docs/cluster.md §1).  If the sector at OFF equals
  * EXPECT, writes NEWVAL there and returns 0; otherwise writes nothing,
  * copies the current content to ACTUAL (when not NULL) and returns
  * -ECANCELED.  OFF must be a multiple of 512; the buffers need no alignment.

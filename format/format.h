@@ -38,7 +38,7 @@
 #define VMFSD_SUB_BLOCK_SIZE    4096u
 #define VMFSD_MAX_HOSTS         256u
 #define VMFSD_DEF_MAX_HOSTS     64u
-/* Heartbeat defaults follow DESIGN.md §4 (VMFS: 3 s renew, 16 s timeout;
+/* Heartbeat defaults (docs/cluster.md §3; VMFS: 3 s renew, 16 s timeout;
  * sanlock: 20 s renew, 80 s timeout).  We renew every second and declare a
  * host dead after 10 s: fast HA restarts while a slow I/O (our I/O timeout
  * assumption is 2 s) can miss several renewals before fencing. */
@@ -385,7 +385,7 @@ struct vmfsd_disk_hb {
 	le32 reserved1;
 	le64 replayer_gen;      /* REPLAYING: that replayer slot's generation */
 	le64 wall_time_ms;      /* writer's CLOCK_REALTIME, display only: never
-				 * compared for liveness (DESIGN.md §4) */
+				 * compared for liveness (docs/cluster.md §2) */
 	uint8_t reserved[VMFSD_SECTOR - 160];
 	uint8_t unused[VMFSD_META_BLOCK - VMFSD_SECTOR];
 };

@@ -83,7 +83,7 @@ struct fsck_opts {
 	void *progress_arg;
 	/* How long to watch heartbeat slots marked live for a renewal before
 	 * calling their host gone; 0 = twice the volume's renewal interval
-	 * (DESIGN.md §4: liveness = a counter seen changing on our clock). */
+	 * (docs/cluster.md §2: liveness = a counter seen changing on our clock). */
 	uint32_t live_wait_ms;
 };
 

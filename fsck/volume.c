@@ -9,7 +9,7 @@
  * In use means either of: the OFD lock a mount holds on the heartbeat
  * region (fs/super.c claim_volume: any mount on this kernel), or a slot
  * marked live whose first sector changes while we watch it (a host on
- * another machine renewing its heartbeat, DESIGN.md §4).  A slot marked live
+ * another machine renewing its heartbeat, docs/cluster.md §2).  A slot marked live
  * that does not change is a host that is gone: its journal is replayed and
  * the slot freed, as a surviving host would.  For a repair we take the OFD
  * lock ourselves first, so no mount can start on this kernel while we

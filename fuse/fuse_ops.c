@@ -15,7 +15,8 @@
 #include "bdev/bdev.h"
 #include "fuse_ops.h"
 
-/* DESIGN.md §4: another host's change is visible within about a second. */
+/* Another host's change is visible within about a second
+ * (docs/architecture.md, "Coherency between hosts"). */
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
 

@@ -8,7 +8,7 @@
  *            took the slot over (it judged us dead): fence;
  *   fence    a timer that does no I/O at all: when the last successful
  *            renewal was issued more than T - M ago, fence (so a hung I/O
- *            cannot stop the fencing clock, DESIGN.md §4);
+ *            cannot stop the fencing clock, docs/cluster.md §3);
  *   monitor  reads every slot each interval and records, on this host's
  *            clock, when each content was first seen.
  * The ordering argument behind every constant is in docs/cluster.md; the
@@ -401,7 +401,7 @@ static bool sleep_until(struct hb *hb, int64_t deadline)
 }
 
 /* After fencing: read (never write) our slot each interval to learn
- * whether another host has taken it over (DESIGN.md §4: a host that comes
+ * whether another host has taken it over (docs/cluster.md §4.4: a host that comes
  * back and finds its generation changed never writes again). */
 static void watch_own_slot(struct hb *hb)
 {

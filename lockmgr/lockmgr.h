@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * lockmgr: the cluster protocol of DESIGN.md §4 on top of bdev's ATS.
+ * lockmgr: the cluster protocol of docs/cluster.md on top of bdev's ATS.
  *
  *  - Heartbeat (hb_*): a host claims one slot of the heartbeat region with
  *    ATS and rewrites it every hb_interval_ms.  Others judge it alive by
@@ -122,7 +122,7 @@ int hb_write_check(struct hb *hb);
 enum hb_fence_reason hb_is_fenced(const struct hb *hb);
 /* 1 once, after fencing, this host has read its slot and found it changed
  * by another host (taken over for replay, freed with a new generation):
- * it must never write again without a remount (DESIGN.md §4). */
+ * it must never write again without a remount (docs/cluster.md §4.4). */
 int hb_is_taken_over(const struct hb *hb);
 
 uint32_t hb_my_slot(const struct hb *hb);

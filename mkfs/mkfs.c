@@ -4,7 +4,7 @@
  *
  * The layout comes from vmfsd_layout_compute() in format/, so mkfs, vmfsd
  * and fsck agree on every offset; this program only decides what to write.
- * Formatting is lazy (DESIGN.md §3): the data, sub-block and inode regions are
+ * Formatting is lazy (docs/format.md §3): the data, sub-block and inode regions are
  * never touched; only the superblocks, the resource-cluster bitmaps (the
  * allocator's truth), the root inode and a few small zeroed areas are
  * written, so a 15 TiB sparse image formats in a fraction of a second.
@@ -491,7 +491,7 @@ static int vmfsd_check(const char *path, char *desc, size_t len, struct vmfsd_sb
 /* Hosts of other machines that still have the old volume mounted: a slot
  * in use whose sector changes while we watch belongs to a running host.
  * Liveness is judged only by change seen against our own clock
- * (DESIGN.md §4), never by the wall-clock times of other hosts.  We watch
+ * (docs/cluster.md §2), never by the wall-clock times of other hosts.  We watch
  * two renewal intervals plus a second of slack, not the full timeout: a
  * crashed host's stale slot must not make every mkfs -f wait 10 s, and a
  * host that misses two renewals in a row is about to fence itself anyway.

@@ -21,7 +21,7 @@
 #     "vmfs-guest: acpi power button", syncs and powers off;
 #   - powers off at once when the kernel command line has vmfs.count=N and
 #     the counter reaches N (a boot-and-exit smoke run).
-# Module load order (DESIGN.md §5, seen with linux-image-6.1.0-*-amd64 and
+# Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
 # virtio_ring, so any other order fails.

@@ -92,7 +92,7 @@ enum vm_accel vm_accel_resolve(enum vm_accel want)
 {
 	if (want != VM_ACCEL_AUTO)
 		return want;
-	/* DESIGN.md §5: nested KVM (this host is itself a VM: CPUID's
+	/* docs/vm.md, "Quick start": nested KVM (this host is itself a VM: CPUID's
 	 * hypervisor bit) hung every Linux guest tried on the project's
 	 * machines while a trivial real-mode probe ran fine, so no cheap probe
 	 * tells; auto picks KVM on bare metal only, and an explicit "kvm"

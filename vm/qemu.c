@@ -9,7 +9,7 @@
  * The only free text is the guest kernel command line (vmfsd.append), which
  * QEMU hands to the guest without interpreting it.
  *
- * Disks (DESIGN.md §5): the flat extent as driver "raw" on a "file" node
+ * Disks (docs/vm.md "VMDK descriptors"): the flat extent as driver "raw" on a "file" node
  * with cache.direct=on (no host page cache: the hosts of a datastore share
  * no cache, and the image may be written by another host after a
  * migration), aio=io_uring (or native/threads, chosen by the caller after a

@@ -8,7 +8,7 @@
  * `RW <sectors> VMFS "<file>"`, and the disk database (ddb.*).  QEMU's
  * vmdk driver reads exactly this (qemu-img info works on it); the launcher
  * itself never hands the descriptor to QEMU: it opens the flat extent as
- * raw (DESIGN.md §5: QEMU 7.2 refuses to migrate vmdk-driver disks).
+ * raw (docs/vm.md "VMDK descriptors": QEMU 7.2 refuses to migrate vmdk-driver disks).
  * The parser accepts only that shape: one extent, no parent (snapshot
  * chains are not supported), an extent name confined to the VM folder.
  */

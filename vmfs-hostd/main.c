@@ -353,8 +353,8 @@ int main(int argc, char **argv)
 	while (!stop) {
 		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
 		/* 1 s: a guest that powers itself off has its lock record
-		 * released within about a second (the same bound DESIGN.md §4
-		 * sets for another host to see a change) */
+		 * released within about a second (the same bound docs/architecture.md
+		 * gives for another host to see a change) */
 		int r = poll(p, 2, 1000);
 
 		if (r < 0 && errno != EINTR) {

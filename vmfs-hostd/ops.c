@@ -1517,7 +1517,7 @@ static json_t *list_vms(struct agent *a)
 
 /* Kills at once (SIGKILL, no QMP round trip) every VM of this host whose
  * folder is under `mount`: what a host must do the instant it loses a
- * volume (DESIGN.md §2: fenced, or its vmfsd gone), before any survivor
+ * volume (docs/cluster.md §3: fenced, or its vmfsd gone), before any survivor
  * may break its locks and restart the VMs.  Lock records are left alone:
  * the volume may refuse writes now; the next power-on here, or the
  * cluster's lock breaking, deals with them. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * Promela model of the vmfsd heartbeat, self-fencing and takeover order
- * (docs/cluster.md, DESIGN.md §4).  Host A holds a lock and keeps writing;
+ * (docs/cluster.md §3).  Host A holds a lock and keeps writing;
  * at any moment its heartbeat I/O may start failing, its renewal may hang,
  * or it may crash, and storage may come back later.  Survivor B watches A's
  * heartbeat slot, judges A dead on its own clock, claims the slot with ATS,

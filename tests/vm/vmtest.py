@@ -7,7 +7,7 @@ and waiting for what the guest prints in <vm>.log on the datastore.
 The guest (scripts/test-guest.sh) prints "vmfs-guest: previous counter N"
 at boot (the record it finds at sector 0 of its disk) and then
 "vmfs-guest: counter N" every 0.5 s after writing N to sector 0.  Every
-VM runs under TCG (DESIGN.md §5: nested KVM hangs guests here).
+VM runs under TCG (docs/vm.md: nested KVM hangs guests on these machines).
 
 Exit codes follow meson: 0 pass, 1 fail, 77 skip (only when root,
 /dev/fuse or QEMU are truly missing).
