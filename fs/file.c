@@ -300,10 +300,15 @@ static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uin
 }
 
 /* Moves an inline or sub-block file to MODE, keeping its bytes.
- * iolock exclusive held; commits its own transaction. */
+ * iolock exclusive held; commits its own transaction.  All or nothing:
+ * the new unit is allocated and written before the old map is freed, so a
+ * conversion that fails (ENOSPC in the target pool, EIO) leaves the file
+ * exactly as it was and gives back what it took. */
 static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 {
-	uint64_t size = ip->d.size, copy;
+	uint64_t size = ip->d.size, copy, p = 0;
+	uint32_t nunit = mode == VMFSD_DATA_BLOCK ? fs->sb.block_size : VMFSD_SUB_BLOCK_SIZE;
+	struct alloc_pool *pool = mode == VMFSD_DATA_BLOCK ? &fs->bpool : &fs->spool;
 	uint8_t *data = NULL;
 	struct tx tx;
 	bool any = false;
@@ -311,40 +316,64 @@ static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 
 	if (mode <= ip->d.data_mode)
 		return 0;
-	copy = size;
-	if (copy) {
-		data = bdev_alloc(round_up(copy, SECTOR));
-		if (!data)
-			return -ENOMEM;
-		r = read_aligned(fs, ip, data, 0, round_up(copy, SECTOR));
-		if (r)
-			goto out;
-	}
-	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
+	/* A sub-block file is at most one file block long (mode_for). */
+	copy = size < nunit ? size : nunit;
 	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
 		any = copy > 0;
 	} else {
 		uint64_t next;
 
-		any = bmap_next_mapped(fs, ip, 0, &next) == 0;
-		r = bmap_free_range(fs, ip, 0, UINT64_MAX, &tx);
+		r = bmap_next_mapped(fs, ip, 0, &next);
+		if (r && r != -ENXIO)
+			return r;
+		any = r == 0;
+		r = 0;
 	}
-	if (!r) {
-		memset(ip->d.map, 0, VMFSD_MAP_AREA);
-		ip->d.map_height = 0;
-		ip->d.data_mode = mode;
-		tx_add_inode(&tx, ip);
+	if (any) {
+		data = bdev_alloc(nunit);
+		if (!data)
+			return -ENOMEM;
+		memset(data, 0, nunit);
+		r = read_aligned(fs, ip, data, 0, round_up(copy, SECTOR));
+		if (r)
+			goto out;
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
-	if (!r && any)
-		r = write_new_unit(fs, ip, 0, 0, data, 0, copy, &tx);
-	if (r) {
-		tx_abort(&tx);
-		goto out;
+	tx_begin(fs, &tx);
+	if (any) {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = alloc_item(fs, pool, 0, &tx, &p);
+		pthread_mutex_unlock(&fs->meta_lock);
+		/* Ordered: the data reaches the device before a map points at it. */
+		if (!r)
+			r = bdev_pwrite(fs->bd, data, nunit,
+					mode == VMFSD_DATA_BLOCK ? vmfsd_block_off(&fs->sb, p)
+								 : vmfsd_sub_off(&fs->sb, p));
 	}
 	pthread_mutex_lock(&fs->meta_lock);
-	r = tx_commit(&tx);
+	if (r) {
+		if (p)
+			alloc_free(fs, pool, p, &tx);
+	} else {
+		r = bmap_free_range(fs, ip, 0, UINT64_MAX, &tx);
+		if (!r) {
+			memset(ip->d.map, 0, VMFSD_MAP_AREA);
+			ip->d.map_height = 0;
+			ip->d.data_mode = mode;
+			if (any) {
+				/* Height 0: root slot 0, no node to allocate. */
+				vmfsd_put_le32(ip->d.map, (uint32_t)p);
+				ip->d.alloc_units += nunit / 512;
+			}
+			tx_add_inode(&tx, ip);
+		}
+	}
+	/* Committed even on failure: what the allocator changed in memory
+	 * must reach the disk the same way (an aborted transaction would
+	 * leave the bitmaps in memory and on disk disagreeing). */
+	if (!r)
+		r = tx_commit(&tx);
+	else
+		(void)tx_commit(&tx);
 	pthread_mutex_unlock(&fs->meta_lock);
 out:
 	bdev_free(data);
@@ -742,7 +771,7 @@ static int zero_in_unit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint6
 
 int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 {
-	uint64_t cap = bmap_capacity(ip->d.map_height);
+	uint64_t cap = bmap_capacity(ip->d.map_height), to0;
 	struct tx tx;
 	int r;
 
@@ -750,6 +779,7 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 		return 0;
 	if (to > cap)
 		to = cap;
+	to0 = to;
 	/* From the end backwards: every intermediate state is a file whose
 	 * tail is gone, never one with holes punched at random.  Unmapped
 	 * stretches are skipped, so a sparse 64 TiB file costs nothing. */
@@ -774,10 +804,13 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 			return r;
 		to = lo;
 	}
-	if (from == 0 && ip->d.map_height) {
-		/* Nothing mapped is left: drop the empty tree's height too. */
+	if (ip->d.map_height) {
+		/* Nothing is mapped in [from, to0) any more, but map nodes with
+		 * no entry may remain there (the loop above only visits nodes
+		 * around mapped units): free them, and drop the empty tree's
+		 * height too.  Cheap: only nodes that exist are visited. */
 		tx_begin(fs, &tx);
-		r = bmap_free_range(fs, ip, 0, 1, &tx);
+		r = bmap_free_range(fs, ip, from, to0, &tx);
 		if (r) {
 			tx_abort(&tx);
 			return r;
@@ -928,11 +961,11 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 			r2 = bmap_get(fs, ip, mine[i], &e);
 			if (r2 || !(e & VMFSD_MAP_UNWRITTEN))
 				continue;       /* written meanwhile: keep it */
-			r2 = bmap_set(fs, ip, mine[i], 0, &tx);
+			/* Frees the unit and the map nodes it leaves empty (a
+			 * cleared entry alone would strand those nodes). */
+			r2 = bmap_free_range(fs, ip, mine[i], mine[i] + 1, &tx);
 			if (r2)
 				break;
-			alloc_free(fs, bmap_pool(fs, ip), e & VMFSD_MAP_PBLK_MASK, &tx);
-			ip->d.alloc_units -= unit / 512;
 			if (i % 512 == 0) {
 				tx_add_inode(&tx, ip);
 				r2 = tx_commit(&tx);
