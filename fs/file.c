@@ -256,6 +256,18 @@ static uint64_t alloc_goal(struct fs *fs, struct fs_inode *ip, uint64_t lblk)
 	return 0;
 }
 
+/* After a failed allocation: when nothing is mapped any more, frees the
+ * map nodes that remain (the levels a grow added for an offset that then
+ * failed) so the file costs nothing again (meta_lock held). */
+static void prune_if_empty(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+{
+	uint64_t next;
+
+	if (ip->d.data_mode != VMFSD_DATA_INLINE && ip->d.map_height &&
+	    bmap_next_mapped(fs, ip, 0, &next) == -ENXIO)
+		(void)bmap_free_range(fs, ip, 0, UINT64_MAX, tx);
+}
+
 /* Writes a whole new unit: zeros with DATA at IN_OFF; maps it written.
  * E is the current entry (0 hole, or unwritten).  iolock exclusive held. */
 static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t e,
@@ -478,6 +490,8 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 		pos = uend;
 	}
 	pthread_mutex_lock(&fs->meta_lock);
+	if (r && good == off)
+		prune_if_empty(fs, ip, &tx);
 	if (good > ip->d.size)
 		ip->d.size = good;
 	if (good > off)
@@ -972,6 +986,7 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 				tx_begin(fs, &tx);
 			}
 		}
+		prune_if_empty(fs, ip, &tx);
 		tx_add_inode(&tx, ip);
 		(void)tx_commit(&tx);
 	}

@@ -219,6 +219,78 @@ def body(c):
                     "free space after deleting the file of a failed fallocate: %d, was %d"
                     % (free_bytes(m()), free0))
 
+        def fill_file_blocks(name):
+            """Preallocates 1 MiB at a time until the file-block pool is full;
+            returns the bytes taken."""
+            fd = os.open(m(name), os.O_RDWR | os.O_CREAT, 0o644)
+            off = 0
+            try:
+                while True:
+                    try:
+                        vt.fallocate(fd, 0, off, MiB)
+                    except OSError as e:
+                        c.eq(e.errno, errno.ENOSPC, "filling the file blocks: %s" % e)
+                        break
+                    off += MiB
+            finally:
+                os.close(fd)
+            return off
+
+        def failing_allocations():
+            """Every allocation that fails midway gives back exactly what it
+            took: free space returns to its start value and fsck -n is clean
+            after the files are removed (a failed fallocate far beyond the
+            volume used to leak its map nodes)."""
+            free0 = free_bytes(m())
+            # 1. fallocate of 30 GiB: the map needs nodes (height 1) before
+            # the file blocks run out.
+            fd = os.open(m("huge"), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                err = c.errno_of(vt.fallocate, fd, 0, 0, 30 << 30)
+                c.eq(err, errno.ENOSPC, "fallocate of 30 GiB on a small volume")
+                st = os.fstat(fd)
+                c.eq((st.st_size, st.st_blocks), (0, 0), "size and st_blocks after it failed")
+                c.eq(free_bytes(m()), free0, "free space after the failed 30 GiB fallocate")
+                # the same at an offset that needs a height-2 map
+                err = c.errno_of(vt.fallocate, fd, 0, 5 << 40, 64 << 30)
+                c.eq(err, errno.ENOSPC, "fallocate of 64 GiB at 5 TiB")
+                c.eq(os.fstat(fd).st_blocks, 0, "st_blocks after the failed fallocate at 5 TiB")
+                c.eq(free_bytes(m()), free0, "free space after the failed fallocate at 5 TiB")
+            finally:
+                os.close(fd)
+            os.unlink(m("huge"))
+            # 2. a small file in sub-blocks that must become a file-block file
+            # while no file block is free: the growth fails, the data stays.
+            small = rng.randbytes(100 * 1024 + 7)
+            write_file(m("grows"), small)
+            taken = fill_file_blocks("filler")
+            print("    file-block pool filled with %d MiB" % (taken // MiB))
+            err = c.errno_of(os.truncate, m("grows"), 10 * MiB)
+            c.eq(err, errno.ENOSPC, "truncate of a sub-block file to 10 MiB on a full volume")
+            c.eq(read_file(m("grows")), small, "content after the failed truncate up")
+            fd = os.open(m("grows"), os.O_RDWR)
+            try:
+                err = c.errno_of(os.pwrite, fd, b"y" * 8192, 3 * MiB)
+                c.eq(err, errno.ENOSPC, "write at 3 MiB into a sub-block file, volume full")
+            finally:
+                os.close(fd)
+            c.eq(read_file(m("grows")), small, "content after the failed write at 3 MiB")
+            # 3. a write far out in a new file: needs map nodes and a block
+            fd = os.open(m("far"), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                err = c.errno_of(os.pwrite, fd, b"z" * (2 * MiB), 5 << 40)
+                c.eq(err, errno.ENOSPC, "write of 2 MiB at 5 TiB on a full volume")
+                c.eq(os.fstat(fd).st_blocks, 0, "st_blocks of the file whose write failed")
+            finally:
+                os.close(fd)
+            for n in ("far", "filler", "grows"):
+                os.unlink(m(n))
+            c.check(wait_until(lambda: free_bytes(m()) == free0),
+                    "free space after removing the files of the failed allocations: %d, "
+                    "was %d" % (free_bytes(m()), free0))
+            v.remount()   # fsck -n must be clean: nothing leaked
+            c.eq(free_bytes(m()), free0, "free space after the remount")
+
         def many_small():
             """Files of a few sub-blocks each, until ENOSPC: the sub-block pool
             is small on a small volume; whatever runs out, what was written
@@ -254,6 +326,7 @@ def body(c):
                     % (free_bytes(m()), free0))
 
         c.section("fallocate more than the free space", fallocate_too_much)
+        c.section("failing allocations give back what they took", failing_allocations)
         c.section("fill with small files", many_small)
         c.section("fill with one file until ENOSPC", fill)
         c.section("remount while full", remount_full)
