@@ -246,6 +246,17 @@ static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t l
 	return r;
 }
 
+/* Allocates a data unit from POOL (meta_lock held).  Small-file data never
+ * takes the sub-blocks kept for the block maps of large files: ENOSPC
+ * here makes a regular file move to file-block mode instead. */
+static int alloc_data(struct fs *fs, struct alloc_pool *pool, uint64_t goal, struct tx *tx,
+		      uint64_t *out)
+{
+	if (pool == &fs->spool && fs->spool.nfree <= alloc_sub_reserve(fs))
+		return -ENOSPC;
+	return alloc_item(fs, pool, goal, tx, out);
+}
+
 /* Physical goal for unit LBLK: right after the unit before it. */
 static uint64_t alloc_goal(struct fs *fs, struct fs_inode *ip, uint64_t lblk)
 {
@@ -288,7 +299,7 @@ static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uin
 		p = e & VMFSD_MAP_PBLK_MASK;
 	} else {
 		pthread_mutex_lock(&fs->meta_lock);
-		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), tx, &p);
+		r = alloc_data(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), tx, &p);
 		if (!r)
 			ip->d.alloc_units += unit / 512;
 		pthread_mutex_unlock(&fs->meta_lock);
@@ -353,7 +364,7 @@ static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 	tx_begin(fs, &tx);
 	if (any) {
 		pthread_mutex_lock(&fs->meta_lock);
-		r = alloc_item(fs, pool, 0, &tx, &p);
+		r = alloc_data(fs, pool, 0, &tx, &p);
 		pthread_mutex_unlock(&fs->meta_lock);
 		/* Ordered: the data reaches the device before a map points at it. */
 		if (!r)
@@ -400,11 +411,20 @@ static uint8_t mode_for(struct fs *fs, uint64_t size)
 	return size <= fs->sb.block_size ? VMFSD_DATA_SUB : VMFSD_DATA_BLOCK;
 }
 
+/* Regular files whose sub-block mode finds no room (the pool is small,
+ * and partly kept for block maps) move to file-block mode instead: they
+ * cost a file block, but never fail while the volume has room. */
 static int ensure_mode(struct fs *fs, struct fs_inode *ip, uint64_t end)
 {
 	uint8_t m = mode_for(fs, end);
+	int r;
 
-	return m > ip->d.data_mode ? convert_mode(fs, ip, m) : 0;
+	if (m <= ip->d.data_mode)
+		return 0;
+	r = convert_mode(fs, ip, m);
+	if (r == -ENOSPC && m == VMFSD_DATA_SUB && S_ISREG(ip->d.mode))
+		r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+	return r;
 }
 
 /* Fast path: every unit in range written, sector aligned, no mode change.
@@ -943,7 +963,7 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 			}
 			mine = n;
 		}
-		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
+		r = alloc_data(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
 		if (r)
 			break;
 		r = bmap_set(fs, ip, lblk, (uint32_t)p | VMFSD_MAP_UNWRITTEN, &tx);
@@ -1066,6 +1086,12 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		r = ensure_mode(fs, ip, end);
 		if (!r && ip->d.data_mode != VMFSD_DATA_INLINE)
 			r = prealloc(fs, ip, off, end);
+		if (r == -ENOSPC && ip->d.data_mode == VMFSD_DATA_SUB) {
+			/* Sub-blocks ran out (prealloc gave back what it took). */
+			r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+			if (!r)
+				r = prealloc(fs, ip, off, end);
+		}
 	}
 	if (!r) {
 		pthread_mutex_lock(&fs->meta_lock);

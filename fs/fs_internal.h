@@ -110,6 +110,13 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
  * transaction is durable (no block both referenced and reused).  Into a
  * cluster another host holds right now, the free waits in a retry list. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+/* Sub-blocks kept back for the block maps of large files (meta_lock held):
+ * file data may not take them (it overflows into file blocks instead). */
+uint64_t alloc_sub_reserve(const struct fs *fs);
+/* File blocks that large files can still fill: the free ones (and those
+ * whose free waits for a busy cluster), as far as the sub-block pool can
+ * map them (meta_lock held).  What statfs reports as available. */
+uint64_t alloc_usable_blocks(const struct fs *fs);
 int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 /* The transactions that freed these items are durable: reusable now. */
 void alloc_release_pending(struct fs *fs, const struct tx_free *v, uint32_t n);
@@ -183,7 +190,6 @@ struct fs {
 	uint32_t ndfree, dfree_cap;
 	struct tx_free *reuse;          /* freed in merged transactions */
 	uint32_t nreuse, reuse_cap;
-	uint64_t dfree_units;           /* 4 KiB units waiting in dfree */
 	int jerr;                       /* sticky: journal failed, no more writes */
 	pthread_t committer;
 	pthread_cond_t commit_cv;

@@ -341,5 +341,118 @@ def body(c):
         v.unmount()
 
 
+def avail_bytes(path):
+    sv = os.statvfs(path)
+    return sv.f_bavail * sv.f_frsize
+
+
+def write_until_enospc(c, path, rng, what):
+    """Writes 1 MiB chunks until ENOSPC; returns (bytes written, sha256)."""
+    h = hashlib.sha256()
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        while True:
+            chunk = rng.randbytes(MiB)
+            try:
+                n = os.write(fd, chunk)
+            except OSError as e:
+                c.eq(e.errno, errno.ENOSPC, "%s: error when the volume is full" % what)
+                break
+            h.update(chunk[:n])
+            written += n
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return written, h.hexdigest()
+
+
+def df_truth(c):
+    """statfs tells the truth: available = what a large file can fill, on a
+    volume whose sub-block pool (1 MiB here: 256 sub-blocks) is exhausted by
+    small files, which then overflow into file blocks and keep working."""
+    rng = random.Random(77)
+    with vt.Volume("df-truth") as v:
+        r = v.mkfs("256M", args=("-S", "1M"), check=False)
+        if not c.check(r.returncode == 0, "mkfs -S 1M: %s" % r.stderr.strip()):
+            return
+        v.mount()
+        m = v.path
+        sv = os.statvfs(m())
+        avail0 = sv.f_bavail * sv.f_frsize
+        print("    size %d, free %d, avail %d bytes" % (sv.f_blocks * sv.f_frsize,
+                                                       sv.f_bfree * sv.f_frsize, avail0))
+        c.eq(sv.f_bfree, sv.f_bavail, "f_bfree vs f_bavail")
+
+        def fill_and_free(when):
+            avail = avail_bytes(m())
+            written, sha = write_until_enospc(c, m("big"), rng, when)
+            print("    %s: %d MiB written, %d MiB were available" % (when, written // MiB,
+                                                                     avail // MiB))
+            c.eq(avail_bytes(m()), 0, "%s: available after a large file hit ENOSPC" % when)
+            c.check(written >= avail - MiB, "%s: only %d bytes written of %d available"
+                    % (when, written, avail))
+            c.eq(vt.sha256_file(m("big")), sha, "%s: content of the large file" % when)
+            os.unlink(m("big"))
+            c.check(wait_until(lambda: avail_bytes(m()) == avail),
+                    "%s: available after deleting the large file: %d, was %d"
+                    % (when, avail_bytes(m()), avail))
+
+        c.section("fill an empty volume with one large file", fill_and_free, "empty")
+
+        files = {}
+
+        def small_files():
+            # 8 KiB each: 150 of them need 300 sub-blocks, more than the pool;
+            # those that overflow cost a 1 MiB file block each
+            os.mkdir(m("small"))
+            for i in range(150):
+                data = rng.randbytes(8192 - i)
+                p = os.path.join(m("small"), "f%03d" % i)
+                try:
+                    write_file(p, data)
+                except OSError as e:
+                    c.fail("small file %d on an exhausted sub-block pool: %s" % (i, e))
+                    return
+                files[p] = data
+            # directories and files in them still work too
+            for i in range(10):
+                d = m("dir%02d" % i)
+                os.mkdir(d)
+                p = os.path.join(d, "x")
+                data = rng.randbytes(20000)
+                write_file(p, data)
+                files[p] = data
+            bad = [p for p, d in files.items() if read_file(p) != d]
+            c.check(not bad, "%d small files differ, e.g. %r" % (len(bad), bad[:3]))
+            print("    %d small files, available now %d MiB" % (len(files),
+                                                                avail_bytes(m()) // MiB))
+            c.check(avail_bytes(m()) < avail0, "small files that overflowed into file "
+                    "blocks do not show in the available space")
+
+        c.section("small files beyond the sub-block pool", small_files)
+        c.section("fill the rest with one large file", fill_and_free, "with small files")
+
+        def remove_all():
+            for p in files:
+                os.unlink(p)
+            os.rmdir(m("small"))
+            for i in range(10):
+                os.rmdir(m("dir%02d" % i))
+            c.check(wait_until(lambda: avail_bytes(m()) == avail0),
+                    "available after removing everything: %d, was %d"
+                    % (avail_bytes(m()), avail0))
+
+        c.section("remove everything", remove_all)
+        v.remount()
+        c.eq(avail_bytes(m()), avail0, "available after the remount")
+        v.unmount()
+
+
+def body_all(c):
+    body(c)
+    df_truth(c)
+
+
 if __name__ == "__main__":
-    vt.main("enospc", body)
+    vt.main("enospc", body_all)
