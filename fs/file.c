@@ -512,7 +512,9 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 	pthread_mutex_lock(&fs->meta_lock);
 	if (r && good == off)
 		prune_if_empty(fs, ip, &tx);
-	if (good > ip->d.size)
+	/* A write that wrote nothing changes nothing: not even the size when
+	 * it started past EOF. */
+	if (good > off && good > ip->d.size)
 		ip->d.size = good;
 	if (good > off)
 		inode_touch(ip, true, true);
