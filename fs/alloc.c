@@ -159,6 +159,16 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 	*out = rc->first_item + (uint64_t)bit;
 	p->hint = *out + 1 < p->count ? *out + 1 : 0;
 	log_cluster(fs, p, ci, tx);
+	if (tx->ntaken == tx->taken_cap) {
+		int cap = tx->taken_cap ? tx->taken_cap * 2 : 16;
+		struct tx_free *n = realloc(tx->taken, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return true;    /* only an abort's early reuse is lost */
+		tx->taken = n;
+		tx->taken_cap = cap;
+	}
+	tx->taken[tx->ntaken++] = (struct tx_free){ p, *out };
 	return true;
 }
 

@@ -50,6 +50,11 @@ struct tx {
 	 * reusable until it is durable (see alloc_free). */
 	struct tx_free *freed;
 	int nfreed, freed_cap;
+	/* Items this transaction allocated: one it frees again before an
+	 * abort was never in use on disk, so the abort may release it for
+	 * reuse at once (a failed create gives its inode number back). */
+	struct tx_free *taken;
+	int ntaken, taken_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -60,6 +65,8 @@ void tx_add_inode(struct tx *tx, struct fs_inode *ip);
  * held).  Durable at the next journal commit: fsync, sync, unmount, a full
  * running transaction, or the commit thread (every COMMIT_INTERVAL_MS). */
 int tx_commit(struct tx *tx);
+/* Drops the transaction.  Only for failures after which every item the
+ * operation allocated was freed again (or nothing was allocated). */
 void tx_abort(struct tx *tx);
 
 /* ---------------- journal glue (fs/commit.c) ---------------- */

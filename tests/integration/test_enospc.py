@@ -449,9 +449,58 @@ def df_truth(c):
         v.unmount()
 
 
+def failed_creates(c):
+    """A create that fails because its directory cannot grow (no sub-block
+    left) gives its inode back: every inode that statfs counts as free can
+    still be created afterwards."""
+    with vt.Volume("failed-create") as v:
+        r = v.mkfs("256M", args=("-S", "1M", "-N", "1024"), check=False)
+        if not c.check(r.returncode == 0, "mkfs -S 1M -N 1024: %s" % r.stderr.strip()):
+            return
+        v.mount()
+        m = v.path
+        # one directory block per directory: until the sub-block pool is out
+        err = None
+        for i in range(400):
+            try:
+                os.mkdir(m("d%03d" % i))
+                write_file(m("d%03d" % i, "x"), b"")
+            except OSError as e:
+                err = e
+                break
+        print("    %d directories made, then %s" % (i, err))
+        if not c.check(err is not None and err.errno == errno.ENOSPC,
+                       "filling the sub-block pool with directories ended with %s" % err):
+            return
+        # more creates that fail the same way: each takes an inode first
+        nfail = 0
+        for i in range(5):
+            try:
+                os.mkdir(m("e%d" % i))
+            except OSError:
+                break
+            c.raises(errno.ENOSPC, "create in a new directory with no sub-block left",
+                     write_file, m("e%d" % i, "x"), b"")
+            nfail += 1
+        c.check(nfail > 0, "no create failed for lack of a directory block")
+        ffree = os.statvfs(m()).f_ffree
+        made = 0
+        while made <= ffree:
+            try:
+                # spread over the directories: each block has room for ~250
+                write_file(m("d%03d" % (made % 200), "f%04d" % made), b"")
+            except OSError as e:
+                c.eq(e.errno, errno.ENOSPC, "error when the inodes run out")
+                break
+            made += 1
+        c.eq(made, ffree, "files created after the failed creates vs f_ffree")
+        v.unmount()
+
+
 def body_all(c):
     body(c)
     df_truth(c)
+    failed_creates(c)
 
 
 if __name__ == "__main__":
