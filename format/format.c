@@ -696,9 +696,12 @@ int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb)
 	/* Inodes: one per 512 KiB of volume, 16 Ki .. 4 Mi (a VM needs ~5). */
 	sb->inode_count = p->inode_count ? p->inode_count :
 		clamp64(dev / (512u << 10), 16384, 4u << 20);
-	/* Sub-blocks (small files, directories, map nodes): 1/32 of the
-	 * volume, 16 MiB .. 256 GiB. */
-	sb->sub_count = clamp64(dev / 32, 16u << 20, 256ull << 30) / VMFSD_SUB_BLOCK_SIZE;
+	/* Sub-blocks (small files, directories, map nodes): 1/256 of the
+	 * volume, 16 MiB .. 16 GiB.  Small on purpose: this space cannot hold
+	 * VM disks, and small files overflow into file blocks when it runs
+	 * low (docs/format.md §3, "Why the sub-block pool is small"). */
+	sb->sub_count = (p->sub_size ? p->sub_size :
+			 clamp64(dev / 256, 16u << 20, 16ull << 30)) / VMFSD_SUB_BLOCK_SIZE;
 	if (sb->sub_count > VMFSD_MAP_PBLK_MASK)
 		sb->sub_count = VMFSD_MAP_PBLK_MASK;
 

@@ -542,6 +542,7 @@ struct vmfsd_mkfs_params {
 	uint32_t hb_timeout_ms;
 	uint64_t journal_size;  /* 0: default */
 	uint64_t inode_count;   /* 0: default */
+	uint64_t sub_size;      /* bytes of sub-block pool; 0: default */
 	const char *label;
 	const uint8_t *uuid;    /* 16 bytes */
 	uint64_t now;

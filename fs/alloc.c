@@ -159,6 +159,16 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 	*out = rc->first_item + (uint64_t)bit;
 	p->hint = *out + 1 < p->count ? *out + 1 : 0;
 	log_cluster(fs, p, ci, tx);
+	if (tx->ntaken == tx->taken_cap) {
+		int cap = tx->taken_cap ? tx->taken_cap * 2 : 16;
+		struct tx_free *n = realloc(tx->taken, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return true;    /* only an abort's early reuse is lost */
+		tx->taken = n;
+		tx->taken_cap = cap;
+	}
+	tx->taken[tx->ntaken++] = (struct tx_free){ p, *out };
 	return true;
 }
 
@@ -222,6 +232,36 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 		usleep(CLUSTER_RETRY_US);
 	}
 	return -ENOSPC;
+}
+
+/* Map nodes beyond one leaf per VMFSD_MAP_NODE_SLOTS blocks: the upper
+ * levels and the partly used leaves at the ends of files.  64 covers tens
+ * of large files being filled at once; a sparse file that maps one block
+ * per leaf can still outrun it (then its writes fail with ENOSPC early). */
+#define SUB_RESERVE_SLACK 64u
+
+uint64_t alloc_sub_reserve(const struct fs *fs)
+{
+	return fs->bpool.nfree / VMFSD_MAP_NODE_SLOTS + SUB_RESERVE_SLACK;
+}
+
+uint64_t alloc_usable_blocks(const struct fs *fs)
+{
+	uint64_t blocks = fs->bpool.nfree, subs = fs->spool.nfree, cap;
+	uint32_t i;
+
+	for (i = 0; i < fs->ndfree; i++) {
+		if (fs->dfree[i].p == &fs->bpool)
+			blocks++;
+		else if (fs->dfree[i].p == &fs->spool)
+			subs++;
+	}
+	/* Each leaf maps VMFSD_MAP_NODE_SLOTS blocks; the first
+	 * VMFSD_MAP_ROOT_SLOTS of a file need none, ignored here (exact for
+	 * the one large file that matters: the last one filling the volume
+	 * is at least this conservative). */
+	cap = subs * VMFSD_MAP_NODE_SLOTS;
+	return blocks < cap ? blocks : cap;
 }
 
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx)

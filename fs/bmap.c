@@ -307,8 +307,9 @@ static int grow(struct fs *fs, struct fs_inode *ip, struct tx *tx)
 int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 	     struct tx *tx)
 {
-	uint8_t *path_node[VMFSD_MAP_MAX_HEIGHT];
+	uint8_t *path_node[VMFSD_MAP_MAX_HEIGHT], *path_slot[VMFSD_MAP_MAX_HEIGHT];
 	uint32_t path_sblk[VMFSD_MAP_MAX_HEIGHT];
+	bool path_new[VMFSD_MAP_MAX_HEIGHT];
 	unsigned h, level, depth = 0, i;
 	uint64_t span, rem, first;
 	uint8_t *slot;
@@ -328,15 +329,17 @@ int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 		uint32_t e = vmfsd_get_le32(slot);
 		uint8_t *node;
 
+		path_new[depth] = !e;
+		path_slot[depth] = slot;
 		if (!e) {
 			r = node_new(fs, ip, level - 1, first, tx, &e, &node);
 			if (r)
-				return r;
+				goto undo;
 			vmfsd_put_le32(slot, e);
 		} else {
 			r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
 			if (r)
-				return r;
+				goto undo;
 		}
 		path_node[depth] = node;
 		path_sblk[depth] = e & VMFSD_MAP_PBLK_MASK;
@@ -352,6 +355,21 @@ int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 		node_log(fs, ip, path_sblk[i], path_node[i], tx);
 	tx_add_inode(tx, ip);
 	return 0;
+undo:
+	/* The nodes this call created are empty and not logged yet: unlink
+	 * and free them, so a failed set (ENOSPC for a node) neither leaks
+	 * sub-blocks nor leaves a pointer to a node that never reaches disk. */
+	for (i = depth; i-- > 0;) {
+		if (!path_new[i])
+			continue;
+		vmfsd_put_le32(path_slot[i], 0);
+		alloc_free(fs, &fs->spool, path_sblk[i], tx);
+		ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
+		pthread_mutex_lock(&ncache_lock);
+		ncache_remove(ip, path_sblk[i]);
+		pthread_mutex_unlock(&ncache_lock);
+	}
+	return r;
 }
 
 struct free_ctx {

@@ -163,8 +163,6 @@ void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item)
 	fs->dfree[fs->ndfree].p = p;
 	fs->dfree[fs->ndfree].item = item;
 	fs->ndfree++;
-	fs->dfree_units += p == &fs->bpool ? fs->sb.block_size / VMFSD_SUB_BLOCK_SIZE :
-			   p == &fs->spool ? 1 : 0;
 }
 
 void commit_defer_reuse(struct fs *fs, const struct tx_free *f)
@@ -239,7 +237,6 @@ int commit_locked(struct fs *fs)
 	ndf = fs->ndfree;
 	fs->dfree = NULL;
 	fs->ndfree = fs->dfree_cap = 0;
-	fs->dfree_units = 0;
 	for (i = 0; i < ndf && !r; i++) {
 		int k;
 

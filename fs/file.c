@@ -246,6 +246,17 @@ static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t l
 	return r;
 }
 
+/* Allocates a data unit from POOL (meta_lock held).  Small-file data never
+ * takes the sub-blocks kept for the block maps of large files: ENOSPC
+ * here makes a regular file move to file-block mode instead. */
+static int alloc_data(struct fs *fs, struct alloc_pool *pool, uint64_t goal, struct tx *tx,
+		      uint64_t *out)
+{
+	if (pool == &fs->spool && fs->spool.nfree <= alloc_sub_reserve(fs))
+		return -ENOSPC;
+	return alloc_item(fs, pool, goal, tx, out);
+}
+
 /* Physical goal for unit LBLK: right after the unit before it. */
 static uint64_t alloc_goal(struct fs *fs, struct fs_inode *ip, uint64_t lblk)
 {
@@ -254,6 +265,18 @@ static uint64_t alloc_goal(struct fs *fs, struct fs_inode *ip, uint64_t lblk)
 	if (lblk && bmap_get(fs, ip, lblk - 1, &e) == 0 && e)
 		return (e & VMFSD_MAP_PBLK_MASK) + 1;
 	return 0;
+}
+
+/* After a failed allocation: when nothing is mapped any more, frees the
+ * map nodes that remain (the levels a grow added for an offset that then
+ * failed) so the file costs nothing again (meta_lock held). */
+static void prune_if_empty(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+{
+	uint64_t next;
+
+	if (ip->d.data_mode != VMFSD_DATA_INLINE && ip->d.map_height &&
+	    bmap_next_mapped(fs, ip, 0, &next) == -ENXIO)
+		(void)bmap_free_range(fs, ip, 0, UINT64_MAX, tx);
 }
 
 /* Writes a whole new unit: zeros with DATA at IN_OFF; maps it written.
@@ -276,7 +299,7 @@ static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uin
 		p = e & VMFSD_MAP_PBLK_MASK;
 	} else {
 		pthread_mutex_lock(&fs->meta_lock);
-		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), tx, &p);
+		r = alloc_data(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), tx, &p);
 		if (!r)
 			ip->d.alloc_units += unit / 512;
 		pthread_mutex_unlock(&fs->meta_lock);
@@ -300,10 +323,15 @@ static int write_new_unit(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uin
 }
 
 /* Moves an inline or sub-block file to MODE, keeping its bytes.
- * iolock exclusive held; commits its own transaction. */
+ * iolock exclusive held; commits its own transaction.  All or nothing:
+ * the new unit is allocated and written before the old map is freed, so a
+ * conversion that fails (ENOSPC in the target pool, EIO) leaves the file
+ * exactly as it was and gives back what it took. */
 static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 {
-	uint64_t size = ip->d.size, copy;
+	uint64_t size = ip->d.size, copy, p = 0;
+	uint32_t nunit = mode == VMFSD_DATA_BLOCK ? fs->sb.block_size : VMFSD_SUB_BLOCK_SIZE;
+	struct alloc_pool *pool = mode == VMFSD_DATA_BLOCK ? &fs->bpool : &fs->spool;
 	uint8_t *data = NULL;
 	struct tx tx;
 	bool any = false;
@@ -311,40 +339,64 @@ static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 
 	if (mode <= ip->d.data_mode)
 		return 0;
-	copy = size;
-	if (copy) {
-		data = bdev_alloc(round_up(copy, SECTOR));
-		if (!data)
-			return -ENOMEM;
-		r = read_aligned(fs, ip, data, 0, round_up(copy, SECTOR));
-		if (r)
-			goto out;
-	}
-	tx_begin(fs, &tx);
-	pthread_mutex_lock(&fs->meta_lock);
+	/* A sub-block file is at most one file block long (mode_for). */
+	copy = size < nunit ? size : nunit;
 	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
 		any = copy > 0;
 	} else {
 		uint64_t next;
 
-		any = bmap_next_mapped(fs, ip, 0, &next) == 0;
-		r = bmap_free_range(fs, ip, 0, UINT64_MAX, &tx);
+		r = bmap_next_mapped(fs, ip, 0, &next);
+		if (r && r != -ENXIO)
+			return r;
+		any = r == 0;
+		r = 0;
 	}
-	if (!r) {
-		memset(ip->d.map, 0, VMFSD_MAP_AREA);
-		ip->d.map_height = 0;
-		ip->d.data_mode = mode;
-		tx_add_inode(&tx, ip);
+	if (any) {
+		data = bdev_alloc(nunit);
+		if (!data)
+			return -ENOMEM;
+		memset(data, 0, nunit);
+		r = read_aligned(fs, ip, data, 0, round_up(copy, SECTOR));
+		if (r)
+			goto out;
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
-	if (!r && any)
-		r = write_new_unit(fs, ip, 0, 0, data, 0, copy, &tx);
-	if (r) {
-		tx_abort(&tx);
-		goto out;
+	tx_begin(fs, &tx);
+	if (any) {
+		pthread_mutex_lock(&fs->meta_lock);
+		r = alloc_data(fs, pool, 0, &tx, &p);
+		pthread_mutex_unlock(&fs->meta_lock);
+		/* Ordered: the data reaches the device before a map points at it. */
+		if (!r)
+			r = bdev_pwrite(fs->bd, data, nunit,
+					mode == VMFSD_DATA_BLOCK ? vmfsd_block_off(&fs->sb, p)
+								 : vmfsd_sub_off(&fs->sb, p));
 	}
 	pthread_mutex_lock(&fs->meta_lock);
-	r = tx_commit(&tx);
+	if (r) {
+		if (p)
+			alloc_free(fs, pool, p, &tx);
+	} else {
+		r = bmap_free_range(fs, ip, 0, UINT64_MAX, &tx);
+		if (!r) {
+			memset(ip->d.map, 0, VMFSD_MAP_AREA);
+			ip->d.map_height = 0;
+			ip->d.data_mode = mode;
+			if (any) {
+				/* Height 0: root slot 0, no node to allocate. */
+				vmfsd_put_le32(ip->d.map, (uint32_t)p);
+				ip->d.alloc_units += nunit / 512;
+			}
+			tx_add_inode(&tx, ip);
+		}
+	}
+	/* Committed even on failure: what the allocator changed in memory
+	 * must reach the disk the same way (an aborted transaction would
+	 * leave the bitmaps in memory and on disk disagreeing). */
+	if (!r)
+		r = tx_commit(&tx);
+	else
+		(void)tx_commit(&tx);
 	pthread_mutex_unlock(&fs->meta_lock);
 out:
 	bdev_free(data);
@@ -359,11 +411,20 @@ static uint8_t mode_for(struct fs *fs, uint64_t size)
 	return size <= fs->sb.block_size ? VMFSD_DATA_SUB : VMFSD_DATA_BLOCK;
 }
 
+/* Regular files whose sub-block mode finds no room (the pool is small,
+ * and partly kept for block maps) move to file-block mode instead: they
+ * cost a file block, but never fail while the volume has room. */
 static int ensure_mode(struct fs *fs, struct fs_inode *ip, uint64_t end)
 {
 	uint8_t m = mode_for(fs, end);
+	int r;
 
-	return m > ip->d.data_mode ? convert_mode(fs, ip, m) : 0;
+	if (m <= ip->d.data_mode)
+		return 0;
+	r = convert_mode(fs, ip, m);
+	if (r == -ENOSPC && m == VMFSD_DATA_SUB && S_ISREG(ip->d.mode))
+		r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+	return r;
 }
 
 /* Fast path: every unit in range written, sector aligned, no mode change.
@@ -449,7 +510,11 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 		pos = uend;
 	}
 	pthread_mutex_lock(&fs->meta_lock);
-	if (good > ip->d.size)
+	if (r && good == off)
+		prune_if_empty(fs, ip, &tx);
+	/* A write that wrote nothing changes nothing: not even the size when
+	 * it started past EOF. */
+	if (good > off && good > ip->d.size)
 		ip->d.size = good;
 	if (good > off)
 		inode_touch(ip, true, true);
@@ -742,7 +807,7 @@ static int zero_in_unit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint6
 
 int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 {
-	uint64_t cap = bmap_capacity(ip->d.map_height);
+	uint64_t cap = bmap_capacity(ip->d.map_height), to0;
 	struct tx tx;
 	int r;
 
@@ -750,6 +815,7 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 		return 0;
 	if (to > cap)
 		to = cap;
+	to0 = to;
 	/* From the end backwards: every intermediate state is a file whose
 	 * tail is gone, never one with holes punched at random.  Unmapped
 	 * stretches are skipped, so a sparse 64 TiB file costs nothing. */
@@ -774,10 +840,13 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 			return r;
 		to = lo;
 	}
-	if (from == 0 && ip->d.map_height) {
-		/* Nothing mapped is left: drop the empty tree's height too. */
+	if (ip->d.map_height) {
+		/* Nothing is mapped in [from, to0) any more, but map nodes with
+		 * no entry may remain there (the loop above only visits nodes
+		 * around mapped units): free them, and drop the empty tree's
+		 * height too.  Cheap: only nodes that exist are visited. */
 		tx_begin(fs, &tx);
-		r = bmap_free_range(fs, ip, 0, 1, &tx);
+		r = bmap_free_range(fs, ip, from, to0, &tx);
 		if (r) {
 			tx_abort(&tx);
 			return r;
@@ -896,7 +965,7 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 			}
 			mine = n;
 		}
-		r = alloc_item(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
+		r = alloc_data(fs, bmap_pool(fs, ip), alloc_goal(fs, ip, lblk), &tx, &p);
 		if (r)
 			break;
 		r = bmap_set(fs, ip, lblk, (uint32_t)p | VMFSD_MAP_UNWRITTEN, &tx);
@@ -928,17 +997,18 @@ static int prealloc(struct fs *fs, struct fs_inode *ip, uint64_t off, uint64_t e
 			r2 = bmap_get(fs, ip, mine[i], &e);
 			if (r2 || !(e & VMFSD_MAP_UNWRITTEN))
 				continue;       /* written meanwhile: keep it */
-			r2 = bmap_set(fs, ip, mine[i], 0, &tx);
+			/* Frees the unit and the map nodes it leaves empty (a
+			 * cleared entry alone would strand those nodes). */
+			r2 = bmap_free_range(fs, ip, mine[i], mine[i] + 1, &tx);
 			if (r2)
 				break;
-			alloc_free(fs, bmap_pool(fs, ip), e & VMFSD_MAP_PBLK_MASK, &tx);
-			ip->d.alloc_units -= unit / 512;
 			if (i % 512 == 0) {
 				tx_add_inode(&tx, ip);
 				r2 = tx_commit(&tx);
 				tx_begin(fs, &tx);
 			}
 		}
+		prune_if_empty(fs, ip, &tx);
 		tx_add_inode(&tx, ip);
 		(void)tx_commit(&tx);
 	}
@@ -1018,6 +1088,12 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		r = ensure_mode(fs, ip, end);
 		if (!r && ip->d.data_mode != VMFSD_DATA_INLINE)
 			r = prealloc(fs, ip, off, end);
+		if (r == -ENOSPC && ip->d.data_mode == VMFSD_DATA_SUB) {
+			/* Sub-blocks ran out (prealloc gave back what it took). */
+			r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+			if (!r)
+				r = prealloc(fs, ip, off, end);
+		}
 	}
 	if (!r) {
 		pthread_mutex_lock(&fs->meta_lock);

@@ -50,6 +50,11 @@ struct tx {
 	 * reusable until it is durable (see alloc_free). */
 	struct tx_free *freed;
 	int nfreed, freed_cap;
+	/* Items this transaction allocated: one it frees again before an
+	 * abort was never in use on disk, so the abort may release it for
+	 * reuse at once (a failed create gives its inode number back). */
+	struct tx_free *taken;
+	int ntaken, taken_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -60,6 +65,8 @@ void tx_add_inode(struct tx *tx, struct fs_inode *ip);
  * held).  Durable at the next journal commit: fsync, sync, unmount, a full
  * running transaction, or the commit thread (every COMMIT_INTERVAL_MS). */
 int tx_commit(struct tx *tx);
+/* Drops the transaction.  Only for failures after which every item the
+ * operation allocated was freed again (or nothing was allocated). */
 void tx_abort(struct tx *tx);
 
 /* ---------------- journal glue (fs/commit.c) ---------------- */
@@ -110,6 +117,13 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
  * transaction is durable (no block both referenced and reused).  Into a
  * cluster another host holds right now, the free waits in a retry list. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+/* Sub-blocks kept back for the block maps of large files (meta_lock held):
+ * file data may not take them (it overflows into file blocks instead). */
+uint64_t alloc_sub_reserve(const struct fs *fs);
+/* File blocks that large files can still fill: the free ones (and those
+ * whose free waits for a busy cluster), as far as the sub-block pool can
+ * map them (meta_lock held).  What statfs reports as available. */
+uint64_t alloc_usable_blocks(const struct fs *fs);
 int alloc_free_now(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
 /* The transactions that freed these items are durable: reusable now. */
 void alloc_release_pending(struct fs *fs, const struct tx_free *v, uint32_t n);
@@ -183,7 +197,6 @@ struct fs {
 	uint32_t ndfree, dfree_cap;
 	struct tx_free *reuse;          /* freed in merged transactions */
 	uint32_t nreuse, reuse_cap;
-	uint64_t dfree_units;           /* 4 KiB units waiting in dfree */
 	int jerr;                       /* sticky: journal failed, no more writes */
 	pthread_t committer;
 	pthread_cond_t commit_cv;

@@ -262,13 +262,16 @@ int fs_statfs(struct fs *fs, struct statvfs *st)
 	uint64_t per = fs->sb.block_size / VMFSD_SUB_BLOCK_SIZE;
 
 	memset(st, 0, sizeof(*st));
-	/* Report in 4 KiB fragments so file blocks and sub-blocks add up. */
+	/* The truth a user can act on: the size is the file-block pool, and
+	 * free is what large files (VM disks) can still fill.  The sub-block
+	 * pool is metadata space like an inode table: it cannot hold a VM
+	 * disk, so counting it as free would promise space a large file hits
+	 * ENOSPC on (docs/format.md §3).  Reported in 4 KiB fragments. */
 	st->f_bsize = fs->sb.block_size;
 	st->f_frsize = VMFSD_SUB_BLOCK_SIZE;
 	pthread_mutex_lock(&fs->meta_lock);
-	st->f_blocks = fs->sb.block_count * per + fs->sb.sub_count;
-	/* Space freed by not yet committed transactions counts as free. */
-	st->f_bfree = fs->bpool.nfree * per + fs->spool.nfree + fs->dfree_units;
+	st->f_blocks = fs->sb.block_count * per;
+	st->f_bfree = alloc_usable_blocks(fs) * per;
 	st->f_files = fs->sb.inode_count - 1;
 	st->f_ffree = fs->ipool.nfree;
 	pthread_mutex_unlock(&fs->meta_lock);

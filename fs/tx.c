@@ -26,6 +26,8 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->b = NULL;
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
+	tx->taken = NULL;
+	tx->ntaken = tx->taken_cap = 0;
 }
 
 void tx_add(struct tx *tx, uint64_t off, const void *blk)
@@ -104,6 +106,9 @@ static void tx_release(struct tx *tx)
 	free(tx->freed);
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
+	free(tx->taken);
+	tx->taken = NULL;
+	tx->ntaken = tx->taken_cap = 0;
 }
 
 int tx_commit(struct tx *tx)
@@ -122,5 +127,17 @@ int tx_commit(struct tx *tx)
 
 void tx_abort(struct tx *tx)
 {
+	int i, k;
+
+	/* An item both allocated and freed here was never in use on disk
+	 * (this transaction never reached it): reusable now.  Other frees of
+	 * an aborted transaction stay unreusable (tx_release). */
+	for (i = 0; i < tx->nfreed; i++)
+		for (k = 0; k < tx->ntaken; k++)
+			if (tx->taken[k].p == tx->freed[i].p &&
+			    tx->taken[k].item == tx->freed[i].item) {
+				alloc_release_pending(tx->fs, &tx->freed[i], 1);
+				break;
+			}
 	tx_release(tx);
 }

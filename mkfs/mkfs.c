@@ -55,6 +55,10 @@
 /* -N bound: check_layout accepts up to 2^40, but 2^32 inodes already mean a
  * 16 TiB inode table; anything larger is a typo. */
 #define INODES_MAX (1ull << 32)
+/* -S bounds: 256 sub-blocks is already a toy (tests use it to exhaust the
+ * pool quickly); above 256 GiB the 31-bit sub-block numbers come near. */
+#define SUB_POOL_MIN (1ull << 20)
+#define SUB_POOL_MAX (256ull << 30)
 
 struct opts {
 	bool force;
@@ -66,6 +70,7 @@ struct opts {
 	uint32_t hb_timeout_ms;
 	uint64_t journal_size;
 	uint64_t inode_count;
+	uint64_t sub_size;
 	uint64_t size;          /* -s: 0 = not given */
 	const char *device;
 };
@@ -112,6 +117,8 @@ static void usage(FILE *out)
 		"  -J, --journal-size SIZE  journal size per host (default: 1/256 of the volume\n"
 		"                           shared by all hosts, 1M..64M each)\n"
 		"  -N, --inodes N           number of inodes (default: one per 512K, 16K..4M)\n"
+		"  -S, --sub-pool SIZE      sub-block pool for small files, directories and\n"
+		"                           block maps (default: 1/256 of the volume, 16M..16G)\n"
 		"  -q, --quiet              print nothing but errors\n"
 		"  -V, --version            print the version and exit\n"
 		"  -h, --help               print this help and exit\n"
@@ -238,6 +245,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "hb-timeout", required_argument, NULL, OPT_HB_TIMEOUT },
 		{ "journal-size", required_argument, NULL, 'J' },
 		{ "inodes", required_argument, NULL, 'N' },
+		{ "sub-pool", required_argument, NULL, 'S' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -246,7 +254,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	uint64_t v;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "fL:b:H:s:J:N:qVh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "fL:b:H:s:J:N:S:qVh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			o->force = true;
@@ -329,6 +337,18 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				return -EINVAL;
 			}
 			o->inode_count = v;
+			break;
+		case 'S':
+			r = parse_size(optarg, &v);
+			if (r == -EINVAL) {
+				err("invalid sub-block pool size '%s' (unknown suffix?)", optarg);
+				return r;
+			}
+			if (r || v < SUB_POOL_MIN || v > SUB_POOL_MAX) {
+				err("invalid sub-block pool size '%s': must be 1M..256G", optarg);
+				return -EINVAL;
+			}
+			o->sub_size = v / VMFSD_SUB_BLOCK_SIZE * VMFSD_SUB_BLOCK_SIZE;
 			break;
 		case 'V':
 			printf(PROG " from vmfsd " VMFSD_VERSION "\n");
@@ -964,6 +984,7 @@ int main(int argc, char **argv)
 	p.hb_timeout_ms = o.hb_timeout_ms;
 	p.journal_size = o.journal_size;
 	p.inode_count = o.inode_count;
+	p.sub_size = o.sub_size;
 	p.label = o.label ? o.label : "";
 	p.uuid = uuid;
 	p.now = (uint64_t)time(NULL);

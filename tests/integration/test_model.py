@@ -12,10 +12,12 @@ compared, and again after a remount in the middle and at the end.
 The seed is fixed and printed; set VMFSD_SEED to try another, or
 VMFSD_MODEL_OPS to change the number of random operations."""
 
+import errno
 import mmap
 import os
 import random
 import threading
+import time
 import traceback
 
 import vmfsdtest as vt
@@ -297,6 +299,9 @@ def body(c):
     for bs, bsbytes in (("64K", 64 * 1024), ("8M", 8 * MiB)):
         other_block_size(c, seed, bs, bsbytes, nops // 3)
 
+    # Allocations failing midway on a nearly full volume.
+    nearly_full(c, seed, nops // 3)
+
 
 def other_block_size(c, seed, bs, bsbytes, nops):
     print("block size %s: %d random ops" % (bs, nops), flush=True)
@@ -391,6 +396,115 @@ def concurrent_phase(c, v, seed, nops):
         c.check(not bad, "%d of %d churn files differ, e.g. %r" % (len(bad), len(small),
                                                                     bad[:3]))
     return models
+
+
+class FullModel(Model):
+    """The model on a nearly full volume: a write may stop short or fail
+    with ENOSPC, a truncate up or a fallocate may fail with ENOSPC.  What
+    the call reports done is in the model, nothing else: a failing call
+    changes nothing (a fallocate is all or nothing), a short write keeps
+    exactly the bytes it counted."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.nenospc = 0
+
+    def write(self, n, off, length, via="pwrite"):
+        buf = self.rng.randbytes(length)
+        done = 0
+        try:
+            while done < length:
+                w = os.pwrite(self.fds[n], buf[done:], off + done)
+                if w <= 0:
+                    raise OSError("pwrite returned %d" % w)
+                done += w
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self.nenospc += 1
+        self.log[n].append("#%d write off=%d len=%d (%s): %d done"
+                           % (self.nops, off, length, via, done))
+        if done:
+            self._apply_write(n, off, buf[:done])
+
+    def truncate(self, n, size):
+        try:
+            super().truncate(n, size)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self.nenospc += 1
+            self.log[n][-1] += ": ENOSPC"
+
+    def direct_write(self, n, off, length):
+        self.write(n, off, length, via="instead of O_DIRECT")
+
+    def direct_read_check(self, n, off, length):
+        pass
+
+    def fallocate(self, n, off, length):
+        try:
+            vt.fallocate(self.fds[n], 0, off, length)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            self.nenospc += 1
+            self.log[n].append("#%d fallocate off=%d len=%d: ENOSPC" % (self.nops, off, length))
+            return
+        self.log[n].append("#%d fallocate off=%d len=%d" % (self.nops, off, length))
+        d = self.data[n]
+        if off + length > len(d):
+            d.extend(bytes(off + length - len(d)))
+
+    def random_op(self):
+        if self.rng.random() < 0.15:
+            self.nops += 1
+            n = self.rng.choice(self.names)
+            self.fallocate(n, rand_off(self.rng, len(self.data[n])), rand_len(self.rng))
+        else:
+            super().random_op()
+
+
+def nearly_full(c, seed, nops):
+    """Random operations on a volume with a few MiB of file blocks free and
+    a sub-block pool of 256 (mkfs -S 1M): allocations fail midway all the
+    time.  The files must match the model, removing everything must give
+    the free space back to its start value, and fsck -n must find nothing
+    leaked (Volume.unmount runs it)."""
+    print("nearly full volume: %d random ops" % nops, flush=True)
+    with vt.Volume("model-full") as v:
+        v.mkfs("256M", args=["-S", "1M"])
+        v.mount()
+        sv = os.statvfs(v.mnt)
+        avail0 = sv.f_bavail * sv.f_frsize
+        # leave 12 MiB of file blocks free
+        fd = os.open(v.path("filler"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            vt.fallocate(fd, 0, 0, avail0 - 12 * MiB)
+        finally:
+            os.close(fd)
+        md = FullModel(c, v, random.Random(seed + 7))
+        md.open_all(create=True)
+        for _ in range(nops):
+            md.random_op()
+            if md.nops % VERIFY_EVERY == 0 and not md.verify("full op #%d" % md.nops):
+                break
+        md.verify("nearly full: end")
+        print("    %d of %d operations failed with ENOSPC" % (md.nenospc, md.nops))
+        c.check(md.nenospc > 0, "no operation hit ENOSPC on the nearly full volume")
+        md.close_all()
+        v.remount()
+        md.verify("nearly full: after remount")
+        for n in md.names + ["filler"]:
+            os.unlink(v.path(n))
+        deadline = time.monotonic() + 10
+        while True:
+            sv = os.statvfs(v.mnt)
+            if sv.f_bavail * sv.f_frsize == avail0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        c.eq(sv.f_bavail * sv.f_frsize, avail0, "available space after removing everything")
+        v.unmount()
 
 
 if __name__ == "__main__":
