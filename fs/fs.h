@@ -114,8 +114,30 @@ int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
 int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
 	      const char *newname, unsigned flags);
 
-/* Open files.  Creation is fs_mknod + fs_open. */
+/* Open files. */
 int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
+
+/* Who asks: open(2)'s permission check when fs_create opens a file that
+ * exists already.  GROUPS (NGROUPS of them) are the supplementary groups;
+ * they may be left out (NULL, 0) when UID is 0. */
+struct fs_cred {
+	uint32_t uid, gid;
+	const uint32_t *groups;
+	int ngroups;
+};
+
+/* open(NAME, FLAGS | O_CREAT, MODE) in PARENT: creates a regular file and
+ * opens it, or, when NAME exists (another host created it after this
+ * host's kernel cached a negative entry, so the kernel sent a create) and
+ * FLAGS lack O_EXCL, opens the existing file as open(2) would: permission
+ * check for CRED, -EISDIR for a directory, the file's lock (-EBUSY), O_TRUNC.
+ * -ESTALE for a symlink or special file: the kernel must look the name up
+ * again and open it itself (it retries the path walk on -ESTALE).
+ * OUT gets the file's attributes and takes a lookup reference; *CREATED
+ * says which of the two happened. */
+int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	      const struct fs_cred *cred, int flags, struct fs_attr *out,
+	      struct fs_file **fout, int *created);
 int fs_release(struct fs *fs, struct fs_file *f);
 /* Data calls take the open file (its inode stays pinned while open). */
 ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off);

@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 
@@ -345,6 +346,86 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	if (!(mode & S_IFMT))
 		mode |= S_IFREG;
 	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, out);
+}
+
+/* open(2)'s access check on an existing inode.  The kernel did not make
+ * it: its entry said the name did not exist, so it sent a create, and it
+ * checks nothing on a file it believes it created. */
+static int may_open(const struct fs_attr *a, const struct fs_cred *c, int flags)
+{
+	unsigned want = 0, bits;
+	int i;
+
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		want |= 4;
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		want |= 2;
+	if (c->uid == 0)
+		return 0;       /* root reads and writes any regular file */
+	if (a->uid == c->uid) {
+		bits = (a->mode >> 6) & 7;
+	} else {
+		bool group = a->gid == c->gid;
+
+		for (i = 0; i < c->ngroups && !group; i++)
+			group = c->groups[i] == a->gid;
+		bits = group ? (a->mode >> 3) & 7 : a->mode & 7;
+	}
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	      const struct fs_cred *cred, int flags, struct fs_attr *out,
+	      struct fs_file **fout, int *created)
+{
+	int r = -EAGAIN, tries;
+
+	*created = 0;
+	for (tries = 0; tries < NS_RETRIES && r == -EAGAIN; tries++) {
+		r = fs_mknod(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
+			     out);
+		if (!r) {
+			/* Ours: no O_TRUNC (empty) and no permission check
+			 * (open(2) makes none on a file it created). */
+			r = fs_open(fs, out->ino, flags & ~O_TRUNC, fout);
+			if (r)
+				fs_forget(fs, out->ino, 1);
+			else
+				*created = 1;
+			return r;
+		}
+		if (r != -EEXIST || (flags & O_EXCL))
+			return r;
+		/* The name exists now: open what it names. */
+		r = fs_lookup(fs, parent, name, out);
+		if (r == -ENOENT || r == -ESTALE) {
+			r = -EAGAIN;    /* removed again meanwhile: create */
+			continue;
+		}
+		if (r)
+			return r;
+		if (S_ISDIR(out->mode))
+			r = -EISDIR;
+		else if (!S_ISREG(out->mode))
+			r = -ESTALE;    /* the kernel follows or opens it itself */
+		else
+			r = may_open(out, cred, flags);
+		if (!r) {
+			r = fs_open(fs, out->ino, flags, fout);
+			if (r == -ESTALE)
+				r = -EAGAIN;    /* deleted since the lookup: again */
+		}
+		if (!r) {
+			r = fs_getattr(fs, out->ino, out);   /* after O_TRUNC */
+			if (r) {
+				fs_release(fs, *fout);
+				*fout = NULL;
+			}
+		}
+		if (r)
+			fs_forget(fs, out->ino, 1);
+	}
+	return r;
 }
 
 int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
