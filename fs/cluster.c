@@ -395,7 +395,7 @@ void cluster_release_transient(struct fs *fs)
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
  * last looked (another host may have changed it).  meta_lock held. */
-int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
+int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 {
 	struct vmfsd_inode d;
 	uint64_t off;
@@ -428,6 +428,30 @@ int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
 	if (ip->lk_mode != VMFSD_LOCK_FREE)
 		ip->lk_fresh = true;
 	return 0;
+}
+
+/* The same, for a request that names IP by number (the kernel's inode):
+ * -ESTALE when the kernel knows that number by an older generation.  Then
+ * another host freed the file and reused the number for a new one, and the
+ * request (through a stale directory entry of this host's kernel) means the
+ * old file: acting on the new one would open, truncate or link the wrong
+ * file.  The kernel answers -ESTALE by walking the path again with fresh
+ * lookups, which hand out the new generation. */
+int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
+{
+	int r = cluster_refresh_inode_named(fs, ip);
+
+	return r ? r : cluster_check_kgen(fs, ip);
+}
+
+int cluster_check_kgen(struct fs *fs, struct fs_inode *ip)
+{
+	bool stale;
+
+	pthread_mutex_lock(&fs->icache_lock);
+	stale = ip->nlookup && ip->kgen != ip->d.generation;
+	pthread_mutex_unlock(&fs->icache_lock);
+	return stale ? -ESTALE : 0;
 }
 
 /* ---------------- open / close ---------------- */

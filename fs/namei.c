@@ -21,10 +21,13 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
+/* The kernel gets a reference to IP at its current generation (meta_lock
+ * held, so the generation is the one just read). */
 static void take_lookup(struct fs *fs, struct fs_inode *ip)
 {
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nlookup++;
+	ip->kgen = ip->d.generation;
 	pthread_mutex_unlock(&fs->icache_lock);
 }
 
@@ -34,9 +37,11 @@ static void take_lookup(struct fs *fs, struct fs_inode *ip)
 /* A namespace operation changes the inodes in V: lock each EXCL until the
  * next commit (fs/cluster.c), pin them so that commit cannot drop the
  * locks mid-operation, then take meta_lock and re-read any inode whose
- * cached copy may be older than another host's change.  On success the
- * caller holds meta_lock and ends with ns_exit(). */
-static int ns_enter(struct fs *fs, struct fs_inode **v, int n)
+ * cached copy may be older than another host's change.  The first NBYINO
+ * came by number from the kernel (-ESTALE if the number now names another
+ * file), the others by name.  On success the caller holds meta_lock and
+ * ends with ns_exit(). */
+static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 {
 	int i, k, r = 0;
 
@@ -57,7 +62,8 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n)
 	pthread_mutex_lock(&fs->meta_lock);
 	for (i = 0; i < n && !r; i++)
 		if (v[i])
-			r = cluster_refresh_inode(fs, v[i]);
+			r = i < nbyino ? cluster_refresh_inode(fs, v[i]) :
+					 cluster_refresh_inode_named(fs, v[i]);
 	if (r) {
 		pthread_mutex_unlock(&fs->meta_lock);
 		for (k = 0; k < n; k++)
@@ -78,16 +84,27 @@ static void ns_exit(struct fs *fs, struct fs_inode **v, int n)
 }
 
 /* meta_lock for a read-only look at IP (re-read if another host may have
- * changed it).  Returns with meta_lock held, or an error without it. */
-static int ns_read(struct fs *fs, struct fs_inode *ip)
+ * changed it), reached by number (BYINO, see ns_enter) or by name.
+ * Returns with meta_lock held, or an error without it: -ENOENT if another
+ * host deleted it, -ESTALE if the number names another file now. */
+static int ns_read_as(struct fs *fs, struct fs_inode *ip, bool byino)
 {
 	int r;
 
 	pthread_mutex_lock(&fs->meta_lock);
-	r = cluster_refresh_inode(fs, ip);
+	r = cluster_refresh_inode_named(fs, ip);
+	if (r == -ESTALE)
+		r = -ENOENT;
+	if (!r && byino)
+		r = cluster_check_kgen(fs, ip);
 	if (r)
 		pthread_mutex_unlock(&fs->meta_lock);
-	return r == -ESTALE ? -ENOENT : r;
+	return r;
+}
+
+static int ns_read(struct fs *fs, struct fs_inode *ip)
+{
+	return ns_read_as(fs, ip, true);
 }
 
 /* The inode NAME in DP names now (a hint: the caller locks it, then checks
@@ -141,11 +158,11 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	if (!r)
 		r = inode_get(fs, ino, &ip);
 	if (!r)
-		r = ns_read(fs, ip);
+		r = ns_read_as(fs, ip, false);
 	if (!r) {
 		inode_fill_attr(fs, ip, out);
-		pthread_mutex_unlock(&fs->meta_lock);
 		take_lookup(fs, ip);
+		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	inode_put(fs, ip);
 	inode_put(fs, dp);
@@ -193,7 +210,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 	if (r)
 		return r;
 	/* Lock (until the next commit) and refresh, outside meta_lock. */
-	r = ns_enter(fs, &ip, 1);
+	r = ns_enter(fs, &ip, 1, 1);
 	if (r) {
 		inode_put(fs, ip);
 		return r;
@@ -309,7 +326,7 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 		return r;
 	/* The new inode needs no lock: nobody can reach it before the commit
 	 * that makes its name visible, after which the directory lock goes. */
-	r = ns_enter(fs, &dp, 1);
+	r = ns_enter(fs, &dp, 1, 1);
 	if (r) {
 		inode_put(fs, dp);
 		return r;
@@ -483,7 +500,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	{
 		struct fs_inode *v[2] = { ip, dp };
 
-		r = ns_enter(fs, v, 2);
+		r = ns_enter(fs, v, 2, 2);
 		if (r)
 			goto out;
 	}
@@ -586,7 +603,7 @@ again:
 	if (!r) {
 		struct fs_inode *v[2] = { dp, hint };
 
-		r = ns_enter(fs, v, 2);
+		r = ns_enter(fs, v, 2, 1);
 		if (!r) {
 			tx_begin(fs, &tx);
 			r = remove_locked(fs, dp, name, isdir, &tx, &ip);
@@ -678,7 +695,7 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 	v[1] = ddp;
 	v[2] = hs;
 	v[3] = hd;
-	r = ns_enter(fs, v, 4);
+	r = ns_enter(fs, v, 4, 2);
 	if (r)
 		goto out_put;
 	tx_begin(fs, &tx);

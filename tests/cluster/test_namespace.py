@@ -133,7 +133,9 @@ def reuse_ino(a_dir, ino, prefix):
     """A creates files until one gets inode number INO again (freed inode
     numbers are reused after the next commit, which sync forces); returns
     its path or None."""
-    os.sync()
+    dfd = os.open(a_dir, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    os.close(dfd)
     made = []
     for i in range(64):
         p = os.path.join(a_dir, "%s%d" % (prefix, i))
@@ -148,7 +150,57 @@ def reuse_ino(a_dir, ino, prefix):
     return None
 
 
+def dir_reused(a, b):
+    """B holds a directory open (its kernel keeps that inode, generation
+    and all, for as long as it likes); A removes the directory and reuses
+    its inode number for a new directory.  Requests B makes through its fd
+    name the old directory: they must fail, never act on the new one."""
+    os.mkdir(os.path.join(a, "dir_reused"))
+    os.mkdir(os.path.join(a, "dir_reused", "d"))
+    time.sleep(SETTLE_S)
+    fdb = os.open(os.path.join(b, "dir_reused", "d"), os.O_RDONLY | os.O_DIRECTORY)
+    ino = os.fstat(fdb).st_ino
+    os.rmdir(os.path.join(a, "dir_reused", "d"))
+    new = None
+    for i in range(100):
+        p = os.path.join(a, "dir_reused", "n%d" % i)
+        os.mkdir(p)
+        if os.stat(p).st_ino == ino:
+            new = p
+            break
+        os.rmdir(p)
+        dfd = os.open(os.path.join(a, "dir_reused"), os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)       # a commit: freed numbers become reusable
+        os.close(dfd)
+        time.sleep(0.1)
+    if new is None:
+        fail("dir_reused: A never reused inode %d" % ino)
+        os.close(fdb)
+        return
+    log("dir_reused: A reused inode %d for %s" % (ino, new))
+    mode = os.stat(new).st_mode
+    e, fd = err_of(lambda: os.open("f", os.O_RDWR | os.O_CREAT, 0o644, dir_fd=fdb))
+    if fd is not None:
+        os.close(fd)
+    if e == 0:
+        fail("dir_reused: B created a file in a directory A removed")
+    else:
+        log("dir_reused: create through B's fd of the removed directory: %s"
+            % errno.errorcode[e])
+    e, _ = err_of(os.fchmod, fdb, 0o700)
+    if e == 0:
+        fail("dir_reused: B's fchmod of the removed directory succeeded")
+    os.close(fdb)
+    time.sleep(SETTLE_S)
+    if os.listdir(new):
+        fail("dir_reused: A's new directory has %s: B acted on the reused number"
+             % os.listdir(new))
+    if os.stat(new).st_mode != mode:
+        fail("dir_reused: B's fchmod changed A's new directory")
+
+
 def cases(a, b):
+    dir_reused(a, b)
     names = ["creat", "creat_busy", "creat_trunc", "creat_excl", "creat_dir", "creat_perm",
              "creat_symlink", "mkdir", "mknod", "symlink", "link_new", "link_gone",
              "link_reused", "open_reused", "unlink_gone", "unlink_replaced", "rmdir_gone",
@@ -385,7 +437,7 @@ def cases(a, b):
 
     # Both hosts agree on every directory at the end.
     time.sleep(SETTLE_S)
-    for n in names:
+    for n in names + ["dir_reused"]:
         la, lb = sorted(os.listdir(A(n))), sorted(os.listdir(B(n)))
         if la != lb:
             fail("%s: A lists %s, B lists %s" % (n, la, lb))
