@@ -258,8 +258,9 @@ static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
 			return -EBUSY;  /* RO held here, MW wanted (or back) */
 		if ((r != -EBUSY && r != -EAGAIN) || waited >= wait_ms * 1000)
 			return r == -EAGAIN ? -EBUSY : r;
-		/* Random backoff, so hosts do not retry in lockstep. */
-		usleep(LOCK_RETRY_US / 2 + (unsigned)rand() % LOCK_RETRY_US);
+		/* Random backoff, so hosts do not retry in lockstep (a
+		 * generator seeded per process: rand() is not). */
+		usleep(LOCK_RETRY_US / 2 + lockmgr_rand_below(LOCK_RETRY_US));
 		waited += LOCK_RETRY_US;
 	}
 }
