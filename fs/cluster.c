@@ -169,14 +169,13 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 int cluster_join(struct fs *fs)
 {
 	uint8_t uuid[16];
-	uint32_t busy = 0;
 	int r;
 
 	host_uuid(fs->host, uuid);
 	r = reclaim_own_slot(fs, uuid, fs->reclaim_own);
 	if (r)
 		return r;
-	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, &busy, &fs->hb);
+	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, NULL, &fs->hb);
 	if (r)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
@@ -225,25 +224,23 @@ void cluster_recover_dead(struct fs *fs)
 		return;
 	while (hb_next_dead(fs->hb, slot, &slot) == 0) {
 		struct journal_replay_info ji;
-		int r;
 
-		r = hb_claim_dead(fs->hb, slot);
-		if (r == 0) {
-			r = journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
-					   fs->sb.journal_size, slot, &ji);
-			/* A journal we cannot replay keeps the slot REPLAYING:
-			 * its locks stay valid and fsck must look at it. */
-			if (r == 0)
-				r = hb_release_dead(fs->hb, slot);
-		}
+		/* A failure leaves it to the next round or to another host:
+		 * a journal we cannot replay keeps the slot REPLAYING, its
+		 * locks stay valid and fsck must look at it. */
+		if (hb_claim_dead(fs->hb, slot) == 0 &&
+		    journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
+				   fs->sb.journal_size, slot, &ji) == 0)
+			(void)hb_release_dead(fs->hb, slot);
 		slot++;
 	}
 }
 
 /* ---------------- inode locks ---------------- */
 
-/* Takes MODE (or keeps a stronger lock we hold) on IP, retrying conflicts.
- * Called WITHOUT meta_lock.  On -EBUSY, *holder names the host. */
+/* Takes MODE on the lock record at OFF (HAVE: what we hold there now; EXCL
+ * over a weaker lock is an upgrade), retrying conflicts for WAIT_MS.
+ * Called WITHOUT meta_lock.  On -EBUSY, LI names the holder. */
 static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
 		     int wait_ms, struct lock_info *li)
 {

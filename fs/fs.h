@@ -76,8 +76,14 @@ struct fs_setattr {
 /* Mount: opens the device, verifies the superblock (falling back to the
  * backup when the primary is damaged and the backup is sound), loads the
  * allocation bitmaps and claims the host's slot, replaying its journal.
- * Errors: -EUCLEAN/-EBADMSG no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
- * features, -EBUSY volume already mounted by this host, bdev_open errors. */
+ * Errors: -EMEDIUMTYPE no vmfsd superblock (not a vmfsd volume);
+ * -EUCLEAN/-EBADMSG the superblock (and its backup) or the root inode is
+ * damaged; -EPROTONOSUPPORT unknown incompat features (or ro_compat ones
+ * on a read-write mount); -ERANGE the device is smaller than the volume;
+ * -EBUSY this host name is mounted on the volume already;
+ * -ENOTRECOVERABLE this host's journal header is damaged; -EROFS a
+ * read-only mount of a volume whose journals need replay; bdev_open's
+ * errors (-ENOTBLK, -EOPNOTSUPP no direct I/O, ...). */
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out);
 /* Writes back everything dirty, frees orphans, flushes, releases the slot. */

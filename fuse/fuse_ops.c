@@ -273,10 +273,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	struct fs_file *f;
 	struct fs_attr a;
-	int r, created, n = 0, i;
+	int r, created;
 
 	if (c->uid != 0 && !(fi->flags & O_EXCL)) {
-		n = fuse_req_getgroups(req, 64, groups);
+		int n = fuse_req_getgroups(req, 64, groups), i;
+
 		n = n < 0 ? 0 : n > 64 ? 64 : n;
 		for (i = 0; i < n; i++)
 			g32[i] = groups[i];
