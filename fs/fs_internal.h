@@ -147,6 +147,11 @@ struct fs_inode {
 	uint32_t pins;          /* transient references held by fs code */
 	bool dirty;             /* in-memory fields newer than disk */
 	bool deleted;           /* freed on disk, must not be written */
+	/* This host removed its last name (so it is on our orphan list and
+	 * ours to free).  An inode another host unlinked can show nlink 0
+	 * here too, after a re-read: that host frees it, maybe much later
+	 * (it may hold it open), never we. */
+	bool unlinked_here;
 	struct iolock iolock;
 	struct vmfsd_inode d;
 	struct dir_cache *dir;  /* directories: loaded lazily */
@@ -210,6 +215,7 @@ struct fs {
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
+bool orphan_listed(struct fs *fs, uint64_t ino);
 int orphan_load(struct fs *fs);
 void orphan_cleanup(struct fs *fs);
 /* An inode leaves the cache holding a lock: release it after the commit. */

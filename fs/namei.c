@@ -542,9 +542,11 @@ out:
 }
 
 /* Removes NAME from DP and drops one link of its inode (meta_lock held).
+ * HINT is the inode the caller locked: -EAGAIN, with nothing changed, if
+ * NAME leads elsewhere now (another host replaced it meanwhile).
  * *victim gets the pinned inode, freed by inode_put() when unreferenced. */
 static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, bool isdir,
-			 struct tx *tx, struct fs_inode **victim)
+			 const struct fs_inode *hint, struct tx *tx, struct fs_inode **victim)
 {
 	struct fs_inode *ip;
 	uint64_t ino;
@@ -557,6 +559,8 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	r = dir_lookup(fs, dp, name, &ino, NULL);
 	if (r)
 		return r;
+	if (ino != hint->ino)
+		return -EAGAIN;         /* not the inode we locked: again */
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
@@ -579,8 +583,10 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	}
 	inode_touch(ip, false, true);
 	tx_add_inode(tx, ip);
-	if (ip->d.nlink == 0)
+	if (ip->d.nlink == 0) {
+		ip->unlinked_here = true;
 		orphan_add(fs, ip->ino, tx);    /* freed at last put, or next mount */
+	}
 	return 0;
 }
 
@@ -606,9 +612,7 @@ again:
 		r = ns_enter(fs, v, 2, 1);
 		if (!r) {
 			tx_begin(fs, &tx);
-			r = remove_locked(fs, dp, name, isdir, &tx, &ip);
-			if (!r && ip != hint)
-				r = -EAGAIN;    /* renamed over meanwhile: again */
+			r = remove_locked(fs, dp, name, isdir, hint, &tx, &ip);
 			if (r)
 				tx_abort(&tx);
 			else
@@ -803,8 +807,10 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 		}
 		inode_touch(dip, false, true);
 		tx_add_inode(&tx, dip);
-		if (dip->d.nlink == 0)
+		if (dip->d.nlink == 0) {
+			dip->unlinked_here = true;
 			orphan_add(fs, dip->ino, &tx);
+		}
 	} else {
 		r = dir_add(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
 		if (r)

@@ -399,6 +399,10 @@ def cases(a, b):
     os.close(fdb)
     lookup(B("rmdir_open", "d"))    # B's kernel drops its entry: forget
     time.sleep(SETTLE_S)
+    e, st = err_of(os.fstat, fda)   # A re-reads it: still there, A holds it
+    if e or st.st_nlink != 0 or not stat.S_ISDIR(st.st_mode):
+        fail("rmdir_open: A's open removed directory is gone (%s): B freed an inode "
+             "A still uses" % (errno.errorcode.get(e, "nlink %s" % (st and st.st_nlink))))
     os.close(fda)
     log("rmdir_open: directory open on A and B removed by A, closed on both")
 
