@@ -15,7 +15,10 @@
 #include "bdev/bdev.h"
 #include "fuse_ops.h"
 
-/* DESIGN.md §4: another host's change is visible within about a second. */
+/* Another host's change is visible within about a second
+ * (docs/architecture.md, "Coherency between hosts"): it reaches the disk at
+ * that host's next commit, within its 1 s commit interval, so a shorter
+ * timeout would only add lookups that still find the old state. */
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
 
@@ -76,8 +79,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int r = fs_lookup(req_fs(req), parent, name, &a);
 
 	if (r == -ENOENT) {
-		/* Negative entry with a short timeout: names created on another
-		 * host must show up quickly. */
+		/* Negative entry, cached no longer than a positive one: names
+		 * created on another host show up within the same bound.  A
+		 * stale negative entry is harmless beyond that: mkdir, mknod,
+		 * symlink, link and rename's target look the name up again
+		 * (LOOKUP_EXCL / LOOKUP_RENAME_TARGET), and the CREATE that
+		 * open(O_CREAT) sends through it opens the existing file
+		 * (fs_create). */
 		struct fuse_entry_param e;
 
 		memset(&e, 0, sizeof(e));

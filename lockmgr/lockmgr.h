@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * lockmgr: the cluster protocol of DESIGN.md §4 on top of bdev's ATS.
+ * lockmgr: the cluster protocol (docs/cluster.md) on top of bdev's ATS.
  *
  *  - Heartbeat (hb_*): a host claims one slot of the heartbeat region with
  *    ATS and rewrites it every hb_interval_ms.  Others judge it alive by
