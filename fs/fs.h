@@ -139,11 +139,10 @@ struct fs_cred {
  * check for CRED, -EISDIR for a directory, the file's lock (-EBUSY), O_TRUNC.
  * -ESTALE for a symlink or special file: the kernel must look the name up
  * again and open it itself (it retries the path walk on -ESTALE).
- * OUT gets the file's attributes and takes a lookup reference; *CREATED
- * says which of the two happened. */
+ * OUT gets the file's attributes and takes a lookup reference. */
 int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	      const struct fs_cred *cred, int flags, struct fs_attr *out,
-	      struct fs_file **fout, int *created);
+	      struct fs_file **fout);
 int fs_release(struct fs *fs, struct fs_file *f);
 /* Data calls take the open file (its inode stays pinned while open). */
 ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off);

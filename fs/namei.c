@@ -393,11 +393,10 @@ static int may_open(const struct fs_attr *a, const struct fs_cred *c, int flags)
 
 int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	      const struct fs_cred *cred, int flags, struct fs_attr *out,
-	      struct fs_file **fout, int *created)
+	      struct fs_file **fout)
 {
 	int r = -EAGAIN, tries;
 
-	*created = 0;
 	for (tries = 0; tries < NS_RETRIES && r == -EAGAIN; tries++) {
 		r = fs_mknod(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
 			     out);
@@ -407,8 +406,6 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 			r = fs_open(fs, out->ino, flags & ~O_TRUNC, fout);
 			if (r)
 				fs_forget(fs, out->ino, 1);
-			else
-				*created = 1;
 			return r;
 		}
 		if (r != -EEXIST || (flags & O_EXCL))

@@ -281,7 +281,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	struct fuse_entry_param e;
 	struct fs_file *f;
 	struct fs_attr a;
-	int r, created;
+	int r;
 
 	if (c->uid != 0 && !(fi->flags & O_EXCL)) {
 		int n = fuse_req_getgroups(req, 64, groups), i;
@@ -292,8 +292,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		cred.groups = g32;
 		cred.ngroups = n;
 	}
-	r = fs_create(req_fs(req), parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f,
-		      &created);
+	r = fs_create(req_fs(req), parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f);
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
