@@ -169,14 +169,13 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 int cluster_join(struct fs *fs)
 {
 	uint8_t uuid[16];
-	uint32_t busy = 0;
 	int r;
 
 	host_uuid(fs->host, uuid);
 	r = reclaim_own_slot(fs, uuid, fs->reclaim_own);
 	if (r)
 		return r;
-	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, &busy, &fs->hb);
+	r = hb_join(fs->bd, &fs->sb, fs->host, uuid, NULL, &fs->hb);
 	if (r)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
@@ -225,25 +224,23 @@ void cluster_recover_dead(struct fs *fs)
 		return;
 	while (hb_next_dead(fs->hb, slot, &slot) == 0) {
 		struct journal_replay_info ji;
-		int r;
 
-		r = hb_claim_dead(fs->hb, slot);
-		if (r == 0) {
-			r = journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
-					   fs->sb.journal_size, slot, &ji);
-			/* A journal we cannot replay keeps the slot REPLAYING:
-			 * its locks stay valid and fsck must look at it. */
-			if (r == 0)
-				r = hb_release_dead(fs->hb, slot);
-		}
+		/* A failure leaves it to the next round or to another host:
+		 * a journal we cannot replay keeps the slot REPLAYING, its
+		 * locks stay valid and fsck must look at it. */
+		if (hb_claim_dead(fs->hb, slot) == 0 &&
+		    journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
+				   fs->sb.journal_size, slot, &ji) == 0)
+			(void)hb_release_dead(fs->hb, slot);
 		slot++;
 	}
 }
 
 /* ---------------- inode locks ---------------- */
 
-/* Takes MODE (or keeps a stronger lock we hold) on IP, retrying conflicts.
- * Called WITHOUT meta_lock.  On -EBUSY, *holder names the host. */
+/* Takes MODE on the lock record at OFF (HAVE: what we hold there now; EXCL
+ * over a weaker lock is an upgrade), retrying conflicts for WAIT_MS.
+ * Called WITHOUT meta_lock.  On -EBUSY, LI names the holder. */
 static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
 		     int wait_ms, struct lock_info *li)
 {
@@ -258,8 +255,9 @@ static int lock_take(struct fs *fs, uint64_t off, uint16_t have, uint16_t mode,
 			return -EBUSY;  /* RO held here, MW wanted (or back) */
 		if ((r != -EBUSY && r != -EAGAIN) || waited >= wait_ms * 1000)
 			return r == -EAGAIN ? -EBUSY : r;
-		/* Random backoff, so hosts do not retry in lockstep. */
-		usleep(LOCK_RETRY_US / 2 + (unsigned)rand() % LOCK_RETRY_US);
+		/* Random backoff, so hosts do not retry in lockstep (a
+		 * generator seeded per process: rand() is not). */
+		usleep(LOCK_RETRY_US / 2 + lockmgr_rand_below(LOCK_RETRY_US));
 		waited += LOCK_RETRY_US;
 	}
 }
@@ -395,7 +393,7 @@ void cluster_release_transient(struct fs *fs)
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
  * last looked (another host may have changed it).  meta_lock held. */
-int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
+int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 {
 	struct vmfsd_inode d;
 	uint64_t off;
@@ -428,6 +426,30 @@ int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
 	if (ip->lk_mode != VMFSD_LOCK_FREE)
 		ip->lk_fresh = true;
 	return 0;
+}
+
+/* The same, for a request that names IP by number (the kernel's inode):
+ * -ESTALE when the kernel knows that number by an older generation.  Then
+ * another host freed the file and reused the number for a new one, and the
+ * request (through a stale directory entry of this host's kernel) means the
+ * old file: acting on the new one would open, truncate or link the wrong
+ * file.  The kernel answers -ESTALE by walking the path again with fresh
+ * lookups, which hand out the new generation. */
+int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip)
+{
+	int r = cluster_refresh_inode_named(fs, ip);
+
+	return r ? r : cluster_check_kgen(fs, ip);
+}
+
+int cluster_check_kgen(struct fs *fs, struct fs_inode *ip)
+{
+	bool stale;
+
+	pthread_mutex_lock(&fs->icache_lock);
+	stale = ip->nlookup && ip->kgen != ip->d.generation;
+	pthread_mutex_unlock(&fs->icache_lock);
+	return stale ? -ESTALE : 0;
 }
 
 /* ---------------- open / close ---------------- */

@@ -204,7 +204,7 @@ int commit_locked(struct fs *fs)
 			r = journal_write_home(fs->bd, fs->run[i]->off, fs->run[i]->img);
 		if (r) {
 			/* The journal is the only safe record now: stop writing. */
-			fs->jerr = r == -EIO ? -EIO : r;
+			fs->jerr = r;
 			return r;
 		}
 		pthread_mutex_lock(&fs->plock);
@@ -226,10 +226,8 @@ int commit_locked(struct fs *fs)
 	/* Everything merged so far is durable now, its frees included. */
 	alloc_release_pending(fs, fs->reuse, fs->nreuse);
 	fs->nreuse = 0;
-	if (!n || !fs->jerr) {
-		cluster_release_rcs(fs, false);
-		cluster_release_transient(fs);
-	}
+	cluster_release_rcs(fs, false);
+	cluster_release_transient(fs);
 	if (!fs->ndfree)
 		return 0;
 	/* Frees that found their cluster busy at another host: try again. */

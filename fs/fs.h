@@ -76,8 +76,14 @@ struct fs_setattr {
 /* Mount: opens the device, verifies the superblock (falling back to the
  * backup when the primary is damaged and the backup is sound), loads the
  * allocation bitmaps and claims the host's slot, replaying its journal.
- * Errors: -EUCLEAN/-EBADMSG no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
- * features, -EBUSY volume already mounted by this host, bdev_open errors. */
+ * Errors: -EMEDIUMTYPE no vmfsd superblock (not a vmfsd volume);
+ * -EUCLEAN/-EBADMSG the superblock (and its backup) or the root inode is
+ * damaged; -EPROTONOSUPPORT unknown incompat features (or ro_compat ones
+ * on a read-write mount); -ERANGE the device is smaller than the volume;
+ * -EBUSY this host name is mounted on the volume already;
+ * -ENOTRECOVERABLE this host's journal header is damaged; -EROFS a
+ * read-only mount of a volume whose journals need replay; bdev_open's
+ * errors (-ENOTBLK, -EOPNOTSUPP no direct I/O, ...). */
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out);
 /* Writes back everything dirty, frees orphans, flushes, releases the slot. */
@@ -114,8 +120,29 @@ int fs_rmdir(struct fs *fs, uint64_t parent, const char *name);
 int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newparent,
 	      const char *newname, unsigned flags);
 
-/* Open files.  Creation is fs_mknod + fs_open. */
+/* Open files. */
 int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
+
+/* Who asks: open(2)'s permission check when fs_create opens a file that
+ * exists already.  GROUPS (NGROUPS of them) are the supplementary groups;
+ * they may be left out (NULL, 0) when UID is 0. */
+struct fs_cred {
+	uint32_t uid, gid;
+	const uint32_t *groups;
+	int ngroups;
+};
+
+/* open(NAME, FLAGS | O_CREAT, MODE) in PARENT: creates a regular file and
+ * opens it, or, when NAME exists (another host created it after this
+ * host's kernel cached a negative entry, so the kernel sent a create) and
+ * FLAGS lack O_EXCL, opens the existing file as open(2) would: permission
+ * check for CRED, -EISDIR for a directory, the file's lock (-EBUSY), O_TRUNC.
+ * -ESTALE for a symlink or special file: the kernel must look the name up
+ * again and open it itself (it retries the path walk on -ESTALE).
+ * OUT gets the file's attributes and takes a lookup reference. */
+int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	      const struct fs_cred *cred, int flags, struct fs_attr *out,
+	      struct fs_file **fout);
 int fs_release(struct fs *fs, struct fs_file *f);
 /* Data calls take the open file (its inode stays pinned while open). */
 ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off);

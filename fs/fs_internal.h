@@ -153,10 +153,19 @@ struct fs_inode {
 	uint64_t ino;
 	struct fs_inode *hnext;
 	uint64_t nlookup;       /* kernel references */
+	/* The generation the kernel was last given for this number (with
+	 * nlookup > 0): when the disk shows another, the number was freed and
+	 * reused by another host, and a request by number means the old file. */
+	uint64_t kgen;
 	uint32_t nopen;
 	uint32_t pins;          /* transient references held by fs code */
 	bool dirty;             /* in-memory fields newer than disk */
 	bool deleted;           /* freed on disk, must not be written */
+	/* This host removed its last name (so it is on our orphan list and
+	 * ours to free).  An inode another host unlinked can show nlink 0
+	 * here too, after a re-read: that host frees it, maybe much later
+	 * (it may hold it open), never we. */
+	bool unlinked_here;
 	struct iolock iolock;
 	struct vmfsd_inode d;
 	struct dir_cache *dir;  /* directories: loaded lazily */
@@ -219,6 +228,7 @@ struct fs {
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
+bool orphan_listed(struct fs *fs, uint64_t ino);
 int orphan_load(struct fs *fs);
 void orphan_cleanup(struct fs *fs);
 /* An inode leaves the cache holding a lock: release it after the commit. */
@@ -235,6 +245,11 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
 void cluster_release_transient(struct fs *fs);
 int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip);
+/* The same for an inode reached by name (its new generation is about to be
+ * handed out): no check that the kernel knows it by that generation. */
+int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip);
+/* -ESTALE if the kernel knows IP's number by an older generation. */
+int cluster_check_kgen(struct fs *fs, struct fs_inode *ip);
 int cluster_open(struct fs *fs, struct fs_inode *ip, int flags);
 void cluster_close(struct fs *fs, struct fs_inode *ip);
 int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len);

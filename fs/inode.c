@@ -131,6 +131,15 @@ int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 	return 0;
 }
 
+/* Is IP's last name gone and ours to free (meta_lock held)?  Only the
+ * host that removed the last name frees the inode: it has it on its orphan
+ * list, and the others may hold it open still. */
+static bool inode_ours_to_delete(struct fs *fs, const struct fs_inode *ip)
+{
+	return ip->d.nlink == 0 && !ip->deleted &&
+	       (ip->unlinked_here || orphan_listed(fs, ip->ino));
+}
+
 static bool evictable_after_put(const struct fs_inode *ip)
 {
 	return ip->pins == 1 && ip->nlookup == 0 && ip->nopen == 0;
@@ -178,7 +187,7 @@ void inode_put(struct fs *fs, struct fs_inode *ip)
 	}
 	pthread_mutex_unlock(&fs->icache_lock);
 	if (!fs->readonly) {
-		if (ip->d.nlink == 0 && !ip->deleted)
+		if (inode_ours_to_delete(fs, ip))
 			inode_delete(fs, ip);
 		else if (ip->dirty)
 			(void)inode_writeback(fs, ip);
@@ -341,7 +350,7 @@ void inode_cache_drop_all(struct fs *fs)
 		while ((ip = fs->itab[i])) {
 			fs->itab[i] = ip->hnext;
 			if (!fs->readonly) {
-				if (ip->d.nlink == 0 && !ip->deleted)
+				if (inode_ours_to_delete(fs, ip))
 					inode_delete(fs, ip);
 				else
 					(void)inode_writeback(fs, ip);

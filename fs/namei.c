@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
 
@@ -20,10 +21,13 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
+/* The kernel gets a reference to IP at its current generation (meta_lock
+ * held, so the generation is the one just read). */
 static void take_lookup(struct fs *fs, struct fs_inode *ip)
 {
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nlookup++;
+	ip->kgen = ip->d.generation;
 	pthread_mutex_unlock(&fs->icache_lock);
 }
 
@@ -33,9 +37,11 @@ static void take_lookup(struct fs *fs, struct fs_inode *ip)
 /* A namespace operation changes the inodes in V: lock each EXCL until the
  * next commit (fs/cluster.c), pin them so that commit cannot drop the
  * locks mid-operation, then take meta_lock and re-read any inode whose
- * cached copy may be older than another host's change.  On success the
- * caller holds meta_lock and ends with ns_exit(). */
-static int ns_enter(struct fs *fs, struct fs_inode **v, int n)
+ * cached copy may be older than another host's change.  The first NBYINO
+ * came by number from the kernel (-ESTALE if the number now names another
+ * file), the others by name.  On success the caller holds meta_lock and
+ * ends with ns_exit(). */
+static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 {
 	int i, k, r = 0;
 
@@ -56,7 +62,8 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n)
 	pthread_mutex_lock(&fs->meta_lock);
 	for (i = 0; i < n && !r; i++)
 		if (v[i])
-			r = cluster_refresh_inode(fs, v[i]);
+			r = i < nbyino ? cluster_refresh_inode(fs, v[i]) :
+					 cluster_refresh_inode_named(fs, v[i]);
 	if (r) {
 		pthread_mutex_unlock(&fs->meta_lock);
 		for (k = 0; k < n; k++)
@@ -77,16 +84,27 @@ static void ns_exit(struct fs *fs, struct fs_inode **v, int n)
 }
 
 /* meta_lock for a read-only look at IP (re-read if another host may have
- * changed it).  Returns with meta_lock held, or an error without it. */
-static int ns_read(struct fs *fs, struct fs_inode *ip)
+ * changed it), reached by number (BYINO, see ns_enter) or by name.
+ * Returns with meta_lock held, or an error without it: -ENOENT if another
+ * host deleted it, -ESTALE if the number names another file now. */
+static int ns_read_as(struct fs *fs, struct fs_inode *ip, bool byino)
 {
 	int r;
 
 	pthread_mutex_lock(&fs->meta_lock);
-	r = cluster_refresh_inode(fs, ip);
+	r = cluster_refresh_inode_named(fs, ip);
+	if (r == -ESTALE)
+		r = -ENOENT;
+	if (!r && byino)
+		r = cluster_check_kgen(fs, ip);
 	if (r)
 		pthread_mutex_unlock(&fs->meta_lock);
-	return r == -ESTALE ? -ENOENT : r;
+	return r;
+}
+
+static int ns_read(struct fs *fs, struct fs_inode *ip)
+{
+	return ns_read_as(fs, ip, true);
 }
 
 /* The inode NAME in DP names now (a hint: the caller locks it, then checks
@@ -140,11 +158,11 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 	if (!r)
 		r = inode_get(fs, ino, &ip);
 	if (!r)
-		r = ns_read(fs, ip);
+		r = ns_read_as(fs, ip, false);
 	if (!r) {
 		inode_fill_attr(fs, ip, out);
-		pthread_mutex_unlock(&fs->meta_lock);
 		take_lookup(fs, ip);
+		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	inode_put(fs, ip);
 	inode_put(fs, dp);
@@ -192,7 +210,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 	if (r)
 		return r;
 	/* Lock (until the next commit) and refresh, outside meta_lock. */
-	r = ns_enter(fs, &ip, 1);
+	r = ns_enter(fs, &ip, 1, 1);
 	if (r) {
 		inode_put(fs, ip);
 		return r;
@@ -308,7 +326,7 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 		return r;
 	/* The new inode needs no lock: nobody can reach it before the commit
 	 * that makes its name visible, after which the directory lock goes. */
-	r = ns_enter(fs, &dp, 1);
+	r = ns_enter(fs, &dp, 1, 1);
 	if (r) {
 		inode_put(fs, dp);
 		return r;
@@ -345,6 +363,83 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	if (!(mode & S_IFMT))
 		mode |= S_IFREG;
 	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, out);
+}
+
+/* open(2)'s access check on an existing inode.  The kernel did not make
+ * it: its entry said the name did not exist, so it sent a create, and it
+ * checks nothing on a file it believes it created. */
+static int may_open(const struct fs_attr *a, const struct fs_cred *c, int flags)
+{
+	unsigned want = 0, bits;
+	int i;
+
+	if ((flags & O_ACCMODE) != O_WRONLY)
+		want |= 4;
+	if ((flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC))
+		want |= 2;
+	if (c->uid == 0)
+		return 0;       /* root reads and writes any regular file */
+	if (a->uid == c->uid) {
+		bits = (a->mode >> 6) & 7;
+	} else {
+		bool group = a->gid == c->gid;
+
+		for (i = 0; i < c->ngroups && !group; i++)
+			group = c->groups[i] == a->gid;
+		bits = group ? (a->mode >> 3) & 7 : a->mode & 7;
+	}
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	      const struct fs_cred *cred, int flags, struct fs_attr *out,
+	      struct fs_file **fout)
+{
+	int r = -EAGAIN, tries;
+
+	for (tries = 0; tries < NS_RETRIES && r == -EAGAIN; tries++) {
+		r = fs_mknod(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
+			     out);
+		if (!r) {
+			/* Ours: no O_TRUNC (empty) and no permission check
+			 * (open(2) makes none on a file it created). */
+			r = fs_open(fs, out->ino, flags & ~O_TRUNC, fout);
+			if (r)
+				fs_forget(fs, out->ino, 1);
+			return r;
+		}
+		if (r != -EEXIST || (flags & O_EXCL))
+			return r;
+		/* The name exists now: open what it names. */
+		r = fs_lookup(fs, parent, name, out);
+		if (r == -ENOENT || r == -ESTALE) {
+			r = -EAGAIN;    /* removed again meanwhile: create */
+			continue;
+		}
+		if (r)
+			return r;
+		if (S_ISDIR(out->mode))
+			r = -EISDIR;
+		else if (!S_ISREG(out->mode))
+			r = -ESTALE;    /* the kernel follows or opens it itself */
+		else
+			r = may_open(out, cred, flags);
+		if (!r) {
+			r = fs_open(fs, out->ino, flags, fout);
+			if (r == -ESTALE)
+				r = -EAGAIN;    /* deleted since the lookup: again */
+		}
+		if (!r) {
+			r = fs_getattr(fs, out->ino, out);   /* after O_TRUNC */
+			if (r) {
+				fs_release(fs, *fout);
+				*fout = NULL;
+			}
+		}
+		if (r)
+			fs_forget(fs, out->ino, 1);
+	}
+	return r;
 }
 
 int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
@@ -402,7 +497,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	{
 		struct fs_inode *v[2] = { ip, dp };
 
-		r = ns_enter(fs, v, 2);
+		r = ns_enter(fs, v, 2, 2);
 		if (r)
 			goto out;
 	}
@@ -444,9 +539,11 @@ out:
 }
 
 /* Removes NAME from DP and drops one link of its inode (meta_lock held).
+ * HINT is the inode the caller locked: -EAGAIN, with nothing changed, if
+ * NAME leads elsewhere now (another host replaced it meanwhile).
  * *victim gets the pinned inode, freed by inode_put() when unreferenced. */
 static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, bool isdir,
-			 struct tx *tx, struct fs_inode **victim)
+			 const struct fs_inode *hint, struct tx *tx, struct fs_inode **victim)
 {
 	struct fs_inode *ip;
 	uint64_t ino;
@@ -459,6 +556,8 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	r = dir_lookup(fs, dp, name, &ino, NULL);
 	if (r)
 		return r;
+	if (ino != hint->ino)
+		return -EAGAIN;         /* not the inode we locked: again */
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
@@ -481,8 +580,10 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	}
 	inode_touch(ip, false, true);
 	tx_add_inode(tx, ip);
-	if (ip->d.nlink == 0)
+	if (ip->d.nlink == 0) {
+		ip->unlinked_here = true;
 		orphan_add(fs, ip->ino, tx);    /* freed at last put, or next mount */
+	}
 	return 0;
 }
 
@@ -505,12 +606,10 @@ again:
 	if (!r) {
 		struct fs_inode *v[2] = { dp, hint };
 
-		r = ns_enter(fs, v, 2);
+		r = ns_enter(fs, v, 2, 1);
 		if (!r) {
 			tx_begin(fs, &tx);
-			r = remove_locked(fs, dp, name, isdir, &tx, &ip);
-			if (!r && ip != hint)
-				r = -EAGAIN;    /* renamed over meanwhile: again */
+			r = remove_locked(fs, dp, name, isdir, hint, &tx, &ip);
 			if (r)
 				tx_abort(&tx);
 			else
@@ -597,7 +696,7 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 	v[1] = ddp;
 	v[2] = hs;
 	v[3] = hd;
-	r = ns_enter(fs, v, 4);
+	r = ns_enter(fs, v, 4, 2);
 	if (r)
 		goto out_put;
 	tx_begin(fs, &tx);
@@ -705,8 +804,10 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 		}
 		inode_touch(dip, false, true);
 		tx_add_inode(&tx, dip);
-		if (dip->d.nlink == 0)
+		if (dip->d.nlink == 0) {
+			dip->unlinked_here = true;
 			orphan_add(fs, dip->ino, &tx);
+		}
 	} else {
 		r = dir_add(fs, ddp, newname, sino, mode_to_dtype(sip->d.mode), &tx);
 		if (r)

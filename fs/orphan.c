@@ -60,6 +60,17 @@ void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx)
 	}
 }
 
+/* Is INO on this host's orphan list (meta_lock held)? */
+bool orphan_listed(struct fs *fs, uint64_t ino)
+{
+	uint32_t i;
+
+	for (i = 0; i < fs->norphans; i++)
+		if (fs->orphans[i] == ino)
+			return true;
+	return false;
+}
+
 int orphan_load(struct fs *fs)
 {
 	uint64_t off = area_off(fs);

@@ -16,7 +16,9 @@
 #include "fuse_ops.h"
 
 /* Another host's change is visible within about a second
- * (docs/architecture.md, "Coherency between hosts"). */
+ * (docs/architecture.md, "Coherency between hosts"): it reaches the disk at
+ * that host's next commit, within its 1 s commit interval, so a shorter
+ * timeout would only add lookups that still find the old state. */
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
 
@@ -77,8 +79,13 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int r = fs_lookup(req_fs(req), parent, name, &a);
 
 	if (r == -ENOENT) {
-		/* Negative entry with a short timeout: names created on another
-		 * host must show up quickly. */
+		/* Negative entry, cached no longer than a positive one: names
+		 * created on another host show up within the same bound.  A
+		 * stale negative entry is harmless beyond that: mkdir, mknod,
+		 * symlink, link and rename's target look the name up again
+		 * (LOOKUP_EXCL / LOOKUP_RENAME_TARGET), and the CREATE that
+		 * open(O_CREAT) sends through it opens the existing file
+		 * (fs_create). */
 		struct fuse_entry_param e;
 
 		memset(&e, 0, sizeof(e));
@@ -260,24 +267,33 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_release(req_fs(req), f);     /* the opener was interrupted */
 }
 
+/* A create can name a file that exists: the kernel sends CREATE whenever
+ * its entry for the name is negative, and on a cluster that entry can be
+ * stale (another host created the name since).  fs_create then opens the
+ * existing file as open(2) would; it needs the caller's groups for that. */
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 		      struct fuse_file_info *fi)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
+	struct fs_cred cred = { .uid = c->uid, .gid = c->gid };
+	gid_t groups[64];
+	uint32_t g32[64];
 	struct fuse_entry_param e;
 	struct fs_file *f;
 	struct fs_attr a;
 	int r;
 
-	r = fs_mknod(req_fs(req), parent, name, (mode & ~c->umask) | S_IFREG, c->uid, c->gid,
-		     0, &a);
-	if (r) {
-		fuse_reply_err(req, -r);
-		return;
+	if (c->uid != 0 && !(fi->flags & O_EXCL)) {
+		int n = fuse_req_getgroups(req, 64, groups), i;
+
+		n = n < 0 ? 0 : n > 64 ? 64 : n;
+		for (i = 0; i < n; i++)
+			g32[i] = groups[i];
+		cred.groups = g32;
+		cred.ngroups = n;
 	}
-	r = fs_open(req_fs(req), a.ino, fi->flags & ~O_TRUNC, &f);
+	r = fs_create(req_fs(req), parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f);
 	if (r) {
-		fs_forget(req_fs(req), a.ino, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}

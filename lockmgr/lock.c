@@ -229,7 +229,7 @@ static void backoff(int attempt)
 	struct timespec ts = { 0, 0 };
 	unsigned us = 50u * (unsigned)(attempt < 10 ? attempt + 1 : 10);
 
-	ts.tv_nsec = (long)((unsigned)rand() % us + us / 2) * 1000l;
+	ts.tv_nsec = (long)(lockmgr_rand_below(us) + us / 2) * 1000l;
 	nanosleep(&ts, NULL);
 }
 

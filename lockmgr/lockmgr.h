@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * lockmgr: the cluster protocol of docs/cluster.md on top of bdev's ATS.
+ * lockmgr: the cluster protocol (docs/cluster.md) on top of bdev's ATS.
  *
  *  - Heartbeat (hb_*): a host claims one slot of the heartbeat region with
  *    ATS and rewrites it every hb_interval_ms.  Others judge it alive by
@@ -17,6 +17,7 @@
  *    holder's slot still has the generation recorded in the lock, so locks
  *    are never renewed on their own.
  *  - Status (lockmgr_status*): what `vmfsd --status` shows.
+ *  - Back-off jitter (lockmgr_rand*): a generator seeded per process.
  *
  * The safety argument, timing constants and assumptions are written down
  * in docs/cluster.md; docs/model/ holds a Promela model of the ordering.
@@ -297,6 +298,17 @@ void lockmgr_status_free(struct lockmgr_status *st);
  * string for the program to print. */
 int lockmgr_status_format(const struct lockmgr_status *st, int json, char **text);
 const char *hb_liveness_name(enum hb_liveness l);
+
+/* ------------------------------------------------------------------ */
+/* Back-off jitter                                                      */
+/* ------------------------------------------------------------------ */
+
+/* 64 random bits from a generator seeded per process (getrandom, again in
+ * a forked child), safe to call from any thread.  For retry jitter, so
+ * hosts that collide do not retry in lockstep; not for secrets. */
+uint64_t lockmgr_rand(void);
+/* A random number in [0, N); 0 when N is 0. */
+uint32_t lockmgr_rand_below(uint32_t n);
 const char *hb_state_name(uint16_t state);
 
 #endif

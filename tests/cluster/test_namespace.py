@@ -1,0 +1,487 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Stale directory entries across hosts: two real vmfsd processes (A, B) on
+one image.  Each case follows the same script: B looks the name up first,
+so B's kernel caches a negative or positive entry for it (for the entry
+timeout, 1 s); A changes the name; B acts at once, through its now stale
+entry.  The outcome must be what POSIX says for the name as it is now on
+disk, never an error the name's old state would explain, and never an
+action on an inode number the name no longer leads to.  Every case has its
+own directory, so A's and B's directory locks do not make B wait past its
+entry timeout.  At the end fsck.vmfsd -n must find the volume clean.
+
+Env: VMFSD, MKFS, FSCK.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
+"""
+import ctypes
+import errno
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+
+VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
+MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
+FSCK = os.environ.get("FSCK", "")
+# fuse/fuse_ops.c: entry and attribute timeouts, plus a commit interval's
+# worth of margin (docs/architecture.md, "Coherency between hosts").
+SETTLE_S = 1.5
+failures = []
+libc = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE = 1
+AT_FDCWD = -100
+
+
+def fail(msg):
+    print("FAIL:", msg, flush=True)
+    failures.append(msg)
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def mounted(mnt):
+    with open("/proc/mounts") as f:
+        return any(line.split()[1] == mnt for line in f)
+
+
+def mount(img, mnt, host):
+    r = subprocess.run([VMFSD, "-o", "host=" + host, img, mnt], capture_output=True, text=True)
+    if r.returncode:
+        raise RuntimeError("mount %s: %s" % (host, r.stderr))
+
+
+def unmount(mnt):
+    for _ in range(50):
+        if not mounted(mnt):
+            return
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+        time.sleep(0.1)
+    subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+
+
+def wait_gone(img):
+    t = time.time()
+    while time.time() - t < 20:
+        if not subprocess.run(["pgrep", "-f", "vmfsd .*%s" % img],
+                              capture_output=True).stdout:
+            return
+        time.sleep(0.1)
+
+
+def fsck_clean(img, when):
+    if not FSCK or not os.path.exists(FSCK):
+        return
+    r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
+    if r.returncode != 0:
+        fail("fsck.vmfsd -n %s: exit %d\n%s%s" % (when, r.returncode, r.stdout, r.stderr))
+    else:
+        log("fsck.vmfsd -n %s: clean" % when)
+
+
+def err_of(fn, *args):
+    """Runs FN; returns 0 or the errno it failed with (and the result)."""
+    try:
+        return 0, fn(*args)
+    except OSError as e:
+        return e.errno, None
+
+
+def lookup(path):
+    """B's lookup: caches a positive or negative entry in B's kernel."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def expect(case, got, want):
+    name = lambda e: errno.errorcode.get(e, "success") if e else "success"
+    if got != want:
+        fail("%s: %s, expected %s" % (case, name(got), name(want)))
+    else:
+        log("%s: %s" % (case, name(got)))
+
+
+def write_file(path, data, mode=0o644):
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+    os.write(fd, data)
+    os.close(fd)
+
+
+def renameat2(old, new, flags):
+    if libc.renameat2(AT_FDCWD, old.encode(), AT_FDCWD, new.encode(), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def as_nobody(q, fn, *args):
+    os.setgid(65534)
+    os.setuid(65534)
+    try:
+        fd = fn(*args)
+        os.close(fd)
+        q.put(0)
+    except OSError as e:
+        q.put(e.errno)
+
+
+def reuse_ino(a_dir, ino, prefix):
+    """A creates files until one gets inode number INO again (freed inode
+    numbers are reused after the next commit, which sync forces); returns
+    its path or None."""
+    dfd = os.open(a_dir, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    os.close(dfd)
+    made = []
+    for i in range(64):
+        p = os.path.join(a_dir, "%s%d" % (prefix, i))
+        write_file(p, b"new file, must survive\n")
+        if os.stat(p).st_ino == ino:
+            for q in made:
+                os.unlink(q)
+            return p
+        made.append(p)
+    for q in made:
+        os.unlink(q)
+    return None
+
+
+def dir_reused(a, b):
+    """B holds a directory open (its kernel keeps that inode, generation
+    and all, for as long as it likes); A removes the directory and reuses
+    its inode number for a new directory.  Requests B makes through its fd
+    name the old directory: they must fail, never act on the new one."""
+    os.mkdir(os.path.join(a, "dir_reused"))
+    os.mkdir(os.path.join(a, "dir_reused", "d"))
+    time.sleep(SETTLE_S)
+    fdb = os.open(os.path.join(b, "dir_reused", "d"), os.O_RDONLY | os.O_DIRECTORY)
+    ino = os.fstat(fdb).st_ino
+    os.rmdir(os.path.join(a, "dir_reused", "d"))
+    new = None
+    for i in range(100):
+        p = os.path.join(a, "dir_reused", "n%d" % i)
+        os.mkdir(p)
+        if os.stat(p).st_ino == ino:
+            new = p
+            break
+        os.rmdir(p)
+        dfd = os.open(os.path.join(a, "dir_reused"), os.O_RDONLY | os.O_DIRECTORY)
+        os.fsync(dfd)       # a commit: freed numbers become reusable
+        os.close(dfd)
+        time.sleep(0.1)
+    if new is None:
+        fail("dir_reused: A never reused inode %d" % ino)
+        os.close(fdb)
+        return
+    log("dir_reused: A reused inode %d for %s" % (ino, new))
+    mode = os.stat(new).st_mode
+    e, fd = err_of(lambda: os.open("f", os.O_RDWR | os.O_CREAT, 0o644, dir_fd=fdb))
+    if fd is not None:
+        os.close(fd)
+    if e == 0:
+        fail("dir_reused: B created a file in a directory A removed")
+    else:
+        log("dir_reused: create through B's fd of the removed directory: %s"
+            % errno.errorcode[e])
+    e, _ = err_of(os.fchmod, fdb, 0o700)
+    if e == 0:
+        fail("dir_reused: B's fchmod of the removed directory succeeded")
+    os.close(fdb)
+    time.sleep(SETTLE_S)
+    if os.listdir(new):
+        fail("dir_reused: A's new directory has %s: B acted on the reused number"
+             % os.listdir(new))
+    if os.stat(new).st_mode != mode:
+        fail("dir_reused: B's fchmod changed A's new directory")
+
+
+def cases(a, b):
+    dir_reused(a, b)
+    names = ["creat", "creat_busy", "creat_trunc", "creat_excl", "creat_dir", "creat_perm",
+             "creat_symlink", "mkdir", "mknod", "symlink", "link_new", "link_gone",
+             "link_reused", "open_reused", "unlink_gone", "unlink_replaced", "rmdir_gone",
+             "rmdir_replaced", "rmdir_open", "rename_gone", "rename_target",
+             "rename_noreplace", "lookup_renamed"]
+    for n in names:
+        os.mkdir(os.path.join(a, n), 0o777)
+        os.chmod(os.path.join(a, n), 0o777)
+    # Setup that B must see before its lookups.
+    write_file(os.path.join(a, "link_new", "src"), b"src")
+    write_file(os.path.join(a, "link_gone", "f"), b"gone")
+    write_file(os.path.join(a, "link_reused", "f"), b"old")
+    write_file(os.path.join(a, "open_reused", "f"), b"old")
+    write_file(os.path.join(a, "unlink_gone", "f"), b"x")
+    write_file(os.path.join(a, "unlink_replaced", "f"), b"old")
+    os.mkdir(os.path.join(a, "rmdir_gone", "d"))
+    os.mkdir(os.path.join(a, "rmdir_replaced", "d"))
+    os.mkdir(os.path.join(a, "rmdir_open", "d"))
+    write_file(os.path.join(a, "rename_gone", "f"), b"x")
+    write_file(os.path.join(a, "rename_target", "src"), b"src")
+    write_file(os.path.join(a, "rename_noreplace", "src"), b"src")
+    write_file(os.path.join(a, "lookup_renamed", "old"), b"renamed")
+    time.sleep(SETTLE_S)
+    A = lambda *p: os.path.join(a, *p)
+    B = lambda *p: os.path.join(b, *p)
+
+    # open(O_CREAT) without O_EXCL of a name A created after B's lookup:
+    # opens A's file.
+    lookup(B("creat", "f"))
+    write_file(A("creat", "f"), b"written by A")
+    e, fd = err_of(os.open, B("creat", "f"), os.O_RDWR | os.O_CREAT, 0o644)
+    expect("O_CREAT of a name A created after B's negative lookup", e, 0)
+    if fd is not None:
+        if os.pread(fd, 100, 0) != b"written by A":
+            fail("O_CREAT opened something else than A's file")
+        if os.fstat(fd).st_ino != os.stat(A("creat", "f")).st_ino:
+            fail("O_CREAT: B's inode is not A's")
+        os.close(fd)
+
+    # ... EBUSY while A holds it open for writing.
+    lookup(B("creat_busy", "f"))
+    fda = os.open(A("creat_busy", "f"), os.O_CREAT | os.O_RDWR, 0o644)
+    e, fd = err_of(os.open, B("creat_busy", "f"), os.O_RDWR | os.O_CREAT, 0o644)
+    expect("O_CREAT of a name A created and holds open for writing", e, errno.EBUSY)
+    if fd is not None:
+        os.close(fd)
+    os.close(fda)
+
+    # ... O_TRUNC truncates A's file.
+    lookup(B("creat_trunc", "f"))
+    write_file(A("creat_trunc", "f"), b"to be truncated")
+    e, fd = err_of(os.open, B("creat_trunc", "f"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    expect("O_CREAT|O_TRUNC of a name A created", e, 0)
+    if fd is not None:
+        if os.fstat(fd).st_size != 0:
+            fail("O_CREAT|O_TRUNC: size %d on B" % os.fstat(fd).st_size)
+        os.close(fd)
+        time.sleep(SETTLE_S)
+        if os.stat(A("creat_trunc", "f")).st_size != 0:
+            fail("O_CREAT|O_TRUNC: A still sees size %d" % os.stat(A("creat_trunc", "f")).st_size)
+
+    # ... O_EXCL: EEXIST.
+    lookup(B("creat_excl", "f"))
+    write_file(A("creat_excl", "f"), b"x")
+    e, fd = err_of(os.open, B("creat_excl", "f"), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    expect("O_CREAT|O_EXCL of a name A created", e, errno.EEXIST)
+    if fd is not None:
+        os.close(fd)
+
+    # ... a directory: EISDIR.
+    lookup(B("creat_dir", "f"))
+    os.mkdir(A("creat_dir", "f"))
+    e, fd = err_of(os.open, B("creat_dir", "f"), os.O_RDWR | os.O_CREAT, 0o644)
+    expect("O_CREAT of a name A made a directory", e, errno.EISDIR)
+    if fd is not None:
+        os.close(fd)
+
+    # ... a file the caller may not write: EACCES (the kernel checked
+    # nothing: it thought it was creating).
+    lookup(B("creat_perm", "f"))
+    write_file(A("creat_perm", "f"), b"root only", 0o600)
+    q = multiprocessing.Queue()
+    p = multiprocessing.Process(target=as_nobody, args=(q, os.open, B("creat_perm", "f"),
+                                                        os.O_RDWR | os.O_CREAT, 0o644))
+    p.start()
+    e = q.get(timeout=60)
+    p.join()
+    expect("O_CREAT by uid 65534 of a mode 0600 root file A created", e, errno.EACCES)
+
+    # ... a symlink: followed, as open(2) does (creates its target).
+    lookup(B("creat_symlink", "l"))
+    os.symlink("target", A("creat_symlink", "l"))
+    e, fd = err_of(os.open, B("creat_symlink", "l"), os.O_RDWR | os.O_CREAT, 0o644)
+    expect("O_CREAT of a name A made a symlink", e, 0)
+    if fd is not None:
+        os.write(fd, b"through the link")
+        os.close(fd)
+        if lookup(B("creat_symlink", "target")) is None:
+            fail("O_CREAT through A's symlink did not create its target")
+        if not stat.S_ISLNK(os.lstat(B("creat_symlink", "l")).st_mode):
+            fail("O_CREAT through A's symlink replaced the symlink")
+
+    # mkdir / mknod / symlink / link onto a name A just created: EEXIST,
+    # and B's view of the name is right afterwards.
+    for case, act, make in (
+            ("mkdir", lambda p: os.mkdir(p), lambda p: os.mkdir(p)),
+            ("mknod", lambda p: os.mkfifo(p), lambda p: write_file(p, b"A")),
+            ("symlink", lambda p: os.symlink("x", p), lambda p: write_file(p, b"A")),
+            ("link_new", lambda p: os.link(B("link_new", "src"), p),
+             lambda p: write_file(p, b"A"))):
+        lookup(B(case, "n"))
+        make(A(case, "n"))
+        e, _ = err_of(act, B(case, "n"))
+        expect("%s onto a name A created after B's negative lookup" % case, e, errno.EEXIST)
+        st = lookup(B(case, "n"))
+        if st is None or st.st_ino != os.lstat(A(case, "n")).st_ino:
+            fail("%s: after EEXIST B does not see A's %s" % (case, A(case, "n")))
+    if os.stat(B("link_new", "src")).st_nlink != 1:
+        fail("link_new: the failed link changed the source's link count")
+
+    # link of a name A removed: ENOENT, nothing linked.
+    lookup(B("link_gone", "f"))
+    os.unlink(A("link_gone", "f"))
+    e, _ = err_of(os.link, B("link_gone", "f"), B("link_gone", "g"))
+    expect("link of a name A unlinked after B's lookup", e, errno.ENOENT)
+
+    # link of a name A removed whose inode number A reused for a new file:
+    # ENOENT, never a link to the new file.
+    st = lookup(B("link_reused", "f"))
+    os.unlink(A("link_reused", "f"))
+    t = time.time()
+    new = reuse_ino(A("link_reused"), st.st_ino, "n")
+    if new is None:
+        log("link_reused: A did not reuse inode %d; case not run" % st.st_ino)
+    elif time.time() - t < 0.8:
+        e, _ = err_of(os.link, B("link_reused", "f"), B("link_reused", "g"))
+        expect("link of a name A removed, inode number reused", e, errno.ENOENT)
+        time.sleep(SETTLE_S)
+        if os.stat(new).st_nlink != 1:
+            fail("link_reused: B linked A's new file through a stale entry")
+    else:
+        log("link_reused: reuse took %.1f s, B's entry expired; case not run"
+            % (time.time() - t))
+
+    # open of a name A removed, its inode reused by A for another file.
+    fa = A("open_reused", "f")
+    fb = B("open_reused", "f")
+    st = lookup(fb)
+    os.unlink(fa)
+    t = time.time()
+    new = reuse_ino(A("open_reused"), st.st_ino, "n")
+    if new is None:
+        log("open_reused: A did not reuse inode %d; case not run" % st.st_ino)
+    elif time.time() - t < 0.8:
+        e, fd = err_of(os.open, fb, os.O_RDWR | os.O_TRUNC)
+        expect("open(O_TRUNC) of a name A removed, inode number reused", e, errno.ENOENT)
+        if fd is not None:
+            os.close(fd)
+        time.sleep(SETTLE_S)
+        if open(new, "rb").read() != b"new file, must survive\n":
+            fail("open_reused: B's open through a stale entry truncated A's new file")
+    else:
+        log("open_reused: reuse took %.1f s, B's entry expired; case not run" % (time.time() - t))
+
+    # unlink of a name A removed: ENOENT.
+    lookup(B("unlink_gone", "f"))
+    os.unlink(A("unlink_gone", "f"))
+    e, _ = err_of(os.unlink, B("unlink_gone", "f"))
+    expect("unlink of a name A unlinked after B's lookup", e, errno.ENOENT)
+
+    # unlink of a name A replaced with a new file: removes the new file.
+    lookup(B("unlink_replaced", "f"))
+    os.unlink(A("unlink_replaced", "f"))
+    write_file(A("unlink_replaced", "f"), b"new")
+    e, _ = err_of(os.unlink, B("unlink_replaced", "f"))
+    expect("unlink of a name A replaced after B's lookup", e, 0)
+
+    # rmdir of a directory A removed: ENOENT; replaced by a file: ENOTDIR.
+    lookup(B("rmdir_gone", "d"))
+    os.rmdir(A("rmdir_gone", "d"))
+    e, _ = err_of(os.rmdir, B("rmdir_gone", "d"))
+    expect("rmdir of a directory A removed after B's lookup", e, errno.ENOENT)
+    lookup(B("rmdir_replaced", "d"))
+    os.rmdir(A("rmdir_replaced", "d"))
+    write_file(A("rmdir_replaced", "d"), b"file now")
+    e, _ = err_of(os.rmdir, B("rmdir_replaced", "d"))
+    expect("rmdir of a directory A replaced by a file", e, errno.ENOTDIR)
+
+    # A directory open on both hosts, removed by A: B must not free it
+    # (only the host that removed the last name frees the inode).
+    fdb = os.open(B("rmdir_open", "d"), os.O_RDONLY | os.O_DIRECTORY)
+    fda = os.open(A("rmdir_open", "d"), os.O_RDONLY | os.O_DIRECTORY)
+    os.rmdir(A("rmdir_open", "d"))
+    time.sleep(SETTLE_S)
+    err_of(os.fstat, fdb)           # B re-reads the inode: nlink 0
+    os.close(fdb)
+    lookup(B("rmdir_open", "d"))    # B's kernel drops its entry: forget
+    time.sleep(SETTLE_S)
+    e, st = err_of(os.fstat, fda)   # A re-reads it: still there, A holds it
+    if e or st.st_nlink != 0 or not stat.S_ISDIR(st.st_mode):
+        fail("rmdir_open: A's open removed directory is gone (%s): B freed an inode "
+             "A still uses" % (errno.errorcode.get(e, "nlink %s" % (st and st.st_nlink))))
+    os.close(fda)
+    log("rmdir_open: directory open on A and B removed by A, closed on both")
+
+    # rename of a name A removed: ENOENT.
+    lookup(B("rename_gone", "f"))
+    os.unlink(A("rename_gone", "f"))
+    e, _ = err_of(os.rename, B("rename_gone", "f"), B("rename_gone", "g"))
+    expect("rename of a name A unlinked after B's lookup", e, errno.ENOENT)
+
+    # rename onto a target A just created: replaces it; NOREPLACE: EEXIST.
+    lookup(B("rename_target", "src"))
+    lookup(B("rename_target", "dst"))
+    write_file(A("rename_target", "dst"), b"A's target")
+    e, _ = err_of(os.rename, B("rename_target", "src"), B("rename_target", "dst"))
+    expect("rename onto a target A created after B's negative lookup", e, 0)
+    lookup(B("rename_noreplace", "src"))
+    lookup(B("rename_noreplace", "dst"))
+    write_file(A("rename_noreplace", "dst"), b"A's target")
+    e = renameat2(B("rename_noreplace", "src"), B("rename_noreplace", "dst"),
+                  RENAME_NOREPLACE)
+    expect("rename(NOREPLACE) onto a target A created", e, errno.EEXIST)
+
+    # lookup after A's rename: within the coherency bound (A's commit
+    # writes the directory in place, B's entry for the old name expires)
+    # the new name leads to the same inode and the old name is gone.
+    st = lookup(B("lookup_renamed", "old"))
+    os.rename(A("lookup_renamed", "old"), A("lookup_renamed", "new"))
+    time.sleep(SETTLE_S)
+    st2 = lookup(B("lookup_renamed", "new"))
+    if st2 is None or st2.st_ino != st.st_ino:
+        fail("lookup after A's rename: B does not find the new name")
+    elif lookup(B("lookup_renamed", "old")) is not None:
+        fail("lookup after A's rename: B still finds the old name after the entry timeout")
+    else:
+        log("lookup after A's rename: new name found, old name gone")
+
+    # Both hosts agree on every directory at the end.
+    time.sleep(SETTLE_S)
+    for n in names + ["dir_reused"]:
+        la, lb = sorted(os.listdir(A(n))), sorted(os.listdir(B(n)))
+        if la != lb:
+            fail("%s: A lists %s, B lists %s" % (n, la, lb))
+        for f in la:
+            sa, sb = os.lstat(A(n, f)), os.lstat(B(n, f))
+            if (sa.st_ino, sa.st_nlink, sa.st_size) != (sb.st_ino, sb.st_nlink, sb.st_size):
+                fail("%s/%s: A and B disagree on inode, links or size" % (n, f))
+
+
+def main():
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("skip: needs root and /dev/fuse")
+        return 77
+    tmp = tempfile.mkdtemp(prefix="vmfsd-ns-", dir="/var/tmp")
+    os.chmod(tmp, 0o755)
+    img = os.path.join(tmp, "v.img")
+    mnts = [os.path.join(tmp, h) for h in "ab"]
+    for m in mnts:
+        os.mkdir(m)
+    try:
+        subprocess.run([MKFS, "-q", "-s", "2G", "-H", "4", "--hb-interval", "200",
+                        "--hb-timeout", "2000", img], check=True)
+        for m, h in zip(mnts, "AB"):
+            mount(img, m, h)
+        cases(*mnts)
+        for m in mnts:
+            unmount(m)
+        wait_gone(img)
+        fsck_clean(img, "after the stale-entry cases")
+    except Exception as e:
+        fail("unexpected: %r" % e)
+        raise
+    finally:
+        for m in mnts:
+            unmount(m)
+        wait_gone(img)
+        subprocess.run(["rm", "-rf", tmp])
+    log("namespace test: %d failures" % len(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
