@@ -36,11 +36,23 @@ struct fs_mount_opts {
 	 * its slot at once.  A previous mount whose process is gone from this
 	 * machine is recovered at once anyway. */
 	int reclaim_own_slot;
+	/* Read-only mounts: mount even when a host that is not at work on the
+	 * volume left a journal that needs replay (which a read-only mount
+	 * cannot do), as ext4's and XFS's norecovery; what that host committed
+	 * last is then missing or half there.  Without it such a mount fails
+	 * with -EROFS. */
+	int norecovery;
+	/* Read-only mounts, when not NULL (VMFSD_MAX_HOSTS / 8 bytes): bit s
+	 * set for every slot whose journal needs a replay that no live host
+	 * is about to do (for the caller's message). */
+	uint8_t *unreplayed;
 };
 
 enum fs_mount_flags_out {
 	FS_MOUNT_USED_BACKUP_SB = 1u << 0,  /* primary superblock was bad */
 	FS_MOUNT_REPLAYED = 1u << 1,        /* the journal held transactions */
+	FS_MOUNT_UNREPLAYED = 1u << 2,      /* read-only with norecovery: some
+					     * journal needs replay (o->unreplayed) */
 };
 
 struct fs_attr {

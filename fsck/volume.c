@@ -341,7 +341,7 @@ static int check_journals(struct fsck *c)
 				    "journal of slot %u needs replay", s);
 			continue;
 		}
-		r = journal_replay(c->bd, area, c->sb.journal_size, s, &ji);
+		r = journal_replay(c->bd, &c->sb, s, &ji);
 		if (r == -EUCLEAN || r == -EBADMSG) {
 			fsck_report(c, P_JOURNAL_BAD, WHERE(.has = FSCK_W_SLOT, .slot = s),
 				    "discard the journal (zero its area)",

@@ -164,13 +164,22 @@ struct hb_slot_info {
 };
 
 int hb_slot_state(struct hb *hb, uint32_t slot, struct hb_slot_info *info);
+/* Without a slot of our own: reads the first sector of every slot, waits
+ * WATCH_MS, reads them again and sets bit s of BEATING (VMFSD_MAX_HOSTS / 8
+ * bytes) for every slot whose sector changed: a host at work on the volume
+ * (renewal, claim, release, replay).  Read-only.  A slot that did not change
+ * is not proven dead unless WATCH_MS >= the timeout; a watch of busy_watch_ms
+ * (two renewals and the I/O bound) is what hb_join trusts for the same
+ * question. */
+int hb_watch_beating(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t watch_ms,
+		     uint8_t *beating);
 /* First slot >= FROM judged HB_DEAD (never our own): -ENOENT if none. */
 int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot);
 
 /* Dead-host recovery, in this order:
  *   hb_claim_dead(hb, s)        ATS from the exact content judged dead to
  *                               REPLAYING by us: exactly one survivor wins;
- *   journal_replay(bd, journal_area_off(sb, s), sb->journal_size, s, ...);
+ *   journal_replay(bd, sb, s, ...);
  *   hb_release_dead(hb, s)      flush, then ATS to FREE with generation + 1,
  *                               flush: from now on that host's locks are
  *                               stale and lock_acquire drops them.

@@ -956,6 +956,13 @@ int main(int argc, char **argv)
 	}
 	uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);  /* RFC 4122 version 4 */
 	uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);  /* RFC 4122 variant */
+	/* New at every format, with the UUID: journal blocks left over from
+	 * the previous format of this device are then never replayed
+	 * (docs/format.md §12). */
+	if (getrandom(&p.format_gen, sizeof(p.format_gen), 0) != sizeof(p.format_gen)) {
+		err("cannot get random bytes for the format generation: %s", strerror(errno));
+		goto fail;
+	}
 
 	p.device_size = bdev_size(bd);
 	p.block_size = o.block_size;

@@ -546,7 +546,7 @@ static void corrupt(const char *img, int argc, char **argv)
 		vmfsd_inode_encode(&in, off / VMFSD_META_BLOCK, img2);
 		jb.target = off;
 		jb.img = img2;
-		CHECK(journal_open(v.bd, area, v.sb.journal_size, 0, jh.tail_seq, &j));
+		CHECK(journal_open(v.bd, &v.sb, 0, jh.tail_seq, &j));
 		CHECK(journal_write(j, &jb, 1));
 		journal_close(j);
 		bdev_free(img2);

@@ -46,6 +46,12 @@ static const struct {
 };
 
 #define BLOCKNR 1234u
+/* The journal identity descriptors are checked against (and seeded with). */
+static const struct vmfsd_journal_id fuzz_jid = {
+	.vol_uuid = { 0x6b, 0x1d, 0x42, 0x90, 0x0e, 0x77, 0x4c, 0x01,
+		      0x8a, 0x3f, 0x11, 0x5c, 0xd2, 0x09, 0xe4, 0x6a },
+	.format_gen = 0x5eed,
+};
 #define OWNER 77u
 #define OWNER_GEN 3u
 
@@ -201,7 +207,7 @@ static void one(int s, uint8_t *blk)
 		break;
 	}
 	case S_JDESC:
-		(void)vmfsd_jdesc_verify(blk, BLOCKNR);
+		(void)vmfsd_jdesc_verify(blk, BLOCKNR, &fuzz_jid);
 		break;
 	}
 }
@@ -345,7 +351,7 @@ static void seed_block(int s, uint8_t *blk)
 
 		d->seq = htole64(rnd());
 		d->nblocks = htole32((uint32_t)(1 + rnd() % VMFSD_JDESC_MAX));
-		vmfsd_jdesc_finish(blk, BLOCKNR);
+		vmfsd_jdesc_finish(blk, BLOCKNR, &fuzz_jid);
 		break;
 	}
 	}
