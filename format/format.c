@@ -251,22 +251,37 @@ void vmfsd_lock_encode(const struct vmfsd_lock *lk, uint64_t blocknr, void *sect
 int vmfsd_lock_decode(const void *sector, uint64_t blocknr, struct vmfsd_lock *lk)
 {
 	const struct vmfsd_disk_lock *d = sector;
+	uint32_t s, nbits = 0, owner = CPU32(d->owner_slot), n = CPU32(d->nholders);
+	uint32_t owner_bit;
 
 	if (CPU32(d->magic) != VMFSD_LOCK_MAGIC)
 		return -EUCLEAN;
 	if (!csum_ok(d, sizeof(*d), offsetof(struct vmfsd_disk_lock, csum)))
 		return -EBADMSG;
 	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
-	    CPU16(d->mode) > VMFSD_LOCK_MW || CPU32(d->owner_slot) >= VMFSD_MAX_HOSTS ||
-	    CPU32(d->nholders) > VMFSD_MAX_HOSTS)
+	    CPU16(d->mode) > VMFSD_LOCK_MW || owner >= VMFSD_MAX_HOSTS || n > VMFSD_MAX_HOSTS)
+		return -EUCLEAN;
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		nbits += (d->holders[s / 8] >> (s % 8)) & 1u;
+	owner_bit = (d->holders[owner / 8] >> (owner % 8)) & 1u;
+	/* nholders counts the holder bitmap: a free lock has none; a held
+	 * one has exactly its bits, or one more when the owner is left out
+	 * of the bitmap (exclusive records of older writers: the owner is a
+	 * holder whatever the bitmap says, lockmgr/lock.c). */
+	if (CPU16(d->mode) == VMFSD_LOCK_FREE ? n || nbits
+					      : n != nbits && (owner_bit || n != nbits + 1))
 		return -EUCLEAN;
 	lk->mode = CPU16(d->mode);
-	lk->owner_slot = CPU32(d->owner_slot);
-	lk->nholders = CPU32(d->nholders);
+	lk->owner_slot = owner;
+	lk->nholders = n;
 	lk->owner_slot_gen = CPU64(d->owner_slot_gen);
 	lk->lock_gen = CPU64(d->lock_gen);
 	memcpy(lk->holders, d->holders, sizeof(lk->holders));
-	memcpy(lk->holder_gen8, d->holder_gen8, sizeof(lk->holder_gen8));
+	/* Entries of slots that are not holders mean nothing (the encoder
+	 * writes zero there): read as zero, so no caller can mistake one for
+	 * a holder's generation. */
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		lk->holder_gen8[s] = (d->holders[s / 8] >> (s % 8)) & 1u ? d->holder_gen8[s] : 0;
 	return 0;
 }
 
