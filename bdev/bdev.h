@@ -23,8 +23,8 @@ enum bdev_open_flags {
 };
 
 /* Opens PATH.  Errors: -ENOENT, -EACCES, -ENOTBLK (neither a regular file
- * nor a block device), -EOPNOTSUPP (no O_DIRECT, e.g. tmpfs), -EINVAL
- * (size not a multiple of 4 KiB), other negative errnos from the system. */
+ * nor a block device), -EOPNOTSUPP (no O_DIRECT, e.g. tmpfs), other
+ * negative errnos from the system. */
 int bdev_open(const char *path, unsigned flags, struct bdev **out);
 void bdev_close(struct bdev *bd);
 

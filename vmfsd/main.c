@@ -257,9 +257,6 @@ static void open_error(const char *device, int r)
 	case -ENOTBLK:
 		fprintf(stderr, PROG ": %s: not a regular file or block device\n", device);
 		break;
-	case -EINVAL:
-		fprintf(stderr, PROG ": %s: the size is not a multiple of 4 KiB\n", device);
-		break;
 	default:
 		fprintf(stderr, PROG ": %s: cannot open: %s\n", device, strerror(-r));
 	}
