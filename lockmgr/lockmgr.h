@@ -25,6 +25,7 @@
 #ifndef VMFSD_LOCKMGR_H
 #define VMFSD_LOCKMGR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bdev/bdev.h"
@@ -237,6 +238,16 @@ int lock_downgrade(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
 		   struct lock_info *out);
 /* Reads and judges the record without writing. */
 int lock_inspect(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
+/* Lock-holder validity, the one implementation of the rule (docs/cluster.md
+ * §4; fsck.vmfsd judges lock records with it too): holder (slot,
+ * generation GEN) is valid while the slot record SLOT_REC is LIVE or
+ * REPLAYING with that generation.  GEN is compared on its low 8 bits only
+ * when FULL is false (holders other than the owner record 8 bits).  An
+ * all-zero slot (SLOT_ZERO) or a FREE one ends the holder; a slot that
+ * could not be read or decoded (SLOT_ERR) counts as valid: refuse rather
+ * than break. */
+bool lock_holder_valid(const struct vmfsd_hb *slot_rec, int slot_zero, int slot_err,
+		       uint64_t gen, bool full);
 /* Text for an xattr / an error message: "free", "EXCL by esx1 (slot 0)",
  * "RO by esx1 (slot 0), esx2 (slot 3)"; "-ERANGE" if BUF is too small. */
 int lock_holder_describe(struct hb *hb, struct bdev *bd, uint64_t off, char *buf, size_t len);
