@@ -32,6 +32,7 @@ const struct pdef fsck_pdefs[P_COUNT] = {
 	[P_JOURNAL_BAD] = { "journal.header", "journal", true, false, true },
 	[P_JOURNAL_NOTE] = { "journal.not-replayed", "journal", false, false, false },
 	[P_JOURNAL_TAIL] = { "journal.header-tail", "journal", true, true, true },
+	[P_JOURNAL_FOREIGN] = { "journal.other-format", "journal", true, true, true },
 	[P_HB_BAD] = { "heartbeat.damaged", "heartbeat slot", true, false, true },
 	[P_HB_STALE] = { "heartbeat.stale", "heartbeat slot", true, true, true },
 	[P_HB_FIELDS] = { "heartbeat.fields", "heartbeat slot", true, false, true },

@@ -271,6 +271,9 @@ static int check_journals(struct fsck *c)
 	uint32_t s, nblocks = (uint32_t)(c->sb.journal_size / VMFSD_META_BLOCK);
 	int r;
 
+	struct vmfsd_journal_id id;
+
+	vmfsd_journal_id_of(&c->sb, &id);
 	for (s = 0; s < c->sb.max_hosts; s++) {
 		uint64_t area = journal_area_off(&c->sb, s);
 		struct journal_replay_info ji;
@@ -292,6 +295,26 @@ static int check_journals(struct fsck *c)
 				    "journal header of slot %u is damaged (%s): its transactions "
 				    "cannot be replayed", s, err_name(r));
 			r = ck_wq_zero(c, area, c->sb.journal_size);
+			if (r)
+				return r;
+			continue;
+		}
+		if (!vmfsd_all_zero(blk, VMFSD_META_BLOCK) && !vmfsd_journal_id_eq(&jh.id, &id)) {
+			/* A sound header of an earlier format of this device
+			 * (mkfs zeroes headers, so only damage or a foreign
+			 * writer leaves one): replay ignores it and all its
+			 * log; a fresh empty header (no orphans) is the fix. */
+			fsck_report(c, P_JOURNAL_FOREIGN, WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK,
+								.slot = s,
+								.blocknr = area / VMFSD_META_BLOCK),
+				    "rewrite it as an empty journal",
+				    "journal header of slot %u belongs to another format of this "
+				    "device (format generation %" PRIu64 ", the volume's is %" PRIu64
+				    "): nothing in it is replayed", s, jh.id.format_gen, id.format_gen);
+			jh = (struct vmfsd_jhdr){ .slot = s, .nblocks = nblocks, .tail_seq = 1,
+						  .tail_blk = 1, .clean = 1, .id = id };
+			vmfsd_jhdr_encode(&jh, area / VMFSD_META_BLOCK, blk);
+			r = ck_wq_put(c, area, blk, WQ_HB);
 			if (r)
 				return r;
 			continue;

@@ -88,8 +88,8 @@ static uint64_t target_off(const struct vmfsd_sb *sb)
 	return sb->itable_off + 1000ull * VMFSD_META_BLOCK;
 }
 
-/* Writes transactions of one image each (2 journal blocks) with seq 1, 2,
- * ... until one starts past block FIRST_PAST: returns how many. */
+/* Writes COUNT transactions of one image each (2 journal blocks) with seq
+ * 1, 2, ... from block 1, as the volume SB describes; returns COUNT. */
 static uint32_t write_txs(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t count,
 			  uint8_t tag)
 {
@@ -148,5 +148,34 @@ Test(journal, reformat_replays_nothing_stale)
 	cr_assert_eq(got[1], 0x55, "the target holds an image of the previous format");
 	cr_assert_eq(got[0], 199);
 	bdev_free(got);
+	bdev_close(bd);
+}
+
+/* A volume from before the journal identity (no JOURNAL_ID feature) has
+ * zeros where the identity goes: its journals still replay, and a header
+ * of another format (here: the identity of the feature) is not ours. */
+Test(journal, volume_without_identity)
+{
+	struct journal_replay_info ji;
+	struct vmfsd_sb sb, legacy;
+	struct bdev *bd;
+
+	format("");
+	open_volume(&bd, &sb);
+	legacy = sb;
+	legacy.feat_ro_compat &= ~VMFSD_FEAT_RO_JOURNAL_ID;
+	write_txs(bd, &legacy, 3, 0x11);
+	cr_assert_eq(journal_is_clean(bd, &legacy, 0), 1);
+	cr_assert_eq(journal_replay(bd, &legacy, 0, &ji), 0);
+	cr_assert_eq(ji.transactions, 1);       /* the header names the newest */
+	cr_assert_eq(ji.next_seq, 4);
+
+	write_txs(bd, &sb, 2, 0x22);
+	/* Seen without the identity, that journal is another format's. */
+	cr_assert_eq(journal_is_clean(bd, &legacy, 0), 0);
+	cr_assert_eq(journal_is_clean(bd, &sb, 0), 1);
+	cr_assert_eq(journal_replay(bd, &legacy, 0, &ji), 0);
+	cr_assert_eq(ji.transactions, 0);
+	cr_assert(ji.foreign);
 	bdev_close(bd);
 }
