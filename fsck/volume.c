@@ -9,7 +9,7 @@
  * In use means either of: an OFD lock held on the heartbeat region
  * (bdev_range_locked: an ATS in flight on this kernel, an mkfs, another
  * fsck repairing), or a slot marked live whose first sector changes while
- * we watch it (a host renewing its heartbeat, docs/cluster.md §3).  A slot marked live
+ * we watch it (a host renewing its heartbeat, docs/cluster.md §2-3).  A slot marked live
  * that does not change is a host that is gone: its journal is replayed and
  * the slot freed, as a surviving host would.  For a repair we take the OFD
  * lock ourselves first, so no mount can start on this kernel while we
