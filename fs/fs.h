@@ -85,11 +85,18 @@ struct fs_setattr {
 	struct timespec atime, mtime, ctime;
 };
 
-/* Mount: opens the device, verifies the superblock (falling back to the
- * backup when the primary is damaged and the backup is sound), loads the
- * allocation bitmaps and claims the host's slot, replaying its journal.
- * Errors: -EUCLEAN/-EBADMSG no valid superblock ("not a vmfsd volume"), -EOPNOTSUPP unknown incompat
- * features, -EBUSY volume already mounted by this host, bdev_open errors. */
+/* Mount: opens the device (unless O->bdev), verifies the superblock
+ * (falling back to the backup when the primary is damaged and the backup
+ * is sound), loads the allocation bitmaps and claims the host's slot,
+ * replaying its journal; a read-only mount checks every slot's journal
+ * instead.  Errors: -EMEDIUMTYPE not a vmfsd volume, -EUCLEAN/-EBADMSG
+ * superblock and backup damaged, -EPROTONOSUPPORT unknown incompat
+ * features (or unknown ro_compat ones for a read-write mount), -EBUSY
+ * volume already mounted by this host name, -ENOTRECOVERABLE our journal
+ * header damaged, -EROFS read-only and a journal needs a replay no live
+ * host will do (O->unreplayed names the slots), -ERANGE device smaller
+ * than the volume, -EINVAL norecovery without readonly, -EOPNOTSUPP the
+ * device has no usable ATS, bdev_open errors. */
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out);
 /* Writes back everything dirty, frees orphans, flushes, releases the slot. */
