@@ -28,7 +28,8 @@ uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot)
 	return sb->journal_off + (uint64_t)slot * sb->journal_size;
 }
 
-static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh)
+static int write_header_len(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh,
+			    size_t len)
 {
 	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
 	int r;
@@ -36,11 +37,17 @@ static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_j
 	if (!blk)
 		return -ENOMEM;
 	vmfsd_jhdr_encode(jh, area_off / VMFSD_META_BLOCK, blk);
-	/* Only the header sector: the rest of the block is the orphan list,
-	 * which changes through journaled images (VMFSD_JENTRY_KEEP_LOCK). */
-	r = bdev_pwrite(bd, blk, VMFSD_SECTOR, area_off);
+	/* Normally only the header sector (LEN 512): the rest of the block is
+	 * the orphan list, which changes through journaled images
+	 * (VMFSD_JENTRY_KEEP_LOCK). */
+	r = bdev_pwrite(bd, blk, len, area_off);
 	bdev_free(blk);
 	return r;
+}
+
+static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh)
+{
+	return write_header_len(bd, area_off, jh, VMFSD_SECTOR);
 }
 
 /* Reads and checks the transaction at block POS with sequence SEQ into BUF
@@ -181,7 +188,10 @@ int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 	jh.tail_blk = pos < nblocks ? pos : 1;
 	jh.clean = 1;
 	jh.id = id;
-	r = write_header(bd, area_off, &jh);
+	/* A header of another format comes with that format's orphan list,
+	 * naming inodes of that volume: the whole block goes, the list empty
+	 * (vmfsd_jhdr_encode zeroes it). */
+	r = write_header_len(bd, area_off, &jh, info->foreign ? VMFSD_META_BLOCK : VMFSD_SECTOR);
 	if (!r)
 		r = bdev_flush(bd);
 	info->next_seq = seq;

@@ -171,11 +171,36 @@ Test(journal, volume_without_identity)
 	cr_assert_eq(ji.next_seq, 4);
 
 	write_txs(bd, &sb, 2, 0x22);
+	{
+		/* ... with an orphan list of that format. */
+		uint64_t area = journal_area_off(&sb, 0), ino = 77;
+		uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+
+		cr_assert_eq(bdev_pread(bd, blk, VMFSD_META_BLOCK, area), 0);
+		vmfsd_orphans_encode(&ino, 1, area / VMFSD_META_BLOCK, blk);
+		cr_assert_eq(bdev_pwrite(bd, blk, VMFSD_META_BLOCK, area), 0);
+		bdev_free(blk);
+	}
 	/* Seen without the identity, that journal is another format's. */
 	cr_assert_eq(journal_is_clean(bd, &legacy, 0), 0);
 	cr_assert_eq(journal_is_clean(bd, &sb, 0), 1);
 	cr_assert_eq(journal_replay(bd, &legacy, 0, &ji), 0);
 	cr_assert_eq(ji.transactions, 0);
 	cr_assert(ji.foreign);
+	{
+		/* Rewritten as ours: clean, and its orphan list gone with it. */
+		uint64_t area = journal_area_off(&legacy, 0), ino[VMFSD_ORPHAN_MAX];
+		uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+		struct vmfsd_jhdr jh;
+		uint32_t n = 99;
+
+		cr_assert_eq(bdev_pread(bd, blk, VMFSD_META_BLOCK, area), 0);
+		cr_assert_eq(vmfsd_jhdr_decode(blk, area / VMFSD_META_BLOCK, &jh), 0);
+		cr_assert_eq(jh.clean, 1);
+		cr_assert_eq(vmfsd_orphans_decode(blk, area / VMFSD_META_BLOCK, ino, &n), 0);
+		cr_assert_eq(n, 0, "the other format's orphan list survived");
+		bdev_free(blk);
+	}
+	cr_assert_eq(journal_is_clean(bd, &legacy, 0), 0);
 	bdev_close(bd);
 }
