@@ -442,6 +442,32 @@ int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusiv
 	return 0;
 }
 
+int bdev_range_locked(struct bdev *bd, uint64_t off, uint64_t len)
+{
+	struct flock fl = {
+		.l_type = F_WRLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)off,
+		.l_len = (off_t)len,
+	};
+
+	if (fcntl(bd->fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+int bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
+{
+	struct flock fl = {
+		.l_type = F_UNLCK,
+		.l_whence = SEEK_SET,
+		.l_start = (off_t)off,
+		.l_len = (off_t)len,
+	};
+
+	return fcntl(bd->fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+}
+
 /* ---------------- power-cut simulation ---------------- */
 
 int bdev_crash_enable(struct bdev *bd)

@@ -23,8 +23,8 @@ enum bdev_open_flags {
 };
 
 /* Opens PATH.  Errors: -ENOENT, -EACCES, -ENOTBLK (neither a regular file
- * nor a block device), -EOPNOTSUPP (no O_DIRECT, e.g. tmpfs), -EINVAL
- * (size not a multiple of 4 KiB), other negative errnos from the system. */
+ * nor a block device), -EOPNOTSUPP (no O_DIRECT, e.g. tmpfs), other
+ * negative errnos from the system. */
 int bdev_open(const char *path, unsigned flags, struct bdev **out);
 void bdev_close(struct bdev *bd);
 
@@ -63,9 +63,17 @@ int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a);
 void bdev_aio_drain(struct bdev *bd);
 int bdev_crash_enabled(const struct bdev *bd);
 
-/* Byte-range advisory lock (OFD, so per open file, not per process): used to
- * refuse a second mount on the same kernel.  Returns -EAGAIN when held. */
+/* Byte-range advisory locks (OFD, so per open file, not per process), the
+ * one place that knows how "in use on this kernel" is seen: an ATS in flight
+ * (bdev_ats_ofd_ops), an mkfs writing the device or an fsck repairing it
+ * holds one.  LEN 0 means to the end of the device.
+ * bdev_trylock_range: -EAGAIN when another open file holds a conflicting lock.
+ * bdev_range_locked: 1 if another open file holds a lock that would conflict
+ * with a write lock on the range, 0 if not, <0 on error.
+ * bdev_unlock_range: drops what bdev_trylock_range took. */
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive);
+int bdev_range_locked(struct bdev *bd, uint64_t off, uint64_t len);
+int bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len);
 
 /* ATS (atomic test-and-set): compare-and-write of one 512-byte sector, the
  * only primitive the cluster protocol builds on besides read, write and

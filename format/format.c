@@ -103,6 +103,7 @@ void vmfsd_sb_encode(const struct vmfsd_sb *sb, uint64_t blocknr, void *blk)
 	d->block_count = LE64(sb->block_count);
 	d->root_ino = LE64(sb->root_ino);
 	d->backup_blocknr = LE64(sb->backup_blocknr);
+	d->format_gen = LE64(sb->format_gen);
 	csum_set(d, sizeof(*d), offsetof(struct vmfsd_disk_sb, csum));
 }
 
@@ -153,8 +154,13 @@ int vmfsd_sb_decode(const void *blk, uint64_t blocknr, struct vmfsd_sb *sb)
 	sb->block_count = CPU64(d->block_count);
 	sb->root_ino = CPU64(d->root_ino);
 	sb->backup_blocknr = CPU64(d->backup_blocknr);
+	sb->format_gen = CPU64(d->format_gen);
 	if (sb->feat_incompat & ~VMFSD_FEAT_INCOMPAT_SUPP)
 		return -EOPNOTSUPP;
+	/* The journal identity needs a generation; 0 is what a volume made
+	 * before the feature has there. */
+	if ((sb->feat_ro_compat & VMFSD_FEAT_RO_JOURNAL_ID) && !sb->format_gen)
+		return -EUCLEAN;
 	return vmfsd_sb_check_layout(sb);
 }
 
@@ -245,22 +251,37 @@ void vmfsd_lock_encode(const struct vmfsd_lock *lk, uint64_t blocknr, void *sect
 int vmfsd_lock_decode(const void *sector, uint64_t blocknr, struct vmfsd_lock *lk)
 {
 	const struct vmfsd_disk_lock *d = sector;
+	uint32_t s, nbits = 0, owner = CPU32(d->owner_slot), n = CPU32(d->nholders);
+	uint32_t owner_bit;
 
 	if (CPU32(d->magic) != VMFSD_LOCK_MAGIC)
 		return -EUCLEAN;
 	if (!csum_ok(d, sizeof(*d), offsetof(struct vmfsd_disk_lock, csum)))
 		return -EBADMSG;
 	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
-	    CPU16(d->mode) > VMFSD_LOCK_MW || CPU32(d->owner_slot) >= VMFSD_MAX_HOSTS ||
-	    CPU32(d->nholders) > VMFSD_MAX_HOSTS)
+	    CPU16(d->mode) > VMFSD_LOCK_MW || owner >= VMFSD_MAX_HOSTS || n > VMFSD_MAX_HOSTS)
+		return -EUCLEAN;
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		nbits += (d->holders[s / 8] >> (s % 8)) & 1u;
+	owner_bit = (d->holders[owner / 8] >> (owner % 8)) & 1u;
+	/* nholders counts the holder bitmap: a free lock has none; a held
+	 * one has exactly its bits, or one more when the owner is left out
+	 * of the bitmap (exclusive records of older writers: the owner is a
+	 * holder whatever the bitmap says, lockmgr/lock.c). */
+	if (CPU16(d->mode) == VMFSD_LOCK_FREE ? n || nbits
+					      : n != nbits && (owner_bit || n != nbits + 1))
 		return -EUCLEAN;
 	lk->mode = CPU16(d->mode);
-	lk->owner_slot = CPU32(d->owner_slot);
-	lk->nholders = CPU32(d->nholders);
+	lk->owner_slot = owner;
+	lk->nholders = n;
 	lk->owner_slot_gen = CPU64(d->owner_slot_gen);
 	lk->lock_gen = CPU64(d->lock_gen);
 	memcpy(lk->holders, d->holders, sizeof(lk->holders));
-	memcpy(lk->holder_gen8, d->holder_gen8, sizeof(lk->holder_gen8));
+	/* Entries of slots that are not holders mean nothing (the encoder
+	 * writes zero there): read as zero, so no caller can mistake one for
+	 * a holder's generation. */
+	for (s = 0; s < VMFSD_MAX_HOSTS; s++)
+		lk->holder_gen8[s] = (d->holders[s / 8] >> (s % 8)) & 1u ? d->holder_gen8[s] : 0;
 	return 0;
 }
 
@@ -563,6 +584,8 @@ void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk)
 	d->tail_seq = LE64(jh->tail_seq);
 	d->tail_blk = LE32(jh->tail_blk);
 	d->clean = LE64(jh->clean);
+	memcpy(d->vol_uuid, jh->id.vol_uuid, 16);
+	d->format_gen = LE64(jh->id.format_gen);
 	/* Only the first sector counts: a sector write is atomic, a 4 KiB one
 	 * may tear, and a torn header must never make a volume unmountable. */
 	csum_set(d, VMFSD_SECTOR, JH_CSUM_OFF);
@@ -592,7 +615,18 @@ int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh)
 	jh->tail_seq = CPU64(d->tail_seq);
 	jh->tail_blk = CPU32(d->tail_blk);
 	jh->clean = CPU64(d->clean);
+	memcpy(jh->id.vol_uuid, d->vol_uuid, 16);
+	jh->id.format_gen = CPU64(d->format_gen);
 	return 0;
+}
+
+void vmfsd_journal_id_of(const struct vmfsd_sb *sb, struct vmfsd_journal_id *id)
+{
+	memset(id, 0, sizeof(*id));
+	if (!(sb->feat_ro_compat & VMFSD_FEAT_RO_JOURNAL_ID))
+		return;         /* journals of such a volume carry zeros there */
+	memcpy(id->vol_uuid, sb->uuid, 16);
+	id->format_gen = sb->format_gen;
 }
 
 #define ORPH_CSUM_OFF offsetof(struct vmfsd_disk_orphans, csum)
@@ -631,17 +665,19 @@ int vmfsd_orphans_decode(const void *blk, uint64_t blocknr, uint64_t *ino, uint3
 	return 0;
 }
 
-void vmfsd_jdesc_finish(void *blk, uint64_t blocknr)
+void vmfsd_jdesc_finish(void *blk, uint64_t blocknr, const struct vmfsd_journal_id *id)
 {
 	struct vmfsd_disk_jdesc *d = blk;
 
 	d->magic = LE32(VMFSD_JDESC_MAGIC);
 	d->version = LE16(VMFSD_FORMAT_VERSION);
 	d->blocknr = LE64(blocknr);
+	memcpy(d->vol_uuid, id->vol_uuid, 16);
+	d->format_gen = LE64(id->format_gen);
 	csum_set(d, sizeof(*d), JD_CSUM_OFF);
 }
 
-int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr)
+int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr, const struct vmfsd_journal_id *id)
 {
 	const struct vmfsd_disk_jdesc *d = blk;
 
@@ -652,6 +688,8 @@ int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr)
 	if (CPU16(d->version) != VMFSD_FORMAT_VERSION || CPU64(d->blocknr) != blocknr ||
 	    !CPU32(d->nblocks) || CPU32(d->nblocks) > VMFSD_JDESC_MAX)
 		return -EUCLEAN;
+	if (memcmp(d->vol_uuid, id->vol_uuid, 16) || CPU64(d->format_gen) != id->format_gen)
+		return -ESTALE;
 	return 0;
 }
 
@@ -686,6 +724,8 @@ int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb)
 		strcpy(sb->label, p->label);
 	sb->device_size = p->device_size;
 	sb->mkfs_time = p->now;
+	sb->feat_ro_compat = VMFSD_FEAT_RO_JOURNAL_ID;
+	sb->format_gen = p->format_gen ? p->format_gen : 1;
 	sb->rc_bits = VMFSD_RC_BITS;
 	sb->root_ino = VMFSD_ROOT_INO;
 

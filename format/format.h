@@ -62,10 +62,15 @@
 #define VMFSD_HB_MAGIC      0x54414548u /* "HEAT" heartbeat slot */
 #define VMFSD_JH_MAGIC      0x4c4e524au /* "JRNL" journal header */
 
-/* Feature masks.  v1 defines none; unknown incompat bits refuse the mount,
- * unknown ro_compat bits force read-only, unknown compat bits are ignored. */
+/* Feature masks: unknown incompat bits refuse the mount, unknown ro_compat
+ * bits force read-only, unknown compat bits are ignored. */
+/* Journal blocks carry the volume UUID and the superblock's format_gen, and
+ * replay ignores blocks of another format (docs/format.md §12).  ro_compat:
+ * a build that does not know it may read the volume but must not write a
+ * journal without the identity, which replay would then ignore. */
+#define VMFSD_FEAT_RO_JOURNAL_ID   0x1ull
 #define VMFSD_FEAT_COMPAT_SUPP     0ull
-#define VMFSD_FEAT_RO_COMPAT_SUPP  0ull
+#define VMFSD_FEAT_RO_COMPAT_SUPP  VMFSD_FEAT_RO_JOURNAL_ID
 #define VMFSD_FEAT_INCOMPAT_SUPP   0ull
 
 /* Little-endian field types: a plain integer on disk, converted at the edge. */
@@ -115,13 +120,15 @@ struct vmfsd_disk_sb {
 	le64 block_count;
 	le64 root_ino;
 	le64 backup_blocknr;    /* meta block number of the backup superblock */
-	uint8_t reserved[3784];
+	le64 format_gen;        /* random at every mkfs, never 0 (JOURNAL_ID) */
+	uint8_t reserved[3776];
 };
 static_assert(sizeof(struct vmfsd_disk_sb) == VMFSD_META_BLOCK, "sb size");
 static_assert(offsetof(struct vmfsd_disk_sb, csum) == 24, "sb csum offset");
 static_assert(offsetof(struct vmfsd_disk_sb, uuid) == 32, "sb uuid offset");
 static_assert(offsetof(struct vmfsd_disk_sb, hb_off) == 184, "sb hb_off offset");
-static_assert(offsetof(struct vmfsd_disk_sb, reserved) == 312, "sb reserved");
+static_assert(offsetof(struct vmfsd_disk_sb, format_gen) == 312, "sb format_gen");
+static_assert(offsetof(struct vmfsd_disk_sb, reserved) == 320, "sb reserved");
 
 struct vmfsd_sb {
 	uint32_t version;
@@ -146,6 +153,7 @@ struct vmfsd_sb {
 	uint64_t data_off, block_count;
 	uint64_t root_ino;
 	uint64_t backup_blocknr;
+	uint64_t format_gen;
 };
 
 /* ------------------------------------------------------------------ */
@@ -430,10 +438,13 @@ struct vmfsd_disk_jhdr {
 	le32 tail_blk;          /* its block within the area (>= 1) */
 	le32 reserved1;
 	le64 clean;             /* 1: no live transaction (clean unmount) */
-	uint8_t reserved[VMFSD_META_BLOCK - 56];
+	uint8_t vol_uuid[16];   /* journal identity (struct vmfsd_journal_id) */
+	le64 format_gen;
+	uint8_t reserved[VMFSD_META_BLOCK - 80];
 };
 static_assert(sizeof(struct vmfsd_disk_jhdr) == VMFSD_META_BLOCK, "jhdr size");
-static_assert(offsetof(struct vmfsd_disk_jhdr, reserved) == 56, "jhdr reserved");
+static_assert(offsetof(struct vmfsd_disk_jhdr, vol_uuid) == 56, "jhdr vol_uuid");
+static_assert(offsetof(struct vmfsd_disk_jhdr, reserved) == 80, "jhdr reserved");
 
 /* The rest of the journal header block (bytes 512..4095): the host's orphan
  * list, inodes whose last name is gone but whose blocks are not freed yet
@@ -457,12 +468,30 @@ static_assert(sizeof(struct vmfsd_disk_orphans) == VMFSD_META_BLOCK - VMFSD_SECT
 void vmfsd_orphans_encode(const uint64_t *ino, uint32_t count, uint64_t blocknr, void *blk);
 int vmfsd_orphans_decode(const void *blk, uint64_t blocknr, uint64_t *ino, uint32_t *count);
 
+/* Which format of the volume a journal block belongs to: the volume UUID
+ * and the superblock's format_gen when VMFSD_FEAT_RO_JOURNAL_ID is set, all
+ * zero on a volume made before that feature.  A re-format makes both new,
+ * and mkfs zeroes only the first MiB of each journal area, so blocks of the
+ * previous format can follow the new log: this is how replay tells them
+ * apart (the sequence numbers alone can match). */
+struct vmfsd_journal_id {
+	uint8_t vol_uuid[16];
+	uint64_t format_gen;
+};
+void vmfsd_journal_id_of(const struct vmfsd_sb *sb, struct vmfsd_journal_id *id);
+static inline int vmfsd_journal_id_eq(const struct vmfsd_journal_id *a,
+				      const struct vmfsd_journal_id *b)
+{
+	return !memcmp(a->vol_uuid, b->vol_uuid, 16) && a->format_gen == b->format_gen;
+}
+
 struct vmfsd_jhdr {
 	uint32_t slot;
 	uint32_t nblocks;
 	uint64_t tail_seq;
 	uint32_t tail_blk;
 	uint64_t clean;
+	struct vmfsd_journal_id id;     /* zero for an all-zero (fresh) header */
 };
 
 /* Low bit of a journal entry's target: the block starts with a lock
@@ -484,10 +513,12 @@ struct vmfsd_disk_jdesc {
 	le64 seq;
 	le32 nblocks;           /* images that follow, 1..VMFSD_JDESC_MAX */
 	le32 slot;
-	uint8_t reserved[24];
+	uint8_t vol_uuid[16];   /* journal identity (struct vmfsd_journal_id) */
+	le64 format_gen;
 	struct vmfsd_disk_jentry e[VMFSD_JDESC_MAX];
 };
 static_assert(sizeof(struct vmfsd_disk_jdesc) == VMFSD_META_BLOCK, "jdesc size");
+static_assert(offsetof(struct vmfsd_disk_jdesc, vol_uuid) == 40, "jdesc vol_uuid");
 static_assert(offsetof(struct vmfsd_disk_jdesc, e) == VMFSD_JDESC_HDR, "jdesc entries");
 
 /* ------------------------------------------------------------------ */
@@ -526,10 +557,13 @@ int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb);
 void vmfsd_jhdr_encode(const struct vmfsd_jhdr *jh, uint64_t blocknr, void *blk);
 /* An all-zero block (fresh mkfs) decodes as an empty journal. */
 int vmfsd_jhdr_decode(const void *blk, uint64_t blocknr, struct vmfsd_jhdr *jh);
-/* Finishes a descriptor whose seq, nblocks, slot and entries are filled. */
-void vmfsd_jdesc_finish(void *blk, uint64_t blocknr);
-/* Verifies magic, checksum, self number and the entry count. */
-int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr);
+/* Finishes a descriptor whose seq, nblocks, slot and entries are filled:
+ * magic, version, self number, journal identity ID, checksum. */
+void vmfsd_jdesc_finish(void *blk, uint64_t blocknr, const struct vmfsd_journal_id *id);
+/* Verifies magic, checksum, self number and the entry count (-EUCLEAN,
+ * -EBADMSG), then the identity: -ESTALE for a sound descriptor of another
+ * format of the volume (the end of the log, not damage). */
+int vmfsd_jdesc_verify(const void *blk, uint64_t blocknr, const struct vmfsd_journal_id *id);
 
 /* ------------------------------------------------------------------ */
 /* Layout computation shared by mkfs and the tests.                     */
@@ -545,6 +579,7 @@ struct vmfsd_mkfs_params {
 	uint64_t sub_size;      /* bytes of sub-block pool; 0: default */
 	const char *label;
 	const uint8_t *uuid;    /* 16 bytes */
+	uint64_t format_gen;    /* random, new at every mkfs; 0 is taken as 1 */
 	uint64_t now;
 };
 /* Fills sb with a valid v1 layout, or returns -ENOSPC (device too small)

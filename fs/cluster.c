@@ -146,8 +146,7 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 		if (!r)
 			r = bdev_flush(fs->bd);
 		if (!r)
-			r = journal_replay(fs->bd, journal_area_off(&fs->sb, i),
-					   fs->sb.journal_size, i, &ji);
+			r = journal_replay(fs->bd, &fs->sb, i, &ji);
 		if (r)
 			break;
 		if (ji.transactions)
@@ -229,8 +228,7 @@ void cluster_recover_dead(struct fs *fs)
 		 * a journal we cannot replay keeps the slot REPLAYING, its
 		 * locks stay valid and fsck must look at it. */
 		if (hb_claim_dead(fs->hb, slot) == 0 &&
-		    journal_replay(fs->bd, journal_area_off(&fs->sb, slot),
-				   fs->sb.journal_size, slot, &ji) == 0)
+		    journal_replay(fs->bd, &fs->sb, slot, &ji) == 0)
 			(void)hb_release_dead(fs->hb, slot);
 		slot++;
 	}

@@ -286,8 +286,7 @@ int commit_start(struct fs *fs, uint64_t next_seq)
 	fs->ptab = calloc(fs->ptab_size, sizeof(*fs->ptab));
 	if (!fs->ptab)
 		return -ENOMEM;
-	r = journal_open(fs->bd, journal_area_off(&fs->sb, fs->slot), fs->sb.journal_size,
-			 fs->slot, next_seq, &fs->jn);
+	r = journal_open(fs->bd, &fs->sb, fs->slot, next_seq, &fs->jn);
 	if (r)
 		return r;
 	pthread_cond_init(&fs->commit_cv, NULL);

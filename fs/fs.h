@@ -36,11 +36,23 @@ struct fs_mount_opts {
 	 * its slot at once.  A previous mount whose process is gone from this
 	 * machine is recovered at once anyway. */
 	int reclaim_own_slot;
+	/* Read-only mounts: mount even when a host that is not at work on the
+	 * volume left a journal that needs replay (which a read-only mount
+	 * cannot do), as ext4's and XFS's norecovery; what that host committed
+	 * last is then missing or half there.  Without it such a mount fails
+	 * with -EROFS. */
+	int norecovery;
+	/* Read-only mounts, when not NULL (VMFSD_MAX_HOSTS / 8 bytes): bit s
+	 * set for every slot whose journal needs a replay that no live host
+	 * is about to do (for the caller's message). */
+	uint8_t *unreplayed;
 };
 
 enum fs_mount_flags_out {
 	FS_MOUNT_USED_BACKUP_SB = 1u << 0,  /* primary superblock was bad */
 	FS_MOUNT_REPLAYED = 1u << 1,        /* the journal held transactions */
+	FS_MOUNT_UNREPLAYED = 1u << 2,      /* read-only with norecovery: some
+					     * journal needs replay (o->unreplayed) */
 };
 
 struct fs_attr {
@@ -73,17 +85,18 @@ struct fs_setattr {
 	struct timespec atime, mtime, ctime;
 };
 
-/* Mount: opens the device, verifies the superblock (falling back to the
- * backup when the primary is damaged and the backup is sound), loads the
- * allocation bitmaps and claims the host's slot, replaying its journal.
- * Errors: -EMEDIUMTYPE no vmfsd superblock (not a vmfsd volume);
- * -EUCLEAN/-EBADMSG the superblock (and its backup) or the root inode is
- * damaged; -EPROTONOSUPPORT unknown incompat features (or ro_compat ones
- * on a read-write mount); -ERANGE the device is smaller than the volume;
- * -EBUSY this host name is mounted on the volume already;
- * -ENOTRECOVERABLE this host's journal header is damaged; -EROFS a
- * read-only mount of a volume whose journals need replay; bdev_open's
- * errors (-ENOTBLK, -EOPNOTSUPP no direct I/O, ...). */
+/* Mount: opens the device (unless O->bdev), verifies the superblock
+ * (falling back to the backup when the primary is damaged and the backup
+ * is sound), loads the allocation bitmaps and claims the host's slot,
+ * replaying its journal; a read-only mount checks every slot's journal
+ * instead.  Errors: -EMEDIUMTYPE not a vmfsd volume, -EUCLEAN/-EBADMSG
+ * superblock and backup damaged, -EPROTONOSUPPORT unknown incompat
+ * features (or unknown ro_compat ones for a read-write mount), -EBUSY
+ * volume already mounted by this host name, -ENOTRECOVERABLE our journal
+ * header damaged, -EROFS read-only and a journal needs a replay no live
+ * host will do (O->unreplayed names the slots), -ERANGE device smaller
+ * than the volume, -EINVAL norecovery without readonly, -EOPNOTSUPP the
+ * device has no usable ATS, bdev_open errors. */
 int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	     unsigned *flags_out);
 /* Writes back everything dirty, frees orphans, flushes, releases the slot. */

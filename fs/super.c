@@ -68,6 +68,53 @@ out:
 	return r;
 }
 
+/* A read-only mount cannot replay, so it checks every slot's journal, not
+ * only one: a journal that needs replay belongs either to a host at work on
+ * the volume (its heartbeat changes while we watch: it writes that journal
+ * and checkpoints it itself) or to a host that is gone, whose last
+ * committed transactions are then not in place until a read-write host or
+ * fsck replays them.  The second refuses the mount (-EROFS) unless the
+ * caller asked for norecovery (docs/cluster.md, "Read-only mounts"). */
+static int ro_check_journals(struct fs *fs, const struct fs_mount_opts *o, unsigned *flags)
+{
+	uint8_t dirty[VMFSD_MAX_HOSTS / 8] = { 0 }, beating[VMFSD_MAX_HOSTS / 8];
+	struct hb_timing t;
+	uint32_t s, ndirty = 0;
+	int r;
+
+	for (s = 0; s < fs->sb.max_hosts; s++) {
+		r = journal_is_clean(fs->bd, &fs->sb, s);
+		if (r == -EUCLEAN || r == -EBADMSG)
+			r = 1;          /* a damaged header needs fsck as much */
+		if (r < 0)
+			return r;
+		if (r) {
+			dirty[s / 8] |= (uint8_t)(1u << (s % 8));
+			ndirty++;
+		}
+	}
+	if (!ndirty)
+		return 0;
+	r = hb_timing_compute(&fs->sb, &t);
+	if (!r)
+		r = hb_watch_beating(fs->bd, &fs->sb, t.busy_watch_ms, beating);
+	if (r)
+		return r;
+	ndirty = 0;
+	for (s = 0; s < VMFSD_MAX_HOSTS / 8; s++) {
+		dirty[s] &= (uint8_t)~beating[s];
+		ndirty += (uint32_t)__builtin_popcount(dirty[s]);
+	}
+	if (o && o->unreplayed)
+		memcpy(o->unreplayed, dirty, sizeof(dirty));
+	if (!ndirty)
+		return 0;
+	if (!o || !o->norecovery)
+		return -EROFS;
+	*flags |= FS_MOUNT_UNREPLAYED;
+	return 0;
+}
+
 /* Rewrites the primary superblock from the verified in-memory copy. */
 static int restore_primary(struct fs *fs)
 {
@@ -96,6 +143,10 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	if (!fs)
 		return -ENOMEM;
 	fs->readonly = o && o->readonly;
+	if (o && o->norecovery && !fs->readonly) {
+		free(fs);
+		return -EINVAL;         /* a read-write mount always recovers */
+	}
 	if (o && o->host && *o->host)
 		snprintf(fs->host, sizeof(fs->host), "%s", o->host);
 	else if (gethostname(fs->host, sizeof(fs->host) - 1) < 0)
@@ -148,8 +199,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		struct journal_replay_info ji;
 
 		/* Our own journal first: it may hold the newest bitmaps. */
-		r = journal_replay(fs->bd, journal_area_off(&fs->sb, fs->slot),
-				   fs->sb.journal_size, fs->slot, &ji);
+		r = journal_replay(fs->bd, &fs->sb, fs->slot, &ji);
 		if (r == -EUCLEAN || r == -EBADMSG)
 			r = -ENOTRECOVERABLE;   /* journal header damaged, not the sb */
 		if (r)
@@ -164,9 +214,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 			goto fail;
 	} else {
 		/* Replay writes; a read-only mount cannot recover the volume. */
-		r = journal_is_clean(fs->bd, journal_area_off(&fs->sb, 0));
-		if (r == -EUCLEAN)
-			r = -EROFS;
+		r = ro_check_journals(fs, o, &flags);
 		if (r)
 			goto fail;
 	}

@@ -13,7 +13,6 @@
  * points at them, bitmaps after that, the superblock last.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +32,7 @@ const struct pdef fsck_pdefs[P_COUNT] = {
 	[P_JOURNAL_BAD] = { "journal.header", "journal", true, false, true },
 	[P_JOURNAL_NOTE] = { "journal.not-replayed", "journal", false, false, false },
 	[P_JOURNAL_TAIL] = { "journal.header-tail", "journal", true, true, true },
+	[P_JOURNAL_FOREIGN] = { "journal.other-format", "journal", true, true, true },
 	[P_HB_BAD] = { "heartbeat.damaged", "heartbeat slot", true, false, true },
 	[P_HB_STALE] = { "heartbeat.stale", "heartbeat slot", true, true, true },
 	[P_HB_FIELDS] = { "heartbeat.fields", "heartbeat slot", true, false, true },
@@ -439,15 +439,9 @@ static void fsck_free(struct fsck *c)
  * device open, so closing cannot release it for us). */
 static void unlock_volume(struct fsck *c)
 {
-	struct flock fl = {
-		.l_type = F_UNLCK,
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)c->sb.hb_off,
-		.l_len = (off_t)((uint64_t)c->sb.max_hosts * VMFSD_META_BLOCK),
-	};
-
 	if (c->locked)
-		(void)fcntl(bdev_fd(c->bd), F_OFD_SETLK, &fl);
+		(void)bdev_unlock_range(c->bd, c->sb.hb_off,
+					(uint64_t)c->sb.max_hosts * VMFSD_META_BLOCK);
 	c->locked = false;
 }
 

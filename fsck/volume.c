@@ -6,17 +6,16 @@
  * is looked at when repairing, exactly as a mount would), and the heartbeat
  * slots.
  *
- * In use means either of: the OFD lock a mount holds on the heartbeat
- * region (fs/super.c claim_volume: any mount on this kernel), or a slot
- * marked live whose first sector changes while we watch it (a host on
- * another machine renewing its heartbeat, docs/cluster.md §2).  A slot marked live
+ * In use means either of: an OFD lock held on the heartbeat region
+ * (bdev_range_locked: an ATS in flight on this kernel, an mkfs, another
+ * fsck repairing), or a slot marked live whose first sector changes while
+ * we watch it (a host renewing its heartbeat, docs/cluster.md §2-3).  A slot marked live
  * that does not change is a host that is gone: its journal is replayed and
  * the slot freed, as a surviving host would.  For a repair we take the OFD
  * lock ourselves first, so no mount can start on this kernel while we
  * write, and keep it to the end.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,19 +134,12 @@ static int check_supers(struct fsck *c)
 	return 0;
 }
 
-/* Is the heartbeat region locked by a mount (another open of the device)? */
+/* Is the heartbeat region locked by another open of the device (an ATS
+ * in flight, an mkfs, another fsck repairing)? */
 static int ofd_held(struct fsck *c)
 {
-	struct flock fl = {
-		.l_type = F_WRLCK,
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)c->sb.hb_off,
-		.l_len = (off_t)((uint64_t)c->sb.max_hosts * VMFSD_META_BLOCK),
-	};
-
-	if (fcntl(bdev_fd(c->bd), F_OFD_GETLK, &fl) < 0)
-		return -errno;
-	return fl.l_type != F_UNLCK;
+	return bdev_range_locked(c->bd, c->sb.hb_off,
+				 (uint64_t)c->sb.max_hosts * VMFSD_META_BLOCK);
 }
 
 static void sleep_ms(uint32_t ms)
@@ -279,6 +271,9 @@ static int check_journals(struct fsck *c)
 	uint32_t s, nblocks = (uint32_t)(c->sb.journal_size / VMFSD_META_BLOCK);
 	int r;
 
+	struct vmfsd_journal_id id;
+
+	vmfsd_journal_id_of(&c->sb, &id);
 	for (s = 0; s < c->sb.max_hosts; s++) {
 		uint64_t area = journal_area_off(&c->sb, s);
 		struct journal_replay_info ji;
@@ -300,6 +295,26 @@ static int check_journals(struct fsck *c)
 				    "journal header of slot %u is damaged (%s): its transactions "
 				    "cannot be replayed", s, err_name(r));
 			r = ck_wq_zero(c, area, c->sb.journal_size);
+			if (r)
+				return r;
+			continue;
+		}
+		if (!vmfsd_all_zero(blk, VMFSD_META_BLOCK) && !vmfsd_journal_id_eq(&jh.id, &id)) {
+			/* A sound header of an earlier format of this device
+			 * (mkfs zeroes headers, so only damage or a foreign
+			 * writer leaves one): replay ignores it and all its
+			 * log; a fresh empty header (no orphans) is the fix. */
+			fsck_report(c, P_JOURNAL_FOREIGN, WHERE(.has = FSCK_W_SLOT | FSCK_W_BLOCK,
+								.slot = s,
+								.blocknr = area / VMFSD_META_BLOCK),
+				    "rewrite it as an empty journal",
+				    "journal header of slot %u belongs to another format of this "
+				    "device (format generation %" PRIu64 ", the volume's is %" PRIu64
+				    "): nothing in it is replayed", s, jh.id.format_gen, id.format_gen);
+			jh = (struct vmfsd_jhdr){ .slot = s, .nblocks = nblocks, .tail_seq = 1,
+						  .tail_blk = 1, .clean = 1, .id = id };
+			vmfsd_jhdr_encode(&jh, area / VMFSD_META_BLOCK, blk);
+			r = ck_wq_put(c, area, blk, WQ_HB);
 			if (r)
 				return r;
 			continue;
@@ -341,7 +356,7 @@ static int check_journals(struct fsck *c)
 				    "journal of slot %u needs replay", s);
 			continue;
 		}
-		r = journal_replay(c->bd, area, c->sb.journal_size, s, &ji);
+		r = journal_replay(c->bd, &c->sb, s, &ji);
 		if (r == -EUCLEAN || r == -EBADMSG) {
 			fsck_report(c, P_JOURNAL_BAD, WHERE(.has = FSCK_W_SLOT, .slot = s),
 				    "discard the journal (zero its area)",
@@ -436,6 +451,25 @@ static int check_slots(struct fsck *c, const uint8_t *region)
 	return r;
 }
 
+/* Slot S as lock_holder_valid should see it: as read when a host is at
+ * work in it, else FREE, which is what recovering that host leaves (its
+ * journal replayed, its slot freed with a new generation), so its locks
+ * are judged as any host would judge them after the recovery. */
+static void slot_as_recovered(const struct fsck *c, uint32_t s, struct vmfsd_hb *rec)
+{
+	*rec = c->hb[s];
+	if (!c->slot_live[s])
+		rec->state = VMFSD_HB_FREE;
+}
+
+static bool holder_valid(const struct fsck *c, uint32_t s, uint64_t gen, bool full)
+{
+	struct vmfsd_hb rec;
+
+	slot_as_recovered(c, s, &rec);
+	return lock_holder_valid(&rec, 0, 0, gen, full);
+}
+
 int fsck_lock_judge(const struct fsck *c, const struct vmfsd_lock *lk)
 {
 	uint32_t s;
@@ -445,11 +479,9 @@ int fsck_lock_judge(const struct fsck *c, const struct vmfsd_lock *lk)
 		return LOCK_VALID;
 	if (lk->owner_slot >= c->sb.max_hosts)
 		return LOCK_MALFORMED;
-	/* docs/cluster.md §4.2: a holder is valid while its slot is live
-	 * with the generation the lock recorded (all 64 bits for the owner,
-	 * the low 8 for the other holders). */
-	if (!c->slot_live[lk->owner_slot] ||
-	    c->hb[lk->owner_slot].generation != lk->owner_slot_gen)
+	/* The lock manager's rule (lock_holder_valid): all 64 bits of the
+	 * generation for the owner, the low 8 for the other holders. */
+	if (!holder_valid(c, lk->owner_slot, lk->owner_slot_gen, true))
 		verdict = LOCK_STALE;
 	for (s = 0; s < VMFSD_MAX_HOSTS; s++) {
 		if (!(lk->holders[s / 8] & (1u << (s % 8))))
@@ -458,7 +490,7 @@ int fsck_lock_judge(const struct fsck *c, const struct vmfsd_lock *lk)
 			return LOCK_MALFORMED;
 		if (s == lk->owner_slot)
 			continue;
-		if (!c->slot_live[s] || (uint8_t)c->hb[s].generation != lk->holder_gen8[s])
+		if (!holder_valid(c, s, lk->holder_gen8[s], false))
 			verdict = LOCK_STALE;
 	}
 	return verdict;

@@ -14,6 +14,7 @@
 
 struct journal {
 	struct bdev *bd;
+	struct vmfsd_journal_id id;     /* written into every header and descriptor */
 	uint64_t area_off;
 	uint32_t nblocks;       /* area size in meta blocks */
 	uint32_t slot;
@@ -27,7 +28,8 @@ uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot)
 	return sb->journal_off + (uint64_t)slot * sb->journal_size;
 }
 
-static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh)
+static int write_header_len(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh,
+			    size_t len)
 {
 	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
 	int r;
@@ -35,18 +37,28 @@ static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_j
 	if (!blk)
 		return -ENOMEM;
 	vmfsd_jhdr_encode(jh, area_off / VMFSD_META_BLOCK, blk);
-	/* Only the header sector: the rest of the block is the orphan list,
-	 * which changes through journaled images (VMFSD_JENTRY_KEEP_LOCK). */
-	r = bdev_pwrite(bd, blk, VMFSD_SECTOR, area_off);
+	/* Normally only the header sector (LEN 512): the rest of the block is
+	 * the orphan list, which changes through journaled images
+	 * (VMFSD_JENTRY_KEEP_LOCK). */
+	r = bdev_pwrite(bd, blk, len, area_off);
 	bdev_free(blk);
 	return r;
 }
 
+static int write_header(struct bdev *bd, uint64_t area_off, const struct vmfsd_jhdr *jh)
+{
+	return write_header_len(bd, area_off, jh, VMFSD_SECTOR);
+}
+
 /* Reads and checks the transaction at block POS with sequence SEQ into BUF
  * (room for a descriptor and VMFSD_JDESC_MAX images).  Returns its block
- * count, 0 if there is no complete transaction there, or an I/O error. */
-static int read_tx(struct bdev *bd, uint64_t area_off, uint32_t nblocks, uint32_t pos,
-		   uint64_t seq, uint8_t *buf)
+ * count, 0 if there is no complete transaction of this format of the
+ * volume (ID) there, or an I/O error.  A descriptor of an earlier format
+ * can sit right after our last transaction with the very sequence number
+ * we expect (mkfs zeroes only the first MiB of the area): only the
+ * identity tells it apart. */
+static int read_tx(struct bdev *bd, const struct vmfsd_journal_id *id, uint64_t area_off,
+		   uint32_t nblocks, uint32_t pos, uint64_t seq, uint8_t *buf)
 {
 	const struct vmfsd_disk_jdesc *d = (const void *)buf;
 	uint64_t off = area_off + (uint64_t)pos * VMFSD_META_BLOCK;
@@ -58,7 +70,7 @@ static int read_tx(struct bdev *bd, uint64_t area_off, uint32_t nblocks, uint32_
 	r = bdev_pread(bd, buf, VMFSD_META_BLOCK, off);
 	if (r)
 		return r;
-	if (vmfsd_jdesc_verify(buf, off / VMFSD_META_BLOCK) || le64toh(d->seq) != seq)
+	if (vmfsd_jdesc_verify(buf, off / VMFSD_META_BLOCK, id) || le64toh(d->seq) != seq)
 		return 0;
 	n = le32toh(d->nblocks);
 	if (pos + 1 + n > nblocks)
@@ -89,16 +101,38 @@ int journal_write_home(struct bdev *bd, uint64_t target, const void *img)
 	return bdev_pwrite(bd, img, VMFSD_META_BLOCK, off);
 }
 
-int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+/* Decodes the header at AREA_OFF from BLK.  A sound header of another
+ * format of the volume (id differs and it is not all zero) describes a log
+ * that is not ours: it reads as an empty, clean journal, *FOREIGN set. */
+static int header_decode(const void *blk, uint64_t area_off, const struct vmfsd_journal_id *id,
+			 struct vmfsd_jhdr *jh, int *foreign)
+{
+	int r = vmfsd_jhdr_decode(blk, area_off / VMFSD_META_BLOCK, jh);
+
+	*foreign = 0;
+	if (r || vmfsd_all_zero(blk, VMFSD_META_BLOCK) || vmfsd_journal_id_eq(&jh->id, id))
+		return r;
+	*foreign = 1;
+	jh->tail_seq = 1;
+	jh->tail_blk = 1;
+	jh->clean = 1;
+	jh->nblocks = 0;
+	return 0;
+}
+
+int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 		   struct journal_replay_info *info)
 {
-	uint32_t nblocks = (uint32_t)(area_size / VMFSD_META_BLOCK), pos;
+	uint64_t area_off = journal_area_off(sb, slot);
+	uint32_t nblocks = (uint32_t)(sb->journal_size / VMFSD_META_BLOCK), pos;
+	struct vmfsd_journal_id id;
 	struct vmfsd_jhdr jh;
 	uint8_t *buf;
 	uint64_t seq;
 	int r;
 
 	memset(info, 0, sizeof(*info));
+	vmfsd_journal_id_of(sb, &id);
 	if (nblocks < 2 + 1)
 		return -EINVAL;
 	buf = bdev_alloc((size_t)(VMFSD_JDESC_MAX + 1) * VMFSD_META_BLOCK);
@@ -106,7 +140,7 @@ int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint3
 		return -ENOMEM;
 	r = bdev_pread(bd, buf, VMFSD_META_BLOCK, area_off);
 	if (!r)
-		r = vmfsd_jhdr_decode(buf, area_off / VMFSD_META_BLOCK, &jh);
+		r = header_decode(buf, area_off, &id, &jh, &info->foreign);
 	if (r)
 		goto out;
 	if (jh.nblocks && jh.nblocks != nblocks) {
@@ -121,11 +155,11 @@ int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint3
 		uint32_t i;
 		int n;
 
-		n = read_tx(bd, area_off, nblocks, pos, seq, buf);
+		n = read_tx(bd, &id, area_off, nblocks, pos, seq, buf);
 		if (n == 0 && pos != 1) {
 			/* The writer wraps to block 1 when a transaction does not fit. */
 			pos = 1;
-			n = read_tx(bd, area_off, nblocks, pos, seq, buf);
+			n = read_tx(bd, &id, area_off, nblocks, pos, seq, buf);
 		}
 		if (n < 0) {
 			r = n;
@@ -153,7 +187,11 @@ int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint3
 	jh.tail_seq = seq;
 	jh.tail_blk = pos < nblocks ? pos : 1;
 	jh.clean = 1;
-	r = write_header(bd, area_off, &jh);
+	jh.id = id;
+	/* A header of another format comes with that format's orphan list,
+	 * naming inodes of that volume: the whole block goes, the list empty
+	 * (vmfsd_jhdr_encode zeroes it). */
+	r = write_header_len(bd, area_off, &jh, info->foreign ? VMFSD_META_BLOCK : VMFSD_SECTOR);
 	if (!r)
 		r = bdev_flush(bd);
 	info->next_seq = seq;
@@ -162,33 +200,37 @@ out:
 	return r;
 }
 
-int journal_is_clean(struct bdev *bd, uint64_t area_off)
+int journal_is_clean(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot)
 {
+	uint64_t area_off = journal_area_off(sb, slot);
 	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	struct vmfsd_journal_id id;
 	struct vmfsd_jhdr jh;
-	int r;
+	int r, foreign;
 
 	if (!blk)
 		return -ENOMEM;
+	vmfsd_journal_id_of(sb, &id);
 	r = bdev_pread(bd, blk, VMFSD_META_BLOCK, area_off);
 	if (!r)
-		r = vmfsd_jhdr_decode(blk, area_off / VMFSD_META_BLOCK, &jh);
+		r = header_decode(blk, area_off, &id, &jh, &foreign);
 	if (!r && jh.clean != 1)
-		r = -EUCLEAN;
+		r = 1;
 	bdev_free(blk);
 	return r;
 }
 
-int journal_open(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
-		 uint64_t next_seq, struct journal **out)
+int journal_open(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, uint64_t next_seq,
+		 struct journal **out)
 {
 	struct journal *j = calloc(1, sizeof(*j));
 
 	if (!j)
 		return -ENOMEM;
 	j->bd = bd;
-	j->area_off = area_off;
-	j->nblocks = (uint32_t)(area_size / VMFSD_META_BLOCK);
+	vmfsd_journal_id_of(sb, &j->id);
+	j->area_off = journal_area_off(sb, slot);
+	j->nblocks = (uint32_t)(sb->journal_size / VMFSD_META_BLOCK);
 	j->slot = slot;
 	j->head = 1;
 	j->seq = next_seq ? next_seq : 1;
@@ -242,7 +284,7 @@ int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
 		d->e[i].csum = htole64(XXH3_64bits(img, VMFSD_META_BLOCK));
 	}
 	off = j->area_off + (uint64_t)j->head * VMFSD_META_BLOCK;
-	vmfsd_jdesc_finish(d, off / VMFSD_META_BLOCK);
+	vmfsd_jdesc_finish(d, off / VMFSD_META_BLOCK, &j->id);
 
 	/* Ordered mode: the data this transaction exposes, and the previous
 	 * transaction's in-place writes, must be durable before it is. */
@@ -250,7 +292,7 @@ int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
 	if (r)
 		return r;
 	jh = (struct vmfsd_jhdr){ .slot = j->slot, .nblocks = j->nblocks, .tail_seq = j->seq,
-				  .tail_blk = j->head, .clean = 0 };
+				  .tail_blk = j->head, .clean = 0, .id = j->id };
 	r = write_header(j->bd, j->area_off, &jh);
 	if (!r)
 		r = bdev_pwrite(j->bd, j->buf, (size_t)(n + 1) * VMFSD_META_BLOCK, off);
@@ -266,7 +308,8 @@ int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
 int journal_mark_clean(struct journal *j)
 {
 	struct vmfsd_jhdr jh = { .slot = j->slot, .nblocks = j->nblocks, .tail_seq = j->seq,
-				 .tail_blk = j->head < j->nblocks ? j->head : 1, .clean = 1 };
+				 .tail_blk = j->head < j->nblocks ? j->head : 1, .clean = 1,
+				 .id = j->id };
 	int r = write_header(j->bd, j->area_off, &jh);
 
 	if (!r)

@@ -15,6 +15,11 @@
  * Replay applies every complete transaction from the header's tail in
  * sequence order, so it is idempotent, and it takes a journal area rather
  * than a mounted filesystem: a survivor can replay a dead host's journal.
+ *
+ * Every header and descriptor carries the journal identity of the volume's
+ * format (struct vmfsd_journal_id: UUID and format_gen): a block of an
+ * earlier format of the same device ends the log, whatever its sequence
+ * number (docs/journal.md "Replay").
  */
 #ifndef VMFSD_JOURNAL_H
 #define VMFSD_JOURNAL_H
@@ -42,23 +47,25 @@ struct journal_replay_info {
 	uint32_t blocks;        /* block images written in place */
 	uint64_t next_seq;      /* sequence the next transaction will get */
 	int was_clean;          /* header said: nothing to replay */
+	int foreign;            /* the header was of another format of the
+				 * volume: read as empty, rewritten as ours */
 };
 
 /* Byte offset and size of SLOT's journal area. */
 uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot);
 
-/* Replays the journal area at AREA_OFF (AREA_SIZE bytes) and leaves it
- * empty and clean.  Errors: -EUCLEAN/-EBADMSG header damaged, I/O errors. */
-int journal_replay(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
+/* Replays SLOT's journal area of the volume SB describes and leaves it empty
+ * and clean.  Errors: -EUCLEAN/-EBADMSG header damaged, I/O errors. */
+int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 		   struct journal_replay_info *info);
 
-/* 0 if the journal at AREA_OFF needs no replay, -EUCLEAN if it does
- * (a read-only mount cannot replay). */
-int journal_is_clean(struct bdev *bd, uint64_t area_off);
+/* 0 if SLOT's journal needs no replay, 1 if it does (a read-only mount
+ * cannot replay); -EUCLEAN/-EBADMSG if its header is damaged, I/O errors. */
+int journal_is_clean(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot);
 
-/* Opens a replayed (clean) journal for writing, starting at NEXT_SEQ. */
-int journal_open(struct bdev *bd, uint64_t area_off, uint64_t area_size, uint32_t slot,
-		 uint64_t next_seq, struct journal **out);
+/* Opens SLOT's replayed (clean) journal for writing, starting at NEXT_SEQ. */
+int journal_open(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, uint64_t next_seq,
+		 struct journal **out);
 void journal_close(struct journal *j);
 /* Most blocks one transaction may carry. */
 uint32_t journal_max_blocks(const struct journal *j);

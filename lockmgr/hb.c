@@ -254,6 +254,35 @@ int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, stru
 	return r;
 }
 
+int hb_watch_beating(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t watch_ms,
+		     uint8_t *beating)
+{
+	size_t len = (size_t)sb->max_hosts * VMFSD_META_BLOCK;
+	uint8_t *before = bdev_alloc(len), *after = bdev_alloc(len);
+	struct timespec ts = { .tv_sec = watch_ms / 1000,
+			       .tv_nsec = (long)(watch_ms % 1000) * 1000000L };
+	uint32_t s;
+	int r = -ENOMEM;
+
+	memset(beating, 0, VMFSD_MAX_HOSTS / 8);
+	if (!before || !after)
+		goto out;
+	r = bdev_pread(bd, before, len, sb->hb_off);
+	if (r)
+		goto out;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	r = bdev_pread(bd, after, len, sb->hb_off);
+	for (s = 0; !r && s < sb->max_hosts; s++)
+		if (memcmp(before + (size_t)s * VMFSD_META_BLOCK,
+			   after + (size_t)s * VMFSD_META_BLOCK, VMFSD_SECTOR))
+			beating[s / 8] |= (uint8_t)(1u << (s % 8));
+out:
+	bdev_free(before);
+	bdev_free(after);
+	return r;
+}
+
 /* ---------------- our own slot ---------------- */
 
 static void encode_sector(const struct vmfsd_hb *rec, uint64_t off, uint8_t *sec)

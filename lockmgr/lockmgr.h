@@ -26,6 +26,7 @@
 #ifndef VMFSD_LOCKMGR_H
 #define VMFSD_LOCKMGR_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "bdev/bdev.h"
@@ -165,13 +166,22 @@ struct hb_slot_info {
 };
 
 int hb_slot_state(struct hb *hb, uint32_t slot, struct hb_slot_info *info);
+/* Without a slot of our own: reads the first sector of every slot, waits
+ * WATCH_MS, reads them again and sets bit s of BEATING (VMFSD_MAX_HOSTS / 8
+ * bytes) for every slot whose sector changed: a host at work on the volume
+ * (renewal, claim, release, replay).  Read-only.  A slot that did not change
+ * is not proven dead unless WATCH_MS >= the timeout; a watch of busy_watch_ms
+ * (two renewals and the I/O bound) is what hb_join trusts for the same
+ * question. */
+int hb_watch_beating(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t watch_ms,
+		     uint8_t *beating);
 /* First slot >= FROM judged HB_DEAD (never our own): -ENOENT if none. */
 int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot);
 
 /* Dead-host recovery, in this order:
  *   hb_claim_dead(hb, s)        ATS from the exact content judged dead to
  *                               REPLAYING by us: exactly one survivor wins;
- *   journal_replay(bd, journal_area_off(sb, s), sb->journal_size, s, ...);
+ *   journal_replay(bd, sb, s, ...);
  *   hb_release_dead(hb, s)      flush, then ATS to FREE with generation + 1,
  *                               flush: from now on that host's locks are
  *                               stale and lock_acquire drops them.
@@ -229,6 +239,16 @@ int lock_downgrade(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
 		   struct lock_info *out);
 /* Reads and judges the record without writing. */
 int lock_inspect(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
+/* Lock-holder validity, the one implementation of the rule (docs/cluster.md
+ * §4; fsck.vmfsd judges lock records with it too): holder (slot,
+ * generation GEN) is valid while the slot record SLOT_REC is LIVE or
+ * REPLAYING with that generation.  GEN is compared on its low 8 bits only
+ * when FULL is false (holders other than the owner record 8 bits).  An
+ * all-zero slot (SLOT_ZERO) or a FREE one ends the holder; a slot that
+ * could not be read or decoded (SLOT_ERR) counts as valid: refuse rather
+ * than break. */
+bool lock_holder_valid(const struct vmfsd_hb *slot_rec, int slot_zero, int slot_err,
+		       uint64_t gen, bool full);
 /* Text for an xattr / an error message: "free", "EXCL by esx1 (slot 0)",
  * "RO by esx1 (slot 0), esx2 (slot 3)"; "-ERANGE" if BUF is too small. */
 int lock_holder_describe(struct hb *hb, struct bdev *bd, uint64_t off, char *buf, size_t len);

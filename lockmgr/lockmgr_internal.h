@@ -66,12 +66,6 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, struct vmfsd_hb *hb,
 		 int *zero);
 
-/* Lock-holder validity (docs/cluster.md §4): holder (slot, generation) is
- * valid while the slot is LIVE or REPLAYING with that generation.  GEN8 is
- * compared on its low 8 bits only when FULL is false.  A slot that does not
- * decode counts as valid (refuse rather than break). */
-bool lock_holder_valid(const struct vmfsd_hb *slot_rec, int slot_zero, int slot_err,
-		       uint64_t gen, bool full);
 
 struct hb {
 	struct hb_obs obs;

@@ -581,18 +581,19 @@ out:
 	return r ? r : live;
 }
 
-/* vmfsd holds an OFD lock on the device it serves (fs/super.c), so a
- * conflicting lock on the whole device means a mount on this kernel.
- * Returns 1 if locked, 0 if not, <0 on error. */
+/* A lock anywhere on the device (bdev_range_locked: an ATS of a mount on
+ * this kernel in flight, another mkfs, an fsck repairing) means it is in
+ * use.  Mounts hold no lasting lock: the heartbeat watch below is what
+ * finds a mounted volume.  Returns 1 if locked, 0 if not, <0 on error. */
 static int device_locked(const char *path)
 {
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	struct bdev *bd;
+	int r = bdev_open(path, BDEV_RDONLY, &bd);
 
-	if (fd < 0)
-		return -errno;
-	r = fcntl(fd, F_OFD_GETLK, &fl) < 0 ? -errno : fl.l_type != F_UNLCK;
-	close(fd);
+	if (r)
+		return r;
+	r = bdev_range_locked(bd, 0, 0);
+	bdev_close(bd);
 	return r;
 }
 
@@ -976,6 +977,13 @@ int main(int argc, char **argv)
 	}
 	uuid[6] = (uint8_t)((uuid[6] & 0x0f) | 0x40);  /* RFC 4122 version 4 */
 	uuid[8] = (uint8_t)((uuid[8] & 0x3f) | 0x80);  /* RFC 4122 variant */
+	/* New at every format, with the UUID: journal blocks left over from
+	 * the previous format of this device are then never replayed
+	 * (docs/format.md §12). */
+	if (getrandom(&p.format_gen, sizeof(p.format_gen), 0) != sizeof(p.format_gen)) {
+		err("cannot get random bytes for the format generation: %s", strerror(errno));
+		goto fail;
+	}
 
 	p.device_size = bdev_size(bd);
 	p.block_size = o.block_size;

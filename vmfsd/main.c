@@ -42,6 +42,7 @@ struct opts {
 	char *device;
 	char *mountpoint;
 	int ro;
+	int norecovery;
 	int foreground;
 	int debug;
 	int help;
@@ -50,7 +51,7 @@ struct opts {
 	int json;
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_STATUS, KEY_JSON };
+enum { KEY_HELP, KEY_VERSION, KEY_FG, KEY_DEBUG, KEY_RO, KEY_STATUS, KEY_JSON, KEY_NORECOVERY };
 
 static const struct fuse_opt opt_spec[] = {
 	{ "host=%s", offsetof(struct opts, host), 0 },
@@ -58,6 +59,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "freeze_io_after=%d", offsetof(struct opts, freeze_io_after), 0 },
 	{ "freeze_io_for=%d", offsetof(struct opts, freeze_io_for), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
 	FUSE_OPT_KEY("-d", KEY_DEBUG),
 	FUSE_OPT_KEY("debug", KEY_DEBUG),
@@ -90,6 +92,9 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outa
 	case KEY_RO:
 		o->ro = 1;
 		return 1;       /* also a kernel mount option */
+	case KEY_NORECOVERY:
+		o->norecovery = 1;
+		return 0;       /* ours only: not a kernel or FUSE option */
 	case KEY_FG:
 		o->foreground = 1;
 		return 0;
@@ -126,6 +131,9 @@ static void usage(FILE *f)
 		"  -d, -o debug       foreground with FUSE request tracing\n"
 		"  -o host=NAME       name of this host on the volume (default: hostname)\n"
 		"  -o ro              mount read-only\n"
+		"  -o ro,norecovery   mount read-only even when a host that is gone left\n"
+		"                     a journal that needs replay (its last changes are\n"
+		"                     then missing; see vmfsd(8))\n"
 		"  -o OPT[,OPT...]    other FUSE/mount options (allow_other, ...)\n"
 		"  -o fail_io_after=MS, -o freeze_io_after=MS,freeze_io_for=MS\n"
 		"                     fault injection for cluster tests: all I/O fails, or\n"
@@ -194,7 +202,69 @@ static int show_status(const char *device, int json)
 	return r ? 1 : 0;
 }
 
-static void mount_error(const char *device, const char *host, int r)
+/* Names the slots whose journals a read-only mount found in need of a
+ * replay that no live host is doing (bit s of UNREPLAYED). */
+static void describe_unreplayed(const char *device, struct bdev *bd, const uint8_t *unreplayed)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	struct vmfsd_sb sb;
+	uint32_t s;
+
+	if (!blk || bdev_pread(bd, blk, VMFSD_META_BLOCK, 0) || vmfsd_sb_decode(blk, 0, &sb)) {
+		bdev_free(blk);
+		return;
+	}
+	for (s = 0; s < sb.max_hosts; s++) {
+		uint64_t off = vmfsd_hb_slot_off(&sb, s);
+		struct vmfsd_hb hb;
+
+		if (!(unreplayed[s / 8] & (1u << (s % 8))))
+			continue;
+		if (!bdev_pread(bd, blk, VMFSD_META_BLOCK, off) &&
+		    !vmfsd_hb_decode(blk, off / VMFSD_META_BLOCK, &hb))
+			fprintf(stderr, PROG ": %s: slot %u (host '%s', pid %u, not beating) left "
+				"a journal that needs replay\n", device, s, hb.host_name, hb.pid);
+		else
+			fprintf(stderr, PROG ": %s: slot %u left a journal that needs replay\n",
+				device, s);
+	}
+	bdev_free(blk);
+}
+
+/* Whether the primary superblock's unknown features are all ro_compat ones
+ * (fs_mount then refuses only a read-write mount). */
+static int ro_compat_only(struct bdev *bd)
+{
+	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	struct vmfsd_sb sb;
+	int r = 0;
+
+	if (blk && !bdev_pread(bd, blk, VMFSD_META_BLOCK, 0) && !vmfsd_sb_decode(blk, 0, &sb))
+		r = (sb.feat_ro_compat & ~VMFSD_FEAT_RO_COMPAT_SUPP) != 0;
+	bdev_free(blk);
+	return r;
+}
+
+/* Failures of opening the device, before anything is read from it. */
+static void open_error(const char *device, int r)
+{
+	switch (r) {
+	case -EOPNOTSUPP:
+		/* bdev_open's only -EOPNOTSUPP: open(O_DIRECT) said EINVAL. */
+		fprintf(stderr, PROG ": %s: the file does not support direct I/O "
+			"(tmpfs?); put the image on a disk filesystem\n", device);
+		break;
+	case -ENOTBLK:
+		fprintf(stderr, PROG ": %s: not a regular file or block device\n", device);
+		break;
+	default:
+		fprintf(stderr, PROG ": %s: cannot open: %s\n", device, strerror(-r));
+	}
+}
+
+/* Failures of fs_mount on an open device. */
+static void mount_error(const char *device, const char *host, struct bdev *bd,
+			const uint8_t *unreplayed, int r)
 {
 	switch (r) {
 	case -EMEDIUMTYPE:
@@ -208,7 +278,8 @@ static void mount_error(const char *device, const char *host, int r)
 		break;
 	case -EPROTONOSUPPORT:
 		fprintf(stderr, PROG ": %s: the volume uses features this version of vmfsd "
-			"does not support\n", device);
+			"does not support%s\n", device,
+			ro_compat_only(bd) ? " for writing; it can be mounted read-only (-o ro)" : "");
 		break;
 	case -EBUSY:
 		fprintf(stderr, PROG ": %s: this host name is already mounted on the volume\n",
@@ -220,19 +291,23 @@ static void mount_error(const char *device, const char *host, int r)
 			"damaged; run fsck.vmfsd -y\n", device);
 		break;
 	case -EROFS:
-		fprintf(stderr, PROG ": %s: the journal needs recovery, which a read-only "
-			"mount cannot do; mount read-write once or run fsck.vmfsd\n", device);
+		describe_unreplayed(device, bd, unreplayed);
+		fprintf(stderr, PROG ": %s: a journal needs recovery, which a read-only "
+			"mount cannot do; mount read-write once (a host replays the journals of "
+			"hosts that are gone) or run fsck.vmfsd -p, or add -o norecovery to "
+			"mount without those changes\n", device);
 		break;
 	case -ERANGE:
 		fprintf(stderr, PROG ": %s: the device is smaller than the filesystem on it "
 			"(truncated image?)\n", device);
 		break;
-	case -ENOTBLK:
-		fprintf(stderr, PROG ": %s: not a regular file or block device\n", device);
-		break;
 	case -EOPNOTSUPP:
-		fprintf(stderr, PROG ": %s: the file does not support direct I/O "
-			"(tmpfs?); put the image on a disk filesystem\n", device);
+		/* Opening succeeded (with O_DIRECT): the only other source at
+		 * mount is ATS (bdev_ats), the compare-and-write every cluster
+		 * change relies on. */
+		fprintf(stderr, PROG ": %s: vmfsd has no compare-and-write (ATS) for this "
+			"device yet (SCSI COMPARE AND WRITE is not implemented); it cannot "
+			"be shared safely\n", device);
 		break;
 	default:
 		fprintf(stderr, PROG ": %s: cannot mount: %s\n", device, strerror(-r));
@@ -338,6 +413,8 @@ int main(int argc, char **argv)
 	struct fuse_session *se = NULL;
 	struct opts o = { 0 };
 	struct fs *fs = NULL;
+	struct bdev *bd = NULL;
+	uint8_t unreplayed[VMFSD_MAX_HOSTS / 8] = { 0 };
 	unsigned mflags = 0;
 	char optbuf[4200];
 	int r, ret = 1;
@@ -372,12 +449,33 @@ int main(int argc, char **argv)
 		}
 	}
 
+	if (o.norecovery && !o.ro) {
+		fprintf(stderr, PROG ": -o norecovery needs -o ro: a read-write mount always "
+			"replays the journals it finds\n");
+		goto out;
+	}
+	/* Opened here, not by fs_mount, so that a failure to open (no
+	 * O_DIRECT, ...) is told apart from a failure of the mount. */
+	r = bdev_open(o.device, o.ro ? BDEV_RDONLY : 0, &bd);
+	if (r) {
+		open_error(o.device, r);
+		goto out;
+	}
 	mo.host = o.host;
 	mo.readonly = o.ro;
+	mo.norecovery = o.norecovery;
+	mo.unreplayed = unreplayed;
+	mo.bdev = bd;
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
-		mount_error(o.device, o.host, r);
+		mount_error(o.device, o.host, bd, unreplayed, r);
 		goto out;
+	}
+	if (mflags & FS_MOUNT_UNREPLAYED) {
+		describe_unreplayed(o.device, bd, unreplayed);
+		fprintf(stderr, PROG ": %s: mounted read-only WITHOUT those journals "
+			"(norecovery): what those hosts committed last is missing or half "
+			"there\n", o.device);
 	}
 	if (mflags & FS_MOUNT_REPLAYED)
 		fprintf(stderr, PROG ": %s: replayed the journal of host '%s'\n", o.device,
@@ -448,6 +546,7 @@ out:
 			syslog(LOG_INFO, "host %s unmounted %s", mo.host ? mo.host : "", o.device);
 		}
 	}
+	bdev_close(bd);         /* fs_mount and fs_unmount leave our device open */
 	report_status(0);
 	fuse_opt_free_args(&args);
 	free(o.host);

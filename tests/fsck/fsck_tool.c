@@ -546,7 +546,28 @@ static void corrupt(const char *img, int argc, char **argv)
 		vmfsd_inode_encode(&in, off / VMFSD_META_BLOCK, img2);
 		jb.target = off;
 		jb.img = img2;
-		CHECK(journal_open(v.bd, area, v.sb.journal_size, 0, jh.tail_seq, &j));
+		CHECK(journal_open(v.bd, &v.sb, 0, jh.tail_seq, &j));
+		CHECK(journal_write(j, &jb, 1));
+		journal_close(j);
+		bdev_free(img2);
+	} else if (!strcmp(what, "journal-foreign")) { /* INO: a chmod, in slot 1's
+						   * journal, of another format */
+		struct vmfsd_sb other = v.sb;
+		struct journal_block jb;
+		struct journal *j;
+		uint64_t off;
+		uint8_t *img2 = bdev_alloc(VMFSD_META_BLOCK);
+
+		NEED(1);
+		other.format_gen ^= 0x5a5a;     /* same UUID, another mkfs run */
+		ino_get(&v, num(argv[1]), &in);
+		in.mode = (in.mode & S_IFMT) | 0600;
+		off = vmfsd_inode_off(&v.sb, in.ino);
+		rd(&v, off, img2);
+		vmfsd_inode_encode(&in, off / VMFSD_META_BLOCK, img2);
+		jb.target = off;
+		jb.img = img2;
+		CHECK(journal_open(v.bd, &other, 1, 1, &j));
 		CHECK(journal_write(j, &jb, 1));
 		journal_close(j);
 		bdev_free(img2);

@@ -46,6 +46,12 @@ static const struct {
 };
 
 #define BLOCKNR 1234u
+/* The journal identity descriptors are checked against (and seeded with). */
+static const struct vmfsd_journal_id fuzz_jid = {
+	.vol_uuid = { 0x6b, 0x1d, 0x42, 0x90, 0x0e, 0x77, 0x4c, 0x01,
+		      0x8a, 0x3f, 0x11, 0x5c, 0xd2, 0x09, 0xe4, 0x6a },
+	.format_gen = 0x5eed,
+};
 #define OWNER 77u
 #define OWNER_GEN 3u
 
@@ -108,19 +114,24 @@ static void one(int s, uint8_t *blk)
 	}
 	case S_LOCK: {
 		struct vmfsd_lock a, b;
-
-		unsigned i;
+		unsigned i, nbits = 0;
 
 		ZERO2(a, b);
 		if (vmfsd_lock_decode(blk, BLOCKNR, &a))
 			return;
-		/* The decoder keeps holder_gen8 entries of slots that are not
-		 * holders, which the format says are zero and the encoder
-		 * drops (reported; format/ owns the fix): compare what the
-		 * format defines. */
-		for (i = 0; i < VMFSD_MAX_HOSTS; i++)
-			if (!(a.holders[i / 8] & (1u << (i % 8))))
-				a.holder_gen8[i] = 0;
+		/* What decodes obeys the format: no generation for a slot
+		 * that is not a holder, nholders matching the bitmap. */
+		for (i = 0; i < VMFSD_MAX_HOSTS; i++) {
+			if (a.holders[i / 8] & (1u << (i % 8)))
+				nbits++;
+			else if (a.holder_gen8[i])
+				bug("lock: generation kept for a slot that is not a holder");
+		}
+		if (a.mode == VMFSD_LOCK_FREE ? a.nholders || nbits
+		    : a.nholders != nbits &&
+		      ((a.holders[a.owner_slot / 8] & (1u << (a.owner_slot % 8))) ||
+		       a.nholders != nbits + 1))
+			bug("lock: nholders does not match the holder bitmap");
 		vmfsd_lock_encode(&a, BLOCKNR, blk2);
 		if (vmfsd_lock_decode(blk2, BLOCKNR, &b) || memcmp(&a, &b, sizeof(a)))
 			bug("lock: round trip");
@@ -201,7 +212,7 @@ static void one(int s, uint8_t *blk)
 		break;
 	}
 	case S_JDESC:
-		(void)vmfsd_jdesc_verify(blk, BLOCKNR);
+		(void)vmfsd_jdesc_verify(blk, BLOCKNR, &fuzz_jid);
 		break;
 	}
 }
@@ -258,8 +269,17 @@ static void seed_block(int s, uint8_t *blk)
 	}
 	case S_LOCK: {
 		struct vmfsd_lock lk = { .mode = (uint16_t)(rnd() % 4), .owner_slot = (uint32_t)(rnd() % 256),
-					 .nholders = (uint32_t)(rnd() % 257), .lock_gen = rnd() };
+					 .owner_slot_gen = rnd(), .lock_gen = rnd() };
+		uint32_t i, n = lk.mode ? (uint32_t)(rnd() % 9) : 0;
 
+		for (i = 0; i < n; i++) {
+			uint32_t s = i ? (uint32_t)(rnd() % 256) : lk.owner_slot;
+
+			if (!(lk.holders[s / 8] & (1u << (s % 8))))
+				lk.nholders++;
+			lk.holders[s / 8] |= (uint8_t)(1u << (s % 8));
+			lk.holder_gen8[s] = (uint8_t)rnd();
+		}
 		vmfsd_lock_encode(&lk, BLOCKNR, blk);
 		break;
 	}
@@ -345,7 +365,7 @@ static void seed_block(int s, uint8_t *blk)
 
 		d->seq = htole64(rnd());
 		d->nblocks = htole32((uint32_t)(1 + rnd() % VMFSD_JDESC_MAX));
-		vmfsd_jdesc_finish(blk, BLOCKNR);
+		vmfsd_jdesc_finish(blk, BLOCKNR, &fuzz_jid);
 		break;
 	}
 	}

@@ -164,6 +164,16 @@ def superblock_backup_differs(img, ino):
 
 
 @case
+def journal_other_format(img, ino):
+    # A dirty journal left by an earlier format of the device (same UUID,
+    # another format generation): reported, reset, and never replayed.
+    mode = info(img, "/medium")["mode"]
+    corrupt(img, "journal-foreign", ino["/medium"])
+    check_cycle(img, {"journal.other-format"})
+    assert info(img, "/medium")["mode"] == mode, "a journal of another format was replayed"
+
+
+@case
 def journal_needs_replay(img, ino):
     corrupt(img, "journal-dirty", ino["/medium"])
     rep, rep2 = check_cycle(img, {"journal.needs-replay"})

@@ -6,8 +6,11 @@ random bytes are not a volume; a damaged primary superblock is replaced by
 the backup (and restored), both damaged is refused; a same-name second mount of a
 mounted volume is refused naming the holder; mkfs refuses to overwrite a
 volume without -f; an image on tmpfs (no O_DIRECT) and a truncated image
-are refused with a clear message; a read-only mount refuses writes."""
+are refused with a clear message; each failure to open the device or to
+mount it has its own message (the tmpfs/O_DIRECT hint only for the open
+that lacks O_DIRECT); a read-only mount refuses writes."""
 
+import ctypes
 import errno
 import hashlib
 import os
@@ -36,6 +39,23 @@ def head_hash(path, n=64 * MiB):
     with open(path, "rb") as f:
         h.update(f.read(n))
     return h.hexdigest()
+
+
+def sb_set_ro_compat(path, bits):
+    """Sets feat_ro_compat of the primary superblock and re-checksums it
+    (XXH3-64 with the csum field zeroed, docs/format.md section 2)."""
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    with open(path, "r+b") as f:
+        b = bytearray(f.read(4096))
+        b[120:128] = bits.to_bytes(8, "little")
+        b[24:32] = bytes(8)
+        b[24:32] = lib.XXH3_64bits(bytes(b), 4096).to_bytes(8, "little")
+        f.seek(0)
+        f.write(b)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def is_tmpfs(path):
@@ -240,6 +260,38 @@ def body(c):
             expect_refusal(t, v.mnt, "smaller than the filesystem", "truncated image")
             os.unlink(t)
 
+        def own_messages():
+            no_hint = "direct I/O"
+            d = os.path.join(v.dir, "a-directory")
+            os.mkdir(d)
+            expect_refusal(d, v.mnt, "not a regular file or block device", "a directory")
+            r = vt.run_vmfsd_daemon(os.path.join(v.dir, "missing.img"), v.mnt)
+            c.check("cannot open" in r.stderr and "No such file" in r.stderr,
+                    "missing image: %r" % r.stderr.strip())
+            c.check(no_hint not in r.stderr, "missing image: the tmpfs hint %r"
+                    % r.stderr.strip())
+            # A feature only a newer vmfsd can write: read-write refused,
+            # read-only fine, and neither talks about tmpfs.
+            old = os.path.join(v.dir, "newer.img")
+            subprocess.run(["cp", "--sparse=always", v.image, old], check=True)
+            with open(old, "rb") as f:
+                f.seek(120)
+                ro_compat = int.from_bytes(f.read(8), "little")
+            sb_set_ro_compat(old, ro_compat | 1 << 40)
+            r = vt.run_vmfsd_daemon(old, v.mnt)
+            c.eq(r.returncode, 1, "read-write mount with an unknown ro_compat feature")
+            c.check("read-only (-o ro)" in r.stderr and no_hint not in r.stderr,
+                    "unknown ro_compat feature: %r" % r.stderr.strip())
+            if vt.mounted_at(v.mnt):
+                vt.unmount_daemon(old, v.mnt)
+            r = vt.run_vmfsd_daemon(old, v.mnt, opts=["ro"])
+            c.eq(r.returncode, 0, "read-only mount with an unknown ro_compat feature (%r)"
+                 % r.stderr.strip())
+            if vt.mounted_at(v.mnt):
+                vt.unmount_daemon(old, v.mnt)
+            os.unlink(old)
+            os.rmdir(d)
+
         def read_only():
             v.mount()
             with open(m("ro-file"), "wb") as f:
@@ -263,6 +315,7 @@ def body(c):
         c.section("mkfs refuses to overwrite without -f", mkfs_refuses)
         c.section("image on tmpfs", tmpfs_image)
         c.section("truncated image", truncated_image)
+        c.section("a message of its own for each failure", own_messages)
         c.section("read-only mount", read_only)
 
 

@@ -301,8 +301,7 @@ static void host_exec(struct host *h)
 	case OP_REPLAY: {
 		struct journal_replay_info ji;
 
-		c->r = journal_replay(h->bd, journal_area_off(&h->sb, c->slot), h->sb.journal_size,
-				      c->slot, &ji);
+		c->r = journal_replay(h->bd, &h->sb, c->slot, &ji);
 		break;
 	}
 	case OP_RELDEAD:

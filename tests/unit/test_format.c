@@ -470,6 +470,80 @@ Test(lock, bit_flips_blocknr_magic)
 	free(blk);
 }
 
+/* Re-checksums a lock sector after a test pokes its bytes. */
+static void lock_rechecksum(uint8_t *sec)
+{
+	vmfsd_put_le64(sec + 16, vmfsd_csum(sec, VMFSD_SECTOR, 16));
+}
+
+/* The format says holder_gen8 is zero where a slot is not a holder; the
+ * decoder used to hand such a byte to its caller as if it meant something
+ * (the fuzzer masked it).  Now it reads as zero. */
+Test(lock, non_holder_generation_reads_as_zero)
+{
+	struct vmfsd_lock lk = sample_lock(), out;
+	uint8_t *blk = blk_alloc();
+
+	lk.holder_gen8[17] = 0x42;      /* a holder's: kept */
+	vmfsd_lock_encode(&lk, 77, blk);
+	blk[80 + 3] = 0x99;             /* slot 3: not a holder */
+	lock_rechecksum(blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), 0);
+	cr_assert_eq(out.holder_gen8[3], 0, "generation of a non-holder kept");
+	cr_assert_eq(out.holder_gen8[17], 0x42);
+	free(blk);
+}
+
+/* nholders must agree with the holder bitmap. */
+Test(lock, nholders_checked_against_bitmap)
+{
+	struct vmfsd_lock lk = sample_lock(), out;
+	uint8_t *blk = blk_alloc();
+
+	lk.nholders = 2;                /* three bits set */
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+	lk.nholders = 4;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+
+	/* A free lock has no holders. */
+	lk = sample_lock();
+	lk.mode = VMFSD_LOCK_FREE;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+	lk.nholders = 0;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+	memset(lk.holders, 0, sizeof(lk.holders));
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), 0);
+
+	/* Exclusive with the owner left out of the bitmap (older writers):
+	 * counted or not, both read; one more is wrong. */
+	memset(&lk, 0, sizeof(lk));
+	lk.mode = VMFSD_LOCK_EXCL;
+	lk.owner_slot = 3;
+	lk.owner_slot_gen = 9;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), 0);
+	lk.nholders = 1;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), 0);
+	lk.nholders = 2;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+	/* ... but an owner in the bitmap is counted exactly once. */
+	lk.holders[0] = 1u << 3;
+	lk.nholders = 2;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), -EUCLEAN);
+	lk.nholders = 1;
+	vmfsd_lock_encode(&lk, 77, blk);
+	cr_assert_eq(vmfsd_lock_decode(blk, 77, &out), 0);
+	free(blk);
+}
+
 /* ------------------------------------------------------------------ */
 /* Resource cluster                                                    */
 /* ------------------------------------------------------------------ */
@@ -1052,5 +1126,73 @@ Test(cross, wrong_type)
 	cr_assert_neq(vmfsd_map_node_verify(blk, 0, 0, 0), 0);
 	cr_assert_neq(vmfsd_dir_block_verify(blk, 0, 0, 0), 0);
 	cr_assert_neq(vmfsd_hb_decode(blk, 0, &hout), 0);
+	free(blk);
+}
+
+/* ------------------------------------------------------------------ */
+/* Journal identity (docs/format.md §12)                                */
+/* ------------------------------------------------------------------ */
+
+Test(journal_id, sb_format_gen)
+{
+	struct vmfsd_sb sb, out;
+	struct vmfsd_journal_id id;
+	uint8_t *blk = blk_alloc();
+
+	cr_assert_eq(layout(1 * GiB, 0, &sb), 0);
+	cr_assert(sb.feat_ro_compat & VMFSD_FEAT_RO_JOURNAL_ID, "new volumes bind journals");
+	cr_assert_neq(sb.format_gen, 0);
+	sb.format_gen = 0x0123456789abcdefull;
+	vmfsd_sb_encode(&sb, 0, blk);
+	cr_assert_eq(vmfsd_get_le64(blk + 312), sb.format_gen, "format_gen at offset 312");
+	cr_assert_eq(vmfsd_sb_decode(blk, 0, &out), 0);
+	cr_assert_eq(out.format_gen, sb.format_gen);
+	vmfsd_journal_id_of(&out, &id);
+	cr_assert_eq(memcmp(id.vol_uuid, test_uuid, 16), 0);
+	cr_assert_eq(id.format_gen, sb.format_gen);
+	/* The feature without a generation is not a volume mkfs makes. */
+	sb.format_gen = 0;
+	vmfsd_sb_encode(&sb, 0, blk);
+	cr_assert_eq(vmfsd_sb_decode(blk, 0, &out), -EUCLEAN);
+	/* A volume from before the feature: journals carry zeros. */
+	sb.feat_ro_compat = 0;
+	vmfsd_sb_encode(&sb, 0, blk);
+	cr_assert_eq(vmfsd_sb_decode(blk, 0, &out), 0);
+	vmfsd_journal_id_of(&out, &id);
+	cr_assert(vmfsd_all_zero(&id, sizeof(id)));
+	free(blk);
+}
+
+Test(journal_id, header_and_descriptor)
+{
+	struct vmfsd_journal_id a = { .format_gen = 5 }, b;
+	struct vmfsd_jhdr jh = { .slot = 3, .nblocks = 256, .tail_seq = 10, .tail_blk = 7,
+				 .clean = 0 }, out;
+	uint8_t *blk = blk_alloc();
+
+	memcpy(a.vol_uuid, test_uuid, 16);
+	b = a;
+	b.format_gen = 6;
+	jh.id = a;
+	vmfsd_jhdr_encode(&jh, 900, blk);
+	cr_assert_eq(memcmp(blk + 56, test_uuid, 16), 0, "header vol_uuid at 56");
+	cr_assert_eq(vmfsd_get_le64(blk + 72), 5, "header format_gen at 72");
+	cr_assert_eq(vmfsd_jhdr_decode(blk, 900, &out), 0);
+	cr_assert(vmfsd_journal_id_eq(&out.id, &a));
+
+	memset(blk, 0, VMFSD_META_BLOCK);
+	vmfsd_put_le64(blk + 24, 42);   /* seq */
+	blk[32] = 1;                    /* nblocks */
+	vmfsd_jdesc_finish(blk, 901, &a);
+	cr_assert_eq(memcmp(blk + 40, test_uuid, 16), 0, "descriptor vol_uuid at 40");
+	cr_assert_eq(vmfsd_get_le64(blk + 56), 5, "descriptor format_gen at 56");
+	cr_assert_eq(vmfsd_jdesc_verify(blk, 901, &a), 0);
+	/* Sound, but of another format: -ESTALE, not damage. */
+	cr_assert_eq(vmfsd_jdesc_verify(blk, 901, &b), -ESTALE);
+	b = a;
+	b.vol_uuid[15] ^= 1;
+	cr_assert_eq(vmfsd_jdesc_verify(blk, 901, &b), -ESTALE);
+	blk[100] ^= 1;
+	cr_assert_eq(vmfsd_jdesc_verify(blk, 901, &a), -EBADMSG);
 	free(blk);
 }

@@ -312,8 +312,9 @@ Test(mkfs, refuse_partition_table)
 	check_volume(img, "", NULL);
 }
 
-/* An OFD lock held on the image (as vmfsd holds one) means "mounted on
- * this host": refused even with -f, and the file is left alone. */
+/* An OFD lock held on the image (as an ATS in flight, another mkfs or an
+ * fsck repair holds one) means "in use on this host": refused even with
+ * -f, and the file is left alone. */
 Test(mkfs, refuse_locked)
 {
 	struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 1 << 20,

@@ -1,0 +1,204 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Journals that outlive their host, through real vmfsd processes:
+
+- re-format: a host is killed -9 with transactions in its journal, the
+  image is re-formatted with mkfs.vmfsd -f, and the new volume mounts with
+  nothing replayed, an empty root and a clean fsck (journal blocks are bound
+  to one format of the volume, docs/format.md section 12; the case where a
+  stale descriptor carries exactly the sequence number replay expects is
+  crafted in tests/unit/test_journal.c);
+- read-only mounts: with two hosts, the one in slot 1 killed -9 with a
+  dirty journal, a read-only mount refuses and names that host (it used to
+  look at slot 0 only), mounts with -o norecovery and says what is missing,
+  and the dead host's next mount replays its journal; beside a live host
+  whose journal is dirty (it beats), a read-only mount goes ahead."""
+
+import os
+import struct
+import subprocess
+import time
+
+import vmfsdtest as vt
+
+
+def sb_fields(image):
+    """(max_hosts, hb_off, journal_off, journal_size) from the superblock."""
+    with open(image, "rb") as f:
+        b = f.read(4096)
+    max_hosts, = struct.unpack_from("<I", b, 168)
+    hb_off, journal_off, journal_size = struct.unpack_from("<QQQ", b, 184)
+    return max_hosts, hb_off, journal_off, journal_size
+
+
+def journal_clean(image, slot):
+    """The clean field of SLOT's journal header (1 clean, 0 needs replay;
+    an all-zero header is a fresh, clean journal)."""
+    _, _, joff, jsize = sb_fields(image)
+    with open(image, "rb") as f:
+        f.seek(joff + slot * jsize)
+        h = f.read(512)
+    if h == bytes(512):
+        return 1
+    return struct.unpack_from("<Q", h, 48)[0]
+
+
+def slot_of(image, host):
+    """The heartbeat slot whose host name is HOST, or None."""
+    n, hb_off, _, _ = sb_fields(image)
+    with open(image, "rb") as f:
+        for s in range(n):
+            f.seek(hb_off + s * 4096)
+            b = f.read(512)
+            if b[0:4] == b"HEAT" and b[40:104].rstrip(b"\0") == host.encode():
+                return s
+    return None
+
+
+def kill9(v):
+    """SIGKILL the foreground vmfsd of V and drop its dead FUSE mount."""
+    v.proc.kill()
+    v.proc.wait(60)
+    v.proc = None
+    subprocess.run(["fusermount3", "-uz", v.mnt], capture_output=True)
+
+
+def dirty_and_kill(c, v, host, name, rounds):
+    """In V's mount (host HOST): a file kept open and rewritten + fsync'd
+    ROUNDS times, then until HOST's journal header says it needs replay,
+    then kill -9.  The header is dirty after a commit unless a lock changed
+    hands in it (the host then checkpoints: docs/journal.md); rewrites of
+    the same size change no lock, but the first rounds may still release
+    what the create took, or resource clusters while the host believes
+    another host is present, so the test waits for the state it needs
+    rather than assuming it.  Returns the content fsync'd last."""
+    fd = os.open(v.path(name), os.O_CREAT | os.O_RDWR, 0o644)
+    slot = slot_of(v.image, host)
+    data = b""
+    i = 0
+    while i < rounds or journal_clean(v.image, slot) != 0:
+        if i > rounds + 200:
+            c.fail("setup: %s's journal is still clean after %d fsyncs" % (host, i))
+            break
+        if i >= rounds:
+            time.sleep(0.05)
+        data = (b"%s round %06d\n" % (name.encode(), i)) * 50
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+        i += 1
+    kill9(v)
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    return data
+
+
+def body(c):
+    def reformat():
+        with vt.Volume("reformat") as v:
+            v.mkfs("1G", args=["-H", "2", "-J", "4M"])
+            v.mount(host="old")
+            for i in range(20):
+                with open(v.path("f%d" % i), "wb") as f:
+                    f.write(b"old format %d\n" % i * 100)
+                    f.flush()
+                    os.fsync(f.fileno())
+            dirty_and_kill(c, v, "old", "busy", 300)
+            s = slot_of(v.image, "old")
+            if not c.check(s is not None and journal_clean(v.image, s) == 0,
+                           "setup: the killed host's journal should need replay"):
+                return
+            r = v.mkfs(args=["-f"], check=False)
+            c.eq(r.returncode, 0, "mkfs -f over the dead host's volume (%s)" % r.stderr.strip())
+            v.mount(host="new")
+            log = v.log()
+            c.check("replayed" not in log, "the new volume replayed a journal: %r" % log)
+            c.eq(sorted(os.listdir(v.path())), [], "root of the re-formatted volume")
+            with open(v.path("after"), "wb") as f:
+                f.write(b"new format\n")
+            v.unmount()          # fsck.vmfsd -n must be clean (checked by unmount)
+            v.mount(host="new")
+            c.eq(sorted(os.listdir(v.path())), ["after"], "root after a remount")
+            v.unmount()
+
+    def read_only():
+        with vt.Volume("rojournal") as v:
+            v.mkfs("1G", args=["-H", "4"])
+            other = os.path.join(v.dir, "mnt2")
+            os.mkdir(other)
+            v.extra_mnts.append(other)
+            # alpha takes slot 0, beta slot 1; alpha leaves cleanly.
+            r = vt.run_vmfsd_daemon(v.image, other, host="alpha")
+            if not c.eq(r.returncode, 0, "mount alpha (%r)" % r.stderr.strip()):
+                return
+            v.mount(host="beta")
+            vt.unmount_daemon(v.image, other)
+            c.eq(slot_of(v.image, "beta"), 1, "beta's slot")
+            data = dirty_and_kill(c, v, "beta", "beta-file", 50)
+            states = (journal_clean(v.image, 0), journal_clean(v.image, 1))
+            if not c.eq(states, (1, 0), "setup: clean fields of slots 0 and 1 (slot 1's "
+                        "journal dirty, slot 0's clean)"):
+                return
+
+            r = vt.run_vmfsd_daemon(v.image, other, host="gamma", opts=["ro"])
+            c.eq(r.returncode, 1, "read-only mount with a dead host's dirty journal: exit "
+                 "status (stderr %r)" % r.stderr.strip())
+            c.check("slot 1" in r.stderr and "'beta'" in r.stderr,
+                    "the refusal should name slot 1 and host beta: %r" % r.stderr.strip())
+            c.check("norecovery" in r.stderr, "the refusal should point at -o norecovery: %r"
+                    % r.stderr.strip())
+            c.check("direct I/O" not in r.stderr, "tmpfs/O_DIRECT hint in an unrelated "
+                    "failure: %r" % r.stderr.strip())
+            if vt.mounted_at(other):
+                vt.unmount_daemon(v.image, other)
+
+            r = vt.run_vmfsd_daemon(v.image, other, host="gamma", opts=["ro", "norecovery"])
+            c.eq(r.returncode, 0, "read-only norecovery mount (stderr %r)" % r.stderr.strip())
+            c.check("WITHOUT" in r.stderr and "'beta'" in r.stderr,
+                    "the norecovery mount should warn about beta's journal: %r"
+                    % r.stderr.strip())
+            if vt.mounted_at(other):
+                c.check(os.path.isdir(other), "norecovery mount is usable")
+                os.listdir(other)
+                vt.unmount_daemon(v.image, other)
+            c.eq(journal_clean(v.image, 1), 0, "a read-only mount wrote the journal")
+
+            r = vt.run_vmfsd_daemon(v.image, other, host="gamma", opts=["norecovery"])
+            c.eq(r.returncode, 1, "norecovery without ro: exit status")
+            c.check("needs -o ro" in r.stderr, "norecovery without ro: %r" % r.stderr.strip())
+
+            # beta comes back: its old slot is recovered and replayed.
+            v.mount(host="beta")
+            c.check("replayed" in v.log(), "beta's remount should replay: %r" % v.log())
+            with open(v.path("beta-file"), "rb") as f:
+                c.eq(f.read(), data, "beta's last fsync'd content after replay")
+            # A live host's dirty journal is its own business: it beats.
+            fd = os.open(v.path("live-file"), os.O_CREAT | os.O_RDWR, 0o644)
+            i = 0
+            while journal_clean(v.image, 1) != 0 and i < 200:
+                os.pwrite(fd, b"%06d" % i, 0)
+                os.fsync(fd)
+                i += 1
+                time.sleep(0.02)
+            r = vt.run_vmfsd_daemon(v.image, other, host="gamma", opts=["ro"])
+            c.eq(r.returncode, 0, "read-only mount beside a live host with a dirty journal "
+                 "(stderr %r)" % r.stderr.strip())
+            if vt.mounted_at(other):
+                c.check("live-file" in os.listdir(other), "the read-only mount sees the "
+                        "live host's file")
+                vt.unmount_daemon(v.image, other)
+            os.close(fd)
+            v.unmount()          # and fsck.vmfsd -n is clean
+            r = vt.run_vmfsd_daemon(v.image, other, host="gamma", opts=["ro"])
+            c.eq(r.returncode, 0, "read-only mount after the replay (stderr %r)"
+                 % r.stderr.strip())
+            if vt.mounted_at(other):
+                vt.unmount_daemon(v.image, other)
+
+    c.section("re-format after kill -9: nothing stale replayed", reformat)
+    c.section("read-only mount: every slot's journal", read_only)
+
+
+if __name__ == "__main__":
+    vt.main("journals", body)
