@@ -419,9 +419,9 @@ static void dent_edit(struct vol *v, uint64_t dir, const char *name, uint64_t ne
 	ino_get(v, dir, &in);
 	(void)first_entry(v, dir, &e, &node);
 	for (i = 0; i < in.size / VMFSD_SUB_BLOCK_SIZE; i++) {
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
+		struct vmfsd_dirent de;
 		uint32_t sblk;
-		unsigned off = 0, used;
+		int off;
 
 		/* Directory blocks of the test tree are mapped from the root
 		 * slots (height 0). */
@@ -430,43 +430,23 @@ static void dent_edit(struct vol *v, uint64_t dir, const char *name, uint64_t ne
 		sblk = vmfsd_get_le32(in.map + i * 4) & VMFSD_MAP_PBLK_MASK;
 		moff = vmfsd_sub_off(&v->sb, sblk);
 		rd(v, moff, v->blk);
-		used = le16toh(h->used);
 		if (add) {
-			unsigned need = vmfsd_dirent_size((unsigned)nl);
-			uint8_t *p = v->blk + VMFSD_DIR_HDR + used;
-
-			if (VMFSD_DIR_SPACE - used < need)
+			if (vmfsd_dirent_add(v->blk, newino, dtype, name, (unsigned)nl))
 				continue;
-			memset(p, 0, need);
-			vmfsd_put_le64(p, newino);
-			p[8] = (uint8_t)nl;
-			p[9] = dtype;
-			memcpy(p + VMFSD_DIRENT_FIXED, name, nl);
-			h->used = htole16((uint16_t)(used + need));
-			h->nentries = htole16((uint16_t)(le16toh(h->nentries) + 1));
-			vmfsd_dir_block_finish(v->blk, sblk);
-			wr(v, moff, v->blk);
-			return;
-		}
-		while (off < used) {
-			uint8_t *p = v->blk + VMFSD_DIR_HDR + off;
-			unsigned sz = vmfsd_dirent_size(p[8]);
-
-			if (p[8] == nl && !memcmp(p + VMFSD_DIRENT_FIXED, name, nl)) {
-				if (newino) {
-					vmfsd_put_le64(p, newino);
-				} else {
-					memmove(p, p + sz, used - off - sz);
-					memset(v->blk + VMFSD_DIR_HDR + used - sz, 0, sz);
-					h->used = htole16((uint16_t)(used - sz));
-					h->nentries = htole16((uint16_t)(le16toh(h->nentries) - 1));
-				}
-				vmfsd_dir_block_finish(v->blk, sblk);
-				wr(v, moff, v->blk);
-				return;
+		} else {
+			off = vmfsd_dirent_find(v->blk, name, (unsigned)nl);
+			if (off < 0)
+				continue;
+			if (newino) {
+				vmfsd_dirent_get(v->blk, (unsigned)off, &de);
+				vmfsd_dirent_update(v->blk, (unsigned)off, newino, de.type);
+			} else {
+				vmfsd_dirent_remove(v->blk, (unsigned)off);
 			}
-			off += sz;
 		}
+		vmfsd_dir_block_finish(v->blk, sblk);
+		wr(v, moff, v->blk);
+		return;
 	}
 	die("no entry %s in directory %" PRIu64 " (or no room)", name, dir);
 }
@@ -962,29 +942,31 @@ static void random_damage(struct vol *v, const struct blist *l, char *desc, size
 		vmfsd_map_node_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
 		snprintf(desc, len, "map node %#" PRIx64 " slot %u := %u", off, i, val);
 	} else {
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
-		unsigned used = le16toh(h->used), o = 0, want = (unsigned)(rnd() % 8), i = 0;
+		unsigned o = 0, sz = 0, want = (unsigned)(rnd() % 8), i = 0;
 		unsigned what = (unsigned)(rnd() % 3);
+		struct vmfsd_disk_dirent *p;
+		struct vmfsd_dirent de;
 
-		while (o < used && i < want) {
-			o += vmfsd_dirent_size(v->blk[VMFSD_DIR_HDR + o + 8]);
+		while ((sz = vmfsd_dirent_get(v->blk, o, &de)) && i < want) {
+			o += sz;
 			i++;
 		}
-		if (o >= used) {
+		if (!sz) {
 			snprintf(desc, len, "nothing (empty directory block)");
 			return;
 		}
+		p = vmfsd_dirent_at(v->blk, o);
 		if (what == 0) {
 			/* Often a directory, with the directory type: loops and
 			 * second names. */
-			vmfsd_put_le64(v->blk + VMFSD_DIR_HDR + o, 1 + rnd() % 40);
+			p->ino = htole64(1 + rnd() % 40);
 			if (rnd() % 2)
-				v->blk[VMFSD_DIR_HDR + o + 9] = 4;
+				p->d_type = 4;
 		}
 		else if (what == 1)
-			v->blk[VMFSD_DIR_HDR + o + 9] = (uint8_t)(rnd() % 16);
+			p->d_type = (uint8_t)(rnd() % 16);
 		else
-			v->blk[VMFSD_DIR_HDR + o + 10] = (uint8_t)('a' + rnd() % 3);
+			p->name[0] = (char)('a' + rnd() % 3);
 		vmfsd_dir_block_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
 		snprintf(desc, len, "directory block %#" PRIx64 " entry %u %s", off, i,
 			 what == 0 ? "inode" : what == 1 ? "type" : "name");

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -932,6 +933,92 @@ Test(dir_block, bad_entries)
 	used = dirent_put(blk, 0, 2, "abc", 8);
 	dir_finish(blk, used + 8, 1, 5);
 	cr_assert_eq(dir_verify(blk, 5), -EUCLEAN);
+	free(blk);
+}
+
+/* The codec writes exactly the layout docs/format.md §10 gives (the
+ * by-hand dirent_put above), and add/find/update/remove keep the block
+ * compacted and verifiable. */
+Test(dirent, codec_matches_layout)
+{
+	uint8_t *blk = blk_alloc(), *ref = blk_alloc();
+	char longname[VMFSD_NAME_MAX + 1];
+	struct vmfsd_dirent de;
+	unsigned off, sz, n = 0;
+
+	memset(longname, 'n', VMFSD_NAME_MAX);
+	longname[VMFSD_NAME_MAX] = 0;
+	sample_dir(ref, 70);
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	cr_assert_eq(vmfsd_dir_block_used(blk), 0);
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 4, "vm1", 3), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 3, 8, longname, VMFSD_NAME_MAX), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 4, 8, "vm1-flat.vmdk", 13), 0);
+	vmfsd_dir_block_finish(blk, 70);
+	cr_assert_eq(memcmp(blk, ref, VMFSD_SUB_BLOCK_SIZE), 0, "codec differs from the layout");
+
+	for (off = 0; (sz = vmfsd_dirent_get(blk, off, &de)); off += sz, n++) {
+		cr_assert_eq(de.ino, n + 2);
+		cr_assert_eq(sz, vmfsd_dirent_size(de.name_len));
+	}
+	cr_assert_eq(n, 3);
+	cr_assert_eq(off, vmfsd_dir_block_used(blk));
+	cr_assert_eq(vmfsd_dirent_get(blk, 16, &de), 272);
+	cr_assert_eq(de.name_len, VMFSD_NAME_MAX);
+	cr_assert_eq(de.type, 8);
+	cr_assert_eq(de.name, (const char *)blk + VMFSD_DIR_HDR + 16 + VMFSD_DIRENT_FIXED);
+
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1", 3), 0);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1-flat.vmdk", 13), 16 + 272);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm", 2), -ENOENT);
+
+	vmfsd_dirent_update(blk, 0, 9, 10);
+	vmfsd_dirent_get(blk, 0, &de);
+	cr_assert(de.ino == 9 && de.type == 10 && de.name_len == 3);
+
+	/* Removing the long name moves the last entry down and zeroes the tail. */
+	vmfsd_dirent_remove(blk, 16);
+	cr_assert_eq(vmfsd_dir_block_used(blk), 16 + 24);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1-flat.vmdk", 13), 16);
+	cr_assert(vmfsd_all_zero(blk + VMFSD_DIR_HDR + 40, VMFSD_DIR_SPACE - 40));
+	vmfsd_dir_block_finish(blk, 70);
+	cr_assert_eq(vmfsd_dir_block_verify(blk, 70, DIR_INO, DIR_GEN), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_dir_hdr *)blk)->nentries), 2);
+	free(blk);
+	free(ref);
+}
+
+Test(dirent, full_block_and_bad_walk)
+{
+	uint8_t *blk = blk_alloc();
+	struct vmfsd_dirent de;
+	char name[8];
+	unsigned i;
+
+	/* 252 entries of 16 bytes fill the 4032 bytes exactly. */
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	for (i = 0; i < VMFSD_DIR_SPACE / 16; i++) {
+		snprintf(name, sizeof(name), "%u", i);
+		cr_assert_eq(vmfsd_dirent_add(blk, i + 2, 8, name, (unsigned)strlen(name)), 0);
+	}
+	cr_assert_not(vmfsd_dir_block_fits(blk, 1));
+	cr_assert_eq(vmfsd_dirent_add(blk, 1000, 8, "x", 1), -ENOSPC);
+	cr_assert_eq(vmfsd_dir_block_used(blk), VMFSD_DIR_SPACE);
+	vmfsd_dir_block_finish(blk, 5);
+	cr_assert_eq(dir_verify(blk, 5), 0);
+
+	/* An unverified block whose entry runs past `used` ends the walk
+	 * there instead of reading past it. */
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 8, "abc", 3), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 3, 8, "def", 3), 0);
+	vmfsd_dirent_at(blk, 16)->name_len = 200;
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 16);
+	cr_assert_eq(vmfsd_dirent_get(blk, 16, &de), 0);
+	/* A `used` larger than the block yields nothing at all. */
+	((struct vmfsd_disk_dir_hdr *)blk)->used = htole16(VMFSD_DIR_SPACE + 8);
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 0);
 	free(blk);
 }
 
