@@ -417,6 +417,18 @@ int vmfsd_inode_decode(const void *blk, uint64_t blocknr, struct vmfsd_inode *in
 
 #define MAP_CSUM_OFF offsetof(struct vmfsd_disk_map_node, csum)
 
+void vmfsd_map_node_init(void *node, unsigned level, uint64_t ino, uint64_t ino_gen,
+			 uint64_t first)
+{
+	struct vmfsd_disk_map_node *d = node;
+
+	memset(d, 0, sizeof(*d));
+	d->level = LE16((uint16_t)level);
+	d->ino = LE64(ino);
+	d->ino_generation = LE64(ino_gen);
+	d->first_lblk = LE64(first);
+}
+
 void vmfsd_map_node_finish(void *node, uint64_t blocknr)
 {
 	struct vmfsd_disk_map_node *d = node;

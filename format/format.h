@@ -331,6 +331,41 @@ struct vmfsd_disk_map_node {
 };
 static_assert(sizeof(struct vmfsd_disk_map_node) == VMFSD_SUB_BLOCK_SIZE, "map node");
 static_assert(offsetof(struct vmfsd_disk_map_node, slot) == VMFSD_MAP_NODE_HDR, "map slots");
+static_assert(offsetof(struct vmfsd_disk_map_node, ino) == 24, "map node ino");
+static_assert(offsetof(struct vmfsd_disk_map_node, first_lblk) == 40, "map node first_lblk");
+
+/* Tree arithmetic (docs/format.md §8): units one slot covers at LEVEL
+ * (1008^level), and units a map of HEIGHT addresses (728 x 1008^height). */
+static inline uint64_t vmfsd_map_span(unsigned level)
+{
+	uint64_t s = 1;
+
+	while (level--)
+		s *= VMFSD_MAP_NODE_SLOTS;
+	return s;
+}
+static inline uint64_t vmfsd_map_capacity(unsigned height)
+{
+	return VMFSD_MAP_ROOT_SLOTS * vmfsd_map_span(height);
+}
+/* The slot array of a node image (VMFSD_MAP_NODE_SLOTS le32 entries). */
+static inline uint8_t *vmfsd_map_node_slots(void *node)
+{
+	return (uint8_t *)node + VMFSD_MAP_NODE_HDR;
+}
+/* Entry I of a slot array (the inode's root map area or a node's slots). */
+static inline uint32_t vmfsd_map_slot_get(const uint8_t *slots, uint32_t i)
+{
+	uint32_t v;
+
+	memcpy(&v, slots + (size_t)i * 4, 4);
+	return le32toh(v);
+}
+static inline void vmfsd_map_slot_set(uint8_t *slots, uint32_t i, uint32_t e)
+{
+	e = htole32(e);
+	memcpy(slots + (size_t)i * 4, &e, 4);
+}
 
 /* ------------------------------------------------------------------ */
 /* Directory block: one sub-block of packed, always-compacted entries.  */
@@ -537,6 +572,9 @@ int vmfsd_rc_decode(const void *blk, uint64_t blocknr, struct vmfsd_rc *rc);
 void vmfsd_inode_encode(const struct vmfsd_inode *in, uint64_t blocknr, void *blk);
 int vmfsd_inode_decode(const void *blk, uint64_t blocknr, struct vmfsd_inode *in);
 
+/* An empty node of LEVEL covering from unit FIRST, owned by INO/INO_GEN. */
+void vmfsd_map_node_init(void *node, unsigned level, uint64_t ino, uint64_t ino_gen,
+			 uint64_t first);
 void vmfsd_map_node_finish(void *node, uint64_t blocknr);
 int vmfsd_map_node_verify(const void *node, uint64_t blocknr, uint64_t ino,
 			  uint64_t ino_gen);

@@ -336,7 +336,7 @@ static uint64_t first_in(struct vol *v, uint64_t off, const uint8_t *slots, unsi
 	unsigned i;
 
 	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + i * 4);
+		uint32_t e = vmfsd_map_slot_get(slots, i);
 		uint64_t noff, r;
 		uint8_t *buf;
 
@@ -349,7 +349,7 @@ static uint64_t first_in(struct vol *v, uint64_t off, const uint8_t *slots, unsi
 		noff = vmfsd_sub_off(&v->sb, e & VMFSD_MAP_PBLK_MASK);
 		buf = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 		rd(v, noff, buf);
-		r = first_in(v, noff + VMFSD_MAP_NODE_HDR, buf + VMFSD_MAP_NODE_HDR,
+		r = first_in(v, noff + VMFSD_MAP_NODE_HDR, vmfsd_map_node_slots(buf),
 			     VMFSD_MAP_NODE_SLOTS, level - 1, entry, node);
 		bdev_free(buf);
 		if (r) {
@@ -698,7 +698,7 @@ static void add_map(struct vol *v, struct blist *l, const uint8_t *slots, unsign
 	unsigned i;
 
 	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + i * 4) & VMFSD_MAP_PBLK_MASK;
+		uint32_t e = vmfsd_map_slot_get(slots, i) & VMFSD_MAP_PBLK_MASK;
 		uint8_t *node;
 
 		if (!e)
@@ -711,7 +711,7 @@ static void add_map(struct vol *v, struct blist *l, const uint8_t *slots, unsign
 		badd(l, vmfsd_sub_off(&v->sb, e), "map node");
 		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 		rd(v, vmfsd_sub_off(&v->sb, e), node);
-		add_map(v, l, node + VMFSD_MAP_NODE_HDR, VMFSD_MAP_NODE_SLOTS, level - 1, dir);
+		add_map(v, l, vmfsd_map_node_slots(node), VMFSD_MAP_NODE_SLOTS, level - 1, dir);
 		bdev_free(node);
 	}
 }
@@ -938,7 +938,7 @@ static void random_damage(struct vol *v, const struct blist *l, char *desc, size
 		unsigned i = (unsigned)(rnd() % VMFSD_MAP_NODE_SLOTS);
 		uint32_t val = (uint32_t)(rnd() % 400);
 
-		vmfsd_put_le32(v->blk + VMFSD_MAP_NODE_HDR + i * 4, val);
+		vmfsd_map_slot_set(vmfsd_map_node_slots(v->blk), i, val);
 		vmfsd_map_node_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
 		snprintf(desc, len, "map node %#" PRIx64 " slot %u := %u", off, i, val);
 	} else {

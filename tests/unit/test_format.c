@@ -10,11 +10,13 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format/format.h"
+#include "format/maptree.h"
 
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)
@@ -1140,4 +1142,122 @@ Test(cross, wrong_type)
 	cr_assert_neq(vmfsd_dir_block_verify(blk, 0, 0, 0), 0);
 	cr_assert_neq(vmfsd_hb_decode(blk, 0, &hout), 0);
 	free(blk);
+}
+
+/* ------------------------------------------------------------------ */
+/* Block-map tree (format/maptree.c) over an in-memory node store       */
+/* ------------------------------------------------------------------ */
+
+#define TREE_NODES 64u
+
+struct tree_store {
+	uint8_t *node[TREE_NODES];      /* by sub-block number, 0 unused */
+	uint32_t next;
+	uint32_t put_order[4 * TREE_NODES];
+	unsigned nput;
+	unsigned roots;
+	const struct vmfsd_inode *in;
+};
+
+static int ts_get(void *ctx, uint32_t sblk, unsigned level, uint8_t **node)
+{
+	struct tree_store *t = ctx;
+
+	cr_assert(sblk && sblk < t->next, "pointer to sub-block %u", sblk);
+	cr_assert_eq(vmfsd_map_node_verify(t->node[sblk], sblk, t->in->ino,
+					   t->in->generation), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t->node[sblk])->level), level);
+	*node = t->node[sblk];
+	return 0;
+}
+
+static int ts_new(void *ctx, unsigned level, uint64_t first, uint32_t *sblk, uint8_t **node)
+{
+	struct tree_store *t = ctx;
+
+	if (t->next == TREE_NODES)
+		return -ENOSPC;
+	t->node[t->next] = blk_alloc();
+	vmfsd_map_node_init(t->node[t->next], level, t->in->ino, t->in->generation, first);
+	*sblk = t->next++;
+	*node = t->node[*sblk];
+	return 0;
+}
+
+static int ts_put(void *ctx, uint32_t sblk, uint8_t *node)
+{
+	struct tree_store *t = ctx;
+
+	cr_assert_eq(node, t->node[sblk]);
+	vmfsd_map_node_finish(node, sblk);
+	t->put_order[t->nput++] = sblk;
+	return 0;
+}
+
+static void ts_root(void *ctx)
+{
+	((struct tree_store *)ctx)->roots++;
+}
+
+/* Units spread over three heights (the root, one level, two levels), in
+ * increasing order. */
+static const uint64_t tree_lblk[] = {
+	0, 5, VMFSD_MAP_ROOT_SLOTS - 1, VMFSD_MAP_ROOT_SLOTS,
+	(uint64_t)VMFSD_MAP_ROOT_SLOTS * VMFSD_MAP_NODE_SLOTS + 7, 1000000, 1000001,
+};
+
+Test(maptree, set_get_grow_seek)
+{
+	struct vmfsd_inode in = { .ino = 77, .generation = 3, .data_mode = VMFSD_DATA_BLOCK };
+	struct tree_store t = { .next = 1, .in = &in };
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = &t, .node_get = ts_get, .node_new = ts_new, .node_put = ts_put,
+		.root_put = ts_root,
+	};
+	size_t n = sizeof(tree_lblk) / sizeof(tree_lblk[0]), i;
+	uint64_t out;
+	uint32_t v;
+
+	cr_assert_eq(vmfsd_map_span(2), (uint64_t)VMFSD_MAP_NODE_SLOTS * VMFSD_MAP_NODE_SLOTS);
+	cr_assert_eq(vmfsd_map_capacity(1), 733824u);
+	for (i = 0; i < n; i++)
+		cr_assert_eq(vmfsd_maptree_set(&ops, &in, tree_lblk[i], (uint32_t)(100 + i)), 0);
+	/* 728 x 1008 + 7 needs height 2: two growths, each logged the root. */
+	cr_assert_eq(in.map_height, 2);
+	cr_assert_eq(t.roots, 2);
+	cr_assert_eq(in.alloc_units, (uint64_t)(t.next - 1) * (VMFSD_SUB_BLOCK_SIZE / 512));
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, tree_lblk[i], &v), 0);
+		cr_assert_eq(v, 100 + i, "unit %" PRIu64, tree_lblk[i]);
+	}
+	cr_assert_eq(vmfsd_maptree_get(&ops, &in, 6, &v), 0);
+	cr_assert_eq(v, 0);
+	cr_assert_eq(vmfsd_maptree_get(&ops, &in, vmfsd_map_capacity(2), &v), 0);
+	cr_assert_eq(v, 0);
+
+	/* Seeking forward and backward visits the units in order. */
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(vmfsd_maptree_seek(&ops, &in, i ? tree_lblk[i - 1] + 1 : 0, 1, &out), 0);
+		cr_assert_eq(out, tree_lblk[i], "i %zu out %" PRIu64, i, out);
+		cr_assert_eq(vmfsd_maptree_seek(&ops, &in, tree_lblk[i] + 1, -1, &out), 0);
+		cr_assert_eq(out, tree_lblk[i]);
+	}
+	cr_assert_eq(vmfsd_maptree_seek(&ops, &in, tree_lblk[n - 1] + 1, 1, &out), -ENXIO);
+	cr_assert_eq(vmfsd_maptree_seek(&ops, &in, 0, -1, &out), -ENXIO);
+
+	/* A set on an existing path rewrites that path only, leaf first. */
+	t.nput = 0;
+	cr_assert_eq(vmfsd_maptree_set(&ops, &in, 1000001, 9), 0);
+	cr_assert_eq(t.nput, 2);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[0]])->level), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[1]])->level), 1);
+	cr_assert_eq(le64toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[0]])->first_lblk),
+		     1000001 / VMFSD_MAP_NODE_SLOTS * VMFSD_MAP_NODE_SLOTS);
+
+	/* Past the greatest height. */
+	in.map_height = VMFSD_MAP_MAX_HEIGHT;
+	cr_assert_eq(vmfsd_maptree_set(&ops, &in, vmfsd_map_capacity(VMFSD_MAP_MAX_HEIGHT), 1),
+		     -EFBIG);
+	for (i = 1; i < t.next; i++)
+		free(t.node[i]);
 }

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * The block-map tree (docs/format.md §8) over caller-supplied node storage:
+ * lookup, set with growth, and seeking the next or previous mapped unit.
+ * fs/bmap.c and fsck.vmfsd both use it, so the tree has one writer.
+ */
+#include <errno.h>
+
+#include "format/maptree.h"
+
+#define FANOUT VMFSD_MAP_NODE_SLOTS
+#define ROOTS VMFSD_MAP_ROOT_SLOTS
+
+int vmfsd_maptree_get(const struct vmfsd_maptree_ops *ops, const struct vmfsd_inode *in,
+		      uint64_t lblk, uint32_t *val)
+{
+	unsigned h = in->map_height, level;
+	uint64_t span = vmfsd_map_span(h);
+	uint32_t e;
+	uint8_t *node;
+	int r;
+
+	*val = 0;
+	if (lblk >= vmfsd_map_capacity(h))
+		return 0;
+	e = vmfsd_map_slot_get(in->map, (uint32_t)(lblk / span));
+	lblk %= span;
+	for (level = h; level > 0; level--) {
+		if (!e)
+			return 0;
+		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		span /= FANOUT;
+		e = vmfsd_map_slot_get(vmfsd_map_node_slots(node), (uint32_t)(lblk / span));
+		lblk %= span;
+	}
+	*val = e;
+	return 0;
+}
+
+static int node_new(const struct vmfsd_maptree_ops *ops, struct vmfsd_inode *in,
+		    unsigned level, uint64_t first, uint32_t *sblk, uint8_t **node)
+{
+	int r = ops->node_new(ops->ctx, level, first, sblk, node);
+
+	if (!r)
+		in->alloc_units += VMFSD_SUB_BLOCK_SIZE / 512;
+	return r;
+}
+
+/* A new node of the old height takes the root slots; root slot 0 points
+ * to it (docs/format.md §8, "Growing"). */
+static int grow(const struct vmfsd_maptree_ops *ops, struct vmfsd_inode *in)
+{
+	unsigned h = in->map_height;
+	uint32_t sblk;
+	uint8_t *node;
+	int r;
+
+	if (h + 1 > VMFSD_MAP_MAX_HEIGHT)
+		return -EFBIG;
+	r = node_new(ops, in, h, 0, &sblk, &node);
+	if (r)
+		return r;
+	memcpy(vmfsd_map_node_slots(node), in->map, (size_t)ROOTS * 4);
+	memset(in->map, 0, VMFSD_MAP_AREA);
+	vmfsd_map_slot_set(in->map, 0, sblk);
+	in->map_height = (uint8_t)(h + 1);
+	r = ops->node_put(ops->ctx, sblk, node);
+	if (ops->root_put)
+		ops->root_put(ops->ctx);
+	return r;
+}
+
+int vmfsd_maptree_set(const struct vmfsd_maptree_ops *ops, struct vmfsd_inode *in,
+		      uint64_t lblk, uint32_t val)
+{
+	uint8_t *path_node[VMFSD_MAP_MAX_HEIGHT];
+	uint32_t path_sblk[VMFSD_MAP_MAX_HEIGHT];
+	unsigned h, level, depth = 0, i;
+	uint64_t span, rem, first;
+	uint8_t *slots;
+	uint32_t si;
+	int r;
+
+	while (lblk >= vmfsd_map_capacity(in->map_height)) {
+		r = grow(ops, in);
+		if (r)
+			return r;
+	}
+	h = in->map_height;
+	span = vmfsd_map_span(h);
+	slots = in->map;
+	si = (uint32_t)(lblk / span);
+	rem = lblk % span;
+	first = lblk - rem;
+	for (level = h; level > 0; level--) {
+		uint32_t e = vmfsd_map_slot_get(slots, si);
+		uint8_t *node;
+
+		if (!e) {
+			r = node_new(ops, in, level - 1, first, &e, &node);
+			if (r)
+				return r;
+			vmfsd_map_slot_set(slots, si, e);
+		} else {
+			r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+			if (r)
+				return r;
+		}
+		path_node[depth] = node;
+		path_sblk[depth] = e & VMFSD_MAP_PBLK_MASK;
+		depth++;
+		span /= FANOUT;
+		slots = vmfsd_map_node_slots(node);
+		si = (uint32_t)(rem / span);
+		first += rem / span * span;
+		rem %= span;
+	}
+	vmfsd_map_slot_set(slots, si, val);
+	/* Bottom-up, so every node reaches the disk before its parent. */
+	for (i = depth; i-- > 0;) {
+		r = ops->node_put(ops->ctx, path_sblk[i], path_node[i]);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+/* Seeks among the N entries of SLOTS (level LEVEL, the first covering
+ * units from BASE): forward from FROM, or backward before FROM. */
+static int seek_slots(const struct vmfsd_maptree_ops *ops, uint8_t *slots, uint32_t n,
+		      unsigned level, uint64_t base, uint64_t from, int dir, uint64_t *out)
+{
+	uint64_t span = vmfsd_map_span(level), lim;
+	uint32_t i;
+	int r;
+
+	if (dir > 0) {
+		i = from > base ? (uint32_t)((from - base) / span) : 0;
+	} else {
+		if (from <= base)
+			return -ENXIO;
+		lim = (from - base + span - 1) / span;
+		i = (lim < n ? (uint32_t)lim : n) - 1;
+	}
+	for (; i < n; dir > 0 ? i++ : i--) {
+		uint32_t e = vmfsd_map_slot_get(slots, i);
+		uint64_t lo = base + i * span;
+		uint8_t *node;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			*out = lo;
+			return 0;
+		}
+		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		r = seek_slots(ops, vmfsd_map_node_slots(node), FANOUT, level - 1, lo,
+			       dir > 0 && from < lo ? lo : from, dir, out);
+		if (r != -ENXIO)
+			return r;
+	}
+	return -ENXIO;
+}
+
+int vmfsd_maptree_seek(const struct vmfsd_maptree_ops *ops, const struct vmfsd_inode *in,
+		       uint64_t from, int dir, uint64_t *out)
+{
+	if (in->data_mode == VMFSD_DATA_INLINE)
+		return -ENXIO;
+	return seek_slots(ops, (uint8_t *)in->map, ROOTS, in->map_height, 0, from, dir, out);
+}

@@ -1,0 +1,49 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Block-map tree operations shared by the filesystem (fs/bmap.c) and
+ * fsck.vmfsd: looking a unit up, setting a slot (growing the tree and
+ * creating nodes on the way down) and walking the mapped units.  There is
+ * one implementation of the tree of docs/format.md §8; the caller supplies
+ * the node storage, because the two differ there: vmfsd caches nodes per
+ * inode and logs changed ones to its journal transaction, fsck reads
+ * through its write queue and queues changed nodes for its final write.
+ */
+#ifndef VMFSD_MAPTREE_H
+#define VMFSD_MAPTREE_H
+
+#include "format/format.h"
+
+struct vmfsd_maptree_ops {
+	void *ctx;
+	/* Node SBLK, which the tree says is of LEVEL: an image the operation
+	 * may change, valid until the operation returns.  The callee verifies
+	 * as much as it wants (vmfsd verifies, fsck trusts what pass 3 did). */
+	int (*node_get)(void *ctx, uint32_t sblk, unsigned level, uint8_t **node);
+	/* A new node: allocates a sub-block and an image initialised with
+	 * vmfsd_map_node_init(LEVEL, the inode, FIRST). */
+	int (*node_new)(void *ctx, unsigned level, uint64_t first, uint32_t *sblk,
+			uint8_t **node);
+	/* NODE at SBLK changed: finish and store it.  A child always comes
+	 * before the parent that gains a pointer to it. */
+	int (*node_put)(void *ctx, uint32_t sblk, uint8_t *node);
+	/* Optional: the inode's root changed because the tree grew. */
+	void (*root_put)(void *ctx);
+};
+
+/* Entry of unit LBLK in the map of IN (0: a hole or past the map). */
+int vmfsd_maptree_get(const struct vmfsd_maptree_ops *ops, const struct vmfsd_inode *in,
+		      uint64_t lblk, uint32_t *val);
+
+/* Sets the entry of unit LBLK to VAL, growing the tree while LBLK is past
+ * its capacity and creating missing nodes on the path (each counted in
+ * IN->alloc_units).  Changes IN's map in memory; storing IN is the
+ * caller's.  -EFBIG past VMFSD_MAP_MAX_HEIGHT. */
+int vmfsd_maptree_set(const struct vmfsd_maptree_ops *ops, struct vmfsd_inode *in,
+		      uint64_t lblk, uint32_t val);
+
+/* The first (DIR > 0) mapped unit at or past FROM, or (DIR < 0) the last
+ * mapped unit before FROM, in *OUT; -ENXIO when there is none. */
+int vmfsd_maptree_seek(const struct vmfsd_maptree_ops *ops, const struct vmfsd_inode *in,
+		       uint64_t from, int dir, uint64_t *out);
+
+#endif
