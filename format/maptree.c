@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * The block-map tree (docs/format.md §8) over caller-supplied node storage:
- * lookup, set with growth, and seeking the next or previous mapped unit.
+ * lookup, set with growth, seeking the next or previous mapped unit, and a
+ * range walk.
  * fs/bmap.c and fsck.vmfsd both use it, so the tree has one writer.
  */
 #include <errno.h>
@@ -15,7 +16,7 @@ int vmfsd_maptree_get(const struct vmfsd_maptree_ops *ops, const struct vmfsd_in
 		      uint64_t lblk, uint32_t *val)
 {
 	unsigned h = in->map_height, level;
-	uint64_t span = vmfsd_map_span(h);
+	uint64_t span = vmfsd_map_span(h), rem = lblk;
 	uint32_t e;
 	uint8_t *node;
 	int r;
@@ -23,17 +24,18 @@ int vmfsd_maptree_get(const struct vmfsd_maptree_ops *ops, const struct vmfsd_in
 	*val = 0;
 	if (lblk >= vmfsd_map_capacity(h))
 		return 0;
-	e = vmfsd_map_slot_get(in->map, (uint32_t)(lblk / span));
-	lblk %= span;
+	e = vmfsd_map_slot_get(in->map, (uint32_t)(rem / span));
+	rem %= span;
 	for (level = h; level > 0; level--) {
 		if (!e)
 			return 0;
-		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, lblk - rem,
+				  &node);
 		if (r)
 			return r;
 		span /= FANOUT;
-		e = vmfsd_map_slot_get(vmfsd_map_node_slots(node), (uint32_t)(lblk / span));
-		lblk %= span;
+		e = vmfsd_map_slot_get(vmfsd_map_node_slots(node), (uint32_t)(rem / span));
+		rem %= span;
 	}
 	*val = e;
 	return 0;
@@ -105,7 +107,8 @@ int vmfsd_maptree_set(const struct vmfsd_maptree_ops *ops, struct vmfsd_inode *i
 				return r;
 			vmfsd_map_slot_set(slots, si, e);
 		} else {
-			r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+			r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, first,
+					  &node);
 			if (r)
 				return r;
 		}
@@ -156,7 +159,7 @@ static int seek_slots(const struct vmfsd_maptree_ops *ops, uint8_t *slots, uint3
 			*out = lo;
 			return 0;
 		}
-		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		r = ops->node_get(ops->ctx, e & VMFSD_MAP_PBLK_MASK, level - 1, lo, &node);
 		if (r)
 			return r;
 		r = seek_slots(ops, vmfsd_map_node_slots(node), FANOUT, level - 1, lo,
@@ -173,4 +176,75 @@ int vmfsd_maptree_seek(const struct vmfsd_maptree_ops *ops, const struct vmfsd_i
 	if (in->data_mode == VMFSD_DATA_INLINE)
 		return -ENXIO;
 	return seek_slots(ops, (uint8_t *)in->map, ROOTS, in->map_height, 0, from, dir, out);
+}
+
+/* Walks the N entries of SLOTS (level LEVEL, the first covering units from
+ * BASE) that meet [w->from, w->to).  Returns 1 if SLOTS are all zero
+ * afterwards, 0, or a negative errno. */
+static int walk_slots(const struct vmfsd_maptree_walk *w, uint8_t *slots, uint32_t n,
+		      unsigned level, uint64_t base, int *dirty)
+{
+	const struct vmfsd_maptree_ops *ops = w->ops;
+	uint64_t span = vmfsd_map_span(level), lim;
+	uint32_t i, i0 = 0, i1 = 0;
+	int r;
+
+	if (w->to > base && w->to > w->from) {
+		if (w->from > base)
+			i0 = (w->from - base) / span < n ? (uint32_t)((w->from - base) / span) : n;
+		lim = (w->to - base - 1) / span + 1;        /* no overflow at to = ~0 */
+		i1 = lim < n ? (uint32_t)lim : n;
+	}
+	for (i = i0; i < i1; i++) {
+		uint32_t e = vmfsd_map_slot_get(slots, i), sblk;
+		uint64_t lo = base + i * span;
+		int cdirty = 0;
+		uint8_t *node;
+
+		if (!e)
+			continue;
+		if (level == 0) {
+			r = w->leaf(ops->ctx, slots + (size_t)i * 4, lo);
+			if (r < 0)
+				return r;
+			if (r)
+				*dirty = 1;
+			continue;
+		}
+		sblk = e & VMFSD_MAP_PBLK_MASK;
+		r = ops->node_get(ops->ctx, sblk, level - 1, lo, &node);
+		if (r < 0)
+			return r;
+		if (r == VMFSD_MAPTREE_CLEAR) {
+			vmfsd_map_slot_set(slots, i, 0);
+			*dirty = 1;
+			continue;
+		}
+		if (r == VMFSD_MAPTREE_SKIP)
+			continue;
+		r = walk_slots(w, vmfsd_map_node_slots(node), FANOUT, level - 1, lo, &cdirty);
+		if (r == 1 && w->drop) {
+			/* Child empty: drop the pointer, then the node. */
+			vmfsd_map_slot_set(slots, i, 0);
+			*dirty = 1;
+			w->drop(ops->ctx, sblk);
+			continue;
+		}
+		if (r >= 0 && cdirty)
+			r = ops->node_put(ops->ctx, sblk, node);
+		if (ops->node_release)
+			ops->node_release(ops->ctx, node);
+		if (r < 0)
+			return r;
+	}
+	return vmfsd_all_zero(slots, (size_t)n * 4);
+}
+
+int vmfsd_maptree_walk(const struct vmfsd_maptree_walk *w, struct vmfsd_inode *in,
+		       int *root_dirty)
+{
+	*root_dirty = 0;
+	if (in->data_mode == VMFSD_DATA_INLINE)
+		return 0;
+	return walk_slots(w, in->map, ROOTS, in->map_height, 0, root_dirty);
 }

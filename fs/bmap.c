@@ -19,9 +19,6 @@
 #include "format/maptree.h"
 #include "fs_internal.h"
 
-#define FANOUT VMFSD_MAP_NODE_SLOTS
-#define ROOTS VMFSD_MAP_ROOT_SLOTS
-
 struct map_node {
 	uint32_t sblk;
 	uint8_t *buf;           /* struct vmfsd_disk_map_node image */
@@ -201,10 +198,12 @@ struct tree_ctx {
 	struct tx *tx;
 };
 
-static int tree_node_get(void *ctx, uint32_t sblk, unsigned level, uint8_t **node)
+static int tree_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first,
+			 uint8_t **node)
 {
 	struct tree_ctx *t = ctx;
 
+	(void)first;
 	return node_get(t->fs, t->ip, sblk, level, node);
 }
 
@@ -286,88 +285,58 @@ int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 	return 0;
 }
 
+/* ---- freeing a range: a walk whose leaves free their units ---- */
+
 struct free_ctx {
-	struct fs *fs;
-	struct fs_inode *ip;
+	struct tree_ctx t;      /* first: the tree callbacks take it as theirs */
 	struct alloc_pool *pool;
 	uint32_t unit_sectors;
-	struct tx *tx;
 };
 
-/* Frees entries in [from, to) of the slot array SLOTS (n entries, each
- * covering SPAN units, first at BASE).  Returns 1 if the array became empty. */
-static int free_slots(struct free_ctx *c, uint8_t *slots, uint32_t n, unsigned level,
-		      uint64_t base, uint64_t from, uint64_t to, bool *dirty)
+static int free_leaf(void *ctx, uint8_t *slot, uint64_t lo)
 {
-	uint64_t span = vmfsd_map_span(level);
-	uint32_t i, i0, i1;
-	int r;
+	struct free_ctx *c = ctx;
 
-	if (from < base)
-		from = base;
-	if (to <= from)
-		return 0;
-	i0 = (uint32_t)((from - base) / span);
-	i1 = (uint32_t)((to - base + span - 1) / span < n ? (to - base + span - 1) / span : n);
-	for (i = i0; i < i1; i++) {
-		uint32_t e = vmfsd_map_slot_get(slots, i);
-		uint64_t lo = base + i * span, hi = lo + span;
+	(void)lo;
+	alloc_free(c->t.fs, c->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK, c->t.tx);
+	c->t.ip->d.alloc_units -= c->unit_sectors;
+	vmfsd_put_le32(slot, 0);
+	return 1;
+}
 
-		if (!e)
-			continue;
-		if (level == 0) {
-			alloc_free(c->fs, c->pool, e & VMFSD_MAP_PBLK_MASK, c->tx);
-			c->ip->d.alloc_units -= c->unit_sectors;
-			vmfsd_map_slot_set(slots, i, 0);
-			*dirty = true;
-		} else {
-			uint32_t sblk = e & VMFSD_MAP_PBLK_MASK;
-			bool cdirty = false;
-			uint8_t *node;
+static void free_node(void *ctx, uint32_t sblk)
+{
+	struct free_ctx *c = ctx;
 
-			r = node_get(c->fs, c->ip, sblk, level - 1, &node);
-			if (r)
-				return r;
-			r = free_slots(c, vmfsd_map_node_slots(node), FANOUT, level - 1, lo,
-				       from > lo ? from : lo, to < hi ? to : hi, &cdirty);
-			if (r < 0)
-				return r;
-			if (r == 1) {
-				/* Child empty: drop the pointer, then the node. */
-				vmfsd_map_slot_set(slots, i, 0);
-				*dirty = true;
-				alloc_free(c->fs, &c->fs->spool, sblk, c->tx);
-				c->ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
-				pthread_mutex_lock(&ncache_lock);
-				ncache_remove(c->ip, sblk);
-				pthread_mutex_unlock(&ncache_lock);
-			} else if (cdirty) {
-				node_log(c->fs, sblk, node, c->tx);
-			}
-		}
-	}
-	return vmfsd_all_zero(slots, (size_t)n * 4) ? 1 : 0;
+	alloc_free(c->t.fs, &c->t.fs->spool, sblk, c->t.tx);
+	c->t.ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
+	pthread_mutex_lock(&ncache_lock);
+	ncache_remove(c->t.ip, sblk);
+	pthread_mutex_unlock(&ncache_lock);
 }
 
 int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,
 		    struct tx *tx)
 {
 	struct free_ctx c = {
-		.fs = fs, .ip = ip, .pool = bmap_pool(fs, ip), .tx = tx,
+		.t = { .fs = fs, .ip = ip, .tx = tx }, .pool = bmap_pool(fs, ip),
 		.unit_sectors = inode_unit_size(fs, ip) / 512,
 	};
-	bool dirty = false;
-	int r;
+	const struct vmfsd_maptree_ops ops = TREE_OPS(c);
+	const struct vmfsd_maptree_walk w = {
+		.ops = &ops, .from = from, .to = to, .leaf = free_leaf, .drop = free_node,
+	};
+	int dirty, r;
 
 	if (ip->d.data_mode == VMFSD_DATA_INLINE)
 		return 0;
-	if (to > vmfsd_map_capacity(ip->d.map_height))
-		to = vmfsd_map_capacity(ip->d.map_height);
-	r = free_slots(&c, ip->d.map, ROOTS, ip->d.map_height, 0, from, to, &dirty);
-	if (r < 0)
-		return r;
-	if (r == 1)
-		ip->d.map_height = 0;
+	if (from < to && from < vmfsd_map_capacity(ip->d.map_height)) {
+		r = vmfsd_maptree_walk(&w, &ip->d, &dirty);
+		if (r < 0)
+			return r;
+		if (r == 1)
+			ip->d.map_height = 0;
+	}
 	tx_add_inode(tx, ip);
 	return 0;
 }

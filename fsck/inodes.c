@@ -27,8 +27,6 @@
 #include "format/maptree.h"
 #include "fsck_internal.h"
 
-#define FANOUT VMFSD_MAP_NODE_SLOTS
-#define ROOTS VMFSD_MAP_ROOT_SLOTS
 /* Inode-table reads: up to 1 MiB, bridging gaps of up to 8 free inodes
  * (reading 32 KiB more is cheaper than another request). */
 #define ITABLE_BATCH 256u
@@ -393,7 +391,7 @@ int ck_inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode 
 
 /* ---------------- the map walker ---------------- */
 
-enum { W_KEEP = 0, W_CLEAR = 1, W_SKIP = 2 };
+enum { W_KEEP = 0, W_CLEAR = VMFSD_MAPTREE_CLEAR, W_SKIP = VMFSD_MAPTREE_SKIP };
 
 struct walk {
 	struct fsck *c;
@@ -412,85 +410,85 @@ struct walk {
 	void *arg;
 };
 
-static int walk_slots(struct walk *w, uint8_t *slots, uint32_t n, unsigned level,
-		      uint64_t base, bool *dirty)
+/* Node storage for the walk (format/maptree.c): the hooks decide before a
+ * node is read, pass 3 verifies it against its place in the tree. */
+static int walk_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t lo,
+			 uint8_t **out)
 {
-	uint64_t span = vmfsd_map_span(level);
-	uint32_t i;
+	struct walk *w = ctx;
+	uint8_t *node;
 	int r;
 
-	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_map_slot_get(slots, i), sblk;
-		uint64_t lo = base + i * span;
-		struct vmfsd_disk_map_node *nd;
-		bool cdirty = false;
-		uint8_t *node;
-
-		if (!e || lo + span <= w->from)
-			continue;
-		if (level == 0) {
-			r = w->leaf(w, slots + (size_t)i * 4, lo);
-			if (r < 0)
-				return r;
-			if (r)
-				*dirty = true;
-			continue;
-		}
-		sblk = e & VMFSD_MAP_PBLK_MASK;
-		r = w->ptr ? w->ptr(w, sblk, level - 1, lo) : W_KEEP;
-		if (r < 0)
-			return r;
-		if (r == W_CLEAR) {
-			vmfsd_map_slot_set(slots, i, 0);
-			*dirty = true;
-			continue;
-		}
-		if (r == W_SKIP)
-			continue;
-		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-		if (!node)
-			return -ENOMEM;
-		r = ck_meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
-		if (r) {
-			bdev_free(node);
-			return r;
-		}
-		nd = (struct vmfsd_disk_map_node *)node;
-		if (w->verify) {
-			int v = vmfsd_map_node_verify(node, sblk, w->ino, w->gen);
-
-			if (!v && (le16toh(nd->level) != level - 1 || le64toh(nd->first_lblk) != lo))
-				v = -EUCLEAN;
-			if (v) {
-				if (w->bad)
-					w->bad(w, sblk, level - 1, lo, v);
-				vmfsd_map_slot_set(slots, i, 0);
-				*dirty = true;
-				bdev_free(node);
-				continue;
-			}
-			if (w->node_ok)
-				w->node_ok(w, sblk, level - 1, lo);
-		}
-		r = walk_slots(w, vmfsd_map_node_slots(node), FANOUT, level - 1, lo, &cdirty);
-		if (!r && cdirty) {
-			vmfsd_map_node_finish(node, sblk);
-			r = ck_wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
-		}
+	r = w->ptr ? w->ptr(w, sblk, level, lo) : W_KEEP;
+	if (r)
+		return r;
+	node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	if (!node)
+		return -ENOMEM;
+	r = ck_meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
+	if (r) {
 		bdev_free(node);
-		if (r)
-			return r;
+		return r;
 	}
+	if (w->verify) {
+		const struct vmfsd_disk_map_node *nd = (const void *)node;
+		int v = vmfsd_map_node_verify(node, sblk, w->ino, w->gen);
+
+		if (!v && (le16toh(nd->level) != level || le64toh(nd->first_lblk) != lo))
+			v = -EUCLEAN;
+		if (v) {
+			if (w->bad)
+				w->bad(w, sblk, level, lo, v);
+			bdev_free(node);
+			return W_CLEAR;
+		}
+		if (w->node_ok)
+			w->node_ok(w, sblk, level, lo);
+	}
+	*out = node;
 	return 0;
 }
 
+static void walk_node_release(void *ctx, uint8_t *node)
+{
+	(void)ctx;
+	bdev_free(node);
+}
+
+static int walk_node_put(void *ctx, uint32_t sblk, uint8_t *node)
+{
+	struct walk *w = ctx;
+
+	vmfsd_map_node_finish(node, sblk);
+	return ck_wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
+}
+
+static int walk_leaf(void *ctx, uint8_t *slot, uint64_t lo)
+{
+	struct walk *w = ctx;
+
+	return w->leaf(w, slot, lo);
+}
+
+/* Walks IN's map from unit w->from on; ROOT_DIRTY is set (never cleared)
+ * when the root slots changed. */
 static int walk_inode(struct walk *w, struct vmfsd_inode *in, bool *root_dirty)
 {
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = w, .node_get = walk_node_get, .node_release = walk_node_release,
+		.node_put = walk_node_put,
+	};
+	const struct vmfsd_maptree_walk mw = {
+		.ops = &ops, .from = w->from, .to = UINT64_MAX, .leaf = walk_leaf,
+	};
+	int dirty, r;
+
 	w->ino = in->ino;
 	w->gen = in->generation;
-	if (in->data_mode == VMFSD_DATA_INLINE)
-		return 0;
-	return walk_slots(w, in->map, ROOTS, in->map_height, 0, root_dirty);
+	r = vmfsd_maptree_walk(&mw, in, &dirty);
+	if (dirty)
+		*root_dirty = true;
+	return r < 0 ? r : 0;
 }
 
 static struct pool *data_pool(struct fsck *c, const struct vmfsd_inode *in)
@@ -716,12 +714,14 @@ static int set_buf(struct set_ctx *t, uint8_t **out)
 	return 0;
 }
 
-static int set_node_get(void *ctx, uint32_t sblk, unsigned level, uint8_t **node)
+static int set_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first,
+			uint8_t **node)
 {
 	struct set_ctx *t = ctx;
 	int e = set_buf(t, node);
 
 	(void)level;
+	(void)first;
 	return e ? e : ck_meta_read(t->c, vmfsd_sub_off(&t->c->sb, sblk), *node);
 }
 

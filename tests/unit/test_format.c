@@ -1157,16 +1157,43 @@ struct tree_store {
 	unsigned nput;
 	unsigned roots;
 	const struct vmfsd_inode *in;
+	uint32_t clear_sblk;            /* ts_get answers CLEAR for this node */
+	uint64_t leaves[16];            /* units the walk visited */
+	unsigned nleaves;
+	uint32_t dropped[TREE_NODES];
+	unsigned ndropped;
 };
 
-static int ts_get(void *ctx, uint32_t sblk, unsigned level, uint8_t **node)
+/* Frees (zeroes) every entry it is shown. */
+static int ts_leaf(void *ctx, uint8_t *slot, uint64_t lo)
 {
 	struct tree_store *t = ctx;
+
+	cr_assert(t->nleaves < 16);
+	t->leaves[t->nleaves++] = lo;
+	vmfsd_put_le32(slot, 0);
+	return 1;
+}
+
+static void ts_drop(void *ctx, uint32_t sblk)
+{
+	struct tree_store *t = ctx;
+
+	t->dropped[t->ndropped++] = sblk;
+}
+
+static int ts_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first, uint8_t **node)
+{
+	struct tree_store *t = ctx;
+
+	if (t->clear_sblk && sblk == t->clear_sblk)
+		return VMFSD_MAPTREE_CLEAR;
 
 	cr_assert(sblk && sblk < t->next, "pointer to sub-block %u", sblk);
 	cr_assert_eq(vmfsd_map_node_verify(t->node[sblk], sblk, t->in->ino,
 					   t->in->generation), 0);
 	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t->node[sblk])->level), level);
+	cr_assert_eq(le64toh(((struct vmfsd_disk_map_node *)t->node[sblk])->first_lblk), first);
 	*node = t->node[sblk];
 	return 0;
 }
@@ -1253,6 +1280,42 @@ Test(maptree, set_get_grow_seek)
 	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[1]])->level), 1);
 	cr_assert_eq(le64toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[0]])->first_lblk),
 		     1000001 / VMFSD_MAP_NODE_SLOTS * VMFSD_MAP_NODE_SLOTS);
+
+	/* Walking [729, 1000001) frees 733831 and 1000000 only: the node of
+	 * 733831 empties and is dropped, the leaf of 1000000 keeps 1000001. */
+	{
+		const struct vmfsd_maptree_walk w = {
+			.ops = &ops, .from = 729, .to = 1000001, .leaf = ts_leaf, .drop = ts_drop,
+		};
+		int dirty;
+
+		t.nput = 0;
+		cr_assert_eq(vmfsd_maptree_walk(&w, &in, &dirty), 0);
+		cr_assert_eq(dirty, 0);
+		cr_assert_eq(t.nleaves, 2);
+		cr_assert(t.leaves[0] == 733831 && t.leaves[1] == 1000000);
+		cr_assert_eq(t.ndropped, 1);
+		cr_assert_eq(t.nput, 2, "the changed leaf and the level-1 node losing a pointer");
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, 1000001, &v), 0);
+		cr_assert_eq(v, 9);
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, 728, &v), 0);
+		cr_assert_eq(v, 103);
+	}
+	/* A node the storage refuses (CLEAR) loses its pointer; a walk of
+	 * everything then leaves the root empty. */
+	{
+		const struct vmfsd_maptree_walk w = {
+			.ops = &ops, .from = 0, .to = UINT64_MAX, .leaf = ts_leaf, .drop = ts_drop,
+		};
+		int dirty;
+
+		t.clear_sblk = vmfsd_map_slot_get(in.map, 0);
+		t.nleaves = 0;
+		cr_assert_eq(vmfsd_maptree_walk(&w, &in, &dirty), 1);
+		cr_assert_eq(dirty, 1);
+		cr_assert_eq(t.nleaves, 0);
+		t.clear_sblk = 0;
+	}
 
 	/* Past the greatest height. */
 	in.map_height = VMFSD_MAP_MAX_HEIGHT;
