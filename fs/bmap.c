@@ -9,9 +9,9 @@
  * small, predictable transactions for the journal.  Nodes are sub-blocks;
  * the nodes of an inode are cached while the inode is in memory.
  *
- * The tree itself (lookup, set, seek) is format/maptree.c, shared with
- * fsck; this file supplies its node storage (the cache, the journal
- * transaction) and frees ranges.
+ * The tree itself (lookup, set, seek, range walk) is format/maptree.c,
+ * shared with fsck; this file supplies its node storage (the cache, the
+ * journal transaction) and what freeing a range does to each unit.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -15,7 +15,9 @@
  *
  * The map walker here is shared by the later passes: releasing an orphan's
  * units, cutting a directory at a hole, and growing a directory (map_set)
- * for lost+found.
+ * for lost+found.  The tree code under it is vmfsd's own (format/maptree.c):
+ * this file only supplies node storage (reads through the write queue,
+ * changed nodes queued) and the per-node and per-entry checks.
  */
 #include <errno.h>
 #include <inttypes.h>
