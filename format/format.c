@@ -521,7 +521,10 @@ unsigned vmfsd_dir_block_used(const void *blk)
 
 int vmfsd_dir_block_fits(const void *blk, unsigned name_len)
 {
-	return VMFSD_DIR_SPACE - vmfsd_dir_block_used(blk) >= vmfsd_dirent_size(name_len);
+	unsigned used = vmfsd_dir_block_used(blk);
+
+	/* A `used` past the block (unverified image) has no room at all. */
+	return used <= VMFSD_DIR_SPACE && VMFSD_DIR_SPACE - used >= vmfsd_dirent_size(name_len);
 }
 
 unsigned vmfsd_dirent_get(const void *blk, unsigned off, struct vmfsd_dirent *de)

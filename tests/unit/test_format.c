@@ -1018,9 +1018,12 @@ Test(dirent, full_block_and_bad_walk)
 	vmfsd_dirent_at(blk, 16)->name_len = 200;
 	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 16);
 	cr_assert_eq(vmfsd_dirent_get(blk, 16, &de), 0);
-	/* A `used` larger than the block yields nothing at all. */
+	/* A `used` larger than the block yields nothing at all, and has no
+	 * room for another entry. */
 	((struct vmfsd_disk_dir_hdr *)blk)->used = htole16(VMFSD_DIR_SPACE + 8);
 	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 0);
+	cr_assert_not(vmfsd_dir_block_fits(blk, 1));
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 8, "x", 1), -ENOSPC);
 	free(blk);
 }
 
