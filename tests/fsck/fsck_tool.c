@@ -39,6 +39,7 @@
 
 #include "bdev/bdev.h"
 #include "format/format.h"
+#include "format/maptree.h"
 #include "fs/fs.h"
 #include "fsck/fsck.h"
 #include "journal/journal.h"
@@ -692,28 +693,53 @@ static void badd(struct blist *l, uint64_t off, const char *what)
 	l->n++;
 }
 
-static void add_map(struct vol *v, struct blist *l, const uint8_t *slots, unsigned n,
-		    unsigned level, bool dir)
+/* Lists the map nodes of an inode and, for a directory, its blocks: a
+ * read-only walk of the shared tree code (format/maptree.c). */
+struct map_list {
+	struct vol *v;
+	struct blist *l;
+	bool dir;
+};
+
+static int list_node(void *ctx, uint32_t sblk, unsigned level, uint64_t first, uint8_t **node)
 {
-	unsigned i;
+	struct map_list *m = ctx;
 
-	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_map_slot_get(slots, i) & VMFSD_MAP_PBLK_MASK;
-		uint8_t *node;
+	(void)level;
+	(void)first;
+	badd(m->l, vmfsd_sub_off(&m->v->sb, sblk), "map node");
+	*node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	rd(m->v, vmfsd_sub_off(&m->v->sb, sblk), *node);
+	return 0;
+}
 
-		if (!e)
-			continue;
-		if (level == 0) {
-			if (dir)
-				badd(l, vmfsd_sub_off(&v->sb, e), "directory block");
-			continue;
-		}
-		badd(l, vmfsd_sub_off(&v->sb, e), "map node");
-		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-		rd(v, vmfsd_sub_off(&v->sb, e), node);
-		add_map(v, l, vmfsd_map_node_slots(node), VMFSD_MAP_NODE_SLOTS, level - 1, dir);
-		bdev_free(node);
-	}
+static void list_release(void *ctx, uint8_t *node)
+{
+	(void)ctx;
+	bdev_free(node);
+}
+
+static int list_leaf(void *ctx, uint8_t *slot, uint64_t lo)
+{
+	struct map_list *m = ctx;
+	uint32_t e = vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK;
+
+	(void)lo;
+	if (m->dir && e)
+		badd(m->l, vmfsd_sub_off(&m->v->sb, e), "directory block");
+	return 0;
+}
+
+static void add_map(struct vol *v, struct blist *l, struct vmfsd_inode *in)
+{
+	struct map_list m = { .v = v, .l = l, .dir = S_ISDIR(in->mode) };
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = &m, .node_get = list_node, .node_release = list_release,
+	};
+	const struct vmfsd_maptree_walk w = { .ops = &ops, .to = UINT64_MAX, .leaf = list_leaf };
+	int dirty;
+
+	CHECK(vmfsd_maptree_walk(&w, in, &dirty));
 }
 
 /* Every metadata block of a small volume: superblocks, two heartbeat slots
@@ -744,8 +770,7 @@ static void list_blocks(struct vol *v, struct blist *l)
 		badd(l, vmfsd_inode_off(&v->sb, ino), "inode");
 		ino_get(v, ino, &in);
 		if (in.data_mode != VMFSD_DATA_INLINE)
-			add_map(v, l, in.map, VMFSD_MAP_ROOT_SLOTS, in.map_height,
-				S_ISDIR(in.mode));
+			add_map(v, l, &in);
 	}
 }
 
