@@ -438,6 +438,18 @@ int vmfsd_inode_decode(const void *blk, uint64_t blocknr, struct vmfsd_inode *in
 
 #define MAP_CSUM_OFF offsetof(struct vmfsd_disk_map_node, csum)
 
+void vmfsd_map_node_init(void *node, unsigned level, uint64_t ino, uint64_t ino_gen,
+			 uint64_t first)
+{
+	struct vmfsd_disk_map_node *d = node;
+
+	memset(d, 0, sizeof(*d));
+	d->level = LE16((uint16_t)level);
+	d->ino = LE64(ino);
+	d->ino_generation = LE64(ino_gen);
+	d->first_lblk = LE64(first);
+}
+
 void vmfsd_map_node_finish(void *node, uint64_t blocknr)
 {
 	struct vmfsd_disk_map_node *d = node;
@@ -496,15 +508,15 @@ int vmfsd_dir_block_verify(const void *blk, uint64_t blocknr, uint64_t dir_ino,
 		return -EUCLEAN;
 	/* Walk the entries: each must fit, have a name and a valid inode. */
 	while (off < used) {
+		const struct vmfsd_disk_dirent *e = (const void *)(p + off);
 		unsigned nl;
 
 		if (used - off < VMFSD_DIRENT_FIXED)
 			return -EUCLEAN;
-		nl = p[off + 8];
+		nl = e->name_len;
 		if (!nl || vmfsd_dirent_size(nl) > used - off ||
-		    vmfsd_get_le64(p + off) < VMFSD_ROOT_INO ||
-		    memchr(p + off + VMFSD_DIRENT_FIXED, '/', nl) ||
-		    memchr(p + off + VMFSD_DIRENT_FIXED, 0, nl))
+		    CPU64(e->ino) < VMFSD_ROOT_INO ||
+		    memchr(e->name, '/', nl) || memchr(e->name, 0, nl))
 			return -EUCLEAN;
 		off += vmfsd_dirent_size(nl);
 		n++;
@@ -512,6 +524,100 @@ int vmfsd_dir_block_verify(const void *blk, uint64_t blocknr, uint64_t dir_ino,
 	if (n != CPU16(h->nentries))
 		return -EUCLEAN;
 	return 0;
+}
+
+void vmfsd_dir_block_init(void *blk, uint64_t dir_ino, uint64_t dir_gen)
+{
+	struct vmfsd_disk_dir_hdr *h = blk;
+
+	memset(blk, 0, VMFSD_SUB_BLOCK_SIZE);
+	h->dir_ino = LE64(dir_ino);
+	h->dir_generation = LE64(dir_gen);
+}
+
+unsigned vmfsd_dir_block_used(const void *blk)
+{
+	return CPU16(((const struct vmfsd_disk_dir_hdr *)blk)->used);
+}
+
+int vmfsd_dir_block_fits(const void *blk, unsigned name_len)
+{
+	unsigned used = vmfsd_dir_block_used(blk);
+
+	/* A `used` past the block (unverified image) has no room at all. */
+	return used <= VMFSD_DIR_SPACE && VMFSD_DIR_SPACE - used >= vmfsd_dirent_size(name_len);
+}
+
+unsigned vmfsd_dirent_get(const void *blk, unsigned off, struct vmfsd_dirent *de)
+{
+	const struct vmfsd_disk_dirent *e;
+	unsigned used = vmfsd_dir_block_used(blk), sz;
+
+	if (used > VMFSD_DIR_SPACE || off >= used || used - off < VMFSD_DIRENT_FIXED)
+		return 0;
+	e = (const void *)((const uint8_t *)blk + VMFSD_DIR_HDR + off);
+	sz = vmfsd_dirent_size(e->name_len);
+	if (sz > used - off)
+		return 0;
+	de->ino = CPU64(e->ino);
+	de->type = e->d_type;
+	de->name_len = e->name_len;
+	de->name = e->name;
+	return sz;
+}
+
+static void dir_hdr_adjust(struct vmfsd_disk_dir_hdr *h, int bytes, int entries)
+{
+	h->used = LE16((uint16_t)(CPU16(h->used) + bytes));
+	h->nentries = LE16((uint16_t)(CPU16(h->nentries) + entries));
+}
+
+int vmfsd_dirent_add(void *blk, uint64_t ino, uint8_t type, const char *name,
+		     unsigned name_len)
+{
+	unsigned used = vmfsd_dir_block_used(blk), sz = vmfsd_dirent_size(name_len);
+	struct vmfsd_disk_dirent *e;
+
+	if (!vmfsd_dir_block_fits(blk, name_len))
+		return -ENOSPC;
+	e = vmfsd_dirent_at(blk, used);
+	memset(e, 0, sz);
+	e->ino = LE64(ino);
+	e->name_len = (uint8_t)name_len;
+	e->d_type = type;
+	memcpy(e->name, name, name_len);
+	dir_hdr_adjust(blk, (int)sz, 1);
+	return 0;
+}
+
+int vmfsd_dirent_find(const void *blk, const char *name, unsigned name_len)
+{
+	struct vmfsd_dirent de;
+	unsigned off, sz;
+
+	for (off = 0; (sz = vmfsd_dirent_get(blk, off, &de)); off += sz)
+		if (de.name_len == name_len && !memcmp(de.name, name, name_len))
+			return (int)off;
+	return -ENOENT;
+}
+
+void vmfsd_dirent_remove(void *blk, unsigned off)
+{
+	uint8_t *p = (uint8_t *)blk + VMFSD_DIR_HDR;
+	unsigned used = vmfsd_dir_block_used(blk);
+	unsigned sz = vmfsd_dirent_size(vmfsd_dirent_at(blk, off)->name_len);
+
+	memmove(p + off, p + off + sz, used - off - sz);
+	memset(p + used - sz, 0, sz);
+	dir_hdr_adjust(blk, -(int)sz, -1);
+}
+
+void vmfsd_dirent_update(void *blk, unsigned off, uint64_t ino, uint8_t type)
+{
+	struct vmfsd_disk_dirent *e = vmfsd_dirent_at(blk, off);
+
+	e->ino = LE64(ino);
+	e->d_type = type;
 }
 
 /* ---------------- heartbeat slot ---------------- */

@@ -339,6 +339,41 @@ struct vmfsd_disk_map_node {
 };
 static_assert(sizeof(struct vmfsd_disk_map_node) == VMFSD_SUB_BLOCK_SIZE, "map node");
 static_assert(offsetof(struct vmfsd_disk_map_node, slot) == VMFSD_MAP_NODE_HDR, "map slots");
+static_assert(offsetof(struct vmfsd_disk_map_node, ino) == 24, "map node ino");
+static_assert(offsetof(struct vmfsd_disk_map_node, first_lblk) == 40, "map node first_lblk");
+
+/* Tree arithmetic (docs/format.md §8): units one slot covers at LEVEL
+ * (1008^level), and units a map of HEIGHT addresses (728 x 1008^height). */
+static inline uint64_t vmfsd_map_span(unsigned level)
+{
+	uint64_t s = 1;
+
+	while (level--)
+		s *= VMFSD_MAP_NODE_SLOTS;
+	return s;
+}
+static inline uint64_t vmfsd_map_capacity(unsigned height)
+{
+	return VMFSD_MAP_ROOT_SLOTS * vmfsd_map_span(height);
+}
+/* The slot array of a node image (VMFSD_MAP_NODE_SLOTS le32 entries). */
+static inline uint8_t *vmfsd_map_node_slots(void *node)
+{
+	return (uint8_t *)node + VMFSD_MAP_NODE_HDR;
+}
+/* Entry I of a slot array (the inode's root map area or a node's slots). */
+static inline uint32_t vmfsd_map_slot_get(const uint8_t *slots, uint32_t i)
+{
+	uint32_t v;
+
+	memcpy(&v, slots + (size_t)i * 4, 4);
+	return le32toh(v);
+}
+static inline void vmfsd_map_slot_set(uint8_t *slots, uint32_t i, uint32_t e)
+{
+	e = htole32(e);
+	memcpy(slots + (size_t)i * 4, &e, 4);
+}
 
 /* ------------------------------------------------------------------ */
 /* Directory block: one sub-block of packed, always-compacted entries.  */
@@ -358,13 +393,38 @@ struct vmfsd_disk_dir_hdr {
 	uint8_t reserved[22];
 };
 static_assert(sizeof(struct vmfsd_disk_dir_hdr) == VMFSD_DIR_HDR, "dir hdr");
+static_assert(offsetof(struct vmfsd_disk_dir_hdr, csum) == 16, "dir hdr csum");
+static_assert(offsetof(struct vmfsd_disk_dir_hdr, dir_ino) == 24, "dir hdr dir_ino");
+static_assert(offsetof(struct vmfsd_disk_dir_hdr, used) == 40, "dir hdr used");
 
-/* Entry: le64 ino, u8 name_len, u8 d_type, name, zero pad to 8 bytes. */
+/* Entry: the fixed part, the name, zero pad to a multiple of 8 bytes.
+ * Entries start 8-byte aligned, so ino is aligned; the struct is packed
+ * only so that its size is the 10 fixed bytes. */
 #define VMFSD_DIRENT_FIXED    10u
+
+struct vmfsd_disk_dirent {
+	le64 ino;
+	uint8_t name_len;       /* 1..255 */
+	uint8_t d_type;         /* Linux DT_* */
+	char name[];            /* name_len bytes, no '/' and no NUL */
+} __attribute__((packed));
+static_assert(sizeof(struct vmfsd_disk_dirent) == VMFSD_DIRENT_FIXED, "dirent size");
+static_assert(offsetof(struct vmfsd_disk_dirent, name_len) == 8, "dirent name_len");
+static_assert(offsetof(struct vmfsd_disk_dirent, d_type) == 9, "dirent d_type");
+static_assert(offsetof(struct vmfsd_disk_dirent, name) == VMFSD_DIRENT_FIXED, "dirent name");
+
 static inline unsigned vmfsd_dirent_size(unsigned name_len)
 {
 	return (VMFSD_DIRENT_FIXED + name_len + 7u) & ~7u;
 }
+
+/* A decoded entry; NAME points into the block and is not NUL-terminated. */
+struct vmfsd_dirent {
+	uint64_t ino;
+	uint8_t type;
+	uint8_t name_len;
+	const char *name;
+};
 
 /* ------------------------------------------------------------------ */
 /* Heartbeat slot: one meta block per host (first sector is what ATS    */
@@ -543,6 +603,9 @@ int vmfsd_rc_decode(const void *blk, uint64_t blocknr, struct vmfsd_rc *rc);
 void vmfsd_inode_encode(const struct vmfsd_inode *in, uint64_t blocknr, void *blk);
 int vmfsd_inode_decode(const void *blk, uint64_t blocknr, struct vmfsd_inode *in);
 
+/* An empty node of LEVEL covering from unit FIRST, owned by INO/INO_GEN. */
+void vmfsd_map_node_init(void *node, unsigned level, uint64_t ino, uint64_t ino_gen,
+			 uint64_t first);
 void vmfsd_map_node_finish(void *node, uint64_t blocknr);
 int vmfsd_map_node_verify(const void *node, uint64_t blocknr, uint64_t ino,
 			  uint64_t ino_gen);
@@ -550,6 +613,34 @@ int vmfsd_map_node_verify(const void *node, uint64_t blocknr, uint64_t ino,
 void vmfsd_dir_block_finish(void *blk, uint64_t blocknr);
 int vmfsd_dir_block_verify(const void *blk, uint64_t blocknr, uint64_t dir_ino,
 			   uint64_t dir_gen);
+
+/* Directory entries within one block image.  Offsets are relative to the
+ * first entry (byte VMFSD_DIR_HDR of the block), as `used` is.  None of
+ * these finishes the block: the caller calls vmfsd_dir_block_finish. */
+/* An empty block of directory DIR_INO (generation DIR_GEN). */
+void vmfsd_dir_block_init(void *blk, uint64_t dir_ino, uint64_t dir_gen);
+unsigned vmfsd_dir_block_used(const void *blk);
+/* True when an entry with a NAME_LEN-byte name fits in the block. */
+int vmfsd_dir_block_fits(const void *blk, unsigned name_len);
+/* Decodes the entry at OFF into DE and returns its size, or returns 0 at
+ * the end of the entries (or at an entry that does not fit inside `used`,
+ * so that a walk over an unverified block stops instead of overrunning):
+ *   for (off = 0; (sz = vmfsd_dirent_get(blk, off, &de)); off += sz) */
+unsigned vmfsd_dirent_get(const void *blk, unsigned off, struct vmfsd_dirent *de);
+/* Appends an entry at the end: 0, or -ENOSPC when it does not fit. */
+int vmfsd_dirent_add(void *blk, uint64_t ino, uint8_t type, const char *name,
+		     unsigned name_len);
+/* Offset of the entry named NAME, or -ENOENT. */
+int vmfsd_dirent_find(const void *blk, const char *name, unsigned name_len);
+/* Removes the entry at OFF, moving the later ones down (blocks stay compacted). */
+void vmfsd_dirent_remove(void *blk, unsigned off);
+/* Repoints the entry at OFF to INO with type TYPE. */
+void vmfsd_dirent_update(void *blk, unsigned off, uint64_t ino, uint8_t type);
+/* The raw entry at OFF (for tools that damage entries on purpose). */
+static inline struct vmfsd_disk_dirent *vmfsd_dirent_at(void *blk, unsigned off)
+{
+	return (struct vmfsd_disk_dirent *)((uint8_t *)blk + VMFSD_DIR_HDR + off);
+}
 
 void vmfsd_hb_encode(const struct vmfsd_hb *hb, uint64_t blocknr, void *blk);
 int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb);

@@ -8,14 +8,16 @@
  * allocation dirties exactly one leaf (plus new nodes on the way down):
  * small, predictable transactions for the journal.  Nodes are sub-blocks;
  * the nodes of an inode are cached while the inode is in memory.
+ *
+ * The tree itself (lookup, set, seek, range walk) is format/maptree.c,
+ * shared with fsck; this file supplies its node storage (the cache, the
+ * journal transaction) and what freeing a range does to each unit.
  */
 #include <errno.h>
 #include <stdlib.h>
 
+#include "format/maptree.h"
 #include "fs_internal.h"
-
-#define FANOUT VMFSD_MAP_NODE_SLOTS
-#define ROOTS VMFSD_MAP_ROOT_SLOTS
 
 struct map_node {
 	uint32_t sblk;
@@ -26,25 +28,12 @@ static pthread_mutex_t ncache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 uint64_t bmap_capacity(uint8_t height)
 {
-	uint64_t c = ROOTS;
-
-	while (height--)
-		c *= FANOUT;
-	return c;
+	return vmfsd_map_capacity(height);
 }
 
 struct alloc_pool *bmap_pool(struct fs *fs, struct fs_inode *ip)
 {
 	return ip->d.data_mode == VMFSD_DATA_BLOCK ? &fs->bpool : &fs->spool;
-}
-
-static uint64_t pow_fanout(unsigned level)
-{
-	uint64_t c = 1;
-
-	while (level--)
-		c *= FANOUT;
-	return c;
 }
 
 /* ---- node cache: open addressing on sub-block number ---- */
@@ -195,61 +184,41 @@ static int node_get(struct fs *fs, struct fs_inode *ip, uint32_t sblk, unsigned 
 	return 0;
 }
 
-static uint8_t *slot_ptr(uint8_t *node, uint32_t i)
+static void node_log(struct fs *fs, uint32_t sblk, uint8_t *node, struct tx *tx)
 {
-	return node + VMFSD_MAP_NODE_HDR + (size_t)i * 4;
-}
-
-static uint8_t *root_ptr(struct fs_inode *ip, uint32_t i)
-{
-	return ip->d.map + (size_t)i * 4;
-}
-
-int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val)
-{
-	unsigned h = ip->d.map_height, level;
-	uint64_t span = pow_fanout(h);
-	uint32_t e;
-	uint8_t *node;
-	int r;
-
-	*val = 0;
-	if (lblk >= bmap_capacity((uint8_t)h))
-		return 0;
-	e = vmfsd_get_le32(root_ptr(ip, (uint32_t)(lblk / span)));
-	lblk %= span;
-	for (level = h; level > 0; level--) {
-		if (!e)
-			return 0;
-		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
-		if (r)
-			return r;
-		span /= FANOUT;
-		e = vmfsd_get_le32(slot_ptr(node, (uint32_t)(lblk / span)));
-		lblk %= span;
-	}
-	*val = e;
-	return 0;
-}
-
-static void node_log(struct fs *fs, struct fs_inode *ip, uint32_t sblk, uint8_t *node,
-		     struct tx *tx)
-{
-	(void)ip;
 	vmfsd_map_node_finish(node, sblk);
 	tx_add(tx, vmfsd_sub_off(&fs->sb, sblk), node);
 }
 
-/* Allocates a zeroed node of LEVEL covering FIRST; inserts it in the cache. */
-static int node_new(struct fs *fs, struct fs_inode *ip, unsigned level, uint64_t first,
-		    struct tx *tx, uint32_t *sblk_out, uint8_t **out)
+/* ---- node storage for format/maptree.c ---- */
+
+struct tree_ctx {
+	struct fs *fs;
+	struct fs_inode *ip;
+	struct tx *tx;
+};
+
+static int tree_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first,
+			 uint8_t **node)
 {
-	struct vmfsd_disk_map_node *d;
+	struct tree_ctx *t = ctx;
+
+	(void)first;
+	return node_get(t->fs, t->ip, sblk, level, node);
+}
+
+/* Allocates a node of LEVEL covering FIRST and inserts it in the cache. */
+static int tree_node_new(void *ctx, unsigned level, uint64_t first, uint32_t *sblk_out,
+			 uint8_t **out)
+{
+	struct tree_ctx *t = ctx;
+	struct fs *fs = t->fs;
 	struct map_node *n;
 	uint64_t sblk;
+	uint8_t *d;
 	int r;
 
-	r = alloc_item(fs, &fs->spool, 0, tx, &sblk);
+	r = alloc_item(fs, &fs->spool, 0, t->tx, &sblk);
 	if (r)
 		return r;
 	n = malloc(sizeof(*n));
@@ -257,282 +226,144 @@ static int node_new(struct fs *fs, struct fs_inode *ip, unsigned level, uint64_t
 	if (!n || !d) {
 		free(n);
 		bdev_free(d);
-		alloc_free(fs, &fs->spool, sblk, tx);
+		alloc_free(fs, &fs->spool, sblk, t->tx);
 		return -ENOMEM;
 	}
-	memset(d, 0, sizeof(*d));
-	d->level = htole16((uint16_t)level);
-	d->ino = htole64(ip->ino);
-	d->ino_generation = htole64(ip->d.generation);
-	d->first_lblk = htole64(first);
+	vmfsd_map_node_init(d, level, t->ip->ino, t->ip->d.generation, first);
 	n->sblk = (uint32_t)sblk;
-	n->buf = (uint8_t *)d;
+	n->buf = d;
 	pthread_mutex_lock(&ncache_lock);
-	r = ncache_insert(ip, n);
+	r = ncache_insert(t->ip, n);
 	pthread_mutex_unlock(&ncache_lock);
 	if (r) {
 		free(n);
 		bdev_free(d);
-		alloc_free(fs, &fs->spool, sblk, tx);
+		alloc_free(fs, &fs->spool, sblk, t->tx);
 		return r;
 	}
-	ip->d.alloc_units += VMFSD_SUB_BLOCK_SIZE / 512;
 	*sblk_out = (uint32_t)sblk;
-	*out = (uint8_t *)d;
+	*out = d;
 	return 0;
 }
 
-static int grow(struct fs *fs, struct fs_inode *ip, struct tx *tx)
+static int tree_node_put(void *ctx, uint32_t sblk, uint8_t *node)
 {
-	unsigned h = ip->d.map_height;
-	uint32_t sblk, i;
-	uint8_t *node;
-	int r;
+	struct tree_ctx *t = ctx;
 
-	if (h + 1 > VMFSD_MAP_MAX_HEIGHT)
-		return -EFBIG;
-	r = node_new(fs, ip, h, 0, tx, &sblk, &node);
-	if (r)
-		return r;
-	for (i = 0; i < ROOTS; i++)
-		memcpy(slot_ptr(node, i), root_ptr(ip, i), 4);
-	memset(ip->d.map, 0, VMFSD_MAP_AREA);
-	vmfsd_put_le32(root_ptr(ip, 0), sblk);
-	ip->d.map_height = (uint8_t)(h + 1);
-	node_log(fs, ip, sblk, node, tx);
-	tx_add_inode(tx, ip);
+	node_log(t->fs, sblk, node, t->tx);
 	return 0;
+}
+
+static void tree_root_put(void *ctx)
+{
+	struct tree_ctx *t = ctx;
+
+	tx_add_inode(t->tx, t->ip);
+}
+
+/* A node unlinked from the tree (a failed set's new node, or an emptied
+ * one a walk drops): its sub-block is free with the transaction, and its
+ * cached image goes.  The caller has uncounted it from alloc_units. */
+static void tree_node_forget(void *ctx, uint32_t sblk)
+{
+	struct tree_ctx *t = ctx;
+
+	alloc_free(t->fs, &t->fs->spool, sblk, t->tx);
+	pthread_mutex_lock(&ncache_lock);
+	ncache_remove(t->ip, sblk);
+	pthread_mutex_unlock(&ncache_lock);
+}
+
+#define TREE_OPS(t) { .ctx = &(t), .node_get = tree_node_get, .node_new = tree_node_new, \
+		      .node_put = tree_node_put, .root_put = tree_root_put, \
+		      .node_forget = tree_node_forget }
+
+int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val)
+{
+	struct tree_ctx t = { .fs = fs, .ip = ip };
+	const struct vmfsd_maptree_ops ops = TREE_OPS(t);
+
+	return vmfsd_maptree_get(&ops, &ip->d, lblk, val);
 }
 
 int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 	     struct tx *tx)
 {
-	uint8_t *path_node[VMFSD_MAP_MAX_HEIGHT], *path_slot[VMFSD_MAP_MAX_HEIGHT];
-	uint32_t path_sblk[VMFSD_MAP_MAX_HEIGHT];
-	bool path_new[VMFSD_MAP_MAX_HEIGHT];
-	unsigned h, level, depth = 0, i;
-	uint64_t span, rem, first;
-	uint8_t *slot;
-	int r;
+	struct tree_ctx t = { .fs = fs, .ip = ip, .tx = tx };
+	const struct vmfsd_maptree_ops ops = TREE_OPS(t);
+	int r = vmfsd_maptree_set(&ops, &ip->d, lblk, val);
 
-	while (lblk >= bmap_capacity(ip->d.map_height)) {
-		r = grow(fs, ip, tx);
-		if (r)
-			return r;
-	}
-	h = ip->d.map_height;
-	span = pow_fanout(h);
-	slot = root_ptr(ip, (uint32_t)(lblk / span));
-	rem = lblk % span;
-	first = lblk - rem;
-	for (level = h; level > 0; level--) {
-		uint32_t e = vmfsd_get_le32(slot);
-		uint8_t *node;
-
-		path_new[depth] = !e;
-		path_slot[depth] = slot;
-		if (!e) {
-			r = node_new(fs, ip, level - 1, first, tx, &e, &node);
-			if (r)
-				goto undo;
-			vmfsd_put_le32(slot, e);
-		} else {
-			r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
-			if (r)
-				goto undo;
-		}
-		path_node[depth] = node;
-		path_sblk[depth] = e & VMFSD_MAP_PBLK_MASK;
-		depth++;
-		span /= FANOUT;
-		slot = slot_ptr(node, (uint32_t)(rem / span));
-		first += rem / span * span;
-		rem %= span;
-	}
-	vmfsd_put_le32(slot, val);
-	/* Log bottom-up so every node reaches the disk before its parent. */
-	for (i = depth; i-- > 0;)
-		node_log(fs, ip, path_sblk[i], path_node[i], tx);
+	if (r)
+		return r;
 	tx_add_inode(tx, ip);
 	return 0;
-undo:
-	/* The nodes this call created are empty and not logged yet: unlink
-	 * and free them, so a failed set (ENOSPC for a node) neither leaks
-	 * sub-blocks nor leaves a pointer to a node that never reaches disk. */
-	for (i = depth; i-- > 0;) {
-		if (!path_new[i])
-			continue;
-		vmfsd_put_le32(path_slot[i], 0);
-		alloc_free(fs, &fs->spool, path_sblk[i], tx);
-		ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
-		pthread_mutex_lock(&ncache_lock);
-		ncache_remove(ip, path_sblk[i]);
-		pthread_mutex_unlock(&ncache_lock);
-	}
-	return r;
 }
 
+/* ---- freeing a range: a walk whose leaves free their units ---- */
+
 struct free_ctx {
-	struct fs *fs;
-	struct fs_inode *ip;
+	struct tree_ctx t;      /* first: the tree callbacks take it as theirs */
 	struct alloc_pool *pool;
 	uint32_t unit_sectors;
-	struct tx *tx;
 };
 
-/* Frees entries in [from, to) of the slot array SLOTS (n entries, each
- * covering SPAN units, first at BASE).  Returns 1 if the array became empty. */
-static int free_slots(struct free_ctx *c, uint8_t *slots, uint32_t n, unsigned level,
-		      uint64_t base, uint64_t from, uint64_t to, bool *dirty)
+static int free_leaf(void *ctx, uint8_t *slot, uint64_t lo)
 {
-	uint64_t span = pow_fanout(level);
-	uint32_t i, i0, i1;
-	int r;
+	struct free_ctx *c = ctx;
 
-	if (from < base)
-		from = base;
-	if (to <= from)
-		return 0;
-	i0 = (uint32_t)((from - base) / span);
-	i1 = (uint32_t)((to - base + span - 1) / span < n ? (to - base + span - 1) / span : n);
-	for (i = i0; i < i1; i++) {
-		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
-		uint64_t lo = base + i * span, hi = lo + span;
+	(void)lo;
+	alloc_free(c->t.fs, c->pool, vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK, c->t.tx);
+	c->t.ip->d.alloc_units -= c->unit_sectors;
+	vmfsd_put_le32(slot, 0);
+	return 1;
+}
 
-		if (!e)
-			continue;
-		if (level == 0) {
-			alloc_free(c->fs, c->pool, e & VMFSD_MAP_PBLK_MASK, c->tx);
-			c->ip->d.alloc_units -= c->unit_sectors;
-			vmfsd_put_le32(slots + (size_t)i * 4, 0);
-			*dirty = true;
-		} else {
-			uint32_t sblk = e & VMFSD_MAP_PBLK_MASK;
-			bool cdirty = false;
-			uint8_t *node;
+static void free_node(void *ctx, uint32_t sblk)
+{
+	struct free_ctx *c = ctx;
 
-			r = node_get(c->fs, c->ip, sblk, level - 1, &node);
-			if (r)
-				return r;
-			r = free_slots(c, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo,
-				       from > lo ? from : lo, to < hi ? to : hi, &cdirty);
-			if (r < 0)
-				return r;
-			if (r == 1) {
-				/* Child empty: drop the pointer, then the node. */
-				vmfsd_put_le32(slots + (size_t)i * 4, 0);
-				*dirty = true;
-				alloc_free(c->fs, &c->fs->spool, sblk, c->tx);
-				c->ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
-				pthread_mutex_lock(&ncache_lock);
-				ncache_remove(c->ip, sblk);
-				pthread_mutex_unlock(&ncache_lock);
-			} else if (cdirty) {
-				node_log(c->fs, c->ip, sblk, node, c->tx);
-			}
-		}
-	}
-	return vmfsd_all_zero(slots, (size_t)n * 4) ? 1 : 0;
+	c->t.ip->d.alloc_units -= VMFSD_SUB_BLOCK_SIZE / 512;
+	tree_node_forget(&c->t, sblk);
 }
 
 int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,
 		    struct tx *tx)
 {
 	struct free_ctx c = {
-		.fs = fs, .ip = ip, .pool = bmap_pool(fs, ip), .tx = tx,
+		.t = { .fs = fs, .ip = ip, .tx = tx }, .pool = bmap_pool(fs, ip),
 		.unit_sectors = inode_unit_size(fs, ip) / 512,
 	};
-	bool dirty = false;
-	int r;
+	const struct vmfsd_maptree_ops ops = TREE_OPS(c);
+	const struct vmfsd_maptree_walk w = {
+		.ops = &ops, .from = from, .to = to, .leaf = free_leaf, .drop = free_node,
+	};
+	int dirty, r;
 
 	if (ip->d.data_mode == VMFSD_DATA_INLINE)
 		return 0;
-	if (to > bmap_capacity(ip->d.map_height))
-		to = bmap_capacity(ip->d.map_height);
-	r = free_slots(&c, ip->d.map, ROOTS, ip->d.map_height, 0, from, to, &dirty);
-	if (r < 0)
-		return r;
-	if (r == 1)
-		ip->d.map_height = 0;
+	if (from < to && from < vmfsd_map_capacity(ip->d.map_height)) {
+		r = vmfsd_maptree_walk(&w, &ip->d, &dirty);
+		if (r < 0)
+			return r;
+		if (r == 1)
+			ip->d.map_height = 0;
+	}
 	tx_add_inode(tx, ip);
 	return 0;
 }
 
-static int next_slots(struct fs *fs, struct fs_inode *ip, uint8_t *slots, uint32_t n,
-		      unsigned level, uint64_t base, uint64_t from, uint64_t *out)
-{
-	uint64_t span = pow_fanout(level);
-	uint32_t i;
-	int r;
-
-	i = from > base ? (uint32_t)((from - base) / span) : 0;
-	for (; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
-		uint64_t lo = base + i * span;
-		uint8_t *node;
-
-		if (!e)
-			continue;
-		if (level == 0) {
-			*out = lo;
-			return 0;
-		}
-		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
-		if (r)
-			return r;
-		r = next_slots(fs, ip, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo,
-			       from > lo ? from : lo, out);
-		if (r != -ENXIO)
-			return r;
-	}
-	return -ENXIO;
-}
-
 int bmap_next_mapped(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint64_t *out)
 {
-	if (ip->d.data_mode == VMFSD_DATA_INLINE)
-		return -ENXIO;
-	return next_slots(fs, ip, ip->d.map, ROOTS, ip->d.map_height, 0, lblk, out);
-}
+	struct tree_ctx t = { .fs = fs, .ip = ip };
+	const struct vmfsd_maptree_ops ops = TREE_OPS(t);
 
-/* Highest mapped unit < BEFORE among SLOTS (level LEVEL, first at BASE). */
-static int prev_slots(struct fs *fs, struct fs_inode *ip, uint8_t *slots, uint32_t n,
-		      unsigned level, uint64_t base, uint64_t before, uint64_t *out)
-{
-	uint64_t span = pow_fanout(level);
-	uint64_t lim;
-	uint32_t i;
-	int r;
-
-	if (before <= base)
-		return -ENXIO;
-	lim = (before - base + span - 1) / span;
-	i = lim < n ? (uint32_t)lim : n;
-	while (i-- > 0) {
-		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4);
-		uint64_t lo = base + i * span;
-		uint8_t *node;
-
-		if (!e)
-			continue;
-		if (level == 0) {
-			*out = lo;
-			return 0;
-		}
-		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
-		if (r)
-			return r;
-		r = prev_slots(fs, ip, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo, before,
-			       out);
-		if (r != -ENXIO)
-			return r;
-	}
-	return -ENXIO;
+	return vmfsd_maptree_seek(&ops, &ip->d, lblk, 1, out);
 }
 
 int bmap_prev_mapped(struct fs *fs, struct fs_inode *ip, uint64_t before, uint64_t *out)
 {
-	if (ip->d.data_mode == VMFSD_DATA_INLINE)
-		return -ENXIO;
-	return prev_slots(fs, ip, ip->d.map, ROOTS, ip->d.map_height, 0, before, out);
+	struct tree_ctx t = { .fs = fs, .ip = ip };
+	const struct vmfsd_maptree_ops ops = TREE_OPS(t);
+
+	return vmfsd_maptree_seek(&ops, &ip->d, before, -1, out);
 }

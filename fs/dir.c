@@ -112,11 +112,6 @@ void dir_cache_free(struct fs_inode *ip)
 	ip->dir = NULL;
 }
 
-static struct vmfsd_disk_dir_hdr *hdr(uint8_t *blk)
-{
-	return (struct vmfsd_disk_dir_hdr *)blk;
-}
-
 static int dir_load(struct fs *fs, struct fs_inode *dp)
 {
 	struct dir_cache *dc;
@@ -143,7 +138,8 @@ static int dir_load(struct fs *fs, struct fs_inode *dp)
 		goto fail;
 	}
 	for (i = 0; i < n; i++) {
-		uint32_t e, off = 0;
+		struct vmfsd_dirent de;
+		uint32_t e, off, sz;
 		uint8_t *b;
 
 		r = bmap_get(fs, dp, i, &e);
@@ -166,19 +162,14 @@ static int dir_load(struct fs *fs, struct fs_inode *dp)
 			r = vmfsd_dir_block_verify(b, e, dp->ino, dp->d.generation);
 		if (r)
 			goto fail;
-		while (off < le16toh(hdr(b)->used)) {
-			uint8_t *p = b + VMFSD_DIR_HDR + off;
-			size_t nl = p[8];
-
-			if (*dent_slot(dc, (char *)p + VMFSD_DIRENT_FIXED, nl)) {
+		for (off = 0; (sz = vmfsd_dirent_get(b, off, &de)); off += sz) {
+			if (*dent_slot(dc, de.name, de.name_len)) {
 				r = -EUCLEAN; /* duplicate name */
 				goto fail;
 			}
-			r = dent_insert(dc, (char *)p + VMFSD_DIRENT_FIXED, nl,
-					vmfsd_get_le64(p), p[9], i);
+			r = dent_insert(dc, de.name, de.name_len, de.ino, de.type, i);
 			if (r)
 				goto fail;
-			off += vmfsd_dirent_size((unsigned)nl);
 		}
 	}
 	return 0;
@@ -199,24 +190,42 @@ static int check_name(const char *name, size_t *len)
 	return 0;
 }
 
-int dir_lookup(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t *ino,
-	       uint8_t *type)
+/* Loads DP and finds NAME: *PP is its link in the hash chain; with OFF,
+ * *OFF is the entry's offset in its block. */
+static int dent_find(struct fs *fs, struct fs_inode *dp, const char *name,
+		     struct dent ***pp, int *off)
 {
-	struct dent *d;
 	size_t len = strlen(name);
 	int r;
 
-	if (len > VMFSD_NAME_MAX)
-		return -ENAMETOOLONG;
 	r = dir_load(fs, dp);
 	if (r)
 		return r;
-	d = *dent_slot(dp->dir, name, len);
-	if (!d)
+	*pp = dent_slot(dp->dir, name, len);
+	if (!**pp)
 		return -ENOENT;
-	*ino = d->ino;
+	if (!off)
+		return 0;
+	/* The cache said the name is in this block: not finding it there
+	 * means the block changed under the cache. */
+	*off = vmfsd_dirent_find(dp->dir->blk[(**pp)->blk], name, (unsigned)len);
+	return *off < 0 ? -EUCLEAN : 0;
+}
+
+int dir_lookup(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t *ino,
+	       uint8_t *type)
+{
+	struct dent **pp;
+	int r;
+
+	if (strlen(name) > VMFSD_NAME_MAX)
+		return -ENAMETOOLONG;
+	r = dent_find(fs, dp, name, &pp, NULL);
+	if (r)
+		return r;
+	*ino = (*pp)->ino;
 	if (type)
-		*type = d->type;
+		*type = (*pp)->type;
 	return 0;
 }
 
@@ -260,9 +269,7 @@ static int block_append(struct fs *fs, struct fs_inode *dp, struct tx *tx, uint3
 		bdev_free(b);
 		return r;
 	}
-	memset(b, 0, VMFSD_SUB_BLOCK_SIZE);
-	hdr(b)->dir_ino = htole64(dp->ino);
-	hdr(b)->dir_generation = htole64(dp->d.generation);
+	vmfsd_dir_block_init(b, dp->ino, dp->d.generation);
 	dc->blk[n] = b;
 	dc->sblk[n] = (uint32_t)sblk;
 	dc->nblocks = n + 1;
@@ -277,9 +284,7 @@ int dir_add(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
 {
 	struct dir_cache *dc;
 	size_t len;
-	unsigned need;
 	uint32_t bi;
-	uint8_t *b, *p;
 	int r;
 
 	r = check_name(name, &len);
@@ -291,9 +296,8 @@ int dir_add(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
 	dc = dp->dir;
 	if (*dent_slot(dc, name, len))
 		return -EEXIST;
-	need = vmfsd_dirent_size((unsigned)len);
 	for (bi = dc->free_hint; bi < dc->nblocks; bi++)
-		if (VMFSD_DIR_SPACE - le16toh(hdr(dc->blk[bi])->used) >= need)
+		if (vmfsd_dir_block_fits(dc->blk[bi], (unsigned)len))
 			break;
 	dc->free_hint = bi;
 	if (bi == dc->nblocks) {
@@ -304,63 +308,27 @@ int dir_add(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
 	r = dent_insert(dc, name, len, ino, type, bi);
 	if (r)
 		return r;
-	b = dc->blk[bi];
-	p = b + VMFSD_DIR_HDR + le16toh(hdr(b)->used);
-	memset(p, 0, need);
-	vmfsd_put_le64(p, ino);
-	p[8] = (uint8_t)len;
-	p[9] = type;
-	memcpy(p + VMFSD_DIRENT_FIXED, name, len);
-	hdr(b)->used = htole16((uint16_t)(le16toh(hdr(b)->used) + need));
-	hdr(b)->nentries = htole16((uint16_t)(le16toh(hdr(b)->nentries) + 1));
+	r = vmfsd_dirent_add(dc->blk[bi], ino, type, name, (unsigned)len);
+	if (r)
+		return r;
 	block_log(fs, dp, bi, tx);
 	inode_touch(dp, true, true);
 	tx_add_inode(tx, dp);
 	return 0;
 }
 
-/* Offset of NAME's entry in block B, or -1. */
-static int find_in_block(uint8_t *b, const char *name, size_t len)
-{
-	unsigned off = 0, used = le16toh(hdr(b)->used);
-
-	while (off < used) {
-		uint8_t *p = b + VMFSD_DIR_HDR + off;
-
-		if (p[8] == len && !memcmp(p + VMFSD_DIRENT_FIXED, name, len))
-			return (int)off;
-		off += vmfsd_dirent_size(p[8]);
-	}
-	return -1;
-}
-
 int dir_remove(struct fs *fs, struct fs_inode *dp, const char *name, struct tx *tx)
 {
 	struct dir_cache *dc;
 	struct dent **pp, *d;
-	size_t len = strlen(name);
-	unsigned used, sz;
-	uint8_t *b;
 	int r, off;
 
-	r = dir_load(fs, dp);
+	r = dent_find(fs, dp, name, &pp, &off);
 	if (r)
 		return r;
 	dc = dp->dir;
-	pp = dent_slot(dc, name, len);
-	if (!*pp)
-		return -ENOENT;
 	d = *pp;
-	b = dc->blk[d->blk];
-	off = find_in_block(b, name, len);
-	if (off < 0)
-		return -EUCLEAN;
-	used = le16toh(hdr(b)->used);
-	sz = vmfsd_dirent_size((unsigned)len);
-	memmove(b + VMFSD_DIR_HDR + off, b + VMFSD_DIR_HDR + off + sz, used - (unsigned)off - sz);
-	memset(b + VMFSD_DIR_HDR + used - sz, 0, sz);
-	hdr(b)->used = htole16((uint16_t)(used - sz));
-	hdr(b)->nentries = htole16((uint16_t)(le16toh(hdr(b)->nentries) - 1));
+	vmfsd_dirent_remove(dc->blk[d->blk], (unsigned)off);
 	if (d->blk < dc->free_hint)
 		dc->free_hint = d->blk;
 	block_log(fs, dp, d->blk, tx);
@@ -375,23 +343,14 @@ int dir_remove(struct fs *fs, struct fs_inode *dp, const char *name, struct tx *
 int dir_replace(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
 		uint8_t type, struct tx *tx)
 {
-	struct dent *d;
-	size_t len = strlen(name);
-	uint8_t *b;
+	struct dent **pp, *d;
 	int r, off;
 
-	r = dir_load(fs, dp);
+	r = dent_find(fs, dp, name, &pp, &off);
 	if (r)
 		return r;
-	d = *dent_slot(dp->dir, name, len);
-	if (!d)
-		return -ENOENT;
-	b = dp->dir->blk[d->blk];
-	off = find_in_block(b, name, len);
-	if (off < 0)
-		return -EUCLEAN;
-	vmfsd_put_le64(b + VMFSD_DIR_HDR + off, ino);
-	b[VMFSD_DIR_HDR + off + 9] = type;
+	d = *pp;
+	vmfsd_dirent_update(dp->dir->blk[d->blk], (unsigned)off, ino, type);
 	d->ino = ino;
 	d->type = type;
 	block_log(fs, dp, d->blk, tx);
@@ -422,18 +381,16 @@ int dir_snapshot(struct fs *fs, struct fs_inode *dp, struct fs_dirent **out, uin
 	if (!v)
 		return -ENOMEM;
 	for (bi = 0; bi < dc->nblocks; bi++) {
-		uint8_t *b = dc->blk[bi];
-		unsigned off = 0, used = le16toh(hdr(b)->used);
+		struct vmfsd_dirent de;
+		unsigned off, sz;
 
-		while (off < used && k < dc->count) {
-			uint8_t *p = b + VMFSD_DIR_HDR + off;
-
-			v[k].ino = vmfsd_get_le64(p);
-			v[k].type = p[9];
-			memcpy(v[k].name, p + VMFSD_DIRENT_FIXED, p[8]);
-			v[k].name[p[8]] = 0;
+		for (off = 0; k < dc->count && (sz = vmfsd_dirent_get(dc->blk[bi], off, &de));
+		     off += sz) {
+			v[k].ino = de.ino;
+			v[k].type = de.type;
+			memcpy(v[k].name, de.name, de.name_len);
+			v[k].name[de.name_len] = 0;
 			k++;
-			off += vmfsd_dirent_size(p[8]);
 		}
 	}
 	*out = v;

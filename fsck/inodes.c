@@ -15,7 +15,9 @@
  *
  * The map walker here is shared by the later passes: releasing an orphan's
  * units, cutting a directory at a hole, and growing a directory (map_set)
- * for lost+found.
+ * for lost+found.  The tree code under it is vmfsd's own (format/maptree.c):
+ * this file only supplies node storage (reads through the write queue,
+ * changed nodes queued) and the per-node and per-entry checks.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,10 +26,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "format/maptree.h"
 #include "fsck_internal.h"
 
-#define FANOUT VMFSD_MAP_NODE_SLOTS
-#define ROOTS VMFSD_MAP_ROOT_SLOTS
 /* Inode-table reads: up to 1 MiB, bridging gaps of up to 8 free inodes
  * (reading 32 KiB more is cheaper than another request). */
 #define ITABLE_BATCH 256u
@@ -43,20 +44,6 @@ static const char *err_name(int r)
 	default:
 		return "unreadable";
 	}
-}
-
-static uint64_t pow_fanout(unsigned level)
-{
-	uint64_t s = 1;
-
-	while (level--)
-		s *= FANOUT;
-	return s;
-}
-
-static uint64_t capacity(unsigned height)
-{
-	return ROOTS * pow_fanout(height);
 }
 
 /* ---------------- pools ---------------- */
@@ -406,7 +393,7 @@ int ck_inode_edit(struct fsck *c, uint64_t ino, void (*edit)(struct vmfsd_inode 
 
 /* ---------------- the map walker ---------------- */
 
-enum { W_KEEP = 0, W_CLEAR = 1, W_SKIP = 2 };
+enum { W_KEEP = 0, W_CLEAR = VMFSD_MAPTREE_CLEAR, W_SKIP = VMFSD_MAPTREE_SKIP };
 
 struct walk {
 	struct fsck *c;
@@ -425,85 +412,85 @@ struct walk {
 	void *arg;
 };
 
-static int walk_slots(struct walk *w, uint8_t *slots, uint32_t n, unsigned level,
-		      uint64_t base, bool *dirty)
+/* Node storage for the walk (format/maptree.c): the hooks decide before a
+ * node is read, pass 3 verifies it against its place in the tree. */
+static int walk_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t lo,
+			 uint8_t **out)
 {
-	uint64_t span = pow_fanout(level);
-	uint32_t i;
+	struct walk *w = ctx;
+	uint8_t *node;
 	int r;
 
-	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + (size_t)i * 4), sblk;
-		uint64_t lo = base + i * span;
-		struct vmfsd_disk_map_node *nd;
-		bool cdirty = false;
-		uint8_t *node;
-
-		if (!e || lo + span <= w->from)
-			continue;
-		if (level == 0) {
-			r = w->leaf(w, slots + (size_t)i * 4, lo);
-			if (r < 0)
-				return r;
-			if (r)
-				*dirty = true;
-			continue;
-		}
-		sblk = e & VMFSD_MAP_PBLK_MASK;
-		r = w->ptr ? w->ptr(w, sblk, level - 1, lo) : W_KEEP;
-		if (r < 0)
-			return r;
-		if (r == W_CLEAR) {
-			vmfsd_put_le32(slots + (size_t)i * 4, 0);
-			*dirty = true;
-			continue;
-		}
-		if (r == W_SKIP)
-			continue;
-		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-		if (!node)
-			return -ENOMEM;
-		r = ck_meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
-		if (r) {
-			bdev_free(node);
-			return r;
-		}
-		nd = (struct vmfsd_disk_map_node *)node;
-		if (w->verify) {
-			int v = vmfsd_map_node_verify(node, sblk, w->ino, w->gen);
-
-			if (!v && (le16toh(nd->level) != level - 1 || le64toh(nd->first_lblk) != lo))
-				v = -EUCLEAN;
-			if (v) {
-				if (w->bad)
-					w->bad(w, sblk, level - 1, lo, v);
-				vmfsd_put_le32(slots + (size_t)i * 4, 0);
-				*dirty = true;
-				bdev_free(node);
-				continue;
-			}
-			if (w->node_ok)
-				w->node_ok(w, sblk, level - 1, lo);
-		}
-		r = walk_slots(w, node + VMFSD_MAP_NODE_HDR, FANOUT, level - 1, lo, &cdirty);
-		if (!r && cdirty) {
-			vmfsd_map_node_finish(node, sblk);
-			r = ck_wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
-		}
+	r = w->ptr ? w->ptr(w, sblk, level, lo) : W_KEEP;
+	if (r)
+		return r;
+	node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	if (!node)
+		return -ENOMEM;
+	r = ck_meta_read(w->c, vmfsd_sub_off(&w->c->sb, sblk), node);
+	if (r) {
 		bdev_free(node);
-		if (r)
-			return r;
+		return r;
 	}
+	if (w->verify) {
+		const struct vmfsd_disk_map_node *nd = (const void *)node;
+		int v = vmfsd_map_node_verify(node, sblk, w->ino, w->gen);
+
+		if (!v && (le16toh(nd->level) != level || le64toh(nd->first_lblk) != lo))
+			v = -EUCLEAN;
+		if (v) {
+			if (w->bad)
+				w->bad(w, sblk, level, lo, v);
+			bdev_free(node);
+			return W_CLEAR;
+		}
+		if (w->node_ok)
+			w->node_ok(w, sblk, level, lo);
+	}
+	*out = node;
 	return 0;
 }
 
+static void walk_node_release(void *ctx, uint8_t *node)
+{
+	(void)ctx;
+	bdev_free(node);
+}
+
+static int walk_node_put(void *ctx, uint32_t sblk, uint8_t *node)
+{
+	struct walk *w = ctx;
+
+	vmfsd_map_node_finish(node, sblk);
+	return ck_wq_put(w->c, vmfsd_sub_off(&w->c->sb, sblk), node, WQ_DATA);
+}
+
+static int walk_leaf(void *ctx, uint8_t *slot, uint64_t lo)
+{
+	struct walk *w = ctx;
+
+	return w->leaf(w, slot, lo);
+}
+
+/* Walks IN's map from unit w->from on; ROOT_DIRTY is set (never cleared)
+ * when the root slots changed. */
 static int walk_inode(struct walk *w, struct vmfsd_inode *in, bool *root_dirty)
 {
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = w, .node_get = walk_node_get, .node_release = walk_node_release,
+		.node_put = walk_node_put,
+	};
+	const struct vmfsd_maptree_walk mw = {
+		.ops = &ops, .from = w->from, .to = UINT64_MAX, .leaf = walk_leaf,
+	};
+	int dirty, r;
+
 	w->ino = in->ino;
 	w->gen = in->generation;
-	if (in->data_mode == VMFSD_DATA_INLINE)
-		return 0;
-	return walk_slots(w, in->map, ROOTS, in->map_height, 0, root_dirty);
+	r = vmfsd_maptree_walk(&mw, in, &dirty);
+	if (dirty)
+		*root_dirty = true;
+	return r < 0 ? r : 0;
 }
 
 static struct pool *data_pool(struct fsck *c, const struct vmfsd_inode *in)
@@ -704,132 +691,79 @@ static int cut_inode(struct fsck *c, struct irec *r, struct vmfsd_inode *in, uin
 
 /* ---- growing a directory (lost+found, root) ---- */
 
-static int node_new(struct fsck *c, const struct vmfsd_inode *in, unsigned level,
-		    uint64_t first, uint8_t *node, uint32_t *sblk)
-{
-	struct vmfsd_disk_map_node *d = (struct vmfsd_disk_map_node *)node;
-	uint64_t s;
-	int r = ck_pool_alloc(c, &c->sp, &s);
+/* Node storage for format/maptree.c: images read through the write queue
+ * (pass 3 verified the nodes, so they are trusted), changed ones queued. */
+#define SET_BUFS (2 * VMFSD_MAP_MAX_HEIGHT)
 
-	if (r)
-		return r;
-	memset(node, 0, VMFSD_SUB_BLOCK_SIZE);
-	d->level = htole16((uint16_t)level);
-	d->ino = htole64(in->ino);
-	d->ino_generation = htole64(in->generation);
-	d->first_lblk = htole64(first);
-	*sblk = (uint32_t)s;
+struct set_ctx {
+	struct fsck *c;
+	struct irec *r;
+	const struct vmfsd_inode *in;
+	uint8_t *buf[SET_BUFS];  /* one per node the operation touches */
+	unsigned nbuf;
+};
+
+static int set_buf(struct set_ctx *t, uint8_t **out)
+{
+	/* A set touches at most one node per level on the way down plus
+	 * one per growth step. */
+	if (t->nbuf == SET_BUFS)
+		return -EUCLEAN;
+	*out = t->buf[t->nbuf] = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	if (!*out)
+		return -ENOMEM;
+	t->nbuf++;
 	return 0;
 }
 
-static int node_put(struct fsck *c, uint8_t *node, uint32_t sblk)
+static int set_node_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first,
+			uint8_t **node)
 {
-	vmfsd_map_node_finish(node, sblk);
-	return ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), node, WQ_DATA);
+	struct set_ctx *t = ctx;
+	int e = set_buf(t, node);
+
+	(void)level;
+	(void)first;
+	return e ? e : ck_meta_read(t->c, vmfsd_sub_off(&t->c->sb, sblk), *node);
 }
 
-/* Creates an empty node of LEVEL covering from FIRST and queues it. */
-static int node_create(struct fsck *c, struct vmfsd_inode *in, struct irec *r, unsigned level,
-		       uint64_t first, uint32_t *sblk)
+static int set_node_new(void *ctx, unsigned level, uint64_t first, uint32_t *sblk,
+			uint8_t **node)
 {
-	uint8_t *node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-	int e;
+	struct set_ctx *t = ctx;
+	uint64_t s;
+	int e = set_buf(t, node);
 
-	if (!node)
-		return -ENOMEM;
-	e = node_new(c, in, level, first, node, sblk);
 	if (!e)
-		e = node_put(c, node, *sblk);
-	bdev_free(node);
-	if (!e) {
-		in->alloc_units += VMFSD_SUB_BLOCK_SIZE / 512;
-		r->nodes++;
-	}
-	return e;
+		e = ck_pool_alloc(t->c, &t->c->sp, &s);
+	if (e)
+		return e;
+	vmfsd_map_node_init(*node, level, t->in->ino, t->in->generation, first);
+	*sblk = (uint32_t)s;
+	t->r->nodes++;
+	return 0;
+}
+
+static int set_node_put(void *ctx, uint32_t sblk, uint8_t *node)
+{
+	struct set_ctx *t = ctx;
+
+	vmfsd_map_node_finish(node, sblk);
+	return ck_wq_put(t->c, vmfsd_sub_off(&t->c->sb, sblk), node, WQ_DATA);
 }
 
 int ck_map_set(struct fsck *c, struct vmfsd_inode *in, struct irec *r, uint64_t lblk,
-	    uint32_t val)
+	       uint32_t val)
 {
-	uint64_t span, rem, first;
-	uint8_t *node = NULL, *slot;
-	uint32_t sblk, i;
-	int level, e = 0;
+	struct set_ctx t = { .c = c, .r = r, .in = in };
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = &t, .node_get = set_node_get, .node_new = set_node_new,
+		.node_put = set_node_put,
+	};
+	int e = vmfsd_maptree_set(&ops, in, lblk, val);
 
-	/* Grow as fs/bmap.c does: a new top node takes the root slots. */
-	while (lblk >= capacity(in->map_height)) {
-		uint8_t *top;
-
-		if (in->map_height + 1u > VMFSD_MAP_MAX_HEIGHT)
-			return -EFBIG;
-		e = node_create(c, in, r, in->map_height, 0, &sblk);
-		if (e)
-			return e;
-		top = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-		if (!top)
-			return -ENOMEM;
-		e = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), top);
-		if (!e) {
-			for (i = 0; i < ROOTS; i++)
-				memcpy(top + VMFSD_MAP_NODE_HDR + (size_t)i * 4,
-				       in->map + (size_t)i * 4, 4);
-			e = node_put(c, top, sblk);
-		}
-		bdev_free(top);
-		if (e)
-			return e;
-		memset(in->map, 0, VMFSD_MAP_AREA);
-		vmfsd_put_le32(in->map, sblk);
-		in->map_height++;
-	}
-	span = pow_fanout(in->map_height);
-	slot = in->map + (size_t)(lblk / span) * 4;
-	if (!in->map_height) {
-		vmfsd_put_le32(slot, val);
-		return 0;
-	}
-	rem = lblk % span;
-	first = lblk - rem;
-	sblk = vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK;
-	if (!sblk) {
-		e = node_create(c, in, r, in->map_height - 1u, first, &sblk);
-		if (e)
-			return e;
-		vmfsd_put_le32(slot, sblk);
-	}
-	node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-	if (!node)
-		return -ENOMEM;
-	/* Down the path; a child is queued before the parent that gains a
-	 * pointer to it. */
-	for (level = in->map_height - 1; level >= 0; level--) {
-		uint32_t child;
-
-		e = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), node);
-		if (e)
-			break;
-		span /= FANOUT;
-		slot = node + VMFSD_MAP_NODE_HDR + (size_t)(rem / span) * 4;
-		first += rem / span * span;
-		rem %= span;
-		if (level == 0) {
-			vmfsd_put_le32(slot, val);
-			e = node_put(c, node, sblk);
-			break;
-		}
-		child = vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK;
-		if (!child) {
-			e = node_create(c, in, r, (unsigned)level - 1, first, &child);
-			if (!e) {
-				vmfsd_put_le32(slot, child);
-				e = node_put(c, node, sblk);
-			}
-			if (e)
-				break;
-		}
-		sblk = child;
-	}
-	bdev_free(node);
+	while (t.nbuf)
+		bdev_free(t.buf[--t.nbuf]);
 	return e;
 }
 

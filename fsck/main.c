@@ -92,6 +92,14 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+/* -n, -y, -p/-a: counted, since only one of them may be given. */
+static void mode_set(struct opts *o, enum fsck_mode mode)
+{
+	o->mode = mode;
+	o->mode_given = true;
+	o->nmodes++;
+}
+
 static int parse_args(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
@@ -107,20 +115,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	while ((c = getopt_long(argc, argv, "nypafC::Vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
-			o->mode = FSCK_READONLY;
-			o->mode_given = true;
-			o->nmodes++;
+			mode_set(o, FSCK_READONLY);
 			break;
 		case 'y':
-			o->mode = FSCK_REPAIR;
-			o->mode_given = true;
-			o->nmodes++;
+			mode_set(o, FSCK_REPAIR);
 			break;
 		case 'p':
 		case 'a':
-			o->mode = FSCK_PREEN;
-			o->mode_given = true;
-			o->nmodes++;
+			mode_set(o, FSCK_PREEN);
 			break;
 		case 'f':
 			o->force++;

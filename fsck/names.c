@@ -165,11 +165,7 @@ static void nameset_reset(struct nameset *s)
 
 static int empty_block(struct fsck *c, const struct irec *d, uint32_t sblk, uint8_t *blk)
 {
-	struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)blk;
-
-	memset(blk, 0, VMFSD_SUB_BLOCK_SIZE);
-	h->dir_ino = htole64(d->ino);
-	h->dir_generation = htole64(d->gen);
+	vmfsd_dir_block_init(blk, d->ino, d->gen);
 	vmfsd_dir_block_finish(blk, sblk);
 	return ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), blk, WQ_DATA);
 }
@@ -185,8 +181,8 @@ static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset
 	d->ent_first = c->nents;
 	for (k = 0; k < d->ndb; k++) {
 		uint32_t sblk = d->db[k].sblk;
-		const struct vmfsd_disk_dir_hdr *h = (const void *)blk;
-		unsigned off = 0, used;
+		struct vmfsd_dirent de;
+		unsigned off, sz;
 		uint16_t idx = 0;
 		int v;
 
@@ -208,16 +204,14 @@ static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset
 				return r;
 			continue;
 		}
-		used = le16toh(h->used);
-		while (off < used) {
-			const uint8_t *p = blk + VMFSD_DIR_HDR + off;
-			uint64_t ino = vmfsd_get_le64(p);
-			unsigned nl = p[8];
-			const char *name = (const char *)p + VMFSD_DIRENT_FIXED;
+		for (off = 0; (sz = vmfsd_dirent_get(blk, off, &de)); off += sz, idx++) {
+			uint64_t ino = de.ino;
+			unsigned nl = de.name_len;
+			const char *name = de.name;
 			uint32_t i;
 			int64_t other;
 
-			r = ent_add(c, d->ino, ino, sblk, idx, p[9], name, nl, 0, &i);
+			r = ent_add(c, d->ino, ino, sblk, idx, de.type, name, nl, 0, &i);
 			if (r)
 				return r;
 			if ((nl == 1 && name[0] == '.') || (nl == 2 && !memcmp(name, "..", 2))) {
@@ -249,8 +243,6 @@ static int scan_dir(struct fsck *c, struct irec *d, uint8_t *blk, struct nameset
 				t->flags |= IRF_FROM_ENTRY;
 				*added = true;
 			}
-			off += vmfsd_dirent_size(nl);
-			idx++;
 		}
 	}
 	d->ent_n = c->nents - d->ent_first;
@@ -818,9 +810,9 @@ static int rewrite_blocks(struct fsck *c, struct irec *d, uint8_t *blk, uint8_t 
 	for (b = 0; b < d->ndb; b++) {
 		uint32_t sblk = d->db[b].sblk, k0 = k, j;
 		bool touched = false;
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)out;
-		unsigned off = 0, wo = 0, used;
-		uint16_t idx = 0, nent = 0;
+		struct vmfsd_dirent de;
+		unsigned off, sz, used;
+		uint16_t idx = 0;
 
 		while (k < d->ent_n && ent_at(c, d->ent_first + k)->sblk == sblk)
 			k++;
@@ -832,31 +824,28 @@ static int rewrite_blocks(struct fsck *c, struct irec *d, uint8_t *blk, uint8_t 
 		r = ck_meta_read(c, vmfsd_sub_off(&c->sb, sblk), blk);
 		if (r)
 			return r;
-		memcpy(out, blk, VMFSD_DIR_HDR);
-		memset(out + VMFSD_DIR_HDR, 0, VMFSD_DIR_SPACE);
-		used = le16toh(((struct vmfsd_disk_dir_hdr *)blk)->used);
+		/* Edit a copy in place: the entries stay where they are until a
+		 * removal moves the later ones down, and the tail past them is
+		 * zero as the format wants. */
+		used = vmfsd_dir_block_used(blk);
+		memcpy(out, blk, VMFSD_DIR_HDR + used);
+		memset(out + VMFSD_DIR_HDR + used, 0, VMFSD_DIR_SPACE - used);
 		j = k0;
-		while (off < used) {
-			const uint8_t *p = blk + VMFSD_DIR_HDR + off;
-			unsigned sz = vmfsd_dirent_size(p[8]);
+		for (off = 0; (sz = vmfsd_dirent_get(out, off, &de)); idx++) {
 			struct ent *e = j < k ? ent_at(c, d->ent_first + j) : NULL;
 
 			if (e && e->idx == idx)
 				j++;
 			else
 				e = NULL;
-			if (!e || !(e->flags & ENT_REMOVE)) {
-				memcpy(out + VMFSD_DIR_HDR + wo, p, sz);
-				if (e && (e->flags & ENT_FIX_DTYPE))
-					out[VMFSD_DIR_HDR + wo + 9] = e->dtype;
-				wo += sz;
-				nent++;
+			if (e && (e->flags & ENT_REMOVE)) {
+				vmfsd_dirent_remove(out, off);
+				continue;
 			}
+			if (e && (e->flags & ENT_FIX_DTYPE))
+				vmfsd_dirent_update(out, off, de.ino, e->dtype);
 			off += sz;
-			idx++;
 		}
-		h->used = htole16((uint16_t)wo);
-		h->nentries = htole16(nent);
 		vmfsd_dir_block_finish(out, sblk);
 		r = ck_wq_put(c, vmfsd_sub_off(&c->sb, sblk), out, WQ_DATA);
 		if (r)
@@ -875,9 +864,6 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 
 	for (i = 0; i < c->nents && !r; i++) {
 		struct ent *e = ent_at(c, i);
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)blk;
-		unsigned need = vmfsd_dirent_size(e->nlen), used = 0;
-		uint8_t *p;
 
 		if (!(e->flags & ENT_NEW) || e->dir != d->ino)
 			continue;
@@ -886,8 +872,7 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 			r = ck_meta_read(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk);
 			if (r)
 				goto out;
-			used = le16toh(h->used);
-			if (VMFSD_DIR_SPACE - used >= need)
+			if (vmfsd_dir_block_fits(blk, e->nlen))
 				break;
 		}
 		if (b == d->ndb) {
@@ -915,19 +900,11 @@ static int append_entries(struct fsck *c, struct irec *d, uint8_t *blk)
 			d->size = in->size;
 			d->units++;
 			grew = true;
-			memset(blk, 0, VMFSD_SUB_BLOCK_SIZE);
-			h->dir_ino = htole64(d->ino);
-			h->dir_generation = htole64(d->gen);
-			used = 0;
+			vmfsd_dir_block_init(blk, d->ino, d->gen);
 		}
-		p = blk + VMFSD_DIR_HDR + used;
-		memset(p, 0, need);
-		vmfsd_put_le64(p, e->ino);
-		p[8] = e->nlen;
-		p[9] = e->dtype;
-		memcpy(p + VMFSD_DIRENT_FIXED, ent_name(c, e), e->nlen);
-		h->used = htole16((uint16_t)(used + need));
-		h->nentries = htole16((uint16_t)(le16toh(h->nentries) + 1));
+		r = vmfsd_dirent_add(blk, e->ino, e->dtype, ent_name(c, e), e->nlen);
+		if (r)
+			goto out;
 		vmfsd_dir_block_finish(blk, d->db[b].sblk);
 		r = ck_wq_put(c, vmfsd_sub_off(&c->sb, d->db[b].sblk), blk, WQ_DATA);
 	}

@@ -743,14 +743,20 @@ void lockmgr_fault_set(struct hb *hb, unsigned faults)
 	atomic_store(&hb->faults, faults);
 }
 
-static void stop_threads(struct hb *hb)
+/* Tells the threads to stop and wakes those waiting on the condition. */
+static void signal_stop(struct hb *hb)
 {
-	if (!hb->started)
-		return;
 	pthread_mutex_lock(&hb->mu);
 	hb->stop = true;
 	pthread_cond_broadcast(&hb->cv);
 	pthread_mutex_unlock(&hb->mu);
+}
+
+static void stop_threads(struct hb *hb)
+{
+	if (!hb->started)
+		return;
+	signal_stop(hb);
 	pthread_join(hb->renew_th, NULL);
 	pthread_join(hb->fence_th, NULL);
 	pthread_join(hb->mon_th, NULL);
@@ -773,16 +779,13 @@ int hb_start(struct hb *hb)
 		goto out;
 	r = -pthread_create(&hb->renew_th, NULL, renew_main, hb);
 	if (r) {
-		hb->stop = true;
+		signal_stop(hb);
 		pthread_join(hb->fence_th, NULL);
 		goto out;
 	}
 	r = -pthread_create(&hb->mon_th, NULL, monitor_main, hb);
 	if (r) {
-		pthread_mutex_lock(&hb->mu);
-		hb->stop = true;
-		pthread_cond_broadcast(&hb->cv);
-		pthread_mutex_unlock(&hb->mu);
+		signal_stop(hb);
 		pthread_join(hb->fence_th, NULL);
 		pthread_join(hb->renew_th, NULL);
 		goto out;
@@ -890,6 +893,32 @@ int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot)
 
 /* ---------------- dead-host takeover ---------------- */
 
+/* The two sectors of a takeover step (expected content, new content), once
+ * the write check passed. */
+static int takeover_bufs(struct hb *hb, uint8_t **expect, uint8_t **nv)
+{
+	int r = hb_write_check(hb);
+
+	if (r)
+		return r;
+	*expect = bdev_alloc(2 * VMFSD_SECTOR);
+	if (!*expect)
+		return -ENOMEM;
+	*nv = *expect + VMFSD_SECTOR;
+	return 0;
+}
+
+/* ATS of the slot sector at OFF from EXPECT to REC, stamped now; the new
+ * sector is left in NV and the issue time in *ISSUE for obs_note_locked. */
+static int takeover_ats(struct hb *hb, uint64_t off, const uint8_t *expect,
+			struct vmfsd_hb *rec, uint8_t *nv, int64_t *issue)
+{
+	rec->wall_time_ms = wall_ms();
+	encode_sector(rec, off, nv);
+	*issue = hb_clock_ns();
+	return bdev_ats(hb->bd, off, expect, nv, NULL);
+}
+
 int hb_claim_dead(struct hb *hb, uint32_t slot)
 {
 	struct hb_obs *o = &hb->obs;
@@ -902,13 +931,9 @@ int hb_claim_dead(struct hb *hb, uint32_t slot)
 
 	if (slot >= o->n || slot == hb->slot)
 		return -EINVAL;
-	r = hb_write_check(hb);
+	r = takeover_bufs(hb, &expect, &nv);
 	if (r)
 		return r;
-	expect = bdev_alloc(2 * VMFSD_SECTOR);
-	if (!expect)
-		return -ENOMEM;
-	nv = expect + VMFSD_SECTOR;
 	pthread_mutex_lock(&o->mu);
 	l = hb_obs_liveness_locked(o, slot);
 	memcpy(expect, o->s[slot].sec, VMFSD_SECTOR);
@@ -928,10 +953,7 @@ int hb_claim_dead(struct hb *hb, uint32_t slot)
 	rec.state = VMFSD_HB_REPLAYING;
 	rec.replayer_slot = hb->slot;
 	rec.replayer_gen = hb->gen;
-	rec.wall_time_ms = wall_ms();
-	encode_sector(&rec, off, nv);
-	issue = hb_clock_ns();
-	r = bdev_ats(hb->bd, off, expect, nv, NULL);
+	r = takeover_ats(hb, off, expect, &rec, nv, &issue);
 	if (r == -ECANCELED)
 		r = -EBUSY;
 	if (r)
@@ -962,13 +984,9 @@ int hb_release_dead(struct hb *hb, uint32_t slot)
 	pthread_mutex_unlock(&o->mu);
 	if (r)
 		return r;
-	r = hb_write_check(hb);
+	r = takeover_bufs(hb, &expect, &nv);
 	if (r)
 		return r;
-	expect = bdev_alloc(2 * VMFSD_SECTOR);
-	if (!expect)
-		return -ENOMEM;
-	nv = expect + VMFSD_SECTOR;
 	off = slot_off(hb, slot);
 	pthread_mutex_lock(&o->mu);
 	memcpy(expect, hb->replay[slot], VMFSD_SECTOR);
@@ -986,10 +1004,7 @@ int hb_release_dead(struct hb *hb, uint32_t slot)
 	rec.generation++;
 	rec.replayer_slot = 0;
 	rec.replayer_gen = 0;
-	rec.wall_time_ms = wall_ms();
-	encode_sector(&rec, off, nv);
-	issue = hb_clock_ns();
-	r = bdev_ats(hb->bd, off, expect, nv, NULL);
+	r = takeover_ats(hb, off, expect, &rec, nv, &issue);
 	if (r == -ECANCELED) {
 		/* Someone took the replay from us: they judged us dead. */
 		pthread_mutex_lock(&o->mu);

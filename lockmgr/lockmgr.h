@@ -260,21 +260,15 @@ const char *lock_mode_name(uint16_t mode);
 
 struct lockmgr_host {
 	uint32_t slot;
-	uint16_t state;         /* VMFSD_HB_* */
 	enum hb_liveness liveness; /* over the watch: ALIVE if it beat,
 				    * SILENT if not (DEAD only if the watch
 				    * lasted longer than the timeout) */
-	char name[VMFSD_HOSTNAME_MAX + 1];
-	uint8_t uuid[16];
-	uint64_t generation;
-	uint64_t counter;
-	uint32_t pid;
-	uint32_t replayer_slot;
-	uint64_t replayer_gen;
-	uint64_t journal_off;
+	/* The slot's record as last read (all zero if it did not decode):
+	 * state, host name and uuid, generation, counter, pid, replayer,
+	 * journal offset, and wall_time_ms, the writer's clock (display). */
+	struct vmfsd_hb hb;
 	int64_t since_beat_ms;  /* observer-measured time since the content
 				 * last changed; -1: no change during the watch */
-	uint64_t wall_time_ms;  /* writer's clock at its last write (display) */
 };
 
 enum lockmgr_obj {

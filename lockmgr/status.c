@@ -234,18 +234,8 @@ int lockmgr_status(struct bdev *bd, uint32_t watch_ms, struct lockmgr_status **o
 		h->slot = i;
 		h->liveness = hb_obs_liveness_locked(&o, i);
 		h->since_beat_ms = s->changed ? (now - s->first_seen) / NS_PER_MS : -1;
-		if (!s->ok)
-			continue;
-		h->state = s->d.state;
-		memcpy(h->name, s->d.host_name, sizeof(h->name));
-		memcpy(h->uuid, s->d.host_uuid, 16);
-		h->generation = s->d.generation;
-		h->counter = s->d.counter;
-		h->pid = s->d.pid;
-		h->replayer_slot = s->d.replayer_slot;
-		h->replayer_gen = s->d.replayer_gen;
-		h->journal_off = s->d.journal_off;
-		h->wall_time_ms = s->d.wall_time_ms;
+		if (s->ok)
+			h->hb = s->d;
 	}
 	r = scan_clusters(bd, st, &cap, &o, VMFSD_RC_INODE, st->sb.ibm_count);
 	if (!r)
@@ -358,7 +348,7 @@ static const char *slot_name(const struct lockmgr_status *st, uint32_t slot)
 
 	for (i = 0; i < st->nhosts; i++)
 		if (st->hosts[i].slot == slot)
-			return st->hosts[i].name;
+			return st->hosts[i].hb.host_name;
 	return "";
 }
 
@@ -384,18 +374,18 @@ static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 		const struct lockmgr_host *h = &st->hosts[i];
 		char beat[64];
 
-		printable(name, h->name, sizeof(name));
+		printable(name, h->hb.host_name, sizeof(name));
 		if (h->since_beat_ms >= 0)
 			snprintf(beat, sizeof(beat), "%.1f s ago", (double)h->since_beat_ms / 1000);
-		else if (h->state == VMFSD_HB_FREE)
+		else if (h->hb.state == VMFSD_HB_FREE)
 			snprintf(beat, sizeof(beat), "-");
 		else
 			snprintf(beat, sizeof(beat), "none in %.1f s", (double)st->watch_ms / 1000);
 		sb_printf(b, "%-5u %-20s %-10s %-9s %-8" PRIu64 " %-9" PRIu64 " %-8u %s",
-			  h->slot, name[0] ? name : "-", hb_state_name(h->state),
-			  hb_liveness_name(h->liveness), h->generation, h->counter, h->pid, beat);
-		if (h->state == VMFSD_HB_REPLAYING)
-			sb_printf(b, " (replayed by slot %u)", h->replayer_slot);
+			  h->slot, name[0] ? name : "-", hb_state_name(h->hb.state),
+			  hb_liveness_name(h->liveness), h->hb.generation, h->hb.counter, h->hb.pid, beat);
+		if (h->hb.state == VMFSD_HB_REPLAYING)
+			sb_printf(b, " (replayed by slot %u)", h->hb.replayer_slot);
 		sb_printf(b, "\n");
 	}
 	sb_printf(b, "\nLOCKS (%u not free, %" PRIu64 " inodes checked)\n", st->nlocks,
@@ -436,21 +426,21 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 	for (i = 0; i < st->nhosts; i++) {
 		const struct lockmgr_host *h = &st->hosts[i];
 
-		uuid_str(h->uuid, uuid);
+		uuid_str(h->hb.host_uuid, uuid);
 		sb_printf(b, "%s\n    {\"slot\": %u, \"name\": ", i ? "," : "", h->slot);
-		sb_json_str(b, h->name);
+		sb_json_str(b, h->hb.host_name);
 		sb_printf(b, ", \"uuid\": \"%s\", \"state\": \"%s\", \"liveness\": \"%s\", "
 			  "\"generation\": %" PRIu64 ", \"counter\": %" PRIu64 ", \"pid\": %u, ",
-			  uuid, hb_state_name(h->state), hb_liveness_name(h->liveness),
-			  h->generation, h->counter, h->pid);
+			  uuid, hb_state_name(h->hb.state), hb_liveness_name(h->liveness),
+			  h->hb.generation, h->hb.counter, h->hb.pid);
 		if (h->since_beat_ms >= 0)
 			sb_printf(b, "\"seconds_since_beat\": %.3f, ", (double)h->since_beat_ms / 1000);
 		else
 			sb_printf(b, "\"seconds_since_beat\": null, ");
-		sb_printf(b, "\"wall_time_ms\": %" PRIu64, h->wall_time_ms);
-		if (h->state == VMFSD_HB_REPLAYING)
+		sb_printf(b, "\"wall_time_ms\": %" PRIu64, h->hb.wall_time_ms);
+		if (h->hb.state == VMFSD_HB_REPLAYING)
 			sb_printf(b, ", \"replayer_slot\": %u, \"replayer_generation\": %" PRIu64,
-				  h->replayer_slot, h->replayer_gen);
+				  h->hb.replayer_slot, h->hb.replayer_gen);
 		sb_printf(b, "}");
 	}
 	sb_printf(b, "\n  ],\n  \"locks\": [");

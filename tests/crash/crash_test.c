@@ -17,12 +17,18 @@
  *
  *   crash_test --mkfs PATH [--dir BASE] [--fsck PATH] [--seed S] [--seeds N]
  *              [--cuts N] [--ops N] [--cut N --mode M]   (one point: reproduce)
+ *              [--stall MS]
+ * --stall stops the whole process for MS milliseconds half-way through every
+ * workload, as a loaded machine's scheduler may: the host must not fence
+ * itself (and fail the workload with EIO) over a stall the heartbeat
+ * timeout of the test volume is meant to absorb.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +63,7 @@ struct model {
 
 static const char *dirs[NDIRS] = { "", "a", "b" };
 static const char *mkfs_path, *fsck_path, *workdir;
+static unsigned stall_ms;
 static char template_img[4096], img[4096];
 static int failures;
 
@@ -455,6 +462,27 @@ static void verify(const struct model *all, const struct model *snap, uint64_t s
 	}
 }
 
+/* Stops every thread of this process for MS milliseconds: a child sends
+ * SIGSTOP, waits, sends SIGCONT.  The monotonic clock the heartbeat and
+ * fencing threads read goes on meanwhile, as under a real stall. */
+static void stall(unsigned ms)
+{
+	pid_t me = getpid(), child = fork();
+
+	if (child == 0) {
+		struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000l };
+
+		kill(me, SIGSTOP);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+		kill(me, SIGCONT);
+		_exit(0);
+	}
+	if (child > 0)
+		while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
 /* Runs the workload; cut < 0: no cut, returns the device writes issued. */
 static uint64_t one_run(uint64_t seed, int64_t cut, int mode, int ops)
 {
@@ -495,6 +523,8 @@ static uint64_t one_run(uint64_t seed, int64_t cut, int mode, int ops)
 	if (cut >= 0)
 		bdev_crash_cut_after(bd, (uint64_t)cut);
 	for (i = 0; i < (uint32_t)ops; i++) {
+		if (stall_ms && i == (uint32_t)ops / 2)
+			stall(stall_ms);
 		r = step(fs, &m, &s, i + 1);
 		if (bdev_crash_is_cut(bd))
 			break;
@@ -543,6 +573,7 @@ int main(int argc, char **argv)
 		{ "seeds", required_argument, NULL, 'n' },
 		{ "cut", required_argument, NULL, 'x' },
 		{ "mode", required_argument, NULL, 'y' },
+		{ "stall", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 }
 	};
 	uint64_t seed = 1, total = 0, tried = 0;
@@ -561,6 +592,7 @@ int main(int argc, char **argv)
 		case 'n': seeds = atoi(optarg); break;
 		case 'x': only = strtoll(optarg, NULL, 0); break;
 		case 'y': mode = atoi(optarg); break;
+		case 't': stall_ms = (unsigned)atoi(optarg); break;
 		default: return 2;
 		}
 	}
@@ -587,10 +619,15 @@ int main(int argc, char **argv)
 	snprintf(template_img, sizeof(template_img), "%s/template.img", workdir);
 	snprintf(img, sizeof(img), "%s/crash.img", workdir);
 	{
-		/* Short heartbeats: a remount recovers the crashed incarnation's
-		 * slot after watching it for two intervals. */
+		/* A short interval: a remount recovers the crashed incarnation's
+		 * slot after watching it for two intervals (fs/cluster.c).  The
+		 * default timeout, not a short one: nothing here waits for it,
+		 * and the host fences itself when no renewal succeeded for
+		 * T - M (docs/cluster.md §3), 700 ms at T = 1 s, which a loaded
+		 * machine's scheduler can exceed (every later write then fails
+		 * with EIO); at T = 10 s it is 7 s. */
 		const char *argv_mkfs[] = { mkfs_path, "-q", "-f", "-H", "4", "--hb-interval", "100",
-					    "--hb-timeout", "1000", "-s", "1G", template_img, NULL };
+					    "--hb-timeout", "10000", "-s", "1G", template_img, NULL };
 
 		if (run(argv_mkfs) != 0) {
 			fprintf(stderr, "mkfs failed\n");

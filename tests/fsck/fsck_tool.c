@@ -39,6 +39,7 @@
 
 #include "bdev/bdev.h"
 #include "format/format.h"
+#include "format/maptree.h"
 #include "fs/fs.h"
 #include "fsck/fsck.h"
 #include "journal/journal.h"
@@ -336,7 +337,7 @@ static uint64_t first_in(struct vol *v, uint64_t off, const uint8_t *slots, unsi
 	unsigned i;
 
 	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + i * 4);
+		uint32_t e = vmfsd_map_slot_get(slots, i);
 		uint64_t noff, r;
 		uint8_t *buf;
 
@@ -349,7 +350,7 @@ static uint64_t first_in(struct vol *v, uint64_t off, const uint8_t *slots, unsi
 		noff = vmfsd_sub_off(&v->sb, e & VMFSD_MAP_PBLK_MASK);
 		buf = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
 		rd(v, noff, buf);
-		r = first_in(v, noff + VMFSD_MAP_NODE_HDR, buf + VMFSD_MAP_NODE_HDR,
+		r = first_in(v, noff + VMFSD_MAP_NODE_HDR, vmfsd_map_node_slots(buf),
 			     VMFSD_MAP_NODE_SLOTS, level - 1, entry, node);
 		bdev_free(buf);
 		if (r) {
@@ -419,9 +420,9 @@ static void dent_edit(struct vol *v, uint64_t dir, const char *name, uint64_t ne
 	ino_get(v, dir, &in);
 	(void)first_entry(v, dir, &e, &node);
 	for (i = 0; i < in.size / VMFSD_SUB_BLOCK_SIZE; i++) {
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
+		struct vmfsd_dirent de;
 		uint32_t sblk;
-		unsigned off = 0, used;
+		int off;
 
 		/* Directory blocks of the test tree are mapped from the root
 		 * slots (height 0). */
@@ -430,43 +431,23 @@ static void dent_edit(struct vol *v, uint64_t dir, const char *name, uint64_t ne
 		sblk = vmfsd_get_le32(in.map + i * 4) & VMFSD_MAP_PBLK_MASK;
 		moff = vmfsd_sub_off(&v->sb, sblk);
 		rd(v, moff, v->blk);
-		used = le16toh(h->used);
 		if (add) {
-			unsigned need = vmfsd_dirent_size((unsigned)nl);
-			uint8_t *p = v->blk + VMFSD_DIR_HDR + used;
-
-			if (VMFSD_DIR_SPACE - used < need)
+			if (vmfsd_dirent_add(v->blk, newino, dtype, name, (unsigned)nl))
 				continue;
-			memset(p, 0, need);
-			vmfsd_put_le64(p, newino);
-			p[8] = (uint8_t)nl;
-			p[9] = dtype;
-			memcpy(p + VMFSD_DIRENT_FIXED, name, nl);
-			h->used = htole16((uint16_t)(used + need));
-			h->nentries = htole16((uint16_t)(le16toh(h->nentries) + 1));
-			vmfsd_dir_block_finish(v->blk, sblk);
-			wr(v, moff, v->blk);
-			return;
-		}
-		while (off < used) {
-			uint8_t *p = v->blk + VMFSD_DIR_HDR + off;
-			unsigned sz = vmfsd_dirent_size(p[8]);
-
-			if (p[8] == nl && !memcmp(p + VMFSD_DIRENT_FIXED, name, nl)) {
-				if (newino) {
-					vmfsd_put_le64(p, newino);
-				} else {
-					memmove(p, p + sz, used - off - sz);
-					memset(v->blk + VMFSD_DIR_HDR + used - sz, 0, sz);
-					h->used = htole16((uint16_t)(used - sz));
-					h->nentries = htole16((uint16_t)(le16toh(h->nentries) - 1));
-				}
-				vmfsd_dir_block_finish(v->blk, sblk);
-				wr(v, moff, v->blk);
-				return;
+		} else {
+			off = vmfsd_dirent_find(v->blk, name, (unsigned)nl);
+			if (off < 0)
+				continue;
+			if (newino) {
+				vmfsd_dirent_get(v->blk, (unsigned)off, &de);
+				vmfsd_dirent_update(v->blk, (unsigned)off, newino, de.type);
+			} else {
+				vmfsd_dirent_remove(v->blk, (unsigned)off);
 			}
-			off += sz;
 		}
+		vmfsd_dir_block_finish(v->blk, sblk);
+		wr(v, moff, v->blk);
+		return;
 	}
 	die("no entry %s in directory %" PRIu64 " (or no room)", name, dir);
 }
@@ -733,28 +714,53 @@ static void badd(struct blist *l, uint64_t off, const char *what)
 	l->n++;
 }
 
-static void add_map(struct vol *v, struct blist *l, const uint8_t *slots, unsigned n,
-		    unsigned level, bool dir)
+/* Lists the map nodes of an inode and, for a directory, its blocks: a
+ * read-only walk of the shared tree code (format/maptree.c). */
+struct map_list {
+	struct vol *v;
+	struct blist *l;
+	bool dir;
+};
+
+static int list_node(void *ctx, uint32_t sblk, unsigned level, uint64_t first, uint8_t **node)
 {
-	unsigned i;
+	struct map_list *m = ctx;
 
-	for (i = 0; i < n; i++) {
-		uint32_t e = vmfsd_get_le32(slots + i * 4) & VMFSD_MAP_PBLK_MASK;
-		uint8_t *node;
+	(void)level;
+	(void)first;
+	badd(m->l, vmfsd_sub_off(&m->v->sb, sblk), "map node");
+	*node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
+	rd(m->v, vmfsd_sub_off(&m->v->sb, sblk), *node);
+	return 0;
+}
 
-		if (!e)
-			continue;
-		if (level == 0) {
-			if (dir)
-				badd(l, vmfsd_sub_off(&v->sb, e), "directory block");
-			continue;
-		}
-		badd(l, vmfsd_sub_off(&v->sb, e), "map node");
-		node = bdev_alloc(VMFSD_SUB_BLOCK_SIZE);
-		rd(v, vmfsd_sub_off(&v->sb, e), node);
-		add_map(v, l, node + VMFSD_MAP_NODE_HDR, VMFSD_MAP_NODE_SLOTS, level - 1, dir);
-		bdev_free(node);
-	}
+static void list_release(void *ctx, uint8_t *node)
+{
+	(void)ctx;
+	bdev_free(node);
+}
+
+static int list_leaf(void *ctx, uint8_t *slot, uint64_t lo)
+{
+	struct map_list *m = ctx;
+	uint32_t e = vmfsd_get_le32(slot) & VMFSD_MAP_PBLK_MASK;
+
+	(void)lo;
+	if (m->dir && e)
+		badd(m->l, vmfsd_sub_off(&m->v->sb, e), "directory block");
+	return 0;
+}
+
+static void add_map(struct vol *v, struct blist *l, struct vmfsd_inode *in)
+{
+	struct map_list m = { .v = v, .l = l, .dir = S_ISDIR(in->mode) };
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = &m, .node_get = list_node, .node_release = list_release,
+	};
+	const struct vmfsd_maptree_walk w = { .ops = &ops, .to = UINT64_MAX, .leaf = list_leaf };
+	int dirty;
+
+	CHECK(vmfsd_maptree_walk(&w, in, &dirty));
 }
 
 /* Every metadata block of a small volume: superblocks, two heartbeat slots
@@ -785,8 +791,7 @@ static void list_blocks(struct vol *v, struct blist *l)
 		badd(l, vmfsd_inode_off(&v->sb, ino), "inode");
 		ino_get(v, ino, &in);
 		if (in.data_mode != VMFSD_DATA_INLINE)
-			add_map(v, l, in.map, VMFSD_MAP_ROOT_SLOTS, in.map_height,
-				S_ISDIR(in.mode));
+			add_map(v, l, &in);
 	}
 }
 
@@ -979,33 +984,35 @@ static void random_damage(struct vol *v, const struct blist *l, char *desc, size
 		unsigned i = (unsigned)(rnd() % VMFSD_MAP_NODE_SLOTS);
 		uint32_t val = (uint32_t)(rnd() % 400);
 
-		vmfsd_put_le32(v->blk + VMFSD_MAP_NODE_HDR + i * 4, val);
+		vmfsd_map_slot_set(vmfsd_map_node_slots(v->blk), i, val);
 		vmfsd_map_node_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
 		snprintf(desc, len, "map node %#" PRIx64 " slot %u := %u", off, i, val);
 	} else {
-		struct vmfsd_disk_dir_hdr *h = (struct vmfsd_disk_dir_hdr *)v->blk;
-		unsigned used = le16toh(h->used), o = 0, want = (unsigned)(rnd() % 8), i = 0;
+		unsigned o = 0, sz = 0, want = (unsigned)(rnd() % 8), i = 0;
 		unsigned what = (unsigned)(rnd() % 3);
+		struct vmfsd_disk_dirent *p;
+		struct vmfsd_dirent de;
 
-		while (o < used && i < want) {
-			o += vmfsd_dirent_size(v->blk[VMFSD_DIR_HDR + o + 8]);
+		while ((sz = vmfsd_dirent_get(v->blk, o, &de)) && i < want) {
+			o += sz;
 			i++;
 		}
-		if (o >= used) {
+		if (!sz) {
 			snprintf(desc, len, "nothing (empty directory block)");
 			return;
 		}
+		p = vmfsd_dirent_at(v->blk, o);
 		if (what == 0) {
 			/* Often a directory, with the directory type: loops and
 			 * second names. */
-			vmfsd_put_le64(v->blk + VMFSD_DIR_HDR + o, 1 + rnd() % 40);
+			p->ino = htole64(1 + rnd() % 40);
 			if (rnd() % 2)
-				v->blk[VMFSD_DIR_HDR + o + 9] = 4;
+				p->d_type = 4;
 		}
 		else if (what == 1)
-			v->blk[VMFSD_DIR_HDR + o + 9] = (uint8_t)(rnd() % 16);
+			p->d_type = (uint8_t)(rnd() % 16);
 		else
-			v->blk[VMFSD_DIR_HDR + o + 10] = (uint8_t)('a' + rnd() % 3);
+			p->name[0] = (char)('a' + rnd() % 3);
 		vmfsd_dir_block_finish(v->blk, (off - v->sb.sub_off) / VMFSD_SUB_BLOCK_SIZE);
 		snprintf(desc, len, "directory block %#" PRIx64 " entry %u %s", off, i,
 			 what == 0 ? "inode" : what == 1 ? "type" : "name");

@@ -164,21 +164,21 @@ static void one(int s, uint8_t *blk)
 		break;
 	case S_DIR:
 		/* A verified block must be walkable exactly as fs/dir.c and
-		 * fsck walk it: entries inside `used`, sizes from name_len. */
+		 * fsck walk it (vmfsd_dirent_get): every entry named, the walk
+		 * ending exactly at `used` after `nentries` entries. */
 		if (vmfsd_dir_block_verify(blk, BLOCKNR, OWNER, OWNER_GEN) == 0) {
 			const struct vmfsd_disk_dir_hdr *h = (const void *)blk;
-			unsigned off = 0, used = le16toh(h->used), n = 0;
+			unsigned off = 0, used = le16toh(h->used), n = 0, sz;
+			struct vmfsd_dirent de;
 
-			while (off < used) {
-				unsigned nl = blk[VMFSD_DIR_HDR + off + 8];
-
-				if (!nl || off + vmfsd_dirent_size(nl) > used)
-					bug("directory block: verified entry overruns");
-				off += vmfsd_dirent_size(nl);
+			while ((sz = vmfsd_dirent_get(blk, off, &de))) {
+				if (!de.name_len || sz != vmfsd_dirent_size(de.name_len))
+					bug("directory block: verified entry malformed");
+				off += sz;
 				n++;
 			}
-			if (n != le16toh(h->nentries) || used > VMFSD_DIR_SPACE)
-				bug("directory block: verified counts wrong");
+			if (off != used || n != le16toh(h->nentries) || used > VMFSD_DIR_SPACE)
+				bug("directory block: verified walk or counts wrong");
 		}
 		break;
 	case S_HB: {
@@ -327,15 +327,17 @@ static void seed_block(int s, uint8_t *blk)
 		h->dir_generation = htole64(OWNER_GEN);
 		while (rnd() % 8) {
 			unsigned nl = 1 + (unsigned)(rnd() % 255), k;
-			uint8_t *p = blk + VMFSD_DIR_HDR + used;
+			struct vmfsd_disk_dirent *p = vmfsd_dirent_at(blk, used);
 
 			if (used + vmfsd_dirent_size(nl) > VMFSD_DIR_SPACE)
 				break;
-			vmfsd_put_le64(p, 2 + rnd() % 1000);
-			p[8] = (uint8_t)nl;
-			p[9] = 8;
+			/* By hand, not vmfsd_dirent_add: the pad keeps whatever
+			 * the fuzzer left there. */
+			p->ino = htole64(2 + rnd() % 1000);
+			p->name_len = (uint8_t)nl;
+			p->d_type = 8;
 			for (k = 0; k < nl; k++)
-				p[VMFSD_DIRENT_FIXED + k] = (uint8_t)('a' + rnd() % 26);
+				p->name[k] = (char)('a' + rnd() % 26);
 			used += vmfsd_dirent_size(nl);
 			n++;
 		}

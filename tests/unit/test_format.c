@@ -10,10 +10,13 @@
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "format/format.h"
+#include "format/maptree.h"
 
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)
@@ -1009,6 +1012,95 @@ Test(dir_block, bad_entries)
 	free(blk);
 }
 
+/* The codec writes exactly the layout docs/format.md §10 gives (the
+ * by-hand dirent_put above), and add/find/update/remove keep the block
+ * compacted and verifiable. */
+Test(dirent, codec_matches_layout)
+{
+	uint8_t *blk = blk_alloc(), *ref = blk_alloc();
+	char longname[VMFSD_NAME_MAX + 1];
+	struct vmfsd_dirent de;
+	unsigned off, sz, n = 0;
+
+	memset(longname, 'n', VMFSD_NAME_MAX);
+	longname[VMFSD_NAME_MAX] = 0;
+	sample_dir(ref, 70);
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	cr_assert_eq(vmfsd_dir_block_used(blk), 0);
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 4, "vm1", 3), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 3, 8, longname, VMFSD_NAME_MAX), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 4, 8, "vm1-flat.vmdk", 13), 0);
+	vmfsd_dir_block_finish(blk, 70);
+	cr_assert_eq(memcmp(blk, ref, VMFSD_SUB_BLOCK_SIZE), 0, "codec differs from the layout");
+
+	for (off = 0; (sz = vmfsd_dirent_get(blk, off, &de)); off += sz, n++) {
+		cr_assert_eq(de.ino, n + 2);
+		cr_assert_eq(sz, vmfsd_dirent_size(de.name_len));
+	}
+	cr_assert_eq(n, 3);
+	cr_assert_eq(off, vmfsd_dir_block_used(blk));
+	cr_assert_eq(vmfsd_dirent_get(blk, 16, &de), 272);
+	cr_assert_eq(de.name_len, VMFSD_NAME_MAX);
+	cr_assert_eq(de.type, 8);
+	cr_assert_eq(de.name, (const char *)blk + VMFSD_DIR_HDR + 16 + VMFSD_DIRENT_FIXED);
+
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1", 3), 0);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1-flat.vmdk", 13), 16 + 272);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm", 2), -ENOENT);
+
+	vmfsd_dirent_update(blk, 0, 9, 10);
+	vmfsd_dirent_get(blk, 0, &de);
+	cr_assert(de.ino == 9 && de.type == 10 && de.name_len == 3);
+
+	/* Removing the long name moves the last entry down and zeroes the tail. */
+	vmfsd_dirent_remove(blk, 16);
+	cr_assert_eq(vmfsd_dir_block_used(blk), 16 + 24);
+	cr_assert_eq(vmfsd_dirent_find(blk, "vm1-flat.vmdk", 13), 16);
+	cr_assert(vmfsd_all_zero(blk + VMFSD_DIR_HDR + 40, VMFSD_DIR_SPACE - 40));
+	vmfsd_dir_block_finish(blk, 70);
+	cr_assert_eq(vmfsd_dir_block_verify(blk, 70, DIR_INO, DIR_GEN), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_dir_hdr *)blk)->nentries), 2);
+	free(blk);
+	free(ref);
+}
+
+Test(dirent, full_block_and_bad_walk)
+{
+	uint8_t *blk = blk_alloc();
+	struct vmfsd_dirent de;
+	char name[8];
+	unsigned i;
+
+	/* 252 entries of 16 bytes fill the 4032 bytes exactly. */
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	for (i = 0; i < VMFSD_DIR_SPACE / 16; i++) {
+		snprintf(name, sizeof(name), "%u", i);
+		cr_assert_eq(vmfsd_dirent_add(blk, i + 2, 8, name, (unsigned)strlen(name)), 0);
+	}
+	cr_assert_not(vmfsd_dir_block_fits(blk, 1));
+	cr_assert_eq(vmfsd_dirent_add(blk, 1000, 8, "x", 1), -ENOSPC);
+	cr_assert_eq(vmfsd_dir_block_used(blk), VMFSD_DIR_SPACE);
+	vmfsd_dir_block_finish(blk, 5);
+	cr_assert_eq(dir_verify(blk, 5), 0);
+
+	/* An unverified block whose entry runs past `used` ends the walk
+	 * there instead of reading past it. */
+	vmfsd_dir_block_init(blk, DIR_INO, DIR_GEN);
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 8, "abc", 3), 0);
+	cr_assert_eq(vmfsd_dirent_add(blk, 3, 8, "def", 3), 0);
+	vmfsd_dirent_at(blk, 16)->name_len = 200;
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 16);
+	cr_assert_eq(vmfsd_dirent_get(blk, 16, &de), 0);
+	/* A `used` larger than the block yields nothing at all, and has no
+	 * room for another entry. */
+	((struct vmfsd_disk_dir_hdr *)blk)->used = htole16(VMFSD_DIR_SPACE + 8);
+	cr_assert_eq(vmfsd_dirent_get(blk, 0, &de), 0);
+	cr_assert_not(vmfsd_dir_block_fits(blk, 1));
+	cr_assert_eq(vmfsd_dirent_add(blk, 2, 8, "x", 1), -ENOSPC);
+	free(blk);
+}
+
 /* ------------------------------------------------------------------ */
 /* Heartbeat slot                                                      */
 /* ------------------------------------------------------------------ */
@@ -1195,4 +1287,185 @@ Test(journal_id, header_and_descriptor)
 	blk[100] ^= 1;
 	cr_assert_eq(vmfsd_jdesc_verify(blk, 901, &a), -EBADMSG);
 	free(blk);
+}
+
+/* ------------------------------------------------------------------ */
+/* Block-map tree (format/maptree.c) over an in-memory node store       */
+/* ------------------------------------------------------------------ */
+
+#define TREE_NODES 64u
+
+struct tree_store {
+	uint8_t *node[TREE_NODES];      /* by sub-block number, 0 unused */
+	uint32_t next;
+	uint32_t put_order[4 * TREE_NODES];
+	unsigned nput;
+	unsigned roots;
+	const struct vmfsd_inode *in;
+	uint32_t clear_sblk;            /* ts_get answers CLEAR for this node */
+	uint64_t leaves[16];            /* units the walk visited */
+	unsigned nleaves;
+	uint32_t dropped[TREE_NODES];
+	unsigned ndropped;
+};
+
+/* Frees (zeroes) every entry it is shown. */
+static int ts_leaf(void *ctx, uint8_t *slot, uint64_t lo)
+{
+	struct tree_store *t = ctx;
+
+	cr_assert(t->nleaves < 16);
+	t->leaves[t->nleaves++] = lo;
+	vmfsd_put_le32(slot, 0);
+	return 1;
+}
+
+static void ts_drop(void *ctx, uint32_t sblk)
+{
+	struct tree_store *t = ctx;
+
+	t->dropped[t->ndropped++] = sblk;
+}
+
+static int ts_get(void *ctx, uint32_t sblk, unsigned level, uint64_t first, uint8_t **node)
+{
+	struct tree_store *t = ctx;
+
+	if (t->clear_sblk && sblk == t->clear_sblk)
+		return VMFSD_MAPTREE_CLEAR;
+
+	cr_assert(sblk && sblk < t->next, "pointer to sub-block %u", sblk);
+	cr_assert_eq(vmfsd_map_node_verify(t->node[sblk], sblk, t->in->ino,
+					   t->in->generation), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t->node[sblk])->level), level);
+	cr_assert_eq(le64toh(((struct vmfsd_disk_map_node *)t->node[sblk])->first_lblk), first);
+	*node = t->node[sblk];
+	return 0;
+}
+
+static int ts_new(void *ctx, unsigned level, uint64_t first, uint32_t *sblk, uint8_t **node)
+{
+	struct tree_store *t = ctx;
+
+	if (t->next == TREE_NODES)
+		return -ENOSPC;
+	t->node[t->next] = blk_alloc();
+	vmfsd_map_node_init(t->node[t->next], level, t->in->ino, t->in->generation, first);
+	*sblk = t->next++;
+	*node = t->node[*sblk];
+	return 0;
+}
+
+static int ts_put(void *ctx, uint32_t sblk, uint8_t *node)
+{
+	struct tree_store *t = ctx;
+
+	cr_assert_eq(node, t->node[sblk]);
+	vmfsd_map_node_finish(node, sblk);
+	t->put_order[t->nput++] = sblk;
+	return 0;
+}
+
+static void ts_root(void *ctx)
+{
+	((struct tree_store *)ctx)->roots++;
+}
+
+/* Units spread over three heights (the root, one level, two levels), in
+ * increasing order. */
+static const uint64_t tree_lblk[] = {
+	0, 5, VMFSD_MAP_ROOT_SLOTS - 1, VMFSD_MAP_ROOT_SLOTS,
+	(uint64_t)VMFSD_MAP_ROOT_SLOTS * VMFSD_MAP_NODE_SLOTS + 7, 1000000, 1000001,
+};
+
+Test(maptree, set_get_grow_seek)
+{
+	struct vmfsd_inode in = { .ino = 77, .generation = 3, .data_mode = VMFSD_DATA_BLOCK };
+	struct tree_store t = { .next = 1, .in = &in };
+	const struct vmfsd_maptree_ops ops = {
+		.ctx = &t, .node_get = ts_get, .node_new = ts_new, .node_put = ts_put,
+		.root_put = ts_root,
+	};
+	size_t n = sizeof(tree_lblk) / sizeof(tree_lblk[0]), i;
+	uint64_t out;
+	uint32_t v;
+
+	cr_assert_eq(vmfsd_map_span(2), (uint64_t)VMFSD_MAP_NODE_SLOTS * VMFSD_MAP_NODE_SLOTS);
+	cr_assert_eq(vmfsd_map_capacity(1), 733824u);
+	for (i = 0; i < n; i++)
+		cr_assert_eq(vmfsd_maptree_set(&ops, &in, tree_lblk[i], (uint32_t)(100 + i)), 0);
+	/* 728 x 1008 + 7 needs height 2: two growths, each logged the root. */
+	cr_assert_eq(in.map_height, 2);
+	cr_assert_eq(t.roots, 2);
+	cr_assert_eq(in.alloc_units, (uint64_t)(t.next - 1) * (VMFSD_SUB_BLOCK_SIZE / 512));
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, tree_lblk[i], &v), 0);
+		cr_assert_eq(v, 100 + i, "unit %" PRIu64, tree_lblk[i]);
+	}
+	cr_assert_eq(vmfsd_maptree_get(&ops, &in, 6, &v), 0);
+	cr_assert_eq(v, 0);
+	cr_assert_eq(vmfsd_maptree_get(&ops, &in, vmfsd_map_capacity(2), &v), 0);
+	cr_assert_eq(v, 0);
+
+	/* Seeking forward and backward visits the units in order. */
+	for (i = 0; i < n; i++) {
+		cr_assert_eq(vmfsd_maptree_seek(&ops, &in, i ? tree_lblk[i - 1] + 1 : 0, 1, &out), 0);
+		cr_assert_eq(out, tree_lblk[i], "i %zu out %" PRIu64, i, out);
+		cr_assert_eq(vmfsd_maptree_seek(&ops, &in, tree_lblk[i] + 1, -1, &out), 0);
+		cr_assert_eq(out, tree_lblk[i]);
+	}
+	cr_assert_eq(vmfsd_maptree_seek(&ops, &in, tree_lblk[n - 1] + 1, 1, &out), -ENXIO);
+	cr_assert_eq(vmfsd_maptree_seek(&ops, &in, 0, -1, &out), -ENXIO);
+
+	/* A set on an existing path rewrites that path only, leaf first. */
+	t.nput = 0;
+	cr_assert_eq(vmfsd_maptree_set(&ops, &in, 1000001, 9), 0);
+	cr_assert_eq(t.nput, 2);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[0]])->level), 0);
+	cr_assert_eq(le16toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[1]])->level), 1);
+	cr_assert_eq(le64toh(((struct vmfsd_disk_map_node *)t.node[t.put_order[0]])->first_lblk),
+		     1000001 / VMFSD_MAP_NODE_SLOTS * VMFSD_MAP_NODE_SLOTS);
+
+	/* Walking [729, 1000001) frees 733831 and 1000000 only: the node of
+	 * 733831 empties and is dropped, the leaf of 1000000 keeps 1000001. */
+	{
+		const struct vmfsd_maptree_walk w = {
+			.ops = &ops, .from = 729, .to = 1000001, .leaf = ts_leaf, .drop = ts_drop,
+		};
+		int dirty;
+
+		t.nput = 0;
+		cr_assert_eq(vmfsd_maptree_walk(&w, &in, &dirty), 0);
+		cr_assert_eq(dirty, 0);
+		cr_assert_eq(t.nleaves, 2);
+		cr_assert(t.leaves[0] == 733831 && t.leaves[1] == 1000000);
+		cr_assert_eq(t.ndropped, 1);
+		cr_assert_eq(t.nput, 2, "the changed leaf and the level-1 node losing a pointer");
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, 1000001, &v), 0);
+		cr_assert_eq(v, 9);
+		cr_assert_eq(vmfsd_maptree_get(&ops, &in, 728, &v), 0);
+		cr_assert_eq(v, 103);
+	}
+	/* A node the storage refuses (CLEAR) loses its pointer; a walk of
+	 * everything then leaves the root empty. */
+	{
+		const struct vmfsd_maptree_walk w = {
+			.ops = &ops, .from = 0, .to = UINT64_MAX, .leaf = ts_leaf, .drop = ts_drop,
+		};
+		int dirty;
+
+		t.clear_sblk = vmfsd_map_slot_get(in.map, 0);
+		t.nleaves = 0;
+		cr_assert_eq(vmfsd_maptree_walk(&w, &in, &dirty), 1);
+		cr_assert_eq(dirty, 1);
+		cr_assert_eq(t.nleaves, 0);
+		t.clear_sblk = 0;
+	}
+
+	/* Past the greatest height. */
+	in.map_height = VMFSD_MAP_MAX_HEIGHT;
+	cr_assert_eq(vmfsd_maptree_set(&ops, &in, vmfsd_map_capacity(VMFSD_MAP_MAX_HEIGHT), 1),
+		     -EFBIG);
+	for (i = 1; i < t.next; i++)
+		free(t.node[i]);
 }
