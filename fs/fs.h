@@ -36,6 +36,14 @@ struct fs_mount_opts {
 	 * its slot at once.  A previous mount whose process is gone from this
 	 * machine is recovered at once anyway. */
 	int reclaim_own_slot;
+	/* Called once when this host fences (docs/cluster.md §3, §5): on the
+	 * heartbeat's fence thread, after every write of the volume was made
+	 * to fail.  It runs inside the fencing deadline, so it must not block,
+	 * do I/O, allocate or take a lock: post a wake-up to a thread of the
+	 * caller's and return (vmfsd's kills this host's VMs, docs/vm.md).
+	 * REASON is enum hb_fence_reason (lockmgr.h). */
+	void (*fence_hook)(void *arg, int reason);
+	void *fence_arg;
 };
 
 enum fs_mount_flags_out {
