@@ -48,6 +48,10 @@
 #define MIGRATE_TIMEOUT_MS 600000
 /* another request on the same VM (a shutdown waiting for its guest) */
 #define VMLOCK_WAIT_MS (120 * 1000)
+/* after a cont, how long a stop for the same I/O error is waited for: the
+ * retried writes go out at once and fail within one datastore round trip
+ * (milliseconds on FUSE) */
+#define CONT_SETTLE_MS 1000
 
 static int64_t now_ms(void)
 {
@@ -296,17 +300,36 @@ out:
  * files, keep the state folder (it holds the flock). */
 static void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 {
-	char name[VM_NAME_MAX + 8], p[PATH_MAX + 16];
+	char name[VM_NAME_MAX + 8], p[PATH_MAX + 16], buf[PATH_MAX + 64];
 	struct vm_lockrec r;
 
+	/* the pid stays known as last-pid: a fence notice (kill_volume) names
+	 * the pids vmfsd killed, and may arrive after this cleanup */
+	sfile(v, "pid", p, sizeof(p));
+	if (!read_text(p, buf, sizeof(buf))) {
+		char lp[PATH_MAX + 16];
+
+		sfile(v, "last-pid", lp, sizeof(lp));
+		strcat(buf, "\n");
+		write_text(lp, buf);
+	}
+	sfile(v, "fenced", p, sizeof(p));
+	if (!read_text(p, buf, sizeof(buf))) {
+		why = "QEMU killed by the fence of its volume";
+	}
 	if (v->cfg_ok && !vm_lockrec_name(&v->cfg, name, sizeof(name)) &&
 	    !vm_lockrec_read(v->dirfd, name, &r) && !strcmp(r.host, a->host)) {
-		vm_lockrec_remove(v->dirfd, name);
-		agent_log(a, "%s: %s; lock record released", v->vmx_path, why);
+		int rc = vm_lockrec_remove(v->dirfd, name);
+
+		if (rc)
+			agent_log(a, "%s: %s; its lock record %s stays: %s", v->vmx_path, why, name,
+				  strerror(-rc));
+		else
+			agent_log(a, "%s: %s; lock record released", v->vmx_path, why);
 	}
 	vm_log_sync(v);
 	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog", "accel",
-					    NULL};
+					    "io-error", NULL};
 	for (int i = 0; files[i]; i++) {
 		sfile(v, files[i], p, sizeof(p));
 		unlink(p);
@@ -331,6 +354,106 @@ static json_t *qmp_simple(struct vmctx *v, const char *cmd, json_t *args, json_t
 	if (rc)
 		return reply_err(rc, "%s: %s", v->vmx_path, err->msg);
 	return NULL;
+}
+
+/* QEMU's run state ("running", "paused", "io-error", ...) by QMP
+ * query-status. */
+static int vm_run_status(struct vmctx *v, char *buf, size_t size)
+{
+	struct vm_err err;
+	json_t *ret = NULL, *e = qmp_simple(v, "query-status", NULL, &ret, &err);
+	const char *s = ret ? json_string_value(json_object_get(ret, "status")) : NULL;
+	int rc = e || !s ? -EIO : 0;
+
+	if (!rc)
+		snprintf(buf, size, "%s", s);
+	json_decref(ret);
+	json_decref(e);
+	return rc;
+}
+
+/* Which disks QEMU reports failed (query-block io-status "failed" or
+ * "nospace"), as "vd0: nospace, ..." for the log. */
+static void vm_io_status(struct vmctx *v, char *buf, size_t size)
+{
+	struct vm_err err;
+	json_t *ret = NULL, *e = qmp_simple(v, "query-block", NULL, &ret, &err), *dev;
+	size_t i, l = 0;
+
+	buf[0] = '\0';
+	json_array_foreach(ret, i, dev) {
+		const char *io = json_string_value(json_object_get(dev, "io-status"));
+		const char *q = json_string_value(json_object_get(dev, "qdev"));
+
+		if (io && strcmp(io, "ok") && l + 64 < size)
+			l += (size_t)snprintf(buf + l, size - l, "%s%s: %s", l ? ", " : "",
+					      q ? q : "?", !strcmp(io, "nospace")
+					      ? "no space left on the datastore" : io);
+	}
+	json_decref(ret);
+	json_decref(e);
+	if (!buf[0])
+		snprintf(buf, size, "no disk named");
+}
+
+/* The sweep's look at a running VM: log when QEMU paused it for an I/O
+ * error (and when it runs again); sdir/io-error remembers what was said. */
+static void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx)
+{
+	char p[PATH_MAX + 16], st[32], why[512], note[64];
+	bool noted;
+
+	if (vm_run_status(v, st, sizeof(st)))
+		return;
+	sfile(v, "io-error", p, sizeof(p));
+	noted = !read_text(p, note, sizeof(note));
+	if (!strcmp(st, "io-error") && !noted) {
+		vm_io_status(v, why, sizeof(why));
+		snprintf(note, sizeof(note), "%lld\n", (long long)time(NULL));
+		write_text(p, note);
+		agent_log(a, "%s: paused by QEMU after a disk I/O error (%s); free space on the datastore, "
+			  "then `vmfsctl resume` continues it", vmx, why);
+	} else if (strcmp(st, "io-error") && noted) {
+		unlink(p);
+		agent_log(a, "%s: no longer paused by an I/O error (now %s)", vmx, st);
+	}
+}
+
+/* `resume` of a VM whose QEMU runs but is paused: QMP cont (QEMU retries
+ * the writes that failed).  Then watches the run state for a moment: a
+ * datastore still full pauses it again at once. */
+static json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid)
+{
+	char st[32] = "", p[PATH_MAX + 16];
+	struct vm_err err;
+	json_t *e;
+
+	if (vm_run_status(v, st, sizeof(st)))
+		return reply_err(EIO, "%s: QEMU (pid %d) does not answer on QMP", v->vmx_path, (int)pid);
+	if (strcmp(st, "io-error") && strcmp(st, "paused"))
+		return reply_err(EALREADY, "%s is already running on host %s (QEMU pid %d, %s)",
+				 v->vmx_path, a->host, (int)pid, st);
+	e = qmp_simple(v, "cont", NULL, NULL, &err);
+	if (e)
+		return e;
+	/* QEMU resubmits the failed requests at once; CONT_SETTLE_MS is how
+	 * long we look for a new stop before calling it running */
+	for (int64_t end = now_ms() + CONT_SETTLE_MS; now_ms() < end; sleep_ms(100)) {
+		char now[32];
+
+		if (!vm_run_status(v, now, sizeof(now)) && !strcmp(now, "io-error")) {
+			char why[512];
+
+			vm_io_status(v, why, sizeof(why));
+			return reply_err(ENOSPC, "%s: continued, but QEMU paused it again at once (%s): "
+					 "free space on the datastore first", v->vmx_path, why);
+		}
+	}
+	sfile(v, "io-error", p, sizeof(p));
+	unlink(p);
+	agent_log(a, "%s: continued (was %s)", v->vmx_path, st);
+	return reply_ok("%s continued (it was paused%s)", v->vmx_path,
+			!strcmp(st, "io-error") ? " by an I/O error" : "");
 }
 
 static const char *req_str(json_t *req, const char *key)
@@ -377,17 +500,19 @@ static json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 			if (!read_text(p, acc, sizeof(acc)))
 				json_object_set_new(o, "running_accel", json_string(acc));
 		}
-		if (detail) {
-			struct vm_err err;
-			json_t *ret = NULL, *e = qmp_simple(v, "query-status", NULL, &ret, &err);
+		{
+			char st[32];
 
-			if (!e && ret) {
-				json_object_set(o, "qemu_status", json_object_get(ret, "status"));
-				if (!strcmp(json_string_value(json_object_get(ret, "status")) ?: "", "paused"))
+			/* QEMU's run state: "paused" (stop, suspend under way)
+			 * or "io-error" (a disk write failed, werror=enospc:
+			 * the datastore is full) show as paused */
+			if (!vm_run_status(v, st, sizeof(st))) {
+				json_object_set_new(o, "qemu_status", json_string(st));
+				if (!strcmp(st, "paused") || !strcmp(st, "io-error"))
 					json_object_set_new(o, "state", json_string("paused"));
+				if (!strcmp(st, "io-error"))
+					json_object_set_new(o, "paused_reason", json_string("io-error"));
 			}
-			json_decref(ret);
-			json_decref(e);
 		}
 	} else if (!vm_lockrec_name(&v->cfg, name, sizeof(name)) &&
 		   !vm_lockrec_read(v->dirfd, name, &r) && strcmp(r.host, a->host)) {
@@ -399,6 +524,18 @@ static json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 		json_object_set_new(o, "state",
 				    json_string(file_exists_at(v->dirfd, name) ? "suspended" : "off"));
 		json_object_set_new(o, "host", json_null());
+	}
+	if (!pid) {
+		char p[PATH_MAX + 16], note[PATH_MAX + 64], *sp;
+
+		/* "MOUNT TIME" written by kill_volume for a fence */
+		sfile(v, "fenced", p, sizeof(p));
+		if (!read_text(p, note, sizeof(note)) && (sp = strrchr(note, ' '))) {
+			*sp = '\0';
+			json_object_set_new(o, "killed_by_fence",
+					    json_pack("{s:s,s:I}", "volume", note, "at",
+						      (json_int_t)atoll(sp + 1)));
+		}
 	}
 	if (!vm_lockrec_name(&v->cfg, name, sizeof(name)) && !vm_lockrec_read(v->dirfd, name, &r)) {
 		json_object_set_new(o, "lock", json_pack("{s:s,s:i,s:i,s:I}", "host", r.host, "agent_pid",
@@ -1291,6 +1428,12 @@ static json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 		unlinkat(v->dirfd, vmss, 0);
 	}
 	inventory_edit(a, v->vmx_path, NULL);
+	{
+		char p[PATH_MAX + 16];
+
+		sfile(v, "fenced", p, sizeof(p));       /* a new run: the old fence is history */
+		unlink(p);
+	}
 	agent_log(a, "%s: %s (QEMU pid %d, %s, aio=%s)", v->vmx_path,
 		  l.incoming ? "resumed" : "powered on", (int)qpid, vm_accel_name(l.accel), l.aio);
 	reply = reply_ok("%s %s on host %s (QEMU pid %d, %s)", v->vmx_path,
@@ -1515,16 +1658,33 @@ static json_t *list_vms(struct agent *a)
 
 /* ------------------------------------------------------------ fencing */
 
+static bool pid_listed(json_t *pids, pid_t pid)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach(pids, i, e)
+		if (pid > 0 && json_integer_value(e) == pid)
+			return true;
+	return false;
+}
+
 /* Kills at once (SIGKILL, no QMP round trip) every VM of this host whose
  * folder is under `mount`: what a host must do the instant it loses a
- * volume (DESIGN.md §2: fenced, or its vmfsd gone), before any survivor
- * may break its locks and restart the VMs.  Lock records are left alone:
- * the volume may refuse writes now; the next power-on here, or the
- * cluster's lock breaking, deals with them. */
-static json_t *kill_volume(struct agent *a, const char *mount)
+ * volume, before any survivor may break its locks and restart the VMs
+ * (docs/cluster.md §3, docs/vm.md "Fencing").  vmfsd sends this request
+ * itself when its host fences ("fenced": true), after it has already
+ * killed every process holding files on the mount ("killed": their
+ * pids); so a VM counts as ours to mark when its QEMU still runs, or when
+ * its current or last pid is one vmfsd killed.  Marked VMs get a "fenced"
+ * note in their state folder: `info` shows it, the cleanup logs it, and
+ * nothing here restarts them.  Lock records are left alone: the volume
+ * refuses this host's writes now. */
+static json_t *kill_volume(struct agent *a, json_t *req, const char *mount)
 {
 	char vms[PATH_MAX + 8], pre[PATH_MAX + 2];
-	json_t *killed = json_array(), *r;
+	json_t *killed = json_array(), *r, *vpids = json_object_get(req, "killed");
+	bool fenced = json_is_true(json_object_get(req, "fenced"));
 	DIR *d;
 	struct dirent *de;
 
@@ -1534,12 +1694,15 @@ static json_t *kill_volume(struct agent *a, const char *mount)
 	while (strlen(pre) > 1 && pre[strlen(pre) - 1] == '/')
 		pre[strlen(pre) - 1] = '\0';
 	strcat(pre, "/");
+	if (fenced)
+		agent_log(a, "volume %s fenced: vmfsd killed %zu process(es) holding files on it",
+			  mount, json_array_size(vpids));
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	while (d && (de = readdir(d))) {
 		struct vmctx v;
-		char p[PATH_MAX + 16], vmx[PATH_MAX];
-		pid_t pid;
+		char p[PATH_MAX + 16], vmx[PATH_MAX], buf[64];
+		pid_t pid, last = 0;
 
 		if (de->d_name[0] == '.')
 			continue;
@@ -1550,10 +1713,29 @@ static json_t *kill_volume(struct agent *a, const char *mount)
 		if (read_text(p, vmx, sizeof(vmx)) || strncmp(vmx, pre, strlen(pre)))
 			continue;
 		pid = vm_qemu_pid(&v);
-		if (!pid)
+		sfile(&v, "pid", p, sizeof(p));
+		if (!read_text(p, buf, sizeof(buf)))
+			last = atoi(buf);
+		sfile(&v, "last-pid", p, sizeof(p));
+		if (!pid && !pid_listed(vpids, last) && !read_text(p, buf, sizeof(buf)))
+			last = atoi(buf);
+		if (!pid && !(fenced && pid_listed(vpids, last)))
 			continue;
-		kill(pid, SIGKILL);
-		agent_log(a, "%s: killed (QEMU pid %d): volume %s lost", vmx, (int)pid, mount);
+		if (fenced) {
+			char note[PATH_MAX + 64];
+
+			snprintf(note, sizeof(note), "%s %lld\n", mount, (long long)time(NULL));
+			sfile(&v, "fenced", p, sizeof(p));
+			write_text(p, note);
+		}
+		if (pid)
+			kill(pid, SIGKILL);
+		if (fenced)
+			agent_log(a, "%s: killed by the fence of volume %s (QEMU pid %d, killed by %s); "
+				  "not restarted here: the survivors may take the VM over", vmx, mount,
+				  (int)(pid ? pid : last), pid ? "the agent" : "vmfsd");
+		else
+			agent_log(a, "%s: killed (QEMU pid %d): volume %s lost", vmx, (int)pid, mount);
 		json_array_append_new(killed, json_string(vmx));
 	}
 	if (d)
@@ -1579,7 +1761,7 @@ json_t *agent_request(struct agent *a, json_t *req)
 	if (!strcmp(cmd, "list"))
 		return list_vms(a);
 	if (!strcmp(cmd, "kill-volume"))
-		return kill_volume(a, path);
+		return kill_volume(a, req, path);
 	if (!strcmp(cmd, "agent-info")) {
 		return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
 				 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
@@ -1633,8 +1815,16 @@ json_t *agent_request(struct agent *a, json_t *req)
 	} else if (!strcmp(cmd, "power-on")) {
 		r = power_on(a, &v, req);
 	} else if (!strcmp(cmd, "resume")) {
-		json_object_set_new(req, "resume", json_true());
-		r = power_on(a, &v, req);
+		pid_t pid = vm_qemu_pid(&v);
+
+		/* running but paused (an I/O error, a stop): continue it;
+		 * otherwise resume from the .vmss */
+		if (pid) {
+			r = continue_vm(a, &v, pid);
+		} else {
+			json_object_set_new(req, "resume", json_true());
+			r = power_on(a, &v, req);
+		}
 	} else if (!strcmp(cmd, "shutdown")) {
 		r = shutdown_vm(a, &v, req);
 	} else if (!strcmp(cmd, "power-off")) {
@@ -1708,13 +1898,24 @@ void agent_reconcile(struct agent *a, bool startup)
 			if (startup)
 				agent_log(a, "%s: re-attached to the running VM (QEMU pid %d)", vmx, (int)pid);
 			vm_log_sync(&v);
+			vm_watch_io_error(a, &v, vmx);
 		} else {
 			/* load the folder to find its lock record; a datastore
 			 * that went away still gets its runtime files cleaned */
-			int orc = vmctx_open(a, vmx, false, &v, &err);
+			int orc = vmctx_open(a, vmx, false, &v, &err), sig = 0;
+			char why[64], buf[32];
 
 			snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
-			vm_cleanup(a, &v, orc == 0 ? "QEMU exited (guest powered off)" : "QEMU exited");
+			/* how it ended, if the agent reaped it (main.c records) */
+			sfile(&v, "pid", p, sizeof(p));
+			if (!read_text(p, buf, sizeof(buf)))
+				sig = agent_reaped_signal(a, (pid_t)atoi(buf));
+			if (sig > 0)
+				snprintf(why, sizeof(why), "QEMU was killed (signal %d)", sig);
+			else
+				snprintf(why, sizeof(why), "%s", orc == 0 ? "QEMU exited (guest powered off)"
+									  : "QEMU exited");
+			vm_cleanup(a, &v, why);
 		}
 		vmctx_close(&v);
 		close(lfd);
