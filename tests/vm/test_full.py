@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmtest  # noqa: E402
 
 MiB = 1 << 20
-FILL_MIB = 64          # the guest writes this much
+FILL_MIB = 128         # the guest writes this much: more than is left
 ROOM_MIB = 16          # the volume keeps this much free before the VM runs
 
 
