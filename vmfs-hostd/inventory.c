@@ -438,8 +438,16 @@ json_t *list_vms(struct agent *a)
 		if (!*line)
 			continue;
 		if (vmctx_open(a, line, false, &v, &err)) {
-			json_array_append_new(vms, json_pack("{s:s,s:s,s:o,s:s}", "vmx", line, "state",
-							     "invalid", "host", json_null(), "error", err.msg));
+			json_t *e = vm_state_fenced(&v, err.msg);
+
+			if (e) {
+				json_object_del(e, "ok");
+				json_array_append_new(vms, e);
+			} else {
+				json_array_append_new(vms, json_pack("{s:s,s:s,s:o,s:s}", "vmx", line, "state",
+								     "invalid", "host", json_null(), "error",
+								     err.msg));
+			}
 		} else {
 			json_array_append_new(vms, vm_state(a, &v, false));
 		}

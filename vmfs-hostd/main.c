@@ -383,6 +383,16 @@ int main(int argc, char **argv)
 	 * kills that child, not the agent. */
 	pid_t sweeper = reconcile_child(&a, true, &mask, lfd, sfd, lockfd);
 
+	/* the first sweep (re-attach) is over before the first request is
+	 * answered, as when it ran in this process */
+	if (sweeper > 0) {
+		int st;
+
+		while (waitpid(sweeper, &st, 0) < 0 && errno == EINTR)
+			;
+		sweeper = 0;
+	}
+
 	bool stop = false;
 	while (!stop) {
 		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};

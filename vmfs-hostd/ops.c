@@ -78,8 +78,11 @@ json_t *agent_request(struct agent *a, json_t *req)
 	}
 	int rc = vmctx_open(a, path, lock, &v, &err);
 	if (rc) {
+		/* a fenced datastore may refuse even reads: `info` still says
+		 * what the state folder knows */
+		r = !strcmp(cmd, "info") ? vm_state_fenced(&v, err.msg) : NULL;
 		vmctx_close(&v);
-		return reply_err(rc, "%s", err.msg);
+		return r ? r : reply_err(rc, "%s", err.msg);
 	}
 	if (!strcmp(cmd, "info")) {
 		r = vm_state(a, &v, true);

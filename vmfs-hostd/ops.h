@@ -68,6 +68,9 @@ void vm_io_status(struct vmctx *v, char *buf, size_t size);
 bool file_exists_at(int dirfd, const char *name);
 void vmss_name(const struct vmctx *v, char *buf, size_t size);
 json_t *vm_state(struct agent *a, struct vmctx *v, bool detail);
+/* the fence note of a VM's state folder ({"volume","at"}), or NULL */
+json_t *vm_fence_note(const struct vmctx *v);
+json_t *vm_state_fenced(struct vmctx *v, const char *error);
 /* inventory.c */
 int inventory_edit(struct agent *a, const char *add, const char *remove);
 json_t *op_create(struct agent *a, json_t *req);

@@ -307,6 +307,34 @@ void vmss_name(const struct vmctx *v, char *buf, size_t size)
 
 /* state: "running" (here or, per its lock record, on another host),
  * "suspended" or "off" */
+json_t *vm_fence_note(const struct vmctx *v)
+{
+	char p[PATH_MAX + 16], note[PATH_MAX + 64], *sp;
+
+	/* "MOUNT TIME" written by kill_volume for a fence */
+	if (!v->sdir[0])
+		return NULL;
+	sfile(v, "fenced", p, sizeof(p));
+	if (read_text(p, note, sizeof(note)) || !(sp = strrchr(note, ' ')))
+		return NULL;
+	*sp = '\0';
+	return json_pack("{s:s,s:I}", "volume", note, "at", (json_int_t)atoll(sp + 1));
+}
+
+/* What a fenced datastore still lets us say of a VM whose .vmx cannot be
+ * read any more (the volume answers EIO): from the state folder only. */
+json_t *vm_state_fenced(struct vmctx *v, const char *error)
+{
+	json_t *f = vm_fence_note(v), *o;
+
+	if (!f)
+		return NULL;
+	o = json_pack("{s:b,s:s,s:s,s:s,s:o,s:s}", "ok", 1, "path", v->folder, "vmx", v->vmx_path,
+		      "state", "off", "killed_by_fence", f, "error", error);
+	json_object_set_new(o, "host", json_null());
+	return o;
+}
+
 json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 {
 	json_t *o = json_object();
@@ -356,16 +384,10 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 		json_object_set_new(o, "host", json_null());
 	}
 	if (!pid) {
-		char p[PATH_MAX + 16], note[PATH_MAX + 64], *sp;
+		json_t *f = vm_fence_note(v);
 
-		/* "MOUNT TIME" written by kill_volume for a fence */
-		sfile(v, "fenced", p, sizeof(p));
-		if (!read_text(p, note, sizeof(note)) && (sp = strrchr(note, ' '))) {
-			*sp = '\0';
-			json_object_set_new(o, "killed_by_fence",
-					    json_pack("{s:s,s:I}", "volume", note, "at",
-						      (json_int_t)atoll(sp + 1)));
-		}
+		if (f)
+			json_object_set_new(o, "killed_by_fence", f);
 	}
 	if (!vm_lockrec_name(&v->cfg, name, sizeof(name)) && !vm_lockrec_read(v->dirfd, name, &r)) {
 		json_object_set_new(o, "lock", json_pack("{s:s,s:i,s:i,s:I}", "host", r.host, "agent_pid",

@@ -295,6 +295,8 @@ static void print_human(const char *cmd, json_t *r)
 			printf("state:       %s (%s)\n", jstr(r, "state"), jstr(r, "paused_reason"));
 		else
 			printf("state:       %s\n", jstr(r, "state"));
+		if (json_object_get(r, "error"))
+			printf("error:       %s\n", jstr(r, "error"));
 		if (json_object_get(r, "killed_by_fence")) {
 			json_t *f = json_object_get(r, "killed_by_fence");
 			char when[32];

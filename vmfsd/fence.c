@@ -52,6 +52,11 @@ struct fence_resp {
 	char mnt[4096];
 	char sock[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	int reason;
+	/* the FUSE mount's id (/proc/self/mountinfo), 0 until mounted: a file
+	 * counts only if its fdinfo names this mount, so a file whose path
+	 * merely starts with the mount point (the volume's own image, hidden
+	 * under the mount point, held by another host's vmfsd) is spared */
+	int mnt_id;
 	pid_t killed[MAX_KILLED];
 	char comm[MAX_KILLED][20];
 	int nkilled;
@@ -74,6 +79,28 @@ static void sleep_ms(int ms)
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
+}
+
+/* Is fd FD of process PID on our mount (fdinfo's mnt_id)? */
+static int fd_on_mount(const struct fence_resp *f, const char *pid, const char *fd)
+{
+	char p[600], line[128];
+	FILE *fp;
+	int id = -1;
+
+	int want = __atomic_load_n(&f->mnt_id, __ATOMIC_ACQUIRE);
+
+	if (!want)
+		return 1;
+	snprintf(p, sizeof(p), "/proc/%s/fdinfo/%s", pid, fd);
+	fp = fopen(p, "re");
+	if (!fp)
+		return 0;
+	while (fgets(line, sizeof(line), fp))
+		if (sscanf(line, "mnt_id: %d", &id) == 1)
+			break;
+	fclose(fp);
+	return id == want;
 }
 
 /* Does process PID hold a file open under f->mnt? */
@@ -99,7 +126,8 @@ static int holds_mount(const struct fence_resp *f, const char *pid)
 		if (n <= 0)
 			continue;
 		target[n] = '\0';
-		if (!strncmp(target, f->mnt, ml) && (target[ml] == '/' || target[ml] == '\0'))
+		if (!strncmp(target, f->mnt, ml) && (target[ml] == '/' || target[ml] == '\0') &&
+		    fd_on_mount(f, pid, de->d_name))
 			hit = 1;
 	}
 	closedir(d);
@@ -284,4 +312,27 @@ int vmfsd_fence_start(const char *mnt, const char *agent_socket, void **hook_arg
 	pthread_detach(t);
 	*hook_arg = &fr;
 	return 0;
+}
+
+void vmfsd_fence_mounted(void)
+{
+	char line[8192], mp[4200];
+	FILE *fp = fopen("/proc/self/mountinfo", "re");
+	int id, best = 0;
+
+	if (!fp)
+		return;
+	/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS ... - FSTYPE ...": the last
+	 * fuse.vmfsd line on our mount point is the mount just made (the list
+	 * is in mount order; a mount point with a space is escaped as \040
+	 * there and keeps the path check alone) */
+	while (fgets(line, sizeof(line), fp)) {
+		const char *sep = strstr(line, " - ");
+
+		if (sscanf(line, "%d %*d %*s %*s %4199s", &id, mp) == 2 && !strcmp(mp, fr.mnt) &&
+		    sep && !strncmp(sep + 3, "fuse.vmfsd ", 11))
+			best = id;
+	}
+	fclose(fp);
+	__atomic_store_n(&fr.mnt_id, best, __ATOMIC_RELEASE);
 }

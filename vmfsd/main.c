@@ -457,6 +457,7 @@ int main(int argc, char **argv)
 		goto out_sig;
 	}
 	/* in the foreground the log also goes to stderr (tests read it) */
+	vmfsd_fence_mounted();
 	openlog(PROG, LOG_PID | (o.foreground ? LOG_PERROR : 0), LOG_DAEMON);
 	syslog(LOG_INFO, "host %s mounted %s (%s) on %s", fs_host(fs), o.device,
 	       fs_super(fs)->label, o.mountpoint);
