@@ -449,6 +449,16 @@ int main(int argc, char **argv)
 		if (!sweeper)
 			sweeper = reconcile_child(&a, false, &mask, lfd, sfd, lockfd);
 	}
+	/* no sweep of ours may outlive us: it holds per-VM flocks that the
+	 * next agent's first sweep must get (a sweep is idempotent, so
+	 * stopping one halfway loses nothing) */
+	if (sweeper > 0) {
+		int st;
+
+		kill(sweeper, SIGKILL);
+		while (waitpid(sweeper, &st, 0) < 0 && errno == EINTR)
+			;
+	}
 	agent_log(&a, "stopping; running VMs keep running and a new agent re-attaches to them");
 	close(lfd);
 	unlink(a.socket_path);

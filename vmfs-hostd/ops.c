@@ -35,113 +35,190 @@
 
 #include "ops.h"
 
+/* ---------------- the commands ---------------- */
+
+static json_t *cmd_create(struct agent *a, json_t *req)
+{
+	return op_create(a, req);
+}
+
+static json_t *cmd_list(struct agent *a, json_t *req)
+{
+	(void)req;
+	return list_vms(a);
+}
+
+static json_t *cmd_kill_volume(struct agent *a, json_t *req)
+{
+	return kill_volume(a, req, req_str(req, "path"));
+}
+
+static json_t *cmd_agent_info(struct agent *a, json_t *req)
+{
+	(void)req;
+	return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
+			 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
+			 vm_accel_name(a->accel), "auto_accel",
+			 vm_accel_name(vm_accel_resolve(VM_ACCEL_AUTO)), "cpus", (int)a->res.cpus,
+			 "memory_mib", (json_int_t)a->res.mem_mib, "kvm_usable", vm_kvm_usable(),
+			 "nested", vm_nested());
+}
+
+/* unregister works on a folder that is gone or broken too */
+static json_t *cmd_unregister(struct agent *a, json_t *req)
+{
+	const char *path = req_str(req, "path");
+	char buf[PATH_MAX];
+	struct vm_err err;
+	struct vmctx v;
+
+	if (!path || !realpath(path, buf))
+		return reply_err(ENOENT, "unregister: %s: %s", path ? path : "(none)", strerror(errno));
+	if (vmctx_open(a, path, false, &v, &err) == 0 && vm_qemu_pid(&v)) {
+		vmctx_close(&v);
+		return reply_err(EBUSY, "%s is running: power it off first", v.vmx_path);
+	}
+	inventory_edit(a, NULL, v.vmx_path[0] ? v.vmx_path : buf);
+	vmctx_close(&v);
+	return reply_ok("unregistered %s", v.vmx_path[0] ? v.vmx_path : buf);
+}
+
+static json_t *vm_info(struct agent *a, struct vmctx *v, json_t *req)
+{
+	json_t *r = vm_state(a, v, true);
+
+	(void)req;
+	json_object_set_new(r, "ok", json_true());
+	return r;
+}
+
+static json_t *vm_register(struct agent *a, struct vmctx *v, json_t *req)
+{
+	struct vm_err err;
+	int rc = 0;
+
+	(void)req;
+	/* check the disks too: a VM that cannot power on should not look
+	 * registered and fine */
+	for (size_t i = 0; !rc && i < v->cfg.ndisks; i++) {
+		struct vmdk_desc d;
+
+		if (!v->cfg.disks[i].cdrom)
+			rc = vmdk_load(v->dirfd, v->cfg.disks[i].file, &d, &err);
+	}
+	if (rc)
+		return reply_err(rc, "register: %s", err.msg);
+	inventory_edit(a, v->vmx_path, NULL);
+	return reply_ok("registered %s", v->vmx_path);
+}
+
+/* running but paused (an I/O error, a stop): continue it; otherwise resume
+ * from the .vmss */
+static json_t *vm_resume(struct agent *a, struct vmctx *v, json_t *req)
+{
+	pid_t pid = vm_qemu_pid(v);
+
+	if (pid)
+		return continue_vm(a, v, pid);
+	json_object_set_new(req, "resume", json_true());
+	return power_on(a, v, req);
+}
+
+static json_t *vm_console(struct agent *a, struct vmctx *v, json_t *req)
+{
+	char p[PATH_MAX + 16], ln[VM_NAME_MAX + 8];
+
+	(void)req;
+	sfile(v, "serial.sock", p, sizeof(p));
+	if (!vm_qemu_pid(v))
+		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+	snprintf(ln, sizeof(ln), "%s.log", v->cfg.name);
+	return json_pack("{s:b,s:s,s:s}", "ok", 1, "serial", p, "log", ln);
+}
+
+static json_t *vm_power_off(struct agent *a, struct vmctx *v, json_t *req)
+{
+	(void)req;
+	return power_off(a, v);
+}
+
+static json_t *vm_reset(struct agent *a, struct vmctx *v, json_t *req)
+{
+	(void)req;
+	return reset_vm(a, v);
+}
+
+static json_t *vm_suspend(struct agent *a, struct vmctx *v, json_t *req)
+{
+	(void)req;
+	return suspend_vm(a, v);
+}
+
+static json_t *vm_destroy(struct agent *a, struct vmctx *v, json_t *req)
+{
+	(void)req;
+	return destroy_vm(a, v);
+}
+
+/* Commands without a VM context */
+static const struct {
+	const char *name;
+	json_t *(*run)(struct agent *a, json_t *req);
+} agent_cmds[] = {
+	{"create", cmd_create},
+	{"list", cmd_list},
+	{"kill-volume", cmd_kill_volume},
+	{"agent-info", cmd_agent_info},
+	{"unregister", cmd_unregister},
+};
+
+/* Commands on one VM: "path" resolved and its configuration loaded first;
+ * `lock`: the per-VM flock is held (operations that change the VM) */
+static const struct {
+	const char *name;
+	bool lock;
+	json_t *(*run)(struct agent *a, struct vmctx *v, json_t *req);
+} vm_cmds[] = {
+	{"info", false, vm_info},
+	{"register", false, vm_register},
+	{"console", false, vm_console},
+	{"power-on", true, power_on},
+	{"resume", true, vm_resume},
+	{"shutdown", true, shutdown_vm},
+	{"power-off", true, vm_power_off},
+	{"reset", true, vm_reset},
+	{"suspend", true, vm_suspend},
+	{"destroy", true, vm_destroy},
+};
+
 json_t *agent_request(struct agent *a, json_t *req)
 {
-	const char *cmd = req_str(req, "cmd"), *path = req_str(req, "path");
-	struct vmctx v;
+	const char *cmd = req_str(req, "cmd");
 	struct vm_err err;
+	struct vmctx v;
 	json_t *r;
+	size_t i;
+	int rc;
 
 	if (!cmd)
 		return reply_err(EINVAL, "request without \"cmd\"");
-	if (!strcmp(cmd, "create"))
-		return op_create(a, req);
-	if (!strcmp(cmd, "list"))
-		return list_vms(a);
-	if (!strcmp(cmd, "kill-volume"))
-		return kill_volume(a, req, path);
-	if (!strcmp(cmd, "agent-info")) {
-		return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
-				 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
-				 vm_accel_name(a->accel), "auto_accel",
-				 vm_accel_name(vm_accel_resolve(VM_ACCEL_AUTO)), "cpus", (int)a->res.cpus,
-				 "memory_mib", (json_int_t)a->res.mem_mib, "kvm_usable", vm_kvm_usable(),
-				 "nested", vm_nested());
-	}
-	static const char *const locked_cmds[] = {"power-on", "resume", "shutdown", "power-off",
-						  "reset", "suspend", "destroy", NULL};
-	bool lock = false;
-	for (int i = 0; locked_cmds[i]; i++)
-		lock |= !strcmp(cmd, locked_cmds[i]);
-	if (!strcmp(cmd, "unregister")) {
-		char buf[PATH_MAX];
-
-		if (!path || !realpath(path, buf))
-			return reply_err(ENOENT, "unregister: %s: %s", path ? path : "(none)", strerror(errno));
-		if (vmctx_open(a, path, false, &v, &err) == 0 && vm_qemu_pid(&v)) {
-			vmctx_close(&v);
-			return reply_err(EBUSY, "%s is running: power it off first", v.vmx_path);
-		}
-		inventory_edit(a, NULL, v.vmx_path[0] ? v.vmx_path : buf);
-		vmctx_close(&v);
-		return reply_ok("unregistered %s", v.vmx_path[0] ? v.vmx_path : buf);
-	}
-	int rc = vmctx_open(a, path, lock, &v, &err);
+	for (i = 0; i < sizeof(agent_cmds) / sizeof(agent_cmds[0]); i++)
+		if (!strcmp(cmd, agent_cmds[i].name))
+			return agent_cmds[i].run(a, req);
+	for (i = 0; i < sizeof(vm_cmds) / sizeof(vm_cmds[0]); i++)
+		if (!strcmp(cmd, vm_cmds[i].name))
+			break;
+	if (i == sizeof(vm_cmds) / sizeof(vm_cmds[0]))
+		return reply_err(EINVAL, "unknown command '%s'", cmd);
+	rc = vmctx_open(a, req_str(req, "path"), vm_cmds[i].lock, &v, &err);
 	if (rc) {
 		/* a fenced datastore may refuse even reads: `info` still says
 		 * what the state folder knows */
-		r = !strcmp(cmd, "info") ? vm_state_fenced(&v, err.msg) : NULL;
+		r = vm_cmds[i].run == vm_info ? vm_state_fenced(&v, err.msg) : NULL;
 		vmctx_close(&v);
 		return r ? r : reply_err(rc, "%s", err.msg);
 	}
-	if (!strcmp(cmd, "info")) {
-		r = vm_state(a, &v, true);
-		json_object_set_new(r, "ok", json_true());
-	} else if (!strcmp(cmd, "register")) {
-		/* check the disks too: a VM that cannot power on should not
-		 * look registered and fine */
-		rc = 0;
-		for (size_t i = 0; !rc && i < v.cfg.ndisks; i++) {
-			struct vmdk_desc d;
-
-			if (!v.cfg.disks[i].cdrom)
-				rc = vmdk_load(v.dirfd, v.cfg.disks[i].file, &d, &err);
-		}
-		if (rc) {
-			r = reply_err(rc, "register: %s", err.msg);
-		} else {
-			inventory_edit(a, v.vmx_path, NULL);
-			r = reply_ok("registered %s", v.vmx_path);
-		}
-	} else if (!strcmp(cmd, "power-on")) {
-		r = power_on(a, &v, req);
-	} else if (!strcmp(cmd, "resume")) {
-		pid_t pid = vm_qemu_pid(&v);
-
-		/* running but paused (an I/O error, a stop): continue it;
-		 * otherwise resume from the .vmss */
-		if (pid) {
-			r = continue_vm(a, &v, pid);
-		} else {
-			json_object_set_new(req, "resume", json_true());
-			r = power_on(a, &v, req);
-		}
-	} else if (!strcmp(cmd, "shutdown")) {
-		r = shutdown_vm(a, &v, req);
-	} else if (!strcmp(cmd, "power-off")) {
-		r = power_off(a, &v);
-	} else if (!strcmp(cmd, "reset")) {
-		r = reset_vm(a, &v);
-	} else if (!strcmp(cmd, "suspend")) {
-		r = suspend_vm(a, &v);
-	} else if (!strcmp(cmd, "destroy")) {
-		r = destroy_vm(a, &v);
-	} else if (!strcmp(cmd, "console")) {
-		char p[PATH_MAX + 16];
-
-		sfile(&v, "serial.sock", p, sizeof(p));
-		if (!vm_qemu_pid(&v))
-			r = reply_err(ENOENT, "%s is not running on host %s", v.vmx_path, a->host);
-		else
-			{
-			char ln[VM_NAME_MAX + 8];
-
-			snprintf(ln, sizeof(ln), "%s.log", v.cfg.name);
-			r = json_pack("{s:b,s:s,s:s}", "ok", 1, "serial", p, "log", ln);
-		}
-	} else {
-		r = reply_err(EINVAL, "unknown command '%s'", cmd);
-	}
+	r = vm_cmds[i].run(a, &v, req);
 	vmctx_close(&v);
 	return r;
 }
