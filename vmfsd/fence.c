@@ -84,11 +84,9 @@ static void sleep_ms(int ms)
 /* Is fd FD of process PID on our mount (fdinfo's mnt_id)? */
 static int fd_on_mount(const struct fence_resp *f, const char *pid, const char *fd)
 {
+	int want = __atomic_load_n(&f->mnt_id, __ATOMIC_ACQUIRE), id = -1;
 	char p[600], line[128];
 	FILE *fp;
-	int id = -1;
-
-	int want = __atomic_load_n(&f->mnt_id, __ATOMIC_ACQUIRE);
 
 	if (!want)
 		return 1;
