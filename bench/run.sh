@@ -176,7 +176,7 @@ machine() {
 	local mem cpu fsinfo build
 	mem=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 	cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-	fsinfo=$(findmnt -rn -o FSTYPE,SOURCE -T "$BENCH_DIR" | head -n1)
+	fsinfo=$(findmnt -rn -o FSTYPE,SOURCE -T "$BENCH_DIR" | sed -n 1p)
 	build=$("$PY" - <<'PYEOF' 2>/dev/null || echo "?"
 import json, subprocess
 opts = json.loads(subprocess.run(["meson", "introspect", "build", "--buildoptions"],

@@ -50,6 +50,11 @@ static void fence_cb(void *arg, enum hb_fence_reason reason)
 	/* Every later write fails: data, journal, checkpoint, locks. */
 	bdev_fault_set(fs->bd, BDEV_FAULT_WRITE_EIO);
 	fs->fenced = (int)reason;
+	/* Then the processes writing through us must stop before a survivor
+	 * may break our locks (docs/cluster.md §3): the owner's hook only
+	 * wakes its own thread, this one must not block. */
+	if (fs->fence_hook)
+		fs->fence_hook(fs->fence_arg, (int)reason);
 }
 
 /* The host UUID: this machine's id (systemd's /etc/machine-id) mixed with

@@ -46,6 +46,14 @@ struct fs_mount_opts {
 	 * set for every slot whose journal needs a replay that no live host
 	 * is about to do (for the caller's message). */
 	uint8_t *unreplayed;
+	/* Called once when this host fences (docs/cluster.md §3, §5): on the
+	 * heartbeat's fence thread, after every write of the volume was made
+	 * to fail.  It runs inside the fencing deadline, so it must not block,
+	 * do I/O, allocate or take a lock: post a wake-up to a thread of the
+	 * caller's and return (vmfsd's kills this host's VMs, docs/vm.md).
+	 * REASON is enum hb_fence_reason (lockmgr.h). */
+	void (*fence_hook)(void *arg, int reason);
+	void *fence_arg;
 };
 
 enum fs_mount_flags_out {

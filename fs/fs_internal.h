@@ -218,6 +218,8 @@ struct fs {
 	struct hb *hb;                  /* NULL on a read-only mount */
 	pthread_mutex_t lk_lock;        /* inode lock state */
 	int fenced;                     /* enum hb_fence_reason */
+	void (*fence_hook)(void *, int); /* fs_mount_opts.fence_hook */
+	void *fence_arg;
 	bool replayed_own;              /* our crashed incarnation's journal */
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];

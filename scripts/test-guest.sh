@@ -20,14 +20,18 @@
 #   - on the ACPI power button (QMP system_powerdown) prints
 #     "vmfs-guest: acpi power button", syncs and powers off;
 #   - powers off at once when the kernel command line has vmfs.count=N and
-#     the counter reaches N (a boot-and-exit smoke run).
+#     the counter reaches N (a boot-and-exit smoke run);
+#   - with vmfs.fill=M on the kernel command line, first writes M MiB of a
+#     non-zero pattern to /dev/vda from 1 MiB on, each MiB with
+#     conv=fsync, prints "vmfs-guest: fill done M MiB" and only then starts
+#     counting (the full-datastore test: the thin extent must grow).
 # Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
 # virtio_ring, so any other order fails.
 set -euo pipefail
 
-GUEST_VERSION=3     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=4     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
@@ -67,9 +71,20 @@ if ((!FORCE)) && [[ -s $DIR/vmlinuz && -s $DIR/initrd.img && -f $STAMP ]] &&
 	exit 0
 fi
 
+# Under pipefail, `producer | grep -q` fails now and then: grep exits at its
+# first match, the producer's next write gets SIGPIPE and the pipeline's
+# status is 141 (busybox --list did so in 5 of 50 runs, which sent an offline
+# machine to apt-get).  So every check below captures the producer's output
+# first and matches it with a here-string: no pipe, no race.
+has_line() {    # has_line WORD TEXT: TEXT has a line that is exactly WORD
+	grep -qxF -- "$1" <<<"$2"
+}
+has_text() {    # has_text WORD TEXT: TEXT contains WORD
+	grep -qF -- "$1" <<<"$2"
+}
 need=()
-[[ -x /bin/busybox ]] && /bin/busybox --list 2>/dev/null | grep -qx acpid &&
-	dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null | grep -qx installed ||
+[[ -x /bin/busybox ]] && has_line acpid "$(/bin/busybox --list 2>/dev/null)" &&
+	has_line installed "$(dpkg-query -W -f='${db:Status-Status}' busybox-static 2>/dev/null)" ||
 	need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 if ((${#need[@]})); then
@@ -80,8 +95,8 @@ if ((${#need[@]})); then
 		"${need[@]}" >/dev/null || die "apt-get install ${need[*]} failed"
 fi
 BUSYBOX=/bin/busybox
-file -b "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
-	ldd "$BUSYBOX" 2>&1 | grep -q 'not a dynamic' ||
+has_text 'statically linked' "$(file -b "$BUSYBOX" 2>/dev/null)" ||
+	has_text 'not a dynamic' "$(ldd "$BUSYBOX" 2>&1)" ||
 	die "$BUSYBOX is not the static busybox (package busybox-static)"
 
 WORK=$(mktemp -d "$DIR/.build.XXXXXX")
@@ -112,7 +127,7 @@ mkdir -p "$R"/{bin,dev,proc,sys,tmp,modules,etc}
 cp "$BUSYBOX" "$R/bin/busybox"
 MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button)
 for m in "${MODS[@]}"; do
-	f=$(find "$moddir" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
+	f=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) -print -quit)
 	if [[ -z $f ]]; then
 		# Built into the kernel (no module): nothing to load.
 		grep -q "/$m.ko" "$WORK/k/lib/modules/$kver/modules.builtin" 2>/dev/null ||
@@ -149,8 +164,12 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 done
 say "modules loaded"
 limit=""
+fill=""
 for a in $(cat /proc/cmdline); do
-	case $a in vmfs.count=*) limit=${a#vmfs.count=} ;; esac
+	case $a in
+	vmfs.count=*) limit=${a#vmfs.count=} ;;
+	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
+	esac
 done
 
 off() {
@@ -177,13 +196,24 @@ if [ ! -b /dev/vda ]; then
 	say "no /dev/vda"
 	while :; do sleep 1; done
 fi
-rec=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\000' | head -n1)
+rec=$(dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\000' | sed -n 1p)
 set -- $rec
 n=-1
 if [ "$1" = VMFSCOUNT ] && [ -n "$2" ]; then n=$2; fi
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null | cut -c1-8)
 say "previous counter $n"
 say "up, boot $boot"
+if [ -n "$fill" ]; then
+	dd if=/dev/zero bs=1048576 count=1 2>/dev/null | tr '\000' 'v' >/tmp/blk
+	say "fill start $fill MiB"
+	k=1
+	while [ $k -le "$fill" ]; do
+		dd if=/tmp/blk of=/dev/vda bs=1048576 seek=$k count=1 conv=fsync 2>/dev/null ||
+			say "fill write $k failed"
+		k=$((k + 1))
+	done
+	say "fill done $fill MiB"
+fi
 while :; do
 	n=$((n + 1))
 	printf 'VMFSCOUNT %d %s\n' "$n" "$boot" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null

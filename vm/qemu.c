@@ -188,7 +188,13 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 		if (d->cdrom)
 			ADDF("ide-cd,drive=disk%zu,bus=ide.%zu", i, i % 6);
 		else
-			ADDF("virtio-blk-pci,drive=disk%zu,id=vd%zu", i, i);
+			/* werror=enospc: a write the datastore has no room
+			 * for pauses the VM (QEMU's "io-error" state) instead
+			 * of failing in the guest; the agent shows it and
+			 * `resume` continues once space was freed (docs/vm.md).
+			 * Any other error, like a fenced volume's EIO, reaches
+			 * the guest.  (Both are QEMU's defaults, stated here.) */
+			ADDF("virtio-blk-pci,drive=disk%zu,id=vd%zu,werror=enospc,rerror=report", i, i);
 	}
 	for (size_t i = 0; i < c->nnics; i++) {
 		const struct vm_nic *n = &c->nics[i];

@@ -495,224 +495,333 @@ static struct vm_nic *nic_of(struct vm_config *cfg, int idx)
 	return NULL;
 }
 
-int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm_config *cfg,
-		       struct vm_err *err)
-{
-	const char *what = vmx_name;
+/* ---------------- .vmx -> vm_config: one parser per section ---------------- */
+
+/* What the section parsers share while one .vmx is read */
+struct vmx_ctx {
+	const char *what;             /* the file name, for messages */
+	struct vm_config *cfg;
+	struct vm_err *err;
 	struct {
 		char dev[16];
 		bool present, present_set, cdrom;
 		const struct vmx_kv *file;
 		int line;
-	} devs[64];
-	size_t ndevs = 0;
-	bool nic_present[VM_MAX_NICS] = {0};
+	} devs[64];                   /* scsiN:M / sataN:M / ... seen so far */
+	size_t ndevs;
+	bool nic_present[VM_MAX_NICS];
+};
+
+static bool key_ignored(const char *k)
+{
+	for (int j = 0; ignored_keys[j]; j++)
+		if (key_match(ignored_keys[j], k))
+			return true;
+	return false;
+}
+
+static int unknown_key(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	return vm_errf(x->err, -EINVAL, "%s:%d: unknown key '%s' (supported keys: docs/vm.md)",
+		       x->what, kv->line, kv->key);
+}
+
+/* the machine: name, vCPUs, memory, guest type, direct kernel boot */
+
+static int key_display_name(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	snprintf(x->cfg->display_name, sizeof(x->cfg->display_name), "%s", kv->value);
+	return 0;
+}
+
+static int key_numvcpus(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	return parse_uint(kv, x->what, 1, VM_MAX_VCPUS, &x->cfg->vcpus, x->err);
+}
+
+static int key_memsize(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	/* MiB; 16 TiB is far beyond any host here but keeps the arithmetic
+	 * in range */
+	return parse_uint(kv, x->what, VM_MIN_MEM_MIB, 16u << 20, &x->cfg->mem_mib, x->err);
+}
+
+static int key_guest_os(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	int rc = plain_text(kv, x->what, 64, "-_.", x->err);
+
+	if (!rc)
+		snprintf(x->cfg->guest_os, sizeof(x->cfg->guest_os), "%s", kv->value);
+	return rc;
+}
+
+static int key_kernel_file(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	int rc = vm_name_check(kv->value, kv->key, kv->line, x->what, x->err);
+
+	if (!rc)
+		snprintf(!strcasecmp(kv->key, "vmfsd.kernel") ? x->cfg->kernel : x->cfg->initrd,
+			 VM_NAME_MAX + 1, "%s", kv->value);
+	return rc;
+}
+
+static int key_append(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	/* goes to the guest kernel only (QEMU does not parse it); control
+	 * characters were refused by the parser */
+	snprintf(x->cfg->append, sizeof(x->cfg->append), "%s", kv->value);
+	return 0;
+}
+
+static int key_accel(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	if (vm_accel_parse(kv->value, &x->cfg->accel))
+		return vm_errf(x->err, -EINVAL, "%s:%d: key '%s': '%.32s' is not auto, kvm or tcg",
+			       x->what, kv->line, kv->key, kv->value);
+	return 0;
+}
+
+static const struct {
+	const char *key;
+	int (*parse)(struct vmx_ctx *x, const struct vmx_kv *kv);
+} machine_keys[] = {
+	{"displayName", key_display_name},
+	{"numvcpus", key_numvcpus},
+	{"memSize", key_memsize},
+	{"guestOS", key_guest_os},
+	{"vmfsd.kernel", key_kernel_file},
+	{"vmfsd.initrd", key_kernel_file},
+	{"vmfsd.append", key_append},
+	{"vmfsd.accel", key_accel},
+};
+
+/* ethernetN.FIELD: a NIC */
+static int section_nic(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	const char *k = kv->key, *field = k + 10, *v = kv->value;
+	int idx = k[8] - '0', rc = 0;
+	struct vm_nic *nic;
+	bool b;
+
+	if (idx >= VM_MAX_NICS)
+		return vm_errf(x->err, -ERANGE, "%s:%d: key '%s': at most %d network adapters", x->what,
+			       kv->line, k, VM_MAX_NICS);
+	nic = nic_of(x->cfg, idx);
+	if (!nic) {
+		nic = &x->cfg->nics[x->cfg->nnics++];
+		nic->index = idx;
+		strcpy(nic->model, "virtio-net-pci");
+		strcpy(nic->conn, "nat");
+	}
+	if (!strcasecmp(field, "present")) {
+		rc = parse_bool(kv, x->what, &b, x->err);
+		x->nic_present[idx] = b;
+	} else if (!strcasecmp(field, "virtualDev")) {
+		if (!strcasecmp(v, "virtio") || !strcasecmp(v, "vmxnet3") || !strcasecmp(v, "vmxnet"))
+			/* a KVM guest is best served by virtio; vmxnet3 is
+			 * mapped to it (QEMU's vmxnet3 model is slower and less
+			 * maintained) */
+			strcpy(nic->model, "virtio-net-pci");
+		else if (!strcasecmp(v, "e1000") || !strcasecmp(v, "e1000e"))
+			strcpy(nic->model, !strcasecmp(v, "e1000") ? "e1000" : "e1000e");
+		else
+			rc = vm_errf(x->err, -EINVAL,
+				     "%s:%d: key '%s': '%.32s' is not virtio, vmxnet3, e1000 or e1000e",
+				     x->what, kv->line, k, v);
+	} else if (!strcasecmp(field, "connectionType")) {
+		if (!strcasecmp(v, "nat") || !strcasecmp(v, "user"))
+			strcpy(nic->conn, "nat");
+		else if (!strcasecmp(v, "bridged"))
+			strcpy(nic->conn, "bridged");
+		else if (!strcasecmp(v, "none"))
+			strcpy(nic->conn, "none");
+		else
+			rc = vm_errf(x->err, -EINVAL, "%s:%d: key '%s': '%.32s' is not nat, bridged or none",
+				     x->what, kv->line, k, v);
+	} else if (!strcasecmp(field, "networkName")) {
+		/* a Linux bridge name: IFNAMSIZ - 1 */
+		rc = plain_text(kv, x->what, 15, "-_.", x->err);
+		if (!rc)
+			snprintf(nic->bridge, sizeof(nic->bridge), "%s", v);
+	} else if (!strcasecmp(field, "address") || !strcasecmp(field, "generatedAddress")) {
+		rc = check_mac(kv, x->what, x->err);
+		if (!rc && (!nic->mac[0] || !strcasecmp(field, "address")))
+			snprintf(nic->mac, sizeof(nic->mac), "%s", v);
+	} else if (!strcasecmp(field, "startConnected") || !strcasecmp(field, "wakeOnPcktRcv")) {
+		rc = parse_bool(kv, x->what, &b, x->err);
+	} else if (!key_ignored(k)) {
+		rc = unknown_key(x, kv);
+	}
+	return rc;
+}
+
+/* scsiN:M.FIELD (sata, nvme, ide): a disk or CD-ROM, gathered here and
+ * turned into disks by finish_disks once every key was read */
+static int section_device(struct vmx_ctx *x, const struct vmx_kv *kv, const char *dev,
+			  const char *field)
+{
+	const char *k = kv->key, *v = kv->value;
+	size_t d;
+
+	for (d = 0; d < x->ndevs; d++)
+		if (!strcmp(x->devs[d].dev, dev))
+			break;
+	if (d == x->ndevs) {
+		if (x->ndevs == sizeof(x->devs) / sizeof(x->devs[0]))
+			return vm_errf(x->err, -E2BIG, "%s:%d: key '%s': too many devices", x->what,
+				       kv->line, k);
+		memset(&x->devs[d], 0, sizeof(x->devs[d]));
+		snprintf(x->devs[d].dev, sizeof(x->devs[d].dev), "%s", dev);
+		x->devs[d].line = kv->line;
+		x->ndevs++;
+	}
+	if (!strcasecmp(field, "present")) {
+		x->devs[d].present_set = true;
+		return parse_bool(kv, x->what, &x->devs[d].present, x->err);
+	}
+	if (!strcasecmp(field, "fileName")) {
+		x->devs[d].file = kv;
+		return vm_name_check(v, k, kv->line, x->what, x->err);
+	}
+	if (!strcasecmp(v, "cdrom-image"))
+		x->devs[d].cdrom = true;
+	else if (!strcasecmp(v, "disk") || !strcasecmp(v, "scsi-hardDisk") ||
+		 !strcasecmp(v, "ata-hardDisk"))
+		x->devs[d].cdrom = false;
+	else
+		return vm_errf(x->err, -EINVAL,
+			       "%s:%d: key '%s': '%.32s' is not disk, scsi-hardDisk, ata-hardDisk or cdrom-image (host devices are not passed through)",
+			       x->what, kv->line, k, v);
+	return 0;
+}
+
+/* anything else: a key VMware writes that means nothing here, or refused */
+static int section_other(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	static const char *const ctrl[] = {"scsi?.present", "sata?.present", "nvme?.present",
+					   "ide?.present", NULL};
+	const char *field;
+	char dev[16];
+
+	if (key_ignored(kv->key))
+		return 0;
+	/* controller keys ("scsi0.present") carry no choice here: every disk
+	 * is a virtio-blk device (docs/vm.md) */
+	if (!device_key(kv->key, dev, sizeof(dev), &field))
+		for (int j = 0; ctrl[j]; j++)
+			if (key_match(ctrl[j], kv->key))
+				return 0;
+	return unknown_key(x, kv);
+}
+
+/* One key of the file, to the parser of its section. */
+static int parse_key(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	const char *k = kv->key, *field;
+	char dev[16];
+
+	for (size_t i = 0; i < sizeof(machine_keys) / sizeof(machine_keys[0]); i++)
+		if (!strcasecmp(k, machine_keys[i].key))
+			return machine_keys[i].parse(x, kv);
+	if (!strncasecmp(k, "ethernet", 8) && isdigit((unsigned char)k[8]) && k[9] == '.')
+		return section_nic(x, kv);
+	if (device_key(k, dev, sizeof(dev), &field) &&
+	    (!strcasecmp(field, "present") || !strcasecmp(field, "fileName") ||
+	     !strcasecmp(field, "deviceType")))
+		return section_device(x, kv, dev, field);
+	return section_other(x, kv);
+}
+
+/* The devices that exist (present, with a file) become the VM's disks. */
+static int finish_disks(struct vmx_ctx *x)
+{
+	struct vm_config *cfg = x->cfg;
+
+	for (size_t d = 0; d < x->ndevs; d++) {
+		struct vm_disk *dk;
+		size_t fl;
+
+		if (x->devs[d].present_set && !x->devs[d].present)
+			continue;
+		if (!x->devs[d].file) {
+			if (x->devs[d].present_set)
+				return vm_errf(x->err, -EINVAL,
+					       "%s:%d: device %s is present but has no fileName", x->what,
+					       x->devs[d].line, x->devs[d].dev);
+			continue;
+		}
+		if (cfg->ndisks == VM_MAX_DISKS)
+			return vm_errf(x->err, -E2BIG, "%s:%d: more than %d disks", x->what,
+				       x->devs[d].line, VM_MAX_DISKS);
+		dk = &cfg->disks[cfg->ndisks++];
+		snprintf(dk->key, sizeof(dk->key), "%s", x->devs[d].dev);
+		snprintf(dk->file, sizeof(dk->file), "%s", x->devs[d].file->value);
+		dk->cdrom = x->devs[d].cdrom;
+		fl = strlen(dk->file);
+		if (!dk->cdrom && (fl < 6 || strcasecmp(dk->file + fl - 5, ".vmdk")))
+			return vm_errf(x->err, -EINVAL,
+				       "%s:%d: key '%s.fileName': a disk must be a .vmdk descriptor, not '%.64s'",
+				       x->what, x->devs[d].file->line, x->devs[d].dev, dk->file);
+	}
+	return 0;
+}
+
+/* NICs without ethernetN.present = "TRUE" do not exist (VMware's rule) */
+static int finish_nics(struct vmx_ctx *x)
+{
+	struct vm_config *cfg = x->cfg;
+	size_t keep = 0;
+
+	for (size_t i = 0; i < cfg->nnics; i++) {
+		if (!x->nic_present[cfg->nics[i].index])
+			continue;
+		if (!strcmp(cfg->nics[i].conn, "bridged") && !cfg->nics[i].bridge[0])
+			return vm_errf(x->err, -EINVAL, "%s: ethernet%d is bridged but has no networkName",
+				       x->what, cfg->nics[i].index);
+		cfg->nics[keep++] = cfg->nics[i];
+	}
+	cfg->nnics = keep;
+	return 0;
+}
+
+int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm_config *cfg,
+		       struct vm_err *err)
+{
+	struct vmx_ctx *x;
+	size_t nl;
 	int rc;
 
 	memset(cfg, 0, sizeof(*cfg));
 	rc = vm_name_check(vmx_name, "file name", 0, "VM", err);
 	if (rc)
 		return rc;
-	size_t nl = strlen(vmx_name);
+	nl = strlen(vmx_name);
 	if (nl < 5 || strcasecmp(vmx_name + nl - 4, ".vmx"))
-		return vm_errf(err, -EINVAL, "%s: the configuration file name must end in .vmx", what);
+		return vm_errf(err, -EINVAL, "%s: the configuration file name must end in .vmx", vmx_name);
 	snprintf(cfg->vmx_name, sizeof(cfg->vmx_name), "%s", vmx_name);
 	snprintf(cfg->name, sizeof(cfg->name), "%.*s", (int)(nl - 4), vmx_name);
 	cfg->vcpus = 1;
 	cfg->mem_mib = 256;
 
-	for (size_t i = 0; i < f->n; i++) {
-		const struct vmx_kv *kv = &f->kv[i];
-		const char *k = kv->key, *field;
-		char dev[16];
-		bool b;
-
-		if (!strcasecmp(k, "displayName")) {
-			snprintf(cfg->display_name, sizeof(cfg->display_name), "%s", kv->value);
-		} else if (!strcasecmp(k, "numvcpus")) {
-			rc = parse_uint(kv, what, 1, VM_MAX_VCPUS, &cfg->vcpus, err);
-		} else if (!strcasecmp(k, "memSize")) {
-			/* MiB; 16 TiB is far beyond any host here but keeps the
-			 * arithmetic in range */
-			rc = parse_uint(kv, what, VM_MIN_MEM_MIB, 16u << 20, &cfg->mem_mib, err);
-		} else if (!strcasecmp(k, "guestOS")) {
-			rc = plain_text(kv, what, 64, "-_.", err);
-			if (!rc)
-				snprintf(cfg->guest_os, sizeof(cfg->guest_os), "%s", kv->value);
-		} else if (!strcasecmp(k, "vmfsd.kernel") || !strcasecmp(k, "vmfsd.initrd")) {
-			rc = vm_name_check(kv->value, k, kv->line, what, err);
-			if (!rc)
-				snprintf(!strcasecmp(k, "vmfsd.kernel") ? cfg->kernel : cfg->initrd,
-					 VM_NAME_MAX + 1, "%s", kv->value);
-		} else if (!strcasecmp(k, "vmfsd.append")) {
-			/* goes to the guest kernel only (QEMU does not parse it);
-			 * control characters were refused by the parser */
-			snprintf(cfg->append, sizeof(cfg->append), "%s", kv->value);
-		} else if (!strcasecmp(k, "vmfsd.accel")) {
-			if (vm_accel_parse(kv->value, &cfg->accel))
-				rc = vm_errf(err, -EINVAL, "%s:%d: key '%s': '%.32s' is not auto, kvm or tcg",
-					     what, kv->line, k, kv->value);
-		} else if (!strncasecmp(k, "ethernet", 8) && isdigit((unsigned char)k[8]) &&
-			   k[9] == '.') {
-			int idx = k[8] - '0';
-			struct vm_nic *nic;
-
-			if (idx >= VM_MAX_NICS)
-				return vm_errf(err, -ERANGE, "%s:%d: key '%s': at most %d network adapters",
-					       what, kv->line, k, VM_MAX_NICS);
-			nic = nic_of(cfg, idx);
-			if (!nic) {
-				nic = &cfg->nics[cfg->nnics++];
-				nic->index = idx;
-				strcpy(nic->model, "virtio-net-pci");
-				strcpy(nic->conn, "nat");
-			}
-			field = k + 10;
-			if (!strcasecmp(field, "present")) {
-				rc = parse_bool(kv, what, &b, err);
-				nic_present[idx] = b;
-			} else if (!strcasecmp(field, "virtualDev")) {
-				const char *v = kv->value;
-
-				if (!strcasecmp(v, "virtio") || !strcasecmp(v, "vmxnet3") ||
-				    !strcasecmp(v, "vmxnet"))
-					/* a KVM guest is best served by virtio; vmxnet3
-					 * is mapped to it (QEMU's vmxnet3 model is
-					 * slower and less maintained) */
-					strcpy(nic->model, "virtio-net-pci");
-				else if (!strcasecmp(v, "e1000") || !strcasecmp(v, "e1000e"))
-					strcpy(nic->model, !strcasecmp(v, "e1000") ? "e1000" : "e1000e");
-				else
-					rc = vm_errf(err, -EINVAL,
-						     "%s:%d: key '%s': '%.32s' is not virtio, vmxnet3, e1000 or e1000e",
-						     what, kv->line, k, v);
-			} else if (!strcasecmp(field, "connectionType")) {
-				const char *v = kv->value;
-
-				if (!strcasecmp(v, "nat") || !strcasecmp(v, "user"))
-					strcpy(nic->conn, "nat");
-				else if (!strcasecmp(v, "bridged"))
-					strcpy(nic->conn, "bridged");
-				else if (!strcasecmp(v, "none"))
-					strcpy(nic->conn, "none");
-				else
-					rc = vm_errf(err, -EINVAL,
-						     "%s:%d: key '%s': '%.32s' is not nat, bridged or none",
-						     what, kv->line, k, v);
-			} else if (!strcasecmp(field, "networkName")) {
-				/* a Linux bridge name: IFNAMSIZ - 1 */
-				rc = plain_text(kv, what, 15, "-_.", err);
-				if (!rc)
-					snprintf(nic->bridge, sizeof(nic->bridge), "%s", kv->value);
-			} else if (!strcasecmp(field, "address") || !strcasecmp(field, "generatedAddress")) {
-				rc = check_mac(kv, what, err);
-				if (!rc && (!nic->mac[0] || !strcasecmp(field, "address")))
-					snprintf(nic->mac, sizeof(nic->mac), "%s", kv->value);
-			} else if (!strcasecmp(field, "startConnected") || !strcasecmp(field, "wakeOnPcktRcv")) {
-				rc = parse_bool(kv, what, &b, err);
-			} else {
-				bool ign = false;
-
-				for (int j = 0; ignored_keys[j]; j++)
-					ign |= key_match(ignored_keys[j], k);
-				if (!ign)
-					rc = vm_errf(err, -EINVAL, "%s:%d: unknown key '%s' (supported keys: docs/vm.md)",
-						     what, kv->line, k);
-			}
-		} else if (device_key(k, dev, sizeof(dev), &field) &&
-			   (!strcasecmp(field, "present") || !strcasecmp(field, "fileName") ||
-			    !strcasecmp(field, "deviceType"))) {
-			size_t d;
-
-			for (d = 0; d < ndevs; d++)
-				if (!strcmp(devs[d].dev, dev))
-					break;
-			if (d == ndevs) {
-				if (ndevs == sizeof(devs) / sizeof(devs[0]))
-					return vm_errf(err, -E2BIG, "%s:%d: key '%s': too many devices", what,
-						       kv->line, k);
-				memset(&devs[d], 0, sizeof(devs[d]));
-				snprintf(devs[d].dev, sizeof(devs[d].dev), "%s", dev);
-				devs[d].line = kv->line;
-				ndevs++;
-			}
-			if (!strcasecmp(field, "present")) {
-				rc = parse_bool(kv, what, &devs[d].present, err);
-				devs[d].present_set = true;
-			} else if (!strcasecmp(field, "fileName")) {
-				rc = vm_name_check(kv->value, k, kv->line, what, err);
-				devs[d].file = kv;
-			} else {
-				const char *v = kv->value;
-
-				if (!strcasecmp(v, "cdrom-image"))
-					devs[d].cdrom = true;
-				else if (!strcasecmp(v, "disk") || !strcasecmp(v, "scsi-hardDisk") ||
-					 !strcasecmp(v, "ata-hardDisk"))
-					devs[d].cdrom = false;
-				else
-					rc = vm_errf(err, -EINVAL,
-						     "%s:%d: key '%s': '%.32s' is not disk, scsi-hardDisk, ata-hardDisk or cdrom-image (host devices are not passed through)",
-						     what, kv->line, k, v);
-			}
-		} else {
-			bool ign = false;
-
-			for (int j = 0; ignored_keys[j]; j++)
-				ign |= key_match(ignored_keys[j], k);
-			/* controller keys ("scsi0.present") carry no choice here:
-			 * every disk is a virtio-blk device (docs/vm.md) */
-			if (!ign && (device_key(k, dev, sizeof(dev), &field) == false)) {
-				static const char *const ctrl[] = {"scsi?.present", "sata?.present",
-								   "nvme?.present", "ide?.present", NULL};
-				for (int j = 0; ctrl[j]; j++)
-					ign |= key_match(ctrl[j], k);
-			}
-			if (!ign)
-				rc = vm_errf(err, -EINVAL, "%s:%d: unknown key '%s' (supported keys: docs/vm.md)",
-					     what, kv->line, k);
-		}
-		if (rc)
-			return rc;
-	}
-
-	for (size_t d = 0; d < ndevs; d++) {
-		if (devs[d].present_set && !devs[d].present)
-			continue;
-		if (!devs[d].file) {
-			if (devs[d].present_set)
-				return vm_errf(err, -EINVAL, "%s:%d: device %s is present but has no fileName",
-					       what, devs[d].line, devs[d].dev);
-			continue;
-		}
-		if (cfg->ndisks == VM_MAX_DISKS)
-			return vm_errf(err, -E2BIG, "%s:%d: more than %d disks", what, devs[d].line,
-				       VM_MAX_DISKS);
-		struct vm_disk *dk = &cfg->disks[cfg->ndisks++];
-		snprintf(dk->key, sizeof(dk->key), "%s", devs[d].dev);
-		snprintf(dk->file, sizeof(dk->file), "%s", devs[d].file->value);
-		dk->cdrom = devs[d].cdrom;
-		size_t fl = strlen(dk->file);
-		if (!dk->cdrom && (fl < 6 || strcasecmp(dk->file + fl - 5, ".vmdk")))
-			return vm_errf(err, -EINVAL,
-				       "%s:%d: key '%s.fileName': a disk must be a .vmdk descriptor, not '%.64s'",
-				       what, devs[d].file->line, devs[d].dev, dk->file);
-	}
-	/* NICs without ethernetN.present = "TRUE" do not exist (VMware's rule) */
-	size_t keep = 0;
-	for (size_t i = 0; i < cfg->nnics; i++) {
-		if (!nic_present[cfg->nics[i].index])
-			continue;
-		if (!strcmp(cfg->nics[i].conn, "bridged") && !cfg->nics[i].bridge[0])
-			return vm_errf(err, -EINVAL, "%s: ethernet%d is bridged but has no networkName", what,
-				       cfg->nics[i].index);
-		cfg->nics[keep++] = cfg->nics[i];
-	}
-	cfg->nnics = keep;
+	x = calloc(1, sizeof(*x));
+	if (!x)
+		return vm_errf(err, -ENOMEM, "%s: out of memory", vmx_name);
+	x->what = vmx_name;
+	x->cfg = cfg;
+	x->err = err;
+	for (size_t i = 0; !rc && i < f->n; i++)
+		rc = parse_key(x, &f->kv[i]);
+	if (!rc)
+		rc = finish_disks(x);
+	if (!rc)
+		rc = finish_nics(x);
+	free(x);
+	if (rc)
+		return rc;
 	if (cfg->initrd[0] && !cfg->kernel[0])
-		return vm_errf(err, -EINVAL, "%s: vmfsd.initrd without vmfsd.kernel", what);
+		return vm_errf(err, -EINVAL, "%s: vmfsd.initrd without vmfsd.kernel", vmx_name);
 	if (cfg->append[0] && !cfg->kernel[0])
-		return vm_errf(err, -EINVAL, "%s: vmfsd.append without vmfsd.kernel", what);
+		return vm_errf(err, -EINVAL, "%s: vmfsd.append without vmfsd.kernel", vmx_name);
 	return 0;
 }
 

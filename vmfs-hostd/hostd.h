@@ -25,7 +25,15 @@ struct agent {
 	enum vm_accel accel;          /* default for VMs whose .vmx says auto */
 	int shutdown_timeout;         /* seconds of ACPI grace before power-off */
 	struct vm_host_res res;
+	/* the last children main.c reaped (QEMUs are reparented to the
+	 * agent): a sweep forked later tells a killed QEMU from one whose
+	 * guest powered off */
+	struct { pid_t pid; int status; } reaped[64];
+	unsigned nreaped;
 };
+
+/* The signal that ended child PID, if the agent reaped it killed; else 0. */
+int agent_reaped_signal(const struct agent *a, pid_t pid);
 
 struct vmctx {
 	char folder[PATH_MAX];        /* realpath of the VM folder */

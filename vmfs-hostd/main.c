@@ -178,6 +178,35 @@ static void serve(struct agent *a, int cfd)
 	json_decref(reply);
 }
 
+int agent_reaped_signal(const struct agent *a, pid_t pid)
+{
+	for (unsigned i = 0; i < 64 && i < a->nreaped; i++)
+		if (a->reaped[i].pid == pid && WIFSIGNALED(a->reaped[i].status))
+			return WTERMSIG(a->reaped[i].status);
+	return 0;
+}
+
+static pid_t reconcile_child(struct agent *a, bool startup, const sigset_t *mask, int lfd, int sfd,
+			     int lockfd)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		sigprocmask(SIG_UNBLOCK, mask, NULL);
+		signal(SIGTERM, SIG_DFL);
+		close(lfd);
+		close(sfd);
+		close(lockfd);
+		agent_reconcile(a, startup);
+		_exit(0);
+	}
+	if (pid < 0) {
+		agent_log(a, "fork: %s", strerror(errno));
+		return 0;
+	}
+	return pid;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -347,7 +376,22 @@ int main(int argc, char **argv)
 		  : !vm_kvm_usable() ? " = tcg (no usable /dev/kvm)"
 				     : " = tcg (nested: this host is a VM; --accel kvm forces KVM)",
 		  a.res.cpus, (unsigned long long)a.res.mem_mib);
-	agent_reconcile(&a, true);
+	/* The sweep touches the datastores (logs, lock records): it runs in a
+	 * child, one at a time, so a datastore that hangs cannot stall this
+	 * loop (a fence notice from vmfsd must still be answered), and a
+	 * fenced vmfsd that kills every process holding files on its mount
+	 * kills that child, not the agent. */
+	pid_t sweeper = reconcile_child(&a, true, &mask, lfd, sfd, lockfd);
+
+	/* the first sweep (re-attach) is over before the first request is
+	 * answered, as when it ran in this process */
+	if (sweeper > 0) {
+		int st;
+
+		while (waitpid(sweeper, &st, 0) < 0 && errno == EINTR)
+			;
+		sweeper = 0;
+	}
 
 	bool stop = false;
 	while (!stop) {
@@ -376,6 +420,11 @@ int main(int argc, char **argv)
 
 			if (pid <= 0)
 				break;
+			if (pid == sweeper)
+				sweeper = 0;
+			a.reaped[a.nreaped % 64].pid = pid;
+			a.reaped[a.nreaped % 64].status = st;
+			a.nreaped++;
 		}
 		if (r > 0 && (p[0].revents & POLLIN)) {
 			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
@@ -397,7 +446,18 @@ int main(int argc, char **argv)
 				close(cfd);
 			}
 		}
-		agent_reconcile(&a, false);
+		if (!sweeper)
+			sweeper = reconcile_child(&a, false, &mask, lfd, sfd, lockfd);
+	}
+	/* no sweep of ours may outlive us: it holds per-VM flocks that the
+	 * next agent's first sweep must get (a sweep is idempotent, so
+	 * stopping one halfway loses nothing) */
+	if (sweeper > 0) {
+		int st;
+
+		kill(sweeper, SIGKILL);
+		while (waitpid(sweeper, &st, 0) < 0 && errno == EINTR)
+			;
 	}
 	agent_log(&a, "stopping; running VMs keep running and a new agent re-attaches to them");
 	close(lfd);

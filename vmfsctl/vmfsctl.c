@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -38,6 +39,78 @@
 static const char *prog = "vmfsctl";
 static bool json_out;
 
+/* ------------------------------------------------------------ commands */
+
+/* What a command takes after its name */
+enum cmd_arg {
+	ARG_NONE,               /* nothing (list, agent-info) */
+	ARG_PATH,               /* one PATH: a VM folder or its .vmx (kill-volume: a mount) */
+};
+
+/* Options a command accepts (besides --json) */
+enum {
+	OPT_FORCE = 1u << 0,    /* --force */
+	OPT_TIMEOUT = 1u << 1,  /* --timeout SEC */
+};
+
+struct command {
+	const char *name;
+	const char *help;       /* its lines of --help, after the name */
+	enum cmd_arg arg;
+	unsigned opts;
+	/* parses the command's options into the request; NULL: the common
+	 * ones (opts) */
+	int (*parse)(const struct command *c, int argc, char **argv, json_t *req);
+	/* runs after a successful reply instead of printing it */
+	int (*after)(json_t *reply);
+};
+
+static int parse_create(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
+static int after_console(json_t *reply);
+
+static const struct command commands[] = {
+	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
+	 "         [--guest-os OS] [--iso FILE] [--kernel FILE [--initrd FILE] [--append STR]]\n"
+	 "         [--accel auto|kvm|tcg] [--net nat|none|bridge:BRIDGE]\n"
+	 "                        new VM folder PATH on a mounted datastore\n",
+	 ARG_PATH, 0, parse_create, NULL},
+	{"list", "                  the VMs registered with this host's agent\n", ARG_NONE, 0, NULL, NULL},
+	{"info", " PATH             state, host and configuration of a VM\n", ARG_PATH, 0, NULL, NULL},
+	{"power-on", " PATH [--force]  start (resumes a suspended VM)\n", ARG_PATH, OPT_FORCE, NULL,
+	 NULL},
+	{"shutdown", " PATH [--timeout SEC]  ACPI power button, power off after SEC\n", ARG_PATH,
+	 OPT_TIMEOUT, NULL, NULL},
+	{"power-off", " PATH        stop at once\n", ARG_PATH, 0, NULL, NULL},
+	{"reset", " PATH            hard reset\n", ARG_PATH, 0, NULL, NULL},
+	{"suspend", " PATH          save the memory state to <vm>.vmss and stop\n", ARG_PATH, 0, NULL,
+	 NULL},
+	{"resume", " PATH           start from <vm>.vmss; continue a VM paused by an I/O\n"
+	 "                        error (a full datastore) once space is free\n",
+	 ARG_PATH, 0, NULL, NULL},
+	{"console", " PATH          attach to the serial console (detach: Ctrl-])\n", ARG_PATH, 0,
+	 NULL, after_console},
+	{"destroy", " PATH          delete a powered-off VM and its folder\n", ARG_PATH, 0, NULL,
+	 NULL},
+	{"register", " PATH         add an existing VM folder to this host's inventory\n", ARG_PATH,
+	 0, NULL, NULL},
+	{"unregister", " PATH       remove it from the inventory (files stay)\n", ARG_PATH, 0, NULL,
+	 NULL},
+	{"kill-volume", " MOUNT     kill at once every VM of this host on that datastore\n"
+	 "                        (the host lost the volume: fenced, vmfsd gone)\n",
+	 ARG_PATH, 0, NULL, NULL},
+	{"agent-info", "            the agent's host name, limits and accelerator\n", ARG_NONE, 0,
+	 NULL, NULL},
+};
+
+static const struct command *command_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, name))
+			return &commands[i];
+	return NULL;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -45,26 +118,10 @@ static void usage(FILE *f)
 		"\n"
 		"Manage the VMs of a vmfsd datastore through the host agent (vmfs-hostd).\n"
 		"\n"
-		"Commands:\n"
-		"  create PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
-		"         [--guest-os OS] [--iso FILE] [--kernel FILE [--initrd FILE] [--append STR]]\n"
-		"         [--accel auto|kvm|tcg] [--net nat|none|bridge:BRIDGE]\n"
-		"                        new VM folder PATH on a mounted datastore\n"
-		"  list                  the VMs registered with this host's agent\n"
-		"  info PATH             state, host and configuration of a VM\n"
-		"  power-on PATH [--force]  start (resumes a suspended VM)\n"
-		"  shutdown PATH [--timeout SEC]  ACPI power button, power off after SEC\n"
-		"  power-off PATH        stop at once\n"
-		"  reset PATH            hard reset\n"
-		"  suspend PATH          save the memory state to <vm>.vmss and stop\n"
-		"  resume PATH           start from <vm>.vmss\n"
-		"  console PATH          attach to the serial console (detach: Ctrl-])\n"
-		"  destroy PATH          delete a powered-off VM and its folder\n"
-		"  register PATH         add an existing VM folder to this host's inventory\n"
-		"  unregister PATH       remove it from the inventory (files stay)\n"
-		"  kill-volume MOUNT     kill at once every VM of this host on that datastore\n"
-		"                        (the host lost the volume: fenced, vmfsd gone)\n"
-		"  agent-info            the agent's host name, limits and accelerator\n"
+		"Commands:\n", prog);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %s%s", commands[i].name, commands[i].help);
+	fprintf(f,
 		"\n"
 		"Options:\n"
 		"  -a, --agent SOCKET    the agent's socket (default $VMFS_HOSTD_SOCKET, or the\n"
@@ -73,8 +130,7 @@ static void usage(FILE *f)
 		"  -h, --help            this help\n"
 		"  -V, --version         version\n"
 		"\n"
-		"SIZE takes K, M, G, T suffixes (powers of 1024).  See vmfsctl(8).\n",
-		prog);
+		"SIZE takes K, M, G, T suffixes (powers of 1024).  See vmfsctl(8).\n");
 }
 
 static int die_usage(const char *fmt, const char *arg)
@@ -213,9 +269,16 @@ static void print_human(const char *cmd, json_t *r)
 		size_t i;
 		json_t *vm;
 
-		printf("%-24s %-10s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
+		printf("%-24s %-17s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
 		json_array_foreach(json_object_get(r, "vms"), i, vm) {
-			printf("%-24s %-10s %-16s %s\n", jstr(vm, "name"), jstr(vm, "state"), jstr(vm, "host"),
+			char state[64];
+
+			if (json_object_get(vm, "paused_reason"))
+				snprintf(state, sizeof(state), "%s (%s)", jstr(vm, "state"),
+					 jstr(vm, "paused_reason"));
+			else
+				snprintf(state, sizeof(state), "%s", jstr(vm, "state"));
+			printf("%-24s %-17s %-16s %s\n", jstr(vm, "name"), state, jstr(vm, "host"),
 			       json_string_value(json_object_get(vm, "path")) ?: jstr(vm, "vmx"));
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
@@ -228,7 +291,23 @@ static void print_human(const char *cmd, json_t *r)
 
 		printf("name:        %s\n", jstr(r, "name"));
 		printf("path:        %s\n", jstr(r, "vmx"));
-		printf("state:       %s\n", jstr(r, "state"));
+		if (json_object_get(r, "paused_reason"))
+			printf("state:       %s (%s)\n", jstr(r, "state"), jstr(r, "paused_reason"));
+		else
+			printf("state:       %s\n", jstr(r, "state"));
+		if (json_object_get(r, "error"))
+			printf("error:       %s\n", jstr(r, "error"));
+		if (json_object_get(r, "killed_by_fence")) {
+			json_t *f = json_object_get(r, "killed_by_fence");
+			char when[32];
+			time_t t = (time_t)json_integer_value(json_object_get(f, "at"));
+			struct tm tm;
+
+			localtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			printf("killed:      by the fence of volume %s at %s (not restarted here)\n",
+			       jstr(f, "volume"), when);
+		}
 		printf("host:        %s\n", jstr(r, "host"));
 		if (json_object_get(r, "pid"))
 			printf("qemu pid:    %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
@@ -373,6 +452,134 @@ static int console(const char *serial)
 	return 0;
 }
 
+/* create's options: the size and shape of the new VM */
+static int parse_create(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	char path[PATH_MAX];
+	int c;
+	static const struct option o[] = {
+		{"cpus", required_argument, NULL, 'c'},
+		{"memory", required_argument, NULL, 'm'},
+		{"disk", required_argument, NULL, 'd'},
+		{"provisioning", required_argument, NULL, 'p'},
+		{"guest-os", required_argument, NULL, 'g'},
+		{"iso", required_argument, NULL, 'i'},
+		{"kernel", required_argument, NULL, 'k'},
+		{"initrd", required_argument, NULL, 'r'},
+		{"append", required_argument, NULL, 'A'},
+		{"accel", required_argument, NULL, 'x'},
+		{"net", required_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	bool have_cpus = false, have_mem = false, have_disk = false;
+
+	(void)cmd;
+	while ((c = getopt_long(argc, argv, "c:m:d:p:g:i:k:r:A:x:n:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+		uint64_t sz;
+
+		switch (c) {
+		case 'c':
+		case 'm':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0)
+				return die_usage("'%s' is not a positive number", optarg);
+			json_object_set_new(req, c == 'c' ? "cpus" : "memory", json_integer(v));
+			*(c == 'c' ? &have_cpus : &have_mem) = true;
+			break;
+		case 'd':
+			if (vm_parse_size(optarg, &sz) || sz == 0 || sz > (1ULL << 56))
+				return die_usage("--disk: '%s' is not a size (e.g. 10G)", optarg);
+			json_object_set_new(req, "disk", json_integer((json_int_t)sz));
+			have_disk = true;
+			break;
+		case 'p':
+			json_object_set_new(req, "provisioning", json_string(optarg));
+			break;
+		case 'g':
+			json_object_set_new(req, "guest_os", json_string(optarg));
+			break;
+		case 'i':
+		case 'k':
+		case 'r':
+			if (!realpath(optarg, path)) {
+				fprintf(stderr, "%s: %s: %s\n", prog, optarg, strerror(errno));
+				return EXIT_FAIL;
+			}
+			json_object_set_new(req, c == 'i' ? "iso" : c == 'k' ? "kernel" : "initrd",
+					    json_string(path));
+			break;
+		case 'A':
+			json_object_set_new(req, "append", json_string(optarg));
+			break;
+		case 'x':
+			json_object_set_new(req, "accel", json_string(optarg));
+			break;
+		case 'n':
+			json_object_set_new(req, "net", json_string(optarg));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", "create");
+		}
+	}
+	if (!have_cpus || !have_mem || !have_disk)
+		return die_usage("%s needs --cpus N --memory MIB --disk SIZE", "create");
+	return 0;
+}
+
+/* the options some commands share: power-on --force, shutdown --timeout */
+static int parse_common(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	int c;
+	static const struct option o[] = {
+		{"force", no_argument, NULL, 'f'},
+		{"timeout", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+
+	while ((c = getopt_long(argc, argv, "ft:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 'f':
+			if (!(cmd->opts & OPT_FORCE))
+				return die_usage("--force is an option of power-on, not %s", cmd->name);
+			json_object_set_new(req, "force", json_true());
+			break;
+		case 't':
+			if (!(cmd->opts & OPT_TIMEOUT))
+				return die_usage("--timeout is an option of shutdown, not %s", cmd->name);
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 86400)
+				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
+			json_object_set_new(req, "timeout", json_integer(v));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	return 0;
+}
+
+static int after_console(json_t *reply)
+{
+	char serial[PATH_MAX];
+
+	snprintf(serial, sizeof(serial), "%s", jstr(reply, "serial"));
+	json_decref(reply);
+	return console(serial);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option gopts[] = {
@@ -383,7 +590,7 @@ int main(int argc, char **argv)
 		{0},
 	};
 	char sock[PATH_MAX] = "", path[PATH_MAX];
-	const char *cmd;
+	const struct command *cmd;
 	json_t *req, *reply;
 	int c, rc;
 
@@ -411,131 +618,21 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	cmd = argv[optind];
 	argc -= optind;
 	argv += optind;
 	optind = 0;   /* glibc: 0 re-initializes getopt for the command's options */
 
-	static const char *const known[] = {"create", "list", "info", "power-on", "shutdown",
-					    "power-off", "reset", "suspend", "resume", "console",
-					    "destroy", "register", "unregister", "agent-info",
-					    "kill-volume", NULL};
-	bool ok = false;
-	for (int i = 0; known[i]; i++)
-		ok |= !strcmp(cmd, known[i]);
-	if (!ok)
-		return die_usage("unknown command '%s'", cmd);
+	cmd = command_find(argv[0]);
+	if (!cmd)
+		return die_usage("unknown command '%s'", argv[0]);
 
-	req = json_pack("{s:s}", "cmd", cmd);
-	if (!strcmp(cmd, "create")) {
-		static const struct option o[] = {
-			{"cpus", required_argument, NULL, 'c'},
-			{"memory", required_argument, NULL, 'm'},
-			{"disk", required_argument, NULL, 'd'},
-			{"provisioning", required_argument, NULL, 'p'},
-			{"guest-os", required_argument, NULL, 'g'},
-			{"iso", required_argument, NULL, 'i'},
-			{"kernel", required_argument, NULL, 'k'},
-			{"initrd", required_argument, NULL, 'r'},
-			{"append", required_argument, NULL, 'A'},
-			{"accel", required_argument, NULL, 'x'},
-			{"net", required_argument, NULL, 'n'},
-			{"json", no_argument, NULL, 'j'},
-			{0},
-		};
-		bool have_cpus = false, have_mem = false, have_disk = false;
-
-		while ((c = getopt_long(argc, argv, "c:m:d:p:g:i:k:r:A:x:n:j", o, NULL)) != -1) {
-			char *end;
-			long v;
-			uint64_t sz;
-
-			switch (c) {
-			case 'c':
-			case 'm':
-				v = strtol(optarg, &end, 10);
-				if (*end || v <= 0)
-					return die_usage("'%s' is not a positive number", optarg);
-				json_object_set_new(req, c == 'c' ? "cpus" : "memory", json_integer(v));
-				*(c == 'c' ? &have_cpus : &have_mem) = true;
-				break;
-			case 'd':
-				if (vm_parse_size(optarg, &sz) || sz == 0 || sz > (1ULL << 56))
-					return die_usage("--disk: '%s' is not a size (e.g. 10G)", optarg);
-				json_object_set_new(req, "disk", json_integer((json_int_t)sz));
-				have_disk = true;
-				break;
-			case 'p':
-				json_object_set_new(req, "provisioning", json_string(optarg));
-				break;
-			case 'g':
-				json_object_set_new(req, "guest_os", json_string(optarg));
-				break;
-			case 'i':
-			case 'k':
-			case 'r':
-				if (!realpath(optarg, path)) {
-					fprintf(stderr, "%s: %s: %s\n", prog, optarg, strerror(errno));
-					return EXIT_FAIL;
-				}
-				json_object_set_new(req, c == 'i' ? "iso" : c == 'k' ? "kernel" : "initrd",
-						    json_string(path));
-				break;
-			case 'A':
-				json_object_set_new(req, "append", json_string(optarg));
-				break;
-			case 'x':
-				json_object_set_new(req, "accel", json_string(optarg));
-				break;
-			case 'n':
-				json_object_set_new(req, "net", json_string(optarg));
-				break;
-			case 'j':
-				json_out = true;
-				break;
-			default:
-				return die_usage("%s: bad option", "create");
-			}
-		}
-		if (!have_cpus || !have_mem || !have_disk)
-			return die_usage("%s needs --cpus N --memory MIB --disk SIZE", "create");
-	} else {
-		static const struct option o[] = {
-			{"force", no_argument, NULL, 'f'},
-			{"timeout", required_argument, NULL, 't'},
-			{"json", no_argument, NULL, 'j'},
-			{0},
-		};
-		while ((c = getopt_long(argc, argv, "ft:j", o, NULL)) != -1) {
-			char *end;
-			long v;
-
-			switch (c) {
-			case 'f':
-				if (strcmp(cmd, "power-on"))
-					return die_usage("--force is an option of power-on, not %s", cmd);
-				json_object_set_new(req, "force", json_true());
-				break;
-			case 't':
-				if (strcmp(cmd, "shutdown"))
-					return die_usage("--timeout is an option of shutdown, not %s", cmd);
-				v = strtol(optarg, &end, 10);
-				if (*end || v <= 0 || v > 86400)
-					return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
-				json_object_set_new(req, "timeout", json_integer(v));
-				break;
-			case 'j':
-				json_out = true;
-				break;
-			default:
-				return die_usage("%s: bad option", cmd);
-			}
-		}
-	}
-	bool needs_path = strcmp(cmd, "list") && strcmp(cmd, "agent-info");
-	if (needs_path) {
+	req = json_pack("{s:s}", "cmd", cmd->name);
+	rc = (cmd->parse ? cmd->parse : parse_common)(cmd, argc, argv, req);
+	if (rc)
+		return rc;
+	if (cmd->arg == ARG_PATH) {
 		if (optind != argc - 1)
-			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd);
+			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd->name);
 		rc = abs_path(argv[optind], path, sizeof(path));
 		if (rc) {
 			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind], strerror(-rc));
@@ -569,13 +666,8 @@ int main(int argc, char **argv)
 		json_decref(reply);
 		return EXIT_FAIL;
 	}
-	if (!strcmp(cmd, "console")) {
-		char serial[PATH_MAX];
-
-		snprintf(serial, sizeof(serial), "%s", jstr(reply, "serial"));
-		json_decref(reply);
-		return console(serial);
-	}
+	if (cmd->after)
+		return cmd->after(reply);
 	if (json_out) {
 		char *s;
 
@@ -584,7 +676,7 @@ int main(int argc, char **argv)
 		puts(s ? s : "{}");
 		free(s);
 	} else {
-		print_human(cmd, reply);
+		print_human(cmd->name, reply);
 	}
 	json_decref(reply);
 	return 0;

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <time.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "format/format.h"
 #include "fuse/fuse_ops.h"
 #include "lockmgr/lockmgr.h"
+#include "fence.h"
 
 #define PROG "vmfsd"
 
@@ -39,6 +41,8 @@ struct opts {
 	int fail_io_after;      /* ms; fault injection for tests, 0 = off */
 	int freeze_io_after;
 	int freeze_io_for;
+	int fault_on_usr1;      /* the fault starts at SIGUSR1, not after a delay */
+	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -58,6 +62,8 @@ static const struct fuse_opt opt_spec[] = {
 	{ "fail_io_after=%d", offsetof(struct opts, fail_io_after), 0 },
 	{ "freeze_io_after=%d", offsetof(struct opts, freeze_io_after), 0 },
 	{ "freeze_io_for=%d", offsetof(struct opts, freeze_io_for), 0 },
+	{ "fault_on_usr1", offsetof(struct opts, fault_on_usr1), 1 },
+	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
@@ -138,6 +144,9 @@ static void usage(FILE *f)
 		"  -o fail_io_after=MS, -o freeze_io_after=MS,freeze_io_for=MS\n"
 		"                     fault injection for cluster tests: all I/O fails, or\n"
 		"                     hangs for a while, MS after the mount\n"
+		"  -o fault_on_usr1   the fault starts when vmfsd gets SIGUSR1 instead\n"
+		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
+		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
 		"                     watches the heartbeats for a few seconds)\n"
 		"  -h, --help         show this help\n"
@@ -318,7 +327,7 @@ static void mount_error(const char *device, const char *host, struct bdev *bd,
  * cluster tests use them to make one host's storage fail or hang. */
 struct fault_plan {
 	struct bdev *bd;
-	int fail_after, freeze_after, freeze_for;
+	int fail_after, freeze_after, freeze_for, on_usr1;
 };
 
 static void sleep_ms(int ms)
@@ -333,6 +342,17 @@ static void *fault_thread(void *arg)
 {
 	struct fault_plan *fp = arg;
 
+	if (fp->on_usr1) {
+		sigset_t usr1;
+		int sig;
+
+		/* blocked in every thread since the start of main() */
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		sigwait(&usr1, &sig);
+		fp->fail_after = fp->fail_after ? 1 : 0;
+		fp->freeze_after = fp->fail_after ? 0 : 1;
+	}
 	if (fp->fail_after) {
 		sleep_ms(fp->fail_after);
 		syslog(LOG_WARNING, "fault injection: all I/O fails from now on");
@@ -441,6 +461,15 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	if (o.fault_on_usr1) {
+		sigset_t usr1;
+
+		/* before any thread exists, so that only the fault thread's
+		 * sigwait takes it */
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	}
 	if (!o.foreground) {
 		r = fork_daemon();
 		if (r) {
@@ -466,6 +495,26 @@ int main(int argc, char **argv)
 	mo.norecovery = o.norecovery;
 	mo.unreplayed = unreplayed;
 	mo.bdev = bd;
+	/* The fence responder (fence.c) knows the mount point by its real
+	 * path (what /proc/PID/fd links show); resolved now, before our own
+	 * FUSE mount covers it. */
+	{
+		char mnt_abs[PATH_MAX], sock[PATH_MAX], hn[256] = "";
+
+		if (!realpath(o.mountpoint, mnt_abs)) {
+			fprintf(stderr, PROG ": %s: %s\n", o.mountpoint, strerror(errno));
+			goto out;
+		}
+		if (!o.host && gethostname(hn, sizeof(hn) - 1) < 0)
+			strcpy(hn, "localhost");
+		snprintf(sock, sizeof(sock), "/run/vmfs-hostd/%s.sock", o.host ? o.host : hn);
+		r = vmfsd_fence_start(mnt_abs, o.hostd_socket ? o.hostd_socket : sock, &mo.fence_arg);
+		if (r) {
+			fprintf(stderr, PROG ": fence responder: %s\n", strerror(-r));
+			goto out;
+		}
+		mo.fence_hook = vmfsd_fence_hook;
+	}
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
 		mount_error(o.device, o.host, bd, unreplayed, r);
@@ -505,19 +554,22 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": cannot mount on %s\n", o.mountpoint);
 		goto out_sig;
 	}
-	openlog(PROG, LOG_PID, LOG_DAEMON);
+	/* in the foreground the log also goes to stderr (tests read it) */
+	vmfsd_fence_mounted();
+	openlog(PROG, LOG_PID | (o.foreground ? LOG_PERROR : 0), LOG_DAEMON);
 	syslog(LOG_INFO, "host %s mounted %s (%s) on %s", fs_host(fs), o.device,
 	       fs_super(fs)->label, o.mountpoint);
 	if (!o.foreground) {
 		report_status(1);
 		detach();
 	}
-	if (o.fail_io_after > 0 || o.freeze_io_after > 0) {
+	if (o.fail_io_after > 0 || o.freeze_io_after > 0 || o.fault_on_usr1) {
 		static struct fault_plan fp;
 		pthread_t t;
 
 		fp = (struct fault_plan){ fs_device(fs), o.fail_io_after, o.freeze_io_after,
-					  o.freeze_io_for > 0 ? o.freeze_io_for : 1000 };
+					  o.freeze_io_for > 0 ? o.freeze_io_for : 1000,
+					  o.fault_on_usr1 };
 		if (pthread_create(&t, NULL, fault_thread, &fp) == 0)
 			pthread_detach(t);
 	}
@@ -550,6 +602,7 @@ out:
 	report_status(0);
 	fuse_opt_free_args(&args);
 	free(o.host);
+	free(o.hostd_socket);
 	free(o.device);
 	free(o.mountpoint);
 	return ret;

@@ -159,16 +159,18 @@ class Volume:
     (a child process) as host `host`; plus its agents.  Context manager:
     powers off every VM, stops agents, unmounts, deletes."""
 
-    def __init__(self, tag, size="4G", checker=None):
+    def __init__(self, tag, size="4G", checker=None, mkfs_args=()):
         self.checker = checker
         self.work = tempfile.mkdtemp(prefix="vmfsd-vm-%s-" % tag, dir="/var/tmp")
         self.image = os.path.join(self.work, "vol.img")
         self.size = size
+        self.mkfs_args = list(mkfs_args)
         self.mounts = []     # (mnt, proc)
+        self.procs = {}      # host -> vmfsd process
         self.agents = []
 
     def __enter__(self):
-        r = subprocess.run([env("MKFS"), "-q", "-s", self.size, self.image],
+        r = subprocess.run([env("MKFS"), "-q", "-s", self.size] + self.mkfs_args + [self.image],
                            capture_output=True, text=True, timeout=120)
         if r.returncode != 0:
             raise RuntimeError("mkfs.vmfsd failed: %s%s" % (r.stdout, r.stderr))
@@ -178,11 +180,15 @@ class Volume:
         self.cleanup()
         return False
 
-    def mount(self, host, mnt=None):
+    def mount(self, host, mnt=None, opts=""):
+        """vmfsd -f -o host=HOST[,OPTS]; its stderr (with -f, the log too)
+        goes to vmfsd-HOST.log in the work folder.  Returns the mount point;
+        the process is self.procs[host]."""
         mnt = mnt or os.path.join(self.work, "mnt-%s" % host)
         os.makedirs(mnt, exist_ok=True)
         log = open(os.path.join(self.work, "vmfsd-%s.log" % host), "a")
-        proc = subprocess.Popen([env("VMFSD"), "-f", "-o", "host=%s" % host, self.image, mnt],
+        o = "host=%s" % host + ("," + opts if opts else "")
+        proc = subprocess.Popen([env("VMFSD"), "-f", "-o", o, self.image, mnt],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         try:
@@ -195,7 +201,15 @@ class Volume:
                 raise RuntimeError("vmfsd -o host=%s exited with %s: %s" % (host, proc.returncode,
                                                                           f.read()))
         self.mounts.append((mnt, proc))
+        self.procs[host] = proc
         return mnt
+
+    def vmfsd_log(self, host):
+        try:
+            with open(os.path.join(self.work, "vmfsd-%s.log" % host), errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def agent(self, host):
         a = Agent(self.work, host)

@@ -1,0 +1,151 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A fenced host's VMs die before a survivor can take their disks over
+(docs/cluster.md §3 "The VMs", docs/vm.md "Fencing").
+
+Hosts A and B mount one volume (default heartbeat: I = 1 s, T = 10 s, so A
+fences 7 s after its last good renewal and B may call A dead no earlier
+than 10 s after it).  A runs the test guest.  A's storage then hangs
+(vmfsd's fault injection, -o fault_on_usr1,freeze_io_for=...: every I/O of
+A's vmfsd waits, as on a lost path).  The test watches, every few
+milliseconds, whether A's QEMU is alive and what B's filesystem says of
+the flat extent's lock (the virtual attribute user.vmfsd.lock, which
+drops holders whose heartbeat slot moved on: "free" once B replayed A's
+journal and freed A's slot).  It asserts:
+  - A's QEMU is dead, and was seen dead before the first moment B's view of
+    the disk lock was "free" (the kill came before the takeover);
+  - A's vmfsd logged the fence and the kill, A's agent recorded the VM as
+    killed by the fence (its log and `info`'s killed_by_fence) and did not
+    restart it;
+  - B can then open the disk for writing and power the VM on (--force
+    over A's lock record, which A, fenced, could not remove), and the guest
+    continues A's counter.
+
+Registered with meson (suite vm, vm-fence).
+"""
+
+import os
+import re
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vmtest  # noqa: E402
+
+
+def lock_desc(path):
+    try:
+        return os.getxattr(path, "user.vmfsd.lock").decode(errors="replace")
+    except OSError as e:
+        return "error: %s" % e
+
+
+def body(c):
+    kernel, initrd = vmtest.guest()
+    with vmtest.Volume("fence", checker=c) as vol:
+        sock_a = os.path.join(vol.work, "A.sock")
+        # freeze far longer than T: the host must fence, not ride it out
+        mnt_a = vol.mount("A", opts="fault_on_usr1,freeze_io_for=60000,hostd_socket=%s" % sock_a)
+        mnt_b = vol.mount("B")
+        a = vol.agent("A")
+        b = vol.agent("B")
+        vm_a = os.path.join(mnt_a, "web")
+        vm_b = os.path.join(mnt_b, "web")
+        flat_b = os.path.join(vm_b, "web-flat.vmdk")
+        st = {}
+
+        def run_on_a():
+            a.ok("create", vm_a, "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk", "64M",
+                 "--kernel", kernel, "--initrd", initrd, "--append", "console=ttyS0 quiet",
+                 "--net", "none")
+            a.ok("power-on", vm_a)
+            vmtest.wait_counter(vm_a, "web", 3)
+            st["qpid"] = a.info(vm_a)["pid"]
+            vmtest.wait_for(lambda: os.path.exists(flat_b), 10, "the VM folder on host B")
+            d = lock_desc(flat_b)
+            c.check(d.startswith("EXCL by A"), "B's view of the disk lock while A runs: %r" % d)
+
+        def fence_a():
+            qpid = st["qpid"]
+            seen = {"dead": None, "free": None, "alive_after_free": False, "desc": []}
+            stop = threading.Event()
+
+            def watch():
+                # one sample: QEMU first, then B's view of the lock; a "free"
+                # view is then followed by one more liveness sample
+                n = 0
+                while not stop.is_set():
+                    alive = vmtest.pid_alive(qpid)
+                    if not alive and seen["dead"] is None:
+                        seen["dead"] = n
+                    d = lock_desc(flat_b)
+                    if not seen["desc"] or seen["desc"][-1] != d:
+                        seen["desc"].append(d)
+                    if d == "free":
+                        seen["free"] = n
+                        seen["alive_after_free"] = vmtest.pid_alive(qpid)
+                        return
+                    n += 1
+                    time.sleep(0.01)
+
+            t = threading.Thread(target=watch)
+            t.start()
+            os.kill(vol.procs["A"].pid, signal.SIGUSR1)     # A's storage hangs now
+            t.join(90)
+            stop.set()
+            t.join()
+            print("    B's view of the lock over time: %s" % " -> ".join(seen["desc"]))
+            c.check(seen["free"] is not None, "B never saw A's disk lock become free")
+            c.check(not vmtest.pid_alive(qpid), "A's QEMU (pid %d) still runs after the fence" % qpid)
+            c.check(not seen["alive_after_free"],
+                    "A's QEMU was alive after B saw its disk lock free (no kill on fence)")
+            if seen["free"] is not None:
+                c.check(seen["dead"] is not None and seen["dead"] < seen["free"],
+                        "A's QEMU was not seen dead before B's takeover (dead at sample %r, "
+                        "lock free at sample %r)" % (seen["dead"], seen["free"]))
+                print("    QEMU seen dead at sample %s, lock free at sample %s (10 ms apart)"
+                      % (seen["dead"], seen["free"]))
+            log = vol.vmfsd_log("A")
+            # QEMU among the killed (so may be the agent's sweep child, if
+            # it was copying the log when the storage hung)
+            c.check("fenced" in log and re.search(r"killed \d+ process\(es\) holding files on "
+                                                  r".*\b%d \(" % qpid, log),
+                    "A's vmfsd log lacks the fence and the kill:\n%s" % log[-2000:])
+            c.check("host agent at %s answered" % sock_a in log,
+                    "A's vmfsd did not reach the agent:\n%s" % log[-2000:])
+
+        def agent_a_records():
+            vmtest.wait_for(lambda: "killed by the fence of volume" in a.log(), 30,
+                            "A's agent logging the fence")
+            i = a.info(vm_a)
+            c.check(i["state"] != "running" and i.get("killed_by_fence", {}).get("volume")
+                    == os.path.realpath(mnt_a), "A's info after the fence: %r" % i)
+            time.sleep(2)     # a few sweeps of A's agent: it must not start QEMU again
+            i = a.info(vm_a)
+            c.check("pid" not in i and i["state"] != "running",
+                    "A's agent restarted the fenced VM: %r" % i)
+
+        def b_takes_over():
+            fd = os.open(flat_b, os.O_RDWR)
+            os.close(fd)
+            rec = vmtest.disk_counter(flat_b)
+            c.check(rec is not None and rec[0] >= 3, "counter on the disk after A's run: %r" % (rec,))
+            n = rec[0] if rec else -2
+            b.ok("register", vm_b)
+            b.ok("power-on", vm_b, "--force")
+            vmtest.wait_counter(vm_b, "web", n + 2)
+            c.check("vmfs-guest: previous counter %d" % n in vmtest.read_log(vm_b, "web"),
+                    "B's guest did not continue A's counter %d" % n)
+            b.ok("power-off", vm_b)
+
+        c.section("A creates and runs the VM", run_on_a)
+        if c.failures:
+            return
+        c.section("A's storage hangs: A fences, its QEMU dies before B takes over", fence_a)
+        c.section("A's agent records the VM as killed by the fence, no restart", agent_a_records)
+        c.section("B opens the disk and runs the VM on", b_takes_over)
+
+
+vmtest.main("vm-fence", body)

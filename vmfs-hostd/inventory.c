@@ -1,0 +1,451 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Creating, listing and destroying VMs: `create` writes a new VM folder
+ * (.vmx, VMDK descriptor, flat extent thin/thick/eager-zeroed, kernel,
+ * initrd and ISO copied in), `destroy` deletes a powered-off one, and the
+ * agent's inventory (--state-dir/inventory, one .vmx path a line) is what
+ * `list` shows.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ops.h"
+
+int inventory_edit(struct agent *a, const char *add, const char *remove)
+{
+	char path[PATH_MAX + 16], lp[PATH_MAX + 16], line[PATH_MAX + 2];
+	char *out = NULL;
+	size_t outlen = 0;
+	FILE *f, *m;
+	int lfd, rc = 0;
+	bool present = false;
+
+	snprintf(path, sizeof(path), "%s/inventory", a->state_dir);
+	snprintf(lp, sizeof(lp), "%s/inventory.lock", a->state_dir);
+	lfd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lfd < 0)
+		return -errno;
+	flock(lfd, LOCK_EX);
+	m = open_memstream(&out, &outlen);
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (!*line || (remove && !strcmp(line, remove)))
+			continue;
+		if (add && !strcmp(line, add))
+			present = true;
+		fprintf(m, "%s\n", line);
+	}
+	if (f)
+		fclose(f);
+	if (add && !present)
+		fprintf(m, "%s\n", add);
+	fclose(m);
+	rc = write_text(path, out ? out : "");
+	free(out);
+	close(lfd);
+	return rc;
+}
+
+static int copy_into(int dirfd, const char *src, const char *name, struct vm_err *err)
+{
+	int in = open(src, O_RDONLY | O_CLOEXEC), out = -1, rc = 0;
+	char *buf = NULL;
+	struct stat st;
+
+	if (in < 0)
+		return vm_errf(err, -errno, "%s: %s", src, strerror(errno));
+	if (fstat(in, &st) || !S_ISREG(st.st_mode)) {
+		rc = vm_errf(err, -EINVAL, "%s: not a regular file", src);
+		goto out;
+	}
+	out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (out < 0) {
+		rc = vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+		goto out;
+	}
+	buf = malloc(1 << 20);
+	if (!buf) {
+		rc = vm_errf(err, -ENOMEM, "out of memory");
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(in, buf, 1 << 20), w = 0;
+
+		if (n < 0) {
+			rc = vm_errf(err, -errno, "reading %s: %s", src, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		while (w < n) {
+			ssize_t k = write(out, buf + w, (size_t)(n - w));
+
+			if (k < 0) {
+				rc = vm_errf(err, -errno, "writing %s: %s", name, strerror(errno));
+				goto out;
+			}
+			w += k;
+		}
+	}
+	if (fsync(out))
+		rc = vm_errf(err, -errno, "fsync %s: %s", name, strerror(errno));
+out:
+	free(buf);
+	if (out >= 0)
+		close(out);
+	close(in);
+	return rc;
+}
+
+static int make_flat(int dirfd, const char *name, uint64_t size, const char *prov,
+		     struct vm_err *err)
+{
+	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	int rc = 0;
+
+	if (fd < 0)
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	if (!strcmp(prov, "thin")) {
+		if (ftruncate(fd, (off_t)size))
+			rc = vm_errf(err, -errno, "%s: truncate: %s", name, strerror(errno));
+	} else {
+		if (fallocate(fd, 0, 0, (off_t)size))
+			rc = vm_errf(err, -errno, "%s: fallocate %" PRIu64 " bytes: %s", name, size,
+				     strerror(errno));
+		if (!rc && !strcmp(prov, "eagerzeroed")) {
+			/* write real zeros over the whole extent: every block is
+			 * then allocated AND initialized, so the guest's first
+			 * writes never pay for either */
+			size_t chunk = 1 << 20;
+			char *z = calloc(1, chunk);
+
+			for (uint64_t off = 0; z && !rc && off < size; off += chunk) {
+				size_t n = size - off < chunk ? (size_t)(size - off) : chunk;
+
+				if (pwrite(fd, z, n, (off_t)off) != (ssize_t)n)
+					rc = vm_errf(err, -errno ? -errno : -EIO, "%s: writing zeros: %s", name,
+						     strerror(errno));
+			}
+			if (!z)
+				rc = vm_errf(err, -ENOMEM, "out of memory");
+			free(z);
+		}
+	}
+	if (!rc && fsync(fd))
+		rc = vm_errf(err, -errno, "%s: fsync: %s", name, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+static int write_new_file(int dirfd, const char *name, const char *text, struct vm_err *err)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	size_t len = strlen(text);
+
+	if (fd < 0)
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd)) {
+		int rc = -errno ? -errno : -EIO;
+
+		close(fd);
+		return vm_errf(err, rc, "writing %s: %s", name, strerror(-rc));
+	}
+	close(fd);
+	return 0;
+}
+
+static void remove_folder(const char *folder)
+{
+	int dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d;
+	struct dirent *de;
+
+	if (dfd < 0)
+		return;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			unlinkat(dfd, de->d_name, 0);
+	closedir(d);
+	rmdir(folder);
+}
+
+json_t *op_create(struct agent *a, json_t *req)
+{
+	const char *path = req_str(req, "path");
+	const char *prov = req_str(req, "provisioning") ?: "thin";
+	const char *guest = req_str(req, "guest_os") ?: "other-64";
+	const char *iso = req_str(req, "iso"), *kernel = req_str(req, "kernel");
+	const char *initrd = req_str(req, "initrd"), *append = req_str(req, "append");
+	const char *accel = req_str(req, "accel"), *net = req_str(req, "net") ?: "nat";
+	json_int_t cpus = json_integer_value(json_object_get(req, "cpus"));
+	json_int_t mem = json_integer_value(json_object_get(req, "memory"));
+	json_int_t disk = json_integer_value(json_object_get(req, "disk"));
+	char buf[PATH_MAX], parent[PATH_MAX], folder[PATH_MAX + VM_NAME_MAX + 2];
+	char name[VM_NAME_MAX + 1], fname[VM_NAME_MAX + 32];
+	struct vmx_file vmx = {0};
+	struct vmdk_desc desc = {0};
+	struct vm_err err;
+	enum vm_accel acc;
+	int dirfd = -1, rc;
+	json_t *reply = NULL;
+	bool made = false;
+
+	if (!path || path[0] != '/')
+		return reply_err(EINVAL, "create: the agent needs an absolute VM folder path");
+	snprintf(buf, sizeof(buf), "%s", path);
+	while (strlen(buf) > 1 && buf[strlen(buf) - 1] == '/')
+		buf[strlen(buf) - 1] = '\0';
+	snprintf(name, sizeof(name), "%s", basename(buf));
+	rc = vm_name_check(name, "VM name", 0, "create", &err);
+	if (rc)
+		return reply_err(rc, "%s", err.msg);
+	if (name[0] == '.' || strlen(name) > 100)
+		return reply_err(EINVAL, "create: '%s': a VM name must not start with '.' and has at most 100 bytes",
+				 name);
+	if (cpus < 1 || cpus > VM_MAX_VCPUS)
+		return reply_err(EINVAL, "create: --cpus must be 1..%d", VM_MAX_VCPUS);
+	if (mem < VM_MIN_MEM_MIB || mem > (16 << 20))
+		return reply_err(EINVAL, "create: --memory must be %d MiB or more", VM_MIN_MEM_MIB);
+	rc = vm_check_resources((unsigned)cpus, (unsigned)mem, &a->res, &err);
+	if (rc)
+		return reply_err(rc, "create: refused: %s", err.msg);
+	if (disk <= 0)
+		return reply_err(EINVAL, "create: --disk SIZE is required");
+	if (strcmp(prov, "thin") && strcmp(prov, "thick") && strcmp(prov, "eagerzeroed"))
+		return reply_err(EINVAL, "create: --provisioning must be thin, thick or eagerzeroed");
+	if (accel && vm_accel_parse(accel, &acc))
+		return reply_err(EINVAL, "create: --accel must be auto, kvm or tcg");
+	if ((initrd || append) && !kernel)
+		return reply_err(EINVAL, "create: --initrd and --append need --kernel");
+	if (strcmp(net, "nat") && strcmp(net, "none") && strncmp(net, "bridge:", 7))
+		return reply_err(EINVAL, "create: --net must be nat, none or bridge:NAME");
+	if (append && (strlen(append) > VMX_MAX_VALUE || strpbrk(append, "\n\r")))
+		return reply_err(EINVAL, "create: --append is longer than %d bytes or has a line break",
+				 VMX_MAX_VALUE);
+	/* 1 MiB multiple: the file block size of a default volume, and what
+	 * VMware rounds disk sizes to */
+	uint64_t size = ((uint64_t)disk + (1 << 20) - 1) & ~(uint64_t)((1 << 20) - 1);
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	if (!realpath(dirname(buf), parent))
+		return reply_err(errno, "create: parent folder of %s: %s", path, strerror(errno));
+	snprintf(folder, sizeof(folder), "%s/%s", parent, name);
+	if (mkdir(folder, 0755))
+		return reply_err(errno, "create: %s: %s", folder,
+				 errno == EEXIST ? "already exists" : strerror(errno));
+	made = true;
+	dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		reply = reply_err(errno, "create: %s: %s", folder, strerror(errno));
+		goto out;
+	}
+
+	/* flat extent and its descriptor */
+	snprintf(desc.extent, sizeof(desc.extent), "%s-flat.vmdk", name);
+	desc.sectors = size / 512;
+	strcpy(desc.adapter, "lsilogic");
+	desc.thin = !strcmp(prov, "thin");
+	rc = make_flat(dirfd, desc.extent, size, prov, &err);
+	if (rc) {
+		reply = reply_err(rc, "create: %s", err.msg);
+		goto out;
+	}
+	char *dtext = vmdk_format(&desc);
+	snprintf(fname, sizeof(fname), "%s.vmdk", name);
+	rc = dtext ? write_new_file(dirfd, fname, dtext, &err) : vm_errf(&err, -ENOMEM, "out of memory");
+	free(dtext);
+	if (rc) {
+		reply = reply_err(rc, "create: %s", err.msg);
+		goto out;
+	}
+
+	/* the .vmx, in the order VMware writes the keys */
+	char num[32];
+	vmx_set(&vmx, ".encoding", "UTF-8");
+	vmx_set(&vmx, "config.version", "8");
+	vmx_set(&vmx, "virtualHW.version", "14");
+	vmx_set(&vmx, "displayName", name);
+	vmx_set(&vmx, "guestOS", guest);
+	snprintf(num, sizeof(num), "%lld", (long long)cpus);
+	vmx_set(&vmx, "numvcpus", num);
+	snprintf(num, sizeof(num), "%lld", (long long)mem);
+	vmx_set(&vmx, "memSize", num);
+	vmx_set(&vmx, "scsi0.present", "TRUE");
+	vmx_set(&vmx, "scsi0.virtualDev", "pvscsi");
+	vmx_set(&vmx, "scsi0:0.present", "TRUE");
+	vmx_set(&vmx, "scsi0:0.fileName", fname);
+	if (iso) {
+		char isoname[VM_NAME_MAX + 1];
+
+		snprintf(buf, sizeof(buf), "%s", iso);
+		snprintf(isoname, sizeof(isoname), "%s", basename(buf));
+		rc = vm_name_check(isoname, "--iso", 0, "create", &err);
+		if (!rc)
+			rc = copy_into(dirfd, iso, isoname, &err);
+		if (rc) {
+			reply = reply_err(rc, "create: --iso: %s", err.msg);
+			goto out;
+		}
+		vmx_set(&vmx, "ide1:0.present", "TRUE");
+		vmx_set(&vmx, "ide1:0.deviceType", "cdrom-image");
+		vmx_set(&vmx, "ide1:0.fileName", isoname);
+	}
+	if (strcmp(net, "none")) {
+		vmx_set(&vmx, "ethernet0.present", "TRUE");
+		vmx_set(&vmx, "ethernet0.virtualDev", "vmxnet3");
+		if (!strncmp(net, "bridge:", 7)) {
+			vmx_set(&vmx, "ethernet0.connectionType", "bridged");
+			vmx_set(&vmx, "ethernet0.networkName", net + 7);
+		} else {
+			vmx_set(&vmx, "ethernet0.connectionType", "nat");
+		}
+	}
+	if (kernel) {
+		rc = copy_into(dirfd, kernel, "vmlinuz", &err);
+		if (!rc && initrd)
+			rc = copy_into(dirfd, initrd, "initrd.img", &err);
+		if (rc) {
+			reply = reply_err(rc, "create: %s", err.msg);
+			goto out;
+		}
+		vmx_set(&vmx, "vmfsd.kernel", "vmlinuz");
+		if (initrd)
+			vmx_set(&vmx, "vmfsd.initrd", "initrd.img");
+		vmx_set(&vmx, "vmfsd.append", append ? append : "console=ttyS0");
+	}
+	if (accel)
+		vmx_set(&vmx, "vmfsd.accel", vm_accel_name(acc));
+	char *vtext = vmx_format(&vmx);
+	snprintf(fname, sizeof(fname), "%s.vmx", name);
+	/* validate what we wrote with the parser every other host will use
+	 * (e.g. a bridge name with a bad character) */
+	struct vmx_file chk;
+	struct vm_config cfg;
+	rc = vtext ? vmx_parse(vtext, strlen(vtext), fname, &chk, &err) : -ENOMEM;
+	if (!rc) {
+		rc = vm_config_from_vmx(&chk, fname, &cfg, &err);
+		vmx_free(&chk);
+	}
+	if (!rc)
+		rc = write_new_file(dirfd, fname, vtext, &err);
+	free(vtext);
+	if (rc) {
+		reply = reply_err(rc, "create: %s", err.msg);
+		goto out;
+	}
+	snprintf(buf, sizeof(buf), "%s/%s", folder, fname);
+	inventory_edit(a, buf, NULL);
+	agent_log(a, "created %s (%lld vCPUs, %lld MiB, %" PRIu64 " MiB %s disk)", buf, (long long)cpus,
+		  (long long)mem, size >> 20, prov);
+	reply = reply_ok("created %s (%lld vCPU, %lld MiB, %" PRIu64 " MiB %s disk)", folder,
+			 (long long)cpus, (long long)mem, size >> 20, prov);
+	json_object_set_new(reply, "path", json_string(folder));
+	json_object_set_new(reply, "vmx", json_string(buf));
+	made = false;
+out:
+	vmx_free(&vmx);
+	if (dirfd >= 0)
+		close(dirfd);
+	if (made)
+		remove_folder(folder);
+	return reply;
+}
+
+json_t *destroy_vm(struct agent *a, struct vmctx *v)
+{
+	char name[VM_NAME_MAX + 16];
+	struct vm_lockrec r;
+	DIR *d;
+	struct dirent *de;
+	int dfd, n = 0;
+
+	if (vm_qemu_pid(v))
+		return reply_err(EBUSY, "%s is running on host %s: power it off first", v->vmx_path,
+				 a->host);
+	vm_lockrec_name(&v->cfg, name, sizeof(name));
+	if (!vm_lockrec_read(v->dirfd, name, &r))
+		return reply_err(EBUSY, "%s is running on host %s (lock record %s): power it off first",
+				 v->vmx_path, r.host, name);
+	/* only regular files of the folder; a subfolder makes rmdir fail and
+	 * is reported, never recursed into */
+	dfd = dup(v->dirfd);
+	d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d)
+		return reply_err(errno, "%s: %s", v->folder, strerror(errno));
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) && !S_ISDIR(st.st_mode) &&
+		    !unlinkat(dfd, de->d_name, 0))
+			n++;
+	}
+	closedir(d);
+	inventory_edit(a, NULL, v->vmx_path);
+	if (rmdir(v->folder))
+		return reply_err(errno, "%s: removed %d files but not the folder: %s", v->folder, n,
+				 strerror(errno));
+	agent_log(a, "destroyed %s (%d files)", v->folder, n);
+	{
+		char p[PATH_MAX + 16];
+
+		sfile(v, "lock", p, sizeof(p));
+		unlink(p);
+		sfile(v, "qemu.err", p, sizeof(p));
+		unlink(p);
+		sfile(v, "vmx", p, sizeof(p));
+		unlink(p);
+		rmdir(v->sdir);
+	}
+	return reply_ok("destroyed %s (%d files)", v->folder, n);
+}
+
+json_t *list_vms(struct agent *a)
+{
+	char path[PATH_MAX + 16], line[PATH_MAX + 2];
+	json_t *vms = json_array(), *r;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/inventory", a->state_dir);
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		struct vmctx v;
+		struct vm_err err;
+
+		line[strcspn(line, "\n")] = '\0';
+		if (!*line)
+			continue;
+		if (vmctx_open(a, line, false, &v, &err)) {
+			json_t *e = vm_state_fenced(&v, err.msg);
+
+			if (e) {
+				json_object_del(e, "ok");
+				json_array_append_new(vms, e);
+			} else {
+				json_array_append_new(vms, json_pack("{s:s,s:s,s:o,s:s}", "vmx", line, "state",
+								     "invalid", "host", json_null(), "error",
+								     err.msg));
+			}
+		} else {
+			json_array_append_new(vms, vm_state(a, &v, false));
+		}
+		vmctx_close(&v);
+	}
+	if (f)
+		fclose(f);
+	r = json_pack("{s:b,s:o,s:s}", "ok", 1, "vms", vms, "host", a->host);
+	return r;
+}

@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * Internal interface between the files of the host agent's operations
+ * (ops.c lists them): the timeouts they share and the functions one of them
+ * defines and another calls.  main.c sees only hostd.h.
+ */
+#ifndef VMFS_HOSTD_OPS_H
+#define VMFS_HOSTD_OPS_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hostd.h"
+
+/* QMP answers within milliseconds; 10 s covers a TCG guest busy on both
+ * host CPUs of a test machine */
+#define QMP_TIMEOUT_MS 10000
+
+/* how long `quit` may take before SIGKILL: QEMU flushes its disks on quit,
+ * and a flush of a direct-I/O raw image has nothing cached: seconds at most */
+#define QUIT_GRACE_MS 15000
+
+/* QEMU's -daemonize parent returns once the machine is set up; under TCG
+ * with a 1 GiB guest that is well under a second here.  60 s bounds a hung
+ * start-up (a FUSE mount that stopped answering). */
+#define START_TIMEOUT_MS 60000
+
+/* a suspend writes guest RAM at disk speed: 10 min bounds even 64 GiB at
+ * ~100 MB/s */
+#define MIGRATE_TIMEOUT_MS 600000
+
+/* another request on the same VM (a shutdown waiting for its guest) */
+#define VMLOCK_WAIT_MS (120 * 1000)
+
+/* after a cont, how long a stop for the same I/O error is waited for: the
+ * retried writes go out at once and fail within one datastore round trip
+ * (milliseconds on FUSE) */
+#define CONT_SETTLE_MS 1000
+
+/* spawn.c: descriptors handed to QEMU */
+struct files {
+	int fd[VM_MAX_DISKS + 3];
+	int n;
+};
+
+/* util.c */
+int64_t now_ms(void);
+void sleep_ms(int ms);
+json_t *reply_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+json_t *reply_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int write_text(const char *path, const char *text);
+int read_text(const char *path, char *buf, size_t size);
+const char *req_str(json_t *req, const char *key);
+/* vmctx.c */
+void sfile(const struct vmctx *v, const char *name, char *buf, size_t size);
+void vmctx_close(struct vmctx *v);
+int vmctx_open(struct agent *a, const char *path, bool lock, struct vmctx *v,
+		      struct vm_err *err);
+pid_t vm_qemu_pid(const struct vmctx *v);
+bool wait_pid_gone(pid_t pid, int ms);
+void vm_log_sync(const struct vmctx *v);
+void vm_cleanup(struct agent *a, struct vmctx *v, const char *why);
+json_t *qmp_simple(struct vmctx *v, const char *cmd, json_t *args, json_t **ret,
+			  struct vm_err *err);
+int vm_run_status(struct vmctx *v, char *buf, size_t size);
+void vm_io_status(struct vmctx *v, char *buf, size_t size);
+bool file_exists_at(int dirfd, const char *name);
+void vmss_name(const struct vmctx *v, char *buf, size_t size);
+json_t *vm_state(struct agent *a, struct vmctx *v, bool detail);
+/* the fence note of a VM's state folder ({"volume","at"}), or NULL */
+json_t *vm_fence_note(const struct vmctx *v);
+json_t *vm_state_fenced(struct vmctx *v, const char *error);
+/* inventory.c */
+int inventory_edit(struct agent *a, const char *add, const char *remove);
+json_t *op_create(struct agent *a, json_t *req);
+json_t *destroy_vm(struct agent *a, struct vmctx *v);
+json_t *list_vms(struct agent *a);
+/* spawn.c */
+void files_close(struct files *f);
+int open_in_folder(int dirfd, const char *name, int flags, const char *key,
+			  struct vm_err *err);
+void busy_holder(int dirfd, const char *name, char *host, size_t hsize, char *desc,
+			size_t dsize);
+void fmt_time(int64_t t, char *buf, size_t size);
+void rotate_log(int dirfd, const char *name);
+int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *dst, int n,
+		      pid_t *qemu_pid, struct vm_err *err);
+int wait_migration(struct qmp *q, bool incoming, struct vm_err *err);
+/* power.c */
+json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
+json_t *power_off(struct agent *a, struct vmctx *v);
+json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req);
+json_t *reset_vm(struct agent *a, struct vmctx *v);
+json_t *suspend_vm(struct agent *a, struct vmctx *v);
+json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid);
+void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx);
+/* fence.c */
+json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
+
+#endif
