@@ -28,8 +28,9 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->rc = calloc(nclusters, sizeof(*p->rc));
 	p->held = calloc(nclusters, 1);
 	p->pend = calloc(nclusters, sizeof(*p->pend));
+	p->tx_pins = calloc(nclusters, sizeof(*p->tx_pins));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->held || !p->pend || !buf) {
+	if (!p->rc || !p->held || !p->pend || !p->tx_pins || !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -87,17 +88,67 @@ void alloc_unload(struct fs *fs)
 				free(pools[k]->pend[i]);
 			free(pools[k]->pend);
 			pools[k]->pend = NULL;
+			free(pools[k]->tx_pins);
+			pools[k]->tx_pins = NULL;
 		}
 	}
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
 }
 
+/* Pins cluster CI of P for TX until TX is committed or aborted.
+ *
+ * The change to the bitmap lives only in the in-memory copy and in TX
+ * until tx_commit() merges it into the running journal transaction, and
+ * writers drop meta_lock in between (write_new_unit writes the data of a
+ * new unit first).  If the commit thread gave the cluster's lock back in
+ * that window, as it does after every commit when other hosts are
+ * present, another host would take the cluster, read a bitmap without
+ * our bit and hand out the same item: two files sharing blocks, a file
+ * just written reading another's data.  So a pinned cluster is never
+ * released (cluster_release_rcs); the commit after TX's releases it. */
+static int pin_cluster(struct alloc_pool *p, uint32_t ci, struct tx *tx)
+{
+	int i;
+
+	for (i = 0; i < tx->npins; i++)
+		if (tx->pins[i].p == p && tx->pins[i].ci == ci)
+			return 0;
+	if (tx->npins == tx->pins_cap) {
+		int cap = tx->pins_cap ? tx->pins_cap * 2 : 4;
+		struct tx_pin *n = realloc(tx->pins, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		tx->pins = n;
+		tx->pins_cap = cap;
+	}
+	tx->pins[tx->npins++] = (struct tx_pin){ p, ci };
+	atomic_fetch_add(&p->tx_pins[ci], 1);
+	return 0;
+}
+
+void alloc_unpin_tx(struct tx *tx)
+{
+	int i;
+
+	for (i = 0; i < tx->npins; i++)
+		atomic_fetch_sub(&tx->pins[i].p->tx_pins[tx->pins[i].ci], 1);
+	free(tx->pins);
+	tx->pins = NULL;
+	tx->npins = tx->pins_cap = 0;
+}
+
 static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct tx *tx)
 {
-	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	uint8_t *blk;
 	uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
 	struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
 
+	if (pin_cluster(p, ci, tx)) {
+		tx->err = -ENOMEM;
+		return;
+	}
+	blk = bdev_alloc(VMFSD_META_BLOCK);
 	if (!blk) {
 		tx->err = -ENOMEM;
 		return;

@@ -558,6 +558,10 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		for (ci = 0; ci < p->nclusters; ci++) {
 			if (!p->held[ci] || (!all && p->held[ci] != 2))
 				continue;
+			/* A transaction still open changed its bitmap: that
+			 * change is not on disk yet (alloc.c, pin_cluster). */
+			if (atomic_load(&p->tx_pins[ci]))
+				continue;
 			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
 			p->held[ci] = 0;
 		}

@@ -17,6 +17,7 @@
 #define VMFSD_FS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "bdev/bdev.h"
@@ -41,6 +42,12 @@ struct tx_free {
 	struct alloc_pool *p;
 	uint64_t item;
 };
+struct alloc_pool;
+struct tx_pin {
+	struct alloc_pool *p;
+	uint32_t ci;
+};
+
 struct tx {
 	struct fs *fs;
 	int n, cap;
@@ -50,6 +57,12 @@ struct tx {
 	 * reusable until it is durable (see alloc_free). */
 	struct tx_free *freed;
 	int nfreed, freed_cap;
+	/* Resource clusters whose bitmap this transaction changed: each is
+	 * pinned (alloc_pool.tx_pins) until the transaction is committed or
+	 * aborted, so its lock is not given back while the change is only in
+	 * this transaction (see cluster_release_rcs). */
+	struct tx_pin *pins;
+	int npins, pins_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -99,8 +112,12 @@ struct alloc_pool {
 				 * from, 2 taken only to free into */
 	uint8_t **pend;         /* per cluster, lazily: items freed by a
 				 * transaction not yet durable (not reusable) */
+	_Atomic uint32_t *tx_pins;      /* per cluster: open transactions that
+					 * changed its bitmap (struct tx.pins) */
 };
 int alloc_load(struct fs *fs);
+/* Unpins the clusters TX changed (tx_commit and tx_abort do it). */
+void alloc_unpin_tx(struct tx *tx);
 void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,

@@ -26,6 +26,8 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->b = NULL;
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
+	tx->pins = NULL;
+	tx->npins = tx->pins_cap = 0;
 }
 
 void tx_add(struct tx *tx, uint64_t off, const void *blk)
@@ -104,6 +106,9 @@ static void tx_release(struct tx *tx)
 	free(tx->freed);
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
+	/* Merged into the running transaction (or dropped): the next commit
+	 * may give these clusters back. */
+	alloc_unpin_tx(tx);
 }
 
 int tx_commit(struct tx *tx)
