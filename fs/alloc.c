@@ -29,8 +29,9 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->held = calloc(nclusters, 1);
 	p->pend = calloc(nclusters, sizeof(*p->pend));
 	p->tx_pins = calloc(nclusters, sizeof(*p->tx_pins));
+	p->yield_until = calloc(nclusters, sizeof(*p->yield_until));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->held || !p->pend || !p->tx_pins || !buf) {
+	if (!p->rc || !p->held || !p->pend || !p->tx_pins || !p->yield_until || !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -90,6 +91,8 @@ void alloc_unload(struct fs *fs)
 			pools[k]->pend = NULL;
 			free(pools[k]->tx_pins);
 			pools[k]->tx_pins = NULL;
+			free(pools[k]->yield_until);
+			pools[k]->yield_until = NULL;
 		}
 	}
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
@@ -185,10 +188,6 @@ static int64_t find_clear(const struct vmfsd_rc *rc, const uint8_t *pend, uint32
 	return -1;
 }
 
-/* Other hosts hold a cluster at most until their next commit (1 s) when
- * they are not alone on the volume; 2.5 s covers that plus a slow commit. */
-#define CLUSTER_WAIT_US 2500000u
-#define CLUSTER_RETRY_US 20000u
 
 /* Takes one clear bit of cluster CI (which we hold), near FROM. */
 static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t from,
@@ -256,6 +255,10 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 
 				if (p->held[ci] || (pass == 0) != (p->rc[ci].nfree > 0))
 					continue;
+				if (hb_clock_ns() < p->yield_until[ci]) {
+					busy = true;    /* just given back: others first */
+					continue;
+				}
 				r = cluster_take_rc(fs, p, ci);
 				if (r == -EBUSY || r == -EAGAIN) {
 					busy = true;
@@ -270,6 +273,17 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 		}
 		if (!busy || waited >= CLUSTER_WAIT_US)
 			break;
+		/* We wait with meta_lock held, so our commit thread cannot give
+		 * back the clusters of other pools we hold, and the host we wait
+		 * for may be waiting for one of those (inode cluster here, file
+		 * blocks there): commit and release them ourselves, now and
+		 * then while we wait.  Clusters our open transactions changed
+		 * stay held (pin_cluster). */
+		if (waited % (25 * CLUSTER_RETRY_US) == 0) {
+			r = commit_locked(fs);
+			if (r)
+				return r;
+		}
 		usleep(CLUSTER_RETRY_US);
 	}
 	return -ENOSPC;

@@ -545,12 +545,20 @@ static bool others_present(struct fs *fs)
 void cluster_release_rcs(struct fs *fs, bool all)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+	int64_t yield_until = 0;
 	int k;
 
 	if (!fs->hb)
 		return;
-	if (!all && others_present(fs))
+	if (!all && others_present(fs)) {
 		all = true;
+		/* A writer here is back for the cluster within microseconds of
+		 * this release, while a host waiting for it polls every
+		 * CLUSTER_RETRY_US (20 ms): without a head start for the others
+		 * one busy host kept a volume's only cluster and the others got
+		 * ENOSPC after CLUSTER_WAIT_US.  Five polls of theirs. */
+		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
+	}
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
@@ -560,9 +568,13 @@ void cluster_release_rcs(struct fs *fs, bool all)
 				continue;
 			/* A transaction still open changed its bitmap: that
 			 * change is not on disk yet (alloc.c, pin_cluster). */
-			if (atomic_load(&p->tx_pins[ci]))
+			if (atomic_load(&p->tx_pins[ci])) {
+				fs->rc_release_asap = true;
 				continue;
+			}
 			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
+			if (p->held[ci] == 1)
+				p->yield_until[ci] = yield_until;
 			p->held[ci] = 0;
 		}
 	}

@@ -114,7 +114,17 @@ struct alloc_pool {
 				 * transaction not yet durable (not reusable) */
 	_Atomic uint32_t *tx_pins;      /* per cluster: open transactions that
 					 * changed its bitmap (struct tx.pins) */
+	int64_t *yield_until;   /* per cluster: hb_clock_ns before which we
+				 * leave it to the other hosts (alloc_item) */
 };
+/* Other hosts hold a cluster at most until their next commit (1 s) when
+ * they are not alone on the volume; 2.5 s covers that plus a slow commit.
+ * A busy cluster is polled every CLUSTER_RETRY_US, and a host that gave a
+ * cluster back because others are present leaves it to them for
+ * CLUSTER_YIELD_NS, five of their polls (fs/cluster.c). */
+#define CLUSTER_WAIT_US 2500000u
+#define CLUSTER_RETRY_US 20000u
+#define CLUSTER_YIELD_NS (5 * CLUSTER_RETRY_US * 1000ll)
 int alloc_load(struct fs *fs);
 /* Unpins the clusters TX changed (tx_commit and tx_abort do it). */
 void alloc_unpin_tx(struct tx *tx);
@@ -205,6 +215,9 @@ struct fs {
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
+	/* A commit wanted to give back a cluster an open transaction had
+	 * pinned: the transaction that unpins it commits at once. */
+	bool rc_release_asap;
 	int commit_interval_ms;
 	bool own_bd;
 	bool reclaim_own;

@@ -114,6 +114,7 @@ static void tx_release(struct tx *tx)
 int tx_commit(struct tx *tx)
 {
 	struct fs *fs = tx->fs;
+	bool pinned = tx->npins > 0;
 	int r = tx->err, i;
 
 	if (!r)
@@ -122,6 +123,14 @@ int tx_commit(struct tx *tx)
 	for (i = 0; i < tx->nfreed; i++)
 		commit_defer_reuse(fs, &tx->freed[i]);
 	tx_release(tx);
+	/* The last commit could not give back a cluster we had pinned (other
+	 * hosts wait for it): commit now that our change is merged, rather
+	 * than a commit interval later, when a writer that never stops would
+	 * have pinned it again (and the others would still wait). */
+	if (pinned && fs->rc_release_asap && !fs->jerr) {
+		fs->rc_release_asap = false;
+		(void)commit_locked(fs);
+	}
 	return r;
 }
 
