@@ -26,12 +26,14 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->nfree = 0;
 	p->hint = 0;
 	p->rc = calloc(nclusters, sizeof(*p->rc));
+	p->crc = calloc(nclusters, sizeof(*p->crc));
 	p->held = calloc(nclusters, 1);
 	p->pend = calloc(nclusters, sizeof(*p->pend));
 	p->tx_pins = calloc(nclusters, sizeof(*p->tx_pins));
 	p->yield_until = calloc(nclusters, sizeof(*p->yield_until));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->held || !p->pend || !p->tx_pins || !p->yield_until || !buf) {
+	if (!p->rc || !p->crc || !p->held || !p->pend || !p->tx_pins || !p->yield_until ||
+	    !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -49,8 +51,10 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 			if (!r && (rc->kind != kind || rc->index != i + j ||
 				   rc->nitems != (expect < VMFSD_RC_BITS ? expect : VMFSD_RC_BITS)))
 				r = -EUCLEAN;
-			if (!r)
+			if (!r) {
 				p->nfree += rc->nfree;
+				p->crc[i + j] = *rc;
+			}
 		}
 	}
 out:
@@ -75,6 +79,10 @@ void alloc_unload(struct fs *fs)
 	free(fs->ipool.rc);
 	free(fs->spool.rc);
 	free(fs->bpool.rc);
+	free(fs->ipool.crc);
+	free(fs->spool.crc);
+	free(fs->bpool.crc);
+	fs->ipool.crc = fs->spool.crc = fs->bpool.crc = NULL;
 	free(fs->ipool.held);
 	free(fs->spool.held);
 	free(fs->bpool.held);
@@ -162,6 +170,65 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 	bdev_free(blk);
 }
 
+/* Sets (or clears) ITEM's bit in the merged copy of its cluster. */
+static void crc_apply(struct alloc_pool *p, uint64_t item, bool used)
+{
+	struct vmfsd_rc *c = &p->crc[item / VMFSD_RC_BITS];
+	uint32_t bit = (uint32_t)(item % VMFSD_RC_BITS);
+	uint8_t m = (uint8_t)(1u << (bit % 8));
+
+	if (!!(c->bitmap[bit / 8] & m) == used)
+		return;
+	if (used) {
+		c->bitmap[bit / 8] |= m;
+		c->nfree--;
+	} else {
+		c->bitmap[bit / 8] &= (uint8_t)~m;
+		c->nfree++;
+	}
+}
+
+/*
+ * The image of a cluster a transaction carries into the journal must hold
+ * the changes of every transaction merged before it, not a snapshot of
+ * the live bitmap taken when it logged the cluster: transactions commit
+ * in another order than they log (a writer drops meta_lock between its
+ * allocation and its tx_commit), and a snapshot taken before another
+ * transaction's allocation, merged after it, wrote that bit back to clear:
+ * once the cluster was given back, another host (or this one, after
+ * reading the cluster again) handed the same block out twice.  So the
+ * merged copy (crc) gets exactly this transaction's allocations and frees,
+ * and that copy is what goes into the journal.
+ */
+void alloc_tx_merge(struct fs *fs, struct tx *tx)
+{
+	uint8_t *blk;
+	int i;
+
+	if (!tx->npins)
+		return;
+	for (i = 0; i < tx->nallocd; i++)
+		crc_apply(tx->allocd[i].p, tx->allocd[i].item, true);
+	for (i = 0; i < tx->nfreed; i++)
+		crc_apply(tx->freed[i].p, tx->freed[i].item, false);
+	blk = bdev_alloc(VMFSD_META_BLOCK);
+	if (!blk) {
+		tx->err = -ENOMEM;
+		return;
+	}
+	for (i = 0; i < tx->npins; i++) {
+		struct alloc_pool *p = tx->pins[i].p;
+		uint32_t ci = tx->pins[i].ci;
+		uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
+		struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
+
+		vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
+		vmfsd_rc_encode(&p->crc[ci], off / VMFSD_META_BLOCK, blk);
+		tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+	}
+	bdev_free(blk);
+}
+
 /* First bit in [from, nitems) of one cluster that is clear and not
  * pending reuse (PEND may be NULL), or -1. */
 static int64_t find_clear(const struct vmfsd_rc *rc, const uint8_t *pend, uint32_t from)
@@ -203,10 +270,22 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 		bit = find_clear(rc, p->pend[ci], 0);
 	if (bit < 0)
 		return false;
+	if (tx->nallocd == tx->allocd_cap) {
+		int cap = tx->allocd_cap ? tx->allocd_cap * 2 : 8;
+		struct tx_free *n = realloc(tx->allocd, (size_t)cap * sizeof(*n));
+
+		if (!n) {
+			tx->err = -ENOMEM;
+			return false;
+		}
+		tx->allocd = n;
+		tx->allocd_cap = cap;
+	}
 	rc->bitmap[bit / 8] |= (uint8_t)(1u << (bit % 8));
 	rc->nfree--;
 	p->nfree--;
 	*out = rc->first_item + (uint64_t)bit;
+	tx->allocd[tx->nallocd++] = (struct tx_free){ p, *out };
 	p->hint = *out + 1 < p->count ? *out + 1 : 0;
 	log_cluster(fs, p, ci, tx);
 	return true;

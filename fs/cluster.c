@@ -511,6 +511,7 @@ int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci)
 		if (!r) {
 			p->nfree += (int64_t)rc.nfree - (int64_t)p->rc[ci].nfree;
 			p->rc[ci] = rc;
+			p->crc[ci] = rc;
 		}
 	}
 	bdev_free(blk);

@@ -63,6 +63,9 @@ struct tx {
 	 * this transaction (see cluster_release_rcs). */
 	struct tx_pin *pins;
 	int npins, pins_cap;
+	/* Items this transaction allocated (alloc_tx_merge). */
+	struct tx_free *allocd;
+	int nallocd, allocd_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -105,7 +108,10 @@ struct alloc_pool {
 	int kind;               /* VMFSD_RC_* */
 	uint64_t count;         /* items */
 	uint32_t nclusters;
-	struct vmfsd_rc *rc;    /* decoded clusters */
+	struct vmfsd_rc *rc;    /* decoded clusters, with the changes of open
+				 * transactions (what allocation goes by) */
+	struct vmfsd_rc *crc;   /* the same with only merged transactions'
+				 * changes: what the journal and disk get */
 	uint64_t nfree;
 	uint64_t hint;          /* next item to try */
 	uint8_t *held;          /* per cluster: 0 not ours, 1 ours to allocate
@@ -128,6 +134,9 @@ struct alloc_pool {
 int alloc_load(struct fs *fs);
 /* Unpins the clusters TX changed (tx_commit and tx_abort do it). */
 void alloc_unpin_tx(struct tx *tx);
+/* Applies TX's allocations and frees to the merged copy of the clusters
+ * it changed and puts that copy in TX (meta_lock held; tx_commit). */
+void alloc_tx_merge(struct fs *fs, struct tx *tx);
 void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,

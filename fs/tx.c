@@ -28,6 +28,8 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->nfreed = tx->freed_cap = 0;
 	tx->pins = NULL;
 	tx->npins = tx->pins_cap = 0;
+	tx->allocd = NULL;
+	tx->nallocd = tx->allocd_cap = 0;
 }
 
 void tx_add(struct tx *tx, uint64_t off, const void *blk)
@@ -106,6 +108,9 @@ static void tx_release(struct tx *tx)
 	free(tx->freed);
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
+	free(tx->allocd);
+	tx->allocd = NULL;
+	tx->nallocd = tx->allocd_cap = 0;
 	/* Merged into the running transaction (or dropped): the next commit
 	 * may give these clusters back. */
 	alloc_unpin_tx(tx);
@@ -117,6 +122,10 @@ int tx_commit(struct tx *tx)
 	bool pinned = tx->npins > 0;
 	int r = tx->err, i;
 
+	if (!r) {
+		alloc_tx_merge(fs, tx);
+		r = tx->err;
+	}
 	if (!r)
 		r = commit_add_tx(fs, tx);
 	/* Its frees become reusable after the next commit. */
