@@ -31,8 +31,9 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->pend = calloc(nclusters, sizeof(*p->pend));
 	p->tx_pins = calloc(nclusters, sizeof(*p->tx_pins));
 	p->yield_until = calloc(nclusters, sizeof(*p->yield_until));
+	p->asap = calloc(nclusters, sizeof(*p->asap));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->crc || !p->held || !p->pend || !p->tx_pins || !p->yield_until ||
+	if (!p->rc || !p->crc || !p->held || !p->pend || !p->tx_pins || !p->yield_until || !p->asap ||
 	    !buf) {
 		r = -ENOMEM;
 		goto out;
@@ -101,6 +102,8 @@ void alloc_unload(struct fs *fs)
 			pools[k]->tx_pins = NULL;
 			free(pools[k]->yield_until);
 			pools[k]->yield_until = NULL;
+			free(pools[k]->asap);
+			pools[k]->asap = NULL;
 		}
 	}
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
@@ -142,8 +145,13 @@ void alloc_unpin_tx(struct tx *tx)
 {
 	int i;
 
-	for (i = 0; i < tx->npins; i++)
-		atomic_fetch_sub(&tx->pins[i].p->tx_pins[tx->pins[i].ci], 1);
+	for (i = 0; i < tx->npins; i++) {
+		struct alloc_pool *p = tx->pins[i].p;
+		uint32_t ci = tx->pins[i].ci;
+
+		if (atomic_fetch_sub(&p->tx_pins[ci], 1) == 1 && atomic_load(&p->asap[ci]))
+			tx->unpinned_asap = true;
+	}
 	free(tx->pins);
 	tx->pins = NULL;
 	tx->npins = tx->pins_cap = 0;

@@ -570,9 +570,11 @@ void cluster_release_rcs(struct fs *fs, bool all)
 			/* A transaction still open changed its bitmap: that
 			 * change is not on disk yet (alloc.c, pin_cluster). */
 			if (atomic_load(&p->tx_pins[ci])) {
-				fs->rc_release_asap = true;
+				if (yield_until)
+					atomic_store(&p->asap[ci], 1);
 				continue;
 			}
+			atomic_store(&p->asap[ci], 0);
 			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
 			if (p->held[ci] == 1)
 				p->yield_until[ci] = yield_until;

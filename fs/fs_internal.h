@@ -63,6 +63,7 @@ struct tx {
 	 * this transaction (see cluster_release_rcs). */
 	struct tx_pin *pins;
 	int npins, pins_cap;
+	bool unpinned_asap;     /* its unpin freed a cluster others wait for */
 	/* Items this transaction allocated (alloc_tx_merge). */
 	struct tx_free *allocd;
 	int nallocd, allocd_cap;
@@ -122,13 +123,19 @@ struct alloc_pool {
 					 * changed its bitmap (struct tx.pins) */
 	int64_t *yield_until;   /* per cluster: hb_clock_ns before which we
 				 * leave it to the other hosts (alloc_item) */
+	_Atomic uint8_t *asap;  /* per cluster: other hosts present, a commit
+				 * could not give it back (pinned) */
 };
 /* Other hosts hold a cluster at most until their next commit (1 s) when
- * they are not alone on the volume; 2.5 s covers that plus a slow commit.
+ * they are not alone on the volume, but several hosts take turns on a
+ * volume with one cluster per pool, and a loaded host commits late: 2.5 s
+ * gave three writers on a loaded 2-core machine ENOSPC on an empty
+ * volume.  Like namespace locks (NS_LOCK_WAIT_MS, fs/cluster.c), an
+ * allocation must not fail just because hosts take turns: 15 s.
  * A busy cluster is polled every CLUSTER_RETRY_US, and a host that gave a
  * cluster back because others are present leaves it to them for
  * CLUSTER_YIELD_NS, five of their polls (fs/cluster.c). */
-#define CLUSTER_WAIT_US 2500000u
+#define CLUSTER_WAIT_US 15000000u
 #define CLUSTER_RETRY_US 20000u
 #define CLUSTER_YIELD_NS (5 * CLUSTER_RETRY_US * 1000ll)
 int alloc_load(struct fs *fs);
@@ -224,9 +231,7 @@ struct fs {
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
-	/* A commit wanted to give back a cluster an open transaction had
-	 * pinned: the transaction that unpins it commits at once. */
-	bool rc_release_asap;
+
 	int commit_interval_ms;
 	bool own_bd;
 	bool reclaim_own;

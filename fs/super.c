@@ -238,7 +238,7 @@ int fs_unmount(struct fs *fs)
 		 * (commit_defer_free) and are retried at each commit; that host
 		 * gives the cluster back within a commit interval, so wait for
 		 * it a while rather than leave the space leaked on disk. */
-		for (waited = 0; !r && fs->ndfree && waited < 2 * CLUSTER_WAIT_US;
+		for (waited = 0; !r && fs->ndfree && waited < CLUSTER_WAIT_US;
 		     waited += CLUSTER_RETRY_US) {
 			pthread_mutex_unlock(&fs->meta_lock);
 			usleep(CLUSTER_RETRY_US);

@@ -28,6 +28,7 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->nfreed = tx->freed_cap = 0;
 	tx->pins = NULL;
 	tx->npins = tx->pins_cap = 0;
+	tx->unpinned_asap = false;
 	tx->allocd = NULL;
 	tx->nallocd = tx->allocd_cap = 0;
 }
@@ -119,8 +120,8 @@ static void tx_release(struct tx *tx)
 int tx_commit(struct tx *tx)
 {
 	struct fs *fs = tx->fs;
-	bool pinned = tx->npins > 0;
 	int r = tx->err, i;
+	bool asap;
 
 	if (!r) {
 		alloc_tx_merge(fs, tx);
@@ -132,14 +133,15 @@ int tx_commit(struct tx *tx)
 	for (i = 0; i < tx->nfreed; i++)
 		commit_defer_reuse(fs, &tx->freed[i]);
 	tx_release(tx);
-	/* The last commit could not give back a cluster we had pinned (other
-	 * hosts wait for it): commit now that our change is merged, rather
-	 * than a commit interval later, when a writer that never stops would
-	 * have pinned it again (and the others would still wait). */
-	if (pinned && fs->rc_release_asap && !fs->jerr) {
-		fs->rc_release_asap = false;
+	asap = tx->unpinned_asap;
+	tx->unpinned_asap = false;
+	/* With other hosts present, the last commit could not give back a
+	 * cluster we had pinned, and we were its last pin: commit now that
+	 * our change is merged, rather than a commit interval later, when a
+	 * writer that never stops would have pinned it again (and the others
+	 * would still wait).  Alone, the next commit is soon enough. */
+	if (asap && !fs->jerr)
 		(void)commit_locked(fs);
-	}
 	return r;
 }
 
