@@ -272,7 +272,14 @@ static int do_io(struct bdev *bd, int write, void *buf, size_t len, uint64_t off
 			r = io_uring_submit_and_wait(ring, 1);
 			if (r < 0 && r != -EINTR)
 				return r;
-			r = io_uring_wait_cqe(ring, &cqe);
+			/* The request is on the ring now: a signal must not make
+			 * us return before its completion, which would then be
+			 * taken for the completion of this thread's next request
+			 * (that one "done" before its data arrived, and the kernel
+			 * writing into a buffer the caller freed). */
+			do
+				r = io_uring_wait_cqe(ring, &cqe);
+			while (r == -EINTR);
 			if (r < 0)
 				return r;
 			res = cqe->res;

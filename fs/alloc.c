@@ -26,10 +26,15 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 	p->nfree = 0;
 	p->hint = 0;
 	p->rc = calloc(nclusters, sizeof(*p->rc));
+	p->crc = calloc(nclusters, sizeof(*p->crc));
 	p->held = calloc(nclusters, 1);
 	p->pend = calloc(nclusters, sizeof(*p->pend));
+	p->tx_pins = calloc(nclusters, sizeof(*p->tx_pins));
+	p->yield_until = calloc(nclusters, sizeof(*p->yield_until));
+	p->asap = calloc(nclusters, sizeof(*p->asap));
 	buf = bdev_alloc((size_t)batch * VMFSD_META_BLOCK);
-	if (!p->rc || !p->held || !p->pend || !buf) {
+	if (!p->rc || !p->crc || !p->held || !p->pend || !p->tx_pins || !p->yield_until || !p->asap ||
+	    !buf) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -47,8 +52,10 @@ static int pool_load(struct fs *fs, struct alloc_pool *p, int kind, uint64_t cou
 			if (!r && (rc->kind != kind || rc->index != i + j ||
 				   rc->nitems != (expect < VMFSD_RC_BITS ? expect : VMFSD_RC_BITS)))
 				r = -EUCLEAN;
-			if (!r)
+			if (!r) {
 				p->nfree += rc->nfree;
+				p->crc[i + j] = *rc;
+			}
 		}
 	}
 out:
@@ -73,6 +80,10 @@ void alloc_unload(struct fs *fs)
 	free(fs->ipool.rc);
 	free(fs->spool.rc);
 	free(fs->bpool.rc);
+	free(fs->ipool.crc);
+	free(fs->spool.crc);
+	free(fs->bpool.crc);
+	fs->ipool.crc = fs->spool.crc = fs->bpool.crc = NULL;
 	free(fs->ipool.held);
 	free(fs->spool.held);
 	free(fs->bpool.held);
@@ -87,17 +98,76 @@ void alloc_unload(struct fs *fs)
 				free(pools[k]->pend[i]);
 			free(pools[k]->pend);
 			pools[k]->pend = NULL;
+			free(pools[k]->tx_pins);
+			pools[k]->tx_pins = NULL;
+			free(pools[k]->yield_until);
+			pools[k]->yield_until = NULL;
+			free(pools[k]->asap);
+			pools[k]->asap = NULL;
 		}
 	}
 	fs->ipool.rc = fs->spool.rc = fs->bpool.rc = NULL;
 }
 
+/* Pins cluster CI of P for TX until TX is committed or aborted.
+ *
+ * The change to the bitmap lives only in the in-memory copy and in TX
+ * until tx_commit() merges it into the running journal transaction, and
+ * writers drop meta_lock in between (write_new_unit writes the data of a
+ * new unit first).  If the commit thread gave the cluster's lock back in
+ * that window, as it does after every commit when other hosts are
+ * present, another host would take the cluster, read a bitmap without
+ * our bit and hand out the same item: two files sharing blocks, a file
+ * just written reading another's data.  So a pinned cluster is never
+ * released (cluster_release_rcs); the commit after TX's releases it. */
+static int pin_cluster(struct alloc_pool *p, uint32_t ci, struct tx *tx)
+{
+	int i;
+
+	for (i = 0; i < tx->npins; i++)
+		if (tx->pins[i].p == p && tx->pins[i].ci == ci)
+			return 0;
+	if (tx->npins == tx->pins_cap) {
+		int cap = tx->pins_cap ? tx->pins_cap * 2 : 4;
+		struct tx_pin *n = realloc(tx->pins, (size_t)cap * sizeof(*n));
+
+		if (!n)
+			return -ENOMEM;
+		tx->pins = n;
+		tx->pins_cap = cap;
+	}
+	tx->pins[tx->npins++] = (struct tx_pin){ p, ci };
+	atomic_fetch_add(&p->tx_pins[ci], 1);
+	return 0;
+}
+
+void alloc_unpin_tx(struct tx *tx)
+{
+	int i;
+
+	for (i = 0; i < tx->npins; i++) {
+		struct alloc_pool *p = tx->pins[i].p;
+		uint32_t ci = tx->pins[i].ci;
+
+		if (atomic_fetch_sub(&p->tx_pins[ci], 1) == 1 && atomic_load(&p->asap[ci]))
+			tx->unpinned_asap = true;
+	}
+	free(tx->pins);
+	tx->pins = NULL;
+	tx->npins = tx->pins_cap = 0;
+}
+
 static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct tx *tx)
 {
-	uint8_t *blk = bdev_alloc(VMFSD_META_BLOCK);
+	uint8_t *blk;
 	uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
 	struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
 
+	if (pin_cluster(p, ci, tx)) {
+		tx->err = -ENOMEM;
+		return;
+	}
+	blk = bdev_alloc(VMFSD_META_BLOCK);
 	if (!blk) {
 		tx->err = -ENOMEM;
 		return;
@@ -105,6 +175,65 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 	vmfsd_rc_encode(&p->rc[ci], off / VMFSD_META_BLOCK, blk);
 	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+	bdev_free(blk);
+}
+
+/* Sets (or clears) ITEM's bit in the merged copy of its cluster. */
+static void crc_apply(struct alloc_pool *p, uint64_t item, bool used)
+{
+	struct vmfsd_rc *c = &p->crc[item / VMFSD_RC_BITS];
+	uint32_t bit = (uint32_t)(item % VMFSD_RC_BITS);
+	uint8_t m = (uint8_t)(1u << (bit % 8));
+
+	if (!!(c->bitmap[bit / 8] & m) == used)
+		return;
+	if (used) {
+		c->bitmap[bit / 8] |= m;
+		c->nfree--;
+	} else {
+		c->bitmap[bit / 8] &= (uint8_t)~m;
+		c->nfree++;
+	}
+}
+
+/*
+ * The image of a cluster a transaction carries into the journal must hold
+ * the changes of every transaction merged before it, not a snapshot of
+ * the live bitmap taken when it logged the cluster: transactions commit
+ * in another order than they log (a writer drops meta_lock between its
+ * allocation and its tx_commit), and a snapshot taken before another
+ * transaction's allocation, merged after it, wrote that bit back to clear:
+ * once the cluster was given back, another host (or this one, after
+ * reading the cluster again) handed the same block out twice.  So the
+ * merged copy (crc) gets exactly this transaction's allocations and frees,
+ * and that copy is what goes into the journal.
+ */
+void alloc_tx_merge(struct fs *fs, struct tx *tx)
+{
+	uint8_t *blk;
+	int i;
+
+	if (!tx->npins)
+		return;
+	for (i = 0; i < tx->nallocd; i++)
+		crc_apply(tx->allocd[i].p, tx->allocd[i].item, true);
+	for (i = 0; i < tx->nfreed; i++)
+		crc_apply(tx->freed[i].p, tx->freed[i].item, false);
+	blk = bdev_alloc(VMFSD_META_BLOCK);
+	if (!blk) {
+		tx->err = -ENOMEM;
+		return;
+	}
+	for (i = 0; i < tx->npins; i++) {
+		struct alloc_pool *p = tx->pins[i].p;
+		uint32_t ci = tx->pins[i].ci;
+		uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
+		struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
+
+		vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
+		vmfsd_rc_encode(&p->crc[ci], off / VMFSD_META_BLOCK, blk);
+		tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+	}
 	bdev_free(blk);
 }
 
@@ -134,10 +263,6 @@ static int64_t find_clear(const struct vmfsd_rc *rc, const uint8_t *pend, uint32
 	return -1;
 }
 
-/* Other hosts hold a cluster at most until their next commit (1 s) when
- * they are not alone on the volume; 2.5 s covers that plus a slow commit. */
-#define CLUSTER_WAIT_US 2500000u
-#define CLUSTER_RETRY_US 20000u
 
 /* Takes one clear bit of cluster CI (which we hold), near FROM. */
 static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t from,
@@ -153,22 +278,24 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 		bit = find_clear(rc, p->pend[ci], 0);
 	if (bit < 0)
 		return false;
+	if (tx->nallocd == tx->allocd_cap) {
+		int cap = tx->allocd_cap ? tx->allocd_cap * 2 : 8;
+		struct tx_free *n = realloc(tx->allocd, (size_t)cap * sizeof(*n));
+
+		if (!n) {
+			tx->err = -ENOMEM;
+			return false;
+		}
+		tx->allocd = n;
+		tx->allocd_cap = cap;
+	}
 	rc->bitmap[bit / 8] |= (uint8_t)(1u << (bit % 8));
 	rc->nfree--;
 	p->nfree--;
 	*out = rc->first_item + (uint64_t)bit;
+	tx->allocd[tx->nallocd++] = (struct tx_free){ p, *out };
 	p->hint = *out + 1 < p->count ? *out + 1 : 0;
 	log_cluster(fs, p, ci, tx);
-	if (tx->ntaken == tx->taken_cap) {
-		int cap = tx->taken_cap ? tx->taken_cap * 2 : 16;
-		struct tx_free *n = realloc(tx->taken, (size_t)cap * sizeof(*n));
-
-		if (!n)
-			return true;    /* only an abort's early reuse is lost */
-		tx->taken = n;
-		tx->taken_cap = cap;
-	}
-	tx->taken[tx->ntaken++] = (struct tx_free){ p, *out };
 	return true;
 }
 
@@ -215,6 +342,10 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 
 				if (p->held[ci] || (pass == 0) != (p->rc[ci].nfree > 0))
 					continue;
+				if (hb_clock_ns() < p->yield_until[ci]) {
+					busy = true;    /* just given back: others first */
+					continue;
+				}
 				r = cluster_take_rc(fs, p, ci);
 				if (r == -EBUSY || r == -EAGAIN) {
 					busy = true;
@@ -229,6 +360,17 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 		}
 		if (!busy || waited >= CLUSTER_WAIT_US)
 			break;
+		/* We wait with meta_lock held, so our commit thread cannot give
+		 * back the clusters of other pools we hold, and the host we wait
+		 * for may be waiting for one of those (inode cluster here, file
+		 * blocks there): commit and release them ourselves, now and
+		 * then while we wait.  Clusters our open transactions changed
+		 * stay held (pin_cluster). */
+		if (waited % (25 * CLUSTER_RETRY_US) == 0) {
+			r = commit_locked(fs);
+			if (r)
+				return r;
+		}
 		usleep(CLUSTER_RETRY_US);
 	}
 	return -ENOSPC;

@@ -536,6 +536,7 @@ int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci)
 		if (!r) {
 			p->nfree += (int64_t)rc.nfree - (int64_t)p->rc[ci].nfree;
 			p->rc[ci] = rc;
+			p->crc[ci] = rc;
 		}
 	}
 	bdev_free(blk);
@@ -570,12 +571,20 @@ static bool others_present(struct fs *fs)
 void cluster_release_rcs(struct fs *fs, bool all)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+	int64_t yield_until = 0;
 	int k;
 
 	if (!fs->hb)
 		return;
-	if (!all && others_present(fs))
+	if (!all && others_present(fs)) {
 		all = true;
+		/* A writer here is back for the cluster within microseconds of
+		 * this release, while a host waiting for it polls every
+		 * CLUSTER_RETRY_US (20 ms): without a head start for the others
+		 * one busy host kept a volume's only cluster and the others got
+		 * ENOSPC after CLUSTER_WAIT_US.  Five polls of theirs. */
+		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
+	}
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
@@ -583,7 +592,17 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		for (ci = 0; ci < p->nclusters; ci++) {
 			if (!p->held[ci] || (!all && p->held[ci] != 2))
 				continue;
+			/* A transaction still open changed its bitmap: that
+			 * change is not on disk yet (alloc.c, pin_cluster). */
+			if (atomic_load(&p->tx_pins[ci])) {
+				if (yield_until)
+					atomic_store(&p->asap[ci], 1);
+				continue;
+			}
+			atomic_store(&p->asap[ci], 0);
 			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
+			if (p->held[ci] == 1)
+				p->yield_until[ci] = yield_until;
 			p->held[ci] = 0;
 		}
 	}

@@ -241,6 +241,7 @@ int commit_locked(struct fs *fs)
 		tx_begin(fs, &tx);
 		if (alloc_free_now(fs, df[i].p, df[i].item, &tx))
 			commit_defer_free(fs, df[i].p, df[i].item);     /* retry later */
+		alloc_tx_merge(fs, &tx);
 		for (k = 0; k < tx.n && !r; k++)
 			r = add_one(fs, tx.b[k].off, tx.b[k].buf);
 		/* Its frees wait for the next commit like any other. */

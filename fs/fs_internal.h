@@ -17,6 +17,7 @@
 #define VMFSD_FS_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "bdev/bdev.h"
@@ -41,6 +42,12 @@ struct tx_free {
 	struct alloc_pool *p;
 	uint64_t item;
 };
+struct alloc_pool;
+struct tx_pin {
+	struct alloc_pool *p;
+	uint32_t ci;
+};
+
 struct tx {
 	struct fs *fs;
 	int n, cap;
@@ -50,11 +57,18 @@ struct tx {
 	 * reusable until it is durable (see alloc_free). */
 	struct tx_free *freed;
 	int nfreed, freed_cap;
-	/* Items this transaction allocated: one it frees again before an
-	 * abort was never in use on disk, so the abort may release it for
-	 * reuse at once (a failed create gives its inode number back). */
-	struct tx_free *taken;
-	int ntaken, taken_cap;
+	/* Resource clusters whose bitmap this transaction changed: each is
+	 * pinned (alloc_pool.tx_pins) until the transaction is committed or
+	 * aborted, so its lock is not given back while the change is only in
+	 * this transaction (see cluster_release_rcs). */
+	struct tx_pin *pins;
+	int npins, pins_cap;
+	bool unpinned_asap;     /* its unpin freed a cluster others wait for */
+	/* Items this transaction allocated (alloc_tx_merge; an abort makes
+	 * those it also freed reusable at once: they were never in use on
+	 * disk, so a failed create gives its inode number back). */
+	struct tx_free *allocd;
+	int nallocd, allocd_cap;
 };
 void tx_begin(struct fs *fs, struct tx *tx);
 /* Copies a 4 KiB block into the transaction (a later add of the same
@@ -99,15 +113,41 @@ struct alloc_pool {
 	int kind;               /* VMFSD_RC_* */
 	uint64_t count;         /* items */
 	uint32_t nclusters;
-	struct vmfsd_rc *rc;    /* decoded clusters */
+	struct vmfsd_rc *rc;    /* decoded clusters, with the changes of open
+				 * transactions (what allocation goes by) */
+	struct vmfsd_rc *crc;   /* the same with only merged transactions'
+				 * changes: what the journal and disk get */
 	uint64_t nfree;
 	uint64_t hint;          /* next item to try */
 	uint8_t *held;          /* per cluster: 0 not ours, 1 ours to allocate
 				 * from, 2 taken only to free into */
 	uint8_t **pend;         /* per cluster, lazily: items freed by a
 				 * transaction not yet durable (not reusable) */
+	_Atomic uint32_t *tx_pins;      /* per cluster: open transactions that
+					 * changed its bitmap (struct tx.pins) */
+	int64_t *yield_until;   /* per cluster: hb_clock_ns before which we
+				 * leave it to the other hosts (alloc_item) */
+	_Atomic uint8_t *asap;  /* per cluster: other hosts present, a commit
+				 * could not give it back (pinned) */
 };
+/* Other hosts hold a cluster at most until their next commit (1 s) when
+ * they are not alone on the volume, but several hosts take turns on a
+ * volume with one cluster per pool, and a loaded host commits late: 2.5 s
+ * gave three writers on a loaded 2-core machine ENOSPC on an empty
+ * volume.  Like namespace locks (NS_LOCK_WAIT_MS, fs/cluster.c), an
+ * allocation must not fail just because hosts take turns: 15 s.
+ * A busy cluster is polled every CLUSTER_RETRY_US, and a host that gave a
+ * cluster back because others are present leaves it to them for
+ * CLUSTER_YIELD_NS, five of their polls (fs/cluster.c). */
+#define CLUSTER_WAIT_US 15000000u
+#define CLUSTER_RETRY_US 20000u
+#define CLUSTER_YIELD_NS (5 * CLUSTER_RETRY_US * 1000ll)
 int alloc_load(struct fs *fs);
+/* Unpins the clusters TX changed (tx_commit and tx_abort do it). */
+void alloc_unpin_tx(struct tx *tx);
+/* Applies TX's allocations and frees to the merged copy of the clusters
+ * it changed and puts that copy in TX (meta_lock held; tx_commit). */
+void alloc_tx_merge(struct fs *fs, struct tx *tx);
 void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
@@ -210,6 +250,7 @@ struct fs {
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
+
 	int commit_interval_ms;
 	bool own_bd;
 	bool reclaim_own;

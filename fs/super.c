@@ -275,6 +275,7 @@ int fs_sync(struct fs *fs)
 
 int fs_unmount(struct fs *fs)
 {
+	uint32_t waited;
 	int r = 0, r2;
 
 	if (!fs)
@@ -285,6 +286,17 @@ int fs_unmount(struct fs *fs)
 		/* Everything to the journal and in place, durable, then clean. */
 		pthread_mutex_lock(&fs->meta_lock);
 		r = commit_locked(fs);
+		/* Frees into a cluster another host holds wait in a queue
+		 * (commit_defer_free) and are retried at each commit; that host
+		 * gives the cluster back within a commit interval, so wait for
+		 * it a while rather than leave the space leaked on disk. */
+		for (waited = 0; !r && fs->ndfree && waited < CLUSTER_WAIT_US;
+		     waited += CLUSTER_RETRY_US) {
+			pthread_mutex_unlock(&fs->meta_lock);
+			usleep(CLUSTER_RETRY_US);
+			pthread_mutex_lock(&fs->meta_lock);
+			r = commit_locked(fs);
+		}
 		if (!r)
 			r = commit_locked(fs);  /* the frees the first one released */
 		pthread_mutex_unlock(&fs->meta_lock);

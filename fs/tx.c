@@ -26,8 +26,11 @@ void tx_begin(struct fs *fs, struct tx *tx)
 	tx->b = NULL;
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
-	tx->taken = NULL;
-	tx->ntaken = tx->taken_cap = 0;
+	tx->pins = NULL;
+	tx->npins = tx->pins_cap = 0;
+	tx->unpinned_asap = false;
+	tx->allocd = NULL;
+	tx->nallocd = tx->allocd_cap = 0;
 }
 
 void tx_add(struct tx *tx, uint64_t off, const void *blk)
@@ -106,22 +109,39 @@ static void tx_release(struct tx *tx)
 	free(tx->freed);
 	tx->freed = NULL;
 	tx->nfreed = tx->freed_cap = 0;
-	free(tx->taken);
-	tx->taken = NULL;
-	tx->ntaken = tx->taken_cap = 0;
+	free(tx->allocd);
+	tx->allocd = NULL;
+	tx->nallocd = tx->allocd_cap = 0;
+	/* Merged into the running transaction (or dropped): the next commit
+	 * may give these clusters back. */
+	alloc_unpin_tx(tx);
 }
 
 int tx_commit(struct tx *tx)
 {
 	struct fs *fs = tx->fs;
 	int r = tx->err, i;
+	bool asap;
 
+	if (!r) {
+		alloc_tx_merge(fs, tx);
+		r = tx->err;
+	}
 	if (!r)
 		r = commit_add_tx(fs, tx);
 	/* Its frees become reusable after the next commit. */
 	for (i = 0; i < tx->nfreed; i++)
 		commit_defer_reuse(fs, &tx->freed[i]);
 	tx_release(tx);
+	asap = tx->unpinned_asap;
+	tx->unpinned_asap = false;
+	/* With other hosts present, the last commit could not give back a
+	 * cluster we had pinned, and we were its last pin: commit now that
+	 * our change is merged, rather than a commit interval later, when a
+	 * writer that never stops would have pinned it again (and the others
+	 * would still wait).  Alone, the next commit is soon enough. */
+	if (asap && !fs->jerr)
+		(void)commit_locked(fs);
 	return r;
 }
 
@@ -133,9 +153,9 @@ void tx_abort(struct tx *tx)
 	 * (this transaction never reached it): reusable now.  Other frees of
 	 * an aborted transaction stay unreusable (tx_release). */
 	for (i = 0; i < tx->nfreed; i++)
-		for (k = 0; k < tx->ntaken; k++)
-			if (tx->taken[k].p == tx->freed[i].p &&
-			    tx->taken[k].item == tx->freed[i].item) {
+		for (k = 0; k < tx->nallocd; k++)
+			if (tx->allocd[k].p == tx->freed[i].p &&
+			    tx->allocd[k].item == tx->freed[i].item) {
 				alloc_release_pending(tx->fs, &tx->freed[i], 1);
 				break;
 			}

@@ -587,6 +587,14 @@ int main(int argc, char **argv)
 out_sig:
 	fuse_remove_signal_handlers(se);
 out:
+	/* Asynchronous reads and writes reply from the issuer thread through
+	 * the session: all of them must be done before it is freed.  The loop
+	 * ends with some in flight when the connection is aborted (lazy
+	 * unmount, /sys/fs/fuse/connections/N/abort) or on a signal; a reply
+	 * into a freed session could corrupt memory or block the issuer for
+	 * ever, and unmount would then wait for it in aio drain. */
+	if (fs)
+		bdev_aio_drain(fs_device(fs));
 	if (se)
 		fuse_session_destroy(se);
 	if (fs) {

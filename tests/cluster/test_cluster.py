@@ -28,6 +28,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+
 VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
 MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
 FSCK = os.environ.get("FSCK", "")
@@ -72,12 +75,13 @@ def unmount(mnt):
 
 
 def wait_gone(img):
-    t = time.time()
-    while time.time() - t < 20:
-        if not subprocess.run(["pgrep", "-f", "vmfsd .*%s" % img],
-                              capture_output=True).stdout:
-            return
-        time.sleep(0.1)
+    """Every vmfsd on IMG must exit after its unmount; one that is still
+    there after 60 s has its thread stacks dumped, is killed and fails."""
+    out = subprocess.run(["pgrep", "-f", "vmfsd .*%s" % img], capture_output=True,
+                         text=True).stdout.split()
+    for p in map(int, out):
+        if not hangdump.wait_pid_or_dump(p, 60, "vmfsd still running 60 s after unmount"):
+            fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
 
 
 def fsck_clean(img, when):

@@ -18,6 +18,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+
 VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
 MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
 FSCK = os.environ.get("FSCK", "")
@@ -43,6 +46,15 @@ def daemon_pid(img):
     out = subprocess.run(["pgrep", "-f", "^%s .*%s" % (VMFSD, img)], capture_output=True,
                          text=True).stdout.split()
     return [int(p) for p in out]
+
+
+def wait_daemons_gone(img, when):
+    """Every vmfsd on IMG must exit: one still there after 120 s has its
+    thread stacks dumped into the log, then it is killed."""
+    for p in daemon_pid(img):
+        if not hangdump.wait_pid_or_dump(p, 120, "vmfsd still running 120 s %s" % when):
+            log("FAIL: vmfsd pid %d did not exit %s (stacks above)" % (p, when))
+            raise RuntimeError("vmfsd did not exit %s" % when)
 
 
 def unmount(mnt):
@@ -162,14 +174,12 @@ def main():
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             unmount(mnt)
-            while daemon_pid(img):
-                time.sleep(0.05)
+            wait_daemons_gone(img, "after kill -9 and unmount")
             if FSCK and os.path.exists(FSCK):
                 # The journal is not replayed yet: replay by mounting, then check.
                 mount(img, mnt)
                 unmount(mnt)
-                while daemon_pid(img):
-                    time.sleep(0.05)
+                wait_daemons_gone(img, "after a clean unmount")
                 r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
                 if r.returncode != 0:
                     log("FAIL: fsck.vmfsd -n exit %d:\n%s%s" % (r.returncode, r.stdout, r.stderr))

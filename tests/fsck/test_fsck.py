@@ -27,6 +27,9 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+
 FSCK = os.environ.get("FSCK")
 MKFS = os.environ.get("MKFS")
 TOOL = os.environ.get("FSCK_TOOL")
@@ -414,7 +417,7 @@ def volume_in_use(img, ino):
         assert digest(img, skip_heartbeats=True) == before, "a refused repair wrote"
     finally:
         holder.terminate()
-        holder.wait()
+        hangdump.wait_or_dump(holder, 60, "fsck-tool hold still running 60 s after SIGTERM")
 
 
 @case

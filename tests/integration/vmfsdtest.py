@@ -22,6 +22,9 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+
 SKIP = 77
 MiB = 1 << 20
 GiB = 1 << 30
@@ -297,10 +300,11 @@ class Volume:
         r = fusermount_u(self.mnt)
         if mounted_at(self.mnt):
             raise RuntimeError("fusermount3 -u %s failed: %s" % (self.mnt, r.stderr.strip()))
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError("vmfsd still running %ds after unmount: %s"
+        rc = hangdump.wait_or_dump(self.proc, timeout,
+                                   "vmfsd still running %ds after unmount" % timeout)
+        if rc is None:
+            self.proc = None
+            raise RuntimeError("vmfsd still running %ds after unmount (stacks above): %s"
                                % (timeout, self.log()))
         self.proc = None
         if rc != 0:
@@ -338,17 +342,12 @@ class Volume:
             except Exception as e:  # keep cleaning up
                 print("cleanup: unmounting %s: %s" % (m, e))
             for pid in pids_of_vmfsd(self.image, m):
-                if not wait_pid_gone(pid, 15):
-                    print("cleanup: vmfsd pid %d still running; SIGKILL" % pid)
-                    os.kill(pid, signal.SIGKILL)
+                if not hangdump.wait_pid_or_dump(pid, 15, "cleanup: vmfsd still running "
+                                                 "15 s after unmounting %s" % m):
                     wait_pid_gone(pid, 10)
         if self.proc is not None:
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                print("cleanup: vmfsd pid %d still running; SIGKILL" % self.proc.pid)
-                self.proc.kill()
-                self.proc.wait()
+            hangdump.wait_or_dump(self.proc, 15, "cleanup: vmfsd still running 15 s "
+                                  "after the unmount")
             self.proc = None
             for m in [self.mnt] + self.extra_mnts:
                 if mounted_at(m):      # a killed daemon leaves a dead mount
@@ -370,8 +369,10 @@ def unmount_daemon(image, mnt, timeout=120):
     if mounted_at(mnt):
         raise RuntimeError("fusermount3 -u %s failed: %s" % (mnt, r.stderr.strip()))
     for pid in pids:
-        if not wait_pid_gone(pid, timeout):
-            raise RuntimeError("vmfsd pid %d still running %ds after unmount" % (pid, timeout))
+        if not hangdump.wait_pid_or_dump(pid, timeout, "vmfsd still running %ds after "
+                                         "unmount" % timeout):
+            raise RuntimeError("vmfsd pid %d still running %ds after unmount (stacks above)"
+                               % (pid, timeout))
 
 
 def short_repr(x, limit=200):

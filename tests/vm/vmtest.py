@@ -24,6 +24,9 @@ import tempfile
 import time
 import traceback
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+
 SKIP = 77
 MiB = 1 << 20
 
@@ -123,11 +126,8 @@ class Agent:
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            hangdump.wait_or_dump(self.proc, 20, "vmfs-hostd %s still running 20 s after "
+                                  "SIGTERM" % self.host)
         self.proc = None
 
     def log(self):
@@ -250,11 +250,7 @@ class Volume:
                 time.sleep(0.2 + 0.05 * i)
             if mounted_at(mnt):
                 subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            hangdump.wait_or_dump(proc, 30, "vmfsd (%s) still running 30 s after unmount" % mnt)
         if os.environ.get("VM_TEST_KEEP"):
             print("VM_TEST_KEEP: left %s" % self.work)
             return
