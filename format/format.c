@@ -843,11 +843,24 @@ int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb)
 	sb->inode_count = p->inode_count ? p->inode_count :
 		clamp64(dev / (512u << 10), 16384, 4u << 20);
 	/* Sub-blocks (small files, directories, map nodes): 1/256 of the
-	 * volume, 16 MiB .. 16 GiB.  Small on purpose: this space cannot hold
+	 * volume, up to 16 GiB.  Small on purpose: this space cannot hold
 	 * VM disks, and small files overflow into file blocks when it runs
-	 * low (docs/format.md §3, "Why the sub-block pool is small"). */
-	sb->sub_count = (p->sub_size ? p->sub_size :
-			 clamp64(dev / 256, 16u << 20, 16ull << 30)) / VMFSD_SUB_BLOCK_SIZE;
+	 * low (docs/format.md §3, "Why the sub-block pool is small").  But
+	 * at least two resource clusters (about 252 MiB) where the volume is
+	 * 32 times that: with one cluster, every host's directory and map
+	 * allocations queue for the same lock (three hosts writing at once
+	 * on an 8 GiB volume got ENOSPC); never more than 1/16. */
+	if (p->sub_size) {
+		sb->sub_count = p->sub_size / VMFSD_SUB_BLOCK_SIZE;
+	} else {
+		uint64_t two = 2ull * VMFSD_RC_BITS * VMFSD_SUB_BLOCK_SIZE;
+		uint64_t want = dev / 256 > two ? dev / 256 : two;
+
+		sb->sub_count = clamp64(want, 1u << 20, dev / 16 > (1u << 20) ? dev / 16 :
+					(1u << 20));
+		sb->sub_count = (sb->sub_count > (16ull << 30) ? 16ull << 30 : sb->sub_count) /
+				VMFSD_SUB_BLOCK_SIZE;
+	}
 	if (sb->sub_count > VMFSD_MAP_PBLK_MASK)
 		sb->sub_count = VMFSD_MAP_PBLK_MASK;
 

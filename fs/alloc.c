@@ -306,6 +306,12 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
 	       uint64_t *out)
 {
+	return alloc_item_wait(fs, p, goal, tx, CLUSTER_WAIT_US, out);
+}
+
+int alloc_item_wait(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
+		    uint32_t wait_us, uint64_t *out)
+{
 	uint64_t start = goal && goal < p->count ? goal : p->hint;
 	uint32_t ci0 = (uint32_t)(start / VMFSD_RC_BITS), k, first, waited;
 	int pass, r;
@@ -358,7 +364,7 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
 					return 0;
 			}
 		}
-		if (!busy || waited >= CLUSTER_WAIT_US)
+		if (!busy || waited >= wait_us)
 			break;
 		/* We wait with meta_lock held, so our commit thread cannot give
 		 * back the clusters of other pools we hold, and the host we wait

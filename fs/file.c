@@ -247,14 +247,18 @@ static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t l
 }
 
 /* Allocates a data unit from POOL (meta_lock held).  Small-file data never
- * takes the sub-blocks kept for the block maps of large files: ENOSPC
- * here makes a regular file move to file-block mode instead. */
+ * takes the sub-blocks kept for the block maps of large files, and does
+ * not wait for sub-block clusters other hosts are busy in (a small volume
+ * has one or two, and three writers would queue for them): ENOSPC here
+ * makes a regular file move to file-block mode instead. */
 static int alloc_data(struct fs *fs, struct alloc_pool *pool, uint64_t goal, struct tx *tx,
 		      uint64_t *out)
 {
-	if (pool == &fs->spool && fs->spool.nfree <= alloc_sub_reserve(fs))
+	if (pool != &fs->spool)
+		return alloc_item(fs, pool, goal, tx, out);
+	if (fs->spool.nfree <= alloc_sub_reserve(fs))
 		return -ENOSPC;
-	return alloc_item(fs, pool, goal, tx, out);
+	return alloc_item_wait(fs, pool, goal, tx, 0, out);
 }
 
 /* Physical goal for unit LBLK: right after the unit before it. */

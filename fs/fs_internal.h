@@ -150,6 +150,10 @@ void alloc_unpin_tx(struct tx *tx);
 void alloc_tx_merge(struct fs *fs, struct tx *tx);
 void alloc_unload(struct fs *fs);
 /* Allocates one item near GOAL (0 = anywhere), logging the cluster. */
+/* The same, waiting at most WAIT_US for clusters busy at other hosts
+ * (0: only what is at hand) before -ENOSPC. */
+int alloc_item_wait(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
+		    uint32_t wait_us, uint64_t *out);
 int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx,
 	       uint64_t *out);
 /* Frees ITEM in TX: clear on disk in the same transaction as the change

@@ -118,7 +118,7 @@ static void usage(FILE *out)
 		"                           shared by all hosts, 1M..64M each)\n"
 		"  -N, --inodes N           number of inodes (default: one per 512K, 16K..4M)\n"
 		"  -S, --sub-pool SIZE      sub-block pool for small files, directories and\n"
-		"                           block maps (default: 1/256 of the volume, 16M..16G)\n"
+		"                           block maps (default: 1/256 of the volume, 192M..16G)\n"
 		"  -q, --quiet              print nothing but errors\n"
 		"  -V, --version            print the version and exit\n"
 		"  -h, --help               print this help and exit\n"
