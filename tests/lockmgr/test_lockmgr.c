@@ -617,7 +617,7 @@ static const char *image_dir(void)
 		return d;
 	if (dir_takes_odirect("/dev/shm"))
 		return "/dev/shm";
-	return "/var/tmp";      /* O_DIRECT needs a disk filesystem there */
+	return "/var/tmp";      /* a disk filesystem: older tmpfs refuses O_DIRECT */
 }
 
 static int make_image(void)
