@@ -5,7 +5,8 @@
  * generation).  Three threads per mounted volume:
  *   renewal  rewrites our slot with ATS every interval, expecting exactly
  *            the sector it wrote last; a miscompare means another host
- *            took the slot over (it judged us dead): fence;
+ *            took the slot over (it judged us dead): fence (real-time
+ *            class, like the fence thread);
  *   fence    a timer that does no I/O at all: when the last successful
  *            renewal was issued more than T - M ago, fence (so a hung I/O
  *            cannot stop the fencing clock, docs/cluster.md §3);
@@ -449,7 +450,15 @@ static void *renew_main(void *arg)
 	struct hb *hb = arg;
 	int64_t iv = (int64_t)hb->t.interval_ms * NS_PER_MS;
 	int64_t next = atomic_load(&hb->last_ok_issue) + iv;
+	struct sched_param sp = { .sched_priority = 1 };
 
+	/* The same real-time class as the fence thread (best effort, root
+	 * only).  The renewal is as time-critical as the fence check: with
+	 * the fence thread on time and the renewal thread waiting behind CPU
+	 * hogs, a healthy host misses its own deadline and fences itself
+	 * (docs/cluster.md §2, assumption 3; §3 "No spurious fencing").
+	 * sanlock likewise runs its lease renewals at real-time priority. */
+	(void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
 	while (!sleep_until(hb, next)) {
 		int64_t issue = hb_clock_ns();
 		int r;

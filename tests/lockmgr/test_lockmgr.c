@@ -16,11 +16,13 @@
  *
  *   test_lockmgr CASE     CASE: timing ats join dead takeover shared
  *                               fence-eio fence-stall fence-negative
- *                               replayer status
+ *                               replayer status starve
  * Environment: MKFS_VMFSD (mkfs binary), LOCKMGR_STATUS (the status
- * program), TMPDIR (default /var/tmp: O_DIRECT needs a disk filesystem).
+ * program), LOCKMGR_TEST_DIR (where the image goes; default /dev/shm when
+ * it takes O_DIRECT, else /var/tmp: see image_dir()).
  * Exit: 0 pass, 1 fail, 77 skip.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -34,6 +36,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +52,7 @@
 #define CMD_TIMEOUT_MS 20000
 
 static int failures;
+static int skipped;             /* the case needs what this machine lacks */
 static int verbose;             /* LOCKMGR_TEST_VERBOSE=1: log every host command */
 
 #define CHECK(cond, ...)                                                               \
@@ -86,8 +90,11 @@ static void note(const char *fmt, ...)
 enum op {
 	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT,
 	OP_STATE, OP_WAIT_DEAD, OP_CLAIM, OP_REPLAY, OP_RELDEAD, OP_LEAVE, OP_BFAULT,
-	OP_LMFAULT, OP_INFO, OP_READ, OP_WRITE, OP_WRITER, OP_ATS_INC, OP_BENCH,
+	OP_LMFAULT, OP_INFO, OP_READ, OP_WRITE, OP_WRITER, OP_ATS_INC, OP_BENCH, OP_NICE,
 };
+
+/* Renewal writes remembered per host, by heartbeat counter (a ring). */
+#define GATE_RING 64
 
 struct host_ctl {
 	_Atomic uint32_t seq, done;
@@ -116,6 +123,13 @@ struct host_ctl {
 	_Atomic int fence_reason;
 	_Atomic int64_t last_write_issue, last_write_done;
 	_Atomic uint64_t writes_ok, writes_failed;
+	/* For every renewal of our slot: the time its write was about to be
+	 * issued (the bdev write gate, which runs before the I/O), keyed by the
+	 * counter it writes.  Recorded before the write can land, so whatever
+	 * content an observer judges dead has its entry, even if the host was
+	 * killed right after (see case_dead). */
+	_Atomic int64_t gate_t[GATE_RING];
+	_Atomic uint64_t gate_ctr[GATE_RING];
 };
 
 struct shm {
@@ -132,6 +146,7 @@ static struct hb_timing g_t;
 
 struct host {
 	int idx;
+	pthread_t cmd_thread;   /* the thread that executes commands */
 	struct host_ctl *c;
 	struct bdev *bd;        /* heartbeat and locks (the test injects faults here) */
 	struct bdev *dbd;       /* "data" writes; the fence callback faults it */
@@ -152,6 +167,25 @@ static void on_fence(void *arg, enum hb_fence_reason reason)
 	atomic_store(&h->c->fence_t, hb_clock_ns());
 }
 
+/* The write gate of the heartbeat/lock handle (the filesystem installs one
+ * too, see fs/cluster.c): runs in the writing thread before each write is
+ * issued.  Writes from any thread but the command thread are renewals (the
+ * fence and monitor threads never write); the renewal thread holds own_mu
+ * while it writes, so hb->me is stable here and the write in flight carries
+ * counter me.counter + 1. */
+static int host_write_gate(void *arg)
+{
+	struct host *h = arg;
+
+	if (h->hb && !pthread_equal(pthread_self(), h->cmd_thread)) {
+		uint64_t ctr = h->hb->me.counter + 1;
+
+		atomic_store(&h->c->gate_t[ctr % GATE_RING], hb_clock_ns());
+		atomic_store(&h->c->gate_ctr[ctr % GATE_RING], ctr);
+	}
+	return 0;
+}
+
 struct marker {
 	uint32_t magic;         /* 'MARK' */
 	uint32_t host;
@@ -166,7 +200,13 @@ static void *writer_main(void *arg)
 	struct host *h = arg;
 	uint8_t *sec = bdev_alloc(VMFSD_SECTOR);
 	uint64_t seq = 0;
+	struct sched_param sp = { .sched_priority = 1 };
 
+	/* Real-time (best effort, as root) only so that the times recorded
+	 * around each write are when it was issued and completed, not when a
+	 * loaded scheduler let this thread run again: the checks compare them
+	 * with the fence and the survivors' verdict. */
+	(void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
 	for (;;) {
 		struct marker m = { 0x4b52414d, (uint32_t)h->idx, ++seq, hb_clock_ns() };
 		struct timespec ts = { 0, 2 * MS };
@@ -268,8 +308,24 @@ static void host_exec(struct host *h)
 		}
 		break;
 	case OP_START:
+		bdev_set_write_gate(h->bd, host_write_gate, h);
 		c->r = hb_start(h->hb);
 		break;
+	case OP_NICE: {
+		/* Every thread of this host (nice is per thread on Linux); the
+		 * real-time ones ignore it. */
+		DIR *d = opendir("/proc/self/task");
+		struct dirent *de;
+
+		c->r = d ? 0 : -errno;
+		while (d && (de = readdir(d)))
+			if (de->d_name[0] != '.' &&
+			    setpriority(PRIO_PROCESS, (id_t)atoi(de->d_name), c->arg))
+				c->r = -errno;
+		if (d)
+			closedir(d);
+		break;
+	}
 	case OP_ACQ:
 		c->r = lock_acquire(h->hb, h->bd, c->off, (uint16_t)c->arg, &c->li);
 		break;
@@ -314,9 +370,11 @@ static void host_exec(struct host *h)
 		break;
 	case OP_BFAULT:
 		bdev_fault_set(h->bd, (enum bdev_fault)c->arg);
+		c->t = hb_clock_ns();
 		break;
 	case OP_LMFAULT:
 		lockmgr_fault_set(h->hb, (unsigned)c->arg);
+		c->t = hb_clock_ns();
 		break;
 	case OP_INFO:
 		c->fenced = h->hb ? (int)hb_is_fenced(h->hb) : -1;
@@ -385,7 +443,7 @@ static void host_exec(struct host *h)
 
 static void host_main(int idx)
 {
-	struct host h = { .idx = idx, .c = &shm->h[idx] };
+	struct host h = { .idx = idx, .c = &shm->h[idx], .cmd_thread = pthread_self() };
 	uint8_t *blk;
 	int r;
 
@@ -527,17 +585,50 @@ static double ms_of(int64_t ns)
 
 static char workdir[2048];
 
+/* Does DIR take O_DIRECT opens (tmpfs does since Linux 6.6)? */
+static bool dir_takes_odirect(const char *dir)
+{
+	char path[2100];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/.odirect-probe-%d", dir, (int)getpid());
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_DIRECT, 0600);
+	if (fd < 0)
+		return false;
+	close(fd);
+	unlink(path);
+	return true;
+}
+
+/* The image lives in memory (/dev/shm) when the kernel allows O_DIRECT
+ * there.  The cases check the orderings of docs/cluster.md §3, which rest on
+ * assumption 1 (§2): every I/O completes within D, here T / 5 = 200 ms.  A
+ * disk shared with parallel builds and tests breaks it: we measured single
+ * 512-byte O_DIRECT writes to /var/tmp taking 100-300 ms and heartbeat
+ * renewals over 1 s under load, and a host whose renewals take that long
+ * must fence, which is the protocol working, not what these cases test.
+ * Memory makes the assumption true.  LOCKMGR_TEST_DIR overrides. */
+static const char *image_dir(void)
+{
+	const char *d = getenv("LOCKMGR_TEST_DIR");
+
+	if (d && *d)
+		return d;
+	if (dir_takes_odirect("/dev/shm"))
+		return "/dev/shm";
+	return "/var/tmp";      /* a disk filesystem: older tmpfs refuses O_DIRECT */
+}
+
 static int make_image(void)
 {
 	const char *mkfs = getenv("MKFS_VMFSD");
-	const char *tmp = getenv("TMPDIR");
 	char cmd[8192];
 
 	if (!mkfs) {
 		fprintf(stderr, "MKFS_VMFSD not set\n");
 		return -1;
 	}
-	snprintf(workdir, sizeof(workdir), "%s/vmfsd-lockmgr-XXXXXX", tmp ? tmp : "/var/tmp");
+	snprintf(workdir, sizeof(workdir), "%s/vmfsd-lockmgr-XXXXXX", image_dir());
 	if (!mkdtemp(workdir)) {
 		perror("mkdtemp");
 		return -1;
@@ -792,10 +883,18 @@ out:
 }
 
 /* SIGKILL a host: survivors declare it dead only after the timeout; an
- * observer started after the kill waits a full timeout of its own. */
+ * observer started after the kill waits a full timeout of its own.
+ *
+ * The bound is docs/cluster.md §3's: a survivor calls A dead no earlier than
+ * T after A issued the renewal whose content it judged (A fences T - M after
+ * that issue).  When that renewal was issued is recorded by A itself, before
+ * the write could land (host_write_gate), keyed by the counter it wrote: the
+ * kill time is no substitute, since on a loaded machine A's last renewal can
+ * be issued, or finish, well over an interval before the kill. */
 static void case_dead(void)
 {
-	int64_t t_kill, t_c, bound;
+	int64_t t_kill, t_c, g = 0;
+	uint64_t ctr;
 	uint32_t aslot;
 	int r;
 
@@ -814,21 +913,25 @@ static void case_dead(void)
 	r = host_call(2, OP_WAIT_DEAD, 0, 5000, aslot);
 	CHECK(r == 0, "C: A never judged dead (%d)", r);
 	r = host_wait(1);
-	CHECK(r == 0, "B: A never judged dead (%d)", r);
-	/* A's last renewal was issued at most one interval (plus its own
-	 * duration) before the kill, and death needs T after it. */
-	bound = (int64_t)(g_t.timeout_ms - g_t.interval_ms - 20) * MS;
-	CHECK(shm->h[1].t - t_kill >= bound, "B judged A dead %.1f ms after the kill (< %.1f)",
-	      ms_of(shm->h[1].t - t_kill), ms_of(bound));
-	CHECK(shm->h[1].t - t_kill <= (int64_t)(g_t.timeout_ms + 3 * g_t.interval_ms + 500) * MS,
-	      "B took %.1f ms to notice", ms_of(shm->h[1].t - t_kill));
+	REQUIRE(r == 0, "B: A never judged dead (%d)", r);
+	/* The content B judged dead is a renewal of A's (the claim, counter 0,
+	 * was long overwritten while B watched A beat). */
+	ctr = shm->h[1].si.counter;
+	REQUIRE(ctr > 0 && atomic_load(&shm->h[0].gate_ctr[ctr % GATE_RING]) == ctr,
+		"A's renewal %" PRIu64 " (judged dead by B) has no recorded issue", ctr);
+	g = atomic_load(&shm->h[0].gate_t[ctr % GATE_RING]);
+	CHECK(shm->h[1].t - g > (int64_t)g_t.timeout_ms * MS,
+	      "B judged A dead %.1f ms after A issued the renewal it saw last (<= T = %u ms)",
+	      ms_of(shm->h[1].t - g), g_t.timeout_ms);
 	/* C started after the kill: it must have watched a full T itself. */
 	CHECK(shm->h[2].t - t_c >= (int64_t)g_t.timeout_ms * MS,
 	      "fresh observer C judged dead after %.1f ms of watching (< T)",
 	      ms_of(shm->h[2].t - t_c));
-	note("dead: B judged A dead %.0f ms after SIGKILL, C (started %.0f ms after the kill) "
-	     "%.0f ms after it started (T = %u ms)", ms_of(shm->h[1].t - t_kill),
-	     ms_of(t_c - t_kill), ms_of(shm->h[2].t - t_c), g_t.timeout_ms);
+	note("dead: A's last renewal (counter %" PRIu64 ") issued %.0f ms before SIGKILL; B judged "
+	     "A dead %.0f ms after that issue, %.0f ms after the kill; C (started %.0f ms after "
+	     "the kill) %.0f ms after it started (T = %u ms)", ctr, ms_of(t_kill - g),
+	     ms_of(shm->h[1].t - g), ms_of(shm->h[1].t - t_kill), ms_of(t_c - t_kill),
+	     ms_of(shm->h[2].t - t_c), g_t.timeout_ms);
 	if (host_call(1, OP_INFO, 0, 0, 0) == 0)
 		note("dead: B renewed %" PRIu64 " times, slowest renewal %.1f ms (fence after %u ms)",
 		     shm->h[1].count, ms_of(shm->h[1].t), g_t.fence_after_ms);
@@ -1019,11 +1122,16 @@ static void fence_case(int mode)
 
 	if (mode == NEGATIVE)
 		host_call(0, OP_LMFAULT, 0, LOCKMGR_FAULT_NO_FENCE, 0);
-	t_fault = hb_clock_ns();
+	/* The fault time is the victim's own, taken just after it set the
+	 * fault: no renewal is issued after it (a stalled renewal thread
+	 * checks the flag before each one; an ALL_EIO device fails it), while
+	 * the parent's clock before the call could precede a last renewal by
+	 * however long the victim took to pick the command up. */
 	if (mode == STALL_MODE)
 		host_call(0, OP_LMFAULT, 0, LOCKMGR_FAULT_RENEW_STALL, 0);
 	else
 		host_call(0, OP_BFAULT, 0, BDEV_FAULT_ALL_EIO, 0);
+	t_fault = v->t;
 	host_post(1, OP_WAIT_DEAD, 0, 6000, vslot);
 	host_post(2, OP_WAIT_DEAD, 0, 6000, vslot);
 	r = host_wait(1);
@@ -1051,6 +1159,18 @@ static void fence_case(int mode)
 		goto out;
 	}
 	REQUIRE(fence_t != 0, "victim never fenced");
+	/* Let the victim's writer see the fence (its first failed write):
+	 * writes are sequential, so every write that was in flight at the
+	 * fence has been counted by then, and the counters below are final. */
+	{
+		int64_t end = hb_clock_ns() + CMD_TIMEOUT_MS * MS;
+
+		while (!atomic_load(&v->writes_failed) && hb_clock_ns() < end)
+			sleep_ms(1);
+	}
+	REQUIRE(atomic_load(&v->writes_failed) > 0, "victim writer never saw its fence");
+	last_done = atomic_load(&v->last_write_done);
+	ok_at_fence = atomic_load(&v->writes_ok);
 	CHECK(atomic_load(&v->fence_reason) == HB_FENCE_TIMEOUT, "fence reason %d",
 	      atomic_load(&v->fence_reason));
 	/* The core ordering: fence, then (at least M - D later) death. */
@@ -1156,6 +1276,64 @@ static void case_replayer(void)
 	CHECK(r == 0 && rec.state == VMFSD_HB_FREE && rec.generation == 2, "A free, gen 2");
 	CHECK(host_call(2, OP_ACQ, x, VMFSD_LOCK_EXCL, 0) == 0, "C takes A's lock");
 	note("replayer: B died replaying A; C took over A from dead B, then B");
+out:
+	hosts_kill_all();
+}
+
+/* CPU starvation: a host whose threads run at nice 19 while 4 CPU-bound
+ * processes per core run at nice 0 (a machine loaded well past its cores,
+ * in one test) keeps renewing and does not fence: the renewal thread, like
+ * the fence thread, runs in the real-time class (docs/cluster.md §2,
+ * assumption 3), so load delays neither.  Before it did, its renewals
+ * waited behind the load and the host fenced itself within a second.
+ * Needs root (SCHED_FIFO): skipped otherwise. */
+static void case_starve(void)
+{
+	pid_t hogs[64];
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int i, nhogs, r;
+	uint64_t before;
+
+	if (geteuid() != 0) {
+		note("starve: needs root for SCHED_FIFO; skipped");
+		skipped = 1;
+		return;
+	}
+	nhogs = (int)(ncpu > 0 ? 4 * ncpu : 8);
+	if (nhogs > 64)
+		nhogs = 64;
+	/* Niced once it is up: hb_start must follow hb_join at once (the
+	 * claim starts the fence clock), which a nice-19 command thread on a
+	 * busy machine does not do. */
+	REQUIRE(host_up(0, "starved") >= 0, "host up");
+	REQUIRE(host_call(0, OP_NICE, 0, 19, 0) == 0, "nice 19");
+	REQUIRE(host_call(0, OP_INFO, 0, 0, 0) == 0, "info");
+	before = shm->h[0].count;
+	for (i = 0; i < nhogs; i++) {
+		hogs[i] = fork();
+		if (hogs[i] == 0) {
+			volatile uint64_t x = 0;
+
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			for (;;)
+				x++;
+		}
+	}
+	/* Three timeouts: a starved renewal thread misses T - M many times over. */
+	sleep_ms(3 * (int)g_t.timeout_ms);
+	for (i = 0; i < nhogs; i++)
+		if (hogs[i] > 0) {
+			kill(hogs[i], SIGKILL);
+			waitpid(hogs[i], NULL, 0);
+		}
+	r = host_call(0, OP_INFO, 0, 0, 0);
+	REQUIRE(r == 0, "info after the load");
+	CHECK(shm->h[0].fenced == HB_NOT_FENCED,
+	      "a host starved of CPU fenced itself (reason %d): its renewals were late",
+	      shm->h[0].fenced);
+	note("starve: %d CPU hogs at nice 0 for %u ms against a nice-19 host: %" PRIu64
+	     " renewals, slowest %.1f ms, fenced %d", nhogs, 3 * g_t.timeout_ms,
+	     shm->h[0].count - before, ms_of(shm->h[0].t), shm->h[0].fenced);
 out:
 	hosts_kill_all();
 }
@@ -1268,6 +1446,8 @@ int main(int argc, char **argv)
 		case_replayer();
 	else if (!strcmp(name, "status"))
 		case_status();
+	else if (!strcmp(name, "starve"))
+		case_starve();
 	else {
 		fprintf(stderr, "unknown case '%s'\n", name);
 		failures++;
@@ -1277,6 +1457,6 @@ int main(int argc, char **argv)
 	if (failures)
 		fprintf(stderr, "%s: %d failure(s)\n", name, failures);
 	else
-		fprintf(stderr, "%s: ok\n", name);
-	return failures ? 1 : 0;
+		fprintf(stderr, "%s: %s\n", name, skipped ? "skipped" : "ok");
+	return failures ? 1 : skipped ? 77 : 0;
 }
