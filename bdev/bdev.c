@@ -435,44 +435,44 @@ slow:
 	return r;
 }
 
-int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive)
+/* One OFD byte-range lock call (CMD F_OFD_SETLK or F_OFD_GETLK) of TYPE on
+ * [OFF, OFF+LEN); *TYPE gets what GETLK found.  0 or -errno. */
+static int ofd_range(struct bdev *bd, int cmd, short *type, uint64_t off, uint64_t len)
 {
 	struct flock fl = {
-		.l_type = exclusive ? F_WRLCK : F_RDLCK,
+		.l_type = *type,
 		.l_whence = SEEK_SET,
 		.l_start = (off_t)off,
 		.l_len = (off_t)len,
 	};
 
-	if (fcntl(bd->fd, F_OFD_SETLK, &fl) < 0)
-		return errno == EACCES || errno == EAGAIN ? -EAGAIN : -errno;
+	if (fcntl(bd->fd, cmd, &fl) < 0)
+		return -errno;
+	*type = fl.l_type;
 	return 0;
+}
+
+int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive)
+{
+	short type = exclusive ? F_WRLCK : F_RDLCK;
+	int r = ofd_range(bd, F_OFD_SETLK, &type, off, len);
+
+	return r == -EACCES ? -EAGAIN : r;
 }
 
 int bdev_range_locked(struct bdev *bd, uint64_t off, uint64_t len)
 {
-	struct flock fl = {
-		.l_type = F_WRLCK,
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)off,
-		.l_len = (off_t)len,
-	};
+	short type = F_WRLCK;
+	int r = ofd_range(bd, F_OFD_GETLK, &type, off, len);
 
-	if (fcntl(bd->fd, F_OFD_GETLK, &fl) < 0)
-		return -errno;
-	return fl.l_type != F_UNLCK;
+	return r ? r : type != F_UNLCK;
 }
 
 int bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
 {
-	struct flock fl = {
-		.l_type = F_UNLCK,
-		.l_whence = SEEK_SET,
-		.l_start = (off_t)off,
-		.l_len = (off_t)len,
-	};
+	short type = F_UNLCK;
 
-	return fcntl(bd->fd, F_OFD_SETLK, &fl) < 0 ? -errno : 0;
+	return ofd_range(bd, F_OFD_SETLK, &type, off, len);
 }
 
 /* ---------------- power-cut simulation ---------------- */

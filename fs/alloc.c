@@ -161,7 +161,6 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 {
 	uint8_t *blk;
 	uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
-	struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
 
 	if (pin_cluster(p, ci, tx)) {
 		tx->err = -ENOMEM;
@@ -172,9 +171,8 @@ static void log_cluster(struct fs *fs, struct alloc_pool *p, uint32_t ci, struct
 		tx->err = -ENOMEM;
 		return;
 	}
-	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 	vmfsd_rc_encode(&p->rc[ci], off / VMFSD_META_BLOCK, blk);
-	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+	tx_add_keep_lock(tx, off, blk);
 	bdev_free(blk);
 }
 
@@ -228,11 +226,9 @@ void alloc_tx_merge(struct fs *fs, struct tx *tx)
 		struct alloc_pool *p = tx->pins[i].p;
 		uint32_t ci = tx->pins[i].ci;
 		uint64_t off = vmfsd_rc_off(&fs->sb, p->kind, ci);
-		struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
 
-		vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 		vmfsd_rc_encode(&p->crc[ci], off / VMFSD_META_BLOCK, blk);
-		tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+		tx_add_keep_lock(tx, off, blk);
 	}
 	bdev_free(blk);
 }

@@ -394,13 +394,7 @@ static int convert_mode(struct fs *fs, struct fs_inode *ip, uint8_t mode)
 			tx_add_inode(&tx, ip);
 		}
 	}
-	/* Committed even on failure: what the allocator changed in memory
-	 * must reach the disk the same way (an aborted transaction would
-	 * leave the bitmaps in memory and on disk disagreeing). */
-	if (!r)
-		r = tx_commit(&tx);
-	else
-		(void)tx_commit(&tx);
+	r = tx_commit_after(&tx, r);
 	pthread_mutex_unlock(&fs->meta_lock);
 out:
 	bdev_free(data);
@@ -524,10 +518,7 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 		inode_touch(ip, true, true);
 	if (tx.n || good > off)
 		tx_add_inode(&tx, ip);
-	if (!r)
-		r = tx_commit(&tx);
-	else
-		(void)tx_commit(&tx);
+	r = tx_commit_after(&tx, r);
 	pthread_mutex_unlock(&fs->meta_lock);
 	if (good > off)
 		return (ssize_t)(good - off);
@@ -809,10 +800,24 @@ static int zero_in_unit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint6
  * ~70 metadata blocks, well inside the smallest journal (252 blocks). */
 #define FREE_CHUNK ((uint64_t)VMFSD_MAP_NODE_SLOTS * 64)
 
+/* Frees [FROM, TO) of IP's map in one transaction of its own. */
+static int free_range_commit(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
+{
+	struct tx tx;
+	int r;
+
+	tx_begin(fs, &tx);
+	r = bmap_free_range(fs, ip, from, to, &tx);
+	if (r) {
+		tx_abort(&tx);
+		return r;
+	}
+	return tx_commit(&tx);
+}
+
 int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to)
 {
 	uint64_t cap = bmap_capacity(ip->d.map_height), to0;
-	struct tx tx;
 	int r;
 
 	if (ip->d.data_mode == VMFSD_DATA_INLINE)
@@ -833,13 +838,7 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 			return r;
 		to = last + 1;
 		lo = to - from > FREE_CHUNK ? to - FREE_CHUNK : from;
-		tx_begin(fs, &tx);
-		r = bmap_free_range(fs, ip, lo, to, &tx);
-		if (r) {
-			tx_abort(&tx);
-			return r;
-		}
-		r = tx_commit(&tx);
+		r = free_range_commit(fs, ip, lo, to);
 		if (r)
 			return r;
 		to = lo;
@@ -849,15 +848,7 @@ int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, ui
 		 * no entry may remain there (the loop above only visits nodes
 		 * around mapped units): free them, and drop the empty tree's
 		 * height too.  Cheap: only nodes that exist are visited. */
-		tx_begin(fs, &tx);
-		r = bmap_free_range(fs, ip, from, to0, &tx);
-		if (r) {
-			tx_abort(&tx);
-			return r;
-		}
-		r = tx_commit(&tx);
-		if (r)
-			return r;
+		return free_range_commit(fs, ip, from, to0);
 	}
 	return 0;
 }

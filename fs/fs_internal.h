@@ -75,10 +75,20 @@ void tx_begin(struct fs *fs, struct tx *tx);
  * offset replaces the earlier copy). */
 void tx_add(struct tx *tx, uint64_t off, const void *blk);
 void tx_add_inode(struct tx *tx, struct fs_inode *ip);
+/* Adds BLK, a block whose first sector is a lock record (an inode, a
+ * resource cluster), at OFF: the lock sector belongs to the lock manager
+ * and is never written by a commit or a replay (KEEP_LOCK); the image
+ * carries a free record there only as filler, written into BLK here. */
+void tx_add_keep_lock(struct tx *tx, uint64_t off, uint8_t *blk);
 /* Merges the transaction into the running journal transaction (meta_lock
  * held).  Durable at the next journal commit: fsync, sync, unmount, a full
  * running transaction, or the commit thread (every COMMIT_INTERVAL_MS). */
 int tx_commit(struct tx *tx);
+/* After an operation that failed with R midway: commits what it changed
+ * anyway (what the allocator changed in memory must reach the disk the
+ * same way; an abort would leave memory and disk disagreeing) and
+ * returns R, or the commit's result when R is 0. */
+int tx_commit_after(struct tx *tx, int r);
 /* Drops the transaction.  Only for failures after which every item the
  * operation allocated was freed again (or nothing was allocated). */
 void tx_abort(struct tx *tx);

@@ -73,6 +73,20 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 	return r;
 }
 
+/* ns_enter for one inode the kernel named by number: looks it up first;
+ * on failure nothing is held, not even the reference. */
+static int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp)
+{
+	int r = inode_get(fs, ino, ipp);
+
+	if (r)
+		return r;
+	r = ns_enter(fs, ipp, 1, 1);
+	if (r)
+		inode_put(fs, *ipp);
+	return r;
+}
+
 static void ns_exit(struct fs *fs, struct fs_inode **v, int n)
 {
 	int k;
@@ -206,15 +220,10 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 
 	if (fs->readonly)
 		return -EROFS;
-	r = inode_get(fs, ino, &ip);
+	/* Lock (until the next commit) and refresh, outside meta_lock. */
+	r = ns_enter_ino(fs, ino, &ip);
 	if (r)
 		return r;
-	/* Lock (until the next commit) and refresh, outside meta_lock. */
-	r = ns_enter(fs, &ip, 1, 1);
-	if (r) {
-		inode_put(fs, ip);
-		return r;
-	}
 	cluster_pin(fs, ip);
 	ns_exit(fs, &ip, 1);
 	if (mask & FS_SET_SIZE) {
@@ -321,16 +330,11 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	/* Short targets live inline; longer ones fail before anything changes. */
 	if (link_target && strlen(link_target) > VMFSD_INLINE_MAX)
 		return -ENAMETOOLONG;
-	r = inode_get(fs, parent, &dp);
-	if (r)
-		return r;
 	/* The new inode needs no lock: nobody can reach it before the commit
 	 * that makes its name visible, after which the directory lock goes. */
-	r = ns_enter(fs, &dp, 1, 1);
-	if (r) {
-		inode_put(fs, dp);
+	r = ns_enter_ino(fs, parent, &dp);
+	if (r)
 		return r;
-	}
 	tx_begin(fs, &tx);
 	r = create_locked(fs, dp, name, mode, uid, gid, rdev, &tx, &ip);
 	if (!r && link_target) {

@@ -71,12 +71,19 @@ void tx_add(struct tx *tx, uint64_t off, const void *blk)
 	tx->n++;
 }
 
+void tx_add_keep_lock(struct tx *tx, uint64_t off, uint8_t *blk)
+{
+	struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
+
+	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
+	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+}
+
 void tx_add_inode(struct tx *tx, struct fs_inode *ip)
 {
 	struct fs *fs = tx->fs;
 	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
 	uint8_t *blk;
-	struct vmfsd_lock lk = { .mode = VMFSD_LOCK_FREE };
 
 	if (tx->err || ip->deleted)
 		return;
@@ -85,12 +92,9 @@ void tx_add_inode(struct tx *tx, struct fs_inode *ip)
 		tx->err = -ENOMEM;
 		return;
 	}
-	/* The lock sector belongs to the lock manager and is never written
-	 * here (KEEP_LOCK); the image carries a free record only as filler. */
-	vmfsd_lock_encode(&lk, off / VMFSD_META_BLOCK, blk);
 	ip->d.change_seq++;
 	vmfsd_inode_encode(&ip->d, off / VMFSD_META_BLOCK, blk);
-	tx_add(tx, off | VMFSD_JENTRY_KEEP_LOCK, blk);
+	tx_add_keep_lock(tx, off, blk);
 	bdev_free(blk);
 	ip->dirty = false;
 }
@@ -143,6 +147,13 @@ int tx_commit(struct tx *tx)
 	if (asap && !fs->jerr)
 		(void)commit_locked(fs);
 	return r;
+}
+
+int tx_commit_after(struct tx *tx, int r)
+{
+	int c = tx_commit(tx);
+
+	return r ? r : c;
 }
 
 void tx_abort(struct tx *tx)
