@@ -69,7 +69,7 @@ def renameat2(old, new, flags):
 def require_env():
     """Skip (77) only when the machine cannot run FUSE mounts at all."""
     if os.geteuid() != 0:
-        print("SKIP: the integration tests need root (FUSE mounts, chown)")
+        print("SKIP: these tests need root (FUSE mounts, chown)")
         sys.exit(SKIP)
     if not os.path.exists("/dev/fuse"):
         print("SKIP: /dev/fuse is missing")
@@ -241,6 +241,16 @@ def close_fds_under(dirs):
                 os.close(int(fd))
             except OSError:
                 pass
+
+
+def scratch(tag, mounts):
+    """A fresh directory /var/tmp/vmfsd-TAG-*, an image path v.img in it
+    and one empty mount point per name in MOUNTS: (dir, image, [mnt])."""
+    tmp = tempfile.mkdtemp(prefix="vmfsd-%s-" % tag, dir="/var/tmp")
+    mnts = [os.path.join(tmp, m) for m in mounts]
+    for m in mnts:
+        os.mkdir(m)
+    return tmp, os.path.join(tmp, "v.img"), mnts
 
 
 def sweep_stale(max_age=1800):

@@ -25,7 +25,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -246,14 +245,8 @@ def isolation(img, mnts, workdir):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="vmfsd-cluster-", dir="/var/tmp")
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "abc"]
-    for m in mnts:
-        os.mkdir(m)
+    vt.require_env()
+    tmp, img, mnts = vt.scratch("cluster", "abc")
     try:
         subprocess.run([MKFS, "-q", "-s", "8G", "-H", "8", "--hb-interval", "200",
                         "--hb-timeout", str(int(TIMEOUT_S * 1000)), img], check=True)

@@ -19,7 +19,6 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -419,15 +418,9 @@ def cases(a, b):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="vmfsd-ns-", dir="/var/tmp")
+    vt.require_env()
+    tmp, img, mnts = vt.scratch("ns", "ab")
     os.chmod(tmp, 0o755)
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "ab"]
-    for m in mnts:
-        os.mkdir(m)
     try:
         subprocess.run([MKFS, "-q", "-s", "2G", "-H", "4", "--hb-interval", "200",
                         "--hb-timeout", "2000", img], check=True)

@@ -28,7 +28,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -207,15 +206,9 @@ def run_phase(name, hosts, nrounds, churners):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
+    vt.require_env()
     nrounds = int(sys.argv[1]) if len(sys.argv) > 1 else 12
-    tmp = tempfile.mkdtemp(prefix="vmfsd-readback-", dir="/var/tmp")
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "abc"]
-    for m in mnts:
-        os.mkdir(m)
+    tmp, img, mnts = vt.scratch("readback", "abc")
     try:
         # Default heartbeat timing (10 s): this test is not about fencing,
         # and the 2-core test machine is loaded.

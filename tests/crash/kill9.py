@@ -115,9 +115,7 @@ def check(mnt, logpath):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
+    vt.require_env()
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     seed = int(os.environ.get("SEED", "1"))
     rnd = random.Random(seed)
