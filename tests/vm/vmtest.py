@@ -42,17 +42,12 @@ def env(name):
 
 
 def require_env():
-    if os.geteuid() != 0:
-        print("SKIP: the VM tests need root (FUSE mounts, QEMU)")
-        sys.exit(SKIP)
-    if not os.path.exists("/dev/fuse"):
-        print("SKIP: /dev/fuse is missing")
-        sys.exit(SKIP)
+    vt.require_env()     # root, /dev/fuse, VMFSD and MKFS
     for tool in ("qemu-system-x86_64", "qemu-img"):
         if not shutil.which(tool):
             print("SKIP: %s is not installed (scripts/deps.sh installs it)" % tool)
             sys.exit(SKIP)
-    for var in ("VMFSD", "MKFS", "VMFSCTL", "VMFS_HOSTD"):
+    for var in ("VMFSCTL", "VMFS_HOSTD"):
         p = env(var)
         if not os.access(p, os.X_OK):
             print("FAIL: %s=%s is not executable" % (var, p))
