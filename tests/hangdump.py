@@ -6,9 +6,8 @@ user-space stacks (gdb) and the kernel stacks (/proc/PID/task/*/stack,
 where a FUSE request or an io_uring wait sleeps) the next one explains
 itself.
 
-Shared by tests/integration/vmfsdtest.py, tests/vm/vmtest.py,
-tests/cluster/test_cluster.py, tests/crash/kill9.py and tests/fsck/*.py
-(each puts this folder on sys.path); only the standard library is used.
+Used by tests/vmfstest.py (the helpers every Python test imports) and
+tests/vm/vmtest.py; only the standard library is used.
 """
 
 import os

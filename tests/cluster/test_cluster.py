@@ -25,73 +25,28 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
-VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
-MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
-FSCK = os.environ.get("FSCK", "")
+MKFS = vt.mkfs_exe()
 TIMEOUT_S = 2.0
-failures = []
-
-
-def fail(msg):
-    print("FAIL:", msg, flush=True)
-    failures.append(msg)
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def mounted(mnt):
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == mnt for line in f)
-
-
-def pids_of(img, host):
-    out = subprocess.run(["pgrep", "-f", "host=%s.* %s " % (host, img)],
-                         capture_output=True, text=True).stdout.split()
-    return [int(p) for p in out]
+CHECK = vt.Checker(os.path.basename(__file__))
+fail = CHECK.fail
+failures = CHECK.failures
+log = vt.log
 
 
 def mount(img, mnt, host, extra=""):
-    opts = "host=" + host + ("," + extra if extra else "")
-    r = subprocess.run([VMFSD, "-o", opts, img, mnt], capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError("mount %s: %s" % (host, r.stderr))
-
-
-def unmount(mnt):
-    for _ in range(50):
-        if not mounted(mnt):
-            return
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        time.sleep(0.1)
-    subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+    vt.mount_daemon(img, mnt, host, [extra] if extra else [])
 
 
 def wait_gone(img):
     """Every vmfsd on IMG must exit after its unmount; one that is still
     there after 60 s has its thread stacks dumped, is killed and fails."""
-    out = subprocess.run(["pgrep", "-f", "vmfsd .*%s" % img], capture_output=True,
-                         text=True).stdout.split()
-    for p in map(int, out):
-        if not hangdump.wait_pid_or_dump(p, 60, "vmfsd still running 60 s after unmount"):
-            fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
-
-
-def fsck_clean(img, when):
-    if not FSCK or not os.path.exists(FSCK):
-        return
-    r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
-    if r.returncode != 0:
-        fail("fsck.vmfsd -n %s: exit %d\n%s%s" % (when, r.returncode, r.stdout, r.stderr))
-    else:
-        log("fsck.vmfsd -n %s: clean" % when)
+    for p in vt.wait_vmfsd_gone(img, 60, "after unmount"):
+        fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
 
 
 def storm_worker(mnt, tag, seed, q):
@@ -194,7 +149,7 @@ def conflicts_and_kill(img, mnts):
     worker = multiprocessing.Process(target=busy, args=(a,))
     worker.start()
     time.sleep(1.0)
-    for p in pids_of(img, "A"):
+    for p in vt.pids_of_vmfsd(img, a):
         os.kill(p, signal.SIGKILL)
     t = time.time()
     worker.kill()
@@ -228,8 +183,8 @@ def isolation(img, mnts, workdir):
     """C's storage hangs; C must fence before B takes its lock, and after
     its device comes back no write of C's may land."""
     b, c = mnts[1], mnts[2]
-    unmount(c)
-    while pids_of(img, "C"):
+    vt.unmount_quiet(c)
+    while vt.pids_of_vmfsd(img, c):
         time.sleep(0.1)
     # freeze 2 s after mount, for 8 s (well past the 2 s timeout)
     mount(img, c, "C", "freeze_io_after=2000,freeze_io_for=8000")
@@ -286,18 +241,12 @@ def isolation(img, mnts, workdir):
     errs = sum(1 for l in open(okfile) if l.startswith("err"))
     log("isolation: C wrote %d blocks before its device hung, got %d errors after; "
         "none of its writes landed after the takeover" % (len(oks), errs))
-    unmount(c)
+    vt.unmount_quiet(c)
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="vmfsd-cluster-", dir="/var/tmp")
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "abc"]
-    for m in mnts:
-        os.mkdir(m)
+    vt.require_env()
+    tmp, img, mnts = vt.scratch("cluster", "abc")
     try:
         subprocess.run([MKFS, "-q", "-s", "8G", "-H", "8", "--hb-interval", "200",
                         "--hb-timeout", str(int(TIMEOUT_S * 1000)), img], check=True)
@@ -305,24 +254,24 @@ def main():
             mount(img, m, h)
         storm(mnts)
         for m in mnts:
-            unmount(m)
+            vt.unmount_quiet(m)
         wait_gone(img)
-        fsck_clean(img, "after the storm")
+        vt.fsck_clean(img, "after the storm", fail)
         for m, h in zip(mnts, "ABC"):
             mount(img, m, h)
         conflicts_and_kill(img, mnts)
         isolation(img, mnts, tmp)
         for m in mnts:
-            unmount(m)
+            vt.unmount_quiet(m)
         wait_gone(img)
         # the survivors replayed A's journal and took over: clean volume
-        fsck_clean(img, "after kill -9, takeover and fencing")
+        vt.fsck_clean(img, "after kill -9, takeover and fencing", fail)
     except Exception as e:
         fail("unexpected: %r" % e)
         raise
     finally:
         for m in mnts:
-            unmount(m)
+            vt.unmount_quiet(m)
         wait_gone(img)
         subprocess.run(["rm", "-rf", tmp])
     log("cluster test: %d failures" % len(failures))

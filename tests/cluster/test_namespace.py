@@ -19,67 +19,33 @@ import os
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 
-VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
-MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
-FSCK = os.environ.get("FSCK", "")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+
+MKFS = vt.mkfs_exe()
 # fuse/fuse_ops.c: entry and attribute timeouts, plus a commit interval's
 # worth of margin (docs/architecture.md, "Coherency between hosts").
 SETTLE_S = 1.5
-failures = []
+CHECK = vt.Checker(os.path.basename(__file__))
+fail = CHECK.fail
+failures = CHECK.failures
+log = vt.log
 libc = ctypes.CDLL(None, use_errno=True)
 RENAME_NOREPLACE = 1
 AT_FDCWD = -100
 
 
-def fail(msg):
-    print("FAIL:", msg, flush=True)
-    failures.append(msg)
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def mounted(mnt):
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == mnt for line in f)
-
-
 def mount(img, mnt, host):
-    r = subprocess.run([VMFSD, "-o", "host=" + host, img, mnt], capture_output=True, text=True)
-    if r.returncode:
-        raise RuntimeError("mount %s: %s" % (host, r.stderr))
-
-
-def unmount(mnt):
-    for _ in range(50):
-        if not mounted(mnt):
-            return
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        time.sleep(0.1)
-    subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+    vt.mount_daemon(img, mnt, host)
 
 
 def wait_gone(img):
-    t = time.time()
-    while time.time() - t < 20:
-        if not subprocess.run(["pgrep", "-f", "vmfsd .*%s" % img],
-                              capture_output=True).stdout:
-            return
-        time.sleep(0.1)
-
-
-def fsck_clean(img, when):
-    if not FSCK or not os.path.exists(FSCK):
-        return
-    r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
-    if r.returncode != 0:
-        fail("fsck.vmfsd -n %s: exit %d\n%s%s" % (when, r.returncode, r.stdout, r.stderr))
-    else:
-        log("fsck.vmfsd -n %s: clean" % when)
+    """Every vmfsd on IMG must exit after its unmount; one that is still
+    there after 60 s has its thread stacks dumped, is killed and fails."""
+    for p in vt.wait_vmfsd_gone(img, 60, "after unmount"):
+        fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
 
 
 def err_of(fn, *args):
@@ -452,15 +418,9 @@ def cases(a, b):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
-    tmp = tempfile.mkdtemp(prefix="vmfsd-ns-", dir="/var/tmp")
+    vt.require_env()
+    tmp, img, mnts = vt.scratch("ns", "ab")
     os.chmod(tmp, 0o755)
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "ab"]
-    for m in mnts:
-        os.mkdir(m)
     try:
         subprocess.run([MKFS, "-q", "-s", "2G", "-H", "4", "--hb-interval", "200",
                         "--hb-timeout", "2000", img], check=True)
@@ -468,15 +428,15 @@ def main():
             mount(img, m, h)
         cases(*mnts)
         for m in mnts:
-            unmount(m)
+            vt.unmount_quiet(m)
         wait_gone(img)
-        fsck_clean(img, "after the stale-entry cases")
+        vt.fsck_clean(img, "after the stale-entry cases", fail)
     except Exception as e:
         fail("unexpected: %r" % e)
         raise
     finally:
         for m in mnts:
-            unmount(m)
+            vt.unmount_quiet(m)
         wait_gone(img)
         subprocess.run(["rm", "-rf", tmp])
     log("namespace test: %d failures" % len(failures))

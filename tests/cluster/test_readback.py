@@ -28,58 +28,29 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import hangdump  # noqa: E402
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
-VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
-MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
-FSCK = os.environ.get("FSCK", "")
-MiB = 1 << 20
-failures = []
-
-
-def fail(msg):
-    print("FAIL:", msg, flush=True)
-    failures.append(msg)
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def mounted(mnt):
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == mnt for line in f)
-
-
-def pids_of(img, mnt):
-    out = subprocess.run(["pgrep", "-f", "%s %s$" % (img, mnt)], capture_output=True,
-                         text=True).stdout.split()
-    return [int(p) for p in out]
+MKFS = vt.mkfs_exe()
+MiB = vt.MiB
+CHECK = vt.Checker(os.path.basename(__file__))
+fail = CHECK.fail
+failures = CHECK.failures
+log = vt.log
 
 
 def mount(img, mnt, host):
-    r = subprocess.run([VMFSD, "-o", "host=" + host, img, mnt], capture_output=True,
-                       text=True, timeout=120)
-    if r.returncode:
-        raise RuntimeError("mount %s: %s" % (host, r.stderr))
+    vt.mount_daemon(img, mnt, host)
 
 
 def unmount(img, mnt):
-    pids = pids_of(img, mnt)
-    for _ in range(50):
-        if not mounted(mnt):
-            break
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        time.sleep(0.1)
-    if mounted(mnt):
-        subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+    pids = vt.pids_of_vmfsd(img, mnt)
+    vt.unmount_quiet(mnt)
     for p in pids:
-        if not hangdump.wait_pid_or_dump(p, 60, "vmfsd (%s) still running 60 s after "
-                                         "unmount" % mnt):
+        if not vt.hangdump.wait_pid_or_dump(p, 60, "vmfsd (%s) still running 60 s after "
+                                            "unmount" % mnt):
             fail("vmfsd on %s did not exit after unmount (stacks above)" % mnt)
 
 
@@ -235,15 +206,9 @@ def run_phase(name, hosts, nrounds, churners):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
+    vt.require_env()
     nrounds = int(sys.argv[1]) if len(sys.argv) > 1 else 12
-    tmp = tempfile.mkdtemp(prefix="vmfsd-readback-", dir="/var/tmp")
-    img = os.path.join(tmp, "v.img")
-    mnts = [os.path.join(tmp, h) for h in "abc"]
-    for m in mnts:
-        os.mkdir(m)
+    tmp, img, mnts = vt.scratch("readback", "abc")
     try:
         # Default heartbeat timing (10 s): this test is not about fencing,
         # and the 2-core test machine is loaded.
@@ -258,15 +223,12 @@ def main():
                   [(mnts[1], "B"), (mnts[2], "C")])
         for m in mnts:
             unmount(img, m)
-        if FSCK and os.path.exists(FSCK):
-            r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
-            if r.returncode:
-                fail("fsck.vmfsd -n: exit %d\n%s%s" % (r.returncode, r.stdout, r.stderr))
+        vt.fsck_clean(img, "after the read-back phases", fail)
     except Exception as e:
         fail("unexpected: %r" % e)
     finally:
         for m in mnts:
-            if mounted(m):
+            if vt.mounted_at(m):
                 unmount(img, m)
         subprocess.run(["rm", "-rf", tmp])
     log("read-back test: %d failures" % len(failures))

@@ -19,52 +19,26 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
-VMFSD = os.environ.get("VMFSD", "build/vmfsd/vmfsd")
-MKFS = os.environ.get("MKFS", "build/mkfs/mkfs.vmfsd")
-FSCK = os.environ.get("FSCK", "")
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def mounted(mnt):
-    with open("/proc/mounts") as f:
-        return any(line.split()[1] == mnt for line in f)
+MKFS = vt.mkfs_exe()
+log = vt.log
 
 
 def mount(img, mnt):
-    r = subprocess.run([VMFSD, "-o", "host=k9", img, mnt], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("mount failed: " + r.stderr)
-    return r.stderr
+    return vt.mount_daemon(img, mnt, "k9")
 
 
 def daemon_pid(img):
-    out = subprocess.run(["pgrep", "-f", "^%s .*%s" % (VMFSD, img)], capture_output=True,
-                         text=True).stdout.split()
-    return [int(p) for p in out]
+    return vt.pids_of_vmfsd(img)
 
 
 def wait_daemons_gone(img, when):
     """Every vmfsd on IMG must exit: one still there after 120 s has its
     thread stacks dumped into the log, then it is killed."""
-    for p in daemon_pid(img):
-        if not hangdump.wait_pid_or_dump(p, 120, "vmfsd still running 120 s %s" % when):
-            log("FAIL: vmfsd pid %d did not exit %s (stacks above)" % (p, when))
-            raise RuntimeError("vmfsd did not exit %s" % when)
-
-
-def unmount(mnt):
-    for _ in range(50):
-        if not mounted(mnt):
-            return
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-        if mounted(mnt):
-            time.sleep(0.1)
-    subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+    for p in vt.wait_vmfsd_gone(img, 120, when):
+        log("FAIL: vmfsd pid %d did not exit %s (stacks above)" % (p, when))
+        raise RuntimeError("vmfsd did not exit %s" % when)
 
 
 def worker(mnt, logpath, seed):
@@ -141,9 +115,7 @@ def check(mnt, logpath):
 
 
 def main():
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        print("skip: needs root and /dev/fuse")
-        return 77
+    vt.require_env()
     cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     seed = int(os.environ.get("SEED", "1"))
     rnd = random.Random(seed)
@@ -173,16 +145,16 @@ def main():
                 os.kill(p, signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            unmount(mnt)
+            vt.unmount_quiet(mnt)
             wait_daemons_gone(img, "after kill -9 and unmount")
-            if FSCK and os.path.exists(FSCK):
+            if vt.fsck_exe():
                 # The journal is not replayed yet: replay by mounting, then check.
                 mount(img, mnt)
-                unmount(mnt)
+                vt.unmount_quiet(mnt)
                 wait_daemons_gone(img, "after a clean unmount")
-                r = subprocess.run([FSCK, "-n", img], capture_output=True, text=True)
-                if r.returncode != 0:
-                    log("FAIL: fsck.vmfsd -n exit %d:\n%s%s" % (r.returncode, r.stdout, r.stderr))
+                res = vt.fsck_n(img)
+                if res[0] != 0:
+                    log("FAIL: fsck.vmfsd -n exit %d:\n%s" % res)
                     failures += 1
         mount(img, mnt)
         bad, n = check(mnt, logpath)
@@ -191,7 +163,7 @@ def main():
             log("FAIL:", b)
         failures += len(bad)
     finally:
-        unmount(mnt)
+        vt.unmount_quiet(mnt)
         subprocess.run(["rm", "-rf", tmp])
     log("kill -9 test: %d cycles, %d failures (seed %d)" % (cycles, failures, seed))
     return 1 if failures else 0

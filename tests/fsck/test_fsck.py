@@ -28,7 +28,7 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
 FSCK = os.environ.get("FSCK")
 MKFS = os.environ.get("MKFS")
@@ -417,7 +417,7 @@ def volume_in_use(img, ino):
         assert digest(img, skip_heartbeats=True) == before, "a refused repair wrote"
     finally:
         holder.terminate()
-        hangdump.wait_or_dump(holder, 60, "fsck-tool hold still running 60 s after SIGTERM")
+        vt.hangdump.wait_or_dump(holder, 60, "fsck-tool hold still running 60 s after SIGTERM")
 
 
 @case
@@ -484,7 +484,7 @@ def progress_and_force(img, ino):
 
 # ---------------------------------------------------------------- main
 def main():
-    must([MKFS, "-q", "-f", "-H", "8", "-s", "256M", BASE])
+    vt.mkfs(BASE, "256M", ["-f", "-H", "8"])
     must([TOOL, "populate", BASE])
     r, rep = fsck(BASE, "-n")
     assert r == 0, "fresh volume not clean:\n" + explain(rep)

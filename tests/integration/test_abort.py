@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 
-import vmfsdtest as vt
-from vmfsdtest import MiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 5
 FILE_MIB = 64

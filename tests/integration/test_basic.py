@@ -12,9 +12,11 @@ import random
 import re
 import stat
 import subprocess
+import sys
 
-import vmfsdtest as vt
-from vmfsdtest import MiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB  # noqa: E402
 
 
 def snapshot(root):

@@ -11,9 +11,11 @@ before and after a remount."""
 import errno
 import os
 import stat
+import sys
 import time
 
-import vmfsdtest as vt
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
 NFILES = int(os.environ.get("VMFSD_DIRS_NFILES", "10000"))
 ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.+=,~"

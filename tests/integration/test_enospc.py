@@ -13,10 +13,12 @@ import errno
 import hashlib
 import os
 import random
+import sys
 import time
 
-import vmfsdtest as vt
-from vmfsdtest import MiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB  # noqa: E402
 
 SIZES = ["512M", "1G"]          # the first that mkfs accepts is used
 

@@ -16,10 +16,12 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 
-import vmfsdtest as vt
-from vmfsdtest import MiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB  # noqa: E402
 
 FLIP_AT = 2048                   # the middle of the 4 KiB primary superblock
 

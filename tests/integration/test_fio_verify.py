@@ -11,8 +11,10 @@ a failure, not a skip."""
 import os
 import shutil
 import subprocess
+import sys
 
-import vmfsdtest as vt
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
 SIZE = os.environ.get("VMFSD_FIO_SIZE", "512M")
 SEED = "8021"

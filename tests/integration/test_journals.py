@@ -17,9 +17,11 @@
 import os
 import struct
 import subprocess
+import sys
 import time
 
-import vmfsdtest as vt
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 
 
 def sb_fields(image):

@@ -16,12 +16,14 @@ import errno
 import mmap
 import os
 import random
+import sys
 import threading
 import time
 import traceback
 
-import vmfsdtest as vt
-from vmfsdtest import MiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB  # noqa: E402
 
 NFILES = 4
 NTHREADS = 4

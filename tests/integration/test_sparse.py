@@ -14,10 +14,12 @@ import errno
 import os
 import random
 import subprocess
+import sys
 import time
 
-import vmfsdtest as vt
-from vmfsdtest import MiB, GiB
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import MiB, GiB  # noqa: E402
 
 SECTORS_PER_BLOCK = MiB // 512
 # A file with a few blocks scattered over 10 GiB needs a map of height 1

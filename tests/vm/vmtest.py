@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Shared helpers of the VM tests (tests/vm): a vmfsd volume mounted through
-FUSE, host agents (vmfs-hostd) started as child processes, vmfsctl calls,
+"""Helpers of the VM tests (tests/vm) on top of tests/vmfstest.py (binaries,
+mkfs, mounts, unmounts, the Checker): a vmfsd volume mounted through FUSE
+by several hosts, host agents (vmfs-hostd) started as child processes, vmfsctl calls,
 the test guest (built once by scripts/test-guest.sh into a cache folder),
 and waiting for what the guest prints in <vm>.log on the datastore.
 
@@ -26,9 +27,8 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import hangdump  # noqa: E402  (tests/hangdump.py: stacks of a daemon that hangs)
-
-SKIP = 77
-MiB = 1 << 20
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+from vmfstest import SKIP, MiB, mounted_at, pid_alive, wait_for  # noqa: E402,F401
 
 GUEST_MEM = 192   # MiB: the busybox guest needs ~60; keeps .vmss files small
 
@@ -42,17 +42,12 @@ def env(name):
 
 
 def require_env():
-    if os.geteuid() != 0:
-        print("SKIP: the VM tests need root (FUSE mounts, QEMU)")
-        sys.exit(SKIP)
-    if not os.path.exists("/dev/fuse"):
-        print("SKIP: /dev/fuse is missing")
-        sys.exit(SKIP)
+    vt.require_env()     # root, /dev/fuse, VMFSD and MKFS
     for tool in ("qemu-system-x86_64", "qemu-img"):
         if not shutil.which(tool):
             print("SKIP: %s is not installed (scripts/deps.sh installs it)" % tool)
             sys.exit(SKIP)
-    for var in ("VMFSD", "MKFS", "VMFSCTL", "VMFS_HOSTD"):
+    for var in ("VMFSCTL", "VMFS_HOSTD"):
         p = env(var)
         if not os.access(p, os.X_OK):
             print("FAIL: %s=%s is not executable" % (var, p))
@@ -68,35 +63,6 @@ def guest():
     if r.returncode != 0:
         raise RuntimeError("test-guest.sh failed: %s%s" % (r.stdout, r.stderr))
     return os.path.join(d, "vmlinuz"), os.path.join(d, "initrd.img")
-
-
-def mounted_at(mnt):
-    mnt = os.path.realpath(mnt)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            if line.split()[4] == mnt:
-                return True
-    return False
-
-
-def pid_alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
-    except OSError:
-        return False
-    return st[st.rindex(")") + 2] not in "ZX"
-
-
-def wait_for(cond, timeout, what, step=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise TimeoutError("timed out after %ds waiting for %s" % (timeout, what))
-        time.sleep(step)
 
 
 class Agent:
@@ -170,10 +136,7 @@ class Volume:
         self.agents = []
 
     def __enter__(self):
-        r = subprocess.run([env("MKFS"), "-q", "-s", self.size] + self.mkfs_args + [self.image],
-                           capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError("mkfs.vmfsd failed: %s%s" % (r.stdout, r.stderr))
+        vt.mkfs(self.image, self.size, self.mkfs_args, timeout=120)
         return self
 
     def __exit__(self, *exc):
@@ -243,13 +206,7 @@ class Volume:
         time.sleep(0.2)
         self.kill_qemus()
         for mnt, proc in reversed(self.mounts):
-            for i in range(20):
-                if not mounted_at(mnt):
-                    break
-                subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
-                time.sleep(0.2 + 0.05 * i)
-            if mounted_at(mnt):
-                subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+            vt.unmount_quiet(mnt)
             hangdump.wait_or_dump(proc, 30, "vmfsd (%s) still running 30 s after unmount" % mnt)
         if os.environ.get("VM_TEST_KEEP"):
             print("VM_TEST_KEEP: left %s" % self.work)
@@ -293,26 +250,8 @@ def qemu_gone(agent, path):
     return info["state"] != "running"
 
 
-class Checker:
-    """Collects failures with context; sections keep going after one fails."""
-
-    def __init__(self, name):
-        self.name = name
-        self.failures = []
-        self.t0 = time.monotonic()
-
-    def fail(self, msg):
-        print("FAIL: %s" % msg, flush=True)
-        self.failures.append(msg)
-        return False
-
-    def check(self, cond, msg):
-        return True if cond else self.fail(msg)
-
-    def eq(self, got, want, what):
-        if got != want:
-            return self.fail("%s: got %r, expected %r" % (what, got, want))
-        return True
+class Checker(vt.Checker):
+    """vmfstest's Checker plus refusals of vmfsctl."""
 
     def refused(self, r, what, *needles):
         """r (a vmfsctl result) must have failed with exit 1 and a message
@@ -326,25 +265,6 @@ class Checker:
                 return self.fail("%s: message lacks %r: %s" % (what, n, msg))
         print("    ok, refused: %s" % msg.splitlines()[-1], flush=True)
         return True
-
-    def section(self, title, fn, *args, **kw):
-        print("--- %s" % title, flush=True)
-        t = time.monotonic()
-        try:
-            fn(*args, **kw)
-        except Exception:
-            self.fail("%s: unexpected exception:\n%s" % (title, traceback.format_exc()))
-        print("    (%.1fs)" % (time.monotonic() - t), flush=True)
-
-    def finish(self):
-        dt = time.monotonic() - self.t0
-        if self.failures:
-            print("%s: %d failure(s) in %.1fs:" % (self.name, len(self.failures), dt))
-            for f in self.failures:
-                print("  - " + f.splitlines()[0])
-            sys.exit(1)
-        print("%s: all checks passed in %.1fs" % (self.name, dt))
-        sys.exit(0)
 
 
 def main(name, body):

@@ -1,7 +1,14 @@
 # SPDX-License-Identifier: GPL-2.0-or-later
-"""Shared helpers for the vmfsd integration tests.
+"""Shared helpers of every Python test of vmfsd (tests/integration,
+tests/cluster, tests/crash, tests/fsck, tests/vm): the programs named by the
+environment (VMFSD, MKFS, FSCK, set by each tests/*/meson.build), mkfs,
+mounting a host (`vmfsd -o host=NAME IMG MNT`, in the foreground as a child
+or as a daemon), unmounting and waiting for the daemon to exit (with the
+stack dump of tests/hangdump.py when it does not), fsck.vmfsd -n after a
+clean unmount, and a Checker that collects failures.  Scripts put this
+folder on sys.path from their own location and `import vmfstest as vt`.
 
-Each test script formats an image in a fresh directory under /var/tmp (a disk
+An integration test formats an image in a fresh directory under /var/tmp (a disk
 filesystem, so the O_DIRECT I/O of vmfsd works), mounts it with the real
 daemon through FUSE, checks outcomes with a Checker that records every failed
 expectation with context instead of stopping at the first, and always
@@ -62,7 +69,7 @@ def renameat2(old, new, flags):
 def require_env():
     """Skip (77) only when the machine cannot run FUSE mounts at all."""
     if os.geteuid() != 0:
-        print("SKIP: the integration tests need root (FUSE mounts, chown)")
+        print("SKIP: these tests need root (FUSE mounts, chown)")
         sys.exit(SKIP)
     if not os.path.exists("/dev/fuse"):
         print("SKIP: /dev/fuse is missing")
@@ -81,6 +88,63 @@ def vmfsd_exe():
 
 def mkfs_exe():
     return os.environ["MKFS"]
+
+
+def fsck_exe():
+    """fsck.vmfsd from FSCK, or None when the build has none."""
+    exe = os.environ.get("FSCK")
+    return exe if exe and os.path.exists(exe) else None
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def wait_for(cond, timeout, what, step=0.1):
+    """Polls cond() until it returns something true (returned); raises
+    TimeoutError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError("timed out after %ds waiting for %s" % (timeout, what))
+        time.sleep(step)
+
+
+def mkfs(image, size=None, args=(), check=True, timeout=300):
+    """mkfs.vmfsd -q [-s SIZE] ARGS IMAGE; raises on failure when check."""
+    cmd = [mkfs_exe(), "-q"]
+    if size is not None:
+        cmd += ["-s", str(size)]
+    cmd += list(args) + [image]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s failed (exit %d): %s%s" % (" ".join(cmd), r.returncode,
+                                                        r.stdout, r.stderr))
+    return r
+
+
+def fsck_n(image):
+    """fsck.vmfsd -n on an unmounted image: (status, output), or None when
+    the build gave no FSCK."""
+    exe = fsck_exe()
+    if not exe:
+        return None
+    r = subprocess.run([exe, "-n", image], capture_output=True, text=True, timeout=600)
+    return r.returncode, (r.stdout + r.stderr).strip()
+
+
+def fsck_clean(image, when, fail):
+    """fsck.vmfsd -n must find IMAGE clean; otherwise fail(message)."""
+    res = fsck_n(image)
+    if res is None:
+        return
+    if res[0] != 0:
+        fail("fsck.vmfsd -n %s: exit %d\n%s" % (when, res[0], res[1]))
+    else:
+        log("fsck.vmfsd -n %s: clean" % when)
 
 
 def sha256_file(path, chunk=4 * MiB):
@@ -120,10 +184,12 @@ def fusermount_u(mnt, tries=20):
     return r
 
 
-def pids_of_vmfsd(image, mnt):
-    """PIDs of vmfsd processes whose command line names this image and
-    mount point (daemon mode detaches, so we cannot simply wait() on it)."""
-    image, mnt = os.path.realpath(image), os.path.realpath(mnt)
+def pids_of_vmfsd(image, mnt=None):
+    """PIDs of vmfsd processes whose command line names this image (and
+    mount point, when given): daemon mode detaches, so we cannot simply
+    wait() on it."""
+    image = os.path.realpath(image)
+    mnt = os.path.realpath(mnt) if mnt is not None else None
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -136,7 +202,7 @@ def pids_of_vmfsd(image, mnt):
         if not argv or os.path.basename(argv[0]) != b"vmfsd":
             continue
         args = [os.path.realpath(a.decode(errors="replace")) for a in argv[1:] if a]
-        if image in args and mnt in args:
+        if image in args and (mnt is None or mnt in args):
             found.append(int(d))
     return found
 
@@ -175,6 +241,16 @@ def close_fds_under(dirs):
                 os.close(int(fd))
             except OSError:
                 pass
+
+
+def scratch(tag, mounts):
+    """A fresh directory /var/tmp/vmfsd-TAG-*, an image path v.img in it
+    and one empty mount point per name in MOUNTS: (dir, image, [mnt])."""
+    tmp = tempfile.mkdtemp(prefix="vmfsd-%s-" % tag, dir="/var/tmp")
+    mnts = [os.path.join(tmp, m) for m in mounts]
+    for m in mnts:
+        os.mkdir(m)
+    return tmp, os.path.join(tmp, "v.img"), mnts
 
 
 def sweep_stale(max_age=1800):
@@ -237,15 +313,7 @@ class Volume:
         return os.path.join(self.mnt, *parts)
 
     def mkfs(self, size=None, args=(), check=True, image=None):
-        cmd = [mkfs_exe(), "-q"]
-        if size is not None:
-            cmd += ["-s", str(size)]
-        cmd += list(args) + [image or self.image]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if check and r.returncode != 0:
-            raise RuntimeError("%s failed (exit %d): %s%s" % (" ".join(cmd), r.returncode,
-                                                            r.stdout, r.stderr))
-        return r
+        return mkfs(image or self.image, size, args, check)
 
     def mount(self, host="it-host", opts=(), timeout=30):
         """Mounts in the foreground (-f) as a child process, so the test can
@@ -283,12 +351,7 @@ class Volume:
     def fsck(self, image=None):
         """fsck.vmfsd -n on the (unmounted) image; returns (status, output)
         or None when the build gave no FSCK."""
-        exe = os.environ.get("FSCK")
-        if not exe:
-            return None
-        r = subprocess.run([exe, "-n", image or self.image], capture_output=True, text=True,
-                           timeout=600)
-        return r.returncode, (r.stdout + r.stderr).strip()
+        return fsck_n(image or self.image)
 
     def unmount(self, timeout=120, fsck=True):
         """Unmounts and waits for the daemon to exit; raises if the unmount
@@ -360,6 +423,37 @@ def run_vmfsd_daemon(image, mnt, host="it-host", opts=(), timeout=60):
     o = ",".join(["host=%s" % host] + list(opts))
     return subprocess.run([vmfsd_exe(), "-o", o, image, mnt], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def mount_daemon(image, mnt, host, opts=(), timeout=120):
+    """vmfsd -o host=HOST[,OPTS] IMAGE MNT in daemon mode (the way an
+    administrator mounts); raises when it fails.  Returns its stderr (the
+    mount's messages, e.g. what it replayed)."""
+    r = run_vmfsd_daemon(image, mnt, host, opts, timeout)
+    if r.returncode != 0:
+        raise RuntimeError("mount %s: %s" % (host, r.stderr))
+    return r.stderr
+
+
+def unmount_quiet(mnt):
+    """Unmounts MNT whatever happens (fusermount3 -u with retries, then
+    -uz); for cleanup paths and for a mount whose daemon was killed."""
+    if mounted_at(mnt):
+        fusermount_u(mnt)
+    if mounted_at(mnt):
+        subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+
+
+def wait_vmfsd_gone(image, timeout, when, mnt=None):
+    """Every vmfsd on IMAGE (and MNT) must exit; one still there after
+    timeout seconds has its stacks dumped and is killed.  Returns the pids
+    that did not exit."""
+    stuck = []
+    for pid in pids_of_vmfsd(image, mnt):
+        if not hangdump.wait_pid_or_dump(pid, timeout, "vmfsd still running %d s %s"
+                                         % (timeout, when)):
+            stuck.append(pid)
+    return stuck
 
 
 def unmount_daemon(image, mnt, timeout=120):
