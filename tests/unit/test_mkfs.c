@@ -339,6 +339,7 @@ struct beater {
 	struct bdev *bd;
 	uint64_t off;
 	atomic_bool stop;
+	atomic_bool beating;    /* the first LIVE record is on disk */
 };
 
 /* A host of another machine: renews heartbeat slot 0 every 20 ms. */
@@ -354,6 +355,7 @@ static void *beat(void *arg)
 		hb.counter++;
 		vmfsd_hb_encode(&hb, b->off / VMFSD_META_BLOCK, blk);
 		bdev_pwrite(b->bd, blk, VMFSD_META_BLOCK, b->off);
+		atomic_store(&b->beating, true);
 		nanosleep(&ts, NULL);
 	}
 	bdev_free(blk);
@@ -375,6 +377,11 @@ Test(mkfs, refuse_live_host)
 	cr_assert_eq(bdev_open(img, 0, &b.bd), 0);
 	b.off = vmfsd_hb_slot_off(&sb, 0);
 	cr_assert_eq(pthread_create(&t, NULL, beat, &b), 0);
+	/* mkfs must find a host that is live: until the thread's first beat is
+	 * on disk the slot is free (on a loaded machine mkfs ran first and
+	 * formatted, as it should with no host there). */
+	while (!atomic_load(&b.beating))
+		usleep(1000);
 	cr_assert_eq(run(out, sizeof(out), "-f '%s'", img), 1);
 	atomic_store(&b.stop, true);
 	pthread_join(t, NULL);
