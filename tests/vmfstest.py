@@ -539,6 +539,12 @@ class Checker:
             self.fail("%s: unexpected exception:\n%s" % (title, traceback.format_exc()))
         print("    (%.1fs)" % (time.monotonic() - t), flush=True)
 
+    def vmfsd_gone(self, image, when="after unmount", mnt=None, timeout=60):
+        """Every vmfsd on IMAGE (and MNT) must exit; one still there after
+        TIMEOUT s has its stacks dumped, is killed and fails the test."""
+        for p in wait_vmfsd_gone(image, timeout, when, mnt):
+            self.fail("vmfsd pid %d did not exit %s (stacks above)" % (p, when))
+
     def finish(self):
         dt = time.monotonic() - self.t0
         if self.failures:

@@ -42,13 +42,6 @@ def mount(img, mnt, host, extra=""):
     vt.mount_daemon(img, mnt, host, [extra] if extra else [])
 
 
-def wait_gone(img):
-    """Every vmfsd on IMG must exit after its unmount; one that is still
-    there after 60 s has its thread stacks dumped, is killed and fails."""
-    for p in vt.wait_vmfsd_gone(img, 60, "after unmount"):
-        fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
-
-
 def storm_worker(mnt, tag, seed, q):
     """Creates, renames and unlinks in shared directories; reports the
     names it expects to survive."""
@@ -255,7 +248,7 @@ def main():
         storm(mnts)
         for m in mnts:
             vt.unmount_quiet(m)
-        wait_gone(img)
+        CHECK.vmfsd_gone(img)
         vt.fsck_clean(img, "after the storm", fail)
         for m, h in zip(mnts, "ABC"):
             mount(img, m, h)
@@ -263,7 +256,7 @@ def main():
         isolation(img, mnts, tmp)
         for m in mnts:
             vt.unmount_quiet(m)
-        wait_gone(img)
+        CHECK.vmfsd_gone(img)
         # the survivors replayed A's journal and took over: clean volume
         vt.fsck_clean(img, "after kill -9, takeover and fencing", fail)
     except Exception as e:
@@ -272,7 +265,7 @@ def main():
     finally:
         for m in mnts:
             vt.unmount_quiet(m)
-        wait_gone(img)
+        CHECK.vmfsd_gone(img)
         subprocess.run(["rm", "-rf", tmp])
     log("cluster test: %d failures" % len(failures))
     return 1 if failures else 0

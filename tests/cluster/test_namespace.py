@@ -41,13 +41,6 @@ def mount(img, mnt, host):
     vt.mount_daemon(img, mnt, host)
 
 
-def wait_gone(img):
-    """Every vmfsd on IMG must exit after its unmount; one that is still
-    there after 60 s has its thread stacks dumped, is killed and fails."""
-    for p in vt.wait_vmfsd_gone(img, 60, "after unmount"):
-        fail("vmfsd pid %d did not exit after unmount (stacks above)" % p)
-
-
 def err_of(fn, *args):
     """Runs FN; returns 0 or the errno it failed with (and the result)."""
     try:
@@ -429,7 +422,7 @@ def main():
         cases(*mnts)
         for m in mnts:
             vt.unmount_quiet(m)
-        wait_gone(img)
+        CHECK.vmfsd_gone(img)
         vt.fsck_clean(img, "after the stale-entry cases", fail)
     except Exception as e:
         fail("unexpected: %r" % e)
@@ -437,7 +430,7 @@ def main():
     finally:
         for m in mnts:
             vt.unmount_quiet(m)
-        wait_gone(img)
+        CHECK.vmfsd_gone(img)
         subprocess.run(["rm", "-rf", tmp])
     log("namespace test: %d failures" % len(failures))
     return 1 if failures else 0

@@ -46,12 +46,8 @@ def mount(img, mnt, host):
 
 
 def unmount(img, mnt):
-    pids = vt.pids_of_vmfsd(img, mnt)
     vt.unmount_quiet(mnt)
-    for p in pids:
-        if not vt.hangdump.wait_pid_or_dump(p, 60, "vmfsd (%s) still running 60 s after "
-                                            "unmount" % mnt):
-            fail("vmfsd on %s did not exit after unmount (stacks above)" % mnt)
+    CHECK.vmfsd_gone(img, "after unmounting %s" % mnt, mnt)
 
 
 def copy_like_vmfsctl(path, data, fsync):

@@ -21,41 +21,14 @@
 #include "bdev/bdev.h"
 #include "format/format.h"
 #include "journal/journal.h"
-
-static char dir[256];
-static char img[320];
-static const char *mkfs;
+#include "scratch_image.h"
 
 static void setup(void)
 {
-	const char *base = getenv("VMFSD_TEST_DIR");
-	int fd;
-
-	mkfs = getenv("MKFS_VMFSD");
-	if (!mkfs)
-		cr_skip_test("MKFS_VMFSD not set (run through meson test)");
-	snprintf(dir, sizeof(dir), "%s/vmfsd-journal-XXXXXX", base ? base : "/var/tmp");
-	cr_assert_not_null(mkdtemp(dir), "mkdtemp %s: %s", dir, strerror(errno));
-	snprintf(img, sizeof(img), "%s/t.img", dir);
-	fd = open(img, O_CREAT | O_RDWR | O_DIRECT, 0600);
-	if (fd < 0 && errno == EINVAL) {
-		rmdir(dir);
-		cr_skip_test("%s does not support O_DIRECT", dir);
-	}
-	cr_assert(fd >= 0, "create %s: %s", img, strerror(errno));
-	close(fd);
-	unlink(img);
+	scratch_image_setup("journal");
 }
 
-static void teardown(void)
-{
-	if (!dir[0])
-		return;
-	unlink(img);
-	rmdir(dir);
-}
-
-TestSuite(journal, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(journal, .init = setup, .fini = scratch_image_teardown, .timeout = 60);
 
 /* Formats the image: 2 hosts, 4 MiB journals (mkfs zeroes only their first
  * MiB, so old transactions survive past it). */

@@ -26,46 +26,22 @@
 
 #include "bdev/bdev.h"
 #include "format/format.h"
-
-static char dir[256];
-static char img[320];
-static const char *mkfs;
+#include "scratch_image.h"
 
 static void setup(void)
 {
-	const char *base = getenv("VMFSD_TEST_DIR");
-	int fd;
-
-	mkfs = getenv("MKFS_VMFSD");
-	if (!mkfs)
-		cr_skip_test("MKFS_VMFSD not set (run through meson test)");
-	snprintf(dir, sizeof(dir), "%s/vmfsd-mkfs-XXXXXX", base ? base : "/var/tmp");
-	cr_assert_not_null(mkdtemp(dir), "mkdtemp %s: %s", dir, strerror(errno));
-	snprintf(img, sizeof(img), "%s/t.img", dir);
-	/* O_DIRECT is a hard requirement of vmfsd: skip where it cannot be. */
-	fd = open(dir, O_RDONLY | O_DIRECTORY);
-	cr_assert(fd >= 0);
-	close(fd);
-	fd = open(img, O_CREAT | O_RDWR | O_DIRECT, 0600);
-	if (fd < 0 && errno == EINVAL) {
-		rmdir(dir);
-		cr_skip_test("%s does not support O_DIRECT", dir);
-	}
-	cr_assert(fd >= 0, "create %s: %s", img, strerror(errno));
-	close(fd);
-	unlink(img);
+	scratch_image_setup("mkfs");
 }
 
 static void teardown(void)
 {
 	char p[400];
 
-	if (!dir[0])
-		return;
-	unlink(img);
-	snprintf(p, sizeof(p), "%s/other.img", dir);
-	unlink(p);
-	rmdir(dir);
+	if (dir[0]) {
+		snprintf(p, sizeof(p), "%s/other.img", dir);
+		unlink(p);
+	}
+	scratch_image_teardown();
 }
 
 TestSuite(mkfs, .init = setup, .fini = teardown, .timeout = 60);
