@@ -50,8 +50,9 @@ json_t *kill_volume(struct agent *a, json_t *req, const char *mount)
 		pre[strlen(pre) - 1] = '\0';
 	strcat(pre, "/");
 	if (fenced)
-		agent_log(a, "volume %s fenced: vmfsd killed %zu process(es) holding files on it",
-			  mount, json_array_size(vpids));
+		agent_event(a, NULL, "host.fenced",
+			    "volume %s fenced: vmfsd killed %zu process(es) holding files on it", mount,
+			    json_array_size(vpids));
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	while (d && (de = readdir(d))) {
@@ -86,11 +87,13 @@ json_t *kill_volume(struct agent *a, json_t *req, const char *mount)
 		if (pid)
 			kill(pid, SIGKILL);
 		if (fenced)
-			agent_log(a, "%s: killed by the fence of volume %s (QEMU pid %d, killed by %s); "
-				  "not restarted here: the survivors may take the VM over", vmx, mount,
-				  (int)(pid ? pid : last), pid ? "the agent" : "vmfsd");
+			agent_event(a, vmx, "vm.fenced",
+				    "killed by the fence of volume %s (QEMU pid %d, killed by %s); "
+				    "not restarted here: the survivors may take the VM over", mount,
+				    (int)(pid ? pid : last), pid ? "the agent" : "vmfsd");
 		else
-			agent_log(a, "%s: killed (QEMU pid %d): volume %s lost", vmx, (int)pid, mount);
+			agent_event(a, vmx, "vm.killed", "killed (QEMU pid %d): volume %s lost", (int)pid,
+				    mount);
 		json_array_append_new(killed, json_string(vmx));
 	}
 	if (d)

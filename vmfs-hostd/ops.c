@@ -52,6 +52,31 @@ static json_t *cmd_agent_info(struct agent *a, json_t *req)
 			 "nested", vm_nested());
 }
 
+/* the event log, optionally of one VM (a folder that may be gone) */
+static json_t *cmd_events(struct agent *a, json_t *req)
+{
+	const char *path = req_str(req, "path");
+	json_int_t count = json_integer_value(json_object_get(req, "count"));
+	char vmx[PATH_MAX] = "";
+	struct vm_err err;
+	struct vmctx v;
+	json_t *r;
+
+	if (path) {
+		if (vmctx_open(a, path, false, &v, &err) == 0)
+			snprintf(vmx, sizeof(vmx), "%s", v.vmx_path);
+		else if (v.vmx_path[0])
+			snprintf(vmx, sizeof(vmx), "%s", v.vmx_path);
+		else
+			snprintf(vmx, sizeof(vmx), "%s", path);
+		vmctx_close(&v);
+	}
+	r = json_pack("{s:b,s:s}", "ok", 1, "host", a->host);
+	json_object_set_new(r, "events", events_read(a, vmx[0] ? vmx : NULL,
+						     count > 0 ? (size_t)count : 0));
+	return r;
+}
+
 /* unregister works on a folder that is gone or broken too */
 static json_t *cmd_unregister(struct agent *a, json_t *req)
 {
@@ -158,6 +183,7 @@ static const struct {
 	{"kill-volume", cmd_kill_volume},
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
+	{"events", cmd_events},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;

@@ -52,6 +52,12 @@ json_t *reply_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int write_text(const char *path, const char *text);
 int read_text(const char *path, char *buf, size_t size);
 const char *req_str(json_t *req, const char *key);
+/* Records an event (and logs it): TYPE is a dotted name ("vm.powered-on",
+ * "ha.restart"), VMX the VM's .vmx path or NULL for host events. */
+void agent_event(const struct agent *a, const char *vmx, const char *type, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* The last MAX events (0: all kept), oldest first, optionally of one VM. */
+json_t *events_read(const struct agent *a, const char *vmx, size_t max);
 /* vmctx.c */
 void sfile(const struct vmctx *v, const char *name, char *buf, size_t size);
 void vmctx_close(struct vmctx *v);

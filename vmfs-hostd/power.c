@@ -179,8 +179,9 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 			if (!force)
 				return reply_err(EBUSY, "%s is running on host %s (since %s, QEMU pid %d there): power it off there first",
 						 v->vmx_path, cur.host, when, (int)cur.qemu_pid);
-			agent_log(a, "%s: --force: breaking the lock record of host %s (since %s); its disks opened for writing here",
-				  v->vmx_path, cur.host, when);
+			agent_event(a, v->vmx_path, "vm.lock-forced",
+				    "--force: breaking the lock record of host %s (since %s); its disks opened for writing here",
+				    cur.host, when);
 		} else {
 			char bid[40] = "";
 
@@ -346,9 +347,9 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	inventory_edit(a, v->vmx_path, NULL);
 	sfile(v, "fenced", path, sizeof(path));       /* a new run: an old fence is history */
 	unlink(path);
-	agent_log(a, "%s: %s (QEMU pid %d, %s, aio=%s)", v->vmx_path,
-		  p.l.incoming ? "resumed" : "powered on", (int)p.qpid, vm_accel_name(p.l.accel),
-		  p.l.aio);
+	agent_event(a, v->vmx_path, p.l.incoming ? "vm.resumed" : "vm.powered-on",
+		    "%s (QEMU pid %d, %s, aio=%s)", p.l.incoming ? "resumed" : "powered on",
+		    (int)p.qpid, vm_accel_name(p.l.accel), p.l.aio);
 	reply = reply_ok("%s %s on host %s (QEMU pid %d, %s)", v->vmx_path,
 			 p.l.incoming ? "resumed" : "powered on", a->host, (int)p.qpid,
 			 vm_accel_name(p.l.accel));
@@ -419,7 +420,7 @@ json_t *reset_vm(struct agent *a, struct vmctx *v)
 	e = qmp_simple(v, "system_reset", NULL, NULL, &err);
 	if (e)
 		return e;
-	agent_log(a, "%s: reset", v->vmx_path);
+	agent_event(a, v->vmx_path, "vm.reset", "reset");
 	return reply_ok("%s reset", v->vmx_path);
 }
 
@@ -473,7 +474,7 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 	stop_qemu(a, v, pid, "suspended");
 	struct stat st;
 	long long sz = fstatat(v->dirfd, vmss, &st, 0) ? 0 : (long long)st.st_size;
-	agent_log(a, "%s: suspended to %s (%lld bytes)", v->vmx_path, vmss, sz);
+	agent_event(a, v->vmx_path, "vm.suspended", "suspended to %s (%lld bytes)", vmss, sz);
 	json_t *r = reply_ok("%s suspended to %s (%lld MiB)", v->vmx_path, vmss, sz >> 20);
 	json_object_set_new(r, "suspend_file", json_string(vmss));
 	return r;
@@ -511,7 +512,7 @@ json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid)
 	}
 	sfile(v, "io-error", p, sizeof(p));
 	unlink(p);
-	agent_log(a, "%s: continued (was %s)", v->vmx_path, st);
+	agent_event(a, v->vmx_path, "vm.continued", "continued (was %s)", st);
 	return reply_ok("%s continued (it was paused%s)", v->vmx_path,
 			!strcmp(st, "io-error") ? " by an I/O error" : "");
 }
@@ -531,10 +532,11 @@ void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx)
 		vm_io_status(v, why, sizeof(why));
 		snprintf(note, sizeof(note), "%lld\n", (long long)time(NULL));
 		write_text(p, note);
-		agent_log(a, "%s: paused by QEMU after a disk I/O error (%s); free space on the datastore, "
-			  "then `vmfsctl resume` continues it", vmx, why);
+		agent_event(a, vmx, "vm.io-error",
+			    "paused by QEMU after a disk I/O error (%s); free space on the datastore, "
+			    "then `vmfsctl resume` continues it", why);
 	} else if (strcmp(st, "io-error") && noted) {
 		unlink(p);
-		agent_log(a, "%s: no longer paused by an I/O error (now %s)", vmx, st);
+		agent_event(a, vmx, "vm.io-error-cleared", "no longer paused by an I/O error (now %s)", st);
 	}
 }

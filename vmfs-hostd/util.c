@@ -3,11 +3,17 @@
  * The host agent's small helpers: a monotonic clock in milliseconds, the
  * JSON replies every operation answers with ({"ok":true,"message":...} or
  * {"ok":false,"error":...,"errno":...}, docs/vm.md), and one-line text
- * files of the state folder written atomically (temporary file + rename).
+ * files of the state folder written atomically (temporary file + rename),
+ * and the agent's event log (--state-dir/events.jsonl): what `vmfsctl
+ * events` shows.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -90,4 +96,89 @@ int read_text(const char *path, char *buf, size_t size)
 const char *req_str(json_t *req, const char *key)
 {
 	return json_string_value(json_object_get(req, key));
+}
+
+/* The event log keeps the last EVENTS_MAX_BYTES (about 5,000 events) plus
+ * one rotated file of as much: a host's recent history, not an archive
+ * (the agent's standard error, usually the journal, has everything). */
+#define EVENTS_MAX_BYTES (1 << 20)
+
+void agent_event(const struct agent *a, const char *vmx, const char *type, const char *fmt, ...)
+{
+	char msg[1024], path[PATH_MAX + 16], old[PATH_MAX + 16], *line;
+	struct timespec ts;
+	struct stat st;
+	va_list ap;
+	json_t *e;
+	int fd;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	agent_log(a, "%s%s%s", vmx ? vmx : "", vmx ? ": " : "", msg);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms",
+		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "host", a->host, "type",
+		      type, "message", msg);
+	if (!e)
+		return;
+	if (vmx)
+		json_object_set_new(e, "vmx", json_string(vmx));
+	line = json_dumps(e, JSON_COMPACT);
+	json_decref(e);
+	if (!line)
+		return;
+	snprintf(path, sizeof(path), "%s/events.jsonl", a->state_dir);
+	snprintf(old, sizeof(old), "%s/events.jsonl.1", a->state_dir);
+	/* requests and the sweep are separate processes: each event is one
+	 * O_APPEND write (atomic for a regular file), the rotation is under
+	 * an flock of the log */
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		size_t len = strlen(line);
+
+		line[len] = '\n';
+		flock(fd, LOCK_EX);
+		if (write(fd, line, len + 1) < 0)
+			agent_log(a, "cannot write the event log %s: %s", path, strerror(errno));
+		if (!fstat(fd, &st) && st.st_size > EVENTS_MAX_BYTES)
+			rename(path, old);
+		close(fd);
+	}
+	free(line);
+}
+
+/* Appends the events of FILE (optionally only VMX's) to ARR. */
+static void events_load(const char *file, const char *vmx, json_t *arr)
+{
+	FILE *f = fopen(file, "re");
+	char *line = NULL;
+	size_t cap = 0;
+
+	while (f && getline(&line, &cap, f) > 0) {
+		json_t *e = json_loads(line, 0, NULL);
+
+		if (!json_is_object(e) ||
+		    (vmx && strcmp(vmx, json_string_value(json_object_get(e, "vmx")) ?: "")))
+			json_decref(e);
+		else
+			json_array_append_new(arr, e);
+	}
+	free(line);
+	if (f)
+		fclose(f);
+}
+
+json_t *events_read(const struct agent *a, const char *vmx, size_t max)
+{
+	char path[PATH_MAX + 16];
+	json_t *arr = json_array();
+
+	snprintf(path, sizeof(path), "%s/events.jsonl.1", a->state_dir);
+	events_load(path, vmx, arr);
+	snprintf(path, sizeof(path), "%s/events.jsonl", a->state_dir);
+	events_load(path, vmx, arr);
+	while (max && json_array_size(arr) > max)
+		json_array_remove(arr, 0);
+	return arr;
 }

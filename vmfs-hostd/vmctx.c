@@ -208,10 +208,12 @@ void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 		int rc = vm_lockrec_remove(v->dirfd, name);
 
 		if (rc)
-			agent_log(a, "%s: %s; its lock record %s stays: %s", v->vmx_path, why, name,
-				  strerror(-rc));
+			agent_event(a, v->vmx_path, "vm.stopped", "%s; its lock record %s stays: %s", why,
+				    name, strerror(-rc));
 		else
-			agent_log(a, "%s: %s; lock record released", v->vmx_path, why);
+			agent_event(a, v->vmx_path, "vm.stopped", "%s; lock record released", why);
+	} else {
+		agent_event(a, v->vmx_path, "vm.stopped", "%s", why);
 	}
 	vm_log_sync(v);
 	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog", "accel",

@@ -45,12 +45,14 @@ static bool json_out;
 enum cmd_arg {
 	ARG_NONE,               /* nothing (list, agent-info) */
 	ARG_PATH,               /* one PATH: a VM folder or its .vmx (kill-volume: a mount) */
+	ARG_OPT_PATH,           /* an optional PATH (events) */
 };
 
 /* Options a command accepts (besides --json) */
 enum {
 	OPT_FORCE = 1u << 0,    /* --force */
 	OPT_TIMEOUT = 1u << 1,  /* --timeout SEC */
+	OPT_COUNT = 1u << 2,    /* --count N */
 };
 
 struct command {
@@ -101,6 +103,8 @@ static const struct command commands[] = {
 	 ARG_PATH, 0, NULL, NULL},
 	{"agent-info", "            the agent's host name, limits and accelerator\n", ARG_NONE, 0,
 	 NULL, NULL},
+	{"events", " [PATH] [--count N]  this host's recent events (of one VM)\n", ARG_OPT_PATH,
+	 OPT_COUNT, NULL, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -353,6 +357,24 @@ static void print_human(const char *cmd, json_t *r)
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
 		return;
 	}
+	if (!strcmp(cmd, "events")) {
+		json_t *e;
+		size_t i;
+
+		json_array_foreach(json_object_get(r, "events"), i, e) {
+			json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
+			time_t t = (time_t)(ms / 1000);
+			char when[32];
+			struct tm tm;
+
+			localtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			printf("%s.%03d %-10s %-20s %s%s%s\n", when, (int)(ms % 1000), jstr(e, "host"),
+			       jstr(e, "type"), json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
+			       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
+		}
+		return;
+	}
 	if (json_object_get(r, "message"))
 		printf("%s\n", jstr(r, "message"));
 }
@@ -539,11 +561,12 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 	static const struct option o[] = {
 		{"force", no_argument, NULL, 'f'},
 		{"timeout", required_argument, NULL, 't'},
+		{"count", required_argument, NULL, 'n'},
 		{"json", no_argument, NULL, 'j'},
 		{0},
 	};
 
-	while ((c = getopt_long(argc, argv, "ft:j", o, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ft:n:j", o, NULL)) != -1) {
 		char *end;
 		long v;
 
@@ -560,6 +583,14 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 			if (*end || v <= 0 || v > 86400)
 				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
 			json_object_set_new(req, "timeout", json_integer(v));
+			break;
+		case 'n':
+			if (!(cmd->opts & OPT_COUNT))
+				return die_usage("--count is an option of events, not %s", cmd->name);
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 1000000)
+				return die_usage("--count: '%s' is not 1..1000000", optarg);
+			json_object_set_new(req, "count", json_integer(v));
 			break;
 		case 'j':
 			json_out = true;
@@ -630,7 +661,7 @@ int main(int argc, char **argv)
 	rc = (cmd->parse ? cmd->parse : parse_common)(cmd, argc, argv, req);
 	if (rc)
 		return rc;
-	if (cmd->arg == ARG_PATH) {
+	if (cmd->arg == ARG_PATH || (cmd->arg == ARG_OPT_PATH && optind == argc - 1)) {
 		if (optind != argc - 1)
 			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd->name);
 		rc = abs_path(argv[optind], path, sizeof(path));
