@@ -297,9 +297,24 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 		return 0;       /* read-only mount: no locks */
 	cluster_pin(fs, ip);
 	pthread_mutex_lock(&ip->lk_io);
+	/* An evicted inode of this number may have left its lock for release
+	 * after the next commit (cluster_forget_inode): we still hold it on
+	 * disk.  Take it over instead: acquiring it again would answer "held
+	 * already", and the pending release would then free the lock under
+	 * this open (another host could open the file for writing too).
+	 * late_mu: a release already under way finishes first. */
+	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
 	have = ip->lk_mode;
+	for (uint32_t i = 0; have == VMFSD_LOCK_FREE && i < fs->nlate; i++) {
+		if (fs->late_unlock[i].off != off)
+			continue;
+		have = ip->lk_mode = fs->late_unlock[i].mode;
+		ip->lk_fresh = false;
+		fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
+	}
 	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
 	if (stronger(have, mode) != have) {
 		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
 			      &li);
@@ -346,7 +361,7 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_lock(&fs->lk_lock);
 	if (fs->nlate == fs->late_cap) {
 		uint32_t cap = fs->late_cap ? fs->late_cap * 2 : 64;
-		uint64_t *n = realloc(fs->late_unlock, cap * sizeof(*n));
+		struct late_unlock *n = realloc(fs->late_unlock, cap * sizeof(*n));
 
 		if (!n) {
 			/* Left held: stale once we unmount (generation). */
@@ -356,7 +371,8 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 		fs->late_unlock = n;
 		fs->late_cap = cap;
 	}
-	fs->late_unlock[fs->nlate++] = vmfsd_inode_off(&fs->sb, ip->ino);
+	fs->late_unlock[fs->nlate].off = vmfsd_inode_off(&fs->sb, ip->ino);
+	fs->late_unlock[fs->nlate++].mode = ip->lk_mode;
 	ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 }
@@ -370,9 +386,10 @@ void cluster_release_transient(struct fs *fs)
 
 	if (!fs->hb)
 		return;
+	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
-		uint64_t off = fs->late_unlock[i];
+		uint64_t off = fs->late_unlock[i].off;
 
 		pthread_mutex_unlock(&fs->lk_lock);
 		(void)lock_release(fs->hb, fs->bd, off, NULL);
@@ -380,6 +397,7 @@ void cluster_release_transient(struct fs *fs)
 	}
 	fs->nlate = 0;
 	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 

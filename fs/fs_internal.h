@@ -279,9 +279,14 @@ struct fs {
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];
 	uint32_t norphans;
-	/* Locks of evicted inodes, released after the next commit. */
-	uint64_t *late_unlock;
+	/* Locks of evicted inodes, released after the next commit (lk_lock
+	 * for the list; late_mu from the moment a release is decided until it
+	 * is on disk, so an inode of the same number opened meanwhile either
+	 * takes the pending lock over or waits for the release: never both,
+	 * see cluster_lock_inode) */
+	struct late_unlock { uint64_t off; uint16_t mode; } *late_unlock;
 	uint32_t nlate, late_cap;
+	pthread_mutex_t late_mu;
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);

@@ -154,6 +154,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	pthread_mutex_init(&fs->meta_lock, NULL);
 	pthread_mutex_init(&fs->icache_lock, NULL);
 	pthread_mutex_init(&fs->lk_lock, NULL);
+	pthread_mutex_init(&fs->late_mu, NULL);
 	pthread_mutex_init(&fs->plock, NULL);
 	fs->itab_size = 1u << 16;
 	fs->itab = calloc(fs->itab_size, sizeof(*fs->itab));
@@ -317,6 +318,7 @@ int fs_unmount(struct fs *fs)
 	free(fs->itab);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);
+	pthread_mutex_destroy(&fs->late_mu);
 	free(fs);
 	return r;
 }
