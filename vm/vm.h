@@ -212,6 +212,25 @@ int vm_lockrec_create(int dirfd, const char *name, const struct vm_lockrec *r,
 int vm_lockrec_update(int dirfd, const char *name, const struct vm_lockrec *r);
 int vm_lockrec_read(int dirfd, const char *name, struct vm_lockrec *r);
 int vm_lockrec_remove(int dirfd, const char *name);
+/* The record as a held lock (docs/vm.md "One host at a time"): opens NAME
+ * O_RDWR|O_CREAT (on a vmfsd cluster mount that takes the file's
+ * exclusive on-disk lock: -EBUSY when another live host holds it) and
+ * flock()s it (excludes the other processes of this kernel on the same
+ * mount: a QEMU that inherited the descriptor).  0: *FD is locked, *CUR
+ * holds the previous record (host "" when there was none), which nobody
+ * runs any more: the lock was free.  -EAGAIN: a local process holds it,
+ * *CUR says whose record it is.  -EBUSY: another host holds it (*CUR
+ * empty: its content cannot be read from here). */
+int vm_lockrec_lock(int dirfd, const char *name, int *fd, struct vm_lockrec *cur);
+/* Writes R over the record open on FD, truncates, fsyncs. */
+int vm_lockrec_write(int fd, const struct vm_lockrec *r);
+/* Removes NAME only if it is HOST's record and nobody holds its lock:
+ * 0 removed (or absent), -EAGAIN/-EBUSY held, -EPERM another host's. */
+int vm_lockrec_release(int dirfd, const char *name, const char *host);
+/* Is NAME's lock held (by a process of this kernel or by another host)?
+ * 1 yes, 0 no, negative errno when NAME cannot be opened. *R gets the
+ * record when readable. */
+int vm_lockrec_probe(int dirfd, const char *name, struct vm_lockrec *r);
 int vm_boot_id(char *buf, size_t size);
 
 /* ------------------------------------------------------------ helpers */

@@ -312,7 +312,22 @@ static void print_human(const char *cmd, json_t *r)
 			printf("killed:      by the fence of volume %s at %s (not restarted here)\n",
 			       jstr(f, "volume"), when);
 		}
-		printf("host:        %s\n", jstr(r, "host"));
+		if (json_object_get(r, "host_dead")) {
+			json_t *hd = json_object_get(r, "host_dead");
+			json_int_t ago = json_integer_value(json_object_get(hd, "declared_ago_ms"));
+
+			printf("host:        %s: dead", jstr(r, "host"));
+			if (ago >= 0)
+				printf(" (declared %lld s ago)", (long long)(ago / 1000));
+			printf(json_is_true(json_object_get(hd, "locks_broken"))
+			       ? "; its locks are broken: the VM may be powered on elsewhere\n"
+			       : "; its journal is being replayed, its locks still hold\n");
+		} else {
+			printf("host:        %s\n", jstr(r, "host"));
+		}
+		if (json_object_get(r, "stale_lock_record"))
+			printf("stale lock:  a record of host %s that nobody holds (the VM does not run there)\n",
+			       jstr(r, "stale_lock_record"));
 		if (json_object_get(r, "pid"))
 			printf("qemu pid:    %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
 		printf("vcpus:       %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
