@@ -81,6 +81,14 @@ struct vm_nic {
 	char mac[18];                /* "" = QEMU picks one */
 };
 
+/* vmfsd.ha.restartPriority: the order HA restarts a dead host's VMs in;
+ * disabled = not protected.  Zero is the default (medium). */
+enum vm_ha_priority { VM_HA_MEDIUM = 0, VM_HA_DISABLED, VM_HA_LOW, VM_HA_HIGH };
+const char *vm_ha_priority_name(enum vm_ha_priority p);
+int vm_ha_priority_parse(const char *s, enum vm_ha_priority *out);
+/* 3 high ... 1 low, 0 disabled: restart order */
+int vm_ha_priority_rank(enum vm_ha_priority p);
+
 struct vm_config {
 	char vmx_name[VM_NAME_MAX + 1];   /* "<vm>.vmx" */
 	char name[VM_NAME_MAX + 1];       /* "<vm>": file name stem, names the .log/.vmss */
@@ -96,6 +104,7 @@ struct vm_config {
 	char initrd[VM_NAME_MAX + 1];
 	char append[VMX_MAX_VALUE + 1];
 	enum vm_accel accel;
+	enum vm_ha_priority ha_priority;  /* vmfsd.ha.restartPriority (docs/ha.md) */
 };
 
 /* Checks a file name from untrusted input: one component, in the VM

@@ -119,3 +119,26 @@ int ds_lock_holder(int dirfd, const char *name, char *host, size_t hsize)
 		return -ENODATA;
 	return host[0] ? 1 : 0;
 }
+
+int ds_fd_lock_holder(int fd, char *host, size_t hsize)
+{
+	char desc[320];
+	ssize_t l = fgetxattr(fd, "user.vmfsd.lock", desc, sizeof(desc) - 1);
+	const char *by;
+
+	host[0] = '\0';
+	if (l <= 0)
+		return -ENODATA;
+	desc[l] = '\0';
+	by = strstr(desc, " by ");
+	if (!by)
+		return 0;
+	by += 4;
+	size_t n = strcspn(by, " (");
+
+	if (n >= hsize)
+		n = hsize - 1;
+	memcpy(host, by, n);
+	host[n] = '\0';
+	return 1;
+}

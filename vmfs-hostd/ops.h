@@ -118,6 +118,12 @@ enum ds_hstate ds_host(const struct dsview *d, const char *name, int64_t *ago_ms
 const char *ds_hstate_name(enum ds_hstate s);
 /* 1: NAME's on-disk lock is held, by HOST; 0 free; -ENODATA no cluster */
 int ds_lock_holder(int dirfd, const char *name, char *host, size_t hsize);
+int ds_fd_lock_holder(int fd, char *host, size_t hsize);
+/* ha.c: the protected list (docs/ha.md) */
+int ha_protect(struct agent *a, struct vmctx *v);
+void ha_unprotect(struct agent *a, struct vmctx *v);
+int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
+json_t *ha_status(struct agent *a);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

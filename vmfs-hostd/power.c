@@ -207,6 +207,30 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 	if (rc)
 		return reply_err(rc, "%s: cannot open the lock record %s: %s", v->vmx_path,
 				 p->lockname, strerror(-rc));
+	{
+		/* Belt and braces on a cluster mount: the on-disk lock must
+		 * name this host now.  (vm-two-hosts once saw an open granted
+		 * by a vmfsd whose cached lock state was stale while another
+		 * host held the record: docs/ha.md §8.) */
+		char holder[256] = "", self[256] = "";
+		struct dsview d;
+
+		if (!ds_open(v->folder, &d)) {
+			snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
+			ds_close(&d);
+			if (ds_fd_lock_holder(p->lockfd, holder, sizeof(holder)) == 1 && self[0] &&
+			    strcmp(holder, self)) {
+				char what[VM_NAME_MAX + 64];
+
+				close(p->lockfd);
+				p->lockfd = -1;
+				agent_log(a, "%s: vmfsd opened %s although its on-disk lock is held by %s; refused",
+					  v->vmx_path, p->lockname, holder);
+				snprintf(what, sizeof(what), "its lock record %s", p->lockname);
+				return busy_reply(p, holder, what);
+			}
+		}
+	}
 	p->locked = true;
 	if (cur.host[0] && strcmp(cur.host, a->host)) {
 		struct dsview d;
@@ -322,6 +346,10 @@ static void pon_record(struct pon *p)
 	sfile(v, "pid", path, sizeof(path));
 	snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)p->qpid);
 	write_text(path, pidtxt);
+	/* what it uses, for the HA record (ha.c) */
+	sfile(v, "res", path, sizeof(path));
+	snprintf(pidtxt, sizeof(pidtxt), "%u %u\n", v->cfg.vcpus, v->cfg.mem_mib);
+	write_text(path, pidtxt);
 }
 
 /* 5. resume: feed the memory state, then run.  On failure QEMU is killed
@@ -392,6 +420,14 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	inventory_edit(a, v->vmx_path, NULL);
 	sfile(v, "fenced", path, sizeof(path));       /* a new run: an old fence is history */
 	unlink(path);
+	/* on this host's protected list before success is reported: if the
+	 * host dies from now on, the survivors know to restart it */
+	int hrc = ha_protect(a, v);
+
+	if (hrc)
+		agent_event(a, v->vmx_path, "ha.protect-failed",
+			    "running, but NOT protected by HA: cannot write this host's protected list: %s",
+			    strerror(-hrc));
 	agent_event(a, v->vmx_path, p.l.incoming ? "vm.resumed" : "vm.powered-on",
 		    "%s (QEMU pid %d, %s, aio=%s)", p.l.incoming ? "resumed" : "powered on",
 		    (int)p.qpid, vm_accel_name(p.l.accel), p.l.aio);
@@ -415,6 +451,7 @@ static json_t *stop_qemu(struct agent *a, struct vmctx *v, pid_t pid, const char
 		kill(pid, SIGKILL);
 		wait_pid_gone(pid, QUIT_GRACE_MS);
 	}
+	ha_unprotect(a, v);     /* stopped on purpose: nothing to restart */
 	vm_cleanup(a, v, why);
 	return NULL;
 }
@@ -445,6 +482,7 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req)
 		return e;
 	agent_log(a, "%s: ACPI power button pressed; waiting up to %lld s", v->vmx_path, (long long)t);
 	if (wait_pid_gone(pid, (int)t * 1000)) {
+		ha_unprotect(a, v);
 		vm_cleanup(a, v, "guest shut down");
 		return reply_ok("%s: the guest shut down", v->vmx_path);
 	}

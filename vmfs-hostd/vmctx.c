@@ -358,6 +358,12 @@ static bool vm_remote_state(struct agent *a, struct vmctx *v, json_t *o)
 	} else {
 		int pr = vm_lockrec_probe(v->dirfd, name, &r);
 
+		/* an open granted despite another host's lock (see power.c) */
+		if (pr == 0 && dsok && d.self && r.host[0] &&
+		    ds_lock_holder(v->dirfd, name, holder, sizeof(holder)) == 1 &&
+		    strcmp(holder, d.self))
+			pr = 1;
+
 		if (pr == 1)
 			snprintf(runner, sizeof(runner), "%s", r.host[0] ? r.host : holder);
 		else if (pr == 0 && r.host[0] && strcmp(r.host, a->host))
