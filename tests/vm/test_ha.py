@@ -397,4 +397,5 @@ def body(c):
         c.fail("unknown mode %r" % mode)
 
 
-vmtest.main("vm-ha-" + (sys.argv[1] if len(sys.argv) > 1 else "kill"), body)
+if __name__ == "__main__":
+    vmtest.main("vm-ha-" + (sys.argv[1] if len(sys.argv) > 1 else "kill"), body)
