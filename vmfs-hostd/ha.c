@@ -252,6 +252,17 @@ static int rec_open(struct agent *a, struct ha_ds *ds)
 	fd = open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
+	/* Opened within a commit interval of the create and the flag change,
+	 * vmfsd still holds the file's exclusive lock from those (fs/cluster.c
+	 * keeps the stronger lock while the file is open): the other hosts
+	 * could not read it.  Close and come back once it was released. */
+	char desc[128];
+	ssize_t l = fgetxattr(fd, "user.vmfsd.lock", desc, sizeof(desc) - 1);
+
+	if (l > 4 && !strncmp(desc, "EXCL", 4)) {
+		close(fd);
+		return -EAGAIN;
+	}
 	ds->recfd = fd;
 	return 0;
 }

@@ -160,8 +160,9 @@ def check_once(c, agents, mnts, names, seconds, tag):
 
 def continued(c, mnt, name):
     """The new run found the counter the old run left on the disk."""
-    log = vmtest.read_log(os.path.join(mnt, name), name)
-    m = re.search(r"previous counter (-?\d+)", log)
+    def booted():
+        return re.search(r"previous counter (-?\d+)", vmtest.read_log(os.path.join(mnt, name), name))
+    m = wait_for(booted, 180, "%s: the restarted guest's first line" % name, step=0.5)
     prev = int(m.group(1)) if m else None
     old = vmtest.read_log(os.path.join(mnt, name), name + "-1")
     oc = vmtest.counters(old)
