@@ -209,23 +209,30 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 				 p->lockname, strerror(-rc));
 	{
 		/* Belt and braces on a cluster mount: the on-disk lock must
-		 * name this host now.  (vm-two-hosts once saw an open granted
-		 * by a vmfsd whose cached lock state was stale while another
-		 * host held the record: docs/ha.md §8.) */
+		 * name this host now.  vmfsd can grant an open while the
+		 * record's lock on disk is free or another host's: seen when a
+		 * host recreated the record within a commit interval of
+		 * another host's unlink (docs/ha.md §7).  Refuse then: the
+		 * next attempt finds vmfsd's lock state settled. */
 		char holder[256] = "", self[256] = "";
 		struct dsview d;
 
 		if (!ds_open(v->folder, &d)) {
 			snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
 			ds_close(&d);
-			if (ds_fd_lock_holder(p->lockfd, holder, sizeof(holder)) == 1 && self[0] &&
-			    strcmp(holder, self)) {
+			int hl = ds_fd_lock_holder(p->lockfd, holder, sizeof(holder));
+
+			if (self[0] && hl >= 0 && (hl == 0 || strcmp(holder, self))) {
 				char what[VM_NAME_MAX + 64];
 
 				close(p->lockfd);
 				p->lockfd = -1;
-				agent_log(a, "%s: vmfsd opened %s although its on-disk lock is held by %s; refused",
-					  v->vmx_path, p->lockname, holder);
+				agent_log(a, "%s: vmfsd opened %s but its on-disk lock is %s%s; refused",
+					  v->vmx_path, p->lockname, hl ? "held by " : "free", holder);
+				if (hl == 0)
+					return reply_err(EAGAIN, "%s: the on-disk lock of %s could not be confirmed "
+							 "(vmfsd reports it free): try again in a second",
+							 v->vmx_path, p->lockname);
 				snprintf(what, sizeof(what), "its lock record %s", p->lockname);
 				return busy_reply(p, holder, what);
 			}
