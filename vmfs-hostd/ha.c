@@ -1066,6 +1066,14 @@ void ha_main(struct agent *a)
 				continue;       /* a fenced volume refuses our writes */
 			}
 			rec_publish(a, ds);
+			{
+				/* watch the other agents' sequence numbers every
+				 * tick, so at a death every agent already knows
+				 * who is alive and plans the same */
+				static struct ha_host scratch[64];
+
+				hosts_room(a, ds, &d, scratch, 64);
+			}
 			own_list(a, ds, &d);
 			collect(a, ds, &d);
 			ds_close(&d);
