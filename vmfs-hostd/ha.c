@@ -178,10 +178,29 @@ void ha_unprotect(struct agent *a, struct vmctx *v)
 		return;
 	rel = rel_of(d.root, v->vmx_path);
 	if (rel) {
-		entry_path(d.root, a->host, rel, path, sizeof(path));
-		if (!unlink(path))
+		/* stopped on purpose: no list may ask for a restart any more
+		 * (a dead host's entry of a VM started by hand here, too) */
+		char dir[PATH_MAX + 64], key[17];
+		DIR *dh;
+		struct dirent *de;
+		int n = 0;
+
+		vm_hash_name(rel, key);
+		snprintf(dir, sizeof(dir), "%s/.vmfsd/ha/protected", d.root);
+		dh = opendir(dir);
+		while (dh && (de = readdir(dh))) {
+			if (de->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof(path), "%s/%s/%s.json", dir, de->d_name, key);
+			n += !unlink(path);
+		}
+		if (dh)
+			closedir(dh);
+		snprintf(path, sizeof(path), "%s/.vmfsd/ha/failover/%s.json", d.root, key);
+		n += !unlink(path);
+		if (n)
 			agent_event(a, v->vmx_path, "ha.unprotected",
-				    "stopped cleanly: removed from this host's protected list");
+				    "stopped on purpose: removed from the protected list");
 	}
 	ds_close(&d);
 }
@@ -838,6 +857,36 @@ static int try_restart(struct agent *a, struct ha_cand *c)
 	return rc;
 }
 
+/* Already running somewhere (its lock record is held: a manual power-on,
+ * an agent that won while our list was read)?  Then it is not a
+ * candidate, and once its new host lists it the old entry goes. */
+static bool cand_running(struct agent *a, struct ha_cand *c)
+{
+	char folder[PATH_MAX * 2], name[VM_NAME_MAX + 8], holder[256] = "", *slash;
+	int dfd, hl;
+
+	(void)a;
+	snprintf(folder, sizeof(folder), "%s/%s", c->root, c->rel);
+	slash = strrchr(folder, '/');
+	if (!slash)
+		return false;
+	*slash = '\0';
+	snprintf(name, sizeof(name), "%s.lck", slash + 1);
+	dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return false;
+	hl = ds_lock_holder(dfd, name, holder, sizeof(holder));
+	close(dfd);
+	if (hl != 1 || (c->from[0] && !strcmp(holder, c->from)))
+		return false;   /* free, or still the dead host's (not broken) */
+	char own[PATH_MAX + 256];
+
+	entry_path(c->root, holder, c->rel, own, sizeof(own));
+	if (!access(own, F_OK) && strcmp(own, c->src))
+		unlink(c->src);
+	return true;
+}
+
 static void plan_and_start(struct agent *a)
 {
 	struct ha_host hosts[64];
@@ -873,6 +922,8 @@ static void plan_and_start(struct agent *a)
 			continue;
 		}
 		if (c->gave_up)
+			continue;
+		if (cand_running(a, c))
 			continue;
 		/* most free memory first; ties: the host name (every agent
 		 * computes the same plan from the same records) */

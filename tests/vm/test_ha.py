@@ -190,6 +190,20 @@ def scenario_kill(c, kernel, initrd, rounds=1):
         mnts, agents = setup(vol, ["A", "B", "C"])
         st = {}
 
+        def idle_agents():
+            # an idle agent sweeps once a second; it used to fork sweeps
+            # back to back (each one's SIGCHLD woke the loop): ~12 % CPU
+            def ticks(pid):
+                with open("/proc/%d/stat" % pid) as f:
+                    v = f.read().rsplit(")", 1)[1].split()
+                return sum(int(x) for x in v[11:15])     # utime stime cutime cstime
+            hz = os.sysconf("SC_CLK_TCK")
+            before = {h: ticks(ag.proc.pid) for h, ag in agents.items()}
+            time.sleep(5)
+            for h, ag in agents.items():
+                used = (ticks(ag.proc.pid) - before[h]) / hz
+                c.check(used < 0.3, "idle agent %s used %.2f s of CPU in 5 s" % (h, used))
+
         def run_on_a():
             create_vms(c, agents["A"], mnts["A"], names, kernel, initrd)
             prot = os.listdir(os.path.join(mnts["B"], ".vmfsd/ha/protected/A"))
@@ -231,6 +245,8 @@ def scenario_kill(c, kernel, initrd, rounds=1):
                     "ha status protected: %r" % hs["protected"])
             print(agents["C"].ok("ha", "status"))
 
+        if rounds == 1:
+            c.section("idle agents stay idle", idle_agents)
         c.section("A runs four protected VMs", run_on_a)
         if c.failures:
             return 1
@@ -247,6 +263,20 @@ def scenario_isolate(c, kernel, initrd):
         mnts, agents = setup(vol, ["A", "B", "C"], mount_opts={
             "A": "fault_on_usr1,freeze_io_for=60000,hostd_socket=%s" % sock_a})
         st = {}
+
+        def idle_agents():
+            # an idle agent sweeps once a second; it used to fork sweeps
+            # back to back (each one's SIGCHLD woke the loop): ~12 % CPU
+            def ticks(pid):
+                with open("/proc/%d/stat" % pid) as f:
+                    v = f.read().rsplit(")", 1)[1].split()
+                return sum(int(x) for x in v[11:15])     # utime stime cutime cstime
+            hz = os.sysconf("SC_CLK_TCK")
+            before = {h: ticks(ag.proc.pid) for h, ag in agents.items()}
+            time.sleep(5)
+            for h, ag in agents.items():
+                used = (ticks(ag.proc.pid) - before[h]) / hz
+                c.check(used < 0.3, "idle agent %s used %.2f s of CPU in 5 s" % (h, used))
 
         def run_on_a():
             create_vms(c, agents["A"], mnts["A"], names, kernel, initrd)
@@ -360,6 +390,16 @@ def scenario_two_dead(c, kernel, initrd):
             c.eq(sorted(nofit), ["vm3", "vm4"], "no-capacity events in ha status")
             print(agents["C"].ok("ha", "status"))
 
+        def visible_and_manual():
+            i = agents["C"].info(os.path.join(mnts["C"], "vm3"))
+            c.eq((i["state"], i["host"], i.get("host_dead", {}).get("locks_broken")),
+                 ("host-dead", "A", True), "C's info of vm3 (its host A is dead)")
+            # a manual power-on works without --force once A's locks are broken
+            agents["C"].ok("power-on", os.path.join(mnts["C"], "vm4"))
+            c.check("took over the stale lock record of host B" in agents["C"].log(),
+                    "C did not log whose record it took over")
+            agents["C"].ok("power-off", os.path.join(mnts["C"], "vm4"))
+
         def capacity_returns():
             agents["C"].ok("power-off", os.path.join(mnts["C"], "vm1"))
             wait_for(lambda: len([n for n in names if where(agents, mnts, n)]) == 2, 60,
@@ -371,6 +411,7 @@ def scenario_two_dead(c, kernel, initrd):
         if c.failures:
             return
         c.section("A and B die at once: C takes what fits, reports the rest", kill_both)
+        c.section("a dead host's VM shows host-dead; a manual power-on works", visible_and_manual)
         c.section("room appears: the next waiting VM starts", capacity_returns)
 
 
