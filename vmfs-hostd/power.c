@@ -169,6 +169,33 @@ static json_t *pon_open_files(struct pon *p)
 	return NULL;
 }
 
+/* Belt and braces on a cluster mount: after the open, the record's
+ * on-disk lock must name this host.  vmfsd has granted an open with the
+ * lock free on disk: host B recreating a record within a commit interval
+ * of host A's unlink of the previous one (docs/ha.md §7).  1 confirmed
+ * (or not a cluster mount), 0 free on disk, -1 another host's. */
+#define LOCK_CONFIRM_TRIES 4
+/* one commit interval (fs/commit.c, 1 s) and some: vmfsd drops the
+ * stale lock state at the commit after our close */
+#define LOCK_CONFIRM_WAIT_MS 1200
+static int lock_confirmed(struct pon *p)
+{
+	char holder[256] = "", self[256] = "";
+	struct dsview d;
+	int hl;
+
+	if (ds_open(p->v->folder, &d))
+		return 1;
+	snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
+	ds_close(&d);
+	hl = ds_fd_lock_holder(p->lockfd, holder, sizeof(holder));
+	if (!self[0] || hl < 0)
+		return 1;
+	if (hl == 0)
+		return 0;
+	return strcmp(holder, self) ? -1 : 1;
+}
+
 /* 2. the lock record <vm>.vmx.lck, held open and flock()ed for as long as
  * QEMU runs (QEMU inherits the descriptor): on a cluster mount that is the
  * file's exclusive on-disk lock, so exactly one host can hold it.  A
@@ -188,7 +215,17 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 	p->rec.agent_pid = getppid();     /* the agent, not this request's child */
 	p->rec.started = (int64_t)time(NULL);
 	vm_boot_id(p->rec.boot_id, sizeof(p->rec.boot_id));
-	rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
+	for (int tries = 0;; tries++) {
+		rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
+		if (rc || tries == LOCK_CONFIRM_TRIES || lock_confirmed(p) != 0)
+			break;
+		/* vmfsd granted the open with the lock free on disk (see
+		 * lock_confirmed): closing lets its next commit drop the
+		 * stale state; the open after that takes the lock for real */
+		close(p->lockfd);
+		p->lockfd = -1;
+		sleep_ms(LOCK_CONFIRM_WAIT_MS);
+	}
 	if (rc == -EBUSY) {
 		char holder[256] = "", what[VM_NAME_MAX + 64];
 
@@ -208,34 +245,22 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 		return reply_err(rc, "%s: cannot open the lock record %s: %s", v->vmx_path,
 				 p->lockname, strerror(-rc));
 	{
-		/* Belt and braces on a cluster mount: the on-disk lock must
-		 * name this host now.  vmfsd can grant an open while the
-		 * record's lock on disk is free or another host's: seen when a
-		 * host recreated the record within a commit interval of
-		 * another host's unlink (docs/ha.md §7).  Refuse then: the
-		 * next attempt finds vmfsd's lock state settled. */
-		char holder[256] = "", self[256] = "";
-		struct dsview d;
+		char holder[256] = "";
+		int lc = lock_confirmed(p);
 
-		if (!ds_open(v->folder, &d)) {
-			snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
-			ds_close(&d);
-			int hl = ds_fd_lock_holder(p->lockfd, holder, sizeof(holder));
+		if (lc <= 0 && ds_fd_lock_holder(p->lockfd, holder, sizeof(holder)) >= 0) {
+			char what[VM_NAME_MAX + 64];
 
-			if (self[0] && hl >= 0 && (hl == 0 || strcmp(holder, self))) {
-				char what[VM_NAME_MAX + 64];
-
-				close(p->lockfd);
-				p->lockfd = -1;
-				agent_log(a, "%s: vmfsd opened %s but its on-disk lock is %s%s; refused",
-					  v->vmx_path, p->lockname, hl ? "held by " : "free", holder);
-				if (hl == 0)
-					return reply_err(EAGAIN, "%s: the on-disk lock of %s could not be confirmed "
-							 "(vmfsd reports it free): try again in a second",
-							 v->vmx_path, p->lockname);
-				snprintf(what, sizeof(what), "its lock record %s", p->lockname);
-				return busy_reply(p, holder, what);
-			}
+			close(p->lockfd);
+			p->lockfd = -1;
+			agent_log(a, "%s: vmfsd opened %s but its on-disk lock is %s%s; refused",
+				  v->vmx_path, p->lockname, lc < 0 ? "held by " : "free", holder);
+			if (lc == 0)
+				return reply_err(EAGAIN, "%s: the on-disk lock of %s could not be confirmed "
+						 "(vmfsd reports it free): try again in a second",
+						 v->vmx_path, p->lockname);
+			snprintf(what, sizeof(what), "its lock record %s", p->lockname);
+			return busy_reply(p, holder, what);
 		}
 	}
 	p->locked = true;
