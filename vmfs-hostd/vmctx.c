@@ -212,8 +212,8 @@ void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 				    "%s; its lock record %s names another host now: left alone", why, name);
 		else if (rc == -EBUSY || rc == -EAGAIN)
 			agent_event(a, v->vmx_path, "vm.stopped",
-				    "%s; its lock record %s is held by another process or host: left alone",
-				    why, name);
+				    "%s; its lock record %s is held by %s: left alone", why, name,
+				    rc == -EBUSY ? "another host" : "another process of this host");
 		else if (rc)
 			agent_event(a, v->vmx_path, "vm.stopped", "%s; its lock record %s stays: %s", why,
 				    name, strerror(-rc));
