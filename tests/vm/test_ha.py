@@ -425,7 +425,7 @@ def body(c):
     elif mode == "two-dead":
         scenario_two_dead(c, kernel, initrd)
     elif mode == "long":
-        n = int(sys.argv[2]) if len(sys.argv) > 2 else 100
+        n = int(os.environ.get("HA_LONG_ROUNDS") or (sys.argv[2] if len(sys.argv) > 2 else 100))
         doubles = 0
         for i in range(n):
             print("=== round %d/%d: kill" % (i + 1, n))
