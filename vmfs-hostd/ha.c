@@ -215,6 +215,7 @@ struct ha_ds {
 	/* what we saw of the other agents: sequence and when it moved */
 	struct { char host[65]; uint64_t seq; int64_t moved_ms; bool seen; } ag[64];
 	unsigned nag;
+	bool lost;                    /* its vmfsd died: our VMs of it were killed */
 };
 
 struct ha_cand {
@@ -1128,6 +1129,33 @@ void ha_main(struct agent *a)
 			own_list(a, ds, &d);
 			collect(a, ds, &d);
 			ds_close(&d);
+		}
+		/* A datastore whose vmfsd died (the mount answers ENOTCONN)
+		 * cannot fence: nothing on this host writes to it any more,
+		 * but its QEMUs would run on with a dead disk while the
+		 * survivors restart them.  Kill them, as a fence would. */
+		for (unsigned i = 0; i < ndss; i++) {
+			char buf[8];
+
+			if (getxattr(dss[i].root, "user.vmfsd.hosts", buf, 0) >= 0 || errno != ENOTCONN) {
+				dss[i].lost = false;
+				continue;
+			}
+			if (dss[i].lost)
+				continue;
+			dss[i].lost = true;
+			json_t *req = json_pack("{s:s,s:s}", "cmd", "kill-volume", "path", dss[i].root);
+			json_t *r = kill_volume(a, req, dss[i].root);
+
+			agent_event(a, NULL, "ha.datastore-lost",
+				    "vmfsd of %s is gone (ENOTCONN): killed this host's %zu VM(s) on it; "
+				    "the survivors restart them once this host's locks are broken",
+				    dss[i].root, json_array_size(json_object_get(r, "killed")));
+			json_decref(r);
+			json_decref(req);
+			if (dss[i].recfd >= 0)
+				close(dss[i].recfd);
+			dss[i].recfd = -1;
 		}
 		/* gone from every list: started by someone, or handed back */
 		for (unsigned i = 0; i < ncands;) {

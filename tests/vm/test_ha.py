@@ -25,6 +25,9 @@ short; bench/ha.sh measures the default.
                         two of their four VMs: it starts the two of highest
                         priority, reports the others (events, ha status), and
                         starts one when a VM of its own is powered off.
+  test_ha.py vmfsd-dies only A's vmfsd is killed: A's agent kills its QEMUs
+                        (nothing can fence a dead vmfsd), then B or C
+                        restarts the VM.
   test_ha.py long N     N rounds of kill and isolate (suite ha-long),
                         counting double runs: must be 0.
 """
@@ -415,6 +418,37 @@ def scenario_two_dead(c, kernel, initrd):
         c.section("room appears: the next waiting VM starts", capacity_returns)
 
 
+def scenario_vmfsd_dies(c, kernel, initrd):
+    """Only A's vmfsd dies (SIGKILL): A's QEMUs lose their disk but live
+    on; A's agent must kill them (nothing can fence a dead vmfsd) before
+    the survivors restart the VM."""
+    with vmtest.Volume("ha-vmfsd", checker=c, mkfs_args=MKFS_ARGS) as vol:
+        mnts, agents = setup(vol, ["A", "B", "C"])
+        st = {}
+
+        def run_on_a():
+            create_vms(c, agents["A"], mnts["A"], ["vm1"], kernel, initrd)
+            st["pid"] = agents["A"].info(os.path.join(mnts["A"], "vm1"))["pid"]
+
+        def kill_vmfsd():
+            os.kill(vol.procs["A"].pid, signal.SIGKILL)
+            t0 = time.monotonic()
+            wait_for(lambda: not vmtest.pid_alive(st["pid"]), 20, "A's agent killing its QEMU")
+            dead_after = time.monotonic() - t0
+            c.check(not qemus_of(agents["B"]) and not qemus_of(agents["C"]),
+                    "a survivor started the VM before A's QEMU was dead")
+            print("    A's QEMU killed by its agent %.1f s after its vmfsd died" % dead_after)
+            wait_for(lambda: len(where(agents, mnts, "vm1")) == 1, 120, "vm1 back on B or C",
+                     step=0.5)
+            c.check("ha.datastore-lost" in json.dumps(json.loads(agents["A"].ok(
+                "--json", "events"))), "A's agent logged no ha.datastore-lost event")
+
+        c.section("A runs a VM", run_on_a)
+        if c.failures:
+            return
+        c.section("A's vmfsd dies: its agent kills the QEMU, B or C restarts it", kill_vmfsd)
+
+
 def body(c):
     kernel, initrd = vmtest.guest()
     mode = sys.argv[1] if len(sys.argv) > 1 else "kill"
@@ -424,6 +458,8 @@ def body(c):
         scenario_isolate(c, kernel, initrd)
     elif mode == "two-dead":
         scenario_two_dead(c, kernel, initrd)
+    elif mode == "vmfsd-dies":
+        scenario_vmfsd_dies(c, kernel, initrd)
     elif mode == "long":
         n = int(os.environ.get("HA_LONG_ROUNDS") or (sys.argv[2] if len(sys.argv) > 2 else 100))
         doubles = 0
