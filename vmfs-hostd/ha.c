@@ -371,8 +371,13 @@ static void ha_event(struct agent *a, struct ha_ds *ds, const char *vmx, const c
 	}
 	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_now_ms(), "host", a->host,
 		      "type", type, "message", msg);
-	if (vmx)
-		json_object_set_new(e, "vmx", json_string(vmx));
+	if (vmx) {
+		/* relative to the volume root: the ring's slots are small and
+		 * mount points differ between hosts */
+		const char *rel = rel_of(ds->root, vmx);
+
+		json_object_set_new(e, "vmx", json_string(rel ? rel : vmx));
+	}
 	if (extra)
 		json_object_update(e, extra);
 	json_decref(extra);

@@ -388,7 +388,7 @@ def scenario_two_dead(c, kernel, initrd):
             on_c = sorted(n for n in names if where(agents, mnts, n))
             c.eq(on_c, ["vm1", "vm2"], "C took the high and medium priority VMs")
             hs = json.loads(agents["C"].ok("--json", "ha", "status"))["datastores"][0]
-            nofit = {os.path.basename(os.path.dirname(e.get("vmx", ""))) for e in hs["events"]
+            nofit = {e.get("vmx", "").split("/")[0] for e in hs["events"]
                      if e["type"] == "ha.no-capacity"}
             c.eq(sorted(nofit), ["vm3", "vm4"], "no-capacity events in ha status")
             print(agents["C"].ok("ha", "status"))
