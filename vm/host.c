@@ -399,9 +399,13 @@ int vm_lockrec_release(int dirfd, const char *name, const char *host)
 		return 0;
 	if (rc)
 		return rc;
+	/* emptied, not unlinked: the file (and its inode) stays, so no
+	 * host ever re-creates a record of the same name right after
+	 * another host deleted it (vmfsd then granted an open with the
+	 * on-disk lock free: docs/ha.md §7) */
 	if (cur.host[0] && strcmp(cur.host, host))
 		rc = -EPERM;
-	else if (unlinkat(dirfd, name, 0) && errno != ENOENT)
+	else if (ftruncate(fd, 0) || fsync(fd))
 		rc = -errno;
 	close(fd);
 	return rc;

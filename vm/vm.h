@@ -233,8 +233,9 @@ int vm_lockrec_remove(int dirfd, const char *name);
 int vm_lockrec_lock(int dirfd, const char *name, int *fd, struct vm_lockrec *cur);
 /* Writes R over the record open on FD, truncates, fsyncs. */
 int vm_lockrec_write(int fd, const struct vm_lockrec *r);
-/* Removes NAME only if it is HOST's record and nobody holds its lock:
- * 0 removed (or absent), -EAGAIN/-EBUSY held, -EPERM another host's. */
+/* Empties NAME (the file stays: "nobody runs the VM") only if it is
+ * HOST's record and nobody holds its lock: 0 released (or absent),
+ * -EAGAIN/-EBUSY held, -EPERM another host's. */
 int vm_lockrec_release(int dirfd, const char *name, const char *host);
 /* Is NAME's lock held (by a process of this kernel or by another host)?
  * 1 yes, 0 no, negative errno when NAME cannot be opened. *R gets the

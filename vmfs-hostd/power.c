@@ -35,6 +35,7 @@ struct pon {
 	char taken_from[256];         /* the stale record's host, if another's */
 	struct vm_lockrec rec;
 	bool locked;                  /* we hold the lock record (lockfd) */
+	bool had_record;              /* the file existed before (not created by us) */
 	int lockfd;
 	pid_t qpid;
 };
@@ -215,6 +216,9 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 	p->rec.agent_pid = getppid();     /* the agent, not this request's child */
 	p->rec.started = (int64_t)time(NULL);
 	vm_boot_id(p->rec.boot_id, sizeof(p->rec.boot_id));
+	/* a record file that was there (maybe empty: released) is emptied
+	 * again on failure, never unlinked (see vm_lockrec_release) */
+	p->had_record = file_exists_at(v->dirfd, p->lockname);
 	for (int tries = 0;; tries++) {
 		rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
 		if (rc || tries == LOCK_CONFIRM_TRIES || lock_confirmed(p) != 0)
@@ -439,9 +443,12 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	if (!reply)
 		reply = pon_start_qemu(&p);
 	if (reply) {
-		/* ours (we hold its lock): nobody runs the VM */
-		if (p.locked)
+		/* ours (we hold its lock): nobody runs the VM; a record we
+		 * just created goes, one that existed is emptied (§ release) */
+		if (p.locked && !p.had_record)
 			vm_lockrec_remove(v->dirfd, p.lockname);
+		else if (p.locked && ftruncate(p.lockfd, 0) == 0)
+			(void)fsync(p.lockfd);
 		files_close(&p.fl);     /* the lock record's descriptor too */
 		return reply;
 	}

@@ -84,7 +84,7 @@ def body(c):
                  "esx1's view of esx2's record whose QEMU is gone")
             b.start()
             # the restarted agent sweeps its state folder at start-up
-            wait_for(lambda: not os.path.exists(lck), 10, "esx2's agent cleaning its stale record")
+            wait_for(lambda: vmtest.lock_record_free(lck), 10, "esx2's agent cleaning its stale record")
             c.check("QEMU exited" in b.log(), "esx2's agent did not say why it cleaned up")
             # a stale record of this host's own name, written by hand (a
             # crash of the whole machine): power-on cleans it
@@ -105,7 +105,7 @@ def body(c):
             c.check("took over the stale lock record of host esx9" in a.log(),
                     "esx1 did not log whose record it took over")
             a.ok("power-off", vm)
-            c.check(not os.path.exists(lck), "lock record left after power-off")
+            c.check(vmtest.lock_record_free(lck), "lock record left after power-off")
 
         def kill_volume():
             a.ok("power-on", vm)
@@ -117,7 +117,7 @@ def body(c):
             # next power-on finds it stale
             a.ok("power-on", vm)
             a.ok("power-off", vm)
-            c.check(not os.path.exists(lck), "lock record left after power-off")
+            c.check(vmtest.lock_record_free(lck), "lock record left after power-off")
 
         c.section("esx1 runs the VM", on_a)
         c.section("esx2 is refused, naming esx1", refused_on_b)

@@ -251,6 +251,16 @@ def disk_counter(flat):
     return None
 
 
+def lock_record_free(path):
+    """A VM's lock record says nobody runs it: absent, or emptied (a
+    power-off empties the file instead of deleting it: docs/ha.md §7)."""
+    try:
+        with open(path) as f:
+            return "host=" not in f.read()
+    except FileNotFoundError:
+        return True
+
+
 def qemu_gone(agent, path):
     info = agent.info(path)
     return info["state"] != "running"
