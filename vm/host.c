@@ -395,6 +395,13 @@ int vm_lockrec_release(int dirfd, const char *name, const char *host)
 	struct vm_lockrec cur;
 	int fd, rc = lockrec_lock(dirfd, name, 0, &fd, &cur);
 
+	/* A QEMU that just exited can still hold it for a moment: its main
+	 * thread shows as a zombie while the other threads still close the
+	 * shared descriptor table.  2 s bounds that. */
+	for (int i = 0; rc == -EAGAIN && i < 20; i++) {
+		usleep(100 * 1000);
+		rc = lockrec_lock(dirfd, name, 0, &fd, &cur);
+	}
 	if (rc == -ENOENT)
 		return 0;
 	if (rc)
