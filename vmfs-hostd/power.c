@@ -219,8 +219,16 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 	/* a record file that was there (maybe empty: released) is emptied
 	 * again on failure, never unlinked (see vm_lockrec_release) */
 	p->had_record = file_exists_at(v->dirfd, p->lockname);
-	for (int tries = 0;; tries++) {
+	for (int tries = 0, waits = 0;; tries++) {
 		rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
+		/* our own QEMU that was just killed (kill-volume, a crash) can
+		 * hold it for a moment while its threads exit: 2 s */
+		if (rc == -EAGAIN && !strcmp(cur.host, a->host) && !vm_pid_alive(cur.qemu_pid) &&
+		    waits++ < 20) {
+			sleep_ms(100);
+			tries--;
+			continue;
+		}
 		if (rc || tries == LOCK_CONFIRM_TRIES || lock_confirmed(p) != 0)
 			break;
 		/* vmfsd granted the open with the lock free on disk (see
