@@ -132,8 +132,9 @@ def body(c):
             # A's lock record, which A (fenced) could not remove, is stale
             vmtest.wait_for(lambda: b.info(vm_b).get("local"), 60, "B's HA restarting the VM",
                             step=0.5)
-            log = vmtest.read_log(vm_b, "web")
-            m = re.search(r"previous counter (-?\d+)", log)
+            m = vmtest.wait_for(lambda: re.search(r"previous counter (-?\d+)",
+                                                  vmtest.read_log(vm_b, "web")),
+                                120, "B's guest booting", step=0.5)
             n = int(m.group(1)) if m else -2
             old = vmtest.counters(vmtest.read_log(vm_b, "web-1"))
             c.check(n >= 3 and (not old or n >= old[-1]),
