@@ -380,9 +380,17 @@ json_t *destroy_vm(struct agent *a, struct vmctx *v)
 		 * nobody holds is stale); another host's lock cannot even be
 		 * opened from here */
 		char holder[256] = "";
+		struct dsview d;
+		bool other = false;
 
-		if (ds_lock_holder(v->dirfd, name, holder, sizeof(holder)) == 1 ||
-		    vm_lockrec_probe(v->dirfd, name, &r) == 1)
+		/* our own vmfsd may still hold it for a commit interval after
+		 * the QEMU ended: only another host's lock counts here */
+		if (ds_lock_holder(v->dirfd, name, holder, sizeof(holder)) == 1 && !ds_open(v->folder, &d)) {
+			other = d.self && strcmp(holder, d.self);
+			ds_close(&d);
+		}
+		memset(&r, 0, sizeof(r));
+		if (other || vm_lockrec_probe(v->dirfd, name, &r) == 1)
 			return reply_err(EBUSY, "%s is running on host %s (lock record %s): power it off first",
 					 v->vmx_path, r.host[0] ? r.host : holder, name);
 	}
