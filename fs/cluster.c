@@ -184,7 +184,7 @@ int cluster_join(struct fs *fs)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
 	hb_set_fence_cb(fs->hb, fence_cb, fs);
-	return 0;
+	return hosts_init(fs);
 }
 
 static int write_gate(void *arg)
@@ -212,6 +212,7 @@ int cluster_leave(struct fs *fs)
 	bdev_set_write_gate(fs->bd, NULL, NULL);
 	r = hb_leave(fs->hb);
 	fs->hb = NULL;
+	hosts_free(fs);
 	free(fs->late_unlock);
 	fs->late_unlock = NULL;
 	fs->nlate = fs->late_cap = 0;
@@ -224,17 +225,23 @@ void cluster_recover_dead(struct fs *fs)
 {
 	uint32_t slot = 0;
 
+	/* the history behind user.vmfsd.hosts (fs/hosts.c), fenced or not */
+	hosts_observe(fs);
 	if (!fs->hb || fs->fenced)
 		return;
 	while (hb_next_dead(fs->hb, slot, &slot) == 0) {
 		struct journal_replay_info ji;
+		struct hb_slot_info si;
+		int64_t t0 = hb_clock_ns();
 
 		/* A failure leaves it to the next round or to another host:
 		 * a journal we cannot replay keeps the slot REPLAYING, its
 		 * locks stay valid and fsck must look at it. */
-		if (hb_claim_dead(fs->hb, slot) == 0 &&
-		    journal_replay(fs->bd, &fs->sb, slot, &ji) == 0)
-			(void)hb_release_dead(fs->hb, slot);
+		if (hb_slot_state(fs->hb, slot, &si) == 0 && hb_claim_dead(fs->hb, slot) == 0 &&
+		    journal_replay(fs->bd, &fs->sb, slot, &ji) == 0 &&
+		    hb_release_dead(fs->hb, slot) == 0)
+			hosts_note_replay(fs, slot, si.host_name, si.generation,
+					  (hb_clock_ns() - t0) / 1000000);
 		slot++;
 	}
 }

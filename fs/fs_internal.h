@@ -276,6 +276,7 @@ struct fs {
 	void (*fence_hook)(void *, int); /* fs_mount_opts.fence_hook */
 	void *fence_arg;
 	bool replayed_own;              /* our crashed incarnation's journal */
+	struct hosts_hist *hosts;       /* fs/hosts.c: user.vmfsd.hosts */
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];
 	uint32_t norphans;
@@ -300,6 +301,15 @@ int cluster_join(struct fs *fs);
 int cluster_start(struct fs *fs);
 int cluster_leave(struct fs *fs);
 void cluster_recover_dead(struct fs *fs);
+/* fs/hosts.c: the cluster view behind the root's user.vmfsd.hosts */
+int hosts_init(struct fs *fs);
+void hosts_free(struct fs *fs);
+void hosts_observe(struct fs *fs);
+void hosts_note_replay(struct fs *fs, uint32_t slot, const char *name, uint64_t gen,
+		       int64_t replay_ms);
+/* malloc'd JSON document (not NUL-terminated: *LEN bytes); -ENODATA on a
+ * read-only mount */
+int hosts_describe(struct fs *fs, char **out, size_t *len);
 void cluster_pin(struct fs *fs, struct fs_inode *ip);
 void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */

@@ -14,9 +14,14 @@
 #   - prints "vmfs-guest: ..." progress lines on ttyS0;
 #   - reads the record at sector 0 of /dev/vda ("VMFSCOUNT <n> <boot-id>"),
 #     prints "vmfs-guest: previous counter <n>" (-1 on a blank disk);
-#   - every 0.5 s writes and prints "vmfs-guest: counter <n+1>", ...
-#     (the record is written with O_DIRECT-like dd conv=fsync so it is on the
+#   - every 0.5 s (vmfs.period=S on the kernel command line: every S s, e.g.
+#     0.1) writes "VMFSCOUNT <n> <boot> <unix time>" to sector 0 and prints
+#     "vmfs-guest: counter <n+1>", ...  (dd oflag=direct conv=fsync: on the
 #     disk the moment it is printed);
+#   - each boot takes the next run index r from sector 1 ("VMFSRUN r boot")
+#     and also writes "VMFSSEQ <n> <boot> <r> <time>" at sector
+#     2048 + (r % 16) * 4096 + n % 4096: a per-run write log, so a late
+#     write of an older run (a host that should be dead) stays visible;
 #   - on the ACPI power button (QMP system_powerdown) prints
 #     "vmfs-guest: acpi power button", syncs and powers off;
 #   - powers off at once when the kernel command line has vmfs.count=N and
@@ -31,7 +36,7 @@
 # virtio_ring, so any other order fails.
 set -euo pipefail
 
-GUEST_VERSION=4     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=5     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
@@ -165,10 +170,12 @@ done
 say "modules loaded"
 limit=""
 fill=""
+period=0.5
 for a in $(cat /proc/cmdline); do
 	case $a in
 	vmfs.count=*) limit=${a#vmfs.count=} ;;
 	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
+	vmfs.period=*) period=${a#vmfs.period=} ;;
 	esac
 done
 
@@ -201,8 +208,18 @@ set -- $rec
 n=-1
 if [ "$1" = VMFSCOUNT ] && [ -n "$2" ]; then n=$2; fi
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null | cut -c1-8)
+# the run index at sector 1: each boot writes its own log of records
+# (VMFSSEQ n boot run time) at 2048 + (run % 16) * 4096 + n % 4096, so a
+# write of an older run that lands late stays visible (tests/vm/test_ha.py)
+rec=$(dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\000' | sed -n 1p)
+set -- $rec
+run=0
+if [ "$1" = VMFSRUN ] && [ -n "$2" ]; then run=$(($2 + 1)); fi
+printf 'VMFSRUN %d %s\n' "$run" "$boot" |
+	dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync oflag=direct 2>/dev/null
+base=$((2048 + (run % 16) * 4096))
 say "previous counter $n"
-say "up, boot $boot"
+say "up, boot $boot run $run"
 if [ -n "$fill" ]; then
 	dd if=/dev/zero bs=1048576 count=1 2>/dev/null | tr '\000' 'v' >/tmp/blk
 	say "fill start $fill MiB"
@@ -216,11 +233,16 @@ if [ -n "$fill" ]; then
 fi
 while :; do
 	n=$((n + 1))
-	printf 'VMFSCOUNT %d %s\n' "$n" "$boot" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null
+	t=$(date +%s)
+	# O_DIRECT and fsync: on the disk when dd returns, no guest cache
+	printf 'VMFSCOUNT %d %s %s\n' "$n" "$boot" "$t" |
+		dd of=/dev/vda bs=512 count=1 conv=sync,fsync oflag=direct 2>/dev/null
+	printf 'VMFSSEQ %d %s %d %s\n' "$n" "$boot" "$run" "$t" |
+		dd of=/dev/vda bs=512 seek=$((base + n % 4096)) count=1 conv=sync,fsync oflag=direct 2>/dev/null
 	say "counter $n"
 	if [ -n "$limit" ] && [ "$n" -ge "$limit" ]; then off; fi
 	# sleep in the background and wait, so the USR1 trap runs at once
-	sleep 0.5 &
+	sleep "$period" &
 	wait $!
 done
 INIT

@@ -581,6 +581,46 @@ static int key_accel(struct vmx_ctx *x, const struct vmx_kv *kv)
 	return 0;
 }
 
+const char *vm_ha_priority_name(enum vm_ha_priority p)
+{
+	switch (p) {
+	case VM_HA_DISABLED:
+		return "disabled";
+	case VM_HA_LOW:
+		return "low";
+	case VM_HA_HIGH:
+		return "high";
+	default:
+		return "medium";
+	}
+}
+
+int vm_ha_priority_parse(const char *s, enum vm_ha_priority *out)
+{
+	static const enum vm_ha_priority all[] = {VM_HA_DISABLED, VM_HA_LOW, VM_HA_MEDIUM, VM_HA_HIGH};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (!strcasecmp(s, vm_ha_priority_name(all[i]))) {
+			*out = all[i];
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int vm_ha_priority_rank(enum vm_ha_priority p)
+{
+	return p == VM_HA_HIGH ? 3 : p == VM_HA_MEDIUM ? 2 : p == VM_HA_LOW ? 1 : 0;
+}
+
+static int key_ha_priority(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	if (vm_ha_priority_parse(kv->value, &x->cfg->ha_priority))
+		return vm_errf(x->err, -EINVAL,
+			       "%s:%d: key '%s': '%.32s' is not disabled, low, medium or high",
+			       x->what, kv->line, kv->key, kv->value);
+	return 0;
+}
+
 static const struct {
 	const char *key;
 	int (*parse)(struct vmx_ctx *x, const struct vmx_kv *kv);
@@ -593,6 +633,7 @@ static const struct {
 	{"vmfsd.initrd", key_kernel_file},
 	{"vmfsd.append", key_append},
 	{"vmfsd.accel", key_accel},
+	{"vmfsd.ha.restartPriority", key_ha_priority},
 };
 
 /* ethernetN.FIELD: a NIC */

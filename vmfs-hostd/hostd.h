@@ -25,6 +25,13 @@ struct agent {
 	enum vm_accel accel;          /* default for VMs whose .vmx says auto */
 	int shutdown_timeout;         /* seconds of ACPI grace before power-off */
 	struct vm_host_res res;
+	/* HA (ha.c, docs/ha.md): what this host offers for restarts, and the
+	 * datastores named with --datastore besides the vmfsd mounts found */
+	int cap_vcpus;
+	long long cap_mem_mib;
+	bool ha;
+	const char *datastores[16];
+	unsigned nds;
 	/* the last children main.c reaped (QEMUs are reparented to the
 	 * agent): a sweep forked later tells a killed QEMU from one whose
 	 * guest powered off */
@@ -56,5 +63,8 @@ json_t *agent_request(struct agent *a, json_t *req);
  * clean up after those that ended (lock record, sockets).  Non-blocking:
  * skips VMs that a request is working on. */
 void agent_reconcile(struct agent *a, bool startup);
+
+/* The HA loop (ha.c): runs for ever in a child of the agent. */
+void ha_main(struct agent *a);
 
 #endif

@@ -81,6 +81,14 @@ static void usage(FILE *f)
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
 		"                           (default 90)\n"
+		"HA (docs/ha.md):\n"
+		"  -D, --datastore PATH     a datastore (vmfsd mount) to watch (repeatable);\n"
+		"                           default: every vmfsd mount of this host name\n"
+		"                           found in /proc/self/mountinfo\n"
+		"  -M, --max-memory MIB     memory HA may fill with restarted VMs here\n"
+		"                           (default: all of MemTotal)\n"
+		"  -R, --cpu-ratio R        vCPUs per host CPU HA may commit here (default 4)\n"
+		"      --no-ha              do not restart other hosts' VMs here\n"
 		"  -h, --help               this help\n"
 		"  -V, --version            version\n"
 		"\n"
@@ -216,6 +224,10 @@ int main(int argc, char **argv)
 		{"accel", required_argument, NULL, 'a'},
 		{"qemu", required_argument, NULL, 'q'},
 		{"shutdown-timeout", required_argument, NULL, 't'},
+		{"datastore", required_argument, NULL, 'D'},
+		{"max-memory", required_argument, NULL, 'M'},
+		{"cpu-ratio", required_argument, NULL, 'R'},
+		{"no-ha", no_argument, NULL, 'N'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -225,13 +237,16 @@ int main(int argc, char **argv)
 		/* systemd's DefaultTimeoutStopSec (90 s): the grace a service
 		 * gets to stop is a fair grace for a guest OS to shut down */
 		.shutdown_timeout = 90,
+		.ha = true,
 	};
+	double cpu_ratio = 4.0;
+	long long max_mem = 0;
 	char hostbuf[256];
 	const char *sock = NULL, *sdir = NULL;
 	int c, rc, lockfd, lfd, sfd;
 	sigset_t mask;
 
-	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:D:M:R:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':
 			a.host = optarg;
@@ -263,6 +278,38 @@ int main(int argc, char **argv)
 			a.shutdown_timeout = (int)v;
 			break;
 		}
+		case 'D':
+			if (a.nds == 16 || optarg[0] != '/') {
+				fprintf(stderr, "%s: --datastore: at most 16, absolute paths\n", prog);
+				return 2;
+			}
+			a.datastores[a.nds++] = optarg;
+			break;
+		case 'M': {
+			char *end;
+
+			max_mem = strtoll(optarg, &end, 10);
+			if (*end || max_mem < 16) {
+				fprintf(stderr, "%s: --max-memory: '%s' is not a size in MiB (>= 16)\n", prog,
+					optarg);
+				return 2;
+			}
+			break;
+		}
+		case 'R': {
+			char *end;
+
+			cpu_ratio = strtod(optarg, &end);
+			if (*end || !(cpu_ratio > 0 && cpu_ratio <= 64)) {
+				fprintf(stderr, "%s: --cpu-ratio: '%s' is not a number in (0, 64]\n", prog,
+					optarg);
+				return 2;
+			}
+			break;
+		}
+		case 'N':
+			a.ha = false;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -317,6 +364,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: reading /proc/meminfo: %s\n", prog, strerror(-rc));
 		return 1;
 	}
+	/* HA capacity: memory is never overcommitted by default (a restart
+	 * that swaps helps nobody); vCPUs are time-shared, 4 per CPU is the
+	 * common consolidation ratio for general-purpose VMs (docs/ha.md §6) */
+	a.cap_mem_mib = max_mem ? max_mem : (long long)a.res.mem_mib;
+	a.cap_vcpus = (int)(cpu_ratio * a.res.cpus);
 	char vms[PATH_MAX + 8];
 	snprintf(vms, sizeof(vms), "%s/vms", a.state_dir);
 	rc = mkdir_p(vms, 0700);
@@ -393,13 +445,20 @@ int main(int argc, char **argv)
 		sweeper = 0;
 	}
 
+	/* the HA loop (ha.c): a child like the sweep, so a datastore that
+	 * hangs or a fence that kills it never stalls this loop; restarted
+	 * (at most once a second) when it ends */
+	pid_t haloop = 0;
+	int64_t ha_started = 0, sweep_started = 0;
+
 	bool stop = false;
 	while (!stop) {
 		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-		/* 1 s: a guest that powers itself off has its lock record
-		 * released within about a second (the same bound docs/architecture.md
-		 * gives for another host to see a change) */
-		int r = poll(p, 2, 1000);
+		/* the sweep runs once a second (below): a guest that powers
+		 * itself off has its lock record released within about a
+		 * second (the same bound docs/architecture.md gives for another
+		 * host to see a change); 250 ms keeps that bound while idle */
+		int r = poll(p, 2, 250);
 
 		if (r < 0 && errno != EINTR) {
 			agent_log(&a, "poll: %s", strerror(errno));
@@ -422,6 +481,12 @@ int main(int argc, char **argv)
 				break;
 			if (pid == sweeper)
 				sweeper = 0;
+			if (pid == haloop) {
+				haloop = 0;
+				agent_log(&a, "HA loop (pid %d) ended (%s %d); restarting it", (int)pid,
+					  WIFSIGNALED(st) ? "signal" : "status",
+					  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+			}
 			a.reaped[a.nreaped % 64].pid = pid;
 			a.reaped[a.nreaped % 64].status = st;
 			a.nreaped++;
@@ -446,8 +511,51 @@ int main(int argc, char **argv)
 				close(cfd);
 			}
 		}
-		if (!sweeper)
+		/* one sweep a second: the end of the previous one (SIGCHLD)
+		 * wakes poll at once, and starting the next right away made
+		 * the agent fork sweeps back to back, ~12 % of a CPU per idle
+		 * agent */
+		struct timespec now_ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		int64_t now_ms_ = (int64_t)now_ts.tv_sec * 1000 + now_ts.tv_nsec / 1000000;
+
+		if (!sweeper && now_ms_ - sweep_started >= 1000) {
+			sweep_started = now_ms_;
 			sweeper = reconcile_child(&a, false, &mask, lfd, sfd, lockfd);
+		}
+		if (a.ha && !haloop && !stop) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+			if (now - ha_started >= 1000) {
+				ha_started = now;
+				haloop = fork();
+				if (haloop == 0) {
+					sigprocmask(SIG_UNBLOCK, &mask, NULL);
+					signal(SIGTERM, SIG_DFL);
+					close(lfd);
+					close(sfd);
+					close(lockfd);
+					prctl(PR_SET_PDEATHSIG, SIGTERM);
+					ha_main(&a);
+					_exit(0);
+				}
+				if (haloop < 0) {
+					agent_log(&a, "fork: %s", strerror(errno));
+					haloop = 0;
+				}
+			}
+		}
+	}
+	if (haloop > 0) {
+		int st;
+
+		kill(haloop, SIGTERM);
+		while (waitpid(haloop, &st, 0) < 0 && errno == EINTR)
+			;
 	}
 	/* no sweep of ours may outlive us: it holds per-VM flocks that the
 	 * next agent's first sweep must get (a sweep is idempotent, so

@@ -41,6 +41,12 @@ static json_t *cmd_kill_volume(struct agent *a, json_t *req)
 	return kill_volume(a, req, req_str(req, "path"));
 }
 
+static json_t *cmd_ha_status(struct agent *a, json_t *req)
+{
+	(void)req;
+	return ha_status(a);
+}
+
 static json_t *cmd_agent_info(struct agent *a, json_t *req)
 {
 	(void)req;
@@ -184,6 +190,7 @@ static const struct {
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
 	{"events", cmd_events},
+	{"ha-status", cmd_ha_status},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;
@@ -290,6 +297,14 @@ void agent_reconcile(struct agent *a, bool startup)
 			sfile(&v, "pid", p, sizeof(p));
 			if (!read_text(p, buf, sizeof(buf)))
 				sig = agent_reaped_signal(a, (pid_t)atoi(buf));
+			/* a guest that powered itself off is not restarted by
+			 * HA; a QEMU killed on a healthy host stays protected
+			 * (restart in place is VM monitoring's job) */
+			json_t *fnote = vm_fence_note(&v);
+
+			if (sig == 0 && orc == 0 && !fnote)
+				ha_unprotect(a, &v);
+			json_decref(fnote);
 			if (sig > 0)
 				snprintf(why, sizeof(why), "QEMU was killed (signal %d)", sig);
 			else

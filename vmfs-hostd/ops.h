@@ -40,7 +40,7 @@
 
 /* spawn.c: descriptors handed to QEMU */
 struct files {
-	int fd[VM_MAX_DISKS + 3];
+	int fd[VM_MAX_DISKS + 4];     /* disks, kernel, initrd, log, lock record */
 	int n;
 };
 
@@ -101,6 +101,29 @@ json_t *reset_vm(struct agent *a, struct vmctx *v);
 json_t *suspend_vm(struct agent *a, struct vmctx *v);
 json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx);
+/* dsview.c: the cluster a VM folder lives on (docs/ha.md) */
+struct dsview {
+	char root[PATH_MAX];          /* the vmfsd mount's root */
+	json_t *hosts;                /* its user.vmfsd.hosts document */
+	const char *self;             /* the vmfsd host name of that mount */
+	bool fenced;
+};
+enum ds_hstate { DS_UNKNOWN, DS_LIVE, DS_DEAD, DS_BROKEN };
+json_t *ds_hosts_read(const char *root);
+/* -ENOENT: PATH is not on a vmfsd cluster mount */
+int ds_open(const char *path, struct dsview *d);
+void ds_close(struct dsview *d);
+/* host NAME's state; *AGO_MS: since it was declared dead (-1 unknown) */
+enum ds_hstate ds_host(const struct dsview *d, const char *name, int64_t *ago_ms);
+const char *ds_hstate_name(enum ds_hstate s);
+/* 1: NAME's on-disk lock is held, by HOST; 0 free; -ENODATA no cluster */
+int ds_lock_holder(int dirfd, const char *name, char *host, size_t hsize);
+int ds_fd_lock_holder(int fd, char *host, size_t hsize);
+/* ha.c: the protected list (docs/ha.md) */
+int ha_protect(struct agent *a, struct vmctx *v);
+void ha_unprotect(struct agent *a, struct vmctx *v);
+int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
+json_t *ha_status(struct agent *a);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -35,7 +35,8 @@ static const char *good =
 	"ethernet1.virtualDev = \"e1000\"\n"     /* not present: no NIC */
 	"vmfsd.kernel = \"vmlinuz\"\n"
 	"vmfsd.append = \"console=ttyS0 root=/dev/vda\"\n"
-	"vmfsd.accel = \"tcg\"\n";
+	"vmfsd.accel = \"tcg\"\n"
+	"vmfsd.ha.restartPriority = \"High\"\n";
 
 static int load(const char *text, struct vm_config *cfg, struct vm_err *err)
 {
@@ -71,6 +72,7 @@ Test(vmx, good_file)
 	cr_expect_str_eq(c.kernel, "vmlinuz");
 	cr_expect_str_eq(c.append, "console=ttyS0 root=/dev/vda");
 	cr_expect_eq(c.accel, VM_ACCEL_TCG);
+	cr_expect_eq(c.ha_priority, VM_HA_HIGH);
 }
 
 static void refused(const char *extra, const char *needle)
@@ -105,6 +107,7 @@ Test(vmx, hostile)
 	refused("ethernet0.present = \"TRUE\"\nethernet0.address = \"01:00:00:00:00:01\"\n", "multicast");
 	refused("ethernet0.present = \"TRUE\"\nethernet0.connectionType = \"bridged\"\n", "no networkName");
 	refused("vmfsd.accel = \"hvf\"\n", "not auto, kvm or tcg");
+	refused("vmfsd.ha.restartPriority = \"urgent\"\n", "not disabled, low, medium or high");
 	refused("vmfsd.initrd = \"initrd.img\"\n", "without vmfsd.kernel");
 	refused("bad key = \"1\"\n", "expected '='");
 	refused("k = \"|zz\"\n", "hex escape");

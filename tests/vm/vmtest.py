@@ -69,9 +69,10 @@ class Agent:
     """One vmfs-hostd child process: host NAME, its socket and state folder
     in the test's scratch directory."""
 
-    def __init__(self, work, host):
+    def __init__(self, work, host, extra=()):
         self.work = work
         self.host = host
+        self.extra = [str(x) for x in extra]   # more vmfs-hostd options
         self.sock = os.path.join(work, "%s.sock" % host)
         self.state = os.path.join(work, "state-%s" % host)
         self.logpath = os.path.join(work, "agent-%s.log" % host)
@@ -81,7 +82,7 @@ class Agent:
         log = open(self.logpath, "a")
         self.proc = subprocess.Popen(
             [env("VMFS_HOSTD"), "--host", self.host, "--socket", self.sock, "--state-dir",
-             self.state, "--accel", "tcg", "--shutdown-timeout", "60"],
+             self.state, "--accel", "tcg", "--shutdown-timeout", "60"] + self.extra,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
@@ -174,8 +175,13 @@ class Volume:
         except OSError:
             return ""
 
-    def agent(self, host):
-        a = Agent(self.work, host)
+    def agent(self, host, extra=()):
+        # its own mount only: the tests of other worktrees may run hosts of
+        # the same name on this kernel, and HA must not touch their volumes
+        mnts = [m for m, pr in self.mounts if pr is self.procs.get(host)]
+        if mnts and "--datastore" not in [str(x) for x in extra]:
+            extra = list(extra) + ["--datastore", os.path.realpath(mnts[0])]
+        a = Agent(self.work, host, extra)
         a.start()
         self.agents.append(a)
         return a
@@ -243,6 +249,16 @@ def disk_counter(flat):
     if len(rec) >= 3 and rec[0] == "VMFSCOUNT":
         return int(rec[1]), rec[2]
     return None
+
+
+def lock_record_free(path):
+    """A VM's lock record says nobody runs it: absent, or emptied (a
+    power-off empties the file instead of deleting it: docs/ha.md §7)."""
+    try:
+        with open(path) as f:
+            return "host=" not in f.read()
+    except FileNotFoundError:
+        return True
 
 
 def qemu_gone(agent, path):
