@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "bdev.h"
+#include "iscsi.h"
 
 /* ---------------- OFD-lock emulation ---------------- */
 
@@ -168,11 +169,24 @@ static struct {
 static unsigned ats_cache_n;
 static pthread_mutex_t ats_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* ---------------- iSCSI COMPARE AND WRITE ---------------- */
+
+/* The command itself, its timeout and the reconnect hazard are in
+ * bdev/iscsi.c; bdev_open already proved with a trial command that the
+ * target does it (docs/cluster.md §9). */
+const struct bdev_ats_ops bdev_ats_iscsi_ops = {
+	.name = "iscsi",
+	.cmp_write = bdev_scsi_caw,
+};
+
 const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd)
 {
 	const struct bdev_ats_ops *ops = &bdev_ats_ofd_ops;
 	struct stat st;
 	unsigned i;
+
+	if (bdev_is_iscsi(bd))
+		return &bdev_ats_iscsi_ops;
 
 	if (!bdev_is_blockdev(bd) || fstat(bdev_fd(bd), &st) < 0)
 		return ops;

@@ -478,7 +478,9 @@ int main(int argc, char **argv)
 		printf(PROG ": -f: the check is always full\n");
 	rc = bdev_open(o.device, o.mode == FSCK_READONLY ? BDEV_RDONLY : BDEV_EXCL, &bd);
 	if (rc) {
-		if (rc == -EBUSY)
+		if (bdev_open_hint(o.device, rc))
+			snprintf(buf, sizeof(buf), "cannot open: %s", bdev_open_hint(o.device, rc));
+		else if (rc == -EBUSY)
 			snprintf(buf, sizeof(buf), "cannot open: device busy (mounted?)");
 		else if (rc == -EOPNOTSUPP)
 			snprintf(buf, sizeof(buf), "cannot open: the filesystem holding it does not "

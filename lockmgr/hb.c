@@ -98,6 +98,9 @@ int hb_obs_init(struct hb_obs *o, struct bdev *bd, const struct vmfsd_sb *sb, in
 	o->bd = bd;
 	o->sb = *sb;
 	o->n = sb->max_hosts;
+	/* Make assumption 1 (docs/cluster.md §2) true where the device can:
+	 * iSCSI commands fail a little under D instead of waiting forever. */
+	bdev_set_io_timeout(bd, o->t.io_timeout_ms);
 	o->self = self;
 	o->s = calloc(o->n, sizeof(*o->s));
 	o->buf = bdev_alloc((size_t)o->n * VMFSD_META_BLOCK);

@@ -628,6 +628,10 @@ static int image_resize(const struct opts *o, bool existed, uint64_t cur)
 
 static void bdev_open_error(const char *path, int r)
 {
+	if (bdev_open_hint(path, r)) {
+		err("%s: %s", path, bdev_open_hint(path, r));
+		return;
+	}
 	switch (r) {
 	case -ENOTBLK:
 		err("%s: not a regular file or block device", path);
@@ -895,13 +899,26 @@ int main(int argc, char **argv)
 	uint8_t uuid[16];
 	char desc[512];
 	struct vmfsd_sb old;
-	bool existed, created = false, old_ok = false, overwrite = false;
+	bool existed, created = false, old_ok = false, overwrite = false, url;
 	int r;
 
 	if (parse_args(argc, argv, &o))
 		return 1;
 
-	existed = stat(o.device, &st) == 0;
+	url = bdev_is_url(o.device);
+	if (url) {
+		/* An iSCSI LUN: it exists and is sized by the target, like a
+		 * block device; there is no file to stat, resize or blkid. */
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFBLK;
+		existed = true;
+		if (o.size) {
+			err("%s: -s only applies to image files, not to iSCSI LUNs", o.device);
+			return 1;
+		}
+	} else {
+		existed = stat(o.device, &st) == 0;
+	}
 	if (!existed && (errno != ENOENT || !o.size)) {
 		bdev_open_error(o.device, -errno);
 		return 1;
@@ -922,7 +939,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (existed && (S_ISBLK(st.st_mode) || st.st_size > 0)) {
-		r = blkid_check(o.device, desc, sizeof(desc));
+		r = url ? 0 : blkid_check(o.device, desc, sizeof(desc));
 		if (r == 0)
 			r = vmfsd_check(o.device, desc, sizeof(desc), &old, &old_ok);
 		if (r < 0 && r != -EOPNOTSUPP && r != -ENOTBLK) {
@@ -945,7 +962,7 @@ int main(int argc, char **argv)
 			}
 		}
 		overwrite = r == 1;
-		if (o.force)
+		if (o.force && !url)
 			blkid_list_sigs(o.device, &sigs);
 	}
 

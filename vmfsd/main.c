@@ -191,7 +191,9 @@ static int show_status(const char *device, int json)
 
 	r = bdev_open(device, BDEV_RDONLY, &bd);
 	if (r) {
-		fprintf(stderr, PROG ": %s: %s\n", device, strerror(-r));
+		const char *hint = bdev_open_hint(device, r);
+
+		fprintf(stderr, PROG ": %s: %s\n", device, hint ? hint : strerror(-r));
 		return 1;
 	}
 	r = lockmgr_status(bd, 0, &st);
@@ -257,6 +259,12 @@ static int ro_compat_only(struct bdev *bd)
 /* Failures of opening the device, before anything is read from it. */
 static void open_error(const char *device, int r)
 {
+	const char *hint = bdev_open_hint(device, r);
+
+	if (hint) {
+		fprintf(stderr, PROG ": %s: %s\n", device, hint);
+		return;
+	}
 	switch (r) {
 	case -EOPNOTSUPP:
 		/* bdev_open's only -EOPNOTSUPP: open(O_DIRECT) said EINVAL. */
