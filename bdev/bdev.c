@@ -1064,6 +1064,18 @@ int bdev_pr_preempt(struct bdev *bd, uint64_t key, uint64_t victim)
 	return bdev_iscsi_pr(bd->isc, SCSI_PR_PREEMPT, key, victim);
 }
 
+int bdev_pr_clear(struct bdev *bd, uint64_t key)
+{
+	int r;
+
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	r = bdev_iscsi_pr(bd->isc, SCSI_PR_REGISTER_AND_IGNORE, 0, key);
+	if (!r)
+		r = bdev_iscsi_pr(bd->isc, SCSI_PR_CLEAR, key, 0);
+	return r;
+}
+
 int bdev_pr_read(struct bdev *bd, uint64_t *keys, unsigned max, unsigned *n, uint64_t *holder)
 {
 	int type;

@@ -136,6 +136,12 @@ int bdev_pr_register(struct bdev *bd, uint64_t key);
 int bdev_pr_unregister(struct bdev *bd, uint64_t key);
 int bdev_pr_reserve(struct bdev *bd, uint64_t key);
 int bdev_pr_preempt(struct bdev *bd, uint64_t key, uint64_t victim);
+/* Registers KEY, then CLEARs every registration and the reservation (mkfs:
+ * a new volume starts with none of the old one's keys). */
+int bdev_pr_clear(struct bdev *bd, uint64_t key);
+/* The key offline tools (fsck repairing) register so that a reservation
+ * left by dead hosts does not refuse their writes. */
+#define BDEV_PR_MAINT_KEY 0x56464d41494e5400ull  /* "VFMAINT" */
 /* Registered keys (up to MAX in KEYS, *N the total) and the reservation
  * holder's key (0: no reservation). */
 int bdev_pr_read(struct bdev *bd, uint64_t *keys, unsigned max, unsigned *n, uint64_t *holder);

@@ -17,6 +17,7 @@ struct bdev_iscsi;
 enum {
 	SCSI_PR_REGISTER = 0,
 	SCSI_PR_RESERVE = 1,
+	SCSI_PR_CLEAR = 3,
 	SCSI_PR_PREEMPT = 4,
 	SCSI_PR_REGISTER_AND_IGNORE = 6,
 };

@@ -492,6 +492,11 @@ int main(int argc, char **argv)
 		msg = buf;
 		goto out;
 	}
+	/* Repairs on an iSCSI LUN: registered, so that a reservation left by
+	 * hosts that died mounted does not refuse our writes (fsck itself
+	 * refuses to repair while any host is live; docs/cluster.md §9). */
+	if (o.mode != FSCK_READONLY && bdev_is_iscsi(bd))
+		(void)bdev_pr_register(bd, BDEV_PR_MAINT_KEY);
 	fo.mode = o.mode;
 	fo.problem = print_problem;
 	fo.problem_arg = &pr;
@@ -518,6 +523,8 @@ out:
 		print_summary(&o, rc, &res);
 	}
 	fsck_result_free(&res);
+	if (bd && o.mode != FSCK_READONLY && bdev_is_iscsi(bd))
+		(void)bdev_pr_unregister(bd, BDEV_PR_MAINT_KEY);
 	bdev_close(bd);
 	return status;
 }

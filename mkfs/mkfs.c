@@ -978,6 +978,17 @@ int main(int argc, char **argv)
 		bdev_open_error(o.device, r);
 		goto fail;
 	}
+	/* A LUN keeps the persistent reservation of the volume it held before
+	 * (hosts that died mounted): it would refuse our writes, and the new
+	 * volume's hosts owe nothing to the old keys (docs/cluster.md §9). */
+	if (bdev_is_iscsi(bd)) {
+		r = bdev_pr_clear(bd, BDEV_PR_MAINT_KEY);
+		if (r && r != -EOPNOTSUPP) {
+			err("%s: cannot clear the LUN's persistent reservations: %s", o.device,
+			    strerror(-r));
+			goto fail;
+		}
+	}
 	/* Checked above already; taking the lock now also keeps a vmfsd of
 	 * this host from mounting the half-made volume while we write. */
 	r = bdev_trylock_range(bd, 0, 0, 1);
