@@ -613,7 +613,9 @@ void bdev_iscsi_drain(struct bdev_iscsi *li)
 	pthread_mutex_unlock(&li->lock);
 }
 
-int bdev_iscsi_caw(struct bdev_iscsi *li, uint64_t off, const void *expect, const void *newval,
+/* COMPARE AND WRITE; RESERVATION CONFLICT stays -EACCES (the probe needs
+ * to tell it apart). */
+static int caw_raw(struct bdev_iscsi *li, uint64_t off, const void *expect, const void *newval,
 		   void *actual)
 {
 	struct isc_req r;
@@ -633,8 +635,6 @@ int bdev_iscsi_caw(struct bdev_iscsi *li, uint64_t off, const void *expect, cons
 	r.buf = buf;
 	r.len = 2 * BDEV_ATS_SECTOR;
 	res = submit(li, &r, 1);
-	if (res == -EACCES)
-		res = -EIO;
 	/* The sense data says where the first difference is, not what the
 	 * sector holds: read it for the caller.  (Another host may change it
 	 * in between; callers treat ACTUAL as a hint and compare again.) */
@@ -688,6 +688,14 @@ int bdev_iscsi_pr_keys(struct bdev_iscsi *li, uint64_t *keys, unsigned max, unsi
 	return 0;
 }
 
+int bdev_iscsi_caw(struct bdev_iscsi *li, uint64_t off, const void *expect, const void *newval,
+		   void *actual)
+{
+	int r = caw_raw(li, off, expect, newval, actual);
+
+	return r == -EACCES ? -EIO : r;
+}
+
 /* The trial COMPARE AND WRITE (issue 13: a target's Block Limits page can
  * advertise CAW and the target still reject it, as Debian's tgt does).
  * Two commands on sector 0, both writing back what it holds, so neither
@@ -695,7 +703,7 @@ int bdev_iscsi_pr_keys(struct bdev_iscsi *li, uint64_t *keys, unsigned max, unsi
  * match (GOOD), one whose comparison must fail (MISCOMPARE, nothing
  * written).  A concurrent change of sector 0 by another host turns the
  * first into a miscompare: then read again and retry. */
-static int caw_probe(struct bdev_iscsi *li)
+static int caw_probe_once(struct bdev_iscsi *li)
 {
 	uint8_t *cur = bdev_alloc(3 * BDEV_ATS_SECTOR), *bad, *act;
 	int r = -EIO, tries;
@@ -708,7 +716,7 @@ static int caw_probe(struct bdev_iscsi *li)
 		r = bdev_iscsi_rw(li, 0, cur, BDEV_ATS_SECTOR, 0);
 		if (r)
 			goto out;
-		r = bdev_iscsi_caw(li, 0, cur, cur, NULL);
+		r = caw_raw(li, 0, cur, cur, NULL);
 		if (r != -ECANCELED)
 			break;
 	}
@@ -716,7 +724,7 @@ static int caw_probe(struct bdev_iscsi *li)
 		goto out;
 	memcpy(bad, cur, BDEV_ATS_SECTOR);
 	bad[BDEV_ATS_SECTOR - 1] ^= 0xff;
-	r = bdev_iscsi_caw(li, 0, bad, cur, act);
+	r = caw_raw(li, 0, bad, cur, act);
 	if (r == -ECANCELED)
 		r = 0;
 	else if (!r)
@@ -724,6 +732,27 @@ static int caw_probe(struct bdev_iscsi *li)
 out:
 	bdev_free(cur);
 	return r;
+}
+
+/* A LUN that mounted hosts have reserved (Write Exclusive - Registrants
+ * Only, lockmgr/pr.c) refuses our trial write with RESERVATION CONFLICT
+ * before comparing anything.  Then probe under a provisional key of our
+ * own, and drop it again: the heartbeat registers this nexus's real key
+ * before its first write. */
+static int caw_probe(struct bdev_iscsi *li)
+{
+	uint64_t key;
+	int r = caw_probe_once(li);
+
+	if (r != -EACCES)
+		return r;
+	key = 0x5646505200000000ull | li->isid_rnd;     /* "VFPR" */
+	r = bdev_iscsi_pr(li, SCSI_PR_REGISTER_AND_IGNORE, 0, key);
+	if (r)
+		return r == -EACCES ? -EIO : r;
+	r = caw_probe_once(li);
+	(void)bdev_iscsi_pr(li, SCSI_PR_REGISTER, key, 0);
+	return r == -EACCES ? -EIO : r;
 }
 
 void bdev_iscsi_close(struct bdev_iscsi *li)

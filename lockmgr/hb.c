@@ -715,7 +715,9 @@ int hb_join(struct bdev *bd, const struct vmfsd_sb *sb, const char *host_name,
 		encode_sector(&rec, off, nv);
 		/* Registered before the claim, our first write: a reserved LUN
 		 * refuses writes from unregistered initiators (pr.c). */
-		hb_pr_register(hb, slot, rec.generation);
+		r = hb_pr_register(hb, slot, rec.generation);
+		if (r)
+			goto fail;
 		issue = hb_clock_ns();
 		r = bdev_ats(bd, off, expect, nv, NULL);
 		if (r == -ECANCELED) {

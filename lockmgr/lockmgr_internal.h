@@ -65,7 +65,7 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
  * not decode. */
 /* pr.c: fencing by SCSI persistent reservations (docs/cluster.md §9). */
 uint64_t hb_pr_key(uint32_t slot, uint64_t gen);
-void hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen);
+int hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen);
 void hb_pr_joined(struct hb *hb);
 int hb_pr_preempt(struct hb *hb, uint32_t slot, uint64_t gen);
 void hb_pr_leave(struct hb *hb);

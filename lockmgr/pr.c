@@ -12,10 +12,11 @@
  * mechanism; this closes the holes of its assumptions 1 and 3 (an I/O that
  * lands late, a host frozen past its own fence deadline).
  *
- * Every call here is best effort: on image files and local devices bdev
- * answers -EOPNOTSUPP and nothing changes; a target without persistent
- * reservations leaves only the self-fencing argument.  The outcome is
- * counted in struct hb (pr_registered, pr_preempts) for status and tests.
+ * Only on volumes made with mkfs.vmfsd --pr-fence (feature
+ * VMFSD_FEAT_RO_PR_FENCE): there every host must register or not join.
+ * Reserving, preempting and unregistering are best effort: their failure
+ * leaves the self-fencing argument, which never depended on them.  The
+ * outcome is counted in struct hb (pr_registered, pr_preempts).
  */
 #include <errno.h>
 
@@ -30,13 +31,24 @@ uint64_t hb_pr_key(uint32_t slot, uint64_t gen)
 	return 0x5646000000000000ull | ((uint64_t)(slot & 0xffff) << 32) | (gen & 0xffffffffull);
 }
 
-void hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen)
+static bool pr_volume(const struct hb *hb)
 {
+	return hb->sb.feat_ro_compat & VMFSD_FEAT_RO_PR_FENCE;
+}
+
+int hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen)
+{
+	int r;
+
+	if (!pr_volume(hb))
+		return 0;
 	/* REGISTER AND IGNORE EXISTING KEY: replaces whatever key this I_T
 	 * nexus had (a claim attempt on another slot that lost its ATS). */
-	int r = bdev_pr_register(hb->bd, hb_pr_key(slot, gen));
-
+	r = bdev_pr_register(hb->bd, hb_pr_key(slot, gen));
 	atomic_store(&hb->pr_registered, r == 0);
+	/* The volume promises fencing by the target: a host that cannot
+	 * register must not join (-ENOLCK: no persistent reservations). */
+	return r == -EOPNOTSUPP ? -ENOLCK : r;
 }
 
 void hb_pr_joined(struct hb *hb)

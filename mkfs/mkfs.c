@@ -72,6 +72,7 @@ struct opts {
 	uint64_t inode_count;
 	uint64_t sub_size;
 	uint64_t size;          /* -s: 0 = not given */
+	bool pr_fence;          /* --pr-fence */
 	const char *device;
 };
 
@@ -114,6 +115,8 @@ static void usage(FILE *out)
 		"      --hb-interval MS     heartbeat renewal interval (default %u ms)\n"
 		"      --hb-timeout MS      a host silent this long is dead (default %u ms,\n"
 		"                           at least twice the interval)\n"
+		"      --pr-fence           hosts fence each other with SCSI persistent\n"
+		"                           reservations (iSCSI LUNs; see vmfsd(8))\n"
 		"  -J, --journal-size SIZE  journal size per host (default: 1/256 of the volume\n"
 		"                           shared by all hosts, 1M..64M each)\n"
 		"  -N, --inodes N           number of inodes (default: one per 512K, 16K..4M)\n"
@@ -234,7 +237,7 @@ static int label_check(const char *l)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_HB_INTERVAL = 0x100, OPT_HB_TIMEOUT };
+	enum { OPT_HB_INTERVAL = 0x100, OPT_HB_TIMEOUT, OPT_PR_FENCE };
 	static const struct option longopts[] = {
 		{ "force", no_argument, NULL, 'f' },
 		{ "label", required_argument, NULL, 'L' },
@@ -243,6 +246,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "size", required_argument, NULL, 's' },
 		{ "hb-interval", required_argument, NULL, OPT_HB_INTERVAL },
 		{ "hb-timeout", required_argument, NULL, OPT_HB_TIMEOUT },
+		{ "pr-fence", no_argument, NULL, OPT_PR_FENCE },
 		{ "journal-size", required_argument, NULL, 'J' },
 		{ "inodes", required_argument, NULL, 'N' },
 		{ "sub-pool", required_argument, NULL, 'S' },
@@ -310,6 +314,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				err("invalid heartbeat interval '%s' (milliseconds, 1..3600000)", optarg);
 				return -EINVAL;
 			}
+			break;
+		case OPT_PR_FENCE:
+			o->pr_fence = true;
 			break;
 		case OPT_HB_TIMEOUT:
 			if (parse_u32(optarg, 2, 7200000, &o->hb_timeout_ms)) {
@@ -906,6 +913,11 @@ int main(int argc, char **argv)
 		return 1;
 
 	url = bdev_is_url(o.device);
+	if (o.pr_fence && !url) {
+		err("%s: --pr-fence needs an iSCSI LUN (iscsi://...): files and local "
+		    "devices have no persistent reservations", o.device);
+		return 1;
+	}
 	if (url) {
 		/* An iSCSI LUN: it exists and is sized by the target, like a
 		 * block device; there is no file to stat, resize or blkid. */
@@ -1018,6 +1030,7 @@ int main(int argc, char **argv)
 	p.max_hosts = o.max_hosts;
 	p.hb_interval_ms = o.hb_interval_ms;
 	p.hb_timeout_ms = o.hb_timeout_ms;
+	p.pr_fence = o.pr_fence;
 	p.journal_size = o.journal_size;
 	p.inode_count = o.inode_count;
 	p.sub_size = o.sub_size;

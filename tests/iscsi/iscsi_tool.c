@@ -16,6 +16,7 @@
  *   iscsi_tool write URL SECTOR BYTE [KEY] writes one sector of BYTE, after
  *                                         registering KEY when given; prints
  *                                         "ok" or the error
+ *   iscsi_tool preempt URL MYKEY VICTIM   registers MYKEY, PREEMPTs VICTIM
  *   iscsi_tool bench URL                  CAW latency (prints microseconds)
  *
  * Each hammer write is unique (the tag and the count are in it), the
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: iscsi_tool hammer|read|caw|pr|write|bench URL [ARGS]\n");
 		return 2;
 	}
-	if (argc > 3)
+	if (argc > 3 && strcmp(argv[1], "preempt"))
 		off = strtoull(argv[3], NULL, 0) * 512;
 	r = bdev_open(argv[2], !strcmp(argv[1], "read") || !strcmp(argv[1], "pr") ?
 		      BDEV_RDONLY : 0, &bd);
@@ -164,6 +165,14 @@ int main(int argc, char **argv)
 		printf("%s\n", r ? strerror(-r) : "ok");
 		rc = !!r;
 		bdev_free(b);
+	} else if (!strcmp(argv[1], "preempt") && argc == 5) {
+		uint64_t mine = strtoull(argv[3], NULL, 16);
+
+		r = bdev_pr_register(bd, mine);
+		if (!r)
+			r = bdev_pr_preempt(bd, mine, strtoull(argv[4], NULL, 16));
+		printf("%s\n", r ? strerror(-r) : "ok");
+		rc = !!r;
 	} else if (!strcmp(argv[1], "bench")) {
 		uint8_t *b = bdev_alloc(1024);
 		double t0, best = 1e12, sum = 0;
