@@ -40,8 +40,12 @@ import vmfstest as vt  # noqa: E402
 TIMEOUT_S = 5.0
 INTERVAL_MS = 500
 TOOL = os.environ.get("ISCSI_TOOL")
-CHECK = vt.Checker(os.path.basename(__file__))
-fail = CHECK.fail
+CHECK = vt.Checker(os.path.basename(__file__))   # replaced by vt.main's in body()
+
+
+def fail(msg):
+    return CHECK.fail(msg)
+
 log = vt.log
 
 
@@ -222,6 +226,8 @@ def run(c, title, fn, *args):
 
 
 def body(c):
+    global CHECK
+    CHECK = c       # the checker whose failures vt.main counts
     san.require_netns()
     if not TOOL:
         print("FAIL: ISCSI_TOOL not set")

@@ -32,12 +32,18 @@ import vmfstest as vt  # noqa: E402
 from test_iscsi_cluster import c_writer, mount, pr_state, run  # noqa: E402
 
 TIMEOUT_S = 5.0
-CHECK = vt.Checker(os.path.basename(__file__))
-fail = CHECK.fail
+CHECK = vt.Checker(os.path.basename(__file__))   # replaced by vt.main's in body()
+
+
+def fail(msg):
+    return CHECK.fail(msg)
+
 log = vt.log
 
 
 def body(c):
+    global CHECK
+    CHECK = c       # the checker whose failures vt.main counts
     san.require_netns()
     workdir = tempfile.mkdtemp(prefix="vmfsd-it-iscsipr-", dir="/var/tmp")
     mb, mc = os.path.join(workdir, "b"), os.path.join(workdir, "c")
