@@ -117,11 +117,18 @@ struct bdev_iscsi {
 
 	pthread_t thr;
 	int efd;
-	pthread_mutex_t lock;   /* the queue, stop, aio_pending */
+	pthread_mutex_t lock;   /* the queues, stop, aio_pending */
 	pthread_cond_t idle;
 	struct isc_req *qhead, **qtail;
 	unsigned aio_pending;
 	int stop;
+	/* Finished asynchronous requests, whose callbacks run on their own
+	 * thread: a callback may do synchronous I/O on this LUN, which the
+	 * service thread could not serve while running it. */
+	pthread_t done_thr;
+	pthread_cond_t done_cv;
+	struct isc_req *dhead, **dtail;
+	int done_stop;
 
 	/* Service thread only. */
 	struct iscsi_context *ctx;
@@ -171,17 +178,54 @@ static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 {
 	r->res = res;
 	if (r->aio) {
-		struct bdev_aio *a = r->aio;
-
-		free(r);
-		a->cb(a, res);
+		r->next = NULL;
 		pthread_mutex_lock(&li->lock);
-		if (!--li->aio_pending)
-			pthread_cond_broadcast(&li->idle);
+		*li->dtail = r;
+		li->dtail = &r->next;
+		pthread_cond_signal(&li->done_cv);
 		pthread_mutex_unlock(&li->lock);
 		return;
 	}
 	sem_post(&r->done);
+}
+
+static void *completer(void *arg)
+{
+	struct bdev_iscsi *li = arg;
+
+	pthread_mutex_lock(&li->lock);
+	for (;;) {
+		struct isc_req *r = li->dhead;
+		unsigned n = 0;
+
+		if (!r) {
+			if (li->done_stop)
+				break;
+			pthread_cond_wait(&li->done_cv, &li->lock);
+			continue;
+		}
+		li->dhead = NULL;
+		li->dtail = &li->dhead;
+		pthread_mutex_unlock(&li->lock);
+		while (r) {
+			struct isc_req *next = r->next;
+			struct bdev_aio *a = r->aio;
+			int res = r->res;
+
+			free(r);
+			a->cb(a, res);
+			n++;
+			r = next;
+		}
+		pthread_mutex_lock(&li->lock);
+		/* Counted down only after the callbacks ran: bdev_aio_drain
+		 * promises that. */
+		li->aio_pending -= n;
+		if (!li->aio_pending)
+			pthread_cond_broadcast(&li->idle);
+	}
+	pthread_mutex_unlock(&li->lock);
+	return NULL;
 }
 
 static int issue(struct bdev_iscsi *li, struct isc_req *r);
@@ -769,9 +813,15 @@ void bdev_iscsi_close(struct bdev_iscsi *li)
 		/* saturated: it wakes anyway */
 	}
 	pthread_join(li->thr, NULL);
+	pthread_mutex_lock(&li->lock);
+	li->done_stop = 1;
+	pthread_cond_signal(&li->done_cv);
+	pthread_mutex_unlock(&li->lock);
+	pthread_join(li->done_thr, NULL);
 	close(li->efd);
 	pthread_mutex_destroy(&li->lock);
 	pthread_cond_destroy(&li->idle);
+	pthread_cond_destroy(&li->done_cv);
 	free(li);
 }
 
@@ -833,14 +883,26 @@ int bdev_iscsi_open(const char *url, int rdonly, bdev_iscsi_gate_fn gate, void *
 	atomic_store(&li->timeout_ms, ISC_DEFAULT_TIMEOUT_MS);
 	pthread_mutex_init(&li->lock, NULL);
 	pthread_cond_init(&li->idle, NULL);
+	pthread_cond_init(&li->done_cv, NULL);
 	li->qtail = &li->qhead;
+	li->dtail = &li->dhead;
 	li->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (li->efd < 0) {
 		r = -errno;
 		goto fail_mutex;
 	}
+	r = -pthread_create(&li->done_thr, NULL, completer, li);
+	if (r) {
+		close(li->efd);
+		goto fail_mutex;
+	}
 	r = -pthread_create(&li->thr, NULL, service, li);
 	if (r) {
+		pthread_mutex_lock(&li->lock);
+		li->done_stop = 1;
+		pthread_cond_signal(&li->done_cv);
+		pthread_mutex_unlock(&li->lock);
+		pthread_join(li->done_thr, NULL);
 		close(li->efd);
 		goto fail_mutex;
 	}
@@ -879,6 +941,7 @@ fail:
 fail_mutex:
 	pthread_mutex_destroy(&li->lock);
 	pthread_cond_destroy(&li->idle);
+	pthread_cond_destroy(&li->done_cv);
 	free(li);
 	return r;
 }
