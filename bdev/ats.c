@@ -173,7 +173,7 @@ static pthread_mutex_t ats_cache_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The command itself, its timeout and the reconnect hazard are in
  * bdev/iscsi.c; bdev_open already proved with a trial command that the
- * target does it (docs/cluster.md §9). */
+ * target does it (docs/cluster.md §8). */
 const struct bdev_ats_ops bdev_ats_iscsi_ops = {
 	.name = "iscsi",
 	.cmp_write = bdev_scsi_caw,

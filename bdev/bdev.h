@@ -131,7 +131,7 @@ const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd);
  * type Write Exclusive - Registrants Only: every registered host may
  * write, an unregistered or preempted one gets RESERVATION CONFLICT, which
  * bdev reports as -EIO on data and ATS (-EACCES from these functions).
- * See docs/cluster.md §9. */
+ * See docs/cluster.md §8. */
 int bdev_pr_register(struct bdev *bd, uint64_t key);
 int bdev_pr_unregister(struct bdev *bd, uint64_t key);
 int bdev_pr_reserve(struct bdev *bd, uint64_t key);

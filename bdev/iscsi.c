@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * iSCSI LUNs through libiscsi: the backend behind iscsi:// device names,
- * for volumes shared by hosts on different machines (docs/cluster.md §9).
+ * for volumes shared by hosts on different machines (docs/cluster.md §8).
  *
  * A libiscsi context must not be used by two threads at once, so each open
  * LUN has one service thread that owns its context: callers (FUSE workers,
@@ -381,7 +381,7 @@ static void login_cb(struct iscsi_context *ctx, int status, void *command_data, 
  * calls their callbacks with CANCELLED), the socket is closed.  A command
  * the target had already received may still execute there; with
  * persistent reservations a survivor's PREEMPT rejects it if it comes late
- * (docs/cluster.md §9). */
+ * (docs/cluster.md §8). */
 static void session_drop(struct bdev_iscsi *li, const char *why)
 {
 	if (!li->ctx)

@@ -27,6 +27,7 @@ import argparse
 import datetime
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "iscsi"))
 import san  # noqa: E402
 
+TOOL = os.environ.get("ISCSI_TOOL", os.path.join(ROOT, "build/tests/iscsi/iscsi_tool"))
 MKFS = os.environ.get("VMFSD_MKFS", os.path.join(ROOT, "build/mkfs/mkfs.vmfsd"))
 VMFSD = os.environ.get("VMFSD_BIN", os.path.join(ROOT, "build/vmfsd/vmfsd"))
 OUT = []
@@ -164,29 +166,43 @@ def bridge_bytes(s):
     return st["rx"]["bytes"] + st["tx"]["bytes"], st["rx"]["packets"] + st["tx"]["packets"]
 
 
-def lock_latency(mnt, n=200):
-    p = os.path.join(mnt, "lockprobe")
-    open(p, "w").close()
+def lock_latency(mnt, n=100):
+    """open(O_RDWR) of N files this host never opened before: each takes
+    the file's on-disk lock (a read and a COMPARE AND WRITE); the close
+    releases it.  Median and p95 of the open, in ms."""
+    paths = [os.path.join(mnt, "lockprobe%d" % i) for i in range(n)]
+    for p in paths:
+        os.mknod(p)
     time.sleep(1.5)
     lat = []
-    for _ in range(n):
+    for p in paths:
         t = time.monotonic()
         fd = os.open(p, os.O_RDWR)
-        os.close(fd)
         lat.append(time.monotonic() - t)
+        os.close(fd)
     return statistics.median(lat) * 1e3, sorted(lat)[int(0.95 * n)] * 1e3
+
+
+def caw_latency(h, url):
+    """Mean and minimum of 200 uncontended COMPARE AND WRITEs (iscsi_tool)."""
+    r = h.run([TOOL, "bench", url, "0"], timeout=300)
+    if r.returncode:
+        return "n/a"
+    f = r.stdout.split()
+    return "%s / %s µs" % (f[2], f[4])
 
 
 def section_scale(host_counts):
     table("iSCSI: N hosts (network namespaces) on one LUN, default heartbeat (1 s interval, "
           "10 s timeout)",
-          ["hosts", "mount time, median / max", "lock open+close, median / p95",
+          ["hosts", "mount time, median / max", "open O_RDWR (lock), median / p95",
+           "CAW mean / min",
            "heartbeat traffic on the SAN, all idle", "per host"])
     for n in host_counts:
         work = tempfile.mkdtemp(prefix="vmfsd-bench-scale-", dir="/var/tmp")
         mnts = []
         try:
-            with san.San(2 << 30, max_sessions=max(64, 2 * n + 4)) as s:
+            with san.San(2 << 30, max_sessions=max(64, 2 * n + 4), scratch=True) as s:
                 hosts = [s.add_host() for _ in range(n)]
                 r = hosts[0].run([MKFS, "-q", "-H", str(max(8, n)), s.url], timeout=600)
                 if r.returncode:
@@ -201,6 +217,7 @@ def section_scale(host_counts):
                         times.append(time.monotonic() - t)
                         mnts.append(m)
                     med, p95 = lock_latency(mnts[0])
+                    caw = caw_latency(hosts[0], s.scratch_url)
                     time.sleep(3)
                     b0, p0 = bridge_bytes(s)
                     t0 = time.monotonic()
@@ -211,7 +228,7 @@ def section_scale(host_counts):
                     bps = (b1 - b0) / 2 / dt
                     pps = (p1 - p0) / 2 / dt
                     row([n, "%.1f s / %.1f s" % (statistics.median(times), max(times)),
-                         "%.2f ms / %.2f ms" % (med, p95),
+                         "%.2f ms / %.2f ms" % (med, p95), caw,
                          "%.0f KiB/s, %.0f packets/s" % (bps / 1024, pps),
                          "%.1f KiB/s" % (bps / 1024 / n)])
                 finally:
@@ -230,6 +247,10 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/iscsi.py: needs root (network namespaces, FUSE)")
+
+    def terminated(signum, frame):
+        raise SystemExit("killed by signal %d" % signum)     # run the cleanups
+    signal.signal(signal.SIGTERM, terminated)
     san.require_netns()
     out("## vmfsd over iSCSI, %s" % datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M UTC"))
     out()

@@ -70,7 +70,7 @@
  * journal without the identity, which replay would then ignore. */
 #define VMFSD_FEAT_RO_JOURNAL_ID   0x1ull
 /* Hosts fence each other with SCSI persistent reservations on an iSCSI LUN
- * (docs/cluster.md §9): every writer must register its key, so a build that
+ * (docs/cluster.md §8): every writer must register its key, so a build that
  * does not know the feature may only read (its writes would be refused). */
 #define VMFSD_FEAT_RO_PR_FENCE     0x2ull
 #define VMFSD_FEAT_COMPAT_SUPP     0ull

@@ -56,7 +56,7 @@ struct fs_mount_opts {
 	void *fence_arg;
 	/* Test only (vmfsd -o debug_no_self_fence): the heartbeat never fences
 	 * on its own deadline, so a test can show what the target's
-	 * persistent reservations refuse by themselves (docs/cluster.md §9). */
+	 * persistent reservations refuse by themselves (docs/cluster.md §8). */
 	int debug_no_self_fence;
 };
 

@@ -494,7 +494,7 @@ int main(int argc, char **argv)
 	}
 	/* Repairs on an iSCSI LUN: registered, so that a reservation left by
 	 * hosts that died mounted does not refuse our writes (fsck itself
-	 * refuses to repair while any host is live; docs/cluster.md §9). */
+	 * refuses to repair while any host is live; docs/cluster.md §8). */
 	if (o.mode != FSCK_READONLY && bdev_is_iscsi(bd))
 		(void)bdev_pr_register(bd, BDEV_PR_MAINT_KEY);
 	fo.mode = o.mode;

@@ -63,7 +63,7 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 /* One slot sector read fresh from the disk (not through the table).
  * *ZERO = 1 for an all-zero sector; returns -EUCLEAN/-EBADMSG when it does
  * not decode. */
-/* pr.c: fencing by SCSI persistent reservations (docs/cluster.md §9). */
+/* pr.c: fencing by SCSI persistent reservations (docs/cluster.md §8). */
 uint64_t hb_pr_key(uint32_t slot, uint64_t gen);
 int hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen);
 void hb_pr_joined(struct hb *hb);

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Fencing by the target: SPC-3 persistent reservations on iSCSI LUNs
- * (docs/cluster.md §9).  Each incarnation of a host, named by its heartbeat
+ * (docs/cluster.md §8).  Each incarnation of a host, named by its heartbeat
  * slot and the generation it claims, registers the key
  * hb_pr_key(slot, generation) before its first write; the volume is
  * reserved Write Exclusive - Registrants Only by whoever joins first.  A

@@ -992,7 +992,7 @@ int main(int argc, char **argv)
 	}
 	/* A LUN keeps the persistent reservation of the volume it held before
 	 * (hosts that died mounted): it would refuse our writes, and the new
-	 * volume's hosts owe nothing to the old keys (docs/cluster.md §9). */
+	 * volume's hosts owe nothing to the old keys (docs/cluster.md §8). */
 	if (bdev_is_iscsi(bd)) {
 		r = bdev_pr_clear(bd, BDEV_PR_MAINT_KEY);
 		if (r && r != -EOPNOTSUPP) {

@@ -42,7 +42,7 @@ struct opts {
 	int freeze_io_after;
 	int freeze_io_for;
 	int fault_on_usr1;      /* the fault starts at SIGUSR1, not after a delay */
-	int no_self_fence;      /* test only: docs/cluster.md §9 */
+	int no_self_fence;      /* test only: docs/cluster.md §8 */
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *device;
 	char *mountpoint;

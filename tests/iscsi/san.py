@@ -135,7 +135,9 @@ class Host:
 class San:
     """with San(size) as san: san.url, san.add_host() ..."""
 
-    def __init__(self, size=1 << 30, queue_depth=32, max_sessions=64):
+    def __init__(self, size=1 << 30, queue_depth=32, max_sessions=64, scratch=False):
+        """SIZE bytes of LUN 0 (self.url); SCRATCH adds a 16 MiB LUN 1
+        (self.scratch_url) for probes that must not touch the volume."""
         sweep_stale()
         _counter[0] += 1
         self.base = "%s%d-%d" % (PREFIX, os.getpid(), _counter[0])
@@ -150,6 +152,8 @@ class San:
         self.target_addr = SUBNET + ".0.1"
         self.iqn = "%s:%s" % (TARGET_IQN_BASE, TARGET_NAME)
         self.url = "iscsi://%s:%d/%s/0" % (self.target_addr, PORT, self.iqn)
+        self.scratch = scratch
+        self.scratch_url = "iscsi://%s:%d/%s/1" % (self.target_addr, PORT, self.iqn)
         _live.append(self)
         try:
             self._start()
@@ -166,6 +170,9 @@ class San:
     def _start(self):
         with open(self.lun_file, "wb") as f:
             f.truncate(self.size)           # sparse
+        if self.scratch:
+            with open(self.lun_file + ".1", "wb") as f:
+                f.truncate(16 << 20)
         _ip("netns", "add", self.tns)
         _ip("-n", self.tns, "link", "set", "lo", "up")
         _ip("-n", self.tns, "link", "add", "br0", "type", "bridge")
@@ -217,7 +224,7 @@ class San:
   UnitType Disk
   QueueDepth %(qd)d
   LUN0 Storage %(file)s %(mib)dMB
-""" % {"base": TARGET_IQN_BASE, "dir": self.dir, "auth": auth, "sess": self.max_sessions,
+%(lun1)s""" % {"lun1": ("  LUN1 Storage %s.1 16MB\n" % self.lun_file) if self.scratch else "","base": TARGET_IQN_BASE, "dir": self.dir, "auth": auth, "sess": self.max_sessions,
                 "addr": self.target_addr, "port": PORT, "subnet": SUBNET,
                 "tname": TARGET_NAME, "qd": self.queue_depth, "file": self.lun_file,
                 "mib": mib})
