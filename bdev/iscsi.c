@@ -440,6 +440,34 @@ static int session_start(struct bdev_iscsi *li)
 	return 0;
 }
 
+static void logout_cb(struct iscsi_context *ctx, int status, void *command_data, void *priv)
+{
+	(void)ctx;
+	(void)status;
+	(void)command_data;
+	*(int *)priv = 1;
+}
+
+/* A clean end of the session at close (the target then frees it at once
+ * instead of waiting for its connection timeout).  Bounded by D: a target
+ * that does not answer is simply dropped. */
+static void session_logout(struct bdev_iscsi *li)
+{
+	int64_t end = now_ns() + req_timeout_ns(li);
+	int done = 0;
+
+	if (!li->ctx || li->logged_in <= 0 || iscsi_logout_async(li->ctx, logout_cb, &done))
+		return;
+	while (!done && now_ns() < end) {
+		struct pollfd pfd = { .fd = iscsi_get_fd(li->ctx),
+				      .events = (short)iscsi_which_events(li->ctx) };
+
+		if (pfd.fd < 0 || poll(&pfd, 1, 10) < 0 ||
+		    iscsi_service(li->ctx, pfd.revents) < 0)
+			break;
+	}
+}
+
 /* ---------------- the service thread ---------------- */
 
 static void *service(void *arg)
@@ -556,6 +584,7 @@ static void *service(void *arg)
 				break;
 			}
 	}
+	session_logout(li);
 	session_drop(li, NULL);
 	return NULL;
 }
