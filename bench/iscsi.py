@@ -11,9 +11,10 @@ network namespace with a veth to the target's bridge.
                  [--hosts 1,8,32]
 
   io     fio (direct=1, libaio, QD16) on a 1 GiB file in a vmfsd mount on
-         the iscsi:// URL, against `qemu-img bench` (raw, cache=none, QD16)
-         on the same URL: 1 MiB sequential and 4 KiB random (a 1 MiB + 4 KiB
-         stride for qemu-img, which has no random mode), read and write.
+         LUN 0, against `qemu-img bench` (raw, cache=none, QD16) on LUN 1 of
+         the same target (same backing filesystem): 1 MiB sequential and
+         4 KiB random (a 1 MiB + 4 KiB stride for qemu-img, which has no
+         random mode), read and write; the two alternate, three rounds.
   scale  N hosts (namespaces) mount one LUN, for each N of --hosts: mount
          time of each host, uncontended lock latency (open O_RDWR + close of
          a file nobody else holds: one lock acquire and one release, each an
@@ -109,7 +110,11 @@ def fio(path, rw, bs, runtime):
     return d["bw_bytes"] / 1e6, d["iops"]
 
 
-def section_io(runtime):
+def section_io(runtime, rounds=3):
+    """qemu-img bench on LUN 1 and fio through vmfsd on LUN 0 of the same
+    target, alternating, ROUNDS times per workload: the machine's load
+    changes by the minute, so each pair is measured side by side and the
+    medians are compared."""
     cases = [("1 MiB sequential write", True, 1 << 20, 1 << 20, "write", "1M"),
              ("1 MiB sequential read", False, 1 << 20, 1 << 20, "read", "1M"),
              ("4 KiB random write", True, 4096, (1 << 20) + 4096, "randwrite", "4k"),
@@ -120,15 +125,8 @@ def section_io(runtime):
     res = {}
     alloc = (0, 0)
     try:
-        with san.San(4 << 30) as s:
+        with san.San(4 << 30, scratch=2 << 30) as s:
             h = s.add_host()
-            # QEMU first, on the raw LUN; the volume is made afterwards.
-            for name, write, bs, step, _, _ in cases:
-                # about RUNTIME seconds at the speed of a short probe run
-                probe = 200 if bs > 4096 else 2000
-                mbs, iops = qemu_bench(h, s.url, write, bs, step, probe)
-                count = max(probe, int(iops * runtime))
-                res[name] = [qemu_bench(h, s.url, write, bs, step, count)]
             r = h.run([MKFS, "-q", s.url], timeout=600)
             if r.returncode:
                 raise RuntimeError("mkfs: " + r.stderr)
@@ -137,23 +135,36 @@ def section_io(runtime):
                 f = os.path.join(mnt, "fio.dat")
                 # Lay the file out (allocating writes, each block's
                 # allocation committed through the journal), then measure
-                # the steady state, as qemu-img measures a raw LUN.
+                # the steady state, as qemu-img measures a raw LUN; the
+                # raw LUN gets the same first pass.
                 alloc = fio(f, "write", "1M", 0)
-                for name, _, _, _, rw, bs in cases:
-                    res[name].append(fio(f, rw, bs, runtime))
+                qemu_bench(h, s.scratch_url, True, 1 << 20, 1 << 20, 1024)
+                for name, write, bs, step, rw, fbs in cases:
+                    probe = 200 if bs > 4096 else 2000
+                    _, iops = qemu_bench(h, s.scratch_url, write, bs, step, probe)
+                    count = max(probe, int(iops * runtime))
+                    q, v = [], []
+                    for _ in range(rounds):
+                        q.append(qemu_bench(h, s.scratch_url, write, bs, step, count))
+                        v.append(fio(f, rw, fbs, runtime))
+                    res[name] = (q, v)
             finally:
                 unmount(mnt)
     finally:
         subprocess.run(["rm", "-rf", work])
-    table("iSCSI: fio in a vmfsd mount on the iscsi:// URL vs qemu-img bench on the same "
-          "URL (istgt in a network namespace, QD16, %d s each)" % runtime,
-          ["workload", "qemu-img bench (libiscsi)", "vmfsd + fio", "vmfsd / qemu"])
+    table("iSCSI: fio in a vmfsd mount on the iscsi:// URL vs qemu-img bench on an "
+          "iscsi:// URL of the same target (istgt in a network namespace, QD16, "
+          "%d s each, median of %d alternating rounds)" % (runtime, rounds),
+          ["workload", "qemu-img bench (libiscsi)", "vmfsd + fio", "vmfsd / qemu",
+           "rounds (vmfsd / qemu)"])
     for name, _, bs, _, _, _ in cases:
-        (qm, qi), (vm, vi) = res[name]
-        if bs > 4096:
-            row([name, "%.0f MB/s" % qm, "%.0f MB/s" % vm, pct(vm, qm)])
-        else:
-            row([name, "%.0f IOPS" % qi, "%.0f IOPS" % vi, pct(vi, qi)])
+        q, v = res[name]
+        k = 0 if bs > 4096 else 1
+        qm = statistics.median(x[k] for x in q)
+        vm = statistics.median(x[k] for x in v)
+        unit = "MB/s" if k == 0 else "IOPS"
+        row([name, "%.0f %s" % (qm, unit), "%.0f %s" % (vm, unit), pct(vm, qm),
+             " ".join(pct(b[k], a[k]) for a, b in zip(q, v))])
     out()
     out("The first write of the 1 GiB file (every 1 MiB block allocated, QD16): "
         "%.0f MB/s." % alloc[0])
@@ -202,7 +213,7 @@ def section_scale(host_counts):
         work = tempfile.mkdtemp(prefix="vmfsd-bench-scale-", dir="/var/tmp")
         mnts = []
         try:
-            with san.San(2 << 30, max_sessions=max(64, 2 * n + 4), scratch=True) as s:
+            with san.San(2 << 30, max_sessions=max(64, 2 * n + 4), scratch=16 << 20) as s:
                 hosts = [s.add_host() for _ in range(n)]
                 r = hosts[0].run([MKFS, "-q", "-H", str(max(8, n)), s.url], timeout=600)
                 if r.returncode:

@@ -135,9 +135,10 @@ class Host:
 class San:
     """with San(size) as san: san.url, san.add_host() ..."""
 
-    def __init__(self, size=1 << 30, queue_depth=32, max_sessions=64, scratch=False):
-        """SIZE bytes of LUN 0 (self.url); SCRATCH adds a 16 MiB LUN 1
-        (self.scratch_url) for probes that must not touch the volume."""
+    def __init__(self, size=1 << 30, queue_depth=32, max_sessions=64, scratch=0):
+        """SIZE bytes of LUN 0 (self.url); SCRATCH bytes (0: none) of a
+        LUN 1 (self.scratch_url) for probes that must not touch the
+        volume, on the same target and backing filesystem."""
         sweep_stale()
         _counter[0] += 1
         self.base = "%s%d-%d" % (PREFIX, os.getpid(), _counter[0])
@@ -172,7 +173,7 @@ class San:
             f.truncate(self.size)           # sparse
         if self.scratch:
             with open(self.lun_file + ".1", "wb") as f:
-                f.truncate(16 << 20)
+                f.truncate(self.scratch)
         _ip("netns", "add", self.tns)
         _ip("-n", self.tns, "link", "set", "lo", "up")
         _ip("-n", self.tns, "link", "add", "br0", "type", "bridge")
@@ -224,7 +225,8 @@ class San:
   UnitType Disk
   QueueDepth %(qd)d
   LUN0 Storage %(file)s %(mib)dMB
-%(lun1)s""" % {"lun1": ("  LUN1 Storage %s.1 16MB\n" % self.lun_file) if self.scratch else "","base": TARGET_IQN_BASE, "dir": self.dir, "auth": auth, "sess": self.max_sessions,
+%(lun1)s""" % {"lun1": ("  LUN1 Storage %s.1 %dMB\n" % (self.lun_file, self.scratch >> 20))
+                         if self.scratch else "","base": TARGET_IQN_BASE, "dir": self.dir, "auth": auth, "sess": self.max_sessions,
                 "addr": self.target_addr, "port": PORT, "subnet": SUBNET,
                 "tname": TARGET_NAME, "qd": self.queue_depth, "file": self.lun_file,
                 "mib": mib})
