@@ -4,10 +4,11 @@
  * heartbeat claim and lock change is made of (docs/cluster.md §1).  Two
  * implementations sit behind struct bdev_ats_ops: the OFD-lock emulation for
  * hosts that are processes of one kernel (image files, loop devices, local
- * disks), and the seam for SCSI COMPARE AND WRITE on LUNs shared by several
- * machines, which for now refuses with -EOPNOTSUPP.  Both go through
- * bdev_pread/bdev_pwrite, so fault injection and the power-cut model see ATS
- * like any other I/O.
+ * disks), and SCSI COMPARE AND WRITE for LUNs shared by several machines:
+ * through libiscsi for iscsi:// LUNs (bdev/iscsi.c), while the SG_IO seam
+ * for kernel SCSI block devices still refuses with -EOPNOTSUPP.  The OFD
+ * emulation goes through bdev_pread/bdev_pwrite and the iSCSI one through
+ * bdev's write gate, so fault injection sees ATS like any other write.
  */
 #include <errno.h>
 #include <fcntl.h>
