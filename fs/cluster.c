@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "fs_internal.h"
+#include "lockmgr/lockmgr_internal.h"
 
 /* Transient locks are released after the next commit (COMMIT_INTERVAL_MS,
  * 1 s), so a contender waits up to that plus the commit itself; 2.5 s
@@ -184,6 +185,8 @@ int cluster_join(struct fs *fs)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
 	hb_set_fence_cb(fs->hb, fence_cb, fs);
+	if (fs->no_self_fence)
+		lockmgr_fault_set(fs->hb, LOCKMGR_FAULT_NO_FENCE);
 	return hosts_init(fs);
 }
 

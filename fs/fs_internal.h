@@ -268,6 +268,7 @@ struct fs {
 	int commit_interval_ms;
 	bool own_bd;
 	bool reclaim_own;
+	bool no_self_fence;     /* fs_mount_opts.debug_no_self_fence */
 
 	/* cluster (fs/cluster.c) */
 	struct hb *hb;                  /* NULL on a read-only mount */

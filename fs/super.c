@@ -164,6 +164,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	}
 	fs->commit_interval_ms = o ? o->commit_interval_ms : 0;
 	fs->reclaim_own = o && o->reclaim_own_slot;
+	fs->no_self_fence = o && o->debug_no_self_fence;
 	if (o) {
 		fs->fence_hook = o->fence_hook;
 		fs->fence_arg = o->fence_arg;
