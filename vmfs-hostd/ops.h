@@ -100,7 +100,27 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req);
 json_t *reset_vm(struct agent *a, struct vmctx *v);
 json_t *suspend_vm(struct agent *a, struct vmctx *v);
 json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid);
-void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx);
+void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);
+/* monitor.c: VM monitoring (restart in place) */
+struct mon_entry;
+struct mon_sweep {
+	struct mon_entry **v;
+	size_t n, cap;
+};
+/* the sweep: a running VM whose flock LFD it holds (closed by run) */
+void monitor_sweep_add(struct mon_sweep *s, const char *sdir, const char *vmx, pid_t pid, int lfd);
+/* QMP heartbeat of all added VMs at once, then each one's checks */
+void monitor_sweep_run(struct agent *a, struct mon_sweep *s, bool startup);
+/* QEMU of the VM is gone: clean up, and restart it if it failed */
+void monitor_vm_ended(struct agent *a, const char *sdir, const char *vmx);
+bool monitor_restart_due(const char *sdir);
+/* forks the restart worker, which takes over the flock LFD */
+void monitor_restart_spawn(struct agent *a, const char *sdir, const char *vmx, int lfd);
+/* at every power-on; RESTART: by the monitor (keeps the history) */
+void monitor_power_on(struct agent *a, struct vmctx *v, bool restart);
+/* a pending restart cancelled (power-off of a VM waiting for one) */
+bool monitor_cancel(struct agent *a, struct vmctx *v, const char *why);
+void monitor_info(struct agent *a, struct vmctx *v, json_t *o);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 
