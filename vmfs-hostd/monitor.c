@@ -254,7 +254,7 @@ static bool fenced_note(const char *sdir)
 static bool datastore_errno(int rc)
 {
 	return rc == -EIO || rc == -ENOTCONN || rc == -ENOENT || rc == -ESTALE || rc == -ENODEV ||
-	       rc == -EROFS || rc == -ENOTDIR || rc == -ECONNABORTED || rc == -ETIMEDOUT;
+	       rc == -EROFS || rc == -ENOTDIR || rc == -ECONNABORTED;
 }
 
 /* A failure of a monitored VM: schedule the restart or give up.  ST is
@@ -642,7 +642,11 @@ static void check_running(struct agent *a, struct mon_entry *e)
 
 		unlink(hp);
 		snprintf(v.sdir, sizeof(v.sdir), "%s", e->sdir);
-		if (!strcmp(e->status, "guest-panicked")) {
+		if (!strcmp(e->status, "internal-error") && p.enabled) {
+			/* QEMU stopped the VM after an error of its own
+			 * (KVM_RUN failed): nothing resumes it */
+			kill_failed(a, e, st, "QEMU stopped the VM after an internal error");
+		} else if (!strcmp(e->status, "guest-panicked")) {
 			if (p.enabled)
 				kill_failed(a, e, st, "the guest panicked (pvpanic; QEMU paused it)");
 			else if (!json_is_true(json_object_get(st, "panic_noted"))) {
