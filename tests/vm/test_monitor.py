@@ -8,6 +8,8 @@ mount runs the TCG test guest, whose counter lives at sector 0 of its disk.
 - SIGSTOP of QEMU (QMP socket open, no answers): detected by the QMP
   heartbeat after the VM's hang timeout, killed and restarted;
 - `power-off`: not restarted;
+- another host (a second agent) took the VM while the first one could not
+  act yet: the restart is refused by the lock record, one event, no retry;
 - a guest that powers itself off (vmfs.count=N): not restarted;
 - a guest that panics at every boot (vmfs.panic_after=1, pvpanic): restarted
   vmfsd.ha.maxRestarts times, then left off with a vm.restart-gave-up event;
@@ -150,6 +152,38 @@ def body(c):
         stopped = events_of(events(), since, "vm.stopped")
         c.check(stopped and "guest powered off" in stopped[-1]["message"],
                 "guest power-off: stop event %s" % stopped)
+
+        print("  another host took the VM before the restart: refused, not retried", flush=True)
+        # esx1's agent is held (SIGSTOP) so that it cannot restart the VM
+        # before esx2 takes it: QEMU dies, esx2 powers the VM on (--force:
+        # the lock record still names esx1), then esx1's agent goes on
+        set_vmx(**{"vmfsd.append": APPEND})
+        b = vol.agent("esx2")
+        b.ok("register", vm)
+        a.ok("power-on", vm)
+        pid = running_pid()
+        since = len(events())
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not vmtest.pid_alive(pid), 30, "esx1's QEMU gone")
+            b.ok("power-on", "--force", vm)
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        ev = wait_event(since, "vm.restart-refused", timeout=60)
+        print("    " + ev["message"], flush=True)
+        c.check("esx2" in ev["message"], "the refusal does not name esx2: %s" % ev["message"])
+        c.check(events_of(events(), since, "vm.failure-detected"), "no failure event on esx1")
+        time.sleep(3)     # a few sweeps: no second attempt
+        evs = events()
+        c.eq(len(events_of(evs, since, "vm.restarting")), 1, "restart attempts on esx1")
+        c.eq(len(events_of(evs, since, "vm.restarted")), 0, "restarts on esx1")
+        i = a.info(vm)
+        c.eq((i["state"], i["host"], i.get("local")), ("running", "esx2", False),
+             "esx1's view after the refusal")
+        i = b.info(vm)
+        c.eq((i["state"], i["host"]), ("running", "esx2"), "esx2 runs the VM")
+        b.ok("power-off", vm)
 
         print("  a guest that panics at every boot: 2 restarts, then left off", flush=True)
         set_vmx(**{"vmfsd.append": "%s vmfs.panic_after=1" % APPEND, "vmfsd.ha.maxRestarts": "2"})
