@@ -318,7 +318,6 @@ static int classify(struct agent *a, const char *sdir, json_t *st, char *why, si
 	}
 	/* not reaped (yet): a zombie waits for the agent's main loop; a QEMU
 	 * of this agent was reaped after this sweep was forked */
-	snprintf(p, sizeof(p), "/proc/%d", (int)pid);
 	if (pid > 0 && jint(st, "agent_pid", 0) == a->pid) {
 		char dp[PATH_MAX + 16];
 		int64_t since;
@@ -474,6 +473,13 @@ void monitor_restart_spawn(struct agent *a, const char *sdir, const char *vmx, i
 	pid_t pid = fork();
 
 	if (pid == 0) {
+		/* only this VM's flock: the sweep holds the flocks of the
+		 * running VMs it has seen so far, and a worker that kept them
+		 * for the length of a power-on would keep those VMs from
+		 * their requests and from the next sweeps */
+		if (lfd > 3)
+			close_range(3, (unsigned)lfd - 1, 0);
+		close_range((unsigned)lfd + 1, ~0u, 0);
 		restart_vm(a, sdir, vmx, lfd);
 		_exit(0);
 	}

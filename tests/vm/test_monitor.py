@@ -7,6 +7,9 @@ mount runs the TCG test guest, whose counter lives at sector 0 of its disk.
 - SIGSEGV of QEMU: likewise;
 - SIGSTOP of QEMU (QMP socket open, no answers): detected by the QMP
   heartbeat after the VM's hang timeout, killed and restarted;
+- a second VM hung (SIGSTOP, 30 s hang timeout) while the first is killed:
+  the first is restarted all the same; the second answers again
+  (SIGCONT) before its timeout and is left alone;
 - `power-off`: not restarted;
 - another host (a second agent) took the VM while the first one could not
   act yet: the restart is refused by the lock record, one event, no retry;
@@ -113,12 +116,12 @@ def body(c):
             c.eq(a.info(vm)["state"], "off", "%s: state a few sweeps later" % what)
 
         # the VM: hangs detected after 5 s, room for the three crashes
-        set_vmx(**{"vmfsd.ha.hangTimeout": "5", "vmfsd.ha.maxRestarts": "3"})
+        set_vmx(**{"vmfsd.ha.hangTimeout": "5", "vmfsd.ha.maxRestarts": "4"})
         a.ok("power-on", vm)
         vmtest.wait_counter(vm, "vm1", 2)
         i = a.info(vm)
         mon = i.get("vm_monitoring", {})
-        c.check(mon.get("enabled") and mon.get("max_restarts") == 3 and mon.get("hang_timeout_s") == 5,
+        c.check(mon.get("enabled") and mon.get("max_restarts") == 4 and mon.get("hang_timeout_s") == 5,
                 "info vm_monitoring after power-on: %s" % mon)
 
         print("  SIGKILL of QEMU", flush=True)
@@ -133,6 +136,37 @@ def body(c):
         c.eq(a.info(vm)["vm_monitoring"].get("restarts_in_window"), 3, "restarts after the hang")
         out = a.ok("info", vm)
         c.check(re.search(r"monitoring: +on, 3 restarts", out), "info text lacks the restarts: %s" % out)
+
+        print("  one hung QEMU does not hold up the others", flush=True)
+        # vm2 hangs (SIGSTOP, hang timeout 30 s); vm1 is killed meanwhile and
+        # must be restarted while vm2 still counts as merely silent; vm2
+        # then answers again (SIGCONT) and is not restarted
+        vm2 = os.path.join(mnt, "vm2")
+        a.ok("create", vm2, "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk", "16M",
+             "--kernel", kernel, "--initrd", initrd, "--append", APPEND, "--net", "none")
+        with open(os.path.join(vm2, "vm2.vmx"), "a") as f:
+            f.write('vmfsd.ha.hangTimeout = "30"\n')
+        a.ok("power-on", vm2)
+        pid2 = a.info(vm2)["pid"]
+        since2 = len(vmtest.json.loads(a.ok("--json", "events", vm2))["events"])
+        pid = running_pid()
+        since = len(events())
+        os.kill(pid2, signal.SIGSTOP)
+        try:
+            time.sleep(1)
+            os.kill(pid, signal.SIGKILL)
+            ev = wait_event(since, "vm.restarted", timeout=60)
+            print("    vm1 restarted while vm2 is silent: " + ev["message"], flush=True)
+            ev2 = vmtest.json.loads(a.ok("--json", "events", vm2))["events"][since2:]
+            c.check(not [e for e in ev2 if e["type"].startswith("vm.")],
+                    "vm2 acted on before vm1 was restarted: %s" % ev2)
+        finally:
+            os.kill(pid2, signal.SIGCONT)
+        time.sleep(4)     # a few sweeps with vm2 answering again
+        ev2 = vmtest.json.loads(a.ok("--json", "events", vm2))["events"][since2:]
+        c.check(not ev2, "vm2, silent for a while then answering, was acted on: %s" % ev2)
+        c.eq(a.info(vm2).get("pid"), pid2, "vm2's QEMU after its stall")
+        a.ok("power-off", vm2)
 
         print("  power-off: not restarted", flush=True)
         since = len(events())
