@@ -451,9 +451,6 @@ int main(int argc, char **argv)
 	}
 	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
 
-	agent_log(&a, "VM monitoring %s (at most %d restarts within %d s, backoff %d s, hang timeout %d s)",
-		  a.mon.enabled ? "on" : "off", a.mon.max_restarts, a.mon.window, a.mon.backoff,
-		  a.mon.hang_timeout);
 	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
 		  a.accel != VM_ACCEL_AUTO ? ""
@@ -461,6 +458,9 @@ int main(int argc, char **argv)
 		  : !vm_kvm_usable() ? " = tcg (no usable /dev/kvm)"
 				     : " = tcg (nested: this host is a VM; --accel kvm forces KVM)",
 		  a.res.cpus, (unsigned long long)a.res.mem_mib);
+	agent_log(&a, "VM monitoring %s (at most %d restarts within %d s, backoff %d s, hang timeout %d s)",
+		  a.mon.enabled ? "on" : "off", a.mon.max_restarts, a.mon.window, a.mon.backoff,
+		  a.mon.hang_timeout);
 	/* The sweep touches the datastores (logs, lock records): it runs in a
 	 * child, one at a time, so a datastore that hangs cannot stall this
 	 * loop (a fence notice from vmfsd must still be answered), and a

@@ -284,8 +284,14 @@ static void failure(struct agent *a, const char *vmx, json_t *st, const char *wh
 	}
 	d = backoff_s(&p, k);
 	json_object_set_new(st, "pending_at", json_integer(now + (int64_t)d * 1000));
-	agent_event(a, vmx, "vm.restart-scheduled", "restart %d of at most %d within %s %s%.0d%s", k + 1,
-		    p.max_restarts, win, d ? "in " : "now", d, d ? " s (backoff)" : "");
+	if (d)
+		agent_event(a, vmx, "vm.restart-scheduled",
+			    "restarting in place in %d s (backoff): restart %d of at most %d within %s", d,
+			    k + 1, p.max_restarts, win);
+	else
+		agent_event(a, vmx, "vm.restart-scheduled",
+			    "restarting in place now: restart %d of at most %d within %s", k + 1,
+			    p.max_restarts, win);
 }
 
 /* Why QEMU ended, from the exit status the agent reaped.  0 = a failure
