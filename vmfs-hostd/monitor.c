@@ -638,6 +638,8 @@ static void kill_failed(struct agent *a, struct mon_entry *e, json_t *st, const 
 		return;
 	}
 	monitor_vm_ended(a, e->sdir, e->vmx);
+	if (monitor_restart_due(e->sdir))
+		monitor_restart_spawn(a, e->sdir, e->vmx, e->lfd);   /* at once, no backoff */
 }
 
 static void check_running(struct agent *a, struct mon_entry *e)

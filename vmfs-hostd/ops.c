@@ -293,6 +293,8 @@ void agent_reconcile(struct agent *a, bool startup)
 		/* QEMU ended: clean up (lock record, runtime files) and let
 		 * the VM monitor decide on a restart in place */
 		monitor_vm_ended(a, v.sdir, vmx);
+		if (monitor_restart_due(v.sdir))
+			monitor_restart_spawn(a, v.sdir, vmx, lfd);   /* at once, no backoff */
 		close(lfd);
 	}
 	closedir(d);

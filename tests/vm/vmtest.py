@@ -181,7 +181,7 @@ class Volume:
         self.agents.append(a)
         return a
 
-    def procs(self, prog):
+    def pids_of(self, prog):
         """Pids of the live processes running PROG (bytes) whose command line
         names this test's folder."""
         found = []
@@ -199,7 +199,7 @@ class Volume:
 
     def kill_qemus(self):
         """SIGKILL every QEMU whose command line names this test's folder."""
-        for pid in self.procs(b"qemu-system"):
+        for pid in self.pids_of(b"qemu-system"):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -217,7 +217,7 @@ class Volume:
         # start a QEMU after the last kill (bounded by the agent's 60 s
         # QEMU start timeout)
         try:
-            wait_for(lambda: not self.procs(b"vmfs-hostd"), 90, "the agents' children to finish")
+            wait_for(lambda: not self.pids_of(b"vmfs-hostd"), 90, "the agents' children to finish")
         except TimeoutError:
             pass
         self.kill_qemus()
