@@ -185,7 +185,26 @@ void monitor_power_on(struct agent *a, struct vmctx *v, bool restart)
 
 		sfile(v, "hb-miss", hp, sizeof(hp));
 		unlink(hp);
+		sfile(v, "no-restart", hp, sizeof(hp));
+		unlink(hp);
 	}
+}
+
+void monitor_no_restart(const char *sdir, const char *why)
+{
+	char p[PATH_MAX + 16];
+
+	snprintf(p, sizeof(p), "%s/no-restart", sdir);
+	write_text(p, why);
+}
+
+/* the reason a stop said the VM must not be restarted, if any */
+static bool no_restart_note(const char *sdir, char *buf, size_t size)
+{
+	char p[PATH_MAX + 16];
+
+	snprintf(p, sizeof(p), "%s/no-restart", sdir);
+	return read_text(p, buf, size) == 0;
 }
 
 bool monitor_cancel(struct agent *a, struct vmctx *v, const char *why)
@@ -370,6 +389,8 @@ void monitor_vm_ended(struct agent *a, const char *sdir, const char *vmx)
 	policy_saved(a, st, &pol);
 	if (c == 1) {
 		/* a guest power-off is the user's will */
+	} else if (no_restart_note(sdir, p, sizeof(p))) {
+		agent_event(a, vmx, "vm.restart-skipped", "%s: %s: not restarted", why, p);
 	} else if (fenced_note(sdir)) {
 		agent_event(a, vmx, "vm.restart-skipped", "%s: killed by the fence of its volume: not restarted here",
 			    why);
@@ -399,7 +420,7 @@ static void restart_vm(struct agent *a, const char *sdir, const char *vmx, int l
 	struct mon_policy pol;
 	json_t *st = mon_load(sdir), *req, *r;
 	int rc, k;
-	char win[32];
+	char win[32], note[256];
 
 	policy_saved(a, st, &pol);
 	fmt_window(pol.window, win, sizeof(win));
@@ -415,6 +436,10 @@ static void restart_vm(struct agent *a, const char *sdir, const char *vmx, int l
 	lfd = -1;
 	if (fenced_note(sdir)) {
 		agent_event(a, vmx, "vm.restart-skipped", "not restarted: killed by the fence of its volume");
+		goto out;
+	}
+	if (no_restart_note(sdir, note, sizeof(note))) {
+		agent_event(a, vmx, "vm.restart-skipped", "not restarted: %s", note);
 		goto out;
 	}
 	if (vm_qemu_pid(&v))

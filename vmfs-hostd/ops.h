@@ -118,6 +118,9 @@ bool monitor_restart_due(const char *sdir);
 void monitor_restart_spawn(struct agent *a, const char *sdir, const char *vmx, int lfd);
 /* at every power-on; RESTART: by the monitor (keeps the history) */
 void monitor_power_on(struct agent *a, struct vmctx *v, bool restart);
+/* the VM is being stopped on purpose (kill-volume): never restart it
+ * after this, until its next power-on; WHY goes into the event */
+void monitor_no_restart(const char *sdir, const char *why);
 /* a pending restart cancelled (power-off of a VM waiting for one) */
 bool monitor_cancel(struct agent *a, struct vmctx *v, const char *why);
 void monitor_info(struct agent *a, struct vmctx *v, json_t *o);

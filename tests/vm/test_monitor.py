@@ -10,7 +10,7 @@ mount runs the TCG test guest, whose counter lives at sector 0 of its disk.
 - a second VM hung (SIGSTOP, 60 s hang timeout) while the first is killed:
   the first is restarted all the same; the second answers again
   (SIGCONT) before its timeout and is left alone;
-- `power-off`: not restarted;
+- `power-off`, `kill-volume`: not restarted;
 - another host (a second agent) took the VM while the first one could not
   act yet: the restart is refused by the lock record, one event, no retry;
 - a guest that powers itself off (vmfs.count=N): not restarted;
@@ -174,6 +174,13 @@ def body(c):
         since = len(events())
         a.ok("power-off", vm)
         not_restarted(since, "power-off")
+
+        print("  kill-volume: not restarted", flush=True)
+        a.ok("power-on", vm)
+        since = len(events())
+        a.ok("kill-volume", mnt)
+        not_restarted(since, "kill-volume")
+        c.check(events_of(events(), since, "vm.restart-skipped"), "kill-volume: no vm.restart-skipped")
 
         print("  guest powers itself off: not restarted", flush=True)
         rec = vmtest.disk_counter(flat)
