@@ -45,13 +45,20 @@ static json_t *cmd_kill_volume(struct agent *a, json_t *req)
 
 static json_t *cmd_agent_info(struct agent *a, json_t *req)
 {
+	json_t *r;
+
 	(void)req;
-	return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
+	r = json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
 			 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
 			 vm_accel_name(a->accel), "auto_accel",
 			 vm_accel_name(vm_accel_resolve(VM_ACCEL_AUTO)), "cpus", (int)a->res.cpus,
 			 "memory_mib", (json_int_t)a->res.mem_mib, "kvm_usable", vm_kvm_usable(),
 			 "nested", vm_nested());
+	json_object_set_new(r, "vm_monitoring",
+			    json_pack("{s:b,s:i,s:i,s:i,s:i}", "enabled", a->mon.enabled, "max_restarts",
+				      a->mon.max_restarts, "window_s", a->mon.window, "backoff_s",
+				      a->mon.backoff, "hang_timeout_s", a->mon.hang_timeout));
+	return r;
 }
 
 /* the event log, optionally of one VM (a folder that may be gone) */

@@ -392,6 +392,16 @@ static void print_human(const char *cmd, json_t *r)
 		printf("cpus:        %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
 		printf("memory:      %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
+		if (json_is_object(json_object_get(r, "vm_monitoring"))) {
+			json_t *m = json_object_get(r, "vm_monitoring");
+
+			printf("monitoring:  %s, at most %lld restarts within %lld s, backoff %lld s, hang timeout %lld s\n",
+			       json_is_true(json_object_get(m, "enabled")) ? "on" : "off",
+			       (long long)json_integer_value(json_object_get(m, "max_restarts")),
+			       (long long)json_integer_value(json_object_get(m, "window_s")),
+			       (long long)json_integer_value(json_object_get(m, "backoff_s")),
+			       (long long)json_integer_value(json_object_get(m, "hang_timeout_s")));
+		}
 		return;
 	}
 	if (!strcmp(cmd, "events")) {
