@@ -357,7 +357,8 @@ static int classify(struct agent *a, const char *sdir, json_t *st, char *why, si
 		if (now_ms() - since < EXIT_STATUS_WAIT_MS)
 			return -EAGAIN;
 	}
-	snprintf(why, size, "QEMU exited (its exit status is unknown: it was started by an earlier agent)");
+	snprintf(why, size, "QEMU exited (how is unknown: an earlier agent started it, so this one could "
+		 "not reap it)");
 	return 1;
 }
 
