@@ -29,14 +29,23 @@
 #   - with vmfs.fill=M on the kernel command line, first writes M MiB of a
 #     non-zero pattern to /dev/vda from 1 MiB on, each MiB with
 #     conv=fsync, prints "vmfs-guest: fill done M MiB" and only then starts
-#     counting (the full-datastore test: the thin extent must grow).
+#     counting (the full-datastore test: the thin extent must grow);
+#   - with vmfs.panic_after=N on the kernel command line, prints
+#     "vmfs-guest: panicking" after writing N counters in this boot (0: before
+#     the first) and panics the kernel (sysrq 'c'): the pvpanic driver tells
+#     QEMU (GUEST_PANICKED; the agent runs QEMU with -device pvpanic and
+#     -action panic=pause).  Without the flag nothing changes.
 # Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
-# virtio_ring, so any other order fails.
+# virtio_ring, so any other order fails.  Then pvpanic (the core) and its
+# bus drivers pvpanic-mmio (the ISA device QEMU's `-device pvpanic` makes,
+# found through ACPI as QEMU0001) and pvpanic-pci: both depend on pvpanic
+# (modinfo of linux-image-6.1.0-57-amd64); they are optional here, a kernel
+# without them builds a guest that cannot report a panic.
 set -euo pipefail
 
-GUEST_VERSION=5     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=6     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
@@ -130,12 +139,15 @@ moddir=$WORK/k/lib/modules/$kver/kernel
 R=$WORK/root
 mkdir -p "$R"/{bin,dev,proc,sys,tmp,modules,etc}
 cp "$BUSYBOX" "$R/bin/busybox"
-MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button)
+MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button
+	pvpanic pvpanic-mmio pvpanic-pci)
+OPTIONAL_MODS=" pvpanic pvpanic-mmio pvpanic-pci "
 for m in "${MODS[@]}"; do
 	f=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) -print -quit)
 	if [[ -z $f ]]; then
 		# Built into the kernel (no module): nothing to load.
 		grep -q "/$m.ko" "$WORK/k/lib/modules/$kver/modules.builtin" 2>/dev/null ||
+			[[ $OPTIONAL_MODS == *" $m "* ]] ||
 			die "module $m not found in $pkg"
 		continue
 	fi
@@ -163,7 +175,7 @@ exec >/dev/ttyS0 2>&1 </dev/null
 say() { echo "vmfs-guest: $*"; }
 say "init started (kernel $(uname -r))"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk \
-	evdev button; do
+	evdev button pvpanic pvpanic-mmio pvpanic-pci; do
 	[ -f /modules/$m.ko ] || continue
 	insmod /modules/$m.ko || say "insmod $m failed"
 done
@@ -171,9 +183,11 @@ say "modules loaded"
 limit=""
 fill=""
 period=0.5
+panic_after=""
 for a in $(cat /proc/cmdline); do
 	case $a in
 	vmfs.count=*) limit=${a#vmfs.count=} ;;
+	vmfs.panic_after=*) panic_after=${a#vmfs.panic_after=} ;;
 	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
 	vmfs.period=*) period=${a#vmfs.period=} ;;
 	esac
@@ -231,8 +245,15 @@ if [ -n "$fill" ]; then
 	done
 	say "fill done $fill MiB"
 fi
+panic_now() {
+	say "panicking"
+	echo c >/proc/sysrq-trigger
+}
+written=0
 while :; do
+	if [ -n "$panic_after" ] && [ "$written" -ge "$panic_after" ]; then panic_now; fi
 	n=$((n + 1))
+	written=$((written + 1))
 	t=$(date +%s)
 	# O_DIRECT and fsync: on the disk when dd returns, no guest cache
 	printf 'VMFSCOUNT %d %s %s\n' "$n" "$boot" "$t" |

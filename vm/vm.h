@@ -40,6 +40,16 @@ int vm_errf(struct vm_err *err, int rc, const char *fmt, ...)
 #define VM_MAX_NICS 4
 #define VM_MAX_VCPUS 255           /* QEMU's pc/q35 limit without x2apic/IR */
 #define VM_MIN_MEM_MIB 16
+/* VM monitoring bounds (docs/vm.md "VM monitoring"): restarts 0 (detect and
+ * report only) to 100; a window from a minute to 7 days (vSphere's longest
+ * preset reset period, "Low"); a hang timeout from 5 s (two heartbeat
+ * rounds of 2 s plus slack) to an hour */
+#define VM_HA_MAX_RESTARTS_MIN 0
+#define VM_HA_MAX_RESTARTS_MAX 100
+#define VM_HA_WINDOW_MIN 60
+#define VM_HA_WINDOW_MAX (7 * 86400)
+#define VM_HA_HANG_MIN 5
+#define VM_HA_HANG_MAX 3600
 
 /* ------------------------------------------------------------ .vmx file */
 struct vmx_kv {
@@ -105,6 +115,11 @@ struct vm_config {
 	char append[VMX_MAX_VALUE + 1];
 	enum vm_accel accel;
 	enum vm_ha_priority ha_priority;  /* vmfsd.ha.restartPriority (docs/ha.md) */
+	/* VM monitoring (docs/vm.md "VM monitoring"); -1: the agent's default */
+	int ha_monitoring;                /* vmfsd.ha.vmMonitoring: 0 disabled, 1 enabled */
+	int ha_max_restarts;              /* vmfsd.ha.maxRestarts */
+	int ha_restart_window;            /* vmfsd.ha.restartWindow, seconds */
+	int ha_hang_timeout;              /* vmfsd.ha.hangTimeout, seconds */
 };
 
 /* Checks a file name from untrusted input: one component, in the VM

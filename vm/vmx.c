@@ -621,6 +621,38 @@ static int key_ha_priority(struct vmx_ctx *x, const struct vmx_kv *kv)
 	return 0;
 }
 
+/* VM monitoring: restart in place after a crash, panic or hang (the
+ * bounds and why: docs/vm.md "VM monitoring") */
+static int key_ha_monitoring(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	if (!strcasecmp(kv->value, "enabled"))
+		x->cfg->ha_monitoring = 1;
+	else if (!strcasecmp(kv->value, "disabled"))
+		x->cfg->ha_monitoring = 0;
+	else
+		return vm_errf(x->err, -EINVAL, "%s:%d: key '%s': '%.32s' is not enabled or disabled",
+			       x->what, kv->line, kv->key, kv->value);
+	return 0;
+}
+
+static int key_ha_number(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	unsigned v;
+	int rc;
+
+	if (!strcasecmp(kv->key, "vmfsd.ha.maxRestarts")) {
+		rc = parse_uint(kv, x->what, VM_HA_MAX_RESTARTS_MIN, VM_HA_MAX_RESTARTS_MAX, &v, x->err);
+		x->cfg->ha_max_restarts = (int)v;
+	} else if (!strcasecmp(kv->key, "vmfsd.ha.restartWindow")) {
+		rc = parse_uint(kv, x->what, VM_HA_WINDOW_MIN, VM_HA_WINDOW_MAX, &v, x->err);
+		x->cfg->ha_restart_window = (int)v;
+	} else {
+		rc = parse_uint(kv, x->what, VM_HA_HANG_MIN, VM_HA_HANG_MAX, &v, x->err);
+		x->cfg->ha_hang_timeout = (int)v;
+	}
+	return rc;
+}
+
 static const struct {
 	const char *key;
 	int (*parse)(struct vmx_ctx *x, const struct vmx_kv *kv);
@@ -634,6 +666,10 @@ static const struct {
 	{"vmfsd.append", key_append},
 	{"vmfsd.accel", key_accel},
 	{"vmfsd.ha.restartPriority", key_ha_priority},
+	{"vmfsd.ha.vmMonitoring", key_ha_monitoring},
+	{"vmfsd.ha.maxRestarts", key_ha_number},
+	{"vmfsd.ha.restartWindow", key_ha_number},
+	{"vmfsd.ha.hangTimeout", key_ha_number},
 };
 
 /* ethernetN.FIELD: a NIC */
@@ -843,6 +879,7 @@ int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm
 	snprintf(cfg->name, sizeof(cfg->name), "%.*s", (int)(nl - 4), vmx_name);
 	cfg->vcpus = 1;
 	cfg->mem_mib = 256;
+	cfg->ha_monitoring = cfg->ha_max_restarts = cfg->ha_restart_window = cfg->ha_hang_timeout = -1;
 
 	x = calloc(1, sizeof(*x));
 	if (!x)

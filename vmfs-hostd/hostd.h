@@ -17,6 +17,8 @@
 
 #include "vm/vm.h"
 
+#define AGENT_REAPED_MAX 256
+
 struct agent {
 	const char *host;
 	char state_dir[PATH_MAX];
@@ -32,15 +34,28 @@ struct agent {
 	bool ha;
 	const char *datastores[16];
 	unsigned nds;
+	pid_t pid;                    /* the agent's main process */
+	/* VM monitoring defaults (docs/vm.md "VM monitoring"; a .vmx may
+	 * override all but the backoff) */
+	struct {
+		bool enabled;         /* --vm-monitoring on|off */
+		int max_restarts;     /* --max-restarts */
+		int window;           /* --restart-window, seconds */
+		int backoff;          /* --restart-backoff, seconds before the 2nd restart */
+		int hang_timeout;     /* --hang-timeout, seconds */
+	} mon;
 	/* the last children main.c reaped (QEMUs are reparented to the
 	 * agent): a sweep forked later tells a killed QEMU from one whose
-	 * guest powered off */
-	struct { pid_t pid; int status; } reaped[64];
+	 * guest powered off.  The sweeps themselves are not recorded (one a
+	 * second would push QEMUs out). */
+	struct { pid_t pid; int status; } reaped[AGENT_REAPED_MAX];
 	unsigned nreaped;
 };
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */
 int agent_reaped_signal(const struct agent *a, pid_t pid);
+/* The wait status of child PID if the agent reaped it: true and *status. */
+bool agent_reaped_status(const struct agent *a, pid_t pid, int *status);
 
 struct vmctx {
 	char folder[PATH_MAX];        /* realpath of the VM folder */

@@ -89,11 +89,44 @@ static void usage(FILE *f)
 		"                           (default: all of MemTotal)\n"
 		"  -R, --cpu-ratio R        vCPUs per host CPU HA may commit here (default 4)\n"
 		"      --no-ha              do not restart other hosts' VMs here\n"
+		"      --vm-monitoring on|off  restart a VM in place when its QEMU crashes,\n"
+		"                           its guest panics or QEMU hangs (default on)\n"
+		"      --max-restarts N     at most N restarts of a VM ... (default 3)\n"
+		"      --restart-window S   ... within S seconds, then it is left off\n"
+		"                           (default 3600)\n"
+		"      --restart-backoff S  wait before the 2nd restart, doubling up to\n"
+		"                           300 s (default 10; the 1st restart is at once)\n"
+		"      --hang-timeout S     QEMU silent on QMP this long is hung: killed and\n"
+		"                           restarted (default 30)\n"
 		"  -h, --help               this help\n"
 		"  -V, --version            version\n"
 		"\n"
 		"Runs in the foreground and logs to standard error; see vmfs-hostd(8).\n",
 		prog);
+}
+
+enum {
+	OPT_VM_MONITORING = 0x100,
+	OPT_MAX_RESTARTS,
+	OPT_RESTART_WINDOW,
+	OPT_RESTART_BACKOFF,
+	OPT_HANG_TIMEOUT,
+};
+
+/* An integer option in [min, max]; prints the error itself. */
+static int opt_int(const char *arg, const char *name, long min, long max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < min || v > max) {
+		fprintf(stderr, "%s: %s: '%s' is not a number in %ld..%ld\n", prog, name, arg, min, max);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -186,11 +219,22 @@ static void serve(struct agent *a, int cfd)
 	json_decref(reply);
 }
 
+bool agent_reaped_status(const struct agent *a, pid_t pid, int *status)
+{
+	for (unsigned i = 0; i < AGENT_REAPED_MAX && i < a->nreaped; i++)
+		if (a->reaped[i].pid == pid) {
+			*status = a->reaped[i].status;
+			return true;
+		}
+	return false;
+}
+
 int agent_reaped_signal(const struct agent *a, pid_t pid)
 {
-	for (unsigned i = 0; i < 64 && i < a->nreaped; i++)
-		if (a->reaped[i].pid == pid && WIFSIGNALED(a->reaped[i].status))
-			return WTERMSIG(a->reaped[i].status);
+	int st;
+
+	if (agent_reaped_status(a, pid, &st) && WIFSIGNALED(st))
+		return WTERMSIG(st);
 	return 0;
 }
 
@@ -228,6 +272,11 @@ int main(int argc, char **argv)
 		{"max-memory", required_argument, NULL, 'M'},
 		{"cpu-ratio", required_argument, NULL, 'R'},
 		{"no-ha", no_argument, NULL, 'N'},
+		{"vm-monitoring", required_argument, NULL, OPT_VM_MONITORING},
+		{"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},
+		{"restart-window", required_argument, NULL, OPT_RESTART_WINDOW},
+		{"restart-backoff", required_argument, NULL, OPT_RESTART_BACKOFF},
+		{"hang-timeout", required_argument, NULL, OPT_HANG_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -238,6 +287,12 @@ int main(int argc, char **argv)
 		 * gets to stop is a fair grace for a guest OS to shut down */
 		.shutdown_timeout = 90,
 		.ha = true,
+		/* VM monitoring (docs/vm.md "VM monitoring" has the sources):
+		 * vSphere HA's default "Maximum per-VM resets" (3) and its
+		 * 1-hour reset period; Kubernetes' CrashLoopBackOff start (10 s,
+		 * doubling); vSphere's shortest failure interval (30 s) */
+		.mon = {.enabled = true, .max_restarts = 3, .window = 3600, .backoff = 10,
+			.hang_timeout = 30},
 	};
 	double cpu_ratio = 4.0;
 	long long max_mem = 0;
@@ -310,6 +365,32 @@ int main(int argc, char **argv)
 		case 'N':
 			a.ha = false;
 			break;
+		case OPT_VM_MONITORING:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "%s: --vm-monitoring: '%s' is not on or off\n", prog, optarg);
+				return 2;
+			}
+			a.mon.enabled = !strcmp(optarg, "on");
+			break;
+		case OPT_MAX_RESTARTS:
+			if (opt_int(optarg, "--max-restarts", VM_HA_MAX_RESTARTS_MIN, VM_HA_MAX_RESTARTS_MAX,
+				    &a.mon.max_restarts))
+				return 2;
+			break;
+		case OPT_RESTART_WINDOW:
+			if (opt_int(optarg, "--restart-window", VM_HA_WINDOW_MIN, VM_HA_WINDOW_MAX,
+				    &a.mon.window))
+				return 2;
+			break;
+		case OPT_RESTART_BACKOFF:
+			if (opt_int(optarg, "--restart-backoff", 0, 300, &a.mon.backoff))
+				return 2;
+			break;
+		case OPT_HANG_TIMEOUT:
+			if (opt_int(optarg, "--hang-timeout", VM_HA_HANG_MIN, VM_HA_HANG_MAX,
+				    &a.mon.hang_timeout))
+				return 2;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -359,6 +440,7 @@ int main(int argc, char **argv)
 			a.socket_path);
 		return 2;
 	}
+	a.pid = getpid();
 	rc = vm_host_resources(&a.res);
 	if (rc) {
 		fprintf(stderr, "%s: reading /proc/meminfo: %s\n", prog, strerror(-rc));
@@ -428,6 +510,9 @@ int main(int argc, char **argv)
 		  : !vm_kvm_usable() ? " = tcg (no usable /dev/kvm)"
 				     : " = tcg (nested: this host is a VM; --accel kvm forces KVM)",
 		  a.res.cpus, (unsigned long long)a.res.mem_mib);
+	agent_log(&a, "VM monitoring %s (at most %d restarts within %d s, backoff %d s, hang timeout %d s)",
+		  a.mon.enabled ? "on" : "off", a.mon.max_restarts, a.mon.window, a.mon.backoff,
+		  a.mon.hang_timeout);
 	/* The sweep touches the datastores (logs, lock records): it runs in a
 	 * child, one at a time, so a datastore that hangs cannot stall this
 	 * loop (a fence notice from vmfsd must still be answered), and a
@@ -479,16 +564,19 @@ int main(int argc, char **argv)
 
 			if (pid <= 0)
 				break;
-			if (pid == sweeper)
+			if (pid == sweeper) {
 				sweeper = 0;
+				continue;
+			}
 			if (pid == haloop) {
 				haloop = 0;
 				agent_log(&a, "HA loop (pid %d) ended (%s %d); restarting it", (int)pid,
 					  WIFSIGNALED(st) ? "signal" : "status",
 					  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+				continue;
 			}
-			a.reaped[a.nreaped % 64].pid = pid;
-			a.reaped[a.nreaped % 64].status = st;
+			a.reaped[a.nreaped % AGENT_REAPED_MAX].pid = pid;
+			a.reaped[a.nreaped % AGENT_REAPED_MAX].status = st;
 			a.nreaped++;
 		}
 		if (r > 0 && (p[0].revents & POLLIN)) {

@@ -213,7 +213,7 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 
 	vm_lockrec_name(&v->cfg, p->lockname, sizeof(p->lockname));
 	snprintf(p->rec.host, sizeof(p->rec.host), "%s", a->host);
-	p->rec.agent_pid = getppid();     /* the agent, not this request's child */
+	p->rec.agent_pid = a->pid;        /* the agent, not this request's child */
 	p->rec.started = (int64_t)time(NULL);
 	vm_boot_id(p->rec.boot_id, sizeof(p->rec.boot_id));
 	/* a record file that was there (maybe empty: released) is emptied
@@ -475,6 +475,7 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 		agent_event(a, v->vmx_path, "ha.protect-failed",
 			    "running, but NOT protected by HA: cannot write this host's protected list: %s",
 			    strerror(-hrc));
+	monitor_power_on(a, v, json_is_true(json_object_get(req, "monitor_restart")));
 	agent_event(a, v->vmx_path, p.l.incoming ? "vm.resumed" : "vm.powered-on",
 		    "%s (QEMU pid %d, %s, aio=%s)", p.l.incoming ? "resumed" : "powered on",
 		    (int)p.qpid, vm_accel_name(p.l.accel), p.l.aio);
@@ -507,6 +508,8 @@ json_t *power_off(struct agent *a, struct vmctx *v)
 {
 	pid_t pid = vm_qemu_pid(v);
 
+	if (!pid && monitor_cancel(a, v, "power-off"))
+		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
 		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
 	stop_qemu(a, v, pid, "powered off");
@@ -520,6 +523,8 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req)
 	struct vm_err err;
 	json_t *e;
 
+	if (!pid && monitor_cancel(a, v, "shutdown"))
+		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
 		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
 	if (t <= 0)
@@ -647,15 +652,14 @@ json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid)
 			!strcmp(st, "io-error") ? " by an I/O error" : "");
 }
 
-/* The sweep's look at a running VM: log when QEMU paused it for an I/O
- * error (and when it runs again); sdir/io-error remembers what was said. */
-void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx)
+/* The sweep's look at a running VM whose run state ST it just got (the
+ * monitor's heartbeat): log when QEMU paused it for an I/O error (and when
+ * it runs again); sdir/io-error remembers what was said. */
+void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st)
 {
-	char p[PATH_MAX + 16], st[32], why[512], note[64];
+	char p[PATH_MAX + 16], why[512], note[64];
 	bool noted;
 
-	if (vm_run_status(v, st, sizeof(st)))
-		return;
 	sfile(v, "io-error", p, sizeof(p));
 	noted = !read_text(p, note, sizeof(note));
 	if (!strcmp(st, "io-error") && !noted) {

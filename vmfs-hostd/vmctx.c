@@ -463,6 +463,7 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 	if (detail) {
 		json_t *disks = json_array();
 
+		monitor_info(a, v, o);
 		json_object_set_new(o, "cpus", json_integer(v->cfg.vcpus));
 		json_object_set_new(o, "memory_mib", json_integer(v->cfg.mem_mib));
 		json_object_set_new(o, "guest_os", json_string(v->cfg.guest_os));

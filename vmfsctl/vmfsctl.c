@@ -273,6 +273,42 @@ static const char *jstr(json_t *o, const char *k)
 	return s ? s : "-";
 }
 
+/* info: the VM monitor's view (docs/vm.md "VM monitoring") */
+static void print_monitoring(json_t *m)
+{
+	json_int_t n = json_integer_value(json_object_get(m, "restarts_in_window"));
+	json_int_t w = json_integer_value(json_object_get(m, "window_s"));
+	char when[32];
+	time_t t;
+	struct tm tm;
+
+	if (!json_is_object(m))
+		return;
+	if (!json_is_true(json_object_get(m, "enabled"))) {
+		printf("monitoring:  off (not restarted after a crash, panic or hang)\n");
+		return;
+	}
+	printf("monitoring:  on, %lld restart%s in the last %lld s (at most %lld), hang timeout %lld s\n",
+	       (long long)n, n == 1 ? "" : "s", (long long)w,
+	       (long long)json_integer_value(json_object_get(m, "max_restarts")),
+	       (long long)json_integer_value(json_object_get(m, "hang_timeout_s")));
+	if (json_object_get(m, "restart_pending_in_s"))
+		printf("restart:     pending, in %lld s\n",
+		       (long long)json_integer_value(json_object_get(m, "restart_pending_in_s")));
+	if (json_object_get(m, "last_failure")) {
+		t = (time_t)json_integer_value(json_object_get(m, "last_failure_at"));
+		localtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("failure:     %s (%s)\n", jstr(m, "last_failure"), when);
+	}
+	if (json_object_get(m, "gave_up_at")) {
+		t = (time_t)json_integer_value(json_object_get(m, "gave_up_at"));
+		localtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("gave up:     %s: restart limit reached, left off until powered on\n", when);
+	}
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
 	if (!strcmp(cmd, "list")) {
@@ -364,6 +400,7 @@ static void print_human(const char *cmd, json_t *r)
 			printf("lock:        host %s, QEMU pid %lld\n", jstr(lk, "host"),
 			       (long long)json_integer_value(json_object_get(lk, "qemu_pid")));
 		printf("log:         %s\n", jstr(r, "log"));
+		print_monitoring(json_object_get(r, "vm_monitoring"));
 		return;
 	}
 	if (!strcmp(cmd, "agent-info")) {
@@ -376,6 +413,16 @@ static void print_human(const char *cmd, json_t *r)
 		printf("cpus:        %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
 		printf("memory:      %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
+		if (json_is_object(json_object_get(r, "vm_monitoring"))) {
+			json_t *m = json_object_get(r, "vm_monitoring");
+
+			printf("monitoring:  %s, at most %lld restarts within %lld s, backoff %lld s, hang timeout %lld s\n",
+			       json_is_true(json_object_get(m, "enabled")) ? "on" : "off",
+			       (long long)json_integer_value(json_object_get(m, "max_restarts")),
+			       (long long)json_integer_value(json_object_get(m, "window_s")),
+			       (long long)json_integer_value(json_object_get(m, "backoff_s")),
+			       (long long)json_integer_value(json_object_get(m, "hang_timeout_s")));
+		}
 		return;
 	}
 	if (!strcmp(cmd, "ha")) {

@@ -186,8 +186,10 @@ class Volume:
         self.agents.append(a)
         return a
 
-    def kill_qemus(self):
-        """SIGKILL every QEMU whose command line names this test's folder."""
+    def pids_of(self, prog):
+        """Pids of the live processes running PROG (bytes) whose command line
+        names this test's folder."""
+        found = []
         for d in os.listdir("/proc"):
             if not d.isdigit():
                 continue
@@ -196,11 +198,17 @@ class Volume:
                     cmd = f.read()
             except OSError:
                 continue
-            if b"qemu-system" in cmd and self.work.encode() in cmd:
-                try:
-                    os.kill(int(d), signal.SIGKILL)
-                except OSError:
-                    pass
+            if prog in cmd.split(b"\0")[0] and self.work.encode() in cmd and pid_alive(int(d)):
+                found.append(int(d))
+        return found
+
+    def kill_qemus(self):
+        """SIGKILL every QEMU whose command line names this test's folder."""
+        for pid in self.pids_of(b"qemu-system"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def cleanup(self):
         if self.checker is not None and self.checker.failures:
@@ -209,7 +217,14 @@ class Volume:
         self.kill_qemus()
         for a in self.agents:
             a.stop()
-        time.sleep(0.2)
+        # a stopped agent's forked children (a request, a restart in place
+        # by the VM monitor) finish their power-on: wait for them, or they
+        # start a QEMU after the last kill (bounded by the agent's 60 s
+        # QEMU start timeout)
+        try:
+            wait_for(lambda: not self.pids_of(b"vmfs-hostd"), 90, "the agents' children to finish")
+        except TimeoutError:
+            pass
         self.kill_qemus()
         for mnt, proc in reversed(self.mounts):
             vt.unmount_quiet(mnt)
