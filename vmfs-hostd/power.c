@@ -171,9 +171,9 @@ static json_t *pon_open_files(struct pon *p)
 }
 
 /* Belt and braces on a cluster mount: after the open, the record's
- * on-disk lock must name this host.  vmfsd has granted an open with the
- * lock free on disk: host B recreating a record within a commit interval
- * of host A's unlink of the previous one (docs/ha.md §7).  1 confirmed
+ * on-disk lock must name this host.  vmfsd once granted an open with the
+ * lock free on disk (a record re-created right after another host's
+ * unlink; fixed, docs/cluster.md §5): kept as a guard (docs/ha.md §7).  1 confirmed
  * (or not a cluster mount), 0 free on disk, -1 another host's. */
 #define LOCK_CONFIRM_TRIES 4
 /* one commit interval (fs/commit.c, 1 s) and some: vmfsd drops the
