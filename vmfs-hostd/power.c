@@ -221,10 +221,12 @@ static json_t *pon_lock_record(struct pon *p, bool force)
 	p->had_record = file_exists_at(v->dirfd, p->lockname);
 	for (int tries = 0, waits = 0;; tries++) {
 		rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
-		/* our own QEMU that was just killed (kill-volume, a crash) can
-		 * hold it for a moment while its threads exit: 2 s */
-		if (rc == -EAGAIN && !strcmp(cur.host, a->host) && !vm_pid_alive(cur.qemu_pid) &&
-		    waits++ < 20) {
+		/* a QEMU of this kernel that was just killed (kill-volume, a
+		 * crash) can hold it for a moment while its threads exit (its
+		 * main thread is a zombie already): 2 s.  Whichever agent
+		 * started it: two agents may share one mount. */
+		if (rc == -EAGAIN && !strcmp(cur.boot_id, p->rec.boot_id) &&
+		    !vm_pid_alive(cur.qemu_pid) && waits++ < 20) {
 			sleep_ms(100);
 			tries--;
 			continue;
