@@ -65,14 +65,6 @@
 #define HA_MAX_DS 16
 #define HA_MAX_CAND 256
 
-static int64_t wall_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int mkdirs(const char *path)
 {
 	char tmp[PATH_MAX];
@@ -157,7 +149,7 @@ int ha_protect(struct agent *a, struct vmctx *v)
 		json_t *e = json_pack("{s:s,s:s,s:s,s:i,s:i,s:I}", "vmx", rel, "host", a->host,
 				      "priority", vm_ha_priority_name(v->cfg.ha_priority), "vcpus",
 				      (int)v->cfg.vcpus, "memory_mib", (int)v->cfg.mem_mib, "since_ms",
-				      (json_int_t)wall_now_ms());
+				      (json_int_t)wall_ms());
 		char *s = json_dumps(e, JSON_COMPACT);
 
 		rc = s ? write_file_atomic(path, s) : -ENOMEM;
@@ -334,7 +326,7 @@ static void rec_publish(struct agent *a, struct ha_ds *ds)
 		      (int)getppid(), "seq", (json_int_t)ds->seq, "evseq", (json_int_t)ds->evseq,
 		      "cpus", (int)a->res.cpus, "memory_mib", (json_int_t)a->res.mem_mib, "cap_vcpus",
 		      a->cap_vcpus, "cap_memory_mib", (json_int_t)a->cap_mem_mib, "used_vcpus", vc,
-		      "used_memory_mib", mem, "vms", n, "wall_ms", (json_int_t)wall_now_ms());
+		      "used_memory_mib", mem, "vms", n, "wall_ms", (json_int_t)wall_ms());
 	s = json_dumps(r, JSON_COMPACT);
 	json_decref(r);
 	if (!s)
@@ -369,7 +361,7 @@ static void ha_event(struct agent *a, struct ha_ds *ds, const char *vmx, const c
 		json_decref(extra);
 		return;
 	}
-	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_now_ms(), "host", a->host,
+	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_ms(), "host", a->host,
 		      "type", type, "message", msg);
 	if (vmx) {
 		/* relative to the volume root: the ring's slots are small and
@@ -388,7 +380,7 @@ static void ha_event(struct agent *a, struct ha_ds *ds, const char *vmx, const c
 	if (strlen(s) >= sizeof(buf) - 1) {
 		/* too long for a ring slot: keep the essentials */
 		free(s);
-		e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_now_ms(), "host", a->host,
+		e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_ms(), "host", a->host,
 			      "type", type, "message", "(message too long)");
 		s = json_dumps(e, JSON_COMPACT);
 		json_decref(e);
@@ -504,7 +496,7 @@ static struct ha_ds *ds_get(const char *root)
 	memset(&dss[ndss], 0, sizeof(dss[ndss]));
 	snprintf(dss[ndss].root, sizeof(dss[ndss].root), "%s", root);
 	dss[ndss].recfd = -1;
-	dss[ndss].evseq = (uint64_t)wall_now_ms();   /* a restarted loop never reuses slots in order */
+	dss[ndss].evseq = (uint64_t)wall_ms();   /* a restarted loop never reuses slots in order */
 	return &dss[ndss++];
 }
 
@@ -984,7 +976,7 @@ static void plan_and_start(struct agent *a)
 			c->noted_nofit = false;
 			ha_event(a, ds, vmx, "ha.capacity", NULL, "room found on host %s", hosts[best].host);
 		}
-		c->child_start_wall = wall_now_ms();
+		c->child_start_wall = wall_ms();
 		pid_t pid = fork();
 
 		if (pid == 0)
@@ -1036,7 +1028,7 @@ static void reap(struct agent *a, pid_t pid, int status)
 		code = WIFEXITED(status) ? WEXITSTATUS(status) : TRY_FAIL;
 		if (code == TRY_OK) {
 			json_t *x = c->from[0] ? death_info(c->root, c->from) : NULL;
-			int64_t now = wall_now_ms();
+			int64_t now = wall_ms();
 
 			if (!x)
 				x = json_object();

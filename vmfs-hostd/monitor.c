@@ -54,14 +54,6 @@
  * CrashLoopBackOff (5 min; "Pod Lifecycle", kubernetes.io) */
 #define BACKOFF_MAX_S 300
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------- the state file ---------------- */
 
 static json_t *mon_load(const char *sdir)

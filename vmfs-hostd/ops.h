@@ -46,6 +46,7 @@ struct files {
 
 /* util.c */
 int64_t now_ms(void);
+int64_t wall_ms(void);
 void sleep_ms(int ms);
 json_t *reply_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 json_t *reply_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
