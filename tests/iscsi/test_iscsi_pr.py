@@ -67,8 +67,13 @@ def body(c):
             finally:
                 for m in (mb, mc):
                     vt.unmount_quiet(m)
+                # B's clean unmount ends with writing its slot free: give
+                # it time (a SIGKILL right after fusermount left the slot
+                # live, and fsck then reported a host that is gone); C,
+                # taken over and refused by the target, may not finish
                 for p in vt.pids_of_vmfsd(url):
-                    os.kill(p, 9)
+                    if not vt.wait_pid_gone(p, 30):
+                        os.kill(p, 9)
                 CHECK.vmfsd_gone(url)
             if vt.fsck_exe():
                 r = hb.run([vt.fsck_exe(), "-n", url], timeout=600)
