@@ -118,8 +118,26 @@ static int write_file_atomic(const char *path, const char *text)
 	close(fd);
 	if (!rc && rename(tmp, path))
 		rc = -errno;
-	if (rc)
+	if (rc) {
 		unlink(tmp);
+		return rc;
+	}
+	/* the rename is durable only once the directory is: a host killed
+	 * right after a power-on must leave the VM on its list (vmfsd
+	 * commits on fsync of the directory, else within a second) */
+	char dir[PATH_MAX + 16];
+	char *slash;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*slash = '\0';
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd))
+		rc = -errno;
+	close(fd);
 	return rc;
 }
 
@@ -190,9 +208,19 @@ void ha_unprotect(struct agent *a, struct vmctx *v)
 			closedir(dh);
 		snprintf(path, sizeof(path), "%s/.vmfsd/ha/failover/%s.json", d.root, key);
 		n += !unlink(path);
-		if (n)
+		if (n) {
+			/* durable before the stop is reported: a host that dies
+			 * next must not have the survivors start it again (an
+			 * fsync of any directory commits vmfsd's journal) */
+			int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+			if (dfd >= 0) {
+				(void)fsync(dfd);
+				close(dfd);
+			}
 			agent_event(a, v->vmx_path, "ha.unprotected",
 				    "stopped on purpose: removed from the protected list");
+		}
 	}
 	ds_close(&d);
 }
