@@ -309,6 +309,23 @@ static void print_monitoring(json_t *m)
 	}
 }
 
+/* One event (`events`, `ha status`): time with milliseconds, host, type,
+ * VM, message. */
+static void print_event(json_t *e, const char *indent, const char *tfmt, int hostw, int typew)
+{
+	json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
+	time_t t = (time_t)(ms / 1000);
+	char when[32];
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(when, sizeof(when), tfmt, &tm);
+	printf("%s%s.%03d %-*s %-*s %s%s%s\n", indent, when, (int)(ms % 1000), hostw,
+	       jstr(e, "host"), typew, jstr(e, "type"),
+	       json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
+	       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
 	if (!strcmp(cmd, "list")) {
@@ -433,18 +450,8 @@ static void print_human(const char *cmd, json_t *r)
 		json_t *e;
 		size_t i;
 
-		json_array_foreach(json_object_get(r, "events"), i, e) {
-			json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
-			time_t t = (time_t)(ms / 1000);
-			char when[32];
-			struct tm tm;
-
-			localtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-			printf("%s.%03d %-10s %-20s %s%s%s\n", when, (int)(ms % 1000), jstr(e, "host"),
-			       jstr(e, "type"), json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
-			       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
-		}
+		json_array_foreach(json_object_get(r, "events"), i, e)
+			print_event(e, "", "%Y-%m-%d %H:%M:%S", 10, 20);
 		return;
 	}
 	if (json_object_get(r, "message"))
@@ -733,18 +740,8 @@ static void print_ha(json_t *r)
 			printf("    %-40s waiting for a host (lost by %s) priority %s\n", jstr(p, "vmx"),
 			       jstr(p, "host"), jstr(p, "priority"));
 		printf("  recent HA events:\n");
-		json_array_foreach(json_object_get(ds, "events"), k, e) {
-			json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
-			time_t t = (time_t)(ms / 1000);
-			char when[32];
-			struct tm tm;
-
-			localtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%H:%M:%S", &tm);
-			printf("    %s.%03d %-8s %-18s %s%s%s\n", when, (int)(ms % 1000), jstr(e, "host"),
-			       jstr(e, "type"), json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
-			       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
-		}
+		json_array_foreach(json_object_get(ds, "events"), k, e)
+			print_event(e, "    ", "%H:%M:%S", 8, 18);
 	}
 }
 
