@@ -151,7 +151,8 @@ bool wait_pid_gone(pid_t pid, int ms)
  * guest's serial port with it.  So
  * QEMU logs to serial.log in the local state folder and the agent copies
  * what is new to <vm>.log on the datastore in large appends, every second
- * (agent_reconcile) and once more when the VM stops.  The datastore log
+ * (agent_reconcile) and once more when the VM stops, each copy synced to
+ * the disk.  The datastore log
  * was rotated at power-on, so it is an exact prefix of the local one. */
 void vm_log_sync(const struct vmctx *v)
 {
@@ -176,6 +177,10 @@ void vm_log_sync(const struct vmctx *v)
 			break;
 		off += n;
 	}
+	/* durable at once, not at the filesystem's next commit: a VM's last
+	 * console lines are what an admin reads after its host died */
+	if (ds.st_size < ls.st_size)
+		fdatasync(dfd);
 out:
 	if (dfd >= 0)
 		close(dfd);

@@ -118,7 +118,10 @@ def setup(vol, hosts, agent_extra=None, mount_opts=None):
     return mnts, agents
 
 
-def create_vms(c, agent, mnt, names, kernel, initrd):
+def create_vms(c, agent, mnt, names, kernel, initrd, seen_from=None):
+    """Creates and powers on NAMES and waits for each guest's counter in
+    its log as the mount SEEN_FROM reads it: another host's view is what
+    a survivor finds once this one dies (the agent syncs each log copy)."""
     for n in names:
         vm = os.path.join(mnt, n)
         agent.ok("create", vm, "--cpus", 1, "--memory", MEM, "--disk", "64M", "--kernel", kernel,
@@ -128,7 +131,7 @@ def create_vms(c, agent, mnt, names, kernel, initrd):
                 f.write('vmfsd.ha.restartPriority = "%s"\n' % PRIOS[n])
         agent.ok("power-on", vm)
     for n in names:
-        vmtest.wait_counter(os.path.join(mnt, n), n, 3, timeout=180)
+        vmtest.wait_counter(os.path.join(seen_from or mnt, n), n, 3, timeout=180)
 
 
 def where(agents, mnts, name):
@@ -211,7 +214,7 @@ def scenario_kill(c, kernel, initrd, rounds=1):
         st = {}
 
         def run_on_a():
-            create_vms(c, agents["A"], mnts["A"], names, kernel, initrd)
+            create_vms(c, agents["A"], mnts["A"], names, kernel, initrd, seen_from=mnts["B"])
             prot = os.listdir(os.path.join(mnts["B"], ".vmfsd/ha/protected/A"))
             c.eq(len([p for p in prot if p.endswith(".json")]), 4, "A's protected list seen from B")
             hs = json.loads(agents["B"].ok("--json", "ha", "status"))
@@ -271,7 +274,7 @@ def scenario_isolate(c, kernel, initrd):
         st = {}
 
         def run_on_a():
-            create_vms(c, agents["A"], mnts["A"], names, kernel, initrd)
+            create_vms(c, agents["A"], mnts["A"], names, kernel, initrd, seen_from=mnts["B"])
             st["qa"] = {n: agents["A"].info(os.path.join(mnts["A"], n))["pid"] for n in names}
 
         def isolate_a():
