@@ -250,6 +250,7 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 	struct hosts_hist *h = fs->hosts;
 	struct jbuf b = {.cap = 4096};
 	const struct hb_timing *t;
+	char uuid[37];
 	int64_t now = mono_ms();
 	bool first = true;
 
@@ -259,7 +260,12 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 	if (!b.p)
 		return -ENOMEM;
 	t = hb_get_timing(fs->hb);
-	jb_printf(&b, "{\"version\":1,\"self\":{\"host\":");
+	vmfsd_uuid_format(fs->sb.uuid, uuid);
+	/* the volume's identity: agents name datastores and derive VM IDs
+	 * from it, the same on every host */
+	jb_printf(&b, "{\"version\":1,\"volume\":{\"uuid\":\"%s\",\"label\":", uuid);
+	jb_str(&b, fs->sb.label);
+	jb_printf(&b, "},\"self\":{\"host\":");
 	jb_str(&b, fs->host);
 	jb_printf(&b, ",\"slot\":%u,\"generation\":%llu,\"fenced\":%s,\"taken_over\":%s,"
 		  "\"pid\":%d},\"interval_ms\":%u,\"timeout_ms\":%u,\"wall_ms\":%lld,\"hosts\":[",

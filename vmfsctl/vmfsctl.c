@@ -44,8 +44,9 @@ static bool json_out;
 /* What a command takes after its name */
 enum cmd_arg {
 	ARG_NONE,               /* nothing (list, agent-info) */
-	ARG_PATH,               /* one PATH: a VM folder or its .vmx (kill-volume: a mount) */
-	ARG_OPT_PATH,           /* an optional PATH (events) */
+	ARG_PATH,               /* one PATH (create: the new VM folder; kill-volume: a mount) */
+	ARG_VM,                 /* one VM: its folder or .vmx, or its name or ID (list) */
+	ARG_OPT_VM,             /* an optional VM (events) */
 };
 
 /* Options a command accepts (besides --json) */
@@ -79,33 +80,34 @@ static const struct command commands[] = {
 	 "         [--accel auto|kvm|tcg] [--net nat|none|bridge:BRIDGE]\n"
 	 "                        new VM folder PATH on a mounted datastore\n",
 	 ARG_PATH, 0, parse_create, NULL},
-	{"list", "                  the VMs registered with this host's agent\n", ARG_NONE, 0, NULL, NULL},
-	{"info", " PATH             state, host and configuration of a VM\n", ARG_PATH, 0, NULL, NULL},
-	{"power-on", " PATH [--force]  start (resumes a suspended VM)\n", ARG_PATH, OPT_FORCE, NULL,
+	{"list", "                  every VM on this host's datastores, whichever host\n"
+	 "                        runs it, and those registered here outside them\n", ARG_NONE, 0, NULL, NULL},
+	{"info", " VM               state, host and configuration of a VM\n", ARG_VM, 0, NULL, NULL},
+	{"power-on", " VM [--force]    start (resumes a suspended VM)\n", ARG_VM, OPT_FORCE, NULL,
 	 NULL},
-	{"shutdown", " PATH [--timeout SEC]  ACPI power button, power off after SEC\n", ARG_PATH,
+	{"shutdown", " VM [--timeout SEC]    ACPI power button, power off after SEC\n", ARG_VM,
 	 OPT_TIMEOUT, NULL, NULL},
-	{"power-off", " PATH        stop at once\n", ARG_PATH, 0, NULL, NULL},
-	{"reset", " PATH            hard reset\n", ARG_PATH, 0, NULL, NULL},
-	{"suspend", " PATH          save the memory state to <vm>.vmss and stop\n", ARG_PATH, 0, NULL,
+	{"power-off", " VM          stop at once\n", ARG_VM, 0, NULL, NULL},
+	{"reset", " VM              hard reset\n", ARG_VM, 0, NULL, NULL},
+	{"suspend", " VM            save the memory state to <vm>.vmss and stop\n", ARG_VM, 0, NULL,
 	 NULL},
-	{"resume", " PATH           start from <vm>.vmss; continue a VM paused by an I/O\n"
+	{"resume", " VM             start from <vm>.vmss; continue a VM paused by an I/O\n"
 	 "                        error (a full datastore) once space is free\n",
-	 ARG_PATH, 0, NULL, NULL},
-	{"console", " PATH          attach to the serial console (detach: Ctrl-])\n", ARG_PATH, 0,
+	 ARG_VM, 0, NULL, NULL},
+	{"console", " VM            attach to the serial console (detach: Ctrl-])\n", ARG_VM, 0,
 	 NULL, after_console},
-	{"destroy", " PATH          delete a powered-off VM and its folder\n", ARG_PATH, 0, NULL,
+	{"destroy", " VM            delete a powered-off VM and its folder\n", ARG_VM, 0, NULL,
 	 NULL},
-	{"register", " PATH         add an existing VM folder to this host's inventory\n", ARG_PATH,
+	{"register", " VM           add an existing VM folder to this host's inventory\n", ARG_VM,
 	 0, NULL, NULL},
-	{"unregister", " PATH       remove it from the inventory (files stay)\n", ARG_PATH, 0, NULL,
+	{"unregister", " VM         remove it from the inventory (files stay)\n", ARG_VM, 0, NULL,
 	 NULL},
 	{"kill-volume", " MOUNT     kill at once every VM of this host on that datastore\n"
 	 "                        (the host lost the volume: fenced, vmfsd gone)\n",
 	 ARG_PATH, 0, NULL, NULL},
 	{"agent-info", "            the agent's host name, limits and accelerator\n", ARG_NONE, 0,
 	 NULL, NULL},
-	{"events", " [PATH] [--count N]  this host's recent events (of one VM)\n", ARG_OPT_PATH,
+	{"events", " [VM] [--count N]    this host's recent events (of one VM)\n", ARG_OPT_VM,
 	 OPT_COUNT, NULL, NULL},
 	{"ha", " status           HA: hosts per datastore (live, dead, fenced, in\n"
 	 "                        recovery, agent seen), protected VMs and where they\n"
@@ -140,6 +142,7 @@ static void usage(FILE *f)
 		"  -h, --help            this help\n"
 		"  -V, --version         version\n"
 		"\n"
+		"VM is a VM folder, its .vmx, or a VM's name or ID as `list` shows them.\n"
 		"SIZE takes K, M, G, T suffixes (powers of 1024).  See vmfsctl(8).\n");
 }
 
@@ -332,16 +335,25 @@ static void print_human(const char *cmd, json_t *r)
 		size_t i;
 		json_t *vm;
 
-		printf("%-24s %-17s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
+		printf("%-20s %-8s %-17s %-12s %-16s %s\n", "NAME", "ID", "STATE", "HOST", "SINCE",
+		       "PATH");
 		json_array_foreach(json_object_get(r, "vms"), i, vm) {
-			char state[64];
+			char state[64], since[32] = "-";
 
 			if (json_object_get(vm, "paused_reason"))
 				snprintf(state, sizeof(state), "%s (%s)", jstr(vm, "state"),
 					 jstr(vm, "paused_reason"));
 			else
 				snprintf(state, sizeof(state), "%s", jstr(vm, "state"));
-			printf("%-24s %-17s %-16s %s\n", jstr(vm, "name"), state, jstr(vm, "host"),
+			if (json_integer_value(json_object_get(vm, "since")) > 0) {
+				time_t t = (time_t)json_integer_value(json_object_get(vm, "since"));
+				struct tm tm;
+
+				localtime_r(&t, &tm);
+				strftime(since, sizeof(since), "%m-%d %H:%M:%S", &tm);
+			}
+			printf("%-20s %-8s %-17s %-12s %-16s %s\n", jstr(vm, "name"), jstr(vm, "id"),
+			       state, jstr(vm, "host"), since,
 			       json_string_value(json_object_get(vm, "path")) ?: jstr(vm, "vmx"));
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
@@ -804,9 +816,17 @@ int main(int argc, char **argv)
 	rc = (cmd->parse ? cmd->parse : parse_common)(cmd, argc, argv, req);
 	if (rc)
 		return rc;
-	if (cmd->arg == ARG_PATH || (cmd->arg == ARG_OPT_PATH && optind == argc - 1)) {
+	if (cmd->arg == ARG_PATH || cmd->arg == ARG_VM ||
+	    (cmd->arg == ARG_OPT_VM && optind == argc - 1)) {
 		if (optind != argc - 1)
-			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd->name);
+			return die_usage(cmd->arg == ARG_PATH ? "%s needs exactly one PATH"
+				       : "%s needs exactly one VM (a folder, its .vmx, a name or an ID)",
+				       cmd->name);
+		if (cmd->arg != ARG_PATH && !strchr(argv[optind], '/') && access(argv[optind], F_OK)) {
+			/* not a path here: a VM's name or ID, the agent finds it */
+			json_object_set_new(req, "path", json_string(argv[optind]));
+			goto call;
+		}
 		rc = abs_path(argv[optind], path, sizeof(path));
 		if (rc) {
 			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind], strerror(-rc));
@@ -816,6 +836,7 @@ int main(int argc, char **argv)
 	} else if (optind != argc) {
 		return die_usage("unexpected argument '%s'", argv[optind]);
 	}
+call:
 
 	if (!sock[0]) {
 		rc = default_socket(sock, sizeof(sock));
