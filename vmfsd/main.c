@@ -29,6 +29,7 @@
 #include "fuse/fuse_ops.h"
 #include "lockmgr/lockmgr.h"
 #include "fence.h"
+#include "log.h"
 
 #define PROG "vmfsd"
 
@@ -367,11 +368,11 @@ static void *fault_thread(void *arg)
 	}
 	if (fp->fail_after) {
 		sleep_ms(fp->fail_after);
-		syslog(LOG_WARNING, "fault injection: all I/O fails from now on");
+		vmfsd_log(LOG_WARNING, "fault injection: all I/O fails from now on");
 		bdev_fault_set(fp->bd, BDEV_FAULT_ALL_EIO);
 	} else if (fp->freeze_after) {
 		sleep_ms(fp->freeze_after);
-		syslog(LOG_WARNING, "fault injection: I/O frozen for %d ms", fp->freeze_for);
+		vmfsd_log(LOG_WARNING, "fault injection: I/O frozen for %d ms", fp->freeze_for);
 		bdev_fault_set(fp->bd, BDEV_FAULT_FROZEN);
 		sleep_ms(fp->freeze_for);
 		bdev_fault_thaw(fp->bd);
@@ -528,6 +529,16 @@ int main(int argc, char **argv)
 		}
 		mo.fence_hook = vmfsd_fence_hook;
 	}
+	/* the log names the volume and host from the start: the mount itself
+	 * may recover this host's previous incarnation */
+	vmfsd_log_open(o.foreground);
+	{
+		char hn[256] = "localhost";
+
+		gethostname(hn, sizeof(hn) - 1);
+		vmfsd_log_name(NULL, o.device, o.host ? o.host : hn);
+	}
+	mo.log_hook = vmfsd_log_hook;
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
 		mount_error(o.device, o.host, bd, unreplayed, r);
@@ -569,9 +580,8 @@ int main(int argc, char **argv)
 	}
 	/* in the foreground the log also goes to stderr (tests read it) */
 	vmfsd_fence_mounted();
-	openlog(PROG, LOG_PID | (o.foreground ? LOG_PERROR : 0), LOG_DAEMON);
-	syslog(LOG_INFO, "host %s mounted %s (%s) on %s", fs_host(fs), o.device,
-	       fs_super(fs)->label, o.mountpoint);
+	vmfsd_log_name(fs_super(fs)->label, o.device, fs_host(fs));
+	vmfsd_log(LOG_INFO, "mounted on %s", o.mountpoint);
 	if (!o.foreground) {
 		report_status(1);
 		detach();
@@ -613,10 +623,10 @@ out:
 	if (fs) {
 		r = fs_unmount(fs);
 		if (r) {
-			syslog(LOG_ERR, "%s: unmount: %s", o.device, strerror(-r));
+			vmfsd_log(LOG_ERR, "unmount: %s", strerror(-r));
 			ret = 1;
 		} else {
-			syslog(LOG_INFO, "host %s unmounted %s", mo.host ? mo.host : "", o.device);
+			vmfsd_log(LOG_INFO, "unmounted");
 		}
 	}
 	bdev_close(bd);         /* fs_mount and fs_unmount leave our device open */
