@@ -54,6 +54,8 @@ void lockmgr_status_free(struct lockmgr_status *st)
 	if (!st)
 		return;
 	free(st->hosts);
+	for (uint32_t i = 0; st->locks && i < st->nlocks; i++)
+		free(st->locks[i].path);
 	free(st->locks);
 	free(st);
 }
@@ -387,7 +389,10 @@ static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 		const struct lockmgr_lock *lk = &st->locks[i];
 		const char *sep = "";
 
-		sb_printf(b, "%s %" PRIu64 ": ", obj_name(lk->obj), lk->id);
+		sb_printf(b, "%s %" PRIu64, obj_name(lk->obj), lk->id);
+		if (lk->path)
+			sb_printf(b, " (%s)", lk->path);
+		sb_printf(b, ": ");
 		if (lk->damaged) {
 			sb_printf(b, "damaged lock record (%s)\n", strerror(-lk->damaged));
 			continue;
@@ -443,6 +448,10 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 
 		sb_printf(b, "%s\n    {\"object\": \"%s\", \"id\": %" PRIu64 ", \"offset\": %" PRIu64,
 			  i ? "," : "", obj_name(lk->obj), lk->id, lk->off);
+		if (lk->path) {
+			sb_printf(b, ", \"path\": ");
+			sb_json_str(b, lk->path);
+		}
 		if (lk->damaged) {
 			sb_printf(b, ", \"damaged\": true}");
 			continue;

@@ -11,18 +11,21 @@
  * they do for kernel filesystems.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <time.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 
 #include "bdev/bdev.h"
 #include "format/format.h"
@@ -187,6 +190,108 @@ static void describe_holder(const char *device, const char *host)
 	bdev_close(bd);
 }
 
+/* ---------------- --status: inode numbers to paths ---------------- */
+
+/* The status reads the volume itself, where a file is only an inode
+ * number; where the volume is mounted on this machine (found by the UUID
+ * its mount reports in user.vmfsd.hosts) the mount's tree names them, as
+ * `vmkfstools -D` names a locked file.  The walk stops after
+ * STATUS_WALK_MAX entries (a datastore of VM folders has far fewer) and
+ * runs on a thread given STATUS_WALK_MS: --status is what an admin runs
+ * when something is wrong, and a hung mount must not hang it too. */
+#define STATUS_WALK_MAX 200000
+#define STATUS_WALK_MS 3000
+
+static struct {
+	const struct lockmgr_status *st;
+	char **paths;           /* per st->locks entry; filled by the walk */
+	unsigned left, seen;
+	char mp[PATH_MAX];
+	sem_t done;
+} walk;
+
+static int walk_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)type;
+	(void)ftw;
+	for (uint32_t i = 0; i < walk.st->nlocks; i++) {
+		const struct lockmgr_lock *lk = &walk.st->locks[i];
+
+		if (lk->obj == LOCKMGR_OBJ_INODE && lk->id == (uint64_t)sb->st_ino && !walk.paths[i]) {
+			walk.paths[i] = strdup(path);
+			walk.left--;
+		}
+	}
+	return !walk.left || ++walk.seen >= STATUS_WALK_MAX;
+}
+
+static void *walk_thread(void *arg)
+{
+	(void)arg;
+	nftw(walk.mp, walk_one, 16, FTW_PHYS | FTW_MOUNT);
+	sem_post(&walk.done);
+	return NULL;
+}
+
+static bool mount_of_volume(const struct lockmgr_status *st, char *mp, size_t size)
+{
+	char uuid[37], want[64], line[4096], doc[8192];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	bool found = false;
+
+	vmfsd_uuid_format(st->sb.uuid, uuid);
+	snprintf(want, sizeof(want), "\"uuid\":\"%s\"", uuid);
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - "), fstype[64], path[PATH_MAX];
+		ssize_t n;
+
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "fuse.vmfsd") ||
+		    sscanf(line, "%*s %*s %*s %*s %4095s", path) != 1)
+			continue;
+		/* mountinfo escapes blanks as octal: such mount points are
+		 * skipped (the getxattr fails) */
+		n = getxattr(path, "user.vmfsd.hosts", doc, sizeof(doc) - 1);
+		if (n <= 0)
+			continue;
+		doc[n] = '\0';
+		if (strstr(doc, want)) {
+			snprintf(mp, size, "%s", path);
+			found = true;
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Returns the mount point that did not answer in time, or NULL. */
+static const char *name_locked_inodes(struct lockmgr_status *st)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	walk.st = st;
+	walk.left = walk.seen = 0;
+	for (uint32_t i = 0; i < st->nlocks; i++)
+		walk.left += st->locks[i].obj == LOCKMGR_OBJ_INODE;
+	if (!walk.left || !mount_of_volume(st, walk.mp, sizeof(walk.mp)))
+		return NULL;
+	walk.paths = calloc(st->nlocks, sizeof(*walk.paths));
+	if (!walk.paths || sem_init(&walk.done, 0, 0) ||
+	    pthread_create(&t, NULL, walk_thread, NULL))
+		return NULL;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += STATUS_WALK_MS / 1000;
+	while (sem_timedwait(&walk.done, &ts))
+		if (errno != EINTR)
+			return walk.mp;         /* the thread ends with the process */
+	pthread_join(t, NULL);
+	for (uint32_t i = 0; i < st->nlocks; i++)
+		st->locks[i].path = walk.paths[i];
+	free(walk.paths);
+	return NULL;
+}
+
 static int show_status(const char *device, int json)
 {
 	struct lockmgr_status *st;
@@ -209,7 +314,12 @@ static int show_status(const char *device, int json)
 		bdev_close(bd);
 		return 1;
 	}
+	const char *hung = name_locked_inodes(st);
+
 	r = lockmgr_status_format(st, json, &text);
+	if (hung)
+		fprintf(stderr, PROG ": %s did not answer within %d ms: locked files shown by inode "
+			"number only\n", hung, STATUS_WALK_MS);
 	if (!r)
 		fputs(text, stdout);
 	free(text);
