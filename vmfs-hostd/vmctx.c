@@ -533,6 +533,17 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 				if (!fstatat(v->dirfd, desc.extent, &st, AT_SYMLINK_NOFOLLOW))
 					json_object_set_new(dj, "allocated",
 							    json_integer((json_int_t)st.st_blocks * 512));
+				{
+					/* the extent's on-disk lock, as vmfsd states
+					 * it ("EXCL by esx1 (slot 0)"; cluster
+					 * mounts only) */
+					char host[256], ldesc[320];
+
+					busy_holder(v->dirfd, desc.extent, host, sizeof(host), ldesc,
+						    sizeof(ldesc));
+					if (ldesc[0])
+						json_object_set_new(dj, "lock", json_string(ldesc));
+				}
 			} else if (!d->cdrom) {
 				json_object_set_new(dj, "error", json_string(err.msg));
 			}

@@ -417,11 +417,13 @@ static void print_human(const char *cmd, json_t *r)
 			else if (json_object_get(d, "error"))
 				printf("disk %s: %s: %s\n", jstr(d, "device"), jstr(d, "file"), jstr(d, "error"));
 			else
-				printf("disk %s: %s -> %s, %lld MiB %s, %lld MiB allocated\n", jstr(d, "device"),
-				       jstr(d, "file"), jstr(d, "extent"),
+				printf("disk %s: %s -> %s, %lld MiB %s, %lld MiB allocated%s%s\n",
+				       jstr(d, "device"), jstr(d, "file"), jstr(d, "extent"),
 				       (long long)(json_integer_value(json_object_get(d, "size")) >> 20),
 				       jstr(d, "provisioning"),
-				       (long long)(json_integer_value(json_object_get(d, "allocated")) >> 20));
+				       (long long)(json_integer_value(json_object_get(d, "allocated")) >> 20),
+				       json_object_get(d, "lock") ? ", lock " : "",
+				       json_object_get(d, "lock") ? jstr(d, "lock") : "");
 		}
 		if (json_is_string(json_object_get(r, "suspend_file")))
 			printf("suspended:   %s\n", jstr(r, "suspend_file"));
