@@ -889,6 +889,11 @@ int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm
 		return vm_errf(err, -EINVAL, "%s: the configuration file name must end in .vmx", vmx_name);
 	snprintf(cfg->vmx_name, sizeof(cfg->vmx_name), "%s", vmx_name);
 	snprintf(cfg->name, sizeof(cfg->name), "%.*s", (int)(nl - 4), vmx_name);
+	/* an empty file (a copy that failed, a truncated write) is not a VM
+	 * with every default */
+	if (!f->n)
+		return vm_errf(err, -EINVAL, "%s: no keys: an empty file is not a VM configuration",
+			       vmx_name);
 	cfg->vcpus = 1;
 	cfg->mem_mib = 256;
 	cfg->ha_monitoring = cfg->ha_max_restarts = cfg->ha_restart_window = cfg->ha_hang_timeout = -1;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -182,6 +183,8 @@ static void remove_folder(const char *folder)
 	rmdir(folder);
 }
 
+static json_t *ds_summary(struct agent *a, const char *root);
+
 json_t *op_create(struct agent *a, json_t *req)
 {
 	const char *path = req_str(req, "path");
@@ -293,6 +296,14 @@ json_t *op_create(struct agent *a, json_t *req)
 		snprintf(buf, sizeof(buf), "%s", iso);
 		snprintf(isoname, sizeof(isoname), "%s", basename(buf));
 		rc = vm_name_check(isoname, "--iso", 0, "create", &err);
+		if (!rc) {
+			int fd = open(iso, O_RDONLY | O_CLOEXEC);
+
+			rc = fd < 0 ? vm_errf(&err, -errno, "%s: %s", iso, strerror(errno))
+				    : vm_iso_check(fd, iso, &err);
+			if (fd >= 0)
+				close(fd);
+		}
 		if (!rc)
 			rc = copy_into(dirfd, iso, isoname, &err);
 		if (rc) {
@@ -355,6 +366,33 @@ json_t *op_create(struct agent *a, json_t *req)
 	json_object_set_new(reply, "path", json_string(folder));
 	json_object_set_new(reply, "vmx", json_string(buf));
 	made = false;
+	{
+		/* guard rails: said, not refused */
+		json_t *warn = json_array();
+		struct dsview d;
+
+		if (ds_open(folder, &d)) {
+			json_array_append_new(warn, json_sprintf(
+				"%s is not on a vmfsd datastore: no cluster lock keeps another host "
+				"from starting this VM too", folder));
+		} else {
+			json_t *sum = ds_summary(a, d.root);
+			json_int_t cap = json_integer_value(json_object_get(sum, "capacity"));
+			json_int_t pr = json_integer_value(json_object_get(sum, "provisioned"));
+
+			if (json_is_true(json_object_get(sum, "overcommitted")))
+				json_array_append_new(warn, json_sprintf(
+					"datastore %s is overcommitted: its VMs' disks are provisioned "
+					"%.1f GB on %.1f GB (%lld %%): thin disks can fill it", d.root,
+					pr / 1e9, cap / 1e9, (long long)(cap ? pr * 100 / cap : 0)));
+			json_decref(sum);
+			ds_close(&d);
+		}
+		if (json_array_size(warn))
+			json_object_set_new(reply, "warnings", warn);
+		else
+			json_decref(warn);
+	}
 out:
 	vmx_free(&vmx);
 	if (dirfd >= 0)
@@ -587,7 +625,10 @@ json_t *list_vms(struct agent *a)
 		vmctx_close(&v);
 	}
 	inv_free(&iv);
-	return json_pack("{s:b,s:o,s:s}", "ok", 1, "vms", vms, "host", a->host);
+	json_t *r = datastores_list(a);
+
+	json_object_set_new(r, "vms", vms);
+	return r;
 }
 
 static bool is_hex_prefix(const char *s)
@@ -641,4 +682,66 @@ int inventory_resolve(struct agent *a, const char *arg, char *vmx, size_t size, 
 			     "`vmfsctl list` shows names and IDs", arg, a->host);
 	inv_free(&iv);
 	return rc;
+}
+
+/* ---------------- datastores: capacity and what is provisioned ---------------- */
+
+/* What VMX's disks take: PROV their virtual sizes, USED what is allocated. */
+static void vm_disk_usage(struct agent *a, const char *vmx, uint64_t *prov, uint64_t *used)
+{
+	struct vmctx v;
+	struct vm_err err;
+
+	if (!vmctx_open(a, vmx, false, &v, &err)) {
+		for (size_t i = 0; i < v.cfg.ndisks; i++) {
+			struct vmdk_desc desc;
+			struct stat st;
+
+			if (v.cfg.disks[i].cdrom || vmdk_load(v.dirfd, v.cfg.disks[i].file, &desc, &err))
+				continue;
+			*prov += desc.sectors * 512;
+			if (!fstatat(v.dirfd, desc.extent, &st, AT_SYMLINK_NOFOLLOW))
+				*used += (uint64_t)st.st_blocks * 512;
+		}
+	}
+	vmctx_close(&v);
+}
+
+/* One datastore: capacity and free space (statvfs), the VMs on it and
+ * what their disks are provisioned (virtual size) and take; thin disks
+ * overcommit it when they are provisioned more than its capacity. */
+static json_t *ds_summary(struct agent *a, const char *root)
+{
+	json_t *h = ds_hosts_read(root), *vol = json_object_get(h, "volume"), *r;
+	const char *uuid = json_string_value(json_object_get(vol, "uuid"));
+	struct inv iv = {0};
+	struct statvfs sv;
+	uint64_t prov = 0, used = 0, cap = 0, avail = 0;
+
+	if (!statvfs(root, &sv)) {
+		cap = (uint64_t)sv.f_blocks * sv.f_frsize;
+		avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	}
+	inv_walk(&iv, uuid ? uuid : root, root, strlen(root), 0);
+	for (size_t i = 0; i < iv.n; i++)
+		vm_disk_usage(a, iv.v[i].vmx, &prov, &used);
+	r = json_pack("{s:s,s:s?,s:s?,s:I,s:I,s:I,s:I,s:i,s:b}", "path", root, "label",
+		      json_string_value(json_object_get(vol, "label")), "uuid", uuid, "capacity",
+		      (json_int_t)cap, "free", (json_int_t)avail, "provisioned", (json_int_t)prov,
+		      "vm_disks_used", (json_int_t)used, "vms", (int)iv.n, "overcommitted",
+		      cap && prov > cap);
+	inv_free(&iv);
+	json_decref(h);
+	return r;
+}
+
+json_t *datastores_list(struct agent *a)
+{
+	char roots[AGENT_MAX_DS][PATH_MAX];
+	int n = ha_datastores(a, roots, AGENT_MAX_DS);
+	json_t *ds = json_array();
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(ds, ds_summary(a, roots[i]));
+	return json_pack("{s:b,s:o,s:s}", "ok", 1, "datastores", ds, "host", a->host);
 }

@@ -92,6 +92,12 @@ static json_t *cmd_events(struct agent *a, json_t *req)
 	return r;
 }
 
+static json_t *cmd_datastores(struct agent *a, json_t *req)
+{
+	(void)req;
+	return datastores_list(a);
+}
+
 /* unregister works on a folder that is gone or broken too */
 static json_t *cmd_unregister(struct agent *a, json_t *req)
 {
@@ -198,6 +204,7 @@ static const struct {
 	{"kill-volume", cmd_kill_volume},
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
+	{"datastores", cmd_datastores},
 	{"events", cmd_events},
 	{"ha-status", cmd_ha_status},
 };

@@ -85,6 +85,8 @@ int inventory_edit(struct agent *a, const char *add, const char *remove);
 json_t *op_create(struct agent *a, json_t *req);
 json_t *destroy_vm(struct agent *a, struct vmctx *v);
 json_t *list_vms(struct agent *a);
+/* the datastores of this host: capacity, free, provisioned (inventory.c) */
+json_t *datastores_list(struct agent *a);
 /* a VM named by its name, folder name or ID (`list`): its .vmx path */
 int inventory_resolve(struct agent *a, const char *arg, char *vmx, size_t size, struct vm_err *err);
 /* spawn.c */

@@ -131,6 +131,12 @@ static json_t *pon_open_files(struct pon *p)
 			fd = open_in_folder(v->dirfd, d->file, O_RDONLY, key, &err);
 			if (fd < 0)
 				return reply_err(fd, "%s: %s", v->vmx_path, err.msg);
+			int rc = vm_iso_check(fd, d->file, &err);
+
+			if (rc) {
+				close(fd);
+				return reply_err(rc, "%s: %s: %s", v->vmx_path, key, err.msg);
+			}
 		} else {
 			struct vmdk_desc desc;
 			struct stat st;

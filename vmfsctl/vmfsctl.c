@@ -105,6 +105,8 @@ static const struct command commands[] = {
 	{"kill-volume", " MOUNT     kill at once every VM of this host on that datastore\n"
 	 "                        (the host lost the volume: fenced, vmfsd gone)\n",
 	 ARG_PATH, 0, NULL, NULL},
+	{"datastores", "            this host's datastores: capacity, free, provisioned\n"
+	 "                        (thin disks may overcommit)\n", ARG_NONE, 0, NULL, NULL},
 	{"agent-info", "            the agent's host name, limits and accelerator\n", ARG_NONE, 0,
 	 NULL, NULL},
 	{"events", " [VM] [--count N]    this host's recent events (of one VM)\n", ARG_OPT_VM,
@@ -329,8 +331,59 @@ static void print_event(json_t *e, const char *indent, const char *tfmt, int hos
 	       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
 }
 
+/* "8.25 GB (7.68 GiB)": admins read both (df -H and df -h) */
+static void fmt_size(json_t *o, const char *k, char *buf, size_t size)
+{
+	double b = (double)json_integer_value(json_object_get(o, k));
+
+	snprintf(buf, size, "%.2f GB (%.2f GiB)", b / 1e9, b / (1024.0 * 1024 * 1024));
+}
+
+/* a datastore whose VMs' disks are provisioned more than its capacity */
+static void print_overcommit(json_t *ds)
+{
+	char prov[64], cap[64];
+	json_int_t c = json_integer_value(json_object_get(ds, "capacity"));
+
+	if (!json_is_true(json_object_get(ds, "overcommitted")))
+		return;
+	fmt_size(ds, "provisioned", prov, sizeof(prov));
+	fmt_size(ds, "capacity", cap, sizeof(cap));
+	fprintf(stderr, "%s: warning: datastore %s is overcommitted: its VMs' disks are provisioned "
+		"%s on %s (%lld %%): thin disks can fill it\n", prog, jstr(ds, "path"), prov, cap,
+		(long long)(c ? json_integer_value(json_object_get(ds, "provisioned")) * 100 / c : 0));
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
+	size_t wi;
+	json_t *w;
+
+	json_array_foreach(json_object_get(r, "warnings"), wi, w)
+		fprintf(stderr, "%s: warning: %s\n", prog, json_string_value(w));
+	if (!strcmp(cmd, "datastores")) {
+		size_t i;
+		json_t *ds;
+
+		json_array_foreach(json_object_get(r, "datastores"), i, ds) {
+			char b[64];
+
+			printf("%s%s (label %s, UUID %s)\n", i ? "\n" : "", jstr(ds, "path"),
+			       jstr(ds, "label"), jstr(ds, "uuid"));
+			fmt_size(ds, "capacity", b, sizeof(b));
+			printf("  capacity:      %s\n", b);
+			fmt_size(ds, "free", b, sizeof(b));
+			printf("  free:          %s\n", b);
+			fmt_size(ds, "provisioned", b, sizeof(b));
+			printf("  provisioned:   %s by the disks of %lld VM(s)%s\n", b,
+			       (long long)json_integer_value(json_object_get(ds, "vms")),
+			       json_is_true(json_object_get(ds, "overcommitted")) ? ", OVERCOMMITTED" : "");
+			fmt_size(ds, "vm_disks_used", b, sizeof(b));
+			printf("  disks use:     %s\n", b);
+			print_overcommit(ds);
+		}
+		return;
+	}
 	if (!strcmp(cmd, "list")) {
 		size_t i;
 		json_t *vm;
@@ -358,6 +411,8 @@ static void print_human(const char *cmd, json_t *r)
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
 		}
+		json_array_foreach(json_object_get(r, "datastores"), i, vm)
+			print_overcommit(vm);
 		return;
 	}
 	if (!strcmp(cmd, "info")) {
