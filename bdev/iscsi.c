@@ -177,6 +177,18 @@ static void inflight_del(struct bdev_iscsi *li, struct isc_req *r)
 static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 {
 	r->res = res;
+	if (r->aio && r->aio->cb_inline) {
+		struct bdev_aio *a = r->aio;
+
+		free(r);
+		a->cb(a, res);
+		pthread_mutex_lock(&li->lock);
+		/* after the callback ran: bdev_aio_drain promises that */
+		if (!--li->aio_pending)
+			pthread_cond_broadcast(&li->idle);
+		pthread_mutex_unlock(&li->lock);
+		return;
+	}
 	if (r->aio) {
 		r->next = NULL;
 		pthread_mutex_lock(&li->lock);
