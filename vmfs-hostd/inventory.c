@@ -376,16 +376,8 @@ json_t *op_create(struct agent *a, json_t *req)
 				"%s is not on a vmfsd datastore: no cluster lock keeps another host "
 				"from starting this VM too", folder));
 		} else {
-			json_t *sum = ds_summary(a, d.root);
-			json_int_t cap = json_integer_value(json_object_get(sum, "capacity"));
-			json_int_t pr = json_integer_value(json_object_get(sum, "provisioned"));
-
-			if (json_is_true(json_object_get(sum, "overcommitted")))
-				json_array_append_new(warn, json_sprintf(
-					"datastore %s is overcommitted: its VMs' disks are provisioned "
-					"%.1f GB on %.1f GB (%lld %%): thin disks can fill it", d.root,
-					pr / 1e9, cap / 1e9, (long long)(cap ? pr * 100 / cap : 0)));
-			json_decref(sum);
+			/* vmfsctl warns when it is overcommitted, as for list */
+			json_object_set_new(reply, "datastores", json_pack("[o]", ds_summary(a, d.root)));
 			ds_close(&d);
 		}
 		if (json_array_size(warn))

@@ -361,6 +361,9 @@ static void print_human(const char *cmd, json_t *r)
 
 	json_array_foreach(json_object_get(r, "warnings"), wi, w)
 		fprintf(stderr, "%s: warning: %s\n", prog, json_string_value(w));
+	/* datastores, list, create: a datastore thin disks overcommit */
+	json_array_foreach(json_object_get(r, "datastores"), wi, w)
+		print_overcommit(w);
 	if (!strcmp(cmd, "datastores")) {
 		size_t i;
 		json_t *ds;
@@ -380,7 +383,6 @@ static void print_human(const char *cmd, json_t *r)
 			       json_is_true(json_object_get(ds, "overcommitted")) ? ", OVERCOMMITTED" : "");
 			fmt_size(ds, "vm_disks_used", b, sizeof(b));
 			printf("  disks use:     %s\n", b);
-			print_overcommit(ds);
 		}
 		return;
 	}
@@ -411,8 +413,6 @@ static void print_human(const char *cmd, json_t *r)
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
 		}
-		json_array_foreach(json_object_get(r, "datastores"), i, vm)
-			print_overcommit(vm);
 		return;
 	}
 	if (!strcmp(cmd, "info")) {
