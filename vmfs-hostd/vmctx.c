@@ -360,6 +360,9 @@ static bool vm_remote_state(struct agent *a, struct vmctx *v, json_t *o)
 	memset(&r, 0, sizeof(r));
 	if (hl == 1 && dsok && d.self && strcmp(holder, d.self)) {
 		snprintf(runner, sizeof(runner), "%s", holder);
+		/* its content cannot be read here: opening a file another host
+		 * holds waits out vmfsd's lock retries (2.5 s) for EBUSY */
+		json_object_set_new(o, "lock", json_pack("{s:s,s:b}", "host", holder, "held", 1));
 	} else {
 		int pr = vm_lockrec_probe(v->dirfd, name, &r);
 

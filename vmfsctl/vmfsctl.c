@@ -482,9 +482,11 @@ static void print_human(const char *cmd, json_t *r)
 		}
 		if (json_is_string(json_object_get(r, "suspend_file")))
 			printf("suspended:   %s\n", jstr(r, "suspend_file"));
-		if (lk)
+		if (lk && json_integer_value(json_object_get(lk, "qemu_pid")))
 			printf("lock:        host %s, QEMU pid %lld\n", jstr(lk, "host"),
 			       (long long)json_integer_value(json_object_get(lk, "qemu_pid")));
+		else if (lk)
+			printf("lock:        held by host %s\n", jstr(lk, "host"));
 		printf("log:         %s\n", jstr(r, "log"));
 		print_monitoring(json_object_get(r, "vm_monitoring"));
 		return;
