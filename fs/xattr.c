@@ -21,6 +21,10 @@
  *                           several hosts may write (clustered guests) */
 #define XATTR_LOCK "user.vmfsd.lock"
 #define XATTR_MW "user.vmfsd.multiwriter"
+/*   user.vmfsd.handover     read: this mount's "<slot> <generation> <host>";
+ *                           write "accept", "cancel", "give SLOT GEN": a
+ *                           lock handover (fs/handover.c) */
+#define XATTR_HANDOVER "user.vmfsd.handover"
 
 static bool user_ns(const char *name)
 {
@@ -97,6 +101,8 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		return -EPERM;
 	if (!strcmp(name, XATTR_MW))
 		return set_multiwriter(fs, ino, value, size);
+	if (!strcmp(name, XATTR_HANDOVER))
+		return handover_xattr_set(fs, ino, value, size);
 	if (nl > 255)
 		return -ERANGE;
 	if (size > VMFSD_XATTR_AREA)
@@ -151,10 +157,12 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
-	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW)) {
+	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW) || !strcmp(name, XATTR_HANDOVER)) {
 		char txt[512];
 
-		if (!strcmp(name, XATTR_MW))
+		if (!strcmp(name, XATTR_HANDOVER))
+			r = handover_xattr_get(fs, txt, sizeof(txt));
+		else if (!strcmp(name, XATTR_MW))
 			snprintf(txt, sizeof(txt), "%d", !!(ip->d.iflags & VMFSD_IFLAG_MW));
 		else
 			r = cluster_describe_lock(fs, ip, txt, sizeof(txt));
