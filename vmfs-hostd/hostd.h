@@ -30,6 +30,12 @@ struct agent {
 	 * guest powered off */
 	struct { pid_t pid; int status; } reaped[64];
 	unsigned nreaped;
+	/* live migration (migrate.c): the control listener "ADDR:PORT" this
+	 * agent publishes on its datastores, the address QEMU streams reach,
+	 * and the secret a source must show (empty: migration disabled) */
+	char mig_listen[128];
+	char mig_addr[64];
+	char mig_token[40];
 };
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */
@@ -56,5 +62,11 @@ json_t *agent_request(struct agent *a, json_t *req);
  * clean up after those that ended (lock record, sockets).  Non-blocking:
  * skips VMs that a request is working on. */
 void agent_reconcile(struct agent *a, bool startup);
+
+/* Live migration (migrate.c): the secret, vmfsctl's `migrate` (progress
+ * lines on CFD before the reply), another agent's migrate-incoming. */
+void agent_migration_init(struct agent *a);
+json_t *agent_migrate(struct agent *a, json_t *req, int cfd);
+void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *peer);
 
 #endif

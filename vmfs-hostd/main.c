@@ -27,6 +27,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -60,6 +63,49 @@ void agent_log(const struct agent *a, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* The control listener for live migrations on ADDR[:PORT] (port 0: any
+ * free one); fills the agent's published addresses and secret. */
+static int migration_listen(struct agent *a, const char *spec)
+{
+	char host[64], port[16] = "0";
+	const char *c = strrchr(spec, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, one = 1;
+
+	if (c && strchr(spec, ':') == c) {          /* v4 or name with a port */
+		snprintf(host, sizeof(host), "%.*s", (int)(c - spec), spec);
+		snprintf(port, sizeof(port), "%s", c + 1);
+	} else if (spec[0] == '[' && (c = strstr(spec, "]:"))) {
+		snprintf(host, sizeof(host), "%.*s", (int)(c - spec - 1), spec + 1);
+		snprintf(port, sizeof(port), "%s", c + 2);
+	} else {
+		snprintf(host, sizeof(host), "%s", spec);
+	}
+	if (getaddrinfo(host, port, &hints, &ai)) {
+		fprintf(stderr, "%s: --migration-address: '%s' is not ADDR[:PORT] (a numeric address)\n",
+			prog, spec);
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 16) ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl)) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, spec, strerror(errno));
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	snprintf(a->mig_addr, sizeof(a->mig_addr), "%s", host);
+	snprintf(a->mig_listen, sizeof(a->mig_listen), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+		 host, ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						     : ((struct sockaddr_in6 *)&ss)->sin6_port));
+	agent_migration_init(a);
+	return fd;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -78,6 +124,11 @@ static void usage(FILE *f)
 		"                           (default auto: KVM when /dev/kvm works and this\n"
 		"                           host is not itself a VM, else TCG)\n"
 		"  -q, --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+		"  -m, --migration-address ADDR[:PORT]\n"
+		"                           accept live migrations: the control port and\n"
+		"                           the migration streams listen on ADDR only\n"
+		"                           (published on every vmfsd datastore; default:\n"
+		"                           no migrations to this host)\n"
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
 		"                           (default 90)\n"
@@ -170,12 +221,37 @@ static void serve(struct agent *a, int cfd)
 	if (rc) {
 		reply = json_pack("{s:b,s:s,s:i}", "ok", 0, "error", "malformed request", "errno",
 				  -rc);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate")) {
+		/* progress lines go to CFD before the reply */
+		reply = agent_migrate(a, req, cfd);
+		json_decref(req);
 	} else {
 		reply = agent_request(a, req);
 		json_decref(req);
 	}
 	write_reply(cfd, reply);
 	json_decref(reply);
+}
+
+/* Another agent's control connection (live migration): one request, a
+ * migrate-incoming, which then runs its whole dialogue on CFD. */
+static void serve_migration(struct agent *a, int cfd, const struct sockaddr_storage *ss)
+{
+	json_t *req = NULL;
+	char peer[64] = "";
+
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, peer, sizeof(peer));
+	else if (ss->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, peer, sizeof(peer));
+	if (read_request(cfd, &req))
+		return;
+	if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-incoming"))
+		agent_migrate_incoming(a, req, cfd, peer);
+	else
+		write_reply(cfd, json_pack("{s:b,s:s,s:i}", "ok", 0, "error",
+					   "only migrate-incoming is served here", "errno", EPERM));
+	json_decref(req);
 }
 
 int agent_reaped_signal(const struct agent *a, pid_t pid)
@@ -216,6 +292,7 @@ int main(int argc, char **argv)
 		{"accel", required_argument, NULL, 'a'},
 		{"qemu", required_argument, NULL, 'q'},
 		{"shutdown-timeout", required_argument, NULL, 't'},
+		{"migration-address", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -227,11 +304,11 @@ int main(int argc, char **argv)
 		.shutdown_timeout = 90,
 	};
 	char hostbuf[256];
-	const char *sock = NULL, *sdir = NULL;
-	int c, rc, lockfd, lfd, sfd;
+	const char *sock = NULL, *sdir = NULL, *maddr = NULL;
+	int c, rc, lockfd, lfd, sfd, mfd = -1;
 	sigset_t mask;
 
-	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:m:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':
 			a.host = optarg;
@@ -263,6 +340,9 @@ int main(int argc, char **argv)
 			a.shutdown_timeout = (int)v;
 			break;
 		}
+		case 'm':
+			maddr = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -368,6 +448,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
+	if (maddr && (mfd = migration_listen(&a, maddr)) < 0)
+		return 1;
 
 	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
@@ -395,11 +477,12 @@ int main(int argc, char **argv)
 
 	bool stop = false;
 	while (!stop) {
-		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		struct pollfd p[3] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN},
+				      {.fd = mfd, .events = POLLIN}};
 		/* 1 s: a guest that powers itself off has its lock record
 		 * released within about a second (the same bound docs/architecture.md
 		 * gives for another host to see a change) */
-		int r = poll(p, 2, 1000);
+		int r = poll(p, mfd >= 0 ? 3 : 2, 1000);
 
 		if (r < 0 && errno != EINTR) {
 			agent_log(&a, "poll: %s", strerror(errno));
@@ -443,6 +526,27 @@ int main(int argc, char **argv)
 				}
 				if (pid < 0)
 					agent_log(&a, "fork: %s", strerror(errno));
+				close(cfd);
+			}
+		}
+		if (r > 0 && mfd >= 0 && (p[2].revents & POLLIN)) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			int cfd = accept4(mfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+
+			if (cfd >= 0) {
+				pid_t pid = fork();
+
+				if (pid == 0) {
+					sigprocmask(SIG_UNBLOCK, &mask, NULL);
+					signal(SIGTERM, SIG_DFL);
+					close(lfd);
+					close(sfd);
+					close(lockfd);
+					close(mfd);
+					serve_migration(&a, cfd, &ss);
+					_exit(0);
+				}
 				close(cfd);
 			}
 		}

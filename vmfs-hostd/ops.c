@@ -243,6 +243,7 @@ void agent_reconcile(struct agent *a, bool startup)
 	DIR *d;
 	struct dirent *de;
 
+	migration_publish(a);
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	if (!d)

@@ -101,6 +101,9 @@ json_t *reset_vm(struct agent *a, struct vmctx *v);
 json_t *suspend_vm(struct agent *a, struct vmctx *v);
 json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx);
+/* migrate.c */
+void migration_publish(struct agent *a);
+void migrate_progress(int cfd, const char *phase, json_t *fields);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

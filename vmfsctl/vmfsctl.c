@@ -70,6 +70,8 @@ struct command {
 static int parse_create(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
 static int after_console(json_t *reply);
+static int parse_migrate(const struct command *c, int argc, char **argv, json_t *req);
+static void print_progress(json_t *p);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -105,6 +107,9 @@ static const struct command commands[] = {
 	 NULL, NULL},
 	{"events", " [PATH] [--count N]  this host's recent events (of one VM)\n", ARG_OPT_PATH,
 	 OPT_COUNT, NULL, NULL},
+	{"migrate", " PATH --host HOST [--bandwidth MIB] [--downtime MS]\n"
+	 "                        live-migrate a running VM to HOST (same datastore)\n",
+	 ARG_PATH, 0, parse_migrate, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -240,7 +245,22 @@ static json_t *agent_call(const char *sock, json_t *req)
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		if (memchr(buf, '\n', len))
+		/* progress lines ({"progress": ...}) come before the reply */
+		char *nl;
+		while ((nl = memchr(buf, '\n', len))) {
+			json_t *l = json_loadb(buf, (size_t)(nl - buf), 0, &je);
+			json_t *p = json_object_get(l, "progress");
+
+			if (!p) {
+				json_decref(l);
+				break;
+			}
+			print_progress(p);
+			json_decref(l);
+			memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf));
+			len -= (size_t)(nl + 1 - buf);
+		}
+		if (nl)
 			break;
 	}
 	close(fd);
@@ -600,6 +620,76 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 		}
 	}
 	return 0;
+}
+
+static int parse_migrate(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"host", required_argument, NULL, 'H'},
+		{"bandwidth", required_argument, NULL, 'b'},
+		{"downtime", required_argument, NULL, 'd'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "H:b:d:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 'H':
+			json_object_set_new(req, "host", json_string(optarg));
+			break;
+		case 'b':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 1000000)
+				return die_usage("--bandwidth: '%s' is not 1..1000000 MiB/s", optarg);
+			json_object_set_new(req, "bandwidth", json_integer((json_int_t)v << 20));
+			break;
+		case 'd':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 60000)
+				return die_usage("--downtime: '%s' is not 1..60000 ms", optarg);
+			json_object_set_new(req, "downtime_ms", json_integer(v));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	if (!json_object_get(req, "host"))
+		return die_usage("%s needs --host HOST", cmd->name);
+	return 0;
+}
+
+/* A progress line of a long request (migrate): one line on a terminal,
+ * the object itself with --json. */
+static void print_progress(json_t *p)
+{
+	const char *phase = jstr(p, "phase");
+
+	if (json_out) {
+		char *s = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+		printf("%s\n", s ? s : "{}");
+		free(s);
+	} else if (!strcmp(phase, "pre-copy") || !strcmp(phase, "stop-and-copy")) {
+		printf("%-13s pass %lld: %lld MiB sent, %lld MiB remaining, %lld dirty pages/s, %.0f Mbit/s\n",
+		       phase, (long long)json_integer_value(json_object_get(p, "pass")),
+		       (long long)(json_integer_value(json_object_get(p, "transferred")) >> 20),
+		       (long long)(json_integer_value(json_object_get(p, "remaining")) >> 20),
+		       (long long)json_integer_value(json_object_get(p, "dirty_pages_rate")),
+		       json_real_value(json_object_get(p, "mbps")));
+	} else if (!strcmp(phase, "switch-over")) {
+		printf("%-13s disk locks handed over in %lld ms\n", phase,
+		       (long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
+	} else {
+		printf("%-13s destination %s\n", phase, jstr(p, "destination"));
+	}
+	fflush(stdout);
 }
 
 static int after_console(json_t *reply)

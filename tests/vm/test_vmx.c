@@ -221,7 +221,7 @@ Test(qemu, argv_has_no_vmx_text)
 			cr_expect(strstr(a.v[i], "\"driver\":\"raw\"") != NULL, "%s", a.v[i]);
 		}
 		kernel |= !strcmp(a.v[i], "/proc/self/fd/6");
-		accel |= !strcmp(a.v[i], "q35,accel=tcg");
+		accel |= !strcmp(a.v[i], "pc-q35-7.2,accel=tcg");
 	}
 	cr_expect(blockdev && kernel && accel);
 	strv_free(&a);

@@ -69,9 +69,10 @@ class Agent:
     """One vmfs-hostd child process: host NAME, its socket and state folder
     in the test's scratch directory."""
 
-    def __init__(self, work, host):
+    def __init__(self, work, host, extra=()):
         self.work = work
         self.host = host
+        self.extra = [str(x) for x in extra]
         self.sock = os.path.join(work, "%s.sock" % host)
         self.state = os.path.join(work, "state-%s" % host)
         self.logpath = os.path.join(work, "agent-%s.log" % host)
@@ -81,7 +82,7 @@ class Agent:
         log = open(self.logpath, "a")
         self.proc = subprocess.Popen(
             [env("VMFS_HOSTD"), "--host", self.host, "--socket", self.sock, "--state-dir",
-             self.state, "--accel", "tcg", "--shutdown-timeout", "60"],
+             self.state, "--accel", "tcg", "--shutdown-timeout", "60"] + self.extra,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
@@ -174,8 +175,8 @@ class Volume:
         except OSError:
             return ""
 
-    def agent(self, host):
-        a = Agent(self.work, host)
+    def agent(self, host, extra=()):
+        a = Agent(self.work, host, extra)
         a.start()
         self.agents.append(a)
         return a

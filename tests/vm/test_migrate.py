@@ -1,0 +1,139 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""Live migration (vMotion) between two hosts of one datastore: hosts A
+and B each mount the volume with their own vmfsd and run their own agent
+(--migration-address 127.0.0.1).  The test guest writes its counter to
+sector 0 of its disk every half second.
+
+ 1. ten migrations back and forth A -> B -> A ...: each one succeeds, the
+    guest never reboots (its log has one boot), its counter keeps growing
+    across every switch, the lock record and user.vmfsd.lock name the new
+    host, the old host has no QEMU left and the disk's lock was never
+    held by both (the old host's QEMU is gone before the new one runs);
+ 2. the destination's agent and QEMU killed during pre-copy: the
+    migration fails and the VM keeps running on the source;
+ 3. progress: --json prints pre-copy and stop-and-copy lines before the
+    result.
+
+Registered with meson (suite vm, vm-migrate).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vmtest  # noqa: E402
+
+MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "10"))
+
+
+def qemu_pids(state_dir):
+    """QEMUs whose command line names STATE_DIR (one agent's VMs)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cl = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "qemu-system" in cl and state_dir + "/" in cl:
+            out.append(int(d))
+    return out
+
+
+def counter(flat):
+    rec = vmtest.disk_counter(flat)
+    return rec[0] if rec else -1
+
+
+def body(c):
+    kernel, initrd = vmtest.guest()
+    with vmtest.Volume("migrate", checker=c) as vol:
+        mnt = {"A": vol.mount("A"), "B": vol.mount("B")}
+        ag = {h: vol.agent(h, ["--migration-address", "127.0.0.1"]) for h in "AB"}
+        vm = {h: os.path.join(mnt[h], "mig") for h in "AB"}
+        flat = {h: os.path.join(vm[h], "mig-flat.vmdk") for h in "AB"}
+        st = {"host": "A"}
+
+        def start():
+            ag["A"].ok("create", vm["A"], "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk",
+                       "64M", "--kernel", kernel, "--initrd", initrd, "--append",
+                       "console=ttyS0 quiet", "--net", "none")
+            ag["A"].ok("power-on", vm["A"])
+            vmtest.wait_counter(vm["A"], "mig", 3)
+            vmtest.wait_for(lambda: os.path.exists(os.path.join(vm["B"], "mig.vmx")), 10,
+                            "the VM folder on host B")
+            for h in "AB":
+                vmtest.wait_for(lambda: os.path.exists(os.path.join(
+                    mnt[h], ".vmfsd", "agents", ("B" if h == "A" else "A") + ".migration")),
+                    10, "the other agent's migration address on %s" % h)
+
+        def back_and_forth():
+            for k in range(MIGRATIONS):
+                src = st["host"]
+                dst = "B" if src == "A" else "A"
+                before = counter(flat[dst])
+                r = ag[src].ctl("--json", "migrate", vm[src], "--host", dst, timeout=300)
+                if r.returncode != 0:
+                    c.fail("migration %d %s -> %s failed: %s %s" % (k, src, dst, r.stderr,
+                                                                    r.stdout[-2000:]))
+                    return
+                out = r.stdout.split("\n")
+                phases = [json.loads(x)["progress"]["phase"] for x in out
+                          if x.startswith('{"progress"')]
+                res = json.loads("\n".join(out[out.index("{"):]))
+                if k == 0:
+                    c.check("pre-copy" in phases and "stop-and-copy" in phases,
+                            "progress lines: %s" % phases)
+                st["host"] = dst
+                c.check(not qemu_pids(ag[src].state), "migration %d: a QEMU is left on %s" % (k, src))
+                c.check(len(qemu_pids(ag[dst].state)) == 1, "migration %d: no QEMU on %s" % (k, dst))
+                info = ag[dst].info(vm[dst])
+                c.eq((info["state"], info["host"]), ("running", dst), "migration %d: %s's view"
+                     % (k, dst))
+                lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
+                c.check(lk.startswith("EXCL by %s " % dst), "migration %d: disk lock %s" % (k, lk))
+                # the guest goes on counting on the destination
+                vmtest.wait_for(lambda: counter(flat[dst]) > before + 2, 60,
+                                "the counter grows after migration %d" % k)
+                print("    migration %d %s -> %s: %.2f s, guest paused %s ms, phases %s"
+                      % (k, src, dst, res.get("total_ms", 0) / 1000, res.get("pause_ms"),
+                         sorted(set(phases))), flush=True)
+            log = vmtest.read_log(vm[st["host"]], "mig")
+            c.eq(log.count("previous counter"), 1, "boots seen in the guest's log")
+
+        def dest_killed_precopy():
+            src = st["host"]
+            dst = "B" if src == "A" else "A"
+            before = counter(flat[src])
+            # a slow stream (1 MiB/s) keeps pre-copy going for a while
+            p = subprocess.Popen([vmtest.env("VMFSCTL"), "--agent", ag[src].sock, "migrate",
+                                  vm[src], "--host", dst, "--bandwidth", "1"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            vmtest.wait_for(lambda: qemu_pids(ag[dst].state), 60, "the destination QEMU")
+            time.sleep(2)
+            ag[dst].proc.send_signal(signal.SIGKILL)
+            for pid in qemu_pids(ag[dst].state):
+                os.kill(pid, signal.SIGKILL)
+            out, _ = p.communicate(timeout=120)
+            c.check(p.returncode != 0, "migration with the destination killed succeeded: " + out)
+            c.check(len(qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
+            vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 60,
+                            "the counter grows on %s after the failed migration" % src)
+            ag[dst].proc.wait()
+            ag[dst].start()
+
+        c.section("power-on on A", start)
+        c.section("%d migrations back and forth" % MIGRATIONS, back_and_forth)
+        c.section("destination killed during pre-copy", dest_killed_precopy)
+        ag[st["host"]].ok("power-off", vm[st["host"]])
+
+
+vmtest.main("vm-migrate", body)
