@@ -63,23 +63,30 @@ def body(c):
         st = {"host": "A"}
 
         def start():
+            for h in "AB":
+                vmtest.wait_for(lambda: os.path.exists(os.path.join(
+                    mnt[h], ".vmfsd", "agents", ("B" if h == "A" else "A") + ".migration")),
+                    60, "the other agent's migration address on %s" % h)
+            # both agents created .vmfsd/agents/ in the volume's root just
+            # now; a create racing with that right after mount failed with
+            # ESTALE or EBUSY about once in three tries (a namespace race of
+            # the filesystem, reported to the lead): let those names settle
+            time.sleep(3)
             ag["A"].ok("create", vm["A"], "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk",
                        "64M", "--kernel", kernel, "--initrd", initrd, "--append",
                        "console=ttyS0 quiet", "--net", "none")
             ag["A"].ok("power-on", vm["A"])
-            vmtest.wait_counter(vm["A"], "mig", 3)
+            vmtest.wait_counter(vm["A"], "mig", 3, timeout=300)
             vmtest.wait_for(lambda: os.path.exists(os.path.join(vm["B"], "mig.vmx")), 10,
                             "the VM folder on host B")
-            for h in "AB":
-                vmtest.wait_for(lambda: os.path.exists(os.path.join(
-                    mnt[h], ".vmfsd", "agents", ("B" if h == "A" else "A") + ".migration")),
-                    10, "the other agent's migration address on %s" % h)
 
         def back_and_forth():
             for k in range(MIGRATIONS):
                 src = st["host"]
                 dst = "B" if src == "A" else "A"
-                before = counter(flat[dst])
+                # read through the host that runs it: the other host's
+                # open would be refused (EBUSY, its exclusive lock)
+                before = counter(flat[src])
                 r = ag[src].ctl("--json", "migrate", vm[src], "--host", dst, timeout=300)
                 if r.returncode != 0:
                     c.fail("migration %d %s -> %s failed: %s %s" % (k, src, dst, r.stderr,
@@ -101,7 +108,7 @@ def body(c):
                 lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
                 c.check(lk.startswith("EXCL by %s " % dst), "migration %d: disk lock %s" % (k, lk))
                 # the guest goes on counting on the destination
-                vmtest.wait_for(lambda: counter(flat[dst]) > before + 2, 60,
+                vmtest.wait_for(lambda: counter(flat[dst]) > before + 2, 180,
                                 "the counter grows after migration %d" % k)
                 print("    migration %d %s -> %s: %.2f s, guest paused %s ms, phases %s"
                       % (k, src, dst, res.get("total_ms", 0) / 1000, res.get("pause_ms"),
@@ -125,7 +132,7 @@ def body(c):
             out, _ = p.communicate(timeout=120)
             c.check(p.returncode != 0, "migration with the destination killed succeeded: " + out)
             c.check(len(qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
-            vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 60,
+            vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 180,
                             "the counter grows on %s after the failed migration" % src)
             ag[dst].proc.wait()
             ag[dst].start()
