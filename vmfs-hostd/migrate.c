@@ -249,7 +249,19 @@ void migration_publish(struct agent *a)
 		char *text;
 		json_t *j;
 
+		char id[300];
+		ssize_t l;
+
 		if (strcmp(m->mnt_type, "fuse.vmfsd") || strstr(m->mnt_opts, "ro,") == m->mnt_opts)
+			continue;
+		/* only this host's mounts: "<slot> <generation> <host>" (on a
+		 * test machine every host's mount is visible to every agent) */
+		l = getxattr(m->mnt_dir, XATTR_HANDOVER, id, sizeof(id) - 1);
+		if (l <= 0)
+			continue;
+		id[l] = 0;
+		if (!strchr(id, ' ') || !strchr(strchr(id, ' ') + 1, ' ') ||
+		    strcmp(strchr(strchr(id, ' ') + 1, ' ') + 1, a->host))
 			continue;
 		j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "host", a->host, "control", a->mig_listen,
 			      "address", a->mig_addr, "mount", m->mnt_dir, "token", a->mig_token,

@@ -93,8 +93,8 @@ def body(c):
                                                                     r.stdout[-2000:]))
                     return
                 out = r.stdout.split("\n")
-                phases = [json.loads(x)["progress"]["phase"] for x in out
-                          if x.startswith('{"progress"')]
+                phases = [json.loads(x)["phase"] for x in out
+                          if x.startswith("{") and '"phase"' in x]
                 res = json.loads("\n".join(out[out.index("{"):]))
                 if k == 0:
                     c.check("pre-copy" in phases and "stop-and-copy" in phases,
