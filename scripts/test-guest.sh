@@ -165,10 +165,12 @@ done
 say "modules loaded"
 limit=""
 fill=""
+dirty=""
 for a in $(cat /proc/cmdline); do
 	case $a in
 	vmfs.count=*) limit=${a#vmfs.count=} ;;
 	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
+	vmfs.dirty=*) dirty=${a#vmfs.dirty=} ;;
 	esac
 done
 
@@ -213,6 +215,13 @@ if [ -n "$fill" ]; then
 		k=$((k + 1))
 	done
 	say "fill done $fill MiB"
+fi
+if [ -n "$dirty" ]; then
+	# rewrite the same M MiB of RAM (a file in the initramfs) for ever:
+	# a guest that keeps dirtying memory, for the migration benchmark
+	say "dirtying $dirty MiB"
+	(while :; do dd if=/dev/zero of=/tmp/dirty bs=1048576 count="$dirty" conv=notrunc \
+		2>/dev/null; done) &
 fi
 while :; do
 	n=$((n + 1))

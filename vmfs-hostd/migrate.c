@@ -46,7 +46,9 @@
 #include <mntent.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -70,6 +72,24 @@
  * after the heartbeat timeout plus its replay (10 s by default,
  * docs/cluster.md §3) */
 #define TAKEBACK_MS 30000
+
+/* Fault injection for the tests (tests/vm/test_migrate.py): the agent's
+ * environment VMFS_HOSTD_MIGRATE_FAULT names a point where this side of
+ * a migration dies at once, QEMU included, as if its host failed there:
+ *   dest-at-switch     the destination, on receiving "switch" (the disk
+ *                      locks were handed to it, its QEMU not yet running)
+ *   source-after-give  the source, right after handing the locks over */
+static void fault_point(const char *name, pid_t qemu)
+{
+	const char *f = getenv("VMFS_HOSTD_MIGRATE_FAULT");
+
+	if (!f || strcmp(f, name))
+		return;
+	if (qemu > 0)
+		kill(qemu, SIGKILL);
+	kill(getppid(), SIGKILL);       /* the agent too */
+	_exit(1);
+}
 
 static int64_t wall_ms(void)
 {
@@ -234,8 +254,58 @@ static bool is_vmfsd_mount(const char *dir)
 	return yes;
 }
 
-/* The sweep's job: <mount>/.vmfsd/agents/<host>.migration on every vmfsd
- * mount, rewritten only when it differs (a read per mount per second). */
+/* Publishes on one mount, if it is one of this host's (its handover
+ * identity "<slot> <generation> <host>" names us: on a test machine every
+ * host's mount is visible to every agent), rewriting the file only when
+ * it differs. */
+static void publish_one(struct agent *a, const char *mnt)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 128], old[2048] = "", id[300];
+	const char *h;
+	char *text;
+	ssize_t l;
+	json_t *j;
+
+	l = getxattr(mnt, XATTR_HANDOVER, id, sizeof(id) - 1);
+	if (l <= 0)
+		return;
+	id[l] = 0;
+	h = strchr(id, ' ');
+	h = h ? strchr(h + 1, ' ') : NULL;
+	if (!h || strcmp(h + 1, a->host))
+		return;
+	j = json_pack("{s:s,s:s,s:s,s:s,s:s}", "host", a->host, "control", a->mig_listen,
+		      "address", a->mig_addr, "mount", mnt, "token", a->mig_token);
+	text = json_dumps(j, JSON_COMPACT);
+	json_decref(j);
+	snprintf(dir, sizeof(dir), "%s/.vmfsd", mnt);
+	mkdir(dir, 0700);
+	snprintf(dir, sizeof(dir), "%s/.vmfsd/agents", mnt);
+	mkdir(dir, 0700);
+	snprintf(path, sizeof(path), "%s/%s.migration", dir, a->host);
+	if (text && (read_text(path, old, sizeof(old)) || strcmp(old, text))) {
+		char tmp[PATH_MAX + 160];
+		int fd;
+
+		snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+		fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd >= 0) {
+			bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
+
+			close(fd);
+			if (!ok || rename(tmp, path))
+				unlink(tmp);
+		}
+	}
+	free(text);
+}
+
+/* The sweep's job: <mount>/.vmfsd/agents/<host>.migration on each of this
+ * host's vmfsd mounts.  Every mount is looked at in a child of its own,
+ * waited for PUBLISH_WAIT_MS at most, with a per-mount flock in the state
+ * folder: a datastore that hangs (another host's mount, a frozen or fenced
+ * vmfsd) holds one child, never the sweep. */
+#define PUBLISH_WAIT_MS 1000
 void migration_publish(struct agent *a)
 {
 	FILE *f;
@@ -245,49 +315,30 @@ void migration_publish(struct agent *a)
 		return;
 	f = setmntent("/proc/self/mounts", "re");
 	while (f && (m = getmntent(f))) {
-		char dir[PATH_MAX], path[PATH_MAX + 128], old[2048] = "";
-		char *text;
-		json_t *j;
-
-		char id[300];
-		ssize_t l;
+		char lp[PATH_MAX + 64], key[17];
+		int lfd;
+		pid_t pid;
 
 		if (strcmp(m->mnt_type, "fuse.vmfsd") || strstr(m->mnt_opts, "ro,") == m->mnt_opts)
 			continue;
-		/* only this host's mounts: "<slot> <generation> <host>" (on a
-		 * test machine every host's mount is visible to every agent) */
-		l = getxattr(m->mnt_dir, XATTR_HANDOVER, id, sizeof(id) - 1);
-		if (l <= 0)
-			continue;
-		id[l] = 0;
-		if (!strchr(id, ' ') || !strchr(strchr(id, ' ') + 1, ' ') ||
-		    strcmp(strchr(strchr(id, ' ') + 1, ' ') + 1, a->host))
-			continue;
-		j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i}", "host", a->host, "control", a->mig_listen,
-			      "address", a->mig_addr, "mount", m->mnt_dir, "token", a->mig_token,
-			      "agent_pid", (int)getppid());
-		text = json_dumps(j, JSON_COMPACT);
-		json_decref(j);
-		snprintf(dir, sizeof(dir), "%s/.vmfsd", m->mnt_dir);
-		mkdir(dir, 0700);
-		snprintf(dir, sizeof(dir), "%s/.vmfsd/agents", m->mnt_dir);
-		mkdir(dir, 0700);
-		snprintf(path, sizeof(path), "%s/%s.migration", dir, a->host);
-		if (text && (read_text(path, old, sizeof(old)) || strcmp(old, text))) {
-			char tmp[PATH_MAX + 160];
-			int fd;
-
-			snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-			fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-			if (fd >= 0) {
-				bool ok = write(fd, text, strlen(text)) == (ssize_t)strlen(text);
-
-				close(fd);
-				if (!ok || rename(tmp, path))
-					unlink(tmp);
-			}
+		vm_hash_name(m->mnt_dir, key);
+		snprintf(lp, sizeof(lp), "%s/publish-%s.lock", a->state_dir, key);
+		lfd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB)) {
+			if (lfd >= 0)
+				close(lfd);
+			continue;       /* the last look at it has not come back */
 		}
-		free(text);
+		pid = fork();
+		if (pid == 0) {
+			publish_one(a, m->mnt_dir);
+			_exit(0);
+		}
+		close(lfd);             /* the child keeps the flock until it ends */
+		for (int64_t end = now_ms() + PUBLISH_WAIT_MS; pid > 0 && now_ms() < end;
+		     sleep_ms(10))
+			if (waitpid(pid, NULL, WNOHANG) == pid)
+				break;
 	}
 	if (f)
 		endmntent(f);
@@ -718,6 +769,8 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 	 * or "abort"; EOF means it went away */
 	rc = recv_json(cfd, MIGRATE_TIMEOUT_MS, &msg);
 	got_switch = !rc && !strcmp(req_str(msg, "cmd") ?: "", "switch");
+	if (got_switch)
+		fault_point("dest-at-switch", m.qpid);
 	if (!rc && !got_switch) {
 		in_abandon(&m, "the source aborted the migration");
 		goto out;
@@ -968,6 +1021,7 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 		given = true;
 	}
 	t_given = now_ms();
+	fault_point("source-after-give", pid);
 	migrate_progress(cfd, "switch-over", json_pack("{s:I}", "lock_handover_ms",
 							(json_int_t)(t_given - t_completed)));
 	rc = send_json(ctl, json_pack("{s:s}", "cmd", "switch"));

@@ -12,8 +12,16 @@ sector 0 of its disk every half second.
     held by both (the old host's QEMU is gone before the new one runs);
  2. the destination's agent and QEMU killed during pre-copy: the
     migration fails and the VM keeps running on the source;
- 3. progress: --json prints pre-copy and stop-and-copy lines before the
+ 3. the destination's agent and QEMU die when the switch-over begins
+    (the disk locks were handed to it): the source takes them back and
+    the VM goes on there;
+ 4. the source's agent and QEMU die right after handing the locks over:
+    the destination runs the VM on its own;
+ 5. progress: --json prints pre-copy and stop-and-copy lines before the
     result.
+In every case the VM runs on exactly one host afterwards (one QEMU, the
+agents' views agree, its counter grows).  Fault points: the agents'
+VMFS_HOSTD_MIGRATE_FAULT (vmfs-hostd/migrate.c).
 
 Registered with meson (suite vm, vm-migrate).
 """
@@ -137,9 +145,55 @@ def body(c):
             ag[dst].proc.wait()
             ag[dst].start()
 
+        def restart(h, fault=None):
+            ag[h].stop()
+            if fault:
+                os.environ["VMFS_HOSTD_MIGRATE_FAULT"] = fault
+            try:
+                ag[h].start()
+            finally:
+                os.environ.pop("VMFS_HOSTD_MIGRATE_FAULT", None)
+
+        def runs_on(h, what):
+            other = "B" if h == "A" else "A"
+            vmtest.wait_for(lambda: len(qemu_pids(ag[h].state)) == 1, 60,
+                            "%s: one QEMU on %s" % (what, h))
+            c.eq(qemu_pids(ag[other].state), [], "%s: QEMUs on %s" % (what, other))
+            info = ag[h].info(vm[h])
+            c.eq((info["state"], info["host"]), ("running", h), "%s: %s's view" % (what, h))
+            before = counter(flat[h])
+            vmtest.wait_for(lambda: counter(flat[h]) > before + 2, 180,
+                            "%s: the counter grows on %s" % (what, h))
+
+        def dest_killed_at_switch():
+            src = st["host"]
+            dst = "B" if src == "A" else "A"
+            restart(dst, "dest-at-switch")
+            r = ag[src].ctl("migrate", vm[src], "--host", dst, timeout=300)
+            c.check(r.returncode != 0, "migration with the destination dying at the switch "
+                    "succeeded: " + r.stdout)
+            runs_on(src, "destination died at the switch")
+            ag[dst].proc.wait()
+            restart(dst)
+
+        def source_killed_after_give():
+            src = st["host"]
+            dst = "B" if src == "A" else "A"
+            restart(src, "source-after-give")
+            r = ag[src].ctl("migrate", vm[src], "--host", dst, timeout=300)
+            c.check(r.returncode != 0, "the source agent died, yet migrate said: " + r.stdout)
+            runs_on(dst, "source died after the lock handover")
+            ag[src].proc.wait()
+            restart(src)
+            st["host"] = dst
+            lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
+            c.check(lk.startswith("EXCL by %s " % dst), "disk lock after the source died: " + lk)
+
         c.section("power-on on A", start)
         c.section("%d migrations back and forth" % MIGRATIONS, back_and_forth)
         c.section("destination killed during pre-copy", dest_killed_precopy)
+        c.section("destination killed at the switch-over", dest_killed_at_switch)
+        c.section("source killed after the lock handover", source_killed_after_give)
         ag[st["host"]].ok("power-off", vm[st["host"]])
 
 
