@@ -25,13 +25,15 @@
 #     non-zero pattern to /dev/vda from 1 MiB on, each MiB with
 #     conv=fsync, prints "vmfs-guest: fill done M MiB" and only then starts
 #     counting (the full-datastore test: the thin extent must grow).
+#   - with vmfs.dirty=M, rewrites the same M MiB of RAM in a loop while it
+#     counts (a guest that dirties memory: the live-migration benchmark);
 # Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
 # virtio_ring, so any other order fails.
 set -euo pipefail
 
-GUEST_VERSION=4     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=5     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
