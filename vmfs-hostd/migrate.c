@@ -1101,7 +1101,25 @@ abort:
 		struct vm_err e2;
 		int crc = src_cont_retry(&v, given ? TAKEBACK_MS : 5000, &e2);
 
-		if (crc) {
+		char ln[VM_NAME_MAX + 8];
+		struct vm_lockrec lr;
+
+		if (crc && given && !vm_lockrec_name(&v.cfg, ln, sizeof(ln)) &&
+		    !vm_lockrec_read(v.dirfd, ln, &lr) && !strcmp(lr.host, dest)) {
+			/* the destination runs it (its record says so) and holds
+			 * the disks: our stopped, inactive QEMU has no future */
+			json_t *e = qmp_simple(&v, "quit", NULL, NULL, &e2);
+
+			json_decref(e);
+			if (!wait_pid_gone(pid, QUIT_GRACE_MS))
+				kill(pid, SIGKILL);
+			snprintf(text, sizeof(text), "migrated to host %s (its answer was lost)", dest);
+			vm_cleanup(a, &v, text);
+			json_decref(reply);
+			reply = reply_ok("%s runs on host %s (the switch-over happened; its answer was lost)",
+					 v.vmx_path, dest);
+			json_object_set_new(reply, "host", json_string(dest));
+		} else if (crc) {
 			agent_event(a, v.vmx_path, "migrate.failed",
 				    "migration to host %s failed (%s) and the VM could not be resumed here: %s",
 				    dest, json_string_value(json_object_get(reply, "error")) ?: "?", e2.msg);
