@@ -541,25 +541,32 @@ static void in_abandon(struct incoming *m, const char *why)
 	agent_event(m->a, m->v.vmx_path, "migrate.incoming-abandoned", "%s", why);
 }
 
-static int in_cont(struct incoming *m, struct vm_err *err)
+/* Q: the QMP connection kept open since migrate-incoming (a new one
+ * would cost a connect and a negotiation inside the guest's pause). */
+static int in_cont(struct incoming *m, struct qmp *qp, struct vm_err *err)
 {
-	struct qmp q;
+	struct qmp own, *q = qp;
 	json_t *ret = NULL;
-	int rc = qmp_open(&q, m->qmp_path, QMP_TIMEOUT_MS, err);
+	int rc = 0;
 
-	if (rc)
-		return rc;
+	if (!q || q->fd < 0) {
+		q = &own;
+		rc = qmp_open(q, m->qmp_path, QMP_TIMEOUT_MS, err);
+		if (rc)
+			return rc;
+	}
 	/* the memory state must be all in: status leaves "inmigrate" */
-	rc = wait_migration(&q, true, err);
+	rc = wait_migration(q, true, err);
 	if (!rc)
-		rc = qmp_exec(&q, "cont", NULL, NULL, err);
+		rc = qmp_exec(q, "cont", NULL, NULL, err);
 	if (!rc)
-		rc = qmp_exec(&q, "query-status", NULL, &ret, err);
+		rc = qmp_exec(q, "query-status", NULL, &ret, err);
 	if (!rc && strcmp(json_string_value(json_object_get(ret, "status")) ?: "", "running"))
 		rc = vm_errf(err, -EIO, "QEMU is %s after cont",
 			     json_string_value(json_object_get(ret, "status")) ?: "?");
 	json_decref(ret);
-	qmp_close(&q);
+	if (q == &own)
+		qmp_close(q);
 	return rc;
 }
 
@@ -650,7 +657,7 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 	socklen_t sl = sizeof(ss);
 	struct vm_err err;
 	json_t *reply = NULL, *msg = NULL;
-	struct qmp q;
+	struct qmp q = {.fd = -1};
 	int lfd = -1, sfd = -1, rc;
 	bool got_switch = false;
 
@@ -746,6 +753,8 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 		goto out;
 	}
 	rc = qmp_open(&q, m.qmp_path, QMP_TIMEOUT_MS, &err);
+	if (rc)
+		q.fd = -1;      /* a failed open may leave 0 there */
 	if (!rc) {
 		rc = qmp_exec(&q, "migrate-set-capabilities",
 			      json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability",
@@ -758,7 +767,6 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 		if (!rc)
 			rc = qmp_exec(&q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:migration"),
 				      NULL, &err);
-		qmp_close(&q);
 	}
 	close(sfd);
 	if (rc) {
@@ -775,7 +783,7 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 		in_abandon(&m, "the source aborted the migration");
 		goto out;
 	}
-	rc = in_cont(&m, &err);
+	rc = in_cont(&m, &q, &err);
 	if (rc) {
 		char why[600];
 
@@ -803,6 +811,8 @@ fail:
 	reply = NULL;
 out:
 	json_decref(msg);
+	if (q.fd >= 0)
+		qmp_close(&q);
 	if (lfd >= 0)
 		close(lfd);
 	files_close(&m.fl);
@@ -924,6 +934,8 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	}
 	sfile(&v, "qmp.sock", qmp_path, sizeof(qmp_path));
 	rc = qmp_open(&q, qmp_path, QMP_TIMEOUT_MS, &err);
+	if (rc)
+		q.fd = -1;
 	if (!rc)
 		rc = qmp_exec(&q, "migrate-set-capabilities",
 			      json_pack("{s:[{s:s,s:b},{s:s,s:b}]}", "capabilities", "capability",
