@@ -142,10 +142,12 @@ def body(c):
             c.check(len(qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
             vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 180,
                             "the counter grows on %s after the failed migration" % src)
-            ag[dst].proc.wait()
+            ag[dst].proc.wait(timeout=60)
             ag[dst].start()
 
         def restart(h, fault=None):
+            print("    restarting agent %s%s" % (h, " with fault " + fault if fault else ""),
+                  flush=True)
             ag[h].stop()
             if fault:
                 os.environ["VMFS_HOSTD_MIGRATE_FAULT"] = fault
@@ -170,10 +172,13 @@ def body(c):
             dst = "B" if src == "A" else "A"
             restart(dst, "dest-at-switch")
             r = ag[src].ctl("migrate", vm[src], "--host", dst, timeout=300)
+            print("    migrate: exit %d: %s %s" % (r.returncode, r.stdout.strip(), r.stderr.strip()),
+                  flush=True)
             c.check(r.returncode != 0, "migration with the destination dying at the switch "
                     "succeeded: " + r.stdout)
             runs_on(src, "destination died at the switch")
-            ag[dst].proc.wait()
+            c.check(vmtest.wait_for(lambda: ag[dst].proc.poll() is not None, 60,
+                                    "the destination agent dies at its fault point"), "")
             restart(dst)
 
         def source_killed_after_give():
@@ -181,9 +186,12 @@ def body(c):
             dst = "B" if src == "A" else "A"
             restart(src, "source-after-give")
             r = ag[src].ctl("migrate", vm[src], "--host", dst, timeout=300)
+            print("    migrate: exit %d: %s %s" % (r.returncode, r.stdout.strip(), r.stderr.strip()),
+                  flush=True)
             c.check(r.returncode != 0, "the source agent died, yet migrate said: " + r.stdout)
             runs_on(dst, "source died after the lock handover")
-            ag[src].proc.wait()
+            vmtest.wait_for(lambda: ag[src].proc.poll() is not None, 60,
+                            "the source agent dies at its fault point")
             restart(src)
             st["host"] = dst
             lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
