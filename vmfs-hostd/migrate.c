@@ -906,6 +906,18 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	}
 	ctl = tcp_connect(chost, cport, &err);
 	if (ctl < 0) {
+		/* a restarted agent (another port) republishes within a sweep,
+		 * and this host sees the new file within the attribute timeout
+		 * (1 s, docs/architecture.md): read it once more */
+		sleep_ms(2500);
+		json_decref(pubj);
+		pubj = NULL;
+		if (!read_text(pub, text, sizeof(text)) && (pubj = json_loads(text, 0, NULL)) &&
+		    !split_hostport(req_str(pubj, "control") ?: "", chost, sizeof(chost), cport,
+				    sizeof(cport)))
+			ctl = tcp_connect(chost, cport, &err);
+	}
+	if (ctl < 0) {
 		reply = reply_err(ctl, "host %s: %s", dest, err.msg);
 		goto out;
 	}
