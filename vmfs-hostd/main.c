@@ -41,6 +41,9 @@
 #endif
 
 static const char *prog = "vmfs-hostd";
+/* the migration control listener (-1: none); children close it, or a
+ * leftover child of a stopped agent would accept its connections */
+static int mig_listen_fd = -1;
 
 /* A request must arrive this fast once connected: vmfsctl writes it at
  * once; this only frees children stuck on a peer that never speaks. */
@@ -273,6 +276,8 @@ static pid_t reconcile_child(struct agent *a, bool startup, const sigset_t *mask
 		close(lfd);
 		close(sfd);
 		close(lockfd);
+		if (mig_listen_fd >= 0)
+			close(mig_listen_fd);  /* a child must not keep accepting for us */
 		agent_reconcile(a, startup);
 		_exit(0);
 	}
@@ -450,6 +455,7 @@ int main(int argc, char **argv)
 	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
 	if (maddr && (mfd = migration_listen(&a, maddr)) < 0)
 		return 1;
+	mig_listen_fd = mfd;
 
 	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
@@ -521,6 +527,8 @@ int main(int argc, char **argv)
 					close(lfd);
 					close(sfd);
 					close(lockfd);
+					if (mig_listen_fd >= 0)
+						close(mig_listen_fd);  /* a child must not keep accepting for us */
 					serve(&a, cfd);
 					_exit(0);
 				}

@@ -17,7 +17,9 @@ sector 0 of its disk every half second.
     the VM goes on there;
  4. the source's agent and QEMU die right after handing the locks over:
     the destination runs the VM on its own;
- 5. progress: --json prints pre-copy and stop-and-copy lines before the
+ 5. the control port refuses a wrong secret and any command but
+    migrate-incoming; the published file is mode 0600;
+ 6. progress: --json prints pre-copy and stop-and-copy lines before the
     result.
 In every case the VM runs on exactly one host afterwards (one QEMU, the
 agents' views agree, its counter grows).  Fault points: the agents'
@@ -29,6 +31,7 @@ Registered with meson (suite vm, vm-migrate).
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -197,7 +200,23 @@ def body(c):
             lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
             c.check(lk.startswith("EXCL by %s " % dst), "disk lock after the source died: " + lk)
 
+        def control_refusals():
+            with open(os.path.join(mnt["A"], ".vmfsd", "agents", "B.migration")) as f:
+                pub = json.load(f)
+            st_ = os.stat(os.path.join(mnt["A"], ".vmfsd", "agents", "B.migration"))
+            c.eq(st_.st_mode & 0o777, 0o600, "mode of the published file")
+            host, port = pub["control"].rsplit(":", 1)
+            for req, want in (({"cmd": "migrate-incoming", "token": "0" * 32}, "token"),
+                              ({"cmd": "power-off", "path": vm["B"]}, "only migrate-incoming")):
+                s = socket.create_connection((host, int(port)), timeout=10)
+                s.sendall((json.dumps(req) + "\n").encode())
+                ans = s.makefile().readline()
+                s.close()
+                c.check(want in ans and '"ok": false' in ans.replace('"ok":false', '"ok": false'),
+                        "control request %s answered %r" % (req["cmd"], ans))
+
         c.section("power-on on A", start)
+        c.section("the control port refuses a wrong token and other commands", control_refusals)
         c.section("%d migrations back and forth" % MIGRATIONS, back_and_forth)
         c.section("destination killed during pre-copy", dest_killed_precopy)
         c.section("destination killed at the switch-over", dest_killed_at_switch)
