@@ -79,7 +79,8 @@ def body(c):
                     mnt[h], ".vmfsd", "agents", ("B" if h == "A" else "A") + ".migration")),
                     60, "the other agent's migration address on %s" % h)
             # both agents created .vmfsd/agents/ in the volume's root just
-            # now; a create racing with that right after mount failed with
+            # now; while another host replaced a file there every second
+            # (an early bug of the publisher), a create here failed with
             # ESTALE or EBUSY about once in three tries (a namespace race of
             # the filesystem, reported to the lead): let those names settle
             time.sleep(3)
