@@ -91,14 +91,6 @@ static void fault_point(const char *name, pid_t qemu)
 	_exit(1);
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ---------------- lines of JSON on a socket ---------------- */
 
 static int send_json(int fd, json_t *j)
