@@ -225,6 +225,39 @@ void ha_unprotect(struct agent *a, struct vmctx *v)
 	ds_close(&d);
 }
 
+/* This host's entry only (a VM that left by live migration: its new host
+ * listed it before the switch-over was reported, and ha_unprotect would
+ * take that entry away too). */
+void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why)
+{
+	struct dsview d;
+	char path[PATH_MAX + 64];
+	const char *rel;
+
+	if (ds_open(v->folder, &d))
+		return;
+	rel = rel_of(d.root, v->vmx_path);
+	if (rel) {
+		entry_path(d.root, a->host, rel, path, sizeof(path));
+		if (!unlink(path)) {
+			char dir[PATH_MAX + 64];
+			int dfd;
+
+			/* durable now: this host dying next must not make the
+			 * survivors try to restart a VM that runs elsewhere */
+			snprintf(dir, sizeof(dir), "%s/.vmfsd/ha/protected/%s", d.root, a->host);
+			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (dfd >= 0) {
+				(void)fsync(dfd);
+				close(dfd);
+			}
+			agent_event(a, v->vmx_path, "ha.unprotected",
+				    "%s: removed from this host's protected list", why);
+		}
+	}
+	ds_close(&d);
+}
+
 /* ------------------------------------------------------ agent records */
 
 struct ha_ds {

@@ -399,9 +399,13 @@ struct incoming {
 	char peer[INET6_ADDRSTRLEN];
 	struct vm_launch l;
 	struct files fl;
-	int src[VM_MAX_DISKS + 3], dst[VM_MAX_DISKS + 3], nfd;
-	char extents[VM_MAX_DISKS][VM_NAME_MAX + 8];
+	int src[VM_MAX_DISKS + 4], dst[VM_MAX_DISKS + 4], nfd;
+	/* the files whose locks are handed to us: the flat extents, then
+	 * the lock record */
+	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
 	size_t nextents;
+	char lockname[VM_NAME_MAX + 8];
+	int lrfd;                     /* the lock record, read-write, once ours */
 	char qmp_path[PATH_MAX + 16], ser_path[PATH_MAX + 16], pidfile[PATH_MAX + 16];
 	pid_t qpid;
 };
@@ -460,7 +464,52 @@ static json_t *in_open_files(struct incoming *m)
 			return reply_err(fd, "%s: %s", v->vmx_path, err.msg);
 		m->l.initrd_fd = in_pass_fd(m, fd);
 	}
+	/* the lock record <vm>.vmx.lck moves like a disk (docs/cluster.md
+	 * §4.7): a standby open now, inherited by QEMU, so the lock handed
+	 * to us at the switch stays ours (never free on disk) until QEMU
+	 * holds it read-write */
+	{
+		int rc = vm_lockrec_name(&v->cfg, m->lockname, sizeof(m->lockname)), fd;
+
+		if (!rc)
+			rc = xattr_set_at(v->dirfd, m->lockname, "accept");
+		if (rc)
+			return reply_err(rc, "%s: %s: cannot accept a lock handover (%s)", v->vmx_path,
+					 m->lockname, strerror(-rc));
+		snprintf(m->extents[m->nextents++], VM_NAME_MAX + 8, "%s", m->lockname);
+		fd = openat(v->dirfd, m->lockname, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+		if (fd < 0)
+			return reply_err(errno, "%s: cannot open the lock record %s in standby: %s",
+					 v->vmx_path, m->lockname, strerror(errno));
+		in_pass_fd(m, fd);
+	}
 	return NULL;
+}
+
+/* The lock record, read-write: after the switch-over its on-disk lock is
+ * ours already (handed over with the disks'), so this open finds it held
+ * by this host.  QEMU gets the descriptor (QMP getfd: a named descriptor
+ * stays open until QEMU exits, unlike an fdset entry, which QEMU closes
+ * when the last QMP client disconnects) and the record is rewritten to
+ * name this host and QEMU.  The agent's copy stays in m->lrfd until the
+ * migration's child ends. */
+static int in_take_record(struct incoming *m, struct qmp *q, struct vm_err *err)
+{
+	struct vmctx *v = &m->v;
+	int fd = openat(v->dirfd, m->lockname, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY), rc;
+
+	if (fd < 0)
+		return vm_errf(err, -errno, "the lock record %s: %s", m->lockname, strerror(errno));
+	/* the local flock the power-on takes too (two agents may share a
+	 * mount); a stale one of ours is no reason to fail the switch */
+	(void)flock(fd, LOCK_EX | LOCK_NB);
+	rc = qmp_exec_fd(q, "getfd", json_pack("{s:s}", "fdname", "vmfsd-lockrec"), fd, NULL, err);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	m->lrfd = fd;
+	return 0;
 }
 
 static json_t *in_start_qemu(struct incoming *m)
@@ -522,6 +571,9 @@ static void in_abandon(struct incoming *m, const char *why)
 		kill(m->qpid, SIGKILL);
 		wait_pid_gone(m->qpid, QUIT_GRACE_MS);
 	}
+	if (m->lrfd >= 0)
+		close(m->lrfd);
+	m->lrfd = -1;
 	files_close(&m->fl);
 	for (size_t i = 0; i < m->nextents; i++)
 		(void)xattr_set_at(m->v.dirfd, m->extents[i], "cancel");
@@ -562,23 +614,27 @@ static int in_cont(struct incoming *m, struct qmp *qp, struct vm_err *err)
 	return rc;
 }
 
-/* The VM runs here now: the lock record names us, the state folder
- * knows the QEMU, the inventory lists it. */
+/* The VM runs here now: the lock record (held through m->lrfd and QEMU's
+ * copy) names this host and QEMU, the state folder knows the QEMU, the
+ * inventory lists it, this host's HA list protects it and the monitor
+ * watches it from here on (docs/ha.md, docs/vm.md "VM monitoring"). */
 static void in_adopt(struct incoming *m, const char *how)
 {
 	struct vmctx *v = &m->v;
-	char name[VM_NAME_MAX + 8], p[PATH_MAX + 16], pidtxt[32];
+	char p[PATH_MAX + 16], txt[64];
 	struct vm_lockrec rec = {0};
+	int rc;
 
-	if (!vm_lockrec_name(&v->cfg, name, sizeof(name))) {
-		snprintf(rec.host, sizeof(rec.host), "%s", m->a->host);
-		rec.agent_pid = getppid();
-		rec.qemu_pid = m->qpid;
-		rec.started = (int64_t)time(NULL);
-		vm_boot_id(rec.boot_id, sizeof(rec.boot_id));
-		if (vm_lockrec_update(v->dirfd, name, &rec))
-			agent_log(m->a, "%s: could not rewrite the lock record %s", v->vmx_path, name);
-	}
+	snprintf(rec.host, sizeof(rec.host), "%s", m->a->host);
+	rec.agent_pid = m->a->pid;
+	rec.qemu_pid = m->qpid;
+	rec.started = (int64_t)time(NULL);
+	vm_boot_id(rec.boot_id, sizeof(rec.boot_id));
+	rc = m->lrfd >= 0 ? vm_lockrec_write(m->lrfd, &rec) : -EBADF;
+	if (rc)
+		agent_event(m->a, v->vmx_path, "migrate.record-failed",
+			    "runs here, but its lock record %s could not be %s: %s", m->lockname,
+			    m->lrfd >= 0 ? "rewritten" : "taken", strerror(-rc));
 	inventory_edit(m->a, v->vmx_path, NULL);
 	{
 		char dp[PATH_MAX + VM_NAME_MAX + 8];
@@ -587,10 +643,22 @@ static void in_adopt(struct incoming *m, const char *how)
 		sfile(v, "dslog", p, sizeof(p));
 		write_text(p, dp);
 	}
+	sfile(v, "res", p, sizeof(p));
+	snprintf(txt, sizeof(txt), "%u %u\n", v->cfg.vcpus, v->cfg.mem_mib);
+	write_text(p, txt);
 	sfile(v, "fenced", p, sizeof(p));
 	unlink(p);
+	sfile(v, "migrated-to", p, sizeof(p));
+	unlink(p);
+	/* protected here before the source drops its own entry: at every
+	 * instant some list names the VM */
+	rc = ha_protect(m->a, v);
+	if (rc)
+		agent_event(m->a, v->vmx_path, "ha.protect-failed",
+			    "running, but NOT protected by HA: cannot write this host's protected list: %s",
+			    strerror(-rc));
+	monitor_power_on(m->a, v, false);
 	agent_event(m->a, v->vmx_path, "migrate.arrived", "%s (QEMU pid %d)", how, (int)m->qpid);
-	(void)pidtxt;
 }
 
 /* Waits for the one stream connection of this migration: from the
@@ -654,6 +722,7 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 	bool got_switch = false;
 
 	snprintf(m.peer, sizeof(m.peer), "%s", peer);
+	m.lrfd = -1;
 	m.v.lockfd = -1;
 	m.v.dirfd = -1;
 	if (!token || strcmp(token, a->mig_token)) {
@@ -788,8 +857,28 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 	}
 	int64_t resumed = wall_ms();
 
-	in_adopt(&m, got_switch ? "live migration finished: running here"
-				: "the source went away after the switch-over: running here");
+	/* the lock record: handed to us with the disks (at "switch"); a
+	 * source that went silent may have been cut off before giving it,
+	 * and gives up its own claim after TAKEBACK_MS (agent_migrate's
+	 * abort), so wait a little longer than that for it */
+	for (int64_t end = now_ms() + (got_switch ? 2000 : TAKEBACK_MS + 15000);;) {
+		struct vm_err e2;
+
+		if (!in_take_record(&m, &q, &e2))
+			break;
+		if (now_ms() >= end) {
+			agent_log(a, "%s: %s", m.v.vmx_path, e2.msg);
+			break;
+		}
+		sleep_ms(500);
+	}
+	{
+		char how[300];
+
+		snprintf(how, sizeof(how), got_switch ? "live migration from host %s finished: running here"
+			 : "the source host %s went away after the switch-over: running here", src);
+		in_adopt(&m, how);
+	}
 	reply = reply_ok("%s runs on host %s", m.v.vmx_path, a->host);
 	json_object_set_new(reply, "resume_wall_ms", json_integer(resumed));
 	json_object_set_new(reply, "qemu_pid", json_integer(m.qpid));
@@ -807,28 +896,70 @@ out:
 		qmp_close(&q);
 	if (lfd >= 0)
 		close(lfd);
+	if (m.lrfd >= 0)
+		close(m.lrfd);
 	files_close(&m.fl);
 	vmctx_close(&m.v);
 }
 
 /* ---------------- the source ---------------- */
 
-static int src_cont_retry(struct vmctx *v, int ms, struct vm_err *err)
+/* Takes back a lock record handed to the destination (RECORD) and runs
+ * the source QEMU PID again, retrying for MS: the destination gives the
+ * locks back when its QEMU is gone (its standby descriptors closed) or,
+ * if its host died, when the survivors break them (docs/cluster.md §4.7).
+ * The record first: the host that holds it is the one that runs the VM. */
+static int src_takeback(struct agent *a, struct vmctx *v, pid_t pid, bool record, int ms,
+			struct vm_err *err)
 {
 	int64_t end = now_ms() + ms;
-	int rc;
+	char ln[VM_NAME_MAX + 8];
+	int rc = -EIO;
 
+	if (vm_lockrec_name(&v->cfg, ln, sizeof(ln)))
+		record = false;
 	do {
-		json_t *e = qmp_simple(v, "cont", NULL, NULL, err);
+		if (record) {
+			/* no flock: our QEMU's first descriptor still has it */
+			int fd = openat(v->dirfd, ln, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+			char qp[PATH_MAX + 16];
+			struct qmp q;
 
-		rc = e ? -EIO : 0;
-		json_decref(e);
-		if (!rc) {
-			char st[32] = "";
+			rc = fd < 0 ? vm_errf(err, -errno, "the lock record %s: %s", ln, strerror(errno)) : 0;
+			sfile(v, "qmp.sock", qp, sizeof(qp));
+			if (!rc && !(rc = qmp_open(&q, qp, QMP_TIMEOUT_MS, err))) {
+				rc = qmp_exec_fd(&q, "getfd", json_pack("{s:s}", "fdname", "vmfsd-lockrec"), fd,
+						 NULL, err);
+				qmp_close(&q);
+			}
+			if (!rc) {
+				struct vm_lockrec r = {0};
 
-			if (!vm_run_status(v, st, sizeof(st)) && !strcmp(st, "running"))
-				return 0;
-			rc = -EIO;
+				snprintf(r.host, sizeof(r.host), "%s", a->host);
+				r.agent_pid = a->pid;
+				r.qemu_pid = pid;
+				r.started = (int64_t)time(NULL);
+				vm_boot_id(r.boot_id, sizeof(r.boot_id));
+				(void)vm_lockrec_write(fd, &r);
+				record = false;
+				agent_event(a, v->vmx_path, "migrate.record-back",
+					    "the lock record %s is this host's again", ln);
+			}
+			if (fd >= 0)
+				close(fd);
+		}
+		if (!record) {
+			json_t *e = qmp_simple(v, "cont", NULL, NULL, err);
+
+			rc = e ? -EIO : 0;
+			json_decref(e);
+			if (!rc) {
+				char st[32] = "";
+
+				if (!vm_run_status(v, st, sizeof(st)) && !strcmp(st, "running"))
+					return 0;
+				rc = vm_errf(err, -EIO, "QEMU is %s after cont", st[0] ? st : "?");
+			}
 		}
 		sleep_ms(500);
 	} while (now_ms() < end);
@@ -852,7 +983,8 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 {
 	const char *path = req_str(req, "path"), *dest = req_str(req, "host");
 	char root[PATH_MAX], pub[PATH_MAX + 300], text[2048], chost[256], cport[32], qmp_path[PATH_MAX + 16];
-	char extents[VM_MAX_DISKS][VM_NAME_MAX + 8];
+	/* the flat extents, then the lock record: handed over in this order */
+	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
 	size_t nextents = 0;
 	struct vmctx v;
 	struct vm_err err;
@@ -863,6 +995,7 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	pid_t pid;
 	struct qmp q = {.fd = -1};
 	bool paused = false, given = false;
+	size_t ngiven = 0;
 	int last_pass = -1;
 
 	if (!dest || !dest[0])
@@ -888,10 +1021,12 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 				  dest, root, pub);
 		goto out;
 	}
-	if ((rc = flat_extents(&v, extents, &nextents, &err))) {
-		reply = reply_err(rc, "%s: %s", v.vmx_path, err.msg);
+	if ((rc = flat_extents(&v, extents, &nextents, &err)) ||
+	    (rc = vm_lockrec_name(&v.cfg, extents[nextents], sizeof(extents[0])))) {
+		reply = reply_err(rc, "%s: %s", v.vmx_path, rc == -ENAMETOOLONG ? strerror(-rc) : err.msg);
 		goto out;
 	}
+	nextents++;
 	if (split_hostport(req_str(pubj, "control") ?: "", chost, sizeof(chost), cport, sizeof(cport))) {
 		reply = reply_err(EINVAL, "%s: no usable control address", pub);
 		goto out;
@@ -1035,8 +1170,14 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 			goto abort;
 		}
 		given = true;
+		ngiven = i + 1;
 	}
 	t_given = now_ms();
+	/* the switch-over happened as far as the locks go: should this agent
+	 * die now, the next one's sweep must not take the QEMU's end for a
+	 * failure (monitor.c asks migrate_left) */
+	sfile(&v, "migrated-to", text, sizeof(text));
+	write_text(text, dest);
 	fault_point("source-after-give", pid);
 	migrate_progress(cfd, "switch-over", json_pack("{s:I}", "lock_handover_ms",
 							(json_int_t)(t_given - t_completed)));
@@ -1067,6 +1208,9 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	snprintf(why, sizeof(why), "migrated to host %s", dest);
 	vm_cleanup(a, &v, why);
 	inventory_edit(a, NULL, v.vmx_path);
+	/* the destination lists it now (in_adopt, before its answer): only
+	 * our own entry goes, never the destination's (ha_unprotect would) */
+	ha_unprotect_here(a, &v, why);
 	{
 		json_t *ram = json_object_get(mq, "ram");
 		int64_t resume_wall = json_integer_value(json_object_get(r2, "resume_wall_ms"));
@@ -1115,15 +1259,18 @@ abort:
 	}
 	{
 		struct vm_err e2;
-		int crc = src_cont_retry(&v, given ? TAKEBACK_MS : 5000, &e2);
-
-		char ln[VM_NAME_MAX + 8];
+		bool rec_given = ngiven == nextents;
+		int crc = src_takeback(a, &v, pid, rec_given, given ? TAKEBACK_MS : 5000, &e2);
+		char holder[256] = "";
 		struct vm_lockrec lr;
 
-		if (crc && given && !vm_lockrec_name(&v.cfg, ln, sizeof(ln)) &&
-		    !vm_lockrec_read(v.dirfd, ln, &lr) && !strcmp(lr.host, dest)) {
-			/* the destination runs it (its record says so) and holds
-			 * the disks: our stopped, inactive QEMU has no future */
+		if (crc && given &&
+		    ((!vm_lockrec_read(v.dirfd, extents[nextents - 1], &lr) && !strcmp(lr.host, dest)) ||
+		     (ds_lock_holder(v.dirfd, extents[0], holder, sizeof(holder)) == 1 &&
+		      !strcmp(holder, dest)))) {
+			/* the destination runs it (its record says so, or it
+			 * holds the disks): our stopped, inactive QEMU has no
+			 * future, and goes (with it any claim on the record) */
 			json_t *e = qmp_simple(&v, "quit", NULL, NULL, &e2);
 
 			json_decref(e);
@@ -1131,6 +1278,9 @@ abort:
 				kill(pid, SIGKILL);
 			snprintf(text, sizeof(text), "migrated to host %s (its answer was lost)", dest);
 			vm_cleanup(a, &v, text);
+			inventory_edit(a, NULL, v.vmx_path);
+			ha_unprotect_here(a, &v, text);
+			agent_event(a, v.vmx_path, "migrate.done", "%s: the VM runs on host %s", text, dest);
 			json_decref(reply);
 			reply = reply_ok("%s runs on host %s (the switch-over happened; its answer was lost)",
 					 v.vmx_path, dest);
@@ -1140,9 +1290,12 @@ abort:
 				    "migration to host %s failed (%s) and the VM could not be resumed here: %s",
 				    dest, json_string_value(json_object_get(reply, "error")) ?: "?", e2.msg);
 		} else {
+			sfile(&v, "migrated-to", text, sizeof(text));
+			unlink(text);
 			agent_event(a, v.vmx_path, "migrate.failed",
-				    "migration to host %s failed; the VM goes on running here: %s", dest,
-				    json_string_value(json_object_get(reply, "error")) ?: "?");
+				    "migration to host %s failed%s; the VM goes on running here (host %s): %s",
+				    dest, given ? " after the lock handover (the locks were taken back)" : "",
+				    a->host, json_string_value(json_object_get(reply, "error")) ?: "?");
 			json_object_set_new(reply, "still_running_on", json_string(a->host));
 		}
 	}
@@ -1159,4 +1312,60 @@ out:
 	json_decref(mq);
 	vmctx_close(&v);
 	return reply;
+}
+
+/* ---------------- after the fact ---------------- */
+
+bool migrate_left(struct agent *a, const char *sdir, const char *vmx)
+{
+	char p[PATH_MAX + 16], to[256] = "", holder[256] = "", self[256] = "", ln[VM_NAME_MAX + 8];
+	char why[400];
+	struct vm_err err;
+	struct vmctx v;
+	struct dsview d;
+	bool note;
+
+	snprintf(p, sizeof(p), "%s/migrated-to", sdir);
+	note = !read_text(p, to, sizeof(to)) && to[0];
+	if (!note) {
+		/* a VM killed by a fence is the HA loop's business (ha.c) */
+		snprintf(p, sizeof(p), "%s/fenced", sdir);
+		if (!access(p, F_OK))
+			return false;
+	}
+	if (vmctx_open(a, vmx, false, &v, &err)) {
+		vmctx_close(&v);
+		return false;
+	}
+	snprintf(v.sdir, sizeof(v.sdir), "%s", sdir);
+	if (!ds_open(v.folder, &d)) {
+		snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
+		ds_close(&d);
+	}
+	/* who holds the lock record now: the host the VM runs on */
+	if (!v.cfg_ok || vm_lockrec_name(&v.cfg, ln, sizeof(ln)) ||
+	    ds_lock_holder(v.dirfd, ln, holder, sizeof(holder)) != 1 || !self[0] ||
+	    !strcmp(holder, self))
+		holder[0] = '\0';
+	if (!note && !holder[0]) {
+		vmctx_close(&v);
+		return false;
+	}
+	if (note)
+		snprintf(why, sizeof(why), "migrated to host %s%s%s", to,
+			 holder[0] && strcmp(holder, to) ? "; its lock record is held by host " : "",
+			 holder[0] && strcmp(holder, to) ? holder : "");
+	else
+		snprintf(why, sizeof(why), "QEMU ended here; the VM runs on host %s now (it holds the lock record)",
+			 holder);
+	/* not a guest power-off and not a crash: no restart here, and the
+	 * new host's protected list keeps it (only ours loses it) */
+	vm_cleanup(a, &v, why);
+	inventory_edit(a, NULL, v.vmx_path);
+	ha_unprotect_here(a, &v, why);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/migrated-to", sdir);
+	unlink(p);
+	vmctx_close(&v);
+	return true;
 }

@@ -122,6 +122,8 @@ int ds_fd_lock_holder(int fd, char *host, size_t hsize);
 /* ha.c: the protected list (docs/ha.md) */
 int ha_protect(struct agent *a, struct vmctx *v);
 void ha_unprotect(struct agent *a, struct vmctx *v);
+/* only this host's entry (a VM that left by live migration) */
+void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why);
 int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
 json_t *ha_status(struct agent *a);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);
@@ -151,6 +153,10 @@ void monitor_info(struct agent *a, struct vmctx *v, json_t *o);
 /* migrate.c */
 void migration_publish(struct agent *a);
 void migrate_progress(int cfd, const char *phase, json_t *fields);
+/* monitor.c's question when a QEMU of ours ended: did the VM leave this
+ * host by live migration (or run elsewhere now)?  Then it was cleaned up
+ * here, not restarted, and only this host's HA entry went. */
+bool migrate_left(struct agent *a, const char *sdir, const char *vmx);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -20,7 +20,16 @@ sector 0 of its disk every half second.
  5. the control port refuses a wrong secret and any command but
     migrate-incoming; the published file is mode 0600;
  6. progress: --json prints pre-copy and stop-and-copy lines before the
-    result.
+    result;
+ 7. the VM's lock record <vm>.vmx.lck moves with the disks: after every
+    migration its on-disk lock is the destination's (user.vmfsd.lock
+    "EXCL by <dest>") and it names the destination host and its QEMU;
+    the HA protected list has the VM under the destination only; a
+    power-on from a third host C (an agent on its own mount, no QEMU) is
+    refused naming the host that runs the VM, during a migration (the
+    source) and after it (the destination); after the source died right
+    after the handover, its next agent neither restarts the VM nor takes
+    it off the destination's list (its events say "migrated to").
 In every case the VM runs on exactly one host afterwards (one QEMU, the
 agents' views agree, its counter grows).  Fault points: the agents'
 VMFS_HOSTD_MIGRATE_FAULT (vmfs-hostd/migrate.c).
@@ -59,6 +68,31 @@ def qemu_pids(state_dir):
     return out
 
 
+def protected_hosts(mnt, rel="mig/mig.vmx"):
+    """The hosts whose HA protected list (.vmfsd/ha/protected/<host>/)
+    names the VM REL (docs/ha.md)."""
+    top = os.path.join(mnt, ".vmfsd", "ha", "protected")
+    out = set()
+    for h in os.listdir(top) if os.path.isdir(top) else []:
+        for f in os.listdir(os.path.join(top, h)):
+            if not f.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(top, h, f)) as fh:
+                    if json.load(fh).get("vmx") == rel:
+                        out.add(h)
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def eventually(cond, timeout):
+    try:
+        return vmtest.wait_for(cond, timeout, "")
+    except TimeoutError:
+        return False
+
+
 def counter(flat):
     rec = vmtest.disk_counter(flat)
     return rec[0] if rec else -1
@@ -67,11 +101,34 @@ def counter(flat):
 def body(c):
     kernel, initrd = vmtest.guest()
     with vmtest.Volume("migrate", checker=c) as vol:
-        mnt = {"A": vol.mount("A"), "B": vol.mount("B")}
+        mnt = {"A": vol.mount("A"), "B": vol.mount("B"), "C": vol.mount("C")}
         ag = {h: vol.agent(h, ["--migration-address", "127.0.0.1"]) for h in "AB"}
-        vm = {h: os.path.join(mnt[h], "mig") for h in "AB"}
+        # C: a third host that only tries to power the VM on
+        ag["C"] = vol.agent("C", ["--no-ha"])
+        vm = {h: os.path.join(mnt[h], "mig") for h in "ABC"}
         flat = {h: os.path.join(vm[h], "mig-flat.vmdk") for h in "AB"}
+        lck = {h: os.path.join(vm[h], "mig.vmx.lck") for h in "AB"}
         st = {"host": "A"}
+
+        def third_refused(runs_on, what):
+            r = ag["C"].ctl("power-on", vm["C"])
+            c.refused(r, "power-on on C %s" % what, "host %s" % runs_on)
+            c.check(not qemu_pids(ag["C"].state), "a QEMU on C (%s)" % what)
+
+        def held_by(h, what):
+            """The VM's lock record is host H's: its on-disk lock, its
+            content (H and the QEMU that runs there), H's HA list only."""
+            lk = os.getxattr(lck[h], "user.vmfsd.lock").decode()
+            c.check(lk.startswith("EXCL by %s " % h), "%s: lock record's lock %s" % (what, lk))
+            with open(lck[h]) as f:
+                rec = f.read()
+            pids = qemu_pids(ag[h].state)
+            c.check("host=%s\n" % h in rec and len(pids) == 1 and
+                    "qemu_pid=%d\n" % pids[0] in rec,
+                    "%s: lock record %r, QEMUs on %s %s" % (what, rec, h, pids))
+            # another host's change shows within a second (docs/architecture.md)
+            c.check(eventually(lambda: protected_hosts(mnt[h]) == {h}, 10),
+                    "%s: protected by %s (want %s only)" % (what, protected_hosts(mnt[h]), h))
 
         def start():
             for h in "AB":
@@ -119,6 +176,9 @@ def body(c):
                      % (k, dst))
                 lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
                 c.check(lk.startswith("EXCL by %s " % dst), "migration %d: disk lock %s" % (k, lk))
+                held_by(dst, "migration %d" % k)
+                if k in (0, MIGRATIONS - 1):
+                    third_refused(dst, "after migration %d" % k)
                 # the guest goes on counting on the destination
                 vmtest.wait_for(lambda: counter(flat[dst]) > before + 2, 180,
                                 "the counter grows after migration %d" % k)
@@ -138,6 +198,7 @@ def body(c):
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             vmtest.wait_for(lambda: qemu_pids(ag[dst].state), 60, "the destination QEMU")
             time.sleep(2)
+            third_refused(src, "during a migration")
             ag[dst].proc.send_signal(signal.SIGKILL)
             for pid in qemu_pids(ag[dst].state):
                 os.kill(pid, signal.SIGKILL)
@@ -203,6 +264,12 @@ def body(c):
             st["host"] = dst
             lk = os.getxattr(flat[dst], "user.vmfsd.lock").decode()
             c.check(lk.startswith("EXCL by %s " % dst), "disk lock after the source died: " + lk)
+            # the source's next agent found its QEMU gone: a migration,
+            # not a crash (no restart here, the destination's list keeps it)
+            vmtest.wait_for(lambda: "migrated to host %s" % dst in ag[src].ok("events", vm[src]),
+                            30, "the source's event: migrated to host %s" % dst)
+            held_by(dst, "after the source died")
+            c.check(not qemu_pids(ag[src].state), "the VM was restarted on the source " + src)
 
         def control_refusals():
             with open(os.path.join(mnt["A"], ".vmfsd", "agents", "B.migration")) as f:
@@ -226,6 +293,8 @@ def body(c):
         c.section("destination killed at the switch-over", dest_killed_at_switch)
         c.section("source killed after the lock handover", source_killed_after_give)
         ag[st["host"]].ok("power-off", vm[st["host"]])
+        for h in "AB":
+            print("=== events of host %s:\n%s" % (h, ag[h].ok("events", vm[h])), flush=True)
 
 
 vmtest.main("vm-migrate", body)
