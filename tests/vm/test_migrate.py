@@ -207,6 +207,7 @@ def body(c):
             c.check(len(qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
             vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 180,
                             "the counter grows on %s after the failed migration" % src)
+            held_by(src, "destination killed during pre-copy")
             ag[dst].proc.wait(timeout=60)
             ag[dst].start()
 
@@ -245,6 +246,8 @@ def body(c):
             c.check(r.returncode != 0, "migration with the destination dying at the switch "
                     "succeeded: " + r.stdout)
             runs_on(src, "destination died at the switch")
+            # the record had been handed over too: the source took it back
+            held_by(src, "destination died at the switch")
             c.check(vmtest.wait_for(lambda: ag[dst].proc.poll() is not None, 60,
                                     "the destination agent dies at its fault point"), "")
             restart(dst)
