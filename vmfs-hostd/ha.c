@@ -388,6 +388,9 @@ static void rec_publish(struct agent *a, struct ha_ds *ds)
 		      "cpus", (int)a->res.cpus, "memory_mib", (json_int_t)a->res.mem_mib, "cap_vcpus",
 		      a->cap_vcpus, "cap_memory_mib", (json_int_t)a->cap_mem_mib, "used_vcpus", vc,
 		      "used_memory_mib", mem, "vms", n, "wall_ms", (json_int_t)wall_ms());
+	/* maintenance mode (maint.c): no HA restart may be placed here */
+	if (r && maint_active(a, NULL))
+		json_object_set_new(r, "maintenance", json_true());
 	s = json_dumps(r, JSON_COMPACT);
 	json_decref(r);
 	if (!s)
@@ -849,6 +852,9 @@ static unsigned hosts_room(struct agent *a, struct ha_ds *ds, const struct dsvie
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		r = read_agent_file(path, NULL);
 		h = json_string_value(json_object_get(r, "host"));
+		if (json_is_true(json_object_get(r, "maintenance")) || (h && !strcmp(h, a->host) &&
+									 maint_active(a, NULL)))
+			h = NULL;       /* in maintenance mode: no VM is placed there */
 		if (h && (!strcmp(h, a->host) ||
 			  (agent_fresh(ds, h, (uint64_t)json_integer_value(json_object_get(r, "seq"))) &&
 			   ds_host(d, h, &ago) == DS_LIVE))) {
@@ -1301,12 +1307,14 @@ json_t *ha_status(struct agent *a)
 				bool self = json_is_true(json_object_get(e, "self"));
 
 				json_object_set_new(x, "agent", json_pack(
-					"{s:O,s:O,s:O,s:O,s:O,s:b}", "pid", json_object_get(rec, "pid"),
+					"{s:O,s:O,s:O,s:O,s:O,s:b,s:b}", "pid", json_object_get(rec, "pid"),
 					"cap_vcpus", json_object_get(rec, "cap_vcpus"), "cap_memory_mib",
 					json_object_get(rec, "cap_memory_mib"), "used_vcpus",
 					json_object_get(rec, "used_vcpus"), "used_memory_mib",
 					json_object_get(rec, "used_memory_mib"), "seen",
-					self || (seen && un < HA_AGENT_STALE_MS)));
+					self || (seen && un < HA_AGENT_STALE_MS), "maintenance",
+					self ? maint_active(a, NULL)
+					     : json_is_true(json_object_get(rec, "maintenance"))));
 			}
 			json_decref(rec);
 			json_array_append_new(hosts, x);

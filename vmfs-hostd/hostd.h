@@ -91,6 +91,9 @@ void ha_main(struct agent *a);
  * lines on CFD before the reply), another agent's migrate-incoming. */
 void agent_migration_init(struct agent *a);
 json_t *agent_migrate(struct agent *a, json_t *req, int cfd);
+/* Maintenance mode (maint.c): enter (evacuates, progress lines on CFD),
+ * exit, status. */
+json_t *agent_maintenance(struct agent *a, json_t *req, int cfd);
 void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *peer);
 
 #endif

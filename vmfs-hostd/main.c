@@ -269,6 +269,9 @@ static void serve(struct agent *a, int cfd)
 		/* progress lines go to CFD before the reply */
 		reply = agent_migrate(a, req, cfd);
 		json_decref(req);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "maintenance")) {
+		reply = agent_maintenance(a, req, cfd);
+		json_decref(req);
 	} else {
 		reply = agent_request(a, req);
 		json_decref(req);

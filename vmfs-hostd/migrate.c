@@ -740,6 +740,8 @@ void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *p
 		return;
 	}
 	m.l.cfg = &m.v.cfg;
+	if ((reply = maint_refuse(a, m.v.vmx_path, "incoming migration")))
+		goto fail;
 	if (vm_qemu_pid(&m.v)) {
 		reply = reply_err(EALREADY, "%s already runs on host %s", m.v.vmx_path, a->host);
 		goto fail;

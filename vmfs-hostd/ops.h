@@ -157,6 +157,11 @@ void migrate_progress(int cfd, const char *phase, json_t *fields);
  * host by live migration (or run elsewhere now)?  Then it was cleaned up
  * here, not restarted, and only this host's HA entry went. */
 bool migrate_left(struct agent *a, const char *sdir, const char *vmx);
+/* maint.c: maintenance mode (docs/ha.md §4b) */
+bool maint_active(const struct agent *a, int64_t *since_ms);
+/* the refusal of WHAT (a power-on, an incoming migration) in maintenance
+ * mode, or NULL */
+json_t *maint_refuse(const struct agent *a, const char *vmx, const char *what);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -73,6 +73,7 @@ static int after_console(json_t *reply);
 static int parse_migrate(const struct command *c, int argc, char **argv, json_t *req);
 static void print_progress(json_t *p);
 static int parse_ha(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_host(const struct command *c, int argc, char **argv, json_t *req);
 static void print_ha(json_t *r);
 
 static const struct command commands[] = {
@@ -116,6 +117,10 @@ static const struct command commands[] = {
 	 "                        recovery, agent seen), protected VMs and where they\n"
 	 "                        run, recent failover events (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_ha, NULL},
+	{"host", " maintenance enter [--timeout SEC] | exit | status\n"
+	 "                        maintenance mode: migrate every running VM away,\n"
+	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
+	 ARG_NONE, 0, parse_host, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -352,6 +357,9 @@ static void print_human(const char *cmd, json_t *r)
 		size_t i;
 		json_t *vm;
 
+		if (json_is_true(json_object_get(r, "maintenance")))
+			printf("host %s is in maintenance mode: power-ons are refused "
+			       "(vmfsctl host maintenance exit)\n", jstr(r, "host"));
 		printf("%-24s %-17s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
 		json_array_foreach(json_object_get(r, "vms"), i, vm) {
 			char state[64];
@@ -765,10 +773,52 @@ static void print_progress(json_t *p)
 	} else if (!strcmp(phase, "switch-over")) {
 		printf("%-13s disk locks handed over in %lld ms\n", phase,
 		       (long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
+	} else if (!strcmp(phase, "evacuate")) {
+		printf("%-13s %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "destination"),
+		       (long long)json_integer_value(json_object_get(p, "n")),
+		       (long long)json_integer_value(json_object_get(p, "of")));
 	} else {
 		printf("%-13s destination %s\n", phase, jstr(p, "destination"));
 	}
 	fflush(stdout);
+}
+
+/* host maintenance enter [--timeout SEC] | exit | status */
+static int parse_host(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "t:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 't':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 86400)
+				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
+			json_object_set_new(req, "timeout", json_integer(v));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	if (optind + 2 != argc || strcmp(argv[optind], "maintenance") ||
+	    (strcmp(argv[optind + 1], "enter") && strcmp(argv[optind + 1], "exit") &&
+	     strcmp(argv[optind + 1], "status")))
+		return die_usage("host: the subcommand is 'maintenance enter|exit|status'%s", "");
+	json_object_set_new(req, "cmd", json_string("maintenance"));
+	json_object_set_new(req, "action", json_string(argv[optind + 1]));
+	optind += 2;
+	return 0;
 }
 
 /* ha status: the only subcommand so far */
@@ -803,7 +853,8 @@ static void print_ha(json_t *r)
 			json_t *ag = json_object_get(h, "agent"), *died = json_object_get(h, "died");
 			char state[64], room[64] = "-";
 
-			snprintf(state, sizeof(state), "%s", jstr(h, "state"));
+			snprintf(state, sizeof(state), "%s%s", jstr(h, "state"),
+				 ag && json_is_true(json_object_get(ag, "maintenance")) ? ", maintenance" : "");
 			if (died && !strcmp(jstr(died, "host"), jstr(h, "host")) &&
 			    strcmp(jstr(h, "state"), "live"))
 				snprintf(state, sizeof(state), "dead%s",
