@@ -12,7 +12,8 @@ Per migration the agent reports (vmfsctl --json migrate):
                        (its `cont` returned with the guest running)
   qemu_downtime_ms     QEMU's own downtime figure (source side only)
   stop_to_completed_ms stop-and-copy: the device state and last dirty pages
-  lock_handover_ms     the disk locks moved (flush + checkpoint + one ATS)
+  lock_handover_ms     the disk locks and the lock record moved (per file:
+                       flush + checkpoint + one ATS)
   switch_ms            the destination's `cont`: disks reopened read-write
                        (the lock already its own), guest running, record
                        rewritten
