@@ -372,6 +372,70 @@ static void local_usage(struct agent *a, int *vcpus, int *mem, int *nvm)
 		closedir(d);
 }
 
+/* The CPU the QEMUs of this host used since the last call, in percent of
+ * one CPU (for `vmfsctl balance`): utime + stime of each QEMU from
+ * /proc/PID/stat (fields 14 and 15, proc(5)), counted only for QEMUs seen
+ * both times, so a QEMU that just started adds nothing it did before. */
+static int qemu_cpu_pct(struct agent *a)
+{
+	static struct { pid_t pid; unsigned long long ticks; } prev[256], cur[256];
+	static unsigned nprev;
+	static int64_t prev_ms;
+	static int last = 0;
+	char vms[PATH_MAX + 8];
+	unsigned long long used = 0;
+	unsigned ncur = 0;
+	int64_t now = now_ms();
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
+	d = opendir(vms);
+	while (d && (de = readdir(d)) && ncur < 256) {
+		struct vmctx v;
+		char p[64], buf[1024], *rp;
+		unsigned long long ut, st;
+		pid_t pid;
+		int fd;
+		ssize_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		memset(&v, 0, sizeof(v));
+		snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
+		if (!(pid = vm_qemu_pid(&v)))
+			continue;
+		snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		/* after the command name (it may hold spaces): state is field 3 */
+		rp = strrchr(buf, ')');
+		if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+				  &st) != 2)
+			continue;
+		cur[ncur].pid = pid;
+		cur[ncur++].ticks = ut + st;
+		for (unsigned i = 0; i < nprev; i++)
+			if (prev[i].pid == pid && ut + st >= prev[i].ticks)
+				used += ut + st - prev[i].ticks;
+	}
+	if (d)
+		closedir(d);
+	if (prev_ms && now > prev_ms)
+		last = (int)(used * 1000 * 100 / (unsigned long long)sysconf(_SC_CLK_TCK) /
+			     (unsigned long long)(now - prev_ms));
+	memcpy(prev, cur, sizeof(cur[0]) * ncur);
+	nprev = ncur;
+	prev_ms = now;
+	return last;
+}
+
 static void rec_publish(struct agent *a, struct ha_ds *ds)
 {
 	char buf[HA_REC_SIZE];
@@ -388,6 +452,18 @@ static void rec_publish(struct agent *a, struct ha_ds *ds)
 		      "cpus", (int)a->res.cpus, "memory_mib", (json_int_t)a->res.mem_mib, "cap_vcpus",
 		      a->cap_vcpus, "cap_memory_mib", (json_int_t)a->cap_mem_mib, "used_vcpus", vc,
 		      "used_memory_mib", mem, "vms", n, "wall_ms", (json_int_t)wall_ms());
+	/* measured once per loop tick however many datastores there are */
+	{
+		static int64_t at;
+		static int pct;
+
+		if (now_ms() - at >= HA_TICK_MS / 2) {
+			pct = qemu_cpu_pct(a);
+			at = now_ms();
+		}
+		if (r)
+			json_object_set_new(r, "qemu_cpu_pct", json_integer(pct));
+	}
 	/* maintenance mode (maint.c): no HA restart may be placed here */
 	if (r && maint_active(a, NULL))
 		json_object_set_new(r, "maintenance", json_true());

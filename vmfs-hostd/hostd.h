@@ -94,6 +94,10 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd);
 /* Maintenance mode (maint.c): enter (evacuates, progress lines on CFD),
  * exit, status. */
 json_t *agent_maintenance(struct agent *a, json_t *req, int cfd);
+/* Another agent asks (its secret shown) to migrate one of our VMs away
+ * (balance.c's --apply); vmfsctl's `balance` (balance.c). */
+json_t *agent_migrate_out(struct agent *a, json_t *req, int cfd);
+json_t *agent_balance(struct agent *a, json_t *req, int cfd);
 void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *peer);
 
 #endif

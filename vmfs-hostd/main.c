@@ -272,6 +272,9 @@ static void serve(struct agent *a, int cfd)
 	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "maintenance")) {
 		reply = agent_maintenance(a, req, cfd);
 		json_decref(req);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "balance")) {
+		reply = agent_balance(a, req, cfd);
+		json_decref(req);
 	} else {
 		reply = agent_request(a, req);
 		json_decref(req);
@@ -293,11 +296,16 @@ static void serve_migration(struct agent *a, int cfd, const struct sockaddr_stor
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, peer, sizeof(peer));
 	if (read_request(cfd, &req))
 		return;
-	if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-incoming"))
+	if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-incoming")) {
 		agent_migrate_incoming(a, req, cfd, peer);
-	else
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-out")) {
+		json_t *r = agent_migrate_out(a, req, cfd);
+
+		write_reply(cfd, r);
+		json_decref(r);
+	} else
 		write_reply(cfd, json_pack("{s:b,s:s,s:i}", "ok", 0, "error",
-					   "only migrate-incoming is served here", "errno", EPERM));
+					   "only migrate-incoming and migrate-out are served here", "errno", EPERM));
 	json_decref(req);
 }
 

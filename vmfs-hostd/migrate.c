@@ -1371,3 +1371,73 @@ bool migrate_left(struct agent *a, const char *sdir, const char *vmx)
 	vmctx_close(&v);
 	return true;
 }
+
+/* ---------------- a migration asked for by another agent ---------------- */
+
+/* The control connection's "migrate-out" (vmfsctl balance --apply on
+ * another host): move a VM this host runs to HOST.  It needs this agent's
+ * secret, as a migrate-incoming does: whoever may feed this host VMs may
+ * also ask it to move one away within the cluster. */
+json_t *agent_migrate_out(struct agent *a, json_t *req, int cfd)
+{
+	const char *token = req_str(req, "token"), *mount = req_str(req, "mount"),
+		   *rel = req_str(req, "vmx"), *dest = req_str(req, "host");
+	char path[PATH_MAX * 2];
+	json_t *mreq, *r;
+
+	if (!token || strcmp(token, a->mig_token))
+		return reply_err(EACCES, "migration refused: wrong or missing token");
+	if (!mount || !rel || !dest || strstr(rel, "..") || rel[0] == '/' || !is_vmfsd_mount(mount))
+		return reply_err(EINVAL, "migration refused: bad datastore or VM path");
+	snprintf(path, sizeof(path), "%s/%s", mount, rel);
+	mreq = json_pack("{s:s,s:s,s:s}", "cmd", "migrate", "path", path, "host", dest);
+	r = agent_migrate(a, mreq, cfd);
+	json_decref(mreq);
+	return r;
+}
+
+/* Asks host FROM's agent (its published control address on ROOT) to
+ * migrate REL to TO; its progress lines are passed on to CFD. */
+json_t *migrate_remote(const char *root, const char *from, const char *rel, const char *to, int cfd)
+{
+	char pub[PATH_MAX + 300], text[2048], chost[256], cport[32];
+	struct vm_err err;
+	json_t *pj = NULL, *r = NULL;
+	int fd, rc;
+
+	snprintf(pub, sizeof(pub), "%s/.vmfsd/agents/%s.migration", root, from);
+	if (read_text(pub, text, sizeof(text)) || !(pj = json_loads(text, 0, NULL)) ||
+	    split_hostport(req_str(pj, "control") ?: "", chost, sizeof(chost), cport, sizeof(cport))) {
+		json_decref(pj);
+		return reply_err(EHOSTUNREACH, "host %s published no migration address on %s", from, root);
+	}
+	fd = tcp_connect(chost, cport, &err);
+	if (fd < 0) {
+		json_decref(pj);
+		return reply_err(-fd, "host %s: %s", from, err.msg);
+	}
+	rc = send_json(fd, json_pack("{s:s,s:s,s:s,s:s,s:s}", "cmd", "migrate-out", "token",
+				     req_str(pj, "token") ?: "", "mount", req_str(pj, "mount") ?: "",
+				     "vmx", rel, "host", to));
+	json_decref(pj);
+	while (!rc) {
+		json_t *p;
+
+		rc = recv_json(fd, MIGRATE_TIMEOUT_MS, &r);
+		if (rc)
+			break;
+		if (!(p = json_object_get(r, "progress")))
+			break;
+		json_incref(p);
+		(void)send_json(cfd, json_pack("{s:o}", "progress", p));
+		json_decref(r);
+		r = NULL;
+	}
+	close(fd);
+	if (rc) {
+		json_decref(r);
+		return reply_err(-rc, "host %s: no answer to the migration of %s: %s", from, rel,
+				 strerror(-rc));
+	}
+	return r;
+}

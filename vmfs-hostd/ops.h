@@ -157,6 +157,9 @@ void migrate_progress(int cfd, const char *phase, json_t *fields);
  * host by live migration (or run elsewhere now)?  Then it was cleaned up
  * here, not restarted, and only this host's HA entry went. */
 bool migrate_left(struct agent *a, const char *sdir, const char *vmx);
+/* migrate.c: ask host FROM's agent to migrate REL (relative to ROOT) to
+ * TO, progress lines passed on to CFD */
+json_t *migrate_remote(const char *root, const char *from, const char *rel, const char *to, int cfd);
 /* maint.c: maintenance mode (docs/ha.md §4b) */
 bool maint_active(const struct agent *a, int64_t *since_ms);
 /* the refusal of WHAT (a power-on, an incoming migration) in maintenance

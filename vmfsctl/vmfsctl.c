@@ -74,6 +74,8 @@ static int parse_migrate(const struct command *c, int argc, char **argv, json_t 
 static void print_progress(json_t *p);
 static int parse_ha(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_host(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
+static void print_balance(json_t *r);
 static void print_ha(json_t *r);
 
 static const struct command commands[] = {
@@ -121,6 +123,9 @@ static const struct command commands[] = {
 	 "                        maintenance mode: migrate every running VM away,\n"
 	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_host, NULL},
+	{"balance", " [--apply]      per-host load (committed vCPUs and memory, QEMU CPU use)\n"
+	 "                        and the live migrations that would even it out\n",
+	 ARG_NONE, 0, parse_balance, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -474,6 +479,10 @@ static void print_human(const char *cmd, json_t *r)
 		print_ha(r);
 		return;
 	}
+	if (!strcmp(cmd, "balance")) {
+		print_balance(r);
+		return;
+	}
 	if (!strcmp(cmd, "events")) {
 		json_t *e;
 		size_t i;
@@ -771,8 +780,12 @@ static void print_progress(json_t *p)
 		       (long long)json_integer_value(json_object_get(p, "dirty_pages_rate")),
 		       json_real_value(json_object_get(p, "mbps")));
 	} else if (!strcmp(phase, "switch-over")) {
-		printf("%-13s disk locks handed over in %lld ms\n", phase,
+		printf("%-13s disk locks and lock record handed over in %lld ms\n", phase,
 		       (long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
+	} else if (!strcmp(phase, "balance")) {
+		printf("%-13s %s: host %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "from"),
+		       jstr(p, "destination"), (long long)json_integer_value(json_object_get(p, "n")),
+		       (long long)json_integer_value(json_object_get(p, "of")));
 	} else if (!strcmp(phase, "evacuate")) {
 		printf("%-13s %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "destination"),
 		       (long long)json_integer_value(json_object_get(p, "n")),
@@ -819,6 +832,67 @@ static int parse_host(const struct command *cmd, int argc, char **argv, json_t *
 	json_object_set_new(req, "action", json_string(argv[optind + 1]));
 	optind += 2;
 	return 0;
+}
+
+static int parse_balance(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"apply", no_argument, NULL, 'A'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "Aj", o, NULL)) != -1) {
+		if (c == 'A')
+			json_object_set_new(req, "apply", json_true());
+		else if (c == 'j')
+			json_out = true;
+		else
+			return die_usage("%s: bad option", cmd->name);
+	}
+	if (optind != argc)
+		return die_usage("balance: unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+static void print_balance(json_t *r)
+{
+	json_t *ds, *h, *m;
+	size_t i, k;
+
+	json_array_foreach(json_object_get(r, "datastores"), i, ds) {
+		printf("datastore %s\n", jstr(ds, "datastore"));
+		printf("  %-16s %-12s %4s %11s %15s %5s %8s\n", "HOST", "STATE", "VMS", "VCPUS", "MEMORY MIB",
+		       "MEM%", "QEMU CPU");
+		json_array_foreach(json_object_get(ds, "hosts"), k, h) {
+			char st[64], vc[32], mem[40];
+
+			snprintf(st, sizeof(st), "%s%s%s", jstr(h, "state"),
+				 json_is_true(json_object_get(h, "maintenance")) ? ",maint" : "",
+				 json_is_true(json_object_get(h, "migration")) ? "" : ",no-mig");
+			snprintf(vc, sizeof(vc), "%lld/%lld",
+				 (long long)json_integer_value(json_object_get(h, "used_vcpus")),
+				 (long long)json_integer_value(json_object_get(h, "cap_vcpus")));
+			snprintf(mem, sizeof(mem), "%lld/%lld",
+				 (long long)json_integer_value(json_object_get(h, "used_memory_mib")),
+				 (long long)json_integer_value(json_object_get(h, "cap_memory_mib")));
+			printf("  %-16s %-12s %4lld %11s %15s %4.0f%% %7lld%%\n", jstr(h, "host"), st,
+			       (long long)json_integer_value(json_object_get(h, "vms")), vc, mem,
+			       100 * json_real_value(json_object_get(h, "memory_used")),
+			       (long long)json_integer_value(json_object_get(h, "qemu_cpu_pct")));
+		}
+	}
+	if (!json_array_size(json_object_get(r, "moves")))
+		printf("balanced: no migration proposed\n");
+	json_array_foreach(json_object_get(r, "moves"), i, m)
+		printf("%s %s: host %s -> host %s (%lld MiB, %lld vCPU)%s%s\n",
+		       json_is_true(json_object_get(r, "applied")) ? "moved" : "propose", jstr(m, "vmx"),
+		       jstr(m, "from"), jstr(m, "to"),
+		       (long long)json_integer_value(json_object_get(m, "memory_mib")),
+		       (long long)json_integer_value(json_object_get(m, "vcpus")),
+		       json_object_get(m, "result") ? ": " : "",
+		       json_object_get(m, "result") ? jstr(m, "result") : "");
 }
 
 /* ha status: the only subcommand so far */

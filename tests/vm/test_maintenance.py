@@ -11,7 +11,12 @@ VMs run on A.
     record's on-disk lock is that host's, its counter grows, one boot);
  2. A is shown in maintenance by `list` on A and by `ha status` on B;
  3. on A, a power-on is refused and so is a migration into A;
- 4. `exit` lifts it: the power-on on A works.
+ 4. `exit` lifts it: the power-on on A works;
+ 5. balancing (each agent offers 1024 MiB: --max-memory): with B holding
+    two VMs, C one and A none, `vmfsctl balance` on A shows each host's
+    load and proposes one migration, from B to A; `--apply` performs it
+    (through B's agent: the VM is B's) and the next `balance` proposes
+    nothing.
 
 Registered with meson (suite vm, vm-maintenance).
 """
@@ -45,7 +50,8 @@ def body(c):
     with vmtest.Volume("maint", checker=c) as vol:
         hosts = "ABC"
         mnt = {h: vol.mount(h) for h in hosts}
-        ag = {h: vol.agent(h, ["--migration-address", "127.0.0.1"]) for h in hosts}
+        ag = {h: vol.agent(h, ["--migration-address", "127.0.0.1", "--max-memory", 1024])
+              for h in hosts}
 
         def folder(h, name):
             return os.path.join(mnt[h], name)
@@ -126,11 +132,33 @@ def body(c):
             vmtest.wait_counter(folder("A", "m4"), "m4", 1, timeout=300)
             ag["A"].ok("power-off", folder("A", "m4"))
 
+        def balance():
+            def proposal():
+                r = json.loads(ag["A"].ok("--json", "balance"))
+                return r if [(m["from"], m["to"]) for m in r["moves"]] == [("B", "A")] else None
+            try:
+                r = vmtest.wait_for(proposal, 20, "one proposed move B -> A")
+            except TimeoutError:
+                return c.fail("balance proposes: %s" % ag["A"].ok("balance"))
+            print(ag["A"].ok("balance"), flush=True)
+            hl = {h["host"]: h for h in r["datastores"][0]["hosts"]}
+            c.eq((hl["B"]["used_memory_mib"], hl["C"]["used_memory_mib"]),
+                 (2 * vmtest.GUEST_MEM, vmtest.GUEST_MEM), "committed memory of B and C")
+            vmx = r["moves"][0]["vmx"]
+            name = vmx.split("/")[0]
+            out = ag["A"].ok("balance", "--apply", timeout=600)
+            print(out, flush=True)
+            c.check("moved" in out, "balance --apply: " + out)
+            c.eq(where(name), "A", "%s's host after balancing" % name)
+            vmtest.wait_for(lambda: not json.loads(ag["A"].ok("--json", "balance"))["moves"], 20,
+                            "no move proposed once balanced")
+
         c.section("three VMs on A", start)
         c.section("maintenance enter on A empties it", enter)
         c.section("A shown in maintenance", shown)
         c.section("power-on and incoming migration refused on A", refusals)
         c.section("maintenance exit", leave)
+        c.section("balance proposes and applies a move B -> A", balance)
         for n in NAMES:
             h = where(n)
             if h:
