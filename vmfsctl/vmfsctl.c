@@ -123,7 +123,7 @@ static const struct command commands[] = {
 	 "                        maintenance mode: migrate every running VM away,\n"
 	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_host, NULL},
-	{"balance", " [--apply]      per-host load (committed vCPUs and memory, QEMU CPU use)\n"
+	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
 	 "                        and the live migrations that would even it out\n",
 	 ARG_NONE, 0, parse_balance, NULL},
 };
