@@ -2,9 +2,9 @@
 /*
  * Live migration between two hosts of one datastore (vMotion, docs/vm.md
  * "Live migration").  The disks stay where they are; QEMU moves the memory
- * and device state, and the filesystem hands each disk's exclusive lock
- * from the source host to the destination at the switch-over
- * (docs/cluster.md §4.7).
+ * and device state, and the filesystem hands each disk's exclusive lock,
+ * and the VM's lock record's, from the source host to the destination at
+ * the switch-over (docs/cluster.md §4.7).
  *
  * Finding each other: every agent started with --migration-address
  * publishes <mount>/.vmfsd/agents/<host>.migration on each vmfsd datastore
@@ -14,8 +14,9 @@
  * The steps (source agent S, destination agent D, one TCP control
  * connection between them for the whole migration):
  *   1. S -> D "migrate-incoming": D checks the secret, accepts a handover
- *      of each disk (user.vmfsd.handover "accept"), opens them read-only
- *      (standby opens), starts QEMU with -incoming defer -S, auto-read-only
+ *      of each disk and of the lock record <vm>.vmx.lck (user.vmfsd.handover
+ *      "accept"), opens them read-only (standby opens, inherited by its
+ *      QEMU), starts QEMU with -incoming defer -S, auto-read-only
  *      disks and late-block-activate, listens for the stream on its
  *      published address and answers its handover identity, the stream's
  *      port and a one-time token.
@@ -25,15 +26,20 @@
  *      guest, drains and flushes its disks (pre-switchover); S lets it
  *      finish (migrate-continue): the device state goes over and the
  *      source's disks are inactivated.
- *   3. S gives every disk's lock to D (user.vmfsd.handover "give").
+ *   3. S gives every disk's lock to D (user.vmfsd.handover "give"), then
+ *      the lock record's.
  *   4. S -> D "switch": D's QEMU activates its disks (reopens them
- *      read-write, which finds the locks D's own) at `cont`; D rewrites
- *      the lock record <vm>.vmx.lck; S quits the source QEMU.
- * Failure before 3: the source QEMU continues (`cont`); D's QEMU is
- * killed, its standby opens close and nothing moved.  Failure after 3:
- * whichever QEMU reopens its disks read-write first runs, the other
- * cannot (the lock): the source retries `cont` until D's QEMU is gone and
- * its locks are back; D, whose source went silent, tries `cont` once.
+ *      read-write, which finds the locks D's own) at `cont`; D opens the
+ *      lock record read-write (its own too), hands it to its QEMU (QMP
+ *      getfd) and rewrites it to name D and that QEMU; D lists the VM for
+ *      HA and its monitor takes over; S quits the source QEMU and drops
+ *      only its own HA entry.
+ * Failure before 3: the source QEMU continues (`cont`) with its record;
+ * D's QEMU is killed, its standby opens close and nothing moved.  Failure
+ * after 3: whichever QEMU reopens its disks read-write first runs, the
+ * other cannot (the lock): the source takes the record back and retries
+ * `cont` until D's QEMU is gone and its locks are back; D, whose source
+ * went silent, tries `cont` once, then takes the record.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -922,7 +928,8 @@ static int src_takeback(struct agent *a, struct vmctx *v, pid_t pid, bool record
 		record = false;
 	do {
 		if (record) {
-			/* no flock: our QEMU's first descriptor still has it */
+			/* the flock comes after getfd: our QEMU's old descriptor
+			 * (same name, replaced and closed by QEMU) still has it */
 			int fd = openat(v->dirfd, ln, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
 			char qp[PATH_MAX + 16];
 			struct qmp q;
@@ -937,6 +944,7 @@ static int src_takeback(struct agent *a, struct vmctx *v, pid_t pid, bool record
 			if (!rc) {
 				struct vm_lockrec r = {0};
 
+				(void)flock(fd, LOCK_EX | LOCK_NB);
 				snprintf(r.host, sizeof(r.host), "%s", a->host);
 				r.agent_pid = a->pid;
 				r.qemu_pid = pid;
