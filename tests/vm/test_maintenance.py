@@ -16,7 +16,10 @@ VMs run on A.
     two VMs, C one and A none, `vmfsctl balance` on A shows each host's
     load and proposes one migration, from B to A; `--apply` performs it
     (through B's agent: the VM is B's) and the next `balance` proposes
-    nothing.
+    nothing;
+ 6. a VM that fits no other host (900 MiB, the others have less free):
+    `maintenance enter` exits 1 naming it and why ("no room"), the host
+    stays in maintenance and the VM keeps running on A.
 
 Registered with meson (suite vm, vm-maintenance).
 """
@@ -153,12 +156,28 @@ def body(c):
             vmtest.wait_for(lambda: not json.loads(ag["A"].ok("--json", "balance"))["moves"], 20,
                             "no move proposed once balanced")
 
+        def stuck():
+            ag["A"].ok("create", folder("A", "big"), "--cpus", 1, "--memory", 900, "--disk",
+                       "32M", "--kernel", kernel, "--initrd", initrd, "--append",
+                       "console=ttyS0 quiet", "--net", "none")
+            ag["A"].ok("power-on", folder("A", "big"))
+            r = ag["A"].ctl("host", "maintenance", "enter", "--timeout", 120, timeout=300)
+            msg = r.stdout + r.stderr
+            print(msg, flush=True)
+            c.check(r.returncode == 1 and "big.vmx" in msg and "no room" in msg,
+                    "maintenance enter with a VM that fits nowhere: exit %d %s" % (r.returncode, msg))
+            c.eq(where("big"), "A", "the big VM's host")
+            c.check("maintenance mode" in ag["A"].ok("list"), "A stays in maintenance")
+            ag["A"].ok("host", "maintenance", "exit")
+            ag["A"].ok("power-off", folder("A", "big"))
+
         c.section("three VMs on A", start)
         c.section("maintenance enter on A empties it", enter)
         c.section("A shown in maintenance", shown)
         c.section("power-on and incoming migration refused on A", refusals)
         c.section("maintenance exit", leave)
         c.section("balance proposes and applies a move B -> A", balance)
+        c.section("a VM that fits nowhere is reported, not moved", stuck)
         for n in NAMES:
             h = where(n)
             if h:
