@@ -121,6 +121,7 @@ struct bdev_iscsi {
 	pthread_cond_t idle;
 	struct isc_req *qhead, **qtail;
 	unsigned aio_pending;
+	atomic_int sleeping;    /* the service thread is (about to be) in poll */
 	int stop;
 	/* Finished asynchronous requests, whose callbacks run on their own
 	 * thread: a callback may do synchronous I/O on this LUN, which the
@@ -177,6 +178,18 @@ static void inflight_del(struct bdev_iscsi *li, struct isc_req *r)
 static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 {
 	r->res = res;
+	if (r->aio && r->aio->cb_inline) {
+		struct bdev_aio *a = r->aio;
+
+		free(r);
+		a->cb(a, res);
+		pthread_mutex_lock(&li->lock);
+		/* after the callback ran: bdev_aio_drain promises that */
+		if (!--li->aio_pending)
+			pthread_cond_broadcast(&li->idle);
+		pthread_mutex_unlock(&li->lock);
+		return;
+	}
 	if (r->aio) {
 		r->next = NULL;
 		pthread_mutex_lock(&li->lock);
@@ -561,8 +574,18 @@ static void *service(void *arg)
 					timeout = 10;
 			}
 		}
+		/* Submitters write the eventfd only while this thread sleeps
+		 * (a syscall less per request while it is busy): announce the
+		 * sleep, then look at the queue once more, since a request
+		 * queued just before saw us awake and did not write it. */
+		atomic_store(&li->sleeping, 1);
+		pthread_mutex_lock(&li->lock);
+		if (li->qhead)
+			timeout = 0;
+		pthread_mutex_unlock(&li->lock);
 		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
 			usleep(1000);
+		atomic_store(&li->sleeping, 0);
 		if (pfd[0].revents & POLLIN) {
 			uint64_t v;
 
@@ -604,7 +627,7 @@ static int submit(struct bdev_iscsi *li, struct isc_req *r, int wait)
 	*li->qtail = r;
 	li->qtail = &r->next;
 	pthread_mutex_unlock(&li->lock);
-	if (write(li->efd, &one, sizeof(one)) < 0) {
+	if (atomic_load(&li->sleeping) && write(li->efd, &one, sizeof(one)) < 0) {
 		/* the counter saturated: the thread wakes anyway */
 	}
 	if (!wait)

@@ -14,7 +14,8 @@ network namespace with a veth to the target's bridge.
          LUN 0, against `qemu-img bench` (raw, cache=none, QD16) on LUN 1 of
          the same target (same backing filesystem): 1 MiB sequential and
          4 KiB random (a 1 MiB + 4 KiB stride for qemu-img, which has no
-         random mode), read and write; the two alternate, three rounds.
+         random mode), and 4 KiB in that same stride on both sides, read
+         and write; the two alternate, three rounds.
   scale  N hosts (namespaces) mount one LUN, for each N of --hosts: mount
          time of each host, uncontended lock latency (open O_RDWR + close of
          a file nobody else holds: one lock acquire and one release, each an
@@ -118,7 +119,11 @@ def section_io(runtime, rounds=3):
     cases = [("1 MiB sequential write", True, 1 << 20, 1 << 20, "write", "1M"),
              ("1 MiB sequential read", False, 1 << 20, 1 << 20, "read", "1M"),
              ("4 KiB random write", True, 4096, (1 << 20) + 4096, "randwrite", "4k"),
-             ("4 KiB random read", False, 4096, (1 << 20) + 4096, "randread", "4k")]
+             ("4 KiB random read", False, 4096, (1 << 20) + 4096, "randread", "4k"),
+             # qemu-img's own pattern on both sides: 4 KiB every 1 MiB + 4 KiB
+             # (fio's rw=write:1M skips 1 MiB after each block)
+             ("4 KiB, 1 MiB + 4 KiB stride, write", True, 4096, (1 << 20) + 4096, "write:1M", "4k"),
+             ("4 KiB, 1 MiB + 4 KiB stride, read", False, 4096, (1 << 20) + 4096, "read:1M", "4k")]
     work = tempfile.mkdtemp(prefix="vmfsd-bench-iscsi-", dir="/var/tmp")
     mnt = os.path.join(work, "m")
     os.mkdir(mnt)

@@ -5,6 +5,7 @@
  * they have not range-checked: the image may be corrupt or hostile.
  */
 #include <errno.h>
+#include <stdio.h>
 /* XXH3_state_t is an incomplete type unless the state layout is exposed,
  * and that layout is only stable within one xxhash version: inline the
  * implementation rather than depend on libxxhash's private ABI. */
@@ -60,6 +61,13 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 }
 
 /* ---------------- superblock ---------------- */
+
+void vmfsd_uuid_format(const uint8_t u[16], char out[37])
+{
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+		 u[13], u[14], u[15]);
+}
 
 void vmfsd_sb_encode(const struct vmfsd_sb *sb, uint64_t blocknr, void *blk)
 {

@@ -592,6 +592,8 @@ static_assert(offsetof(struct vmfsd_disk_jdesc, e) == VMFSD_JDESC_HDR, "jdesc en
 /* ------------------------------------------------------------------ */
 uint64_t vmfsd_csum(const void *buf, size_t len, size_t csum_off);
 
+/* The volume UUID as text, 8-4-4-4-12 lowercase hex (36 chars + NUL). */
+void vmfsd_uuid_format(const uint8_t uuid[16], char out[37]);
 void vmfsd_sb_encode(const struct vmfsd_sb *sb, uint64_t blocknr, void *blk);
 int vmfsd_sb_decode(const void *blk, uint64_t blocknr, struct vmfsd_sb *sb);
 /* Internal consistency of the region layout against a device size. */

@@ -157,6 +157,9 @@ static int reclaim_own_slot(struct fs *fs, const uint8_t uuid[16], bool vouched)
 			break;
 		if (ji.transactions)
 			fs->replayed_own = true;
+		fs_log(fs, FS_LOG_WARNING, "this host's previous incarnation (slot %u, generation "
+		       "%llu) did not unmount: its journal was replayed (%u transactions) and its "
+		       "locks are broken", i, (unsigned long long)hb.generation, ji.transactions);
 		memcpy(blk, nv, VMFSD_SECTOR);
 		hb.state = VMFSD_HB_FREE;
 		hb.generation++;

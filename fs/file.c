@@ -662,6 +662,9 @@ static int aio_submit_runs(struct aio_ctx *c, const struct runs *rs, uint64_t ba
 		sg->a.len = rs->v[i].len;
 		sg->a.off = rs->v[i].dev;
 		sg->a.write = c->write;
+		/* a read's completion (aio_finish) unlocks iolock and replies:
+		 * it never waits for the device; a write's takes meta_lock */
+		sg->a.cb_inline = !c->write;
 		r = bdev_aio_submit(c->fs->bd, &sg->a);
 		if (r)
 			aio_seg_done(&sg->a, r);

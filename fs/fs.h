@@ -54,11 +54,20 @@ struct fs_mount_opts {
 	 * REASON is enum hb_fence_reason (lockmgr.h). */
 	void (*fence_hook)(void *arg, int reason);
 	void *fence_arg;
+	/* Called with what an administrator should find in the system log:
+	 * other hosts joining, leaving, declared dead, recovered (journal
+	 * replayed, locks broken) and this host's own recovery.  LEVEL is a
+	 * syslog priority (FS_LOG_*); on the commit thread, never under a
+	 * lock of the filesystem's. */
+	void (*log_hook)(void *arg, int level, const char *msg);
+	void *log_arg;
 	/* Test only (vmfsd -o debug_no_self_fence): the heartbeat never fences
 	 * on its own deadline, so a test can show what the target's
 	 * persistent reservations refuse by themselves (docs/cluster.md §8). */
 	int debug_no_self_fence;
 };
+
+enum { FS_LOG_WARNING = 4, FS_LOG_NOTICE = 5, FS_LOG_INFO = 6 };  /* syslog's values */
 
 enum fs_mount_flags_out {
 	FS_MOUNT_USED_BACKUP_SB = 1u << 0,  /* primary superblock was bad */

@@ -280,6 +280,8 @@ struct fs {
 	int fenced;                     /* enum hb_fence_reason */
 	void (*fence_hook)(void *, int); /* fs_mount_opts.fence_hook */
 	void *fence_arg;
+	void (*log_hook)(void *, int, const char *); /* fs_mount_opts.log_hook */
+	void *log_arg;
 	bool replayed_own;              /* our crashed incarnation's journal */
 	struct hosts_hist *hosts;       /* fs/hosts.c: user.vmfsd.hosts */
 	/* orphan list (fs/orphan.c), meta_lock */
@@ -310,6 +312,8 @@ void cluster_recover_dead(struct fs *fs);
 int hosts_init(struct fs *fs);
 void hosts_free(struct fs *fs);
 void hosts_observe(struct fs *fs);
+/* a line for the system log (fs_mount_opts.log_hook); not under h->mu */
+void fs_log(struct fs *fs, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void hosts_note_replay(struct fs *fs, uint32_t slot, const char *name, uint64_t gen,
 		       int64_t replay_ms);
 /* malloc'd JSON document (not NUL-terminated: *LEN bytes); -ENODATA on a

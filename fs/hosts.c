@@ -28,7 +28,7 @@
 #include "fs_internal.h"
 
 struct hosts_seen {
-	bool known;             /* we have seen an incarnation in this slot */
+	bool known;             /* we have looked at this slot (claimed or free) */
 	uint64_t gen;           /* ... its generation */
 	uint16_t state;         /* ... and state, as last seen */
 	char name[VMFSD_HOSTNAME_MAX + 1];
@@ -60,6 +60,19 @@ static int64_t wall_ms(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void fs_log(struct fs *fs, int level, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	if (!fs->log_hook)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fs->log_hook(fs->log_arg, level, msg);
 }
 
 int hosts_init(struct fs *fs)
@@ -118,6 +131,21 @@ static void mark_broken(struct hosts_seen *e)
 void hosts_observe(struct fs *fs)
 {
 	struct hosts_hist *h = fs->hosts;
+	/* what changed, logged once the mutex is dropped */
+	struct {
+		int level;
+		char msg[160];
+	} ev[8];
+	unsigned nev = 0;
+
+#define NOTE(lvl, ...)                                                            \
+	do {                                                                      \
+		if (nev < sizeof(ev) / sizeof(ev[0])) {                           \
+			ev[nev].level = (lvl);                                    \
+			snprintf(ev[nev].msg, sizeof(ev[nev].msg), __VA_ARGS__);  \
+			nev++;                                                    \
+		}                                                                 \
+	} while (0)
 
 	if (!h || !fs->hb)
 		return;
@@ -130,18 +158,37 @@ void hosts_observe(struct fs *fs)
 		    si.liveness == HB_DAMAGED || si.mine)
 			continue;
 		bool claimed = si.state == VMFSD_HB_LIVE || si.state == VMFSD_HB_REPLAYING;
+		bool was_live = e->known && (e->state == VMFSD_HB_LIVE || e->state == VMFSD_HB_REPLAYING);
 
-		if (e->known && (e->state == VMFSD_HB_LIVE || e->state == VMFSD_HB_REPLAYING) &&
-		    si.generation > e->gen) {
+		if (was_live && si.generation > e->gen) {
 			/* the incarnation we knew was replayed and released
 			 * (perhaps faster than we looked) */
 			mark_dead(e, e->name, e->gen);
+			if (!e->broken)
+				NOTE(FS_LOG_WARNING, "host %s (slot %u, generation %llu) was recovered "
+				     "by another host: its journal is replayed and its locks are "
+				     "broken", e->name, i, (unsigned long long)e->gen);
 			mark_broken(e);
 		}
-		if (claimed && (si.liveness == HB_DEAD || si.state == VMFSD_HB_REPLAYING))
+		if (claimed && (si.liveness == HB_DEAD || si.state == VMFSD_HB_REPLAYING)) {
+			if (!(e->died && e->dead_gen == si.generation))
+				NOTE(FS_LOG_WARNING, "host %s (slot %u, generation %llu) declared dead: "
+				     "%s", si.host_name, i, (unsigned long long)si.generation,
+				     si.state == VMFSD_HB_REPLAYING ? "another host is replaying its "
+				     "journal" : "its heartbeat stopped for the timeout");
 			mark_dead(e, si.host_name, si.generation);
+		}
+		if (e->known && e->state == VMFSD_HB_FREE && claimed && si.liveness != HB_DEAD)
+			NOTE(FS_LOG_INFO, "host %s joined the volume (slot %u, generation %llu)",
+			     si.host_name, i, (unsigned long long)si.generation);
+		else if (was_live && e->state == VMFSD_HB_LIVE && si.state == VMFSD_HB_FREE &&
+			 si.generation == e->gen)
+			NOTE(FS_LOG_INFO, "host %s left the volume (slot %u: a clean unmount)",
+			     e->name, i);
 		if (claimed || si.state == VMFSD_HB_FREE) {
-			e->known = si.state != VMFSD_HB_FREE || e->known;
+			/* a free slot seen first counts as known: whoever
+			 * claims it later is a host joining */
+			e->known = true;
 			e->gen = si.generation;
 			e->state = si.state;
 			if (si.host_name[0])
@@ -149,6 +196,9 @@ void hosts_observe(struct fs *fs)
 		}
 	}
 	pthread_mutex_unlock(&h->mu);
+#undef NOTE
+	for (unsigned k = 0; k < nev; k++)
+		fs_log(fs, ev[k].level, "%s", ev[k].msg);
 }
 
 void hosts_note_replay(struct fs *fs, uint32_t slot, const char *name, uint64_t gen,
@@ -167,6 +217,10 @@ void hosts_note_replay(struct fs *fs, uint32_t slot, const char *name, uint64_t 
 	h->s[slot].gen = gen + 1;
 	h->s[slot].state = VMFSD_HB_FREE;
 	pthread_mutex_unlock(&h->mu);
+	fs_log(fs, FS_LOG_WARNING, "host %s (slot %u, generation %llu) is dead: this host replayed "
+	       "its journal in %lld ms and broke its locks (slot freed with generation %llu)",
+	       name, slot, (unsigned long long)gen, (long long)replay_ms,
+	       (unsigned long long)gen + 1);
 }
 
 /* ---------------- the attribute ---------------- */
@@ -250,6 +304,7 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 	struct hosts_hist *h = fs->hosts;
 	struct jbuf b = {.cap = 4096};
 	const struct hb_timing *t;
+	char uuid[37];
 	int64_t now = mono_ms();
 	bool first = true;
 
@@ -259,7 +314,12 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 	if (!b.p)
 		return -ENOMEM;
 	t = hb_get_timing(fs->hb);
-	jb_printf(&b, "{\"version\":1,\"self\":{\"host\":");
+	vmfsd_uuid_format(fs->sb.uuid, uuid);
+	/* the volume's identity: agents name datastores and derive VM IDs
+	 * from it, the same on every host */
+	jb_printf(&b, "{\"version\":1,\"volume\":{\"uuid\":\"%s\",\"label\":", uuid);
+	jb_str(&b, fs->sb.label);
+	jb_printf(&b, "},\"self\":{\"host\":");
 	jb_str(&b, fs->host);
 	jb_printf(&b, ",\"slot\":%u,\"generation\":%llu,\"fenced\":%s,\"taken_over\":%s,"
 		  "\"pid\":%d},\"interval_ms\":%u,\"timeout_ms\":%u,\"wall_ms\":%lld,\"hosts\":[",

@@ -168,6 +168,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	if (o) {
 		fs->fence_hook = o->fence_hook;
 		fs->fence_arg = o->fence_arg;
+		fs->log_hook = o->log_hook;
+		fs->log_arg = o->log_arg;
 	}
 	if (o && o->bdev) {
 		fs->bd = o->bdev;

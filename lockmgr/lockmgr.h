@@ -300,6 +300,9 @@ struct lockmgr_lock {
 	uint64_t owner_gen;
 	uint8_t holders[VMFSD_MAX_HOSTS / 8];
 	uint8_t stale[VMFSD_MAX_HOSTS / 8]; /* holders whose slot moved on */
+	/* inodes: the file's path, when the caller could resolve it (a
+	 * malloc'd string it sets; lockmgr_status_free frees it) */
+	char *path;
 };
 
 struct lockmgr_status {

@@ -54,6 +54,8 @@ void lockmgr_status_free(struct lockmgr_status *st)
 	if (!st)
 		return;
 	free(st->hosts);
+	for (uint32_t i = 0; st->locks && i < st->nlocks; i++)
+		free(st->locks[i].path);
 	free(st->locks);
 	free(st);
 }
@@ -352,19 +354,12 @@ static const char *slot_name(const struct lockmgr_status *st, uint32_t slot)
 	return "";
 }
 
-static void uuid_str(const uint8_t *u, char *out)
-{
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
-		 u[13], u[14], u[15]);
-}
-
 static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 {
 	char uuid[37], name[VMFSD_HOSTNAME_MAX + 1];
 	uint32_t i, s;
 
-	uuid_str(st->sb.uuid, uuid);
+	vmfsd_uuid_format(st->sb.uuid, uuid);
 	printable(name, st->sb.label, sizeof(name));
 	sb_printf(b, "volume %s (%s): heartbeat every %u ms, dead after %u ms, watched %u ms\n",
 		  name[0] ? name : "(no label)", uuid, st->timing.interval_ms,
@@ -394,7 +389,10 @@ static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 		const struct lockmgr_lock *lk = &st->locks[i];
 		const char *sep = "";
 
-		sb_printf(b, "%s %" PRIu64 ": ", obj_name(lk->obj), lk->id);
+		sb_printf(b, "%s %" PRIu64, obj_name(lk->obj), lk->id);
+		if (lk->path)
+			sb_printf(b, " (%s)", lk->path);
+		sb_printf(b, ": ");
 		if (lk->damaged) {
 			sb_printf(b, "damaged lock record (%s)\n", strerror(-lk->damaged));
 			continue;
@@ -417,7 +415,7 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 	char uuid[37];
 	uint32_t i, s;
 
-	uuid_str(st->sb.uuid, uuid);
+	vmfsd_uuid_format(st->sb.uuid, uuid);
 	sb_printf(b, "{\n  \"volume\": {\"label\": ");
 	sb_json_str(b, st->sb.label);
 	sb_printf(b, ", \"uuid\": \"%s\", \"hb_interval_ms\": %u, \"hb_timeout_ms\": %u, "
@@ -426,7 +424,7 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 	for (i = 0; i < st->nhosts; i++) {
 		const struct lockmgr_host *h = &st->hosts[i];
 
-		uuid_str(h->hb.host_uuid, uuid);
+		vmfsd_uuid_format(h->hb.host_uuid, uuid);
 		sb_printf(b, "%s\n    {\"slot\": %u, \"name\": ", i ? "," : "", h->slot);
 		sb_json_str(b, h->hb.host_name);
 		sb_printf(b, ", \"uuid\": \"%s\", \"state\": \"%s\", \"liveness\": \"%s\", "
@@ -450,6 +448,10 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 
 		sb_printf(b, "%s\n    {\"object\": \"%s\", \"id\": %" PRIu64 ", \"offset\": %" PRIu64,
 			  i ? "," : "", obj_name(lk->obj), lk->id, lk->off);
+		if (lk->path) {
+			sb_printf(b, ", \"path\": ");
+			sb_json_str(b, lk->path);
+		}
 		if (lk->damaged) {
 			sb_printf(b, ", \"damaged\": true}");
 			continue;

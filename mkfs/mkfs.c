@@ -192,14 +192,6 @@ static int parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
 	return 0;
 }
 
-static void fmt_uuid(const uint8_t *u, char out[37])
-{
-	snprintf(out, 37,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
-		 u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
-}
-
 /* "1 MiB", "64 KiB": block sizes are powers of two, so this is exact. */
 static void fmt_pow2(uint64_t v, char *out, size_t len)
 {
@@ -502,7 +494,7 @@ static int vmfsd_check(const char *path, char *desc, size_t len, struct vmfsd_sb
 		r = vmfsd_sb_decode(buf, blk[i], sb);
 		if (r == 0 || r == -EOPNOTSUPP) {
 			*decoded = r == 0;
-			fmt_uuid(sb->uuid, uuid);
+			vmfsd_uuid_format(sb->uuid, uuid);
 			snprintf(desc, len, "a vmfsd volume (label '%s', UUID %s%s)", sb->label,
 				 uuid, i ? ", backup superblock only" : "");
 		} else {
@@ -878,7 +870,7 @@ static void print_summary(const struct vmfsd_sb *sb, const char *path)
 {
 	char uuid[37], bs[32], js[32], raw[64], cap[64];
 
-	fmt_uuid(sb->uuid, uuid);
+	vmfsd_uuid_format(sb->uuid, uuid);
 	fmt_pow2(sb->block_size, bs, sizeof(bs));
 	fmt_pow2(sb->journal_size, js, sizeof(js));
 	fmt_gb(sb->device_size, raw, sizeof(raw));

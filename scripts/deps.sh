@@ -13,7 +13,7 @@ PACKAGES=(
 	libfuse3-dev fuse3 liburing-dev libblkid-dev libxxhash-dev
 	libcriterion-dev python3 fio e2fsprogs util-linux clang
 	libjansson-dev qemu-system-x86 qemu-utils busybox-static cpio
-	spin gdb
+	spin gdb attr
 	libiscsi-dev libiscsi-bin istgt qemu-block-extra iproute2
 )
 

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0-or-later
 #
-# Command 1 of the quick start: from a fresh checkout to a mounted vmfsd
-# volume holding a thin VM disk, in one command.
+# Command 1 of the quick start: from a fresh checkout to a VM running on a
+# shared datastore, in one command.  Two hosts, esx1 and esx2, mount one
+# volume (two vmfsd processes on one machine, as the tests run them; on real
+# hosts each would mount the shared LUN) and each runs its host agent.  A
+# small VM (a Debian kernel and a busybox initramfs, under TCG) is created
+# and booted on esx1; esx2 lists it as running on esx1 and is refused when
+# it tries to start it; then the guest is shut down cleanly.
 #
-#   scripts/quickstart.sh [IMAGE]
+#   scripts/quickstart.sh [IMAGE]     run it (again: the old one is stopped)
+#   scripts/quickstart.sh --stop      power off, stop the agents, unmount
 #
 # IMAGE (or $VMFSD_IMAGE) is the backing file, default var/quickstart.img
-# (8 GiB sparse; $VMFSD_IMAGE_SIZE changes the size).  It must live on a
-# filesystem that supports O_DIRECT (ext4, xfs, btrfs; tmpfs since 6.6).  A block
-# device works too, and is then formatted as it is: everything on it is lost.
-# The volume stays mounted at var/mnt when the script ends.
+# (8 GiB sparse).  It must live on a filesystem that supports O_DIRECT
+# (ext4, xfs, btrfs; tmpfs since 6.6).  A block device works too, and is
+# then formatted as it is: everything on it is lost.  The two mounts
+# (var/esx1, var/esx2) and the agents stay up when the script ends.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-IMG=${1:-${VMFSD_IMAGE:-var/quickstart.img}}
+IMG=${VMFSD_IMAGE:-var/quickstart.img}
 IMG_SIZE=${VMFSD_IMAGE_SIZE:-8G}
-MNT=var/mnt
-MKFS=build/mkfs/mkfs.vmfsd
-VMFSD=build/vmfsd/vmfsd
-HOST=$(hostname 2>/dev/null || uname -n)
+B=$ROOT/build
+GUEST=$B/test-guest
+HOSTS=(esx1 esx2)
 VM=demo-vm
-DATA_MIB=64             # random data written into the thin disk
-OFFSET_MIB=4096         # ... at this offset (4 GiB into a 10 GiB disk)
+PIDS=var/quickstart.pids
 
 CURRENT="starting"
 step() {
@@ -41,24 +45,70 @@ fail() {
 }
 on_exit() {
 	local rc=$?
-	rm -f "${TMPDATA:-}"
 	if ((rc != 0)); then
 		echo >&2
 		echo "quickstart: FAILED (exit $rc) during: $CURRENT" >&2
-		if findmnt -rn --mountpoint "$ROOT/$MNT" >/dev/null 2>&1; then
-			echo "quickstart: the volume is still mounted; unmount with: fusermount3 -u $MNT" >&2
-		fi
+		echo "quickstart: logs: var/agent-esx1.log, var/agent-esx2.log; clean up with: $0 --stop" >&2
 	fi
 }
 trap on_exit EXIT
 
-is_mounted() { findmnt -rn --mountpoint "$ROOT/$MNT" >/dev/null 2>&1; }
+mnt() { echo "$ROOT/var/$1"; }
+sock() { echo "/run/vmfs-hostd/$1.sock"; }     # the defaults: vmfsd tells it of a fence
+ctl() {                 # ctl HOST ARGS: vmfsctl talking to HOST's agent
+	local h=$1
+	shift
+	printf '    %s$ vmfsctl %s\n' "$h" "$*"
+	"$B/vmfsctl/vmfsctl" --agent "$(sock "$h")" "$@"
+}
+is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
+wait_until() {          # wait_until SECONDS WHAT COMMAND...
+	local t=$1 what=$2
+	shift 2
+	for ((i = 0; i < t * 5; i++)); do
+		"$@" >/dev/null 2>&1 && return 0
+		sleep 0.2
+	done
+	fail "$what: not within $t s"
+}
+
+stop_all() {
+	local h
+	for h in "${HOSTS[@]}"; do      # wherever the demo VM runs now
+		if [[ -S $(sock "$h") ]]; then
+			"$B/vmfsctl/vmfsctl" --agent "$(sock "$h")" power-off "$(mnt "$h")/$VM" \
+				>/dev/null 2>&1 || true
+		fi
+	done
+	if [[ -f $PIDS ]]; then
+		# the agents (their QEMUs were powered off above)
+		while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$PIDS"
+		sleep 1
+		rm -f "$PIDS"
+	fi
+	for h in "${HOSTS[@]}"; do
+		if is_mounted "$(mnt "$h")"; then
+			fusermount3 -u "$(mnt "$h")" 2>/dev/null || fusermount3 -uz "$(mnt "$h")"
+		fi
+	done
+}
 
 case "${1:-}" in
 -h | --help)
-	sed -n '4,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '4,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
+--stop)
+	step "stopping the quickstart: the demo VM, the agents, the mounts"
+	stop_all
+	echo "    done"
+	exit 0
+	;;
+-*)
+	fail "unknown option $1 (try --help)"
+	;;
+"") ;;
+*) IMG=$1 ;;
 esac
 
 step "checking build dependencies (scripts/deps.sh)"
@@ -70,88 +120,80 @@ if [[ ! -f build/build.ninja ]]; then
 	show meson setup build
 fi
 show meson compile -C build
-[[ -x $MKFS ]] || fail "$MKFS was not built"
-[[ -x $VMFSD ]] || fail "$VMFSD was not built"
 [[ -e /dev/fuse ]] || fail "/dev/fuse is missing: load the fuse module (modprobe fuse) or run where FUSE is available"
 
-mkdir -p var "$MNT"
-if is_mounted; then
-	step "unmounting the previous quickstart volume at $MNT"
-	show fusermount3 -u "$MNT" || show fusermount3 -uz "$MNT"
+step "the guest: a Debian kernel and a busybox initramfs (scripts/test-guest.sh, cached)"
+show scripts/test-guest.sh "$GUEST"
+
+mkdir -p var
+if [[ -f $PIDS ]] || is_mounted "$(mnt esx1)" || is_mounted "$(mnt esx2)"; then
+	step "stopping the previous quickstart"
+	stop_all
 fi
 
 if [[ -b $IMG ]]; then
 	step "formatting block device $IMG (label quickstart)"
-	show "$MKFS" -f -L quickstart "$IMG"
+	show "$B/mkfs/mkfs.vmfsd" -f -L quickstart "$IMG"
 else
 	step "formatting a $IMG_SIZE sparse image $IMG (label quickstart)"
 	mkdir -p "$(dirname "$IMG")"
 	rm -f "$IMG"
-	show "$MKFS" -f -L quickstart -s "$IMG_SIZE" "$IMG"
-	show ls -ls "$IMG"
+	show "$B/mkfs/mkfs.vmfsd" -f -L quickstart -s "$IMG_SIZE" "$IMG"
 fi
 
-step "mounting it at $MNT as host $HOST"
-# Absolute paths: the daemon may change directory, and findmnt shows them.
-show "$VMFSD" -o "host=$HOST" "$(readlink -f "$IMG")" "$ROOT/$MNT"
-for _ in $(seq 50); do
-	is_mounted && break
-	sleep 0.1
+step "two hosts mount the one volume, each with its own vmfsd, and start their agents"
+mkdir -p /run/vmfs-hostd
+: >"$PIDS"
+for h in "${HOSTS[@]}"; do
+	mkdir -p "$(mnt "$h")"
+	show "$B/vmfsd/vmfsd" -o "host=$h" "$(readlink -f "$IMG")" "$(mnt "$h")"
+	# the agent: the VMs of host $h, on the datastore mounted as $h
+	setsid "$B/vmfs-hostd/vmfs-hostd" --host "$h" --datastore "$(mnt "$h")" \
+		</dev/null >"var/agent-$h.log" 2>&1 &
+	echo $! >>"$PIDS"
+	printf '    (agent of %s: pid %s, log var/agent-%s.log)\n' "$h" "$!" "$h"
 done
-is_mounted || fail "vmfsd did not mount $MNT (run it with -f to see its messages)"
-show findmnt --mountpoint "$ROOT/$MNT"
+for h in "${HOSTS[@]}"; do
+	wait_until 20 "the agent of $h" test -S "$(sock "$h")"
+done
+printf '    $ %s\n' "vmfsd --status $IMG"
+"$B/vmfsd/vmfsd" --status "$IMG" | sed -n '/^SLOT/,/^$/p'
 
-step "creating a VM folder $MNT/$VM with a .vmx, a VMDK descriptor and a thin 10 GiB disk"
-mkdir "$MNT/$VM"
-cat >"$MNT/$VM/$VM.vmx" <<VMX
-.encoding = "UTF-8"
-config.version = "8"
-displayName = "$VM"
-guestOS = "debian12-64"
-numvcpus = "2"
-memSize = "2048"
-scsi0:0.present = "TRUE"
-scsi0:0.fileName = "$VM.vmdk"
-ethernet0.present = "TRUE"
-ethernet0.virtualDev = "virtio"
-VMX
-cat >"$MNT/$VM/$VM.vmdk" <<VMDK
-# Disk DescriptorFile
-version=1
-CID=fffffffe
-parentCID=ffffffff
-createType="vmfs"
+step "esx1 creates a VM on the datastore and powers it on"
+ctl esx1 create "$(mnt esx1)/$VM" --cpus 1 --memory 128 --disk 256M \
+	--kernel "$GUEST/vmlinuz" --initrd "$GUEST/initrd.img" --net none
+ctl esx1 power-on "$VM"
+echo "    waiting for the guest to boot (TCG, about 5-20 s) ..."
+wait_until 120 "the guest's first counter line in $VM.log" \
+	grep -q "vmfs-guest: counter" "$(mnt esx1)/$VM/$VM.log"
+echo "    the guest's console ($VM/$VM.log on the datastore):"
+grep "vmfs-guest" "$(mnt esx1)/$VM/$VM.log" | head -4 | sed 's/^/      /'
 
-# Extent description
-RW 20971520 VMFS "$VM-flat.vmdk"
-VMDK
-show truncate -s 10G "$MNT/$VM/$VM-flat.vmdk"
+step "esx2 sees the VM running on esx1 (every host lists every VM of the datastore)"
+ctl esx2 list
 
-step "writing $DATA_MIB MiB of random data at offset $OFFSET_MIB MiB with O_DIRECT"
-TMPDATA=$(mktemp var/quickstart-data.XXXXXX)
-head -c "$((DATA_MIB << 20))" /dev/urandom >"$TMPDATA"
-show dd if="$TMPDATA" of="$MNT/$VM/$VM-flat.vmdk" bs=1M seek="$OFFSET_MIB" \
-	count="$DATA_MIB" oflag=direct conv=notrunc,fsync status=none
-want=$(sha256sum <"$TMPDATA" | cut -d' ' -f1)
-rm -f "$TMPDATA"
+step "esx2 tries to start it too: refused, the VM runs on esx1"
+if ctl esx2 power-on "$VM"; then
+	fail "esx2 started a VM that runs on esx1"
+fi
 
-step "reading the range back with O_DIRECT and comparing checksums"
-got=$(dd if="$MNT/$VM/$VM-flat.vmdk" bs=1M skip="$OFFSET_MIB" count="$DATA_MIB" \
-	iflag=direct status=none | sha256sum | cut -d' ' -f1)
-echo "    written: $want"
-echo "    read:    $got"
-[[ "$want" == "$got" ]] || fail "read-back checksum differs from what was written"
-echo "    match"
-size=$(stat -c %s "$MNT/$VM/$VM-flat.vmdk")
-[[ $size -eq $((10 << 30)) ]] || fail "disk size is $size bytes, expected 10 GiB"
+step "esx1 shuts the guest down (ACPI power button)"
+ctl esx1 shutdown "$VM"
+ctl esx2 list
 
-step "thin provisioning: the 10 GiB disk uses only what was written"
-show ls -ls "$MNT/$VM"
-show du -h --apparent-size "$MNT/$VM"
-show du -h "$MNT/$VM"
+cat <<EOF
 
-step "the volume"
-show df -h "$MNT"
+==> done: the datastore $IMG is mounted as host esx1 at var/esx1 and as host
+    esx2 at var/esx2; both agents run.  Try next:
 
-printf '\n==> done: the volume %s is mounted at %s (host %s)\n' "$IMG" "$MNT" "$HOST"
-echo "    unmount it with:  fusermount3 -u $MNT"
+    export VMFS_HOSTD_SOCKET=$(sock esx2)      # talk to esx2's agent
+    build/vmfsctl/vmfsctl power-on $VM          # now esx2 may start it
+    build/vmfsctl/vmfsctl console $VM           # its serial console (Ctrl-] detaches)
+    build/vmfsctl/vmfsctl --agent $(sock esx1) info $VM   # esx1's view
+    build/vmfsctl/vmfsctl ha status             # HA: hosts, protected VMs (docs/ha.md)
+    build/vmfsctl/vmfsctl events                # what esx2's agent did
+    build/vmfsd/vmfsd --status $IMG             # hosts and locks on the volume
+
+    Stop everything with:  scripts/quickstart.sh --stop
+    More: docs/vm.md (VMs), docs/ha.md (a host dies: its VMs restart elsewhere).
+EOF

@@ -430,3 +430,24 @@ int vm_lockrec_probe(int dirfd, const char *name, struct vm_lockrec *r)
 	close(fd);
 	return rc;
 }
+
+int vm_iso_check(int fd, const char *name, struct vm_err *err)
+{
+	/* ECMA-119 (ISO 9660) and ECMA-167 (UDF): the volume descriptors
+	 * start at byte 32768 (sector 16 of 2048 bytes), each with a 5-byte
+	 * standard identifier at offset 1: CD001 (ISO 9660, also the first
+	 * descriptor of most UDF discs), BEA01/NSR02/NSR03/TEA01 (UDF's
+	 * volume recognition sequence) */
+	static const char *const ids[] = {"CD001", "BEA01", "NSR02", "NSR03", "TEA01"};
+	char buf[8];
+
+	for (int s = 16; s < 32; s++) {
+		if (pread(fd, buf, 6, (off_t)s * 2048) != 6)
+			break;
+		for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+			if (!memcmp(buf + 1, ids[i], 5))
+				return 0;
+	}
+	return vm_errf(err, -EINVAL, "%s is not a CD image: no ISO 9660 or UDF volume descriptor "
+		       "at 32 KiB", name);
+}

@@ -18,6 +18,7 @@
  * .vmx names (a KVM guest runs best on virtio; docs/vm.md).  Every VM also
  * gets a pvpanic device, its panic pausing QEMU for the agent to see.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -107,10 +108,21 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 	 * floppy, CD-ROM or monitor); -no-user-config: no /etc/qemu files */
 	ADD("-nodefaults");
 	ADD("-no-user-config");
-	/* the process name is fixed: the display name is untrusted text and
-	 * QEMU's -name parses commas */
-	ADD("-name");
-	ADDF("process=vmfs-vm");
+	/* named after the VM so that ps and top tell QEMUs apart (the thread
+	 * name is cut at 15 bytes by the kernel; the command line keeps it
+	 * whole); the file stem, not the display name, and only characters
+	 * that need no quoting in QEMU's option syntax or a shell */
+	{
+		char safe[49];
+		size_t k = 0;
+
+		for (const char *p = c->name; *p && k < sizeof(safe) - 1; p++)
+			safe[k++] = isalnum((unsigned char)*p) || *p == '.' || *p == '-' ||
+					    *p == '_' ? *p : '_';
+		safe[k] = '\0';
+		ADD("-name");
+		ADDF("guest=%s,process=vm-%s", safe, safe);
+	}
 	ADD("-machine");
 	/* pinned, not the "q35" alias: a live migration needs the same
 	 * machine on both hosts, whatever QEMU version each one runs */

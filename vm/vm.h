@@ -267,5 +267,7 @@ bool vm_pid_alive(pid_t pid);
 int vm_parse_size(const char *s, uint64_t *out);
 /* FNV-1a 64 of a string, as 16 hex digits: names per-VM state folders. */
 void vm_hash_name(const char *s, char out[17]);
+/* 0 when FD is an ISO 9660 or UDF image (a CD-ROM's file); NAME for messages */
+int vm_iso_check(int fd, const char *name, struct vm_err *err);
 
 #endif

@@ -520,11 +520,7 @@ static bool key_ignored(const char *k)
 	return false;
 }
 
-static int unknown_key(struct vmx_ctx *x, const struct vmx_kv *kv)
-{
-	return vm_errf(x->err, -EINVAL, "%s:%d: unknown key '%s' (supported keys: docs/vm.md)",
-		       x->what, kv->line, kv->key);
-}
+static int unknown_key(struct vmx_ctx *x, const struct vmx_kv *kv);
 
 /* the machine: name, vCPUs, memory, guest type, direct kernel boot */
 
@@ -671,6 +667,22 @@ static const struct {
 	{"vmfsd.ha.restartWindow", key_ha_number},
 	{"vmfsd.ha.hangTimeout", key_ha_number},
 };
+
+/* The refusal names what is supported, from the tables themselves: the
+ * message is all a user of the installed programs has at hand. */
+static int unknown_key(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	char keys[320] = "";
+
+	for (size_t i = 0; i < sizeof(machine_keys) / sizeof(machine_keys[0]); i++)
+		snprintf(keys + strlen(keys), sizeof(keys) - strlen(keys), "%s%s", i ? ", " : "",
+			 machine_keys[i].key);
+	return vm_errf(x->err, -EINVAL,
+		       "%s:%d: unknown key '%s' (supported: %s; scsiN:M, sataN:M, nvmeN:M, ideN:M "
+		       ".fileName/.present/.deviceType; ethernetN.present/.virtualDev/"
+		       ".connectionType/.networkName/.address; see vmfsctl(8))",
+		       x->what, kv->line, kv->key, keys);
+}
 
 /* ethernetN.FIELD: a NIC */
 static int section_nic(struct vmx_ctx *x, const struct vmx_kv *kv)
@@ -877,6 +889,11 @@ int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm
 		return vm_errf(err, -EINVAL, "%s: the configuration file name must end in .vmx", vmx_name);
 	snprintf(cfg->vmx_name, sizeof(cfg->vmx_name), "%s", vmx_name);
 	snprintf(cfg->name, sizeof(cfg->name), "%.*s", (int)(nl - 4), vmx_name);
+	/* an empty file (a copy that failed, a truncated write) is not a VM
+	 * with every default */
+	if (!f->n)
+		return vm_errf(err, -EINVAL, "%s: no keys: an empty file is not a VM configuration",
+			       vmx_name);
 	cfg->vcpus = 1;
 	cfg->mem_mib = 256;
 	cfg->ha_monitoring = cfg->ha_max_restarts = cfg->ha_restart_window = cfg->ha_hang_timeout = -1;

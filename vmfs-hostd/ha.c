@@ -62,7 +62,6 @@
 #define HA_EVT_SIZE 512
 #define HA_NEVT 64
 #define HA_FILE_SIZE (HA_REC_SIZE + HA_NEVT * HA_EVT_SIZE)
-#define HA_MAX_DS 16
 #define HA_MAX_CAND 256
 
 static int mkdirs(const char *path)
@@ -178,6 +177,28 @@ int ha_protect(struct agent *a, struct vmctx *v)
 	return rc;
 }
 
+int64_t ha_since(const struct vmctx *v, const char *host)
+{
+	struct dsview d;
+	char path[PATH_MAX + 64];
+	const char *rel;
+	int64_t ms = 0;
+
+	if (ds_open(v->folder, &d))
+		return 0;
+	rel = rel_of(d.root, v->vmx_path);
+	if (rel) {
+		json_t *e;
+
+		entry_path(d.root, host, rel, path, sizeof(path));
+		e = json_load_file(path, 0, NULL);
+		ms = json_integer_value(json_object_get(e, "since_ms"));
+		json_decref(e);
+	}
+	ds_close(&d);
+	return ms;
+}
+
 void ha_unprotect(struct agent *a, struct vmctx *v)
 {
 	struct dsview d;
@@ -286,7 +307,7 @@ struct ha_cand {
 	char planned[65];
 };
 
-static struct ha_ds dss[HA_MAX_DS];
+static struct ha_ds dss[AGENT_MAX_DS];
 static unsigned ndss;
 static struct ha_cand cands[HA_MAX_CAND];
 static unsigned ncands;
@@ -631,7 +652,7 @@ static struct ha_ds *ds_get(const char *root)
 	for (unsigned i = 0; i < ndss; i++)
 		if (!strcmp(dss[i].root, root))
 			return &dss[i];
-	if (ndss == HA_MAX_DS)
+	if (ndss == AGENT_MAX_DS)
 		return NULL;
 	memset(&dss[ndss], 0, sizeof(dss[ndss]));
 	snprintf(dss[ndss].root, sizeof(dss[ndss].root), "%s", root);
@@ -877,7 +898,7 @@ static void collect(struct agent *a, struct ha_ds *ds, const struct dsview *d)
 			closedir(eh);
 		if (any && hs == DS_DEAD) {
 			/* once per death: the slot's "declared" time names it */
-			static char noted[HA_MAX_DS][64][65];
+			static char noted[AGENT_MAX_DS][64][65];
 			unsigned k;
 
 			for (k = 0; k < 64 && noted[ds - dss][k][0] && strcmp(noted[ds - dss][k], de->d_name); k++)
@@ -1239,8 +1260,8 @@ void ha_main(struct agent *a)
 	agent_log(a, "HA: watching the datastores (capacity %d vCPUs, %lld MiB)", a->cap_vcpus,
 		  (long long)a->cap_mem_mib);
 	for (;;) {
-		char roots[HA_MAX_DS][PATH_MAX];
-		int n = ha_datastores(a, roots, HA_MAX_DS), st;
+		char roots[AGENT_MAX_DS][PATH_MAX];
+		int n = ha_datastores(a, roots, AGENT_MAX_DS), st;
 		pid_t pid;
 
 		while ((pid = waitpid(-1, &st, WNOHANG)) > 0)
@@ -1351,8 +1372,8 @@ static int ev_cmp(const void *x, const void *y)
  * and where they run, and the recent HA events of every agent */
 json_t *ha_status(struct agent *a)
 {
-	char roots[HA_MAX_DS][PATH_MAX], path[PATH_MAX + 64];
-	int n = ha_datastores(a, roots, HA_MAX_DS);
+	char roots[AGENT_MAX_DS][PATH_MAX], path[PATH_MAX + 64];
+	int n = ha_datastores(a, roots, AGENT_MAX_DS);
 	json_t *out = json_array(), *view;
 	json_error_t je;
 

@@ -2,9 +2,10 @@
 /*
  * Creating, listing and destroying VMs: `create` writes a new VM folder
  * (.vmx, VMDK descriptor, flat extent thin/thick/eager-zeroed, kernel,
- * initrd and ISO copied in), `destroy` deletes a powered-off one, and the
- * agent's inventory (--state-dir/inventory, one .vmx path a line) is what
- * `list` shows.
+ * initrd and ISO copied in), `destroy` deletes a powered-off one, and
+ * `list`: every VM on the datastores this host mounts, plus those
+ * registered with this agent (--state-dir/inventory, one .vmx path a
+ * line) outside them; a VM named by its name or ID is found there too.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ops.h"
@@ -181,6 +183,8 @@ static void remove_folder(const char *folder)
 	rmdir(folder);
 }
 
+static json_t *ds_summary(struct agent *a, const char *root);
+
 json_t *op_create(struct agent *a, json_t *req)
 {
 	const char *path = req_str(req, "path");
@@ -292,6 +296,14 @@ json_t *op_create(struct agent *a, json_t *req)
 		snprintf(buf, sizeof(buf), "%s", iso);
 		snprintf(isoname, sizeof(isoname), "%s", basename(buf));
 		rc = vm_name_check(isoname, "--iso", 0, "create", &err);
+		if (!rc) {
+			int fd = open(iso, O_RDONLY | O_CLOEXEC);
+
+			rc = fd < 0 ? vm_errf(&err, -errno, "%s: %s", iso, strerror(errno))
+				    : vm_iso_check(fd, iso, &err);
+			if (fd >= 0)
+				close(fd);
+		}
 		if (!rc)
 			rc = copy_into(dirfd, iso, isoname, &err);
 		if (rc) {
@@ -354,6 +366,25 @@ json_t *op_create(struct agent *a, json_t *req)
 	json_object_set_new(reply, "path", json_string(folder));
 	json_object_set_new(reply, "vmx", json_string(buf));
 	made = false;
+	{
+		/* guard rails: said, not refused */
+		json_t *warn = json_array();
+		struct dsview d;
+
+		if (ds_open(folder, &d)) {
+			json_array_append_new(warn, json_sprintf(
+				"%s is not on a vmfsd datastore: no cluster lock keeps another host "
+				"from starting this VM too", folder));
+		} else {
+			/* vmfsctl warns when it is overcommitted, as for list */
+			json_object_set_new(reply, "datastores", json_pack("[o]", ds_summary(a, d.root)));
+			ds_close(&d);
+		}
+		if (json_array_size(warn))
+			json_object_set_new(reply, "warnings", warn);
+		else
+			json_decref(warn);
+	}
 out:
 	vmx_free(&vmx);
 	if (dirfd >= 0)
@@ -429,39 +460,280 @@ json_t *destroy_vm(struct agent *a, struct vmctx *v)
 	return reply_ok("destroyed %s (%d files)", v->folder, n);
 }
 
-json_t *list_vms(struct agent *a)
+/* ---------------- the cluster-wide inventory ----------------
+ *
+ * Every VM folder (a folder holding a .vmx) on the datastores this host
+ * mounts, down to INV_DEPTH folders below the root (admins group VMs in
+ * folders), so that every host lists the same VMs of a shared datastore;
+ * plus the VMs registered with this agent that live elsewhere (a local
+ * directory).  A VM's ID is derived from the volume's UUID and the VM's
+ * path inside it: the same on every host, whatever the mount point. */
+#define INV_DEPTH 4
+
+struct inv_vm {
+	char *vmx;
+	char id[9];
+};
+
+struct inv {
+	struct inv_vm *v;
+	size_t n, cap;
+};
+
+static void inv_add(struct inv *iv, const char *vmx, const char *idsrc)
 {
-	char path[PATH_MAX + 16], line[PATH_MAX + 2];
-	json_t *vms = json_array(), *r;
+	char h[17];
+
+	for (size_t i = 0; i < iv->n; i++)
+		if (!strcmp(iv->v[i].vmx, vmx))
+			return;
+	if (iv->n == iv->cap) {
+		size_t cap = iv->cap ? 2 * iv->cap : 64;
+		struct inv_vm *nv = realloc(iv->v, cap * sizeof(*nv));
+
+		if (!nv)
+			return;
+		iv->v = nv;
+		iv->cap = cap;
+	}
+	iv->v[iv->n].vmx = strdup(vmx);
+	if (!iv->v[iv->n].vmx)
+		return;
+	vm_hash_name(idsrc, h);
+	snprintf(iv->v[iv->n].id, sizeof(iv->v[iv->n].id), "%.8s", h);
+	iv->n++;
+}
+
+static void inv_free(struct inv *iv)
+{
+	for (size_t i = 0; i < iv->n; i++)
+		free(iv->v[i].vmx);
+	free(iv->v);
+	memset(iv, 0, sizeof(*iv));
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+	size_t n = strlen(s), m = strlen(suf);
+
+	return n > m && !strcmp(s + n - m, suf);
+}
+
+/* DIR (ROOTLEN: the datastore root's part of it) and below */
+static void inv_walk(struct inv *iv, const char *uuid, const char *dir, size_t rootlen, int depth)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	char p[PATH_MAX], idsrc[PATH_MAX + 64];
+	bool vmfolder = false;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' || !has_suffix(de->d_name, ".vmx") ||
+		    (size_t)snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) >= sizeof(p) ||
+		    lstat(p, &st) || !S_ISREG(st.st_mode))
+			continue;
+		snprintf(idsrc, sizeof(idsrc), "%s:%s", uuid, p + rootlen);
+		inv_add(iv, p, idsrc);
+		vmfolder = true;
+	}
+	/* a VM folder's subfolders are its own (snapshots, logs): not VMs */
+	if (!vmfolder && depth < INV_DEPTH) {
+		rewinddir(d);
+		while ((de = readdir(d))) {
+			struct stat st;
+
+			/* dot folders: .vmfsd (the agents' records), .Trash */
+			if (de->d_name[0] == '.' ||
+			    (de->d_type != DT_DIR && de->d_type != DT_UNKNOWN) ||
+			    (size_t)snprintf(p, sizeof(p), "%s/%s", dir, de->d_name) >= sizeof(p) ||
+			    lstat(p, &st) || !S_ISDIR(st.st_mode))
+				continue;
+			inv_walk(iv, uuid, p, rootlen, depth + 1);
+		}
+	}
+	closedir(d);
+}
+
+static int inv_cmp(const void *x, const void *y)
+{
+	return strcmp(((const struct inv_vm *)x)->vmx, ((const struct inv_vm *)y)->vmx);
+}
+
+static void inv_collect(struct agent *a, struct inv *iv)
+{
+	char roots[AGENT_MAX_DS][PATH_MAX], path[PATH_MAX + 16], line[PATH_MAX + 2];
+	int n = ha_datastores(a, roots, AGENT_MAX_DS);
 	FILE *f;
 
+	for (int i = 0; i < n; i++) {
+		json_t *h = ds_hosts_read(roots[i]);
+		const char *uuid = json_string_value(json_object_get(json_object_get(h, "volume"),
+								     "uuid"));
+
+		inv_walk(iv, uuid ? uuid : roots[i], roots[i], strlen(roots[i]), 0);
+		json_decref(h);
+	}
+	qsort(iv->v, iv->n, sizeof(*iv->v), inv_cmp);
+	/* registered here, outside the datastores (sorted after them) */
 	snprintf(path, sizeof(path), "%s/inventory", a->state_dir);
 	f = fopen(path, "re");
 	while (f && fgets(line, sizeof(line), f)) {
-		struct vmctx v;
-		struct vm_err err;
-
 		line[strcspn(line, "\n")] = '\0';
-		if (!*line)
-			continue;
-		if (vmctx_open(a, line, false, &v, &err)) {
-			json_t *e = vm_state_fenced(&v, err.msg);
-
-			if (e) {
-				json_object_del(e, "ok");
-				json_array_append_new(vms, e);
-			} else {
-				json_array_append_new(vms, json_pack("{s:s,s:s,s:o,s:s}", "vmx", line, "state",
-								     "invalid", "host", json_null(), "error",
-								     err.msg));
-			}
-		} else {
-			json_array_append_new(vms, vm_state(a, &v, false));
-		}
-		vmctx_close(&v);
+		if (*line)
+			inv_add(iv, line, line);
 	}
 	if (f)
 		fclose(f);
-	r = json_pack("{s:b,s:o,s:s}", "ok", 1, "vms", vms, "host", a->host);
+}
+
+json_t *list_vms(struct agent *a)
+{
+	json_t *vms = json_array();
+	struct inv iv = {0};
+
+	inv_collect(a, &iv);
+	for (size_t i = 0; i < iv.n; i++) {
+		const char *line = iv.v[i].vmx;
+		struct vmctx v;
+		struct vm_err err;
+		json_t *e;
+
+		if (vmctx_open(a, line, false, &v, &err)) {
+			e = vm_state_fenced(&v, err.msg);
+			if (e)
+				json_object_del(e, "ok");
+			else
+				e = json_pack("{s:s,s:s,s:o,s:s}", "vmx", line, "state", "invalid", "host",
+					      json_null(), "error", err.msg);
+		} else {
+			e = vm_state(a, &v, false);
+		}
+		json_object_set_new(e, "id", json_string(iv.v[i].id));
+		json_array_append_new(vms, e);
+		vmctx_close(&v);
+	}
+	inv_free(&iv);
+	json_t *r = datastores_list(a);
+
+	json_object_set_new(r, "vms", vms);
 	return r;
+}
+
+static bool is_hex_prefix(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 4 && n <= 8 && strspn(s, "0123456789abcdef") == n;
+}
+
+int inventory_resolve(struct agent *a, const char *arg, char *vmx, size_t size, struct vm_err *err)
+{
+	struct inv iv = {0};
+	char list[1024] = "";
+	size_t nmatch = 0;
+	int rc;
+
+	inv_collect(a, &iv);
+	for (size_t i = 0; i < iv.n; i++) {
+		char folder[PATH_MAX], stem[PATH_MAX];
+		const char *base = strrchr(iv.v[i].vmx, '/') + 1;
+		bool match = is_hex_prefix(arg) && !strncmp(iv.v[i].id, arg, strlen(arg));
+
+		snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(base) - 4), base);
+		snprintf(folder, sizeof(folder), "%.*s", (int)(base - 1 - iv.v[i].vmx), iv.v[i].vmx);
+		match |= !strcmp(stem, arg) || !strcmp(strrchr(folder, '/') + 1, arg);
+		if (!match) {
+			/* the display name of the .vmx */
+			struct vmctx v;
+			struct vm_err e2;
+
+			if (!vmctx_open(a, iv.v[i].vmx, false, &v, &e2))
+				match = !strcmp(v.cfg.display_name, arg);
+			vmctx_close(&v);
+		}
+		if (!match)
+			continue;
+		if (!nmatch++)
+			snprintf(vmx, size, "%s", iv.v[i].vmx);
+		if (strlen(list) + strlen(iv.v[i].vmx) + 16 < sizeof(list))
+			snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s (ID %s)",
+				 nmatch > 1 ? ", " : "", iv.v[i].vmx, iv.v[i].id);
+	}
+	if (nmatch == 1)
+		rc = 0;
+	else if (nmatch)
+		rc = vm_errf(err, -EEXIST, "'%s' names %zu VMs: %s; give the path or the ID", arg,
+			     nmatch, list);
+	else
+		rc = vm_errf(err, -ENOENT, "no VM named '%s' on the datastores of host %s (nor "
+			     "registered with its agent): give the path of its folder or .vmx; "
+			     "`vmfsctl list` shows names and IDs", arg, a->host);
+	inv_free(&iv);
+	return rc;
+}
+
+/* ---------------- datastores: capacity and what is provisioned ---------------- */
+
+/* What VMX's disks take: PROV their virtual sizes, USED what is allocated. */
+static void vm_disk_usage(struct agent *a, const char *vmx, uint64_t *prov, uint64_t *used)
+{
+	struct vmctx v;
+	struct vm_err err;
+
+	if (!vmctx_open(a, vmx, false, &v, &err)) {
+		for (size_t i = 0; i < v.cfg.ndisks; i++) {
+			struct vmdk_desc desc;
+			struct stat st;
+
+			if (v.cfg.disks[i].cdrom || vmdk_load(v.dirfd, v.cfg.disks[i].file, &desc, &err))
+				continue;
+			*prov += desc.sectors * 512;
+			if (!fstatat(v.dirfd, desc.extent, &st, AT_SYMLINK_NOFOLLOW))
+				*used += (uint64_t)st.st_blocks * 512;
+		}
+	}
+	vmctx_close(&v);
+}
+
+/* One datastore: capacity and free space (statvfs), the VMs on it and
+ * what their disks are provisioned (virtual size) and take; thin disks
+ * overcommit it when they are provisioned more than its capacity. */
+static json_t *ds_summary(struct agent *a, const char *root)
+{
+	json_t *h = ds_hosts_read(root), *vol = json_object_get(h, "volume"), *r;
+	const char *uuid = json_string_value(json_object_get(vol, "uuid"));
+	struct inv iv = {0};
+	struct statvfs sv;
+	uint64_t prov = 0, used = 0, cap = 0, avail = 0;
+
+	if (!statvfs(root, &sv)) {
+		cap = (uint64_t)sv.f_blocks * sv.f_frsize;
+		avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+	}
+	inv_walk(&iv, uuid ? uuid : root, root, strlen(root), 0);
+	for (size_t i = 0; i < iv.n; i++)
+		vm_disk_usage(a, iv.v[i].vmx, &prov, &used);
+	r = json_pack("{s:s,s:s?,s:s?,s:I,s:I,s:I,s:I,s:i,s:b}", "path", root, "label",
+		      json_string_value(json_object_get(vol, "label")), "uuid", uuid, "capacity",
+		      (json_int_t)cap, "free", (json_int_t)avail, "provisioned", (json_int_t)prov,
+		      "vm_disks_used", (json_int_t)used, "vms", (int)iv.n, "overcommitted",
+		      cap && prov > cap);
+	inv_free(&iv);
+	json_decref(h);
+	return r;
+}
+
+json_t *datastores_list(struct agent *a)
+{
+	char roots[AGENT_MAX_DS][PATH_MAX];
+	int n = ha_datastores(a, roots, AGENT_MAX_DS);
+	json_t *ds = json_array();
+
+	for (int i = 0; i < n; i++)
+		json_array_append_new(ds, ds_summary(a, roots[i]));
+	return json_pack("{s:b,s:o,s:s}", "ok", 1, "datastores", ds, "host", a->host);
 }

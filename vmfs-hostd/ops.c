@@ -96,6 +96,12 @@ static json_t *cmd_events(struct agent *a, json_t *req)
 	return r;
 }
 
+static json_t *cmd_datastores(struct agent *a, json_t *req)
+{
+	(void)req;
+	return datastores_list(a);
+}
+
 /* unregister works on a folder that is gone or broken too */
 static json_t *cmd_unregister(struct agent *a, json_t *req)
 {
@@ -163,7 +169,7 @@ static json_t *vm_console(struct agent *a, struct vmctx *v, json_t *req)
 	(void)req;
 	sfile(v, "serial.sock", p, sizeof(p));
 	if (!vm_qemu_pid(v))
-		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+		return reply_not_here(a, v);
 	snprintf(ln, sizeof(ln), "%s.log", v->cfg.name);
 	return json_pack("{s:b,s:s,s:s}", "ok", 1, "serial", p, "log", ln);
 }
@@ -202,6 +208,7 @@ static const struct {
 	{"kill-volume", cmd_kill_volume},
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
+	{"datastores", cmd_datastores},
 	{"events", cmd_events},
 	{"ha-status", cmd_ha_status},
 };
@@ -236,6 +243,18 @@ json_t *agent_request(struct agent *a, json_t *req)
 
 	if (!cmd)
 		return reply_err(EINVAL, "request without \"cmd\"");
+	/* a VM named by its name or ID instead of a path (vmfsctl sends
+	 * what is not a path as it is) */
+	const char *path = req_str(req, "path");
+
+	if (path && path[0] != '/' && strcmp(cmd, "create")) {
+		char vmx[PATH_MAX];
+
+		rc = inventory_resolve(a, path, vmx, sizeof(vmx), &err);
+		if (rc)
+			return reply_err(rc, "%s", err.msg);
+		json_object_set_new(req, "path", json_string(vmx));
+	}
 	for (i = 0; i < sizeof(agent_cmds) / sizeof(agent_cmds[0]); i++)
 		if (!strcmp(cmd, agent_cmds[i].name))
 			return agent_cmds[i].run(a, req);

@@ -75,6 +75,8 @@ void vm_io_status(struct vmctx *v, char *buf, size_t size);
 bool file_exists_at(int dirfd, const char *name);
 void vmss_name(const struct vmctx *v, char *buf, size_t size);
 json_t *vm_state(struct agent *a, struct vmctx *v, bool detail);
+/* ENOENT reply: VM not running here; says where it runs if elsewhere */
+json_t *reply_not_here(struct agent *a, struct vmctx *v);
 /* the fence note of a VM's state folder ({"volume","at"}), or NULL */
 json_t *vm_fence_note(const struct vmctx *v);
 json_t *vm_state_fenced(struct vmctx *v, const char *error);
@@ -83,6 +85,10 @@ int inventory_edit(struct agent *a, const char *add, const char *remove);
 json_t *op_create(struct agent *a, json_t *req);
 json_t *destroy_vm(struct agent *a, struct vmctx *v);
 json_t *list_vms(struct agent *a);
+/* the datastores of this host: capacity, free, provisioned (inventory.c) */
+json_t *datastores_list(struct agent *a);
+/* a VM named by its name, folder name or ID (`list`): its .vmx path */
+int inventory_resolve(struct agent *a, const char *arg, char *vmx, size_t size, struct vm_err *err);
 /* spawn.c */
 void files_close(struct files *f);
 int open_in_folder(int dirfd, const char *name, int flags, const char *key,
@@ -124,6 +130,10 @@ int ha_protect(struct agent *a, struct vmctx *v);
 void ha_unprotect(struct agent *a, struct vmctx *v);
 /* only this host's entry (a VM that left by live migration) */
 void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why);
+/* when HOST started the VM, by HOST's protected list (ms, 0: unknown) */
+int64_t ha_since(const struct vmctx *v, const char *host);
+/* the vmfsd mounts of this host (or --datastore): at most AGENT_MAX_DS */
+#define AGENT_MAX_DS 16
 int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
 json_t *ha_status(struct agent *a);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);

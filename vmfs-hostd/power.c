@@ -135,6 +135,12 @@ static json_t *pon_open_files(struct pon *p)
 			fd = open_in_folder(v->dirfd, d->file, O_RDONLY, key, &err);
 			if (fd < 0)
 				return reply_err(fd, "%s: %s", v->vmx_path, err.msg);
+			int rc = vm_iso_check(fd, d->file, &err);
+
+			if (rc) {
+				close(fd);
+				return reply_err(rc, "%s: %s: %s", v->vmx_path, key, err.msg);
+			}
 		} else {
 			struct vmdk_desc desc;
 			struct stat st;
@@ -517,7 +523,7 @@ json_t *power_off(struct agent *a, struct vmctx *v)
 	if (!pid && monitor_cancel(a, v, "power-off"))
 		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
-		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+		return reply_not_here(a, v);
 	stop_qemu(a, v, pid, "powered off");
 	return reply_ok("%s powered off", v->vmx_path);
 }
@@ -532,7 +538,7 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req)
 	if (!pid && monitor_cancel(a, v, "shutdown"))
 		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
-		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+		return reply_not_here(a, v);
 	if (t <= 0)
 		t = a->shutdown_timeout;
 	e = qmp_simple(v, "system_powerdown", NULL, NULL, &err);
@@ -557,7 +563,7 @@ json_t *reset_vm(struct agent *a, struct vmctx *v)
 	json_t *e;
 
 	if (!vm_qemu_pid(v))
-		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+		return reply_not_here(a, v);
 	e = qmp_simple(v, "system_reset", NULL, NULL, &err);
 	if (e)
 		return e;
@@ -574,7 +580,7 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 	int fd, rc;
 
 	if (!pid)
-		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
+		return reply_not_here(a, v);
 	vmss_name(v, vmss, sizeof(vmss));
 	sfile(v, "qmp.sock", p, sizeof(p));
 	rc = qmp_open(&q, p, QMP_TIMEOUT_MS, &err);

@@ -410,6 +410,34 @@ static bool vm_remote_state(struct agent *a, struct vmctx *v, json_t *o)
 	return true;
 }
 
+/* The refusal of an operation that needs the VM's QEMU on this host when
+ * there is none here: it says where the VM actually is ("running on host
+ * esx1"), not only where it is not. */
+json_t *reply_not_here(struct agent *a, struct vmctx *v)
+{
+	json_t *o = json_object(), *r;
+
+	if (vm_remote_state(a, v, o) && json_string_value(json_object_get(o, "host"))) {
+		const char *st = json_string_value(json_object_get(o, "state"));
+		const char *h = json_string_value(json_object_get(o, "host"));
+
+		if (st && !strcmp(st, "host-dead"))
+			r = reply_err(ENOENT, "%s ran on host %s, which is dead: it runs nowhere now "
+				      "(info says when it may be powered on)", v->vmx_path, h);
+		else
+			r = reply_err(ENOENT, "%s is running on host %s, not on this host (%s): run "
+				      "the command on %s", v->vmx_path, h, a->host, h);
+	} else {
+		char name[VM_NAME_MAX + 16];
+
+		vmss_name(v, name, sizeof(name));
+		r = reply_err(ENOENT, "%s is not running (%s)", v->vmx_path,
+			      file_exists_at(v->dirfd, name) ? "suspended" : "off");
+	}
+	json_decref(o);
+	return r;
+}
+
 json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 {
 	json_t *o = json_object();
@@ -465,6 +493,20 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 							  (int)r.agent_pid, "qemu_pid", (int)r.qemu_pid,
 							  "started", (json_int_t)r.started));
 	}
+	{
+		/* since when it runs: its lock record, or (another host's
+		 * record cannot be opened here) that host's protected list */
+		const char *h = json_string_value(json_object_get(o, "host"));
+		json_t *lk = json_object_get(o, "lock");
+		json_int_t since = 0;
+
+		if (h && lk && !strcmp(json_string_value(json_object_get(lk, "host")) ?: "", h))
+			since = json_integer_value(json_object_get(lk, "started"));
+		if (h && !since)
+			since = ha_since(v, h) / 1000;
+		if (since > 0)
+			json_object_set_new(o, "since", json_integer(since));
+	}
 	if (detail) {
 		json_t *disks = json_array();
 
@@ -491,6 +533,17 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 				if (!fstatat(v->dirfd, desc.extent, &st, AT_SYMLINK_NOFOLLOW))
 					json_object_set_new(dj, "allocated",
 							    json_integer((json_int_t)st.st_blocks * 512));
+				{
+					/* the extent's on-disk lock, as vmfsd states
+					 * it ("EXCL by esx1 (slot 0)"; cluster
+					 * mounts only) */
+					char host[256], ldesc[320];
+
+					busy_holder(v->dirfd, desc.extent, host, sizeof(host), ldesc,
+						    sizeof(ldesc));
+					if (ldesc[0])
+						json_object_set_new(dj, "lock", json_string(ldesc));
+				}
 			} else if (!d->cdrom) {
 				json_object_set_new(dj, "error", json_string(err.msg));
 			}

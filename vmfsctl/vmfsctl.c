@@ -44,8 +44,9 @@ static bool json_out;
 /* What a command takes after its name */
 enum cmd_arg {
 	ARG_NONE,               /* nothing (list, agent-info) */
-	ARG_PATH,               /* one PATH: a VM folder or its .vmx (kill-volume: a mount) */
-	ARG_OPT_PATH,           /* an optional PATH (events) */
+	ARG_PATH,               /* one PATH (create: the new VM folder; kill-volume: a mount) */
+	ARG_VM,                 /* one VM: its folder or .vmx, or its name or ID (list) */
+	ARG_OPT_VM,             /* an optional VM (events) */
 };
 
 /* Options a command accepts (besides --json) */
@@ -84,33 +85,36 @@ static const struct command commands[] = {
 	 "         [--accel auto|kvm|tcg] [--net nat|none|bridge:BRIDGE]\n"
 	 "                        new VM folder PATH on a mounted datastore\n",
 	 ARG_PATH, 0, parse_create, NULL},
-	{"list", "                  the VMs registered with this host's agent\n", ARG_NONE, 0, NULL, NULL},
-	{"info", " PATH             state, host and configuration of a VM\n", ARG_PATH, 0, NULL, NULL},
-	{"power-on", " PATH [--force]  start (resumes a suspended VM)\n", ARG_PATH, OPT_FORCE, NULL,
+	{"list", "                  every VM on this host's datastores, whichever host\n"
+	 "                        runs it, and those registered here outside them\n", ARG_NONE, 0, NULL, NULL},
+	{"info", " VM               state, host and configuration of a VM\n", ARG_VM, 0, NULL, NULL},
+	{"power-on", " VM [--force]    start (resumes a suspended VM)\n", ARG_VM, OPT_FORCE, NULL,
 	 NULL},
-	{"shutdown", " PATH [--timeout SEC]  ACPI power button, power off after SEC\n", ARG_PATH,
+	{"shutdown", " VM [--timeout SEC]    ACPI power button, power off after SEC\n", ARG_VM,
 	 OPT_TIMEOUT, NULL, NULL},
-	{"power-off", " PATH        stop at once\n", ARG_PATH, 0, NULL, NULL},
-	{"reset", " PATH            hard reset\n", ARG_PATH, 0, NULL, NULL},
-	{"suspend", " PATH          save the memory state to <vm>.vmss and stop\n", ARG_PATH, 0, NULL,
+	{"power-off", " VM          stop at once\n", ARG_VM, 0, NULL, NULL},
+	{"reset", " VM              hard reset\n", ARG_VM, 0, NULL, NULL},
+	{"suspend", " VM            save the memory state to <vm>.vmss and stop\n", ARG_VM, 0, NULL,
 	 NULL},
-	{"resume", " PATH           start from <vm>.vmss; continue a VM paused by an I/O\n"
+	{"resume", " VM             start from <vm>.vmss; continue a VM paused by an I/O\n"
 	 "                        error (a full datastore) once space is free\n",
-	 ARG_PATH, 0, NULL, NULL},
-	{"console", " PATH          attach to the serial console (detach: Ctrl-])\n", ARG_PATH, 0,
+	 ARG_VM, 0, NULL, NULL},
+	{"console", " VM            attach to the serial console (detach: Ctrl-])\n", ARG_VM, 0,
 	 NULL, after_console},
-	{"destroy", " PATH          delete a powered-off VM and its folder\n", ARG_PATH, 0, NULL,
+	{"destroy", " VM            delete a powered-off VM and its folder\n", ARG_VM, 0, NULL,
 	 NULL},
-	{"register", " PATH         add an existing VM folder to this host's inventory\n", ARG_PATH,
+	{"register", " VM           add an existing VM folder to this host's inventory\n", ARG_VM,
 	 0, NULL, NULL},
-	{"unregister", " PATH       remove it from the inventory (files stay)\n", ARG_PATH, 0, NULL,
+	{"unregister", " VM         remove it from the inventory (files stay)\n", ARG_VM, 0, NULL,
 	 NULL},
 	{"kill-volume", " MOUNT     kill at once every VM of this host on that datastore\n"
 	 "                        (the host lost the volume: fenced, vmfsd gone)\n",
 	 ARG_PATH, 0, NULL, NULL},
+	{"datastores", "            this host's datastores: capacity, free, provisioned\n"
+	 "                        (thin disks may overcommit)\n", ARG_NONE, 0, NULL, NULL},
 	{"agent-info", "            the agent's host name, limits and accelerator\n", ARG_NONE, 0,
 	 NULL, NULL},
-	{"events", " [PATH] [--count N]  this host's recent events (of one VM)\n", ARG_OPT_PATH,
+	{"events", " [VM] [--count N]    this host's recent events (of one VM)\n", ARG_OPT_VM,
 	 OPT_COUNT, NULL, NULL},
 	{"migrate", " PATH --host HOST [--bandwidth MIB] [--downtime MS]\n"
 	 "                        live-migrate a running VM to HOST (same datastore)\n",
@@ -155,6 +159,7 @@ static void usage(FILE *f)
 		"  -h, --help            this help\n"
 		"  -V, --version         version\n"
 		"\n"
+		"VM is a VM folder, its .vmx, or a VM's name or ID as `list` shows them.\n"
 		"SIZE takes K, M, G, T suffixes (powers of 1024).  See vmfsctl(8).\n");
 }
 
@@ -356,8 +361,61 @@ static void print_event(json_t *e, const char *indent, const char *tfmt, int hos
 	       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
 }
 
+/* "8.25 GB (7.68 GiB)": admins read both (df -H and df -h) */
+static void fmt_size(json_t *o, const char *k, char *buf, size_t size)
+{
+	double b = (double)json_integer_value(json_object_get(o, k));
+
+	snprintf(buf, size, "%.2f GB (%.2f GiB)", b / 1e9, b / (1024.0 * 1024 * 1024));
+}
+
+/* a datastore whose VMs' disks are provisioned more than its capacity */
+static void print_overcommit(json_t *ds)
+{
+	char prov[64], cap[64];
+	json_int_t c = json_integer_value(json_object_get(ds, "capacity"));
+
+	if (!json_is_true(json_object_get(ds, "overcommitted")))
+		return;
+	fmt_size(ds, "provisioned", prov, sizeof(prov));
+	fmt_size(ds, "capacity", cap, sizeof(cap));
+	fprintf(stderr, "%s: warning: datastore %s is overcommitted: its VMs' disks are provisioned "
+		"%s on %s (%lld %%): thin disks can fill it\n", prog, jstr(ds, "path"), prov, cap,
+		(long long)(c ? json_integer_value(json_object_get(ds, "provisioned")) * 100 / c : 0));
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
+	size_t wi;
+	json_t *w;
+
+	json_array_foreach(json_object_get(r, "warnings"), wi, w)
+		fprintf(stderr, "%s: warning: %s\n", prog, json_string_value(w));
+	/* datastores, list, create: a datastore thin disks overcommit */
+	json_array_foreach(json_object_get(r, "datastores"), wi, w)
+		print_overcommit(w);
+	if (!strcmp(cmd, "datastores")) {
+		size_t i;
+		json_t *ds;
+
+		json_array_foreach(json_object_get(r, "datastores"), i, ds) {
+			char b[64];
+
+			printf("%s%s (label %s, UUID %s)\n", i ? "\n" : "", jstr(ds, "path"),
+			       jstr(ds, "label"), jstr(ds, "uuid"));
+			fmt_size(ds, "capacity", b, sizeof(b));
+			printf("  capacity:      %s\n", b);
+			fmt_size(ds, "free", b, sizeof(b));
+			printf("  free:          %s\n", b);
+			fmt_size(ds, "provisioned", b, sizeof(b));
+			printf("  provisioned:   %s by the disks of %lld VM(s)%s\n", b,
+			       (long long)json_integer_value(json_object_get(ds, "vms")),
+			       json_is_true(json_object_get(ds, "overcommitted")) ? ", OVERCOMMITTED" : "");
+			fmt_size(ds, "vm_disks_used", b, sizeof(b));
+			printf("  disks use:     %s\n", b);
+		}
+		return;
+	}
 	if (!strcmp(cmd, "list")) {
 		size_t i;
 		json_t *vm;
@@ -365,16 +423,25 @@ static void print_human(const char *cmd, json_t *r)
 		if (json_is_true(json_object_get(r, "maintenance")))
 			printf("host %s is in maintenance mode: power-ons are refused "
 			       "(vmfsctl host maintenance exit)\n", jstr(r, "host"));
-		printf("%-24s %-17s %-16s %s\n", "NAME", "STATE", "HOST", "PATH");
+		printf("%-20s %-8s %-17s %-12s %-16s %s\n", "NAME", "ID", "STATE", "HOST", "SINCE",
+		       "PATH");
 		json_array_foreach(json_object_get(r, "vms"), i, vm) {
-			char state[64];
+			char state[64], since[32] = "-";
 
 			if (json_object_get(vm, "paused_reason"))
 				snprintf(state, sizeof(state), "%s (%s)", jstr(vm, "state"),
 					 jstr(vm, "paused_reason"));
 			else
 				snprintf(state, sizeof(state), "%s", jstr(vm, "state"));
-			printf("%-24s %-17s %-16s %s\n", jstr(vm, "name"), state, jstr(vm, "host"),
+			if (json_integer_value(json_object_get(vm, "since")) > 0) {
+				time_t t = (time_t)json_integer_value(json_object_get(vm, "since"));
+				struct tm tm;
+
+				localtime_r(&t, &tm);
+				strftime(since, sizeof(since), "%m-%d %H:%M:%S", &tm);
+			}
+			printf("%-20s %-8s %-17s %-12s %-16s %s\n", jstr(vm, "name"), jstr(vm, "id"),
+			       state, jstr(vm, "host"), since,
 			       json_string_value(json_object_get(vm, "path")) ?: jstr(vm, "vmx"));
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
@@ -438,11 +505,13 @@ static void print_human(const char *cmd, json_t *r)
 			else if (json_object_get(d, "error"))
 				printf("disk %s: %s: %s\n", jstr(d, "device"), jstr(d, "file"), jstr(d, "error"));
 			else
-				printf("disk %s: %s -> %s, %lld MiB %s, %lld MiB allocated\n", jstr(d, "device"),
-				       jstr(d, "file"), jstr(d, "extent"),
+				printf("disk %s: %s -> %s, %lld MiB %s, %lld MiB allocated%s%s\n",
+				       jstr(d, "device"), jstr(d, "file"), jstr(d, "extent"),
 				       (long long)(json_integer_value(json_object_get(d, "size")) >> 20),
 				       jstr(d, "provisioning"),
-				       (long long)(json_integer_value(json_object_get(d, "allocated")) >> 20));
+				       (long long)(json_integer_value(json_object_get(d, "allocated")) >> 20),
+				       json_object_get(d, "lock") ? ", lock " : "",
+				       json_object_get(d, "lock") ? jstr(d, "lock") : "");
 		}
 		if (json_is_string(json_object_get(r, "suspend_file")))
 			printf("suspended:   %s\n", jstr(r, "suspend_file"));
@@ -1019,9 +1088,17 @@ int main(int argc, char **argv)
 	rc = (cmd->parse ? cmd->parse : parse_common)(cmd, argc, argv, req);
 	if (rc)
 		return rc;
-	if (cmd->arg == ARG_PATH || (cmd->arg == ARG_OPT_PATH && optind == argc - 1)) {
+	if (cmd->arg == ARG_PATH || cmd->arg == ARG_VM ||
+	    (cmd->arg == ARG_OPT_VM && optind == argc - 1)) {
 		if (optind != argc - 1)
-			return die_usage("%s needs exactly one PATH (a VM folder or its .vmx)", cmd->name);
+			return die_usage(cmd->arg == ARG_PATH ? "%s needs exactly one PATH"
+				       : "%s needs exactly one VM (a folder, its .vmx, a name or an ID)",
+				       cmd->name);
+		if (cmd->arg != ARG_PATH && !strchr(argv[optind], '/') && access(argv[optind], F_OK)) {
+			/* not a path here: a VM's name or ID, the agent finds it */
+			json_object_set_new(req, "path", json_string(argv[optind]));
+			goto call;
+		}
 		rc = abs_path(argv[optind], path, sizeof(path));
 		if (rc) {
 			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind], strerror(-rc));
@@ -1031,6 +1108,7 @@ int main(int argc, char **argv)
 	} else if (optind != argc) {
 		return die_usage("unexpected argument '%s'", argv[optind]);
 	}
+call:
 
 	if (!sock[0]) {
 		rc = default_socket(sock, sizeof(sock));

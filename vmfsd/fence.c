@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "fence.h"
+#include "log.h"
 
 /* A scan pass can miss a process that opens a file while it runs (one
  * whose lock was already held here needs no disk write, so the fence does
@@ -219,13 +220,13 @@ static void notify_agent(struct fence_resp *f)
 		return;
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", f->sock);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		syslog(LOG_WARNING, "fence: host agent at %s not told: %s", f->sock, strerror(errno));
+		vmfsd_log(LOG_WARNING, "fence: host agent at %s not told: %s", f->sock, strerror(errno));
 		close(fd);
 		return;
 	}
 	n = send(fd, req, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n != (ssize_t)len) {
-		syslog(LOG_WARNING, "fence: host agent at %s not told: send: %s", f->sock,
+		vmfsd_log(LOG_WARNING, "fence: host agent at %s not told: send: %s", f->sock,
 		       n < 0 ? strerror(errno) : "short write");
 		close(fd);
 		return;
@@ -246,9 +247,9 @@ static void notify_agent(struct fence_resp *f)
 	reply[got] = '\0';
 	reply[strcspn(reply, "\n")] = '\0';
 	if (got)
-		syslog(LOG_WARNING, "fence: host agent at %s answered: %s", f->sock, reply);
+		vmfsd_log(LOG_WARNING, "fence: host agent at %s answered: %s", f->sock, reply);
 	else
-		syslog(LOG_WARNING, "fence: host agent at %s did not answer within %d ms", f->sock,
+		vmfsd_log(LOG_WARNING, "fence: host agent at %s did not answer within %d ms", f->sock,
 		       AGENT_REPLY_MS);
 }
 
@@ -284,7 +285,7 @@ static void *fence_main(void *arg)
 		l += (size_t)snprintf(list + l, sizeof(list) - l, "%s%d (%s)", i ? ", " : "",
 				      (int)f->killed[i], f->comm[i]);
 	}
-	syslog(LOG_CRIT, "fenced (%s): every write of the volume fails from now on; killed %d "
+	vmfsd_log(LOG_CRIT, "fenced (%s): every write of the volume fails from now on; killed %d "
 	       "process(es) holding files on %s%s%s", reason_name(f->reason), f->nkilled, f->mnt,
 	       f->nkilled ? ": " : "", list);
 	notify_agent(f);

@@ -11,24 +11,28 @@
  * they do for kernel filesystems.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <time.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
 
 #include "bdev/bdev.h"
 #include "format/format.h"
 #include "fuse/fuse_ops.h"
 #include "lockmgr/lockmgr.h"
 #include "fence.h"
+#include "log.h"
 
 #define PROG "vmfsd"
 
@@ -186,6 +190,108 @@ static void describe_holder(const char *device, const char *host)
 	bdev_close(bd);
 }
 
+/* ---------------- --status: inode numbers to paths ---------------- */
+
+/* The status reads the volume itself, where a file is only an inode
+ * number; where the volume is mounted on this machine (found by the UUID
+ * its mount reports in user.vmfsd.hosts) the mount's tree names them, as
+ * `vmkfstools -D` names a locked file.  The walk stops after
+ * STATUS_WALK_MAX entries (a datastore of VM folders has far fewer) and
+ * runs on a thread given STATUS_WALK_MS: --status is what an admin runs
+ * when something is wrong, and a hung mount must not hang it too. */
+#define STATUS_WALK_MAX 200000
+#define STATUS_WALK_MS 3000
+
+static struct {
+	const struct lockmgr_status *st;
+	char **paths;           /* per st->locks entry; filled by the walk */
+	unsigned left, seen;
+	char mp[PATH_MAX];
+	sem_t done;
+} walk;
+
+static int walk_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)type;
+	(void)ftw;
+	for (uint32_t i = 0; i < walk.st->nlocks; i++) {
+		const struct lockmgr_lock *lk = &walk.st->locks[i];
+
+		if (lk->obj == LOCKMGR_OBJ_INODE && lk->id == (uint64_t)sb->st_ino && !walk.paths[i]) {
+			walk.paths[i] = strdup(path);
+			walk.left--;
+		}
+	}
+	return !walk.left || ++walk.seen >= STATUS_WALK_MAX;
+}
+
+static void *walk_thread(void *arg)
+{
+	(void)arg;
+	nftw(walk.mp, walk_one, 16, FTW_PHYS | FTW_MOUNT);
+	sem_post(&walk.done);
+	return NULL;
+}
+
+static bool mount_of_volume(const struct lockmgr_status *st, char *mp, size_t size)
+{
+	char uuid[37], want[64], line[4096], doc[8192];
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	bool found = false;
+
+	vmfsd_uuid_format(st->sb.uuid, uuid);
+	snprintf(want, sizeof(want), "\"uuid\":\"%s\"", uuid);
+	while (f && !found && fgets(line, sizeof(line), f)) {
+		char *sep = strstr(line, " - "), fstype[64], path[PATH_MAX];
+		ssize_t n;
+
+		if (!sep || sscanf(sep + 3, "%63s", fstype) != 1 || strcmp(fstype, "fuse.vmfsd") ||
+		    sscanf(line, "%*s %*s %*s %*s %4095s", path) != 1)
+			continue;
+		/* mountinfo escapes blanks as octal: such mount points are
+		 * skipped (the getxattr fails) */
+		n = getxattr(path, "user.vmfsd.hosts", doc, sizeof(doc) - 1);
+		if (n <= 0)
+			continue;
+		doc[n] = '\0';
+		if (strstr(doc, want)) {
+			snprintf(mp, size, "%s", path);
+			found = true;
+		}
+	}
+	if (f)
+		fclose(f);
+	return found;
+}
+
+/* Returns the mount point that did not answer in time, or NULL. */
+static const char *name_locked_inodes(struct lockmgr_status *st)
+{
+	struct timespec ts;
+	pthread_t t;
+
+	walk.st = st;
+	walk.left = walk.seen = 0;
+	for (uint32_t i = 0; i < st->nlocks; i++)
+		walk.left += st->locks[i].obj == LOCKMGR_OBJ_INODE;
+	if (!walk.left || !mount_of_volume(st, walk.mp, sizeof(walk.mp)))
+		return NULL;
+	walk.paths = calloc(st->nlocks, sizeof(*walk.paths));
+	if (!walk.paths || sem_init(&walk.done, 0, 0) ||
+	    pthread_create(&t, NULL, walk_thread, NULL))
+		return NULL;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += STATUS_WALK_MS / 1000;
+	while (sem_timedwait(&walk.done, &ts))
+		if (errno != EINTR)
+			return walk.mp;         /* the thread ends with the process */
+	pthread_join(t, NULL);
+	for (uint32_t i = 0; i < st->nlocks; i++)
+		st->locks[i].path = walk.paths[i];
+	free(walk.paths);
+	return NULL;
+}
+
 static int show_status(const char *device, int json)
 {
 	struct lockmgr_status *st;
@@ -208,7 +314,12 @@ static int show_status(const char *device, int json)
 		bdev_close(bd);
 		return 1;
 	}
+	const char *hung = name_locked_inodes(st);
+
 	r = lockmgr_status_format(st, json, &text);
+	if (hung)
+		fprintf(stderr, PROG ": %s did not answer within %d ms: locked files shown by inode "
+			"number only\n", hung, STATUS_WALK_MS);
 	if (!r)
 		fputs(text, stdout);
 	free(text);
@@ -367,11 +478,11 @@ static void *fault_thread(void *arg)
 	}
 	if (fp->fail_after) {
 		sleep_ms(fp->fail_after);
-		syslog(LOG_WARNING, "fault injection: all I/O fails from now on");
+		vmfsd_log(LOG_WARNING, "fault injection: all I/O fails from now on");
 		bdev_fault_set(fp->bd, BDEV_FAULT_ALL_EIO);
 	} else if (fp->freeze_after) {
 		sleep_ms(fp->freeze_after);
-		syslog(LOG_WARNING, "fault injection: I/O frozen for %d ms", fp->freeze_for);
+		vmfsd_log(LOG_WARNING, "fault injection: I/O frozen for %d ms", fp->freeze_for);
 		bdev_fault_set(fp->bd, BDEV_FAULT_FROZEN);
 		sleep_ms(fp->freeze_for);
 		bdev_fault_thaw(fp->bd);
@@ -528,6 +639,16 @@ int main(int argc, char **argv)
 		}
 		mo.fence_hook = vmfsd_fence_hook;
 	}
+	/* the log names the volume and host from the start: the mount itself
+	 * may recover this host's previous incarnation */
+	vmfsd_log_open(o.foreground);
+	{
+		char hn[256] = "localhost";
+
+		gethostname(hn, sizeof(hn) - 1);
+		vmfsd_log_name(NULL, o.device, o.host ? o.host : hn);
+	}
+	mo.log_hook = vmfsd_log_hook;
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
 		mount_error(o.device, o.host, bd, unreplayed, r);
@@ -569,9 +690,8 @@ int main(int argc, char **argv)
 	}
 	/* in the foreground the log also goes to stderr (tests read it) */
 	vmfsd_fence_mounted();
-	openlog(PROG, LOG_PID | (o.foreground ? LOG_PERROR : 0), LOG_DAEMON);
-	syslog(LOG_INFO, "host %s mounted %s (%s) on %s", fs_host(fs), o.device,
-	       fs_super(fs)->label, o.mountpoint);
+	vmfsd_log_name(fs_super(fs)->label, o.device, fs_host(fs));
+	vmfsd_log(LOG_INFO, "mounted on %s", o.mountpoint);
 	if (!o.foreground) {
 		report_status(1);
 		detach();
@@ -613,10 +733,10 @@ out:
 	if (fs) {
 		r = fs_unmount(fs);
 		if (r) {
-			syslog(LOG_ERR, "%s: unmount: %s", o.device, strerror(-r));
+			vmfsd_log(LOG_ERR, "unmount: %s", strerror(-r));
 			ret = 1;
 		} else {
-			syslog(LOG_INFO, "host %s unmounted %s", mo.host ? mo.host : "", o.device);
+			vmfsd_log(LOG_INFO, "unmounted");
 		}
 	}
 	bdev_close(bd);         /* fs_mount and fs_unmount leave our device open */

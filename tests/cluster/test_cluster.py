@@ -18,6 +18,7 @@ names on one image (heartbeat 200 ms, dead after 2 s).
 Env: VMFSD, MKFS, FSCK.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
 """
 import errno
+import json
 import multiprocessing
 import os
 import random
@@ -129,6 +130,19 @@ def conflicts_and_kill(img, mnts):
     if "A" not in holder:
         fail("user.vmfsd.lock on B says %r, expected host A" % holder)
     log("conflicts: EBUSY on B and C while A writes; lock: %s" % holder)
+    # vmfsd --status names the locked file by its path (through a mount of
+    # the volume on this machine), not only by its inode number
+    r = subprocess.run([vt.vmfsd_exe(), "--status", "--json", img], capture_output=True,
+                       text=True, timeout=60)
+    ino = os.stat(pa).st_ino
+    lk = [x for x in json.loads(r.stdout)["locks"] if x["object"] == "inode" and x["id"] == ino] \
+        if r.returncode == 0 else []
+    want = [os.path.join(m, "vm-flat.vmdk") for m in mnts]
+    if not lk or lk[0].get("path") not in want:
+        fail("vmfsd --status: inode %d shown as %r, expected one of %s (%s)" % (
+            ino, lk, want, r.stderr.strip()))
+    else:
+        log("vmfsd --status: inode %d (%s): %s" % (ino, lk[0]["path"], lk[0]["mode"]))
 
     # A keeps doing metadata work while it is killed.
     def busy(mnt):

@@ -54,7 +54,16 @@ def body(c):
         def iso_and_files():
             iso = os.path.join(vol.work, "install.iso")
             with open(iso, "wb") as f:
-                f.write(b"CD001" * 1000)
+                # an ISO 9660 primary volume descriptor at sector 16
+                f.write(bytes(32768) + b"\x01CD001\x01" + bytes(2041) + bytes(30 * 2048))
+            bad = os.path.join(vol.work, "random.iso")
+            with open(bad, "wb") as f:
+                f.write(os.urandom(256 * 1024))
+            c.refused(a.ctl("create", os.path.join(mnt, "badiso"), "--cpus", 1, "--memory", 64,
+                            "--disk", "1M", "--iso", bad), "create --iso of a non-ISO file",
+                      "not a CD image")
+            c.check(not os.path.exists(os.path.join(mnt, "badiso")),
+                    "a refused create left its folder behind")
             vm = os.path.join(mnt, "withiso")
             out = json.loads(a.ok("--json", "create", vm, "--cpus", 1, "--memory", 128, "--disk", "10M",
                                   "--iso", iso, "--guest-os", "debian12-64"))
@@ -104,7 +113,28 @@ def body(c):
 
         c.section("thin, thick, eagerzeroed", provisioning)
         c.section("ISO, files, refusals", iso_and_files)
+        def guard_rails():
+            # thin disks provisioned beyond the datastore: said at create,
+            # by list and by datastores; a VM outside any datastore: said
+            big = os.path.join(mnt, "big")
+            r = a.ctl("create", big, "--cpus", 1, "--memory", 64, "--disk", "5G", "--net", "none")
+            c.eq(r.returncode, 0, "create of a 5 GiB thin disk on 2 GiB: %s" % r.stderr)
+            c.check("overcommitted" in r.stderr, "no overcommit warning: %r" % r.stderr)
+            ds = json.loads(a.ok("--json", "datastores"))["datastores"]
+            c.eq([(d["path"], d["overcommitted"], d["vms"], d["provisioned"] >= 5 << 30)
+                  for d in ds], [(mnt, True, 1, True)], "datastores")
+            c.check("overcommitted" in a.ctl("list").stderr, "list does not warn")
+            a.ok("destroy", big)
+            c.check(not json.loads(a.ok("--json", "datastores"))["datastores"][0]["overcommitted"],
+                    "still overcommitted after destroy")
+            local = os.path.join(vol.work, "local-vm")
+            r = a.ctl("create", local, "--cpus", 1, "--memory", 64, "--disk", "1M", "--net", "none")
+            c.check(r.returncode == 0 and "not on a vmfsd datastore" in r.stderr,
+                    "create outside a datastore: %s" % r.stderr)
+            a.ok("destroy", local)
+
         c.section("inventory, destroy", inventory)
+        c.section("guard rails: overcommit, outside a datastore", guard_rails)
         c.section("no agent", unreachable)
 
 

@@ -86,6 +86,13 @@ def body(c):
             register_refused("absolute ISO", BASE + 'ide1:0.present = "TRUE"\n'
                              'ide1:0.deviceType = "cdrom-image"\nide1:0.fileName = "/dev/sda"\n',
                              "ide1:0.fileName", "absolute path")
+            register_refused("an empty .vmx", "", "no keys")
+            d = folder(BASE + 'ide1:0.present = "TRUE"\nide1:0.deviceType = "cdrom-image"\n'
+                       'ide1:0.fileName = "notes.iso"\n')
+            with open(os.path.join(d, "notes.iso"), "w") as f:
+                f.write("not a disc image\n" * 4000)
+            c.refused(a.ctl("power-on", d), "a CD-ROM file that is no ISO", "ide1:0.fileName",
+                      "not a CD image")
             register_refused("extent with ..", BASE, "extent", "..",
                              desc=DESC % "../../../../etc/shadow")
             register_refused("absolute extent", BASE, "extent", "absolute path",

@@ -242,6 +242,7 @@ Test(qemu, argv_has_no_vmx_text)
 			      .kernel_fd = 6, .initrd_fd = -1, .log_fd = 7};
 	struct strv a = {0};
 	bool blockdev = false, kernel = false, accel = false, pvpanic = false, panic_pause = false;
+	bool named = false;
 
 	cr_assert_eq(load(good, &c, &e), 0, "%s", e.msg);
 	c.ndisks = 1;     /* web.vmdk only */
@@ -249,6 +250,12 @@ Test(qemu, argv_has_no_vmx_text)
 	l.disk_size[0] = 1 << 30;
 	cr_assert_eq(vm_qemu_argv(&l, &a, &e), 0, "%s", e.msg);
 	for (size_t i = 0; i < a.n; i++) {
+		/* the one place the VM's file name appears: -name, for ps and top */
+		if (i > 0 && !strcmp(a.v[i - 1], "-name")) {
+			cr_expect_str_eq(a.v[i], "guest=t,process=vm-t");   /* t.vmx */
+			named = true;
+			continue;
+		}
 		cr_expect(strstr(a.v[i], "web") == NULL, "display/file name leaked: %s", a.v[i]);
 		cr_expect(strstr(a.v[i], ".vmdk") == NULL, "file name leaked: %s", a.v[i]);
 		if (strstr(a.v[i], "\"filename\":\"/proc/self/fd/3\"")) {
@@ -266,6 +273,14 @@ Test(qemu, argv_has_no_vmx_text)
 	}
 	cr_expect(blockdev && kernel && accel);
 	cr_expect(pvpanic && panic_pause, "no pvpanic device or -action panic=pause");
+	cr_expect(named, "no -name");
+	strv_free(&a);
+	/* a name with characters QEMU's option syntax or a shell would read */
+	snprintf(c.name, sizeof(c.name), "a,b=c d;$x");
+	cr_assert_eq(vm_qemu_argv(&l, &a, &e), 0, "%s", e.msg);
+	for (size_t i = 1; i < a.n; i++)
+		if (!strcmp(a.v[i - 1], "-name"))
+			cr_expect_str_eq(a.v[i], "guest=a_b_c_d__x,process=vm-a_b_c_d__x");
 	strv_free(&a);
 	l.accel = VM_ACCEL_AUTO;
 	cr_expect_neq(vm_qemu_argv(&l, &a, &e), 0, "unresolved accelerator accepted");

@@ -5,7 +5,9 @@ and host B each mount the same volume with their own vmfsd (-o host=A,
 -o host=B) and run their own agent.  A creates and powers on a VM; B's
 power-on is refused with a message naming A (the lock record, and on a
 cluster mount also EBUSY on the flat extent, whose holder xattr names A);
-A shuts the VM down (ACPI); B powers it on and the guest finds the counter
+B lists the VM without registering it (cluster-wide inventory, same
+IDs as A's list) and names it by ID or name; A shuts the VM down (ACPI);
+B powers it on and the guest finds the counter
 A's run left on the disk; A's view says B runs it.
 
 Registered with meson (suite vm, vm-two-hosts); it exits 77 (skip) where a
@@ -48,6 +50,30 @@ def body(c):
             vmtest.wait_counter(vm_a, "db", 4)
             c.eq(a.info(vm_a)["host"], "A", "A's view")
 
+        def inventory():
+            # B lists every VM of the datastore without registering it,
+            # with the same ID as A; names and IDs work wherever a path does
+            vmtest.wait_for(lambda: os.path.exists(os.path.join(vm_b, "db.vmx")), 10,
+                            "the VM folder on host B")
+            os.mkdir(os.path.join(mnt_a, "team"))
+            a.ok("create", os.path.join(mnt_a, "team", "db"), "--cpus", 1, "--memory", 64,
+                 "--disk", "16M", "--net", "none")
+            la = {v["path"]: v for v in vmtest.json.loads(a.ok("--json", "list"))["vms"]}
+            lb = {v["path"]: v for v in vmtest.json.loads(b.ok("--json", "list"))["vms"]}
+            rel = lambda vms, m: {os.path.relpath(p, m): (v["id"], v["state"], v["host"])
+                                  for p, v in vms.items()}
+            c.eq(rel(lb, mnt_b), rel(la, mnt_a), "B's list vs A's")
+            c.eq(rel(lb, mnt_b).get("db", (None,))[1:], ("running", "A"), "db in B's list")
+            vid = lb.get(vm_b, {}).get("id", "?")
+            c.refused(b.ctl("info", "db"), "info by an ambiguous name", "names 2 VMs")
+            c.eq(vmtest.json.loads(b.ok("--json", "info", vid))["vmx"],
+                 os.path.join(vm_b, "db.vmx"), "info by ID on B")
+            c.refused(b.ctl("power-on", vid), "power-on by ID on B while A runs it", "host A")
+            c.refused(b.ctl("power-off", vid), "power-off on B while A runs it",
+                      "running on host A")
+            c.refused(b.ctl("info", "nosuch"), "an unknown name", "no VM named 'nosuch'")
+            a.ok("destroy", os.path.join(mnt_a, "team", "db"))
+
         def refused_on_b():
             # B sees the folder A created (coherency: within about a second)
             vmtest.wait_for(lambda: os.path.exists(os.path.join(vm_b, "db.vmx")), 10,
@@ -74,6 +100,7 @@ def body(c):
             b.ok("shutdown", vm_b, "--timeout", 60)
 
         c.section("A creates and powers on", on_a)
+        c.section("every host lists every VM; names and IDs", inventory)
         c.section("B is refused, naming A", refused_on_b)
         c.section("shutdown on A, power-on on B, disk intact", move)
 

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * vmfsd's system log: syslog lines prefixed with the volume and the host
+ * (log.h).  The filesystem's cluster events (hosts joining, leaving,
+ * declared dead, recovered) arrive through fs_mount_opts.log_hook on its
+ * commit thread, the fence's on the fence responder's thread, so the
+ * prefix is guarded by a mutex.
+ */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <syslog.h>
+
+#include "log.h"
+
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_prefix[512];
+
+void vmfsd_log_open(bool foreground)
+{
+	openlog("vmfsd", LOG_PID | (foreground ? LOG_PERROR : 0), LOG_DAEMON);
+}
+
+void vmfsd_log_name(const char *label, const char *device, const char *host)
+{
+	pthread_mutex_lock(&log_mu);
+	if (label && *label)
+		snprintf(log_prefix, sizeof(log_prefix), "volume %s (%s), host %s: ", label, device,
+			 host);
+	else
+		snprintf(log_prefix, sizeof(log_prefix), "volume %s, host %s: ", device, host);
+	pthread_mutex_unlock(&log_mu);
+}
+
+void vmfsd_log_hook(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	vmfsd_log(level, "%s", msg);
+}
+
+void vmfsd_log(int level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&log_mu);
+	syslog(level, "%s%s", log_prefix, msg);
+	pthread_mutex_unlock(&log_mu);
+}
