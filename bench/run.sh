@@ -36,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio mkfs fsck meta cluster vmdisk ha)
+SECTIONS=(fio mkfs fsck meta cluster vmdisk ha migrate)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -544,6 +544,21 @@ count = int(a[a.index("-c") + 1]); size = a[a.index("-s") + 1]
 size = int(size[:-1]) << {"k": 10, "M": 20}[size[-1]] if size[-1] in "kM" else int(size)
 print("%.1f" % (count * size / secs / 1e6))
 PYEOF
+}
+
+# Live migration between two hosts of one volume (bench/migrate.py: two
+# vmfsd mounts and two agents; an idle and a memory-dirtying 256 MiB TCG
+# guest): total time and the guest-seen pause, and where the pause goes.
+section_migrate() {
+	local line
+	command -v qemu-system-x86_64 >/dev/null ||
+		{ note "migrate: QEMU not installed (scripts/deps.sh)"; return 0; }
+	((NO_VMFSD)) && { note "migrate: needs vmfsd"; return 0; }
+	while IFS= read -r line; do out "$line"; done < <(
+		VMFSD=$VMFSD MKFS=$MKFS VMFSCTL=$ROOT/build/vmfsctl/vmfsctl \
+		VMFS_HOSTD=$ROOT/build/vmfs-hostd/vmfs-hostd \
+		TEST_GUEST_SCRIPT=$ROOT/scripts/test-guest.sh TEST_GUEST_DIR=$ROOT/build/test-guest \
+		"$PY" "$ROOT/bench/migrate.py" "${MIGRATE_RUNS:-5}")
 }
 
 section_vmdisk() {

@@ -31,6 +31,7 @@
 struct fs_file {
 	struct fs_inode *ip;
 	int flags;
+	bool standby;   /* a read-only open awaiting a lock handover: no lock */
 };
 
 #define SECTOR 512u
@@ -555,6 +556,11 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 	if (off + size < off || off + size > FS_MAX_FILE_SIZE)
 		return -EFBIG;
 	iolock_rd(&ip->iolock);
+	r = cluster_write_check(fs, ip);
+	if (r) {
+		iolock_unlock_rd(&ip->iolock);
+		return r;
+	}
 	if (f->flags & O_APPEND) {
 		r = -EAGAIN;
 	} else {
@@ -567,7 +573,8 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		iolock_wr(&ip->iolock);
 		if (f->flags & O_APPEND)
 			off = ip->d.size;
-		n = write_slow_any(fs, ip, buf, size, off);
+		r = cluster_write_check(fs, ip);
+		n = r ? r : write_slow_any(fs, ip, buf, size, off);
 		iolock_unlock_wr(&ip->iolock);
 		r = n < 0 ? (int)n : 0;
 	}
@@ -739,6 +746,11 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 	if (bdev_crash_enabled(fs->bd) || (f->flags & (O_APPEND | O_SYNC | O_DSYNC)) || !size)
 		return -EAGAIN;
 	iolock_rd(&ip->iolock);
+	r = cluster_write_check(fs, ip);
+	if (r) {
+		iolock_unlock_rd(&ip->iolock);
+		return r;
+	}
 	if (!fast_write_ok(fs, ip, off, size)) {
 		iolock_unlock_rd(&ip->iolock);
 		return -EAGAIN;
@@ -1069,6 +1081,11 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		return -EOPNOTSUPP;
 
 	iolock_wr(&ip->iolock);
+	r = cluster_write_check(fs, ip);
+	if (r) {
+		iolock_unlock_wr(&ip->iolock);
+		return r;
+	}
 	if (mode & FALLOC_FL_PUNCH_HOLE) {
 		uint64_t e = end < ip->d.size ? end : ip->d.size;
 
@@ -1197,8 +1214,11 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	}
 	/* Cluster: EXCL for writers, RO for readers (MW if the file asks);
 	 * -EBUSY when another live host holds it. */
-	r = cluster_open(fs, ip, flags);
-	if (r) {
+	r = handover_open_standby(fs, ip, flags);
+	f->standby = r == 1;
+	if (!f->standby)
+		r = cluster_open(fs, ip, flags);
+	if (r < 0) {
 		free(f);
 		inode_put(fs, ip);
 		return r;
@@ -1230,7 +1250,10 @@ int fs_release(struct fs *fs, struct fs_file *f)
 		r = inode_writeback(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
-	cluster_close(fs, ip);
+	if (f->standby)
+		handover_close_standby(fs, ip);
+	else
+		cluster_close(fs, ip);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen--;
 	ip->pins++;

@@ -234,6 +234,10 @@ struct fs_inode {
 	uint32_t nopen_lk;      /* local opens that need it */
 	bool lk_transient;      /* release after the next commit */
 	bool lk_fresh;          /* re-read from disk since the lock was taken */
+	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */
+	bool lk_giving;         /* we are handing it away: writes fail */
+	bool lk_accept;         /* we expect it: read-only opens take no lock */
+	uint32_t nopen_standby; /* such opens ("standby") */
 };
 
 struct fs {
@@ -330,6 +334,15 @@ int cluster_check_kgen(struct fs *fs, struct fs_inode *ip);
 int cluster_open(struct fs *fs, struct fs_inode *ip, int flags);
 void cluster_close(struct fs *fs, struct fs_inode *ip);
 int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len);
+/* fs/handover.c: 0, or -EIO when this host may not write IP now (it holds
+ * no EXCL/MW lock on it, or is handing it over); iolock held. */
+int cluster_write_check(struct fs *fs, struct fs_inode *ip);
+/* 1 for a standby open (no lock taken), 0 for an ordinary one. */
+int handover_open_standby(struct fs *fs, struct fs_inode *ip, int flags);
+void handover_close_standby(struct fs *fs, struct fs_inode *ip);
+/* The virtual attribute user.vmfsd.handover. */
+int handover_xattr_get(struct fs *fs, char *buf, size_t len);
+int handover_xattr_set(struct fs *fs, uint64_t ino, const void *value, size_t size);
 int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci);
 void cluster_release_rcs(struct fs *fs, bool all);
 bool cluster_has_releases(struct fs *fs);

@@ -25,6 +25,10 @@
 /*   user.vmfsd.hosts        read, on the mount root: the cluster as this
  *                           host sees it, JSON (fs/hosts.c, docs/ha.md) */
 #define XATTR_HOSTS "user.vmfsd.hosts"
+/*   user.vmfsd.handover     read: this mount's "<slot> <generation> <host>";
+ *                           write "accept", "cancel", "give SLOT GEN": a
+ *                           lock handover (fs/handover.c) */
+#define XATTR_HANDOVER "user.vmfsd.handover"
 
 static bool user_ns(const char *name)
 {
@@ -101,6 +105,8 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		return -EPERM;
 	if (!strcmp(name, XATTR_MW))
 		return set_multiwriter(fs, ino, value, size);
+	if (!strcmp(name, XATTR_HANDOVER))
+		return handover_xattr_set(fs, ino, value, size);
 	if (nl > 255)
 		return -ERANGE;
 	if (size > VMFSD_XATTR_AREA)
@@ -173,10 +179,12 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
-	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW)) {
+	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW) || !strcmp(name, XATTR_HANDOVER)) {
 		char txt[512];
 
-		if (!strcmp(name, XATTR_MW))
+		if (!strcmp(name, XATTR_HANDOVER))
+			r = handover_xattr_get(fs, txt, sizeof(txt));
+		else if (!strcmp(name, XATTR_MW))
 			snprintf(txt, sizeof(txt), "%d", !!(ip->d.iflags & VMFSD_IFLAG_MW));
 		else
 			r = cluster_describe_lock(fs, ip, txt, sizeof(txt));

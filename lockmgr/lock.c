@@ -181,7 +181,7 @@ static void fill_info(const struct lock_view *v, uint16_t mode, uint64_t lock_ge
 	memcpy(out->owner_name, v->name[owner], sizeof(out->owner_name));
 }
 
-enum lock_op { OP_ACQUIRE, OP_RELEASE, OP_UPGRADE, OP_DOWNGRADE, OP_INSPECT };
+enum lock_op { OP_ACQUIRE, OP_RELEASE, OP_UPGRADE, OP_DOWNGRADE, OP_INSPECT, OP_HANDOVER };
 
 /* Builds the record to write from the view: every holder in NEWHOLD with
  * its current generation; the recorded owner stays owner if it stays a
@@ -233,8 +233,40 @@ static void backoff(int attempt)
 	nanosleep(&ts, NULL);
 }
 
+/* The receiver of a handover must be the incarnation the caller named:
+ * its slot read fresh from the disk, LIVE with exactly generation GEN (a
+ * host that remounted since has another generation and never expected
+ * this lock).  Fills V's entry for that slot so build_record names it. */
+static int handover_target(struct hb *hb, struct bdev *bd, struct lock_view *v, uint32_t to,
+			   uint64_t gen)
+{
+	struct vmfsd_hb h;
+	int zero = 0, r;
+
+	if (to >= hb->sb.max_hosts || to == hb->slot)
+		return -EINVAL;
+	r = hb_slot_read(bd, &hb->sb, to, &h, &zero);
+	if (r)
+		return r == -EIO || r == -ENOMEM ? r : -ESTALE;
+	if (zero || h.state != VMFSD_HB_LIVE || h.generation != gen)
+		return -ESTALE;
+	v->gen[to] = gen;
+	v->known[to] = true;
+	memcpy(v->name[to], h.host_name, sizeof(v->name[to]));
+	return 0;
+}
+
+static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_op op,
+			  uint16_t mode, uint32_t to, uint64_t to_gen, struct lock_info *out);
+
 static int lock_change(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_op op,
 		       uint16_t mode, struct lock_info *out)
+{
+	return lock_change_to(hb, bd, off, op, mode, 0, 0, out);
+}
+
+static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_op op,
+			  uint16_t mode, uint32_t to, uint64_t to_gen, struct lock_info *out)
 {
 	uint8_t *cur = bdev_alloc(3 * VMFSD_SECTOR), *nv;
 	struct lock_view *v = malloc(sizeof(*v));
@@ -327,6 +359,25 @@ static int lock_change(struct hb *hb, struct bdev *bd, uint64_t off, enum lock_o
 				goto out;
 			}
 			break;
+		case OP_HANDOVER:
+			/* Only the sole valid holder of an exclusive lock
+			 * may give it away, and only whole: the record goes
+			 * from {us} to {receiver} in this one ATS, so no
+			 * instant has two owners or none (docs/cluster.md
+			 * §4.7). */
+			if (!v->me || v->rec.mode != VMFSD_LOCK_EXCL) {
+				fill_info(v, v->rec.mode, v->rec.lock_gen, v->valid, view_owner(v),
+					  out);
+				r = v->me ? -EINVAL : -ESTALE;
+				goto out;
+			}
+			r = handover_target(hb, bd, v, to, to_gen);
+			if (r)
+				goto out;
+			memset(newhold, 0, sizeof(newhold));
+			bit_set(newhold, to);
+			newmode = VMFSD_LOCK_EXCL;
+			break;
 		}
 		r = build_record(hb, v, newmode, newhold, &nr, &owner);
 		if (r)
@@ -376,6 +427,12 @@ int lock_downgrade(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
 	if (mode != VMFSD_LOCK_RO && mode != VMFSD_LOCK_MW)
 		return -EINVAL;
 	return lock_change(hb, bd, off, OP_DOWNGRADE, mode, out);
+}
+
+int lock_handover(struct hb *hb, struct bdev *bd, uint64_t off, uint32_t to_slot,
+		  uint64_t to_gen, struct lock_info *out)
+{
+	return lock_change_to(hb, bd, off, OP_HANDOVER, VMFSD_LOCK_EXCL, to_slot, to_gen, out);
 }
 
 int lock_inspect(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)

@@ -237,6 +237,17 @@ int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info 
 /* EXCL -> RO or MW. */
 int lock_downgrade(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
 		   struct lock_info *out);
+/* Hands our exclusive lock to another host in one ATS (docs/cluster.md
+ * §4.7): the record goes from "EXCL, holders {us}" to "EXCL, holders
+ * {TO_SLOT}" with TO_GEN as the owner generation.  TO_SLOT's heartbeat is
+ * read fresh and must be LIVE with exactly TO_GEN, the incarnation that
+ * expects the lock.  The caller must have stopped and flushed every write
+ * of its own under the lock, and checkpointed its journal (the release
+ * rule of §5): after this call we are no longer a holder.
+ * Errors: -ESTALE (we do not hold it, or TO_SLOT is not LIVE with TO_GEN),
+ * -EINVAL (not EXCL, or TO_SLOT is ours / out of range), -EAGAIN, -EIO. */
+int lock_handover(struct hb *hb, struct bdev *bd, uint64_t off, uint32_t to_slot,
+		  uint64_t to_gen, struct lock_info *out);
 /* Reads and judges the record without writing. */
 int lock_inspect(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
 /* Lock-holder validity, the one implementation of the rule (docs/cluster.md

@@ -35,6 +35,8 @@
 #     the first) and panics the kernel (sysrq 'c'): the pvpanic driver tells
 #     QEMU (GUEST_PANICKED; the agent runs QEMU with -device pvpanic and
 #     -action panic=pause).  Without the flag nothing changes.
+#   - with vmfs.dirty=M, rewrites the same M MiB of RAM in a loop while it
+#     counts (a guest that dirties memory: the live-migration benchmark).
 # Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
@@ -45,7 +47,7 @@
 # without them builds a guest that cannot report a panic.
 set -euo pipefail
 
-GUEST_VERSION=6     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=7     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
@@ -182,6 +184,7 @@ done
 say "modules loaded"
 limit=""
 fill=""
+dirty=""
 period=0.5
 panic_after=""
 for a in $(cat /proc/cmdline); do
@@ -189,6 +192,7 @@ for a in $(cat /proc/cmdline); do
 	vmfs.count=*) limit=${a#vmfs.count=} ;;
 	vmfs.panic_after=*) panic_after=${a#vmfs.panic_after=} ;;
 	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
+	vmfs.dirty=*) dirty=${a#vmfs.dirty=} ;;
 	vmfs.period=*) period=${a#vmfs.period=} ;;
 	esac
 done
@@ -244,6 +248,13 @@ if [ -n "$fill" ]; then
 		k=$((k + 1))
 	done
 	say "fill done $fill MiB"
+fi
+if [ -n "$dirty" ]; then
+	# rewrite the same M MiB of RAM (a file in the initramfs) for ever:
+	# a guest that keeps dirtying memory, for the migration benchmark
+	say "dirtying $dirty MiB"
+	(while :; do dd if=/dev/zero of=/tmp/dirty bs=1048576 count="$dirty" conv=notrunc \
+		2>/dev/null; done) &
 fi
 panic_now() {
 	say "panicking"

@@ -124,7 +124,9 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 		ADDF("guest=%s,process=vm-%s", safe, safe);
 	}
 	ADD("-machine");
-	ADDF("q35,accel=%s", l->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
+	/* pinned, not the "q35" alias: a live migration needs the same
+	 * machine on both hosts, whatever QEMU version each one runs */
+	ADDF("pc-q35-7.2,accel=%s", l->accel == VM_ACCEL_KVM ? "kvm" : "tcg");
 	if (l->accel == VM_ACCEL_KVM) {
 		ADD("-cpu");
 		ADD("host");
@@ -201,6 +203,13 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 		json_object_set_new(node, "node-name", json_sprintf("disk%zu", i));
 		json_object_set_new(node, "file", file);
 		json_object_set_new(node, "read-only", json_boolean(d->cdrom));
+		/* live migration's destination: the disk opens read-only
+		 * (the source still holds its lock; docs/cluster.md §4.7)
+		 * and is reopened read-write when QEMU activates it at cont */
+		if (l->migrate_in && !d->cdrom) {
+			json_object_set_new(node, "auto-read-only", json_true());
+			json_object_set_new(file, "auto-read-only", json_true());
+		}
 		if (!d->cdrom) {
 			json_object_set_new(node, "discard", json_string("unmap"));
 			json_object_set_new(node, "cache", json_pack("{s:b,s:b}", "direct", 1, "no-flush", 0));

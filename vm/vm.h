@@ -206,6 +206,8 @@ struct vm_launch {
 	uint64_t disk_size[VM_MAX_DISKS];
 	int kernel_fd, initrd_fd, log_fd;   /* -1 when absent */
 	bool incoming;               /* -incoming defer -S: resume from a .vmss */
+	bool migrate_in;             /* live migration's destination: disks
+				      * auto-read-only until activation */
 };
 
 struct strv {

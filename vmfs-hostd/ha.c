@@ -246,6 +246,39 @@ void ha_unprotect(struct agent *a, struct vmctx *v)
 	ds_close(&d);
 }
 
+/* This host's entry only (a VM that left by live migration: its new host
+ * listed it before the switch-over was reported, and ha_unprotect would
+ * take that entry away too). */
+void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why)
+{
+	struct dsview d;
+	char path[PATH_MAX + 64];
+	const char *rel;
+
+	if (ds_open(v->folder, &d))
+		return;
+	rel = rel_of(d.root, v->vmx_path);
+	if (rel) {
+		entry_path(d.root, a->host, rel, path, sizeof(path));
+		if (!unlink(path)) {
+			char dir[PATH_MAX + 64];
+			int dfd;
+
+			/* durable now: this host dying next must not make the
+			 * survivors try to restart a VM that runs elsewhere */
+			snprintf(dir, sizeof(dir), "%s/.vmfsd/ha/protected/%s", d.root, a->host);
+			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (dfd >= 0) {
+				(void)fsync(dfd);
+				close(dfd);
+			}
+			agent_event(a, v->vmx_path, "ha.unprotected",
+				    "%s: removed from this host's protected list", why);
+		}
+	}
+	ds_close(&d);
+}
+
 /* ------------------------------------------------------ agent records */
 
 struct ha_ds {
@@ -360,6 +393,70 @@ static void local_usage(struct agent *a, int *vcpus, int *mem, int *nvm)
 		closedir(d);
 }
 
+/* The CPU the QEMUs of this host used since the last call, in percent of
+ * one CPU (for `vmfsctl balance`): utime + stime of each QEMU from
+ * /proc/PID/stat (fields 14 and 15, proc(5)), counted only for QEMUs seen
+ * both times, so a QEMU that just started adds nothing it did before. */
+static int qemu_cpu_pct(struct agent *a)
+{
+	static struct { pid_t pid; unsigned long long ticks; } prev[256], cur[256];
+	static unsigned nprev;
+	static int64_t prev_ms;
+	static int last = 0;
+	char vms[PATH_MAX + 8];
+	unsigned long long used = 0;
+	unsigned ncur = 0;
+	int64_t now = now_ms();
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
+	d = opendir(vms);
+	while (d && (de = readdir(d)) && ncur < 256) {
+		struct vmctx v;
+		char p[64], buf[1024], *rp;
+		unsigned long long ut, st;
+		pid_t pid;
+		int fd;
+		ssize_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		memset(&v, 0, sizeof(v));
+		snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
+		if (!(pid = vm_qemu_pid(&v)))
+			continue;
+		snprintf(p, sizeof(p), "/proc/%d/stat", (int)pid);
+		fd = open(p, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		/* after the command name (it may hold spaces): state is field 3 */
+		rp = strrchr(buf, ')');
+		if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+				  &st) != 2)
+			continue;
+		cur[ncur].pid = pid;
+		cur[ncur++].ticks = ut + st;
+		for (unsigned i = 0; i < nprev; i++)
+			if (prev[i].pid == pid && ut + st >= prev[i].ticks)
+				used += ut + st - prev[i].ticks;
+	}
+	if (d)
+		closedir(d);
+	if (prev_ms && now > prev_ms)
+		last = (int)(used * 1000 * 100 / (unsigned long long)sysconf(_SC_CLK_TCK) /
+			     (unsigned long long)(now - prev_ms));
+	memcpy(prev, cur, sizeof(cur[0]) * ncur);
+	nprev = ncur;
+	prev_ms = now;
+	return last;
+}
+
 static void rec_publish(struct agent *a, struct ha_ds *ds)
 {
 	char buf[HA_REC_SIZE];
@@ -376,6 +473,21 @@ static void rec_publish(struct agent *a, struct ha_ds *ds)
 		      "cpus", (int)a->res.cpus, "memory_mib", (json_int_t)a->res.mem_mib, "cap_vcpus",
 		      a->cap_vcpus, "cap_memory_mib", (json_int_t)a->cap_mem_mib, "used_vcpus", vc,
 		      "used_memory_mib", mem, "vms", n, "wall_ms", (json_int_t)wall_ms());
+	/* measured once per loop tick however many datastores there are */
+	{
+		static int64_t at;
+		static int pct;
+
+		if (now_ms() - at >= HA_TICK_MS / 2) {
+			pct = qemu_cpu_pct(a);
+			at = now_ms();
+		}
+		if (r)
+			json_object_set_new(r, "qemu_cpu_pct", json_integer(pct));
+	}
+	/* maintenance mode (maint.c): no HA restart may be placed here */
+	if (r && maint_active(a, NULL))
+		json_object_set_new(r, "maintenance", json_true());
 	s = json_dumps(r, JSON_COMPACT);
 	json_decref(r);
 	if (!s)
@@ -837,6 +949,9 @@ static unsigned hosts_room(struct agent *a, struct ha_ds *ds, const struct dsvie
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		r = read_agent_file(path, NULL);
 		h = json_string_value(json_object_get(r, "host"));
+		if (json_is_true(json_object_get(r, "maintenance")) || (h && !strcmp(h, a->host) &&
+									 maint_active(a, NULL)))
+			h = NULL;       /* in maintenance mode: no VM is placed there */
 		if (h && (!strcmp(h, a->host) ||
 			  (agent_fresh(ds, h, (uint64_t)json_integer_value(json_object_get(r, "seq"))) &&
 			   ds_host(d, h, &ago) == DS_LIVE))) {
@@ -1289,12 +1404,14 @@ json_t *ha_status(struct agent *a)
 				bool self = json_is_true(json_object_get(e, "self"));
 
 				json_object_set_new(x, "agent", json_pack(
-					"{s:O,s:O,s:O,s:O,s:O,s:b}", "pid", json_object_get(rec, "pid"),
+					"{s:O,s:O,s:O,s:O,s:O,s:b,s:b}", "pid", json_object_get(rec, "pid"),
 					"cap_vcpus", json_object_get(rec, "cap_vcpus"), "cap_memory_mib",
 					json_object_get(rec, "cap_memory_mib"), "used_vcpus",
 					json_object_get(rec, "used_vcpus"), "used_memory_mib",
 					json_object_get(rec, "used_memory_mib"), "seen",
-					self || (seen && un < HA_AGENT_STALE_MS)));
+					self || (seen && un < HA_AGENT_STALE_MS), "maintenance",
+					self ? maint_active(a, NULL)
+					     : json_is_true(json_object_get(rec, "maintenance"))));
 			}
 			json_decref(rec);
 			json_array_append_new(hosts, x);

@@ -50,6 +50,12 @@ struct agent {
 	 * second would push QEMUs out). */
 	struct { pid_t pid; int status; } reaped[AGENT_REAPED_MAX];
 	unsigned nreaped;
+	/* live migration (migrate.c): the control listener "ADDR:PORT" this
+	 * agent publishes on its datastores, the address QEMU streams reach,
+	 * and the secret a source must show (empty: migration disabled) */
+	char mig_listen[128];
+	char mig_addr[64];
+	char mig_token[40];
 };
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */
@@ -81,5 +87,17 @@ void agent_reconcile(struct agent *a, bool startup);
 
 /* The HA loop (ha.c): runs for ever in a child of the agent. */
 void ha_main(struct agent *a);
+/* Live migration (migrate.c): the secret, vmfsctl's `migrate` (progress
+ * lines on CFD before the reply), another agent's migrate-incoming. */
+void agent_migration_init(struct agent *a);
+json_t *agent_migrate(struct agent *a, json_t *req, int cfd);
+/* Maintenance mode (maint.c): enter (evacuates, progress lines on CFD),
+ * exit, status. */
+json_t *agent_maintenance(struct agent *a, json_t *req, int cfd);
+/* Another agent asks (its secret shown) to migrate one of our VMs away
+ * (balance.c's --apply); vmfsctl's `balance` (balance.c). */
+json_t *agent_migrate_out(struct agent *a, json_t *req, int cfd);
+json_t *agent_balance(struct agent *a, json_t *req, int cfd);
+void agent_migrate_incoming(struct agent *a, json_t *req, int cfd, const char *peer);
 
 #endif

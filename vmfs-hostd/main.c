@@ -27,6 +27,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +41,9 @@
 #endif
 
 static const char *prog = "vmfs-hostd";
+/* the migration control listener (-1: none); children close it, or a
+ * leftover child of a stopped agent would accept its connections */
+static int mig_listen_fd = -1;
 
 /* A request must arrive this fast once connected: vmfsctl writes it at
  * once; this only frees children stuck on a peer that never speaks. */
@@ -60,6 +66,49 @@ void agent_log(const struct agent *a, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+/* The control listener for live migrations on ADDR[:PORT] (port 0: any
+ * free one); fills the agent's published addresses and secret. */
+static int migration_listen(struct agent *a, const char *spec)
+{
+	char host[64], port[16] = "0";
+	const char *c = strrchr(spec, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST}, *ai;
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	int fd, one = 1;
+
+	if (c && strchr(spec, ':') == c) {          /* v4 or name with a port */
+		snprintf(host, sizeof(host), "%.*s", (int)(c - spec), spec);
+		snprintf(port, sizeof(port), "%s", c + 1);
+	} else if (spec[0] == '[' && (c = strstr(spec, "]:"))) {
+		snprintf(host, sizeof(host), "%.*s", (int)(c - spec - 1), spec + 1);
+		snprintf(port, sizeof(port), "%s", c + 2);
+	} else {
+		snprintf(host, sizeof(host), "%s", spec);
+	}
+	if (getaddrinfo(host, port, &hints, &ai)) {
+		fprintf(stderr, "%s: --migration-address: '%s' is not ADDR[:PORT] (a numeric address)\n",
+			prog, spec);
+		return -1;
+	}
+	fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 16) ||
+	    getsockname(fd, (struct sockaddr *)&ss, &sl)) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, spec, strerror(errno));
+		freeaddrinfo(ai);
+		return -1;
+	}
+	freeaddrinfo(ai);
+	snprintf(a->mig_addr, sizeof(a->mig_addr), "%s", host);
+	snprintf(a->mig_listen, sizeof(a->mig_listen), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+		 host, ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+						     : ((struct sockaddr_in6 *)&ss)->sin6_port));
+	agent_migration_init(a);
+	return fd;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -78,6 +127,11 @@ static void usage(FILE *f)
 		"                           (default auto: KVM when /dev/kvm works and this\n"
 		"                           host is not itself a VM, else TCG)\n"
 		"  -q, --qemu PATH          QEMU binary (default qemu-system-x86_64)\n"
+		"  -m, --migration-address ADDR[:PORT]\n"
+		"                           accept live migrations: the control port and\n"
+		"                           the migration streams listen on ADDR only\n"
+		"                           (published on every vmfsd datastore; default:\n"
+		"                           no migrations to this host)\n"
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
 		"                           (default 90)\n"
@@ -211,12 +265,48 @@ static void serve(struct agent *a, int cfd)
 	if (rc) {
 		reply = json_pack("{s:b,s:s,s:i}", "ok", 0, "error", "malformed request", "errno",
 				  -rc);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate")) {
+		/* progress lines go to CFD before the reply */
+		reply = agent_migrate(a, req, cfd);
+		json_decref(req);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "maintenance")) {
+		reply = agent_maintenance(a, req, cfd);
+		json_decref(req);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "balance")) {
+		reply = agent_balance(a, req, cfd);
+		json_decref(req);
 	} else {
 		reply = agent_request(a, req);
 		json_decref(req);
 	}
 	write_reply(cfd, reply);
 	json_decref(reply);
+}
+
+/* Another agent's control connection (live migration): one request, a
+ * migrate-incoming, which then runs its whole dialogue on CFD. */
+static void serve_migration(struct agent *a, int cfd, const struct sockaddr_storage *ss)
+{
+	json_t *req = NULL;
+	char peer[64] = "";
+
+	if (ss->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, peer, sizeof(peer));
+	else if (ss->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, peer, sizeof(peer));
+	if (read_request(cfd, &req))
+		return;
+	if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-incoming")) {
+		agent_migrate_incoming(a, req, cfd, peer);
+	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate-out")) {
+		json_t *r = agent_migrate_out(a, req, cfd);
+
+		write_reply(cfd, r);
+		json_decref(r);
+	} else
+		write_reply(cfd, json_pack("{s:b,s:s,s:i}", "ok", 0, "error",
+					   "only migrate-incoming and migrate-out are served here", "errno", EPERM));
+	json_decref(req);
 }
 
 bool agent_reaped_status(const struct agent *a, pid_t pid, int *status)
@@ -249,6 +339,8 @@ static pid_t reconcile_child(struct agent *a, bool startup, const sigset_t *mask
 		close(lfd);
 		close(sfd);
 		close(lockfd);
+		if (mig_listen_fd >= 0)
+			close(mig_listen_fd);  /* a child must not keep accepting for us */
 		agent_reconcile(a, startup);
 		_exit(0);
 	}
@@ -277,6 +369,7 @@ int main(int argc, char **argv)
 		{"restart-window", required_argument, NULL, OPT_RESTART_WINDOW},
 		{"restart-backoff", required_argument, NULL, OPT_RESTART_BACKOFF},
 		{"hang-timeout", required_argument, NULL, OPT_HANG_TIMEOUT},
+		{"migration-address", required_argument, NULL, 'm'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -297,11 +390,11 @@ int main(int argc, char **argv)
 	double cpu_ratio = 4.0;
 	long long max_mem = 0;
 	char hostbuf[256];
-	const char *sock = NULL, *sdir = NULL;
-	int c, rc, lockfd, lfd, sfd;
+	const char *sock = NULL, *sdir = NULL, *maddr = NULL;
+	int c, rc, lockfd, lfd, sfd, mfd = -1;
 	sigset_t mask;
 
-	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:D:M:R:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:m:D:M:R:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':
 			a.host = optarg;
@@ -333,6 +426,9 @@ int main(int argc, char **argv)
 			a.shutdown_timeout = (int)v;
 			break;
 		}
+		case 'm':
+			maddr = optarg;
+			break;
 		case 'D':
 			if (a.nds == 16 || optarg[0] != '/') {
 				fprintf(stderr, "%s: --datastore: at most 16, absolute paths\n", prog);
@@ -502,6 +598,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	chmod(a.socket_path, 0600);   /* the agent runs VMs as root: root's CLI only */
+	if (maddr && (mfd = migration_listen(&a, maddr)) < 0)
+		return 1;
+	mig_listen_fd = mfd;
 
 	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
@@ -538,12 +637,13 @@ int main(int argc, char **argv)
 
 	bool stop = false;
 	while (!stop) {
-		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
+		struct pollfd p[3] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN},
+				      {.fd = mfd, .events = POLLIN}};
 		/* the sweep runs once a second (below): a guest that powers
 		 * itself off has its lock record released within about a
 		 * second (the same bound docs/architecture.md gives for another
 		 * host to see a change); 250 ms keeps that bound while idle */
-		int r = poll(p, 2, 250);
+		int r = poll(p, mfd >= 0 ? 3 : 2, 250);
 
 		if (r < 0 && errno != EINTR) {
 			agent_log(&a, "poll: %s", strerror(errno));
@@ -591,11 +691,34 @@ int main(int argc, char **argv)
 					close(lfd);
 					close(sfd);
 					close(lockfd);
+					if (mig_listen_fd >= 0)
+						close(mig_listen_fd);  /* a child must not keep accepting for us */
 					serve(&a, cfd);
 					_exit(0);
 				}
 				if (pid < 0)
 					agent_log(&a, "fork: %s", strerror(errno));
+				close(cfd);
+			}
+		}
+		if (r > 0 && mfd >= 0 && (p[2].revents & POLLIN)) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+			int cfd = accept4(mfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
+
+			if (cfd >= 0) {
+				pid_t pid = fork();
+
+				if (pid == 0) {
+					sigprocmask(SIG_UNBLOCK, &mask, NULL);
+					signal(SIGTERM, SIG_DFL);
+					close(lfd);
+					close(sfd);
+					close(lockfd);
+					close(mfd);
+					serve_migration(&a, cfd, &ss);
+					_exit(0);
+				}
 				close(cfd);
 			}
 		}
@@ -627,6 +750,8 @@ int main(int argc, char **argv)
 					close(lfd);
 					close(sfd);
 					close(lockfd);
+					if (mig_listen_fd >= 0)
+						close(mig_listen_fd);  /* a child must not keep accepting for us */
 					prctl(PR_SET_PDEATHSIG, SIGTERM);
 					ha_main(&a);
 					_exit(0);

@@ -179,6 +179,8 @@ void monitor_power_on(struct agent *a, struct vmctx *v, bool restart)
 		unlink(hp);
 		sfile(v, "no-restart", hp, sizeof(hp));
 		unlink(hp);
+		sfile(v, "migrated-to", hp, sizeof(hp));
+		unlink(hp);
 	}
 }
 
@@ -367,6 +369,14 @@ void monitor_vm_ended(struct agent *a, const char *sdir, const char *vmx)
 
 	c = classify(a, sdir, st, why, sizeof(why));
 	if (c == -EAGAIN) {
+		json_decref(st);
+		return;
+	}
+	/* a VM that left by live migration (migrate.c): neither restarted
+	 * nor unprotected */
+	if (migrate_left(a, sdir, vmx)) {
+		json_object_del(st, "kill_reason");
+		mon_save(sdir, st);
 		json_decref(st);
 		return;
 	}

@@ -34,8 +34,12 @@ static json_t *cmd_create(struct agent *a, json_t *req)
 
 static json_t *cmd_list(struct agent *a, json_t *req)
 {
+	json_t *r = list_vms(a);
+
 	(void)req;
-	return list_vms(a);
+	if (maint_active(a, NULL))
+		json_object_set_new(r, "maintenance", json_true());
+	return r;
 }
 
 static json_t *cmd_kill_volume(struct agent *a, json_t *req)
@@ -279,6 +283,7 @@ void agent_reconcile(struct agent *a, bool startup)
 	DIR *d;
 	struct dirent *de;
 
+	migration_publish(a);
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	if (!d)

@@ -128,6 +128,8 @@ int ds_fd_lock_holder(int fd, char *host, size_t hsize);
 /* ha.c: the protected list (docs/ha.md) */
 int ha_protect(struct agent *a, struct vmctx *v);
 void ha_unprotect(struct agent *a, struct vmctx *v);
+/* only this host's entry (a VM that left by live migration) */
+void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why);
 /* when HOST started the VM, by HOST's protected list (ms, 0: unknown) */
 int64_t ha_since(const struct vmctx *v, const char *host);
 /* the vmfsd mounts of this host (or --datastore): at most AGENT_MAX_DS */
@@ -158,6 +160,21 @@ void monitor_no_restart(const char *sdir, const char *why);
 /* a pending restart cancelled (power-off of a VM waiting for one) */
 bool monitor_cancel(struct agent *a, struct vmctx *v, const char *why);
 void monitor_info(struct agent *a, struct vmctx *v, json_t *o);
+/* migrate.c */
+void migration_publish(struct agent *a);
+void migrate_progress(int cfd, const char *phase, json_t *fields);
+/* monitor.c's question when a QEMU of ours ended: did the VM leave this
+ * host by live migration (or run elsewhere now)?  Then it was cleaned up
+ * here, not restarted, and only this host's HA entry went. */
+bool migrate_left(struct agent *a, const char *sdir, const char *vmx);
+/* migrate.c: ask host FROM's agent to migrate REL (relative to ROOT) to
+ * TO, progress lines passed on to CFD */
+json_t *migrate_remote(const char *root, const char *from, const char *rel, const char *to, int cfd);
+/* maint.c: maintenance mode (docs/ha.md §4b) */
+bool maint_active(const struct agent *a, int64_t *since_ms);
+/* the refusal of WHAT (a power-on, an incoming migration) in maintenance
+ * mode, or NULL */
+json_t *maint_refuse(const struct agent *a, const char *vmx, const char *what);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

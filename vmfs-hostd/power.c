@@ -61,6 +61,10 @@ static json_t *pon_check(struct pon *p, bool want_resume)
 	if ((qpid = vm_qemu_pid(v)))
 		return reply_err(EALREADY, "%s is already running on host %s (QEMU pid %d)", v->vmx_path,
 				 p->a->host, (int)qpid);
+	json_t *mr = maint_refuse(p->a, v->vmx_path, "power-on");
+
+	if (mr)
+		return mr;
 	vmss_name(v, p->vmss, sizeof(p->vmss));
 	p->l.incoming = file_exists_at(v->dirfd, p->vmss);
 	if (want_resume && !p->l.incoming)

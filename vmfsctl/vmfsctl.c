@@ -71,7 +71,12 @@ struct command {
 static int parse_create(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
 static int after_console(json_t *reply);
+static int parse_migrate(const struct command *c, int argc, char **argv, json_t *req);
+static void print_progress(json_t *p);
 static int parse_ha(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_host(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
+static void print_balance(json_t *r);
 static void print_ha(json_t *r);
 
 static const struct command commands[] = {
@@ -111,10 +116,20 @@ static const struct command commands[] = {
 	 NULL, NULL},
 	{"events", " [VM] [--count N]    this host's recent events (of one VM)\n", ARG_OPT_VM,
 	 OPT_COUNT, NULL, NULL},
+	{"migrate", " PATH --host HOST [--bandwidth MIB] [--downtime MS]\n"
+	 "                        live-migrate a running VM to HOST (same datastore)\n",
+	 ARG_PATH, 0, parse_migrate, NULL},
 	{"ha", " status           HA: hosts per datastore (live, dead, fenced, in\n"
 	 "                        recovery, agent seen), protected VMs and where they\n"
 	 "                        run, recent failover events (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_ha, NULL},
+	{"host", " maintenance enter [--timeout SEC] | exit | status\n"
+	 "                        maintenance mode: migrate every running VM away,\n"
+	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
+	 ARG_NONE, 0, parse_host, NULL},
+	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
+	 "                        and the live migrations that would even it out\n",
+	 ARG_NONE, 0, parse_balance, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -251,7 +266,22 @@ static json_t *agent_call(const char *sock, json_t *req)
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		if (memchr(buf, '\n', len))
+		/* progress lines ({"progress": ...}) come before the reply */
+		char *nl;
+		while ((nl = memchr(buf, '\n', len))) {
+			json_t *l = json_loadb(buf, (size_t)(nl - buf), 0, &je);
+			json_t *p = json_object_get(l, "progress");
+
+			if (!p) {
+				json_decref(l);
+				break;
+			}
+			print_progress(p);
+			json_decref(l);
+			memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf));
+			len -= (size_t)(nl + 1 - buf);
+		}
+		if (nl)
 			break;
 	}
 	close(fd);
@@ -390,6 +420,9 @@ static void print_human(const char *cmd, json_t *r)
 		size_t i;
 		json_t *vm;
 
+		if (json_is_true(json_object_get(r, "maintenance")))
+			printf("host %s is in maintenance mode: power-ons are refused "
+			       "(vmfsctl host maintenance exit)\n", jstr(r, "host"));
 		printf("%-20s %-8s %-17s %-12s %-16s %s\n", "NAME", "ID", "STATE", "HOST", "SINCE",
 		       "PATH");
 		json_array_foreach(json_object_get(r, "vms"), i, vm) {
@@ -515,6 +548,10 @@ static void print_human(const char *cmd, json_t *r)
 	}
 	if (!strcmp(cmd, "ha")) {
 		print_ha(r);
+		return;
+	}
+	if (!strcmp(cmd, "balance")) {
+		print_balance(r);
 		return;
 	}
 	if (!strcmp(cmd, "events")) {
@@ -752,6 +789,183 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 	return 0;
 }
 
+static int parse_migrate(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"host", required_argument, NULL, 'H'},
+		{"bandwidth", required_argument, NULL, 'b'},
+		{"downtime", required_argument, NULL, 'd'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "H:b:d:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 'H':
+			json_object_set_new(req, "host", json_string(optarg));
+			break;
+		case 'b':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 1000000)
+				return die_usage("--bandwidth: '%s' is not 1..1000000 MiB/s", optarg);
+			json_object_set_new(req, "bandwidth", json_integer((json_int_t)v << 20));
+			break;
+		case 'd':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 60000)
+				return die_usage("--downtime: '%s' is not 1..60000 ms", optarg);
+			json_object_set_new(req, "downtime_ms", json_integer(v));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	if (!json_object_get(req, "host"))
+		return die_usage("%s needs --host HOST", cmd->name);
+	return 0;
+}
+
+/* A progress line of a long request (migrate): one line on a terminal,
+ * the object itself with --json. */
+static void print_progress(json_t *p)
+{
+	const char *phase = jstr(p, "phase");
+
+	if (json_out) {
+		char *s = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+		printf("%s\n", s ? s : "{}");
+		free(s);
+	} else if (!strcmp(phase, "pre-copy") || !strcmp(phase, "stop-and-copy")) {
+		printf("%-13s pass %lld: %lld MiB sent, %lld MiB remaining, %lld dirty pages/s, %.0f Mbit/s\n",
+		       phase, (long long)json_integer_value(json_object_get(p, "pass")),
+		       (long long)(json_integer_value(json_object_get(p, "transferred")) >> 20),
+		       (long long)(json_integer_value(json_object_get(p, "remaining")) >> 20),
+		       (long long)json_integer_value(json_object_get(p, "dirty_pages_rate")),
+		       json_real_value(json_object_get(p, "mbps")));
+	} else if (!strcmp(phase, "switch-over")) {
+		printf("%-13s disk locks and lock record handed over in %lld ms\n", phase,
+		       (long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
+	} else if (!strcmp(phase, "balance")) {
+		printf("%-13s %s: host %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "from"),
+		       jstr(p, "destination"), (long long)json_integer_value(json_object_get(p, "n")),
+		       (long long)json_integer_value(json_object_get(p, "of")));
+	} else if (!strcmp(phase, "evacuate")) {
+		printf("%-13s %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "destination"),
+		       (long long)json_integer_value(json_object_get(p, "n")),
+		       (long long)json_integer_value(json_object_get(p, "of")));
+	} else {
+		printf("%-13s destination %s\n", phase, jstr(p, "destination"));
+	}
+	fflush(stdout);
+}
+
+/* host maintenance enter [--timeout SEC] | exit | status */
+static int parse_host(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"timeout", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "t:j", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 't':
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0 || v > 86400)
+				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
+			json_object_set_new(req, "timeout", json_integer(v));
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	if (optind + 2 != argc || strcmp(argv[optind], "maintenance") ||
+	    (strcmp(argv[optind + 1], "enter") && strcmp(argv[optind + 1], "exit") &&
+	     strcmp(argv[optind + 1], "status")))
+		return die_usage("host: the subcommand is 'maintenance enter|exit|status'%s", "");
+	json_object_set_new(req, "cmd", json_string("maintenance"));
+	json_object_set_new(req, "action", json_string(argv[optind + 1]));
+	optind += 2;
+	return 0;
+}
+
+static int parse_balance(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"apply", no_argument, NULL, 'A'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "Aj", o, NULL)) != -1) {
+		if (c == 'A')
+			json_object_set_new(req, "apply", json_true());
+		else if (c == 'j')
+			json_out = true;
+		else
+			return die_usage("%s: bad option", cmd->name);
+	}
+	if (optind != argc)
+		return die_usage("balance: unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+static void print_balance(json_t *r)
+{
+	json_t *ds, *h, *m;
+	size_t i, k;
+
+	json_array_foreach(json_object_get(r, "datastores"), i, ds) {
+		printf("datastore %s\n", jstr(ds, "datastore"));
+		printf("  %-16s %-12s %4s %11s %15s %5s %8s\n", "HOST", "STATE", "VMS", "VCPUS", "MEMORY MIB",
+		       "MEM%", "QEMU CPU");
+		json_array_foreach(json_object_get(ds, "hosts"), k, h) {
+			char st[64], vc[32], mem[40];
+
+			snprintf(st, sizeof(st), "%s%s%s", jstr(h, "state"),
+				 json_is_true(json_object_get(h, "maintenance")) ? ",maint" : "",
+				 json_is_true(json_object_get(h, "migration")) ? "" : ",no-mig");
+			snprintf(vc, sizeof(vc), "%lld/%lld",
+				 (long long)json_integer_value(json_object_get(h, "used_vcpus")),
+				 (long long)json_integer_value(json_object_get(h, "cap_vcpus")));
+			snprintf(mem, sizeof(mem), "%lld/%lld",
+				 (long long)json_integer_value(json_object_get(h, "used_memory_mib")),
+				 (long long)json_integer_value(json_object_get(h, "cap_memory_mib")));
+			printf("  %-16s %-12s %4lld %11s %15s %4.0f%% %7lld%%\n", jstr(h, "host"), st,
+			       (long long)json_integer_value(json_object_get(h, "vms")), vc, mem,
+			       100 * json_real_value(json_object_get(h, "memory_used")),
+			       (long long)json_integer_value(json_object_get(h, "qemu_cpu_pct")));
+		}
+	}
+	if (!json_array_size(json_object_get(r, "moves")))
+		printf("balanced: no migration proposed\n");
+	json_array_foreach(json_object_get(r, "moves"), i, m)
+		printf("%s %s: host %s -> host %s (%lld MiB, %lld vCPU)%s%s\n",
+		       json_is_true(json_object_get(r, "applied")) ? "moved" : "propose", jstr(m, "vmx"),
+		       jstr(m, "from"), jstr(m, "to"),
+		       (long long)json_integer_value(json_object_get(m, "memory_mib")),
+		       (long long)json_integer_value(json_object_get(m, "vcpus")),
+		       json_object_get(m, "result") ? ": " : "",
+		       json_object_get(m, "result") ? jstr(m, "result") : "");
+}
+
 /* ha status: the only subcommand so far */
 static int parse_ha(const struct command *cmd, int argc, char **argv, json_t *req)
 {
@@ -784,7 +998,8 @@ static void print_ha(json_t *r)
 			json_t *ag = json_object_get(h, "agent"), *died = json_object_get(h, "died");
 			char state[64], room[64] = "-";
 
-			snprintf(state, sizeof(state), "%s", jstr(h, "state"));
+			snprintf(state, sizeof(state), "%s%s", jstr(h, "state"),
+				 ag && json_is_true(json_object_get(ag, "maintenance")) ? ", maintenance" : "");
 			if (died && !strcmp(jstr(died, "host"), jstr(h, "host")) &&
 			    strcmp(jstr(h, "state"), "live"))
 				snprintf(state, sizeof(state), "dead%s",

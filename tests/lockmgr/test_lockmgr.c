@@ -88,7 +88,7 @@ static void note(const char *fmt, ...)
 /* ---------------- shared memory and host processes ---------------- */
 
 enum op {
-	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT,
+	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT, OP_HANDOVER,
 	OP_STATE, OP_WAIT_DEAD, OP_CLAIM, OP_REPLAY, OP_RELDEAD, OP_LEAVE, OP_BFAULT,
 	OP_LMFAULT, OP_INFO, OP_READ, OP_WRITE, OP_WRITER, OP_ATS_INC, OP_BENCH, OP_NICE,
 };
@@ -337,6 +337,10 @@ static void host_exec(struct host *h)
 		break;
 	case OP_DOWN:
 		c->r = lock_downgrade(h->hb, h->bd, c->off, (uint16_t)c->arg, &c->li);
+		break;
+	case OP_HANDOVER:
+		/* to slot c->slot, generation c->arg */
+		c->r = lock_handover(h->hb, h->bd, c->off, c->slot, (uint64_t)c->arg, &c->li);
 		break;
 	case OP_INSPECT:
 		c->r = lock_inspect(h->hb, h->bd, c->off, &c->li);
@@ -1093,6 +1097,48 @@ out:
 	hosts_kill_all();
 }
 
+/* Handover (docs/cluster.md §4.7): the sole EXCL holder moves the record
+ * to another live incarnation in one ATS; refused to a wrong generation,
+ * to ourselves, by a non-holder, for a shared lock. */
+static void case_handover(void)
+{
+	uint64_t x = vmfsd_inode_off(&g_sb, 9);
+	uint32_t sa, sb_, sc;
+	int ga, gb, gc, r;
+
+	sa = (uint32_t)host_up(0, "hostA");
+	sb_ = (uint32_t)host_up(1, "hostB");
+	sc = (uint32_t)host_up(2, "hostC");
+	REQUIRE(sa < MAXH && sb_ < MAXH && sc < MAXH, "hosts up");
+	ga = (int)shm->h[0].my_gen;
+	gb = (int)shm->h[1].my_gen;
+	gc = (int)shm->h[2].my_gen;
+	CHECK(host_call(0, OP_ACQ, x, VMFSD_LOCK_EXCL, 0) == 0, "A EXCL");
+	CHECK(host_call(0, OP_HANDOVER, x, gb + 1, sb_) == -ESTALE, "to B's next generation");
+	CHECK(host_call(0, OP_HANDOVER, x, ga, sa) == -EINVAL, "to ourselves");
+	CHECK(host_call(0, OP_HANDOVER, x, gb, 200) == -EINVAL, "to a slot past max_hosts");
+	CHECK(host_call(1, OP_HANDOVER, x, gc, sc) == -ESTALE, "by B, not a holder");
+	r = host_call(0, OP_HANDOVER, x, gb, sb_);
+	CHECK(r == 0 && shm->h[0].li.owner_slot == sb_ && shm->h[0].li.nholders == 1 &&
+	      shm->h[0].li.owner_gen == (uint64_t)gb, "A -> B: r %d owner %u holders %u", r,
+	      shm->h[0].li.owner_slot, shm->h[0].li.nholders);
+	CHECK(host_call(0, OP_REL, x, 0, 0) == -ESTALE, "A is no holder after the handover");
+	CHECK(host_call(0, OP_ACQ, x, VMFSD_LOCK_RO, 0) == -EBUSY, "A RO after the handover");
+	CHECK(host_call(1, OP_ACQ, x, VMFSD_LOCK_EXCL, 0) == 0, "B finds it its own (no write)");
+	r = host_call(2, OP_ACQ, x, VMFSD_LOCK_EXCL, 0);
+	CHECK(r == -EBUSY && shm->h[2].li.owner_slot == sb_, "C EXCL refused naming B: %d", r);
+	CHECK(host_call(1, OP_DOWN, x, VMFSD_LOCK_RO, 0) == 0, "B downgrade");
+	CHECK(host_call(1, OP_HANDOVER, x, gc, sc) == -EINVAL, "a shared lock is not handed over");
+	CHECK(host_call(1, OP_UPG, x, 0, 0) == 0, "B upgrade");
+	CHECK(host_call(1, OP_HANDOVER, x, gc, sc) == 0, "B -> C");
+	CHECK(host_call(2, OP_HANDOVER, x, ga, sa) == 0, "C -> A");
+	CHECK(host_call(0, OP_REL, x, 0, 0) == 0 && shm->h[0].li.mode == VMFSD_LOCK_FREE,
+	      "A releases: free");
+	note("handover: A -> B -> C -> A; wrong generation, self, non-holder, shared refused");
+out:
+	hosts_kill_all();
+}
+
 /* A victim host whose heartbeat fails (I/O errors, or a stalled renewal)
  * while its data writes still work: it must fence (stop its writes)
  * strictly before any survivor may judge it dead; after the takeover, with
@@ -1436,6 +1482,8 @@ int main(int argc, char **argv)
 		case_takeover();
 	else if (!strcmp(name, "shared"))
 		case_shared();
+	else if (!strcmp(name, "handover"))
+		case_handover();
 	else if (!strcmp(name, "fence-eio"))
 		fence_case(0);
 	else if (!strcmp(name, "fence-stall"))

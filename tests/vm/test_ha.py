@@ -28,6 +28,12 @@ short; bench/ha.sh measures the default.
   test_ha.py vmfsd-dies only A's vmfsd is killed: A's agent kills its QEMUs
                         (nothing can fence a dead vmfsd), then B or C
                         restarts the VM.
+  test_ha.py migrated   A runs vm1 and vm2 and live-migrates vm1 to B
+                        (agents with --migration-address); then A dies as
+                        a power loss: vm2 runs again on B or C, vm1 goes on
+                        on B with the same QEMU (never restarted, no
+                        ha.restarted event for it), each exactly once, and
+                        only B's protected list names vm1 (docs/ha.md §4).
   test_ha.py long N     N rounds of kill and isolate (suite ha-long),
                         counting double runs: must be 0.
 """
@@ -458,6 +464,56 @@ def scenario_vmfsd_dies(c, kernel, initrd):
         c.section("A's vmfsd dies: its agent kills the QEMU, B or C restarts it", kill_vmfsd)
 
 
+def scenario_migrated(c, kernel, initrd):
+    names = ["vm1", "vm2"]
+    mig = ["--migration-address", "127.0.0.1"]
+    with vmtest.Volume("ha-migrated", checker=c, mkfs_args=MKFS_ARGS) as vol:
+        mnts, agents = setup(vol, ["A", "B", "C"], agent_extra={h: mig for h in "ABC"})
+        st = {}
+
+        def listed(name):
+            out = set()
+            top = os.path.join(mnts["C"], ".vmfsd", "ha", "protected")
+            for h in os.listdir(top):
+                for f in os.listdir(os.path.join(top, h)):
+                    try:
+                        with open(os.path.join(top, h, f)) as fh:
+                            if json.load(fh).get("vmx") == "%s/%s.vmx" % (name, name):
+                                out.add(h)
+                    except (OSError, ValueError):
+                        pass
+            return out
+
+        def run_and_migrate():
+            wait_for(lambda: os.path.exists(os.path.join(mnts["A"], ".vmfsd", "agents",
+                                                         "B.migration")), 60, "B's address")
+            create_vms(c, agents["A"], mnts["A"], names, kernel, initrd, seen_from=mnts["B"])
+            agents["A"].ok("migrate", os.path.join(mnts["A"], "vm1"), "--host", "B", timeout=300)
+            st["pid"] = agents["B"].info(os.path.join(mnts["B"], "vm1"))["pid"]
+            wait_for(lambda: listed("vm1") == {"B"} and listed("vm2") == {"A"}, 10,
+                     "vm1 listed by B only, vm2 by A (now %r, %r)" % (listed("vm1"),
+                                                                       listed("vm2")))
+
+        def kill_a():
+            st["t0"] = power_loss(vol, "A", agents["A"])
+            wait_for(lambda: len(where(agents, mnts, "vm2")) == 1, 120, "vm2 running again",
+                     step=0.5)
+            d, last = check_once(c, agents, mnts, names, 6, "after the kill")
+            c.eq(d, 0, "double runs")
+            c.eq(last.get("vm1"), "B", "vm1's host")
+            c.check(last.get("vm2") in ("B", "C"), "vm2 ended up on %r" % last.get("vm2"))
+            i = agents["B"].info(os.path.join(mnts["B"], "vm1"))
+            c.eq((i["state"], i["pid"]), ("running", st["pid"]), "vm1 on B: the same QEMU")
+            ev = restarted_events(agents)
+            c.check("vm2" in ev and "vm1" not in ev, "ha.restarted events: %r" % ev)
+            c.eq(listed("vm1"), {"B"}, "vm1's protected lists after the failover")
+
+        c.section("A runs vm1 and vm2, vm1 migrates to B", run_and_migrate)
+        if c.failures:
+            return
+        c.section("A dies: only vm2 is restarted", kill_a)
+
+
 def body(c):
     kernel, initrd = vmtest.guest()
     mode = sys.argv[1] if len(sys.argv) > 1 else "kill"
@@ -469,6 +525,8 @@ def body(c):
         scenario_two_dead(c, kernel, initrd)
     elif mode == "vmfsd-dies":
         scenario_vmfsd_dies(c, kernel, initrd)
+    elif mode == "migrated":
+        scenario_migrated(c, kernel, initrd)
     elif mode == "long":
         n = int(os.environ.get("HA_LONG_ROUNDS") or (sys.argv[2] if len(sys.argv) > 2 else 100))
         doubles = 0

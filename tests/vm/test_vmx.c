@@ -266,7 +266,7 @@ Test(qemu, argv_has_no_vmx_text)
 			cr_expect(strstr(a.v[i], "\"driver\":\"raw\"") != NULL, "%s", a.v[i]);
 		}
 		kernel |= !strcmp(a.v[i], "/proc/self/fd/6");
-		accel |= !strcmp(a.v[i], "q35,accel=tcg");
+		accel |= !strcmp(a.v[i], "pc-q35-7.2,accel=tcg");
 		/* a guest panic must pause QEMU for the agent's monitor */
 		pvpanic |= i > 0 && !strcmp(a.v[i - 1], "-device") && !strcmp(a.v[i], "pvpanic");
 		panic_pause |= i > 0 && !strcmp(a.v[i - 1], "-action") && !strcmp(a.v[i], "panic=pause");
