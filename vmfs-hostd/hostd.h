@@ -30,6 +30,9 @@ struct agent {
 	 * guest powered off */
 	struct { pid_t pid; int status; } reaped[64];
 	unsigned nreaped;
+	/* the connection of the request being served (in its child), -1 in
+	 * the agent: long operations stream progress lines on it (task.c) */
+	int client_fd;
 };
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */

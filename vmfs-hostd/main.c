@@ -171,6 +171,7 @@ static void serve(struct agent *a, int cfd)
 		reply = json_pack("{s:b,s:s,s:i}", "ok", 0, "error", "malformed request", "errno",
 				  -rc);
 	} else {
+		a->client_fd = cfd;
 		reply = agent_request(a, req);
 		json_decref(req);
 	}
@@ -225,6 +226,7 @@ int main(int argc, char **argv)
 		/* systemd's DefaultTimeoutStopSec (90 s): the grace a service
 		 * gets to stop is a fair grace for a guest OS to shut down */
 		.shutdown_timeout = 90,
+		.client_fd = -1,
 	};
 	char hostbuf[256];
 	const char *sock = NULL, *sdir = NULL;

@@ -14,6 +14,7 @@
  *   power.c      power-on in steps, power-off, shutdown, reset, suspend,
  *                continue after an I/O error
  *   fence.c      kill-volume and the fence notice from vmfsd
+ *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "storage.h"
 
 /* ---------------- the commands ---------------- */
 
@@ -184,6 +186,7 @@ static const struct {
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
 	{"events", cmd_events},
+	{"tasks", tasks_list},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;
@@ -203,6 +206,10 @@ static const struct {
 	{"reset", true, vm_reset},
 	{"suspend", true, vm_suspend},
 	{"destroy", true, vm_destroy},
+	{"migrate-storage", true, storage_migrate},
+	{"clone", true, storage_clone},
+	{"template", true, storage_template},
+	{"deploy", true, storage_deploy},
 };
 
 json_t *agent_request(struct agent *a, json_t *req)
@@ -243,6 +250,8 @@ void agent_reconcile(struct agent *a, bool startup)
 	DIR *d;
 	struct dirent *de;
 
+	if (startup)
+		storage_recover_all(a);   /* moves and clones an agent crash cut short */
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	if (!d)

@@ -46,6 +46,7 @@ enum cmd_arg {
 	ARG_NONE,               /* nothing (list, agent-info) */
 	ARG_PATH,               /* one PATH: a VM folder or its .vmx (kill-volume: a mount) */
 	ARG_OPT_PATH,           /* an optional PATH (events) */
+	ARG_TWO_PATHS,          /* VM and a destination folder (migrate-storage, clone, deploy) */
 };
 
 /* Options a command accepts (besides --json) */
@@ -70,6 +71,7 @@ struct command {
 static int parse_create(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
 static int after_console(json_t *reply);
+static int parse_storage(const struct command *c, int argc, char **argv, json_t *req);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -105,6 +107,20 @@ static const struct command commands[] = {
 	 NULL, NULL},
 	{"events", " [PATH] [--count N]  this host's recent events (of one VM)\n", ARG_OPT_PATH,
 	 OPT_COUNT, NULL, NULL},
+	{"migrate-storage", " PATH DEST [--provisioning thin|thick|eagerzeroed]\n"
+	 "                        move the VM folder to DEST (Storage vMotion; live\n"
+	 "                        when the VM runs here); DEST an existing folder: into it\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"clone", " PATH NEW_FOLDER [--provisioning thin|thick|eagerzeroed]\n"
+	 "                        copy the VM (hot when it runs) under a new identity\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"template", " PATH [--unset]  mark a powered-off VM as a template (no power-on)\n",
+	 ARG_PATH, 0, parse_storage, NULL},
+	{"deploy", " TEMPLATE NEW_FOLDER [--name NAME] [--cpus N] [--memory MIB]\n"
+	 "         [--provisioning thin|thick|eagerzeroed]   a new VM from a template\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"tasks", "                 running and recent copies and moves (this host and the\n"
+	 "                        datastores mounted here)\n", ARG_NONE, 0, NULL, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -197,6 +213,74 @@ static int agent_connect(const char *path)
 	return fd;
 }
 
+static bool progress_shown;   /* a bar is on the terminal's last line */
+static bool progress_lines;   /* --json progress events were printed */
+
+static void human_bytes(double b, char *buf, size_t size)
+{
+	static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(buf, size, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+/* A progress line of a long operation: a bar on a terminal (percent of the
+ * data to copy, rate, ETA), a JSON line with --json, nothing otherwise. */
+static void show_progress(json_t *p)
+{
+	double done = (double)json_integer_value(json_object_get(p, "done"));
+	double total = (double)json_integer_value(json_object_get(p, "total"));
+	double rate = (double)json_integer_value(json_object_get(p, "rate"));
+	json_t *eta = json_object_get(p, "eta_s");
+	const char *phase = json_string_value(json_object_get(p, "phase"));
+	char d[32], t[32], r[32], e[32] = "--:--", bar[31];
+	double pct = total > 0 ? 100.0 * done / total : 0;
+	int fill;
+
+	if (json_out) {
+		json_t *o = json_pack("{s:s,s:O}", "event", "progress", "task", p);
+		char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+		if (s)
+			printf("%s\n", s);
+		fflush(stdout);
+		free(s);
+		json_decref(o);
+		progress_lines = true;
+		return;
+	}
+	if (!isatty(2))
+		return;
+	if (pct > 100)
+		pct = 100;
+	fill = (int)(pct * 30 / 100);
+	memset(bar, '#', (size_t)fill);
+	memset(bar + fill, '.', (size_t)(30 - fill));
+	bar[30] = '\0';
+	human_bytes(done, d, sizeof(d));
+	human_bytes(total, t, sizeof(t));
+	human_bytes(rate, r, sizeof(r));
+	if (json_is_integer(eta)) {
+		long long s = json_integer_value(eta);
+
+		snprintf(e, sizeof(e), "%lld:%02lld", s / 60, s % 60);
+	}
+	fprintf(stderr, "\r[%s] %3.0f%%  %s of %s  %s/s  ETA %s  %-10s", bar, pct, d, t, r, e,
+		phase ? phase : "");
+	progress_shown = true;
+}
+
+static void end_progress(void)
+{
+	if (progress_shown)
+		fputc('\n', stderr);
+	progress_shown = false;
+}
+
 /* Sends req (stolen), returns the reply or NULL (message printed). */
 static json_t *agent_call(const char *sock, json_t *req)
 {
@@ -222,9 +306,11 @@ static json_t *agent_call(const char *sock, json_t *req)
 	}
 	free(text);
 	/* no deadline: a shutdown waits for the guest, an eager-zeroed
-	 * create writes the whole disk; the agent bounds both */
+	 * create writes the whole disk; the agent bounds both.  Lines with
+	 * "progress" come before the reply of a long operation. */
 	for (;;) {
 		ssize_t n;
+		char *nl;
 
 		if (len + 4096 > cap) {
 			cap = cap ? cap * 2 : 65536;
@@ -240,9 +326,22 @@ static json_t *agent_call(const char *sock, json_t *req)
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		if (memchr(buf, '\n', len))
+		while ((nl = memchr(buf, '\n', len))) {
+			json_t *p = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
+
+			if (!json_is_object(p) || !json_object_get(p, "progress")) {
+				json_decref(p);
+				break;
+			}
+			show_progress(json_object_get(p, "progress"));
+			json_decref(p);
+			len -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, len);
+		}
+		if (nl)
 			break;
 	}
+	end_progress();
 	close(fd);
 	if (!len) {
 		fprintf(stderr, "%s: the agent closed the connection without an answer\n", prog);
@@ -372,6 +471,31 @@ static void print_human(const char *cmd, json_t *r)
 			printf("%s.%03d %-10s %-20s %s%s%s\n", when, (int)(ms % 1000), jstr(e, "host"),
 			       jstr(e, "type"), json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
 			       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
+		}
+		return;
+	}
+	if (!strcmp(cmd, "tasks")) {
+		json_t *t;
+		size_t i;
+
+		printf("%-19s %-8s %-15s %-11s %-11s %5s  %s\n", "STARTED", "HOST", "OPERATION", "STATE",
+		       "PHASE", "DONE", "VM -> DESTINATION");
+		json_array_foreach(json_object_get(r, "tasks"), i, t) {
+			json_int_t ms = json_integer_value(json_object_get(t, "started_ms"));
+			time_t tt = (time_t)(ms / 1000);
+			char when[32];
+			struct tm tm;
+
+			localtime_r(&tt, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			printf("%-19s %-8s %-15s %-11s %-11s %4.0f%%  %s -> %s\n", when, jstr(t, "host"),
+			       jstr(t, "op"), jstr(t, "state"), jstr(t, "phase"),
+			       json_number_value(json_object_get(t, "percent")), jstr(t, "vm"),
+			       jstr(t, "dest"));
+			if (json_object_get(t, "message") && strcmp(jstr(t, "state"), "running"))
+				printf("    %s\n", jstr(t, "message"));
+			if (json_object_get(t, "recovery"))
+				printf("    recovery: %s\n", jstr(t, "recovery"));
 		}
 		return;
 	}
@@ -602,6 +726,63 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 	return 0;
 }
 
+/* migrate-storage, clone, deploy, template: provisioning, deploy's
+ * overrides, template --unset */
+static int parse_storage(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	int c;
+	static const struct option o[] = {
+		{"provisioning", required_argument, NULL, 'p'},
+		{"name", required_argument, NULL, 'N'},
+		{"cpus", required_argument, NULL, 'c'},
+		{"memory", required_argument, NULL, 'm'},
+		{"unset", no_argument, NULL, 'u'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
+
+	while ((c = getopt_long(argc, argv, "p:N:c:m:uj", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 'p':
+			if (tmpl)
+				return die_usage("--provisioning is not an option of %s", cmd->name);
+			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
+				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
+			json_object_set_new(req, "provisioning", json_string(optarg));
+			break;
+		case 'N':
+			if (!deploy)
+				return die_usage("--name is an option of deploy, not %s", cmd->name);
+			json_object_set_new(req, "name", json_string(optarg));
+			break;
+		case 'c':
+		case 'm':
+			if (!deploy)
+				return die_usage("--cpus and --memory are options of deploy, not %s", cmd->name);
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0)
+				return die_usage("'%s' is not a positive number", optarg);
+			json_object_set_new(req, c == 'c' ? "cpus" : "memory", json_integer(v));
+			break;
+		case 'u':
+			if (!tmpl)
+				return die_usage("--unset is an option of template, not %s", cmd->name);
+			json_object_set_new(req, "unset", json_true());
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	return 0;
+}
+
 static int after_console(json_t *reply)
 {
 	char serial[PATH_MAX];
@@ -620,7 +801,7 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
-	char sock[PATH_MAX] = "", path[PATH_MAX];
+	char sock[PATH_MAX] = "", path[PATH_MAX] = "";
 	const struct command *cmd;
 	json_t *req, *reply;
 	int c, rc;
@@ -670,6 +851,20 @@ int main(int argc, char **argv)
 			return EXIT_FAIL;
 		}
 		json_object_set_new(req, "path", json_string(path));
+	} else if (cmd->arg == ARG_TWO_PATHS) {
+		char dest[PATH_MAX];
+
+		if (optind != argc - 2)
+			return die_usage("%s needs a VM (folder or .vmx) and a destination folder", cmd->name);
+		rc = abs_path(argv[optind], path, sizeof(path));
+		if (!rc)
+			rc = abs_path(argv[optind + 1], dest, sizeof(dest));
+		if (rc) {
+			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind + (path[0] ? 1 : 0)], strerror(-rc));
+			return EXIT_FAIL;
+		}
+		json_object_set_new(req, "path", json_string(path));
+		json_object_set_new(req, "dest", json_string(dest));
 	} else if (optind != argc) {
 		return die_usage("unexpected argument '%s'", argv[optind]);
 	}
@@ -703,7 +898,8 @@ int main(int argc, char **argv)
 		char *s;
 
 		json_object_del(reply, "ok");
-		s = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		/* after progress events, the reply is one more JSON line */
+		s = json_dumps(reply, progress_lines ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		puts(s ? s : "{}");
 		free(s);
 	} else {

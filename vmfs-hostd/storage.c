@@ -1,0 +1,1718 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * Storage vMotion, clones and templates (docs/vm.md "Storage vMotion",
+ * "Clones and templates"): `migrate-storage` moves a whole VM folder to
+ * another folder, normally on another datastore: a stopped VM by the
+ * sparse copier (vm/copy.c), a running one by QEMU's blockdev-mirror into
+ * target nodes the agent opened itself and passed with add-fd, switched at
+ * READY with job-complete.  `clone` copies a VM (hot: mirror, then
+ * block-job-cancel with the guest paused for an instant, a point-in-time
+ * copy) under a new identity; `template` marks a VM that may not run and
+ * `deploy` creates VMs from it.
+ *
+ * Crash safety of a move rests on one small file, the intent record
+ * <vm>.vmx.move, in both folders: in the source it says which copy is
+ * authoritative ("phase": "copying" = the source, "switched" = the
+ * destination); in the destination it marks an incomplete copy that must
+ * not be powered on.  The switch is the atomic rename of the source record
+ * to phase "switched", written only when the destination holds every byte
+ * (offline: the copy fsynced; live: the mirror READY in write-blocking
+ * mode, so every write the guest completes from then on is in both).  Any
+ * interruption is resolved from the records alone: before the switch the
+ * destination is deleted, after it the source is (storage_power_gate,
+ * storage_recover_all).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "storage.h"
+#include "vm/copy.h"
+
+/* how often a running mirror is polled: progress for a person, and the
+ * READY state noticed within a quarter second */
+#define POLL_MS 250
+/* a mirror's first pass reads the whole disk: bounded like a suspend
+ * (MIGRATE_TIMEOUT_MS), per disk */
+#define MIRROR_TIMEOUT_MS MIGRATE_TIMEOUT_MS
+/* job-complete / block-job-cancel of a READY mirror only drain requests in
+ * flight: seconds at most on a loaded machine */
+#define PIVOT_TIMEOUT_MS 60000
+#define INTENT_MAX 16384
+
+/* ---------------------------------------------------------------- helpers */
+
+static void intent_name(const struct vm_config *c, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s.vmx.move", c->name);
+}
+
+static int fsync_dir(int dirfd)
+{
+	return fsync(dirfd) ? -errno : 0;
+}
+
+/* Writes J as NAME in DIRFD atomically (temporary file, fsync, rename,
+ * fsync of the folder): a crash leaves the old record or the new one. */
+static int intent_write(int dirfd, const char *name, json_t *j)
+{
+	char tmp[VM_NAME_MAX + 32], *s = json_dumps(j, JSON_INDENT(1) | JSON_SORT_KEYS);
+	int fd, rc = 0;
+	size_t len;
+
+	if (!s)
+		return -ENOMEM;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	unlinkat(dirfd, tmp, 0);
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		free(s);
+		return -errno;
+	}
+	len = strlen(s);
+	if (write(fd, s, len) != (ssize_t)len || fsync(fd))
+		rc = errno ? -errno : -EIO;
+	close(fd);
+	free(s);
+	if (!rc && renameat(dirfd, tmp, dirfd, name))
+		rc = -errno;
+	if (rc)
+		unlinkat(dirfd, tmp, 0);
+	return rc ? rc : fsync_dir(dirfd);
+}
+
+/* The record NAME of DIRFD, or NULL (none, or not a JSON object). */
+static json_t *intent_read(int dirfd, const char *name)
+{
+	char *text;
+	size_t len;
+	json_t *j;
+
+	if (vm_read_file(dirfd, name, INTENT_MAX, &text, &len))
+		return NULL;
+	j = json_loadb(text, len, 0, NULL);
+	free(text);
+	if (!json_is_object(j)) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	return json_string_value(json_object_get(o, k)) ?: "";
+}
+
+/* Deletes the regular files of FOLDER and the folder (never recurses). */
+static int remove_folder_files(const char *folder)
+{
+	int dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+	DIR *d;
+	struct dirent *de;
+
+	if (dfd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	d = fdopendir(dfd);
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (!fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) && !S_ISDIR(st.st_mode) &&
+		    unlinkat(dfd, de->d_name, 0) && !rc)
+			rc = -errno;
+	}
+	closedir(d);
+	if (rmdir(folder) && !rc)
+		rc = -errno;
+	return rc;
+}
+
+/* The state folder of a .vmx path (sdir of vmctx_open) */
+static void sdir_of(struct agent *a, const char *vmx_path, char *out, size_t size)
+{
+	char key[17];
+
+	vm_hash_name(vmx_path, key);
+	snprintf(out, size, "%s/vms/%s", a->state_dir, key);
+}
+
+/* Takes the per-VM flock of VMX_PATH's state folder without waiting;
+ * returns the descriptor, or -EBUSY while a request works on that VM. */
+static int flock_vm(struct agent *a, const char *vmx_path)
+{
+	char sd[PATH_MAX + 32], lp[PATH_MAX + 48];
+	int fd;
+
+	sdir_of(a, vmx_path, sd, sizeof(sd));
+	if (mkdir(sd, 0700) && errno != EEXIST)
+		return -errno;
+	snprintf(lp, sizeof(lp), "%s/lock", sd);
+	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		close(fd);
+		return -EBUSY;
+	}
+	return fd;
+}
+
+/* The runtime files of a running VM follow its .vmx to the new path's
+ * state folder.  QEMU's command line still names the old folder (its QMP
+ * and serial sockets were bound there; the sockets move with the rename),
+ * which qemu-sdir records for vm_qemu_pid. */
+static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx,
+		       const char *new_folder, const char *name)
+{
+	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock",
+					    "serial.log", "accel", "io-error", "qemu.err",
+					    "last-pid", "fenced", NULL};
+	char os[PATH_MAX + 32], ns[PATH_MAX + 32], p[PATH_MAX + 64], q[PATH_MAX + 64];
+	char orig[PATH_MAX + 32];
+
+	sdir_of(a, old_vmx, os, sizeof(os));
+	sdir_of(a, new_vmx, ns, sizeof(ns));
+	mkdir(ns, 0700);
+	snprintf(p, sizeof(p), "%s/qemu-sdir", os);
+	if (read_text(p, orig, sizeof(orig)))
+		snprintf(orig, sizeof(orig), "%s", os);
+	for (int i = 0; files[i]; i++) {
+		snprintf(p, sizeof(p), "%s/%s", os, files[i]);
+		snprintf(q, sizeof(q), "%s/%s", ns, files[i]);
+		if (rename(p, q) && errno == ENOENT)
+			unlink(q);
+	}
+	snprintf(q, sizeof(q), "%s/pid", ns);
+	if (!access(q, F_OK)) {
+		snprintf(q, sizeof(q), "%s/qemu-sdir", ns);
+		write_text(q, orig);
+		snprintf(q, sizeof(q), "%s/dslog", ns);
+		snprintf(p, sizeof(p), "%s/%s.log", new_folder, name);
+		write_text(q, p);
+	}
+	snprintf(p, sizeof(p), "%s/qemu-sdir", os);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/dslog", os);
+	unlink(p);
+	snprintf(q, sizeof(q), "%s/vmx", ns);
+	write_text(q, new_vmx);
+}
+
+/* ---------------------------------------------------------------- QMP */
+
+/* One QMP command on a fresh connection: QEMU's monitor socket serves one
+ * client at a time, and `info`, the sweep and other requests need it
+ * between our polls.  FD >= 0 travels along (add-fd). */
+static int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret,
+		struct vm_err *err)
+{
+	char p[PATH_MAX + 16];
+	struct qmp q;
+	int rc;
+
+	sfile(v, "qmp.sock", p, sizeof(p));
+	rc = qmp_open(&q, p, QMP_TIMEOUT_MS, err);
+	if (rc) {
+		json_decref(args);
+		return rc;
+	}
+	rc = fd >= 0 ? qmp_exec_fd(&q, cmd, args, fd, ret, err) : qmp_exec(&q, cmd, args, ret, err);
+	qmp_close(&q);
+	return rc;
+}
+
+/* The block node under virtio-blk device vdI (query-block) */
+static int disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err)
+{
+	json_t *ret = NULL, *b;
+	char want[32];
+	size_t k;
+	int rc = qmp1(v, "query-block", NULL, -1, &ret, err);
+
+	if (rc)
+		return rc;
+	snprintf(want, sizeof(want), "/vd%zu/", i);
+	rc = vm_errf(err, -ENOENT, "QEMU has no block device vd%zu", i);
+	json_array_foreach(ret, k, b) {
+		const char *qdev = jstr(b, "qdev");
+		const char *nn = jstr(json_object_get(b, "inserted"), "node-name");
+
+		if (strstr(qdev, want) && *nn) {
+			snprintf(node, size, "%s", nn);
+			rc = 0;
+			break;
+		}
+	}
+	json_decref(ret);
+	return rc;
+}
+
+/* job id -> {status, current-progress, total-progress, error} of query-jobs */
+static json_t *jobs_query(struct vmctx *v, struct vm_err *err, int *rc)
+{
+	json_t *ret = NULL, *j, *byid = json_object();
+	size_t k;
+
+	*rc = qmp1(v, "query-jobs", NULL, -1, &ret, err);
+	json_array_foreach(ret, k, j)
+		json_object_set(byid, jstr(j, "id"), j);
+	json_decref(ret);
+	return byid;
+}
+
+/* ---------------------------------------------------------------- the operation */
+
+struct disk {
+	char file[VM_NAME_MAX + 1];        /* descriptor in the source */
+	struct vmdk_desc desc;
+	char dfile[VM_NAME_MAX + 1];       /* descriptor in the destination */
+	char dext[VM_NAME_MAX + 1];        /* flat extent in the destination */
+	enum vm_prov prov;
+	uint64_t size, data;
+	/* live */
+	size_t index;                      /* vdN */
+	char src_node[64], dst_node[64], job[32];
+	int fdset;
+	uint64_t *regions;                 /* data regions: pairs (off, end) */
+	size_t nregions;
+	bool ready, done;
+};
+
+struct op {
+	struct agent *a;
+	struct vmctx *v;
+	struct task t;
+	const char *kind;                  /* "migrate-storage", "clone", "deploy" */
+	bool move, live, identity;
+	char dst[PATH_MAX];                /* destination folder */
+	char dst_name[VM_NAME_MAX + 1];    /* stem of the destination's files */
+	char dst_vmx[PATH_MAX + VM_NAME_MAX + 8];
+	char iname[VM_NAME_MAX + 16];      /* intent record name (source and destination) */
+	int ddir;
+	bool made, marked, intent;
+	struct disk d[VM_MAX_DISKS];
+	size_t nd;
+	uint64_t total, done;              /* data bytes, for progress */
+	json_t *req;
+	pid_t qpid;
+	struct vm_lockrec lr;
+	bool have_lr;
+};
+
+/* a clone's files are named after its folder: "<old>…" becomes "<new>…" */
+static void map_name(const struct op *o, const char *name, char *out, size_t size)
+{
+	size_t l = strlen(o->v->cfg.name);
+
+	if (o->identity && !strncmp(name, o->v->cfg.name, l) &&
+	    (name[l] == '.' || name[l] == '-' || name[l] == '_'))
+		snprintf(out, size, "%s%s", o->dst_name, name + l);
+	else
+		snprintf(out, size, "%s", name);
+}
+
+/* DEST is a new folder, or an existing one the VM goes into (like mv) */
+static json_t *resolve_dest(struct op *o, const char *dest)
+{
+	char buf[PATH_MAX], parent[PATH_MAX], base[PATH_MAX];
+	struct stat st;
+	struct vm_err err;
+	int rc;
+
+	if (!dest || dest[0] != '/')
+		return reply_err(EINVAL, "%s: the agent needs an absolute destination folder", o->kind);
+	if (!stat(dest, &st) && S_ISDIR(st.st_mode)) {
+		if (!realpath(dest, parent))
+			return reply_err(errno, "%s: %s", dest, strerror(errno));
+		snprintf(base, sizeof(base), "%s", basename(o->v->folder));
+	} else {
+		snprintf(buf, sizeof(buf), "%s", dest);
+		while (strlen(buf) > 1 && buf[strlen(buf) - 1] == '/')
+			buf[strlen(buf) - 1] = '\0';
+		snprintf(base, sizeof(base), "%s", basename(buf));
+		snprintf(buf, sizeof(buf), "%s", dest);
+		if (!realpath(dirname(buf), parent))
+			return reply_err(errno, "%s: parent folder of %s: %s", o->kind, dest,
+					 strerror(errno));
+	}
+	rc = vm_name_check(base, "destination folder", 0, o->kind, &err);
+	if (rc)
+		return reply_err(rc, "%s", err.msg);
+	if (base[0] == '.' || strlen(base) > 100)
+		return reply_err(EINVAL, "%s: '%s': a VM folder name must not start with '.' and has at most 100 bytes",
+				 o->kind, base);
+	if ((size_t)snprintf(o->dst, sizeof(o->dst), "%s/%s", parent, base) >= sizeof(o->dst))
+		return reply_err(ENAMETOOLONG, "%s: destination path too long", o->kind);
+	if (!strcmp(o->dst, o->v->folder))
+		return reply_err(EINVAL, "%s: %s is the VM's own folder", o->kind, o->dst);
+	if (!strncmp(o->dst, o->v->folder, strlen(o->v->folder)) &&
+	    o->dst[strlen(o->v->folder)] == '/')
+		return reply_err(EINVAL, "%s: %s is inside the VM's folder", o->kind, o->dst);
+	if (!lstat(o->dst, &st))
+		return reply_err(EEXIST, "%s: %s already exists", o->kind, o->dst);
+	snprintf(o->dst_name, sizeof(o->dst_name), "%s", o->identity ? base : o->v->cfg.name);
+	snprintf(o->dst_vmx, sizeof(o->dst_vmx), "%s/%s.vmx", o->dst, o->dst_name);
+	return NULL;
+}
+
+/* The disks and the provisioning each gets */
+static json_t *plan_disks(struct op *o, const char *prov)
+{
+	struct vm_config *c = &o->v->cfg;
+	struct vm_err err;
+	enum vm_prov want = VM_PROV_THIN;
+
+	if (prov && vm_prov_parse(prov, &want))
+		return reply_err(EINVAL, "%s: --provisioning must be thin, thick or eagerzeroed", o->kind);
+	for (size_t i = 0; i < c->ndisks; i++) {
+		struct disk *d = &o->d[o->nd];
+		int rc;
+
+		if (c->disks[i].cdrom)
+			continue;
+		memset(d, 0, sizeof(*d));
+		d->index = i;
+		d->fdset = -1;
+		snprintf(d->file, sizeof(d->file), "%s", c->disks[i].file);
+		rc = vmdk_load(o->v->dirfd, d->file, &d->desc, &err);
+		if (rc)
+			return reply_err(rc, "%s: %s: %s", o->v->vmx_path, c->disks[i].key, err.msg);
+		for (size_t k = 0; k < o->nd; k++)
+			if (!strcmp(o->d[k].desc.extent, d->desc.extent))
+				return reply_err(EINVAL, "%s: two disks share the extent %s", o->v->vmx_path,
+						 d->desc.extent);
+		d->size = d->desc.sectors * 512;
+		/* by default a disk keeps its provisioning (eager-zeroed
+		 * cannot be told from thick afterwards: it becomes thick) */
+		d->prov = prov ? want : d->desc.thin ? VM_PROV_THIN : VM_PROV_THICK;
+		map_name(o, d->file, d->dfile, sizeof(d->dfile));
+		map_name(o, d->desc.extent, d->dext, sizeof(d->dext));
+		o->nd++;
+	}
+	return NULL;
+}
+
+static bool is_extent(const struct op *o, const char *name)
+{
+	for (size_t i = 0; i < o->nd; i++)
+		if (!strcmp(o->d[i].desc.extent, name))
+			return true;
+	return false;
+}
+
+static bool is_descriptor(const struct op *o, const char *name)
+{
+	for (size_t i = 0; i < o->nd; i++)
+		if (!strcmp(o->d[i].file, name))
+			return true;
+	return false;
+}
+
+/* Which files of the source folder are copied as they are: everything but
+ * the extents and descriptors (done apart), the lock record, intent
+ * records and temporary files; a clone leaves out the logs and the
+ * suspended memory state too (they belong to the source's runs). */
+static bool copy_plain(const struct op *o, const char *name)
+{
+	char lck[VM_NAME_MAX + 16];
+	size_t l = strlen(name);
+
+	vm_lockrec_name(&o->v->cfg, lck, sizeof(lck));
+	if (is_extent(o, name) || is_descriptor(o, name) || !strcmp(name, lck) ||
+	    !strcmp(name, o->iname) || !strcmp(name, o->v->cfg.vmx_name) ||
+	    (l > 4 && !strcmp(name + l - 4, ".tmp")) || (l > 5 && !strcmp(name + l - 5, ".move")))
+		return false;
+	if (o->identity && ((l > 4 && !strcmp(name + l - 4, ".log")) ||
+			    (l > 5 && !strcmp(name + l - 5, ".vmss")) ||
+			    (l > 4 && !strcmp(name + l - 4, ".lck"))))
+		return false;
+	return true;
+}
+
+/* the sizes the copy will write, and a refusal when the destination
+ * cannot hold them */
+static json_t *check_space(struct op *o)
+{
+	struct statvfs sv;
+	uint64_t need = 0, free_b;
+	DIR *d;
+	struct dirent *de;
+	int dfd;
+
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *dk = &o->d[i];
+		int fd = openat(o->v->dirfd, dk->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd < 0)
+			return reply_err(errno, "%s: %s: %s", o->v->vmx_path, dk->desc.extent,
+					 strerror(errno));
+		if (vm_data_bytes(fd, dk->size, &dk->data))
+			dk->data = dk->size;
+		close(fd);
+		need += dk->prov == VM_PROV_THIN ? dk->data : dk->size;
+		o->total += dk->prov == VM_PROV_EAGER ? dk->size : dk->data;
+	}
+	/* a new open: a dup would share (and leave at the end) the offset
+	 * of the folder's descriptor */
+	dfd = openat(o->v->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	while (d && (de = readdir(d))) {
+		struct stat st;
+
+		if (de->d_name[0] == '.' && (!de->d_name[1] || !strcmp(de->d_name, "..")))
+			continue;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			json_t *r = reply_err(EISDIR, "%s: the VM folder holds a subfolder '%s': move or remove it first",
+					      o->v->folder, de->d_name);
+			closedir(d);
+			return r;
+		}
+		if (S_ISREG(st.st_mode) && copy_plain(o, de->d_name)) {
+			need += (uint64_t)st.st_blocks * 512;
+			o->total += (uint64_t)st.st_size;
+		}
+	}
+	if (d)
+		closedir(d);
+	char parent[PATH_MAX];
+	snprintf(parent, sizeof(parent), "%s", o->dst);
+	if (statvfs(dirname(parent), &sv))
+		return reply_err(errno, "%s: %s", o->dst, strerror(errno));
+	free_b = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (need > free_b)
+		return reply_err(ENOSPC, "%s: the destination has %" PRIu64 " MiB free; the VM needs %" PRIu64
+				 " MiB there: nothing was copied", o->kind, free_b >> 20, (need + (1 << 20) - 1) >> 20);
+	return NULL;
+}
+
+static void copy_cb(void *arg, uint64_t done, uint64_t total)
+{
+	struct op *o = arg;
+
+	(void)total;
+	task_progress(&o->t, "copying", o->done + done, o->total);
+}
+
+/* Copies NAME of the source to DNAME of the destination.  EXTENT: a flat
+ * extent (direct I/O, provisioned as PROV). */
+static int copy_file(struct op *o, const char *name, const char *dname, bool extent,
+		     enum vm_prov prov, struct vm_err *err)
+{
+	int in, out, rc;
+	struct stat st;
+
+	in = openat(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0));
+	if (in < 0 && extent && errno == EINVAL)
+		in = openat(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	if (fstat(in, &st) || !S_ISREG(st.st_mode)) {
+		close(in);
+		return vm_errf(err, -EINVAL, "%s: not a regular file", name);
+	}
+	out = openat(o->ddir, dname,
+		     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0),
+		     st.st_mode & 0777);
+	if (out < 0 && extent && errno == EINVAL)
+		out = openat(o->ddir, dname, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+			     st.st_mode & 0777);
+	if (out < 0) {
+		rc = vm_errf(err, -errno, "%s/%s: %s", o->dst, dname, strerror(errno));
+		close(in);
+		return rc;
+	}
+	rc = vm_copy_sparse(in, out, (uint64_t)st.st_size, extent ? prov : VM_PROV_THIN, copy_cb, o,
+			    err);
+	if (rc) {
+		char m[sizeof(err->msg)];
+
+		snprintf(m, sizeof(m), "%s", err->msg);
+		vm_errf(err, rc, "copying %s to %s: %s", name, o->dst, m);
+	}
+	close(out);
+	close(in);
+	if (!rc) {
+		uint64_t d = (uint64_t)st.st_size;
+
+		if (extent) {
+			for (size_t i = 0; i < o->nd; i++)
+				if (!strcmp(o->d[i].desc.extent, name))
+					d = prov == VM_PROV_EAGER ? o->d[i].size : o->d[i].data;
+		}
+		o->done += d;
+	}
+	return rc;
+}
+
+static int write_new(int dirfd, const char *name, const char *text, struct vm_err *err)
+{
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	size_t len = strlen(text);
+
+	if (fd < 0)
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd)) {
+		int rc = errno ? -errno : -EIO;
+
+		close(fd);
+		return vm_errf(err, rc, "writing %s: %s", name, strerror(-rc));
+	}
+	close(fd);
+	return 0;
+}
+
+/* The destination's descriptor: a move keeps the source's text (its CID
+ * and UUID: the same disk) but for ddb.thinProvisioned; a clone gets a new
+ * one (new CID and UUID, the new extent name). */
+static int write_descriptor(struct op *o, struct disk *d, struct vm_err *err)
+{
+	char *text = NULL, *out = NULL;
+	size_t len;
+	int rc;
+
+	if (o->identity) {
+		struct vmdk_desc n = d->desc;
+
+		snprintf(n.extent, sizeof(n.extent), "%s", d->dext);
+		n.thin = d->prov == VM_PROV_THIN;
+		out = vmdk_format(&n);
+		if (!out)
+			return vm_errf(err, -ENOMEM, "out of memory");
+	} else {
+		FILE *m;
+		char *line, *save = NULL;
+		bool seen = false;
+
+		rc = vm_read_file(o->v->dirfd, d->file, 65536, &text, &len);
+		if (rc)
+			return vm_errf(err, rc, "%s: %s", d->file, strerror(-rc));
+		m = open_memstream(&out, &len);
+		for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			if (!strncmp(line, "ddb.thinProvisioned", 19)) {
+				fprintf(m, "ddb.thinProvisioned = \"%d\"\n", d->prov == VM_PROV_THIN);
+				seen = true;
+			} else {
+				fprintf(m, "%s\n", line);
+			}
+		}
+		if (!seen && d->prov == VM_PROV_THIN)
+			fprintf(m, "ddb.thinProvisioned = \"1\"\n");
+		fclose(m);
+		free(text);
+	}
+	rc = write_new(o->ddir, d->dfile, out, err);
+	free(out);
+	return rc;
+}
+
+static void vmx_del(struct vmx_file *f, const char *key)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		if (!strcasecmp(f->kv[i].key, key)) {
+			free(f->kv[i].key);
+			free(f->kv[i].value);
+			memmove(&f->kv[i], &f->kv[i + 1], (f->n - i - 1) * sizeof(f->kv[0]));
+			f->n--;
+			return;
+		}
+	}
+}
+
+/* VMware's uuid.bios format: "56 4d xx xx xx xx xx xx-xx xx xx xx xx xx xx xx" */
+static void new_uuid(char *out)
+{
+	unsigned char b[14];
+	size_t l;
+
+	if (getrandom(b, sizeof(b), 0) != sizeof(b))
+		memset(b, 0x42, sizeof(b));
+	l = (size_t)sprintf(out, "56 4d");
+	for (int i = 0; i < 14; i++)
+		l += (size_t)sprintf(out + l, "%s%02x", i == 6 ? "-" : " ", b[i]);
+}
+
+/* The destination's .vmx: a move copies it byte for byte (the VM keeps its
+ * identity); a clone or deployment gets a new UUID, new MAC addresses
+ * (VMware's 00:0c:29 generated range), a new display name and its files'
+ * new names; a deployment its --cpus/--memory; neither is a template. */
+static int write_vmx(struct op *o, struct vm_err *err)
+{
+	char *text, *out;
+	size_t len;
+	struct vmx_file f;
+	int rc;
+	const char *name = jstr(o->req, "name");
+	json_int_t cpus = json_integer_value(json_object_get(o->req, "cpus"));
+	json_int_t mem = json_integer_value(json_object_get(o->req, "memory"));
+
+	rc = vm_read_file(o->v->dirfd, o->v->cfg.vmx_name, VMX_MAX_FILE, &text, &len);
+	if (rc)
+		return vm_errf(err, rc, "%s: %s", o->v->cfg.vmx_name, strerror(-rc));
+	if (!o->identity) {
+		char vn[VM_NAME_MAX + 8];
+
+		snprintf(vn, sizeof(vn), "%s.vmx", o->dst_name);
+		rc = write_new(o->ddir, vn, text, err);
+		free(text);
+		return rc;
+	}
+	rc = vmx_parse(text, len, o->v->cfg.vmx_name, &f, err);
+	free(text);
+	if (rc)
+		return rc;
+	char u[64], num[32], key[64];
+
+	new_uuid(u);
+	vmx_set(&f, "uuid.bios", u);
+	vmx_set(&f, "uuid.location", u);
+	vmx_del(&f, "vc.uuid");
+	vmx_set(&f, "displayName", *name ? name : o->dst_name);
+	vmx_del(&f, "vmfsd.template");
+	if (cpus > 0) {
+		snprintf(num, sizeof(num), "%lld", (long long)cpus);
+		vmx_set(&f, "numvcpus", num);
+	}
+	if (mem > 0) {
+		snprintf(num, sizeof(num), "%lld", (long long)mem);
+		vmx_set(&f, "memSize", num);
+	}
+	for (size_t i = 0; i < o->v->cfg.nnics; i++) {
+		int n = o->v->cfg.nics[i].index;
+		unsigned char b[3];
+		char mac[18];
+
+		if (getrandom(b, sizeof(b), 0) != sizeof(b))
+			memset(b, 0x11, sizeof(b));
+		snprintf(mac, sizeof(mac), "00:0c:29:%02x:%02x:%02x", b[0], b[1], b[2]);
+		snprintf(key, sizeof(key), "ethernet%d.address", n);
+		vmx_del(&f, key);
+		snprintf(key, sizeof(key), "ethernet%d.addressType", n);
+		vmx_set(&f, key, "generated");
+		snprintf(key, sizeof(key), "ethernet%d.generatedAddress", n);
+		vmx_set(&f, key, mac);
+	}
+	for (size_t i = 0; i < o->v->cfg.ndisks; i++) {
+		char nn[VM_NAME_MAX + 1];
+
+		snprintf(key, sizeof(key), "%s.fileName", o->v->cfg.disks[i].key);
+		map_name(o, o->v->cfg.disks[i].file, nn, sizeof(nn));
+		vmx_set(&f, key, nn);
+	}
+	out = vmx_format(&f);
+	vmx_free(&f);
+	if (!out)
+		return vm_errf(err, -ENOMEM, "out of memory");
+	/* what every host will parse: check it before writing it */
+	{
+		struct vmx_file chk;
+		struct vm_config cfg;
+		char vn[VM_NAME_MAX + 8];
+
+		snprintf(vn, sizeof(vn), "%s.vmx", o->dst_name);
+		rc = vmx_parse(out, strlen(out), vn, &chk, err);
+		if (!rc) {
+			rc = vm_config_from_vmx(&chk, vn, &cfg, err);
+			vmx_free(&chk);
+		}
+		if (!rc)
+			rc = vm_check_resources(cfg.vcpus, cfg.mem_mib, &o->a->res, err);
+		if (!rc)
+			rc = write_new(o->ddir, vn, out, err);
+	}
+	free(out);
+	return rc;
+}
+
+static json_t *intent_json(struct op *o, const char *role, const char *phase)
+{
+	char bid[40] = "";
+	json_t *j, *t = json_array(), *s = json_array(), *f = json_array();
+
+	vm_boot_id(bid, sizeof(bid));
+	for (size_t i = 0; i < o->nd; i++) {
+		json_array_append_new(t, json_string(o->d[i].dst_node));
+		json_array_append_new(s, json_string(o->d[i].src_node));
+		json_array_append_new(f, json_integer(o->d[i].fdset));
+	}
+	j = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:s,s:b,s:I,s:s,s:o,s:o,s:o}", "op", o->kind,
+		      "role", role, "phase", phase, "source", o->v->folder, "source_vmx",
+		      o->v->vmx_path, "dest", o->dst, "dest_vmx", o->dst_vmx, "host", o->a->host,
+		      "task", o->t.id, "live", o->live, "time", (json_int_t)time(NULL), "boot_id", bid,
+		      "target_nodes", t, "source_nodes", s, "fdsets", f);
+	return j;
+}
+
+static int set_phase(struct op *o, const char *phase)
+{
+	json_t *j = intent_json(o, "source", phase);
+	int rc = intent_write(o->v->dirfd, o->iname, j);
+
+	json_decref(j);
+	return rc;
+}
+
+/* Makes the destination folder and marks it incomplete; a move also writes
+ * its intent record in the source. */
+static json_t *begin(struct op *o)
+{
+	json_t *j;
+	int rc;
+
+	if (mkdir(o->dst, 0755))
+		return reply_err(errno, "%s: %s: %s", o->kind, o->dst, strerror(errno));
+	o->made = true;
+	o->ddir = open(o->dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (o->ddir < 0)
+		return reply_err(errno, "%s: %s", o->dst, strerror(errno));
+	j = intent_json(o, "destination", "copying");
+	rc = intent_write(o->ddir, o->iname, j);
+	json_decref(j);
+	if (rc)
+		return reply_err(rc, "%s: cannot write the intent record in %s: %s", o->kind, o->dst,
+				 strerror(-rc));
+	o->marked = true;
+	if (o->move) {
+		rc = set_phase(o, "copying");
+		if (rc)
+			return reply_err(rc, "%s: cannot write the intent record %s in %s: %s", o->kind,
+					 o->iname, o->v->folder, strerror(-rc));
+		o->intent = true;
+	}
+	return NULL;
+}
+
+/* Before the switch: the destination goes, the source stays as it was. */
+static void rollback(struct op *o)
+{
+	if (o->ddir >= 0) {
+		close(o->ddir);
+		o->ddir = -1;
+	}
+	if (o->made)
+		remove_folder_files(o->dst);
+	if (o->intent) {
+		unlinkat(o->v->dirfd, o->iname, 0);
+		fsync_dir(o->v->dirfd);
+	}
+	o->made = o->marked = o->intent = false;
+}
+
+/* Copies everything but the extents' data (the copier or the mirror does
+ * that): plain files, descriptors, the .vmx. */
+static json_t *copy_small(struct op *o)
+{
+	struct vm_err err;
+	DIR *d;
+	struct dirent *de;
+	int dfd = openat(o->v->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d)
+		return reply_err(errno, "%s: %s", o->v->folder, strerror(errno));
+	while (!rc && (de = readdir(d))) {
+		char dn[VM_NAME_MAX + 1];
+		struct stat st;
+
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) || !S_ISREG(st.st_mode) ||
+		    !copy_plain(o, de->d_name))
+			continue;
+		map_name(o, de->d_name, dn, sizeof(dn));
+		rc = copy_file(o, de->d_name, dn, false, VM_PROV_THIN, &err);
+	}
+	closedir(d);
+	for (size_t i = 0; !rc && i < o->nd; i++)
+		rc = write_descriptor(o, &o->d[i], &err);
+	if (!rc)
+		rc = write_vmx(o, &err);
+	if (rc)
+		return reply_err(rc, "%s: %s", o->kind, err.msg);
+	return NULL;
+}
+
+static json_t *copy_extents(struct op *o)
+{
+	struct vm_err err;
+
+	for (size_t i = 0; i < o->nd; i++) {
+		int rc = copy_file(o, o->d[i].desc.extent, o->d[i].dext, true, o->d[i].prov, &err);
+
+		if (rc == -ENOSPC)
+			return reply_err(rc, "%s: the destination is full: %s (the copy was removed, the source is untouched)",
+					 o->kind, err.msg);
+		if (rc)
+			return reply_err(rc, "%s: %s", o->kind, err.msg);
+	}
+	return NULL;
+}
+
+/* After the switch: the destination is the VM; the source's files go.
+ * Used by a running operation and by recovery alike. */
+static void finish_forward(struct agent *a, const char *src_folder, const char *src_vmx,
+			   const char *dst_folder, const char *dst_vmx, const char *iname,
+			   const char *name)
+{
+	int ddir = open(dst_folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int sdir = open(src_folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* the state folder and the inventory follow the .vmx */
+	state_move(a, src_vmx, dst_vmx, dst_folder, name);
+	inventory_edit(a, dst_vmx, src_vmx);
+	if (ddir >= 0) {
+		unlinkat(ddir, iname, 0);
+		fsync_dir(ddir);
+		close(ddir);
+	}
+	if (sdir >= 0) {
+		DIR *d = fdopendir(openat(sdir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+		struct dirent *de;
+
+		/* every file but the record, which goes last: a crash in
+		 * between leaves a record that says "switched", and the next
+		 * look finishes the job */
+		while (d && (de = readdir(d))) {
+			struct stat st;
+
+			if (strcmp(de->d_name, iname) &&
+			    !fstatat(sdir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) && S_ISREG(st.st_mode))
+				unlinkat(sdir, de->d_name, 0);
+		}
+		if (d)
+			closedir(d);
+		unlinkat(sdir, iname, 0);
+		close(sdir);
+		if (rmdir(src_folder))
+			agent_event(a, dst_vmx, "storage.leftover",
+				    "the old folder %s could not be removed: %s", src_folder,
+				    strerror(errno));
+	}
+}
+
+/* ------------------------------------------------------------ live (mirror) */
+
+static void region_list(struct disk *d, int fd)
+{
+	uint64_t pos = 0;
+
+	while (pos < d->size) {
+		off_t s = lseek(fd, (off_t)pos, SEEK_DATA), e;
+
+		if (s < 0)
+			break;
+		e = lseek(fd, s, SEEK_HOLE);
+		if (e < 0 || (uint64_t)e > d->size)
+			e = (off_t)d->size;
+		uint64_t *r = realloc(d->regions, (d->nregions + 1) * 2 * sizeof(uint64_t));
+		if (!r)
+			break;
+		d->regions = r;
+		r[2 * d->nregions] = (uint64_t)s;
+		r[2 * d->nregions + 1] = (uint64_t)e;
+		d->nregions++;
+		pos = (uint64_t)e;
+	}
+}
+
+/* data bytes of D below OFFSET: QEMU's job offset counts holes too, and
+ * the progress shown is of data (docs/vm.md "Progress") */
+static uint64_t data_below(const struct disk *d, uint64_t off)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < d->nregions; i++) {
+		uint64_t s = d->regions[2 * i], e = d->regions[2 * i + 1];
+
+		if (s >= off)
+			break;
+		n += (e < off ? e : off) - s;
+	}
+	return n;
+}
+
+/* Creates, opens and hands QEMU the target extent of disk D, adds its node. */
+static json_t *add_target(struct op *o, struct disk *d)
+{
+	struct vm_err err;
+	json_t *ret = NULL, *node;
+	int fd, rc;
+	static const char *const aios[] = {"native", "threads"};
+
+	fd = openat(o->ddir, d->dext, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return reply_err(errno, "%s: %s/%s: %s", o->kind, o->dst, d->dext, strerror(errno));
+	if (d->prov == VM_PROV_THIN)
+		rc = ftruncate(fd, (off_t)d->size) ? -errno : 0;
+	else
+		rc = fallocate(fd, 0, 0, (off_t)d->size) ? -errno : 0;
+	if (!rc && d->prov == VM_PROV_EAGER) {
+		char *z = calloc(1, 1 << 20);
+
+		for (uint64_t off = 0; z && !rc && off < d->size; off += 1 << 20)
+			if (pwrite(fd, z, (size_t)(d->size - off < (1 << 20) ? d->size - off : 1 << 20),
+				   (off_t)off) < 0)
+				rc = -errno;
+		free(z);
+	}
+	if (!rc && fsync(fd))
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return reply_err(rc, "%s: preparing %s/%s: %s%s", o->kind, o->dst, d->dext, strerror(-rc),
+				 rc == -ENOSPC ? " (the destination is full; the source is untouched)" : "");
+	}
+	rc = qmp1(o->v, "add-fd", NULL, fd, &ret, &err);
+	close(fd);
+	if (rc)
+		return reply_err(rc, "%s: passing %s to QEMU: %s", o->kind, d->dext, err.msg);
+	d->fdset = (int)json_integer_value(json_object_get(ret, "fdset-id"));
+	json_decref(ret);
+	snprintf(d->dst_node, sizeof(d->dst_node), "svm%zu-%lld", d->index, (long long)time(NULL));
+	for (int i = 0; i < 2; i++) {
+		const char *disc = d->prov == VM_PROV_THIN ? "unmap" : "ignore";
+
+		/* discard=unmap on a thin target: the mirror writes zeroes
+		 * over the source's holes, and only unmap turns them back
+		 * into holes (docs/vm.md "Storage vMotion") */
+		node = json_pack("{s:s,s:s,s:s,s:{s:b,s:b},s:I,s:{s:s,s:s,s:s,s:{s:b,s:b},s:s,s:s}}",
+				 "driver", "raw", "node-name", d->dst_node, "discard", disc, "cache",
+				 "direct", 1, "no-flush", 0, "size", (json_int_t)d->size, "file", "driver",
+				 "file", "filename", "", "aio", aios[i], "cache", "direct", 1, "no-flush", 0,
+				 "locking", "off", "discard", disc);
+		char fn[32];
+		snprintf(fn, sizeof(fn), "/dev/fdset/%d", d->fdset);
+		json_object_set_new(json_object_get(node, "file"), "filename", json_string(fn));
+		rc = qmp1(o->v, "blockdev-add", node, -1, NULL, &err);
+		if (!rc)
+			return NULL;
+	}
+	d->dst_node[0] = '\0';
+	return reply_err(rc, "%s: QEMU could not open the target %s: %s", o->kind, d->dext, err.msg);
+}
+
+/* Removes what add_target and the job left in QEMU (before the switch). */
+static void drop_targets(struct op *o)
+{
+	struct vm_err err;
+	int rc;
+	json_t *jobs = jobs_query(o->v, &err, &rc);
+
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *d = &o->d[i];
+		json_t *jb = json_object_get(jobs, d->job);
+
+		if (d->job[0] && jb) {
+			if (strcmp(jstr(jb, "status"), "concluded"))
+				qmp1(o->v, "job-cancel", json_pack("{s:s}", "id", d->job), -1, NULL, &err);
+			for (int64_t t = now_ms() + PIVOT_TIMEOUT_MS; now_ms() < t;) {
+				json_t *js = jobs_query(o->v, &err, &rc);
+				json_t *x = json_object_get(js, d->job);
+				bool gone = rc || !x || !strcmp(jstr(x, "status"), "concluded");
+
+				json_decref(js);
+				if (gone)
+					break;
+				sleep_ms(50);
+			}
+			qmp1(o->v, "job-dismiss", json_pack("{s:s}", "id", d->job), -1, NULL, &err);
+		}
+		if (d->dst_node[0])
+			qmp1(o->v, "blockdev-del", json_pack("{s:s}", "node-name", d->dst_node), -1, NULL,
+			     &err);
+		if (d->fdset >= 0)
+			qmp1(o->v, "remove-fd", json_pack("{s:i}", "fdset-id", d->fdset), -1, NULL, &err);
+		d->job[0] = d->dst_node[0] = '\0';
+		d->fdset = -1;
+	}
+	json_decref(jobs);
+}
+
+/* Starts the mirrors and waits until every one is READY (source and target
+ * in sync, and kept so by write-blocking mode). */
+static json_t *mirror_ready(struct op *o)
+{
+	struct vm_err err;
+	json_t *r;
+	int rc;
+
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *d = &o->d[i];
+		int fd;
+
+		rc = disk_node(o->v, d->index, d->src_node, sizeof(d->src_node), &err);
+		if (rc)
+			return reply_err(rc, "%s: %s", o->kind, err.msg);
+		fd = openat(o->v->dirfd, d->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0) {
+			region_list(d, fd);
+			close(fd);
+		}
+		if ((r = add_target(o, d)))
+			return r;
+	}
+	/* the intent names the nodes: recovery after an agent crash finds
+	 * them in QEMU */
+	if (o->intent && (rc = set_phase(o, "copying")))
+		return reply_err(rc, "%s: intent record: %s", o->kind, strerror(-rc));
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *d = &o->d[i];
+
+		snprintf(d->job, sizeof(d->job), "svm-%zu", d->index);
+		rc = qmp1(o->v, "blockdev-mirror",
+			  json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b,s:b}", "job-id", d->job, "device",
+				    d->src_node, "target", d->dst_node, "sync", "full", "copy-mode",
+				    "write-blocking", "unmap", d->prov == VM_PROV_THIN, "auto-finalize", 1,
+				    "auto-dismiss", 0),
+			  -1, NULL, &err);
+		if (rc) {
+			d->job[0] = '\0';
+			return reply_err(rc, "%s: blockdev-mirror of %s: %s", o->kind, d->file, err.msg);
+		}
+	}
+	for (int64_t deadline = now_ms() + MIRROR_TIMEOUT_MS * (int64_t)o->nd;;) {
+		json_t *jobs = jobs_query(o->v, &err, &rc);
+		uint64_t done = 0;
+		size_t ready = 0;
+
+		if (rc) {
+			json_decref(jobs);
+			return reply_err(rc, "%s: QEMU stopped answering during the copy: %s", o->kind, err.msg);
+		}
+		for (size_t i = 0; i < o->nd; i++) {
+			struct disk *d = &o->d[i];
+			json_t *jb = json_object_get(jobs, d->job);
+			const char *st = jstr(jb, "status");
+
+			if (!jb || !strcmp(st, "concluded") || !strcmp(st, "aborting")) {
+				char m[400];
+
+				snprintf(m, sizeof(m), "%s", jb ? jstr(jb, "error") : "the job vanished");
+				json_decref(jobs);
+				return reply_err(strstr(m, "No space") ? ENOSPC : EIO,
+						 "%s: the mirror of %s failed: %s%s", o->kind, d->file, m,
+						 strstr(m, "No space") ? " (the destination is full; the source is untouched)" : "");
+			}
+			if (!strcmp(st, "ready")) {
+				d->ready = true;
+				ready++;
+				done += d->data;
+			} else {
+				uint64_t cur = (uint64_t)json_integer_value(json_object_get(jb, "current-progress"));
+
+				done += d->nregions ? data_below(d, cur) : cur;
+			}
+		}
+		json_decref(jobs);
+		task_progress(&o->t, "mirroring", o->done + (done > o->total ? o->total : done),
+			      o->total + o->done);
+		if (ready == o->nd)
+			return NULL;
+		if (now_ms() > deadline)
+			return reply_err(ETIMEDOUT, "%s: the mirror did not become ready within %d s", o->kind,
+					 MIRROR_TIMEOUT_MS / 1000);
+		sleep_ms(POLL_MS);
+	}
+}
+
+/* job-complete (move: QEMU switches to the target) or cancel (clone: the
+ * target keeps the point-in-time copy) of every READY mirror, and waits for
+ * the jobs to conclude. */
+static int mirror_finish(struct op *o, bool complete, struct vm_err *err)
+{
+	int rc;
+
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *d = &o->d[i];
+
+		if (complete)
+			rc = qmp1(o->v, "job-complete", json_pack("{s:s}", "id", d->job), -1, NULL, err);
+		else
+			rc = qmp1(o->v, "block-job-cancel", json_pack("{s:s}", "device", d->job), -1, NULL,
+				  err);
+		if (rc)
+			return rc;
+	}
+	for (int64_t deadline = now_ms() + PIVOT_TIMEOUT_MS;;) {
+		json_t *jobs = jobs_query(o->v, err, &rc);
+		size_t n = 0;
+
+		if (rc) {
+			json_decref(jobs);
+			return rc;
+		}
+		for (size_t i = 0; i < o->nd; i++) {
+			json_t *jb = json_object_get(jobs, o->d[i].job);
+
+			if (jb && !strcmp(jstr(jb, "status"), "concluded")) {
+				if (json_object_get(jb, "error")) {
+					rc = vm_errf(err, -EIO, "%s: %s", o->d[i].job, jstr(jb, "error"));
+					json_decref(jobs);
+					return rc;
+				}
+				n++;
+			}
+		}
+		json_decref(jobs);
+		if (n == o->nd)
+			break;
+		if (now_ms() > deadline)
+			return vm_errf(err, -ETIMEDOUT, "the mirror jobs did not conclude within %d s",
+				       PIVOT_TIMEOUT_MS / 1000);
+		sleep_ms(50);
+	}
+	for (size_t i = 0; i < o->nd; i++) {
+		qmp1(o->v, "job-dismiss", json_pack("{s:s}", "id", o->d[i].job), -1, NULL, err);
+		o->d[i].job[0] = '\0';
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- recovery */
+
+/* Resolves an interrupted move of the VM whose source folder is SRC (vmx
+ * name VMXN) and destination DST, from the records alone; QEMU is not
+ * running.  Returns a sentence for the log. */
+static void recover_move(struct agent *a, const char *src_vmx, const char *dst, char *msg,
+			 size_t size)
+{
+	char src[PATH_MAX], buf[PATH_MAX], name[VM_NAME_MAX + 1], iname[VM_NAME_MAX + 16];
+	json_t *si = NULL, *di = NULL;
+	int sd, dd;
+
+	snprintf(buf, sizeof(buf), "%s", src_vmx);
+	snprintf(src, sizeof(src), "%s", dirname(buf));
+	snprintf(buf, sizeof(buf), "%s", src_vmx);
+	snprintf(name, sizeof(name), "%s", basename(buf));
+	if (strlen(name) > 4)
+		name[strlen(name) - 4] = '\0';
+	snprintf(iname, sizeof(iname), "%s.vmx.move", name);
+	sd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (sd >= 0)
+		si = intent_read(sd, iname);
+	if (dd >= 0)
+		di = intent_read(dd, iname);
+	if (si && !strcmp(jstr(si, "phase"), "switched")) {
+		const char *dvmx = jstr(si, "dest_vmx");
+
+		finish_forward(a, src, src_vmx, dst, dvmx, iname, name);
+		snprintf(msg, size, "the move had switched to %s: finished (the source %s was removed)",
+			 dst, src);
+	} else if (di && !strcmp(jstr(di, "source"), src)) {
+		remove_folder_files(dst);
+		if (si) {
+			unlinkat(sd, iname, 0);
+			fsync_dir(sd);
+		}
+		snprintf(msg, size, "the copy had not switched: the incomplete copy %s was removed, %s stays the VM",
+			 dst, src);
+	} else if (si) {
+		unlinkat(sd, iname, 0);
+		fsync_dir(sd);
+		snprintf(msg, size, "no copy found at %s: the intent record was removed, %s stays the VM",
+			 dst, src);
+	} else {
+		snprintf(msg, size, "nothing to do");
+	}
+	json_decref(si);
+	json_decref(di);
+	if (sd >= 0)
+		close(sd);
+	if (dd >= 0)
+		close(dd);
+}
+
+/* A running VM whose live move an agent crash interrupted: the mirror may
+ * still run in QEMU.  Before the switch it is cancelled and the target
+ * dropped; after it, completed. */
+static void recover_live(struct agent *a, struct vmctx *v, json_t *in, char *msg, size_t size)
+{
+	struct vm_err err;
+	int rc;
+	json_t *jobs = jobs_query(v, &err, &rc);
+	bool switched = !strcmp(jstr(in, "phase"), "switched");
+	const char *k;
+	json_t *jb;
+	size_t i;
+	json_t *n;
+
+	json_object_foreach(jobs, k, jb) {
+		if (strncmp(k, "svm-", 4))
+			continue;
+		if (switched && !strcmp(jstr(jb, "status"), "ready"))
+			qmp1(v, "job-complete", json_pack("{s:s}", "id", k), -1, NULL, &err);
+		else if (!switched && strcmp(jstr(jb, "status"), "concluded"))
+			qmp1(v, "job-cancel", json_pack("{s:s,s:b}", "id", k, "force", 1), -1, NULL, &err);
+		for (int64_t t = now_ms() + PIVOT_TIMEOUT_MS; now_ms() < t;) {
+			json_t *js = jobs_query(v, &err, &rc);
+			json_t *x = json_object_get(js, k);
+			bool gone = rc || !x || !strcmp(jstr(x, "status"), "concluded");
+
+			json_decref(js);
+			if (gone)
+				break;
+			sleep_ms(50);
+		}
+		qmp1(v, "job-dismiss", json_pack("{s:s}", "id", k), -1, NULL, &err);
+	}
+	json_decref(jobs);
+	/* the nodes no longer in use: the targets (before) or sources (after) */
+	json_array_foreach(json_object_get(in, switched ? "source_nodes" : "target_nodes"), i, n)
+		if (*json_string_value(n))
+			qmp1(v, "blockdev-del", json_pack("{s:s}", "node-name", json_string_value(n)), -1,
+			     NULL, &err);
+	if (!switched)
+		json_array_foreach(json_object_get(in, "fdsets"), i, n)
+			if (json_integer_value(n) >= 0)
+				qmp1(v, "remove-fd", json_pack("{s:I}", "fdset-id", json_integer_value(n)), -1,
+				     NULL, &err);
+	recover_move(a, v->vmx_path, jstr(in, "dest"), msg, size);
+}
+
+static void recover_task(struct agent *a, json_t *task)
+{
+	const char *op = jstr(task, "op"), *vm = jstr(task, "vm");
+	const char *dst = jstr(task, "dest_folder");
+	char msg[PATH_MAX * 2 + 128] = "nothing to do";
+
+	if (!*dst)
+		return;
+	if (!strcmp(op, "migrate-storage")) {
+		struct vmctx v;
+		struct vm_err err;
+		int lfd = flock_vm(a, vm);
+		char iname[VM_NAME_MAX + 16];
+		json_t *in = NULL;
+
+		if (lfd < 0)
+			return;
+		if (!vmctx_open(a, vm, false, &v, &err)) {
+			intent_name(&v.cfg, iname, sizeof(iname));
+			in = intent_read(v.dirfd, iname);
+		}
+		if (in && json_is_true(json_object_get(in, "live")) && vm_qemu_pid(&v))
+			recover_live(a, &v, in, msg, sizeof(msg));
+		else
+			recover_move(a, vm, dst, msg, sizeof(msg));
+		json_decref(in);
+		vmctx_close(&v);
+		close(lfd);
+	} else {
+		/* a clone or deployment never touches its source: an
+		 * incomplete copy is removed */
+		int dd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = dd >= 0 ? fdopendir(dd) : NULL;
+		struct dirent *de;
+		bool marked = false;
+
+		while (d && (de = readdir(d)))
+			if (strstr(de->d_name, ".vmx.move"))
+				marked = true;
+		if (d)
+			closedir(d);
+		if (marked) {
+			remove_folder_files(dst);
+			snprintf(msg, sizeof(msg), "the incomplete copy %s was removed", dst);
+		}
+	}
+	json_object_set_new(task, "recovery", json_string(msg));
+	agent_event(a, vm, "storage.recovered", "%s (task %s) was interrupted: %s", op,
+		    jstr(task, "id"), msg);
+}
+
+void storage_recover_all(struct agent *a)
+{
+	tasks_interrupted(a, recover_task);
+}
+
+/* is VMX a template ("vmfsd.template" = "TRUE") */
+static bool is_template(struct vmctx *v)
+{
+	char *text;
+	size_t len;
+	struct vmx_file f;
+	struct vm_err err;
+	bool t = false;
+
+	if (vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &text, &len))
+		return false;
+	if (!vmx_parse(text, len, v->cfg.vmx_name, &f, &err)) {
+		const struct vmx_kv *kv = vmx_find(&f, "vmfsd.template");
+
+		t = kv && !strcasecmp(kv->value, "TRUE");
+		vmx_free(&f);
+	}
+	free(text);
+	return t;
+}
+
+json_t *storage_power_gate(struct agent *a, struct vmctx *v)
+{
+	char iname[VM_NAME_MAX + 16], msg[PATH_MAX * 2 + 128];
+	json_t *in, *r = NULL;
+
+	if (is_template(v))
+		return reply_err(EPERM, "%s is a template: it cannot be powered on; create a VM from it with `vmfsctl deploy %s NEW_FOLDER`",
+				 v->vmx_path, v->folder);
+	intent_name(&v->cfg, iname, sizeof(iname));
+	in = intent_read(v->dirfd, iname);
+	if (!in)
+		return NULL;
+	if (strcmp(jstr(in, "host"), a->host)) {
+		r = reply_err(EBUSY, "%s: a %s by host %s (task %s) is under way or was interrupted: its agent finishes or undoes it when it runs again",
+			      v->vmx_path, jstr(in, "op"), jstr(in, "host"), jstr(in, "task"));
+	} else if (!strcmp(jstr(in, "role"), "source")) {
+		/* we hold this VM's flock: the task that wrote the record
+		 * (which holds it too) is gone */
+		recover_move(a, v->vmx_path, jstr(in, "dest"), msg, sizeof(msg));
+		agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s: %s", jstr(in, "op"), msg);
+		if (!file_exists_at(v->dirfd, v->cfg.vmx_name))
+			r = reply_err(ENOENT, "%s was moved to %s (%s): power that one on", v->vmx_path,
+				      jstr(in, "dest"), msg);
+	} else {
+		int lfd = strcmp(jstr(in, "op"), "migrate-storage") ? -EBUSY
+								    : flock_vm(a, jstr(in, "source_vmx"));
+
+		if (lfd == -EBUSY && strcmp(jstr(in, "op"), "migrate-storage")) {
+			/* a clone's or deployment's copy: is its task alive? */
+			json_t *tl = tasks_list(a, NULL), *t;
+			size_t i;
+			bool alive = false;
+
+			json_array_foreach(json_object_get(tl, "tasks"), i, t)
+				if (!strcmp(jstr(t, "id"), jstr(in, "task")) &&
+				    !strcmp(jstr(t, "state"), "running"))
+					alive = true;
+			json_decref(tl);
+			if (!alive) {
+				remove_folder_files(v->folder);
+				r = reply_err(ENOENT, "%s was an incomplete copy of an interrupted %s: removed",
+					      v->folder, jstr(in, "op"));
+			} else {
+				r = reply_err(EBUSY, "%s is being written by %s (task %s): wait for it (vmfsctl tasks)",
+					      v->folder, jstr(in, "op"), jstr(in, "task"));
+			}
+		} else if (lfd < 0) {
+			r = reply_err(EBUSY, "%s: a storage migration into this folder is under way (task %s): wait for it (vmfsctl tasks)",
+				      v->vmx_path, jstr(in, "task"));
+		} else {
+			recover_move(a, jstr(in, "source_vmx"), v->folder, msg, sizeof(msg));
+			close(lfd);
+			agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s: %s",
+				    jstr(in, "op"), msg);
+			if (file_exists_at(v->dirfd, iname) || !file_exists_at(v->dirfd, v->cfg.vmx_name))
+				r = reply_err(ENOENT, "%s: an interrupted storage migration: %s", v->vmx_path,
+					      msg);
+		}
+	}
+	json_decref(in);
+	return r;
+}
+
+/* ---------------------------------------------------------------- the commands */
+
+static void op_init(struct op *o, struct agent *a, struct vmctx *v, json_t *req, const char *kind)
+{
+	memset(o, 0, sizeof(*o));
+	o->a = a;
+	o->v = v;
+	o->req = req;
+	o->kind = kind;
+	o->ddir = -1;
+	intent_name(&v->cfg, o->iname, sizeof(o->iname));
+}
+
+static json_t *op_end(struct op *o, json_t *r)
+{
+	if (o->ddir >= 0)
+		close(o->ddir);
+	for (size_t i = 0; i < o->nd; i++)
+		free(o->d[i].regions);
+	if (o->t.j)
+		task_end(&o->t, r);
+	return r;
+}
+
+/* the checks every copy of a VM makes first */
+static json_t *precheck(struct op *o)
+{
+	char ln[VM_NAME_MAX + 16];
+	struct vm_lockrec lr;
+	json_t *r;
+
+	/* a half-done move of this VM is resolved first (or refused) */
+	if ((r = storage_power_gate(o->a, o->v)) && !strstr(jstr(r, "error"), "is a template"))
+		return r;
+	json_decref(r);
+	o->qpid = vm_qemu_pid(o->v);
+	vm_lockrec_name(&o->v->cfg, ln, sizeof(ln));
+	if (!vm_lockrec_read(o->v->dirfd, ln, &lr)) {
+		if (!o->qpid && strcmp(lr.host, o->a->host))
+			return reply_err(EBUSY, "%s is running on host %s: run the command on that host (the agent that runs a VM copies it)",
+					 o->v->vmx_path, lr.host);
+		o->lr = lr;
+		o->have_lr = true;
+	}
+	if (o->qpid) {
+		char st[32];
+
+		if (vm_run_status(o->v, st, sizeof(st)))
+			return reply_err(EIO, "%s: QEMU does not answer", o->v->vmx_path);
+		if (!strcmp(st, "io-error"))
+			return reply_err(EIO, "%s is paused by a disk I/O error: resume it first", o->v->vmx_path);
+		o->live = true;
+	}
+	return NULL;
+}
+
+static json_t *run_offline(struct op *o)
+{
+	json_t *r;
+
+	if ((r = begin(o)) || (r = copy_small(o)) || (r = copy_extents(o)))
+		return r;
+	if (fsync_dir(o->ddir))
+		return reply_err(errno, "%s: fsync %s: %s", o->kind, o->dst, strerror(errno));
+	return NULL;
+}
+
+static json_t *run_live(struct op *o)
+{
+	json_t *r;
+
+	if ((r = begin(o)) || (r = copy_small(o)))
+		return r;
+	if (o->move && o->have_lr) {
+		/* the destination is the running VM's folder from the switch
+		 * on: it carries the same lock record (the marker keeps it
+		 * from being powered on before) */
+		char ln[VM_NAME_MAX + 16];
+		int rc;
+
+		vm_lockrec_name(&o->v->cfg, ln, sizeof(ln));
+		rc = vm_lockrec_create(o->ddir, ln, &o->lr, NULL);
+		if (rc)
+			return reply_err(rc, "%s: lock record in %s: %s", o->kind, o->dst, strerror(-rc));
+	}
+	return mirror_ready(o);
+}
+
+json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
+{
+	struct op o;
+	struct vm_err err;
+	json_t *r;
+	int rc;
+
+	op_init(&o, a, v, req, "migrate-storage");
+	o.move = true;
+	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
+	    (r = plan_disks(&o, req_str(req, "provisioning"))) || (r = check_space(&o)))
+		return op_end(&o, r);
+	if ((rc = task_begin(&o.t, a, o.kind, v->vmx_path, o.dst, o.live)))
+		return op_end(&o, reply_err(rc, "task record: %s", strerror(-rc)));
+	task_set(&o.t, "dest_folder", json_string(o.dst));
+	task_set(&o.t, "dest_vmx", json_string(o.dst_vmx));
+	agent_event(a, v->vmx_path, "storage.migrate-started", "%s move to %s started (task %s)",
+		    o.live ? "live" : "offline", o.dst, o.t.id);
+	r = o.live ? run_live(&o) : run_offline(&o);
+	if (!r && o.live && !vm_pid_alive(o.qpid))
+		r = reply_err(EIO, "%s: QEMU ended during the copy", o.kind);
+	if (r) {
+		if (o.live && vm_pid_alive(o.qpid))
+			drop_targets(&o);
+		rollback(&o);
+		agent_event(a, v->vmx_path, "storage.migrate-failed", "%s (rolled back: %s stays the VM)",
+			    jstr(r, "error"), v->folder);
+		return op_end(&o, r);
+	}
+	/* the switch: from this write on, the destination is the VM */
+	task_progress(&o.t, "switching", o.total, o.total);
+	rc = set_phase(&o, "switched");
+	if (rc) {
+		if (o.live)
+			drop_targets(&o);
+		rollback(&o);
+		return op_end(&o, reply_err(rc, "%s: cannot record the switch in %s: %s (rolled back)",
+					    o.kind, v->folder, strerror(-rc)));
+	}
+	if (o.live) {
+		rc = mirror_finish(&o, true, &err);
+		if (rc && vm_pid_alive(o.qpid)) {
+			/* QEMU still writes the source, in sync with the
+			 * target: switch back, then drop the target */
+			set_phase(&o, "copying");
+			drop_targets(&o);
+			rollback(&o);
+			return op_end(&o, reply_err(rc, "%s: job-complete failed: %s (rolled back)", o.kind,
+						    err.msg));
+		}
+		/* QEMU died after the switch: the target holds every write it
+		 * completed (write-blocking mirror): the move goes forward */
+		for (size_t i = 0; !rc && i < o.nd; i++)
+			qmp1(v, "blockdev-del", json_pack("{s:s}", "node-name", o.d[i].src_node), -1, NULL,
+			     &err);
+	}
+	{
+		char log[VM_NAME_MAX + 8], dl[VM_NAME_MAX + 8];
+
+		/* the log grew during a live move: copy its latest version */
+		snprintf(log, sizeof(log), "%s.log", v->cfg.name);
+		snprintf(dl, sizeof(dl), "%s.log", o.dst_name);
+		if (o.live && file_exists_at(v->dirfd, log)) {
+			unlinkat(o.ddir, dl, 0);
+			copy_file(&o, log, dl, false, VM_PROV_THIN, &err);
+		}
+	}
+	finish_forward(a, v->folder, v->vmx_path, o.dst, o.dst_vmx, o.iname, v->cfg.name);
+	agent_event(a, o.dst_vmx, "storage.migrated", "moved %s from %s (%s, task %s, %.1f s)",
+		    o.live ? "live" : "offline", v->folder, o.nd ? vm_prov_name(o.d[0].prov) : "no disk",
+		    o.t.id, (double)(now_ms() - o.t.t0) / 1000.0);
+	r = reply_ok("%s moved to %s (%s%s)", v->vmx_path, o.dst, o.live ? "live, " : "",
+		     o.nd ? vm_prov_name(o.d[0].prov) : "no disk");
+	json_object_set_new(r, "path", json_string(o.dst));
+	json_object_set_new(r, "vmx", json_string(o.dst_vmx));
+	json_object_set_new(r, "live", json_boolean(o.live));
+	return op_end(&o, r);
+}
+
+/* clone and deploy: a copy under a new identity; the source is never
+ * changed, so an interruption only leaves an incomplete (marked) copy */
+static json_t *copy_vm(struct agent *a, struct vmctx *v, json_t *req, const char *kind)
+{
+	struct op o;
+	struct vm_err err;
+	json_t *r;
+	int rc;
+
+	op_init(&o, a, v, req, kind);
+	o.identity = true;
+	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
+	    (r = plan_disks(&o, req_str(req, "provisioning"))) || (r = check_space(&o)))
+		return op_end(&o, r);
+	if ((rc = task_begin(&o.t, a, o.kind, v->vmx_path, o.dst, o.live)))
+		return op_end(&o, reply_err(rc, "task record: %s", strerror(-rc)));
+	task_set(&o.t, "dest_folder", json_string(o.dst));
+	r = o.live ? run_live(&o) : run_offline(&o);
+	if (!r && o.live) {
+		/* a point in time common to all disks: the guest pauses while
+		 * the READY mirrors are cancelled (each target then holds the
+		 * disk as of that instant) */
+		json_t *e = qmp_simple(v, "stop", NULL, NULL, &err);
+
+		rc = e ? -EIO : mirror_finish(&o, false, &err);
+		json_decref(e);
+		e = qmp_simple(v, "cont", NULL, NULL, &err);
+		json_decref(e);
+		if (rc)
+			r = reply_err(rc, "%s: %s", kind, err.msg);
+		else
+			for (size_t i = 0; i < o.nd; i++)
+				o.d[i].job[0] = '\0';
+	}
+	if (o.live && vm_pid_alive(o.qpid))
+		drop_targets(&o);
+	if (!r && fsync_dir(o.ddir))
+		r = reply_err(errno, "%s: fsync %s: %s", kind, o.dst, strerror(errno));
+	if (r) {
+		rollback(&o);
+		agent_event(a, v->vmx_path, "storage.clone-failed", "%s: %s (the copy was removed)", kind,
+			    jstr(r, "error"));
+		return op_end(&o, r);
+	}
+	unlinkat(o.ddir, o.iname, 0);
+	fsync_dir(o.ddir);
+	inventory_edit(a, o.dst_vmx, NULL);
+	agent_event(a, o.dst_vmx, !strcmp(kind, "clone") ? "storage.cloned" : "storage.deployed",
+		    "%s of %s%s (%s, task %s)", kind, v->vmx_path, o.live ? " (hot)" : "",
+		    o.nd ? vm_prov_name(o.d[0].prov) : "no disk", o.t.id);
+	r = reply_ok("%s %s to %s (%s%s)", !strcmp(kind, "clone") ? "cloned" : "deployed",
+		     v->vmx_path, o.dst, o.live ? "hot, " : "", o.nd ? vm_prov_name(o.d[0].prov) : "no disk");
+	json_object_set_new(r, "path", json_string(o.dst));
+	json_object_set_new(r, "vmx", json_string(o.dst_vmx));
+	json_object_set_new(r, "live", json_boolean(o.live));
+	return op_end(&o, r);
+}
+
+json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req)
+{
+	if (is_template(v))
+		return reply_err(EINVAL, "%s is a template: use `vmfsctl deploy` to create a VM from it",
+				 v->vmx_path);
+	return copy_vm(a, v, req, "clone");
+}
+
+json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req)
+{
+	if (!is_template(v))
+		return reply_err(EINVAL, "%s is not a template (vmfsctl template marks one)", v->vmx_path);
+	return copy_vm(a, v, req, "deploy");
+}
+
+/* marks (or with "unset" unmarks) a powered-off VM as a template */
+json_t *storage_template(struct agent *a, struct vmctx *v, json_t *req)
+{
+	bool unset = json_is_true(json_object_get(req, "unset"));
+	char ln[VM_NAME_MAX + 16], tmp[VM_NAME_MAX + 16];
+	struct vm_lockrec lr;
+	struct vmx_file f;
+	struct vm_err err;
+	char *text, *out;
+	size_t len;
+	int rc, fd;
+
+	vm_lockrec_name(&v->cfg, ln, sizeof(ln));
+	if (vm_qemu_pid(v) || !vm_lockrec_read(v->dirfd, ln, &lr))
+		return reply_err(EBUSY, "%s is running: power it off first", v->vmx_path);
+	rc = vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &text, &len);
+	if (!rc) {
+		rc = vmx_parse(text, len, v->cfg.vmx_name, &f, &err);
+		free(text);
+	} else {
+		vm_errf(&err, rc, "%s", strerror(-rc));
+	}
+	if (rc)
+		return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+	if (unset)
+		vmx_del(&f, "vmfsd.template");
+	else
+		vmx_set(&f, "vmfsd.template", "TRUE");
+	out = vmx_format(&f);
+	vmx_free(&f);
+	if (!out)
+		return reply_err(ENOMEM, "out of memory");
+	/* replaced atomically: a crash leaves the old .vmx or the new one */
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", v->cfg.vmx_name);
+	unlinkat(v->dirfd, tmp, 0);
+	fd = openat(v->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	rc = fd < 0 ? -errno : 0;
+	if (!rc && (write(fd, out, strlen(out)) != (ssize_t)strlen(out) || fsync(fd)))
+		rc = errno ? -errno : -EIO;
+	if (fd >= 0)
+		close(fd);
+	free(out);
+	if (!rc && renameat(v->dirfd, tmp, v->dirfd, v->cfg.vmx_name))
+		rc = -errno;
+	if (rc) {
+		unlinkat(v->dirfd, tmp, 0);
+		return reply_err(rc, "%s: %s", v->vmx_path, strerror(-rc));
+	}
+	fsync_dir(v->dirfd);
+	agent_event(a, v->vmx_path, unset ? "vm.template-unset" : "vm.template",
+		    unset ? "no longer a template" : "marked as a template");
+	return reply_ok(unset ? "%s is no longer a template" : "%s is now a template", v->vmx_path);
+}
