@@ -51,6 +51,28 @@
 
 /* ---------------------------------------------------------------- helpers */
 
+/* Test hook (docs/vm.md "Storage vMotion", crash tests): with
+ * VMFS_HOSTD_TEST_STOP=<point> in the agent's environment, a move stops at
+ * that point, writes "<point> <pid>" to state-dir/test-stop and waits
+ * (at most 120 s) until the file is removed, so that a test can kill the
+ * agent or QEMU exactly there.  Points: before-copy, copying, ready,
+ * switched. */
+static void test_point(struct agent *a, const char *point)
+{
+	const char *want = getenv("VMFS_HOSTD_TEST_STOP");
+	char p[PATH_MAX + 16], txt[64];
+	static bool stopped;     /* once per request */
+
+	if (!want || strcmp(want, point) || stopped)
+		return;
+	stopped = true;
+	snprintf(p, sizeof(p), "%s/test-stop", a->state_dir);
+	snprintf(txt, sizeof(txt), "%s %d\n", point, (int)getpid());
+	write_text(p, txt);
+	for (int i = 0; i < 1200 && !access(p, F_OK); i++)
+		sleep_ms(100);
+}
+
 static void intent_name(const struct vm_config *c, char *buf, size_t size)
 {
 	snprintf(buf, size, "%s.vmx.move", c->name);
@@ -188,6 +210,10 @@ static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx
 	sdir_of(a, old_vmx, os, sizeof(os));
 	sdir_of(a, new_vmx, ns, sizeof(ns));
 	mkdir(ns, 0700);
+	/* the sweep takes a VM's flock before it looks at it: the file must
+	 * exist (vmctx_open creates it for requests) */
+	snprintf(q, sizeof(q), "%s/lock", ns);
+	close(open(q, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
 	snprintf(p, sizeof(p), "%s/qemu-sdir", os);
 	if (read_text(p, orig, sizeof(orig)))
 		snprintf(orig, sizeof(orig), "%s", os);
@@ -949,6 +975,7 @@ static json_t *add_target(struct op *o, struct disk *d)
 {
 	struct vm_err err;
 	json_t *ret = NULL, *node;
+	struct qmp q;
 	int fd, rc;
 	static const char *const aios[] = {"native", "threads"};
 
@@ -975,10 +1002,21 @@ static json_t *add_target(struct op *o, struct disk *d)
 		return reply_err(rc, "%s: preparing %s/%s: %s%s", o->kind, o->dst, d->dext, strerror(-rc),
 				 rc == -ENOSPC ? " (the destination is full; the source is untouched)" : "");
 	}
-	rc = qmp1(o->v, "add-fd", NULL, fd, &ret, &err);
+	/* add-fd and blockdev-add on one connection: QEMU drops an fd set
+	 * nobody uses when its last monitor client disconnects */
+	{
+		char p[PATH_MAX + 16];
+
+		sfile(o->v, "qmp.sock", p, sizeof(p));
+		rc = qmp_open(&q, p, QMP_TIMEOUT_MS, &err);
+	}
+	if (!rc)
+		rc = qmp_exec_fd(&q, "add-fd", NULL, fd, &ret, &err);
 	close(fd);
-	if (rc)
+	if (rc) {
+		qmp_close(&q);
 		return reply_err(rc, "%s: passing %s to QEMU: %s", o->kind, d->dext, err.msg);
+	}
 	d->fdset = (int)json_integer_value(json_object_get(ret, "fdset-id"));
 	json_decref(ret);
 	snprintf(d->dst_node, sizeof(d->dst_node), "svm%zu-%lld", d->index, (long long)time(NULL));
@@ -996,10 +1034,13 @@ static json_t *add_target(struct op *o, struct disk *d)
 		char fn[32];
 		snprintf(fn, sizeof(fn), "/dev/fdset/%d", d->fdset);
 		json_object_set_new(json_object_get(node, "file"), "filename", json_string(fn));
-		rc = qmp1(o->v, "blockdev-add", node, -1, NULL, &err);
-		if (!rc)
+		rc = qmp_exec(&q, "blockdev-add", node, NULL, &err);
+		if (!rc) {
+			qmp_close(&q);
 			return NULL;
+		}
 	}
+	qmp_close(&q);
 	d->dst_node[0] = '\0';
 	return reply_err(rc, "%s: QEMU could not open the target %s: %s", o->kind, d->dext, err.msg);
 }
@@ -1073,10 +1114,9 @@ static json_t *mirror_ready(struct op *o)
 
 		snprintf(d->job, sizeof(d->job), "svm-%zu", d->index);
 		rc = qmp1(o->v, "blockdev-mirror",
-			  json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b,s:b}", "job-id", d->job, "device",
+			  json_pack("{s:s,s:s,s:s,s:s,s:s,s:b,s:b}", "job-id", d->job, "device",
 				    d->src_node, "target", d->dst_node, "sync", "full", "copy-mode",
-				    "write-blocking", "unmap", d->prov == VM_PROV_THIN, "auto-finalize", 1,
-				    "auto-dismiss", 0),
+				    "write-blocking", "auto-finalize", 1, "auto-dismiss", 0),
 			  -1, NULL, &err);
 		if (rc) {
 			d->job[0] = '\0';
@@ -1117,6 +1157,8 @@ static json_t *mirror_ready(struct op *o)
 			}
 		}
 		json_decref(jobs);
+		if (ready < o->nd)
+			test_point(o->a, "copying");
 		task_progress(&o->t, "mirroring", o->done + (done > o->total ? o->total : done),
 			      o->total + o->done);
 		if (ready == o->nd)
@@ -1483,7 +1525,13 @@ static json_t *run_offline(struct op *o)
 {
 	json_t *r;
 
-	if ((r = begin(o)) || (r = copy_small(o)) || (r = copy_extents(o)))
+	if ((r = begin(o)))
+		return r;
+	test_point(o->a, "before-copy");
+	if ((r = copy_small(o)))
+		return r;
+	test_point(o->a, "copying");
+	if ((r = copy_extents(o)))
 		return r;
 	if (fsync_dir(o->ddir))
 		return reply_err(errno, "%s: fsync %s: %s", o->kind, o->dst, strerror(errno));
@@ -1494,7 +1542,10 @@ static json_t *run_live(struct op *o)
 {
 	json_t *r;
 
-	if ((r = begin(o)) || (r = copy_small(o)))
+	if ((r = begin(o)))
+		return r;
+	test_point(o->a, "before-copy");
+	if ((r = copy_small(o)))
 		return r;
 	if (o->move && o->have_lr) {
 		/* the destination is the running VM's folder from the switch
@@ -1540,9 +1591,17 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 			    jstr(r, "error"), v->folder);
 		return op_end(&o, r);
 	}
+	test_point(a, "ready");
+	if (o.live && !vm_pid_alive(o.qpid)) {
+		rollback(&o);
+		return op_end(&o, reply_err(EIO, "%s: QEMU ended before the switch (rolled back: %s stays the VM)",
+					    o.kind, v->folder));
+	}
 	/* the switch: from this write on, the destination is the VM */
 	task_progress(&o.t, "switching", o.total, o.total);
 	rc = set_phase(&o, "switched");
+	if (!rc)
+		test_point(a, "switched");
 	if (rc) {
 		if (o.live)
 			drop_targets(&o);
