@@ -1298,7 +1298,7 @@ static void recover_live(struct agent *a, struct vmctx *v, json_t *in, char *msg
 		if (switched && !strcmp(jstr(jb, "status"), "ready"))
 			qmp1(v, "job-complete", json_pack("{s:s}", "id", k), -1, NULL, &err);
 		else if (!switched && strcmp(jstr(jb, "status"), "concluded"))
-			qmp1(v, "job-cancel", json_pack("{s:s,s:b}", "id", k, "force", 1), -1, NULL, &err);
+			qmp1(v, "job-cancel", json_pack("{s:s}", "id", k), -1, NULL, &err);
 		for (int64_t t = now_ms() + PIVOT_TIMEOUT_MS; now_ms() < t;) {
 			json_t *js = jobs_query(v, &err, &rc);
 			json_t *x = json_object_get(js, k);
