@@ -977,7 +977,8 @@ static json_t *add_target(struct op *o, struct disk *d)
 	json_t *ret = NULL, *node;
 	struct qmp q;
 	int fd, rc;
-	static const char *const aios[] = {"native", "threads"};
+	/* as at power-on (power.c): io_uring, else the thread pool */
+	static const char *const aios[] = {"io_uring", "threads"};
 
 	fd = openat(o->ddir, d->dext, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
