@@ -6,7 +6,7 @@
  * of the virtual size), cut into COPY_CHUNK pieces, and COPY_THREADS
  * threads each take the next piece, pread it and pwrite it at the same
  * offset.  Several requests in flight keep a FUSE datastore busy on both
- * ends; qemu-img convert does the same with 8 coroutines.  A piece that is
+ * ends, as qemu-img convert keeps 8 requests in flight.  A piece that is
  * all zeros is not written: on a thin target it stays a hole, on a thick
  * one fallocate already made it read as zeros.  The caller opens extents
  * with O_DIRECT (no page cache on either side: the data is read once and
@@ -27,11 +27,13 @@
 
 #include "copy.h"
 
-/* 4 MiB pieces and 4 threads: on the 2-CPU test machine, 1 MiB pieces
- * left the FUSE daemon idle between requests and 8 threads gained nothing
- * over 4 (BENCHMARKS.md "Storage vMotion", offline move) */
-#define COPY_CHUNK (4u << 20)
-#define COPY_THREADS 4
+/* 8 requests of 2 MiB in flight, what qemu-img convert keeps in flight
+ * (its default of 8 coroutines and 2 MiB buffers); on the 2-CPU test
+ * machine 8 x 8 MiB was slower (the FUSE daemon's threads compete with
+ * the copy's) and 4 x 4 MiB no faster than qemu-img (BENCHMARKS.md
+ * "Storage vMotion") */
+#define COPY_CHUNK (2u << 20)
+#define COPY_THREADS 8
 /* O_DIRECT wants buffers aligned to the logical block size; 4096 covers
  * every device and vmfsd */
 #define COPY_ALIGN 4096

@@ -1563,6 +1563,16 @@ static json_t *run_live(struct op *o)
 	return mirror_ready(o);
 }
 
+/* SRC and the parent of DST on one filesystem */
+static bool same_volume(const char *src, const char *dst)
+{
+	char parent[PATH_MAX];
+	struct stat a, b;
+
+	snprintf(parent, sizeof(parent), "%s", dst);
+	return !stat(src, &a) && !stat(dirname(parent), &b) && a.st_dev == b.st_dev;
+}
+
 json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 {
 	struct op o;
@@ -1575,6 +1585,23 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
 	    (r = plan_disks(&o, req_str(req, "provisioning"))) || (r = check_space(&o)))
 		return op_end(&o, r);
+	if (!o.live && !req_str(req, "provisioning") && same_volume(v->folder, o.dst)) {
+		/* a stopped VM within one volume: one atomic rename, nothing
+		 * copied (and nothing to recover: the folder is in one place
+		 * or the other) */
+		if (rename(v->folder, o.dst))
+			return op_end(&o, reply_err(errno, "%s: rename to %s: %s", o.kind, o.dst,
+						    strerror(errno)));
+		state_move(a, v->vmx_path, o.dst_vmx, o.dst, v->cfg.name);
+		inventory_edit(a, o.dst_vmx, v->vmx_path);
+		agent_event(a, o.dst_vmx, "storage.migrated", "moved from %s (renamed: same volume)",
+			    v->folder);
+		r = reply_ok("%s moved to %s (renamed within the volume)", v->vmx_path, o.dst);
+		json_object_set_new(r, "path", json_string(o.dst));
+		json_object_set_new(r, "vmx", json_string(o.dst_vmx));
+		json_object_set_new(r, "live", json_false());
+		return op_end(&o, r);
+	}
 	if ((rc = task_begin(&o.t, a, o.kind, v->vmx_path, o.dst, o.live)))
 		return op_end(&o, reply_err(rc, "task record: %s", strerror(-rc)));
 	task_set(&o.t, "dest_folder", json_string(o.dst));

@@ -120,6 +120,12 @@ def body(c):
             check_pattern(c, os.path.join(dst, "mv1-flat.vmdk"), "local copy")
             a.ok("migrate-storage", dst, vm)
             check_pattern(c, os.path.join(vm, "mv1-flat.vmdk"), "back from local")
+            # within one volume: a rename
+            ren = os.path.join(ds1, "renamed")
+            c.check("renamed within the volume" in a.ok("migrate-storage", vm, ren), "not renamed")
+            c.eq(a.info(ren)["vmx"], os.path.join(ren, "mv1.vmx"), "info after the rename")
+            a.ok("migrate-storage", ren, vm)
+            check_pattern(c, os.path.join(vm, "mv1-flat.vmdk"), "after the renames")
 
         def too_small():
             # fill the small volume but for 2 MiB: the 5 MiB of data do not fit
@@ -214,7 +220,7 @@ def body(c):
             check_pattern(c, os.path.join(dst, "mv1-flat.vmdk"), "finished move")
 
         c.section("offline move thin -> thick -> thin between two volumes", thin_thick_thin)
-        c.section("move to a local directory and back", local_dir)
+        c.section("move to a local directory and back, rename within a volume", local_dir)
         c.section("destination too small: refused, source untouched", too_small)
         c.section("offline clone with a new identity", clone_identity)
         c.section("template and deploy", templates)
