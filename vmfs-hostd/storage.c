@@ -164,6 +164,24 @@ static int remove_folder_files(const char *folder)
 	return rc;
 }
 
+/* openat that waits out a short EBUSY: a FUSE release travels after
+ * close() returns, so a file closed a moment ago (a VM just powered off,
+ * a writer just done) can still hold its exclusive cluster lock when we
+ * open it; 3 s covers the release and the journal commit it may wait for
+ * (one group commit a second, docs/journal.md) */
+static int open_settled(int dirfd, const char *name, int flags)
+{
+	int fd;
+
+	for (int i = 0; i < 30; i++) {
+		fd = openat(dirfd, name, flags);
+		if (fd >= 0 || errno != EBUSY)
+			break;
+		sleep_ms(100);
+	}
+	return fd;
+}
+
 /* The state folder of a .vmx path (sdir of vmctx_open) */
 static void sdir_of(struct agent *a, const char *vmx_path, char *out, size_t size)
 {
@@ -482,7 +500,7 @@ static json_t *check_space(struct op *o)
 
 	for (size_t i = 0; i < o->nd; i++) {
 		struct disk *dk = &o->d[i];
-		int fd = openat(o->v->dirfd, dk->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		int fd = open_settled(o->v->dirfd, dk->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
 		if (fd < 0)
 			return reply_err(errno, "%s: %s: %s", o->v->vmx_path, dk->desc.extent,
@@ -544,9 +562,9 @@ static int copy_file(struct op *o, const char *name, const char *dname, bool ext
 	int in, out, rc;
 	struct stat st;
 
-	in = openat(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0));
+	in = open_settled(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0));
 	if (in < 0 && extent && errno == EINVAL)
-		in = openat(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		in = open_settled(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
 	if (fstat(in, &st) || !S_ISREG(st.st_mode)) {
@@ -867,6 +885,9 @@ static json_t *copy_small(struct op *o)
 		rc = write_descriptor(o, &o->d[i], &err);
 	if (!rc)
 		rc = write_vmx(o, &err);
+	if (rc == -ENOSPC)
+		return reply_err(rc, "%s: the destination is full: %s (the copy was removed, the source is untouched)",
+				 o->kind, err.msg);
 	if (rc)
 		return reply_err(rc, "%s: %s", o->kind, err.msg);
 	return NULL;

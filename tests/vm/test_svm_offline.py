@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -145,6 +146,39 @@ def body(c):
             c.eq(a.info(vm)["state"], "off", "source state after the refusal")
             os.unlink(filler)
 
+        def fills_up():
+            # the destination fills up after the space check (another
+            # writer): the copy fails with ENOSPC, is removed, the source
+            # stays the VM
+            stopf = os.path.join(a.state, "test-stop")
+            a.stop()
+            os.environ["VMFS_HOSTD_TEST_STOP"] = "before-copy"
+            a.start()
+            os.environ.pop("VMFS_HOSTD_TEST_STOP")
+            cli = subprocess.Popen([vmtest.env("VMFSCTL"), "--agent", a.sock, "migrate-storage",
+                                    vm, small], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+            vmtest.wait_for(lambda: os.path.exists(stopf), 60, "the move to stop before the copy")
+            filler = os.path.join(small, "filler")
+            with open(filler, "wb") as f:
+                try:
+                    while True:
+                        f.write(b"x" * (4 * MiB))
+                        f.flush()
+                except OSError:
+                    pass
+            os.unlink(stopf)
+            out = cli.communicate(timeout=120)[0]
+            c.check(cli.returncode == 1 and "full" in out, "move into a full volume: exit %d: %s"
+                    % (cli.returncode, out))
+            print("    %s" % out.strip().splitlines()[-1])
+            c.check(not os.path.exists(os.path.join(small, "mv1")), "the partial copy is left")
+            c.check(not os.path.exists(os.path.join(vm, "mv1.vmx.move")), "the intent is left")
+            check_pattern(c, os.path.join(vm, "mv1-flat.vmdk"), "source after ENOSPC")
+            os.unlink(filler)
+            a.stop()
+            a.start()
+
         def clone_identity():
             cl = os.path.join(ds2, "cl1")
             a.ok("clone", vm, cl)
@@ -222,6 +256,7 @@ def body(c):
         c.section("offline move thin -> thick -> thin between two volumes", thin_thick_thin)
         c.section("move to a local directory and back, rename within a volume", local_dir)
         c.section("destination too small: refused, source untouched", too_small)
+        c.section("destination fills up during the copy: aborted, source untouched", fills_up)
         c.section("offline clone with a new identity", clone_identity)
         c.section("template and deploy", templates)
         c.section("interrupted moves resolved at the next power-on", interrupted)
