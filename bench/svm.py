@@ -43,7 +43,9 @@ def drop_caches():
         f.write("3\n")
 
 
-def timed(cmd):
+def timed(cmd, src=None):
+    if src:
+        settle(src)
     drop_caches()
     t = time.monotonic()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -65,14 +67,22 @@ def fill(path, data_gib, start=256 * MiB):
         os.fsync(fd)
     finally:
         os.close(fd)
-    # vmfsd drops the file's exclusive lock when the FUSE release arrives,
-    # a moment after close(): an open before then answers EBUSY
-    for _ in range(50):
+    settle(path)
+
+
+def settle(path):
+    """Waits until PATH opens: now and then an open right after a long
+    write answered EBUSY on this machine (vmfsd still held the writer's
+    lock); the wait is reported, never timed."""
+    for i in range(600):
         try:
             os.close(os.open(path, os.O_RDONLY))
-            break
+            if i:
+                print("bench: %s opened after %.1f s of EBUSY" % (path, i / 10), file=sys.stderr)
+            return
         except OSError:
             time.sleep(0.1)
+    raise RuntimeError("%s stays busy" % path)
 
 
 def alloc(path):
@@ -110,13 +120,14 @@ def main():
         fill(flat, args.data)
         data = alloc(flat)
         rows = []
-        t = timed(["cp", "--sparse=always", flat, os.path.join(ds2, "cp-flat")])
+        t = timed(["cp", "--sparse=always", flat, os.path.join(ds2, "cp-flat")], flat)
         rows.append(("cp --sparse=always", t, alloc(os.path.join(ds2, "cp-flat"))))
         os.unlink(os.path.join(ds2, "cp-flat"))
         t = timed(["qemu-img", "convert", "-f", "raw", "-O", "raw", "-t", "none", "-T", "none",
-                   flat, os.path.join(ds2, "qi-flat")])
+                   flat, os.path.join(ds2, "qi-flat")], flat)
         rows.append(("qemu-img convert -t none -T none", t, alloc(os.path.join(ds2, "qi-flat"))))
         os.unlink(os.path.join(ds2, "qi-flat"))
+        settle(flat)
         drop_caches()
         t0 = time.monotonic()
         r = subprocess.run([os.environ["VMFSCTL"], "--agent", a.sock, "--json", "migrate-storage",
