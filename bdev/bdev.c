@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "bdev.h"
+#include "iscsi.h"
 
 struct crash_write {
 	uint64_t off;
@@ -68,6 +70,7 @@ struct bdev {
 	struct aio_engine *aio;
 	int (*write_gate)(void *);
 	void *write_gate_arg;
+	struct bdev_iscsi *isc; /* an iscsi:// LUN (fd is -1) */
 };
 
 /* Ring depth 4: a thread has at most one request in flight. */
@@ -125,6 +128,69 @@ void bdev_free(void *p)
 	free(p);
 }
 
+int bdev_is_url(const char *path)
+{
+	return path && !strncmp(path, "iscsi://", 8);
+}
+
+static int iscsi_gate(void *arg, int write);
+
+const char *bdev_open_hint(const char *path, int err)
+{
+	if (!bdev_is_url(path))
+		return NULL;
+	switch (err) {
+	case -EINVAL:
+		return "not a valid iSCSI URL (iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN)";
+	case -EHOSTUNREACH:
+		return "cannot log in to the iSCSI target (address, target name, LUN, "
+		       "credentials, network?)";
+	case -EMEDIUMTYPE:
+		return "the target has no working atomic SCSI COMPARE AND WRITE on 512-byte "
+		       "blocks: refused for a volume shared by several hosts";
+	default:
+		return NULL;
+	}
+}
+
+/* PATH without the password of its user part (it ends up in messages). */
+static char *url_for_display(const char *url)
+{
+	const char *at = strchr(url + 8, '@'), *slash = strchr(url + 8, '/');
+	const char *pct = strchr(url + 8, '%');
+	char *s;
+
+	if (!at || !pct || pct > at || (slash && slash < at))
+		return strdup(url);
+	if (asprintf(&s, "%.*s%%***%s", (int)(pct - url), url, at) < 0)
+		return NULL;
+	return s;
+}
+
+static int open_iscsi(const char *url, unsigned flags, struct bdev **out)
+{
+	struct bdev *bd = calloc(1, sizeof(*bd));
+	int r;
+
+	if (!bd)
+		return -ENOMEM;
+	bd->fd = -1;
+	pthread_mutex_init(&bd->aio_init_lock, NULL);
+	bd->path = url_for_display(url);
+	if (!bd->path) {
+		free(bd);
+		return -ENOMEM;
+	}
+	r = bdev_iscsi_open(url, !!(flags & BDEV_RDONLY), iscsi_gate, bd, &bd->isc, &bd->size);
+	if (r) {
+		free(bd->path);
+		free(bd);
+		return r;
+	}
+	*out = bd;
+	return 0;
+}
+
 int bdev_open(const char *path, unsigned flags, struct bdev **out)
 {
 	struct bdev *bd;
@@ -132,6 +198,8 @@ int bdev_open(const char *path, unsigned flags, struct bdev **out)
 	int oflags = O_DIRECT | O_CLOEXEC | ((flags & BDEV_RDONLY) ? O_RDONLY : O_RDWR);
 	int fd, r;
 
+	if (bdev_is_url(path))
+		return open_iscsi(path, flags, out);
 	if (stat(path, &st) < 0)
 		return -errno;
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
@@ -196,15 +264,28 @@ void bdev_close(struct bdev *bd)
 	if (!bd)
 		return;
 	aio_stop(bd);
+	bdev_iscsi_close(bd->isc);
 	if (bd->cs) {
 		crash_free(bd->cs);
 		close(bd->cs->fd);
 		pthread_mutex_destroy(&bd->cs->lock);
 		free(bd->cs);
 	}
-	close(bd->fd);
+	if (bd->fd >= 0)
+		close(bd->fd);
 	free(bd->path);
 	free(bd);
+}
+
+int bdev_is_iscsi(const struct bdev *bd)
+{
+	return bd->isc != NULL;
+}
+
+void bdev_set_io_timeout(struct bdev *bd, unsigned ms)
+{
+	if (bd->isc)
+		bdev_iscsi_set_timeout(bd->isc, ms);
 }
 
 uint64_t bdev_size(const struct bdev *bd)
@@ -243,8 +324,12 @@ void bdev_fault_thaw(struct bdev *bd)
 /* One read or write through this thread's ring, retried until complete. */
 static int do_io(struct bdev *bd, int write, void *buf, size_t len, uint64_t off)
 {
-	struct io_uring *ring = thread_ring();
+	struct io_uring *ring;
 	size_t done = 0;
+
+	if (bd->isc)
+		return bdev_iscsi_rw(bd->isc, write, buf, len, off);
+	ring = thread_ring();
 
 	while (done < len) {
 		struct io_uring_sqe *sqe;
@@ -326,6 +411,31 @@ static int fault_gate(struct bdev *bd, int write)
 	return 0;
 }
 
+/* The gate again, in the iSCSI service thread right before a command is
+ * sent.  It must not wait there (one thread serves every request of the
+ * LUN): a frozen device was already waited out by the caller. */
+static int iscsi_gate(void *arg, int write)
+{
+	struct bdev *bd = arg;
+	int f = atomic_load(&bd->fault);
+
+	if (f == BDEV_FAULT_ALL_EIO || (write && f == BDEV_FAULT_WRITE_EIO))
+		return -EIO;
+	if (write && bd->write_gate && bd->write_gate(bd->write_gate_arg))
+		return -EIO;
+	return 0;
+}
+
+int bdev_scsi_caw(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+		  void *actual)
+{
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	if (fault_gate(bd, 1))
+		return -EIO;
+	return bdev_iscsi_caw(bd->isc, off, expect, newval, actual);
+}
+
 void bdev_set_write_gate(struct bdev *bd, int (*gate)(void *), void *arg)
 {
 	bd->write_gate_arg = arg;
@@ -395,6 +505,8 @@ int bdev_flush(struct bdev *bd)
 		if (dead)
 			return -EIO;
 	}
+	if (bd->isc)
+		return bdev_iscsi_flush(bd->isc);       /* SYNCHRONIZE CACHE */
 	if (fdatasync(bd->fd) < 0)
 		return -errno;
 	return 0;
@@ -410,8 +522,8 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len)
 		return r;
 	if (fault_gate(bd, 1))
 		return -EIO;
-	if (bd->cs)
-		goto slow;      /* through bdev_pwrite-equivalent recording */
+	if (bd->cs || bd->isc)
+		goto slow;      /* recorded writes / plain WRITEs of zeros */
 	if (!bd->is_blk && fallocate(bd->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
 				     (off_t)off, (off_t)len) == 0)
 		return 0;
@@ -452,10 +564,16 @@ static int ofd_range(struct bdev *bd, int cmd, short *type, uint64_t off, uint64
 	return 0;
 }
 
+/* An iSCSI LUN has no local file to lock: what other machines do is seen
+ * only through the heartbeat, so these say "nobody on this kernel". */
 int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusive)
 {
 	short type = exclusive ? F_WRLCK : F_RDLCK;
-	int r = ofd_range(bd, F_OFD_SETLK, &type, off, len);
+	int r;
+
+	if (bd->isc)
+		return 0;
+	r = ofd_range(bd, F_OFD_SETLK, &type, off, len);
 
 	return r == -EACCES ? -EAGAIN : r;
 }
@@ -463,7 +581,11 @@ int bdev_trylock_range(struct bdev *bd, uint64_t off, uint64_t len, int exclusiv
 int bdev_range_locked(struct bdev *bd, uint64_t off, uint64_t len)
 {
 	short type = F_WRLCK;
-	int r = ofd_range(bd, F_OFD_GETLK, &type, off, len);
+	int r;
+
+	if (bd->isc)
+		return 0;
+	r = ofd_range(bd, F_OFD_GETLK, &type, off, len);
 
 	return r ? r : type != F_UNLCK;
 }
@@ -472,6 +594,8 @@ int bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len)
 {
 	short type = F_UNLCK;
 
+	if (bd->isc)
+		return 0;
 	return ofd_range(bd, F_OFD_SETLK, &type, off, len);
 }
 
@@ -481,7 +605,7 @@ int bdev_crash_enable(struct bdev *bd)
 {
 	struct crash_sim *cs;
 
-	if (bd->is_blk)
+	if (bd->is_blk || bd->isc)
 		return -EOPNOTSUPP;
 	cs = calloc(1, sizeof(*cs));
 	if (!cs)
@@ -873,6 +997,8 @@ int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a)
 		return -EIO;
 	if (bd->cs)
 		return -EOPNOTSUPP;     /* the crash model records synchronous I/O only */
+	if (bd->isc)
+		return bdev_iscsi_submit(bd->isc, a);
 	if (!bd->aio) {
 		r = aio_start(bd);
 		if (r)
@@ -897,10 +1023,64 @@ void bdev_aio_drain(struct bdev *bd)
 {
 	struct aio_engine *e = bd->aio;
 
+	if (bd->isc)
+		bdev_iscsi_drain(bd->isc);
+
 	if (!e)
 		return;
 	pthread_mutex_lock(&e->lock);
 	while (e->inflight)
 		pthread_cond_wait(&e->room, &e->lock);
 	pthread_mutex_unlock(&e->lock);
+}
+
+/* ---------------- persistent reservations ---------------- */
+
+int bdev_pr_register(struct bdev *bd, uint64_t key)
+{
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	return bdev_iscsi_pr(bd->isc, SCSI_PR_REGISTER_AND_IGNORE, 0, key);
+}
+
+int bdev_pr_unregister(struct bdev *bd, uint64_t key)
+{
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	return bdev_iscsi_pr(bd->isc, SCSI_PR_REGISTER, key, 0);
+}
+
+int bdev_pr_reserve(struct bdev *bd, uint64_t key)
+{
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	return bdev_iscsi_pr(bd->isc, SCSI_PR_RESERVE, key, 0);
+}
+
+int bdev_pr_preempt(struct bdev *bd, uint64_t key, uint64_t victim)
+{
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	return bdev_iscsi_pr(bd->isc, SCSI_PR_PREEMPT, key, victim);
+}
+
+int bdev_pr_clear(struct bdev *bd, uint64_t key)
+{
+	int r;
+
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	r = bdev_iscsi_pr(bd->isc, SCSI_PR_REGISTER_AND_IGNORE, 0, key);
+	if (!r)
+		r = bdev_iscsi_pr(bd->isc, SCSI_PR_CLEAR, key, 0);
+	return r;
+}
+
+int bdev_pr_read(struct bdev *bd, uint64_t *keys, unsigned max, unsigned *n, uint64_t *holder)
+{
+	int type;
+
+	if (!bd->isc)
+		return -EOPNOTSUPP;
+	return bdev_iscsi_pr_keys(bd->isc, keys, max, n, holder, &type);
 }

@@ -22,16 +22,31 @@ enum bdev_open_flags {
 	BDEV_EXCL = 1u << 1,    /* block devices: O_EXCL (refuse if mounted) */
 };
 
-/* Opens PATH.  Errors: -ENOENT, -EACCES, -ENOTBLK (neither a regular file
- * nor a block device), -EOPNOTSUPP (no O_DIRECT, e.g. tmpfs), other
- * negative errnos from the system. */
+/* Opens PATH: an image file, a block device, or an iSCSI LUN named by a
+ * URL iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN (libiscsi, no
+ * kernel initiator; bdev/iscsi.c).  Errors: -ENOENT, -EACCES, -ENOTBLK
+ * (neither a regular file nor a block device), -EOPNOTSUPP (no O_DIRECT,
+ * e.g. tmpfs), other negative errnos from the system.  iSCSI: -EINVAL (not
+ * a valid URL), -EHOSTUNREACH (no login to the target), -EMEDIUMTYPE (a
+ * read-write open found no working atomic COMPARE AND WRITE, or logical
+ * blocks other than 512 bytes: unfit for a shared volume). */
 int bdev_open(const char *path, unsigned flags, struct bdev **out);
+/* 1 if PATH names an iSCSI LUN (iscsi://...) rather than a file. */
+int bdev_is_url(const char *path);
+/* A human explanation of a bdev_open error for PATH, or NULL when
+ * strerror says it well enough (for the tools' messages). */
+const char *bdev_open_hint(const char *path, int err);
 void bdev_close(struct bdev *bd);
 
 uint64_t bdev_size(const struct bdev *bd);
 int bdev_fd(const struct bdev *bd);
 int bdev_is_blockdev(const struct bdev *bd);
-const char *bdev_path(const struct bdev *bd);
+const char *bdev_path(const struct bdev *bd);   /* iSCSI: password masked */
+int bdev_is_iscsi(const struct bdev *bd);
+/* D, the I/O timeout of docs/cluster.md §2, as the cluster layer derives it
+ * from the superblock.  iSCSI: every command fails (its session is
+ * dropped) a tenth under D after it was queued.  Files: no effect. */
+void bdev_set_io_timeout(struct bdev *bd, unsigned ms);
 
 int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off);
 int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off);
@@ -101,7 +116,10 @@ int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newv
  *            page reports COMPARE AND WRITE support.  Not implemented yet:
  *            returns -EOPNOTSUPP, so such a device fails to mount rather
  *            than getting an emulation that would not exclude other
- *            machines. */
+ *            machines.
+ *  - "iscsi": COMPARE AND WRITE through libiscsi for iscsi:// LUNs
+ *            (bdev/iscsi.c), proved to work by a trial command at open;
+ *            the multi-machine path today (docs/cluster.md §8). */
 struct bdev_ats_ops {
 	const char *name;
 	int (*cmp_write)(struct bdev *bd, uint64_t off, const void *expect,
@@ -109,7 +127,27 @@ struct bdev_ats_ops {
 };
 extern const struct bdev_ats_ops bdev_ats_ofd_ops;
 extern const struct bdev_ats_ops bdev_ats_scsi_ops;
+extern const struct bdev_ats_ops bdev_ats_iscsi_ops;   /* iscsi:// LUNs */
 const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd);
+
+/* SPC-3 persistent reservations (iSCSI LUNs only; -EOPNOTSUPP otherwise),
+ * type Write Exclusive - Registrants Only: every registered host may
+ * write, an unregistered or preempted one gets RESERVATION CONFLICT, which
+ * bdev reports as -EIO on data and ATS (-EACCES from these functions).
+ * See docs/cluster.md §8. */
+int bdev_pr_register(struct bdev *bd, uint64_t key);
+int bdev_pr_unregister(struct bdev *bd, uint64_t key);
+int bdev_pr_reserve(struct bdev *bd, uint64_t key);
+int bdev_pr_preempt(struct bdev *bd, uint64_t key, uint64_t victim);
+/* Registers KEY, then CLEARs every registration and the reservation (mkfs:
+ * a new volume starts with none of the old one's keys). */
+int bdev_pr_clear(struct bdev *bd, uint64_t key);
+/* The key offline tools (fsck repairing) register so that a reservation
+ * left by dead hosts does not refuse their writes. */
+#define BDEV_PR_MAINT_KEY 0x56464d41494e5400ull  /* "VFMAINT" */
+/* Registered keys (up to MAX in KEYS, *N the total) and the reservation
+ * holder's key (0: no reservation). */
+int bdev_pr_read(struct bdev *bd, uint64_t *keys, unsigned max, unsigned *n, uint64_t *holder);
 
 /* Fault injection (named points, compiled in; see docs/testing.md). */
 enum bdev_fault {

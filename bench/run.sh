@@ -36,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio mkfs fsck meta cluster vmdisk)
+SECTIONS=(fio mkfs fsck meta cluster vmdisk ha)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -589,6 +589,23 @@ section_vmdisk() {
 	done
 	rm -f "$raw"
 	[[ -n $vm ]] && rm -rf "$VOL_MNT/benchvm"
+	return 0
+}
+
+# HA failover (docs/ha.md): bench/ha.py kills a host running test guests and
+# times each VM's return on a survivor, default and short heartbeat
+section_ha() {
+	local line
+	command -v qemu-system-x86_64 >/dev/null || { note "ha: QEMU not installed (scripts/deps.sh)"; return 0; }
+	((NO_VMFSD)) && return 0
+	table "HA failover: host A (2 test guests) killed as a power loss, 3 hosts; time from the kill (bench/ha.py)" \
+		"heartbeat (interval / timeout)" "VMs back" detection replay "lock break" "QEMU start" \
+		"first VM running" median "last VM running"
+	while IFS= read -r line; do
+		[[ $line == \|* ]] && out "$line"
+	done < <("$PY" bench/ha.py)
+	note ""
+	note "Anchors (not measured here): vSphere HA restarts VMs after minutes; Proxmox HA about 2 min; oVirt with sanlock at least 140 s (its host_dead default)."
 	return 0
 }
 

@@ -830,7 +830,8 @@ int vmfsd_layout_compute(const struct vmfsd_mkfs_params *p, struct vmfsd_sb *sb)
 		strcpy(sb->label, p->label);
 	sb->device_size = p->device_size;
 	sb->mkfs_time = p->now;
-	sb->feat_ro_compat = VMFSD_FEAT_RO_JOURNAL_ID;
+	sb->feat_ro_compat = VMFSD_FEAT_RO_JOURNAL_ID |
+			     (p->pr_fence ? VMFSD_FEAT_RO_PR_FENCE : 0);
 	sb->format_gen = p->format_gen ? p->format_gen : 1;
 	sb->rc_bits = VMFSD_RC_BITS;
 	sb->root_ino = VMFSD_ROOT_INO;

@@ -69,8 +69,12 @@
  * a build that does not know it may read the volume but must not write a
  * journal without the identity, which replay would then ignore. */
 #define VMFSD_FEAT_RO_JOURNAL_ID   0x1ull
+/* Hosts fence each other with SCSI persistent reservations on an iSCSI LUN
+ * (docs/cluster.md §8): every writer must register its key, so a build that
+ * does not know the feature may only read (its writes would be refused). */
+#define VMFSD_FEAT_RO_PR_FENCE     0x2ull
 #define VMFSD_FEAT_COMPAT_SUPP     0ull
-#define VMFSD_FEAT_RO_COMPAT_SUPP  VMFSD_FEAT_RO_JOURNAL_ID
+#define VMFSD_FEAT_RO_COMPAT_SUPP  (VMFSD_FEAT_RO_JOURNAL_ID | VMFSD_FEAT_RO_PR_FENCE)
 #define VMFSD_FEAT_INCOMPAT_SUPP   0ull
 
 /* Little-endian field types: a plain integer on disk, converted at the edge. */
@@ -672,6 +676,7 @@ struct vmfsd_mkfs_params {
 	const uint8_t *uuid;    /* 16 bytes */
 	uint64_t format_gen;    /* random, new at every mkfs; 0 is taken as 1 */
 	uint64_t now;
+	int pr_fence;           /* VMFSD_FEAT_RO_PR_FENCE */
 };
 /* Fills sb with a valid v1 layout, or returns -ENOSPC (device too small)
  * or -EINVAL (bad parameter). */

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "fs_internal.h"
+#include "lockmgr/lockmgr_internal.h"
 
 /* Transient locks are released after the next commit (COMMIT_INTERVAL_MS,
  * 1 s), so a contender waits up to that plus the commit itself; 2.5 s
@@ -184,7 +185,9 @@ int cluster_join(struct fs *fs)
 		return r;
 	fs->slot = hb_my_slot(fs->hb);
 	hb_set_fence_cb(fs->hb, fence_cb, fs);
-	return 0;
+	if (fs->no_self_fence)
+		lockmgr_fault_set(fs->hb, LOCKMGR_FAULT_NO_FENCE);
+	return hosts_init(fs);
 }
 
 static int write_gate(void *arg)
@@ -212,6 +215,7 @@ int cluster_leave(struct fs *fs)
 	bdev_set_write_gate(fs->bd, NULL, NULL);
 	r = hb_leave(fs->hb);
 	fs->hb = NULL;
+	hosts_free(fs);
 	free(fs->late_unlock);
 	fs->late_unlock = NULL;
 	fs->nlate = fs->late_cap = 0;
@@ -224,17 +228,23 @@ void cluster_recover_dead(struct fs *fs)
 {
 	uint32_t slot = 0;
 
+	/* the history behind user.vmfsd.hosts (fs/hosts.c), fenced or not */
+	hosts_observe(fs);
 	if (!fs->hb || fs->fenced)
 		return;
 	while (hb_next_dead(fs->hb, slot, &slot) == 0) {
 		struct journal_replay_info ji;
+		struct hb_slot_info si;
+		int64_t t0 = hb_clock_ns();
 
 		/* A failure leaves it to the next round or to another host:
 		 * a journal we cannot replay keeps the slot REPLAYING, its
 		 * locks stay valid and fsck must look at it. */
-		if (hb_claim_dead(fs->hb, slot) == 0 &&
-		    journal_replay(fs->bd, &fs->sb, slot, &ji) == 0)
-			(void)hb_release_dead(fs->hb, slot);
+		if (hb_slot_state(fs->hb, slot, &si) == 0 && hb_claim_dead(fs->hb, slot) == 0 &&
+		    journal_replay(fs->bd, &fs->sb, slot, &ji) == 0 &&
+		    hb_release_dead(fs->hb, slot) == 0)
+			hosts_note_replay(fs, slot, si.host_name, si.generation,
+					  (hb_clock_ns() - t0) / 1000000);
 		slot++;
 	}
 }
@@ -297,9 +307,24 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 		return 0;       /* read-only mount: no locks */
 	cluster_pin(fs, ip);
 	pthread_mutex_lock(&ip->lk_io);
+	/* An evicted inode of this number may have left its lock for release
+	 * after the next commit (cluster_forget_inode): we still hold it on
+	 * disk.  Take it over instead: acquiring it again would answer "held
+	 * already", and the pending release would then free the lock under
+	 * this open (another host could open the file for writing too).
+	 * late_mu: a release already under way finishes first. */
+	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
 	have = ip->lk_mode;
+	for (uint32_t i = 0; have == VMFSD_LOCK_FREE && i < fs->nlate; i++) {
+		if (fs->late_unlock[i].off != off)
+			continue;
+		have = ip->lk_mode = fs->late_unlock[i].mode;
+		ip->lk_fresh = false;
+		fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
+	}
 	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
 	if (stronger(have, mode) != have) {
 		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
 			      &li);
@@ -346,7 +371,7 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_lock(&fs->lk_lock);
 	if (fs->nlate == fs->late_cap) {
 		uint32_t cap = fs->late_cap ? fs->late_cap * 2 : 64;
-		uint64_t *n = realloc(fs->late_unlock, cap * sizeof(*n));
+		struct late_unlock *n = realloc(fs->late_unlock, cap * sizeof(*n));
 
 		if (!n) {
 			/* Left held: stale once we unmount (generation). */
@@ -356,7 +381,8 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 		fs->late_unlock = n;
 		fs->late_cap = cap;
 	}
-	fs->late_unlock[fs->nlate++] = vmfsd_inode_off(&fs->sb, ip->ino);
+	fs->late_unlock[fs->nlate].off = vmfsd_inode_off(&fs->sb, ip->ino);
+	fs->late_unlock[fs->nlate++].mode = ip->lk_mode;
 	ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 }
@@ -370,9 +396,10 @@ void cluster_release_transient(struct fs *fs)
 
 	if (!fs->hb)
 		return;
+	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
-		uint64_t off = fs->late_unlock[i];
+		uint64_t off = fs->late_unlock[i].off;
 
 		pthread_mutex_unlock(&fs->lk_lock);
 		(void)lock_release(fs->hb, fs->bd, off, NULL);
@@ -380,6 +407,7 @@ void cluster_release_transient(struct fs *fs)
 	}
 	fs->nlate = 0;
 	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 

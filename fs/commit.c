@@ -226,8 +226,12 @@ int commit_locked(struct fs *fs)
 	/* Everything merged so far is durable now, its frees included. */
 	alloc_release_pending(fs, fs->reuse, fs->nreuse);
 	fs->nreuse = 0;
-	cluster_release_rcs(fs, false);
+	/* Inode locks before clusters: a freed inode's number can be
+	 * allocated by another host as soon as it gets the cluster, and its
+	 * lock must be free by then, or that host's open of its brand-new file
+	 * meets our lock (EBUSY once the commit is late, seen under load). */
 	cluster_release_transient(fs);
+	cluster_release_rcs(fs, false);
 	if (!fs->ndfree)
 		return 0;
 	/* Frees that found their cluster busy at another host: try again. */

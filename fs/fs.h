@@ -54,6 +54,10 @@ struct fs_mount_opts {
 	 * REASON is enum hb_fence_reason (lockmgr.h). */
 	void (*fence_hook)(void *arg, int reason);
 	void *fence_arg;
+	/* Test only (vmfsd -o debug_no_self_fence): the heartbeat never fences
+	 * on its own deadline, so a test can show what the target's
+	 * persistent reservations refuse by themselves (docs/cluster.md §8). */
+	int debug_no_self_fence;
 };
 
 enum fs_mount_flags_out {

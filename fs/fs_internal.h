@@ -268,6 +268,7 @@ struct fs {
 	int commit_interval_ms;
 	bool own_bd;
 	bool reclaim_own;
+	bool no_self_fence;     /* fs_mount_opts.debug_no_self_fence */
 
 	/* cluster (fs/cluster.c) */
 	struct hb *hb;                  /* NULL on a read-only mount */
@@ -276,12 +277,18 @@ struct fs {
 	void (*fence_hook)(void *, int); /* fs_mount_opts.fence_hook */
 	void *fence_arg;
 	bool replayed_own;              /* our crashed incarnation's journal */
+	struct hosts_hist *hosts;       /* fs/hosts.c: user.vmfsd.hosts */
 	/* orphan list (fs/orphan.c), meta_lock */
 	uint64_t orphans[VMFSD_ORPHAN_MAX];
 	uint32_t norphans;
-	/* Locks of evicted inodes, released after the next commit. */
-	uint64_t *late_unlock;
+	/* Locks of evicted inodes, released after the next commit (lk_lock
+	 * for the list; late_mu from the moment a release is decided until it
+	 * is on disk, so an inode of the same number opened meanwhile either
+	 * takes the pending lock over or waits for the release: never both,
+	 * see cluster_lock_inode) */
+	struct late_unlock { uint64_t off; uint16_t mode; } *late_unlock;
 	uint32_t nlate, late_cap;
+	pthread_mutex_t late_mu;
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
@@ -295,6 +302,15 @@ int cluster_join(struct fs *fs);
 int cluster_start(struct fs *fs);
 int cluster_leave(struct fs *fs);
 void cluster_recover_dead(struct fs *fs);
+/* fs/hosts.c: the cluster view behind the root's user.vmfsd.hosts */
+int hosts_init(struct fs *fs);
+void hosts_free(struct fs *fs);
+void hosts_observe(struct fs *fs);
+void hosts_note_replay(struct fs *fs, uint32_t slot, const char *name, uint64_t gen,
+		       int64_t replay_ms);
+/* malloc'd JSON document (not NUL-terminated: *LEN bytes); -ENODATA on a
+ * read-only mount */
+int hosts_describe(struct fs *fs, char **out, size_t *len);
 void cluster_pin(struct fs *fs, struct fs_inode *ip);
 void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */

@@ -221,17 +221,59 @@ int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
 	uint64_t ino, gen = 1;
 	int r;
 
-	r = alloc_item(fs, &fs->ipool, parent, tx, &ino);
-	if (r)
-		return r;
+	for (int tries = 0;; tries++) {
+		r = alloc_item(fs, &fs->ipool, parent, tx, &ino);
+		if (r)
+			return r;
+		/* The number may still have an inode object here: the file
+		 * that had it before (freed by us or by another host) that the
+		 * kernel still references.  There must never be two objects
+		 * of one number: the cluster lock state lives in the object
+		 * but the on-disk lock record belongs to the number, and the
+		 * stale object releasing "its" lock after a commit would
+		 * free the lock the new file's open holds (docs/cluster.md
+		 * §5).  So the new file takes the object over (its lock state
+		 * with it; the kernel's old references still get ESTALE by
+		 * generation).  One still open here is not taken: that number
+		 * goes back and another is allocated. */
+		pthread_mutex_lock(&fs->icache_lock);
+		ip = icache_find(fs, ino);
+		if (ip && ip->nopen) {
+			pthread_mutex_unlock(&fs->icache_lock);
+			alloc_free(fs, &fs->ipool, ino, tx);
+			if (tries == 8)
+				return -EUCLEAN;
+			continue;
+		}
+		if (ip)
+			ip->pins++;
+		pthread_mutex_unlock(&fs->icache_lock);
+		break;
+	}
 	/* Keep generations increasing across reuse of an inode number, so a
 	 * stale handle or a stale map/directory block is recognised. */
 	if (inode_read(fs, ino, &old) == 0)
 		gen = old.generation + 1;
-	ip = inode_new_mem(ino);
-	if (!ip) {
-		alloc_free(fs, &fs->ipool, ino, tx);
-		return -ENOMEM;
+	if (ip) {
+		if (ip->d.generation >= gen)
+			gen = ip->d.generation + 1;
+		dir_cache_free(ip);
+		bmap_cache_drop(ip);
+		memset(&ip->d, 0, sizeof(ip->d));
+		ip->dirty = ip->deleted = ip->unlinked_here = false;
+		pthread_mutex_lock(&fs->lk_lock);
+		ip->lk_fresh = false;
+		pthread_mutex_unlock(&fs->lk_lock);
+	} else {
+		ip = inode_new_mem(ino);
+		if (!ip) {
+			alloc_free(fs, &fs->ipool, ino, tx);
+			return -ENOMEM;
+		}
+		ip->pins = 1;
+		pthread_mutex_lock(&fs->icache_lock);
+		icache_insert(fs, ip);
+		pthread_mutex_unlock(&fs->icache_lock);
 	}
 	fs_now(&now);
 	ip->d.ino = ino;
@@ -245,10 +287,6 @@ int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
 	ip->d.atime_sec = ip->d.mtime_sec = ip->d.ctime_sec = ip->d.btime_sec = now.tv_sec;
 	ip->d.atime_nsec = ip->d.mtime_nsec = ip->d.ctime_nsec = ip->d.btime_nsec =
 		(uint32_t)now.tv_nsec;
-	ip->pins = 1;
-	pthread_mutex_lock(&fs->icache_lock);
-	icache_insert(fs, ip);
-	pthread_mutex_unlock(&fs->icache_lock);
 	tx_add_inode(tx, ip);
 	*out = ip;
 	return 0;

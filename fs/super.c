@@ -154,6 +154,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	pthread_mutex_init(&fs->meta_lock, NULL);
 	pthread_mutex_init(&fs->icache_lock, NULL);
 	pthread_mutex_init(&fs->lk_lock, NULL);
+	pthread_mutex_init(&fs->late_mu, NULL);
 	pthread_mutex_init(&fs->plock, NULL);
 	fs->itab_size = 1u << 16;
 	fs->itab = calloc(fs->itab_size, sizeof(*fs->itab));
@@ -163,6 +164,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	}
 	fs->commit_interval_ms = o ? o->commit_interval_ms : 0;
 	fs->reclaim_own = o && o->reclaim_own_slot;
+	fs->no_self_fence = o && o->debug_no_self_fence;
 	if (o) {
 		fs->fence_hook = o->fence_hook;
 		fs->fence_arg = o->fence_arg;
@@ -317,6 +319,7 @@ int fs_unmount(struct fs *fs)
 	free(fs->itab);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);
+	pthread_mutex_destroy(&fs->late_mu);
 	free(fs);
 	return r;
 }

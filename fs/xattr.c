@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <sys/xattr.h>
 
 #include "fs_internal.h"
@@ -21,6 +22,9 @@
  *                           several hosts may write (clustered guests) */
 #define XATTR_LOCK "user.vmfsd.lock"
 #define XATTR_MW "user.vmfsd.multiwriter"
+/*   user.vmfsd.hosts        read, on the mount root: the cluster as this
+ *                           host sees it, JSON (fs/hosts.c, docs/ha.md) */
+#define XATTR_HOSTS "user.vmfsd.hosts"
 
 static bool user_ns(const char *name)
 {
@@ -93,7 +97,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		return -EROFS;
 	if (!user_ns(name))
 		return -EOPNOTSUPP;
-	if (!strcmp(name, XATTR_LOCK))
+	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_HOSTS))
 		return -EPERM;
 	if (!strcmp(name, XATTR_MW))
 		return set_multiwriter(fs, ino, value, size);
@@ -148,6 +152,24 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 
 	if (!user_ns(name))
 		return -ENODATA;
+	if (!strcmp(name, XATTR_HOSTS) && ino == VMFSD_ROOT_INO) {
+		char *doc;
+		size_t dl;
+
+		r = hosts_describe(fs, &doc, &dl);
+		if (r)
+			return r;
+		if (size && size < dl)
+			r = -ERANGE;
+		else if (dl > 65536)
+			r = -E2BIG;     /* XATTR_SIZE_MAX */
+		else
+			r = (int)dl;
+		if (r > 0 && size)
+			memcpy(value, doc, dl);
+		free(doc);
+		return r;
+	}
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;

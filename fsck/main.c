@@ -478,7 +478,9 @@ int main(int argc, char **argv)
 		printf(PROG ": -f: the check is always full\n");
 	rc = bdev_open(o.device, o.mode == FSCK_READONLY ? BDEV_RDONLY : BDEV_EXCL, &bd);
 	if (rc) {
-		if (rc == -EBUSY)
+		if (bdev_open_hint(o.device, rc))
+			snprintf(buf, sizeof(buf), "cannot open: %s", bdev_open_hint(o.device, rc));
+		else if (rc == -EBUSY)
 			snprintf(buf, sizeof(buf), "cannot open: device busy (mounted?)");
 		else if (rc == -EOPNOTSUPP)
 			snprintf(buf, sizeof(buf), "cannot open: the filesystem holding it does not "
@@ -490,6 +492,11 @@ int main(int argc, char **argv)
 		msg = buf;
 		goto out;
 	}
+	/* Repairs on an iSCSI LUN: registered, so that a reservation left by
+	 * hosts that died mounted does not refuse our writes (fsck itself
+	 * refuses to repair while any host is live; docs/cluster.md §8). */
+	if (o.mode != FSCK_READONLY && bdev_is_iscsi(bd))
+		(void)bdev_pr_register(bd, BDEV_PR_MAINT_KEY);
 	fo.mode = o.mode;
 	fo.problem = print_problem;
 	fo.problem_arg = &pr;
@@ -516,6 +523,8 @@ out:
 		print_summary(&o, rc, &res);
 	}
 	fsck_result_free(&res);
+	if (bd && o.mode != FSCK_READONLY && bdev_is_iscsi(bd))
+		(void)bdev_pr_unregister(bd, BDEV_PR_MAINT_KEY);
 	bdev_close(bd);
 	return status;
 }

@@ -98,6 +98,9 @@ int hb_obs_init(struct hb_obs *o, struct bdev *bd, const struct vmfsd_sb *sb, in
 	o->bd = bd;
 	o->sb = *sb;
 	o->n = sb->max_hosts;
+	/* Make assumption 1 (docs/cluster.md §2) true where the device can:
+	 * iSCSI commands fail a little under D instead of waiting forever. */
+	bdev_set_io_timeout(bd, o->t.io_timeout_ms);
 	o->self = self;
 	o->s = calloc(o->n, sizeof(*o->s));
 	o->buf = bdev_alloc((size_t)o->n * VMFSD_META_BLOCK);
@@ -710,6 +713,11 @@ int hb_join(struct bdev *bd, const struct vmfsd_sb *sb, const char *host_name,
 		rec.replayer_gen = 0;
 		rec.wall_time_ms = wall_ms();
 		encode_sector(&rec, off, nv);
+		/* Registered before the claim, our first write: a reserved LUN
+		 * refuses writes from unregistered initiators (pr.c). */
+		r = hb_pr_register(hb, slot, rec.generation);
+		if (r)
+			goto fail;
 		issue = hb_clock_ns();
 		r = bdev_ats(bd, off, expect, nv, NULL);
 		if (r == -ECANCELED) {
@@ -731,6 +739,7 @@ int hb_join(struct bdev *bd, const struct vmfsd_sb *sb, const char *host_name,
 		hb->obs.self_gen = rec.generation;
 		obs_note_locked(&hb->obs, slot, nv, issue, hb_clock_ns());
 		pthread_mutex_unlock(&hb->obs.mu);
+		hb_pr_joined(hb);
 		bdev_free(expect);
 		*out = hb;
 		return 0;
@@ -836,6 +845,8 @@ int hb_leave(struct hb *hb)
 	pthread_mutex_unlock(&hb->own_mu);
 	if (r == -ECANCELED)
 		r = -ESTALE;
+	if (!r)
+		hb_pr_leave(hb);        /* after our last write */
 	bdev_free(nv);
 out:
 	hb_free(hb);
@@ -972,6 +983,9 @@ int hb_claim_dead(struct hb *hb, uint32_t slot)
 	hb->replay_held[slot] = 1;
 	obs_note_locked(o, slot, nv, issue, hb_clock_ns());
 	pthread_mutex_unlock(&o->mu);
+	/* Before anything of the dead incarnation is replayed or broken: from
+	 * now on the target refuses its writes (pr.c). */
+	(void)hb_pr_preempt(hb, slot, rec.generation);
 out:
 	bdev_free(expect);
 	return r;

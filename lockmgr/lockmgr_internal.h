@@ -63,6 +63,13 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 /* One slot sector read fresh from the disk (not through the table).
  * *ZERO = 1 for an all-zero sector; returns -EUCLEAN/-EBADMSG when it does
  * not decode. */
+/* pr.c: fencing by SCSI persistent reservations (docs/cluster.md §8). */
+uint64_t hb_pr_key(uint32_t slot, uint64_t gen);
+int hb_pr_register(struct hb *hb, uint32_t slot, uint64_t gen);
+void hb_pr_joined(struct hb *hb);
+int hb_pr_preempt(struct hb *hb, uint32_t slot, uint64_t gen);
+void hb_pr_leave(struct hb *hb);
+
 int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, struct vmfsd_hb *hb,
 		 int *zero);
 
@@ -103,6 +110,11 @@ struct hb {
 	uint8_t *replay_held;
 
 	_Atomic unsigned faults;        /* enum lockmgr_fault bits */
+
+	/* Persistent reservations (pr.c): our key is registered; dead
+	 * incarnations we preempted. */
+	_Atomic int pr_registered;
+	_Atomic uint64_t pr_preempts;
 
 	/* Counters for tests and benchmarks. */
 	_Atomic uint64_t renewals, renew_errors;

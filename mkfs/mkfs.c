@@ -72,6 +72,7 @@ struct opts {
 	uint64_t inode_count;
 	uint64_t sub_size;
 	uint64_t size;          /* -s: 0 = not given */
+	bool pr_fence;          /* --pr-fence */
 	const char *device;
 };
 
@@ -114,6 +115,8 @@ static void usage(FILE *out)
 		"      --hb-interval MS     heartbeat renewal interval (default %u ms)\n"
 		"      --hb-timeout MS      a host silent this long is dead (default %u ms,\n"
 		"                           at least twice the interval)\n"
+		"      --pr-fence           hosts fence each other with SCSI persistent\n"
+		"                           reservations (iSCSI LUNs; see vmfsd(8))\n"
 		"  -J, --journal-size SIZE  journal size per host (default: 1/256 of the volume\n"
 		"                           shared by all hosts, 1M..64M each)\n"
 		"  -N, --inodes N           number of inodes (default: one per 512K, 16K..4M)\n"
@@ -234,7 +237,7 @@ static int label_check(const char *l)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_HB_INTERVAL = 0x100, OPT_HB_TIMEOUT };
+	enum { OPT_HB_INTERVAL = 0x100, OPT_HB_TIMEOUT, OPT_PR_FENCE };
 	static const struct option longopts[] = {
 		{ "force", no_argument, NULL, 'f' },
 		{ "label", required_argument, NULL, 'L' },
@@ -243,6 +246,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		{ "size", required_argument, NULL, 's' },
 		{ "hb-interval", required_argument, NULL, OPT_HB_INTERVAL },
 		{ "hb-timeout", required_argument, NULL, OPT_HB_TIMEOUT },
+		{ "pr-fence", no_argument, NULL, OPT_PR_FENCE },
 		{ "journal-size", required_argument, NULL, 'J' },
 		{ "inodes", required_argument, NULL, 'N' },
 		{ "sub-pool", required_argument, NULL, 'S' },
@@ -310,6 +314,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 				err("invalid heartbeat interval '%s' (milliseconds, 1..3600000)", optarg);
 				return -EINVAL;
 			}
+			break;
+		case OPT_PR_FENCE:
+			o->pr_fence = true;
 			break;
 		case OPT_HB_TIMEOUT:
 			if (parse_u32(optarg, 2, 7200000, &o->hb_timeout_ms)) {
@@ -628,6 +635,10 @@ static int image_resize(const struct opts *o, bool existed, uint64_t cur)
 
 static void bdev_open_error(const char *path, int r)
 {
+	if (bdev_open_hint(path, r)) {
+		err("%s: %s", path, bdev_open_hint(path, r));
+		return;
+	}
 	switch (r) {
 	case -ENOTBLK:
 		err("%s: not a regular file or block device", path);
@@ -895,13 +906,31 @@ int main(int argc, char **argv)
 	uint8_t uuid[16];
 	char desc[512];
 	struct vmfsd_sb old;
-	bool existed, created = false, old_ok = false, overwrite = false;
+	bool existed, created = false, old_ok = false, overwrite = false, url;
 	int r;
 
 	if (parse_args(argc, argv, &o))
 		return 1;
 
-	existed = stat(o.device, &st) == 0;
+	url = bdev_is_url(o.device);
+	if (o.pr_fence && !url) {
+		err("%s: --pr-fence needs an iSCSI LUN (iscsi://...): files and local "
+		    "devices have no persistent reservations", o.device);
+		return 1;
+	}
+	if (url) {
+		/* An iSCSI LUN: it exists and is sized by the target, like a
+		 * block device; there is no file to stat, resize or blkid. */
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFBLK;
+		existed = true;
+		if (o.size) {
+			err("%s: -s only applies to image files, not to iSCSI LUNs", o.device);
+			return 1;
+		}
+	} else {
+		existed = stat(o.device, &st) == 0;
+	}
 	if (!existed && (errno != ENOENT || !o.size)) {
 		bdev_open_error(o.device, -errno);
 		return 1;
@@ -922,7 +951,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (existed && (S_ISBLK(st.st_mode) || st.st_size > 0)) {
-		r = blkid_check(o.device, desc, sizeof(desc));
+		r = url ? 0 : blkid_check(o.device, desc, sizeof(desc));
 		if (r == 0)
 			r = vmfsd_check(o.device, desc, sizeof(desc), &old, &old_ok);
 		if (r < 0 && r != -EOPNOTSUPP && r != -ENOTBLK) {
@@ -945,7 +974,7 @@ int main(int argc, char **argv)
 			}
 		}
 		overwrite = r == 1;
-		if (o.force)
+		if (o.force && !url)
 			blkid_list_sigs(o.device, &sigs);
 	}
 
@@ -960,6 +989,17 @@ int main(int argc, char **argv)
 	if (r) {
 		bdev_open_error(o.device, r);
 		goto fail;
+	}
+	/* A LUN keeps the persistent reservation of the volume it held before
+	 * (hosts that died mounted): it would refuse our writes, and the new
+	 * volume's hosts owe nothing to the old keys (docs/cluster.md §8). */
+	if (bdev_is_iscsi(bd)) {
+		r = bdev_pr_clear(bd, BDEV_PR_MAINT_KEY);
+		if (r && r != -EOPNOTSUPP) {
+			err("%s: cannot clear the LUN's persistent reservations: %s", o.device,
+			    strerror(-r));
+			goto fail;
+		}
 	}
 	/* Checked above already; taking the lock now also keeps a vmfsd of
 	 * this host from mounting the half-made volume while we write. */
@@ -990,6 +1030,7 @@ int main(int argc, char **argv)
 	p.max_hosts = o.max_hosts;
 	p.hb_interval_ms = o.hb_interval_ms;
 	p.hb_timeout_ms = o.hb_timeout_ms;
+	p.pr_fence = o.pr_fence;
 	p.journal_size = o.journal_size;
 	p.inode_count = o.inode_count;
 	p.sub_size = o.sub_size;

@@ -14,6 +14,7 @@ PACKAGES=(
 	libcriterion-dev python3 fio e2fsprogs util-linux clang
 	libjansson-dev qemu-system-x86 qemu-utils busybox-static cpio
 	spin gdb
+	libiscsi-dev libiscsi-bin istgt qemu-block-extra iproute2
 )
 
 die() {

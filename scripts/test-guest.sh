@@ -14,9 +14,14 @@
 #   - prints "vmfs-guest: ..." progress lines on ttyS0;
 #   - reads the record at sector 0 of /dev/vda ("VMFSCOUNT <n> <boot-id>"),
 #     prints "vmfs-guest: previous counter <n>" (-1 on a blank disk);
-#   - every 0.5 s writes and prints "vmfs-guest: counter <n+1>", ...
-#     (the record is written with O_DIRECT-like dd conv=fsync so it is on the
+#   - every 0.5 s (vmfs.period=S on the kernel command line: every S s, e.g.
+#     0.1) writes "VMFSCOUNT <n> <boot> <unix time>" to sector 0 and prints
+#     "vmfs-guest: counter <n+1>", ...  (dd oflag=direct conv=fsync: on the
 #     disk the moment it is printed);
+#   - each boot takes the next run index r from sector 1 ("VMFSRUN r boot")
+#     and also writes "VMFSSEQ <n> <boot> <r> <time>" at sector
+#     2048 + (r % 16) * 4096 + n % 4096: a per-run write log, so a late
+#     write of an older run (a host that should be dead) stays visible;
 #   - on the ACPI power button (QMP system_powerdown) prints
 #     "vmfs-guest: acpi power button", syncs and powers off;
 #   - powers off at once when the kernel command line has vmfs.count=N and
@@ -24,14 +29,23 @@
 #   - with vmfs.fill=M on the kernel command line, first writes M MiB of a
 #     non-zero pattern to /dev/vda from 1 MiB on, each MiB with
 #     conv=fsync, prints "vmfs-guest: fill done M MiB" and only then starts
-#     counting (the full-datastore test: the thin extent must grow).
+#     counting (the full-datastore test: the thin extent must grow);
+#   - with vmfs.panic_after=N on the kernel command line, prints
+#     "vmfs-guest: panicking" after writing N counters in this boot (0: before
+#     the first) and panics the kernel (sysrq 'c'): the pvpanic driver tells
+#     QEMU (GUEST_PANICKED; the agent runs QEMU with -device pvpanic and
+#     -action panic=pause).  Without the flag nothing changes.
 # Module load order (docs/vm.md "The test guest", seen with linux-image-6.1.0-*-amd64 and
 # busybox 1.35): virtio_ring, virtio, virtio_pci_modern_dev,
 # virtio_pci_legacy_dev, virtio_pci, virtio_blk; virtio needs a symbol from
-# virtio_ring, so any other order fails.
+# virtio_ring, so any other order fails.  Then pvpanic (the core) and its
+# bus drivers pvpanic-mmio (the ISA device QEMU's `-device pvpanic` makes,
+# found through ACPI as QEMU0001) and pvpanic-pci: both depend on pvpanic
+# (modinfo of linux-image-6.1.0-57-amd64); they are optional here, a kernel
+# without them builds a guest that cannot report a panic.
 set -euo pipefail
 
-GUEST_VERSION=4     # bump when the initramfs contents change (invalidates caches)
+GUEST_VERSION=6     # bump when the initramfs contents change (invalidates caches)
 prog=test-guest.sh
 
 die() {
@@ -125,12 +139,15 @@ moddir=$WORK/k/lib/modules/$kver/kernel
 R=$WORK/root
 mkdir -p "$R"/{bin,dev,proc,sys,tmp,modules,etc}
 cp "$BUSYBOX" "$R/bin/busybox"
-MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button)
+MODS=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk evdev button
+	pvpanic pvpanic-mmio pvpanic-pci)
+OPTIONAL_MODS=" pvpanic pvpanic-mmio pvpanic-pci "
 for m in "${MODS[@]}"; do
 	f=$(find "$moddir" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) -print -quit)
 	if [[ -z $f ]]; then
 		# Built into the kernel (no module): nothing to load.
 		grep -q "/$m.ko" "$WORK/k/lib/modules/$kver/modules.builtin" 2>/dev/null ||
+			[[ $OPTIONAL_MODS == *" $m "* ]] ||
 			die "module $m not found in $pkg"
 		continue
 	fi
@@ -158,17 +175,21 @@ exec >/dev/ttyS0 2>&1 </dev/null
 say() { echo "vmfs-guest: $*"; }
 say "init started (kernel $(uname -r))"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk \
-	evdev button; do
+	evdev button pvpanic pvpanic-mmio pvpanic-pci; do
 	[ -f /modules/$m.ko ] || continue
 	insmod /modules/$m.ko || say "insmod $m failed"
 done
 say "modules loaded"
 limit=""
 fill=""
+period=0.5
+panic_after=""
 for a in $(cat /proc/cmdline); do
 	case $a in
 	vmfs.count=*) limit=${a#vmfs.count=} ;;
+	vmfs.panic_after=*) panic_after=${a#vmfs.panic_after=} ;;
 	vmfs.fill=*) fill=${a#vmfs.fill=} ;;
+	vmfs.period=*) period=${a#vmfs.period=} ;;
 	esac
 done
 
@@ -201,8 +222,18 @@ set -- $rec
 n=-1
 if [ "$1" = VMFSCOUNT ] && [ -n "$2" ]; then n=$2; fi
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null | cut -c1-8)
+# the run index at sector 1: each boot writes its own log of records
+# (VMFSSEQ n boot run time) at 2048 + (run % 16) * 4096 + n % 4096, so a
+# write of an older run that lands late stays visible (tests/vm/test_ha.py)
+rec=$(dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\000' | sed -n 1p)
+set -- $rec
+run=0
+if [ "$1" = VMFSRUN ] && [ -n "$2" ]; then run=$(($2 + 1)); fi
+printf 'VMFSRUN %d %s\n' "$run" "$boot" |
+	dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync oflag=direct 2>/dev/null
+base=$((2048 + (run % 16) * 4096))
 say "previous counter $n"
-say "up, boot $boot"
+say "up, boot $boot run $run"
 if [ -n "$fill" ]; then
 	dd if=/dev/zero bs=1048576 count=1 2>/dev/null | tr '\000' 'v' >/tmp/blk
 	say "fill start $fill MiB"
@@ -214,13 +245,25 @@ if [ -n "$fill" ]; then
 	done
 	say "fill done $fill MiB"
 fi
+panic_now() {
+	say "panicking"
+	echo c >/proc/sysrq-trigger
+}
+written=0
 while :; do
+	if [ -n "$panic_after" ] && [ "$written" -ge "$panic_after" ]; then panic_now; fi
 	n=$((n + 1))
-	printf 'VMFSCOUNT %d %s\n' "$n" "$boot" | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null
+	written=$((written + 1))
+	t=$(date +%s)
+	# O_DIRECT and fsync: on the disk when dd returns, no guest cache
+	printf 'VMFSCOUNT %d %s %s\n' "$n" "$boot" "$t" |
+		dd of=/dev/vda bs=512 count=1 conv=sync,fsync oflag=direct 2>/dev/null
+	printf 'VMFSSEQ %d %s %d %s\n' "$n" "$boot" "$run" "$t" |
+		dd of=/dev/vda bs=512 seek=$((base + n % 4096)) count=1 conv=sync,fsync oflag=direct 2>/dev/null
 	say "counter $n"
 	if [ -n "$limit" ] && [ "$n" -ge "$limit" ]; then off; fi
 	# sleep in the background and wait, so the USR1 trap runs at once
-	sleep 0.5 &
+	sleep "$period" &
 	wait $!
 done
 INIT

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -329,4 +330,103 @@ int vm_lockrec_remove(int dirfd, const char *name)
 	if (unlinkat(dirfd, name, 0) && errno != ENOENT)
 		return -errno;
 	return 0;
+}
+
+static int lockrec_read_fd(int fd, struct vm_lockrec *r)
+{
+	char buf[4096];
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+
+	memset(r, 0, sizeof(*r));
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return n ? lockrec_parse(buf, r) : 0;
+}
+
+static int lockrec_lock(int dirfd, const char *name, int oflags, int *fdp, struct vm_lockrec *cur)
+{
+	int fd, rc;
+
+	memset(cur, 0, sizeof(*cur));
+	*fdp = -1;
+	fd = openat(dirfd, name, O_RDWR | oflags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0644);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		rc = errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		(void)lockrec_read_fd(fd, cur);
+		close(fd);
+		return rc;
+	}
+	rc = lockrec_read_fd(fd, cur);
+	if (rc == -EINVAL)
+		rc = 0;         /* an unreadable record nobody holds: ours now */
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+int vm_lockrec_lock(int dirfd, const char *name, int *fdp, struct vm_lockrec *cur)
+{
+	return lockrec_lock(dirfd, name, O_CREAT, fdp, cur);
+}
+
+int vm_lockrec_write(int fd, const struct vm_lockrec *r)
+{
+	char buf[1024];
+	int n = lockrec_format(r, buf, sizeof(buf)), rc;
+
+	if (n < 0)
+		return n;
+	rc = write_all_at(fd, buf, (size_t)n);
+	if (!rc && ftruncate(fd, n))
+		rc = -errno;
+	if (!rc && fsync(fd))
+		rc = -errno;
+	return rc;
+}
+
+int vm_lockrec_release(int dirfd, const char *name, const char *host)
+{
+	struct vm_lockrec cur;
+	int fd, rc = lockrec_lock(dirfd, name, 0, &fd, &cur);
+
+	/* A QEMU that just exited can still hold it for a moment: its main
+	 * thread shows as a zombie while the other threads still close the
+	 * shared descriptor table.  2 s bounds that. */
+	for (int i = 0; rc == -EAGAIN && i < 20; i++) {
+		usleep(100 * 1000);
+		rc = lockrec_lock(dirfd, name, 0, &fd, &cur);
+	}
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	/* emptied, not unlinked: the file (and its inode) stays, so no
+	 * host ever re-creates a record of the same name right after
+	 * another host deleted it (vmfsd then granted an open with the
+	 * on-disk lock free: docs/ha.md §7) */
+	if (cur.host[0] && strcmp(cur.host, host))
+		rc = -EPERM;
+	else if (ftruncate(fd, 0) || fsync(fd))
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int vm_lockrec_probe(int dirfd, const char *name, struct vm_lockrec *r)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY), rc;
+
+	memset(r, 0, sizeof(*r));
+	if (fd < 0)
+		return errno == EBUSY ? 1 : -errno;
+	(void)lockrec_read_fd(fd, r);
+	rc = flock(fd, LOCK_SH | LOCK_NB) ? (errno == EWOULDBLOCK ? 1 : -errno) : 0;
+	close(fd);
+	return rc;
 }

@@ -15,7 +15,8 @@
  * migration), aio=io_uring (or native/threads, chosen by the caller after a
  * failed start), discard=unmap so guest TRIM punches holes and keeps the
  * extent thin.  Every disk is a virtio-blk-pci device, whatever bus the
- * .vmx names (a KVM guest runs best on virtio; docs/vm.md).
+ * .vmx names (a KVM guest runs best on virtio; docs/vm.md).  Every VM also
+ * gets a pvpanic device, its panic pausing QEMU for the agent to see.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -120,6 +121,17 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 	ADDF("%u", c->vcpus);
 	ADD("-m");
 	ADDF("%u", c->mem_mib);
+	/* a guest kernel panic reaches the agent (docs/vm.md "VM monitoring"):
+	 * the pvpanic device (ISA, port 0x505, ACPI QEMU0001: the guest's
+	 * pvpanic-mmio driver) tells QEMU, and panic=pause keeps the panicked
+	 * guest as it is (QMP status "guest-panicked", event GUEST_PANICKED)
+	 * until the agent's sweep sees it and restarts the VM, instead of
+	 * QEMU's default of shutting down, which would look like a guest
+	 * power-off */
+	ADD("-device");
+	ADD("pvpanic");
+	ADD("-action");
+	ADD("panic=pause");
 	ADD("-display");
 	ADD("none");
 	ADD("-vga");

@@ -40,6 +40,16 @@ int vm_errf(struct vm_err *err, int rc, const char *fmt, ...)
 #define VM_MAX_NICS 4
 #define VM_MAX_VCPUS 255           /* QEMU's pc/q35 limit without x2apic/IR */
 #define VM_MIN_MEM_MIB 16
+/* VM monitoring bounds (docs/vm.md "VM monitoring"): restarts 0 (detect and
+ * report only) to 100; a window from a minute to 7 days (vSphere's longest
+ * preset reset period, "Low"); a hang timeout from 5 s (two heartbeat
+ * rounds of 2 s plus slack) to an hour */
+#define VM_HA_MAX_RESTARTS_MIN 0
+#define VM_HA_MAX_RESTARTS_MAX 100
+#define VM_HA_WINDOW_MIN 60
+#define VM_HA_WINDOW_MAX (7 * 86400)
+#define VM_HA_HANG_MIN 5
+#define VM_HA_HANG_MAX 3600
 
 /* ------------------------------------------------------------ .vmx file */
 struct vmx_kv {
@@ -81,6 +91,14 @@ struct vm_nic {
 	char mac[18];                /* "" = QEMU picks one */
 };
 
+/* vmfsd.ha.restartPriority: the order HA restarts a dead host's VMs in;
+ * disabled = not protected.  Zero is the default (medium). */
+enum vm_ha_priority { VM_HA_MEDIUM = 0, VM_HA_DISABLED, VM_HA_LOW, VM_HA_HIGH };
+const char *vm_ha_priority_name(enum vm_ha_priority p);
+int vm_ha_priority_parse(const char *s, enum vm_ha_priority *out);
+/* 3 high ... 1 low, 0 disabled: restart order */
+int vm_ha_priority_rank(enum vm_ha_priority p);
+
 struct vm_config {
 	char vmx_name[VM_NAME_MAX + 1];   /* "<vm>.vmx" */
 	char name[VM_NAME_MAX + 1];       /* "<vm>": file name stem, names the .log/.vmss */
@@ -96,6 +114,12 @@ struct vm_config {
 	char initrd[VM_NAME_MAX + 1];
 	char append[VMX_MAX_VALUE + 1];
 	enum vm_accel accel;
+	enum vm_ha_priority ha_priority;  /* vmfsd.ha.restartPriority (docs/ha.md) */
+	/* VM monitoring (docs/vm.md "VM monitoring"); -1: the agent's default */
+	int ha_monitoring;                /* vmfsd.ha.vmMonitoring: 0 disabled, 1 enabled */
+	int ha_max_restarts;              /* vmfsd.ha.maxRestarts */
+	int ha_restart_window;            /* vmfsd.ha.restartWindow, seconds */
+	int ha_hang_timeout;              /* vmfsd.ha.hangTimeout, seconds */
 };
 
 /* Checks a file name from untrusted input: one component, in the VM
@@ -212,6 +236,26 @@ int vm_lockrec_create(int dirfd, const char *name, const struct vm_lockrec *r,
 int vm_lockrec_update(int dirfd, const char *name, const struct vm_lockrec *r);
 int vm_lockrec_read(int dirfd, const char *name, struct vm_lockrec *r);
 int vm_lockrec_remove(int dirfd, const char *name);
+/* The record as a held lock (docs/vm.md "One host at a time"): opens NAME
+ * O_RDWR|O_CREAT (on a vmfsd cluster mount that takes the file's
+ * exclusive on-disk lock: -EBUSY when another live host holds it) and
+ * flock()s it (excludes the other processes of this kernel on the same
+ * mount: a QEMU that inherited the descriptor).  0: *FD is locked, *CUR
+ * holds the previous record (host "" when there was none), which nobody
+ * runs any more: the lock was free.  -EAGAIN: a local process holds it,
+ * *CUR says whose record it is.  -EBUSY: another host holds it (*CUR
+ * empty: its content cannot be read from here). */
+int vm_lockrec_lock(int dirfd, const char *name, int *fd, struct vm_lockrec *cur);
+/* Writes R over the record open on FD, truncates, fsyncs. */
+int vm_lockrec_write(int fd, const struct vm_lockrec *r);
+/* Empties NAME (the file stays: "nobody runs the VM") only if it is
+ * HOST's record and nobody holds its lock: 0 released (or absent),
+ * -EAGAIN/-EBUSY held, -EPERM another host's. */
+int vm_lockrec_release(int dirfd, const char *name, const char *host);
+/* Is NAME's lock held (by a process of this kernel or by another host)?
+ * 1 yes, 0 no, negative errno when NAME cannot be opened. *R gets the
+ * record when readable. */
+int vm_lockrec_probe(int dirfd, const char *name, struct vm_lockrec *r);
 int vm_boot_id(char *buf, size_t size);
 
 /* ------------------------------------------------------------ helpers */

@@ -581,6 +581,78 @@ static int key_accel(struct vmx_ctx *x, const struct vmx_kv *kv)
 	return 0;
 }
 
+const char *vm_ha_priority_name(enum vm_ha_priority p)
+{
+	switch (p) {
+	case VM_HA_DISABLED:
+		return "disabled";
+	case VM_HA_LOW:
+		return "low";
+	case VM_HA_HIGH:
+		return "high";
+	default:
+		return "medium";
+	}
+}
+
+int vm_ha_priority_parse(const char *s, enum vm_ha_priority *out)
+{
+	static const enum vm_ha_priority all[] = {VM_HA_DISABLED, VM_HA_LOW, VM_HA_MEDIUM, VM_HA_HIGH};
+
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+		if (!strcasecmp(s, vm_ha_priority_name(all[i]))) {
+			*out = all[i];
+			return 0;
+		}
+	return -EINVAL;
+}
+
+int vm_ha_priority_rank(enum vm_ha_priority p)
+{
+	return p == VM_HA_HIGH ? 3 : p == VM_HA_MEDIUM ? 2 : p == VM_HA_LOW ? 1 : 0;
+}
+
+static int key_ha_priority(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	if (vm_ha_priority_parse(kv->value, &x->cfg->ha_priority))
+		return vm_errf(x->err, -EINVAL,
+			       "%s:%d: key '%s': '%.32s' is not disabled, low, medium or high",
+			       x->what, kv->line, kv->key, kv->value);
+	return 0;
+}
+
+/* VM monitoring: restart in place after a crash, panic or hang (the
+ * bounds and why: docs/vm.md "VM monitoring") */
+static int key_ha_monitoring(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	if (!strcasecmp(kv->value, "enabled"))
+		x->cfg->ha_monitoring = 1;
+	else if (!strcasecmp(kv->value, "disabled"))
+		x->cfg->ha_monitoring = 0;
+	else
+		return vm_errf(x->err, -EINVAL, "%s:%d: key '%s': '%.32s' is not enabled or disabled",
+			       x->what, kv->line, kv->key, kv->value);
+	return 0;
+}
+
+static int key_ha_number(struct vmx_ctx *x, const struct vmx_kv *kv)
+{
+	unsigned v;
+	int rc;
+
+	if (!strcasecmp(kv->key, "vmfsd.ha.maxRestarts")) {
+		rc = parse_uint(kv, x->what, VM_HA_MAX_RESTARTS_MIN, VM_HA_MAX_RESTARTS_MAX, &v, x->err);
+		x->cfg->ha_max_restarts = (int)v;
+	} else if (!strcasecmp(kv->key, "vmfsd.ha.restartWindow")) {
+		rc = parse_uint(kv, x->what, VM_HA_WINDOW_MIN, VM_HA_WINDOW_MAX, &v, x->err);
+		x->cfg->ha_restart_window = (int)v;
+	} else {
+		rc = parse_uint(kv, x->what, VM_HA_HANG_MIN, VM_HA_HANG_MAX, &v, x->err);
+		x->cfg->ha_hang_timeout = (int)v;
+	}
+	return rc;
+}
+
 static const struct {
 	const char *key;
 	int (*parse)(struct vmx_ctx *x, const struct vmx_kv *kv);
@@ -593,6 +665,11 @@ static const struct {
 	{"vmfsd.initrd", key_kernel_file},
 	{"vmfsd.append", key_append},
 	{"vmfsd.accel", key_accel},
+	{"vmfsd.ha.restartPriority", key_ha_priority},
+	{"vmfsd.ha.vmMonitoring", key_ha_monitoring},
+	{"vmfsd.ha.maxRestarts", key_ha_number},
+	{"vmfsd.ha.restartWindow", key_ha_number},
+	{"vmfsd.ha.hangTimeout", key_ha_number},
 };
 
 /* ethernetN.FIELD: a NIC */
@@ -802,6 +879,7 @@ int vm_config_from_vmx(const struct vmx_file *f, const char *vmx_name, struct vm
 	snprintf(cfg->name, sizeof(cfg->name), "%.*s", (int)(nl - 4), vmx_name);
 	cfg->vcpus = 1;
 	cfg->mem_mib = 256;
+	cfg->ha_monitoring = cfg->ha_max_restarts = cfg->ha_restart_window = cfg->ha_hang_timeout = -1;
 
 	x = calloc(1, sizeof(*x));
 	if (!x)

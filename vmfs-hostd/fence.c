@@ -84,8 +84,12 @@ json_t *kill_volume(struct agent *a, json_t *req, const char *mount)
 			sfile(&v, "fenced", p, sizeof(p));
 			write_text(p, note);
 		}
-		if (pid)
+		if (pid) {
+			/* before the kill: the VM monitor must not take it
+			 * for a crash and restart it on a volume we lost */
+			monitor_no_restart(v.sdir, "killed by kill-volume (volume lost)");
 			kill(pid, SIGKILL);
+		}
 		if (fenced)
 			agent_event(a, vmx, "vm.fenced",
 				    "killed by the fence of volume %s (QEMU pid %d, killed by %s); "

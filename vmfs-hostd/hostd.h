@@ -17,6 +17,8 @@
 
 #include "vm/vm.h"
 
+#define AGENT_REAPED_MAX 256
+
 struct agent {
 	const char *host;
 	char state_dir[PATH_MAX];
@@ -25,10 +27,28 @@ struct agent {
 	enum vm_accel accel;          /* default for VMs whose .vmx says auto */
 	int shutdown_timeout;         /* seconds of ACPI grace before power-off */
 	struct vm_host_res res;
+	/* HA (ha.c, docs/ha.md): what this host offers for restarts, and the
+	 * datastores named with --datastore besides the vmfsd mounts found */
+	int cap_vcpus;
+	long long cap_mem_mib;
+	bool ha;
+	const char *datastores[16];
+	unsigned nds;
+	pid_t pid;                    /* the agent's main process */
+	/* VM monitoring defaults (docs/vm.md "VM monitoring"; a .vmx may
+	 * override all but the backoff) */
+	struct {
+		bool enabled;         /* --vm-monitoring on|off */
+		int max_restarts;     /* --max-restarts */
+		int window;           /* --restart-window, seconds */
+		int backoff;          /* --restart-backoff, seconds before the 2nd restart */
+		int hang_timeout;     /* --hang-timeout, seconds */
+	} mon;
 	/* the last children main.c reaped (QEMUs are reparented to the
 	 * agent): a sweep forked later tells a killed QEMU from one whose
-	 * guest powered off */
-	struct { pid_t pid; int status; } reaped[64];
+	 * guest powered off.  The sweeps themselves are not recorded (one a
+	 * second would push QEMUs out). */
+	struct { pid_t pid; int status; } reaped[AGENT_REAPED_MAX];
 	unsigned nreaped;
 	/* the connection of the request being served (in its child), -1 in
 	 * the agent: long operations stream progress lines on it (task.c) */
@@ -37,6 +57,8 @@ struct agent {
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */
 int agent_reaped_signal(const struct agent *a, pid_t pid);
+/* The wait status of child PID if the agent reaped it: true and *status. */
+bool agent_reaped_status(const struct agent *a, pid_t pid, int *status);
 
 struct vmctx {
 	char folder[PATH_MAX];        /* realpath of the VM folder */
@@ -59,5 +81,8 @@ json_t *agent_request(struct agent *a, json_t *req);
  * clean up after those that ended (lock record, sockets).  Non-blocking:
  * skips VMs that a request is working on. */
 void agent_reconcile(struct agent *a, bool startup);
+
+/* The HA loop (ha.c): runs for ever in a child of the agent. */
+void ha_main(struct agent *a);
 
 #endif

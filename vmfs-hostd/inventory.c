@@ -375,9 +375,25 @@ json_t *destroy_vm(struct agent *a, struct vmctx *v)
 		return reply_err(EBUSY, "%s is running on host %s: power it off first", v->vmx_path,
 				 a->host);
 	vm_lockrec_name(&v->cfg, name, sizeof(name));
-	if (!vm_lockrec_read(v->dirfd, name, &r))
-		return reply_err(EBUSY, "%s is running on host %s (lock record %s): power it off first",
-				 v->vmx_path, r.host, name);
+	{
+		/* the record's lock says whether anybody runs it (a record
+		 * nobody holds is stale); another host's lock cannot even be
+		 * opened from here */
+		char holder[256] = "";
+		struct dsview d;
+		bool other = false;
+
+		/* our own vmfsd may still hold it for a commit interval after
+		 * the QEMU ended: only another host's lock counts here */
+		if (ds_lock_holder(v->dirfd, name, holder, sizeof(holder)) == 1 && !ds_open(v->folder, &d)) {
+			other = d.self && strcmp(holder, d.self);
+			ds_close(&d);
+		}
+		memset(&r, 0, sizeof(r));
+		if (other || vm_lockrec_probe(v->dirfd, name, &r) == 1)
+			return reply_err(EBUSY, "%s is running on host %s (lock record %s): power it off first",
+					 v->vmx_path, r.host[0] ? r.host : holder, name);
+	}
 	/* only regular files of the folder; a subfolder makes rmdir fail and
 	 * is reported, never recursed into */
 	dfd = dup(v->dirfd);

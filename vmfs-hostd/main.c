@@ -81,11 +81,52 @@ static void usage(FILE *f)
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
 		"                           (default 90)\n"
+		"HA (docs/ha.md):\n"
+		"  -D, --datastore PATH     a datastore (vmfsd mount) to watch (repeatable);\n"
+		"                           default: every vmfsd mount of this host name\n"
+		"                           found in /proc/self/mountinfo\n"
+		"  -M, --max-memory MIB     memory HA may fill with restarted VMs here\n"
+		"                           (default: all of MemTotal)\n"
+		"  -R, --cpu-ratio R        vCPUs per host CPU HA may commit here (default 4)\n"
+		"      --no-ha              do not restart other hosts' VMs here\n"
+		"      --vm-monitoring on|off  restart a VM in place when its QEMU crashes,\n"
+		"                           its guest panics or QEMU hangs (default on)\n"
+		"      --max-restarts N     at most N restarts of a VM ... (default 3)\n"
+		"      --restart-window S   ... within S seconds, then it is left off\n"
+		"                           (default 3600)\n"
+		"      --restart-backoff S  wait before the 2nd restart, doubling up to\n"
+		"                           300 s (default 10; the 1st restart is at once)\n"
+		"      --hang-timeout S     QEMU silent on QMP this long is hung: killed and\n"
+		"                           restarted (default 30)\n"
 		"  -h, --help               this help\n"
 		"  -V, --version            version\n"
 		"\n"
 		"Runs in the foreground and logs to standard error; see vmfs-hostd(8).\n",
 		prog);
+}
+
+enum {
+	OPT_VM_MONITORING = 0x100,
+	OPT_MAX_RESTARTS,
+	OPT_RESTART_WINDOW,
+	OPT_RESTART_BACKOFF,
+	OPT_HANG_TIMEOUT,
+};
+
+/* An integer option in [min, max]; prints the error itself. */
+static int opt_int(const char *arg, const char *name, long min, long max, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno || end == arg || *end || v < min || v > max) {
+		fprintf(stderr, "%s: %s: '%s' is not a number in %ld..%ld\n", prog, name, arg, min, max);
+		return -EINVAL;
+	}
+	*out = (int)v;
+	return 0;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
@@ -179,11 +220,22 @@ static void serve(struct agent *a, int cfd)
 	json_decref(reply);
 }
 
+bool agent_reaped_status(const struct agent *a, pid_t pid, int *status)
+{
+	for (unsigned i = 0; i < AGENT_REAPED_MAX && i < a->nreaped; i++)
+		if (a->reaped[i].pid == pid) {
+			*status = a->reaped[i].status;
+			return true;
+		}
+	return false;
+}
+
 int agent_reaped_signal(const struct agent *a, pid_t pid)
 {
-	for (unsigned i = 0; i < 64 && i < a->nreaped; i++)
-		if (a->reaped[i].pid == pid && WIFSIGNALED(a->reaped[i].status))
-			return WTERMSIG(a->reaped[i].status);
+	int st;
+
+	if (agent_reaped_status(a, pid, &st) && WIFSIGNALED(st))
+		return WTERMSIG(st);
 	return 0;
 }
 
@@ -217,6 +269,15 @@ int main(int argc, char **argv)
 		{"accel", required_argument, NULL, 'a'},
 		{"qemu", required_argument, NULL, 'q'},
 		{"shutdown-timeout", required_argument, NULL, 't'},
+		{"datastore", required_argument, NULL, 'D'},
+		{"max-memory", required_argument, NULL, 'M'},
+		{"cpu-ratio", required_argument, NULL, 'R'},
+		{"no-ha", no_argument, NULL, 'N'},
+		{"vm-monitoring", required_argument, NULL, OPT_VM_MONITORING},
+		{"max-restarts", required_argument, NULL, OPT_MAX_RESTARTS},
+		{"restart-window", required_argument, NULL, OPT_RESTART_WINDOW},
+		{"restart-backoff", required_argument, NULL, OPT_RESTART_BACKOFF},
+		{"hang-timeout", required_argument, NULL, OPT_HANG_TIMEOUT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{0},
@@ -227,13 +288,22 @@ int main(int argc, char **argv)
 		 * gets to stop is a fair grace for a guest OS to shut down */
 		.shutdown_timeout = 90,
 		.client_fd = -1,
+		.ha = true,
+		/* VM monitoring (docs/vm.md "VM monitoring" has the sources):
+		 * vSphere HA's default "Maximum per-VM resets" (3) and its
+		 * 1-hour reset period; Kubernetes' CrashLoopBackOff start (10 s,
+		 * doubling); vSphere's shortest failure interval (30 s) */
+		.mon = {.enabled = true, .max_restarts = 3, .window = 3600, .backoff = 10,
+			.hang_timeout = 30},
 	};
+	double cpu_ratio = 4.0;
+	long long max_mem = 0;
 	char hostbuf[256];
 	const char *sock = NULL, *sdir = NULL;
 	int c, rc, lockfd, lfd, sfd;
 	sigset_t mask;
 
-	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "H:s:S:a:q:t:D:M:R:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'H':
 			a.host = optarg;
@@ -265,6 +335,64 @@ int main(int argc, char **argv)
 			a.shutdown_timeout = (int)v;
 			break;
 		}
+		case 'D':
+			if (a.nds == 16 || optarg[0] != '/') {
+				fprintf(stderr, "%s: --datastore: at most 16, absolute paths\n", prog);
+				return 2;
+			}
+			a.datastores[a.nds++] = optarg;
+			break;
+		case 'M': {
+			char *end;
+
+			max_mem = strtoll(optarg, &end, 10);
+			if (*end || max_mem < 16) {
+				fprintf(stderr, "%s: --max-memory: '%s' is not a size in MiB (>= 16)\n", prog,
+					optarg);
+				return 2;
+			}
+			break;
+		}
+		case 'R': {
+			char *end;
+
+			cpu_ratio = strtod(optarg, &end);
+			if (*end || !(cpu_ratio > 0 && cpu_ratio <= 64)) {
+				fprintf(stderr, "%s: --cpu-ratio: '%s' is not a number in (0, 64]\n", prog,
+					optarg);
+				return 2;
+			}
+			break;
+		}
+		case 'N':
+			a.ha = false;
+			break;
+		case OPT_VM_MONITORING:
+			if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+				fprintf(stderr, "%s: --vm-monitoring: '%s' is not on or off\n", prog, optarg);
+				return 2;
+			}
+			a.mon.enabled = !strcmp(optarg, "on");
+			break;
+		case OPT_MAX_RESTARTS:
+			if (opt_int(optarg, "--max-restarts", VM_HA_MAX_RESTARTS_MIN, VM_HA_MAX_RESTARTS_MAX,
+				    &a.mon.max_restarts))
+				return 2;
+			break;
+		case OPT_RESTART_WINDOW:
+			if (opt_int(optarg, "--restart-window", VM_HA_WINDOW_MIN, VM_HA_WINDOW_MAX,
+				    &a.mon.window))
+				return 2;
+			break;
+		case OPT_RESTART_BACKOFF:
+			if (opt_int(optarg, "--restart-backoff", 0, 300, &a.mon.backoff))
+				return 2;
+			break;
+		case OPT_HANG_TIMEOUT:
+			if (opt_int(optarg, "--hang-timeout", VM_HA_HANG_MIN, VM_HA_HANG_MAX,
+				    &a.mon.hang_timeout))
+				return 2;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -314,11 +442,17 @@ int main(int argc, char **argv)
 			a.socket_path);
 		return 2;
 	}
+	a.pid = getpid();
 	rc = vm_host_resources(&a.res);
 	if (rc) {
 		fprintf(stderr, "%s: reading /proc/meminfo: %s\n", prog, strerror(-rc));
 		return 1;
 	}
+	/* HA capacity: memory is never overcommitted by default (a restart
+	 * that swaps helps nobody); vCPUs are time-shared, 4 per CPU is the
+	 * common consolidation ratio for general-purpose VMs (docs/ha.md §6) */
+	a.cap_mem_mib = max_mem ? max_mem : (long long)a.res.mem_mib;
+	a.cap_vcpus = (int)(cpu_ratio * a.res.cpus);
 	char vms[PATH_MAX + 8];
 	snprintf(vms, sizeof(vms), "%s/vms", a.state_dir);
 	rc = mkdir_p(vms, 0700);
@@ -378,6 +512,9 @@ int main(int argc, char **argv)
 		  : !vm_kvm_usable() ? " = tcg (no usable /dev/kvm)"
 				     : " = tcg (nested: this host is a VM; --accel kvm forces KVM)",
 		  a.res.cpus, (unsigned long long)a.res.mem_mib);
+	agent_log(&a, "VM monitoring %s (at most %d restarts within %d s, backoff %d s, hang timeout %d s)",
+		  a.mon.enabled ? "on" : "off", a.mon.max_restarts, a.mon.window, a.mon.backoff,
+		  a.mon.hang_timeout);
 	/* The sweep touches the datastores (logs, lock records): it runs in a
 	 * child, one at a time, so a datastore that hangs cannot stall this
 	 * loop (a fence notice from vmfsd must still be answered), and a
@@ -395,13 +532,20 @@ int main(int argc, char **argv)
 		sweeper = 0;
 	}
 
+	/* the HA loop (ha.c): a child like the sweep, so a datastore that
+	 * hangs or a fence that kills it never stalls this loop; restarted
+	 * (at most once a second) when it ends */
+	pid_t haloop = 0;
+	int64_t ha_started = 0, sweep_started = 0;
+
 	bool stop = false;
 	while (!stop) {
 		struct pollfd p[2] = {{.fd = lfd, .events = POLLIN}, {.fd = sfd, .events = POLLIN}};
-		/* 1 s: a guest that powers itself off has its lock record
-		 * released within about a second (the same bound docs/architecture.md
-		 * gives for another host to see a change) */
-		int r = poll(p, 2, 1000);
+		/* the sweep runs once a second (below): a guest that powers
+		 * itself off has its lock record released within about a
+		 * second (the same bound docs/architecture.md gives for another
+		 * host to see a change); 250 ms keeps that bound while idle */
+		int r = poll(p, 2, 250);
 
 		if (r < 0 && errno != EINTR) {
 			agent_log(&a, "poll: %s", strerror(errno));
@@ -422,10 +566,19 @@ int main(int argc, char **argv)
 
 			if (pid <= 0)
 				break;
-			if (pid == sweeper)
+			if (pid == sweeper) {
 				sweeper = 0;
-			a.reaped[a.nreaped % 64].pid = pid;
-			a.reaped[a.nreaped % 64].status = st;
+				continue;
+			}
+			if (pid == haloop) {
+				haloop = 0;
+				agent_log(&a, "HA loop (pid %d) ended (%s %d); restarting it", (int)pid,
+					  WIFSIGNALED(st) ? "signal" : "status",
+					  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+				continue;
+			}
+			a.reaped[a.nreaped % AGENT_REAPED_MAX].pid = pid;
+			a.reaped[a.nreaped % AGENT_REAPED_MAX].status = st;
 			a.nreaped++;
 		}
 		if (r > 0 && (p[0].revents & POLLIN)) {
@@ -448,8 +601,51 @@ int main(int argc, char **argv)
 				close(cfd);
 			}
 		}
-		if (!sweeper)
+		/* one sweep a second: the end of the previous one (SIGCHLD)
+		 * wakes poll at once, and starting the next right away made
+		 * the agent fork sweeps back to back, ~12 % of a CPU per idle
+		 * agent */
+		struct timespec now_ts;
+
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		int64_t now_ms_ = (int64_t)now_ts.tv_sec * 1000 + now_ts.tv_nsec / 1000000;
+
+		if (!sweeper && now_ms_ - sweep_started >= 1000) {
+			sweep_started = now_ms_;
 			sweeper = reconcile_child(&a, false, &mask, lfd, sfd, lockfd);
+		}
+		if (a.ha && !haloop && !stop) {
+			struct timespec ts;
+
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+
+			if (now - ha_started >= 1000) {
+				ha_started = now;
+				haloop = fork();
+				if (haloop == 0) {
+					sigprocmask(SIG_UNBLOCK, &mask, NULL);
+					signal(SIGTERM, SIG_DFL);
+					close(lfd);
+					close(sfd);
+					close(lockfd);
+					prctl(PR_SET_PDEATHSIG, SIGTERM);
+					ha_main(&a);
+					_exit(0);
+				}
+				if (haloop < 0) {
+					agent_log(&a, "fork: %s", strerror(errno));
+					haloop = 0;
+				}
+			}
+		}
+	}
+	if (haloop > 0) {
+		int st;
+
+		kill(haloop, SIGTERM);
+		while (waitpid(haloop, &st, 0) < 0 && errno == EINTR)
+			;
 	}
 	/* no sweep of ours may outlive us: it holds per-VM flocks that the
 	 * next agent's first sweep must get (a sweep is idempotent, so

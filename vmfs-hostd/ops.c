@@ -6,7 +6,8 @@
  * commands that change it) and calls the operation (inventory.c, power.c,
  * fence.c).  agent_reconcile is the sweep main.c runs every second in a
  * child: re-attach to running QEMUs, copy their serial logs, notice a VM
- * paused by an I/O error, clean up after QEMUs that ended.  The files:
+ * paused by an I/O error, clean up after QEMUs that ended, and restart in
+ * place those that failed (monitor.c).  The files:
  *   util.c       clock, replies, small state files
  *   vmctx.c      the VM context and its state
  *   inventory.c  create, destroy, list, the inventory
@@ -14,6 +15,7 @@
  *   power.c      power-on in steps, power-off, shutdown, reset, suspend,
  *                continue after an I/O error
  *   fence.c      kill-volume and the fence notice from vmfsd
+ *   monitor.c    VM monitoring: QMP heartbeat, restart in place
  *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
  */
 #include <dirent.h>
@@ -43,15 +45,28 @@ static json_t *cmd_kill_volume(struct agent *a, json_t *req)
 	return kill_volume(a, req, req_str(req, "path"));
 }
 
-static json_t *cmd_agent_info(struct agent *a, json_t *req)
+static json_t *cmd_ha_status(struct agent *a, json_t *req)
 {
 	(void)req;
-	return json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
+	return ha_status(a);
+}
+
+static json_t *cmd_agent_info(struct agent *a, json_t *req)
+{
+	json_t *r;
+
+	(void)req;
+	r = json_pack("{s:b,s:s,s:i,s:s,s:s,s:s,s:i,s:I,s:b,s:b}", "ok", 1, "host", a->host,
 			 "pid", (int)getppid(), "state_dir", a->state_dir, "accel",
 			 vm_accel_name(a->accel), "auto_accel",
 			 vm_accel_name(vm_accel_resolve(VM_ACCEL_AUTO)), "cpus", (int)a->res.cpus,
 			 "memory_mib", (json_int_t)a->res.mem_mib, "kvm_usable", vm_kvm_usable(),
 			 "nested", vm_nested());
+	json_object_set_new(r, "vm_monitoring",
+			    json_pack("{s:b,s:i,s:i,s:i,s:i}", "enabled", a->mon.enabled, "max_restarts",
+				      a->mon.max_restarts, "window_s", a->mon.window, "backoff_s",
+				      a->mon.backoff, "hang_timeout_s", a->mon.hang_timeout));
+	return r;
 }
 
 /* the event log, optionally of one VM (a folder that may be gone) */
@@ -186,6 +201,7 @@ static const struct {
 	{"agent-info", cmd_agent_info},
 	{"unregister", cmd_unregister},
 	{"events", cmd_events},
+	{"ha-status", cmd_ha_status},
 	{"tasks", tasks_list},
 };
 
@@ -247,6 +263,7 @@ json_t *agent_request(struct agent *a, json_t *req)
 void agent_reconcile(struct agent *a, bool startup)
 {
 	char vms[PATH_MAX + 8];
+	struct mon_sweep running = {0};
 	DIR *d;
 	struct dirent *de;
 
@@ -258,8 +275,8 @@ void agent_reconcile(struct agent *a, bool startup)
 		return;
 	while ((de = readdir(d))) {
 		struct vmctx v;
-		struct vm_err err;
 		char p[PATH_MAX + 16], vmx[PATH_MAX];
+		bool started;
 		int lfd;
 
 		if (de->d_name[0] == '.')
@@ -268,8 +285,11 @@ void agent_reconcile(struct agent *a, bool startup)
 		v.dirfd = v.lockfd = -1;
 		snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
 		sfile(&v, "pid", p, sizeof(p));
-		if (access(p, F_OK))
-			continue;           /* not started, or already cleaned */
+		started = !access(p, F_OK);
+		/* not started, or already cleaned, unless the VM monitor
+		 * waits to restart it */
+		if (!started && !monitor_restart_due(v.sdir))
+			continue;
 		sfile(&v, "lock", p, sizeof(p));
 		lfd = open(p, O_RDWR | O_CLOEXEC);
 		if (lfd < 0 || flock(lfd, LOCK_EX | LOCK_NB)) {
@@ -282,32 +302,24 @@ void agent_reconcile(struct agent *a, bool startup)
 			close(lfd);
 			continue;
 		}
+		if (!started) {
+			monitor_restart_spawn(a, v.sdir, vmx, lfd);
+			close(lfd);         /* the worker holds the same lock */
+			continue;
+		}
 		pid_t pid = vm_qemu_pid(&v);
 		if (pid) {
-			if (startup)
-				agent_log(a, "%s: re-attached to the running VM (QEMU pid %d)", vmx, (int)pid);
-			vm_log_sync(&v);
-			vm_watch_io_error(a, &v, vmx);
-		} else {
-			/* load the folder to find its lock record; a datastore
-			 * that went away still gets its runtime files cleaned */
-			int orc = vmctx_open(a, vmx, false, &v, &err), sig = 0;
-			char why[64], buf[32];
-
-			snprintf(v.sdir, sizeof(v.sdir), "%s/%s", vms, de->d_name);
-			/* how it ended, if the agent reaped it (main.c records) */
-			sfile(&v, "pid", p, sizeof(p));
-			if (!read_text(p, buf, sizeof(buf)))
-				sig = agent_reaped_signal(a, (pid_t)atoi(buf));
-			if (sig > 0)
-				snprintf(why, sizeof(why), "QEMU was killed (signal %d)", sig);
-			else
-				snprintf(why, sizeof(why), "%s", orc == 0 ? "QEMU exited (guest powered off)"
-									  : "QEMU exited");
-			vm_cleanup(a, &v, why);
+			/* watched below, all at once; the flock stays held */
+			monitor_sweep_add(&running, v.sdir, vmx, pid, lfd);
+			continue;
 		}
-		vmctx_close(&v);
+		/* QEMU ended: clean up (lock record, runtime files) and let
+		 * the VM monitor decide on a restart in place */
+		monitor_vm_ended(a, v.sdir, vmx);
+		if (monitor_restart_due(v.sdir))
+			monitor_restart_spawn(a, v.sdir, vmx, lfd);   /* at once, no backoff */
 		close(lfd);
 	}
 	closedir(d);
+	monitor_sweep_run(a, &running, startup);
 }

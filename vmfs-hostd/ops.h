@@ -40,12 +40,13 @@
 
 /* spawn.c: descriptors handed to QEMU */
 struct files {
-	int fd[VM_MAX_DISKS + 3];
+	int fd[VM_MAX_DISKS + 4];     /* disks, kernel, initrd, log, lock record */
 	int n;
 };
 
 /* util.c */
 int64_t now_ms(void);
+int64_t wall_ms(void);
 void sleep_ms(int ms);
 json_t *reply_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 json_t *reply_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -100,7 +101,53 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req);
 json_t *reset_vm(struct agent *a, struct vmctx *v);
 json_t *suspend_vm(struct agent *a, struct vmctx *v);
 json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid);
-void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx);
+/* dsview.c: the cluster a VM folder lives on (docs/ha.md) */
+struct dsview {
+	char root[PATH_MAX];          /* the vmfsd mount's root */
+	json_t *hosts;                /* its user.vmfsd.hosts document */
+	const char *self;             /* the vmfsd host name of that mount */
+	bool fenced;
+};
+enum ds_hstate { DS_UNKNOWN, DS_LIVE, DS_DEAD, DS_BROKEN };
+json_t *ds_hosts_read(const char *root);
+/* -ENOENT: PATH is not on a vmfsd cluster mount */
+int ds_open(const char *path, struct dsview *d);
+void ds_close(struct dsview *d);
+/* host NAME's state; *AGO_MS: since it was declared dead (-1 unknown) */
+enum ds_hstate ds_host(const struct dsview *d, const char *name, int64_t *ago_ms);
+const char *ds_hstate_name(enum ds_hstate s);
+/* 1: NAME's on-disk lock is held, by HOST; 0 free; -ENODATA no cluster */
+int ds_lock_holder(int dirfd, const char *name, char *host, size_t hsize);
+int ds_fd_lock_holder(int fd, char *host, size_t hsize);
+/* ha.c: the protected list (docs/ha.md) */
+int ha_protect(struct agent *a, struct vmctx *v);
+void ha_unprotect(struct agent *a, struct vmctx *v);
+int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
+json_t *ha_status(struct agent *a);
+void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);
+/* monitor.c: VM monitoring (restart in place) */
+struct mon_entry;
+struct mon_sweep {
+	struct mon_entry **v;
+	size_t n, cap;
+};
+/* the sweep: a running VM whose flock LFD it holds (closed by run) */
+void monitor_sweep_add(struct mon_sweep *s, const char *sdir, const char *vmx, pid_t pid, int lfd);
+/* QMP heartbeat of all added VMs at once, then each one's checks */
+void monitor_sweep_run(struct agent *a, struct mon_sweep *s, bool startup);
+/* QEMU of the VM is gone: clean up, and restart it if it failed */
+void monitor_vm_ended(struct agent *a, const char *sdir, const char *vmx);
+bool monitor_restart_due(const char *sdir);
+/* forks the restart worker, which takes over the flock LFD */
+void monitor_restart_spawn(struct agent *a, const char *sdir, const char *vmx, int lfd);
+/* at every power-on; RESTART: by the monitor (keeps the history) */
+void monitor_power_on(struct agent *a, struct vmctx *v, bool restart);
+/* the VM is being stopped on purpose (kill-volume): never restart it
+ * after this, until its next power-on; WHY goes into the event */
+void monitor_no_restart(const char *sdir, const char *why);
+/* a pending restart cancelled (power-off of a VM waiting for one) */
+bool monitor_cancel(struct agent *a, struct vmctx *v, const char *why);
+void monitor_info(struct agent *a, struct vmctx *v, json_t *o);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

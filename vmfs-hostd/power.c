@@ -28,13 +28,16 @@ struct pon {
 	struct vmctx *v;
 	struct vm_launch l;
 	struct files fl;              /* our descriptors, closed at the end */
-	int src[VM_MAX_DISKS + 3];    /* descriptor of ours ... */
-	int dst[VM_MAX_DISKS + 3];    /* ... and the number QEMU gets it as */
+	int src[VM_MAX_DISKS + 4];    /* descriptor of ours ... */
+	int dst[VM_MAX_DISKS + 4];    /* ... and the number QEMU gets it as */
 	int nfd;
 	char lockname[VM_NAME_MAX + 8], vmss[VM_NAME_MAX + 8];
 	char qmp_path[PATH_MAX + 16], ser_path[PATH_MAX + 16], pidfile[PATH_MAX + 16];
+	char taken_from[256];         /* the stale record's host, if another's */
 	struct vm_lockrec rec;
-	bool locked;                  /* we created the lock record */
+	bool locked;                  /* we hold the lock record (lockfd) */
+	bool had_record;              /* the file existed before (not created by us) */
+	int lockfd;
 	pid_t qpid;
 };
 
@@ -73,21 +76,42 @@ static json_t *pon_check(struct pon *p, bool want_resume)
 	return NULL;
 }
 
-/* A disk whose flat extent another live host holds: name the host (the
- * lock's holder, else the lock record's). */
+/* Why another host's lock stands in the way: that host runs the VM, or
+ * it died and its locks are not broken yet (docs/ha.md §3). */
+static json_t *busy_reply(struct pon *p, const char *holder, const char *what)
+{
+	struct vmctx *v = p->v;
+	struct dsview d;
+	int64_t ago = -1;
+	enum ds_hstate hs = DS_UNKNOWN;
+
+	if (holder[0] && !ds_open(v->folder, &d)) {
+		hs = ds_host(&d, holder, &ago);
+		ds_close(&d);
+	}
+	if (hs == DS_DEAD) {
+		char since[48] = "";
+
+		if (ago >= 0)
+			snprintf(since, sizeof(since), " %lld s ago", (long long)(ago / 1000));
+		return reply_err(EBUSY, "%s: host %s was declared dead%s; its journal is being replayed and "
+				 "its locks (%s) are not broken yet: power-on works once they are, "
+				 "in a few seconds (HA restarts a protected VM by itself)",
+				 v->vmx_path, holder, since, what);
+	}
+	return reply_err(EBUSY, "%s is running on host %s: %s is locked by it: power it off there first",
+			 v->vmx_path, holder[0] ? holder : "(another host)", what);
+}
+
+/* A disk whose flat extent another live host holds: name the host. */
 static json_t *pon_busy_disk(struct pon *p, const char *extent)
 {
-	char holder[256], ldesc[320], ln[VM_NAME_MAX + 8];
-	struct vm_lockrec lr;
-	struct vmctx *v = p->v;
+	char holder[256], ldesc[320], what[VM_NAME_MAX + 400];
 
-	busy_holder(v->dirfd, extent, holder, sizeof(holder), ldesc, sizeof(ldesc));
-	if (!holder[0] && !vm_lockrec_name(&v->cfg, ln, sizeof(ln)) &&
-	    !vm_lockrec_read(v->dirfd, ln, &lr))
-		snprintf(holder, sizeof(holder), "%s", lr.host);
-	return reply_err(EBUSY, "%s is running on host %s: its disk %s is locked%s%s%s: power it off there first",
-			 v->vmx_path, holder[0] ? holder : "(another host)", extent,
-			 ldesc[0] ? " (" : "", ldesc, ldesc[0] ? ")" : "");
+	busy_holder(p->v->dirfd, extent, holder, sizeof(holder), ldesc, sizeof(ldesc));
+	snprintf(what, sizeof(what), "its disk %s%s%s%s", extent, ldesc[0] ? " (" : "", ldesc,
+		 ldesc[0] ? ")" : "");
+	return busy_reply(p, holder, what);
 }
 
 /* 1. open every file ourselves; flat extents O_RDWR: on a cluster mount
@@ -147,55 +171,145 @@ static json_t *pon_open_files(struct pon *p)
 	return NULL;
 }
 
-/* 2. the lock record, O_EXCL; a stale one of this host is removed, another
- * host's refused unless --force */
+/* Belt and braces on a cluster mount: after the open, the record's
+ * on-disk lock must name this host.  vmfsd once granted an open with the
+ * lock free on disk (a record re-created right after another host's
+ * unlink; fixed, docs/cluster.md §5): kept as a guard (docs/ha.md §7).  1 confirmed
+ * (or not a cluster mount), 0 free on disk, -1 another host's. */
+#define LOCK_CONFIRM_TRIES 4
+/* one commit interval (fs/commit.c, 1 s) and some: vmfsd drops the
+ * stale lock state at the commit after our close */
+#define LOCK_CONFIRM_WAIT_MS 1200
+static int lock_confirmed(struct pon *p)
+{
+	char holder[256] = "", self[256] = "";
+	struct dsview d;
+	int hl;
+
+	if (ds_open(p->v->folder, &d))
+		return 1;
+	snprintf(self, sizeof(self), "%s", d.self ? d.self : "");
+	ds_close(&d);
+	hl = ds_fd_lock_holder(p->lockfd, holder, sizeof(holder));
+	if (!self[0] || hl < 0)
+		return 1;
+	if (hl == 0)
+		return 0;
+	return strcmp(holder, self) ? -1 : 1;
+}
+
+/* 2. the lock record <vm>.vmx.lck, held open and flock()ed for as long as
+ * QEMU runs (QEMU inherits the descriptor): on a cluster mount that is the
+ * file's exclusive on-disk lock, so exactly one host can hold it.  A
+ * record we could lock is stale whoever it names: nobody runs the VM with
+ * it (a dead host whose locks were broken, a crashed QEMU), so it is taken
+ * over, with an event naming that host.  docs/vm.md "One host at a time". */
 static json_t *pon_lock_record(struct pon *p, bool force)
 {
 	struct vmctx *v = p->v;
 	struct agent *a = p->a;
 	struct vm_lockrec cur;
+	char when[32];
 	int rc;
 
 	vm_lockrec_name(&v->cfg, p->lockname, sizeof(p->lockname));
 	snprintf(p->rec.host, sizeof(p->rec.host), "%s", a->host);
-	p->rec.agent_pid = getppid();     /* the agent, not this request's child */
+	p->rec.agent_pid = a->pid;        /* the agent, not this request's child */
 	p->rec.started = (int64_t)time(NULL);
 	vm_boot_id(p->rec.boot_id, sizeof(p->rec.boot_id));
-	for (int attempt = 0; attempt < 2; attempt++) {
-		rc = vm_lockrec_create(v->dirfd, p->lockname, &p->rec, &cur);
-		if (rc == 0) {
-			p->locked = true;
-			return NULL;
+	/* a record file that was there (maybe empty: released) is emptied
+	 * again on failure, never unlinked (see vm_lockrec_release) */
+	p->had_record = file_exists_at(v->dirfd, p->lockname);
+	for (int tries = 0, waits = 0;; tries++) {
+		rc = vm_lockrec_lock(v->dirfd, p->lockname, &p->lockfd, &cur);
+		/* a QEMU of this kernel that was just killed (kill-volume, a
+		 * crash) can hold it for a moment while its threads exit (its
+		 * main thread is a zombie already): 2 s.  Whichever agent
+		 * started it: two agents may share one mount. */
+		if (rc == -EAGAIN && !strcmp(cur.boot_id, p->rec.boot_id) &&
+		    !vm_pid_alive(cur.qemu_pid) && waits++ < 20) {
+			sleep_ms(100);
+			tries--;
+			continue;
 		}
-		if (rc != -EEXIST)
-			return reply_err(rc, "%s: cannot create the lock record %s: %s", v->vmx_path,
-					 p->lockname, strerror(-rc));
-		if (!cur.host[0])
-			return reply_err(EBUSY, "%s: a lock record %s exists but cannot be read: another host may be powering the VM on; remove it only if no host runs the VM",
-					 v->vmx_path, p->lockname);
-		if (strcmp(cur.host, a->host)) {
-			char when[32];
-
-			fmt_time(cur.started, when, sizeof(when));
-			if (!force)
-				return reply_err(EBUSY, "%s is running on host %s (since %s, QEMU pid %d there): power it off there first",
-						 v->vmx_path, cur.host, when, (int)cur.qemu_pid);
-			agent_event(a, v->vmx_path, "vm.lock-forced",
-				    "--force: breaking the lock record of host %s (since %s); its disks opened for writing here",
-				    cur.host, when);
-		} else {
-			char bid[40] = "";
-
-			vm_boot_id(bid, sizeof(bid));
-			if (!strcmp(cur.boot_id, bid) && vm_pid_alive(cur.qemu_pid))
-				return reply_err(EBUSY, "%s is running on this host (%s) under another agent (QEMU pid %d)",
-						 v->vmx_path, a->host, (int)cur.qemu_pid);
-			agent_log(a, "%s: removing the stale lock record of this host (QEMU pid %d is gone)",
-				  v->vmx_path, (int)cur.qemu_pid);
-		}
-		vm_lockrec_remove(v->dirfd, p->lockname);
+		if (rc || tries == LOCK_CONFIRM_TRIES || lock_confirmed(p) != 0)
+			break;
+		/* vmfsd granted the open with the lock free on disk (see
+		 * lock_confirmed): closing lets its next commit drop the
+		 * stale state; the open after that takes the lock for real */
+		close(p->lockfd);
+		p->lockfd = -1;
+		sleep_ms(LOCK_CONFIRM_WAIT_MS);
 	}
-	return reply_err(EBUSY, "%s: lost a race for the lock record %s", v->vmx_path, p->lockname);
+	if (rc == -EBUSY) {
+		char holder[256] = "", what[VM_NAME_MAX + 64];
+
+		ds_lock_holder(v->dirfd, p->lockname, holder, sizeof(holder));
+		snprintf(what, sizeof(what), "its lock record %s", p->lockname);
+		return busy_reply(p, holder, what);
+	}
+	if (rc == -EAGAIN) {
+		fmt_time(cur.started, when, sizeof(when));
+		if (!cur.host[0] || !strcmp(cur.host, a->host))
+			return reply_err(EBUSY, "%s is running on this host (%s) under another agent (QEMU pid %d)",
+					 v->vmx_path, a->host, (int)cur.qemu_pid);
+		return reply_err(EBUSY, "%s is running on host %s (since %s, QEMU pid %d there): power it off there first",
+				 v->vmx_path, cur.host, when, (int)cur.qemu_pid);
+	}
+	if (rc)
+		return reply_err(rc, "%s: cannot open the lock record %s: %s", v->vmx_path,
+				 p->lockname, strerror(-rc));
+	{
+		char holder[256] = "";
+		int lc = lock_confirmed(p);
+
+		if (lc <= 0 && ds_fd_lock_holder(p->lockfd, holder, sizeof(holder)) >= 0) {
+			char what[VM_NAME_MAX + 64];
+
+			close(p->lockfd);
+			p->lockfd = -1;
+			agent_log(a, "%s: vmfsd opened %s but its on-disk lock is %s%s; refused",
+				  v->vmx_path, p->lockname, lc < 0 ? "held by " : "free", holder);
+			if (lc == 0)
+				return reply_err(EAGAIN, "%s: the on-disk lock of %s could not be confirmed "
+						 "(vmfsd reports it free): try again in a second",
+						 v->vmx_path, p->lockname);
+			snprintf(what, sizeof(what), "its lock record %s", p->lockname);
+			return busy_reply(p, holder, what);
+		}
+	}
+	p->locked = true;
+	if (cur.host[0] && strcmp(cur.host, a->host)) {
+		struct dsview d;
+		int64_t ago = -1;
+		enum ds_hstate hs = DS_UNKNOWN;
+		char why[128];
+
+		if (!ds_open(v->folder, &d)) {
+			hs = ds_host(&d, cur.host, &ago);
+			ds_close(&d);
+		}
+		if (hs == DS_BROKEN && ago >= 0)
+			snprintf(why, sizeof(why), "host %s was declared dead %lld s ago and its locks are broken",
+				 cur.host, (long long)(ago / 1000));
+		else
+			snprintf(why, sizeof(why), "host %s (%s) holds no lock on it: its QEMU is gone",
+				 cur.host, ds_hstate_name(hs));
+		fmt_time(cur.started, when, sizeof(when));
+		agent_event(a, v->vmx_path, "vm.lock-taken-over",
+			    "took over the stale lock record of host %s (since %s): %s%s", cur.host, when,
+			    why, force ? " (--force given, not needed)" : "");
+		snprintf(p->taken_from, sizeof(p->taken_from), "%s", cur.host);
+	} else if (cur.host[0]) {
+		agent_log(a, "%s: removing the stale lock record of this host (QEMU pid %d is gone)",
+			  v->vmx_path, (int)cur.qemu_pid);
+	}
+	rc = vm_lockrec_write(p->lockfd, &p->rec);
+	pon_pass_fd(p, p->lockfd);
+	if (rc)
+		return reply_err(rc, "%s: cannot write the lock record %s: %s", v->vmx_path,
+				 p->lockname, strerror(-rc));
+	return NULL;
 }
 
 /* 3. the serial log: local (QEMU writes it), copied to <vm>.log on the
@@ -271,13 +385,17 @@ static void pon_record(struct pon *p)
 	char path[PATH_MAX + 16], pidtxt[32];
 
 	p->rec.qemu_pid = p->qpid;
-	vm_lockrec_update(v->dirfd, p->lockname, &p->rec);
+	vm_lockrec_write(p->lockfd, &p->rec);
 	sfile(v, "vmx", path, sizeof(path));
 	write_text(path, v->vmx_path);
 	sfile(v, "accel", path, sizeof(path));
 	write_text(path, vm_accel_name(p->l.accel));
 	sfile(v, "pid", path, sizeof(path));
 	snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)p->qpid);
+	write_text(path, pidtxt);
+	/* what it uses, for the HA record (ha.c) */
+	sfile(v, "res", path, sizeof(path));
+	snprintf(pidtxt, sizeof(pidtxt), "%u %u\n", v->cfg.vcpus, v->cfg.mem_mib);
 	write_text(path, pidtxt);
 }
 
@@ -320,7 +438,7 @@ static json_t *pon_load_state(struct pon *p)
 
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 {
-	struct pon p = {.a = a, .v = v,
+	struct pon p = {.a = a, .v = v, .lockfd = -1,
 			.l = {.cfg = &v->cfg, .qemu = a->qemu, .kernel_fd = -1, .initrd_fd = -1,
 			      .log_fd = -1}};
 	char path[PATH_MAX + 16];
@@ -330,17 +448,21 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	if (!reply)
 		reply = storage_power_gate(a, v);     /* templates, half-done moves */
 	if (!reply)
-		reply = pon_open_files(&p);
-	if (!reply)
 		reply = pon_lock_record(&p, json_is_true(json_object_get(req, "force")));
+	if (!reply)
+		reply = pon_open_files(&p);
 	if (!reply)
 		reply = pon_serial_log(&p);
 	if (!reply)
 		reply = pon_start_qemu(&p);
 	if (reply) {
-		files_close(&p.fl);
-		if (p.locked)
+		/* ours (we hold its lock): nobody runs the VM; a record we
+		 * just created goes, one that existed is emptied (§ release) */
+		if (p.locked && !p.had_record)
 			vm_lockrec_remove(v->dirfd, p.lockname);
+		else if (p.locked && ftruncate(p.lockfd, 0) == 0)
+			(void)fsync(p.lockfd);
+		files_close(&p.fl);     /* the lock record's descriptor too */
 		return reply;
 	}
 	pon_record(&p);
@@ -350,6 +472,15 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	inventory_edit(a, v->vmx_path, NULL);
 	sfile(v, "fenced", path, sizeof(path));       /* a new run: an old fence is history */
 	unlink(path);
+	/* on this host's protected list before success is reported: if the
+	 * host dies from now on, the survivors know to restart it */
+	int hrc = ha_protect(a, v);
+
+	if (hrc)
+		agent_event(a, v->vmx_path, "ha.protect-failed",
+			    "running, but NOT protected by HA: cannot write this host's protected list: %s",
+			    strerror(-hrc));
+	monitor_power_on(a, v, json_is_true(json_object_get(req, "monitor_restart")));
 	agent_event(a, v->vmx_path, p.l.incoming ? "vm.resumed" : "vm.powered-on",
 		    "%s (QEMU pid %d, %s, aio=%s)", p.l.incoming ? "resumed" : "powered on",
 		    (int)p.qpid, vm_accel_name(p.l.accel), p.l.aio);
@@ -373,6 +504,7 @@ static json_t *stop_qemu(struct agent *a, struct vmctx *v, pid_t pid, const char
 		kill(pid, SIGKILL);
 		wait_pid_gone(pid, QUIT_GRACE_MS);
 	}
+	ha_unprotect(a, v);     /* stopped on purpose: nothing to restart */
 	vm_cleanup(a, v, why);
 	return NULL;
 }
@@ -381,6 +513,8 @@ json_t *power_off(struct agent *a, struct vmctx *v)
 {
 	pid_t pid = vm_qemu_pid(v);
 
+	if (!pid && monitor_cancel(a, v, "power-off"))
+		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
 		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
 	stop_qemu(a, v, pid, "powered off");
@@ -394,6 +528,8 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req)
 	struct vm_err err;
 	json_t *e;
 
+	if (!pid && monitor_cancel(a, v, "shutdown"))
+		return reply_ok("%s is off: its restart in place is cancelled", v->vmx_path);
 	if (!pid)
 		return reply_err(ENOENT, "%s is not running on host %s", v->vmx_path, a->host);
 	if (t <= 0)
@@ -403,6 +539,7 @@ json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req)
 		return e;
 	agent_log(a, "%s: ACPI power button pressed; waiting up to %lld s", v->vmx_path, (long long)t);
 	if (wait_pid_gone(pid, (int)t * 1000)) {
+		ha_unprotect(a, v);
 		vm_cleanup(a, v, "guest shut down");
 		return reply_ok("%s: the guest shut down", v->vmx_path);
 	}
@@ -520,15 +657,14 @@ json_t *continue_vm(struct agent *a, struct vmctx *v, pid_t pid)
 			!strcmp(st, "io-error") ? " by an I/O error" : "");
 }
 
-/* The sweep's look at a running VM: log when QEMU paused it for an I/O
- * error (and when it runs again); sdir/io-error remembers what was said. */
-void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx)
+/* The sweep's look at a running VM whose run state ST it just got (the
+ * monitor's heartbeat): log when QEMU paused it for an I/O error (and when
+ * it runs again); sdir/io-error remembers what was said. */
+void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st)
 {
-	char p[PATH_MAX + 16], st[32], why[512], note[64];
+	char p[PATH_MAX + 16], why[512], note[64];
 	bool noted;
 
-	if (vm_run_status(v, st, sizeof(st)))
-		return;
 	sfile(v, "io-error", p, sizeof(p));
 	noted = !read_text(p, note, sizeof(note));
 	if (!strcmp(st, "io-error") && !noted) {

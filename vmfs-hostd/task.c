@@ -32,14 +32,6 @@
 /* recent tasks kept per host */
 #define TASKS_KEEP 50
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The root of the FUSE mount holding PATH, or "" when it is not on one. */
 static void ds_root(const char *path, char *out, size_t size)
 {

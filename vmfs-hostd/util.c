@@ -27,6 +27,16 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The wall clock in milliseconds: for records and events people read,
+ * never for durations (now_ms) nor compared across hosts. */
+int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void sleep_ms(int ms)
 {
 	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
@@ -106,7 +116,6 @@ const char *req_str(json_t *req, const char *key)
 void agent_event(const struct agent *a, const char *vmx, const char *type, const char *fmt, ...)
 {
 	char msg[1024], path[PATH_MAX + 16], old[PATH_MAX + 16], *line;
-	struct timespec ts;
 	struct stat st;
 	va_list ap;
 	json_t *e;
@@ -116,10 +125,8 @@ void agent_event(const struct agent *a, const char *vmx, const char *type, const
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	agent_log(a, "%s%s%s", vmx ? vmx : "", vmx ? ": " : "", msg);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms",
-		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "host", a->host, "type",
-		      type, "message", msg);
+	e = json_pack("{s:I,s:s,s:s,s:s}", "time_ms", (json_int_t)wall_ms(), "host", a->host,
+		      "type", type, "message", msg);
 	if (!e)
 		return;
 	if (vmx)

@@ -158,7 +158,8 @@ bool wait_pid_gone(pid_t pid, int ms)
  * guest's serial port with it.  So
  * QEMU logs to serial.log in the local state folder and the agent copies
  * what is new to <vm>.log on the datastore in large appends, every second
- * (agent_reconcile) and once more when the VM stops.  The datastore log
+ * (agent_reconcile) and once more when the VM stops, each copy synced to
+ * the disk.  The datastore log
  * was rotated at power-on, so it is an exact prefix of the local one. */
 void vm_log_sync(const struct vmctx *v)
 {
@@ -183,6 +184,10 @@ void vm_log_sync(const struct vmctx *v)
 			break;
 		off += n;
 	}
+	/* durable at once, not at the filesystem's next commit: a VM's last
+	 * console lines are what an admin reads after its host died */
+	if (ds.st_size < ls.st_size)
+		fdatasync(dfd);
 out:
 	if (dfd >= 0)
 		close(dfd);
@@ -194,7 +199,6 @@ out:
 void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 {
 	char name[VM_NAME_MAX + 8], p[PATH_MAX + 16], buf[PATH_MAX + 64];
-	struct vm_lockrec r;
 
 	/* the pid stays known as last-pid: a fence notice (kill_volume) names
 	 * the pids vmfsd killed, and may arrive after this cleanup */
@@ -210,11 +214,19 @@ void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 	if (!read_text(p, buf, sizeof(buf))) {
 		why = "QEMU killed by the fence of its volume";
 	}
-	if (v->cfg_ok && !vm_lockrec_name(&v->cfg, name, sizeof(name)) &&
-	    !vm_lockrec_read(v->dirfd, name, &r) && !strcmp(r.host, a->host)) {
-		int rc = vm_lockrec_remove(v->dirfd, name);
+	if (v->cfg_ok && !vm_lockrec_name(&v->cfg, name, sizeof(name))) {
+		/* only our own record, and only once nobody holds its lock:
+		 * after a fence a survivor may own the VM (and the record) */
+		int rc = vm_lockrec_release(v->dirfd, name, a->host);
 
-		if (rc)
+		if (rc == -EPERM)
+			agent_event(a, v->vmx_path, "vm.stopped",
+				    "%s; its lock record %s names another host now: left alone", why, name);
+		else if (rc == -EBUSY || rc == -EAGAIN)
+			agent_event(a, v->vmx_path, "vm.stopped",
+				    "%s; its lock record %s is held by %s: left alone", why, name,
+				    rc == -EBUSY ? "another host" : "another process of this host");
+		else if (rc)
 			agent_event(a, v->vmx_path, "vm.stopped", "%s; its lock record %s stays: %s", why,
 				    name, strerror(-rc));
 		else
@@ -333,6 +345,78 @@ json_t *vm_state_fenced(struct vmctx *v, const char *error)
 	return o;
 }
 
+/* A VM whose QEMU does not run here: who runs it, if anybody.  The lock
+ * record's lock says it (docs/vm.md "One host at a time"): held by
+ * another vmfsd host (user.vmfsd.lock; its content cannot be read from
+ * here then), held by a process of this kernel (flock: an agent sharing
+ * this mount), or free (a record left behind is stale).  A holder whose
+ * host is dead shows as "host-dead" with since when, never as running
+ * (docs/ha.md §3).  Returns false when nobody runs it. */
+static bool vm_remote_state(struct agent *a, struct vmctx *v, json_t *o)
+{
+	char name[VM_NAME_MAX + 8], holder[256] = "", runner[256] = "";
+	struct vm_lockrec r;
+	struct dsview d;
+	bool dsok, stale = false;
+	int hl;
+
+	if (vm_lockrec_name(&v->cfg, name, sizeof(name)))
+		return false;
+	dsok = !ds_open(v->folder, &d);
+	hl = ds_lock_holder(v->dirfd, name, holder, sizeof(holder));
+	memset(&r, 0, sizeof(r));
+	if (hl == 1 && dsok && d.self && strcmp(holder, d.self)) {
+		snprintf(runner, sizeof(runner), "%s", holder);
+	} else {
+		int pr = vm_lockrec_probe(v->dirfd, name, &r);
+
+		/* an open granted despite another host's lock (see power.c) */
+		if (pr == 0 && dsok && d.self && r.host[0] &&
+		    ds_lock_holder(v->dirfd, name, holder, sizeof(holder)) == 1 &&
+		    strcmp(holder, d.self))
+			pr = 1;
+
+		if (pr == 1)
+			snprintf(runner, sizeof(runner), "%s", r.host[0] ? r.host : holder);
+		else if (pr == 0 && r.host[0] && strcmp(r.host, a->host))
+			stale = true;
+		if (pr >= 0 && r.host[0])
+			json_object_set_new(o, "lock", json_pack("{s:s,s:i,s:i,s:I,s:b}", "host", r.host,
+								  "agent_pid", (int)r.agent_pid, "qemu_pid",
+								  (int)r.qemu_pid, "started",
+								  (json_int_t)r.started, "held", pr == 1));
+	}
+	if (!runner[0] && !stale) {
+		if (dsok)
+			ds_close(&d);
+		return false;
+	}
+	const char *who = runner[0] ? runner : r.host;
+	int64_t ago = -1;
+	enum ds_hstate hs = dsok ? ds_host(&d, who, &ago) : DS_UNKNOWN;
+
+	if (dsok)
+		ds_close(&d);
+	if (hs == DS_DEAD || hs == DS_BROKEN) {
+		json_object_set_new(o, "state", json_string("host-dead"));
+		json_object_set_new(o, "host", json_string(who));
+		json_object_set_new(o, "local", json_false());
+		json_object_set_new(o, "host_dead", json_pack("{s:I,s:b}", "declared_ago_ms",
+							      (json_int_t)ago, "locks_broken",
+							      hs == DS_BROKEN));
+		return true;
+	}
+	if (stale) {
+		/* nobody holds it: whoever it names does not run the VM */
+		json_object_set_new(o, "stale_lock_record", json_string(r.host));
+		return false;
+	}
+	json_object_set_new(o, "state", json_string("running"));
+	json_object_set_new(o, "host", json_string(who));
+	json_object_set_new(o, "local", json_false());
+	return true;
+}
+
 json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 {
 	json_t *o = json_object();
@@ -370,12 +454,7 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 					json_object_set_new(o, "paused_reason", json_string("io-error"));
 			}
 		}
-	} else if (!vm_lockrec_name(&v->cfg, name, sizeof(name)) &&
-		   !vm_lockrec_read(v->dirfd, name, &r) && strcmp(r.host, a->host)) {
-		json_object_set_new(o, "state", json_string("running"));
-		json_object_set_new(o, "host", json_string(r.host));
-		json_object_set_new(o, "local", json_false());
-	} else {
+	} else if (!vm_remote_state(a, v, o)) {
 		vmss_name(v, name, sizeof(name));
 		json_object_set_new(o, "state",
 				    json_string(file_exists_at(v->dirfd, name) ? "suspended" : "off"));
@@ -387,7 +466,8 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 		if (f)
 			json_object_set_new(o, "killed_by_fence", f);
 	}
-	if (!vm_lockrec_name(&v->cfg, name, sizeof(name)) && !vm_lockrec_read(v->dirfd, name, &r)) {
+	if (!json_object_get(o, "lock") && !vm_lockrec_name(&v->cfg, name, sizeof(name)) &&
+	    vm_lockrec_probe(v->dirfd, name, &r) >= 0 && r.host[0]) {
 		json_object_set_new(o, "lock", json_pack("{s:s,s:i,s:i,s:I}", "host", r.host, "agent_pid",
 							  (int)r.agent_pid, "qemu_pid", (int)r.qemu_pid,
 							  "started", (json_int_t)r.started));
@@ -395,6 +475,7 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 	if (detail) {
 		json_t *disks = json_array();
 
+		monitor_info(a, v, o);
 		json_object_set_new(o, "cpus", json_integer(v->cfg.vcpus));
 		json_object_set_new(o, "memory_mib", json_integer(v->cfg.mem_mib));
 		json_object_set_new(o, "guest_os", json_string(v->cfg.guest_os));

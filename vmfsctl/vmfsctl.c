@@ -72,6 +72,8 @@ static int parse_create(const struct command *c, int argc, char **argv, json_t *
 static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
 static int after_console(json_t *reply);
 static int parse_storage(const struct command *c, int argc, char **argv, json_t *req);
+static int parse_ha(const struct command *c, int argc, char **argv, json_t *req);
+static void print_ha(json_t *r);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -121,6 +123,10 @@ static const struct command commands[] = {
 	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 	{"tasks", "                 running and recent copies and moves (this host and the\n"
 	 "                        datastores mounted here)\n", ARG_NONE, 0, NULL, NULL},
+	{"ha", " status           HA: hosts per datastore (live, dead, fenced, in\n"
+	 "                        recovery, agent seen), protected VMs and where they\n"
+	 "                        run, recent failover events (docs/ha.md)\n",
+	 ARG_NONE, 0, parse_ha, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -366,6 +372,59 @@ static const char *jstr(json_t *o, const char *k)
 	return s ? s : "-";
 }
 
+/* info: the VM monitor's view (docs/vm.md "VM monitoring") */
+static void print_monitoring(json_t *m)
+{
+	json_int_t n = json_integer_value(json_object_get(m, "restarts_in_window"));
+	json_int_t w = json_integer_value(json_object_get(m, "window_s"));
+	char when[32];
+	time_t t;
+	struct tm tm;
+
+	if (!json_is_object(m))
+		return;
+	if (!json_is_true(json_object_get(m, "enabled"))) {
+		printf("monitoring:  off (not restarted after a crash, panic or hang)\n");
+		return;
+	}
+	printf("monitoring:  on, %lld restart%s in the last %lld s (at most %lld), hang timeout %lld s\n",
+	       (long long)n, n == 1 ? "" : "s", (long long)w,
+	       (long long)json_integer_value(json_object_get(m, "max_restarts")),
+	       (long long)json_integer_value(json_object_get(m, "hang_timeout_s")));
+	if (json_object_get(m, "restart_pending_in_s"))
+		printf("restart:     pending, in %lld s\n",
+		       (long long)json_integer_value(json_object_get(m, "restart_pending_in_s")));
+	if (json_object_get(m, "last_failure")) {
+		t = (time_t)json_integer_value(json_object_get(m, "last_failure_at"));
+		localtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("failure:     %s (%s)\n", jstr(m, "last_failure"), when);
+	}
+	if (json_object_get(m, "gave_up_at")) {
+		t = (time_t)json_integer_value(json_object_get(m, "gave_up_at"));
+		localtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+		printf("gave up:     %s: restart limit reached, left off until powered on\n", when);
+	}
+}
+
+/* One event (`events`, `ha status`): time with milliseconds, host, type,
+ * VM, message. */
+static void print_event(json_t *e, const char *indent, const char *tfmt, int hostw, int typew)
+{
+	json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
+	time_t t = (time_t)(ms / 1000);
+	char when[32];
+	struct tm tm;
+
+	localtime_r(&t, &tm);
+	strftime(when, sizeof(when), tfmt, &tm);
+	printf("%s%s.%03d %-*s %-*s %s%s%s\n", indent, when, (int)(ms % 1000), hostw,
+	       jstr(e, "host"), typew, jstr(e, "type"),
+	       json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
+	       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
 	if (!strcmp(cmd, "list")) {
@@ -411,7 +470,22 @@ static void print_human(const char *cmd, json_t *r)
 			printf("killed:      by the fence of volume %s at %s (not restarted here)\n",
 			       jstr(f, "volume"), when);
 		}
-		printf("host:        %s\n", jstr(r, "host"));
+		if (json_object_get(r, "host_dead")) {
+			json_t *hd = json_object_get(r, "host_dead");
+			json_int_t ago = json_integer_value(json_object_get(hd, "declared_ago_ms"));
+
+			printf("host:        %s: dead", jstr(r, "host"));
+			if (ago >= 0)
+				printf(" (declared %lld s ago)", (long long)(ago / 1000));
+			printf(json_is_true(json_object_get(hd, "locks_broken"))
+			       ? "; its locks are broken: the VM may be powered on elsewhere\n"
+			       : "; its journal is being replayed, its locks still hold\n");
+		} else {
+			printf("host:        %s\n", jstr(r, "host"));
+		}
+		if (json_object_get(r, "stale_lock_record"))
+			printf("stale lock:  a record of host %s that nobody holds (the VM does not run there)\n",
+			       jstr(r, "stale_lock_record"));
 		if (json_object_get(r, "pid"))
 			printf("qemu pid:    %lld\n", (long long)json_integer_value(json_object_get(r, "pid")));
 		printf("vcpus:       %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
@@ -442,6 +516,7 @@ static void print_human(const char *cmd, json_t *r)
 			printf("lock:        host %s, QEMU pid %lld\n", jstr(lk, "host"),
 			       (long long)json_integer_value(json_object_get(lk, "qemu_pid")));
 		printf("log:         %s\n", jstr(r, "log"));
+		print_monitoring(json_object_get(r, "vm_monitoring"));
 		return;
 	}
 	if (!strcmp(cmd, "agent-info")) {
@@ -454,24 +529,28 @@ static void print_human(const char *cmd, json_t *r)
 		printf("cpus:        %lld\n", (long long)json_integer_value(json_object_get(r, "cpus")));
 		printf("memory:      %lld MiB\n",
 		       (long long)json_integer_value(json_object_get(r, "memory_mib")));
+		if (json_is_object(json_object_get(r, "vm_monitoring"))) {
+			json_t *m = json_object_get(r, "vm_monitoring");
+
+			printf("monitoring:  %s, at most %lld restarts within %lld s, backoff %lld s, hang timeout %lld s\n",
+			       json_is_true(json_object_get(m, "enabled")) ? "on" : "off",
+			       (long long)json_integer_value(json_object_get(m, "max_restarts")),
+			       (long long)json_integer_value(json_object_get(m, "window_s")),
+			       (long long)json_integer_value(json_object_get(m, "backoff_s")),
+			       (long long)json_integer_value(json_object_get(m, "hang_timeout_s")));
+		}
+		return;
+	}
+	if (!strcmp(cmd, "ha")) {
+		print_ha(r);
 		return;
 	}
 	if (!strcmp(cmd, "events")) {
 		json_t *e;
 		size_t i;
 
-		json_array_foreach(json_object_get(r, "events"), i, e) {
-			json_int_t ms = json_integer_value(json_object_get(e, "time_ms"));
-			time_t t = (time_t)(ms / 1000);
-			char when[32];
-			struct tm tm;
-
-			localtime_r(&t, &tm);
-			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
-			printf("%s.%03d %-10s %-20s %s%s%s\n", when, (int)(ms % 1000), jstr(e, "host"),
-			       jstr(e, "type"), json_object_get(e, "vmx") ? jstr(e, "vmx") : "",
-			       json_object_get(e, "vmx") ? ": " : "", jstr(e, "message"));
-		}
+		json_array_foreach(json_object_get(r, "events"), i, e)
+			print_event(e, "", "%Y-%m-%d %H:%M:%S", 10, 20);
 		return;
 	}
 	if (!strcmp(cmd, "tasks")) {
@@ -781,6 +860,70 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 		}
 	}
 	return 0;
+}
+
+/* ha status: the only subcommand so far */
+static int parse_ha(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	int rc = parse_common(cmd, argc, argv, req);
+
+	if (rc)
+		return rc;
+	if (optind >= argc || strcmp(argv[optind], "status"))
+		return die_usage("ha: the subcommand is '%s'", "status");
+	optind++;
+	json_object_set_new(req, "cmd", json_string("ha-status"));
+	return 0;
+}
+
+static void print_ha(json_t *r)
+{
+	json_t *ds;
+	size_t i;
+
+	json_array_foreach(json_object_get(r, "datastores"), i, ds) {
+		json_t *h, *p, *e;
+		size_t k;
+
+		printf("datastore %s (this host: %s)\n", jstr(ds, "datastore"),
+		       jstr(json_object_get(ds, "self"), "host"));
+		if (json_is_true(json_object_get(json_object_get(ds, "self"), "fenced")))
+			printf("  THIS HOST IS FENCED on this datastore: remount it\n");
+		printf("  %-16s %-5s %-22s %-6s %s\n", "HOST", "SLOT", "STATE", "AGENT", "ROOM (vCPU, MiB)");
+		json_array_foreach(json_object_get(ds, "hosts"), k, h) {
+			json_t *ag = json_object_get(h, "agent"), *died = json_object_get(h, "died");
+			char state[64], room[64] = "-";
+
+			snprintf(state, sizeof(state), "%s", jstr(h, "state"));
+			if (died && !strcmp(jstr(died, "host"), jstr(h, "host")) &&
+			    strcmp(jstr(h, "state"), "live"))
+				snprintf(state, sizeof(state), "dead%s",
+					 json_is_true(json_object_get(died, "locks_broken")) ? ", locks broken"
+					 : ", in recovery");
+			if (ag)
+				snprintf(room, sizeof(room), "%lld/%lld, %lld/%lld",
+					 (long long)json_integer_value(json_object_get(ag, "used_vcpus")),
+					 (long long)json_integer_value(json_object_get(ag, "cap_vcpus")),
+					 (long long)json_integer_value(json_object_get(ag, "used_memory_mib")),
+					 (long long)json_integer_value(json_object_get(ag, "cap_memory_mib")));
+			printf("  %-16s %-5lld %-22s %-6s %s\n", jstr(h, "host"),
+			       (long long)json_integer_value(json_object_get(h, "slot")), state,
+			       !ag ? "none" : json_is_true(json_object_get(ag, "seen")) ? "seen" : "silent",
+			       room);
+			if (died && strcmp(jstr(died, "host"), jstr(h, "host")))
+				printf("  %-16s %-5s %-22s\n", jstr(died, "host"), "", "dead, locks broken");
+		}
+		printf("  protected VMs:\n");
+		json_array_foreach(json_object_get(ds, "protected"), k, p)
+			printf("    %-40s on %-12s priority %s\n", jstr(p, "vmx"), jstr(p, "host"),
+			       jstr(p, "priority"));
+		json_array_foreach(json_object_get(ds, "failover"), k, p)
+			printf("    %-40s waiting for a host (lost by %s) priority %s\n", jstr(p, "vmx"),
+			       jstr(p, "host"), jstr(p, "priority"));
+		printf("  recent HA events:\n");
+		json_array_foreach(json_object_get(ds, "events"), k, e)
+			print_event(e, "    ", "%H:%M:%S", 8, 18);
+	}
 }
 
 static int after_console(json_t *reply)

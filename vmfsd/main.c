@@ -42,6 +42,7 @@ struct opts {
 	int freeze_io_after;
 	int freeze_io_for;
 	int fault_on_usr1;      /* the fault starts at SIGUSR1, not after a delay */
+	int no_self_fence;      /* test only: docs/cluster.md §8 */
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *device;
 	char *mountpoint;
@@ -63,6 +64,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "freeze_io_after=%d", offsetof(struct opts, freeze_io_after), 0 },
 	{ "freeze_io_for=%d", offsetof(struct opts, freeze_io_for), 0 },
 	{ "fault_on_usr1", offsetof(struct opts, fault_on_usr1), 1 },
+	{ "debug_no_self_fence", offsetof(struct opts, no_self_fence), 1 },
 	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
@@ -145,6 +147,8 @@ static void usage(FILE *f)
 		"                     fault injection for cluster tests: all I/O fails, or\n"
 		"                     hangs for a while, MS after the mount\n"
 		"  -o fault_on_usr1   the fault starts when vmfsd gets SIGUSR1 instead\n"
+		"  -o debug_no_self_fence  tests only: never fence on the heartbeat deadline\n"
+		"                     (shows what persistent reservations refuse alone)\n"
 		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
 		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
@@ -191,7 +195,9 @@ static int show_status(const char *device, int json)
 
 	r = bdev_open(device, BDEV_RDONLY, &bd);
 	if (r) {
-		fprintf(stderr, PROG ": %s: %s\n", device, strerror(-r));
+		const char *hint = bdev_open_hint(device, r);
+
+		fprintf(stderr, PROG ": %s: %s\n", device, hint ? hint : strerror(-r));
 		return 1;
 	}
 	r = lockmgr_status(bd, 0, &st);
@@ -257,6 +263,12 @@ static int ro_compat_only(struct bdev *bd)
 /* Failures of opening the device, before anything is read from it. */
 static void open_error(const char *device, int r)
 {
+	const char *hint = bdev_open_hint(device, r);
+
+	if (hint) {
+		fprintf(stderr, PROG ": %s: %s\n", device, hint);
+		return;
+	}
 	switch (r) {
 	case -EOPNOTSUPP:
 		/* bdev_open's only -EOPNOTSUPP: open(O_DIRECT) said EINVAL. */
@@ -493,6 +505,7 @@ int main(int argc, char **argv)
 	mo.host = o.host;
 	mo.readonly = o.ro;
 	mo.norecovery = o.norecovery;
+	mo.debug_no_self_fence = o.no_self_fence;
 	mo.unreplayed = unreplayed;
 	mo.bdev = bd;
 	/* The fence responder (fence.c) knows the mount point by its real

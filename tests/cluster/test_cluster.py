@@ -69,7 +69,7 @@ def storm_worker(mnt, tag, seed, q):
                 del mine[name]
         q.put((tag, mine, None))
     except Exception as e:  # reported by the parent
-        q.put((tag, mine, "%s: %r" % (tag, e)))
+        q.put((tag, mine, "%s: %r (op %d)" % (tag, e, i)))
 
 
 def storm(mnts):

@@ -158,13 +158,66 @@ def dir_reused(a, b):
         fail("dir_reused: B's fchmod changed A's new directory")
 
 
+def lock_recreated(a, b):
+    """A file A holds open for writing, unlinked by A and at once created
+    again by B (same name, and the freed inode number comes back): B's open
+    must hold the file's on-disk lock for as long as it is open.  It did
+    not: B's first open of the old number (through its cached entry) took
+    the lock, met the deleted inode (ESTALE) and left the lock for release
+    after the next commit; B's create of the new file then "acquired" it
+    again (held already) and the pending release freed it under the open,
+    so A could open B's file for writing too."""
+    d = "lock_recreated"
+    for i, pause in enumerate([0.0, 0.05, 0.1, 0.2, 0.3, 0.0]):
+        fa = os.open(os.path.join(a, d, "x"), os.O_RDWR | os.O_CREAT, 0o600)
+        os.write(fa, b"A")
+        os.fsync(fa)
+        time.sleep(SETTLE_S)
+        e, fb = err_of(os.open, os.path.join(b, d, "x"), os.O_RDWR | os.O_CREAT, 0o600)
+        if e != errno.EBUSY:
+            fail("lock_recreated round %d: B's open while A holds the file: %s" % (i, e or "granted"))
+            if fb is not None:
+                os.close(fb)
+        os.unlink(os.path.join(a, d, "x"))
+        os.close(fa)
+        time.sleep(pause)
+        fb = None
+        for _ in range(200):
+            e, fb = err_of(os.open, os.path.join(b, d, "x"), os.O_RDWR | os.O_CREAT, 0o600)
+            if fb is not None:
+                break
+            if e not in (errno.EBUSY, errno.ESTALE, errno.ENOENT):
+                fail("lock_recreated round %d: B's create: %s" % (i, errno.errorcode.get(e)))
+                return
+            time.sleep(0.05)
+        if fb is None:
+            fail("lock_recreated round %d: B could not create the file again" % i)
+            return
+        os.write(fb, b"B")
+        os.fsync(fb)
+        time.sleep(SETTLE_S)    # past B's next commit (the pending release)
+        held = os.getxattr(os.path.join(b, d, "x"), "user.vmfsd.lock").decode()
+        e, fa2 = err_of(os.open, os.path.join(a, d, "x"), os.O_RDWR)
+        if fa2 is not None:
+            os.close(fa2)
+        if e != errno.EBUSY or " by B " not in held:
+            fail("lock_recreated round %d (pause %.2f s): B holds the new file open, its lock "
+                 "reads %r and A's open for writing gives %s" % (i, pause, held,
+                                                                errno.errorcode.get(e, "success")))
+        else:
+            log("lock_recreated round %d: lock %r, A refused" % (i, held))
+        os.unlink(os.path.join(b, d, "x"))
+        os.close(fb)
+        time.sleep(SETTLE_S)
+
+
 def cases(a, b):
     dir_reused(a, b)
     names = ["creat", "creat_busy", "creat_trunc", "creat_excl", "creat_dir", "creat_perm",
              "creat_symlink", "mkdir", "mknod", "symlink", "link_new", "link_gone",
              "link_reused", "open_reused", "unlink_gone", "unlink_replaced", "rmdir_gone",
              "rmdir_replaced", "rmdir_open", "rename_gone", "rename_target",
-             "rename_noreplace", "lookup_renamed"]
+             "rename_noreplace", "lookup_renamed", "lock_recreated"]
     for n in names:
         os.mkdir(os.path.join(a, n), 0o777)
         os.chmod(os.path.join(a, n), 0o777)
@@ -397,6 +450,8 @@ def cases(a, b):
         fail("lookup after A's rename: B still finds the old name after the entry timeout")
     else:
         log("lookup after A's rename: new name found, old name gone")
+
+    lock_recreated(a, b)
 
     # Both hosts agree on every directory at the end.
     time.sleep(SETTLE_S)

@@ -96,7 +96,7 @@ def body(c):
             print("    %s (%.1fs)" % (out.strip(), time.monotonic() - t))
             c.check("guest shut down" in out, "shutdown was not done by the guest: %s" % out)
             c.check(not vmtest.pid_alive(state["pid"]), "QEMU still runs after shutdown")
-            c.check(not os.path.exists(os.path.join(vm, "vm1.vmx.lck")), "lock record left after shutdown")
+            c.check(vmtest.lock_record_free(os.path.join(vm, "vm1.vmx.lck")), "lock record left after shutdown")
             wait_for(lambda: "acpi power button" in vmtest.read_log(vm, "vm1"), 5,
                      "the guest's acpi message in the log")
             rec = vmtest.disk_counter(flat)
@@ -139,7 +139,7 @@ def body(c):
             c.check(os.path.isfile(os.path.join(vm, "vm1.vmss")), "no vm1.vmss after suspend")
             c.check(not vmtest.pid_alive(state["pid"]), "QEMU still runs after suspend")
             c.eq(a.info(vm)["state"], "suspended", "state after suspend")
-            c.check(not os.path.exists(os.path.join(vm, "vm1.vmx.lck")), "lock record kept while suspended")
+            c.check(vmtest.lock_record_free(os.path.join(vm, "vm1.vmx.lck")), "lock record kept while suspended")
             last = vmtest.counters(vmtest.read_log(vm, "vm1"))[-1]
             c.check(last >= n0, "counter went back before suspend")
             time.sleep(1)
@@ -176,7 +176,7 @@ def body(c):
             a.ok("power-on", vm)
             pid = a.info(vm)["pid"]
             wait_for(lambda: not vmtest.pid_alive(pid), 120, "the guest powering itself off")
-            wait_for(lambda: not os.path.exists(os.path.join(vm, "vm1.vmx.lck")), 10,
+            wait_for(lambda: vmtest.lock_record_free(os.path.join(vm, "vm1.vmx.lck")), 10,
                      "the agent releasing the lock record")
             c.eq(a.info(vm)["state"], "off", "state after the guest powered off")
             with open(vmx, "w") as f:

@@ -35,7 +35,8 @@ static const char *good =
 	"ethernet1.virtualDev = \"e1000\"\n"     /* not present: no NIC */
 	"vmfsd.kernel = \"vmlinuz\"\n"
 	"vmfsd.append = \"console=ttyS0 root=/dev/vda\"\n"
-	"vmfsd.accel = \"tcg\"\n";
+	"vmfsd.accel = \"tcg\"\n"
+	"vmfsd.ha.restartPriority = \"High\"\n";
 
 static int load(const char *text, struct vm_config *cfg, struct vm_err *err)
 {
@@ -71,6 +72,7 @@ Test(vmx, good_file)
 	cr_expect_str_eq(c.kernel, "vmlinuz");
 	cr_expect_str_eq(c.append, "console=ttyS0 root=/dev/vda");
 	cr_expect_eq(c.accel, VM_ACCEL_TCG);
+	cr_expect_eq(c.ha_priority, VM_HA_HIGH);
 }
 
 static void refused(const char *extra, const char *needle)
@@ -105,6 +107,7 @@ Test(vmx, hostile)
 	refused("ethernet0.present = \"TRUE\"\nethernet0.address = \"01:00:00:00:00:01\"\n", "multicast");
 	refused("ethernet0.present = \"TRUE\"\nethernet0.connectionType = \"bridged\"\n", "no networkName");
 	refused("vmfsd.accel = \"hvf\"\n", "not auto, kvm or tcg");
+	refused("vmfsd.ha.restartPriority = \"urgent\"\n", "not disabled, low, medium or high");
 	refused("vmfsd.initrd = \"initrd.img\"\n", "without vmfsd.kernel");
 	refused("bad key = \"1\"\n", "expected '='");
 	refused("k = \"|zz\"\n", "hex escape");
@@ -130,6 +133,41 @@ Test(vmx, bounds)
 	cr_expect(strstr(e.msg, "longer than") != NULL, "%s", e.msg);
 	cr_expect_neq(vmx_parse("a = \"1\"\0b = \"2\"\n", 16, "t.vmx", &f, &e), 0);
 	free(big);
+}
+
+/* VM monitoring keys (docs/vm.md "VM monitoring"): values and bounds */
+Test(vmx, ha_monitoring_keys)
+{
+	static const char base[] = "vmfsd.kernel = \"vmlinuz\"\n";
+	char buf[512];
+	struct vm_config c;
+	struct vm_err e;
+
+	cr_assert_eq(load(base, &c, &e), 0, "%s", e.msg);
+	cr_expect_eq(c.ha_monitoring, -1);
+	cr_expect_eq(c.ha_max_restarts, -1);
+	cr_expect_eq(c.ha_restart_window, -1);
+	cr_expect_eq(c.ha_hang_timeout, -1);
+	snprintf(buf, sizeof(buf), "%svmfsd.ha.vmMonitoring = \"Disabled\"\nvmfsd.ha.maxRestarts = \"0\"\n"
+		 "vmfsd.ha.restartWindow = \"86400\"\nVMFSD.HA.HANGTIMEOUT = \"5\"\n", base);
+	cr_assert_eq(load(buf, &c, &e), 0, "%s", e.msg);
+	cr_expect_eq(c.ha_monitoring, 0);
+	cr_expect_eq(c.ha_max_restarts, 0);
+	cr_expect_eq(c.ha_restart_window, 86400);
+	cr_expect_eq(c.ha_hang_timeout, 5);
+	static const char *const bad[] = {
+		"vmfsd.ha.vmMonitoring = \"on\"\n", "vmfsd.ha.maxRestarts = \"101\"\n",
+		"vmfsd.ha.maxRestarts = \"-1\"\n", "vmfsd.ha.restartWindow = \"59\"\n",
+		"vmfsd.ha.restartWindow = \"604801\"\n", "vmfsd.ha.hangTimeout = \"4\"\n",
+		"vmfsd.ha.hangTimeout = \"3601\"\n", "vmfsd.ha.hangTimeout = \"5s\"\n",
+		"vmfsd.ha.maxRestarts = \"3\"\nvmfsd.ha.maxRestarts = \"4\"\n", NULL,
+	};
+	for (int i = 0; bad[i]; i++) {
+		snprintf(buf, sizeof(buf), "%s%s", base, bad[i]);
+		cr_expect_neq(load(buf, &c, &e), 0, "accepted: %s", bad[i]);
+		cr_expect(strstr(e.msg, "vmfsd.ha.") != NULL || strstr(e.msg, "VMFSD") != NULL ||
+			  strstr(e.msg, "duplicate") != NULL, "%s", e.msg);
+	}
 }
 
 Test(vmx, format_roundtrip)
@@ -203,7 +241,7 @@ Test(qemu, argv_has_no_vmx_text)
 			      .serial_path = "/run/s/serial.sock", .pidfile = "/run/s/qemu.pid",
 			      .kernel_fd = 6, .initrd_fd = -1, .log_fd = 7};
 	struct strv a = {0};
-	bool blockdev = false, kernel = false, accel = false;
+	bool blockdev = false, kernel = false, accel = false, pvpanic = false, panic_pause = false;
 
 	cr_assert_eq(load(good, &c, &e), 0, "%s", e.msg);
 	c.ndisks = 1;     /* web.vmdk only */
@@ -222,8 +260,12 @@ Test(qemu, argv_has_no_vmx_text)
 		}
 		kernel |= !strcmp(a.v[i], "/proc/self/fd/6");
 		accel |= !strcmp(a.v[i], "q35,accel=tcg");
+		/* a guest panic must pause QEMU for the agent's monitor */
+		pvpanic |= i > 0 && !strcmp(a.v[i - 1], "-device") && !strcmp(a.v[i], "pvpanic");
+		panic_pause |= i > 0 && !strcmp(a.v[i - 1], "-action") && !strcmp(a.v[i], "panic=pause");
 	}
 	cr_expect(blockdev && kernel && accel);
+	cr_expect(pvpanic && panic_pause, "no pvpanic device or -action panic=pause");
 	strv_free(&a);
 	l.accel = VM_ACCEL_AUTO;
 	cr_expect_neq(vm_qemu_argv(&l, &a, &e), 0, "unresolved accelerator accepted");

@@ -69,9 +69,10 @@ class Agent:
     """One vmfs-hostd child process: host NAME, its socket and state folder
     in the test's scratch directory."""
 
-    def __init__(self, work, host):
+    def __init__(self, work, host, extra=()):
         self.work = work
         self.host = host
+        self.extra = [str(x) for x in extra]   # more vmfs-hostd options
         self.sock = os.path.join(work, "%s.sock" % host)
         self.state = os.path.join(work, "state-%s" % host)
         self.logpath = os.path.join(work, "agent-%s.log" % host)
@@ -81,7 +82,7 @@ class Agent:
         log = open(self.logpath, "a")
         self.proc = subprocess.Popen(
             [env("VMFS_HOSTD"), "--host", self.host, "--socket", self.sock, "--state-dir",
-             self.state, "--accel", "tcg", "--shutdown-timeout", "60"],
+             self.state, "--accel", "tcg", "--shutdown-timeout", "60"] + self.extra,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
@@ -174,14 +175,21 @@ class Volume:
         except OSError:
             return ""
 
-    def agent(self, host):
-        a = Agent(self.work, host)
+    def agent(self, host, extra=()):
+        # its own mount only: the tests of other worktrees may run hosts of
+        # the same name on this kernel, and HA must not touch their volumes
+        mnts = [m for m, pr in self.mounts if pr is self.procs.get(host)]
+        if mnts and "--datastore" not in [str(x) for x in extra]:
+            extra = list(extra) + ["--datastore", os.path.realpath(mnts[0])]
+        a = Agent(self.work, host, extra)
         a.start()
         self.agents.append(a)
         return a
 
-    def kill_qemus(self):
-        """SIGKILL every QEMU whose command line names this test's folder."""
+    def pids_of(self, prog):
+        """Pids of the live processes running PROG (bytes) whose command line
+        names this test's folder."""
+        found = []
         for d in os.listdir("/proc"):
             if not d.isdigit():
                 continue
@@ -190,11 +198,17 @@ class Volume:
                     cmd = f.read()
             except OSError:
                 continue
-            if b"qemu-system" in cmd and self.work.encode() in cmd:
-                try:
-                    os.kill(int(d), signal.SIGKILL)
-                except OSError:
-                    pass
+            if prog in cmd.split(b"\0")[0] and self.work.encode() in cmd and pid_alive(int(d)):
+                found.append(int(d))
+        return found
+
+    def kill_qemus(self):
+        """SIGKILL every QEMU whose command line names this test's folder."""
+        for pid in self.pids_of(b"qemu-system"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
     def cleanup(self):
         if self.checker is not None and self.checker.failures:
@@ -203,7 +217,14 @@ class Volume:
         self.kill_qemus()
         for a in self.agents:
             a.stop()
-        time.sleep(0.2)
+        # a stopped agent's forked children (a request, a restart in place
+        # by the VM monitor) finish their power-on: wait for them, or they
+        # start a QEMU after the last kill (bounded by the agent's 60 s
+        # QEMU start timeout)
+        try:
+            wait_for(lambda: not self.pids_of(b"vmfs-hostd"), 90, "the agents' children to finish")
+        except TimeoutError:
+            pass
         self.kill_qemus()
         for mnt, proc in reversed(self.mounts):
             vt.unmount_quiet(mnt)
@@ -243,6 +264,16 @@ def disk_counter(flat):
     if len(rec) >= 3 and rec[0] == "VMFSCOUNT":
         return int(rec[1]), rec[2]
     return None
+
+
+def lock_record_free(path):
+    """A VM's lock record says nobody runs it: absent, or emptied (a
+    power-off empties the file instead of deleting it: docs/ha.md §7)."""
+    try:
+        with open(path) as f:
+            return "host=" not in f.read()
+    except FileNotFoundError:
+        return True
 
 
 def qemu_gone(agent, path):
