@@ -219,19 +219,27 @@ static int flock_vm(struct agent *a, const char *vmx_path)
 static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx,
 		       const char *new_folder, const char *name)
 {
+	/* every runtime file of power.c, monitor.c (VM monitoring keeps
+	 * watching the VM at its new path) and lck_switched */
 	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock",
 					    "serial.log", "accel", "io-error", "qemu.err",
-					    "last-pid", "fenced", NULL};
+					    "last-pid", "fenced", "res", "monitor", "hb-miss",
+					    "no-restart", "lck-fd", NULL};
 	char os[PATH_MAX + 32], ns[PATH_MAX + 32], p[PATH_MAX + 64], q[PATH_MAX + 64];
 	char orig[PATH_MAX + 32];
+	int nlock;
 
 	sdir_of(a, old_vmx, os, sizeof(os));
 	sdir_of(a, new_vmx, ns, sizeof(ns));
 	mkdir(ns, 0700);
 	/* the sweep takes a VM's flock before it looks at it: the file must
-	 * exist (vmctx_open creates it for requests) */
+	 * exist (vmctx_open creates it for requests), and we hold it while
+	 * the files arrive (a sweep seeing "pid" without "qemu-sdir" would
+	 * take the running QEMU for a dead one and restart the VM) */
 	snprintf(q, sizeof(q), "%s/lock", ns);
-	close(open(q, O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+	nlock = open(q, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (nlock >= 0)
+		(void)flock(nlock, LOCK_EX);
 	snprintf(p, sizeof(p), "%s/qemu-sdir", os);
 	if (read_text(p, orig, sizeof(orig)))
 		snprintf(orig, sizeof(orig), "%s", os);
@@ -255,6 +263,8 @@ static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx
 	unlink(p);
 	snprintf(q, sizeof(q), "%s/vmx", ns);
 	write_text(q, new_vmx);
+	if (nlock >= 0)
+		close(nlock);
 }
 
 /* ---------------------------------------------------------------- QMP */
@@ -356,6 +366,14 @@ struct op {
 	pid_t qpid;
 	struct vm_lockrec lr;
 	bool have_lr;
+	/* the lock records this operation holds (docs/vm.md "Storage
+	 * vMotion", "Lock records"): the source's while a stopped VM is
+	 * copied, the destination's from its mkdir on; a live move hands
+	 * the destination's to QEMU (getfd LCK_FDNAME) before the switch */
+	int slock, dlock;
+	char dlname[VM_NAME_MAX + 16];
+	char lck_fdname[128];
+	bool handed;
 };
 
 /* a clone's files are named after its folder: "<old>…" becomes "<new>…" */
@@ -825,6 +843,18 @@ static json_t *begin(struct op *o)
 	o->ddir = open(o->dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (o->ddir < 0)
 		return reply_err(errno, "%s: %s", o->dst, strerror(errno));
+	/* the copy's own lock record, held from now on: no host starts
+	 * the copy while it is written (the intent record says so too, but
+	 * the lock is what another host's power-on meets first) */
+	{
+		struct vm_lockrec cur;
+
+		snprintf(o->dlname, sizeof(o->dlname), "%s.vmx.lck", o->dst_name);
+		rc = vm_lockrec_lock(o->ddir, o->dlname, &o->dlock, &cur);
+		if (rc)
+			return reply_err(rc, "%s: the lock record %s/%s: %s", o->kind, o->dst, o->dlname,
+					 strerror(-rc));
+	}
 	j = intent_json(o, "destination", "copying");
 	rc = intent_write(o->ddir, o->iname, j);
 	json_decref(j);
@@ -1245,6 +1275,104 @@ static int mirror_finish(struct op *o, bool complete, struct vm_err *err)
 	return 0;
 }
 
+/* ------------------------------------------------------------ lock records */
+
+/* A move hands the destination's lock record to the running QEMU with QMP
+ * getfd under this name; the VM's state file "lck-fd" says
+ * "<name> <QEMU pid>" (absent: QEMU holds the record it inherited at
+ * power-on, which QMP cannot close).  docs/vm.md "Storage vMotion",
+ * "Lock records during a move". */
+static void lck_fdname_of(const char *task, char *out, size_t size)
+{
+	snprintf(out, size, "vmfsd-lck-%s", task);
+}
+
+/* The destination's record, held by this operation, to QEMU: from here on
+ * it is held exactly as long as QEMU runs, like the source's. */
+static json_t *lck_hand_over(struct op *o)
+{
+	struct vm_err err;
+	int rc;
+
+	lck_fdname_of(o->t.id, o->lck_fdname, sizeof(o->lck_fdname));
+	rc = qmp1(o->v, "getfd", json_pack("{s:s}", "fdname", o->lck_fdname), o->dlock, NULL, &err);
+	if (rc)
+		return reply_err(rc, "%s: handing the lock record %s to QEMU: %s", o->kind, o->dlname,
+				 err.msg);
+	o->handed = true;
+	close(o->dlock);
+	o->dlock = -1;
+	return NULL;
+}
+
+/* QEMU closes a record handed to it (before the switch: the copy goes;
+ * after it: the old folder's record, which goes with its folder) */
+static void lck_close_in_qemu(struct vmctx *v, const char *fdname)
+{
+	struct vm_err err;
+
+	qmp1(v, "closefd", json_pack("{s:s}", "fdname", fdname), -1, NULL, &err);
+}
+
+/* After the switch: QEMU (QPID) holds the new folder's record as FDNAME.
+ * The old folder's record is released when an earlier move handed it
+ * (else QEMU keeps the inherited descriptor of a file about to be
+ * deleted: nobody can open that any more).  V is the old path's context,
+ * whose state folder follows the move (state_move). */
+static void lck_switched(struct vmctx *v, pid_t qpid, const char *fdname)
+{
+	char p[PATH_MAX + 32], txt[256], old[128];
+	int opid;
+
+	sfile(v, "lck-fd", p, sizeof(p));
+	if (!read_text(p, txt, sizeof(txt)) && sscanf(txt, "%127s %d", old, &opid) == 2 &&
+	    opid == (int)qpid && strcmp(old, fdname))
+		lck_close_in_qemu(v, old);
+	snprintf(txt, sizeof(txt), "%s %d\n", fdname, (int)qpid);
+	write_text(p, txt);
+}
+
+/* HA (docs/ha.md §4): a VM moved live is protected under its new path
+ * before the switch and the old path's entries go after it, so that a host
+ * dying at any instant leaves the survivors an entry for the folder that
+ * is (or becomes, once they resolve the intent records) the VM. */
+static int ha_protect_path(struct agent *a, const char *vmx)
+{
+	struct vmctx *nv = calloc(1, sizeof(*nv));
+	struct vm_err err;
+	int rc;
+
+	if (!nv)
+		return -ENOMEM;
+	rc = vmctx_open(a, vmx, false, nv, &err);
+	if (!rc)
+		rc = ha_protect(a, nv);
+	vmctx_close(nv);
+	free(nv);
+	return rc;
+}
+
+/* ha_unprotect by path (the folder must still exist: the datastore is
+ * found from it) */
+static void ha_unprotect_path(struct agent *a, const char *vmx)
+{
+	struct vmctx *nv = calloc(1, sizeof(*nv));
+	char *slash;
+
+	if (!nv)
+		return;
+	snprintf(nv->vmx_path, sizeof(nv->vmx_path), "%s", vmx);
+	snprintf(nv->folder, sizeof(nv->folder), "%s", vmx);
+	slash = strrchr(nv->folder, '/');
+	if (slash && slash != nv->folder) {
+		*slash = '\0';
+		nv->dirfd = -1;
+		nv->lockfd = -1;
+		ha_unprotect(a, nv);
+	}
+	free(nv);
+}
+
 /* ---------------------------------------------------------------- recovery */
 
 /* Resolves an interrupted move of the VM whose source folder is SRC (vmx
@@ -1497,6 +1625,7 @@ static void op_init(struct op *o, struct agent *a, struct vmctx *v, json_t *req,
 	o->req = req;
 	o->kind = kind;
 	o->ddir = -1;
+	o->slock = o->dlock = -1;
 	intent_name(&v->cfg, o->iname, sizeof(o->iname));
 }
 
@@ -1504,6 +1633,12 @@ static json_t *op_end(struct op *o, json_t *r)
 {
 	if (o->ddir >= 0)
 		close(o->ddir);
+	/* a stopped VM's records: left as they were (the source's) or
+	 * empty (the copy's): nobody runs either */
+	if (o->slock >= 0)
+		close(o->slock);
+	if (o->dlock >= 0)
+		close(o->dlock);
 	for (size_t i = 0; i < o->nd; i++)
 		free(o->d[i].regions);
 	if (o->t.j)
@@ -1524,10 +1659,24 @@ static json_t *precheck(struct op *o)
 	json_decref(r);
 	o->qpid = vm_qemu_pid(o->v);
 	vm_lockrec_name(&o->v->cfg, ln, sizeof(ln));
-	if (!vm_lockrec_read(o->v->dirfd, ln, &lr)) {
-		if (!o->qpid && strcmp(lr.host, o->a->host))
+	if (!o->qpid) {
+		/* stopped: its record is held for the whole copy, so that no
+		 * host powers the source on while it is copied (a record we
+		 * can lock is stale whoever it names: docs/ha.md §3) */
+		int rc = vm_lockrec_lock(o->v->dirfd, ln, &o->slock, &lr);
+
+		if (rc == -EBUSY || rc == -EAGAIN) {
+			char holder[256] = "";
+
+			if (rc == -EBUSY)
+				ds_lock_holder(o->v->dirfd, ln, holder, sizeof(holder));
 			return reply_err(EBUSY, "%s is running on host %s: run the command on that host (the agent that runs a VM copies it)",
-					 o->v->vmx_path, lr.host);
+					 o->v->vmx_path, holder[0] ? holder : lr.host[0] ? lr.host : "(unknown)");
+		}
+		if (rc)
+			return reply_err(rc, "%s: the lock record %s: %s", o->v->vmx_path, ln,
+					 strerror(-rc));
+	} else if (!vm_lockrec_read(o->v->dirfd, ln, &lr) && lr.host[0]) {
 		o->lr = lr;
 		o->have_lr = true;
 	}
@@ -1569,15 +1718,22 @@ static json_t *run_live(struct op *o)
 	test_point(o->a, "before-copy");
 	if ((r = copy_small(o)))
 		return r;
-	if (o->move && o->have_lr) {
+	if (o->move) {
 		/* the destination is the running VM's folder from the switch
-		 * on: it carries the same lock record (the marker keeps it
-		 * from being powered on before) */
-		char ln[VM_NAME_MAX + 16];
+		 * on: its record names the same QEMU (held by this agent
+		 * until it is handed to QEMU, lck_hand_over) */
+		struct vm_lockrec r = o->lr;
 		int rc;
 
-		vm_lockrec_name(&o->v->cfg, ln, sizeof(ln));
-		rc = vm_lockrec_create(o->ddir, ln, &o->lr, NULL);
+		if (!o->have_lr) {
+			memset(&r, 0, sizeof(r));
+			r.started = (int64_t)time(NULL);
+		}
+		snprintf(r.host, sizeof(r.host), "%s", o->a->host);
+		r.agent_pid = o->a->pid;
+		r.qemu_pid = o->qpid;
+		vm_boot_id(r.boot_id, sizeof(r.boot_id));
+		rc = vm_lockrec_write(o->dlock, &r);
 		if (rc)
 			return reply_err(rc, "%s: lock record in %s: %s", o->kind, o->dst, strerror(-rc));
 	}
@@ -1646,14 +1802,30 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 		return op_end(&o, reply_err(EIO, "%s: QEMU ended before the switch (rolled back: %s stays the VM)",
 					    o.kind, v->folder));
 	}
+	if (o.live) {
+		/* QEMU holds the destination's record before the switch: at
+		 * every instant the VM's folder has a held record */
+		if ((r = lck_hand_over(&o))) {
+			drop_targets(&o);
+			rollback(&o);
+			return op_end(&o, r);
+		}
+		rc = ha_protect_path(a, o.dst_vmx);
+		if (rc)
+			agent_event(a, o.dst_vmx, "ha.protect-failed",
+				    "moving, but the new path is NOT protected by HA: %s", strerror(-rc));
+	}
 	/* the switch: from this write on, the destination is the VM */
 	task_progress(&o.t, "switching", o.total, o.total);
 	rc = set_phase(&o, "switched");
 	if (!rc)
 		test_point(a, "switched");
 	if (rc) {
-		if (o.live)
+		if (o.live) {
+			lck_close_in_qemu(v, o.lck_fdname);
+			ha_unprotect_path(a, o.dst_vmx);
 			drop_targets(&o);
+		}
 		rollback(&o);
 		return op_end(&o, reply_err(rc, "%s: cannot record the switch in %s: %s (rolled back)",
 					    o.kind, v->folder, strerror(-rc)));
@@ -1664,6 +1836,8 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 			/* QEMU still writes the source, in sync with the
 			 * target: switch back, then drop the target */
 			set_phase(&o, "copying");
+			lck_close_in_qemu(v, o.lck_fdname);
+			ha_unprotect_path(a, o.dst_vmx);
 			drop_targets(&o);
 			rollback(&o);
 			return op_end(&o, reply_err(rc, "%s: job-complete failed: %s (rolled back)", o.kind,
@@ -1686,6 +1860,9 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 			copy_file(&o, log, dl, false, VM_PROV_THIN, &err);
 		}
 	}
+	if (o.live && vm_pid_alive(o.qpid))
+		lck_switched(v, o.qpid, o.lck_fdname);
+	ha_unprotect_path(a, v->vmx_path);     /* no list names the old path any more */
 	finish_forward(a, v->folder, v->vmx_path, o.dst, o.dst_vmx, o.iname, v->cfg.name);
 	agent_event(a, o.dst_vmx, "storage.migrated", "moved %s from %s (%s, task %s, %.1f s)",
 		    o.live ? "live" : "offline", v->folder, o.nd ? vm_prov_name(o.d[0].prov) : "no disk",
