@@ -1277,6 +1277,14 @@ static int mirror_finish(struct op *o, bool complete, struct vm_err *err)
 
 /* ------------------------------------------------------------ lock records */
 
+/* the lock record name of the .vmx at PATH */
+static void lname_of(const char *vmx_path, char *out, size_t size)
+{
+	const char *b = strrchr(vmx_path, '/');
+
+	snprintf(out, size, "%s.lck", b ? b + 1 : vmx_path);
+}
+
 /* A move hands the destination's lock record to the running QEMU with QMP
  * getfd under this name; the VM's state file "lck-fd" says
  * "<name> <QEMU pid>" (absent: QEMU holds the record it inherited at
@@ -1401,10 +1409,13 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 	if (si && !strcmp(jstr(si, "phase"), "switched")) {
 		const char *dvmx = jstr(si, "dest_vmx");
 
+		ha_unprotect_path(a, src_vmx);     /* the old path is no VM any more */
 		finish_forward(a, src, src_vmx, dst, dvmx, iname, name);
 		snprintf(msg, size, "the move had switched to %s: finished (the source %s was removed)",
 			 dst, src);
 	} else if (di && !strcmp(jstr(di, "source"), src)) {
+		/* a live move lists the new path just before its switch */
+		ha_unprotect_path(a, jstr(di, "dest_vmx"));
 		remove_folder_files(dst);
 		if (si) {
 			unlinkat(sd, iname, 0);
@@ -1462,6 +1473,21 @@ static void recover_live(struct agent *a, struct vmctx *v, json_t *in, char *msg
 		qmp1(v, "job-dismiss", json_pack("{s:s}", "id", k), -1, NULL, &err);
 	}
 	json_decref(jobs);
+	{
+		/* the destination's lock record, if the move had handed it to
+		 * QEMU: kept after the switch (QEMU runs from there), closed
+		 * before it (the copy goes) */
+		char fdname[160];
+		pid_t qpid = vm_qemu_pid(v);
+
+		lck_fdname_of(jstr(in, "task"), fdname, sizeof(fdname));
+		if (switched) {
+			lck_switched(v, qpid, fdname);
+			ha_protect_path(a, jstr(in, "dest_vmx"));
+		} else {
+			lck_close_in_qemu(v, fdname);
+		}
+	}
 	/* the nodes no longer in use: the targets (before) or sources (after) */
 	json_array_foreach(json_object_get(in, switched ? "source_nodes" : "target_nodes"), i, n)
 		if (*json_string_value(n))
@@ -1473,6 +1499,34 @@ static void recover_live(struct agent *a, struct vmctx *v, json_t *in, char *msg
 				qmp1(v, "remove-fd", json_pack("{s:I}", "fdset-id", json_integer_value(n)), -1,
 				     NULL, &err);
 	recover_move(a, v->vmx_path, jstr(in, "dest"), msg, size);
+}
+
+/* Takes the lock records of a move's source (.vmx SRC_VMX) and destination
+ * (DST, .vmx DST_VMX) where the folders still exist; -EBUSY when one is
+ * held. */
+static int records_lock(const char *src_vmx, const char *dst, const char *dst_vmx, int *l1,
+			int *l2)
+{
+	char buf[PATH_MAX], ln[PATH_MAX + 16];
+	struct vm_lockrec cur;
+	int fd, rc = 0;
+
+	*l1 = *l2 = -1;
+	snprintf(buf, sizeof(buf), "%s", src_vmx);
+	*(strrchr(buf, '/') ?: buf) = '\0';
+	fd = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		lname_of(src_vmx, ln, sizeof(ln));
+		rc = vm_lockrec_lock(fd, ln, l1, &cur);
+		close(fd);
+	}
+	fd = rc || !*dst_vmx ? -1 : open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		lname_of(dst_vmx, ln, sizeof(ln));
+		rc = vm_lockrec_lock(fd, ln, l2, &cur);
+		close(fd);
+	}
+	return rc == -EBUSY || rc == -EAGAIN ? -EBUSY : 0;
 }
 
 static void recover_task(struct agent *a, json_t *task)
@@ -1496,10 +1550,25 @@ static void recover_task(struct agent *a, json_t *task)
 			intent_name(&v.cfg, iname, sizeof(iname));
 			in = intent_read(v.dirfd, iname);
 		}
-		if (in && json_is_true(json_object_get(in, "live")) && vm_qemu_pid(&v))
+		if (in && json_is_true(json_object_get(in, "live")) && vm_qemu_pid(&v)) {
+			/* its QEMU holds the source's record: nobody else
+			 * can resolve this move */
 			recover_live(a, &v, in, msg, sizeof(msg));
-		else
-			recover_move(a, vm, dst, msg, sizeof(msg));
+		} else {
+			/* the records of both folders first: a host that
+			 * found the move first (power-on, HA) resolves it
+			 * under them (storage_power_gate) */
+			int l1 = -1, l2 = -1;
+
+			if (records_lock(vm, dst, jstr(task, "dest_vmx"), &l1, &l2))
+				snprintf(msg, sizeof(msg), "left to the host that holds its lock records now");
+			else
+				recover_move(a, vm, dst, msg, sizeof(msg));
+			if (l1 >= 0)
+				close(l1);
+			if (l2 >= 0)
+				close(l2);
+		}
 		json_decref(in);
 		vmctx_close(&v);
 		close(lfd);
@@ -1510,16 +1579,30 @@ static void recover_task(struct agent *a, json_t *task)
 		DIR *d = dd >= 0 ? fdopendir(dd) : NULL;
 		struct dirent *de;
 		bool marked = false;
+		char dv[PATH_MAX + VM_NAME_MAX + 8], ln[PATH_MAX + 16];
+		int lk = -1, ldir;
+		struct vm_lockrec cur;
 
 		while (d && (de = readdir(d)))
 			if (strstr(de->d_name, ".vmx.move"))
 				marked = true;
 		if (d)
 			closedir(d);
+		/* the copy's record (held by the copying agent): a host that
+		 * found the copy first may be removing it */
+		snprintf(dv, sizeof(dv), "%s/%s.vmx", dst, strrchr(dst, '/') ? strrchr(dst, '/') + 1 : dst);
+		lname_of(dv, ln, sizeof(ln));
+		ldir = marked ? open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+		if (ldir >= 0 && vm_lockrec_lock(ldir, ln, &lk, &cur))
+			marked = false;
+		if (ldir >= 0)
+			close(ldir);
 		if (marked) {
 			remove_folder_files(dst);
 			snprintf(msg, sizeof(msg), "the incomplete copy %s was removed", dst);
 		}
+		if (lk >= 0)
+			close(lk);
 	}
 	json_object_set_new(task, "recovery", json_string(msg));
 	agent_event(a, vm, "storage.recovered", "%s (task %s) was interrupted: %s", op,
@@ -1552,10 +1635,49 @@ static bool is_template(struct vmctx *v)
 	return t;
 }
 
+/* A record of a folder involved in an interrupted or running copy is held:
+ * somebody works on it (the copying agent or the VM's QEMU) */
+static json_t *gate_busy(struct vmctx *v, int dirfd, const char *lname, int rc, json_t *in)
+{
+	char holder[256] = "";
+	struct dsview d;
+	enum ds_hstate hs = DS_UNKNOWN;
+	int64_t ago = -1;
+
+	if (rc != -EBUSY && rc != -EAGAIN)
+		return reply_err(rc, "%s: the lock record %s: %s", v->vmx_path, lname, strerror(-rc));
+	if (rc == -EBUSY)
+		ds_lock_holder(dirfd, lname, holder, sizeof(holder));
+	if (holder[0] && !ds_open(v->folder, &d)) {
+		hs = ds_host(&d, holder, &ago);
+		ds_close(&d);
+	}
+	/* "declared dead": HA's restart waits for the locks to be broken
+	 * (ha.c try_restart) instead of taking the VM for running elsewhere */
+	if (hs == DS_DEAD)
+		return reply_err(EBUSY, "%s: host %s, which ran a %s of it (task %s), was declared dead %lld s ago; "
+				 "its locks are not broken yet: the %s is resolved once they are, in a few seconds",
+				 v->vmx_path, holder, jstr(in, "op"), jstr(in, "task"),
+				 (long long)(ago / 1000), jstr(in, "op"));
+	return reply_err(EBUSY, "%s: a %s by host %s (task %s) is under way: wait for it (vmfsctl tasks)",
+			 v->vmx_path, jstr(in, "op"), holder[0] ? holder : jstr(in, "host"),
+			 jstr(in, "task"));
+}
+
+/* Power-on's (and every copy's) gate: a template never runs; a folder with
+ * an intent record is part of a move or copy.  Whoever finds one resolves
+ * it, any host, once it holds the lock records of the folders involved:
+ * a held record means the copying agent or the VM's QEMU still works on it
+ * (docs/vm.md "Storage vMotion", "Crash safety"). */
 json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 {
-	char iname[VM_NAME_MAX + 16], msg[PATH_MAX * 2 + 128];
+	char iname[VM_NAME_MAX + 16], msg[PATH_MAX * 2 + 128], own[VM_NAME_MAX + 16];
+	char other[PATH_MAX + 16];
+	const char *src_vmx, *dst_folder;
+	struct vm_lockrec cur;
 	json_t *in, *r = NULL;
+	bool src_role, move;
+	int l1 = -1, l2 = -1, od = -1, rc;
 
 	if (is_template(v))
 		return reply_err(EPERM, "%s is a template: it cannot be powered on; create a VM from it with `vmfsctl deploy %s NEW_FOLDER`",
@@ -1564,53 +1686,60 @@ json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 	in = intent_read(v->dirfd, iname);
 	if (!in)
 		return NULL;
-	if (strcmp(jstr(in, "host"), a->host)) {
-		r = reply_err(EBUSY, "%s: a %s by host %s (task %s) is under way or was interrupted: its agent finishes or undoes it when it runs again",
-			      v->vmx_path, jstr(in, "op"), jstr(in, "host"), jstr(in, "task"));
-	} else if (!strcmp(jstr(in, "role"), "source")) {
-		/* we hold this VM's flock: the task that wrote the record
-		 * (which holds it too) is gone */
-		recover_move(a, v->vmx_path, jstr(in, "dest"), msg, sizeof(msg));
-		agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s: %s", jstr(in, "op"), msg);
-		if (!file_exists_at(v->dirfd, v->cfg.vmx_name))
-			r = reply_err(ENOENT, "%s was moved to %s (%s): power that one on", v->vmx_path,
-				      jstr(in, "dest"), msg);
-	} else {
-		int lfd = strcmp(jstr(in, "op"), "migrate-storage") ? -EBUSY
-								    : flock_vm(a, jstr(in, "source_vmx"));
+	src_role = !strcmp(jstr(in, "role"), "source");
+	move = !strcmp(jstr(in, "op"), "migrate-storage");
+	src_vmx = src_role ? v->vmx_path : jstr(in, "source_vmx");
+	dst_folder = src_role ? jstr(in, "dest") : v->folder;
+	vm_lockrec_name(&v->cfg, own, sizeof(own));
+	rc = vm_lockrec_lock(v->dirfd, own, &l1, &cur);
+	if (rc) {
+		r = gate_busy(v, v->dirfd, own, rc, in);
+		goto out;
+	}
+	if (move) {
+		/* the other folder's record too (it may be gone already) */
+		char buf[PATH_MAX];
 
-		if (lfd == -EBUSY && strcmp(jstr(in, "op"), "migrate-storage")) {
-			/* a clone's or deployment's copy: is its task alive? */
-			json_t *tl = tasks_list(a, NULL), *t;
-			size_t i;
-			bool alive = false;
-
-			json_array_foreach(json_object_get(tl, "tasks"), i, t)
-				if (!strcmp(jstr(t, "id"), jstr(in, "task")) &&
-				    !strcmp(jstr(t, "state"), "running"))
-					alive = true;
-			json_decref(tl);
-			if (!alive) {
-				remove_folder_files(v->folder);
-				r = reply_err(ENOENT, "%s was an incomplete copy of an interrupted %s: removed",
-					      v->folder, jstr(in, "op"));
-			} else {
-				r = reply_err(EBUSY, "%s is being written by %s (task %s): wait for it (vmfsctl tasks)",
-					      v->folder, jstr(in, "op"), jstr(in, "task"));
-			}
-		} else if (lfd < 0) {
-			r = reply_err(EBUSY, "%s: a storage migration into this folder is under way (task %s): wait for it (vmfsctl tasks)",
-				      v->vmx_path, jstr(in, "task"));
+		if (src_role) {
+			snprintf(buf, sizeof(buf), "%s", dst_folder);
+			lname_of(jstr(in, "dest_vmx"), other, sizeof(other));
 		} else {
-			recover_move(a, jstr(in, "source_vmx"), v->folder, msg, sizeof(msg));
-			close(lfd);
-			agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s: %s",
-				    jstr(in, "op"), msg);
-			if (file_exists_at(v->dirfd, iname) || !file_exists_at(v->dirfd, v->cfg.vmx_name))
-				r = reply_err(ENOENT, "%s: an interrupted storage migration: %s", v->vmx_path,
-					      msg);
+			snprintf(buf, sizeof(buf), "%s", src_vmx);
+			*(strrchr(buf, '/') ?: buf) = '\0';
+			lname_of(src_vmx, other, sizeof(other));
+		}
+		od = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (od >= 0 && (rc = vm_lockrec_lock(od, other, &l2, &cur))) {
+			r = gate_busy(v, od, other, rc, in);
+			goto out;
 		}
 	}
+	/* nobody works on it: resolved here, from the records alone */
+	if (!move) {
+		remove_folder_files(v->folder);
+		agent_event(a, v->vmx_path, "storage.recovered",
+			    "an incomplete copy of an interrupted %s (task %s) was removed", jstr(in, "op"),
+			    jstr(in, "task"));
+		r = reply_err(ENOENT, "%s was an incomplete copy of an interrupted %s: removed",
+			      v->folder, jstr(in, "op"));
+		goto out;
+	}
+	recover_move(a, src_vmx, dst_folder, msg, sizeof(msg));
+	agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s (task %s, host %s): %s",
+		    jstr(in, "op"), jstr(in, "task"), jstr(in, "host"), msg);
+	if (src_role && !file_exists_at(v->dirfd, v->cfg.vmx_name))
+		r = reply_err(ENOENT, "%s was moved to %s (%s): power that one on", v->vmx_path,
+			      dst_folder, msg);
+	else if (!src_role && (file_exists_at(v->dirfd, iname) ||
+			       !file_exists_at(v->dirfd, v->cfg.vmx_name)))
+		r = reply_err(ENOENT, "%s: an interrupted storage migration: %s", v->vmx_path, msg);
+out:
+	if (l1 >= 0)
+		close(l1);
+	if (l2 >= 0)
+		close(l2);
+	if (od >= 0)
+		close(od);
 	json_decref(in);
 	return r;
 }
@@ -1961,7 +2090,9 @@ json_t *storage_template(struct agent *a, struct vmctx *v, json_t *req)
 	int rc, fd;
 
 	vm_lockrec_name(&v->cfg, ln, sizeof(ln));
-	if (vm_qemu_pid(v) || !vm_lockrec_read(v->dirfd, ln, &lr))
+	/* running = its record is held, here or on another host (a record
+	 * nobody holds is stale: docs/ha.md §3) */
+	if (vm_qemu_pid(v) || vm_lockrec_probe(v->dirfd, ln, &lr) == 1)
 		return reply_err(EBUSY, "%s is running: power it off first", v->vmx_path);
 	rc = vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &text, &len);
 	if (!rc) {

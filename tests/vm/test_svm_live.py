@@ -19,9 +19,11 @@ inherited) while the source still runs.
 Registered with meson (suite vm, vm-svm-live).
 """
 
+import fcntl
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -48,13 +50,52 @@ def check_fill(c, flat, what):
     c.check(not bad, "%s: MiB %s of the guest's pattern differ" % (what, bad[:10]))
 
 
+def protected(root):
+    """The .vmx paths (relative to ROOT) every host's HA protected list on
+    the datastore ROOT names (docs/ha.md §4)."""
+    out = []
+    for dp, _, fns in os.walk(os.path.join(root, ".vmfsd", "ha", "protected")):
+        for fn in fns:
+            if fn.endswith(".json"):
+                with open(os.path.join(dp, fn)) as f:
+                    out.append(json.load(f)["vmx"])
+    return sorted(out)
+
+
+def qemu_files(pid):
+    """What QEMU's descriptors point to."""
+    out = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            out.append(os.readlink("/proc/%d/fd/%s" % (pid, fd)))
+        except OSError:
+            pass
+    return out
+
+
+def check_record_held(c, lck, pid, what):
+    """LCK is held: its on-disk lock is this host's, QEMU PID has it open,
+    and no other process of this kernel can flock it."""
+    c.check("esx1" in os.getxattr(lck, "user.vmfsd.lock").decode(errors="replace"),
+            "%s: the on-disk lock of %s: %r" % (what, lck, os.getxattr(lck, "user.vmfsd.lock")))
+    c.check(os.path.realpath(lck) in qemu_files(pid), "%s: QEMU does not hold %s" % (what, lck))
+    fd = os.open(lck, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        c.check(False, "%s: %s could be flocked: nobody holds it" % (what, lck))
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def body(c):
     kernel, initrd = vmtest.guest()
     with vmtest.Volume("svml1", size="2G", checker=c) as v1, \
             vmtest.Volume("svml2", size="2G", checker=c) as v2:
         ds1 = v1.mount("esx1")
         ds2 = v2.mount("esx1")
-        a = v1.agent("esx1")
+        a = v1.agent("esx1", extra=["--restart-backoff", "1"])
         vm = os.path.join(ds1, "lv1")
         dst = os.path.join(ds2, "lv1")
         a.ok("create", vm, "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk", "512M",
@@ -94,6 +135,42 @@ def body(c):
             print("    destination: %d MiB allocated of 512" % (al >> 20), flush=True)
             evs = [e["type"] for e in json.loads(a.ok("--json", "events", dst))["events"]]
             c.check("storage.migrated" in evs, "events: %s" % evs)
+
+        def follow_the_move():
+            """The lock record, HA's list and VM monitoring follow a live move."""
+            pid = a.info(dst)["pid"]
+            lck = os.path.join(dst, "lv1.vmx.lck")
+            check_record_held(c, lck, pid, "after the move")
+            c.eq(protected(ds2), ["lv1/lv1.vmx"], "ds2's protected lists after the move")
+            c.eq(protected(ds1), [], "ds1's protected lists after the move")
+            # a second move (back onto ds1, another folder): QEMU closes
+            # the record the first move handed it
+            mid = os.path.join(ds1, "lv1m")
+            a.ok("migrate-storage", dst, mid, timeout=600)
+            c.check(not os.path.exists(dst), "ds2's folder is still there")
+            c.eq(a.info(mid).get("pid"), pid, "QEMU after the second move")
+            check_record_held(c, os.path.join(mid, "lv1.vmx.lck"), pid, "after the second move")
+            stale = [f for f in qemu_files(pid) if f.startswith(os.path.realpath(lck))]
+            c.check(not stale, "QEMU still holds the record of the folder it left: %s" % stale)
+            c.eq((protected(ds1), protected(ds2)), (["lv1m/lv1.vmx"], []),
+                 "the protected lists after the second move")
+            a.ok("migrate-storage", mid, dst, timeout=600)
+            c.check(not os.path.exists(mid), "lv1m is still there")
+            # monitoring at the new path: a crash restarts it in place there
+            evs = json.loads(a.ok("--json", "events", dst))["events"]
+            since = len(evs)
+            os.kill(pid, signal.SIGKILL)
+
+            def restarted():
+                e = json.loads(a.ok("--json", "events", dst))["events"][since:]
+                return [x for x in e if x["type"] == "vm.restarted"]
+            vmtest.wait_for(restarted, 120, "vm.restarted at the new path", step=0.3)
+            i = a.info(dst)
+            c.check(i["state"] == "running" and i.get("pid") not in (None, pid),
+                    "after the crash: %s" % i)
+            check_record_held(c, lck, i["pid"], "after the restart in place")
+            c.eq(protected(ds2), ["lv1/lv1.vmx"], "ds2's protected lists after the restart")
+            vmtest.wait_counter(dst, "lv1", 1)
 
         def verify_after_shutdown():
             a.ok("shutdown", dst, timeout=200)
@@ -146,6 +223,7 @@ def body(c):
             a.ok("power-off", dst)
 
         c.section("live move of a writing guest between two volumes", live_move)
+        c.section("lock record, HA list and monitoring follow the move", follow_the_move)
         c.section("data after the guest's shutdown", verify_after_shutdown)
         c.section("hot clone boots with its own identity", hot_clone)
 
