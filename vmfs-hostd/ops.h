@@ -122,6 +122,8 @@ int ds_fd_lock_holder(int fd, char *host, size_t hsize);
 /* ha.c: the protected list (docs/ha.md) */
 int ha_protect(struct agent *a, struct vmctx *v);
 void ha_unprotect(struct agent *a, struct vmctx *v);
+/* the same, WHY saying so in its event (a Storage vMotion: the path moved) */
+void ha_unprotect_why(struct agent *a, struct vmctx *v, const char *why);
 int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
 json_t *ha_status(struct agent *a);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);

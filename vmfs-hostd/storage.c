@@ -1362,7 +1362,7 @@ static int ha_protect_path(struct agent *a, const char *vmx)
 
 /* ha_unprotect by path (the folder must still exist: the datastore is
  * found from it) */
-static void ha_unprotect_path(struct agent *a, const char *vmx)
+static void ha_unprotect_path(struct agent *a, const char *vmx, const char *why)
 {
 	struct vmctx *nv = calloc(1, sizeof(*nv));
 	char *slash;
@@ -1376,7 +1376,7 @@ static void ha_unprotect_path(struct agent *a, const char *vmx)
 		*slash = '\0';
 		nv->dirfd = -1;
 		nv->lockfd = -1;
-		ha_unprotect(a, nv);
+		ha_unprotect_why(a, nv, why);
 	}
 	free(nv);
 }
@@ -1408,14 +1408,16 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 		di = intent_read(dd, iname);
 	if (si && !strcmp(jstr(si, "phase"), "switched")) {
 		const char *dvmx = jstr(si, "dest_vmx");
+		char why[PATH_MAX + 16];
 
-		ha_unprotect_path(a, src_vmx);     /* the old path is no VM any more */
+		snprintf(why, sizeof(why), "moved to %s", dst);
+		ha_unprotect_path(a, src_vmx, why);     /* the old path is no VM any more */
 		finish_forward(a, src, src_vmx, dst, dvmx, iname, name);
 		snprintf(msg, size, "the move had switched to %s: finished (the source %s was removed)",
 			 dst, src);
 	} else if (di && !strcmp(jstr(di, "source"), src)) {
 		/* a live move lists the new path just before its switch */
-		ha_unprotect_path(a, jstr(di, "dest_vmx"));
+		ha_unprotect_path(a, jstr(di, "dest_vmx"), "an incomplete copy, removed");
 		remove_folder_files(dst);
 		if (si) {
 			unlinkat(sd, iname, 0);
@@ -1952,7 +1954,7 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	if (rc) {
 		if (o.live) {
 			lck_close_in_qemu(v, o.lck_fdname);
-			ha_unprotect_path(a, o.dst_vmx);
+			ha_unprotect_path(a, o.dst_vmx, "the move was rolled back");
 			drop_targets(&o);
 		}
 		rollback(&o);
@@ -1966,7 +1968,7 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 			 * target: switch back, then drop the target */
 			set_phase(&o, "copying");
 			lck_close_in_qemu(v, o.lck_fdname);
-			ha_unprotect_path(a, o.dst_vmx);
+			ha_unprotect_path(a, o.dst_vmx, "the move was rolled back");
 			drop_targets(&o);
 			rollback(&o);
 			return op_end(&o, reply_err(rc, "%s: job-complete failed: %s (rolled back)", o.kind,
@@ -1991,7 +1993,12 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	}
 	if (o.live && vm_pid_alive(o.qpid))
 		lck_switched(v, o.qpid, o.lck_fdname);
-	ha_unprotect_path(a, v->vmx_path);     /* no list names the old path any more */
+	{
+		char why[PATH_MAX + 16];
+
+		snprintf(why, sizeof(why), "moved to %s", o.dst);
+		ha_unprotect_path(a, v->vmx_path, why);     /* no list names the old path any more */
+	}
 	finish_forward(a, v->folder, v->vmx_path, o.dst, o.dst_vmx, o.iname, v->cfg.name);
 	agent_event(a, o.dst_vmx, "storage.migrated", "moved %s from %s (%s, task %s, %.1f s)",
 		    o.live ? "live" : "offline", v->folder, o.nd ? vm_prov_name(o.d[0].prov) : "no disk",
