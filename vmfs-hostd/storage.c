@@ -1391,7 +1391,7 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 {
 	char src[PATH_MAX], buf[PATH_MAX], name[VM_NAME_MAX + 1], iname[VM_NAME_MAX + 16];
 	json_t *si = NULL, *di = NULL;
-	int sd, dd;
+	int sd, dd, serr;
 
 	snprintf(buf, sizeof(buf), "%s", src_vmx);
 	snprintf(src, sizeof(src), "%s", dirname(buf));
@@ -1401,6 +1401,7 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 		name[strlen(name) - 4] = '\0';
 	snprintf(iname, sizeof(iname), "%s.vmx.move", name);
 	sd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	serr = errno;
 	dd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sd >= 0)
 		si = intent_read(sd, iname);
@@ -1415,6 +1416,12 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 		finish_forward(a, src, src_vmx, dst, dvmx, iname, name);
 		snprintf(msg, size, "the move had switched to %s: finished (the source %s was removed)",
 			 dst, src);
+	} else if (di && sd < 0) {
+		/* the source is not reachable from here (another host's
+		 * local folder, a datastore not mounted here): whether it
+		 * switched is unknown, so the copy is kept */
+		snprintf(msg, size, "the source %s cannot be opened here (%s): the copy %s is kept; "
+			 "the move is resolved where the source is reachable", src, strerror(serr), dst);
 	} else if (di && !strcmp(jstr(di, "source"), src)) {
 		/* a live move lists the new path just before its switch */
 		ha_unprotect_path(a, jstr(di, "dest_vmx"), "an incomplete copy, removed");
