@@ -1970,7 +1970,11 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	}
 	if (o.live) {
 		rc = mirror_finish(&o, true, &err);
-		if (rc && vm_pid_alive(o.qpid)) {
+		/* a QMP connection reset is QEMU dying: its threads may take a
+		 * moment to exit (2 s, as vm_lockrec_release allows); only a
+		 * QEMU that lives on after a failed job-complete still writes
+		 * the source */
+		if (rc && !wait_pid_gone(o.qpid, 2000)) {
 			/* QEMU still writes the source, in sync with the
 			 * target: switch back, then drop the target */
 			set_phase(&o, "copying");

@@ -169,6 +169,9 @@ def body(c):
             c.section("%s killed at %s" % (victim, point), case, victim, point, side)
         if every:
             c.section("offline move, agent killed while copying", offline)
+        # the QEMU's command line names v1's folder (the agent's state
+        # folder), never ds2, which v2's clean-up unmounts first
+        v1.kill_qemus()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ finished.
 Registered with meson (suite vm, vm-svm-offline).
 """
 
+import fcntl
 import json
 import os
 import re
@@ -252,6 +253,35 @@ def body(c):
             c.check(not os.path.exists(vm), "the old source is still there")
             c.check(not os.path.exists(os.path.join(dst, "mv1.vmx.move")), "marker left")
             check_pattern(c, os.path.join(dst, "mv1-flat.vmdk"), "finished move")
+            # another host's move (esx9), switched, back onto ds1: its
+            # lock records are left in both folders.  Held (its mover still
+            # works on it): refused; free (its mover is gone): resolved
+            # here, and the stale records do not keep the VM off
+            shutil.copytree(dst, vm)
+            rec = dict(rec, host="esx9", task="t9", phase="switched", source=dst, dest=vm,
+                       source_vmx=os.path.join(dst, "mv1.vmx"),
+                       dest_vmx=os.path.join(vm, "mv1.vmx"))
+            for folder, role in ((dst, "source"), (vm, "destination")):
+                with open(os.path.join(folder, "mv1.vmx.move"), "w") as f:
+                    json.dump(dict(rec, role=role), f)
+                with open(os.path.join(folder, "mv1.vmx.lck"), "w") as f:
+                    f.write("host=esx9\nagent_pid=1\nqemu_pid=2\nstarted=1\nboot_id=x\n")
+            fd = os.open(os.path.join(vm, "mv1.vmx.lck"), os.O_RDONLY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            r = a.ctl("power-on", vm)
+            c.refused(r, "power-on while the mover holds the copy's record", "under way")
+            c.check(os.path.exists(dst), "a move under way was resolved")
+            os.close(fd)
+            a.ok("power-on", vm)
+            c.check(not os.path.exists(dst), "the old source of esx9's move is still there")
+            c.check(not os.path.exists(os.path.join(vm, "mv1.vmx.move")), "marker left")
+            with open(os.path.join(vm, "mv1.vmx.lck")) as f:
+                c.check("host=esx1" in f.read(), "the stale record was not taken over")
+            evs = [e["type"] for e in json.loads(a.ok("--json", "events", vm))["events"]]
+            c.check("storage.recovered" in evs and "vm.lock-taken-over" in evs,
+                    "events: %s" % evs[-6:])
+            a.ok("power-off", vm)
+            check_pattern(c, os.path.join(vm, "mv1-flat.vmdk"), "esx9's finished move")
 
         c.section("offline move thin -> thick -> thin between two volumes", thin_thick_thin)
         c.section("move to a local directory and back, rename within a volume", local_dir)
