@@ -217,7 +217,7 @@ static int flock_vm(struct agent *a, const char *vmx_path)
  * and serial sockets were bound there; the sockets move with the rename),
  * which qemu-sdir records for vm_qemu_pid. */
 static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx,
-		       const char *new_folder, const char *name)
+		       const char *new_folder, const char *name, bool new_held)
 {
 	/* every runtime file of power.c, monitor.c (VM monitoring keeps
 	 * watching the VM at its new path) and lck_switched */
@@ -238,6 +238,10 @@ static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx
 	 * take the running QEMU for a dead one and restart the VM) */
 	snprintf(q, sizeof(q), "%s/lock", ns);
 	nlock = open(q, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (nlock >= 0 && new_held) {
+		close(nlock);   /* our caller holds it already (flock would wait on itself) */
+		nlock = -1;
+	}
 	if (nlock >= 0)
 		(void)flock(nlock, LOCK_EX);
 	snprintf(p, sizeof(p), "%s/qemu-sdir", os);
@@ -943,12 +947,12 @@ static json_t *copy_extents(struct op *o)
  * Used by a running operation and by recovery alike. */
 static void finish_forward(struct agent *a, const char *src_folder, const char *src_vmx,
 			   const char *dst_folder, const char *dst_vmx, const char *iname,
-			   const char *name)
+			   const char *name, bool dst_held)
 {
 	int ddir = open(dst_folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int sdir = open(src_folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	/* the state folder and the inventory follow the .vmx */
-	state_move(a, src_vmx, dst_vmx, dst_folder, name);
+	state_move(a, src_vmx, dst_vmx, dst_folder, name, dst_held);
 	inventory_edit(a, dst_vmx, src_vmx);
 	if (ddir >= 0) {
 		unlinkat(ddir, iname, 0);
@@ -1385,9 +1389,10 @@ static void ha_unprotect_path(struct agent *a, const char *vmx, const char *why)
 
 /* Resolves an interrupted move of the VM whose source folder is SRC (vmx
  * name VMXN) and destination DST, from the records alone; QEMU is not
- * running.  Returns a sentence for the log. */
+ * running.  DST_HELD: the caller holds the destination path's per-VM
+ * flock.  Returns a sentence for the log. */
 static void recover_move(struct agent *a, const char *src_vmx, const char *dst, char *msg,
-			 size_t size)
+			 size_t size, bool dst_held)
 {
 	char src[PATH_MAX], buf[PATH_MAX], name[VM_NAME_MAX + 1], iname[VM_NAME_MAX + 16];
 	json_t *si = NULL, *di = NULL;
@@ -1413,7 +1418,7 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 
 		snprintf(why, sizeof(why), "moved to %s", dst);
 		ha_unprotect_path(a, src_vmx, why);     /* the old path is no VM any more */
-		finish_forward(a, src, src_vmx, dst, dvmx, iname, name);
+		finish_forward(a, src, src_vmx, dst, dvmx, iname, name, dst_held);
 		snprintf(msg, size, "the move had switched to %s: finished (the source %s was removed)",
 			 dst, src);
 	} else if (di && sd < 0) {
@@ -1507,7 +1512,7 @@ static void recover_live(struct agent *a, struct vmctx *v, json_t *in, char *msg
 			if (json_integer_value(n) >= 0)
 				qmp1(v, "remove-fd", json_pack("{s:I}", "fdset-id", json_integer_value(n)), -1,
 				     NULL, &err);
-	recover_move(a, v->vmx_path, jstr(in, "dest"), msg, size);
+	recover_move(a, v->vmx_path, jstr(in, "dest"), msg, size, false);
 }
 
 /* Takes the lock records of a move's source (.vmx SRC_VMX) and destination
@@ -1572,7 +1577,7 @@ static void recover_task(struct agent *a, json_t *task)
 			if (records_lock(vm, dst, jstr(task, "dest_vmx"), &l1, &l2))
 				snprintf(msg, sizeof(msg), "left to the host that holds its lock records now");
 			else
-				recover_move(a, vm, dst, msg, sizeof(msg));
+				recover_move(a, vm, dst, msg, sizeof(msg), false);
 			if (l1 >= 0)
 				close(l1);
 			if (l2 >= 0)
@@ -1733,7 +1738,8 @@ json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 			      v->folder, jstr(in, "op"));
 		goto out;
 	}
-	recover_move(a, src_vmx, dst_folder, msg, sizeof(msg));
+	/* a power-on of the copy holds the copy's per-VM flock already */
+	recover_move(a, src_vmx, dst_folder, msg, sizeof(msg), !src_role);
 	agent_event(a, v->vmx_path, "storage.recovered", "an interrupted %s (task %s, host %s): %s",
 		    jstr(in, "op"), jstr(in, "task"), jstr(in, "host"), msg);
 	if (src_role && !file_exists_at(v->dirfd, v->cfg.vmx_name))
@@ -1907,7 +1913,7 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 		if (rename(v->folder, o.dst))
 			return op_end(&o, reply_err(errno, "%s: rename to %s: %s", o.kind, o.dst,
 						    strerror(errno)));
-		state_move(a, v->vmx_path, o.dst_vmx, o.dst, v->cfg.name);
+		state_move(a, v->vmx_path, o.dst_vmx, o.dst, v->cfg.name, false);
 		inventory_edit(a, o.dst_vmx, v->vmx_path);
 		agent_event(a, o.dst_vmx, "storage.migrated", "moved from %s (renamed: same volume)",
 			    v->folder);
@@ -2010,7 +2016,7 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 		snprintf(why, sizeof(why), "moved to %s", o.dst);
 		ha_unprotect_path(a, v->vmx_path, why);     /* no list names the old path any more */
 	}
-	finish_forward(a, v->folder, v->vmx_path, o.dst, o.dst_vmx, o.iname, v->cfg.name);
+	finish_forward(a, v->folder, v->vmx_path, o.dst, o.dst_vmx, o.iname, v->cfg.name, false);
 	agent_event(a, o.dst_vmx, "storage.migrated", "moved %s from %s (%s, task %s, %.1f s)",
 		    o.live ? "live" : "offline", v->folder, o.nd ? vm_prov_name(o.d[0].prov) : "no disk",
 		    o.t.id, (double)(now_ms() - o.t.t0) / 1000.0);
