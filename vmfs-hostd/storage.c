@@ -378,6 +378,7 @@ struct op {
 	char dlname[VM_NAME_MAX + 16];
 	char lck_fdname[128];
 	bool handed;
+	char src_rel[PATH_MAX], dst_rel[PATH_MAX];   /* in their datastores ("" elsewhere) */
 };
 
 /* a clone's files are named after its folder: "<old>…" becomes "<new>…" */
@@ -806,6 +807,82 @@ static int write_vmx(struct op *o, struct vm_err *err)
 	return rc;
 }
 
+/* FOLDER's path relative to the root of its vmfsd datastore ("" when it
+ * is on none) */
+static void ds_rel(const char *folder, char *out, size_t size)
+{
+	struct dsview d;
+	size_t l;
+
+	out[0] = '\0';
+	if (ds_open(folder, &d))
+		return;
+	l = strlen(d.root);
+	if (!strncmp(folder, d.root, l) && folder[l] == '/')
+		snprintf(out, size, "%s", folder + l + 1);
+	ds_close(&d);
+}
+
+/* FOLDER holds the intent record INAME of task TASK */
+static bool holds_intent(const char *folder, const char *iname, const char *task)
+{
+	int fd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	json_t *j = fd >= 0 ? intent_read(fd, iname) : NULL;
+	bool yes = j && !strcmp(jstr(j, "task"), task);
+
+	json_decref(j);
+	if (fd >= 0)
+		close(fd);
+	return yes;
+}
+
+/* This host's path of the folder WHICH ("source" or "dest") of the move
+ * recorded in IN, which another host may have written (its mount points
+ * are not ours): the recorded path, else the recorded datastore-relative
+ * path under each datastore of this host; the folder must hold the
+ * move's intent record, or for a source whose record was not written yet,
+ * be the only such folder with its .vmx.  NOT: the folder IN was read from.
+ * False when no folder of this host matches. */
+static bool intent_folder(struct agent *a, json_t *in, const char *which, const char *not,
+			  char *out, size_t size)
+{
+	static char roots[16][PATH_MAX];
+	char key[16], iname[VM_NAME_MAX + 16], vmxn[VM_NAME_MAX + 8], cand[PATH_MAX * 2];
+	const char *rel, *task = jstr(in, "task"), *sv = jstr(in, "source_vmx");
+	const char *b = strrchr(sv, '/');
+	int n, found = 0;
+
+	snprintf(vmxn, sizeof(vmxn), "%s", b ? b + 1 : sv);
+	snprintf(iname, sizeof(iname), "%s.move", vmxn);
+	snprintf(key, sizeof(key), "%s_rel", which);
+	rel = jstr(in, key);
+	n = *rel ? ha_datastores(a, roots, 16) : 0;
+	for (int pass = 0; pass < 2; pass++) {
+		for (int i = -1; i < n; i++) {
+			struct stat st;
+			char real[PATH_MAX];
+
+			if (i < 0)
+				snprintf(cand, sizeof(cand), "%s", jstr(in, which));
+			else
+				snprintf(cand, sizeof(cand), "%s/%s", roots[i], rel);
+			if (!realpath(cand, real) || (not && !strcmp(real, not)))
+				continue;
+			if (pass == 0 && holds_intent(real, iname, task)) {
+				snprintf(out, size, "%s", real);
+				return true;
+			}
+			snprintf(cand, sizeof(cand), "%s/%s", real, vmxn);
+			if (pass == 1 && !strcmp(which, "source") && !stat(cand, &st) &&
+			    (!found || strcmp(out, real))) {
+				snprintf(out, size, "%s", real);
+				found++;
+			}
+		}
+	}
+	return found == 1;
+}
+
 static json_t *intent_json(struct op *o, const char *role, const char *phase)
 {
 	char bid[40] = "";
@@ -822,6 +899,12 @@ static json_t *intent_json(struct op *o, const char *role, const char *phase)
 		      o->v->vmx_path, "dest", o->dst, "dest_vmx", o->dst_vmx, "host", o->a->host,
 		      "task", o->t.id, "live", o->live, "time", (json_int_t)time(NULL), "boot_id", bid,
 		      "target_nodes", t, "source_nodes", s, "fdsets", f);
+	/* mount points differ between hosts (docs/ha.md §4): another host
+	 * finds each folder by its path in its datastore */
+	if (o->src_rel[0])
+		json_object_set_new(j, "source_rel", json_string(o->src_rel));
+	if (o->dst_rel[0])
+		json_object_set_new(j, "dest_rel", json_string(o->dst_rel));
 	return j;
 }
 
@@ -844,6 +927,8 @@ static json_t *begin(struct op *o)
 	if (mkdir(o->dst, 0755))
 		return reply_err(errno, "%s: %s: %s", o->kind, o->dst, strerror(errno));
 	o->made = true;
+	ds_rel(o->v->folder, o->src_rel, sizeof(o->src_rel));
+	ds_rel(o->dst, o->dst_rel, sizeof(o->dst_rel));
 	o->ddir = open(o->dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (o->ddir < 0)
 		return reply_err(errno, "%s: %s", o->dst, strerror(errno));
@@ -1413,8 +1498,11 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 	if (dd >= 0)
 		di = intent_read(dd, iname);
 	if (si && !strcmp(jstr(si, "phase"), "switched")) {
-		const char *dvmx = jstr(si, "dest_vmx");
-		char why[PATH_MAX + 16];
+		/* the .vmx under this host's path of the destination */
+		const char *dv = jstr(si, "dest_vmx");
+		char why[PATH_MAX + 16], dvmx[PATH_MAX * 2];
+
+		snprintf(dvmx, sizeof(dvmx), "%s/%s", dst, strrchr(dv, '/') ? strrchr(dv, '/') + 1 : dv);
 
 		snprintf(why, sizeof(why), "moved to %s", dst);
 		ha_unprotect_path(a, src_vmx, why);     /* the old path is no VM any more */
@@ -1427,9 +1515,13 @@ static void recover_move(struct agent *a, const char *src_vmx, const char *dst, 
 		 * switched is unknown, so the copy is kept */
 		snprintf(msg, size, "the source %s cannot be opened here (%s): the copy %s is kept; "
 			 "the move is resolved where the source is reachable", src, strerror(serr), dst);
-	} else if (di && !strcmp(jstr(di, "source"), src)) {
+	} else if (di && (!si || !strcmp(jstr(di, "task"), jstr(si, "task")))) {
 		/* a live move lists the new path just before its switch */
-		ha_unprotect_path(a, jstr(di, "dest_vmx"), "an incomplete copy, removed");
+		const char *dv = jstr(di, "dest_vmx");
+		char dvmx[PATH_MAX * 2];
+
+		snprintf(dvmx, sizeof(dvmx), "%s/%s", dst, strrchr(dv, '/') ? strrchr(dv, '/') + 1 : dv);
+		ha_unprotect_path(a, dvmx, "an incomplete copy, removed");
 		remove_folder_files(dst);
 		if (si) {
 			unlinkat(sd, iname, 0);
@@ -1686,7 +1778,7 @@ static json_t *gate_busy(struct vmctx *v, int dirfd, const char *lname, int rc, 
 json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 {
 	char iname[VM_NAME_MAX + 16], msg[PATH_MAX * 2 + 128], own[VM_NAME_MAX + 16];
-	char other[PATH_MAX + 16];
+	char other[PATH_MAX + 16], lother[PATH_MAX], lsrc_vmx[PATH_MAX * 2];
 	const char *src_vmx, *dst_folder;
 	struct vm_lockrec cur;
 	json_t *in, *r = NULL;
@@ -1702,8 +1794,24 @@ json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 		return NULL;
 	src_role = !strcmp(jstr(in, "role"), "source");
 	move = !strcmp(jstr(in, "op"), "migrate-storage");
-	src_vmx = src_role ? v->vmx_path : jstr(in, "source_vmx");
-	dst_folder = src_role ? jstr(in, "dest") : v->folder;
+	/* the other folder as this host sees it (the record may come from
+	 * another host, whose mount points are not ours) */
+	if (!move)
+		snprintf(lother, sizeof(lother), "%s", v->folder);
+	else if (!intent_folder(a, in, src_role ? "dest" : "source", v->folder, lother,
+				sizeof(lother)))
+		snprintf(lother, sizeof(lother), "%s", jstr(in, src_role ? "dest" : "source"));
+	if (src_role) {
+		src_vmx = v->vmx_path;
+		dst_folder = lother;
+	} else {
+		const char *sv = jstr(in, "source_vmx");
+
+		snprintf(lsrc_vmx, sizeof(lsrc_vmx), "%s/%s", lother,
+			 strrchr(sv, '/') ? strrchr(sv, '/') + 1 : sv);
+		src_vmx = lsrc_vmx;
+		dst_folder = v->folder;
+	}
 	vm_lockrec_name(&v->cfg, own, sizeof(own));
 	rc = vm_lockrec_lock(v->dirfd, own, &l1, &cur);
 	if (rc) {
@@ -1714,14 +1822,8 @@ json_t *storage_power_gate(struct agent *a, struct vmctx *v)
 		/* the other folder's record too (it may be gone already) */
 		char buf[PATH_MAX];
 
-		if (src_role) {
-			snprintf(buf, sizeof(buf), "%s", dst_folder);
-			lname_of(jstr(in, "dest_vmx"), other, sizeof(other));
-		} else {
-			snprintf(buf, sizeof(buf), "%s", src_vmx);
-			*(strrchr(buf, '/') ?: buf) = '\0';
-			lname_of(src_vmx, other, sizeof(other));
-		}
+		snprintf(buf, sizeof(buf), "%s", lother);
+		lname_of(src_role ? jstr(in, "dest_vmx") : src_vmx, other, sizeof(other));
 		od = open(buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (od >= 0 && (rc = vm_lockrec_lock(od, other, &l2, &cur))) {
 			r = gate_busy(v, od, other, rc, in);
