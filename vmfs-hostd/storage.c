@@ -360,7 +360,8 @@ struct op {
 	char dst[PATH_MAX];                /* destination folder */
 	char dst_name[VM_NAME_MAX + 1];    /* stem of the destination's files */
 	char dst_vmx[PATH_MAX + VM_NAME_MAX + 8];
-	char iname[VM_NAME_MAX + 16];      /* intent record name (source and destination) */
+	char iname[VM_NAME_MAX + 16];      /* intent record name (source; a move's destination) */
+	char diname[VM_NAME_MAX + 16];     /* the destination's (a clone's is named after it) */
 	int ddir;
 	bool made, marked, intent;
 	struct disk d[VM_MAX_DISKS];
@@ -945,7 +946,10 @@ static json_t *begin(struct op *o)
 					 strerror(-rc));
 	}
 	j = intent_json(o, "destination", "copying");
-	rc = intent_write(o->ddir, o->iname, j);
+	/* named after the copy's own .vmx (a clone's differs from the
+	 * source's): power-on of the copy finds it (storage_power_gate) */
+	snprintf(o->diname, sizeof(o->diname), "%s.vmx.move", o->dst_name);
+	rc = intent_write(o->ddir, o->diname, j);
 	json_decref(j);
 	if (rc)
 		return reply_err(rc, "%s: cannot write the intent record in %s: %s", o->kind, o->dst,
@@ -2174,7 +2178,7 @@ static json_t *copy_vm(struct agent *a, struct vmctx *v, json_t *req, const char
 			    jstr(r, "error"));
 		return op_end(&o, r);
 	}
-	unlinkat(o.ddir, o.iname, 0);
+	unlinkat(o.ddir, o.diname, 0);
 	fsync_dir(o.ddir);
 	inventory_edit(a, o.dst_vmx, NULL);
 	agent_event(a, o.dst_vmx, !strcmp(kind, "clone") ? "storage.cloned" : "storage.deployed",

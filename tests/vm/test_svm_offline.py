@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -282,6 +283,40 @@ def body(c):
                     "events: %s" % evs[-6:])
             a.ok("power-off", vm)
             check_pattern(c, os.path.join(vm, "mv1-flat.vmdk"), "esx9's finished move")
+            # a clone another host left half done: its record is named after
+            # the clone, and nobody holds the clone's lock record: removed
+            cl = os.path.join(ds2, "cl9")
+            a.ok("clone", vm, cl)
+            with open(os.path.join(cl, "cl9.vmx.move"), "w") as f:
+                json.dump({"op": "clone", "role": "destination", "phase": "copying",
+                           "source": vm, "source_vmx": os.path.join(vm, "mv1.vmx"), "dest": cl,
+                           "dest_vmx": os.path.join(cl, "cl9.vmx"), "host": "esx9",
+                           "task": "t10", "live": False}, f)
+            r = a.ctl("power-on", cl)
+            c.refused(r, "power-on of an incomplete clone", "incomplete copy")
+            c.check(not os.path.exists(cl), "the incomplete clone is still there")
+            # a real interrupted clone: its record is the clone's (it was
+            # the source's name, which power-on of the clone never read);
+            # the agent's start-up recovery removes the copy
+            stopf = os.path.join(a.state, "test-stop")
+            a.stop()
+            os.environ["VMFS_HOSTD_TEST_STOP"] = "copying"
+            a.start()
+            os.environ.pop("VMFS_HOSTD_TEST_STOP")
+            cli = subprocess.Popen([vmtest.env("VMFSCTL"), "--agent", a.sock, "clone", vm, cl],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            vmtest.wait_for(lambda: os.path.exists(stopf), 60, "the clone to stop")
+            c.eq(sorted(n for n in os.listdir(cl) if n.endswith(".move")), ["cl9.vmx.move"],
+                 "the interrupted clone's intent record")
+            with open(stopf) as f:
+                os.kill(int(f.read().split()[1]), signal.SIGKILL)
+            a.proc.kill()
+            a.proc.wait()
+            a.proc = None
+            cli.communicate(timeout=60)
+            os.unlink(stopf)
+            a.start()
+            vmtest.wait_for(lambda: not os.path.exists(cl), 30, "recovery of the clone")
 
         c.section("offline move thin -> thick -> thin between two volumes", thin_thick_thin)
         c.section("move to a local directory and back, rename within a volume", local_dir)
