@@ -54,8 +54,7 @@ def run(load, append):
         for _ in range(RUNS):
             dst = "B" if src == "A" else "A"
             out = ag[src].ok("--json", "migrate", vm[src], "--host", dst, timeout=600)
-            lines = out.split("\n")
-            res.append(json.loads("\n".join(lines[lines.index("{"):])))
+            res.append(vmtest.json_stream(out)[1])
             src = dst
             vmtest.wait_counter(vm[src], "bm", 0, timeout=60)
         ag[src].ok("power-off", vm[src])

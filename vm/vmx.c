@@ -354,7 +354,7 @@ static const char *const ignored_keys[] = {
 	"scsi?.pciSlotNumber", "scsi?.sasWWID", "ethernet?.pciSlotNumber",
 	"ethernet?.generatedAddressOffset", "ethernet?.addressType", "ethernet?.uptCompatibility",
 	"sata?.pciSlotNumber", "nvme?.pciSlotNumber", "firmware", "bios.*", "isolation.*",
-	"replay.*", "RemoteDisplay.*", "messageBus.*", "vmotion.*", "guestInfo.*",
+	"replay.*", "RemoteDisplay.*", "vmfsd.template", "messageBus.*", "vmotion.*", "guestInfo.*",
 	"vmware.tools.*", "toolsInstallManager.*", "cpuid.*", "memory.hotAdd", "vcpu.hotadd",
 	"ide?:?.startConnected", "ide?:?.autodetect", "scsi?:?.redo", "scsi?:?.mode",
 	"sata?:?.redo", "sata?:?.mode", "nvme?:?.redo", "scsi?.virtualDev", "cpuid.coresPerSocket",

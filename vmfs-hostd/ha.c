@@ -201,6 +201,11 @@ int64_t ha_since(const struct vmctx *v, const char *host)
 
 void ha_unprotect(struct agent *a, struct vmctx *v)
 {
+	ha_unprotect_why(a, v, "stopped on purpose");
+}
+
+void ha_unprotect_why(struct agent *a, struct vmctx *v, const char *why)
+{
 	struct dsview d;
 	char path[PATH_MAX + 64];
 	const char *rel;
@@ -240,7 +245,7 @@ void ha_unprotect(struct agent *a, struct vmctx *v)
 				close(dfd);
 			}
 			agent_event(a, v->vmx_path, "ha.unprotected",
-				    "stopped on purpose: removed from the protected list");
+				    "%s: removed from the protected list", why);
 		}
 	}
 	ds_close(&d);

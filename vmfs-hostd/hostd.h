@@ -56,6 +56,9 @@ struct agent {
 	char mig_listen[128];
 	char mig_addr[64];
 	char mig_token[40];
+	/* the connection of the request being served (in its child), -1 in
+	 * the agent: long operations stream progress lines on it (task.c) */
+	int client_fd;
 };
 
 /* The signal that ended child PID, if the agent reaped it killed; else 0. */

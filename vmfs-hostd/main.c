@@ -265,17 +265,10 @@ static void serve(struct agent *a, int cfd)
 	if (rc) {
 		reply = json_pack("{s:b,s:s,s:i}", "ok", 0, "error", "malformed request", "errno",
 				  -rc);
-	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "migrate")) {
-		/* progress lines go to CFD before the reply */
-		reply = agent_migrate(a, req, cfd);
-		json_decref(req);
-	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "maintenance")) {
-		reply = agent_maintenance(a, req, cfd);
-		json_decref(req);
-	} else if (!strcmp(json_string_value(json_object_get(req, "cmd")) ?: "", "balance")) {
-		reply = agent_balance(a, req, cfd);
-		json_decref(req);
 	} else {
+		/* long operations stream progress lines on it (task.c,
+		 * migrate.c) */
+		a->client_fd = cfd;
 		reply = agent_request(a, req);
 		json_decref(req);
 	}
@@ -379,6 +372,7 @@ int main(int argc, char **argv)
 		/* systemd's DefaultTimeoutStopSec (90 s): the grace a service
 		 * gets to stop is a fair grace for a guest OS to shut down */
 		.shutdown_timeout = 90,
+		.client_fd = -1,
 		.ha = true,
 		/* VM monitoring (docs/vm.md "VM monitoring" has the sources):
 		 * vSphere HA's default "Maximum per-VM resets" (3) and its

@@ -16,6 +16,7 @@
  *                continue after an I/O error
  *   fence.c      kill-volume and the fence notice from vmfsd
  *   monitor.c    VM monitoring: QMP heartbeat, restart in place
+ *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "storage.h"
 
 /* ---------------- the commands ---------------- */
 
@@ -100,6 +102,22 @@ static json_t *cmd_datastores(struct agent *a, json_t *req)
 {
 	(void)req;
 	return datastores_list(a);
+}
+
+/* long operations: their progress lines go to the client before the reply */
+static json_t *cmd_migrate(struct agent *a, json_t *req)
+{
+	return agent_migrate(a, req, a->client_fd);
+}
+
+static json_t *cmd_maintenance(struct agent *a, json_t *req)
+{
+	return agent_maintenance(a, req, a->client_fd);
+}
+
+static json_t *cmd_balance(struct agent *a, json_t *req)
+{
+	return agent_balance(a, req, a->client_fd);
 }
 
 /* unregister works on a folder that is gone or broken too */
@@ -211,6 +229,10 @@ static const struct {
 	{"datastores", cmd_datastores},
 	{"events", cmd_events},
 	{"ha-status", cmd_ha_status},
+	{"tasks", tasks_list},
+	{"migrate", cmd_migrate},
+	{"maintenance", cmd_maintenance},
+	{"balance", cmd_balance},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;
@@ -230,6 +252,10 @@ static const struct {
 	{"reset", true, vm_reset},
 	{"suspend", true, vm_suspend},
 	{"destroy", true, vm_destroy},
+	{"migrate-storage", true, storage_migrate},
+	{"clone", true, storage_clone},
+	{"template", true, storage_template},
+	{"deploy", true, storage_deploy},
 };
 
 json_t *agent_request(struct agent *a, json_t *req)
@@ -284,6 +310,8 @@ void agent_reconcile(struct agent *a, bool startup)
 	struct dirent *de;
 
 	migration_publish(a);
+	if (startup)
+		storage_recover_all(a);   /* moves and clones an agent crash cut short */
 	snprintf(vms, sizeof(vms), "%s/vms", a->state_dir);
 	d = opendir(vms);
 	if (!d)

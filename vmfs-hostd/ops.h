@@ -134,6 +134,8 @@ void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why);
 int64_t ha_since(const struct vmctx *v, const char *host);
 /* the vmfsd mounts of this host (or --datastore): at most AGENT_MAX_DS */
 #define AGENT_MAX_DS 16
+/* the same, WHY saying so in its event (a Storage vMotion: the path moved) */
+void ha_unprotect_why(struct agent *a, struct vmctx *v, const char *why);
 int ha_datastores(struct agent *a, char roots[][PATH_MAX], int max);
 json_t *ha_status(struct agent *a);
 void vm_watch_io_error(struct agent *a, struct vmctx *v, const char *vmx, const char *st);

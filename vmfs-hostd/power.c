@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "ops.h"
+#include "storage.h"
 
 /* One power-on (or resume from a .vmss) in progress: what the steps below
  * hand each other.  Every step returns NULL to go on, or the error reply. */
@@ -454,6 +455,8 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 	json_t *reply;
 
 	reply = pon_check(&p, json_is_true(json_object_get(req, "resume")));
+	if (!reply)
+		reply = storage_power_gate(a, v);     /* templates, half-done moves */
 	if (!reply)
 		reply = pon_lock_record(&p, json_is_true(json_object_get(req, "force")));
 	if (!reply)

@@ -104,7 +104,7 @@ int vmctx_open(struct agent *a, const char *path, bool lock, struct vmctx *v,
  * folder, which guards against a recycled pid), else 0. */
 pid_t vm_qemu_pid(const struct vmctx *v)
 {
-	char p[PATH_MAX + 16], buf[64], cmd[8192];
+	char p[PATH_MAX + 16], buf[64], cmd[8192], buf2[PATH_MAX];
 	pid_t pid;
 	int fd;
 	ssize_t n;
@@ -129,7 +129,14 @@ pid_t vm_qemu_pid(const struct vmctx *v)
 		if (cmd[i] == '\0')
 			cmd[i] = ' ';
 	cmd[n] = '\0';
-	return strstr(cmd, v->sdir) ? pid : 0;
+	if (strstr(cmd, v->sdir))
+		return pid;
+	/* a VM moved by Storage vMotion while it ran: its QEMU's command
+	 * line names the state folder of its old path (storage.c) */
+	sfile(v, "qemu-sdir", p, sizeof(p));
+	if (!read_text(p, buf2, sizeof(buf2)) && buf2[0] && strstr(cmd, buf2))
+		return pid;
+	return 0;
 }
 
 bool wait_pid_gone(pid_t pid, int ms)
@@ -229,7 +236,7 @@ void vm_cleanup(struct agent *a, struct vmctx *v, const char *why)
 	}
 	vm_log_sync(v);
 	static const char *const files[] = {"pid", "qemu.pid", "qmp.sock", "serial.sock", "dslog", "accel",
-					    "io-error", NULL};
+					    "io-error", "qemu-sdir", NULL};
 	for (int i = 0; files[i]; i++) {
 		sfile(v, files[i], p, sizeof(p));
 		unlink(p);

@@ -47,6 +47,7 @@ enum cmd_arg {
 	ARG_PATH,               /* one PATH (create: the new VM folder; kill-volume: a mount) */
 	ARG_VM,                 /* one VM: its folder or .vmx, or its name or ID (list) */
 	ARG_OPT_VM,             /* an optional VM (events) */
+	ARG_TWO_PATHS,          /* a VM and a destination folder (migrate-storage, clone, deploy) */
 };
 
 /* Options a command accepts (besides --json) */
@@ -72,7 +73,7 @@ static int parse_create(const struct command *c, int argc, char **argv, json_t *
 static int parse_common(const struct command *c, int argc, char **argv, json_t *req);
 static int after_console(json_t *reply);
 static int parse_migrate(const struct command *c, int argc, char **argv, json_t *req);
-static void print_progress(json_t *p);
+static int parse_storage(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_ha(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_host(const struct command *c, int argc, char **argv, json_t *req);
 static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
@@ -116,9 +117,23 @@ static const struct command commands[] = {
 	 NULL, NULL},
 	{"events", " [VM] [--count N]    this host's recent events (of one VM)\n", ARG_OPT_VM,
 	 OPT_COUNT, NULL, NULL},
-	{"migrate", " PATH --host HOST [--bandwidth MIB] [--downtime MS]\n"
+	{"migrate", " VM --host HOST [--bandwidth MIB] [--downtime MS]\n"
 	 "                        live-migrate a running VM to HOST (same datastore)\n",
-	 ARG_PATH, 0, parse_migrate, NULL},
+	 ARG_VM, 0, parse_migrate, NULL},
+	{"migrate-storage", " VM DEST [--provisioning thin|thick|eagerzeroed]\n"
+	 "                        move the VM folder to DEST (Storage vMotion; live\n"
+	 "                        when the VM runs here); DEST an existing folder: into it\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"clone", " VM NEW_FOLDER [--provisioning thin|thick|eagerzeroed]\n"
+	 "                        copy the VM (hot when it runs) under a new identity\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"template", " VM [--unset]    mark a powered-off VM as a template (no power-on)\n",
+	 ARG_VM, 0, parse_storage, NULL},
+	{"deploy", " TEMPLATE NEW_FOLDER [--name NAME] [--cpus N] [--memory MIB]\n"
+	 "         [--provisioning thin|thick|eagerzeroed]   a new VM from a template\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"tasks", "                 running and recent copies and moves (this host and the\n"
+	 "                        datastores mounted here)\n", ARG_NONE, 0, NULL, NULL},
 	{"ha", " status           HA: hosts per datastore (live, dead, fenced, in\n"
 	 "                        recovery, agent seen), protected VMs and where they\n"
 	 "                        run, recent failover events (docs/ha.md)\n",
@@ -223,6 +238,119 @@ static int agent_connect(const char *path)
 	return fd;
 }
 
+static bool progress_shown;   /* a bar is on the terminal's last line */
+static bool progress_lines;   /* --json progress events were printed */
+
+static void human_bytes(double b, char *buf, size_t size)
+{
+	static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int i = 0;
+
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(buf, size, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+
+	return s ? s : "-";
+}
+
+/* One step of a migration, an evacuation or a balance, on a terminal. */
+static void progress_step(json_t *p)
+{
+	const char *phase = jstr(p, "phase");
+
+	if (!strcmp(phase, "pre-copy") || !strcmp(phase, "stop-and-copy")) {
+		fprintf(stderr, "%-13s pass %lld: %lld MiB sent, %lld MiB remaining, %lld dirty pages/s, "
+			"%.0f Mbit/s\n", phase, (long long)json_integer_value(json_object_get(p, "pass")),
+			(long long)(json_integer_value(json_object_get(p, "transferred")) >> 20),
+			(long long)(json_integer_value(json_object_get(p, "remaining")) >> 20),
+			(long long)json_integer_value(json_object_get(p, "dirty_pages_rate")),
+			json_real_value(json_object_get(p, "mbps")));
+	} else if (!strcmp(phase, "switch-over")) {
+		fprintf(stderr, "%-13s disk locks and lock record handed over in %lld ms\n", phase,
+			(long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
+	} else if (!strcmp(phase, "balance")) {
+		fprintf(stderr, "%-13s %s: host %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"),
+			jstr(p, "from"), jstr(p, "destination"),
+			(long long)json_integer_value(json_object_get(p, "n")),
+			(long long)json_integer_value(json_object_get(p, "of")));
+	} else if (!strcmp(phase, "evacuate")) {
+		fprintf(stderr, "%-13s %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"),
+			jstr(p, "destination"), (long long)json_integer_value(json_object_get(p, "n")),
+			(long long)json_integer_value(json_object_get(p, "of")));
+	} else {
+		fprintf(stderr, "%-13s destination %s\n", phase, jstr(p, "destination"));
+	}
+}
+
+/* A progress line of a long operation: with --json a JSON line
+ * ({"event":"progress","task":{...}}); on a terminal a bar for a copy
+ * (percent of the data to copy, rate, ETA) or a line per step of a
+ * migration; nothing otherwise. */
+static void show_progress(json_t *p)
+{
+	double done = (double)json_integer_value(json_object_get(p, "done"));
+	double total = (double)json_integer_value(json_object_get(p, "total"));
+	double rate = (double)json_integer_value(json_object_get(p, "rate"));
+	json_t *eta = json_object_get(p, "eta_s");
+	const char *phase = json_string_value(json_object_get(p, "phase"));
+	char d[32], t[32], r[32], e[32] = "--:--", bar[31];
+	double pct = total > 0 ? 100.0 * done / total : 0;
+	int fill;
+
+	if (json_out) {
+		json_t *o = json_pack("{s:s,s:O}", "event", "progress", "task", p);
+		char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+
+		if (s)
+			printf("%s\n", s);
+		fflush(stdout);
+		free(s);
+		json_decref(o);
+		progress_lines = true;
+		return;
+	}
+	if (!isatty(2))
+		return;
+	if (!json_object_get(p, "total")) {
+		if (progress_shown)
+			fputc('\n', stderr);
+		progress_shown = false;
+		progress_step(p);
+		return;
+	}
+	if (pct > 100)
+		pct = 100;
+	fill = (int)(pct * 30 / 100);
+	memset(bar, '#', (size_t)fill);
+	memset(bar + fill, '.', (size_t)(30 - fill));
+	bar[30] = '\0';
+	human_bytes(done, d, sizeof(d));
+	human_bytes(total, t, sizeof(t));
+	human_bytes(rate, r, sizeof(r));
+	if (json_is_integer(eta)) {
+		long long s = json_integer_value(eta);
+
+		snprintf(e, sizeof(e), "%lld:%02lld", s / 60, s % 60);
+	}
+	fprintf(stderr, "\r[%s] %3.0f%%  %s of %s  %s/s  ETA %s  %-10s", bar, pct, d, t, r, e,
+		phase ? phase : "");
+	progress_shown = true;
+}
+
+static void end_progress(void)
+{
+	if (progress_shown)
+		fputc('\n', stderr);
+	progress_shown = false;
+}
+
 /* Sends req (stolen), returns the reply or NULL (message printed). */
 static json_t *agent_call(const char *sock, json_t *req)
 {
@@ -248,9 +376,11 @@ static json_t *agent_call(const char *sock, json_t *req)
 	}
 	free(text);
 	/* no deadline: a shutdown waits for the guest, an eager-zeroed
-	 * create writes the whole disk; the agent bounds both */
+	 * create writes the whole disk; the agent bounds both.  Lines with
+	 * "progress" come before the reply of a long operation. */
 	for (;;) {
 		ssize_t n;
+		char *nl;
 
 		if (len + 4096 > cap) {
 			cap = cap ? cap * 2 : 65536;
@@ -266,24 +396,22 @@ static json_t *agent_call(const char *sock, json_t *req)
 		if (n <= 0)
 			break;
 		len += (size_t)n;
-		/* progress lines ({"progress": ...}) come before the reply */
-		char *nl;
 		while ((nl = memchr(buf, '\n', len))) {
-			json_t *l = json_loadb(buf, (size_t)(nl - buf), 0, &je);
-			json_t *p = json_object_get(l, "progress");
+			json_t *p = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
 
-			if (!p) {
-				json_decref(l);
+			if (!json_is_object(p) || !json_object_get(p, "progress")) {
+				json_decref(p);
 				break;
 			}
-			print_progress(p);
-			json_decref(l);
-			memmove(buf, nl + 1, len - (size_t)(nl + 1 - buf));
+			show_progress(json_object_get(p, "progress"));
+			json_decref(p);
 			len -= (size_t)(nl + 1 - buf);
+			memmove(buf, nl + 1, len);
 		}
 		if (nl)
 			break;
 	}
+	end_progress();
 	close(fd);
 	if (!len) {
 		fprintf(stderr, "%s: the agent closed the connection without an answer\n", prog);
@@ -299,13 +427,6 @@ static json_t *agent_call(const char *sock, json_t *req)
 		return NULL;
 	}
 	return reply;
-}
-
-static const char *jstr(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-
-	return s ? s : "-";
 }
 
 /* info: the VM monitor's view (docs/vm.md "VM monitoring") */
@@ -562,6 +683,31 @@ static void print_human(const char *cmd, json_t *r)
 			print_event(e, "", "%Y-%m-%d %H:%M:%S", 10, 20);
 		return;
 	}
+	if (!strcmp(cmd, "tasks")) {
+		json_t *t;
+		size_t i;
+
+		printf("%-19s %-8s %-15s %-11s %-11s %5s  %s\n", "STARTED", "HOST", "OPERATION", "STATE",
+		       "PHASE", "DONE", "VM -> DESTINATION");
+		json_array_foreach(json_object_get(r, "tasks"), i, t) {
+			json_int_t ms = json_integer_value(json_object_get(t, "started_ms"));
+			time_t tt = (time_t)(ms / 1000);
+			char when[32];
+			struct tm tm;
+
+			localtime_r(&tt, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+			printf("%-19s %-8s %-15s %-11s %-11s %4.0f%%  %s -> %s\n", when, jstr(t, "host"),
+			       jstr(t, "op"), jstr(t, "state"), jstr(t, "phase"),
+			       json_number_value(json_object_get(t, "percent")), jstr(t, "vm"),
+			       jstr(t, "dest"));
+			if (json_object_get(t, "message") && strcmp(jstr(t, "state"), "running"))
+				printf("    %s\n", jstr(t, "message"));
+			if (json_object_get(t, "recovery"))
+				printf("    recovery: %s\n", jstr(t, "recovery"));
+		}
+		return;
+	}
 	if (json_object_get(r, "message"))
 		printf("%s\n", jstr(r, "message"));
 }
@@ -581,6 +727,25 @@ static int abs_path(const char *path, char *out, size_t size)
 		return -errno;
 	if ((size_t)snprintf(out, size, "%s/%s", parent, basename(b)) >= size)
 		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* A command's PATH argument as the agent wants it: absolute; with VM, a
+ * word that is no path here (no '/', no such file) goes as it is: a VM's
+ * name or ID, which the agent looks up.  Returns 0 or an exit status. */
+static int path_arg(const char *arg, bool vm, char *out, size_t size)
+{
+	int rc;
+
+	if (vm && !strchr(arg, '/') && access(arg, F_OK)) {
+		snprintf(out, size, "%s", arg);
+		return 0;
+	}
+	rc = abs_path(arg, out, size);
+	if (rc) {
+		fprintf(stderr, "%s: %s: %s\n", prog, arg, strerror(-rc));
+		return EXIT_FAIL;
+	}
 	return 0;
 }
 
@@ -832,41 +997,6 @@ static int parse_migrate(const struct command *cmd, int argc, char **argv, json_
 	return 0;
 }
 
-/* A progress line of a long request (migrate): one line on a terminal,
- * the object itself with --json. */
-static void print_progress(json_t *p)
-{
-	const char *phase = jstr(p, "phase");
-
-	if (json_out) {
-		char *s = json_dumps(p, JSON_COMPACT | JSON_PRESERVE_ORDER);
-
-		printf("%s\n", s ? s : "{}");
-		free(s);
-	} else if (!strcmp(phase, "pre-copy") || !strcmp(phase, "stop-and-copy")) {
-		printf("%-13s pass %lld: %lld MiB sent, %lld MiB remaining, %lld dirty pages/s, %.0f Mbit/s\n",
-		       phase, (long long)json_integer_value(json_object_get(p, "pass")),
-		       (long long)(json_integer_value(json_object_get(p, "transferred")) >> 20),
-		       (long long)(json_integer_value(json_object_get(p, "remaining")) >> 20),
-		       (long long)json_integer_value(json_object_get(p, "dirty_pages_rate")),
-		       json_real_value(json_object_get(p, "mbps")));
-	} else if (!strcmp(phase, "switch-over")) {
-		printf("%-13s disk locks and lock record handed over in %lld ms\n", phase,
-		       (long long)json_integer_value(json_object_get(p, "lock_handover_ms")));
-	} else if (!strcmp(phase, "balance")) {
-		printf("%-13s %s: host %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "from"),
-		       jstr(p, "destination"), (long long)json_integer_value(json_object_get(p, "n")),
-		       (long long)json_integer_value(json_object_get(p, "of")));
-	} else if (!strcmp(phase, "evacuate")) {
-		printf("%-13s %s -> host %s (%lld of %lld)\n", phase, jstr(p, "vmx"), jstr(p, "destination"),
-		       (long long)json_integer_value(json_object_get(p, "n")),
-		       (long long)json_integer_value(json_object_get(p, "of")));
-	} else {
-		printf("%-13s destination %s\n", phase, jstr(p, "destination"));
-	}
-	fflush(stdout);
-}
-
 /* host maintenance enter [--timeout SEC] | exit | status */
 static int parse_host(const struct command *cmd, int argc, char **argv, json_t *req)
 {
@@ -966,6 +1096,63 @@ static void print_balance(json_t *r)
 		       json_object_get(m, "result") ? jstr(m, "result") : "");
 }
 
+/* migrate-storage, clone, deploy, template: provisioning, deploy's
+ * overrides, template --unset */
+static int parse_storage(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	int c;
+	static const struct option o[] = {
+		{"provisioning", required_argument, NULL, 'p'},
+		{"name", required_argument, NULL, 'N'},
+		{"cpus", required_argument, NULL, 'c'},
+		{"memory", required_argument, NULL, 'm'},
+		{"unset", no_argument, NULL, 'u'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
+
+	while ((c = getopt_long(argc, argv, "p:N:c:m:uj", o, NULL)) != -1) {
+		char *end;
+		long v;
+
+		switch (c) {
+		case 'p':
+			if (tmpl)
+				return die_usage("--provisioning is not an option of %s", cmd->name);
+			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
+				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
+			json_object_set_new(req, "provisioning", json_string(optarg));
+			break;
+		case 'N':
+			if (!deploy)
+				return die_usage("--name is an option of deploy, not %s", cmd->name);
+			json_object_set_new(req, "name", json_string(optarg));
+			break;
+		case 'c':
+		case 'm':
+			if (!deploy)
+				return die_usage("--cpus and --memory are options of deploy, not %s", cmd->name);
+			v = strtol(optarg, &end, 10);
+			if (*end || v <= 0)
+				return die_usage("'%s' is not a positive number", optarg);
+			json_object_set_new(req, c == 'c' ? "cpus" : "memory", json_integer(v));
+			break;
+		case 'u':
+			if (!tmpl)
+				return die_usage("--unset is an option of template, not %s", cmd->name);
+			json_object_set_new(req, "unset", json_true());
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	return 0;
+}
+
 /* ha status: the only subcommand so far */
 static int parse_ha(const struct command *cmd, int argc, char **argv, json_t *req)
 {
@@ -1049,7 +1236,7 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{0},
 	};
-	char sock[PATH_MAX] = "", path[PATH_MAX];
+	char sock[PATH_MAX] = "", path[PATH_MAX] = "";
 	const struct command *cmd;
 	json_t *req, *reply;
 	int c, rc;
@@ -1096,22 +1283,26 @@ int main(int argc, char **argv)
 			return die_usage(cmd->arg == ARG_PATH ? "%s needs exactly one PATH"
 				       : "%s needs exactly one VM (a folder, its .vmx, a name or an ID)",
 				       cmd->name);
-		if (cmd->arg != ARG_PATH && !strchr(argv[optind], '/') && access(argv[optind], F_OK)) {
-			/* not a path here: a VM's name or ID, the agent finds it */
-			json_object_set_new(req, "path", json_string(argv[optind]));
-			goto call;
-		}
-		rc = abs_path(argv[optind], path, sizeof(path));
-		if (rc) {
-			fprintf(stderr, "%s: %s: %s\n", prog, argv[optind], strerror(-rc));
-			return EXIT_FAIL;
-		}
+		rc = path_arg(argv[optind], cmd->arg != ARG_PATH, path, sizeof(path));
+		if (rc)
+			return rc;
 		json_object_set_new(req, "path", json_string(path));
+	} else if (cmd->arg == ARG_TWO_PATHS) {
+		char dest[PATH_MAX];
+
+		if (optind != argc - 2)
+			return die_usage("%s needs a VM (folder, .vmx, name or ID) and a destination "
+					 "folder", cmd->name);
+		rc = path_arg(argv[optind], true, path, sizeof(path));
+		if (!rc)
+			rc = path_arg(argv[optind + 1], false, dest, sizeof(dest));
+		if (rc)
+			return rc;
+		json_object_set_new(req, "path", json_string(path));
+		json_object_set_new(req, "dest", json_string(dest));
 	} else if (optind != argc) {
 		return die_usage("unexpected argument '%s'", argv[optind]);
 	}
-call:
-
 	if (!sock[0]) {
 		rc = default_socket(sock, sizeof(sock));
 		if (rc) {
@@ -1141,7 +1332,8 @@ call:
 		char *s;
 
 		json_object_del(reply, "ok");
-		s = json_dumps(reply, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		/* after progress events, the reply is one more JSON line */
+		s = json_dumps(reply, progress_lines ? JSON_COMPACT : JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 		puts(s ? s : "{}");
 		free(s);
 	} else {

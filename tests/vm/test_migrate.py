@@ -161,10 +161,8 @@ def body(c):
                     c.fail("migration %d %s -> %s failed: %s %s" % (k, src, dst, r.stderr,
                                                                     r.stdout[-2000:]))
                     return
-                out = r.stdout.split("\n")
-                phases = [json.loads(x)["phase"] for x in out
-                          if x.startswith("{") and '"phase"' in x]
-                res = json.loads("\n".join(out[out.index("{"):]))
+                prog, res = vmtest.json_stream(r.stdout)
+                phases = [p.get("phase") for p in prog]
                 if k == 0:
                     c.check("pre-copy" in phases and "stop-and-copy" in phases,
                             "progress lines: %s" % phases)

@@ -121,6 +121,23 @@ class Agent:
         return json.loads(self.ok("--json", "info", path))
 
 
+def json_stream(out):
+    """The --json output of a long vmfsctl command (migrate, migrate-storage,
+    clone...): ([progress task objects], reply).  Progress events are one
+    line each ({"event": "progress", "task": {...}}); the reply follows."""
+    progress, rest = [], []
+    for line in out.splitlines():
+        try:
+            o = json.loads(line)
+        except ValueError:
+            o = None
+        if isinstance(o, dict) and o.get("event") == "progress":
+            progress.append(o["task"])
+        else:
+            rest.append(line)
+    return progress, json.loads("\n".join(rest))
+
+
 class Volume:
     """A vmfsd volume on an image under /var/tmp, mounted in the foreground
     (a child process) as host `host`; plus its agents.  Context manager:
