@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "ops.h"
+#include "storage.h"
 
 int inventory_edit(struct agent *a, const char *add, const char *remove)
 {
@@ -107,7 +108,7 @@ out:
 }
 
 static int make_flat(int dirfd, const char *name, uint64_t size, const char *prov,
-		     struct vm_err *err)
+		     struct task *t, struct vm_err *err)
 {
 	int fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	int rc = 0;
@@ -134,6 +135,8 @@ static int make_flat(int dirfd, const char *name, uint64_t size, const char *pro
 				if (pwrite(fd, z, n, (off_t)off) != (ssize_t)n)
 					rc = vm_errf(err, -errno ? -errno : -EIO, "%s: writing zeros: %s", name,
 						     strerror(errno));
+				else if (t && t->j)
+					task_progress(t, "zeroing", off + n, size);
 			}
 			if (!z)
 				rc = vm_errf(err, -ENOMEM, "out of memory");
@@ -261,7 +264,24 @@ json_t *op_create(struct agent *a, json_t *req)
 	desc.sectors = size / 512;
 	strcpy(desc.adapter, "lsilogic");
 	desc.thin = !strcmp(prov, "thin");
-	rc = make_flat(dirfd, desc.extent, size, prov, &err);
+	{
+		/* zeroing a large eager-zeroed disk takes a while: a task with
+		 * progress (a bar in vmfsctl, `vmfsctl tasks`) */
+		struct task t = {0};
+		char vmxp[PATH_MAX + VM_NAME_MAX + 8];
+
+		if (!strcmp(prov, "eagerzeroed")) {
+			snprintf(vmxp, sizeof(vmxp), "%s/%s.vmx", folder, name);
+			task_begin(&t, a, "create", vmxp, NULL, false);
+		}
+		rc = make_flat(dirfd, desc.extent, size, prov, &t, &err);
+		if (t.j) {
+			json_t *r = rc ? reply_err(rc, "%s", err.msg) : reply_ok("disk made");
+
+			task_end(&t, r);
+			json_decref(r);
+		}
+	}
 	if (rc) {
 		reply = reply_err(rc, "create: %s", err.msg);
 		goto out;

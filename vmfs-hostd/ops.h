@@ -99,7 +99,10 @@ void fmt_time(int64_t t, char *buf, size_t size);
 void rotate_log(int dirfd, const char *name);
 int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *dst, int n,
 		      pid_t *qemu_pid, struct vm_err *err);
-int wait_migration(struct qmp *q, bool incoming, struct vm_err *err);
+struct task;
+/* Waits for QEMU's migration (to a file, or an incoming one) to end; an
+ * outgoing one reports its progress to T (NULL: none). */
+int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err);
 /* power.c */
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
 json_t *power_off(struct agent *a, struct vmctx *v);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "ops.h"
+#include "storage.h"
 
 void files_close(struct files *f)
 {
@@ -187,7 +188,7 @@ int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *ds
 	return 0;
 }
 
-int wait_migration(struct qmp *q, bool incoming, struct vm_err *err)
+int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err)
 {
 	int64_t deadline = now_ms() + MIGRATE_TIMEOUT_MS;
 
@@ -211,6 +212,16 @@ int wait_migration(struct qmp *q, bool incoming, struct vm_err *err)
 			rc = vm_errf(err, -EIO, "migration %s: %s", s, e ? e : "(no reason given)");
 			json_decref(ret);
 			return rc;
+		}
+		if (t && !incoming) {
+			/* the memory written so far of the guest's RAM */
+			json_t *ram = json_object_get(ret, "ram");
+			json_int_t done = json_integer_value(json_object_get(ram, "transferred"));
+			json_int_t total = json_integer_value(json_object_get(ram, "total"));
+
+			if (total > 0)
+				task_progress(t, "saving memory", (uint64_t)done,
+					      (uint64_t)(done > total ? done : total));
 		}
 		json_decref(ret);
 		if (now_ms() > deadline)

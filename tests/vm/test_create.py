@@ -26,8 +26,14 @@ def body(c):
         def provisioning():
             for prov, want_min in (("thin", 0), ("thick", 64 * MiB), ("eagerzeroed", 64 * MiB)):
                 vm = os.path.join(mnt, "p-" + prov)
-                a.ok("create", vm, "--cpus", 1, "--memory", 64, "--disk", "64M",
-                     "--provisioning", prov, "--net", "none")
+                out = a.ok("--json", "create", vm, "--cpus", 1, "--memory", 64, "--disk", "64M",
+                           "--provisioning", prov, "--net", "none")
+                prog, _ = vmtest.json_stream(out)
+                # zeroing an eager-zeroed disk reports its progress
+                c.eq(bool(prog), prov == "eagerzeroed", "%s: progress events %s" % (prov, prog[-1:]))
+                if prog:
+                    c.eq((prog[-1]["phase"], prog[-1]["total"]), ("zeroing", 64 * MiB),
+                         "eagerzeroed: the last progress event")
                 flat = os.path.join(vm, "p-%s-flat.vmdk" % prov)
                 st = os.stat(flat)
                 alloc = st.st_blocks * 512

@@ -134,8 +134,10 @@ def body(c):
 
         def suspend_resume():
             n0 = vmtest.counters(vmtest.read_log(vm, "vm1"))[-1]
-            out = a.ok("suspend", vm)
-            print("    " + out.strip())
+            prog, res = vmtest.json_stream(a.ok("--json", "suspend", vm))
+            print("    " + res.get("message", "?"))
+            c.check(prog and prog[-1]["phase"] == "saving memory" and prog[-1]["done"] > 0,
+                    "suspend: no progress of the memory saved: %s" % prog[-1:])
             c.check(os.path.isfile(os.path.join(vm, "vm1.vmss")), "no vm1.vmss after suspend")
             c.check(not vmtest.pid_alive(state["pid"]), "QEMU still runs after suspend")
             c.eq(a.info(vm)["state"], "suspended", "state after suspend")

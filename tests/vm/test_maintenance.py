@@ -86,10 +86,13 @@ def body(c):
                 vmtest.wait_counter(folder("A", n), n, 3, timeout=300)
 
         def enter():
-            r = ag["A"].ctl("host", "maintenance", "enter", "--timeout", 600, timeout=900)
-            print(r.stdout + r.stderr, flush=True)
+            r = ag["A"].ctl("--json", "host", "maintenance", "enter", "--timeout", 600,
+                            timeout=900)
+            print(r.stdout[-3000:] + r.stderr, flush=True)
             c.eq(r.returncode, 0, "maintenance enter: " + r.stderr)
-            c.eq(r.stdout.count("evacuate"), 3, "evacuate lines")
+            prog, _ = vmtest.json_stream(r.stdout) if r.returncode == 0 else ([], None)
+            c.eq(len([p for p in prog if p.get("phase") == "evacuate"]), 3,
+                 "evacuate progress events")
             c.eq(qemu_count(ag["A"].state), 0, "QEMUs left on A")
             got = {}
             for n in NAMES:
