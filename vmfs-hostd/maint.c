@@ -299,7 +299,11 @@ json_t *agent_maintenance(struct agent *a, json_t *req, int cfd)
 	char p[PATH_MAX + 16];
 	int64_t since = 0;
 	bool on = maint_active(a, &since);
+	const char *host = req_str(req, "host");
 
+	if (host && strcmp(host, a->host))
+		return reply_err(EINVAL, "this is the agent of host %s, not of host %s: maintenance mode "
+				 "is entered on the host's own agent (--agent SOCKET)", a->host, host);
 	if (!strcmp(action, "enter"))
 		return maint_enter(a, req, cfd);
 	if (!strcmp(action, "exit")) {

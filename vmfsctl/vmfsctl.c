@@ -138,7 +138,7 @@ static const struct command commands[] = {
 	 "                        recovery, agent seen), protected VMs and where they\n"
 	 "                        run, recent failover events (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_ha, NULL},
-	{"host", " maintenance enter [--timeout SEC] | exit | status\n"
+	{"host", " maintenance enter [--timeout SEC] | exit | status [HOST]\n"
 	 "                        maintenance mode: migrate every running VM away,\n"
 	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
 	 ARG_NONE, 0, parse_host, NULL},
@@ -1025,13 +1025,17 @@ static int parse_host(const struct command *cmd, int argc, char **argv, json_t *
 			return die_usage("%s: bad option", cmd->name);
 		}
 	}
-	if (optind + 2 != argc || strcmp(argv[optind], "maintenance") ||
+	if ((optind + 2 != argc && optind + 3 != argc) || strcmp(argv[optind], "maintenance") ||
 	    (strcmp(argv[optind + 1], "enter") && strcmp(argv[optind + 1], "exit") &&
 	     strcmp(argv[optind + 1], "status")))
 		return die_usage("host: the subcommand is 'maintenance enter|exit|status'%s", "");
 	json_object_set_new(req, "cmd", json_string("maintenance"));
 	json_object_set_new(req, "action", json_string(argv[optind + 1]));
-	optind += 2;
+	/* HOST: the host the agent answering must be (its socket by default,
+	 * /run/vmfs-hostd/HOST.sock) */
+	if (optind + 3 == argc)
+		json_object_set_new(req, "host", json_string(argv[optind + 2]));
+	optind = argc;
 	return 0;
 }
 
@@ -1302,6 +1306,11 @@ int main(int argc, char **argv)
 		json_object_set_new(req, "dest", json_string(dest));
 	} else if (optind != argc) {
 		return die_usage("unexpected argument '%s'", argv[optind]);
+	}
+	if (!sock[0] && !strcmp(cmd->name, "host") && json_object_get(req, "host")) {
+		/* host maintenance ... HOST: that host's agent on this machine */
+		snprintf(sock, sizeof(sock), "/run/vmfs-hostd/%s.sock",
+			 json_string_value(json_object_get(req, "host")));
 	}
 	if (!sock[0]) {
 		rc = default_socket(sock, sizeof(sock));

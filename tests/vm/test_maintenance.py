@@ -86,7 +86,9 @@ def body(c):
                 vmtest.wait_counter(folder("A", n), n, 3, timeout=300)
 
         def enter():
-            r = ag["A"].ctl("--json", "host", "maintenance", "enter", "--timeout", 600,
+            c.refused(ag["A"].ctl("host", "maintenance", "status", "B"),
+                      "A's agent asked about host B", "not of host B")
+            r = ag["A"].ctl("--json", "host", "maintenance", "enter", "--timeout", 600, "A",
                             timeout=900)
             print(r.stdout[-3000:] + r.stderr, flush=True)
             c.eq(r.returncode, 0, "maintenance enter: " + r.stderr)

@@ -49,9 +49,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmtest  # noqa: E402
 
-# back-and-forth migrations: 4 in the default suite, 20 in vm-migrate-long
+# back-and-forth migrations: 10 in the default suite, 50 in vm-migrate-long
 # (suite migrate-long); VM_MIGRATE_COUNT overrides both
-MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "20" if "--long" in sys.argv else "4"))
+MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "50" if "--long" in sys.argv else "10"))
 
 
 def qemu_pids(state_dir):
