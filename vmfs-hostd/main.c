@@ -135,7 +135,7 @@ static void usage(FILE *f)
 		"  -t, --shutdown-timeout S seconds a guest gets to shut down after the\n"
 		"                           ACPI power button before it is powered off\n"
 		"                           (default 90)\n"
-		"HA (docs/ha.md):\n"
+		"HA (vmfs-hostd(8), HA):\n"
 		"  -D, --datastore PATH     a datastore (vmfsd mount) to watch (repeatable);\n"
 		"                           default: every vmfsd mount of this host name\n"
 		"                           found in /proc/self/mountinfo\n"

@@ -136,11 +136,11 @@ static const struct command commands[] = {
 	 "                        datastores mounted here)\n", ARG_NONE, 0, NULL, NULL},
 	{"ha", " status           HA: hosts per datastore (live, dead, fenced, in\n"
 	 "                        recovery, agent seen), protected VMs and where they\n"
-	 "                        run, recent failover events (docs/ha.md)\n",
+	 "                        run, recent failover events (vmfsctl(8))\n",
 	 ARG_NONE, 0, parse_ha, NULL},
 	{"host", " maintenance enter [--timeout SEC] | exit | status [HOST]\n"
 	 "                        maintenance mode: migrate every running VM away,\n"
-	 "                        refuse power-ons, no HA restarts here (docs/ha.md)\n",
+	 "                        refuse power-ons, no HA restarts here (vmfsctl(8))\n",
 	 ARG_NONE, 0, parse_host, NULL},
 	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
 	 "                        and the live migrations that would even it out\n",
@@ -168,8 +168,9 @@ static void usage(FILE *f)
 	fprintf(f,
 		"\n"
 		"Options:\n"
-		"  -a, --agent SOCKET    the agent's socket (default $VMFS_HOSTD_SOCKET, or the\n"
-		"                        only socket in /run/vmfs-hostd)\n"
+		"  -a, --agent SOCKET    the agent's socket (default $VMFS_HOSTD_SOCKET, else\n"
+		"                        /run/vmfs-hostd/$(hostname).sock, else the only\n"
+		"                        socket in /run/vmfs-hostd)\n"
 		"  -j, --json            print the agent's reply as JSON\n"
 		"  -h, --help            this help\n"
 		"  -V, --version         version\n"
