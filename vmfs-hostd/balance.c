@@ -52,22 +52,6 @@ struct bvm {
 	bool moved;
 };
 
-static json_t *read_record(const char *path)
-{
-	char buf[4097];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return NULL;
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
-	return json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
-}
-
 static double frac(const struct bhost *h, long long extra)
 {
 	return h->cap_mem > 0 ? (double)(h->used_mem + extra) / (double)h->cap_mem : 1e9;
@@ -91,7 +75,7 @@ static unsigned load_hosts(const char *root, const struct dsview *d, struct bhos
 		if (de->d_name[0] == '.' || strchr(de->d_name, '.'))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		r = read_record(path);
+		r = ha_agent_record(path, NULL);
 		h = json_string_value(json_object_get(r, "host"));
 		if (h) {
 			struct bhost *b = &hs[n++];

@@ -131,13 +131,7 @@ static int write_file_atomic(const char *path, const char *text)
 	slash = strrchr(dir, '/');
 	if (slash)
 		*slash = '\0';
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd))
-		rc = -errno;
-	close(fd);
-	return rc;
+	return sync_dir(dir);
 }
 
 int ha_protect(struct agent *a, struct vmctx *v)
@@ -238,12 +232,7 @@ void ha_unprotect_why(struct agent *a, struct vmctx *v, const char *why)
 			/* durable before the stop is reported: a host that dies
 			 * next must not have the survivors start it again (an
 			 * fsync of any directory commits vmfsd's journal) */
-			int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-			if (dfd >= 0) {
-				(void)fsync(dfd);
-				close(dfd);
-			}
+			sync_dir(dir);
 			agent_event(a, v->vmx_path, "ha.unprotected",
 				    "%s: removed from the protected list", why);
 		}
@@ -267,16 +256,11 @@ void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why)
 		entry_path(d.root, a->host, rel, path, sizeof(path));
 		if (!unlink(path)) {
 			char dir[PATH_MAX + 64];
-			int dfd;
 
 			/* durable now: this host dying next must not make the
 			 * survivors try to restart a VM that runs elsewhere */
 			snprintf(dir, sizeof(dir), "%s/.vmfsd/ha/protected/%s", d.root, a->host);
-			dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd >= 0) {
-				(void)fsync(dfd);
-				close(dfd);
-			}
+			sync_dir(dir);
 			agent_event(a, v->vmx_path, "ha.unprotected",
 				    "%s: removed from this host's protected list", why);
 		}
@@ -563,7 +547,7 @@ static void ha_event(struct agent *a, struct ha_ds *ds, const char *vmx, const c
 }
 
 /* the agents/<host> files of a datastore: records (and event rings) */
-static json_t *read_agent_file(const char *path, json_t **events)
+json_t *ha_agent_record(const char *path, json_t **events)
 {
 	static char buf[HA_FILE_SIZE + 1];
 	json_error_t je;
@@ -952,7 +936,7 @@ static unsigned hosts_room(struct agent *a, struct ha_ds *ds, const struct dsvie
 		if (de->d_name[0] == '.' || strchr(de->d_name, '.'))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		r = read_agent_file(path, NULL);
+		r = ha_agent_record(path, NULL);
 		h = json_string_value(json_object_get(r, "host"));
 		if (json_is_true(json_object_get(r, "maintenance")) || (h && !strcmp(h, a->host) &&
 									 maint_active(a, NULL)))
@@ -1402,7 +1386,7 @@ json_t *ha_status(struct agent *a)
 			json_t *rec;
 
 			snprintf(ap, sizeof(ap), "%s/.vmfsd/ha/agents/%s", roots[i], hn ? hn : "-");
-			rec = hn ? read_agent_file(ap, NULL) : NULL;
+			rec = hn ? ha_agent_record(ap, NULL) : NULL;
 			if (rec) {
 				json_t *seen = json_object_get(agv, hn);
 				json_int_t un = json_integer_value(json_object_get(seen, "unchanged_ms"));
@@ -1448,7 +1432,7 @@ json_t *ha_status(struct agent *a)
 			if (de->d_name[0] == '.' || strchr(de->d_name, '.'))
 				continue;
 			snprintf(ap, sizeof(ap), "%s/%s", dir, de->d_name);
-			rec = read_agent_file(ap, &ev);
+			rec = ha_agent_record(ap, &ev);
 			json_decref(rec);
 			if (ev)
 				json_array_extend(events, ev);

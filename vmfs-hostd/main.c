@@ -321,27 +321,40 @@ int agent_reaped_signal(const struct agent *a, pid_t pid)
 	return 0;
 }
 
-static pid_t reconcile_child(struct agent *a, bool startup, const sigset_t *mask, int lfd, int sfd,
-			     int lockfd)
+/* The agent's own descriptors (its socket, the signal fd, the state
+ * folder's lock): closed in every child (main sets them). */
+static int loop_fds[3] = {-1, -1, -1};
+
+/* A child of the agent's loop: signals back to normal and none of the
+ * agent's descriptors, the listeners above all (a child must not keep
+ * accepting for us).  0 in the child; its pid, or -1 (logged), here. */
+static pid_t fork_child(struct agent *a, const sigset_t *mask)
 {
 	pid_t pid = fork();
 
 	if (pid == 0) {
 		sigprocmask(SIG_UNBLOCK, mask, NULL);
 		signal(SIGTERM, SIG_DFL);
-		close(lfd);
-		close(sfd);
-		close(lockfd);
+		for (int i = 0; i < 3; i++)
+			if (loop_fds[i] >= 0)
+				close(loop_fds[i]);
 		if (mig_listen_fd >= 0)
-			close(mig_listen_fd);  /* a child must not keep accepting for us */
+			close(mig_listen_fd);
+	} else if (pid < 0) {
+		agent_log(a, "fork: %s", strerror(errno));
+	}
+	return pid;
+}
+
+static pid_t reconcile_child(struct agent *a, bool startup, const sigset_t *mask)
+{
+	pid_t pid = fork_child(a, mask);
+
+	if (pid == 0) {
 		agent_reconcile(a, startup);
 		_exit(0);
 	}
-	if (pid < 0) {
-		agent_log(a, "fork: %s", strerror(errno));
-		return 0;
-	}
-	return pid;
+	return pid < 0 ? 0 : pid;
 }
 
 int main(int argc, char **argv)
@@ -595,6 +608,9 @@ int main(int argc, char **argv)
 	if (maddr && (mfd = migration_listen(&a, maddr)) < 0)
 		return 1;
 	mig_listen_fd = mfd;
+	loop_fds[0] = lfd;
+	loop_fds[1] = sfd;
+	loop_fds[2] = lockfd;
 
 	agent_log(&a, "started (version %s, pid %d, socket %s, state %s, accel %s%s, %u CPUs, %llu MiB)",
 		  VMFSD_VERSION, (int)getpid(), a.socket_path, a.state_dir, vm_accel_name(a.accel),
@@ -611,7 +627,7 @@ int main(int argc, char **argv)
 	 * loop (a fence notice from vmfsd must still be answered), and a
 	 * fenced vmfsd that kills every process holding files on its mount
 	 * kills that child, not the agent. */
-	pid_t sweeper = reconcile_child(&a, true, &mask, lfd, sfd, lockfd);
+	pid_t sweeper = reconcile_child(&a, true, &mask);
 
 	/* the first sweep (re-attach) is over before the first request is
 	 * answered, as when it ran in this process */
@@ -677,21 +693,10 @@ int main(int argc, char **argv)
 			int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 
 			if (cfd >= 0) {
-				pid_t pid = fork();
-
-				if (pid == 0) {
-					sigprocmask(SIG_UNBLOCK, &mask, NULL);
-					signal(SIGTERM, SIG_DFL);
-					close(lfd);
-					close(sfd);
-					close(lockfd);
-					if (mig_listen_fd >= 0)
-						close(mig_listen_fd);  /* a child must not keep accepting for us */
+				if (fork_child(&a, &mask) == 0) {
 					serve(&a, cfd);
 					_exit(0);
 				}
-				if (pid < 0)
-					agent_log(&a, "fork: %s", strerror(errno));
 				close(cfd);
 			}
 		}
@@ -701,15 +706,9 @@ int main(int argc, char **argv)
 			int cfd = accept4(mfd, (struct sockaddr *)&ss, &sl, SOCK_CLOEXEC);
 
 			if (cfd >= 0) {
-				pid_t pid = fork();
+				pid_t pid = fork_child(&a, &mask);
 
 				if (pid == 0) {
-					sigprocmask(SIG_UNBLOCK, &mask, NULL);
-					signal(SIGTERM, SIG_DFL);
-					close(lfd);
-					close(sfd);
-					close(lockfd);
-					close(mfd);
 					serve_migration(&a, cfd, &ss);
 					_exit(0);
 				}
@@ -727,7 +726,7 @@ int main(int argc, char **argv)
 
 		if (!sweeper && now_ms_ - sweep_started >= 1000) {
 			sweep_started = now_ms_;
-			sweeper = reconcile_child(&a, false, &mask, lfd, sfd, lockfd);
+			sweeper = reconcile_child(&a, false, &mask);
 		}
 		if (a.ha && !haloop && !stop) {
 			struct timespec ts;
@@ -737,23 +736,14 @@ int main(int argc, char **argv)
 
 			if (now - ha_started >= 1000) {
 				ha_started = now;
-				haloop = fork();
+				haloop = fork_child(&a, &mask);
 				if (haloop == 0) {
-					sigprocmask(SIG_UNBLOCK, &mask, NULL);
-					signal(SIGTERM, SIG_DFL);
-					close(lfd);
-					close(sfd);
-					close(lockfd);
-					if (mig_listen_fd >= 0)
-						close(mig_listen_fd);  /* a child must not keep accepting for us */
 					prctl(PR_SET_PDEATHSIG, SIGTERM);
 					ha_main(&a);
 					_exit(0);
 				}
-				if (haloop < 0) {
-					agent_log(&a, "fork: %s", strerror(errno));
+				if (haloop < 0)
 					haloop = 0;
-				}
 			}
 		}
 	}

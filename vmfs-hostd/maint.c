@@ -63,22 +63,6 @@ struct target {
 	long long free_vcpus;
 };
 
-static json_t *read_record(const char *path)
-{
-	char buf[4097];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (fd < 0)
-		return NULL;
-	n = pread(fd, buf, sizeof(buf) - 1, 0);     /* the record: the file's first 4 KiB */
-	close(fd);
-	if (n <= 0)
-		return NULL;
-	buf[n] = '\0';
-	return json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
-}
-
 static unsigned targets(struct agent *a, const struct dsview *d, struct target *out, unsigned max)
 {
 	char dir[PATH_MAX + 64];
@@ -97,7 +81,7 @@ static unsigned targets(struct agent *a, const struct dsview *d, struct target *
 		if (de->d_name[0] == '.' || strchr(de->d_name, '.'))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		r = read_record(path);
+		r = ha_agent_record(path, NULL);
 		h = json_string_value(json_object_get(r, "host"));
 		snprintf(path, sizeof(path), "%s/.vmfsd/agents/%s.migration", d->root, h ? h : "-");
 		if (h && strcmp(h, a->host) && ds_host(d, h, &ago) == DS_LIVE &&

@@ -52,6 +52,9 @@ json_t *reply_err(int rc, const char *fmt, ...) __attribute__((format(printf, 2,
 json_t *reply_ok(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int write_text(const char *path, const char *text);
 int read_text(const char *path, char *buf, size_t size);
+/* a rename or unlink in DIR durable now (vmfsd commits on a directory's
+ * fsync, else within its commit interval) */
+int sync_dir(const char *dir);
 const char *req_str(json_t *req, const char *key);
 /* Records an event (and logs it): TYPE is a dotted name ("vm.powered-on",
  * "ha.restart"), VMX the VM's .vmx path or NULL for host events. */
@@ -135,6 +138,9 @@ void ha_unprotect(struct agent *a, struct vmctx *v);
 void ha_unprotect_here(struct agent *a, struct vmctx *v, const char *why);
 /* when HOST started the VM, by HOST's protected list (ms, 0: unknown) */
 int64_t ha_since(const struct vmctx *v, const char *host);
+/* an agent's record on a datastore (.vmfsd/ha/agents/<host>: its first
+ * 4 KiB), and with EVENTS its ring of recent HA events */
+json_t *ha_agent_record(const char *path, json_t **events);
 /* the vmfsd mounts of this host (or --datastore): at most AGENT_MAX_DS */
 #define AGENT_MAX_DS 16
 /* the same, WHY saying so in its event (a Storage vMotion: the path moved) */

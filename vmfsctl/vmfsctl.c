@@ -55,6 +55,7 @@ enum {
 	OPT_FORCE = 1u << 0,    /* --force */
 	OPT_TIMEOUT = 1u << 1,  /* --timeout SEC */
 	OPT_COUNT = 1u << 2,    /* --count N */
+	OPT_APPLY = 1u << 3,    /* --apply */
 };
 
 struct command {
@@ -141,10 +142,10 @@ static const struct command commands[] = {
 	{"host", " maintenance enter [--timeout SEC] | exit | status [HOST]\n"
 	 "                        maintenance mode: migrate every running VM away,\n"
 	 "                        refuse power-ons, no HA restarts here (vmfsctl(8))\n",
-	 ARG_NONE, 0, parse_host, NULL},
+	 ARG_NONE, OPT_TIMEOUT, parse_host, NULL},
 	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
 	 "                        and the live migrations that would even it out\n",
-	 ARG_NONE, 0, parse_balance, NULL},
+	 ARG_NONE, OPT_APPLY, parse_balance, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -915,23 +916,24 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 		{"force", no_argument, NULL, 'f'},
 		{"timeout", required_argument, NULL, 't'},
 		{"count", required_argument, NULL, 'n'},
+		{"apply", no_argument, NULL, 'A'},
 		{"json", no_argument, NULL, 'j'},
 		{0},
 	};
 
-	while ((c = getopt_long(argc, argv, "ft:n:j", o, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "ft:n:Aj", o, NULL)) != -1) {
 		char *end;
 		long v;
 
 		switch (c) {
 		case 'f':
 			if (!(cmd->opts & OPT_FORCE))
-				return die_usage("--force is an option of power-on, not %s", cmd->name);
+				return die_usage("--force is not an option of %s", cmd->name);
 			json_object_set_new(req, "force", json_true());
 			break;
 		case 't':
 			if (!(cmd->opts & OPT_TIMEOUT))
-				return die_usage("--timeout is an option of shutdown, not %s", cmd->name);
+				return die_usage("--timeout is not an option of %s", cmd->name);
 			v = strtol(optarg, &end, 10);
 			if (*end || v <= 0 || v > 86400)
 				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
@@ -939,11 +941,16 @@ static int parse_common(const struct command *cmd, int argc, char **argv, json_t
 			break;
 		case 'n':
 			if (!(cmd->opts & OPT_COUNT))
-				return die_usage("--count is an option of events, not %s", cmd->name);
+				return die_usage("--count is not an option of %s", cmd->name);
 			v = strtol(optarg, &end, 10);
 			if (*end || v <= 0 || v > 1000000)
 				return die_usage("--count: '%s' is not 1..1000000", optarg);
 			json_object_set_new(req, "count", json_integer(v));
+			break;
+		case 'A':
+			if (!(cmd->opts & OPT_APPLY))
+				return die_usage("--apply is not an option of %s", cmd->name);
+			json_object_set_new(req, "apply", json_true());
 			break;
 		case 'j':
 			json_out = true;
@@ -998,34 +1005,13 @@ static int parse_migrate(const struct command *cmd, int argc, char **argv, json_
 	return 0;
 }
 
-/* host maintenance enter [--timeout SEC] | exit | status */
+/* host maintenance enter [--timeout SEC] | exit | status [HOST] */
 static int parse_host(const struct command *cmd, int argc, char **argv, json_t *req)
 {
-	static const struct option o[] = {
-		{"timeout", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'j'},
-		{0},
-	};
-	int c;
+	int rc = parse_common(cmd, argc, argv, req);
 
-	while ((c = getopt_long(argc, argv, "t:j", o, NULL)) != -1) {
-		char *end;
-		long v;
-
-		switch (c) {
-		case 't':
-			v = strtol(optarg, &end, 10);
-			if (*end || v <= 0 || v > 86400)
-				return die_usage("--timeout: '%s' is not 1..86400 seconds", optarg);
-			json_object_set_new(req, "timeout", json_integer(v));
-			break;
-		case 'j':
-			json_out = true;
-			break;
-		default:
-			return die_usage("%s: bad option", cmd->name);
-		}
-	}
+	if (rc)
+		return rc;
 	if ((optind + 2 != argc && optind + 3 != argc) || strcmp(argv[optind], "maintenance") ||
 	    (strcmp(argv[optind + 1], "enter") && strcmp(argv[optind + 1], "exit") &&
 	     strcmp(argv[optind + 1], "status")))
@@ -1042,24 +1028,11 @@ static int parse_host(const struct command *cmd, int argc, char **argv, json_t *
 
 static int parse_balance(const struct command *cmd, int argc, char **argv, json_t *req)
 {
-	static const struct option o[] = {
-		{"apply", no_argument, NULL, 'A'},
-		{"json", no_argument, NULL, 'j'},
-		{0},
-	};
-	int c;
+	int rc = parse_common(cmd, argc, argv, req);
 
-	while ((c = getopt_long(argc, argv, "Aj", o, NULL)) != -1) {
-		if (c == 'A')
-			json_object_set_new(req, "apply", json_true());
-		else if (c == 'j')
-			json_out = true;
-		else
-			return die_usage("%s: bad option", cmd->name);
-	}
-	if (optind != argc)
+	if (!rc && optind != argc)
 		return die_usage("balance: unexpected argument '%s'", argv[optind]);
-	return 0;
+	return rc;
 }
 
 static void print_balance(json_t *r)

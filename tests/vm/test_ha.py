@@ -74,32 +74,15 @@ def idle_agents_check(c, agents):
         c.check(used < 0.3, "idle agent %s used %.2f s of CPU in 5 s" % (h, used))
 
 
-def procs_of(word):
-    """pids whose command line contains WORD (bytes)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if word in cmd:
-            out.append(int(d))
-    return out
-
-
 def qemus_of(agent):
     """QEMUs started by AGENT (their command line names its state folder)."""
-    return [p for p in procs_of(agent.state.encode()) if b"qemu-system" in
-            open("/proc/%d/cmdline" % p, "rb").read()] if os.path.isdir(agent.state) else []
+    return vmtest.qemu_pids(agent.state) if os.path.isdir(agent.state) else []
 
 
 def power_loss(vol, host, agent):
     """SIGKILL of everything of HOST at once: vmfsd, the agent (and its
     children: HA loop, sweep), its QEMUs."""
-    victims = [vol.procs[host].pid] + procs_of(agent.state.encode())
+    victims = [vol.procs[host].pid] + vmtest.procs_of(agent.state.encode())
     for p in victims:
         try:
             os.kill(p, signal.SIGKILL)

@@ -34,20 +34,6 @@ import vmtest  # noqa: E402
 NAMES = ["m1", "m2", "m3"]
 
 
-def qemu_count(state_dir):
-    n = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cl = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        n += "qemu-system" in cl and state_dir + "/" in cl
-    return n
-
-
 def body(c):
     kernel, initrd = vmtest.guest()
     with vmtest.Volume("maint", checker=c) as vol:
@@ -95,7 +81,7 @@ def body(c):
             prog, _ = vmtest.json_stream(r.stdout) if r.returncode == 0 else ([], None)
             c.eq(len([p for p in prog if p.get("phase") == "evacuate"]), 3,
                  "evacuate progress events")
-            c.eq(qemu_count(ag["A"].state), 0, "QEMUs left on A")
+            c.eq(len(vmtest.qemu_pids(ag["A"].state)), 0, "QEMUs left on A")
             got = {}
             for n in NAMES:
                 h = where(n)
@@ -111,7 +97,8 @@ def body(c):
                 c.eq(vmtest.read_log(folder(h, n), n).count("previous counter"), 1,
                      "%s: boots seen in its log" % n)
             c.eq(sorted(set(got.values())), ["B", "C"], "placement spreads over B and C: %s" % got)
-            c.eq(qemu_count(ag["B"].state) + qemu_count(ag["C"].state), 3, "QEMUs on B and C")
+            c.eq(len(vmtest.qemu_pids(ag["B"].state)) + len(vmtest.qemu_pids(ag["C"].state)), 3,
+                 "QEMUs on B and C")
 
         def shown():
             out = ag["A"].ok("list")

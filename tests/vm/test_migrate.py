@@ -54,22 +54,6 @@ import vmtest  # noqa: E402
 MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "50" if "--long" in sys.argv else "10"))
 
 
-def qemu_pids(state_dir):
-    """QEMUs whose command line names STATE_DIR (one agent's VMs)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                cl = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if "qemu-system" in cl and state_dir + "/" in cl:
-            out.append(int(d))
-    return out
-
-
 def protected_hosts(mnt, rel="mig/mig.vmx"):
     """The hosts whose HA protected list (.vmfsd/ha/protected/<host>/)
     names the VM REL (docs/ha.md)."""
@@ -115,7 +99,7 @@ def body(c):
         def third_refused(runs_on, what):
             r = ag["C"].ctl("power-on", vm["C"])
             c.refused(r, "power-on on C %s" % what, "host %s" % runs_on)
-            c.check(not qemu_pids(ag["C"].state), "a QEMU on C (%s)" % what)
+            c.check(not vmtest.qemu_pids(ag["C"].state), "a QEMU on C (%s)" % what)
 
         def held_by(h, what):
             """The VM's lock record is host H's: its on-disk lock, its
@@ -124,7 +108,7 @@ def body(c):
             c.check(lk.startswith("EXCL by %s " % h), "%s: lock record's lock %s" % (what, lk))
             with open(lck[h]) as f:
                 rec = f.read()
-            pids = qemu_pids(ag[h].state)
+            pids = vmtest.qemu_pids(ag[h].state)
             c.check("host=%s\n" % h in rec and len(pids) == 1 and
                     "qemu_pid=%d\n" % pids[0] in rec,
                     "%s: lock record %r, QEMUs on %s %s" % (what, rec, h, pids))
@@ -169,8 +153,8 @@ def body(c):
                     c.check("pre-copy" in phases and "stop-and-copy" in phases,
                             "progress lines: %s" % phases)
                 st["host"] = dst
-                c.check(not qemu_pids(ag[src].state), "migration %d: a QEMU is left on %s" % (k, src))
-                c.check(len(qemu_pids(ag[dst].state)) == 1, "migration %d: no QEMU on %s" % (k, dst))
+                c.check(not vmtest.qemu_pids(ag[src].state), "migration %d: a QEMU is left on %s" % (k, src))
+                c.check(len(vmtest.qemu_pids(ag[dst].state)) == 1, "migration %d: no QEMU on %s" % (k, dst))
                 info = ag[dst].info(vm[dst])
                 c.eq((info["state"], info["host"]), ("running", dst), "migration %d: %s's view"
                      % (k, dst))
@@ -196,15 +180,15 @@ def body(c):
             p = subprocess.Popen([vmtest.env("VMFSCTL"), "--agent", ag[src].sock, "migrate",
                                   vm[src], "--host", dst, "--bandwidth", "1"],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            vmtest.wait_for(lambda: qemu_pids(ag[dst].state), 60, "the destination QEMU")
+            vmtest.wait_for(lambda: vmtest.qemu_pids(ag[dst].state), 60, "the destination QEMU")
             time.sleep(2)
             third_refused(src, "during a migration")
             ag[dst].proc.send_signal(signal.SIGKILL)
-            for pid in qemu_pids(ag[dst].state):
+            for pid in vmtest.qemu_pids(ag[dst].state):
                 os.kill(pid, signal.SIGKILL)
             out, _ = p.communicate(timeout=120)
             c.check(p.returncode != 0, "migration with the destination killed succeeded: " + out)
-            c.check(len(qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
+            c.check(len(vmtest.qemu_pids(ag[src].state)) == 1, "the VM no longer runs on " + src)
             vmtest.wait_for(lambda: counter(flat[src]) > before + 2, 180,
                             "the counter grows on %s after the failed migration" % src)
             held_by(src, "destination killed during pre-copy")
@@ -224,11 +208,11 @@ def body(c):
 
         def runs_on(h, what):
             other = "B" if h == "A" else "A"
-            vmtest.wait_for(lambda: len(qemu_pids(ag[h].state)) == 1, 60,
+            vmtest.wait_for(lambda: len(vmtest.qemu_pids(ag[h].state)) == 1, 60,
                             "%s: one QEMU on %s" % (what, h))
             # a QEMU killed at a fault point may take a moment to exit
             # (it finishes the request it is in); it can no longer write
-            vmtest.wait_for(lambda: not qemu_pids(ag[other].state), 60,
+            vmtest.wait_for(lambda: not vmtest.qemu_pids(ag[other].state), 60,
                             "%s: no QEMU left on %s" % (what, other))
             info = ag[h].info(vm[h])
             c.eq((info["state"], info["host"]), ("running", h), "%s: %s's view" % (what, h))
@@ -272,7 +256,7 @@ def body(c):
             vmtest.wait_for(lambda: "migrated to host %s" % dst in ag[src].ok("events", vm[src]),
                             30, "the source's event: migrated to host %s" % dst)
             held_by(dst, "after the source died")
-            c.check(not qemu_pids(ag[src].state), "the VM was restarted on the source " + src)
+            c.check(not vmtest.qemu_pids(ag[src].state), "the VM was restarted on the source " + src)
 
         def control_refusals():
             with open(os.path.join(mnt["A"], ".vmfsd", "agents", "B.migration")) as f:

@@ -37,20 +37,6 @@ MKFS_ARGS = ["--hb-interval", "500", "--hb-timeout", "5000"]
 APPEND = "console=ttyS0 quiet vmfs.period=0.2"
 
 
-def procs_of(word):
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as f:
-                if word in f.read():
-                    out.append(int(d))
-        except OSError:
-            pass
-    return out
-
-
 def protected(root):
     out = []
     for dp, _, fns in os.walk(os.path.join(root, ".vmfsd", "ha", "protected")):
@@ -107,7 +93,7 @@ def run(c, kernel, initrd, point, v1, v2):
     wait_for(lambda: os.path.exists(stopf), 120, "the move to stop at " + point)
     # a power loss of A: both its vmfsd, its agent with the request
     # and its HA loop, its QEMU (their command lines name A's state)
-    victims = [v1.procs["A"].pid, v2.procs["A"].pid] + procs_of(a.state.encode())
+    victims = [v1.procs["A"].pid, v2.procs["A"].pid] + vmtest.procs_of(a.state.encode())
     for p in victims:
         try:
             os.kill(p, signal.SIGKILL)

@@ -121,6 +121,34 @@ class Agent:
         return json.loads(self.ok("--json", "info", path))
 
 
+def procs_of(word):
+    """Pids whose command line contains WORD (bytes)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                if word in f.read():
+                    out.append(int(d))
+        except OSError:
+            pass
+    return out
+
+
+def qemu_pids(state_dir):
+    """The QEMUs of one agent: their command line names its STATE_DIR."""
+    out = []
+    for pid in procs_of((state_dir + "/").encode()):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if b"qemu-system" in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def json_stream(out):
     """The --json output of a long vmfsctl command (migrate, migrate-storage,
     clone...): ([progress task objects], reply).  Progress events are one
