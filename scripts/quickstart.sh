@@ -167,7 +167,7 @@ echo "    waiting for the guest to boot (TCG, about 5-20 s) ..."
 wait_until 120 "the guest's first counter line in $VM.log" \
 	grep -q "vmfs-guest: counter" "$(mnt esx1)/$VM/$VM.log"
 echo "    the guest's console ($VM/$VM.log on the datastore):"
-grep "vmfs-guest" "$(mnt esx1)/$VM/$VM.log" | head -4 | sed 's/^/      /'
+grep -m 4 "vmfs-guest" "$(mnt esx1)/$VM/$VM.log" | sed 's/^/      /'
 
 step "esx2 sees the VM running on esx1 (every host lists every VM of the datastore)"
 ctl esx2 list

@@ -49,6 +49,15 @@
  * interval (1 s, fs/commit.c), so half of that keeps the delay between
  * "locks broken" and the first restart attempt under 0.5 s */
 #define HA_TICK_MS 500
+/* Hosts that die together (a rack losing power) are declared dead a
+ * heartbeat interval or so apart, and each one's locks break once a
+ * survivor replayed its journal (within a commit interval or two of the
+ * declaration, docs/cluster.md §4.3).  While a host with protected VMs is
+ * declared dead and its locks are not broken yet, nothing is restarted, so
+ * that the VMs of all of them are placed together, high priority first;
+ * 5 s bounds a recovery that does not finish (then the others go on). */
+#define HA_POOL_MS 5000
+static bool pooling;
 /* an agent whose sequence number has not moved for this long is not
  * counted as a place to restart VMs (it bumps it every HA_TICK_MS) */
 #define HA_AGENT_STALE_MS 5000
@@ -885,6 +894,8 @@ static void collect(struct agent *a, struct ha_ds *ds, const struct dsview *d)
 		}
 		if (eh)
 			closedir(eh);
+		if (any && hs == DS_DEAD && ago >= 0 && ago < HA_POOL_MS)
+			pooling = true;
 		if (any && hs == DS_DEAD) {
 			/* once per death: the slot's "declared" time names it */
 			static char noted[AGENT_MAX_DS][64][65];
@@ -1315,7 +1326,9 @@ void ha_main(struct agent *a)
 			}
 			i++;
 		}
-		plan_and_start(a);
+		if (!pooling)
+			plan_and_start(a);
+		pooling = false;
 		write_view(a);
 		sleep_ms(HA_TICK_MS);
 	}

@@ -216,7 +216,17 @@ def scenario_kill(c, kernel, initrd, rounds=1):
             def all_back():
                 return all(len(where(agents, mnts, n)) == 1 for n in names)
             wait_for(all_back, 120, "every VM running again on B or C", step=0.5)
-            ev = restarted_events(agents)
+            # the HA loop writes ha.restarted once its attempt's process
+            # ended: a moment after the VM runs
+            ev = {}
+
+            def all_events():
+                ev.update(restarted_events(agents))
+                return set(ev) == set(names)
+            try:
+                wait_for(all_events, 30, "an ha.restarted event for every VM", step=0.5)
+            except TimeoutError:
+                pass
             for n in names:
                 if n in ev:
                     print("    %s: running on %s %.1f s after the kill" % (n, ev[n][0],
