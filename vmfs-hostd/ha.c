@@ -49,13 +49,15 @@
  * interval (1 s, fs/commit.c), so half of that keeps the delay between
  * "locks broken" and the first restart attempt under 0.5 s */
 #define HA_TICK_MS 500
-/* Hosts that die together (a rack losing power) are declared dead a
- * heartbeat interval or so apart, and each one's locks break once a
- * survivor replayed its journal (within a commit interval or two of the
- * declaration, docs/cluster.md §4.3).  While a host with protected VMs is
- * declared dead and its locks are not broken yet, nothing is restarted, so
- * that the VMs of all of them are placed together, high priority first;
- * 5 s bounds a recovery that does not finish (then the others go on). */
+/* Hosts that die together (a rack losing power) are declared dead up to
+ * a second or so apart, and each one's locks break once a survivor
+ * replayed its journal (within a commit interval or two of the
+ * declaration, docs/cluster.md §4.3).  While another host with protected
+ * VMs has missed three heartbeats, or is declared dead and its locks are not
+ * broken yet, nothing is restarted, so that the VMs of all of them are
+ * placed together, high priority first; a declared host holds it for at
+ * most 5 s (a recovery that does not finish: the others go on), a silent
+ * one until it beats again or is declared dead (the timeout T). */
 #define HA_POOL_MS 5000
 static bool pooling;
 /* an agent whose sequence number has not moved for this long is not
@@ -855,6 +857,41 @@ static int cand_cmp(const void *x, const void *y)
 	return strcmp(a->rel, b->rel);
 }
 
+/* Host NAME, live by the heartbeat, has missed three beats or more: it may
+ * be about to be declared dead (pooling, HA_POOL_MS). */
+static bool missing_beats(const struct dsview *d, const char *name)
+{
+	json_int_t interval = json_integer_value(json_object_get(d->hosts, "interval_ms"));
+	size_t i;
+	json_t *h;
+
+	json_array_foreach(json_object_get(d->hosts, "hosts"), i, h) {
+		const char *hn = json_string_value(json_object_get(h, "host"));
+
+		if (hn && !strcmp(hn, name) && !json_is_true(json_object_get(h, "self")) &&
+		    json_integer_value(json_object_get(h, "unchanged_ms")) > 3 * interval)
+			return true;
+	}
+	return false;
+}
+
+/* the protected list of host NAME in DIR has an entry */
+static bool has_entries(const char *dir, const char *name)
+{
+	char hdir[PATH_MAX + 128];
+	struct dirent *e;
+	bool any = false;
+	DIR *dh;
+
+	snprintf(hdir, sizeof(hdir), "%s/%s", dir, name);
+	dh = opendir(hdir);
+	while (dh && !any && (e = readdir(dh)))
+		any = e->d_name[0] != '.' && strstr(e->d_name, ".json") && !strstr(e->d_name, ".tmp");
+	if (dh)
+		closedir(dh);
+	return any;
+}
+
 /* The candidates of one datastore: protected lists of hosts that are not
  * live and whose locks are broken (or that hold no slot at all), and the
  * failover/ folder. */
@@ -877,8 +914,11 @@ static void collect(struct agent *a, struct ha_ds *ds, const struct dsview *d)
 		if (de->d_name[0] == '.' || !strcmp(de->d_name, a->host))
 			continue;
 		hs = ds_host(d, de->d_name, &ago);
-		if (hs == DS_LIVE)
+		if (hs == DS_LIVE) {
+			if (missing_beats(d, de->d_name) && has_entries(dir, de->d_name))
+				pooling = true;     /* perhaps dying with another */
 			continue;
+		}
 		snprintf(hdir, sizeof(hdir), "%s/%s", dir, de->d_name);
 		eh = opendir(hdir);
 		while (eh && (ee = readdir(eh))) {
