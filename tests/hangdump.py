@@ -95,13 +95,24 @@ def wait_or_dump(proc, timeout, why=""):
 
 
 def pid_alive(pid):
-    """False once PID has exited, zombies included."""
+    """False once PID has exited, zombies included, and only once every
+    thread has: a SIGKILLed multi-threaded process (QEMU) shows its leader
+    as a zombie while other threads are still exiting, and those still hold
+    its files (an flock on a VM's lock record is released only when the
+    last of them closes it)."""
     try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
+        tids = os.listdir("/proc/%d/task" % pid)
     except OSError:
         return False
-    return st[st.rindex(")") + 2] not in "ZX"
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                st = f.read()
+        except OSError:
+            continue
+        if st[st.rindex(")") + 2] not in "ZX":
+            return True
+    return False
 
 
 def wait_pid_or_dump(pid, timeout, why=""):

@@ -207,16 +207,7 @@ def pids_of_vmfsd(image, mnt=None):
     return found
 
 
-def pid_alive(pid):
-    """False once pid has exited, including as a zombie not yet reaped (a
-    daemonized vmfsd is reparented to whatever reaper the machine has)."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    # the state follows the parenthesized command name
-    return st[st.rindex(")") + 2] not in "ZX"
+pid_alive = hangdump.pid_alive
 
 
 def wait_pid_gone(pid, timeout):
