@@ -426,7 +426,7 @@ static json_t *pon_load_state(struct pon *p)
 			rc = qmp_exec(&q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:vmss"), NULL,
 				      &err);
 		if (!rc)
-			rc = wait_migration(&q, true, NULL, &err);
+			rc = wait_migration_task(p->a, &q, "resume", v->vmx_path, fd, &err);
 		if (!rc)
 			rc = qmp_exec(&q, "cont", NULL, NULL, &err);
 		qmp_close(&q);
@@ -607,20 +607,8 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 		rc = qmp_exec_fd(&q, "getfd", json_pack("{s:s}", "fdname", "vmss"), fd, NULL, &err);
 	if (!rc)
 		rc = qmp_exec(&q, "migrate", json_pack("{s:s}", "uri", "fd:vmss"), NULL, &err);
-	if (!rc) {
-		struct task t;
-
-		/* a progress bar for vmfsctl, a record for `tasks` (none when
-		 * the record cannot be made: t.j stays NULL) */
-		task_begin(&t, a, "suspend", v->vmx_path, NULL, false);
-		rc = wait_migration(&q, false, t.j ? &t : NULL, &err);
-		if (t.j) {
-			json_t *r = rc ? reply_err(rc, "%s", err.msg) : reply_ok("saved");
-
-			task_end(&t, r);
-			json_decref(r);
-		}
-	}
+	if (!rc)
+		rc = wait_migration_task(a, &q, "suspend", v->vmx_path, -1, &err);
 	if (!rc && fsync(fd))
 		rc = vm_errf(&err, -errno, "fsync %s: %s", vmss, strerror(errno));
 	close(fd);
