@@ -405,10 +405,10 @@ struct incoming {
 	char peer[INET6_ADDRSTRLEN];
 	struct vm_launch l;
 	struct files fl;
-	int src[VM_MAX_DISKS + 4], dst[VM_MAX_DISKS + 4], nfd;
+	int src[VM_MAX_FILES], dst[VM_MAX_FILES], nfd;
 	/* the files whose locks are handed to us: the flat extents, then
 	 * the lock record */
-	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
+	char extents[VM_MAX_FILES][VM_NAME_MAX + 8];
 	size_t nextents;
 	char lockname[VM_NAME_MAX + 8];
 	int lrfd;                     /* the lock record, read-write, once ours */
@@ -994,7 +994,7 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	const char *path = req_str(req, "path"), *dest = req_str(req, "host");
 	char root[PATH_MAX], pub[PATH_MAX + 300], text[2048], chost[256], cport[32], qmp_path[PATH_MAX + 16];
 	/* the flat extents, then the lock record: handed over in this order */
-	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
+	char extents[VM_MAX_FILES][VM_NAME_MAX + 8];
 	size_t nextents = 0;
 	struct vmctx v;
 	struct vm_err err;

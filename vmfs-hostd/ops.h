@@ -40,7 +40,7 @@
 
 /* spawn.c: descriptors handed to QEMU */
 struct files {
-	int fd[VM_MAX_DISKS + 4];     /* disks, kernel, initrd, log, lock record */
+	int fd[VM_MAX_FILES];     /* disks, kernel, initrd, log, lock record */
 	int n;
 };
 
@@ -108,6 +108,8 @@ struct task;
 int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err);
 /* power.c */
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
+/* power-on that loads the memory state STATE_FILE (a snapshot's; kept) */
+json_t *power_on_state(struct agent *a, struct vmctx *v, json_t *req, const char *state_file);
 json_t *power_off(struct agent *a, struct vmctx *v);
 json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req);
 json_t *reset_vm(struct agent *a, struct vmctx *v);
@@ -186,6 +188,19 @@ bool maint_active(const struct agent *a, int64_t *since_ms);
 /* the refusal of WHAT (a power-on, an incoming migration) in maintenance
  * mode, or NULL */
 json_t *maint_refuse(const struct agent *a, const char *vmx, const char *what);
+/* snapshot.c (docs/vm.md "Snapshots") */
+json_t *snapshot_cmd(struct agent *a, struct vmctx *v, json_t *req);
+/* Opens disk I's snapshot deltas (top first) with FLAGS for QEMU: each
+ * descriptor goes through PASS, the chain into L; FAILED gets the file
+ * that could not be opened (-EBUSY: another host holds it). */
+int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char *extent,
+		    int flags, struct vm_launch *l, int (*pass)(void *ctx, int fd), void *ctx,
+		    char *failed, size_t fsize, struct vm_err *err);
+/* the delta files in V's current chains (what a migration hands over) */
+int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max, size_t *n,
+		     struct vm_err *err);
+/* {count, oldest_created, oldest_age_s, size, level} or NULL (none) */
+json_t *snap_summary(int dirfd, const struct vm_config *cfg);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -133,11 +133,11 @@ int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *ds
 		return vm_errf(err, -errno, "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
-		int hi[VM_MAX_DISKS + 4], nul = open("/dev/null", O_RDWR);
+		int hi[VM_MAX_FILES], nul = open("/dev/null", O_RDWR);
 
 		/* move every source out of the way first, then place it */
 		for (int i = 0; i < n; i++)
-			hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 100);
+			hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3 + VM_MAX_FILES);
 		dup2(nul, 0);
 		dup2(efd, 1);
 		dup2(efd, 2);

@@ -276,7 +276,7 @@ static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx
 /* One QMP command on a fresh connection: QEMU's monitor socket serves one
  * client at a time, and `info`, the sweep and other requests need it
  * between our polls.  FD >= 0 travels along (add-fd). */
-static int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret,
+int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret,
 		struct vm_err *err)
 {
 	char p[PATH_MAX + 16];
@@ -295,7 +295,7 @@ static int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t *
 }
 
 /* The block node under virtio-blk device vdI (query-block) */
-static int disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err)
+int qemu_disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err)
 {
 	json_t *ret = NULL, *b;
 	char want[32];
@@ -1239,7 +1239,7 @@ static json_t *mirror_ready(struct op *o)
 		struct disk *d = &o->d[i];
 		int fd;
 
-		rc = disk_node(o->v, d->index, d->src_node, sizeof(d->src_node), &err);
+		rc = qemu_disk_node(o->v, d->index, d->src_node, sizeof(d->src_node), &err);
 		if (rc)
 			return reply_err(rc, "%s: %s", o->kind, err.msg);
 		fd = openat(o->v->dirfd, d->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
