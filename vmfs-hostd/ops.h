@@ -199,8 +199,10 @@ int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char
 /* the delta files in V's current chains (what a migration hands over) */
 int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max, size_t *n,
 		     struct vm_err *err);
+/* the refusal of WHAT (migrate-storage, clone) for a VM with snapshots, or NULL */
+json_t *snap_refuse(struct vmctx *v, const char *what);
 /* {count, oldest_created, oldest_age_s, size, level} or NULL (none) */
-json_t *snap_summary(int dirfd, const struct vm_config *cfg);
+json_t *snap_summary(int dirfd, const char *vm_name);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

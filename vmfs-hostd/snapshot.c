@@ -334,7 +334,7 @@ static uint64_t snap_size(int dirfd, const struct vmsd *sd, const struct vmsd_sn
 	return sum;
 }
 
-json_t *snap_summary(int dirfd, const struct vm_config *cfg)
+json_t *snap_summary(int dirfd, const char *vm_name)
 {
 	struct vmsd *sd = calloc(1, sizeof(*sd));
 	char vn[VM_NAME_MAX + 8];
@@ -345,7 +345,7 @@ json_t *snap_summary(int dirfd, const struct vm_config *cfg)
 
 	if (!sd)
 		return NULL;
-	snprintf(vn, sizeof(vn), "%s.vmsd", cfg->name);
+	snprintf(vn, sizeof(vn), "%s.vmsd", vm_name);
 	if (vmsd_load(dirfd, vn, sd, &err)) {
 		r = json_pack("{s:s}", "error", err.msg);
 		goto out;
@@ -363,6 +363,24 @@ json_t *snap_summary(int dirfd, const struct vm_config *cfg)
 out:
 	free(sd);
 	return r;
+}
+
+/* Storage vMotion and clones copy the disks' flat extents only: a VM with
+ * snapshots (deltas in its chains) is refused, clearly. */
+json_t *snap_refuse(struct vmctx *v, const char *what)
+{
+	char names[VM_MAX_FILES][VM_NAME_MAX + 8];
+	struct vm_err err;
+	size_t n = 0;
+	int rc = snap_delta_files(v, names, VM_MAX_FILES, &n, &err);
+
+	if (rc)
+		return reply_err(rc, "%s: %s refused: %s", v->vmx_path, what, err.msg);
+	if (n)
+		return reply_err(EBUSY, "%s has snapshots (%zu delta file%s, first %s): %s moves or copies "
+				 "flat extents only; delete the snapshots first (vmfsctl snapshot delete VM --all "
+				 "consolidates them)", v->vmx_path, n, n == 1 ? "" : "s", names[0], what);
+	return NULL;
 }
 
 /* ---------------- QMP helpers ---------------- */
@@ -388,94 +406,103 @@ static void snap_drop_new(struct sop *o, int *fds, char names[][VM_NAME_MAX + 1]
 }
 
 /* the live part: new nodes over the fds, one transaction switching every
- * disk, optionally the memory saved while the guest is stopped */
+ * disk, optionally the memory saved while the guest is stopped.  One QMP
+ * connection for all of it: QEMU drops an fd set added by add-fd when the
+ * monitor that added it closes before a node uses it, and its monitor
+ * serves one client at a time (so the root nodes are asked first). */
 static json_t *create_live(struct sop *o, int *fds, char names[][VM_NAME_MAX + 1],
 			   const char *memfile, struct task *t)
 {
-	char aio[16] = "threads", p[PATH_MAX + 16];
-	json_t *actions = json_array(), *e = NULL;
+	char aio[16] = "threads", p[PATH_MAX + 16], roots[VM_MAX_DISKS][64];
+	json_t *actions = NULL;
 	bool stopped = false;
-	size_t added = 0;
+	struct vm_err err;
+	struct qmp qm;
+	int rc = 0, mfd = -1;
 
 	sfile(o->v, "aio", p, sizeof(p));
 	if (read_text(p, aio, sizeof(aio)) || !aio[0])
 		snprintf(aio, sizeof(aio), "threads");
-	if (memfile)
-		e = q(o, "stop", NULL, -1, NULL);
-	stopped = memfile && !e;
-	for (size_t k = 0; !e && k < o->nd; k++) {
-		char root[64], nn[20], fn[32];
+	for (size_t k = 0; !rc && k < o->nd; k++)
+		rc = qemu_disk_node(o->v, o->di[k], roots[k], sizeof(roots[k]), &err);
+	if (rc)
+		return reply_err(rc, "%s: %s", o->v->vmx_path, err.msg);
+	if (memfile) {
+		mfd = openat(o->v->dirfd, memfile, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (mfd < 0)
+			return reply_err(errno, "%s: cannot create %s: %s", o->v->vmx_path, memfile,
+					 strerror(errno));
+	}
+	sfile(o->v, "qmp.sock", p, sizeof(p));
+	rc = qmp_open(&qm, p, QMP_TIMEOUT_MS, &err);
+	if (rc) {
+		if (mfd >= 0)
+			close(mfd);
+		return reply_err(rc, "%s: %s", o->v->vmx_path, err.msg);
+	}
+	actions = json_array();
+	if (memfile) {
+		rc = qmp_exec(&qm, "stop", NULL, NULL, &err);
+		stopped = !rc;
+	}
+	for (size_t k = 0; !rc && k < o->nd; k++) {
+		char nn[20], fn[32];
 		json_t *ret = NULL;
-		struct vm_err err;
-		int rc = qemu_disk_node(o->v, o->di[k], root, sizeof(root), &err);
 
-		if (rc) {
-			e = reply_err(rc, "%s: %s", o->v->vmx_path, err.msg);
-			break;
-		}
-		e = q(o, "add-fd", NULL, fds[k], &ret);
-		if (e)
+		rc = qmp_exec_fd(&qm, "add-fd", NULL, fds[k], &ret, &err);
+		if (rc)
 			break;
 		snprintf(fn, sizeof(fn), "/dev/fdset/%d",
 			 (int)json_integer_value(json_object_get(ret, "fdset-id")));
 		json_decref(ret);
 		vmsd_node_name(names[k], nn);
-		e = q(o, "blockdev-add",
-		      json_pack("{s:s,s:s,s:n,s:s,s:{s:b,s:b},s:{s:s,s:s,s:s,s:s,s:s,s:{s:b,s:b}}}", "driver",
-				"qcow2", "node-name", nn, "backing", "discard", "unmap", "cache", "direct",
-				1, "no-flush", 0, "file", "driver", "file", "filename", fn, "aio", aio,
-				"locking", "off", "discard", "unmap", "cache", "direct", 1, "no-flush", 0),
-		      -1, NULL);
-		if (e)
-			break;
-		added++;
-		json_array_append_new(actions, json_pack("{s:s,s:{s:s,s:s}}", "type", "blockdev-snapshot",
-							 "data", "node", root, "overlay", nn));
+		rc = qmp_exec(&qm, "blockdev-add",
+			      json_pack("{s:s,s:s,s:n,s:s,s:{s:b,s:b},s:{s:s,s:s,s:s,s:s,s:s,s:{s:b,s:b}}}",
+					"driver", "qcow2", "node-name", nn, "backing", "discard", "unmap",
+					"cache", "direct", 1, "no-flush", 0, "file", "driver", "file",
+					"filename", fn, "aio", aio, "locking", "off", "discard", "unmap",
+					"cache", "direct", 1, "no-flush", 0),
+			      NULL, &err);
+		if (!rc)
+			json_array_append_new(actions, json_pack("{s:s,s:{s:s,s:s}}", "type",
+								 "blockdev-snapshot", "data", "node",
+								 roots[k], "overlay", nn));
 	}
 	/* every disk switches at once, or none does */
-	if (!e)
-		e = q(o, "transaction", json_pack("{s:O}", "actions", actions), -1, NULL);
-	json_decref(actions);
-	if (!e && memfile) {
-		int mfd = openat(o->v->dirfd, memfile, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-				 0600);
-		char qp[PATH_MAX + 16];
-		struct vm_err err;
-		struct qmp qm;
-		int rc = mfd < 0 ? -errno : 0;
-
-		sfile(o->v, "qmp.sock", qp, sizeof(qp));
+	if (!rc)
+		rc = qmp_exec(&qm, "transaction", json_pack("{s:O}", "actions", actions), NULL, &err);
+	if (!rc && memfile) {
+		/* as suspend does (power.c): no 128 MiB/s cap on a file */
+		rc = qmp_exec(&qm, "migrate-set-parameters",
+			      json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, &err);
 		if (!rc)
-			rc = qmp_open(&qm, qp, QMP_TIMEOUT_MS, &err);
-		else
-			vm_errf(&err, rc, "cannot create %s: %s", memfile, strerror(-rc));
-		if (!rc) {
-			/* as suspend does (power.c): no 128 MiB/s cap on a file */
-			rc = qmp_exec(&qm, "migrate-set-parameters",
-				      json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, &err);
-			if (!rc)
-				rc = qmp_exec_fd(&qm, "getfd", json_pack("{s:s}", "fdname", "vmsn"), mfd, NULL,
-						 &err);
-			if (!rc)
-				rc = qmp_exec(&qm, "migrate", json_pack("{s:s}", "uri", "fd:vmsn"), NULL, &err);
-			if (!rc)
-				rc = wait_migration(&qm, false, t->j ? t : NULL, &err);
-			qmp_close(&qm);
-		}
+			rc = qmp_exec_fd(&qm, "getfd", json_pack("{s:s}", "fdname", "vmsn"), mfd, NULL, &err);
+		if (!rc)
+			rc = qmp_exec(&qm, "migrate", json_pack("{s:s}", "uri", "fd:vmsn"), NULL, &err);
+		if (!rc)
+			rc = wait_migration(&qm, false, t->j ? t : NULL, &err);
 		if (!rc && fsync(mfd))
 			rc = vm_errf(&err, -errno, "fsync %s: %s", memfile, strerror(errno));
-		if (mfd >= 0)
-			close(mfd);
-		if (rc)
-			e = reply_err(rc, "%s: saving the memory state failed: %s", o->v->vmx_path, err.msg);
 	}
 	if (stopped) {
-		json_t *c = q(o, "cont", NULL, -1, NULL);
+		struct vm_err e2;
 
-		json_decref(c);
+		qmp_exec(&qm, "cont", NULL, NULL, &e2);
 	}
-	(void)added;
-	return e;
+	/* nodes of a failed attempt: not in the graph, gone with their fds */
+	if (rc)
+		for (size_t k = 0; k < o->nd; k++) {
+			char nn[20];
+			struct vm_err e2;
+
+			vmsd_node_name(names[k], nn);
+			qmp_exec(&qm, "blockdev-del", json_pack("{s:s}", "node-name", nn), NULL, &e2);
+		}
+	qmp_close(&qm);
+	json_decref(actions);
+	if (mfd >= 0)
+		close(mfd);
+	return rc ? reply_err(rc, "%s: %s", o->v->vmx_path, err.msg) : NULL;
 }
 
 static json_t *snap_create(struct sop *o, json_t *req)
@@ -812,8 +839,10 @@ static int job_wait(struct sop *o, const char *id, bool want_ready, struct task 
 			qmp1(o->v, "job-dismiss", json_pack("{s:s}", "id", id), -1, NULL, err);
 			return rc;
 		}
-		json_decref(ret);
-		if (want_ready && !strcmp(st, "ready"))
+		bool ready = !strcmp(st, "ready");
+
+		json_decref(ret);      /* st pointed into it */
+		if (want_ready && ready)
 			return 0;
 		sleep_ms(JOB_POLL_MS);
 	}

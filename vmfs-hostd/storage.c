@@ -2007,6 +2007,8 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	json_t *r;
 	int rc;
 
+	if ((r = snap_refuse(v, "migrate-storage")))
+		return r;
 	op_init(&o, a, v, req, "migrate-storage");
 	o.move = true;
 	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
@@ -2197,6 +2199,10 @@ json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req)
 	if (is_template(v))
 		return reply_err(EINVAL, "%s is a template: use `vmfsctl deploy` to create a VM from it",
 				 v->vmx_path);
+	json_t *r = snap_refuse(v, "clone");
+
+	if (r)
+		return r;
 	return copy_vm(a, v, req, "clone");
 }
 
@@ -2204,6 +2210,10 @@ json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req)
 {
 	if (!is_template(v))
 		return reply_err(EINVAL, "%s is not a template (vmfsctl template marks one)", v->vmx_path);
+	json_t *r = snap_refuse(v, "deploy");
+
+	if (r)
+		return r;
 	return copy_vm(a, v, req, "deploy");
 }
 
