@@ -947,7 +947,7 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 	struct vmsd *sd = o->sd;
 	char gone[VMSD_MAX_DELTAS][VM_NAME_MAX + 1], sname[VMSD_NAME_MAX + 1], mem[VM_NAME_MAX + 1];
 	const char *c_of[VM_MAX_DISKS] = {0};
-	char cfile[VM_MAX_DISKS][VM_NAME_MAX + 1], ffile[VM_MAX_DISKS][VM_NAME_MAX + 1];
+	char cfile[VM_MAX_DISKS][VM_NAME_MAX + 1] = {{0}}, ffile[VM_MAX_DISKS][VM_NAME_MAX + 1] = {{0}};
 	bool stopped = false;
 	struct vm_err err;
 	unsigned uid = s->uid;
