@@ -106,6 +106,9 @@ struct task;
 /* Waits for QEMU's migration (to a file, or an incoming one) to end; an
  * outgoing one reports its progress to T (NULL: none). */
 int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err);
+/* Saves a stopped guest's state into FD (a .vmss, a snapshot's .vmsn):
+ * QMP migrate to the descriptor, progress to T (NULL: none). */
+int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err);
 /* power.c */
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
 /* power-on that loads the memory state STATE_FILE (a snapshot's; kept) */

@@ -644,24 +644,13 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 		return reply_err(rc, "%s: cannot create %s: %s", v->vmx_path, vmss, strerror(-rc));
 	}
 	rc = qmp_exec(&q, "stop", NULL, NULL, &err);
-	/* QEMU 7.2 limits migration to 128 MiB/s by default (MAX_THROTTLE in
-	 * migration/migration.c), a pace meant for a network link: a save to
-	 * a file goes as fast as the disk (libvirt lifts the limit the same
-	 * way for its save-to-file) */
-	if (!rc)
-		rc = qmp_exec(&q, "migrate-set-parameters",
-			      json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, &err);
-	if (!rc)
-		rc = qmp_exec_fd(&q, "getfd", json_pack("{s:s}", "fdname", "vmss"), fd, NULL, &err);
-	if (!rc)
-		rc = qmp_exec(&q, "migrate", json_pack("{s:s}", "uri", "fd:vmss"), NULL, &err);
 	if (!rc) {
 		struct task t;
 
 		/* a progress bar for vmfsctl, a record for `tasks` (none when
 		 * the record cannot be made: t.j stays NULL) */
 		task_begin(&t, a, "suspend", v->vmx_path, NULL, false);
-		rc = wait_migration(&q, false, t.j ? &t : NULL, &err);
+		rc = save_state(&q, fd, t.j ? &t : NULL, &err);
 		if (t.j) {
 			json_t *r = rc ? reply_err(rc, "%s", err.msg) : reply_ok("saved");
 

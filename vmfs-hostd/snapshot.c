@@ -251,6 +251,22 @@ static const char *fmt_of(struct sop *o, const char *file)
 	return vmsd_delta_find(o->sd, file) ? "qcow2" : "raw";
 }
 
+/* A new delta FILE over PARENT becomes disk NODE's active file. */
+static void set_active(struct vmsd *sd, const char *node, const char *file, const char *parent)
+{
+	struct vmsd_delta *d = &sd->delta[sd->ndelta++];
+	size_t c;
+
+	snprintf(d->file, sizeof(d->file), "%s", file);
+	snprintf(d->parent, sizeof(d->parent), "%s", parent);
+	for (c = 0; c < sd->ncur && strcasecmp(sd->cur[c].node, node); c++)
+		;
+	if (c == sd->ncur)
+		sd->ncur++;
+	snprintf(sd->cur[c].node, sizeof(sd->cur[c].node), "%s", node);
+	snprintf(sd->cur[c].file, sizeof(sd->cur[c].file), "%s", file);
+}
+
 /* ---------------- the chains handed to QEMU (power-on, migration) ---------------- */
 
 int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char *extent,
@@ -472,15 +488,7 @@ static json_t *create_live(struct sop *o, int *fds, char names[][VM_NAME_MAX + 1
 	if (!rc)
 		rc = qmp_exec(&qm, "transaction", json_pack("{s:O}", "actions", actions), NULL, &err);
 	if (!rc && memfile) {
-		/* as suspend does (power.c): no 128 MiB/s cap on a file */
-		rc = qmp_exec(&qm, "migrate-set-parameters",
-			      json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, &err);
-		if (!rc)
-			rc = qmp_exec_fd(&qm, "getfd", json_pack("{s:s}", "fdname", "vmsn"), mfd, NULL, &err);
-		if (!rc)
-			rc = qmp_exec(&qm, "migrate", json_pack("{s:s}", "uri", "fd:vmsn"), NULL, &err);
-		if (!rc)
-			rc = wait_migration(&qm, false, t->j ? t : NULL, &err);
+		rc = save_state(&qm, mfd, t->j ? t : NULL, &err);
 		if (!rc && fsync(mfd))
 			rc = vm_errf(&err, -errno, "fsync %s: %s", memfile, strerror(errno));
 	}
@@ -586,19 +594,10 @@ static json_t *snap_create(struct sop *o, json_t *req)
 	for (size_t k = 0; k < o->nd; k++) {
 		const char *node = o->v->cfg.disks[o->di[k]].key;
 		const char *top = vmsd_top(&saved, node, o->base[k]);
-		struct vmsd_delta *d = &sd->delta[sd->ndelta++];
-		size_t c;
 
 		snprintf(s->disk[k].node, sizeof(s->disk[k].node), "%s", node);
 		snprintf(s->disk[k].file, sizeof(s->disk[k].file), "%s", top);
-		snprintf(d->file, sizeof(d->file), "%s", names[k]);
-		snprintf(d->parent, sizeof(d->parent), "%s", top);
-		for (c = 0; c < sd->ncur && strcasecmp(sd->cur[c].node, node); c++)
-			;
-		if (c == sd->ncur)
-			sd->ncur++;
-		snprintf(sd->cur[c].node, sizeof(sd->cur[c].node), "%s", node);
-		snprintf(sd->cur[c].file, sizeof(sd->cur[c].file), "%s", names[k]);
+		set_active(sd, node, names[k], top);
 	}
 	sd->last_delta += (unsigned)o->nd;
 	sd->current = s->uid;
@@ -727,6 +726,9 @@ static json_t *snap_revert(struct sop *o, json_t *req)
 			return reply_err(EBUSY, "%s is suspended: its saved state belongs to the current disks; "
 					 "resume it (and power it off) before reverting", o->v->vmx_path);
 	}
+	if (sd->ndelta + o->nd > VMSD_MAX_DELTAS)
+		return reply_err(E2BIG, "%s: %zu delta files: delete snapshots first", o->v->vmx_path,
+				 sd->ndelta);
 	if (s->memory[0] && !file_exists_at(o->v->dirfd, s->memory))
 		return reply_err(ENOENT, "%s: snapshot '%s': its memory state %s is missing", o->v->vmx_path,
 				 name, s->memory);
@@ -762,17 +764,7 @@ static json_t *snap_revert(struct sop *o, json_t *req)
 			return reply_err(rc, "%s: %s", o->v->vmx_path, err.msg);
 		}
 		fds[k] = rc;
-		struct vmsd_delta *d = &sd->delta[sd->ndelta++];
-		size_t c;
-
-		snprintf(d->file, sizeof(d->file), "%s", names[k]);
-		snprintf(d->parent, sizeof(d->parent), "%s", frozen);
-		for (c = 0; c < sd->ncur && strcasecmp(sd->cur[c].node, node); c++)
-			;
-		if (c == sd->ncur)
-			sd->ncur++;
-		snprintf(sd->cur[c].node, sizeof(sd->cur[c].node), "%s", node);
-		snprintf(sd->cur[c].file, sizeof(sd->cur[c].file), "%s", names[k]);
+		set_active(sd, node, names[k], frozen);
 	}
 	sd->last_delta += (unsigned)o->nd;
 	sd->current = s->uid;

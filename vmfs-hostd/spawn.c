@@ -188,6 +188,24 @@ int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *ds
 	return 0;
 }
 
+int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err)
+{
+	/* QEMU 7.2 limits migration to 128 MiB/s by default (MAX_THROTTLE in
+	 * migration/migration.c), a pace meant for a network link: a save to
+	 * a file goes as fast as the disk (libvirt lifts the limit the same
+	 * way for its save-to-file) */
+	int rc = qmp_exec(q, "migrate-set-parameters",
+			  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, err);
+
+	if (!rc)
+		rc = qmp_exec_fd(q, "getfd", json_pack("{s:s}", "fdname", "state"), fd, NULL, err);
+	if (!rc)
+		rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", "fd:state"), NULL, err);
+	if (!rc)
+		rc = wait_migration(q, false, t, err);
+	return rc;
+}
+
 int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err)
 {
 	int64_t deadline = now_ms() + MIGRATE_TIMEOUT_MS;

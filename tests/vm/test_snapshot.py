@@ -42,10 +42,6 @@ import vmtest  # noqa: E402
 NAME = "snap"
 
 
-def boots(text):
-    return [int(m) for m in re.findall(r"vmfs-guest: previous counter (-?\d+)", text)]
-
-
 def body(c):
     kernel, initrd = vmtest.guest()
     with vmtest.Volume("snap", size="2G", checker=c) as vol:
@@ -126,8 +122,8 @@ def body(c):
         # 3. the guest reads s1's counter; s2 live; s3 live with memory
         print("  boot on s1, s2 and s3 live", flush=True)
         a.ok("power-on", vm)
-        vmtest.wait_for(lambda: boots(log()), 180, "the guest's boot line")
-        c.eq(boots(log())[-1], n1, "counter the guest read over s1")
+        vmtest.wait_for(lambda: vmtest.boots(log()), 180, "the guest's boot line")
+        c.eq(vmtest.boots(log())[-1], n1, "counter the guest read over s1")
         vmtest.wait_counter(vm, NAME, n1 + 2, timeout=120)
         b2 = last()
         a.ok("snapshot", "create", vm, "s2")
@@ -154,16 +150,16 @@ def body(c):
         first = vmtest.counters(log())[0]
         c.check(b3 < first <= a3 + 1, "first counter after revert to s3: %d not in (%d, %d]"
                 % (first, b3, a3 + 1))
-        c.eq(boots(log()), [], "boot lines after the revert to s3 (it resumes, no reboot)")
+        c.eq(vmtest.boots(log()), [], "boot lines after the revert to s3 (it resumes, no reboot)")
         a.ok("snapshot", "revert", vm, "s1")
         c.eq(a.info(vm)["state"], "off", "state after revert to s1 (no memory)")
         a.ok("power-on", vm)
-        vmtest.wait_for(lambda: boots(log()), 180, "the boot line over s1")
-        c.eq(boots(log())[-1], n1, "counter read after revert to s1")
+        vmtest.wait_for(lambda: vmtest.boots(log()), 180, "the boot line over s1")
+        c.eq(vmtest.boots(log())[-1], n1, "counter read after revert to s1")
         a.ok("snapshot", "revert", vm, "s2")
         a.ok("power-on", vm)
-        vmtest.wait_for(lambda: boots(log()), 180, "the boot line over s2")
-        p2 = boots(log())[-1]
+        vmtest.wait_for(lambda: vmtest.boots(log()), 180, "the boot line over s2")
+        p2 = vmtest.boots(log())[-1]
         c.check(b2 <= p2 <= a2, "counter read after revert to s2: %d not in [%d, %d]" % (p2, b2, a2))
         vmtest.wait_counter(vm, NAME, p2 + 2, timeout=120)
 
@@ -180,7 +176,7 @@ def body(c):
             c.eq(len(deltas()), left, "deltas after deleting %s online: %s" % (name, deltas()))
         c.eq([s["name"] for s in snaps()["snapshots"]], ["s1"], "snapshots after the online deletes")
         c.eq(vmtest.qemu_pids(a.state), pid, "the same QEMU ran through the deletes")
-        c.eq(boots(log())[-1], p2, "no reboot during the deletes")
+        c.eq(vmtest.boots(log())[-1], p2, "no reboot during the deletes")
         a.ok("power-off", vm)
         shown = vmtest.counters(log())[-1]
 

@@ -14,17 +14,12 @@ Registered with meson (suite snap-long, vm-snapshot-migrate).
 
 import json
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmtest  # noqa: E402
 
 NAME = "smig"
-
-
-def boots(text):
-    return [int(m) for m in re.findall(r"vmfs-guest: previous counter (-?\d+)", text)]
 
 
 def body(c):
@@ -60,7 +55,7 @@ def body(c):
         lk = os.getxattr(os.path.join(vm["B"], delta[0]), "user.vmfsd.lock").decode()
         c.check(lk.startswith("EXCL by B "), "the delta's lock after the migration: %s" % lk)
         vmtest.wait_counter(vm["B"], NAME, before + 3, timeout=120)
-        c.eq(len(boots(log())), 1, "boots after the migration (none expected on B)")
+        c.eq(len(vmtest.boots(log())), 1, "boots after the migration (none expected on B)")
         lst = json.loads(ag["B"].ok("--json", "snapshot", "list", vm["B"]))
         c.eq([s["name"] for s in lst["snapshots"]], ["s1"], "snapshots seen on B")
         b2 = last()
@@ -69,12 +64,12 @@ def body(c):
         a2 = last()
         ag["B"].ok("snapshot", "delete", vm["B"], "s1")
         vmtest.wait_counter(vm["B"], NAME, a2 + 2, timeout=60)
-        c.eq(len(boots(log())), 1, "boots after the delete on B")
+        c.eq(len(vmtest.boots(log())), 1, "boots after the delete on B")
         ag["B"].ok("power-off", vm["B"])
         ag["B"].ok("snapshot", "revert", vm["B"], "s2")
         ag["B"].ok("power-on", vm["B"])
-        vmtest.wait_for(lambda: boots(log()), 180, "the boot line over s2")
-        p2 = boots(log())[-1]
+        vmtest.wait_for(lambda: vmtest.boots(log()), 180, "the boot line over s2")
+        p2 = vmtest.boots(log())[-1]
         c.check(b2 <= p2 <= a2, "counter read over s2 on B: %d not in [%d, %d]" % (p2, b2, a2))
         ag["B"].ok("snapshot", "delete", vm["B"], "--all")
         c.eq([f for f in os.listdir(vm["B"]) if f.endswith(".qcow2")], [], "deltas left")
