@@ -79,6 +79,7 @@ def main():
     vmtest.require_env()
     kernel, initrd = vmtest.guest()
     c = vmtest.Checker("bench-snap")
+    load0 = os.getloadavg()[0]
     rows = []
     with vmtest.Volume("bench-snap", size="8G", checker=c) as vol:
         mnt = vol.mount("A")
@@ -135,10 +136,12 @@ def main():
         dt = time.monotonic() - t
         rows.append(("offline consolidation (qemu-img commit, 3 deltas, %.0f MiB allocated in them)"
                      % (data / MiB), "%.1f s, %.0f MB/s" % (dt, data / dt / 1e6)))
-    out = ["", "## Snapshots (bench/snap.py, %s)" % datetime.date.today().isoformat(), "",
-           "`bench/snap.py --count %d --data %d --ops %d` on %s, %d CPUs; TCG guest; the "
-           "volume is an image file on the host's disk." % (args.count, args.data, args.ops,
-                                                            os.uname().nodename, os.cpu_count()),
+    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or "?"
+    out = ["", "## Snapshots, %s UTC" % datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"), "",
+           "Command: `bench/snap.py --count %d --data %d --ops %d`; commit %s; %d CPUs, load "
+           "average at start %.2f; TCG guest; the volume is an image file on the host's disk."
+           % (args.count, args.data, args.ops, commit, os.cpu_count(), load0),
            "", "| measure | result |", "|---|---|"]
     out += ["| %s | %s |" % r for r in rows]
     text = "\n".join(out) + "\n"

@@ -947,6 +947,7 @@ out:
 	if (m.lrfd >= 0)
 		close(m.lrfd);
 	files_close(&m.fl);
+	free(m.sd);
 	vmctx_close(&m.v);
 }
 

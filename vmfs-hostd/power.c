@@ -151,7 +151,7 @@ static json_t *pon_open_files(struct pon *p)
 		return reply_err(rc, "%s: %s (refused: fix or remove the file)", v->vmx_path, err.msg);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		const struct vm_disk *d = &c->disks[i];
-		char key[40];
+		char key[40], extent[VM_NAME_MAX + 1] = "";
 		int fd;
 
 		snprintf(key, sizeof(key), "%s.fileName", d->key);
@@ -184,17 +184,15 @@ static json_t *pon_open_files(struct pon *p)
 						 (long long)st.st_size, desc.sectors * 512, d->file);
 			}
 			p->l.disk_size[i] = desc.sectors * 512;
+			snprintf(extent, sizeof(extent), "%s", desc.extent);
 		}
 		p->l.disk_fd[i] = pon_pass_fd(p, fd);
 		if (!d->cdrom) {
 			/* its snapshot deltas, locked like the extent */
 			char failed[VM_NAME_MAX + 1] = "";
-			struct vmdk_desc desc;
 
-			rc = vmdk_load(v->dirfd, d->file, &desc, &err);
-			if (!rc)
-				rc = snap_chain_open(v, p->sd, i, desc.extent, O_RDWR, &p->l, pass_cb, p, failed,
-						     sizeof(failed), &err);
+			rc = snap_chain_open(v, p->sd, i, extent, O_RDWR, &p->l, pass_cb, p, failed,
+					     sizeof(failed), &err);
 			if (rc == -EBUSY)
 				return pon_busy_disk(p, failed);
 			if (rc)
