@@ -399,15 +399,16 @@ json_t *snap_refuse(struct vmctx *v, const char *what)
 	return NULL;
 }
 
-/* ---------------- QMP helpers ---------------- */
-
-/* QMP on a connection of its own (qmp1); a reply on error */
-static json_t *q(struct sop *o, const char *cmd, json_t *args, int fd, json_t **ret)
+/* The guest stopped for an active commit's switch runs again (a failure
+ * is logged: `vmfsctl resume` continues it by hand). */
+static void guest_cont(struct sop *o)
 {
 	struct vm_err err;
-	int rc = qmp1(o->v, cmd, args, fd, ret, &err);
+	int rc = qmp1(o->v, "cont", NULL, -1, NULL, &err);
 
-	return rc ? reply_err(rc, "%s: %s: %s", o->v->vmx_path, cmd, err.msg) : NULL;
+	if (rc)
+		agent_event(o->a, o->v->vmx_path, "snapshot.cont-failed",
+			    "the guest stopped for a snapshot delete could not be continued: %s", err.msg);
 }
 
 /* ---------------- create ---------------- */
@@ -983,7 +984,7 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 	}
 	if (rc) {
 		if (stopped)
-			json_decref(q(o, "cont", NULL, -1, NULL));
+			guest_cont(o);
 		return reply_err(rc, "%s: deleting snapshot '%s' failed: %s (the VM's disks are intact; "
 				 "the snapshot stays marked as being deleted: run the delete again)",
 				 o->v->vmx_path, sname, err.msg);
@@ -1027,7 +1028,7 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 	vmsd_gc(sd, gone, VMSD_MAX_DELTAS, &ng);
 	rc = sop_save(o);
 	if (stopped)
-		json_decref(q(o, "cont", NULL, -1, NULL));
+		guest_cont(o);
 	if (rc)
 		return reply_err(rc, "%s: cannot write %s: %s", o->v->vmx_path, o->vmsd_name, strerror(-rc));
 	for (size_t d = 0; d < VM_MAX_DISKS; d++)
