@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,24 @@
  * snapshots") */
 #define SNAP_WARN_S (24 * 3600)
 #define SNAP_CRIT_S (72 * 3600)
+
+/* Fault injection for the crash tests (tests/vm/test_snapshot_crash.py):
+ * the agent's environment VMFS_HOSTD_SNAP_FAULT names a point where the
+ * agent dies at once (SIGKILL of the agent and of this request's child),
+ * its QEMU left running, as if the agent had crashed there:
+ *   create-before-switch  the .vmsd names the new deltas, QEMU not switched
+ *   commit-running        block-commit started, the job running in QEMU
+ *   commit-switched       an active commit completed (the guest stopped on
+ *                         the base), the .vmsd not yet rewritten */
+static void fault_point(const char *name)
+{
+	const char *f = getenv("VMFS_HOSTD_SNAP_FAULT");
+
+	if (!f || strcmp(f, name))
+		return;
+	kill(getppid(), SIGKILL);
+	_exit(1);
+}
 
 /* One snapshot operation: the VM, its disks, the tree. */
 struct sop {
@@ -611,6 +630,7 @@ static json_t *snap_create(struct sop *o, json_t *req)
 	if (o->qpid) {
 		int64_t t0 = now_ms();
 
+		fault_point("create-before-switch");
 		if (memory)
 			task_begin(&t, o->a, "snapshot", o->v->vmx_path, NULL, true);
 		e = create_live(o, fds, names, memory ? memfile : NULL, &t);
@@ -865,6 +885,8 @@ static int commit_live(struct sop *o, size_t k, const char *c, const char *f, bo
 		json_object_set_new(args, "base-node", json_string(fnn));
 	rc = qmp1(o->v, "block-commit", args, -1, NULL, err);
 	if (!rc)
+		fault_point("commit-running");
+	if (!rc)
 		rc = job_wait(o, id, active, t, err);
 	if (!rc && active) {
 		rc = qmp1(o->v, "stop", NULL, -1, NULL, err);
@@ -989,6 +1011,8 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 				 "the snapshot stays marked as being deleted: run the delete again)",
 				 o->v->vmx_path, sname, err.msg);
 	}
+	if (stopped)
+		fault_point("commit-switched");
 	/* the tree without C: what stood on C stands on F, what ran on C
 	 * runs on F, a snapshot that froze C froze F; S goes, its children
 	 * hang on its parent */
