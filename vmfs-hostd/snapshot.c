@@ -89,6 +89,44 @@ struct sop {
 	int lockfd;                              /* stopped VM: its lock record, held */
 };
 
+/* What only the agent can check of a parsed .vmsd (it knows the disks):
+ * every delta stands, down its parents, on one of the VM's flat extents,
+ * and what a snapshot froze is a delta or that disk's own extent.  Else a
+ * hand-made .vmsd could have a commit write guest data into any file of
+ * the folder. */
+static int sop_check(struct sop *o, struct vm_err *err)
+{
+	struct vmsd *sd = o->sd;
+
+	for (size_t i = 0; i < sd->ndelta; i++) {
+		const char *f = sd->delta[i].parent;
+		bool ok = false;
+
+		for (size_t steps = 0; vmsd_delta_find(sd, f) && steps <= sd->ndelta; steps++)
+			f = vmsd_delta_find(sd, f)->parent;
+		for (size_t k = 0; k < o->nd; k++)
+			ok |= !strcmp(f, o->base[k]);
+		if (!ok)
+			return vm_errf(err, -EINVAL, "delta %s stands on %s, which is no disk's flat extent",
+				       sd->delta[i].file, f);
+	}
+	for (size_t i = 0; i < sd->nsnap; i++)
+		for (size_t d = 0; d < sd->snap[i].ndisks; d++) {
+			const struct vmsd_ref *r = &sd->snap[i].disk[d];
+			size_t k;
+
+			for (k = 0; k < o->nd && strcasecmp(o->v->cfg.disks[o->di[k]].key, r->node); k++)
+				;
+			if (k == o->nd)
+				continue;     /* a disk removed from the .vmx since: left alone */
+			if (strcmp(r->file, o->base[k]) && !vmsd_delta_find(sd, r->file))
+				return vm_errf(err, -EINVAL, "snapshot '%s' froze %s for disk %s: neither a "
+					       "delta nor that disk's extent %s", sd->snap[i].name, r->file,
+					       r->node, o->base[k]);
+		}
+	return 0;
+}
+
 static json_t *sop_open(struct agent *a, struct vmctx *v, struct sop *o)
 {
 	struct vm_err err;
@@ -117,6 +155,9 @@ static json_t *sop_open(struct agent *a, struct vmctx *v, struct sop *o)
 	rc = vmsd_load(v->dirfd, o->vmsd_name, o->sd, &err);
 	if (rc)
 		return reply_err(rc, "%s: %s (refused: fix or remove the file)", v->vmx_path, err.msg);
+	if ((rc = sop_check(o, &err)))
+		return reply_err(rc, "%s: %s: %s (refused: fix or remove the file)", v->vmx_path,
+				 o->vmsd_name, err.msg);
 	o->qpid = vm_qemu_pid(v);
 	return NULL;
 }
@@ -973,7 +1014,14 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 	snprintf(mem, sizeof(mem), "%s", s->memory);
 	for (size_t d = 0; d < s->ndisks; d++) {
 		const struct vmsd_delta *c = NULL;
-		size_t n = vmsd_children(sd, s->disk[d].file, &c);
+		size_t n = vmsd_children(sd, s->disk[d].file, &c), k;
+
+		for (k = 0; k < o->nd && strcasecmp(o->v->cfg.disks[o->di[k]].key, s->disk[d].node); k++)
+			;
+		if (k == o->nd && n)
+			return reply_err(ENOENT, "%s: snapshot '%s' has changes of disk %s, which the .vmx no "
+					 "longer has: put the disk back to merge them", o->v->vmx_path, sname,
+					 s->disk[d].node);
 
 		if (n > 1)
 			return reply_err(EBUSY, "%s: snapshot '%s': %zu deltas stand on its file %s (a revert "
@@ -995,8 +1043,6 @@ static json_t *delete_one(struct sop *o, struct vmsd_snap *s, struct task *t)
 			continue;
 		for (k = 0; k < o->nd && strcasecmp(o->v->cfg.disks[o->di[k]].key, s->disk[d].node); k++)
 			;
-		if (k == o->nd)
-			continue;     /* a disk removed from the .vmx since */
 		for (size_t c = 0; c < sd->ncur; c++)
 			active |= !strcmp(sd->cur[c].file, cfile[d]);
 		if (o->qpid)

@@ -729,7 +729,9 @@ static void print_human(const char *cmd, json_t *r)
 		else if (lk)
 			printf("lock:        held by host %s\n", jstr(lk, "host"));
 		printf("log:         %s\n", jstr(r, "log"));
-		if (json_object_get(r, "snapshots")) {
+		if (json_object_get(json_object_get(r, "snapshots"), "error")) {
+			printf("snapshots:   %s\n", jstr(json_object_get(r, "snapshots"), "error"));
+		} else if (json_object_get(r, "snapshots")) {
 			json_t *sn = json_object_get(r, "snapshots");
 			char b[32];
 

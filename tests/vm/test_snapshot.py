@@ -84,13 +84,25 @@ def body(c):
             ('vmfsd.disk0.node = "scsi0:0"\nvmfsd.disk0.current = "gone.qcow2"\n',
              "neither a delta"),
             ('snapshot0.createTime = "-5"\n', "not a number"),
+            # a commit would write the guest's data into the kernel file
+            ('snapshot.lastUID = "1"\nsnapshot0.uid = "1"\nsnapshot0.displayName = "a"\n'
+             'snapshot0.disk0.node = "scsi0:0"\nsnapshot0.disk0.fileName = "vmlinuz"\n',
+             "neither a delta nor"),
+            ('vmfsd.delta0.fileName = "a.qcow2"\nvmfsd.delta0.parent = "vmlinuz"\n',
+             "no disk's flat extent"),
         ]
         for text, needle in hostile:
             with open(vmsd, "w") as f:
                 f.write(text)
-            c.refused(a.ctl("power-on", vm), "power-on with .vmsd %r" % text[:40], needle)
+            # power-on checks the chain it runs on; the snapshot commands
+            # check the whole tree against the VM's disks
+            if "vmlinuz" not in text:
+                c.refused(a.ctl("power-on", vm), "power-on with .vmsd %r" % text[:40], needle)
             if "gone.qcow2" not in text:
                 c.refused(a.ctl("snapshot", "list", vm), "list with .vmsd %r" % text[:40], needle)
+            if "vmlinuz" in text:
+                c.refused(a.ctl("snapshot", "delete", vm, "--all"), "delete with .vmsd %r"
+                          % text[:40], needle)
         c.eq(vmtest.qemu_pids(a.state), [], "QEMUs after the hostile .vmsd files")
         os.unlink(vmsd)
         c.refused(a.ctl("snapshot", "revert", vm, "nope"), "revert to a missing snapshot", "no snapshot")
