@@ -85,6 +85,80 @@ static int add_json(struct strv *s, const char *opt, json_t *j)
 	return rc;
 }
 
+/* The "file" node of descriptor FD (a flat extent, a delta or an ISO). */
+static json_t *file_node(const struct vm_launch *l, int fd, bool cdrom)
+{
+	json_t *file = json_object();
+	char path[64];
+
+	if (!file)
+		return NULL;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	json_object_set_new(file, "driver", json_string("file"));
+	json_object_set_new(file, "filename", json_string(path));
+	json_object_set_new(file, "aio", json_string(cdrom ? "threads" : l->aio));
+	json_object_set_new(file, "cache", json_pack("{s:b,s:b}", "direct", !cdrom, "no-flush", 0));
+	/* the cluster lock and the .vmx.lck record guard the image;
+	 * QEMU's own OFD locks add nothing across hosts */
+	json_object_set_new(file, "locking", json_string("off"));
+	if (!cdrom)
+		json_object_set_new(file, "discard", json_string("unmap"));
+	/* live migration's destination: the disk opens read-only (the
+	 * source still holds its lock; docs/cluster.md §4.7) and is
+	 * reopened read-write when QEMU activates it at cont */
+	if (l->migrate_in && !cdrom)
+		json_object_set_new(file, "auto-read-only", json_true());
+	return file;
+}
+
+/* The block node of disk I: the flat extent as "raw", or with snapshots
+ * (docs/vm.md "Snapshots") its qcow2 deltas, top first, each one's
+ * backing given here explicitly down to the raw extent: a backing name in
+ * a qcow2 header means nothing when files are descriptors.  Nodes of a
+ * chain are named after their files (vmsd_node_name), so the agent finds
+ * them again for block-commit. */
+static json_t *disk_node(const struct vm_launch *l, size_t i)
+{
+	const struct vm_disk *d = &l->cfg->disks[i];
+	size_t n = d->cdrom ? 0 : l->chain_len[i];
+	json_t *below = NULL;
+
+	for (size_t k = n + 1; k-- > 0;) {
+		bool base = k == n;
+		json_t *node = json_object(), *file;
+		char nn[20];
+
+		file = file_node(l, base ? l->disk_fd[i] : l->chain_fd[i][k], d->cdrom);
+		if (!node || !file) {
+			json_decref(node);
+			json_decref(file);
+			json_decref(below);
+			return NULL;
+		}
+		json_object_set_new(node, "driver", json_string(base ? "raw" : "qcow2"));
+		if (n) {
+			vmsd_node_name(l->chain_name[i][k], nn);
+			json_object_set_new(node, "node-name", json_string(nn));
+		} else {
+			json_object_set_new(node, "node-name", json_sprintf("disk%zu", i));
+		}
+		json_object_set_new(node, "file", file);
+		json_object_set_new(node, "read-only", json_boolean(d->cdrom));
+		if (l->migrate_in && !d->cdrom)
+			json_object_set_new(node, "auto-read-only", json_true());
+		if (!d->cdrom) {
+			json_object_set_new(node, "discard", json_string("unmap"));
+			json_object_set_new(node, "cache", json_pack("{s:b,s:b}", "direct", 1, "no-flush", 0));
+		}
+		if (base && !d->cdrom)
+			json_object_set_new(node, "size", json_integer((json_int_t)l->disk_size[i]));
+		if (!base)
+			json_object_set_new(node, "backing", below);
+		below = node;
+	}
+	return below;
+}
+
 int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 {
 	const struct vm_config *c = l->cfg;
@@ -179,47 +253,19 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 	}
 	for (size_t i = 0; i < c->ndisks; i++) {
 		const struct vm_disk *d = &c->disks[i];
-		json_t *file = json_object(), *node = json_object();
-		char path[64];
+		json_t *node = disk_node(l, i);
+		char top[24];
 
-		if (!file || !node) {
-			json_decref(file);
-			json_decref(node);
+		if (!node) {
 			rc = -ENOMEM;
 			goto oom;
 		}
-		snprintf(path, sizeof(path), "/proc/self/fd/%d", l->disk_fd[i]);
-		json_object_set_new(file, "driver", json_string("file"));
-		json_object_set_new(file, "filename", json_string(path));
-		json_object_set_new(file, "aio", json_string(d->cdrom ? "threads" : l->aio));
-		json_object_set_new(file, "cache", json_pack("{s:b,s:b}", "direct", !d->cdrom,
-							      "no-flush", 0));
-		/* the cluster lock and the .vmx.lck record guard the image;
-		 * QEMU's own OFD locks add nothing across hosts */
-		json_object_set_new(file, "locking", json_string("off"));
-		if (!d->cdrom)
-			json_object_set_new(file, "discard", json_string("unmap"));
-		json_object_set_new(node, "driver", json_string("raw"));
-		json_object_set_new(node, "node-name", json_sprintf("disk%zu", i));
-		json_object_set_new(node, "file", file);
-		json_object_set_new(node, "read-only", json_boolean(d->cdrom));
-		/* live migration's destination: the disk opens read-only
-		 * (the source still holds its lock; docs/cluster.md §4.7)
-		 * and is reopened read-write when QEMU activates it at cont */
-		if (l->migrate_in && !d->cdrom) {
-			json_object_set_new(node, "auto-read-only", json_true());
-			json_object_set_new(file, "auto-read-only", json_true());
-		}
-		if (!d->cdrom) {
-			json_object_set_new(node, "discard", json_string("unmap"));
-			json_object_set_new(node, "cache", json_pack("{s:b,s:b}", "direct", 1, "no-flush", 0));
-			json_object_set_new(node, "size", json_integer((json_int_t)l->disk_size[i]));
-		}
+		snprintf(top, sizeof(top), "%s", json_string_value(json_object_get(node, "node-name")));
 		if ((rc = add_json(a, "-blockdev", node)))
 			goto oom;
 		ADD("-device");
 		if (d->cdrom)
-			ADDF("ide-cd,drive=disk%zu,bus=ide.%zu", i, i % 6);
+			ADDF("ide-cd,drive=%s,bus=ide.%zu", top, i % 6);
 		else
 			/* werror=enospc: a write the datastore has no room
 			 * for pauses the VM (QEMU's "io-error" state) instead
@@ -227,7 +273,7 @@ int vm_qemu_argv(const struct vm_launch *l, struct strv *a, struct vm_err *err)
 			 * `resume` continues once space was freed (docs/vm.md).
 			 * Any other error, like a fenced volume's EIO, reaches
 			 * the guest.  (Both are QEMU's defaults, stated here.) */
-			ADDF("virtio-blk-pci,drive=disk%zu,id=vd%zu,werror=enospc,rerror=report", i, i);
+			ADDF("virtio-blk-pci,drive=%s,id=vd%zu,werror=enospc,rerror=report", top, i);
 	}
 	for (size_t i = 0; i < c->nnics; i++) {
 		const struct vm_nic *n = &c->nics[i];

@@ -156,6 +156,78 @@ int vmdk_parse(const char *text, size_t len, const char *what, struct vmdk_desc 
 char *vmdk_format(const struct vmdk_desc *d);
 int vmdk_load(int dirfd, const char *name, struct vmdk_desc *d, struct vm_err *err);
 
+/* ------------------------------------------------------------ snapshots (.vmsd) */
+/* <vm>.vmsd: the snapshot tree and the delta chains (docs/vm.md
+ * "Snapshots").  A delta is a qcow2 file in the VM folder over its parent
+ * (another delta or the disk's flat extent); QEMU is always given the
+ * chain explicitly, never the backing name inside a qcow2 header.  The
+ * file is untrusted like the .vmx: bounded, names confined to the folder,
+ * every reference checked. */
+#define VMSD_MAX_SNAPS 32          /* VMware's supported maximum per chain */
+#define VMSD_MAX_DELTAS 128        /* delta files of all disks together */
+#define VMSD_NAME_MAX 128          /* a snapshot's display name */
+/* descriptors power-on may hand QEMU: disks and their deltas, kernel,
+ * initrd, serial log, lock record */
+#define VM_MAX_FILES (VM_MAX_DISKS + VMSD_MAX_DELTAS + 4)
+
+enum vmsd_state { VMSD_OK = 0, VMSD_CREATING, VMSD_DELETING };
+
+struct vmsd_ref {
+	char node[16];                   /* the disk's .vmx device key, "scsi0:0" */
+	char file[VM_NAME_MAX + 1];      /* a delta (.qcow2) or the flat extent */
+};
+
+struct vmsd_delta {
+	char file[VM_NAME_MAX + 1];      /* "<disk>-000001.qcow2" */
+	char parent[VM_NAME_MAX + 1];    /* its backing: a delta or the flat extent */
+};
+
+struct vmsd_snap {
+	unsigned uid, parent;            /* parent 0: a root */
+	char name[VMSD_NAME_MAX + 1];
+	char desc[VMX_MAX_VALUE + 1];
+	int64_t created;                 /* Unix seconds */
+	char memory[VM_NAME_MAX + 1];    /* the saved running state, "" none */
+	enum vmsd_state state;
+	size_t ndisks;
+	struct vmsd_ref disk[VM_MAX_DISKS];   /* each disk's file frozen by it */
+};
+
+struct vmsd {
+	unsigned last_uid, last_delta, current;   /* current: uid the VM runs from, 0 none */
+	size_t nsnap, ndelta, ncur;
+	struct vmsd_snap snap[VMSD_MAX_SNAPS];
+	struct vmsd_delta delta[VMSD_MAX_DELTAS];
+	struct vmsd_ref cur[VM_MAX_DISKS];        /* each disk's active (top) file */
+};
+
+/* Parses .vmsd text (untrusted): bounds, names, references and cycles. */
+int vmsd_parse(const char *text, size_t len, const char *what, struct vmsd *s,
+	       struct vm_err *err);
+char *vmsd_format(const struct vmsd *s);
+/* Loads <vm>.vmsd of the folder; a missing file is an empty tree. */
+int vmsd_load(int dirfd, const char *name, struct vmsd *s, struct vm_err *err);
+/* Writes it atomically: a temporary file, fsync, rename, fsync of the
+ * folder (DIR_PATH; NULL skips that). */
+int vmsd_save(int dirfd, const char *dir_path, const char *name, const struct vmsd *s);
+struct vmsd_snap *vmsd_find(struct vmsd *s, const char *name_or_uid);
+struct vmsd_delta *vmsd_delta_find(struct vmsd *s, const char *file);
+/* the active file of disk NODE: its top delta, or BASE (the flat extent) */
+const char *vmsd_top(const struct vmsd *s, const char *node, const char *base);
+/* Disk NODE's chain from file TOP down to BASE: out[0] = TOP ... the last
+ * delta above BASE (BASE itself not included); *n = 0 when TOP is BASE.
+ * -EINVAL + message when the chain does not end at BASE. */
+int vmsd_chain(const struct vmsd *s, const char *node, const char *top, const char *base,
+	       char out[][VM_NAME_MAX + 1], size_t max, size_t *n, struct vm_err *err);
+/* how many deltas have FILE as their parent */
+size_t vmsd_children(const struct vmsd *s, const char *file, const struct vmsd_delta **first);
+/* Drops the deltas nothing needs any more (no snapshot freezes them, no
+ * disk runs on them, no needed delta stands on them); their names go to
+ * GONE (up to max; *n counted). */
+void vmsd_gc(struct vmsd *s, char gone[][VM_NAME_MAX + 1], size_t max, size_t *n);
+/* QEMU node name of a chain file (hash of its name: stable across hosts) */
+void vmsd_node_name(const char *file, char out[20]);
+
 /* ------------------------------------------------------------ host limits */
 struct vm_host_res {
 	unsigned cpus;          /* online CPUs */
@@ -204,6 +276,11 @@ struct vm_launch {
 	 * checks can never redirect QEMU elsewhere: */
 	int disk_fd[VM_MAX_DISKS];   /* flat extents (O_RDWR) or ISOs (O_RDONLY) */
 	uint64_t disk_size[VM_MAX_DISKS];
+	/* a disk with snapshots: its deltas, top first, over disk_fd (the
+	 * flat extent); names give the nodes their names (vmsd_node_name) */
+	size_t chain_len[VM_MAX_DISKS];
+	int chain_fd[VM_MAX_DISKS][VMSD_MAX_SNAPS + 1];
+	const char *chain_name[VM_MAX_DISKS][VMSD_MAX_SNAPS + 2];   /* deltas, then the extent */
 	int kernel_fd, initrd_fd, log_fd;   /* -1 when absent */
 	bool incoming;               /* -incoming defer -S: resume from a .vmss */
 	bool migrate_in;             /* live migration's destination: disks

@@ -363,7 +363,8 @@ static int datastore_root(const char *folder, char *root, size_t size)
 
 /* ---------------- disks and their locks ---------------- */
 
-/* The flat extents of V's disks (not CD-ROMs): names in the folder. */
+/* The flat extents of V's disks (not CD-ROMs), then the snapshot deltas
+ * of their chains (docs/vm.md "Snapshots"): names in the folder. */
 static int flat_extents(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t *n,
 			struct vm_err *err)
 {
@@ -379,7 +380,7 @@ static int flat_extents(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t *
 			return rc;
 		snprintf(names[(*n)++], VM_NAME_MAX + 8, "%s", desc.extent);
 	}
-	return 0;
+	return snap_delta_files(v, names, VM_MAX_FILES - 1, n, err);
 }
 
 static int xattr_set_at(int dirfd, const char *name, const char *value)
@@ -405,12 +406,13 @@ struct incoming {
 	char peer[INET6_ADDRSTRLEN];
 	struct vm_launch l;
 	struct files fl;
-	int src[VM_MAX_DISKS + 4], dst[VM_MAX_DISKS + 4], nfd;
+	int src[VM_MAX_FILES], dst[VM_MAX_FILES], nfd;
 	/* the files whose locks are handed to us: the flat extents, then
 	 * the lock record */
-	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
+	char extents[VM_MAX_FILES][VM_NAME_MAX + 8];
 	size_t nextents;
 	char lockname[VM_NAME_MAX + 8];
+	struct vmsd *sd;              /* the snapshot chains (names QEMU's nodes) */
 	int lrfd;                     /* the lock record, read-write, once ours */
 	char qmp_path[PATH_MAX + 16], ser_path[PATH_MAX + 16], pidfile[PATH_MAX + 16];
 	pid_t qpid;
@@ -424,10 +426,25 @@ static int in_pass_fd(struct incoming *m, int fd)
 	return m->dst[m->nfd++];
 }
 
+static int in_pass_cb(void *ctx, int fd)
+{
+	return in_pass_fd(ctx, fd);
+}
+
 static json_t *in_open_files(struct incoming *m)
 {
 	struct vmctx *v = &m->v;
 	struct vm_err err;
+	char vn[VM_NAME_MAX + 8];
+	int rc;
+
+	m->sd = calloc(1, sizeof(*m->sd));
+	if (!m->sd)
+		return reply_err(ENOMEM, "out of memory");
+	snprintf(vn, sizeof(vn), "%s.vmsd", v->cfg.name);
+	rc = vmsd_load(v->dirfd, vn, m->sd, &err);
+	if (rc)
+		return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
 
 	for (size_t i = 0, e = 0; i < v->cfg.ndisks; i++) {
 		const struct vm_disk *d = &v->cfg.disks[i];
@@ -455,6 +472,29 @@ static json_t *in_open_files(struct incoming *m)
 		if (fd < 0)
 			return reply_err(fd, "%s: %s", v->vmx_path, err.msg);
 		m->l.disk_fd[i] = in_pass_fd(m, fd);
+		if (!d->cdrom) {
+			/* its snapshot deltas: standby opens like the extent */
+			char chain[VMSD_MAX_SNAPS + 1][VM_NAME_MAX + 1], failed[VM_NAME_MAX + 1];
+			const char *ext = m->extents[e - 1];
+			size_t n = 0;
+
+			rc = vmsd_chain(m->sd, d->key, vmsd_top(m->sd, d->key, ext), ext, chain,
+					VMSD_MAX_SNAPS + 1, &n, &err);
+			for (size_t k = 0; !rc && k < n; k++) {
+				rc = xattr_set_at(v->dirfd, chain[k], "accept");
+				if (rc)
+					vm_errf(&err, rc, "%s: cannot accept a lock handover: %s", chain[k],
+						strerror(-rc));
+				else
+					snprintf(m->extents[e++], VM_NAME_MAX + 8, "%s", chain[k]);
+			}
+			m->nextents = e;
+			if (!rc)
+				rc = snap_chain_open(v, m->sd, i, ext, O_RDONLY, &m->l, in_pass_cb, m, failed,
+						     sizeof(failed), &err);
+			if (rc)
+				return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+		}
 	}
 	if (v->cfg.kernel[0]) {
 		int fd = open_in_folder(v->dirfd, v->cfg.kernel, O_RDONLY, "vmfsd.kernel", &err);
@@ -907,6 +947,7 @@ out:
 	if (m.lrfd >= 0)
 		close(m.lrfd);
 	files_close(&m.fl);
+	free(m.sd);
 	vmctx_close(&m.v);
 }
 
@@ -994,7 +1035,7 @@ json_t *agent_migrate(struct agent *a, json_t *req, int cfd)
 	const char *path = req_str(req, "path"), *dest = req_str(req, "host");
 	char root[PATH_MAX], pub[PATH_MAX + 300], text[2048], chost[256], cport[32], qmp_path[PATH_MAX + 16];
 	/* the flat extents, then the lock record: handed over in this order */
-	char extents[VM_MAX_DISKS + 1][VM_NAME_MAX + 8];
+	char extents[VM_MAX_FILES][VM_NAME_MAX + 8];
 	size_t nextents = 0;
 	struct vmctx v;
 	struct vm_err err;

@@ -17,6 +17,7 @@
  *   fence.c      kill-volume and the fence notice from vmfsd
  *   monitor.c    VM monitoring: QMP heartbeat, restart in place
  *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
+ *   snapshot.c   snapshots: create, list, revert, delete (vm/vmsd.c: the tree)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -263,6 +264,7 @@ static const struct {
 	{"clone", true, storage_clone},
 	{"template", true, storage_template},
 	{"deploy", true, storage_deploy},
+	{"snapshot", true, snapshot_cmd},
 };
 
 json_t *agent_request(struct agent *a, json_t *req)

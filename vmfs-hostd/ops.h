@@ -40,7 +40,7 @@
 
 /* spawn.c: descriptors handed to QEMU */
 struct files {
-	int fd[VM_MAX_DISKS + 4];     /* disks, kernel, initrd, log, lock record */
+	int fd[VM_MAX_FILES];     /* disks, kernel, initrd, log, lock record */
 	int n;
 };
 
@@ -110,11 +110,18 @@ struct task;
  * counts, an incoming one from the offset of IN_FD (the file QEMU reads
  * through a duplicate of it; -1: none). */
 int wait_migration(struct qmp *q, bool incoming, struct task *t, int in_fd, struct vm_err *err);
-/* the same as task OP of VM (suspend: to a file; resume: from IN_FD) */
-int wait_migration_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int in_fd,
-			struct vm_err *err);
+/* Saves a stopped guest's state into FD (a .vmss, a snapshot's .vmsn):
+ * QMP migrate to the descriptor, progress to T (NULL: none). */
+int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err);
+/* save_state (SAVE) or the wait for QEMU's load from FD (an incoming
+ * migration from that file), as task OP of VM: a progress bar for
+ * vmfsctl, a record for `tasks` */
+int state_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int fd, bool save,
+	       struct vm_err *err);
 /* power.c */
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
+/* power-on that loads the memory state STATE_FILE (a snapshot's; kept) */
+json_t *power_on_state(struct agent *a, struct vmctx *v, json_t *req, const char *state_file);
 json_t *power_off(struct agent *a, struct vmctx *v);
 json_t *shutdown_vm(struct agent *a, struct vmctx *v, json_t *req);
 json_t *reset_vm(struct agent *a, struct vmctx *v);
@@ -193,6 +200,21 @@ bool maint_active(const struct agent *a, int64_t *since_ms);
 /* the refusal of WHAT (a power-on, an incoming migration) in maintenance
  * mode, or NULL */
 json_t *maint_refuse(const struct agent *a, const char *vmx, const char *what);
+/* snapshot.c (docs/vm.md "Snapshots") */
+json_t *snapshot_cmd(struct agent *a, struct vmctx *v, json_t *req);
+/* Opens disk I's snapshot deltas (top first) with FLAGS for QEMU: each
+ * descriptor goes through PASS, the chain into L; FAILED gets the file
+ * that could not be opened (-EBUSY: another host holds it). */
+int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char *extent,
+		    int flags, struct vm_launch *l, int (*pass)(void *ctx, int fd), void *ctx,
+		    char *failed, size_t fsize, struct vm_err *err);
+/* the delta files in V's current chains (what a migration hands over) */
+int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max, size_t *n,
+		     struct vm_err *err);
+/* the refusal of WHAT (migrate-storage, clone) for a VM with snapshots, or NULL */
+json_t *snap_refuse(struct vmctx *v, const char *what);
+/* {count, oldest_created, oldest_age_s, size, level} or NULL (none) */
+json_t *snap_summary(int dirfd, const char *vm_name);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -28,8 +28,8 @@ struct pon {
 	struct vmctx *v;
 	struct vm_launch l;
 	struct files fl;              /* our descriptors, closed at the end */
-	int src[VM_MAX_DISKS + 4];    /* descriptor of ours ... */
-	int dst[VM_MAX_DISKS + 4];    /* ... and the number QEMU gets it as */
+	int src[VM_MAX_FILES];    /* descriptor of ours ... */
+	int dst[VM_MAX_FILES];    /* ... and the number QEMU gets it as */
 	int nfd;
 	char lockname[VM_NAME_MAX + 8], vmss[VM_NAME_MAX + 8];
 	char qmp_path[PATH_MAX + 16], ser_path[PATH_MAX + 16], pidfile[PATH_MAX + 16];
@@ -39,7 +39,15 @@ struct pon {
 	bool had_record;              /* the file existed before (not created by us) */
 	int lockfd;
 	pid_t qpid;
+	struct vmsd *sd;              /* the snapshot tree: the disks' chains */
+	const char *state_file;       /* revert to a snapshot: its memory (kept) */
 };
+
+static int pon_pass_fd(struct pon *p, int fd);
+static int pass_cb(void *ctx, int fd)
+{
+	return pon_pass_fd(ctx, fd);
+}
 
 /* Queues descriptor FD for QEMU; returns the number QEMU will see it as. */
 static int pon_pass_fd(struct pon *p, int fd)
@@ -68,6 +76,12 @@ static json_t *pon_check(struct pon *p, bool want_resume)
 		return mr;
 	vmss_name(v, p->vmss, sizeof(p->vmss));
 	p->l.incoming = file_exists_at(v->dirfd, p->vmss);
+	if (p->state_file && p->l.incoming)
+		return reply_err(EBUSY, "%s is suspended: resume it instead", v->vmx_path);
+	if (p->state_file) {
+		snprintf(p->vmss, sizeof(p->vmss), "%s", p->state_file);
+		p->l.incoming = true;
+	}
 	if (want_resume && !p->l.incoming)
 		return reply_err(ENOENT, "%s is not suspended (no %s)", v->vmx_path, p->vmss);
 	rc = vm_check_resources(c->vcpus, c->mem_mib, &p->a->res, &err);
@@ -125,10 +139,19 @@ static json_t *pon_open_files(struct pon *p)
 	struct vmctx *v = p->v;
 	struct vm_config *c = &v->cfg;
 	struct vm_err err;
+	char vn[VM_NAME_MAX + 8];
+	int rc;
 
+	p->sd = calloc(1, sizeof(*p->sd));
+	if (!p->sd)
+		return reply_err(ENOMEM, "out of memory");
+	snprintf(vn, sizeof(vn), "%s.vmsd", c->name);
+	rc = vmsd_load(v->dirfd, vn, p->sd, &err);
+	if (rc)
+		return reply_err(rc, "%s: %s (refused: fix or remove the file)", v->vmx_path, err.msg);
 	for (size_t i = 0; i < c->ndisks; i++) {
 		const struct vm_disk *d = &c->disks[i];
-		char key[40];
+		char key[40], extent[VM_NAME_MAX + 1] = "";
 		int fd;
 
 		snprintf(key, sizeof(key), "%s.fileName", d->key);
@@ -161,8 +184,20 @@ static json_t *pon_open_files(struct pon *p)
 						 (long long)st.st_size, desc.sectors * 512, d->file);
 			}
 			p->l.disk_size[i] = desc.sectors * 512;
+			snprintf(extent, sizeof(extent), "%s", desc.extent);
 		}
 		p->l.disk_fd[i] = pon_pass_fd(p, fd);
+		if (!d->cdrom) {
+			/* its snapshot deltas, locked like the extent */
+			char failed[VM_NAME_MAX + 1] = "";
+
+			rc = snap_chain_open(v, p->sd, i, extent, O_RDWR, &p->l, pass_cb, p, failed,
+					     sizeof(failed), &err);
+			if (rc == -EBUSY)
+				return pon_busy_disk(p, failed);
+			if (rc)
+				return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+		}
 	}
 	if (c->kernel[0]) {
 		int fd = open_in_folder(v->dirfd, c->kernel, O_RDONLY, "vmfsd.kernel", &err);
@@ -400,6 +435,8 @@ static void pon_record(struct pon *p)
 	write_text(path, v->vmx_path);
 	sfile(v, "accel", path, sizeof(path));
 	write_text(path, vm_accel_name(p->l.accel));
+	sfile(v, "aio", path, sizeof(path));        /* for nodes added later (snapshots) */
+	write_text(path, p->l.aio);
 	sfile(v, "pid", path, sizeof(path));
 	snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)p->qpid);
 	write_text(path, pidtxt);
@@ -426,7 +463,7 @@ static json_t *pon_load_state(struct pon *p)
 			rc = qmp_exec(&q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:vmss"), NULL,
 				      &err);
 		if (!rc)
-			rc = wait_migration_task(p->a, &q, "resume", v->vmx_path, fd, &err);
+			rc = state_task(p->a, &q, "resume", v->vmx_path, fd, false, &err);
 		if (!rc)
 			rc = qmp_exec(&q, "cont", NULL, NULL, &err);
 		qmp_close(&q);
@@ -441,14 +478,21 @@ static json_t *pon_load_state(struct pon *p)
 				 v->vmx_path, p->vmss, err.msg);
 	}
 	/* the state now lives in the running VM; resuming the same file
-	 * again later would roll the guest back over newer disk contents */
-	unlinkat(v->dirfd, p->vmss, 0);
+	 * again later would roll the guest back over newer disk contents
+	 * (a snapshot's memory stays: it goes with the snapshot) */
+	if (!p->state_file)
+		unlinkat(v->dirfd, p->vmss, 0);
 	return NULL;
 }
 
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 {
-	struct pon p = {.a = a, .v = v, .lockfd = -1,
+	return power_on_state(a, v, req, NULL);
+}
+
+json_t *power_on_state(struct agent *a, struct vmctx *v, json_t *req, const char *state_file)
+{
+	struct pon p = {.a = a, .v = v, .lockfd = -1, .state_file = state_file,
 			.l = {.cfg = &v->cfg, .qemu = a->qemu, .kernel_fd = -1, .initrd_fd = -1,
 			      .log_fd = -1}};
 	char path[PATH_MAX + 16];
@@ -473,10 +517,12 @@ json_t *power_on(struct agent *a, struct vmctx *v, json_t *req)
 		else if (p.locked && ftruncate(p.lockfd, 0) == 0)
 			(void)fsync(p.lockfd);
 		files_close(&p.fl);     /* the lock record's descriptor too */
+		free(p.sd);
 		return reply;
 	}
 	pon_record(&p);
 	files_close(&p.fl);
+	free(p.sd);
 	if (p.l.incoming && (reply = pon_load_state(&p)))
 		return reply;
 	inventory_edit(a, v->vmx_path, NULL);
@@ -596,19 +642,8 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 		return reply_err(rc, "%s: cannot create %s: %s", v->vmx_path, vmss, strerror(-rc));
 	}
 	rc = qmp_exec(&q, "stop", NULL, NULL, &err);
-	/* QEMU 7.2 limits migration to 128 MiB/s by default (MAX_THROTTLE in
-	 * migration/migration.c), a pace meant for a network link: a save to
-	 * a file goes as fast as the disk (libvirt lifts the limit the same
-	 * way for its save-to-file) */
 	if (!rc)
-		rc = qmp_exec(&q, "migrate-set-parameters",
-			      json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, &err);
-	if (!rc)
-		rc = qmp_exec_fd(&q, "getfd", json_pack("{s:s}", "fdname", "vmss"), fd, NULL, &err);
-	if (!rc)
-		rc = qmp_exec(&q, "migrate", json_pack("{s:s}", "uri", "fd:vmss"), NULL, &err);
-	if (!rc)
-		rc = wait_migration_task(a, &q, "suspend", v->vmx_path, -1, &err);
+		rc = state_task(a, &q, "suspend", v->vmx_path, fd, true, &err);
 	if (!rc && fsync(fd))
 		rc = vm_errf(&err, -errno, "fsync %s: %s", vmss, strerror(errno));
 	close(fd);

@@ -133,11 +133,11 @@ int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *ds
 		return vm_errf(err, -errno, "fork: %s", strerror(errno));
 	}
 	if (pid == 0) {
-		int hi[VM_MAX_DISKS + 4], nul = open("/dev/null", O_RDWR);
+		int hi[VM_MAX_FILES], nul = open("/dev/null", O_RDWR);
 
 		/* move every source out of the way first, then place it */
 		for (int i = 0; i < n; i++)
-			hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 100);
+			hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 3 + VM_MAX_FILES);
 		dup2(nul, 0);
 		dup2(efd, 1);
 		dup2(efd, 2);
@@ -186,6 +186,24 @@ int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *ds
 		return vm_errf(err, -EIO, "QEMU started but wrote no pid file");
 	*qemu_pid = atoi(buf);
 	return 0;
+}
+
+int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err)
+{
+	/* QEMU 7.2 limits migration to 128 MiB/s by default (MAX_THROTTLE in
+	 * migration/migration.c), a pace meant for a network link: a save to
+	 * a file goes as fast as the disk (libvirt lifts the limit the same
+	 * way for its save-to-file) */
+	int rc = qmp_exec(q, "migrate-set-parameters",
+			  json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), NULL, err);
+
+	if (!rc)
+		rc = qmp_exec_fd(q, "getfd", json_pack("{s:s}", "fdname", "state"), fd, NULL, err);
+	if (!rc)
+		rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", "fd:state"), NULL, err);
+	if (!rc)
+		rc = wait_migration(q, false, t, -1, err);
+	return rc;
 }
 
 int wait_migration(struct qmp *q, bool incoming, struct task *t, int in_fd, struct vm_err *err)
@@ -257,18 +275,18 @@ int wait_migration(struct qmp *q, bool incoming, struct task *t, int in_fd, stru
 	return 0;
 }
 
-int wait_migration_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int in_fd,
-			struct vm_err *err)
+int state_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int fd, bool save,
+	       struct vm_err *err)
 {
 	struct task t;
 	int rc;
 
-	/* a progress bar for vmfsctl, a record for `tasks` (none when the
-	 * record cannot be made: t.j stays NULL) */
+	/* none when the record cannot be made: t.j stays NULL */
 	task_begin(&t, a, op, vm, NULL, false);
-	rc = wait_migration(q, in_fd >= 0, t.j ? &t : NULL, in_fd, err);
+	rc = save ? save_state(q, fd, t.j ? &t : NULL, err)
+		  : wait_migration(q, true, t.j ? &t : NULL, fd, err);
 	if (t.j) {
-		json_t *r = rc ? reply_err(rc, "%s", err->msg) : reply_ok("done");
+		json_t *r = rc ? reply_err(rc, "%s", err->msg) : reply_ok(save ? "saved" : "loaded");
 
 		task_end(&t, r);
 		json_decref(r);

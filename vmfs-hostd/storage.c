@@ -276,7 +276,7 @@ static void state_move(struct agent *a, const char *old_vmx, const char *new_vmx
 /* One QMP command on a fresh connection: QEMU's monitor socket serves one
  * client at a time, and `info`, the sweep and other requests need it
  * between our polls.  FD >= 0 travels along (add-fd). */
-static int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret,
+int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret,
 		struct vm_err *err)
 {
 	char p[PATH_MAX + 16];
@@ -295,7 +295,7 @@ static int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t *
 }
 
 /* The block node under virtio-blk device vdI (query-block) */
-static int disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err)
+int qemu_disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err)
 {
 	json_t *ret = NULL, *b;
 	char want[32];
@@ -1239,7 +1239,7 @@ static json_t *mirror_ready(struct op *o)
 		struct disk *d = &o->d[i];
 		int fd;
 
-		rc = disk_node(o->v, d->index, d->src_node, sizeof(d->src_node), &err);
+		rc = qemu_disk_node(o->v, d->index, d->src_node, sizeof(d->src_node), &err);
 		if (rc)
 			return reply_err(rc, "%s: %s", o->kind, err.msg);
 		fd = openat(o->v->dirfd, d->desc.extent, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
@@ -2007,6 +2007,8 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	json_t *r;
 	int rc;
 
+	if ((r = snap_refuse(v, "migrate-storage")))
+		return r;
 	op_init(&o, a, v, req, "migrate-storage");
 	o.move = true;
 	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
@@ -2197,6 +2199,10 @@ json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req)
 	if (is_template(v))
 		return reply_err(EINVAL, "%s is a template: use `vmfsctl deploy` to create a VM from it",
 				 v->vmx_path);
+	json_t *r = snap_refuse(v, "clone");
+
+	if (r)
+		return r;
 	return copy_vm(a, v, req, "clone");
 }
 
@@ -2204,6 +2210,10 @@ json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req)
 {
 	if (!is_template(v))
 		return reply_err(EINVAL, "%s is not a template (vmfsctl template marks one)", v->vmx_path);
+	json_t *r = snap_refuse(v, "deploy");
+
+	if (r)
+		return r;
 	return copy_vm(a, v, req, "deploy");
 }
 

@@ -45,6 +45,10 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req);
 json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req);
 json_t *storage_template(struct agent *a, struct vmctx *v, json_t *req);
 json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req);
+/* One QMP command on its own connection (FD >= 0: passed along) */
+int qmp1(struct vmctx *v, const char *cmd, json_t *args, int fd, json_t **ret, struct vm_err *err);
+/* the block node under virtio-blk device vdI (its root: the top of a chain) */
+int qemu_disk_node(struct vmctx *v, size_t i, char *node, size_t size, struct vm_err *err);
 /* Power-on's check: refuses a template, a folder a move is copying into,
  * a source a move has switched away from; finishes or rolls back a move
  * this host left half done (the caller holds the VM's flock). */

@@ -459,6 +459,13 @@ json_t *vm_state(struct agent *a, struct vmctx *v, bool detail)
 	json_object_set_new(o, "vmx", json_string(v->vmx_path));
 	json_object_set_new(o, "name", json_string(v->cfg.display_name[0] ? v->cfg.display_name
 								       : v->cfg.name));
+	{
+		/* snapshots and their age (docs/vm.md "Snapshot age") */
+		json_t *sn = snap_summary(v->dirfd, v->cfg.name);
+
+		if (sn)
+			json_object_set_new(o, "snapshots", sn);
+	}
 	if (pid) {
 		json_object_set_new(o, "state", json_string("running"));
 		json_object_set_new(o, "host", json_string(a->host));

@@ -80,6 +80,7 @@ static int parse_host(const struct command *c, int argc, char **argv, json_t *re
 static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
 static void print_balance(json_t *r);
 static void print_ha(json_t *r);
+static int parse_snapshot(const struct command *c, int argc, char **argv, json_t *req);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -146,6 +147,10 @@ static const struct command commands[] = {
 	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
 	 "                        and the live migrations that would even it out\n",
 	 ARG_NONE, OPT_APPLY, parse_balance, NULL},
+	{"snapshot", " create VM NAME [--memory] [--description TEXT]\n"
+	 "                        | list VM | revert VM NAME | delete VM NAME|--all\n"
+	 "                        snapshots: qcow2 deltas over the disks (vmfsctl(8))\n",
+	 ARG_NONE, 0, parse_snapshot, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -507,6 +512,85 @@ static void print_overcommit(json_t *ds)
 		(long long)(c ? json_integer_value(json_object_get(ds, "provisioned")) * 100 / c : 0));
 }
 
+static void fmt_bytes(uint64_t v, char *buf, size_t size)
+{
+	static const char *const u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 4) {
+		d /= 1024;
+		i++;
+	}
+	snprintf(buf, size, i ? "%.1f %s" : "%.0f %s", d, u[i]);
+}
+
+/* list, info, ha status: snapshots kept too long (docs/vm.md "Snapshot
+ * age"): a line on standard output under the VM */
+static void print_snap_age(json_t *sn, const char *indent)
+{
+	const char *lvl = json_string_value(json_object_get(sn, "level"));
+	char b[32];
+
+	if (!lvl || !strcmp(lvl, "ok"))
+		return;
+	fmt_bytes((uint64_t)json_integer_value(json_object_get(sn, "size")), b, sizeof(b));
+	printf("%s%s: %lld snapshot(s), the oldest %lld h old, %s of deltas: delete or consolidate "
+	       "them (vmfsctl snapshot delete)\n", indent, !strcmp(lvl, "critical") ? "CRITICAL" : "WARNING",
+	       (long long)json_integer_value(json_object_get(sn, "count")),
+	       (long long)(json_integer_value(json_object_get(sn, "oldest_age_s")) / 3600), b);
+}
+
+/* snapshot list: the tree, children indented under their parent */
+static void print_snap_tree(json_t *arr, json_int_t parent, int depth, json_int_t current)
+{
+	json_t *s;
+	size_t i;
+
+	json_array_foreach(arr, i, s) {
+		char when[32], b[32];
+		time_t t = (time_t)json_integer_value(json_object_get(s, "created"));
+		const char *lvl = jstr(s, "level"), *st = jstr(s, "state");
+		int ind = depth * 3;
+		struct tm tm;
+
+		if (json_integer_value(json_object_get(s, "parent")) != parent)
+			continue;
+		localtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+		fmt_bytes((uint64_t)json_integer_value(json_object_get(s, "size")), b, sizeof(b));
+		printf("%*s%-*s %s  %9s%s%s%s%s%s\n", ind, "", 24 - (ind < 20 ? ind : 20), jstr(s, "name"),
+		       when, b, json_is_true(json_object_get(s, "memory")) ? "  +memory" : "",
+		       !strcmp(lvl, "critical") ? "  CRITICAL: over 72 h old"
+		       : !strcmp(lvl, "warning") ? "  WARNING: over 24 h old" : "",
+		       strcmp(st, "ok") ? "  (" : "", strcmp(st, "ok") ? st : "", strcmp(st, "ok") ? ": not finished, delete it)" : "");
+		if (json_integer_value(json_object_get(s, "uid")) == current)
+			printf("%*s   <- you are here\n", ind, "");
+		if (*jstr(s, "description"))
+			printf("%*s   %s\n", ind, "", jstr(s, "description"));
+		print_snap_tree(arr, json_integer_value(json_object_get(s, "uid")), depth + 1, current);
+	}
+}
+
+static void print_snapshots(json_t *r)
+{
+	json_t *arr = json_object_get(r, "snapshots"), *d, *f;
+	size_t i, k;
+
+	if (!json_array_size(arr)) {
+		printf("%s: no snapshots\n", jstr(r, "vmx"));
+		return;
+	}
+	printf("%-24s %-16s  %9s\n", "SNAPSHOT", "CREATED", "DELTA");
+	print_snap_tree(arr, 0, 0, json_integer_value(json_object_get(r, "current")));
+	json_array_foreach(json_object_get(r, "disks"), i, d) {
+		printf("disk %s:", jstr(d, "node"));
+		json_array_foreach(json_object_get(d, "chain"), k, f)
+			printf("%s%s", k ? " -> " : " ", jstr(f, "file"));
+		printf("\n");
+	}
+}
+
 static void print_human(const char *cmd, json_t *r)
 {
 	size_t wi;
@@ -568,6 +652,7 @@ static void print_human(const char *cmd, json_t *r)
 			       json_string_value(json_object_get(vm, "path")) ?: jstr(vm, "vmx"));
 			if (json_object_get(vm, "error"))
 				printf("  error: %s\n", jstr(vm, "error"));
+			print_snap_age(json_object_get(vm, "snapshots"), "  ");
 		}
 		return;
 	}
@@ -644,6 +729,18 @@ static void print_human(const char *cmd, json_t *r)
 		else if (lk)
 			printf("lock:        held by host %s\n", jstr(lk, "host"));
 		printf("log:         %s\n", jstr(r, "log"));
+		if (json_object_get(json_object_get(r, "snapshots"), "error")) {
+			printf("snapshots:   %s\n", jstr(json_object_get(r, "snapshots"), "error"));
+		} else if (json_object_get(r, "snapshots")) {
+			json_t *sn = json_object_get(r, "snapshots");
+			char b[32];
+
+			fmt_bytes((uint64_t)json_integer_value(json_object_get(sn, "size")), b, sizeof(b));
+			printf("snapshots:   %lld, %s of deltas, the oldest %lld h old\n",
+			       (long long)json_integer_value(json_object_get(sn, "count")), b,
+			       (long long)(json_integer_value(json_object_get(sn, "oldest_age_s")) / 3600));
+			print_snap_age(sn, "");
+		}
 		print_monitoring(json_object_get(r, "vm_monitoring"));
 		return;
 	}
@@ -671,6 +768,10 @@ static void print_human(const char *cmd, json_t *r)
 	}
 	if (!strcmp(cmd, "ha")) {
 		print_ha(r);
+		return;
+	}
+	if (!strcmp(cmd, "snapshot") && json_object_get(r, "snapshots")) {
+		print_snapshots(r);
 		return;
 	}
 	if (!strcmp(cmd, "balance")) {
@@ -1026,6 +1127,69 @@ static int parse_host(const struct command *cmd, int argc, char **argv, json_t *
 	return 0;
 }
 
+/* snapshot create VM NAME [--memory] [--description TEXT] | list VM |
+ * revert VM NAME | delete VM NAME | delete VM --all */
+static int parse_snapshot(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	static const struct option o[] = {
+		{"memory", no_argument, NULL, 'm'},
+		{"description", required_argument, NULL, 'd'},
+		{"all", no_argument, NULL, 'A'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	char path[PATH_MAX];
+	const char *act;
+	int c, rc, need;
+
+	/* options may come anywhere among the words (getopt permutes) */
+	while ((c = getopt_long(argc, argv, "md:Aj", o, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			json_object_set_new(req, "memory", json_true());
+			break;
+		case 'd':
+			json_object_set_new(req, "description", json_string(optarg));
+			break;
+		case 'A':
+			json_object_set_new(req, "all", json_true());
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	if (optind >= argc)
+		return die_usage("snapshot: the subcommand is 'create', 'list', 'revert' or 'delete'%s", "");
+	act = argv[optind];
+	if (!strcmp(act, "list"))
+		need = 1;
+	else if (!strcmp(act, "create") || !strcmp(act, "revert"))
+		need = 2;
+	else if (!strcmp(act, "delete"))
+		need = json_is_true(json_object_get(req, "all")) ? 1 : 2;
+	else
+		return die_usage("snapshot: unknown subcommand '%s' (create, list, revert, delete)", act);
+	if (argc - optind - 1 != need)
+		return die_usage(need == 1 ? "snapshot %s: needs a VM (and no snapshot name)"
+					   : "snapshot %s: needs a VM and a snapshot NAME", act);
+	if ((json_object_get(req, "memory") || json_object_get(req, "description")) && strcmp(act, "create"))
+		return die_usage("snapshot %s: --memory and --description belong to create", act);
+	if (json_object_get(req, "all") && strcmp(act, "delete"))
+		return die_usage("snapshot %s: --all belongs to delete", act);
+	rc = path_arg(argv[optind + 1], true, path, sizeof(path));
+	if (rc)
+		return rc;
+	json_object_set_new(req, "action", json_string(act));
+	json_object_set_new(req, "path", json_string(path));
+	if (need == 2)
+		json_object_set_new(req, "name", json_string(argv[optind + 2]));
+	optind = argc;
+	return 0;
+}
+
 static int parse_balance(const struct command *cmd, int argc, char **argv, json_t *req)
 {
 	int rc = parse_common(cmd, argc, argv, req);
@@ -1184,9 +1348,11 @@ static void print_ha(json_t *r)
 				printf("  %-16s %-5s %-22s\n", jstr(died, "host"), "", "dead, locks broken");
 		}
 		printf("  protected VMs:\n");
-		json_array_foreach(json_object_get(ds, "protected"), k, p)
+		json_array_foreach(json_object_get(ds, "protected"), k, p) {
 			printf("    %-40s on %-12s priority %s\n", jstr(p, "vmx"), jstr(p, "host"),
 			       jstr(p, "priority"));
+			print_snap_age(json_object_get(p, "snapshots"), "      ");
+		}
 		json_array_foreach(json_object_get(ds, "failover"), k, p)
 			printf("    %-40s waiting for a host (lost by %s) priority %s\n", jstr(p, "vmx"),
 			       jstr(p, "host"), jstr(p, "priority"));

@@ -292,6 +292,12 @@ def counters(text):
     return [int(m) for m in re.findall(r"vmfs-guest: counter (\d+)", text)]
 
 
+def boots(text):
+    """The counters the guest found on its disk at each boot ("previous
+    counter N", -1 on a blank disk): what QEMU read through the chain."""
+    return [int(m) for m in re.findall(r"vmfs-guest: previous counter (-?\d+)", text)]
+
+
 def wait_counter(folder, name, minimum, timeout=120):
     """Waits until the guest printed a counter >= minimum in <vm>.log
     (the agent copies the log to the datastore every second)."""
