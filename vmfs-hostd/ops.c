@@ -17,6 +17,7 @@
  *   fence.c      kill-volume and the fence notice from vmfsd
  *   monitor.c    VM monitoring: QMP heartbeat, restart in place
  *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
+ *   ovf.c        export, import (OVF and OVA packages)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -233,6 +234,7 @@ static const struct {
 	{"migrate", cmd_migrate},
 	{"maintenance", cmd_maintenance},
 	{"balance", cmd_balance},
+	{"import", ovf_import},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;
@@ -256,6 +258,7 @@ static const struct {
 	{"clone", true, storage_clone},
 	{"template", true, storage_template},
 	{"deploy", true, storage_deploy},
+	{"export", true, ovf_export},
 };
 
 json_t *agent_request(struct agent *a, json_t *req)

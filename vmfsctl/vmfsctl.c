@@ -80,6 +80,7 @@ static int parse_host(const struct command *c, int argc, char **argv, json_t *re
 static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
 static void print_balance(json_t *r);
 static void print_ha(json_t *r);
+static int parse_ovf(const struct command *c, int argc, char **argv, json_t *req);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -146,6 +147,15 @@ static const struct command commands[] = {
 	{"balance", " [--apply]     per-host load (committed vCPUs and memory, QEMU CPU use)\n"
 	 "                        and the live migrations that would even it out\n",
 	 ARG_NONE, OPT_APPLY, parse_balance, NULL},
+	{"export", " VM OUT.ova|OUT_DIR   write a powered-off VM as an OVA (one file) or\n"
+	 "                        an OVF folder: descriptor, SHA-256 manifest,\n"
+	 "                        streamOptimized VMDKs\n",
+	 ARG_TWO_PATHS, 0, parse_ovf, NULL},
+	{"import", " FILE.ova|FILE.ovf DEST [--name NAME]\n"
+	 "         [--provisioning thin|thick|eagerzeroed]   a new VM from an OVF\n"
+	 "                        package (manifest verified); DEST an existing\n"
+	 "                        folder: into it\n",
+	 ARG_TWO_PATHS, 0, parse_ovf, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -712,6 +722,9 @@ static void print_human(const char *cmd, json_t *r)
 	}
 	if (json_object_get(r, "message"))
 		printf("%s\n", jstr(r, "message"));
+	/* import: what the package has that the VM cannot */
+	if (json_object_get(r, "not_mapped"))
+		printf("not mapped: %s\n", jstr(r, "not_mapped"));
 }
 
 /* Makes PATH absolute without requiring it to exist (create). */
@@ -1120,6 +1133,42 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 			if (!tmpl)
 				return die_usage("--unset is an option of template, not %s", cmd->name);
 			json_object_set_new(req, "unset", json_true());
+			break;
+		case 'j':
+			json_out = true;
+			break;
+		default:
+			return die_usage("%s: bad option", cmd->name);
+		}
+	}
+	return 0;
+}
+
+/* export, import: --name and --provisioning (import) */
+static int parse_ovf(const struct command *cmd, int argc, char **argv, json_t *req)
+{
+	int c;
+	static const struct option o[] = {
+		{"provisioning", required_argument, NULL, 'p'},
+		{"name", required_argument, NULL, 'N'},
+		{"json", no_argument, NULL, 'j'},
+		{0},
+	};
+	bool imp = !strcmp(cmd->name, "import");
+
+	while ((c = getopt_long(argc, argv, "p:N:j", o, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			if (!imp)
+				return die_usage("--provisioning is an option of import, not %s", cmd->name);
+			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
+				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
+			json_object_set_new(req, "provisioning", json_string(optarg));
+			break;
+		case 'N':
+			if (!imp)
+				return die_usage("--name is an option of import, not %s", cmd->name);
+			json_object_set_new(req, "name", json_string(optarg));
 			break;
 		case 'j':
 			json_out = true;

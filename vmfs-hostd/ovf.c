@@ -1,0 +1,1080 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * `vmfsctl export` and `vmfsctl import` in the host agent (docs/vm.md "OVF
+ * and OVA"): long conversions run here, like clones, as tasks with
+ * progress.  Export writes a powered-off VM as an OVF folder or an OVA
+ * (descriptor, manifest, streamOptimized VMDKs made by qemu-img convert,
+ * then the CD images and the direct-boot kernel and initrd); the VM's lock
+ * record is held for the whole export so that no host powers it on while
+ * its disks are read (a running VM is refused: a copy of disks that change
+ * under it is not consistent, and a snapshot-based copy is not offered).
+ * Import checks the whole package before it creates anything: the
+ * descriptor (vm/ovf.c), every file it references present in the package,
+ * the manifest's digests, each disk a sparse VMDK whose header capacity
+ * fits its DiskSection entry; then it creates the VM folder (removed
+ * again on any failure), converts every disk with qemu-img into a flat
+ * extent provisioned as asked, writes the descriptors and the .vmx, checks
+ * the .vmx with the parser every host uses, and registers the VM.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "storage.h"
+#include "vm/copy.h"
+#include "vm/ovf.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+static bool ends_with(const char *s, const char *sfx)
+{
+	size_t l = strlen(s), k = strlen(sfx);
+
+	return l >= k && !strcasecmp(s + l - k, sfx);
+}
+
+/* Runs qemu-img with ARGV (no shell); KEEP are descriptors it inherits
+ * (named /proc/self/fd/N in ARGV).  "-p" progress lines "(12.34/100%)" go
+ * to the task as DONE of TOTAL bytes in PHASE; the rest of its output is
+ * kept for the error message. */
+static int qemu_img(struct task *t, const char *phase, uint64_t total, char *const argv[],
+		    const int *keep, int nkeep, struct vm_err *err)
+{
+	int pfd[2], status;
+	char out[1024] = "", buf[512];
+	size_t olen = 0;
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC))
+		return vm_errf(err, -errno, "pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return vm_errf(err, -errno, "fork: %s", strerror(errno));
+	}
+	if (pid == 0) {
+		int nul = open("/dev/null", O_RDONLY);
+
+		dup2(nul, 0);
+		dup2(pfd[1], 1);
+		dup2(pfd[1], 2);
+		for (int i = 0; i < nkeep; i++)
+			fcntl(keep[i], F_SETFD, 0);
+		execvp("qemu-img", argv);
+		_exit(127);
+	}
+	close(pfd[1]);
+	for (;;) {
+		ssize_t n = read(pfd[0], buf, sizeof(buf) - 1);
+		char *p;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		buf[n] = '\0';
+		/* the last "(x/100%)" of this read is the progress */
+		for (p = buf; (p = strchr(p, '(')); p++) {
+			double pct;
+
+			if (sscanf(p, "(%lf/100%%)", &pct) == 1 && t && t->j)
+				task_progress(t, phase, (uint64_t)(pct / 100.0 * (double)total), total);
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] == '\r' || (buf[i] == '(' && strchr(buf + i, '%')))
+				break;
+			if (olen + 1 < sizeof(out))
+				out[olen++] = buf[i];
+		}
+	}
+	close(pfd[0]);
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	out[olen] = '\0';
+	while (olen && (out[olen - 1] == '\n' || out[olen - 1] == ' '))
+		out[--olen] = '\0';
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+		return vm_errf(err, -ENOENT, "qemu-img not found (scripts/deps.sh installs qemu-utils)");
+	return vm_errf(err, -EIO, "qemu-img convert failed: %s", out[0] ? out : "no message");
+}
+
+/* Appends LEN bytes of IN at OFF to OUT (at its current offset). */
+static int copy_range(int out, int in, uint64_t off, uint64_t len, struct task *t,
+		      const char *phase, uint64_t *done, uint64_t total)
+{
+	size_t bs = 1 << 20;
+	char *buf = malloc(bs);
+	int rc = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t pos = 0; pos < len && !rc;) {
+		size_t want = len - pos < bs ? (size_t)(len - pos) : bs;
+		ssize_t n = pread(in, buf, want, (off_t)(off + pos));
+
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -ENODATA;
+			break;
+		}
+		for (ssize_t w = 0; w < n && !rc;) {
+			ssize_t k = write(out, buf + w, (size_t)(n - w));
+
+			if (k < 0 && errno != EINTR)
+				rc = -errno;
+			else if (k > 0)
+				w += k;
+		}
+		pos += (uint64_t)n;
+		*done += (uint64_t)n;
+		if (t && t->j)
+			task_progress(t, phase, *done, total);
+	}
+	free(buf);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- export */
+
+struct xfile {
+	char name[VM_NAME_MAX + 1];
+	int dirfd;                     /* where it is: the VM folder or the parts folder */
+	uint64_t size;
+	char sha[OVF_HEX_MAX];
+};
+
+static int vmsd_has_snapshots(struct vmctx *v)
+{
+	char n[VM_NAME_MAX + 16], *text;
+	size_t len;
+	int rc;
+
+	snprintf(n, sizeof(n), "%s.vmsd", v->cfg.name);
+	if (vm_read_file(v->dirfd, n, 1 << 20, &text, &len))
+		return 0;
+	/* VMware's tree file: "snapshot0.uid = ..." per snapshot, and
+	 * snapshot.numSnapshots */
+	rc = strstr(text, "snapshot0.") || (strstr(text, "numSnapshots") &&
+					    !strstr(text, "numSnapshots = \"0\""));
+	free(text);
+	return rc;
+}
+
+static int export_files(struct vmctx *v, struct xfile *f, size_t *n)
+{
+	const char *extra[2] = {v->cfg.kernel, v->cfg.initrd};
+
+	*n = 0;
+	for (size_t i = 0; i < v->cfg.ndisks; i++)
+		if (v->cfg.disks[i].cdrom && *n < OVF_MAX_FILES)
+			snprintf(f[(*n)++].name, sizeof(f[0].name), "%s", v->cfg.disks[i].file);
+	for (int i = 0; i < 2; i++)
+		if (extra[i][0] && *n < OVF_MAX_FILES)
+			snprintf(f[(*n)++].name, sizeof(f[0].name), "%s", extra[i]);
+	for (size_t i = 0; i < *n; i++) {
+		struct stat st;
+		struct vm_err e;
+		int fd = open_in_folder(v->dirfd, f[i].name, O_RDONLY, "file", &e);
+
+		if (fd < 0)
+			return fd;
+		if (fstat(fd, &st)) {
+			close(fd);
+			return -errno;
+		}
+		f[i].size = (uint64_t)st.st_size;
+		f[i].dirfd = v->dirfd;
+		close(fd);
+	}
+	return 0;
+}
+
+static int hash_file(struct xfile *f, struct vm_err *err)
+{
+	int fd = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int rc;
+
+	if (fd < 0)
+		return vm_errf(err, -errno, "%s: %s", f->name, strerror(errno));
+	rc = ovf_digest_fd(fd, 0, f->size, OVF_SHA256, f->sha, NULL, NULL);
+	close(fd);
+	return rc ? vm_errf(err, rc, "reading %s: %s", f->name, strerror(-rc)) : 0;
+}
+
+json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
+{
+	const char *dest = req_str(req, "dest");
+	char ln[VM_NAME_MAX + 16], parts[PATH_MAX], tmp[PATH_MAX + 8], vmss[VM_NAME_MAX + 16];
+	char ovfname[VM_NAME_MAX + 8], mfname[VM_NAME_MAX + 8], holder[256] = "";
+	struct xfile disks[VM_MAX_DISKS], files[OVF_MAX_FILES];
+	size_t ndisks = 0, nfiles = 0;
+	struct ovf_out o = {.cfg = &v->cfg};
+	struct vmx_file vmx = {0};
+	struct vm_lockrec lr;
+	struct vm_err err;
+	struct task t = {0};
+	char *vtext = NULL, *ovf = NULL, *mf = NULL;
+	int lfd = -1, pdir = -1, rc, out = -1;
+	bool ova, made_parts = false, made_dest = false;
+	json_t *r = NULL;
+	size_t vlen;
+
+	if (!dest || dest[0] != '/')
+		return reply_err(EINVAL, "export: the agent needs an absolute destination path");
+	ova = ends_with(dest, ".ova");
+	vm_lockrec_name(&v->cfg, ln, sizeof(ln));
+	if (vm_qemu_pid(v))
+		return reply_err(EBUSY, "%s is running: power it off first (export copies the disks of a powered-off VM; disks that change during the copy would not be consistent)",
+				 v->vmx_path);
+	rc = vm_lockrec_lock(v->dirfd, ln, &lfd, &lr);
+	if (rc == -EBUSY || rc == -EAGAIN) {
+		if (rc == -EBUSY)
+			ds_lock_holder(v->dirfd, ln, holder, sizeof(holder));
+		return reply_err(EBUSY, "%s is running on host %s: power it off first", v->vmx_path,
+				 holder[0] ? holder : lr.host[0] ? lr.host : "(unknown)");
+	}
+	if (rc)
+		return reply_err(rc, "%s: the lock record %s: %s", v->vmx_path, ln, strerror(-rc));
+	vmss_name(v, vmss, sizeof(vmss));
+	if (file_exists_at(v->dirfd, vmss)) {
+		r = reply_err(EBUSY, "%s is suspended: resume and shut it down, or power it off, first (OVF carries no memory state)",
+			      v->vmx_path);
+		goto out;
+	}
+	if (vmsd_has_snapshots(v)) {
+		r = reply_err(ENOTSUP, "%s has snapshots: delete them (consolidate) first; export writes one disk per virtual disk, not a snapshot chain",
+			      v->vmx_path);
+		goto out;
+	}
+	if (!access(dest, F_OK) && (ova || rmdir(dest))) {
+		r = reply_err(EEXIST, "export: %s already exists%s", dest, ova ? "" : " (and is not an empty folder)");
+		goto out;
+	}
+	rc = vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &vtext, &vlen);
+	if (!rc)
+		rc = vmx_parse(vtext, vlen, v->cfg.vmx_name, &vmx, &err);
+	else
+		vm_errf(&err, rc, "%s", strerror(-rc));
+	if (rc) {
+		r = reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+		goto out;
+	}
+	/* the disks are converted into PARTS: the destination folder itself,
+	 * or a hidden folder beside the .ova, removed at the end */
+	if (ova) {
+		char d[PATH_MAX];
+
+		snprintf(d, sizeof(d), "%s", dest);
+		snprintf(parts, sizeof(parts), "%s/.%s.parts-XXXXXX", dirname(d), basename((char *)dest));
+		if (!mkdtemp(parts)) {
+			r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
+			goto out;
+		}
+		made_parts = true;
+	} else {
+		snprintf(parts, sizeof(parts), "%s", dest);
+		if (mkdir(parts, 0755)) {
+			r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
+			goto out;
+		}
+		made_dest = true;
+	}
+	pdir = open(parts, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (pdir < 0) {
+		r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
+		goto out;
+	}
+	if ((rc = export_files(v, files, &nfiles))) {
+		r = reply_err(rc, "export: the CD image, kernel or initrd of %s: %s", v->vmx_path, strerror(-rc));
+		goto out;
+	}
+	if ((rc = task_begin(&t, a, "export", v->vmx_path, dest, false))) {
+		r = reply_err(rc, "task record: %s", strerror(-rc));
+		goto out;
+	}
+	for (size_t i = 0; i < v->cfg.ndisks; i++) {
+		const struct vm_disk *d = &v->cfg.disks[i];
+		struct ovf_out_disk *od = &o.disks[o.ndisks];
+		struct vmdk_desc desc;
+		char src[64], dst[PATH_MAX + VM_NAME_MAX], phase[32], bus[8];
+		struct stat st;
+		int fd;
+
+		if (d->cdrom)
+			continue;
+		if ((rc = vmdk_load(v->dirfd, d->file, &desc, &err))) {
+			r = reply_err(rc, "export: %s", err.msg);
+			goto out;
+		}
+		fd = open_in_folder(v->dirfd, desc.extent, O_RDONLY, d->key, &err);
+		if (fd < 0) {
+			r = reply_err(fd, "export: %s", err.msg);
+			goto out;
+		}
+		od->capacity = desc.sectors * 512;
+		vm_data_bytes(fd, od->capacity, &od->populated);
+		snprintf(od->file, sizeof(od->file), "%s-disk%zu.vmdk", v->cfg.name, o.ndisks + 1);
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+		snprintf(dst, sizeof(dst), "%s/%s", parts, od->file);
+		snprintf(phase, sizeof(phase), "disk %zu", o.ndisks + 1);
+		const char *adapter = !strcmp(desc.adapter, "ide") ? "ide" : "lsilogic";
+		char opts[96];
+
+		snprintf(opts, sizeof(opts), "subformat=streamOptimized,adapter_type=%s", adapter);
+		char *argv[] = {"qemu-img", "convert", "-p", "-f", "raw", "-O", "vmdk", "-o", opts, src, dst,
+				NULL};
+
+		rc = qemu_img(&t, phase, od->capacity, argv, &fd, 1, &err);
+		close(fd);
+		if (rc) {
+			r = reply_err(rc, "export: %s: %s", d->file, err.msg);
+			goto out;
+		}
+		if (stat(dst, &st)) {
+			r = reply_err(errno, "export: %s: %s", dst, strerror(errno));
+			goto out;
+		}
+		od->file_size = (uint64_t)st.st_size;
+		snprintf(bus, sizeof(bus), "%s", d->key);
+		snprintf(disks[ndisks].name, sizeof(disks[0].name), "%s", od->file);
+		disks[ndisks].dirfd = pdir;
+		disks[ndisks].size = od->file_size;
+		ndisks++;
+		o.ndisks++;
+	}
+	for (size_t i = 0; i < nfiles; i++) {
+		snprintf(o.files[i].file, sizeof(o.files[0].file), "%s", files[i].name);
+		o.files[i].size = files[i].size;
+	}
+	o.nfiles = nfiles;
+	o.vmx = &vmx;
+	ovf = ovf_format(&o);
+	if (!ovf) {
+		r = reply_err(ENOMEM, "out of memory");
+		goto out;
+	}
+	/* the manifest: SHA-256 of the descriptor and of every file */
+	snprintf(ovfname, sizeof(ovfname), "%s.ovf", v->cfg.name);
+	snprintf(mfname, sizeof(mfname), "%s.mf", v->cfg.name);
+	{
+		char hex[OVF_HEX_MAX], line[VM_NAME_MAX + OVF_HEX_MAX + 16];
+		size_t cap = (ndisks + nfiles + 1) * sizeof(line), len = 0;
+
+		mf = calloc(1, cap);
+		if (!mf) {
+			r = reply_err(ENOMEM, "out of memory");
+			goto out;
+		}
+		ovf_digest_mem(ovf, strlen(ovf), OVF_SHA256, hex);
+		len += (size_t)snprintf(mf + len, cap - len, "SHA256(%s)= %s\n", ovfname, hex);
+		for (size_t i = 0; i < ndisks + nfiles; i++) {
+			struct xfile *f = i < ndisks ? &disks[i] : &files[i - ndisks];
+
+			task_progress(&t, "digests", i, ndisks + nfiles);
+			if ((rc = hash_file(f, &err))) {
+				r = reply_err(rc, "export: %s", err.msg);
+				goto out;
+			}
+			len += (size_t)snprintf(mf + len, cap - len, "SHA256(%s)= %s\n", f->name, f->sha);
+		}
+	}
+	if (!ova) {
+		/* a folder: the descriptor, the manifest, the disks (already
+		 * there) and copies of the other files */
+		if ((rc = write_new_file(pdir, ovfname, ovf, &err)) ||
+		    (rc = write_new_file(pdir, mfname, mf, &err))) {
+			r = reply_err(rc, "export: %s", err.msg);
+			goto out;
+		}
+		for (size_t i = 0; i < nfiles; i++) {
+			uint64_t done = 0;
+			int in = openat(v->dirfd, files[i].name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+			out = openat(pdir, files[i].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+			rc = in < 0 || out < 0 ? -errno
+			   : copy_range(out, in, 0, files[i].size, &t, "files", &done, files[i].size);
+			if (!rc && fsync(out))
+				rc = -errno;
+			if (in >= 0)
+				close(in);
+			if (out >= 0)
+				close(out);
+			out = -1;
+			if (rc) {
+				r = reply_err(rc, "export: %s: %s", files[i].name, strerror(-rc));
+				goto out;
+			}
+		}
+		fsync(pdir);
+	} else {
+		/* DSP0243: the descriptor first, then the manifest, then the
+		 * files in the order of References (disks, then the others) */
+		uint64_t total = strlen(ovf) + strlen(mf), done = 0;
+
+		for (size_t i = 0; i < ndisks + nfiles; i++)
+			total += i < ndisks ? disks[i].size : files[i - ndisks].size;
+		snprintf(tmp, sizeof(tmp), "%s.tmp", dest);
+		unlink(tmp);
+		out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (out < 0) {
+			r = reply_err(errno, "export: %s: %s", tmp, strerror(errno));
+			goto out;
+		}
+		rc = ova_write_header(out, ovfname, strlen(ovf));
+		if (!rc)
+			rc = write(out, ovf, strlen(ovf)) == (ssize_t)strlen(ovf) ? ova_pad(out, strlen(ovf)) : -EIO;
+		if (!rc)
+			rc = ova_write_header(out, mfname, strlen(mf));
+		if (!rc)
+			rc = write(out, mf, strlen(mf)) == (ssize_t)strlen(mf) ? ova_pad(out, strlen(mf)) : -EIO;
+		for (size_t i = 0; i < ndisks + nfiles && !rc; i++) {
+			struct xfile *f = i < ndisks ? &disks[i] : &files[i - ndisks];
+			int in = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (in < 0) {
+				rc = -errno;
+				break;
+			}
+			rc = ova_write_header(out, f->name, f->size);
+			if (!rc)
+				rc = copy_range(out, in, 0, f->size, &t, "packaging", &done, total);
+			if (!rc)
+				rc = ova_pad(out, f->size);
+			close(in);
+		}
+		if (!rc)
+			rc = ova_finish(out);
+		if (!rc && fsync(out))
+			rc = -errno;
+		close(out);
+		out = -1;
+		if (!rc && rename(tmp, dest))
+			rc = -errno;
+		if (rc) {
+			unlink(tmp);
+			r = reply_err(rc, "export: writing %s: %s", dest, strerror(-rc));
+			goto out;
+		}
+	}
+	agent_event(a, v->vmx_path, "vm.exported", "exported to %s (%zu disks, task %s)", dest, ndisks, t.id);
+	r = reply_ok("exported %s to %s (%s, %zu disk%s)", v->vmx_path, dest, ova ? "OVA" : "OVF folder",
+		     ndisks, ndisks == 1 ? "" : "s");
+	json_object_set_new(r, "path", json_string(dest));
+	made_dest = false;
+out:
+	if (pdir >= 0)
+		close(pdir);
+	if (made_parts || made_dest)
+		remove_folder(parts);
+	if (lfd >= 0)
+		close(lfd);
+	if (t.j)
+		task_end(&t, r);
+	vmx_free(&vmx);
+	free(vtext);
+	free(ovf);
+	free(mf);
+	return r;
+}
+
+/* ---------------------------------------------------------------- import */
+
+/* where each file of the package is: FD at OFF, SIZE bytes */
+struct pfile {
+	int fd;                        /* the OVA, or the file itself; -1: not there */
+	uint64_t off, size;
+};
+
+struct imp {
+	struct agent *a;
+	struct task t;
+	struct ovf_pkg p;
+	const char *pkg;               /* the path given */
+	bool ova;
+	int afd;                       /* the OVA */
+	int pdir;                      /* the .ovf's folder */
+	struct ova_member m[OVA_MAX_MEMBERS];
+	size_t nm;
+	struct pfile f[OVF_MAX_FILES];
+	char ovfname[VM_NAME_MAX + 1];
+	char *ovf;
+	size_t ovflen;
+	json_t *warn;
+};
+
+static void digest_cb(void *arg, uint64_t done)
+{
+	struct task *t = arg;
+
+	if (t->j)
+		task_progress(t, "verifying", done, (uint64_t)json_integer_value(json_object_get(t->j, "total")));
+}
+
+/* a file of the package by name: OVA member or a file beside the .ovf */
+static int pkg_open(struct imp *im, const char *name, struct pfile *pf, struct vm_err *err)
+{
+	if (im->ova) {
+		const struct ova_member *mm = ova_find(im->m, im->nm, name);
+
+		if (!mm)
+			return vm_errf(err, -ENOENT, "%s: '%s' is not in the archive", im->pkg, name);
+		pf->fd = im->afd;
+		pf->off = mm->off;
+		pf->size = mm->size;
+		return 0;
+	}
+	struct stat st;
+	int fd = open_in_folder(im->pdir, name, O_RDONLY, "package file", err);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st)) {
+		close(fd);
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	}
+	pf->fd = fd;
+	pf->off = 0;
+	pf->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static void pkg_close(struct imp *im, struct pfile *pf)
+{
+	if (!im->ova && pf->fd >= 0)
+		close(pf->fd);
+	pf->fd = -1;
+}
+
+static json_t *load_package(struct imp *im)
+{
+	struct vm_err err;
+	struct pfile pf = {.fd = -1};
+	int rc;
+
+	if (im->ova) {
+		const char *ovfm = NULL;
+
+		if ((rc = ova_index(im->afd, im->pkg, im->m, OVA_MAX_MEMBERS, &im->nm, &err)))
+			return reply_err(rc, "import: %s", err.msg);
+		for (size_t i = 0; i < im->nm; i++)
+			if (ends_with(im->m[i].name, ".ovf")) {
+				if (ovfm)
+					return reply_err(EINVAL, "import: %s: two descriptors (%s, %s): one VM per package",
+							 im->pkg, ovfm, im->m[i].name);
+				ovfm = im->m[i].name;
+			}
+		if (!ovfm)
+			return reply_err(EINVAL, "import: %s: no .ovf descriptor in the archive", im->pkg);
+		if (strcmp(ovfm, im->m[0].name))
+			json_array_append_new(im->warn, json_sprintf("the descriptor %s is not the archive's first member (DSP0243 wants it first); read anyway", ovfm));
+		snprintf(im->ovfname, sizeof(im->ovfname), "%s", ovfm);
+	} else {
+		char d[PATH_MAX];
+
+		snprintf(d, sizeof(d), "%s", im->pkg);
+		snprintf(im->ovfname, sizeof(im->ovfname), "%s", basename(d));
+		snprintf(d, sizeof(d), "%s", im->pkg);
+		im->pdir = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (im->pdir < 0)
+			return reply_err(errno, "import: the folder of %s: %s", im->pkg, strerror(errno));
+	}
+	if ((rc = pkg_open(im, im->ovfname, &pf, &err)))
+		return reply_err(rc, "import: %s", err.msg);
+	if (pf.size > OVF_MAX_XML) {
+		pkg_close(im, &pf);
+		return reply_err(EFBIG, "import: %s: %" PRIu64 " bytes: larger than %u bytes, not an OVF descriptor",
+				 im->ovfname, pf.size, OVF_MAX_XML);
+	}
+	im->ovf = malloc(pf.size + 1);
+	rc = im->ovf ? 0 : -ENOMEM;
+	if (!rc && pread(pf.fd, im->ovf, pf.size, (off_t)pf.off) != (ssize_t)pf.size)
+		rc = -EIO;
+	pkg_close(im, &pf);
+	if (rc)
+		return reply_err(-rc, "import: reading %s: %s", im->ovfname, strerror(-rc));
+	im->ovf[pf.size] = '\0';
+	im->ovflen = pf.size;
+	if ((rc = ovf_parse(im->ovf, im->ovflen, im->ovfname, &im->p, &err)))
+		return reply_err(rc, "import: %s", err.msg);
+	/* every referenced file is there, with the size References says */
+	for (size_t i = 0; i < im->p.nfiles; i++) {
+		const struct ovf_file *of = &im->p.files[i];
+
+		if ((rc = pkg_open(im, of->href, &im->f[i], &err)))
+			return reply_err(rc, "import: References/File %s: %s", of->id, err.msg);
+		if (of->size >= 0 && (uint64_t)of->size != im->f[i].size)
+			return reply_err(EINVAL, "import: References/File %s: '%s' has %" PRIu64 " bytes, ovf:size says %" PRId64,
+					 of->id, of->href, im->f[i].size, of->size);
+	}
+	return NULL;
+}
+
+/* the manifest: every digest matches, and it covers the descriptor and
+ * every referenced file */
+static json_t *verify_manifest(struct imp *im)
+{
+	char mfname[VM_NAME_MAX + 8], hex[OVF_HEX_MAX], *text;
+	struct pfile pf = {.fd = -1};
+	struct ovf_mf mf;
+	struct vm_err err;
+	uint64_t total = 0;
+	int rc;
+
+	snprintf(mfname, sizeof(mfname), "%.*s.mf", (int)strlen(im->ovfname) - 4, im->ovfname);
+	if (pkg_open(im, mfname, &pf, &err)) {
+		json_array_append_new(im->warn, json_sprintf("no manifest (%s): the package's contents are not verified", mfname));
+		return NULL;
+	}
+	if (pf.size > OVF_MAX_MF) {
+		pkg_close(im, &pf);
+		return reply_err(EFBIG, "import: %s: larger than %d bytes: not a manifest", mfname, OVF_MAX_MF);
+	}
+	text = malloc(pf.size + 1);
+	rc = text && pread(pf.fd, text, pf.size, (off_t)pf.off) == (ssize_t)pf.size ? 0 : -EIO;
+	pkg_close(im, &pf);
+	if (!rc)
+		rc = ovf_mf_parse(text, pf.size, mfname, &mf, &err);
+	else
+		vm_errf(&err, rc, "%s: cannot read it", mfname);
+	free(text);
+	if (rc)
+		return reply_err(rc, "import: %s", err.msg);
+	for (size_t i = 0; i < im->p.nfiles; i++)
+		total += im->f[i].size;
+	task_progress(&im->t, "verifying", 0, total);
+	/* the descriptor and each file must be listed */
+	for (size_t i = 0; i <= im->p.nfiles; i++) {
+		const char *name = i ? im->p.files[i - 1].href : im->ovfname;
+		size_t k;
+
+		for (k = 0; k < mf.n; k++)
+			if (!strcmp(mf.e[k].file, name))
+				break;
+		if (k == mf.n)
+			return reply_err(EINVAL, "import: %s does not list %s: the package does not match its manifest",
+					 mfname, name);
+	}
+	for (size_t k = 0; k < mf.n; k++) {
+		const struct ovf_mf_entry *e = &mf.e[k];
+		size_t i;
+
+		if (!strcmp(e->file, im->ovfname)) {
+			ovf_digest_mem(im->ovf, im->ovflen, e->alg, hex);
+		} else {
+			for (i = 0; i < im->p.nfiles; i++)
+				if (!strcmp(im->p.files[i].href, e->file))
+					break;
+			if (i == im->p.nfiles)
+				return reply_err(EINVAL, "import: %s lists %s, which the descriptor does not reference",
+						 mfname, e->file);
+			json_object_set_new(im->t.j, "total", json_integer((json_int_t)total));
+			rc = ovf_digest_fd(im->f[i].fd, im->f[i].off, im->f[i].size, e->alg, hex, digest_cb,
+					   &im->t);
+			if (rc)
+				return reply_err(rc, "import: reading %s: %s", e->file, strerror(-rc));
+		}
+		if (strcmp(hex, e->hex))
+			return reply_err(EBADMSG, "import: %s: digest mismatch for %s (the manifest says %s %.16s..., the file has %.16s...): the package is damaged or was altered",
+					 mfname, e->file, e->alg == OVF_SHA1 ? "SHA1" : e->alg == OVF_SHA256 ? "SHA256" : "SHA512",
+					 e->hex, hex);
+	}
+	return NULL;
+}
+
+/* A disk file must be a hosted sparse VMDK (streamOptimized or sparse):
+ * "KDMV" and a capacity that fits its DiskSection entry.  A descriptor
+ * (text) or a header without capacity could name other files for
+ * qemu-img to open, so neither is handed to it. */
+static json_t *check_vmdk(struct imp *im, const struct ovf_disk *d)
+{
+	const struct pfile *pf = &im->f[d->file];
+	unsigned char h[512];
+	uint64_t cap = 0;
+
+	if (pf->size < 512 || pread(pf->fd, h, 512, (off_t)pf->off) != 512)
+		return reply_err(EINVAL, "import: DiskSection/Disk %s: '%s' is too short for a VMDK", d->id,
+				 im->p.files[d->file].href);
+	if (memcmp(h, "KDMV", 4))
+		return reply_err(EINVAL, "import: DiskSection/Disk %s: '%s' is not a sparse VMDK (no KDMV header)",
+				 d->id, im->p.files[d->file].href);
+	for (int i = 7; i >= 0; i--)
+		cap = cap << 8 | h[12 + i];
+	if (cap == 0 || cap > OVF_MAX_CAPACITY / 512)
+		return reply_err(EINVAL, "import: DiskSection/Disk %s: '%s' has a capacity of %" PRIu64 " sectors: refused",
+				 d->id, im->p.files[d->file].href, cap);
+	if (cap * 512 > d->capacity)
+		return reply_err(EINVAL, "import: DiskSection/Disk %s: '%s' holds %" PRIu64 " bytes, more than its ovf:capacity %" PRIu64,
+				 d->id, im->p.files[d->file].href, cap * 512, d->capacity);
+	return NULL;
+}
+
+/* eager-zeroed: zeros written over every hole the conversion left */
+static int fill_holes(int fd, uint64_t size)
+{
+	static const char z[1 << 16];
+	off_t pos = 0;
+
+	while ((uint64_t)pos < size) {
+		off_t hole = lseek(fd, pos, SEEK_HOLE), data;
+
+		if (hole < 0 || (uint64_t)hole >= size)
+			break;
+		data = lseek(fd, hole, SEEK_DATA);
+		if (data < 0 || (uint64_t)data > size)
+			data = (off_t)size;
+		for (off_t p = hole; p < data;) {
+			size_t n = (size_t)(data - p) < sizeof(z) ? (size_t)(data - p) : sizeof(z);
+			ssize_t w = pwrite(fd, z, n, p);
+
+			if (w <= 0)
+				return w < 0 ? -errno : -EIO;
+			p += w;
+		}
+		pos = data;
+	}
+	return 0;
+}
+
+static int import_disk(struct imp *im, int dirfd, size_t k, const char *flat, enum vm_prov prov,
+		       struct vm_err *err)
+{
+	const struct ovf_dev *vd = &im->p.vdisks[k];
+	const struct ovf_disk *d = &im->p.disks[vd->index];
+	uint64_t size = (d->capacity + 511) & ~511ULL;
+	char phase[32], dst[32];
+	int fd, rc = 0;
+
+	fd = openat(dirfd, flat, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vm_errf(err, -errno, "%s: %s", flat, strerror(errno));
+	if (ftruncate(fd, (off_t)size))
+		rc = vm_errf(err, -errno, "%s: truncate: %s", flat, strerror(errno));
+	if (!rc && prov != VM_PROV_THIN && fallocate(fd, 0, 0, (off_t)size))
+		rc = vm_errf(err, -errno, "%s: fallocate %" PRIu64 " bytes: %s", flat, size, strerror(errno));
+	if (!rc && d->file >= 0) {
+		const struct pfile *pf = &im->f[d->file];
+		json_t *spec = json_pack("{s:s,s:{s:s,s:I,s:I,s:{s:s,s:s,s:s}}}", "driver", "vmdk", "file",
+					 "driver", "raw", "offset", (json_int_t)pf->off, "size",
+					 (json_int_t)pf->size, "file", "driver", "file", "filename", "",
+					 "locking", "off");
+		char src[64], *js, *jsrc = NULL;
+		int keep[2] = {pf->fd, fd};
+
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", pf->fd);
+		json_object_set_new(json_object_get(json_object_get(spec, "file"), "file"), "filename",
+				    json_string(src));
+		js = json_dumps(spec, JSON_COMPACT);
+		json_decref(spec);
+		if (!js || asprintf(&jsrc, "json:%s", js) < 0)
+			rc = vm_errf(err, -ENOMEM, "out of memory");
+		free(js);
+		snprintf(dst, sizeof(dst), "/proc/self/fd/%d", fd);
+		snprintf(phase, sizeof(phase), "disk %zu", k + 1);
+		/* -n: into the extent made above (its provisioning kept);
+		 * --target-is-zero: it reads as zeros, so zero areas of the
+		 * source are not written (a thin extent stays thin) */
+		char *argv[] = {"qemu-img", "convert", "-p", "-n", "--target-is-zero", "-O", "raw", jsrc, dst,
+				NULL};
+
+		if (!rc)
+			rc = qemu_img(&im->t, phase, size, argv, keep, 2, err);
+		free(jsrc);
+	}
+	if (!rc && prov == VM_PROV_EAGER && (rc = fill_holes(fd, size)))
+		vm_errf(err, rc, "%s: writing zeros: %s", flat, strerror(-rc));
+	if (!rc && fsync(fd))
+		rc = vm_errf(err, -errno, "%s: fsync: %s", flat, strerror(errno));
+	close(fd);
+	return rc;
+}
+
+/* a VM name from the package's: file-name safe */
+static void safe_name(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (; *in && o + 1 < size && o < 100; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		out[o++] = (c < 0x20 || c == 0x7f || strchr("/;|&$`<>\\\"'*?,=!{}[]~ ", c)) ? '_' : (char)c;
+	}
+	out[o] = '\0';
+	while (out[0] == '.')
+		out[0] = '_';
+	if (!out[0])
+		snprintf(out, size, "imported");
+}
+
+static int copy_member(struct imp *im, int dirfd, size_t fi, struct vm_err *err)
+{
+	const char *name = im->p.files[fi].href;
+	uint64_t done = 0;
+	int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644), rc;
+
+	if (out < 0)
+		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
+	rc = copy_range(out, im->f[fi].fd, im->f[fi].off, im->f[fi].size, &im->t, "files", &done,
+			im->f[fi].size);
+	if (!rc && fsync(out))
+		rc = -errno;
+	close(out);
+	return rc ? vm_errf(err, rc, "copying %s: %s", name, strerror(-rc)) : 0;
+}
+
+json_t *ovf_import(struct agent *a, json_t *req)
+{
+	const char *pkg = req_str(req, "path"), *dest = req_str(req, "dest");
+	const char *want = req_str(req, "name"), *provs = req_str(req, "provisioning") ?: "thin";
+	struct imp *im = calloc(1, sizeof(*im));
+	char name[VM_NAME_MAX + 1], folder[PATH_MAX], buf[PATH_MAX], num[32];
+	char fname[VM_NAME_MAX + 32], flat[VM_NAME_MAX + 32], key[48], vmxp[PATH_MAX + VM_NAME_MAX + 8];
+	bool made = false;
+	struct vmx_file vmx = {0};
+	struct vm_err err;
+	struct stat st;
+	enum vm_prov prov;
+	int dirfd = -1, rc;
+	json_t *r = NULL;
+	char *vtext = NULL;
+
+	if (!im)
+		return reply_err(ENOMEM, "out of memory");
+	im->a = a;
+	im->pkg = pkg;
+	im->afd = im->pdir = -1;
+	im->warn = json_array();
+	for (size_t i = 0; i < OVF_MAX_FILES; i++)
+		im->f[i].fd = -1;
+	if (!pkg || pkg[0] != '/' || !dest || dest[0] != '/') {
+		r = reply_err(EINVAL, "import: the agent needs absolute paths");
+		goto out;
+	}
+	if (vm_prov_parse(provs, &prov)) {
+		r = reply_err(EINVAL, "import: --provisioning must be thin, thick or eagerzeroed");
+		goto out;
+	}
+	if (ends_with(pkg, ".ovf")) {
+		im->ova = false;
+	} else {
+		im->ova = true;
+		im->afd = open(pkg, O_RDONLY | O_CLOEXEC);
+		if (im->afd < 0) {
+			r = reply_err(errno, "import: %s: %s", pkg, strerror(errno));
+			goto out;
+		}
+	}
+	if ((r = load_package(im)))
+		goto out;
+	if ((rc = task_begin(&im->t, a, "import", pkg, dest, false))) {
+		r = reply_err(rc, "task record: %s", strerror(-rc));
+		goto out;
+	}
+	if ((r = verify_manifest(im)))
+		goto out;
+	for (size_t i = 0; i < im->p.nvdisks; i++) {
+		const struct ovf_disk *d = &im->p.disks[im->p.vdisks[i].index];
+
+		if (d->file >= 0 && (r = check_vmdk(im, d)))
+			goto out;
+	}
+	for (size_t i = 0; im->ova && i < im->nm; i++)
+		if (ends_with(im->m[i].name, ".cert"))
+			json_array_append_new(im->warn, json_sprintf("%s: the signature is not checked", im->m[i].name));
+	/* the VM's name and folder: DEST an existing folder = into it */
+	if (!stat(dest, &st) && S_ISDIR(st.st_mode)) {
+		safe_name(want ? want : im->p.name, name, sizeof(name));
+		snprintf(folder, sizeof(folder), "%s/%s", dest, name);
+	} else {
+		snprintf(buf, sizeof(buf), "%s", dest);
+		safe_name(want ? want : basename(buf), name, sizeof(name));
+		snprintf(buf, sizeof(buf), "%s", dest);
+		snprintf(folder, sizeof(folder), "%s/%s", dirname(buf), name);
+	}
+	if (want && strcmp(want, name)) {
+		r = reply_err(EINVAL, "import: --name '%s' is not a usable file name (try '%s')", want, name);
+		goto out;
+	}
+	if (mkdir(folder, 0755)) {
+		r = reply_err(errno, "import: %s: %s", folder, errno == EEXIST ? "already exists" : strerror(errno));
+		goto out;
+	}
+	made = true;
+	dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dirfd < 0) {
+		r = reply_err(errno, "import: %s: %s", folder, strerror(errno));
+		goto out;
+	}
+	vmx_set(&vmx, ".encoding", "UTF-8");
+	vmx_set(&vmx, "config.version", "8");
+	vmx_set(&vmx, "virtualHW.version", "14");
+	vmx_set(&vmx, "displayName", im->p.name[0] ? im->p.name : name);
+	vmx_set(&vmx, "guestOS", im->p.guest_os);
+	snprintf(num, sizeof(num), "%u", im->p.vcpus);
+	vmx_set(&vmx, "numvcpus", num);
+	snprintf(num, sizeof(num), "%u", im->p.mem_mib);
+	vmx_set(&vmx, "memSize", num);
+	for (size_t i = 0; i < im->p.nctrls; i++) {
+		snprintf(key, sizeof(key), "%s%d.present", im->p.ctrls[i].bus, im->p.ctrls[i].index);
+		vmx_set(&vmx, key, "TRUE");
+		if (im->p.ctrls[i].model[0]) {
+			snprintf(key, sizeof(key), "%s%d.virtualDev", im->p.ctrls[i].bus, im->p.ctrls[i].index);
+			vmx_set(&vmx, key, im->p.ctrls[i].model);
+		}
+	}
+	for (size_t k = 0; k < im->p.nvdisks; k++) {
+		const struct ovf_dev *vd = &im->p.vdisks[k];
+		struct vmdk_desc desc = {0};
+		char *dtext;
+
+		if (k == 0) {
+			snprintf(fname, sizeof(fname), "%s.vmdk", name);
+			snprintf(flat, sizeof(flat), "%s-flat.vmdk", name);
+		} else {
+			snprintf(fname, sizeof(fname), "%s_%zu.vmdk", name, k);
+			snprintf(flat, sizeof(flat), "%s_%zu-flat.vmdk", name, k);
+		}
+		if ((rc = import_disk(im, dirfd, k, flat, prov, &err))) {
+			r = reply_err(rc, "import: disk %zu (%s): %s", k + 1, im->p.disks[vd->index].id, err.msg);
+			goto out;
+		}
+		desc.sectors = (im->p.disks[vd->index].capacity + 511) / 512;
+		snprintf(desc.extent, sizeof(desc.extent), "%s", flat);
+		snprintf(desc.adapter, sizeof(desc.adapter), "%s", !strcmp(vd->bus, "ide") ? "ide" : "lsilogic");
+		desc.thin = prov == VM_PROV_THIN;
+		dtext = vmdk_format(&desc);
+		rc = dtext ? write_new_file(dirfd, fname, dtext, &err) : vm_errf(&err, -ENOMEM, "out of memory");
+		free(dtext);
+		if (rc) {
+			r = reply_err(rc, "import: %s", err.msg);
+			goto out;
+		}
+		snprintf(key, sizeof(key), "%s%d:%d.present", vd->bus, vd->ctrl, vd->unit);
+		vmx_set(&vmx, key, "TRUE");
+		snprintf(key, sizeof(key), "%s%d:%d.fileName", vd->bus, vd->ctrl, vd->unit);
+		vmx_set(&vmx, key, fname);
+	}
+	/* CD images and the files vmfsd.kernel / vmfsd.initrd name: copied
+	 * under their names in the package */
+	for (size_t k = 0; k < im->p.ncdroms; k++) {
+		const struct ovf_dev *cd = &im->p.cdroms[k];
+
+		if ((rc = copy_member(im, dirfd, (size_t)cd->index, &err))) {
+			r = reply_err(rc, "import: %s", err.msg);
+			goto out;
+		}
+		snprintf(key, sizeof(key), "%s%d:%d.present", cd->bus, cd->ctrl, cd->unit);
+		vmx_set(&vmx, key, "TRUE");
+		snprintf(key, sizeof(key), "%s%d:%d.deviceType", cd->bus, cd->ctrl, cd->unit);
+		vmx_set(&vmx, key, "cdrom-image");
+		snprintf(key, sizeof(key), "%s%d:%d.fileName", cd->bus, cd->ctrl, cd->unit);
+		vmx_set(&vmx, key, im->p.files[cd->index].href);
+	}
+	for (size_t k = 0; k < im->p.nextra; k++) {
+		const struct ovf_kv *kv = &im->p.extra[k];
+
+		if (!strcasecmp(kv->key, "vmfsd.kernel") || !strcasecmp(kv->key, "vmfsd.initrd")) {
+			size_t i;
+
+			for (i = 0; i < im->p.nfiles; i++)
+				if (!strcmp(im->p.files[i].href, kv->value))
+					break;
+			if (i == im->p.nfiles) {
+				r = reply_err(EINVAL, "import: vmw:ExtraConfig %s = '%.60s': no such file in References",
+					      kv->key, kv->value);
+				goto out;
+			}
+			if (!file_exists_at(dirfd, kv->value) && (rc = copy_member(im, dirfd, i, &err))) {
+				r = reply_err(rc, "import: %s", err.msg);
+				goto out;
+			}
+		}
+		vmx_set(&vmx, kv->key, kv->value);
+	}
+	for (size_t k = 0; k < im->p.nnics; k++) {
+		const struct ovf_nic *n = &im->p.nics[k];
+
+		snprintf(key, sizeof(key), "ethernet%zu.present", k);
+		vmx_set(&vmx, key, "TRUE");
+		snprintf(key, sizeof(key), "ethernet%zu.virtualDev", k);
+		vmx_set(&vmx, key, n->model);
+		/* a network name of another platform names no bridge here:
+		 * QEMU user networking, said in the notes */
+		snprintf(key, sizeof(key), "ethernet%zu.connectionType", k);
+		vmx_set(&vmx, key, "nat");
+		if (n->network[0] && strcasecmp(n->network, "nat"))
+			json_array_append_new(im->warn, json_sprintf("ethernet%zu: network '%s' connected to nat (QEMU user networking): set ethernet%zu.connectionType = \"bridged\" and networkName for a bridge",
+								      k, n->network, k));
+		if (n->mac[0]) {
+			snprintf(key, sizeof(key), "ethernet%zu.address", k);
+			vmx_set(&vmx, key, n->mac);
+		}
+	}
+	vtext = vmx_format(&vmx);
+	snprintf(fname, sizeof(fname), "%s.vmx", name);
+	{
+		struct vmx_file chk;
+		struct vm_config cfg;
+
+		rc = vtext ? vmx_parse(vtext, strlen(vtext), fname, &chk, &err) : vm_errf(&err, -ENOMEM, "out of memory");
+		if (!rc) {
+			rc = vm_config_from_vmx(&chk, fname, &cfg, &err);
+			vmx_free(&chk);
+		}
+	}
+	if (!rc)
+		rc = write_new_file(dirfd, fname, vtext, &err);
+	if (rc) {
+		r = reply_err(rc, "import: the .vmx made from %s: %s", im->ovfname, err.msg);
+		goto out;
+	}
+	fsync(dirfd);
+	snprintf(vmxp, sizeof(vmxp), "%s/%s", folder, fname);
+	inventory_edit(a, vmxp, NULL);
+	agent_event(a, vmxp, "vm.imported", "imported from %s (%zu disks, %s, task %s)", pkg,
+		    im->p.nvdisks, vm_prov_name(prov), im->t.id);
+	r = reply_ok("imported %s as %s (%u vCPU, %u MiB, %zu disk%s, %s)", pkg, folder, im->p.vcpus,
+		     im->p.mem_mib, im->p.nvdisks, im->p.nvdisks == 1 ? "" : "s", vm_prov_name(prov));
+	json_object_set_new(r, "path", json_string(folder));
+	json_object_set_new(r, "vmx", json_string(vmxp));
+	json_object_set_new(r, "ovf_version", json_integer(im->p.version));
+	if (im->p.notes[0])
+		json_object_set_new(r, "not_mapped", json_string(im->p.notes));
+	made = false;
+out:
+	if (r && !json_is_true(json_object_get(r, "ok")) && im->p.notes[0] &&
+	    !json_object_get(r, "not_mapped"))
+		json_object_set_new(r, "not_mapped", json_string(im->p.notes));
+	if (r && json_array_size(im->warn))
+		json_object_set(r, "warnings", im->warn);
+	if (dirfd >= 0)
+		close(dirfd);
+	if (made)
+		remove_folder(folder);
+	if (im->t.j)
+		task_end(&im->t, r);
+	for (size_t i = 0; i < OVF_MAX_FILES; i++)
+		pkg_close(im, &im->f[i]);
+	if (im->afd >= 0)
+		close(im->afd);
+	if (im->pdir >= 0)
+		close(im->pdir);
+	json_decref(im->warn);
+	vmx_free(&vmx);
+	free(vtext);
+	free(im->ovf);
+	free(im);
+	return r;
+}
