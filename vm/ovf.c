@@ -208,7 +208,7 @@ int ovf_units(const char *s, uint64_t *mult)
 		return -EINVAL;
 	p = q + 1;
 	exp = strtoul(p, &q, 10);
-	if (q == p || *q || exp > (base == 2 ? 50 : 15))
+	if (q == p || *q || exp > (base == 2 ? 62 : 18))
 		return -EINVAL;
 	*mult = 1;
 	while (exp--)

@@ -1,0 +1,531 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""OVF and OVA export and import (docs/vm.md "OVF and OVA"), through vmfsctl
+and the agent on a real vmfsd mount.
+
+Asserted: a VM (the test guest, direct kernel boot) exported as an OVA
+has the descriptor first, then the manifest, then the files in the order
+of References, a manifest whose SHA-256 digests match, an OVF 1.x envelope
+with the DSP0243 sections; imported back (thin) its disk is byte for byte
+the source's and it boots; exported as an OVF folder and imported thick it
+is allocated and identical; export of a running VM is refused.  An OVF in
+VirtualBox's style (OVF 2.0 envelope, vbox namespace, SATA and IDE
+controllers, SHA1 manifest at the end of the archive, MAC without colons)
+and one in ovftool's style (OVF 1.0, "byte * 2^30" capacity, vmw:osType,
+VirtualSCSI, vmxnet3, vmw:ExtraConfig) are imported with the hardware
+mapped and what cannot be mapped reported.  Hostile packages are refused
+with a message naming the problem and leave nothing behind: XXE, entity
+expansion, hrefs with ../ and an absolute path, a URL, tar members escaping
+the package and a symlink member, a manifest mismatch, an absurd capacity,
+a truncated tar, a huge descriptor, a disk that is a VMDK descriptor text.
+
+Registered with meson (suite vm, vm-ovf).
+"""
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import vmtest  # noqa: E402
+from vmtest import MiB  # noqa: E402
+
+OVF1 = "http://schemas.dmtf.org/ovf/envelope/1"
+PATTERN = [(1 * MiB, 0x5a), (17 * MiB + 4096, 0xa5), (60 * MiB, 0x3c)]
+
+
+def sha(path, alg="sha256"):
+    h = hashlib.new(alg)
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(MiB), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def write_pattern(path):
+    with open(path, "r+b") as f:
+        for off, b in PATTERN:
+            f.seek(off)
+            f.write(bytes([b]) * (256 * 1024))
+        os.fsync(f.fileno())
+
+
+def stream_vmdk(raw, out):
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
+                    raw, out], check=True, timeout=120)
+
+
+def make_tar(path, members):
+    """members: [(name, bytes or a file path, kind)] in that order; kind
+    'file' (default) or 'symlink' (target = the data)."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as t:
+        for m in members:
+            name, data = m[0], m[1]
+            kind = m[2] if len(m) > 2 else "file"
+            ti = tarfile.TarInfo(name)
+            if kind == "symlink":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = data
+                t.addfile(ti)
+                continue
+            if isinstance(data, str):
+                with open(data, "rb") as f:
+                    data = f.read()
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+
+
+def mf_text(entries, alg="SHA256"):
+    return "".join("%s(%s)= %s\n" % (alg, n, hashlib.new(alg.lower(), d).hexdigest())
+                   for n, d in entries).encode()
+
+
+VBOX_OVF = """<?xml version="1.0"?>
+<Envelope ovf:version="2.0" xml:lang="en-US" xmlns="http://schemas.dmtf.org/ovf/envelope/2" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/2" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vbox="http://www.virtualbox.org/ovf/machine" xmlns:epasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_EthernetPortAllocationSettingData" xmlns:sasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_StorageAllocationSettingData">
+  <References>
+    <File ovf:id="file1" ovf:href="vbox-disk001.vmdk"/>
+  </References>
+  <DiskSection>
+    <Info>List of the virtual disks used in the package</Info>
+    <Disk ovf:capacity="%(cap)d" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized" vbox:uuid="b1d1d6a8-0000-4000-8000-000000000001"/>
+  </DiskSection>
+  <NetworkSection>
+    <Info>Logical networks used in the package</Info>
+    <Network ovf:name="NAT">
+      <Description>Logical network used by this appliance.</Description>
+    </Network>
+  </NetworkSection>
+  <VirtualSystem ovf:id="vbox vm">
+    <Info>A virtual machine</Info>
+    <OperatingSystemSection ovf:id="96">
+      <Info>The kind of installed guest operating system</Info>
+      <Description>Debian_64</Description>
+      <vbox:OSType ovf:required="false">Debian_64</vbox:OSType>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements for a virtual machine</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemIdentifier>vbox vm</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemType>virtualbox-2.2</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:Caption>2 virtual CPU</rasd:Caption>
+        <rasd:Description>Number of virtual CPUs</rasd:Description>
+        <rasd:ElementName>2 virtual CPU</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>2</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>MegaBytes</rasd:AllocationUnits>
+        <rasd:Caption>256 MB of memory</rasd:Caption>
+        <rasd:Description>Memory Size</rasd:Description>
+        <rasd:ElementName>256 MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>256</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Caption>ideController0</rasd:Caption>
+        <rasd:Description>IDE Controller</rasd:Description>
+        <rasd:ElementName>ideController0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>PIIX4</rasd:ResourceSubType>
+        <rasd:ResourceType>5</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Caption>sataController0</rasd:Caption>
+        <rasd:Description>SATA Controller</rasd:Description>
+        <rasd:ElementName>sataController0</rasd:ElementName>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:ResourceSubType>AHCI</rasd:ResourceSubType>
+        <rasd:ResourceType>20</rasd:ResourceType>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>3</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>false</rasd:AutomaticAllocation>
+        <rasd:Caption>sound</rasd:Caption>
+        <rasd:Description>Sound Card</rasd:Description>
+        <rasd:ElementName>sound</rasd:ElementName>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:ResourceSubType>ensoniq1371</rasd:ResourceSubType>
+        <rasd:ResourceType>35</rasd:ResourceType>
+      </Item>
+      <StorageItem>
+        <sasd:AddressOnParent>0</sasd:AddressOnParent>
+        <sasd:Caption>disk1</sasd:Caption>
+        <sasd:Description>Disk Image</sasd:Description>
+        <sasd:ElementName>disk1</sasd:ElementName>
+        <sasd:HostResource>/disk/vmdisk1</sasd:HostResource>
+        <sasd:InstanceID>6</sasd:InstanceID>
+        <sasd:Parent>4</sasd:Parent>
+        <sasd:ResourceType>17</sasd:ResourceType>
+      </StorageItem>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Caption>cdrom1</rasd:Caption>
+        <rasd:Description>CD-ROM Drive</rasd:Description>
+        <rasd:ElementName>cdrom1</rasd:ElementName>
+        <rasd:InstanceID>7</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>15</rasd:ResourceType>
+      </Item>
+      <EthernetPortItem>
+        <epasd:Address>08002712AB34</epasd:Address>
+        <epasd:AutomaticAllocation>true</epasd:AutomaticAllocation>
+        <epasd:Caption>Ethernet adapter on 'NAT'</epasd:Caption>
+        <epasd:Connection>NAT</epasd:Connection>
+        <epasd:ElementName>Ethernet adapter on 'NAT'</epasd:ElementName>
+        <epasd:InstanceID>8</epasd:InstanceID>
+        <epasd:ResourceSubType>E1000</epasd:ResourceSubType>
+        <epasd:ResourceType>10</epasd:ResourceType>
+      </EthernetPortItem>
+    </VirtualHardwareSection>
+    <vbox:Machine ovf:required="false" version="1.16-linux" uuid="{b1d1d6a8-0000-4000-8000-000000000002}" name="vbox vm">
+      <ovf:Info>Complete VirtualBox machine configuration in VirtualBox format</ovf:Info>
+      <Hardware><CPU count="2"/><Memory RAMSize="256"/></Hardware>
+    </vbox:Machine>
+  </VirtualSystem>
+</Envelope>
+"""
+
+OVFTOOL_OVF = """<?xml version="1.0" encoding="UTF-8"?>
+<!--Generated by VMware ovftool 4.4.3 (build-18663434), UTC time: 2026-11-30T10:12:01.123456Z-->
+<Envelope vmw:buildId="build-18663434" xmlns="http://schemas.dmtf.org/ovf/envelope/1" xmlns:cim="http://schemas.dmtf.org/wbem/wscim/1/common" xmlns:ovf="http://schemas.dmtf.org/ovf/envelope/1" xmlns:rasd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData" xmlns:vmw="http://www.vmware.com/schema/ovf" xmlns:vssd="http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <References>
+    <File ovf:href="esxvm-disk1.vmdk" ovf:id="file1" ovf:size="%(size)d"/>
+  </References>
+  <DiskSection>
+    <Info>Virtual disk information</Info>
+    <Disk ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^30" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized" ovf:populatedSize="786432"/>
+  </DiskSection>
+  <NetworkSection>
+    <Info>The list of logical networks</Info>
+    <Network ovf:name="VM Network">
+      <Description>The VM Network network</Description>
+    </Network>
+  </NetworkSection>
+  <VirtualSystem ovf:id="esxvm">
+    <Info>A virtual machine</Info>
+    <Name>esxvm</Name>
+    <OperatingSystemSection ovf:id="96" vmw:osType="debian10_64Guest">
+      <Info>The kind of installed guest operating system</Info>
+      <Description>Debian GNU/Linux 10 (64-bit)</Description>
+    </OperatingSystemSection>
+    <VirtualHardwareSection>
+      <Info>Virtual hardware requirements</Info>
+      <System>
+        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
+        <vssd:InstanceID>0</vssd:InstanceID>
+        <vssd:VirtualSystemIdentifier>esxvm</vssd:VirtualSystemIdentifier>
+        <vssd:VirtualSystemType>vmx-15</vssd:VirtualSystemType>
+      </System>
+      <Item>
+        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>
+        <rasd:Description>Number of Virtual CPUs</rasd:Description>
+        <rasd:ElementName>1 virtual CPU(s)</rasd:ElementName>
+        <rasd:InstanceID>1</rasd:InstanceID>
+        <rasd:ResourceType>3</rasd:ResourceType>
+        <rasd:VirtualQuantity>1</rasd:VirtualQuantity>
+        <vmw:CoresPerSocket ovf:required="false">1</vmw:CoresPerSocket>
+      </Item>
+      <Item>
+        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>
+        <rasd:Description>Memory Size</rasd:Description>
+        <rasd:ElementName>512MB of memory</rasd:ElementName>
+        <rasd:InstanceID>2</rasd:InstanceID>
+        <rasd:ResourceType>4</rasd:ResourceType>
+        <rasd:VirtualQuantity>512</rasd:VirtualQuantity>
+      </Item>
+      <Item>
+        <rasd:Address>0</rasd:Address>
+        <rasd:Description>SCSI Controller</rasd:Description>
+        <rasd:ElementName>SCSI Controller 0</rasd:ElementName>
+        <rasd:InstanceID>3</rasd:InstanceID>
+        <rasd:ResourceSubType>VirtualSCSI</rasd:ResourceSubType>
+        <rasd:ResourceType>6</rasd:ResourceType>
+      </Item>
+      <Item ovf:required="false">
+        <rasd:Address>0</rasd:Address>
+        <rasd:Description>USB Controller (EHCI)</rasd:Description>
+        <rasd:ElementName>USB controller</rasd:ElementName>
+        <rasd:InstanceID>4</rasd:InstanceID>
+        <rasd:ResourceSubType>vmware.usb.ehci</rasd:ResourceSubType>
+        <rasd:ResourceType>23</rasd:ResourceType>
+        <vmw:Config ovf:required="false" vmw:key="ehciEnabled" vmw:value="true"/>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>0</rasd:AddressOnParent>
+        <rasd:ElementName>Hard disk 1</rasd:ElementName>
+        <rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>
+        <rasd:InstanceID>5</rasd:InstanceID>
+        <rasd:Parent>3</rasd:Parent>
+        <rasd:ResourceType>17</rasd:ResourceType>
+        <vmw:Config ovf:required="false" vmw:key="backing.writeThrough" vmw:value="false"/>
+      </Item>
+      <Item>
+        <rasd:AddressOnParent>7</rasd:AddressOnParent>
+        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>
+        <rasd:Connection>VM Network</rasd:Connection>
+        <rasd:Description>VmxNet3 ethernet adapter on &quot;VM Network&quot;</rasd:Description>
+        <rasd:ElementName>Network adapter 1</rasd:ElementName>
+        <rasd:InstanceID>6</rasd:InstanceID>
+        <rasd:ResourceSubType>VmxNet3</rasd:ResourceSubType>
+        <rasd:ResourceType>10</rasd:ResourceType>
+        <vmw:Config ovf:required="false" vmw:key="wakeOnLanEnabled" vmw:value="true"/>
+      </Item>
+      <Item ovf:required="false">
+        <rasd:ElementName>Video card</rasd:ElementName>
+        <rasd:InstanceID>7</rasd:InstanceID>
+        <rasd:ResourceType>24</rasd:ResourceType>
+        <vmw:Config ovf:required="false" vmw:key="videoRamSizeInKB" vmw:value="4096"/>
+      </Item>
+      <vmw:Config ovf:required="false" vmw:key="cpuHotAddEnabled" vmw:value="false"/>
+      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="bios"/>
+      <vmw:ExtraConfig ovf:required="false" vmw:key="nvram" vmw:value="esxvm.nvram"/>
+      <vmw:ExtraConfig ovf:required="false" vmw:key="svga.autodetect" vmw:value="TRUE"/>
+    </VirtualHardwareSection>
+    <AnnotationSection ovf:required="false">
+      <Info>A human-readable annotation</Info>
+      <Annotation>made by hand in ovftool's style</Annotation>
+    </AnnotationSection>
+  </VirtualSystem>
+</Envelope>
+"""
+
+
+def body(c):
+    kernel, initrd = vmtest.guest()
+    with vmtest.Volume("ovf", size="3G", checker=c) as vol:
+        mnt = vol.mount("esx1")
+        a = vol.agent("esx1")
+        work = vol.work
+        vm = os.path.join(mnt, "src")
+        a.ok("create", vm, "--cpus", 1, "--memory", vmtest.GUEST_MEM, "--disk", "64M",
+             "--kernel", kernel, "--initrd", initrd, "--append", "console=ttyS0 quiet",
+             "--guest-os", "debian12-64", "--net", "nat")
+        src_flat = os.path.join(vm, "src-flat.vmdk")
+        write_pattern(src_flat)
+        src_sha = sha(src_flat)
+        imported = os.path.join(mnt, "imported")
+        os.makedirs(imported)
+
+        state = {"ok_vms": []}
+
+        def leaves_nothing(what):
+            c.eq(sorted(os.listdir(imported)), sorted(state["ok_vms"]),
+                 "%s: the destination folder changed" % what)
+
+        def export_ova():
+            ova = os.path.join(work, "src.ova")
+            out = a.ok("--json", "export", vm, ova)
+            prog, res = vmtest.json_stream(out)
+            c.check(prog and any(p["phase"].startswith("disk") for p in prog),
+                    "export: no conversion progress: %s" % prog[-2:])
+            with tarfile.open(ova) as t:
+                names = t.getnames()
+                files = {m.name: t.extractfile(m).read() for m in t.getmembers()}
+                c.check(all(m.isreg() for m in t.getmembers()), "OVA members are not all regular files")
+            c.eq(names, ["src.ovf", "src.mf", "src-disk1.vmdk", "vmlinuz", "initrd.img"],
+                 "OVA member order (descriptor, manifest, References order)")
+            mf = files["src.mf"].decode().splitlines()
+            c.eq(len(mf), 4, "manifest lines")
+            for line in mf:
+                n, h = line[len("SHA256("):].split(")= ")
+                c.eq(hashlib.sha256(files[n]).hexdigest(), h, "manifest digest of %s" % n)
+            env = ET.fromstring(files["src.ovf"])
+            c.eq(env.tag, "{%s}Envelope" % OVF1, "root element")
+            kids = [k.tag.split("}")[1] for k in env]
+            c.eq(kids, ["References", "DiskSection", "NetworkSection", "VirtualSystem"], "Envelope sections")
+            rasd = "{http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData}"
+            types = [i.find(rasd + "ResourceType").text for i in env.iter("{%s}Item" % OVF1)]
+            c.eq(types, ["3", "4", "6", "17", "10"], "VirtualHardwareSection Item types")
+            c.check(files["src-disk1.vmdk"][:4] == b"KDMV", "the disk is not a sparse VMDK")
+            print("    exported %s: %d bytes, members %s" % (ova, os.path.getsize(ova), names))
+            state["ova"] = ova
+
+        def import_ova_boot():
+            out = a.ok("--json", "import", state["ova"], imported)
+            prog, res = vmtest.json_stream(out)
+            dst = os.path.join(imported, "src")
+            c.eq(res.get("path"), dst, "import path")
+            state["ok_vms"].append("src")
+            flat = os.path.join(dst, "src-flat.vmdk")
+            c.eq(os.path.getsize(flat), 64 * MiB, "imported disk size")
+            c.eq(sha(flat), src_sha, "imported disk content")
+            alloc = os.stat(flat).st_blocks * 512
+            c.check(alloc <= 8 * MiB, "thin import allocated %d bytes" % alloc)
+            with open(os.path.join(dst, "src.vmx")) as f:
+                vmx = f.read()
+            for want in ('numvcpus = "1"', 'memSize = "%d"' % vmtest.GUEST_MEM, 'guestOS = "debian12-64"',
+                         'vmfsd.kernel = "vmlinuz"', 'scsi0:0.fileName = "src.vmdk"',
+                         'ethernet0.connectionType = "nat"'):
+                c.check(want in vmx, "imported .vmx lacks %s:\n%s" % (want, vmx))
+            a.ok("power-on", dst)
+            n = vmtest.wait_counter(dst, "src", 2)
+            print("    imported VM boots: guest counter %d" % n)
+            r = a.ctl("export", dst, os.path.join(work, "running.ova"))
+            c.refused(r, "export of a running VM", "running")
+            c.check(not os.path.exists(os.path.join(work, "running.ova")), "a refused export left a file")
+            a.ok("power-off", dst)
+
+        def export_dir_import_thick():
+            d = os.path.join(work, "srcdir")
+            a.ok("export", vm, d)
+            c.eq(sorted(os.listdir(d)), sorted(["src.ovf", "src.mf", "src-disk1.vmdk", "vmlinuz", "initrd.img"]),
+                 "OVF folder files")
+            out = a.ok("import", os.path.join(d, "src.ovf"), os.path.join(imported, "thick"),
+                       "--provisioning", "thick")
+            print("    " + out.strip().splitlines()[0])
+            state["ok_vms"].append("thick")
+            flat = os.path.join(imported, "thick", "thick-flat.vmdk")
+            c.eq(sha(flat), src_sha, "thick import content")
+            c.check(os.stat(flat).st_blocks * 512 >= 64 * MiB, "thick import not allocated")
+            c.eq(a.info(os.path.join(imported, "thick"))["disks"][0]["provisioning"], "thick", "info provisioning")
+
+        raw = os.path.join(work, "pattern.raw")
+        with open(raw, "wb") as f:
+            f.truncate(64 * MiB)
+        write_pattern(raw)
+        raw_sha = sha(raw)
+
+        def virtualbox_style():
+            vmdk = os.path.join(work, "vbox-disk001.vmdk")
+            stream_vmdk(raw, vmdk)
+            ovf = (VBOX_OVF % {"cap": 64 * MiB}).encode()
+            with open(vmdk, "rb") as f:
+                disk = f.read()
+            ova = os.path.join(work, "vbox.ova")
+            # VirtualBox: descriptor, disks, then the manifest (SHA1 in 4.x)
+            make_tar(ova, [("vbox.ovf", ovf), ("vbox-disk001.vmdk", disk),
+                           ("vbox.mf", mf_text([("vbox.ovf", ovf), ("vbox-disk001.vmdk", disk)], "SHA1"))])
+            out = a.ok("--json", "import", ova, imported)
+            _, res = vmtest.json_stream(out)
+            dst = os.path.join(imported, "vbox_vm")
+            c.eq(res.get("path"), dst, "VirtualBox import path (name sanitized)")
+            c.eq(res.get("ovf_version"), 2, "OVF 2.0 envelope")
+            state["ok_vms"].append("vbox_vm")
+            nm = res.get("not_mapped", "")
+            c.check("sound card" in nm and "CD-ROM" in nm, "not_mapped: %s" % nm)
+            with open(os.path.join(dst, "vbox_vm.vmx")) as f:
+                vmx = f.read()
+            for want in ('numvcpus = "2"', 'memSize = "256"', 'guestOS = "Debian_64"',
+                         'sata0:0.fileName = "vbox_vm.vmdk"', 'ethernet0.virtualDev = "e1000"',
+                         'ethernet0.address = "08:00:27:12:AB:34"'):
+                c.check(want in vmx, "VirtualBox import .vmx lacks %s:\n%s" % (want, vmx))
+            c.eq(sha(os.path.join(dst, "vbox_vm-flat.vmdk")), raw_sha, "VirtualBox import content")
+            print("    VirtualBox OVA imported; not mapped: %s" % nm)
+
+        def ovftool_style():
+            d = os.path.join(work, "esx")
+            os.makedirs(d)
+            big = os.path.join(work, "big.raw")
+            with open(big, "wb") as f:
+                f.truncate(1 << 30)
+            with open(big, "r+b") as f:
+                f.seek(700 * MiB)
+                f.write(b"\x77" * MiB)
+            vmdk = os.path.join(d, "esxvm-disk1.vmdk")
+            stream_vmdk(big, vmdk)
+            ovf = (OVFTOOL_OVF % {"size": os.path.getsize(vmdk)}).encode()
+            with open(os.path.join(d, "esxvm.ovf"), "wb") as f:
+                f.write(ovf)
+            with open(vmdk, "rb") as f:
+                disk = f.read()
+            with open(os.path.join(d, "esxvm.mf"), "wb") as f:
+                f.write(mf_text([("esxvm.ovf", ovf), ("esxvm-disk1.vmdk", disk)]))
+            out = a.ok("--json", "import", os.path.join(d, "esxvm.ovf"), imported, "--name", "esx-copy")
+            _, res = vmtest.json_stream(out)
+            dst = os.path.join(imported, "esx-copy")
+            state["ok_vms"].append("esx-copy")
+            with open(os.path.join(dst, "esx-copy.vmx")) as f:
+                vmx = f.read()
+            for want in ('guestOS = "debian10_64"', 'scsi0.virtualDev = "pvscsi"', 'memSize = "512"',
+                         'ethernet0.virtualDev = "vmxnet3"', 'scsi0:0.fileName = "esx-copy.vmdk"'):
+                c.check(want in vmx, "ovftool import .vmx lacks %s:\n%s" % (want, vmx))
+            nm = res.get("not_mapped", "")
+            c.check("USB controller" in nm and "video card" in nm and "nvram" in nm, "not_mapped: %s" % nm)
+            c.check(any("VM Network" in w for w in res.get("warnings", [])), "no network warning: %s" % res)
+            flat = os.path.join(dst, "esx-copy-flat.vmdk")
+            c.eq(os.path.getsize(flat), 1 << 30, "byte * 2^30 capacity")
+            c.eq(sha(flat), sha(big), "ovftool import content")
+            print("    ovftool OVF imported (1 GiB disk, %d KiB allocated)" % (os.stat(flat).st_blocks // 2))
+
+        def hostile():
+            vmdk = os.path.join(work, "vbox-disk001.vmdk")
+            with open(vmdk, "rb") as f:
+                disk = f.read()
+            good = (VBOX_OVF % {"cap": 64 * MiB})
+
+            def ova_of(name, ovf, members=None, mf=True, alg="SHA256"):
+                if isinstance(ovf, str):
+                    ovf = ovf.encode()
+                path = os.path.join(work, name + ".ova")
+                m = members if members is not None else [("vbox-disk001.vmdk", disk)]
+                lst = [("h.ovf", ovf)] + m
+                if mf:
+                    lst.append(("h.mf", mf_text([("h.ovf", ovf)] + [x for x in m if len(x) == 2], alg)))
+                make_tar(path, lst)
+                return path
+
+            def refused(path, what, *needles):
+                c.refused(a.ctl("import", path, imported, "--name", "bad"), what, *needles)
+                leaves_nothing(what)
+
+            xxe = good.replace('<?xml version="1.0"?>',
+                               '<?xml version="1.0"?>\n<!DOCTYPE Envelope [<!ENTITY x SYSTEM "file:///etc/passwd">]>')
+            xxe = xxe.replace('<Info>A virtual machine</Info>', '<Info>A virtual machine</Info><Name>&x;</Name>')
+            refused(ova_of("xxe", xxe), "XXE", "DOCTYPE")
+            lol = '<!DOCTYPE Envelope [<!ENTITY a "aaaaaaaaaa">' + "".join(
+                '<!ENTITY %s "%s">' % (chr(98 + i), ("&%s;" % chr(97 + i)) * 10) for i in range(9)) + "]>"
+            bomb = good.replace('<?xml version="1.0"?>', '<?xml version="1.0"?>\n' + lol)
+            bomb = bomb.replace("<Info>A virtual machine</Info>", "<Info>&j;</Info>")
+            refused(ova_of("bomb", bomb), "entity expansion bomb", "DOCTYPE")
+            refused(ova_of("dotdot", good.replace('ovf:href="vbox-disk001.vmdk"', 'ovf:href="../../etc/passwd"')),
+                    "href with ../", "leaves the package")
+            refused(ova_of("abs", good.replace('ovf:href="vbox-disk001.vmdk"', 'ovf:href="/etc/passwd"')),
+                    "absolute href", "leaves the package")
+            refused(ova_of("url", good.replace('ovf:href="vbox-disk001.vmdk"',
+                                               'ovf:href="http://203.0.113.1/x.vmdk"')), "URL href", "URL")
+            refused(ova_of("escape", good, [("../vbox-disk001.vmdk", disk)]), "tar member ../", "not a plain file name")
+            refused(ova_of("symlink", good, [("vbox-disk001.vmdk", "/etc/passwd", "symlink")], mf=False),
+                    "symlink member", "not a regular file")
+            p = ova_of("mismatch", good)
+            with open(p, "r+b") as f:     # one byte of the disk's data, inside the archive
+                f.seek(3 * 512 + len(disk) // 2)
+                b = f.read(1)
+                f.seek(-1, 1)
+                f.write(bytes([b[0] ^ 0xff]))
+            refused(p, "manifest mismatch", "digest mismatch", "vbox-disk001.vmdk")
+            refused(ova_of("cap", good.replace('ovf:capacity="%d"' % (64 * MiB),
+                                               'ovf:capacity="1" ovf:capacityAllocationUnits="byte * 2^60"')),
+                    "absurd capacity", "capacity", "out of range")
+            p = ova_of("trunc", good)
+            with open(p, "r+b") as f:
+                f.truncate(os.path.getsize(p) // 2)
+            refused(p, "truncated tar", "truncated")
+            huge = good.replace("<References>", "<!--" + "x" * (5 * MiB) + "--><References>")
+            refused(ova_of("huge", huge), "huge descriptor", "larger than")
+            desc = b'# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\nRW 8 FLAT "/etc/passwd" 0\n'
+            desc += b"\n" * (2048 - len(desc))
+            refused(ova_of("desc", good, [("vbox-disk001.vmdk", desc)]), "a VMDK descriptor as disk",
+                    "not a sparse VMDK")
+            refused(ova_of("nomf", good.replace('ovf:fileRef="file1"', 'ovf:fileRef="file9"')),
+                    "unknown fileRef", "DiskSection/Disk vmdisk1", "not in References")
+
+        for f in (export_ova, import_ova_boot, export_dir_import_thick, virtualbox_style, ovftool_style, hostile):
+            print("  %s" % f.__name__, flush=True)
+            f()
+
+
+if __name__ == "__main__":
+    vmtest.main("vm-ovf", body)
