@@ -309,7 +309,7 @@ json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
 		const struct vm_disk *d = &v->cfg.disks[i];
 		struct ovf_out_disk *od = &o.disks[o.ndisks];
 		struct vmdk_desc desc;
-		char src[64], dst[PATH_MAX + VM_NAME_MAX], phase[32], bus[8];
+		char src[160], dst[PATH_MAX + VM_NAME_MAX], phase[32];
 		struct stat st;
 		int fd;
 
@@ -327,14 +327,18 @@ json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
 		od->capacity = desc.sectors * 512;
 		vm_data_bytes(fd, od->capacity, &od->populated);
 		snprintf(od->file, sizeof(od->file), "%s-disk%zu.vmdk", v->cfg.name, o.ndisks + 1);
-		snprintf(src, sizeof(src), "/proc/self/fd/%d", fd);
+		/* the descriptor's size, not the extent file's: a flat file
+		 * longer than its descriptor exports the disk the VM sees */
+		snprintf(src, sizeof(src),
+			 "json:{\"driver\":\"raw\",\"size\":%" PRIu64 ",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/%d\"}}",
+			 od->capacity, fd);
 		snprintf(dst, sizeof(dst), "%s/%s", parts, od->file);
 		snprintf(phase, sizeof(phase), "disk %zu", o.ndisks + 1);
 		const char *adapter = !strcmp(desc.adapter, "ide") ? "ide" : "lsilogic";
 		char opts[96];
 
 		snprintf(opts, sizeof(opts), "subformat=streamOptimized,adapter_type=%s", adapter);
-		char *argv[] = {"qemu-img", "convert", "-p", "-f", "raw", "-O", "vmdk", "-o", opts, src, dst,
+		char *argv[] = {"qemu-img", "convert", "-p", "-O", "vmdk", "-o", opts, src, dst,
 				NULL};
 
 		rc = qemu_img(&t, phase, od->capacity, argv, &fd, 1, &err);
@@ -348,7 +352,6 @@ json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
 			goto out;
 		}
 		od->file_size = (uint64_t)st.st_size;
-		snprintf(bus, sizeof(bus), "%s", d->key);
 		snprintf(disks[ndisks].name, sizeof(disks[0].name), "%s", od->file);
 		disks[ndisks].dirfd = pdir;
 		disks[ndisks].size = od->file_size;

@@ -392,6 +392,47 @@ def body(c):
             c.check(os.stat(flat).st_blocks * 512 >= 64 * MiB, "thick import not allocated")
             c.eq(a.info(os.path.join(imported, "thick"))["disks"][0]["provisioning"], "thick", "info provisioning")
 
+        def multi_disk_iso():
+            # two disks on two controllers and a CD image, imported eager-zeroed
+            mvm = os.path.join(mnt, "multi")
+            iso = os.path.join(work, "tools.iso")
+            with open(iso, "wb") as f:
+                f.write(bytes(32768) + b"\x01CD001\x01" + bytes(2041) + os.urandom(30 * 2048))
+            a.ok("create", mvm, "--cpus", 2, "--memory", 128, "--disk", "16M", "--iso", iso, "--net", "none")
+            with open(os.path.join(mvm, "multi-flat.vmdk"), "r+b") as f:
+                f.seek(9 * MiB)
+                f.write(os.urandom(MiB))
+            with open(os.path.join(mvm, "multi_1-flat.vmdk"), "wb") as f:
+                f.truncate(8 * MiB)
+                f.seek(5 * MiB)
+                f.write(os.urandom(MiB))
+            with open(os.path.join(mvm, "multi_1.vmdk"), "w") as f:
+                f.write('# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n'
+                        'createType="vmfs"\nRW 16384 VMFS "multi_1-flat.vmdk"\n'
+                        'ddb.adapterType = "lsilogic"\n')
+            with open(os.path.join(mvm, "multi.vmx"), "a") as f:
+                f.write('sata0.present = "TRUE"\nsata0:1.present = "TRUE"\nsata0:1.fileName = "multi_1.vmdk"\n')
+            ova = os.path.join(work, "multi.ova")
+            a.ok("export", mvm, ova)
+            with tarfile.open(ova) as t:
+                c.eq(t.getnames(), ["multi.ovf", "multi.mf", "multi-disk1.vmdk", "multi-disk2.vmdk",
+                                    "tools.iso"], "multi-disk OVA members")
+            out = a.ok("--json", "import", ova, imported, "--name", "multi2", "--provisioning", "eagerzeroed")
+            dst = os.path.join(imported, "multi2")
+            state["ok_vms"].append("multi2")
+            for s_, d_ in (("multi-flat.vmdk", "multi2-flat.vmdk"), ("multi_1-flat.vmdk", "multi2_1-flat.vmdk"),
+                           ("tools.iso", "tools.iso")):
+                c.eq(sha(os.path.join(dst, d_)), sha(os.path.join(mvm, s_)), "multi-disk import: %s" % d_)
+            for d_, size in (("multi2-flat.vmdk", 16 * MiB), ("multi2_1-flat.vmdk", 8 * MiB)):
+                c.check(os.stat(os.path.join(dst, d_)).st_blocks * 512 >= size, "%s not eager-zeroed" % d_)
+            i = a.info(dst)
+            c.eq(len(i["disks"]), 3, "multi-disk import: disks in info: %s" % i["disks"])
+            with open(os.path.join(dst, "multi2.vmx")) as f:
+                vmx = f.read()
+            for want in ('sata0:1.fileName = "multi2_1.vmdk"', 'ide1:0.deviceType = "cdrom-image"',
+                         'ide1:0.fileName = "tools.iso"', 'numvcpus = "2"'):
+                c.check(want in vmx, "multi-disk import .vmx lacks %s:\n%s" % (want, vmx))
+
         raw = os.path.join(work, "pattern.raw")
         with open(raw, "wb") as f:
             f.truncate(64 * MiB)
@@ -522,7 +563,7 @@ def body(c):
             refused(ova_of("nomf", good.replace('ovf:fileRef="file1"', 'ovf:fileRef="file9"')),
                     "unknown fileRef", "DiskSection/Disk vmdisk1", "not in References")
 
-        for f in (export_ova, import_ova_boot, export_dir_import_thick, virtualbox_style, ovftool_style, hostile):
+        for f in (export_ova, import_ova_boot, export_dir_import_thick, multi_disk_iso, virtualbox_style, ovftool_style, hostile):
             print("  %s" % f.__name__, flush=True)
             f()
 
