@@ -1109,9 +1109,15 @@ char *ovf_format(const struct ovf_out *o)
 	}
 	for (size_t i = 0; i < c->nnics; i++) {
 		const struct vm_nic *n = &c->nics[i];
-		const char *sub = !strcmp(n->model, "e1000") ? "E1000" : !strcmp(n->model, "e1000e") ? "E1000e"
-				: !strcmp(n->model, "virtio-net-pci") ? "virtio" : "VmxNet3";
-		const char *net = !strcmp(n->conn, "bridged") ? n->bridge : "nat";
+		char key[32];
+		const char *dev, *sub, *net = !strcmp(n->conn, "bridged") ? n->bridge : "nat";
+
+		/* the .vmx's word, not the QEMU model: vmxnet3 runs as
+		 * virtio-net here and stays vmxnet3 in the package */
+		snprintf(key, sizeof(key), "ethernet%d.virtualDev", n->index);
+		dev = vmx_get(o->vmx, key, "vmxnet3");
+		sub = !strcasecmp(dev, "e1000") ? "E1000" : !strcasecmp(dev, "e1000e") ? "E1000e"
+		    : !strcasecmp(dev, "virtio") ? "virtio" : "VmxNet3";
 
 		if (!strcmp(n->conn, "none"))
 			continue;

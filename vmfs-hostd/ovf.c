@@ -515,15 +515,17 @@ struct imp {
 	char ovfname[VM_NAME_MAX + 1];
 	char *ovf;
 	size_t ovflen;
+	uint64_t vbase, vtotal;         /* verifying: bytes hashed before this file, in all */
 	json_t *warn;
 };
 
+/* verifying: bytes hashed of all the files */
 static void digest_cb(void *arg, uint64_t done)
 {
-	struct task *t = arg;
+	struct imp *im = arg;
 
-	if (t->j)
-		task_progress(t, "verifying", done, (uint64_t)json_integer_value(json_object_get(t->j, "total")));
+	if (im->t.j)
+		task_progress(&im->t, "verifying", im->vbase + done, im->vtotal);
 }
 
 /* a file of the package by name: OVA member or a file beside the .ovf */
@@ -633,7 +635,6 @@ static json_t *verify_manifest(struct imp *im)
 	struct pfile pf = {.fd = -1};
 	struct ovf_mf mf;
 	struct vm_err err;
-	uint64_t total = 0;
 	int rc;
 
 	snprintf(mfname, sizeof(mfname), "%.*s.mf", (int)strlen(im->ovfname) - 4, im->ovfname);
@@ -656,8 +657,8 @@ static json_t *verify_manifest(struct imp *im)
 	if (rc)
 		return reply_err(rc, "import: %s", err.msg);
 	for (size_t i = 0; i < im->p.nfiles; i++)
-		total += im->f[i].size;
-	task_progress(&im->t, "verifying", 0, total);
+		im->vtotal += im->f[i].size;
+	task_progress(&im->t, "verifying", 0, im->vtotal);
 	/* the descriptor and each file must be listed */
 	for (size_t i = 0; i <= im->p.nfiles; i++) {
 		const char *name = i ? im->p.files[i - 1].href : im->ovfname;
@@ -683,11 +684,10 @@ static json_t *verify_manifest(struct imp *im)
 			if (i == im->p.nfiles)
 				return reply_err(EINVAL, "import: %s lists %s, which the descriptor does not reference",
 						 mfname, e->file);
-			json_object_set_new(im->t.j, "total", json_integer((json_int_t)total));
-			rc = ovf_digest_fd(im->f[i].fd, im->f[i].off, im->f[i].size, e->alg, hex, digest_cb,
-					   &im->t);
+			rc = ovf_digest_fd(im->f[i].fd, im->f[i].off, im->f[i].size, e->alg, hex, digest_cb, im);
 			if (rc)
 				return reply_err(rc, "import: reading %s: %s", e->file, strerror(-rc));
+			im->vbase += im->f[i].size;
 		}
 		if (strcmp(hex, e->hex))
 			return reply_err(EBADMSG, "import: %s: digest mismatch for %s (the manifest says %s %.16s..., the file has %.16s...): the package is damaged or was altered",

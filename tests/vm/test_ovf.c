@@ -218,6 +218,7 @@ Test(ovf, writer_read_back)
 {
 	struct vm_config cfg = {0};
 	struct ovf_out o = {.cfg = &cfg};
+	struct vmx_file vmx = {0};
 	struct ovf_pkg p;
 	struct vm_err err = {{0}};
 	char *text;
@@ -238,6 +239,9 @@ Test(ovf, writer_read_back)
 	cfg.nnics = 1;
 	strcpy(cfg.nics[0].model, "e1000e");
 	strcpy(cfg.nics[0].conn, "nat");
+	vmx_set(&vmx, "ethernet0.virtualDev", "e1000e");
+	vmx_set(&vmx, "vmfsd.kernel", "vmlinuz");
+	o.vmx = &vmx;
 	o.ndisks = 2;
 	for (int i = 0; i < 2; i++) {
 		snprintf(o.disks[i].file, sizeof(o.disks[i].file), "a-disk%d.vmdk", i + 1);
@@ -266,6 +270,10 @@ Test(ovf, writer_read_back)
 	cr_expect_str_eq(p.nics[0].model, "e1000e");
 	cr_expect_str_eq(p.guest_os, "debian12-64");
 	cr_expect_eq(p.notes[0], '\0', "notes: %s", p.notes);
+	cr_expect_eq(p.nextra, 1);
+	cr_expect_str_eq(p.extra[0].key, "vmfsd.kernel");
+	cr_expect_str_eq(p.extra[0].value, "vmlinuz");
+	vmx_free(&vmx);
 	free(text);
 }
 

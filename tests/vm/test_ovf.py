@@ -369,7 +369,7 @@ def body(c):
                 vmx = f.read()
             for want in ('numvcpus = "1"', 'memSize = "%d"' % vmtest.GUEST_MEM, 'guestOS = "debian12-64"',
                          'vmfsd.kernel = "vmlinuz"', 'scsi0:0.fileName = "src.vmdk"',
-                         'ethernet0.connectionType = "nat"'):
+                         'ethernet0.connectionType = "nat"', 'ethernet0.virtualDev = "vmxnet3"'):
                 c.check(want in vmx, "imported .vmx lacks %s:\n%s" % (want, vmx))
             a.ok("power-on", dst)
             n = vmtest.wait_counter(dst, "src", 2)
@@ -574,5 +574,45 @@ def body(c):
             print("  %s: %.1f s" % (f.__name__, time.monotonic() - t0), flush=True)
 
 
+def body_long(c):
+    """A 2 GiB disk with 512 MiB of random data in 64 runs exported and
+    imported three times (thin, thick, eager-zeroed), each identical;
+    prints the rates (`meson test -C build --suite ovf-long`)."""
+    with vmtest.Volume("ovflong", size="12G", checker=c) as vol:
+        mnt = vol.mount("esx1")
+        a = vol.agent("esx1")
+        vm = os.path.join(mnt, "big")
+        a.ok("create", vm, "--cpus", 1, "--memory", 64, "--disk", "2G", "--net", "none")
+        flat = os.path.join(vm, "big-flat.vmdk")
+        with open(flat, "r+b") as f:
+            for i in range(64):
+                f.seek(i * 32 * MiB + (i % 7) * 4096)
+                f.write(os.urandom(8 * MiB))
+            os.fsync(f.fileno())
+        want = sha(flat)
+        ova = os.path.join(vol.work, "big.ova")
+        t0 = time.monotonic()
+        a.ok("export", vm, ova, timeout=1800)
+        dt = time.monotonic() - t0
+        print("    export: 512 MiB of data in %.1f s (%.0f MiB/s), OVA %d MiB" % (
+            dt, 512 / dt, os.path.getsize(ova) >> 20))
+        for prov in ("thin", "thick", "eagerzeroed"):
+            t0 = time.monotonic()
+            a.ok("import", ova, os.path.join(mnt, "imp-" + prov), "--provisioning", prov, timeout=1800)
+            dt = time.monotonic() - t0
+            got = os.path.join(mnt, "imp-" + prov, "imp-%s-flat.vmdk" % prov)
+            c.eq(sha(got), want, "%s import content" % prov)
+            alloc = os.stat(got).st_blocks * 512
+            if prov == "thin":
+                c.check(alloc < 600 * MiB, "thin import allocated %d MiB" % (alloc >> 20))
+            else:
+                c.check(alloc >= 2048 * MiB, "%s import allocated %d MiB" % (prov, alloc >> 20))
+            print("    import %s: %.1f s (%.0f MiB/s of data), %d MiB allocated" % (
+                prov, dt, 512 / dt, alloc >> 20))
+
+
 if __name__ == "__main__":
-    vmtest.main("vm-ovf", body)
+    if "--long" in sys.argv:
+        vmtest.main("vm-ovf-long", body_long)
+    else:
+        vmtest.main("vm-ovf", body)
