@@ -80,7 +80,6 @@ static int parse_host(const struct command *c, int argc, char **argv, json_t *re
 static int parse_balance(const struct command *c, int argc, char **argv, json_t *req);
 static void print_balance(json_t *r);
 static void print_ha(json_t *r);
-static int parse_ovf(const struct command *c, int argc, char **argv, json_t *req);
 
 static const struct command commands[] = {
 	{"create", " PATH --cpus N --memory MIB --disk SIZE [--provisioning thin|thick|eagerzeroed]\n"
@@ -150,12 +149,12 @@ static const struct command commands[] = {
 	{"export", " VM OUT.ova|OUT_DIR   write a powered-off VM as an OVA (one file) or\n"
 	 "                        an OVF folder: descriptor, SHA-256 manifest,\n"
 	 "                        streamOptimized VMDKs\n",
-	 ARG_TWO_PATHS, 0, parse_ovf, NULL},
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 	{"import", " FILE.ova|FILE.ovf DEST [--name NAME]\n"
 	 "         [--provisioning thin|thick|eagerzeroed]   a new VM from an OVF\n"
 	 "                        package (manifest verified); DEST an existing\n"
 	 "                        folder: into it\n",
-	 ARG_TWO_PATHS, 0, parse_ovf, NULL},
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -1102,6 +1101,7 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 		{0},
 	};
 	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
+	bool imp = !strcmp(cmd->name, "import"), exp = !strcmp(cmd->name, "export");
 
 	while ((c = getopt_long(argc, argv, "p:N:c:m:uj", o, NULL)) != -1) {
 		char *end;
@@ -1109,15 +1109,15 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 
 		switch (c) {
 		case 'p':
-			if (tmpl)
+			if (tmpl || exp)
 				return die_usage("--provisioning is not an option of %s", cmd->name);
 			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
 				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
 			json_object_set_new(req, "provisioning", json_string(optarg));
 			break;
 		case 'N':
-			if (!deploy)
-				return die_usage("--name is an option of deploy, not %s", cmd->name);
+			if (!deploy && !imp)
+				return die_usage("--name is an option of deploy and import, not %s", cmd->name);
 			json_object_set_new(req, "name", json_string(optarg));
 			break;
 		case 'c':
@@ -1133,42 +1133,6 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 			if (!tmpl)
 				return die_usage("--unset is an option of template, not %s", cmd->name);
 			json_object_set_new(req, "unset", json_true());
-			break;
-		case 'j':
-			json_out = true;
-			break;
-		default:
-			return die_usage("%s: bad option", cmd->name);
-		}
-	}
-	return 0;
-}
-
-/* export, import: --name and --provisioning (import) */
-static int parse_ovf(const struct command *cmd, int argc, char **argv, json_t *req)
-{
-	int c;
-	static const struct option o[] = {
-		{"provisioning", required_argument, NULL, 'p'},
-		{"name", required_argument, NULL, 'N'},
-		{"json", no_argument, NULL, 'j'},
-		{0},
-	};
-	bool imp = !strcmp(cmd->name, "import");
-
-	while ((c = getopt_long(argc, argv, "p:N:j", o, NULL)) != -1) {
-		switch (c) {
-		case 'p':
-			if (!imp)
-				return die_usage("--provisioning is an option of import, not %s", cmd->name);
-			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
-				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
-			json_object_set_new(req, "provisioning", json_string(optarg));
-			break;
-		case 'N':
-			if (!imp)
-				return die_usage("--name is an option of import, not %s", cmd->name);
-			json_object_set_new(req, "name", json_string(optarg));
 			break;
 		case 'j':
 			json_out = true;
@@ -1320,7 +1284,8 @@ int main(int argc, char **argv)
 		if (optind != argc - 2)
 			return die_usage("%s needs a VM (folder, .vmx, name or ID) and a destination "
 					 "folder", cmd->name);
-		rc = path_arg(argv[optind], true, path, sizeof(path));
+		/* import's first argument is a package file, never a VM */
+		rc = path_arg(argv[optind], strcmp(cmd->name, "import"), path, sizeof(path));
 		if (!rc)
 			rc = path_arg(argv[optind + 1], false, dest, sizeof(dest));
 		if (rc)
