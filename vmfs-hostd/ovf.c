@@ -92,24 +92,38 @@ static int qemu_img(struct task *t, const char *phase, uint64_t total, char *con
 			if (sscanf(p, "(%lf/100%%)", &pct) == 1 && t && t->j)
 				task_progress(t, phase, (uint64_t)(pct / 100.0 * (double)total), total);
 		}
-		for (ssize_t i = 0; i < n; i++) {
-			if (buf[i] == '\r' || (buf[i] == '(' && strchr(buf + i, '%')))
-				break;
-			if (olen + 1 < sizeof(out))
-				out[olen++] = buf[i];
+		/* the tail of the output (buf is smaller than out): the
+		 * error message comes last */
+		if (olen + (size_t)n >= sizeof(out)) {
+			size_t drop = olen + (size_t)n - (sizeof(out) - 1);
+
+			memmove(out, out + drop, olen - drop);
+			olen -= drop;
 		}
+		memcpy(out + olen, buf, (size_t)n);
+		olen += (size_t)n;
 	}
 	close(pfd[0]);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	out[olen] = '\0';
-	while (olen && (out[olen - 1] == '\n' || out[olen - 1] == ' '))
+	while (olen && (out[olen - 1] == '\n' || out[olen - 1] == ' ' || out[olen - 1] == '\r'))
 		out[--olen] = '\0';
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
 		return vm_errf(err, -ENOENT, "qemu-img not found (scripts/deps.sh installs qemu-utils)");
-	return vm_errf(err, -EIO, "qemu-img convert failed: %s", out[0] ? out : "no message");
+	/* the message is the last "qemu-img: ..." line, after the
+	 * progress lines ("(12.34/100%)\r") */
+	char *msg = out, *p;
+
+	while ((p = strstr(msg, "qemu-img:")) && strstr(p + 1, "qemu-img:"))
+		msg = strstr(p + 1, "qemu-img:");
+	if ((p = strstr(msg, "qemu-img:")))
+		msg = p;
+	else if ((p = strrchr(msg, '\r')))
+		msg = p + 1;
+	return vm_errf(err, -EIO, "qemu-img convert failed: %s", *msg ? msg : "no message");
 }
 
 /* Appends LEN bytes of IN at OFF to OUT (at its current offset). */

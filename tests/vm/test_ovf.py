@@ -565,6 +565,10 @@ def body(c):
             desc += b"\n" * (2048 - len(desc))
             refused(ova_of("desc", good, [("vbox-disk001.vmdk", desc)]), "a VMDK descriptor as disk",
                     "not a sparse VMDK")
+            bad = bytearray(disk)          # compressed grains damaged (no manifest to catch it)
+            bad[len(bad) // 2:len(bad) // 2 + 65536] = b"\xff" * 65536
+            refused(ova_of("damaged", good, [("vbox-disk001.vmdk", bytes(bad))], mf=False),
+                    "a damaged VMDK", "qemu-img convert failed", "disk 1")
             refused(ova_of("nomf", good.replace('ovf:fileRef="file1"', 'ovf:fileRef="file9"')),
                     "unknown fileRef", "DiskSection/Disk vmdisk1", "not in References")
 
