@@ -410,6 +410,15 @@ int ova_write_header(int fd, const char *name, uint64_t size)
 	return write_all(fd, b, BLK);
 }
 
+int ova_write_member(int fd, const char *name, const void *buf, size_t len)
+{
+	int rc = ova_write_header(fd, name, len);
+
+	if (!rc)
+		rc = write_all(fd, buf, len);
+	return rc ? rc : ova_pad(fd, len);
+}
+
 int ova_pad(int fd, uint64_t size)
 {
 	static const unsigned char z[BLK];

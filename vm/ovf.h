@@ -172,6 +172,8 @@ const struct ova_member *ova_find(const struct ova_member *m, size_t n, const ch
  * FD; the caller writes the data and then ova_pad(). */
 int ova_write_header(int fd, const char *name, uint64_t size);
 int ova_pad(int fd, uint64_t size);
+/* A member from memory: header, LEN bytes, padding. */
+int ova_write_member(int fd, const char *name, const void *buf, size_t len);
 /* The end of the archive: two zero blocks. */
 int ova_finish(int fd);
 

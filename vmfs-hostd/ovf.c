@@ -169,6 +169,8 @@ struct xfile {
 	uint64_t size;
 	char sha[OVF_HEX_MAX];
 };
+_Static_assert(sizeof(((struct xfile *)0)->name) == sizeof(((struct ovf_out_disk *)0)->file),
+	       "a package file's name is copied whole");
 
 static int vmsd_has_snapshots(struct vmctx *v)
 {
@@ -228,32 +230,41 @@ static int hash_file(struct xfile *f, struct vm_err *err)
 	return rc ? vm_errf(err, rc, "reading %s: %s", f->name, strerror(-rc)) : 0;
 }
 
-json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
-{
-	const char *dest = req_str(req, "dest");
-	char ln[VM_NAME_MAX + 16], parts[PATH_MAX], tmp[PATH_MAX + 8], vmss[VM_NAME_MAX + 16];
-	char ovfname[VM_NAME_MAX + 8], mfname[VM_NAME_MAX + 8], holder[256] = "";
+/* one export: the VM, where it goes, what is written */
+struct exp {
+	struct agent *a;
+	struct vmctx *v;
+	const char *dest;
+	bool ova;
+	struct task t;
+	int lfd;                       /* the VM's lock record, held */
+	struct vmx_file vmx;
+	char parts[PATH_MAX];          /* where the disks are converted */
+	int pdir;
+	bool made_parts;               /* remove PARTS at the end (always for an OVA; on failure for a folder) */
+	struct ovf_out o;
 	struct xfile disks[VM_MAX_DISKS], files[OVF_MAX_FILES];
-	size_t ndisks = 0, nfiles = 0;
-	struct ovf_out o = {.cfg = &v->cfg};
-	struct vmx_file vmx = {0};
+	size_t ndisks, nfiles;
+	char ovfname[VM_NAME_MAX + 8], mfname[VM_NAME_MAX + 8];
+	char *ovf, *mf;
+};
+
+/* powered off, not suspended, no snapshots; its lock record held (no
+ * host powers it on during the export); its .vmx read */
+static json_t *export_check(struct exp *e)
+{
+	struct vmctx *v = e->v;
+	char ln[VM_NAME_MAX + 16], vmss[VM_NAME_MAX + 16], holder[256] = "", *text = NULL;
 	struct vm_lockrec lr;
 	struct vm_err err;
-	struct task t = {0};
-	char *vtext = NULL, *ovf = NULL, *mf = NULL;
-	int lfd = -1, pdir = -1, rc, out = -1;
-	bool ova, made_parts = false, made_dest = false;
-	json_t *r = NULL;
-	size_t vlen;
+	size_t len;
+	int rc;
 
-	if (!dest || dest[0] != '/')
-		return reply_err(EINVAL, "export: the agent needs an absolute destination path");
-	ova = ends_with(dest, ".ova");
 	vm_lockrec_name(&v->cfg, ln, sizeof(ln));
 	if (vm_qemu_pid(v))
 		return reply_err(EBUSY, "%s is running: power it off first (export copies the disks of a powered-off VM; disks that change during the copy would not be consistent)",
 				 v->vmx_path);
-	rc = vm_lockrec_lock(v->dirfd, ln, &lfd, &lr);
+	rc = vm_lockrec_lock(v->dirfd, ln, &e->lfd, &lr);
 	if (rc == -EBUSY || rc == -EAGAIN) {
 		if (rc == -EBUSY)
 			ds_lock_holder(v->dirfd, ln, holder, sizeof(holder));
@@ -263,247 +274,264 @@ json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
 	if (rc)
 		return reply_err(rc, "%s: the lock record %s: %s", v->vmx_path, ln, strerror(-rc));
 	vmss_name(v, vmss, sizeof(vmss));
-	if (file_exists_at(v->dirfd, vmss)) {
-		r = reply_err(EBUSY, "%s is suspended: resume and shut it down, or power it off, first (OVF carries no memory state)",
-			      v->vmx_path);
-		goto out;
-	}
-	if (vmsd_has_snapshots(v)) {
-		r = reply_err(ENOTSUP, "%s has snapshots: delete them (consolidate) first; export writes one disk per virtual disk, not a snapshot chain",
-			      v->vmx_path);
-		goto out;
-	}
-	if (!access(dest, F_OK) && (ova || rmdir(dest))) {
-		r = reply_err(EEXIST, "export: %s already exists%s", dest, ova ? "" : " (and is not an empty folder)");
-		goto out;
-	}
-	rc = vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &vtext, &vlen);
+	if (file_exists_at(v->dirfd, vmss))
+		return reply_err(EBUSY, "%s is suspended: resume and shut it down, or power it off, first (OVF carries no memory state)",
+				 v->vmx_path);
+	if (vmsd_has_snapshots(v))
+		return reply_err(ENOTSUP, "%s has snapshots: delete them (consolidate) first; export writes one disk per virtual disk, not a snapshot chain",
+				 v->vmx_path);
+	if (!access(e->dest, F_OK) && (e->ova || rmdir(e->dest)))
+		return reply_err(EEXIST, "export: %s already exists%s", e->dest,
+				 e->ova ? "" : " (and is not an empty folder)");
+	rc = vm_read_file(v->dirfd, v->cfg.vmx_name, VMX_MAX_FILE, &text, &len);
 	if (!rc)
-		rc = vmx_parse(vtext, vlen, v->cfg.vmx_name, &vmx, &err);
+		rc = vmx_parse(text, len, v->cfg.vmx_name, &e->vmx, &err);
 	else
 		vm_errf(&err, rc, "%s", strerror(-rc));
-	if (rc) {
-		r = reply_err(rc, "%s: %s", v->vmx_path, err.msg);
-		goto out;
-	}
-	/* the disks are converted into PARTS: the destination folder itself,
-	 * or a hidden folder beside the .ova, removed at the end */
-	if (ova) {
-		char d[PATH_MAX];
+	free(text);
+	if (rc)
+		return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+	if ((rc = export_files(v, e->files, &e->nfiles)))
+		return reply_err(rc, "export: the CD image, kernel or initrd of %s: %s", v->vmx_path,
+				 strerror(-rc));
+	return NULL;
+}
 
-		snprintf(d, sizeof(d), "%s", dest);
-		snprintf(parts, sizeof(parts), "%s/.%s.parts-XXXXXX", dirname(d), basename((char *)dest));
-		if (!mkdtemp(parts)) {
-			r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
-			goto out;
-		}
-		made_parts = true;
+/* the disks are converted into PARTS: the destination folder itself, or
+ * a hidden folder beside the .ova */
+static json_t *export_parts(struct exp *e)
+{
+	if (e->ova) {
+		char d[PATH_MAX], b[PATH_MAX];
+
+		snprintf(d, sizeof(d), "%s", e->dest);
+		snprintf(b, sizeof(b), "%s", e->dest);
+		snprintf(e->parts, sizeof(e->parts), "%s/.%s.parts-XXXXXX", dirname(d), basename(b));
+		if (!mkdtemp(e->parts))
+			return reply_err(errno, "export: %s: %s", e->parts, strerror(errno));
 	} else {
-		snprintf(parts, sizeof(parts), "%s", dest);
-		if (mkdir(parts, 0755)) {
-			r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
-			goto out;
-		}
-		made_dest = true;
+		snprintf(e->parts, sizeof(e->parts), "%s", e->dest);
+		if (mkdir(e->parts, 0755))
+			return reply_err(errno, "export: %s: %s", e->parts, strerror(errno));
 	}
-	pdir = open(parts, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (pdir < 0) {
-		r = reply_err(errno, "export: %s: %s", parts, strerror(errno));
-		goto out;
-	}
-	if ((rc = export_files(v, files, &nfiles))) {
-		r = reply_err(rc, "export: the CD image, kernel or initrd of %s: %s", v->vmx_path, strerror(-rc));
-		goto out;
-	}
-	if ((rc = task_begin(&t, a, "export", v->vmx_path, dest, false))) {
-		r = reply_err(rc, "task record: %s", strerror(-rc));
-		goto out;
-	}
-	for (size_t i = 0; i < v->cfg.ndisks; i++) {
-		const struct vm_disk *d = &v->cfg.disks[i];
-		struct ovf_out_disk *od = &o.disks[o.ndisks];
+	e->made_parts = true;
+	e->pdir = open(e->parts, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (e->pdir < 0)
+		return reply_err(errno, "export: %s: %s", e->parts, strerror(errno));
+	return NULL;
+}
+
+/* each disk -> PARTS/<vm>-diskK.vmdk, streamOptimized */
+static json_t *export_disks(struct exp *e)
+{
+	const struct vm_config *cfg = &e->v->cfg;
+	struct vm_err err;
+	int rc;
+
+	for (size_t i = 0; i < cfg->ndisks; i++) {
+		const struct vm_disk *d = &cfg->disks[i];
+		struct ovf_out_disk *od = &e->o.disks[e->o.ndisks];
+		struct xfile *xf = &e->disks[e->ndisks];
 		struct vmdk_desc desc;
-		char src[160], dst[PATH_MAX + VM_NAME_MAX], phase[32];
+		char src[160], dst[PATH_MAX + VM_NAME_MAX], phase[32], opts[96];
 		struct stat st;
 		int fd;
 
 		if (d->cdrom)
 			continue;
-		if ((rc = vmdk_load(v->dirfd, d->file, &desc, &err))) {
-			r = reply_err(rc, "export: %s", err.msg);
-			goto out;
-		}
-		fd = open_in_folder(v->dirfd, desc.extent, O_RDONLY, d->key, &err);
-		if (fd < 0) {
-			r = reply_err(fd, "export: %s", err.msg);
-			goto out;
-		}
+		if ((rc = vmdk_load(e->v->dirfd, d->file, &desc, &err)))
+			return reply_err(rc, "export: %s", err.msg);
+		fd = open_in_folder(e->v->dirfd, desc.extent, O_RDONLY, d->key, &err);
+		if (fd < 0)
+			return reply_err(fd, "export: %s", err.msg);
 		od->capacity = desc.sectors * 512;
 		vm_data_bytes(fd, od->capacity, &od->populated);
-		snprintf(od->file, sizeof(od->file), "%s-disk%zu.vmdk", v->cfg.name, o.ndisks + 1);
+		snprintf(od->file, sizeof(od->file), "%s-disk%zu.vmdk", cfg->name, e->ndisks + 1);
 		/* the descriptor's size, not the extent file's: a flat file
 		 * longer than its descriptor exports the disk the VM sees */
 		snprintf(src, sizeof(src),
 			 "json:{\"driver\":\"raw\",\"size\":%" PRIu64 ",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/%d\"}}",
 			 od->capacity, fd);
-		snprintf(dst, sizeof(dst), "%s/%s", parts, od->file);
-		snprintf(phase, sizeof(phase), "disk %zu", o.ndisks + 1);
-		const char *adapter = !strcmp(desc.adapter, "ide") ? "ide" : "lsilogic";
-		char opts[96];
+		snprintf(dst, sizeof(dst), "%s/%s", e->parts, od->file);
+		snprintf(phase, sizeof(phase), "disk %zu", e->ndisks + 1);
+		snprintf(opts, sizeof(opts), "subformat=streamOptimized,adapter_type=%s",
+			 !strcmp(desc.adapter, "ide") ? "ide" : "lsilogic");
+		char *argv[] = {"qemu-img", "convert", "-p", "-O", "vmdk", "-o", opts, src, dst, NULL};
 
-		snprintf(opts, sizeof(opts), "subformat=streamOptimized,adapter_type=%s", adapter);
-		char *argv[] = {"qemu-img", "convert", "-p", "-O", "vmdk", "-o", opts, src, dst,
-				NULL};
-
-		rc = qemu_img(&t, phase, od->capacity, argv, &fd, 1, &err);
+		rc = qemu_img(&e->t, phase, od->capacity, argv, &fd, 1, &err);
 		close(fd);
-		if (rc) {
-			r = reply_err(rc, "export: %s: %s", d->file, err.msg);
-			goto out;
-		}
-		if (stat(dst, &st)) {
-			r = reply_err(errno, "export: %s: %s", dst, strerror(errno));
-			goto out;
-		}
+		if (rc)
+			return reply_err(rc, "export: %s: %s", d->file, err.msg);
+		if (stat(dst, &st))
+			return reply_err(errno, "export: %s: %s", dst, strerror(errno));
 		od->file_size = (uint64_t)st.st_size;
-		snprintf(disks[ndisks].name, sizeof(disks[0].name), "%s", od->file);
-		disks[ndisks].dirfd = pdir;
-		disks[ndisks].size = od->file_size;
-		ndisks++;
-		o.ndisks++;
+		memcpy(xf->name, od->file, sizeof(xf->name));   /* same size, both NUL-terminated */
+		xf->dirfd = e->pdir;
+		xf->size = od->file_size;
+		e->ndisks++;
+		e->o.ndisks++;
 	}
-	for (size_t i = 0; i < nfiles; i++) {
-		snprintf(o.files[i].file, sizeof(o.files[0].file), "%s", files[i].name);
-		o.files[i].size = files[i].size;
+	return NULL;
+}
+
+/* the descriptor, and the manifest: SHA-256 of it and of every file */
+static json_t *export_manifest(struct exp *e)
+{
+	char hex[OVF_HEX_MAX], line[VM_NAME_MAX + OVF_HEX_MAX + 16];
+	size_t n = e->ndisks + e->nfiles, cap = (n + 1) * sizeof(line), len = 0;
+	struct vm_err err;
+	int rc;
+
+	for (size_t i = 0; i < e->nfiles; i++) {
+		snprintf(e->o.files[i].file, sizeof(e->o.files[0].file), "%s", e->files[i].name);
+		e->o.files[i].size = e->files[i].size;
 	}
-	o.nfiles = nfiles;
-	o.vmx = &vmx;
-	ovf = ovf_format(&o);
-	if (!ovf) {
-		r = reply_err(ENOMEM, "out of memory");
-		goto out;
+	e->o.nfiles = e->nfiles;
+	e->ovf = ovf_format(&e->o);
+	e->mf = calloc(1, cap);
+	if (!e->ovf || !e->mf)
+		return reply_err(ENOMEM, "out of memory");
+	snprintf(e->ovfname, sizeof(e->ovfname), "%s.ovf", e->v->cfg.name);
+	snprintf(e->mfname, sizeof(e->mfname), "%s.mf", e->v->cfg.name);
+	ovf_digest_mem(e->ovf, strlen(e->ovf), OVF_SHA256, hex);
+	len += (size_t)snprintf(e->mf + len, cap - len, "SHA256(%s)= %s\n", e->ovfname, hex);
+	for (size_t i = 0; i < n; i++) {
+		struct xfile *f = i < e->ndisks ? &e->disks[i] : &e->files[i - e->ndisks];
+
+		task_progress(&e->t, "digests", i, n);
+		if ((rc = hash_file(f, &err)))
+			return reply_err(rc, "export: %s", err.msg);
+		len += (size_t)snprintf(e->mf + len, cap - len, "SHA256(%s)= %s\n", f->name, f->sha);
 	}
-	/* the manifest: SHA-256 of the descriptor and of every file */
-	snprintf(ovfname, sizeof(ovfname), "%s.ovf", v->cfg.name);
-	snprintf(mfname, sizeof(mfname), "%s.mf", v->cfg.name);
-	{
-		char hex[OVF_HEX_MAX], line[VM_NAME_MAX + OVF_HEX_MAX + 16];
-		size_t cap = (ndisks + nfiles + 1) * sizeof(line), len = 0;
+	return NULL;
+}
 
-		mf = calloc(1, cap);
-		if (!mf) {
-			r = reply_err(ENOMEM, "out of memory");
-			goto out;
-		}
-		ovf_digest_mem(ovf, strlen(ovf), OVF_SHA256, hex);
-		len += (size_t)snprintf(mf + len, cap - len, "SHA256(%s)= %s\n", ovfname, hex);
-		for (size_t i = 0; i < ndisks + nfiles; i++) {
-			struct xfile *f = i < ndisks ? &disks[i] : &files[i - ndisks];
+/* a folder: the descriptor, the manifest, the disks (already there) and
+ * copies of the other files */
+static json_t *export_folder(struct exp *e)
+{
+	struct vm_err err;
+	int rc;
 
-			task_progress(&t, "digests", i, ndisks + nfiles);
-			if ((rc = hash_file(f, &err))) {
-				r = reply_err(rc, "export: %s", err.msg);
-				goto out;
-			}
-			len += (size_t)snprintf(mf + len, cap - len, "SHA256(%s)= %s\n", f->name, f->sha);
-		}
-	}
-	if (!ova) {
-		/* a folder: the descriptor, the manifest, the disks (already
-		 * there) and copies of the other files */
-		if ((rc = write_new_file(pdir, ovfname, ovf, &err)) ||
-		    (rc = write_new_file(pdir, mfname, mf, &err))) {
-			r = reply_err(rc, "export: %s", err.msg);
-			goto out;
-		}
-		for (size_t i = 0; i < nfiles; i++) {
-			uint64_t done = 0;
-			int in = openat(v->dirfd, files[i].name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if ((rc = write_new_file(e->pdir, e->ovfname, e->ovf, &err)) ||
+	    (rc = write_new_file(e->pdir, e->mfname, e->mf, &err)))
+		return reply_err(rc, "export: %s", err.msg);
+	for (size_t i = 0; i < e->nfiles; i++) {
+		const struct xfile *f = &e->files[i];
+		uint64_t done = 0;
+		int in = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		int out = in < 0 ? -1 : openat(e->pdir, f->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 
-			out = openat(pdir, files[i].name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-			rc = in < 0 || out < 0 ? -errno
-			   : copy_range(out, in, 0, files[i].size, &t, "files", &done, files[i].size);
-			if (!rc && fsync(out))
-				rc = -errno;
-			if (in >= 0)
-				close(in);
-			if (out >= 0)
-				close(out);
-			out = -1;
-			if (rc) {
-				r = reply_err(rc, "export: %s: %s", files[i].name, strerror(-rc));
-				goto out;
-			}
-		}
-		fsync(pdir);
-	} else {
-		/* DSP0243: the descriptor first, then the manifest, then the
-		 * files in the order of References (disks, then the others) */
-		uint64_t total = strlen(ovf) + strlen(mf), done = 0;
-
-		for (size_t i = 0; i < ndisks + nfiles; i++)
-			total += i < ndisks ? disks[i].size : files[i - ndisks].size;
-		snprintf(tmp, sizeof(tmp), "%s.tmp", dest);
-		unlink(tmp);
-		out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-		if (out < 0) {
-			r = reply_err(errno, "export: %s: %s", tmp, strerror(errno));
-			goto out;
-		}
-		rc = ova_write_header(out, ovfname, strlen(ovf));
-		if (!rc)
-			rc = write(out, ovf, strlen(ovf)) == (ssize_t)strlen(ovf) ? ova_pad(out, strlen(ovf)) : -EIO;
-		if (!rc)
-			rc = ova_write_header(out, mfname, strlen(mf));
-		if (!rc)
-			rc = write(out, mf, strlen(mf)) == (ssize_t)strlen(mf) ? ova_pad(out, strlen(mf)) : -EIO;
-		for (size_t i = 0; i < ndisks + nfiles && !rc; i++) {
-			struct xfile *f = i < ndisks ? &disks[i] : &files[i - ndisks];
-			int in = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-
-			if (in < 0) {
-				rc = -errno;
-				break;
-			}
-			rc = ova_write_header(out, f->name, f->size);
-			if (!rc)
-				rc = copy_range(out, in, 0, f->size, &t, "packaging", &done, total);
-			if (!rc)
-				rc = ova_pad(out, f->size);
-			close(in);
-		}
-		if (!rc)
-			rc = ova_finish(out);
+		rc = out < 0 ? -errno : copy_range(out, in, 0, f->size, &e->t, "files", &done, f->size);
 		if (!rc && fsync(out))
 			rc = -errno;
-		close(out);
-		out = -1;
-		if (!rc && rename(tmp, dest))
-			rc = -errno;
-		if (rc) {
-			unlink(tmp);
-			r = reply_err(rc, "export: writing %s: %s", dest, strerror(-rc));
-			goto out;
-		}
+		if (in >= 0)
+			close(in);
+		if (out >= 0)
+			close(out);
+		if (rc)
+			return reply_err(-rc, "export: %s: %s", f->name, strerror(-rc));
 	}
-	agent_event(a, v->vmx_path, "vm.exported", "exported to %s (%zu disks, task %s)", dest, ndisks, t.id);
-	r = reply_ok("exported %s to %s (%s, %zu disk%s)", v->vmx_path, dest, ova ? "OVA" : "OVF folder",
-		     ndisks, ndisks == 1 ? "" : "s");
-	json_object_set_new(r, "path", json_string(dest));
-	made_dest = false;
+	fsync(e->pdir);
+	return NULL;
+}
+
+/* DSP0243: the descriptor first, then the manifest, then the files in the
+ * order of References (the disks, then the others); written as OUT.tmp,
+ * renamed when complete */
+static json_t *export_ova(struct exp *e)
+{
+	uint64_t total = 0, done = 0;
+	char tmp[PATH_MAX + 8];
+	int out, rc;
+
+	for (size_t i = 0; i < e->ndisks + e->nfiles; i++)
+		total += i < e->ndisks ? e->disks[i].size : e->files[i - e->ndisks].size;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", e->dest);
+	unlink(tmp);
+	out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (out < 0)
+		return reply_err(errno, "export: %s: %s", tmp, strerror(errno));
+	rc = ova_write_member(out, e->ovfname, e->ovf, strlen(e->ovf));
+	if (!rc)
+		rc = ova_write_member(out, e->mfname, e->mf, strlen(e->mf));
+	for (size_t i = 0; i < e->ndisks + e->nfiles && !rc; i++) {
+		const struct xfile *f = i < e->ndisks ? &e->disks[i] : &e->files[i - e->ndisks];
+		int in = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (in < 0) {
+			rc = -errno;
+			break;
+		}
+		rc = ova_write_header(out, f->name, f->size);
+		if (!rc)
+			rc = copy_range(out, in, 0, f->size, &e->t, "packaging", &done, total);
+		if (!rc)
+			rc = ova_pad(out, f->size);
+		close(in);
+	}
+	if (!rc)
+		rc = ova_finish(out);
+	if (!rc && fsync(out))
+		rc = -errno;
+	close(out);
+	if (!rc && rename(tmp, e->dest))
+		rc = -errno;
+	if (rc) {
+		unlink(tmp);
+		return reply_err(-rc, "export: writing %s: %s", e->dest, strerror(-rc));
+	}
+	return NULL;
+}
+
+json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req)
+{
+	struct exp *e = calloc(1, sizeof(*e));
+	json_t *r;
+	int rc;
+
+	if (!e)
+		return reply_err(ENOMEM, "out of memory");
+	e->a = a;
+	e->v = v;
+	e->dest = req_str(req, "dest");
+	e->lfd = e->pdir = -1;
+	e->o.cfg = &v->cfg;
+	e->o.vmx = &e->vmx;
+	if (!e->dest || e->dest[0] != '/') {
+		r = reply_err(EINVAL, "export: the agent needs an absolute destination path");
+		goto out;
+	}
+	e->ova = ends_with(e->dest, ".ova");
+	if ((r = export_check(e)) || (r = export_parts(e)))
+		goto out;
+	if ((rc = task_begin(&e->t, a, "export", v->vmx_path, e->dest, false))) {
+		r = reply_err(rc, "task record: %s", strerror(-rc));
+		goto out;
+	}
+	if ((r = export_disks(e)) || (r = export_manifest(e)) ||
+	    (r = e->ova ? export_ova(e) : export_folder(e)))
+		goto out;
+	if (!e->ova)
+		e->made_parts = false;   /* the folder is the result */
+	agent_event(a, v->vmx_path, "vm.exported", "exported to %s (%zu disks, task %s)", e->dest,
+		    e->ndisks, e->t.id);
+	r = reply_ok("exported %s to %s (%s, %zu disk%s)", v->vmx_path, e->dest,
+		     e->ova ? "OVA" : "OVF folder", e->ndisks, e->ndisks == 1 ? "" : "s");
+	json_object_set_new(r, "path", json_string(e->dest));
 out:
-	if (pdir >= 0)
-		close(pdir);
-	if (made_parts || made_dest)
-		remove_folder(parts);
-	if (lfd >= 0)
-		close(lfd);
-	if (t.j)
-		task_end(&t, r);
-	vmx_free(&vmx);
-	free(vtext);
-	free(ovf);
-	free(mf);
+	if (e->pdir >= 0)
+		close(e->pdir);
+	if (e->made_parts)
+		remove_folder(e->parts);
+	if (e->lfd >= 0)
+		close(e->lfd);
+	if (e->t.j)
+		task_end(&e->t, r);
+	vmx_free(&e->vmx);
+	free(e->ovf);
+	free(e->mf);
+	free(e);
 	return r;
 }
 
