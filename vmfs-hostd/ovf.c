@@ -23,6 +23,7 @@
 #include <libgen.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -544,7 +545,6 @@ struct pfile {
 };
 
 struct imp {
-	struct agent *a;
 	struct task t;
 	struct ovf_pkg p;
 	const char *pkg;               /* the path given */
@@ -559,6 +559,13 @@ struct imp {
 	size_t ovflen;
 	uint64_t vbase, vtotal;         /* verifying: bytes hashed before this file, in all */
 	json_t *warn;
+	/* what is made */
+	char name[VM_NAME_MAX + 1];
+	char folder[PATH_MAX];
+	char vmx_path[PATH_MAX + VM_NAME_MAX + 8];
+	int dirfd;
+	bool made;                      /* FOLDER removed at the end unless the import succeeded */
+	struct vmx_file vmx;
 };
 
 /* verifying: bytes hashed of all the files */
@@ -879,27 +886,173 @@ static int copy_member(struct imp *im, int dirfd, size_t fi, struct vm_err *err)
 	return rc ? vm_errf(err, rc, "copying %s: %s", name, strerror(-rc)) : 0;
 }
 
+/* the VM's name and folder: DEST an existing folder = into it */
+static json_t *import_folder(struct imp *im, const char *dest, const char *want)
+{
+	char buf[PATH_MAX];
+	struct stat st;
+
+	if (!stat(dest, &st) && S_ISDIR(st.st_mode)) {
+		safe_name(want ? want : im->p.name, im->name, sizeof(im->name));
+		snprintf(im->folder, sizeof(im->folder), "%s/%s", dest, im->name);
+	} else {
+		snprintf(buf, sizeof(buf), "%s", dest);
+		safe_name(want ? want : basename(buf), im->name, sizeof(im->name));
+		snprintf(buf, sizeof(buf), "%s", dest);
+		snprintf(im->folder, sizeof(im->folder), "%s/%s", dirname(buf), im->name);
+	}
+	if (want && strcmp(want, im->name))
+		return reply_err(EINVAL, "import: --name '%s' is not a usable file name (try '%s')", want,
+				 im->name);
+	if (mkdir(im->folder, 0755))
+		return reply_err(errno, "import: %s: %s", im->folder,
+				 errno == EEXIST ? "already exists" : strerror(errno));
+	im->made = true;
+	im->dirfd = open(im->folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (im->dirfd < 0)
+		return reply_err(errno, "import: %s: %s", im->folder, strerror(errno));
+	return NULL;
+}
+
+static void setf(struct vmx_file *f, const char *value, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void setf(struct vmx_file *f, const char *value, const char *fmt, ...)
+{
+	char key[VMX_MAX_KEY + 1];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(key, sizeof(key), fmt, ap);
+	va_end(ap);
+	vmx_set(f, key, value);
+}
+
+/* each disk: a flat extent and its descriptor, <name>.vmdk, <name>_1.vmdk, ... */
+static json_t *import_disks(struct imp *im, enum vm_prov prov)
+{
+	struct vm_err err;
+	int rc;
+
+	for (size_t k = 0; k < im->p.nvdisks; k++) {
+		const struct ovf_dev *vd = &im->p.vdisks[k];
+		struct vmdk_desc desc = {0};
+		char fname[VM_NAME_MAX + 32], flat[VM_NAME_MAX + 32], *dtext;
+
+		if (k == 0) {
+			snprintf(fname, sizeof(fname), "%s.vmdk", im->name);
+			snprintf(flat, sizeof(flat), "%s-flat.vmdk", im->name);
+		} else {
+			snprintf(fname, sizeof(fname), "%s_%zu.vmdk", im->name, k);
+			snprintf(flat, sizeof(flat), "%s_%zu-flat.vmdk", im->name, k);
+		}
+		if ((rc = import_disk(im, im->dirfd, k, flat, prov, &err)))
+			return reply_err(rc, "import: disk %zu (%s): %s", k + 1, im->p.disks[vd->index].id, err.msg);
+		desc.sectors = (im->p.disks[vd->index].capacity + 511) / 512;
+		snprintf(desc.extent, sizeof(desc.extent), "%s", flat);
+		snprintf(desc.adapter, sizeof(desc.adapter), "%s", !strcmp(vd->bus, "ide") ? "ide" : "lsilogic");
+		desc.thin = prov == VM_PROV_THIN;
+		dtext = vmdk_format(&desc);
+		rc = dtext ? write_new_file(im->dirfd, fname, dtext, &err) : vm_errf(&err, -ENOMEM, "out of memory");
+		free(dtext);
+		if (rc)
+			return reply_err(rc, "import: %s", err.msg);
+		setf(&im->vmx, "TRUE", "%s%d:%d.present", vd->bus, vd->ctrl, vd->unit);
+		setf(&im->vmx, fname, "%s%d:%d.fileName", vd->bus, vd->ctrl, vd->unit);
+	}
+	return NULL;
+}
+
+/* CD images, and the files vmfsd.kernel / vmfsd.initrd name: copied
+ * under their names in the package */
+static json_t *import_files(struct imp *im)
+{
+	struct vm_err err;
+	int rc;
+
+	for (size_t k = 0; k < im->p.ncdroms; k++) {
+		const struct ovf_dev *cd = &im->p.cdroms[k];
+
+		if ((rc = copy_member(im, im->dirfd, (size_t)cd->index, &err)))
+			return reply_err(rc, "import: %s", err.msg);
+		setf(&im->vmx, "TRUE", "%s%d:%d.present", cd->bus, cd->ctrl, cd->unit);
+		setf(&im->vmx, "cdrom-image", "%s%d:%d.deviceType", cd->bus, cd->ctrl, cd->unit);
+		setf(&im->vmx, im->p.files[cd->index].href, "%s%d:%d.fileName", cd->bus, cd->ctrl, cd->unit);
+	}
+	for (size_t k = 0; k < im->p.nextra; k++) {
+		const struct ovf_kv *kv = &im->p.extra[k];
+		size_t i;
+
+		if (!strcasecmp(kv->key, "vmfsd.kernel") || !strcasecmp(kv->key, "vmfsd.initrd")) {
+			for (i = 0; i < im->p.nfiles; i++)
+				if (!strcmp(im->p.files[i].href, kv->value))
+					break;
+			if (i == im->p.nfiles)
+				return reply_err(EINVAL, "import: vmw:ExtraConfig %s = '%.60s': no such file in References",
+						 kv->key, kv->value);
+			if (!file_exists_at(im->dirfd, kv->value) && (rc = copy_member(im, im->dirfd, i, &err)))
+				return reply_err(rc, "import: %s", err.msg);
+		}
+		vmx_set(&im->vmx, kv->key, kv->value);
+	}
+	return NULL;
+}
+
+/* the machine and its NICs, then the .vmx checked with the parser every
+ * host uses and written */
+static json_t *import_vmx(struct imp *im)
+{
+	struct vmx_file *x = &im->vmx;
+	char fname[VM_NAME_MAX + 8], *text;
+	struct vmx_file chk;
+	struct vm_config cfg;
+	struct vm_err err;
+	int rc;
+
+	for (size_t k = 0; k < im->p.nnics; k++) {
+		const struct ovf_nic *n = &im->p.nics[k];
+
+		setf(x, "TRUE", "ethernet%zu.present", k);
+		setf(x, n->model, "ethernet%zu.virtualDev", k);
+		/* a network name of another platform names no bridge here:
+		 * QEMU user networking, said in a warning */
+		setf(x, "nat", "ethernet%zu.connectionType", k);
+		if (n->network[0] && strcasecmp(n->network, "nat"))
+			json_array_append_new(im->warn, json_sprintf("ethernet%zu: network '%s' connected to nat (QEMU user networking): set ethernet%zu.connectionType = \"bridged\" and networkName for a bridge",
+								      k, n->network, k));
+		if (n->mac[0])
+			setf(x, n->mac, "ethernet%zu.address", k);
+	}
+	text = vmx_format(x);
+	snprintf(fname, sizeof(fname), "%s.vmx", im->name);
+	rc = text ? vmx_parse(text, strlen(text), fname, &chk, &err) : vm_errf(&err, -ENOMEM, "out of memory");
+	if (!rc) {
+		rc = vm_config_from_vmx(&chk, fname, &cfg, &err);
+		vmx_free(&chk);
+	}
+	if (!rc)
+		rc = write_new_file(im->dirfd, fname, text, &err);
+	free(text);
+	if (rc)
+		return reply_err(rc, "import: the .vmx made from %s: %s", im->ovfname, err.msg);
+	fsync(im->dirfd);
+	snprintf(im->vmx_path, sizeof(im->vmx_path), "%s/%s", im->folder, fname);
+	return NULL;
+}
+
 json_t *ovf_import(struct agent *a, json_t *req)
 {
 	const char *pkg = req_str(req, "path"), *dest = req_str(req, "dest");
-	const char *want = req_str(req, "name"), *provs = req_str(req, "provisioning") ?: "thin";
+	const char *provs = req_str(req, "provisioning") ?: "thin";
 	struct imp *im = calloc(1, sizeof(*im));
-	char name[VM_NAME_MAX + 1], folder[PATH_MAX], buf[PATH_MAX], num[32];
-	char fname[VM_NAME_MAX + 32], flat[VM_NAME_MAX + 32], key[48], vmxp[PATH_MAX + VM_NAME_MAX + 8];
-	bool made = false;
-	struct vmx_file vmx = {0};
-	struct vm_err err;
-	struct stat st;
 	enum vm_prov prov;
-	int dirfd = -1, rc;
+	char num[32];
 	json_t *r = NULL;
-	char *vtext = NULL;
+	int rc;
 
 	if (!im)
 		return reply_err(ENOMEM, "out of memory");
-	im->a = a;
 	im->pkg = pkg;
-	im->afd = im->pdir = -1;
+	im->afd = im->pdir = im->dirfd = -1;
 	im->warn = json_array();
 	for (size_t i = 0; i < OVF_MAX_FILES; i++)
 		im->f[i].fd = -1;
@@ -911,16 +1064,12 @@ json_t *ovf_import(struct agent *a, json_t *req)
 		r = reply_err(EINVAL, "import: --provisioning must be thin, thick or eagerzeroed");
 		goto out;
 	}
-	if (ends_with(pkg, ".ovf")) {
-		im->ova = false;
-	} else {
-		im->ova = true;
-		im->afd = open(pkg, O_RDONLY | O_CLOEXEC);
-		if (im->afd < 0) {
-			r = reply_err(errno, "import: %s: %s", pkg, strerror(errno));
-			goto out;
-		}
+	im->ova = !ends_with(pkg, ".ovf");
+	if (im->ova && (im->afd = open(pkg, O_RDONLY | O_CLOEXEC)) < 0) {
+		r = reply_err(errno, "import: %s: %s", pkg, strerror(errno));
+		goto out;
 	}
+	/* everything checked before anything is made */
 	if ((r = load_package(im)))
 		goto out;
 	if ((rc = task_begin(&im->t, a, "import", pkg, dest, false))) {
@@ -938,176 +1087,43 @@ json_t *ovf_import(struct agent *a, json_t *req)
 	for (size_t i = 0; im->ova && i < im->nm; i++)
 		if (ends_with(im->m[i].name, ".cert"))
 			json_array_append_new(im->warn, json_sprintf("%s: the signature is not checked", im->m[i].name));
-	/* the VM's name and folder: DEST an existing folder = into it */
-	if (!stat(dest, &st) && S_ISDIR(st.st_mode)) {
-		safe_name(want ? want : im->p.name, name, sizeof(name));
-		snprintf(folder, sizeof(folder), "%s/%s", dest, name);
-	} else {
-		snprintf(buf, sizeof(buf), "%s", dest);
-		safe_name(want ? want : basename(buf), name, sizeof(name));
-		snprintf(buf, sizeof(buf), "%s", dest);
-		snprintf(folder, sizeof(folder), "%s/%s", dirname(buf), name);
-	}
-	if (want && strcmp(want, name)) {
-		r = reply_err(EINVAL, "import: --name '%s' is not a usable file name (try '%s')", want, name);
+	if ((r = import_folder(im, dest, req_str(req, "name"))))
 		goto out;
-	}
-	if (mkdir(folder, 0755)) {
-		r = reply_err(errno, "import: %s: %s", folder, errno == EEXIST ? "already exists" : strerror(errno));
-		goto out;
-	}
-	made = true;
-	dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dirfd < 0) {
-		r = reply_err(errno, "import: %s: %s", folder, strerror(errno));
-		goto out;
-	}
-	vmx_set(&vmx, ".encoding", "UTF-8");
-	vmx_set(&vmx, "config.version", "8");
-	vmx_set(&vmx, "virtualHW.version", "14");
-	vmx_set(&vmx, "displayName", im->p.name[0] ? im->p.name : name);
-	vmx_set(&vmx, "guestOS", im->p.guest_os);
+	vmx_set(&im->vmx, ".encoding", "UTF-8");
+	vmx_set(&im->vmx, "config.version", "8");
+	vmx_set(&im->vmx, "virtualHW.version", "14");
+	vmx_set(&im->vmx, "displayName", im->p.name[0] ? im->p.name : im->name);
+	vmx_set(&im->vmx, "guestOS", im->p.guest_os);
 	snprintf(num, sizeof(num), "%u", im->p.vcpus);
-	vmx_set(&vmx, "numvcpus", num);
+	vmx_set(&im->vmx, "numvcpus", num);
 	snprintf(num, sizeof(num), "%u", im->p.mem_mib);
-	vmx_set(&vmx, "memSize", num);
+	vmx_set(&im->vmx, "memSize", num);
 	for (size_t i = 0; i < im->p.nctrls; i++) {
-		snprintf(key, sizeof(key), "%s%d.present", im->p.ctrls[i].bus, im->p.ctrls[i].index);
-		vmx_set(&vmx, key, "TRUE");
-		if (im->p.ctrls[i].model[0]) {
-			snprintf(key, sizeof(key), "%s%d.virtualDev", im->p.ctrls[i].bus, im->p.ctrls[i].index);
-			vmx_set(&vmx, key, im->p.ctrls[i].model);
-		}
+		setf(&im->vmx, "TRUE", "%s%d.present", im->p.ctrls[i].bus, im->p.ctrls[i].index);
+		if (im->p.ctrls[i].model[0])
+			setf(&im->vmx, im->p.ctrls[i].model, "%s%d.virtualDev", im->p.ctrls[i].bus,
+			     im->p.ctrls[i].index);
 	}
-	for (size_t k = 0; k < im->p.nvdisks; k++) {
-		const struct ovf_dev *vd = &im->p.vdisks[k];
-		struct vmdk_desc desc = {0};
-		char *dtext;
-
-		if (k == 0) {
-			snprintf(fname, sizeof(fname), "%s.vmdk", name);
-			snprintf(flat, sizeof(flat), "%s-flat.vmdk", name);
-		} else {
-			snprintf(fname, sizeof(fname), "%s_%zu.vmdk", name, k);
-			snprintf(flat, sizeof(flat), "%s_%zu-flat.vmdk", name, k);
-		}
-		if ((rc = import_disk(im, dirfd, k, flat, prov, &err))) {
-			r = reply_err(rc, "import: disk %zu (%s): %s", k + 1, im->p.disks[vd->index].id, err.msg);
-			goto out;
-		}
-		desc.sectors = (im->p.disks[vd->index].capacity + 511) / 512;
-		snprintf(desc.extent, sizeof(desc.extent), "%s", flat);
-		snprintf(desc.adapter, sizeof(desc.adapter), "%s", !strcmp(vd->bus, "ide") ? "ide" : "lsilogic");
-		desc.thin = prov == VM_PROV_THIN;
-		dtext = vmdk_format(&desc);
-		rc = dtext ? write_new_file(dirfd, fname, dtext, &err) : vm_errf(&err, -ENOMEM, "out of memory");
-		free(dtext);
-		if (rc) {
-			r = reply_err(rc, "import: %s", err.msg);
-			goto out;
-		}
-		snprintf(key, sizeof(key), "%s%d:%d.present", vd->bus, vd->ctrl, vd->unit);
-		vmx_set(&vmx, key, "TRUE");
-		snprintf(key, sizeof(key), "%s%d:%d.fileName", vd->bus, vd->ctrl, vd->unit);
-		vmx_set(&vmx, key, fname);
-	}
-	/* CD images and the files vmfsd.kernel / vmfsd.initrd name: copied
-	 * under their names in the package */
-	for (size_t k = 0; k < im->p.ncdroms; k++) {
-		const struct ovf_dev *cd = &im->p.cdroms[k];
-
-		if ((rc = copy_member(im, dirfd, (size_t)cd->index, &err))) {
-			r = reply_err(rc, "import: %s", err.msg);
-			goto out;
-		}
-		snprintf(key, sizeof(key), "%s%d:%d.present", cd->bus, cd->ctrl, cd->unit);
-		vmx_set(&vmx, key, "TRUE");
-		snprintf(key, sizeof(key), "%s%d:%d.deviceType", cd->bus, cd->ctrl, cd->unit);
-		vmx_set(&vmx, key, "cdrom-image");
-		snprintf(key, sizeof(key), "%s%d:%d.fileName", cd->bus, cd->ctrl, cd->unit);
-		vmx_set(&vmx, key, im->p.files[cd->index].href);
-	}
-	for (size_t k = 0; k < im->p.nextra; k++) {
-		const struct ovf_kv *kv = &im->p.extra[k];
-
-		if (!strcasecmp(kv->key, "vmfsd.kernel") || !strcasecmp(kv->key, "vmfsd.initrd")) {
-			size_t i;
-
-			for (i = 0; i < im->p.nfiles; i++)
-				if (!strcmp(im->p.files[i].href, kv->value))
-					break;
-			if (i == im->p.nfiles) {
-				r = reply_err(EINVAL, "import: vmw:ExtraConfig %s = '%.60s': no such file in References",
-					      kv->key, kv->value);
-				goto out;
-			}
-			if (!file_exists_at(dirfd, kv->value) && (rc = copy_member(im, dirfd, i, &err))) {
-				r = reply_err(rc, "import: %s", err.msg);
-				goto out;
-			}
-		}
-		vmx_set(&vmx, kv->key, kv->value);
-	}
-	for (size_t k = 0; k < im->p.nnics; k++) {
-		const struct ovf_nic *n = &im->p.nics[k];
-
-		snprintf(key, sizeof(key), "ethernet%zu.present", k);
-		vmx_set(&vmx, key, "TRUE");
-		snprintf(key, sizeof(key), "ethernet%zu.virtualDev", k);
-		vmx_set(&vmx, key, n->model);
-		/* a network name of another platform names no bridge here:
-		 * QEMU user networking, said in the notes */
-		snprintf(key, sizeof(key), "ethernet%zu.connectionType", k);
-		vmx_set(&vmx, key, "nat");
-		if (n->network[0] && strcasecmp(n->network, "nat"))
-			json_array_append_new(im->warn, json_sprintf("ethernet%zu: network '%s' connected to nat (QEMU user networking): set ethernet%zu.connectionType = \"bridged\" and networkName for a bridge",
-								      k, n->network, k));
-		if (n->mac[0]) {
-			snprintf(key, sizeof(key), "ethernet%zu.address", k);
-			vmx_set(&vmx, key, n->mac);
-		}
-	}
-	vtext = vmx_format(&vmx);
-	snprintf(fname, sizeof(fname), "%s.vmx", name);
-	{
-		struct vmx_file chk;
-		struct vm_config cfg;
-
-		rc = vtext ? vmx_parse(vtext, strlen(vtext), fname, &chk, &err) : vm_errf(&err, -ENOMEM, "out of memory");
-		if (!rc) {
-			rc = vm_config_from_vmx(&chk, fname, &cfg, &err);
-			vmx_free(&chk);
-		}
-	}
-	if (!rc)
-		rc = write_new_file(dirfd, fname, vtext, &err);
-	if (rc) {
-		r = reply_err(rc, "import: the .vmx made from %s: %s", im->ovfname, err.msg);
+	if ((r = import_disks(im, prov)) || (r = import_files(im)) || (r = import_vmx(im)))
 		goto out;
-	}
-	fsync(dirfd);
-	snprintf(vmxp, sizeof(vmxp), "%s/%s", folder, fname);
-	inventory_edit(a, vmxp, NULL);
-	agent_event(a, vmxp, "vm.imported", "imported from %s (%zu disks, %s, task %s)", pkg,
+	inventory_edit(a, im->vmx_path, NULL);
+	agent_event(a, im->vmx_path, "vm.imported", "imported from %s (%zu disks, %s, task %s)", pkg,
 		    im->p.nvdisks, vm_prov_name(prov), im->t.id);
-	r = reply_ok("imported %s as %s (%u vCPU, %u MiB, %zu disk%s, %s)", pkg, folder, im->p.vcpus,
+	r = reply_ok("imported %s as %s (%u vCPU, %u MiB, %zu disk%s, %s)", pkg, im->folder, im->p.vcpus,
 		     im->p.mem_mib, im->p.nvdisks, im->p.nvdisks == 1 ? "" : "s", vm_prov_name(prov));
-	json_object_set_new(r, "path", json_string(folder));
-	json_object_set_new(r, "vmx", json_string(vmxp));
+	json_object_set_new(r, "path", json_string(im->folder));
+	json_object_set_new(r, "vmx", json_string(im->vmx_path));
 	json_object_set_new(r, "ovf_version", json_integer(im->p.version));
+	im->made = false;
+out:
 	if (im->p.notes[0])
 		json_object_set_new(r, "not_mapped", json_string(im->p.notes));
-	made = false;
-out:
-	if (r && !json_is_true(json_object_get(r, "ok")) && im->p.notes[0] &&
-	    !json_object_get(r, "not_mapped"))
-		json_object_set_new(r, "not_mapped", json_string(im->p.notes));
-	if (r && json_array_size(im->warn))
+	if (json_array_size(im->warn))
 		json_object_set(r, "warnings", im->warn);
-	if (dirfd >= 0)
-		close(dirfd);
-	if (made)
-		remove_folder(folder);
+	if (im->dirfd >= 0)
+		close(im->dirfd);
+	if (im->made)
+		remove_folder(im->folder);
 	if (im->t.j)
 		task_end(&im->t, r);
 	for (size_t i = 0; i < OVF_MAX_FILES; i++)
@@ -1117,8 +1133,7 @@ out:
 	if (im->pdir >= 0)
 		close(im->pdir);
 	json_decref(im->warn);
-	vmx_free(&vmx);
-	free(vtext);
+	vmx_free(&im->vmx);
 	free(im->ovf);
 	free(im);
 	return r;
