@@ -450,108 +450,231 @@ static int item_parent(struct ctx *x, const struct item *it, const struct item *
 		       x->what, line_of(it->n), it->id, it->name, it->parent);
 }
 
+/* vmw:ExtraConfig / vmw:Config: the .vmx keys ovftool carries; only
+ * vmfsd's own direct-boot keys mean something here */
+static void hw_extra(struct ctx *x, const xmlNode *c)
+{
+	static const char *const keep[] = {"vmfsd.kernel", "vmfsd.initrd", "vmfsd.append", "vmfsd.accel",
+					   NULL};
+	struct ovf_pkg *p = x->p;
+	char key[VMX_MAX_KEY + 1], val[VMX_MAX_VALUE + 1];
+
+	if (attr(c, "key", key, sizeof(key)) || attr(c, "value", val, sizeof(val)))
+		return;
+	for (int k = 0; keep[k]; k++)
+		if (!strcasecmp(key, keep[k]) && p->nextra < OVF_MAX_EXTRA) {
+			snprintf(p->extra[p->nextra].key, sizeof(p->extra[0].key), "%s", keep[k]);
+			snprintf(p->extra[p->nextra].value, sizeof(p->extra[0].value), "%s", val);
+			p->nextra++;
+			return;
+		}
+	if (is(c, "ExtraConfig"))
+		note(p, "vmw:ExtraConfig %.40s", key);
+}
+
+/* a disk controller: its bus and number (VirtualBox leaves out
+ * rasd:Address: numbered in order) */
+static int hw_controller(struct ctx *x, struct item *it)
+{
+	struct ovf_pkg *p = x->p;
+	const char *bus = it->type == RT_IDE ? "ide" : it->type == RT_SCSI ? "scsi"
+			: strcasestr(it->sub, "nvme") ? "nvme" : "sata";
+	uint64_t a = 0;
+	int rc;
+
+	if (it->addr[0] && (rc = item_uint(x, it, "Address", it->addr, 3, &a)))
+		return rc;
+	if (!it->addr[0]) {
+		while (ctrl_find(p, bus, (int)a) >= 0)
+			a++;
+		snprintf(it->addr, sizeof(it->addr), "%d", (int)a);
+	}
+	if (ctrl_find(p, bus, (int)a) >= 0 || p->nctrls == OVF_MAX_CTRL) {
+		note(p, "controller Item %s (%s %s%d) twice", it->id, it->name, bus, (int)a);
+		return 0;
+	}
+	snprintf(p->ctrls[p->nctrls].bus, sizeof(p->ctrls[0].bus), "%s", bus);
+	p->ctrls[p->nctrls].index = (int)a;
+	if (!strcmp(bus, "scsi")) {
+		const char *m = !strcasecmp(it->sub, "VirtualSCSI") ? "pvscsi"
+			      : !strcasecmp(it->sub, "lsilogicsas") ? "lsisas1068"
+			      : !strcasecmp(it->sub, "buslogic") ? "buslogic" : "lsilogic";
+
+		snprintf(p->ctrls[p->nctrls].model, sizeof(p->ctrls[0].model), "%s", m);
+	}
+	p->nctrls++;
+	return 0;
+}
+
+static int hw_cpu(struct ctx *x, const struct item *it)
+{
+	uint64_t q;
+	int rc = item_uint(x, it, "VirtualQuantity", it->qty, VM_MAX_VCPUS, &q);
+
+	if (rc)
+		return rc;
+	if (q == 0)
+		return vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): rasd:VirtualQuantity 0 processors",
+			       x->what, line_of(it->n), it->id, it->name);
+	x->p->vcpus = (unsigned)q;
+	return 0;
+}
+
+static int hw_mem(struct ctx *x, const struct item *it)
+{
+	uint64_t q, m;
+	int rc = item_uint(x, it, "VirtualQuantity", it->qty, UINT64_MAX / 2, &q);
+
+	if (rc)
+		return rc;
+	if (ovf_units(it->units[0] ? it->units : "byte * 2^20", &m))
+		return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): rasd:AllocationUnits '%.40s' not understood",
+			       x->what, line_of(it->n), it->id, it->name, it->units);
+	if (q > ((uint64_t)OVF_MAX_MEM_MIB << 20) / m || q * m < ((uint64_t)VM_MIN_MEM_MIB << 20))
+		return vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): memory %s x %" PRIu64 " bytes is out of range (%d MiB to 16 TiB)",
+			       x->what, line_of(it->n), it->id, it->name, it->qty, m, VM_MIN_MEM_MIB);
+	x->p->mem_mib = (unsigned)((q * m) >> 20);
+	return 0;
+}
+
+/* a disk (ovf:/disk/ID) or a CD-ROM (ovf:/file/ID, or empty: noted) on
+ * its controller; NEXT_UNIT numbers the Items without AddressOnParent */
+static int hw_device(struct ctx *x, const struct item *it, const struct item *items, size_t n,
+		     int next_unit[4])
+{
+	struct ovf_pkg *p = x->p;
+	struct ovf_dev dv = {.index = -1};
+	const char *id;
+	uint64_t u;
+	int rc, bi;
+
+	if (!it->parent[0])
+		return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): no rasd:Parent controller", x->what,
+			       line_of(it->n), it->id, it->name);
+	if ((rc = item_parent(x, it, items, n, dv.bus, &dv.ctrl)))
+		return rc;
+	bi = !strcmp(dv.bus, "scsi") ? 0 : !strcmp(dv.bus, "ide") ? 1 : !strcmp(dv.bus, "sata") ? 2 : 3;
+	if (it->aop[0]) {
+		if ((rc = item_uint(x, it, "AddressOnParent", it->aop, 64, &u)))
+			return rc;
+		dv.unit = (int)u;
+	} else {
+		dv.unit = next_unit[bi]++;
+	}
+	if (!strcmp(dv.bus, "ide") && (dv.ctrl > 1 || dv.unit > 1))
+		return vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): IDE %d:%d does not exist (two channels of two)",
+			       x->what, line_of(it->n), it->id, it->name, dv.ctrl, dv.unit);
+	if (it->type != RT_DISK) {
+		if (it->host[0] && (id = host_resource(it->host, "file"))) {
+			dv.index = file_index(p, id);
+			if (dv.index < 0)
+				return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): file '%.40s' is not in References",
+					       x->what, line_of(it->n), it->id, it->name, id);
+		}
+		if (dv.index < 0 || p->ncdroms == OVF_MAX_CDROMS)
+			note(p, "CD-ROM Item %s (%s) without an image in the package", it->id, it->name);
+		else
+			p->cdroms[p->ncdroms++] = dv;
+		return 0;
+	}
+	if (!(id = host_resource(it->host, "disk")))
+		return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): rasd:HostResource '%.60s' is not ovf:/disk/ID",
+			       x->what, line_of(it->n), it->id, it->name, it->host);
+	for (size_t d = 0; d < p->ndisks; d++)
+		if (!strcmp(p->disks[d].id, id))
+			dv.index = (int)d;
+	if (dv.index < 0)
+		return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): disk '%.40s' is not in DiskSection",
+			       x->what, line_of(it->n), it->id, it->name, id);
+	for (size_t d = 0; d < p->nvdisks; d++)
+		if (p->vdisks[d].index == dv.index)
+			return vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): disk '%.40s' attached twice",
+				       x->what, line_of(it->n), it->id, it->name, id);
+	if (p->nvdisks == VM_MAX_DISKS)
+		return vm_errf(x->err, -E2BIG, "%s:%ld: more than %d disks", x->what, line_of(it->n),
+			       VM_MAX_DISKS);
+	p->vdisks[p->nvdisks++] = dv;
+	return 0;
+}
+
+static void hw_nic(struct ctx *x, const struct item *it)
+{
+	struct ovf_pkg *p = x->p;
+	const char *mdl = nic_model(it->sub), *a = it->addr;
+	struct ovf_nic *nic;
+
+	if (p->nnics == VM_MAX_NICS) {
+		note(p, "NIC Item %s (%s): more than %d NICs", it->id, it->name, VM_MAX_NICS);
+		return;
+	}
+	nic = &p->nics[p->nnics++];
+	if (!mdl) {
+		if (it->sub[0])
+			note(p, "NIC Item %s: model %.30s mapped to vmxnet3", it->id, it->sub);
+		mdl = "vmxnet3";
+	}
+	snprintf(nic->model, sizeof(nic->model), "%s", mdl);
+	snprintf(nic->network, sizeof(nic->network), "%s", it->conn);
+	if (strlen(a) == 17)
+		snprintf(nic->mac, sizeof(nic->mac), "%s", a);
+	else if (strlen(a) == 12)   /* VirtualBox: 080027AABBCC */
+		snprintf(nic->mac, sizeof(nic->mac), "%.2s:%.2s:%.2s:%.2s:%.2s:%.2s", a, a + 2, a + 4, a + 6,
+			 a + 8, a + 10);
+	if (strspn(nic->mac, "0123456789abcdefABCDEF:") != strlen(nic->mac))
+		nic->mac[0] = '\0';   /* not a MAC: QEMU picks one */
+}
+
+static void hw_other(struct ctx *x, const struct item *it)
+{
+	static const struct {
+		int t;
+		const char *what;
+	} names[] = {
+		{RT_FLOPPY, "floppy drive"}, {RT_SERIAL, "serial port"}, {RT_USB, "USB controller"},
+		{RT_GRAPHICS, "video card"}, {RT_SOUND, "sound card"}, {RT_OTHER, "other device"},
+	};
+	const char *w = "device";
+
+	for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+		if (names[k].t == it->type)
+			w = names[k].what;
+	note(x->p, "%s Item %s (%.40s, ResourceType %d)", w, it->id, it->name, it->type);
+}
+
 static int parse_hardware(struct ctx *x, const xmlNode *sec)
 {
 	struct ovf_pkg *p = x->p;
 	struct item *items = calloc(OVF_MAX_ITEMS, sizeof(*items));
+	int next_unit[4] = {0};
 	size_t n = 0;
 	int rc = 0;
-	/* units per bus: Items without rasd:AddressOnParent take the next */
-	int next_unit[4] = {0};
 
 	if (!items)
 		return vm_errf(x->err, -ENOMEM, "out of memory");
 	for (xmlNode *c = sec->children; c && !rc; c = c->next) {
 		if (is(c, "Item") || is(c, "StorageItem") || is(c, "EthernetPortItem")) {
-			if (n == OVF_MAX_ITEMS) {
+			if (n == OVF_MAX_ITEMS)
 				rc = vm_errf(x->err, -E2BIG, "%s:%ld: VirtualHardwareSection: more than %d Items",
 					     x->what, line_of(c), OVF_MAX_ITEMS);
-				break;
-			}
-			rc = item_read(x, c, &items[n]);
-			n++;
+			else
+				rc = item_read(x, c, &items[n++]);
 		} else if (is(c, "ExtraConfig") || is(c, "Config")) {
-			/* vmw:ExtraConfig: the .vmx keys ovftool carries; only
-			 * vmfsd's own direct-boot keys mean something here */
-			char key[VMX_MAX_KEY + 1], val[VMX_MAX_VALUE + 1];
-			static const char *const keep[] = {"vmfsd.kernel", "vmfsd.initrd", "vmfsd.append",
-							   "vmfsd.accel", NULL};
-			bool kept = false;
-
-			if (attr(c, "key", key, sizeof(key)) || attr(c, "value", val, sizeof(val)))
-				continue;
-			for (int k = 0; keep[k]; k++)
-				if (!strcasecmp(key, keep[k]) && p->nextra < OVF_MAX_EXTRA) {
-					snprintf(p->extra[p->nextra].key, sizeof(p->extra[0].key), "%s", keep[k]);
-					snprintf(p->extra[p->nextra].value, sizeof(p->extra[0].value), "%s", val);
-					p->nextra++;
-					kept = true;
-				}
-			if (!kept && is(c, "ExtraConfig"))
-				note(p, "vmw:ExtraConfig %.40s", key);
+			hw_extra(x, c);
 		}
 	}
 	/* controllers first: disks name them as parents */
+	for (size_t i = 0; i < n && !rc; i++)
+		if (items[i].type == RT_IDE || items[i].type == RT_SCSI || items[i].type == RT_STORAGE)
+			rc = hw_controller(x, &items[i]);
 	for (size_t i = 0; i < n && !rc; i++) {
-		struct item *it = &items[i];
-		const char *bus = it->type == RT_IDE ? "ide" : it->type == RT_SCSI ? "scsi" : NULL;
-		uint64_t a = 0;
-
-		if (it->type == RT_STORAGE)
-			bus = strcasestr(it->sub, "nvme") ? "nvme" : "sata";
-		if (!bus)
-			continue;
-		if (it->addr[0] && (rc = item_uint(x, it, "Address", it->addr, 3, &a)))
-			break;
-		if (!it->addr[0]) {
-			/* VirtualBox leaves out Address: number them in order */
-			while (ctrl_find(p, bus, (int)a) >= 0)
-				a++;
-			snprintf(it->addr, sizeof(it->addr), "%d", (int)a);
-		}
-		if (ctrl_find(p, bus, (int)a) >= 0 || p->nctrls == OVF_MAX_CTRL) {
-			note(p, "controller Item %s (%s %s%d) twice", it->id, it->name, bus, (int)a);
-			continue;
-		}
-		snprintf(p->ctrls[p->nctrls].bus, sizeof(p->ctrls[0].bus), "%s", bus);
-		p->ctrls[p->nctrls].index = (int)a;
-		if (!strcmp(bus, "scsi")) {
-			const char *m = !strcasecmp(it->sub, "VirtualSCSI") ? "pvscsi"
-				      : !strcasecmp(it->sub, "lsilogicsas") ? "lsisas1068"
-				      : !strcasecmp(it->sub, "buslogic") ? "buslogic" : "lsilogic";
-			snprintf(p->ctrls[p->nctrls].model, sizeof(p->ctrls[0].model), "%s", m);
-		}
-		p->nctrls++;
-	}
-	for (size_t i = 0; i < n && !rc; i++) {
-		struct item *it = &items[i];
-		uint64_t q, m, u;
+		const struct item *it = &items[i];
 
 		switch (it->type) {
 		case RT_CPU:
-			if ((rc = item_uint(x, it, "VirtualQuantity", it->qty, VM_MAX_VCPUS, &q)))
-				break;
-			if (q == 0) {
-				rc = vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): rasd:VirtualQuantity 0 processors",
-					     x->what, line_of(it->n), it->id, it->name);
-				break;
-			}
-			p->vcpus = (unsigned)q;
+			rc = hw_cpu(x, it);
 			break;
 		case RT_MEM:
-			if ((rc = item_uint(x, it, "VirtualQuantity", it->qty, UINT64_MAX / 2, &q)))
-				break;
-			if (ovf_units(it->units[0] ? it->units : "byte * 2^20", &m)) {
-				rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): rasd:AllocationUnits '%.40s' not understood",
-					     x->what, line_of(it->n), it->id, it->name, it->units);
-				break;
-			}
-			if (q > ((uint64_t)OVF_MAX_MEM_MIB << 20) / m || q * m < ((uint64_t)VM_MIN_MEM_MIB << 20)) {
-				rc = vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): memory %s x %" PRIu64 " bytes is out of range (%d MiB to 16 TiB)",
-					     x->what, line_of(it->n), it->id, it->name, it->qty, m, VM_MIN_MEM_MIB);
-				break;
-			}
-			p->mem_mib = (unsigned)((q * m) >> 20);
+			rc = hw_mem(x, it);
 			break;
 		case RT_IDE:
 		case RT_SCSI:
@@ -559,120 +682,14 @@ static int parse_hardware(struct ctx *x, const xmlNode *sec)
 			break;
 		case RT_DISK:
 		case RT_CD:
-		case RT_DVD: {
-			struct ovf_dev dv = {.index = -1};
-			const char *id;
-			int bi;
-
-			if (!it->parent[0]) {
-				rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): no rasd:Parent controller",
-					     x->what, line_of(it->n), it->id, it->name);
-				break;
-			}
-			if ((rc = item_parent(x, it, items, n, dv.bus, &dv.ctrl)))
-				break;
-			bi = !strcmp(dv.bus, "scsi") ? 0 : !strcmp(dv.bus, "ide") ? 1 : !strcmp(dv.bus, "sata") ? 2 : 3;
-			if (it->aop[0]) {
-				if ((rc = item_uint(x, it, "AddressOnParent", it->aop, 64, &u)))
-					break;
-				dv.unit = (int)u;
-			} else {
-				dv.unit = next_unit[bi]++;
-			}
-			if (!strcmp(dv.bus, "ide") && (dv.ctrl > 1 || dv.unit > 1)) {
-				rc = vm_errf(x->err, -ERANGE, "%s:%ld: Item %s (%s): IDE %d:%d does not exist (two channels of two)",
-					     x->what, line_of(it->n), it->id, it->name, dv.ctrl, dv.unit);
-				break;
-			}
-			if (it->type == RT_DISK) {
-				if (!(id = host_resource(it->host, "disk"))) {
-					rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): rasd:HostResource '%.60s' is not ovf:/disk/ID",
-						     x->what, line_of(it->n), it->id, it->name, it->host);
-					break;
-				}
-				for (size_t d = 0; d < p->ndisks; d++)
-					if (!strcmp(p->disks[d].id, id))
-						dv.index = (int)d;
-				if (dv.index < 0) {
-					rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): disk '%.40s' is not in DiskSection",
-						     x->what, line_of(it->n), it->id, it->name, id);
-					break;
-				}
-				for (size_t d = 0; d < p->nvdisks; d++)
-					if (p->vdisks[d].index == dv.index) {
-						rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): disk '%.40s' attached twice",
-							     x->what, line_of(it->n), it->id, it->name, id);
-						break;
-					}
-				if (rc)
-					break;
-				if (p->nvdisks == VM_MAX_DISKS) {
-					rc = vm_errf(x->err, -E2BIG, "%s:%ld: more than %d disks", x->what,
-						     line_of(it->n), VM_MAX_DISKS);
-					break;
-				}
-				p->vdisks[p->nvdisks++] = dv;
-			} else {
-				if (it->host[0] && (id = host_resource(it->host, "file"))) {
-					dv.index = file_index(p, id);
-					if (dv.index < 0) {
-						rc = vm_errf(x->err, -EINVAL, "%s:%ld: Item %s (%s): file '%.40s' is not in References",
-							     x->what, line_of(it->n), it->id, it->name, id);
-						break;
-					}
-				}
-				if (dv.index < 0 || p->ncdroms == OVF_MAX_CDROMS) {
-					note(p, "CD-ROM Item %s (%s) without an image in the package", it->id, it->name);
-					break;
-				}
-				p->cdroms[p->ncdroms++] = dv;
-			}
+		case RT_DVD:
+			rc = hw_device(x, it, items, n, next_unit);
 			break;
-		}
-		case RT_ETH: {
-			struct ovf_nic *nic;
-			const char *mdl = nic_model(it->sub);
-
-			if (p->nnics == VM_MAX_NICS) {
-				note(p, "NIC Item %s (%s): more than %d NICs", it->id, it->name, VM_MAX_NICS);
-				break;
-			}
-			nic = &p->nics[p->nnics++];
-			if (!mdl) {
-				if (it->sub[0])
-					note(p, "NIC Item %s: model %.30s mapped to vmxnet3", it->id, it->sub);
-				mdl = "vmxnet3";
-			}
-			snprintf(nic->model, sizeof(nic->model), "%s", mdl);
-			snprintf(nic->network, sizeof(nic->network), "%s", it->conn);
-			if (strlen(it->addr) == 17)
-				snprintf(nic->mac, sizeof(nic->mac), "%s", it->addr);
-			else if (strlen(it->addr) == 12) {   /* VirtualBox: 080027AABBCC */
-				const char *a = it->addr;
-
-				snprintf(nic->mac, sizeof(nic->mac), "%.2s:%.2s:%.2s:%.2s:%.2s:%.2s", a, a + 2,
-					 a + 4, a + 6, a + 8, a + 10);
-			}
-			for (char *c = nic->mac; *c; c++)
-				if (!isxdigit((unsigned char)*c) && *c != ':')
-					nic->mac[0] = '\0';
+		case RT_ETH:
+			hw_nic(x, it);
 			break;
-		}
-		default: {
-			static const struct {
-				int t;
-				const char *what;
-			} names[] = {
-				{RT_FLOPPY, "floppy drive"}, {RT_SERIAL, "serial port"}, {RT_USB, "USB controller"},
-				{RT_GRAPHICS, "video card"}, {RT_SOUND, "sound card"}, {RT_OTHER, "other device"},
-			};
-			const char *w = "device";
-
-			for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
-				if (names[k].t == it->type)
-					w = names[k].what;
-			note(p, "%s Item %s (%.40s, ResourceType %d)", w, it->id, it->name, it->type);
-		}
+		default:
+			hw_other(x, it);
 		}
 	}
 	free(items);
@@ -933,222 +950,273 @@ static void split_key(const char *key, char *bus, size_t size, int *ctrl, int *u
 	*unit = strchr(key, ':') ? atoi(strchr(key, ':') + 1) : 0;
 }
 
-char *ovf_format(const struct ovf_out *o)
-{
-	const struct vm_config *c = o->cfg;
-	struct buf b = {0};
+/* what the writer keeps while it writes */
+struct fmt {
+	const struct ovf_out *o;
+	struct buf b;
 	char e1[2 * VMX_MAX_VALUE + 64], e2[2 * VMX_MAX_VALUE + 64];
 	struct {
 		char bus[8];
 		int ctrl, id;
 	} ctrls[OVF_MAX_CTRL];
-	size_t nctrl = 0;
-	int id = 1;
+	size_t nctrl;
+	int id;                         /* the next rasd:InstanceID */
+};
 
-	put(&b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		"<!-- written by vmfsctl export (vmfsd %s) -->\n"
-		"<Envelope xmlns=\"" NS_OVF1 "\" xmlns:ovf=\"" NS_OVF1 "\"\n"
-		"    xmlns:cim=\"http://schemas.dmtf.org/wbem/wscim/1/common\"\n"
-		"    xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\"\n"
-		"    xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\"\n"
-		"    xmlns:vmw=\"http://www.vmware.com/schema/ovf\"\n"
-		"    xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n"
-		"  <References>\n", "1");
+static const char *nic_net(const struct vm_nic *n)
+{
+	return !strcmp(n->conn, "bridged") ? n->bridge : "nat";
+}
+
+/* References (the disks, then the other files), DiskSection, NetworkSection */
+static void fmt_package(struct fmt *f)
+{
+	const struct ovf_out *o = f->o;
+	const struct vm_config *c = o->cfg;
+
+	put(&f->b, "  <References>\n");
 	for (size_t i = 0; i < o->ndisks; i++)
-		put(&b, "    <File ovf:href=\"%s\" ovf:id=\"file%zu\" ovf:size=\"%" PRIu64 "\"/>\n",
-		    esc(o->disks[i].file, e1, sizeof(e1)), i + 1, o->disks[i].file_size);
+		put(&f->b, "    <File ovf:href=\"%s\" ovf:id=\"file%zu\" ovf:size=\"%" PRIu64 "\"/>\n",
+		    esc(o->disks[i].file, f->e1, sizeof(f->e1)), i + 1, o->disks[i].file_size);
 	for (size_t i = 0; i < o->nfiles; i++)
-		put(&b, "    <File ovf:href=\"%s\" ovf:id=\"file%zu\" ovf:size=\"%" PRIu64 "\"/>\n",
-		    esc(o->files[i].file, e1, sizeof(e1)), o->ndisks + i + 1, o->files[i].size);
-	put(&b, "  </References>\n"
-		"  <DiskSection>\n"
-		"    <Info>Virtual disk information</Info>\n");
+		put(&f->b, "    <File ovf:href=\"%s\" ovf:id=\"file%zu\" ovf:size=\"%" PRIu64 "\"/>\n",
+		    esc(o->files[i].file, f->e1, sizeof(f->e1)), o->ndisks + i + 1, o->files[i].size);
+	put(&f->b, "  </References>\n"
+		   "  <DiskSection>\n"
+		   "    <Info>Virtual disk information</Info>\n");
 	for (size_t i = 0; i < o->ndisks; i++)
-		put(&b, "    <Disk ovf:capacity=\"%" PRIu64 "\" ovf:capacityAllocationUnits=\"byte\" "
-			"ovf:diskId=\"vmdisk%zu\" ovf:fileRef=\"file%zu\" ovf:format=\"" OVF_FMT_STREAM "\" "
-			"ovf:populatedSize=\"%" PRIu64 "\"/>\n",
+		put(&f->b, "    <Disk ovf:capacity=\"%" PRIu64 "\" ovf:capacityAllocationUnits=\"byte\" "
+			   "ovf:diskId=\"vmdisk%zu\" ovf:fileRef=\"file%zu\" ovf:format=\"" OVF_FMT_STREAM "\" "
+			   "ovf:populatedSize=\"%" PRIu64 "\"/>\n",
 		    o->disks[i].capacity, i + 1, i + 1, o->disks[i].populated);
-	put(&b, "  </DiskSection>\n"
-		"  <NetworkSection>\n"
-		"    <Info>The list of logical networks</Info>\n");
+	put(&f->b, "  </DiskSection>\n"
+		   "  <NetworkSection>\n"
+		   "    <Info>The list of logical networks</Info>\n");
 	for (size_t i = 0; i < c->nnics; i++) {
-		const char *net = c->nics[i].conn[0] && !strcmp(c->nics[i].conn, "bridged") ? c->nics[i].bridge : "nat";
-		bool dup = false;
+		bool dup = !strcmp(c->nics[i].conn, "none");
 
-		for (size_t j = 0; j < i; j++) {
-			const char *n2 = !strcmp(c->nics[j].conn, "bridged") ? c->nics[j].bridge : "nat";
-
-			dup |= !strcmp(n2, net);
-		}
-		if (!dup && strcmp(c->nics[i].conn, "none"))
-			put(&b, "    <Network ovf:name=\"%s\">\n      <Description>The %s network</Description>\n    </Network>\n",
-			    esc(net, e1, sizeof(e1)), esc(net, e2, sizeof(e2)));
+		for (size_t j = 0; j < i; j++)
+			dup |= !strcmp(nic_net(&c->nics[j]), nic_net(&c->nics[i]));
+		if (!dup)
+			put(&f->b, "    <Network ovf:name=\"%s\">\n"
+				   "      <Description>The %s network</Description>\n"
+				   "    </Network>\n",
+			    esc(nic_net(&c->nics[i]), f->e1, sizeof(f->e1)),
+			    esc(nic_net(&c->nics[i]), f->e2, sizeof(f->e2)));
 	}
-	put(&b, "  </NetworkSection>\n"
-		"  <VirtualSystem ovf:id=\"%s\">\n"
-		"    <Info>A virtual machine</Info>\n"
-		"    <Name>%s</Name>\n"
-		"    <OperatingSystemSection ovf:id=\"1\" vmw:osType=\"%s\">\n"
-		"      <Info>The kind of installed guest operating system</Info>\n"
-		"    </OperatingSystemSection>\n"
-		"    <VirtualHardwareSection>\n"
-		"      <Info>Virtual hardware requirements</Info>\n"
-		"      <System>\n"
-		"        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
-		"        <vssd:InstanceID>0</vssd:InstanceID>\n"
-		"        <vssd:VirtualSystemIdentifier>%s</vssd:VirtualSystemIdentifier>\n"
-		"        <vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>\n"
-		"      </System>\n",
-	    esc(c->name, e1, sizeof(e1)), esc(c->display_name[0] ? c->display_name : c->name, e2, sizeof(e2)),
-	    c->guest_os[0] ? c->guest_os : "other-64", esc(c->name, e1, sizeof(e1)));
-	put(&b, "      <Item>\n"
-		"        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>\n"
-		"        <rasd:Description>Number of Virtual CPUs</rasd:Description>\n"
-		"        <rasd:ElementName>%u virtual CPU(s)</rasd:ElementName>\n"
-		"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-		"        <rasd:ResourceType>3</rasd:ResourceType>\n"
-		"        <rasd:VirtualQuantity>%u</rasd:VirtualQuantity>\n"
-		"      </Item>\n", c->vcpus, id++, c->vcpus);
-	put(&b, "      <Item>\n"
-		"        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>\n"
-		"        <rasd:Description>Memory Size</rasd:Description>\n"
-		"        <rasd:ElementName>%uMB of memory</rasd:ElementName>\n"
-		"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-		"        <rasd:ResourceType>4</rasd:ResourceType>\n"
-		"        <rasd:VirtualQuantity>%u</rasd:VirtualQuantity>\n"
-		"      </Item>\n", c->mem_mib, id++, c->mem_mib);
-	/* one controller Item per controller the disks and CD-ROMs use */
+	put(&f->b, "  </NetworkSection>\n");
+}
+
+/* VirtualSystem's head, processor and memory */
+static void fmt_system(struct fmt *f)
+{
+	const struct vm_config *c = f->o->cfg;
+	char os[2 * sizeof(c->guest_os) + 64];
+
+	put(&f->b, "  <VirtualSystem ovf:id=\"%s\">\n"
+		   "    <Info>A virtual machine</Info>\n"
+		   "    <Name>%s</Name>\n"
+		   "    <OperatingSystemSection ovf:id=\"1\" vmw:osType=\"%s\">\n"
+		   "      <Info>The kind of installed guest operating system</Info>\n"
+		   "    </OperatingSystemSection>\n"
+		   "    <VirtualHardwareSection>\n"
+		   "      <Info>Virtual hardware requirements</Info>\n"
+		   "      <System>\n"
+		   "        <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>\n"
+		   "        <vssd:InstanceID>0</vssd:InstanceID>\n"
+		   "        <vssd:VirtualSystemIdentifier>%s</vssd:VirtualSystemIdentifier>\n"
+		   "        <vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>\n"
+		   "      </System>\n",
+	    esc(c->name, f->e1, sizeof(f->e1)),
+	    esc(c->display_name[0] ? c->display_name : c->name, f->e2, sizeof(f->e2)),
+	    esc(c->guest_os[0] ? c->guest_os : "other-64", os, sizeof(os)), f->e1);
+	put(&f->b, "      <Item>\n"
+		   "        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>\n"
+		   "        <rasd:Description>Number of Virtual CPUs</rasd:Description>\n"
+		   "        <rasd:ElementName>%u virtual CPU(s)</rasd:ElementName>\n"
+		   "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
+		   "        <rasd:ResourceType>3</rasd:ResourceType>\n"
+		   "        <rasd:VirtualQuantity>%u</rasd:VirtualQuantity>\n"
+		   "      </Item>\n", c->vcpus, f->id++, c->vcpus);
+	put(&f->b, "      <Item>\n"
+		   "        <rasd:AllocationUnits>byte * 2^20</rasd:AllocationUnits>\n"
+		   "        <rasd:Description>Memory Size</rasd:Description>\n"
+		   "        <rasd:ElementName>%uMB of memory</rasd:ElementName>\n"
+		   "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
+		   "        <rasd:ResourceType>4</rasd:ResourceType>\n"
+		   "        <rasd:VirtualQuantity>%u</rasd:VirtualQuantity>\n"
+		   "      </Item>\n", c->mem_mib, f->id++, c->mem_mib);
+}
+
+/* one controller Item per controller the disks and CD-ROMs use */
+static void fmt_controllers(struct fmt *f)
+{
+	const struct vm_config *c = f->o->cfg;
+
 	for (size_t i = 0; i < c->ndisks; i++) {
 		char bus[8], key[32];
-		int ctrl, unit;
+		const char *desc, *sub = NULL;
+		int ctrl, unit, rt;
 		size_t k;
 
 		split_key(c->disks[i].key, bus, sizeof(bus), &ctrl, &unit);
-		for (k = 0; k < nctrl; k++)
-			if (!strcmp(ctrls[k].bus, bus) && ctrls[k].ctrl == ctrl)
+		for (k = 0; k < f->nctrl; k++)
+			if (!strcmp(f->ctrls[k].bus, bus) && f->ctrls[k].ctrl == ctrl)
 				break;
-		if (k < nctrl || nctrl == OVF_MAX_CTRL)
+		if (k < f->nctrl || f->nctrl == OVF_MAX_CTRL)
 			continue;
-		snprintf(ctrls[nctrl].bus, sizeof(ctrls[0].bus), "%s", bus);
-		ctrls[nctrl].ctrl = ctrl;
-		ctrls[nctrl].id = id++;
-		snprintf(key, sizeof(key), "%s%d.virtualDev", bus, ctrl);
+		snprintf(f->ctrls[k].bus, sizeof(f->ctrls[0].bus), "%s", bus);
+		f->ctrls[k].ctrl = ctrl;
+		f->ctrls[k].id = f->id++;
+		f->nctrl++;
 		if (!strcmp(bus, "scsi")) {
-			const char *m = vmx_get(o->vmx, key, "lsilogic");
-			const char *sub = !strcasecmp(m, "pvscsi") ? "VirtualSCSI"
-					: !strcasecmp(m, "lsisas1068") ? "lsilogicsas"
-					: !strcasecmp(m, "buslogic") ? "buslogic" : "lsilogic";
+			const char *m;
 
-			put(&b, "      <Item>\n"
-				"        <rasd:Address>%d</rasd:Address>\n"
-				"        <rasd:Description>SCSI Controller</rasd:Description>\n"
-				"        <rasd:ElementName>SCSI Controller %d</rasd:ElementName>\n"
-				"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-				"        <rasd:ResourceSubType>%s</rasd:ResourceSubType>\n"
-				"        <rasd:ResourceType>6</rasd:ResourceType>\n"
-				"      </Item>\n", ctrl, ctrl, ctrls[nctrl].id, sub);
+			snprintf(key, sizeof(key), "scsi%d.virtualDev", ctrl);
+			m = vmx_get(f->o->vmx, key, "lsilogic");
+			sub = !strcasecmp(m, "pvscsi") ? "VirtualSCSI" : !strcasecmp(m, "lsisas1068") ? "lsilogicsas"
+			    : !strcasecmp(m, "buslogic") ? "buslogic" : "lsilogic";
+			desc = "SCSI Controller";
+			rt = RT_SCSI;
 		} else if (!strcmp(bus, "ide")) {
-			put(&b, "      <Item>\n"
-				"        <rasd:Address>%d</rasd:Address>\n"
-				"        <rasd:Description>IDE Controller</rasd:Description>\n"
-				"        <rasd:ElementName>IDE %d</rasd:ElementName>\n"
-				"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-				"        <rasd:ResourceType>5</rasd:ResourceType>\n"
-				"      </Item>\n", ctrl, ctrl, ctrls[nctrl].id);
+			desc = "IDE Controller";
+			rt = RT_IDE;
+		} else if (!strcmp(bus, "nvme")) {
+			desc = "NVME Controller";
+			sub = "vmware.nvme.controller";
+			rt = RT_STORAGE;
 		} else {
-			bool nvme = !strcmp(bus, "nvme");
-
-			put(&b, "      <Item>\n"
-				"        <rasd:Address>%d</rasd:Address>\n"
-				"        <rasd:Description>%s Controller</rasd:Description>\n"
-				"        <rasd:ElementName>%s Controller %d</rasd:ElementName>\n"
-				"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-				"        <rasd:ResourceSubType>%s</rasd:ResourceSubType>\n"
-				"        <rasd:ResourceType>20</rasd:ResourceType>\n"
-				"      </Item>\n", ctrl, nvme ? "NVME" : "SATA", nvme ? "NVME" : "SATA", ctrl,
-			    ctrls[nctrl].id, nvme ? "vmware.nvme.controller" : "vmware.sata.ahci");
+			desc = "SATA Controller";
+			sub = "vmware.sata.ahci";
+			rt = RT_STORAGE;
 		}
-		nctrl++;
+		put(&f->b, "      <Item>\n"
+			   "        <rasd:Address>%d</rasd:Address>\n"
+			   "        <rasd:Description>%s</rasd:Description>\n"
+			   "        <rasd:ElementName>%s %d</rasd:ElementName>\n"
+			   "        <rasd:InstanceID>%d</rasd:InstanceID>\n", ctrl, desc, desc, ctrl, f->ctrls[k].id);
+		if (sub)
+			put(&f->b, "        <rasd:ResourceSubType>%s</rasd:ResourceSubType>\n", sub);
+		put(&f->b, "        <rasd:ResourceType>%d</rasd:ResourceType>\n"
+			   "      </Item>\n", rt);
 	}
-	for (size_t i = 0, d = 0, f = 0; i < c->ndisks; i++) {
+}
+
+/* disks and CD-ROMs on their controllers */
+static void fmt_devices(struct fmt *f)
+{
+	const struct ovf_out *o = f->o;
+	const struct vm_config *c = o->cfg;
+
+	for (size_t i = 0, d = 0, fi; i < c->ndisks; i++) {
 		char bus[8];
 		int ctrl, unit, parent = 0;
 
 		split_key(c->disks[i].key, bus, sizeof(bus), &ctrl, &unit);
-		for (size_t k = 0; k < nctrl; k++)
-			if (!strcmp(ctrls[k].bus, bus) && ctrls[k].ctrl == ctrl)
-				parent = ctrls[k].id;
+		for (size_t k = 0; k < f->nctrl; k++)
+			if (!strcmp(f->ctrls[k].bus, bus) && f->ctrls[k].ctrl == ctrl)
+				parent = f->ctrls[k].id;
 		if (!c->disks[i].cdrom) {
-			put(&b, "      <Item>\n"
-				"        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
-				"        <rasd:ElementName>Hard disk %zu</rasd:ElementName>\n"
-				"        <rasd:HostResource>ovf:/disk/vmdisk%zu</rasd:HostResource>\n"
-				"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-				"        <rasd:Parent>%d</rasd:Parent>\n"
-				"        <rasd:ResourceType>17</rasd:ResourceType>\n"
-				"      </Item>\n", unit, d + 1, d + 1, id++, parent);
+			put(&f->b, "      <Item>\n"
+				   "        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
+				   "        <rasd:ElementName>Hard disk %zu</rasd:ElementName>\n"
+				   "        <rasd:HostResource>ovf:/disk/vmdisk%zu</rasd:HostResource>\n"
+				   "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
+				   "        <rasd:Parent>%d</rasd:Parent>\n"
+				   "        <rasd:ResourceType>17</rasd:ResourceType>\n"
+				   "      </Item>\n", unit, d + 1, d + 1, f->id++, parent);
 			d++;
 			continue;
 		}
 		/* the CD image is in the package: its File follows the disks' */
-		for (f = 0; f < o->nfiles; f++)
-			if (!strcmp(o->files[f].file, c->disks[i].file))
+		for (fi = 0; fi < o->nfiles; fi++)
+			if (!strcmp(o->files[fi].file, c->disks[i].file))
 				break;
-		put(&b, "      <Item ovf:required=\"false\">\n"
-			"        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
-			"        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>\n"
-			"        <rasd:ElementName>CD/DVD drive %d</rasd:ElementName>\n",
-		    unit, unit + 1);
-		if (f < o->nfiles)
-			put(&b, "        <rasd:HostResource>ovf:/file/file%zu</rasd:HostResource>\n",
-			    o->ndisks + f + 1);
-		put(&b, "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-			"        <rasd:Parent>%d</rasd:Parent>\n"
-			"        <rasd:ResourceType>15</rasd:ResourceType>\n"
-			"      </Item>\n", id++, parent);
+		put(&f->b, "      <Item ovf:required=\"false\">\n"
+			   "        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
+			   "        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>\n"
+			   "        <rasd:ElementName>CD/DVD drive %d</rasd:ElementName>\n", unit, unit + 1);
+		if (fi < o->nfiles)
+			put(&f->b, "        <rasd:HostResource>ovf:/file/file%zu</rasd:HostResource>\n",
+			    o->ndisks + fi + 1);
+		put(&f->b, "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
+			   "        <rasd:Parent>%d</rasd:Parent>\n"
+			   "        <rasd:ResourceType>15</rasd:ResourceType>\n"
+			   "      </Item>\n", f->id++, parent);
 	}
+}
+
+static void fmt_nics(struct fmt *f)
+{
+	const struct vm_config *c = f->o->cfg;
+
 	for (size_t i = 0; i < c->nnics; i++) {
 		const struct vm_nic *n = &c->nics[i];
 		char key[32];
-		const char *dev, *sub, *net = !strcmp(n->conn, "bridged") ? n->bridge : "nat";
-
-		/* the .vmx's word, not the QEMU model: vmxnet3 runs as
-		 * virtio-net here and stays vmxnet3 in the package */
-		snprintf(key, sizeof(key), "ethernet%d.virtualDev", n->index);
-		dev = vmx_get(o->vmx, key, "vmxnet3");
-		sub = !strcasecmp(dev, "e1000") ? "E1000" : !strcasecmp(dev, "e1000e") ? "E1000e"
-		    : !strcasecmp(dev, "virtio") ? "virtio" : "VmxNet3";
+		const char *dev, *sub;
 
 		if (!strcmp(n->conn, "none"))
 			continue;
-		put(&b, "      <Item>\n");
+		/* the .vmx's word, not the QEMU model: vmxnet3 runs as
+		 * virtio-net here and stays vmxnet3 in the package */
+		snprintf(key, sizeof(key), "ethernet%d.virtualDev", n->index);
+		dev = vmx_get(f->o->vmx, key, "vmxnet3");
+		sub = !strcasecmp(dev, "e1000") ? "E1000" : !strcasecmp(dev, "e1000e") ? "E1000e"
+		    : !strcasecmp(dev, "virtio") ? "virtio" : "VmxNet3";
+		put(&f->b, "      <Item>\n");
 		if (n->mac[0])
-			put(&b, "        <rasd:Address>%s</rasd:Address>\n", n->mac);
-		put(&b, "        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
-			"        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>\n"
-			"        <rasd:Connection>%s</rasd:Connection>\n"
-			"        <rasd:ElementName>Network adapter %d</rasd:ElementName>\n"
-			"        <rasd:InstanceID>%d</rasd:InstanceID>\n"
-			"        <rasd:ResourceSubType>%s</rasd:ResourceSubType>\n"
-			"        <rasd:ResourceType>10</rasd:ResourceType>\n"
-			"      </Item>\n", 7 + n->index, esc(net, e1, sizeof(e1)), n->index + 1, id++, sub);
+			put(&f->b, "        <rasd:Address>%s</rasd:Address>\n", n->mac);
+		put(&f->b, "        <rasd:AddressOnParent>%d</rasd:AddressOnParent>\n"
+			   "        <rasd:AutomaticAllocation>true</rasd:AutomaticAllocation>\n"
+			   "        <rasd:Connection>%s</rasd:Connection>\n"
+			   "        <rasd:ElementName>Network adapter %d</rasd:ElementName>\n"
+			   "        <rasd:InstanceID>%d</rasd:InstanceID>\n"
+			   "        <rasd:ResourceSubType>%s</rasd:ResourceSubType>\n"
+			   "        <rasd:ResourceType>10</rasd:ResourceType>\n"
+			   "      </Item>\n", 7 + n->index, esc(nic_net(n), f->e1, sizeof(f->e1)), n->index + 1,
+		    f->id++, sub);
 	}
+}
+
+char *ovf_format(const struct ovf_out *o)
+{
 	/* direct kernel boot travels as vmw:ExtraConfig, as ovftool carries
 	 * .vmx keys it has no element for */
-	static const char *const extra[] = {"vmfsd.kernel", "vmfsd.initrd", "vmfsd.append", "vmfsd.accel", NULL};
+	static const char *const extra[] = {"vmfsd.kernel", "vmfsd.initrd", "vmfsd.append", "vmfsd.accel",
+					    NULL};
+	struct fmt *f = calloc(1, sizeof(*f));
+	char *s;
+
+	if (!f)
+		return NULL;
+	f->o = o;
+	f->id = 1;
+	put(&f->b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<!-- written by vmfsctl export -->\n"
+		   "<Envelope xmlns=\"" NS_OVF1 "\" xmlns:ovf=\"" NS_OVF1 "\"\n"
+		   "    xmlns:cim=\"http://schemas.dmtf.org/wbem/wscim/1/common\"\n"
+		   "    xmlns:rasd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_ResourceAllocationSettingData\"\n"
+		   "    xmlns:vssd=\"http://schemas.dmtf.org/wbem/wscim/1/cim-schema/2/CIM_VirtualSystemSettingData\"\n"
+		   "    xmlns:vmw=\"http://www.vmware.com/schema/ovf\"\n"
+		   "    xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\">\n");
+	fmt_package(f);
+	fmt_system(f);
+	fmt_controllers(f);
+	fmt_devices(f);
+	fmt_nics(f);
 	for (int k = 0; extra[k]; k++) {
 		const char *v = vmx_get(o->vmx, extra[k], NULL);
 
 		if (v)
-			put(&b, "      <vmw:ExtraConfig ovf:required=\"false\" vmw:key=\"%s\" vmw:value=\"%s\"/>\n",
-			    extra[k], esc(v, e1, sizeof(e1)));
+			put(&f->b, "      <vmw:ExtraConfig ovf:required=\"false\" vmw:key=\"%s\" vmw:value=\"%s\"/>\n",
+			    extra[k], esc(v, f->e1, sizeof(f->e1)));
 	}
-	put(&b, "    </VirtualHardwareSection>\n"
-		"  </VirtualSystem>\n"
-		"</Envelope>\n");
-	if (b.oom) {
-		free(b.s);
-		return NULL;
-	}
-	return b.s;
+	put(&f->b, "    </VirtualHardwareSection>\n"
+		   "  </VirtualSystem>\n"
+		   "</Envelope>\n");
+	s = f->b.oom ? NULL : f->b.s;
+	if (!s)
+		free(f->b.s);
+	free(f);
+	return s;
 }
