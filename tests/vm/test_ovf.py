@@ -379,6 +379,19 @@ def body(c):
             c.check(not os.path.exists(os.path.join(work, "running.ova")), "a refused export left a file")
             a.ok("power-off", dst)
 
+        def export_refusals():
+            # a suspended VM (its .vmss) and one with snapshots (a .vmsd listing one)
+            for fname, text, needle in (("src.vmss", "", "suspended"),
+                                        ("src.vmsd", '.encoding = "UTF-8"\nsnapshot.numSnapshots = "1"\n'
+                                         'snapshot0.uid = "1"\nsnapshot0.displayName = "before"\n', "snapshots")):
+                path = os.path.join(vm, fname)
+                with open(path, "w") as f:
+                    f.write(text)
+                c.refused(a.ctl("export", vm, os.path.join(work, "refused.ova")), "export: " + needle, needle)
+                os.unlink(path)
+                c.check(not os.path.exists(os.path.join(work, "refused.ova")), "a refused export left a file")
+            c.refused(a.ctl("export", vm, state["ova"]), "export over an existing file", "already exists")
+
         def export_dir_import_thick():
             d = os.path.join(work, "srcdir")
             a.ok("export", vm, d)
@@ -569,10 +582,24 @@ def body(c):
             bad[len(bad) // 2:len(bad) // 2 + 65536] = b"\xff" * 65536
             refused(ova_of("damaged", good, [("vbox-disk001.vmdk", bytes(bad))], mf=False),
                     "a damaged VMDK", "qemu-img convert failed", "disk 1")
+            # accepted variants: GNU tar, "./" member names, descriptor not first
+            p = os.path.join(work, "gnu.ova")
+            ovf = good.encode()
+            with tarfile.open(p, "w", format=tarfile.GNU_FORMAT) as t:
+                for n, d in (("./vbox-disk001.vmdk", disk), ("./h.ovf", ovf),
+                             ("./h.mf", mf_text([("h.ovf", ovf), ("vbox-disk001.vmdk", disk)]))):
+                    ti = tarfile.TarInfo(n)
+                    ti.size = len(d)
+                    t.addfile(ti, io.BytesIO(d))
+            out = a.ok("--json", "import", p, imported, "--name", "gnu")
+            _, res = vmtest.json_stream(out)
+            state["ok_vms"].append("gnu")
+            c.check(any("not the archive's first member" in w for w in res.get("warnings", [])),
+                    "no warning for a descriptor that is not first: %s" % res.get("warnings"))
             refused(ova_of("nomf", good.replace('ovf:fileRef="file1"', 'ovf:fileRef="file9"')),
                     "unknown fileRef", "DiskSection/Disk vmdisk1", "not in References")
 
-        for f in (export_ova, import_ova_boot, export_dir_import_thick, multi_disk_iso, virtualbox_style, ovftool_style, hostile):
+        for f in (export_ova, export_refusals, import_ova_boot, export_dir_import_thick, multi_disk_iso, virtualbox_style, ovftool_style, hostile):
             t0 = time.monotonic()
             f()
             print("  %s: %.1f s" % (f.__name__, time.monotonic() - t0), flush=True)
