@@ -687,10 +687,13 @@ static json_t *verify_manifest(struct imp *im)
 	int rc;
 
 	snprintf(mfname, sizeof(mfname), "%.*s.mf", (int)strlen(im->ovfname) - 4, im->ovfname);
-	if (pkg_open(im, mfname, &pf, &err)) {
+	rc = pkg_open(im, mfname, &pf, &err);
+	if (rc == -ENOENT) {
 		json_array_append_new(im->warn, json_sprintf("no manifest (%s): the package's contents are not verified", mfname));
 		return NULL;
 	}
+	if (rc)   /* there, but a symbolic link or not a regular file */
+		return reply_err(rc, "import: the manifest: %s", err.msg);
 	if (pf.size > OVF_MAX_MF) {
 		pkg_close(im, &pf);
 		return reply_err(EFBIG, "import: %s: larger than %d bytes: not a manifest", mfname, OVF_MAX_MF);
