@@ -727,8 +727,13 @@ static int parse_system(struct ctx *x, const xmlNode *vs)
 			if (os[0]) {
 				size_t l = strlen(os);
 
-				if (l > 5 && !strcmp(os + l - 5, "Guest"))
-					os[l - 5] = '\0';
+				/* vSphere's VirtualMachineGuestOsIdentifier
+				 * "debian10_64Guest" is the .vmx's "debian10-64" */
+				if (l > 5 && !strcmp(os + l - 5, "Guest")) {
+					os[l -= 5] = '\0';
+					if (l > 3 && !strcmp(os + l - 3, "_64"))
+						os[l - 3] = '-';
+				}
 				for (char *s = os; *s; s++)
 					if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_')
 						*s = '_';
@@ -1011,7 +1016,15 @@ static void fmt_package(struct fmt *f)
 static void fmt_system(struct fmt *f)
 {
 	const struct vm_config *c = f->o->cfg;
-	char os[2 * sizeof(c->guest_os) + 64];
+	char os[2 * sizeof(c->guest_os) + 64], id[sizeof(c->guest_os) + 8];
+	size_t l;
+
+	/* the .vmx's "debian12-64" is vSphere's "debian12_64Guest" */
+	snprintf(id, sizeof(id), "%s", c->guest_os[0] ? c->guest_os : "other-64");
+	l = strlen(id);
+	if (l > 3 && !strcmp(id + l - 3, "-64"))
+		id[l - 3] = '_';
+	strcat(id, "Guest");
 
 	put(&f->b, "  <VirtualSystem ovf:id=\"%s\">\n"
 		   "    <Info>A virtual machine</Info>\n"
@@ -1029,7 +1042,7 @@ static void fmt_system(struct fmt *f)
 		   "      </System>\n",
 	    esc(c->name, f->e1, sizeof(f->e1)),
 	    esc(c->display_name[0] ? c->display_name : c->name, f->e2, sizeof(f->e2)),
-	    esc(c->guest_os[0] ? c->guest_os : "other-64", os, sizeof(os)), f->e1);
+	    esc(id, os, sizeof(os)), f->e1);
 	put(&f->b, "      <Item>\n"
 		   "        <rasd:AllocationUnits>hertz * 10^6</rasd:AllocationUnits>\n"
 		   "        <rasd:Description>Number of Virtual CPUs</rasd:Description>\n"

@@ -504,7 +504,7 @@ def body(c):
             state["ok_vms"].append("esx-copy")
             with open(os.path.join(dst, "esx-copy.vmx")) as f:
                 vmx = f.read()
-            for want in ('guestOS = "debian10_64"', 'scsi0.virtualDev = "pvscsi"', 'memSize = "512"',
+            for want in ('guestOS = "debian10-64"', 'scsi0.virtualDev = "pvscsi"', 'memSize = "512"',
                          'ethernet0.virtualDev = "vmxnet3"', 'scsi0:0.fileName = "esx-copy.vmdk"'):
                 c.check(want in vmx, "ovftool import .vmx lacks %s:\n%s" % (want, vmx))
             nm = res.get("not_mapped", "")
