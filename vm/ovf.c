@@ -365,8 +365,8 @@ static int ctrl_find(const struct ovf_pkg *p, const char *bus, int index)
 struct item {
 	const xmlNode *n;
 	int type;
-	char id[32], parent[32], addr[32], aop[32], sub[64], qty[32], units[64], conn[64];
-	char host[128], name[128], required[8];
+	char id[32], parent[32], addr[32], aop[32], sub[64], qty[32], units[64], conn[128];
+	char host[128], name[256], required[8];
 };
 
 static int item_read(struct ctx *x, const xmlNode *n, struct item *it)

@@ -59,7 +59,7 @@ struct ovf_dev {
 
 struct ovf_nic {
 	char model[16];                 /* .vmx virtualDev: vmxnet3, e1000, e1000e, virtio */
-	char network[64];               /* rasd:Connection */
+	char network[128];              /* rasd:Connection */
 	char mac[18];
 };
 
