@@ -176,6 +176,9 @@ int ovf_mf_parse(const char *text, size_t len, const char *what, struct ovf_mf *
 		if (strlen(open + 1) >= sizeof(e->file))
 			return vm_errf(err, -E2BIG, "%s:%d: file name too long", what, lineno);
 		strcpy(e->file, open + 1);
+		for (char *c = e->file; *c; c++)   /* shown in messages: no terminal controls */
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 		e->alg = algs[a].alg;
 		for (size_t i = 0; hex[i]; i++)
 			e->hex[i] = (char)(hex[i] | 0x20);   /* lower case */
@@ -301,6 +304,9 @@ int ova_index(int fd, const char *what, struct ova_member *m, size_t max, size_t
 		if (!tar_num(h->size, sizeof(h->size), &size))
 			return vm_errf(err, -EINVAL, "%s: header at byte %" PRIu64 ": bad size field", what, off);
 		snprintf(name, sizeof(name), "%.155s%s%.100s", h->prefix, h->prefix[0] ? "/" : "", h->name);
+		for (char *c = name; *c; c++)   /* shown in messages: no terminal controls */
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 		if (size > (uint64_t)st.st_size || off + BLK + size > (uint64_t)st.st_size)
 			return vm_errf(err, -EINVAL, "%s: truncated archive: member '%.100s' needs %" PRIu64 " bytes past the end",
 				       what, name, off + BLK + size - (uint64_t)st.st_size);

@@ -62,6 +62,15 @@ static void note(struct ovf_pkg *p, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* text from the package shown to a person or written to a .vmx: no
+ * control characters (a terminal escape in an ElementName) */
+static void scrub(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = '?';
+}
+
 static bool is(const xmlNode *n, const char *local)
 {
 	return n && n->type == XML_ELEMENT_NODE && !strcmp((const char *)n->name, local);
@@ -873,6 +882,10 @@ int ovf_parse(const char *text, size_t len, const char *what, struct ovf_pkg *p,
 	rc = parse_system(&x, vs);
 out:
 	xmlFreeDoc(doc);
+	scrub(p->notes);
+	scrub(p->name);
+	if (rc)
+		scrub(err->msg);
 	return rc;
 }
 

@@ -79,6 +79,26 @@ Test(ovf, good)
 	cr_expect_str_eq(p.nics[0].network, "VM Network");
 }
 
+Test(ovf, control_characters_scrubbed)
+{
+	/* XML 1.0 has no control characters but tab, LF and CR: a CR
+	 * rewrites a terminal's line, a LF fakes one */
+	char *t = subst(GOOD, "<Name>web 1</Name>", "<Name>web&#13;1</Name>");
+	struct ovf_pkg p;
+	struct vm_err err = {{0}};
+
+	t = subst(t, "<rasd:ResourceType>10</rasd:ResourceType>",
+		  "<rasd:ResourceType>35</rasd:ResourceType><rasd:ElementName>snd&#10;x&#9;y</rasd:ElementName>");
+	cr_assert_eq(parse(t, &p, &err), 0, "%s", err.msg);
+	cr_expect_str_eq(p.name, "web?1");
+	cr_expect(strstr(p.notes, "snd?x?y"), "notes: %s", p.notes);
+	free(t);
+	t = subst(GOOD, "ovf:href=\"d1.vmdk\"", "ovf:href=\"../&#13;ok\"");
+	cr_expect_lt(parse(t, &p, &err), 0);
+	cr_expect(!strchr(err.msg, '\r'), "a CR in the message: %s", err.msg);
+	free(t);
+}
+
 Test(ovf, ovf2_namespace)
 {
 	char *t = subst(GOOD, "xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\"",
