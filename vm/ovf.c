@@ -43,6 +43,7 @@ struct ctx {
 	const char *what;
 	struct ovf_pkg *p;
 	struct vm_err *err;
+	char config[OVF_ID_MAX];        /* the DeploymentOptionSection's default, "" = none */
 };
 
 static void note(struct ovf_pkg *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -650,6 +651,37 @@ static void hw_other(struct ctx *x, const struct item *it)
 	note(x->p, "%s Item %s (%.40s, ResourceType %d)", w, it->id, it->name, it->type);
 }
 
+/* DeploymentOptionSection: several hardware configurations ("small",
+ * "large"); the one marked ovf:default="true" (else the first) is
+ * imported, as ovftool does without --deploymentOption */
+static void deployment_option(struct ctx *x, const xmlNode *sec)
+{
+	char def[8];
+
+	for (xmlNode *c = sec->children; c; c = c->next) {
+		if (!is(c, "Configuration"))
+			continue;
+		if (!x->config[0] || (!attr(c, "default", def, sizeof(def)) && !strcmp(def, "true")))
+			if (attr(c, "id", x->config, sizeof(x->config)))
+				x->config[0] = '\0';
+	}
+	if (x->config[0])
+		note(x->p, "deployment option '%s' used (the default)", x->config);
+}
+
+/* an Item for another deployment option (ovf:configuration="a b") */
+static bool other_config(const struct ctx *x, const xmlNode *n)
+{
+	char list[256], *tok, *save;
+
+	if (attr(n, "configuration", list, sizeof(list)) || !x->config[0])
+		return false;
+	for (tok = strtok_r(list, " \t\n", &save); tok; tok = strtok_r(NULL, " \t\n", &save))
+		if (!strcmp(tok, x->config))
+			return false;
+	return true;
+}
+
 static int parse_hardware(struct ctx *x, const xmlNode *sec)
 {
 	struct ovf_pkg *p = x->p;
@@ -662,6 +694,8 @@ static int parse_hardware(struct ctx *x, const xmlNode *sec)
 		return vm_errf(x->err, -ENOMEM, "out of memory");
 	for (xmlNode *c = sec->children; c && !rc; c = c->next) {
 		if (is(c, "Item") || is(c, "StorageItem") || is(c, "EthernetPortItem")) {
+			if (other_config(x, c))
+				continue;
 			if (n == OVF_MAX_ITEMS)
 				rc = vm_errf(x->err, -E2BIG, "%s:%ld: VirtualHardwareSection: more than %d Items",
 					     x->what, line_of(c), OVF_MAX_ITEMS);
@@ -861,6 +895,8 @@ int ovf_parse(const char *text, size_t len, const char *what, struct ovf_pkg *p,
 			rc = parse_references(&x, c);
 		else if (is(c, "DiskSection"))
 			rc = parse_disks(&x, c);
+		else if (is(c, "DeploymentOptionSection"))
+			deployment_option(&x, c);
 		else if (is(c, "VirtualSystemCollection"))
 			rc = vm_errf(err, -ENOTSUP, "%s:%ld: VirtualSystemCollection: a package of several VMs (a vApp) is not supported: import one VM",
 				     what, line_of(c));
@@ -870,7 +906,7 @@ int ovf_parse(const char *text, size_t len, const char *what, struct ovf_pkg *p,
 					     what, line_of(c));
 			vs = c;
 		}
-		/* NetworkSection, DeploymentOptionSection, Strings: networks
+		/* NetworkSection, Strings: networks
 		 * are taken from the NICs' rasd:Connection */
 	}
 	if (rc)

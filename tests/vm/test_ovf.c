@@ -99,6 +99,26 @@ Test(ovf, control_characters_scrubbed)
 	free(t);
 }
 
+Test(ovf, deployment_options)
+{
+	/* ovftool's appliances: Items per configuration; the default wins */
+	char *t = subst(GOOD, REFS, REFS "<DeploymentOptionSection><Info>x</Info>"
+			"<Configuration ovf:id=\"small\"><Label>S</Label><Description>s</Description></Configuration>"
+			"<Configuration ovf:default=\"true\" ovf:id=\"large\"><Label>L</Label><Description>l</Description></Configuration>"
+			"</DeploymentOptionSection>\n");
+	struct ovf_pkg p;
+	struct vm_err err = {{0}};
+
+	t = subst(t, "<Item><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>",
+		  "<Item ovf:configuration=\"small\"><rasd:InstanceID>1</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>2</rasd:VirtualQuantity></Item>"
+		  "<Item ovf:configuration=\"large huge\"><rasd:InstanceID>9</rasd:InstanceID><rasd:ResourceType>3</rasd:ResourceType><rasd:VirtualQuantity>8</rasd:VirtualQuantity></Item>");
+	cr_assert_eq(parse(t, &p, &err), 0, "%s", err.msg);
+	cr_expect_eq(p.vcpus, 8);
+	cr_expect_eq(p.mem_mib, 1024);
+	cr_expect(strstr(p.notes, "deployment option 'large'"), "notes: %s", p.notes);
+	free(t);
+}
+
 Test(ovf, ovf2_namespace)
 {
 	char *t = subst(GOOD, "xmlns=\"http://schemas.dmtf.org/ovf/envelope/1\"",
