@@ -10,8 +10,9 @@
  * elsewhere is read defensively: every header's checksum verified, only
  * regular files (no links, devices or directories), names of one plain
  * component (no '/', no '..', no hidden files), every member inside the
- * file (a truncated archive is refused, not read short), pax headers that
- * would rename or resize a member refused, at most OVA_MAX_MEMBERS.
+ * file (a truncated archive is refused, not read short), pax extended
+ * headers read for the names and sizes they give (and their result checked
+ * like any other), at most OVA_MAX_MEMBERS.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -264,12 +265,63 @@ static int read_full(int fd, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* pax extended header records "LEN key=value\n" (POSIX.1-2001): the
+ * path and size that replace the next header's; other keys (mtime,
+ * uid, ...) mean nothing here.  -EINVAL on a malformed record. */
+static int pax_parse(const char *buf, size_t len, char *path, size_t psize, uint64_t *size,
+		     bool *have_size)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		const char *rec = buf + pos, *key, *eq, *end;
+		unsigned long rl = 0;
+		size_t i = 0;
+
+		while (pos + i < len && rec[i] >= '0' && rec[i] <= '9' && rl < 1000000)
+			rl = rl * 10 + (unsigned long)(rec[i++] - '0');
+		if (!i || rl <= i + 1 || rl > len - pos || rec[i] != ' ' || rec[rl - 1] != '\n')
+			return -EINVAL;
+		key = rec + i + 1;
+		end = rec + rl - 1;
+		eq = memchr(key, '=', (size_t)(end - key));
+		if (!eq)
+			return -EINVAL;
+		if ((size_t)(eq - key) == 4 && !memcmp(key, "path", 4)) {
+			size_t vl = (size_t)(end - eq - 1);
+
+			if (vl >= psize)
+				return -EINVAL;
+			memcpy(path, eq + 1, vl);
+			path[vl] = '\0';
+		} else if ((size_t)(eq - key) == 4 && !memcmp(key, "size", 4)) {
+			uint64_t v = 0;
+
+			if (eq + 1 == end)
+				return -EINVAL;
+			for (const char *c = eq + 1; c < end; c++) {
+				if (*c < '0' || *c > '9' || v > (UINT64_MAX - 9) / 10)
+					return -EINVAL;
+				v = v * 10 + (uint64_t)(*c - '0');
+			}
+			*size = v;
+			*have_size = true;
+		} else if ((size_t)(eq - key) == 8 && !memcmp(key, "linkpath", 8)) {
+			return -EINVAL;   /* only links have one */
+		}
+		pos += rl;
+	}
+	return 0;
+}
+
 int ova_index(int fd, const char *what, struct ova_member *m, size_t max, size_t *n,
 	      struct vm_err *err)
 {
 	unsigned char b[BLK];
 	struct stat st;
-	uint64_t off = 0;
+	uint64_t off = 0, pax_size = 0;
+	char pax_path[256] = "";
+	bool pax_have_size = false;
 	int rc;
 
 	*n = 0;
@@ -311,9 +363,13 @@ int ova_index(int fd, const char *what, struct ova_member *m, size_t max, size_t
 			return vm_errf(err, -EINVAL, "%s: truncated archive: member '%.100s' needs %" PRIu64 " bytes past the end",
 				       what, name, off + BLK + size - (uint64_t)st.st_size);
 		if (h->typeflag == 'x' || h->typeflag == 'g') {
-			/* pax extended header: its records must not rename or
-			 * resize what follows (we would read another member) */
+			/* pax extended header: 'x' names and sizes the next
+			 * member (long names, 8 GiB and more); a global one
+			 * ('g') may not */
 			char *pax;
+			char gpath[sizeof(pax_path)] = "";
+			uint64_t gsize;
+			bool gsz = false;
 
 			if (size > 65536)
 				return vm_errf(err, -E2BIG, "%s: pax header of %" PRIu64 " bytes", what, size);
@@ -321,17 +377,33 @@ int ova_index(int fd, const char *what, struct ova_member *m, size_t max, size_t
 			if (!pax)
 				return vm_errf(err, -ENOMEM, "out of memory");
 			rc = read_full(fd, pax, size, off + BLK);
-			pax[size] = '\0';
-			if (!rc && (strstr(pax, " path=") || strstr(pax, " size=") ||
-				    strstr(pax, " linkpath=")))
-				rc = -ENOTSUP;
+			if (!rc)
+				rc = h->typeflag == 'x'
+				   ? pax_parse(pax, size, pax_path, sizeof(pax_path), &pax_size, &pax_have_size)
+				   : pax_parse(pax, size, gpath, sizeof(gpath), &gsize, &gsz);
 			free(pax);
+			if (!rc && (gpath[0] || gsz))
+				rc = -EINVAL;
 			if (rc)
-				return vm_errf(err, rc, "%s: pax header at byte %" PRIu64 " renames or resizes a member: not supported",
+				return vm_errf(err, rc, "%s: pax header at byte %" PRIu64 " is malformed (or a global one names a path or size)",
 					       what, off);
 			off += BLK + ((size + BLK - 1) / BLK) * BLK;
 			continue;
 		}
+		if (pax_path[0]) {
+			snprintf(name, sizeof(name), "%s", pax_path);
+			for (char *c = name; *c; c++)
+				if ((unsigned char)*c < 0x20 || *c == 0x7f)
+					*c = '?';
+		}
+		if (pax_have_size) {
+			size = pax_size;
+			if (size > (uint64_t)st.st_size || off + BLK + size > (uint64_t)st.st_size)
+				return vm_errf(err, -EINVAL, "%s: truncated archive: member '%.100s' needs %" PRIu64 " bytes past the end",
+					       what, name, off + BLK + size - (uint64_t)st.st_size);
+		}
+		pax_path[0] = '\0';
+		pax_have_size = false;
 		if (h->typeflag != '0' && h->typeflag != '\0')
 			return vm_errf(err, -EPERM, "%s: member '%.100s' is not a regular file (type '%c'): refused",
 				       what, name, h->typeflag >= 0x20 && h->typeflag < 0x7f ? h->typeflag : '?');

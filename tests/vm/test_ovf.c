@@ -382,6 +382,37 @@ Test(ova, write_and_index)
 	cr_expect(strstr(err.msg, "checksum"), "%s", err.msg);
 	close(fd);
 
+	/* a pax header naming and sizing the next member (as GNU tar and
+	 * Python write for long names and 8 GiB and more) */
+	fd = tmpfile_fd();
+	{
+		const char *rec = "32 path=a-rather-long-name.vmdk\n" "11 size=20\n" "11 mtime=1\n";
+		unsigned char h[512];
+		unsigned sum = 0;
+
+		cr_assert_eq(ova_write_header(fd, "PaxHeaders/x", strlen(rec)), 0);
+		cr_assert_eq(pread(fd, h, 512, 0), 512);
+		h[156] = 'x';
+		memset(h + 148, ' ', 8);
+		for (int i = 0; i < 512; i++)
+			sum += h[i];
+		snprintf((char *)h + 148, 8, "%06o", sum);
+		cr_assert_eq(pwrite(fd, h, 512, 0), 512);
+		cr_assert_eq(write(fd, rec, strlen(rec)), (ssize_t)strlen(rec));
+		cr_assert_eq(ova_pad(fd, strlen(rec)), 0);
+		cr_assert_eq(ova_write_header(fd, "short", 5), 0);   /* the pax size wins: 20 */
+		cr_assert_eq(write(fd, "01234567890123456789", 20), 20);
+		cr_assert_eq(ova_pad(fd, 20), 0);
+		cr_assert_eq(ova_index(fd, "t.ova", m, 8, &n, &err), 0, "%s", err.msg);
+		cr_expect_eq(n, 1);
+		cr_expect_str_eq(m[0].name, "a-rather-long-name.vmdk");
+		cr_expect_eq(m[0].size, 20);
+		cr_assert_eq(ftruncate(fd, 3 * 512 + 10), 0);   /* the pax size is checked too */
+		cr_expect_eq(ova_index(fd, "t.ova", m, 8, &n, &err), -EINVAL);
+		cr_expect(strstr(err.msg, "truncated"), "%s", err.msg);
+	}
+	close(fd);
+
 	/* 8 GiB and more: base-256 size, read back (a sparse file) */
 	fd = tmpfile_fd();
 	cr_assert_eq(ova_write_header(fd, "big.vmdk", 9ULL << 30), 0);

@@ -596,6 +596,20 @@ def body(c):
             state["ok_vms"].append("gnu")
             c.check(any("not the archive's first member" in w for w in res.get("warnings", [])),
                     "no warning for a descriptor that is not first: %s" % res.get("warnings"))
+            # pax headers: their path names the member (a long name), and is checked like any name
+            def pax_ova(name, disk_path):
+                p = os.path.join(work, name + ".ova")
+                ovf = good.encode()
+                with tarfile.open(p, "w", format=tarfile.PAX_FORMAT) as t:
+                    for n, d, px in (("h.ovf", ovf, {}), ("short", disk, {"path": disk_path, "mtime": "1"})):
+                        ti = tarfile.TarInfo(n)
+                        ti.size = len(d)
+                        ti.pax_headers = px
+                        t.addfile(ti, io.BytesIO(d))
+                return p
+            a.ok("import", pax_ova("pax", "vbox-disk001.vmdk"), imported, "--name", "pax")
+            state["ok_vms"].append("pax")
+            refused(pax_ova("paxescape", "../vbox-disk001.vmdk"), "pax path ../", "not a plain file name")
             refused(ova_of("nomf", good.replace('ovf:fileRef="file1"', 'ovf:fileRef="file9"')),
                     "unknown fileRef", "DiskSection/Disk vmdisk1", "not in References")
 
