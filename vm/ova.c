@@ -153,13 +153,20 @@ int ovf_mf_parse(const char *text, size_t len, const char *what, struct ovf_mf *
 		line[n] = '\0';
 		if (!n)
 			continue;
+		/* "SHA256(file)= hex" (ovftool) or "SHA1 (file) = hex"
+		 * (VirtualBox, openssl dgst) */
 		open = strchr(line, '(');
 		close = strrchr(line, ')');
-		if (!open || !close || close < open || strncmp(close, ")=", 2))
+		hex = close ? close + 1 : NULL;
+		while (hex && *hex == ' ')
+			hex++;
+		if (!open || !close || close < open || *hex != '=')
 			return vm_errf(err, -EINVAL, "%s:%d: expected ALG(file)= digest", what, lineno);
-		*open = '\0';
 		*close = '\0';
-		hex = close + 2;
+		for (char *e = open; e > line && e[-1] == ' '; e--)
+			e[-1] = '\0';
+		*open = '\0';
+		hex++;
 		while (*hex == ' ')
 			hex++;
 		for (a = 0; a < sizeof(algs) / sizeof(algs[0]); a++)

@@ -323,11 +323,12 @@ Test(ova, manifest)
 	struct vm_err err = {{0}};
 	char hex[OVF_HEX_MAX];
 	const char *ok = "SHA256(a.ovf)= 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
-			 "SHA1(b.vmdk)= AAF4C61DDCC5E8A2DABEDE0F3B482CD9AEA9434D\r\n";
+			 "SHA1 (b.vmdk) = AAF4C61DDCC5E8A2DABEDE0F3B482CD9AEA9434D\r\n";
 
 	cr_assert_eq(ovf_mf_parse(ok, strlen(ok), "t.mf", &mf, &err), 0, "%s", err.msg);
 	cr_expect_eq(mf.n, 2);
 	cr_expect_eq(mf.e[1].alg, OVF_SHA1);
+	cr_expect_str_eq(mf.e[1].file, "b.vmdk");
 	cr_expect_str_eq(mf.e[1].hex, "aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d");
 	ovf_digest_mem("hello", 5, OVF_SHA256, hex);
 	cr_expect_str_eq(hex, mf.e[0].hex);

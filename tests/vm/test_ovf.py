@@ -10,7 +10,8 @@ with the DSP0243 sections; imported back (thin) its disk is byte for byte
 the source's and it boots; exported as an OVF folder and imported thick it
 is allocated and identical; export of a running VM is refused.  An OVF in
 VirtualBox's style (OVF 2.0 envelope, vbox namespace, SATA and IDE
-controllers, SHA1 manifest at the end of the archive, MAC without colons)
+controllers, a SHA1 manifest "SHA1 (file) = hex" at the end of the
+archive, MAC without colons)
 and one in ovftool's style (OVF 1.0, "byte * 2^30" capacity, vmw:osType,
 VirtualSCSI, vmxnet3, vmw:ExtraConfig) are imported with the hardware
 mapped and what cannot be mapped reported.  Hostile packages are refused
@@ -80,9 +81,9 @@ def make_tar(path, members):
             t.addfile(ti, io.BytesIO(data))
 
 
-def mf_text(entries, alg="SHA256"):
-    return "".join("%s(%s)= %s\n" % (alg, n, hashlib.new(alg.lower(), d).hexdigest())
-                   for n, d in entries).encode()
+def mf_text(entries, alg="SHA256", fmt="%s(%s)= %s\n"):
+    """ovftool's lines; VirtualBox's (and openssl dgst's): fmt "%s (%s) = %s\n" """
+    return "".join(fmt % (alg, n, hashlib.new(alg.lower(), d).hexdigest()) for n, d in entries).encode()
 
 
 VBOX_OVF = """<?xml version="1.0"?>
@@ -462,7 +463,8 @@ def body(c):
             ova = os.path.join(work, "vbox.ova")
             # VirtualBox: descriptor, disks, then the manifest (SHA1 in 4.x)
             make_tar(ova, [("vbox.ovf", ovf), ("vbox-disk001.vmdk", disk),
-                           ("vbox.mf", mf_text([("vbox.ovf", ovf), ("vbox-disk001.vmdk", disk)], "SHA1"))])
+                           ("vbox.mf", mf_text([("vbox.ovf", ovf), ("vbox-disk001.vmdk", disk)], "SHA1",
+                                               "%s (%s) = %s\n"))])
             out = a.ok("--json", "import", ova, imported)
             _, res = vmtest.json_stream(out)
             dst = os.path.join(imported, "vbox_vm")
