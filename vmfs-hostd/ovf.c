@@ -11,10 +11,11 @@
  * Import checks the whole package before it creates anything: the
  * descriptor (vm/ovf.c), every file it references present in the package,
  * the manifest's digests, each disk a sparse VMDK whose header capacity
- * fits its DiskSection entry; then it creates the VM folder (removed
- * again on any failure), converts every disk with qemu-img into a flat
- * extent provisioned as asked, writes the descriptors and the .vmx, checks
- * the .vmx with the parser every host uses, and registers the VM.
+ * fits its DiskSection entry; then it builds the VM in a hidden folder
+ * beside its final place (removed again on any failure), converts every
+ * disk with qemu-img into a flat extent provisioned as asked, writes the
+ * descriptors and the .vmx, checks the .vmx with the parser every host
+ * uses, renames the folder into place and registers the VM.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -562,9 +563,10 @@ struct imp {
 	/* what is made */
 	char name[VM_NAME_MAX + 1];
 	char folder[PATH_MAX];
+	char work[PATH_MAX + 32];       /* the hidden folder it is built in */
 	char vmx_path[PATH_MAX + VM_NAME_MAX + 8];
 	int dirfd;
-	bool made;                      /* FOLDER removed at the end unless the import succeeded */
+	bool made;                      /* WORK removed at the end unless the import succeeded */
 	struct vmx_file vmx;
 };
 
@@ -907,13 +909,19 @@ static json_t *import_folder(struct imp *im, const char *dest, const char *want)
 	if (want && strcmp(want, im->name))
 		return reply_err(EINVAL, "import: --name '%s' is not a usable file name (try '%s')", want,
 				 im->name);
-	if (mkdir(im->folder, 0755))
-		return reply_err(errno, "import: %s: %s", im->folder,
-				 errno == EEXIST ? "already exists" : strerror(errno));
+	if (!access(im->folder, F_OK))
+		return reply_err(EEXIST, "import: %s: already exists", im->folder);
+	/* built as a hidden folder beside it and renamed when complete: an
+	 * agent that dies mid-import leaves a dot folder, which no VM list
+	 * shows, never a half VM */
+	snprintf(buf, sizeof(buf), "%s", im->folder);
+	snprintf(im->work, sizeof(im->work), "%s/.%s.import-%d", dirname(buf), im->name, (int)getpid());
+	if (mkdir(im->work, 0755))
+		return reply_err(errno, "import: %s: %s", im->work, strerror(errno));
 	im->made = true;
-	im->dirfd = open(im->folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	im->dirfd = open(im->work, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (im->dirfd < 0)
-		return reply_err(errno, "import: %s: %s", im->folder, strerror(errno));
+		return reply_err(errno, "import: %s: %s", im->work, strerror(errno));
 	return NULL;
 }
 
@@ -1109,6 +1117,13 @@ json_t *ovf_import(struct agent *a, json_t *req)
 	}
 	if ((r = import_disks(im, prov)) || (r = import_files(im)) || (r = import_vmx(im)))
 		goto out;
+	/* renameat2 NOREPLACE: a folder made meanwhile is not overwritten */
+	if (renameat2(AT_FDCWD, im->work, AT_FDCWD, im->folder, RENAME_NOREPLACE)) {
+		r = reply_err(errno, "import: %s -> %s: %s", im->work, im->folder,
+			      errno == EEXIST ? "already exists" : strerror(errno));
+		goto out;
+	}
+	im->made = false;
 	inventory_edit(a, im->vmx_path, NULL);
 	agent_event(a, im->vmx_path, "vm.imported", "imported from %s (%zu disks, %s, task %s)", pkg,
 		    im->p.nvdisks, vm_prov_name(prov), im->t.id);
@@ -1117,7 +1132,6 @@ json_t *ovf_import(struct agent *a, json_t *req)
 	json_object_set_new(r, "path", json_string(im->folder));
 	json_object_set_new(r, "vmx", json_string(im->vmx_path));
 	json_object_set_new(r, "ovf_version", json_integer(im->p.version));
-	im->made = false;
 out:
 	if (im->p.notes[0])
 		json_object_set_new(r, "not_mapped", json_string(im->p.notes));
@@ -1126,7 +1140,7 @@ out:
 	if (im->dirfd >= 0)
 		close(im->dirfd);
 	if (im->made)
-		remove_folder(im->folder);
+		remove_folder(im->work);
 	if (im->t.j)
 		task_end(&im->t, r);
 	for (size_t i = 0; i < OVF_MAX_FILES; i++)
