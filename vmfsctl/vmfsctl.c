@@ -1086,8 +1086,8 @@ static void print_balance(json_t *r)
 		       json_object_get(m, "result") ? jstr(m, "result") : "");
 }
 
-/* migrate-storage, clone, deploy, template: provisioning, deploy's
- * overrides, template --unset */
+/* migrate-storage, clone, deploy, template, export, import: provisioning,
+ * deploy's overrides, import's --name, template --unset */
 static int parse_storage(const struct command *cmd, int argc, char **argv, json_t *req)
 {
 	int c;
