@@ -7,18 +7,23 @@ Asserted: a VM (the test guest, direct kernel boot) exported as an OVA
 has the descriptor first, then the manifest, then the files in the order
 of References, a manifest whose SHA-256 digests match, an OVF 1.x envelope
 with the DSP0243 sections; imported back (thin) its disk is byte for byte
-the source's and it boots; exported as an OVF folder and imported thick it
-is allocated and identical; export of a running VM is refused.  An OVF in
-VirtualBox's style (OVF 2.0 envelope, vbox namespace, SATA and IDE
-controllers, a SHA1 manifest "SHA1 (file) = hex" at the end of the
-archive, MAC without colons)
-and one in ovftool's style (OVF 1.0, "byte * 2^30" capacity, vmw:osType,
-VirtualSCSI, vmxnet3, vmw:ExtraConfig) are imported with the hardware
-mapped and what cannot be mapped reported.  Hostile packages are refused
+the source's and it boots; export of a running, a suspended or a
+snapshotted VM, or over an existing file, is refused; exported as an OVF
+folder and imported thick it is allocated and identical; a VM with two
+disks on two controllers and a CD image is imported eager-zeroed.  An OVF
+in VirtualBox's style (OVF 2.0 envelope, vbox/sasd/epasd namespaces, SATA
+and IDE controllers, a "SHA1 (file) = hex" manifest at the end of the
+archive, a MAC without colons) and one in ovftool's style (OVF 1.0,
+"byte * 2^30" capacity, vmw:osType, VirtualSCSI, vmxnet3, vmw:ExtraConfig)
+are imported with the hardware mapped and what cannot be mapped reported;
+so are a GNU tar with "./" names and the descriptor not first, and a pax
+archive naming its disk in a pax header.  Hostile packages are refused
 with a message naming the problem and leave nothing behind: XXE, entity
-expansion, hrefs with ../ and an absolute path, a URL, tar members escaping
-the package and a symlink member, a manifest mismatch, an absurd capacity,
-a truncated tar, a huge descriptor, a disk that is a VMDK descriptor text.
+expansion, hrefs with ../, an absolute path and a URL, tar members (and a
+pax path) escaping the package, a symlink member, a manifest mismatch, an
+absurd capacity, a truncated tar, a huge descriptor, a disk that is a VMDK
+descriptor text, a VMDK with damaged grains, a dangling fileRef.
+`--long` (suite ovf-long): a 2 GiB disk, thin, thick and eager-zeroed.
 
 Registered with meson (suite vm, vm-ovf).
 """
