@@ -149,7 +149,7 @@ static int make_flat(int dirfd, const char *name, uint64_t size, const char *pro
 	return rc;
 }
 
-static int write_new_file(int dirfd, const char *name, const char *text, struct vm_err *err)
+int write_new_file(int dirfd, const char *name, const char *text, struct vm_err *err)
 {
 	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	size_t len = strlen(text);
@@ -166,7 +166,7 @@ static int write_new_file(int dirfd, const char *name, const char *text, struct 
 	return 0;
 }
 
-static void remove_folder(const char *folder)
+void remove_folder(const char *folder)
 {
 	int dfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *d;

@@ -18,6 +18,7 @@
  *   monitor.c    VM monitoring: QMP heartbeat, restart in place
  *   storage.c    migrate-storage, clone, template, deploy (task.c: tasks)
  *   snapshot.c   snapshots: create, list, revert, delete (vm/vmsd.c: the tree)
+ *   ovf.c        export, import (OVF and OVA packages)
  */
 #include <dirent.h>
 #include <errno.h>
@@ -241,6 +242,7 @@ static const struct {
 	{"migrate", cmd_migrate},
 	{"maintenance", cmd_maintenance},
 	{"balance", cmd_balance},
+	{"import", ovf_import},
 };
 
 /* Commands on one VM: "path" resolved and its configuration loaded first;
@@ -265,6 +267,7 @@ static const struct {
 	{"template", true, storage_template},
 	{"deploy", true, storage_deploy},
 	{"snapshot", true, snapshot_cmd},
+	{"export", true, ovf_export},
 };
 
 json_t *agent_request(struct agent *a, json_t *req)

@@ -86,6 +86,13 @@ json_t *vm_state_fenced(struct vmctx *v, const char *error);
 /* inventory.c */
 int inventory_edit(struct agent *a, const char *add, const char *remove);
 json_t *op_create(struct agent *a, json_t *req);
+/* a new file NAME in DIRFD holding TEXT, fsynced (O_EXCL) */
+int write_new_file(int dirfd, const char *name, const char *text, struct vm_err *err);
+/* removes FOLDER's files and FOLDER (a create or an import that failed) */
+void remove_folder(const char *folder);
+/* vmfsctl export / import: OVF and OVA packages (ovf.c) */
+json_t *ovf_export(struct agent *a, struct vmctx *v, json_t *req);
+json_t *ovf_import(struct agent *a, json_t *req);
 json_t *destroy_vm(struct agent *a, struct vmctx *v);
 json_t *list_vms(struct agent *a);
 /* the datastores of this host: capacity, free, provisioned (inventory.c) */

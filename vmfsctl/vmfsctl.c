@@ -151,6 +151,15 @@ static const struct command commands[] = {
 	 "                        | list VM | revert VM NAME | delete VM NAME|--all\n"
 	 "                        snapshots: qcow2 deltas over the disks (vmfsctl(8))\n",
 	 ARG_NONE, 0, parse_snapshot, NULL},
+	{"export", " VM OUT.ova|OUT_DIR   write a powered-off VM as an OVA (one file) or\n"
+	 "                        an OVF folder: descriptor, SHA-256 manifest,\n"
+	 "                        streamOptimized VMDKs\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
+	{"import", " FILE.ova|FILE.ovf DEST [--name NAME]\n"
+	 "         [--provisioning thin|thick|eagerzeroed]   a new VM from an OVF\n"
+	 "                        package (manifest verified); DEST an existing\n"
+	 "                        folder: into it\n",
+	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 };
 
 static const struct command *command_find(const char *name)
@@ -813,6 +822,9 @@ static void print_human(const char *cmd, json_t *r)
 	}
 	if (json_object_get(r, "message"))
 		printf("%s\n", jstr(r, "message"));
+	/* import: what the package has that the VM cannot */
+	if (json_object_get(r, "not_mapped"))
+		printf("not mapped: %s\n", jstr(r, "not_mapped"));
 }
 
 /* Makes PATH absolute without requiring it to exist (create). */
@@ -1238,8 +1250,8 @@ static void print_balance(json_t *r)
 		       json_object_get(m, "result") ? jstr(m, "result") : "");
 }
 
-/* migrate-storage, clone, deploy, template: provisioning, deploy's
- * overrides, template --unset */
+/* migrate-storage, clone, deploy, template, export, import: provisioning,
+ * deploy's overrides, import's --name, template --unset */
 static int parse_storage(const struct command *cmd, int argc, char **argv, json_t *req)
 {
 	int c;
@@ -1253,6 +1265,7 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 		{0},
 	};
 	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
+	bool imp = !strcmp(cmd->name, "import"), exp = !strcmp(cmd->name, "export");
 
 	while ((c = getopt_long(argc, argv, "p:N:c:m:uj", o, NULL)) != -1) {
 		char *end;
@@ -1260,15 +1273,15 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 
 		switch (c) {
 		case 'p':
-			if (tmpl)
+			if (tmpl || exp)
 				return die_usage("--provisioning is not an option of %s", cmd->name);
 			if (strcmp(optarg, "thin") && strcmp(optarg, "thick") && strcmp(optarg, "eagerzeroed"))
 				return die_usage("--provisioning: '%s' is not thin, thick or eagerzeroed", optarg);
 			json_object_set_new(req, "provisioning", json_string(optarg));
 			break;
 		case 'N':
-			if (!deploy)
-				return die_usage("--name is an option of deploy, not %s", cmd->name);
+			if (!deploy && !imp)
+				return die_usage("--name is an option of deploy and import, not %s", cmd->name);
 			json_object_set_new(req, "name", json_string(optarg));
 			break;
 		case 'c':
@@ -1437,7 +1450,8 @@ int main(int argc, char **argv)
 		if (optind != argc - 2)
 			return die_usage("%s needs a VM (folder, .vmx, name or ID) and a destination "
 					 "folder", cmd->name);
-		rc = path_arg(argv[optind], true, path, sizeof(path));
+		/* import's first argument is a package file, never a VM */
+		rc = path_arg(argv[optind], strcmp(cmd->name, "import"), path, sizeof(path));
 		if (!rc)
 			rc = path_arg(argv[optind + 1], false, dest, sizeof(dest));
 		if (rc)
