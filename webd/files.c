@@ -240,16 +240,18 @@ enum MHD_Result files_delete(struct hreq *h, const char *root, const char *rel)
 	} else if (S_ISDIR(st.st_mode)) {
 		rc = unlinkat(dfd, name, AT_REMOVEDIR) ? -errno : 0;
 	} else {
-		/* a file some host holds open for writing (a running VM's
-		 * disk, its lock record) stays: vmfsd names the holder */
-		int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-		ssize_t n = fd >= 0 ? fgetxattr(fd, "user.vmfsd.lock", holder, sizeof(holder) - 1) : -1;
+		/* a file some host holds open (a running VM's disk, its
+		 * lock record) stays: vmfsd names the holder.  Read by path
+		 * through the folder, not by opening the file (an open takes
+		 * a lock itself). */
+		char p[PATH_MAX];
+		ssize_t n;
 
-		if (fd >= 0)
-			close(fd);
+		snprintf(p, sizeof(p), "/proc/self/fd/%d/%s", dfd, name);
+		n = lgetxattr(p, "user.vmfsd.lock", holder, sizeof(holder) - 1);
 		if (n > 0) {
 			holder[n] = '\0';
-			if (strstr(holder, "exclusive") || strstr(holder, "multi")) {
+			if (strcmp(holder, "free")) {
 				close(dfd);
 				return webd_error(h, MHD_HTTP_CONFLICT, "delete %s: in use (%s)", rel, holder);
 			}
