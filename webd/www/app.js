@@ -107,6 +107,8 @@ async function login(ev) {
     start();
   } catch (e) {
     $("login-error").textContent = e.message;
+    $("login-password").value = "";
+    $("login-password").focus();
   }
 }
 
