@@ -797,9 +797,10 @@ static enum MHD_Result login(struct hreq *h)
 	}
 	json_decref(b);
 	webd_log("root logged in from %s", h->addr);
-	return set_cookie(h, MHD_HTTP_OK, json_pack("{s:b,s:s,s:s,s:i,s:i}", "ok", 1, "user", "root",
+	return set_cookie(h, MHD_HTTP_OK, json_pack("{s:b,s:s,s:s,s:i,s:i,s:I}", "ok", 1, "user", "root",
 						    "csrf", csrf, "idle_s", h->w->session_idle, "max_s",
-						    h->w->session_max), id, h->w->session_max);
+						    h->w->session_max, "max_upload",
+						    (json_int_t)h->w->max_upload), id, h->w->session_max);
 }
 
 static const char *cookie(struct hreq *h)
@@ -911,8 +912,9 @@ enum MHD_Result api_handle(struct hreq *h, const char *method, const char *url)
 	}
 	if (!strcmp(seg[0], "session") && get && n == 1) {
 		auth_session(h->w, cookie(h), csrf);
-		return webd_json(h, MHD_HTTP_OK, json_pack("{s:b,s:s,s:s,s:i}", "ok", 1, "user", "root",
-							  "csrf", csrf, "idle_s", h->w->session_idle));
+		return webd_json(h, MHD_HTTP_OK, json_pack("{s:b,s:s,s:s,s:i,s:I}", "ok", 1, "user", "root",
+							  "csrf", csrf, "idle_s", h->w->session_idle,
+							  "max_upload", (json_int_t)h->w->max_upload));
 	}
 	b = get ? json_object() : body_json(h);
 	if (!b)

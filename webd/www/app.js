@@ -11,6 +11,7 @@
 const POLL_MS = 2000;
 const CONSOLE_MS = 1000;
 let csrf = "";
+let maxUpload = 0;
 let inv = { vms: [], datastores: [], host: "" };
 let jobs = [];
 let route = "";
@@ -104,6 +105,7 @@ async function login(ev) {
   try {
     const j = await api("POST", "login", { user: $("login-user").value, password: $("login-password").value });
     csrf = j.csrf;
+    maxUpload = j.max_upload || 0;
     start();
   } catch (e) {
     $("login-error").textContent = e.message;
@@ -141,6 +143,7 @@ async function refresh() {
     jobs = j.jobs || [];
     drawTree();
     drawTasks();
+    if (!$("events-pane").hidden) drawEvents();
     if (route.startsWith("#/vm/")) updateVmState();
   } catch (e) {
     if (e.status !== 401) $("top-host").textContent = "cannot refresh: " + e.message;
@@ -201,7 +204,7 @@ async function drawEvents() {
   try {
     const j = await api("GET", "events?count=50");
     const rows = (j.events || []).slice().reverse().map(e => el("tr", {},
-      el("td", { text: e.time || when(e.t_ms || e.ms) }), el("td", { text: e.type || "" }),
+      el("td", { text: when(e.time_ms) }), el("td", { text: e.type || "" }),
       el("td", { text: e.vmx || "" }), el("td", { text: e.message || e.msg || "" })));
     $("events-pane").replaceChildren(el("table", { class: "grid" },
       el("thead", {}, el("tr", {}, el("th", { text: "Time" }), el("th", { text: "Event" }),
@@ -220,10 +223,16 @@ function jobProgress(j) {
   return el("span", { class: "spinner" }, bar(0), " running");
 }
 
+// a job's target as people know it: a VM's ID shown as its name
+function targetName(t) {
+  const vm = inv.vms.find(v => v.id === t);
+  return vm ? vm.name : t;
+}
+
 function drawTasks() {
   const rows = jobs.map(j => el("tr", { class: "job-" + j.state, "data-job": j.id },
     el("td", { text: j.op }),
-    el("td", { text: j.target }),
+    el("td", { text: targetName(j.target) }),
     el("td", { class: "state", text: j.state }),
     el("td", {}, jobProgress(j)),
     el("td", { text: when(j.started) }),
@@ -572,8 +581,21 @@ async function del(name, path, rel) {
 function upload(name, path, input) {
   const f = input.files[0];
   if (!f) return;
+  const ds = inv.datastores.find(d => d.name === name);
+  if (ds && f.size > ds.free) {
+    $("upload-status").replaceChildren(el("span", { class: "error", text: "upload failed: " + f.name + " (" +
+      human(f.size) + ") does not fit in " + human(ds.free) + " free" }));
+    return;
+  }
   const status = $("upload-status");
   const rel = (path ? path + "/" : "") + f.name;
+  input.value = "";
+  // the server refuses bigger uploads before reading them: say so first
+  if (maxUpload && f.size > maxUpload) {
+    status.replaceChildren(el("span", { class: "error", text: "upload failed: " + f.name + " is " +
+      human(f.size) + ", the server takes at most " + human(maxUpload) + " (vmfs-webd --max-upload)" }));
+    return;
+  }
   const xhr = new XMLHttpRequest();
   const b = bar(0);
   status.replaceChildren(b, el("span", { id: "upload-text", text: " uploading " + f.name }));
@@ -720,6 +742,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   try {
     const s = await api("GET", "session");
     csrf = s.csrf;
+    maxUpload = s.max_upload || 0;
     start();
   } catch (e) { showLogin(); }
 });
