@@ -15,6 +15,7 @@ PACKAGES=(
 	libjansson-dev qemu-system-x86 qemu-utils busybox-static cpio
 	spin gdb attr
 	libiscsi-dev libiscsi-bin istgt qemu-block-extra iproute2
+	libmicrohttpd-dev libgnutls28-dev chromium chromium-driver python3-selenium
 )
 
 die() {
