@@ -39,6 +39,8 @@ function el(tag, attrs, ...kids) {
 
 function gbGib(bytes) {
   if (bytes === null || bytes === undefined) return "-";
+  // below 0.01 GB the GB figures say nothing: the exact size first
+  if (bytes > 0 && bytes < 1e7) return human(bytes) + " (" + (bytes / 1e9).toFixed(3) + " GB)";
   return (bytes / 1e9).toFixed(2) + " GB (" + (bytes / 1073741824).toFixed(2) + " GiB)";
 }
 
