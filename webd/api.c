@@ -448,7 +448,7 @@ static enum MHD_Result vm_create(struct hreq *h, json_t *b)
 {
 	static const char *const nets[] = {"nat", "none", NULL};
 	static const char *const accels[] = {"auto", "kvm", "tcg", NULL};
-	char path[PATH_MAX], root[PATH_MAX], msg[PATH_MAX + 128];
+	char path[PATH_MAX], root[PATH_MAX], msg[PATH_MAX + 128] = "";
 	json_int_t cpus = 0, mem = 0, disk = 0;
 	json_t *req = json_pack("{s:s}", "cmd", "create");
 	int rc;
@@ -456,10 +456,11 @@ static enum MHD_Result vm_create(struct hreq *h, json_t *b)
 	rc = dest_path(h->w, b, true, path, sizeof(path), msg, sizeof(msg));
 	if (!rc)
 		rc = api_datastore(h->w, jstr(b, "datastore"), root, sizeof(root));
+	/* body_int: 1 when the member is missing, and all three are needed */
 	if (!rc && (body_int(b, "cpus", 1, 256, &cpus, msg, sizeof(msg)) ||
 		    body_int(b, "memory_mib", 16, 16 << 20, &mem, msg, sizeof(msg)) ||
 		    body_int(b, "disk_mib", 1, 64LL << 20, &disk, msg, sizeof(msg)))) {
-		if (!msg[0] || !strchr(msg, ':'))
+		if (!msg[0])
 			snprintf(msg, sizeof(msg), "cpus, memory_mib and disk_mib are needed");
 		rc = -EINVAL;
 	}

@@ -167,10 +167,20 @@ enum MHD_Result files_list(struct hreq *h, const char *root, const char *rel)
 			continue;
 		type = S_ISDIR(st.st_mode) ? "folder" : S_ISREG(st.st_mode) ? "file"
 			: S_ISLNK(st.st_mode) ? "symlink" : "other";
-		json_array_append_new(items, json_pack("{s:s,s:s,s:I,s:I,s:I}", "name", de->d_name,
-						       "type", type, "size", (json_int_t)st.st_size,
-						       "allocated", (json_int_t)st.st_blocks * 512,
-						       "mtime", (json_int_t)st.st_mtime));
+		json_t *it = json_pack("{s:s,s:s,s:I,s:I,s:I}", "name", de->d_name, "type", type, "size",
+				       (json_int_t)st.st_size, "allocated", (json_int_t)st.st_blocks * 512,
+				       "mtime", (json_int_t)st.st_mtime);
+
+		/* a VM folder as vmfsctl creates it: <name>/<name>.vmx */
+		if (S_ISDIR(st.st_mode)) {
+			char vmx[600];
+			struct stat vs;
+
+			snprintf(vmx, sizeof(vmx), "%s/%s.vmx", de->d_name, de->d_name);
+			if (!fstatat(dirfd(d), vmx, &vs, AT_SYMLINK_NOFOLLOW) && S_ISREG(vs.st_mode))
+				json_object_set_new(it, "vm", json_true());
+		}
+		json_array_append_new(items, it);
 		if (json_array_size(items) >= 10000)
 			break;          /* bounded answer */
 	}
@@ -185,6 +195,7 @@ enum MHD_Result files_download(struct hreq *h, const char *root, const char *rel
 	const char *base;
 	char disp[320];
 	struct stat st;
+	size_t n;
 
 	if (fd < 0)
 		return webd_error(h, status_of(fd), "%s: %s", rel, why(fd));
@@ -197,15 +208,13 @@ enum MHD_Result files_download(struct hreq *h, const char *root, const char *rel
 		close(fd);
 		return MHD_NO;
 	}
+	/* the name for the browser's save dialog, quotes and controls out */
 	base = strrchr(rel, '/') ? strrchr(rel, '/') + 1 : rel;
-	snprintf(disp, sizeof(disp), "attachment; filename=\"");
-	for (const char *p = base; *p && strlen(disp) < sizeof(disp) - 3; p++) {
-		char c = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
-
-		disp[strlen(disp) + 1] = '\0';
-		disp[strlen(disp)] = c;
-	}
-	strcat(disp, "\"");
+	n = (size_t)snprintf(disp, sizeof(disp), "attachment; filename=\"");
+	for (const char *p = base; *p && n < sizeof(disp) - 2; p++)
+		disp[n++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
+	disp[n++] = '"';
+	disp[n] = '\0';
 	MHD_add_response_header(resp, "Content-Type", "application/octet-stream");
 	MHD_add_response_header(resp, "Content-Disposition", disp);
 	return webd_respond(h, MHD_HTTP_OK, resp);

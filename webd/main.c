@@ -42,15 +42,18 @@
 
 static const char *prog = "vmfs-webd";
 
+/* one write per line: requests and jobs log from their own threads */
 void webd_log(const char *fmt, ...)
 {
+	char line[2048];
+	int n = snprintf(line, sizeof(line), "%s: ", prog);
 	va_list ap;
 
-	fprintf(stderr, "%s: ", prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	strcat(line, "\n");
+	fputs(line, stderr);
 }
 
 /* ------------------------------------------------------------ responses */

@@ -373,8 +373,11 @@ function viewStorage(main) {
 async function viewHost(main) {
   main.replaceChildren(header("Host"), el("p", { text: "Loading…" }));
   try {
-    const [h, hs, mt] = await Promise.all([api("GET", "host"), api("GET", "hosts"),
-      api("GET", "host/maintenance").catch(e => ({ error: e.message }))]);
+    const [h, hs, mt, ha] = await Promise.all([api("GET", "host"), api("GET", "hosts"),
+      api("GET", "host/maintenance").catch(e => ({ error: e.message })),
+      api("GET", "ha").catch(e => ({ datastores: [], error: e.message }))]);
+    const prot = (ha.datastores || []).flatMap(d => (d.protected || []).map(p => Object.assign({ ds: d.datastore }, p)));
+    const haEvents = (ha.datastores || []).flatMap(d => d.events || []).slice(-10).reverse();
     const inMaint = mt && (mt.maintenance || mt.active || mt.state === "maintenance");
     main.replaceChildren(
       header("Host " + h.host,
@@ -395,7 +398,17 @@ async function viewHost(main) {
           el("td", { text: x.agent ? (x.agent.seen ? "seen" : "not seen") + (x.agent.maintenance ? ", maintenance" : "") : "-" }),
           el("td", { text: x.agent ? x.agent.used_vcpus + " / " + x.agent.cap_vcpus : "-" }),
           el("td", { text: x.agent ? x.agent.used_memory_mib + " / " + x.agent.cap_memory_mib + " MiB" : "-" }),
-          el("td", { text: x.datastores.join(", ") }))))));
+          el("td", { text: x.datastores.join(", ") }))))),
+      el("h3", { text: "HA: protected VMs" }),
+      el("table", { class: "grid", id: "ha-table" },
+        el("thead", {}, el("tr", {}, ...["VM", "Runs on", "Priority", "vCPUs", "Memory", "Datastore"].map(t => el("th", { text: t })))),
+        el("tbody", {}, prot.length ? prot.map(p => el("tr", {},
+          el("td", { text: p.vmx }), el("td", { text: p.host }), el("td", { text: p.priority }),
+          el("td", { text: String(p.vcpus) }), el("td", { text: p.memory_mib + " MiB" }), el("td", { text: p.ds }))) :
+          el("tr", {}, el("td", { colspan: "6", class: "muted", text: "No running VM is protected." })))),
+      el("h3", { text: "HA: recent failover events" }),
+      el("ul", { id: "ha-events" }, haEvents.length ? haEvents.map(e => el("li", { text: when(e.time_ms || e.ms) + " " + (e.type || "") + " " + (e.message || e.msg || e.vmx || "") })) :
+        el("li", { class: "muted", text: "None." })));
   } catch (e) { main.replaceChildren(header("Host"), el("p", { class: "error", text: e.message })); }
 }
 
@@ -555,6 +568,9 @@ async function viewDatastore(main, name, path) {
       el("td", { text: it.type === "file" ? human(it.allocated) : "" }),
       el("td", { text: new Date(it.mtime * 1000).toLocaleString() }),
       el("td", {}, it.type === "file" ? el("a", { href: "/api/datastores/" + encodeURIComponent(name) + "/download?path=" + encodeURIComponent(rel(it.name)), download: it.name, text: "Download" }) : "",
+        it.vm && !inv.vms.some(v => v.datastore === name && v.rel === rel(it.name))
+          ? el("button", { type: "button", class: "small", text: "Register VM", "aria-label": "Register " + it.name,
+              onclick: () => act("POST", "vms/register", { datastore: name, path: rel(it.name) }).then(() => render()) }) : "",
         " ", el("button", { type: "button", class: "small", text: "Delete", "aria-label": "Delete " + it.name, onclick: () => del(name, path, rel(it.name)) }))));
     $("files").replaceChildren(el("thead", {}, el("tr", {}, ...["Name", "Type", "Size", "Allocated", "Modified", ""].map(t => el("th", { text: t })))),
       el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: "6", class: "muted", text: "Empty folder." }))));
