@@ -77,6 +77,8 @@ def body(c):
 
 
 def run(c, vol, mnt, agent, w, d, shots):
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -84,11 +86,24 @@ def run(c, vol, mnt, agent, w, d, shots):
     def find(css):
         return d.find_element(By.CSS_SELECTOR, css)
 
+    def safe(cond):
+        # the page redraws parts of itself: an element found a moment ago
+        # may be gone (stale); that is "not yet", not a failure
+        try:
+            return cond()
+        except (StaleElementReferenceException, NoSuchElementException):
+            return False
+
     def wait(cond, what, timeout=30):
         try:
-            return WebDriverWait(d, timeout, poll_frequency=0.25).until(lambda _: cond())
-        except Exception:
-            raise RuntimeError("browser: waited %d s for %s" % (timeout, what))
+            return WebDriverWait(d, timeout, poll_frequency=0.25).until(lambda _: safe(cond))
+        except TimeoutException:
+            raise RuntimeError("browser: waited %d s for %s" % (timeout, what)) from None
+
+    def click(css, what=None):
+        """Clicks CSS once it is there (a redraw may replace it between
+        the find and the click)."""
+        wait(lambda: find(css).click() or True, what or "a clickable " + css)
 
     def text(css):
         try:
@@ -115,17 +130,17 @@ def run(c, vol, mnt, agent, w, d, shots):
     shot("02-inventory")
 
     # --- the datastore: capacity in GB and GiB; a folder; uploads
-    find('#tree a[href="#/datastore/%s"]' % DS).click()
+    click('#tree a[href="#/datastore/%s"]' % DS)
     wait(lambda: "GiB" in text(".cap-total"), "the capacity")
     cap = text(".cap-total")
     c.check(" GB (" in cap and "GiB)" in cap, "capacity in GB and GiB: %r" % cap)
     c.check("GB" in text(".cap-free") and "GiB" in text(".cap-prov"), "free and provisioned in GB/GiB")
-    find("#ds-mkdir").click()
+    click("#ds-mkdir")
     wait(lambda: find("#dialog").is_displayed(), "the new-folder dialog")
     find("#dlg-name").send_keys("boot" + Keys.ENTER)
     wait(lambda: "boot/" in text("#files"), "the new folder listed")
     c.check(os.path.isdir(os.path.join(mnt, "boot")), "the folder on the datastore")
-    find('#files a[href*="path=boot"]').click()
+    click('#files a[href*="path=boot"]')
     wait(lambda: "Empty folder" in text("#files"), "the empty folder")
     kernel, initrd = vmtest.guest()
     for f in (kernel, initrd):
@@ -137,9 +152,9 @@ def run(c, vol, mnt, agent, w, d, shots):
     shot("03-datastore-browser")
 
     # --- the wizard (Enter moves on: keyboard use)
-    find('#tree a[href="#/vms"]').click()
+    click('#tree a[href="#/vms"]')
     wait(lambda: find("#create-vm").is_displayed(), "the VM list")
-    find("#create-vm").click()
+    click("#create-vm")
     wait(lambda: find("#wiz-name").is_displayed(), "wizard step 1")
     os.makedirs(os.path.join(mnt, "web"))
     d.execute_script("document.querySelector('#wiz-datastore').dispatchEvent(new Event('change'))")
@@ -153,19 +168,19 @@ def run(c, vol, mnt, agent, w, d, shots):
         e.clear()
         e.send_keys(v)
     Select(find("#wiz-prov")).select_by_value("thin")
-    find("#wiz-next").click()
+    click("#wiz-next")
     wait(lambda: find("#wiz-boot").is_displayed(), "wizard step 3")
     Select(find("#wiz-boot")).select_by_value("kernel")
     wait(lambda: find("#wiz-kernel").is_displayed(), "the kernel field")
     find("#wiz-kernel").send_keys("boot/vmlinuz")
     find("#wiz-initrd").send_keys("boot/initrd.img")
     Select(find("#wiz-net")).select_by_value("none")
-    find("#wiz-next").click()
+    click("#wiz-next")
     wait(lambda: find("#wiz-summary").is_displayed(), "wizard step 4")
     summary = text("#wiz-summary")
     c.check("web1" in summary and "64" not in summary or "0.0625 GiB" in summary, "summary: %r" % summary)
     shot("04-wizard-ready")
-    find("#wiz-finish").click()
+    click("#wiz-finish")
     wait(lambda: d.current_url.split("#")[-1].startswith("/vm/"), "the new VM's page", 60)
     wait(lambda: text("#vm-title") == "web1", "the VM's title")
     c.check(os.path.exists(os.path.join(mnt, "web", "web1", "web1.vmx")), "the VM folder on the datastore")
@@ -175,29 +190,36 @@ def run(c, vol, mnt, agent, w, d, shots):
     c.check(find("#btn-power-off").get_attribute("disabled") is not None, "power-off enabled while off")
 
     # --- power on: running without a reload; the console
-    find("#btn-power-on").click()
+    click("#btn-power-on")
     wait(lambda: text("#vm-state").startswith("running"), "the state to turn to running", 60)
     c.check(find("#btn-power-on").get_attribute("disabled") is not None, "power-on still enabled when running")
     wait(lambda: "Linux version" in text("#console"), "the kernel in the console", 120)
     wait(lambda: "done" in text("#tasks-table"), "the power-on task done in the tasks pane")
     shot("05-vm-running-console")
+    # the host page: this host, and the running VM on its HA protected list
+    vm_url = d.current_url
+    click('#tree a[href="#/host"]')
+    wait(lambda: "web1" in text("#ha-table") and agent.host in text("#hosts-table"), "the host page with HA")
+    shot("06-host-ha")
+    d.get(vm_url)
+    wait(lambda: text("#vm-state").startswith("running"), "the VM page again")
 
     # --- power off, delete
-    find("#btn-power-off").click()
+    click("#btn-power-off")
     wait(lambda: text("#vm-state") == "off", "the state to turn to off", 60)
-    shot("06-vm-off")
-    find("#btn-destroy").click()
+    shot("07-vm-off")
+    click("#btn-destroy")
     wait(lambda: find("#dialog").is_displayed(), "the delete confirmation")
-    find("#dialog-ok").click()
+    click("#dialog-ok")
     wait(lambda: d.current_url.endswith("#/vms"), "back to the VM list", 60)
     wait(lambda: "web1" not in text("#tree"), "web1 gone from the tree")
     c.check(not os.path.exists(os.path.join(mnt, "web", "web1")), "the VM folder still on the datastore")
-    find('#tab-events').click()
+    click('#tab-events')
     wait(lambda: "web1" in text("#events-pane"), "the VM's events")
-    shot("07-deleted-events")
+    shot("08-deleted-events")
 
     # --- log out
-    find("#logout").click()
+    click("#logout")
     wait(lambda: find("#login-view").is_displayed(), "the login page after logout")
     d.get(w.url + "/")
     wait(lambda: find("#login-view").is_displayed(), "the login page after a reload")

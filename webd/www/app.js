@@ -51,6 +51,12 @@ function human(bytes) {
   return (i ? bytes.toFixed(1) : bytes) + " " + u[i];
 }
 
+// a datastore's mount path as its name, when it is one of ours
+function dsName(path) {
+  const d = inv.datastores.find(x => x.path === path);
+  return d ? d.name : path;
+}
+
 function when(ms) {
   if (!ms) return "-";
   return new Date(ms).toLocaleTimeString();
@@ -158,8 +164,16 @@ function treeLink(href, label, cls, extra) {
   return el("li", {}, a);
 }
 
+// redrawn only when something in it changed: a stable tree keeps the
+// keyboard focus and the element under the pointer
+let treeKey = "";
+
 function drawTree() {
   const tree = $("tree");
+  const key = JSON.stringify([location.hash, inv.host, inv.vms.map(v => [v.id, v.name, v.state, v.datastore, v.folder]),
+    inv.datastores.map(d => d.name)]);
+  if (key === treeKey) return;
+  treeKey = key;
   const ul = el("ul", { class: "tree" });
   ul.append(treeLink("#/host", "Host " + (inv.host || ""), "node host"));
   const vmsLi = treeLink("#/vms", "Virtual Machines (" + inv.vms.length + ")", "node");
@@ -231,7 +245,12 @@ function targetName(t) {
   return vm ? vm.name : t;
 }
 
+let tasksKey = "";
+
 function drawTasks() {
+  const key = JSON.stringify([jobs, inv.vms.map(v => v.id + v.name)]);
+  if (key === tasksKey) return;
+  tasksKey = key;
   const rows = jobs.map(j => el("tr", { class: "job-" + j.state, "data-job": j.id },
     el("td", { text: j.op }),
     el("td", { text: targetName(j.target) }),
@@ -398,13 +417,13 @@ async function viewHost(main) {
           el("td", { text: x.agent ? (x.agent.seen ? "seen" : "not seen") + (x.agent.maintenance ? ", maintenance" : "") : "-" }),
           el("td", { text: x.agent ? x.agent.used_vcpus + " / " + x.agent.cap_vcpus : "-" }),
           el("td", { text: x.agent ? x.agent.used_memory_mib + " / " + x.agent.cap_memory_mib + " MiB" : "-" }),
-          el("td", { text: x.datastores.join(", ") }))))),
+          el("td", { text: x.datastores.map(dsName).join(", ") }))))),
       el("h3", { text: "HA: protected VMs" }),
       el("table", { class: "grid", id: "ha-table" },
         el("thead", {}, el("tr", {}, ...["VM", "Runs on", "Priority", "vCPUs", "Memory", "Datastore"].map(t => el("th", { text: t })))),
         el("tbody", {}, prot.length ? prot.map(p => el("tr", {},
           el("td", { text: p.vmx }), el("td", { text: p.host }), el("td", { text: p.priority }),
-          el("td", { text: String(p.vcpus) }), el("td", { text: p.memory_mib + " MiB" }), el("td", { text: p.ds }))) :
+          el("td", { text: String(p.vcpus) }), el("td", { text: p.memory_mib + " MiB" }), el("td", { text: dsName(p.ds) }))) :
           el("tr", {}, el("td", { colspan: "6", class: "muted", text: "No running VM is protected." })))),
       el("h3", { text: "HA: recent failover events" }),
       el("ul", { id: "ha-events" }, haEvents.length ? haEvents.map(e => el("li", { text: when(e.time_ms || e.ms) + " " + (e.type || "") + " " + (e.message || e.msg || e.vmx || "") })) :
