@@ -835,6 +835,7 @@ enum MHD_Result api_begin(struct hreq *h, const char *method, const char *url, b
 	const char *len_s = MHD_lookup_connection_value(h->conn, MHD_HEADER_KIND, "Content-Length");
 	const char *ctype = MHD_lookup_connection_value(h->conn, MHD_HEADER_KIND, "Content-Type");
 	const char *token = MHD_lookup_connection_value(h->conn, MHD_HEADER_KIND, "X-CSRF-Token");
+	const char *te = MHD_lookup_connection_value(h->conn, MHD_HEADER_KIND, "Transfer-Encoding");
 	unsigned long long len = len_s ? strtoull(len_s, NULL, 10) : 0;
 	char csrf[65], ds[256], root[PATH_MAX];
 	int rc;
@@ -879,7 +880,7 @@ enum MHD_Result api_begin(struct hreq *h, const char *method, const char *url, b
 		if (len > WEBD_MAX_BODY)
 			return webd_error(h, MHD_HTTP_CONTENT_TOO_LARGE, "request body over %d bytes",
 					  WEBD_MAX_BODY);
-		if (len && (!ctype || strncmp(ctype, "application/json", 16)))
+		if ((len || te) && (!ctype || strncmp(ctype, "application/json", 16)))
 			return webd_error(h, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, "a JSON body "
 					  "(Content-Type: application/json)");
 	}
@@ -931,8 +932,11 @@ enum MHD_Result api_handle(struct hreq *h, const char *method, const char *url)
 		r = agent_get(h, json_pack("{s:s}", "cmd", "tasks"));
 	} else if (get && n == 1 && !strcmp(seg[0], "events")) {
 		const char *c = webd_arg(h, "count");
+		int count = c ? atoi(c) : 100;
 
-		r = agent_get(h, json_pack("{s:s,s:i}", "cmd", "events", "count", c ? atoi(c) : 100));
+		if (count < 1 || count > 10000)
+			count = count < 1 ? 1 : 10000;   /* a bounded answer */
+		r = agent_get(h, json_pack("{s:s,s:i}", "cmd", "events", "count", count));
 	} else if (get && n <= 2 && !strcmp(seg[0], "jobs")) {
 		r = jobs_get(h, n == 2 ? seg[1] : NULL);
 	} else if (n == 2 && !strcmp(seg[0], "host") && !strcmp(seg[1], "maintenance")) {
