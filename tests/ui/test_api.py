@@ -301,6 +301,18 @@ def run(c, vol, mnt, agent, w, webds):
     c.eq([v["name"] for v in cl.get("/api/vms").json["vms"]], [], "no VMs left")
     c.check(not os.path.exists(os.path.join(mnt, "archive", "web1")), "web1's folder deleted")
 
+    # --- the host's actions: maintenance mode in and out, a balance run
+    r = cl.act("/api/host/maintenance", {"action": "enter", "timeout": 60})
+    c.check(r.status == 200 and cl.get("/api/host/maintenance").json.get("maintenance") is True,
+            "maintenance enter: %r / %r" % (r, cl.get("/api/host/maintenance")))
+    r = cl.act("/api/host/maintenance", {"action": "exit"})
+    c.check(r.status == 200 and not cl.get("/api/host/maintenance").json.get("maintenance"),
+            "maintenance exit: %r" % r)
+    r = cl.act("/api/host/maintenance", {"action": "dance"})
+    c.eq(r.status, 400, "maintenance with an unknown action")
+    r = cl.act("/api/balance", {"apply": True})
+    c.check(r.status == 200 and r.json.get("moves") == [], "balance --apply with one host: %r" % r)
+
     # --- logout ends the session
     c.eq(cl.post("/api/logout").status, 200, "logout")
     c.eq(cl.get("/api/vms").status, 401, "the old cookie after logout")

@@ -14,6 +14,7 @@ let csrf = "";
 let maxUpload = 0;
 let inv = { vms: [], datastores: [], host: "" };
 let jobs = [];
+let agentTasks = [];
 let route = "";
 let timers = [];
 
@@ -146,9 +147,11 @@ async function start() {
 
 async function refresh() {
   try {
-    const [v, j] = await Promise.all([api("GET", "vms"), api("GET", "jobs")]);
+    const [v, j, t] = await Promise.all([api("GET", "vms"), api("GET", "jobs"),
+      api("GET", "tasks").catch(() => ({ tasks: [] }))]);
     inv = v;
     jobs = j.jobs || [];
+    agentTasks = (t.tasks || []).slice().sort((a, b) => (b.started_ms || 0) - (a.started_ms || 0)).slice(0, 20);
     drawTree();
     drawTasks();
     if (!$("events-pane").hidden) drawEvents();
@@ -248,7 +251,7 @@ function targetName(t) {
 let tasksKey = "";
 
 function drawTasks() {
-  const key = JSON.stringify([jobs, inv.vms.map(v => v.id + v.name)]);
+  const key = JSON.stringify([jobs, agentTasks, inv.vms.map(v => v.id + v.name)]);
   if (key === tasksKey) return;
   tasksKey = key;
   const rows = jobs.map(j => el("tr", { class: "job-" + j.state, "data-job": j.id },
@@ -262,7 +265,18 @@ function drawTasks() {
   $("tasks-pane").replaceChildren(el("table", { class: "grid", id: "tasks-table" },
     el("thead", {}, el("tr", {}, ...["Task", "Target", "Status", "Progress", "Started", "Ended", "Result"]
       .map(t => el("th", { text: t })))),
-    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: "7", class: "muted", text: "No tasks yet." })))));
+    el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { colspan: "7", class: "muted", text: "No tasks yet." })))),
+    // the agents' copies and moves (Storage vMotion, clones, deploys,
+    // zeroing, suspends), of every host of the datastores
+    agentTasks.length ? el("table", { class: "grid", id: "copies-table" },
+      el("thead", {}, el("tr", {}, ...["Copy or move", "VM", "Destination", "Host", "Status", "Progress", "Started"]
+        .map(t => el("th", { text: t })))),
+      el("tbody", {}, agentTasks.map(t => el("tr", { class: "job-" + t.state },
+        el("td", { text: t.op + (t.live ? " (live)" : "") }), el("td", { text: t.vm }), el("td", { text: t.dest || "-" }),
+        el("td", { text: t.host }), el("td", { class: "state", text: t.state }),
+        el("td", {}, bar(t.state === "done" ? 100 : (t.percent || 0)), " " + (t.state === "running" ?
+          (t.percent || 0).toFixed(0) + "% " + (t.phase || "") + (t.total ? " of " + human(t.total) : "") : "")),
+        el("td", { text: when(t.started_ms) }))))) : "");
 }
 
 function showTab(which) {
