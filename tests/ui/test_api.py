@@ -7,13 +7,16 @@ token: nothing happens), path traversal refused (.., absolute paths, a
 symlink out of the datastore, in listings, downloads, uploads, mkdir,
 delete and in the boot files of a new VM), sizes bounded (JSON body,
 upload over --max-upload), a cut-off upload leaving nothing, rate limits
-(requests and failed logins), logout; then every action through the
+(requests and failed logins), an idle session expiring, start-up refused
+with a token file others may read or a certificate without its key, the
+certificate kept and the sessions gone across a restart, logout; then
+every action through the
 agent: create (kernel and initrd uploaded through the API), info with
 GB/GiB, power-on, the console showing the guest, reset, suspend, resume,
 shutdown, power-on and power-off, clone, migrate-storage, template and
 deploy, unregister and register, a refused migration passed through,
-HA status, hosts, maintenance status, balance, tasks, events, jobs with
-progress, and destroy.
+HA status, hosts, maintenance enter/status/exit, balance, tasks, events,
+jobs, and destroy.
 """
 
 import os
@@ -166,9 +169,31 @@ def run(c, vol, mnt, agent, w, webds):
     r = cl.upload(DS, "iso/a.txt", b"new")
     c.eq(r.status, 409, "upload over an existing file without ?overwrite=1")
 
-    # --- rate limits, on a second server
-    w2 = webtest.Webd(vol.work, agent, tag="webd-limits", extra=["--rate", "5", "--login-failures", "3"]).start()
+    # --- start-up refusals: a token file others may read, a certificate
+    # without its key; an existing certificate is kept, not remade
+    bad = webtest.Webd(vol.work, agent, tag="webd-bad")
+    os.makedirs(os.path.dirname(bad.token_file))
+    with open(bad.token_file, "w") as f:
+        f.write("0123456789abcdef0123\n")
+    os.chmod(bad.token_file, 0o644)
+    r = bad.run_once()
+    c.check(r.returncode == 1 and "chmod 600" in r.stderr, "a world-readable token file: %s" % r.stderr)
+    os.chmod(bad.token_file, 0o600)
+    os.makedirs(os.path.dirname(bad.cert))
+    with open(bad.cert, "w") as f:
+        f.write("not a certificate\n")
+    r = bad.run_once()
+    c.check(r.returncode == 1 and "give both or neither" in r.stderr, "a certificate without its key: %s" % r.stderr)
+    with open(w.cert) as f:
+        cert = f.read()
+
+    # --- rate limits and session expiry, on a second server
+    w2 = webtest.Webd(vol.work, agent, tag="webd-limits", extra=["--rate", "5", "--login-failures", "3",
+                                                                  "--session-idle", "10"]).start()
     webds.append(w2)
+    c3 = w2.client()
+    c.eq(c3.login().status, 200, "login on the second server")
+    idle_from = time.monotonic()        # checked at the end: unused for 10 s, it expires
     c2 = w2.client()
     codes = [c2.login(password="nope%d" % i).status for i in range(5)]
     c.eq(codes, [401, 401, 401, 429, 429], "failed logins from one address")
@@ -312,6 +337,17 @@ def run(c, vol, mnt, agent, w, webds):
     c.eq(r.status, 400, "maintenance with an unknown action")
     r = cl.act("/api/balance", {"apply": True})
     c.check(r.status == 200 and r.json.get("moves") == [], "balance --apply with one host: %r" % r)
+
+    # --- the second server's idle session has expired; the certificate is
+    # the one made at first start, unchanged by a restart
+    time.sleep(max(0, 11 - (time.monotonic() - idle_from)))
+    c.eq(c3.get("/api/vms").status, 401, "a session unused for longer than --session-idle")
+    w.stop()
+    w.start()
+    with open(w.cert) as f:
+        c.check(f.read() == cert, "the certificate was remade at restart")
+    c.eq(cl.get("/api/vms").status, 401, "a session of the server before its restart")
+    cl.login()
 
     # --- logout ends the session
     c.eq(cl.post("/api/logout").status, 200, "logout")

@@ -50,13 +50,15 @@ class Webd:
         self.extra = [str(x) for x in extra]
         self.proc = None
 
+    def argv(self):
+        return [vmtest.env("VMFS_WEBD"), "--agent", self.agent.sock, "--port", str(self.port),
+                "--cert", self.cert, "--key", self.key, "--token-file", self.token_file,
+                "--www", vmtest.env("WEBD_WWW")] + self.extra
+
     def start(self):
         log = open(self.logpath, "a")
-        self.proc = subprocess.Popen(
-            [vmtest.env("VMFS_WEBD"), "--agent", self.agent.sock, "--port", str(self.port),
-             "--cert", self.cert, "--key", self.key, "--token-file", self.token_file,
-             "--www", vmtest.env("WEBD_WWW")] + self.extra,
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
         log.close()
 
         def up():
@@ -71,6 +73,11 @@ class Webd:
         if self.proc.poll() is not None:
             raise RuntimeError("vmfs-webd exited: %s" % self.log())
         return self
+
+    def run_once(self, timeout=20):
+        """Starts it expecting a refusal: the CompletedProcess."""
+        return subprocess.run(self.argv(), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
 
     @property
     def token(self):
