@@ -871,9 +871,7 @@ enum MHD_Result api_begin(struct hreq *h, const char *method, const char *url, b
 				return webd_error(h, MHD_HTTP_NOT_FOUND, "no datastore '%s'", ds);
 			rc = files_upload_begin(h, root, rel, len);
 			if (rc)
-				return webd_error(h, rc == -EEXIST ? MHD_HTTP_CONFLICT : rc == -ENOSPC
-						  ? MHD_HTTP_CONTENT_TOO_LARGE : rc == -ENOENT
-						  ? MHD_HTTP_NOT_FOUND : MHD_HTTP_FORBIDDEN, "%s", h->up_msg);
+				return webd_error(h, files_status(rc), "%s", h->up_msg);
 			*handled = false;
 			return MHD_YES;
 		}

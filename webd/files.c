@@ -105,7 +105,7 @@ static int open_parent(const char *root, const char *rel, char *name, size_t nsi
 	return files_open(root, dir, O_PATH | O_DIRECTORY, 0);
 }
 
-static unsigned status_of(int rc)
+unsigned files_status(int rc)
 {
 	switch (rc) {
 	case -ENOENT:
@@ -149,7 +149,7 @@ enum MHD_Result files_list(struct hreq *h, const char *root, const char *rel)
 	DIR *d;
 
 	if (fd < 0)
-		return webd_error(h, status_of(fd), "%s: %s", rel, why(fd));
+		return webd_error(h, files_status(fd), "%s: %s", rel, why(fd));
 	d = fdopendir(fd);
 	if (!d) {
 		close(fd);
@@ -198,7 +198,7 @@ enum MHD_Result files_download(struct hreq *h, const char *root, const char *rel
 	size_t n;
 
 	if (fd < 0)
-		return webd_error(h, status_of(fd), "%s: %s", rel, why(fd));
+		return webd_error(h, files_status(fd), "%s: %s", rel, why(fd));
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return webd_error(h, MHD_HTTP_BAD_REQUEST, "%s: not a file", rel);
@@ -231,7 +231,7 @@ enum MHD_Result files_mkdir(struct hreq *h, const char *root, const char *rel)
 	}
 	rc = dfd < 0 ? dfd : rc;
 	if (rc)
-		return webd_error(h, status_of(rc), "mkdir %s: %s", rel, why(rc));
+		return webd_error(h, files_status(rc), "mkdir %s: %s", rel, why(rc));
 	webd_log("mkdir %s/%s (from %s)", root, rel, h->addr);
 	return webd_json(h, MHD_HTTP_CREATED, json_pack("{s:b,s:s}", "ok", 1, "path", rel));
 }
@@ -243,7 +243,7 @@ enum MHD_Result files_delete(struct hreq *h, const char *root, const char *rel)
 	struct stat st;
 
 	if (dfd < 0)
-		return webd_error(h, status_of(dfd), "delete %s: %s", rel, why(dfd));
+		return webd_error(h, files_status(dfd), "delete %s: %s", rel, why(dfd));
 	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
 		rc = -errno;
 	} else if (S_ISDIR(st.st_mode)) {
@@ -269,7 +269,7 @@ enum MHD_Result files_delete(struct hreq *h, const char *root, const char *rel)
 	}
 	close(dfd);
 	if (rc)
-		return webd_error(h, status_of(rc), "delete %s: %s", rel, why(rc));
+		return webd_error(h, files_status(rc), "delete %s: %s", rel, why(rc));
 	webd_log("deleted %s/%s (from %s)", root, rel, h->addr);
 	return webd_json(h, MHD_HTTP_OK, json_pack("{s:b,s:s}", "ok", 1, "path", rel));
 }
@@ -390,7 +390,7 @@ enum MHD_Result files_upload_end(struct hreq *h)
 	snprintf(name, sizeof(name), "%s", h->up_name);
 	files_upload_abort(h);    /* removes the temporary file if still there */
 	if (rc)
-		return webd_error(h, status_of(rc), "upload %s: %s", name, strerror(-rc));
+		return webd_error(h, files_status(rc), "upload %s: %s", name, strerror(-rc));
 	webd_log("uploaded %s (%llu bytes, from %s)", name, (unsigned long long)len, h->addr);
 	return webd_json(h, MHD_HTTP_CREATED, json_pack("{s:b,s:s,s:I}", "ok", 1, "name", name, "size",
 						  (json_int_t)len));

@@ -94,6 +94,8 @@ bool auth_rate(struct webd *w, const char *addr);
 int auth_random_hex(char *out, size_t bytes);
 
 /* files.c (the datastore ROOT is a realpath'd mount) */
+/* the HTTP status of a negative errno of the functions below */
+unsigned files_status(int rc);
 /* opens REL under ROOT: never above it, no symlinks, no other mount */
 int files_open(const char *root, const char *rel, int flags, mode_t mode);
 enum MHD_Result files_list(struct hreq *h, const char *root, const char *rel);
