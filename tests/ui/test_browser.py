@@ -5,7 +5,8 @@ a new user would use it, against a real vmfs-webd, agent, volume and
 guest: the login page refuses a wrong password and takes the right one
 (typed, Enter); the datastore page shows capacity in GB and GiB; a folder
 made and the guest's kernel and initrd uploaded through the page (file
-picker, progress bar, the files then on the datastore byte for byte); the
+picker, the files then on the datastore byte for byte) and one downloaded
+through its link (the same bytes); the
 create-VM wizard's four steps (keyboard: Enter for Next); the new VM in the
 inventory tree under its datastore and folder; power on, the state turning
 to running without a reload, the kernel's lines in the console; power off,
@@ -57,7 +58,7 @@ def body(c):
     try:
         w = webtest.Webd(vol.work, agent).start()
         d = browser(tmp)
-        run(c, vol, mnt, agent, w, d, shots)
+        run(c, vol, mnt, agent, w, d, shots, tmp)
     finally:
         if d is not None:
             if c.failures:
@@ -76,7 +77,7 @@ def body(c):
     print("    screenshots in %s" % shots)
 
 
-def run(c, vol, mnt, agent, w, d, shots):
+def run(c, vol, mnt, agent, w, d, shots, tmp):
     from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
                                             TimeoutException)
     from selenium.webdriver.common.by import By
@@ -150,6 +151,15 @@ def run(c, vol, mnt, agent, w, d, shots):
             c.check(a.read() == b.read(), "%s on the datastore differs from the upload" % f)
     wait(lambda: "initrd.img" in text("#files") and "vmlinuz" in text("#files"), "the uploaded files listed")
     shot("03-datastore-browser")
+    # a download through the page's link: the same bytes
+    dl = os.path.join(tmp, "downloads")
+    os.makedirs(dl, exist_ok=True)
+    d.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl})
+    click('#files a[download="initrd.img"]')
+    got = os.path.join(dl, "initrd.img")
+    wait(lambda: os.path.exists(got) and os.path.getsize(got) == os.path.getsize(initrd), "the download", 60)
+    with open(initrd, "rb") as a, open(got, "rb") as b:
+        c.check(a.read() == b.read(), "the downloaded initrd.img differs")
 
     # --- the wizard (Enter moves on: keyboard use)
     click('#tree a[href="#/vms"]')
