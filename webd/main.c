@@ -407,7 +407,7 @@ int main(int argc, char **argv)
 			printf("%s %s\n", prog, VMFSD_VERSION);
 			return 0;
 		default:
-			usage(stderr);
+			fprintf(stderr, "Try '%s --help'.\n", prog);
 			return 2;
 		}
 	}
