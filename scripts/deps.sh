@@ -16,6 +16,7 @@ PACKAGES=(
 	spin gdb attr
 	libiscsi-dev libiscsi-bin istgt qemu-block-extra iproute2
 	libxml2-dev nettle-dev
+	libmicrohttpd-dev libgnutls28-dev chromium chromium-driver python3-selenium
 )
 
 die() {

@@ -16,7 +16,8 @@
 # (8 GiB sparse).  It must live on a filesystem that supports O_DIRECT
 # (ext4, xfs, btrfs; tmpfs since 6.6).  A block device works too, and is
 # then formatted as it is: everything on it is lost.  The two mounts
-# (var/esx1, var/esx2) and the agents stay up when the script ends.
+# (var/esx1, var/esx2) and the agents stay up when the script ends, and
+# so does esx1's web client, https://127.0.0.1:8443/ ($VMFSD_WEB_PORT).
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
@@ -95,7 +96,7 @@ stop_all() {
 
 case "${1:-}" in
 -h | --help)
-	sed -n '4,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '4,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 0
 	;;
 --stop)
@@ -156,6 +157,17 @@ done
 for h in "${HOSTS[@]}"; do
 	wait_until 20 "the agent of $h" test -S "$(sock "$h")"
 done
+# the browser client of esx1 (docs/webui.md): HTTPS on 127.0.0.1:8443, its
+# self-signed certificate and login token made at first start in var/webd
+mkdir -p var/webd
+setsid "$B/webd/vmfs-webd" --agent "$(sock esx1)" --listen 127.0.0.1 --port "${VMFSD_WEB_PORT:-8443}" \
+	--cert var/webd/cert.pem --key var/webd/key.pem --token-file var/webd/token --www webd/www \
+	</dev/null >var/webd.log 2>&1 &
+echo $! >>"$PIDS"
+printf '    (web client of esx1: pid %s, log var/webd.log)\n' "$!"
+# listening (a port taken by something else: see var/webd.log, set VMFSD_WEB_PORT)
+wait_until 20 "the web client on port ${VMFSD_WEB_PORT:-8443} (var/webd.log)" \
+	bash -c "exec 3<>/dev/tcp/127.0.0.1/${VMFSD_WEB_PORT:-8443}"
 printf '    $ %s\n' "vmfsd --status $IMG"
 "$B/vmfsd/vmfsd" --status "$IMG" | sed -n '/^SLOT/,/^$/p'
 
@@ -193,6 +205,10 @@ cat <<EOF
     build/vmfsctl/vmfsctl ha status             # HA: hosts, protected VMs (docs/ha.md)
     build/vmfsctl/vmfsctl events                # what esx2's agent did
     build/vmfsd/vmfsd --status $IMG             # hosts and locks on the volume
+
+    The web client (esx1's inventory, VM console, datastore browser):
+    open https://127.0.0.1:${VMFSD_WEB_PORT:-8443}/ (accept the self-signed certificate,
+    var/webd/cert.pem), user root, password: $(cat var/webd/token)
 
     Stop everything with:  scripts/quickstart.sh --stop
     More: docs/vm.md (VMs), docs/ha.md (a host dies: its VMs restart elsewhere).

@@ -11,7 +11,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <glob.h>
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
@@ -26,6 +25,7 @@
 
 #include <jansson.h>
 
+#include "vm/agentc.h"
 #include "vm/vm.h"
 
 #ifndef VMFSD_VERSION
@@ -202,58 +202,6 @@ static int die_usage(const char *fmt, const char *arg)
 	return EXIT_USAGE;
 }
 
-static int default_socket(char *buf, size_t size)
-{
-	const char *env = getenv("VMFS_HOSTD_SOCKET");
-	char host[256];
-	glob_t g;
-
-	if (env && *env) {
-		snprintf(buf, size, "%s", env);
-		return 0;
-	}
-	if (!gethostname(host, sizeof(host))) {
-		host[sizeof(host) - 1] = '\0';
-		snprintf(buf, size, "/run/vmfs-hostd/%s.sock", host);
-		if (!access(buf, F_OK))
-			return 0;
-	}
-	if (!glob("/run/vmfs-hostd/*.sock", 0, NULL, &g)) {
-		int rc = -ENOENT;
-
-		if (g.gl_pathc == 1) {
-			snprintf(buf, size, "%s", g.gl_pathv[0]);
-			rc = 0;
-		} else {
-			rc = -EEXIST;
-		}
-		globfree(&g);
-		return rc;
-	}
-	return -ENOENT;
-}
-
-static int agent_connect(const char *path)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd;
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "%s: agent socket path too long: %s\n", prog, path);
-		return -1;
-	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		fprintf(stderr, "%s: cannot reach the host agent at %s: %s (is vmfs-hostd running?)\n",
-			prog, path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	return fd;
-}
-
 static bool progress_shown;   /* a bar is on the terminal's last line */
 static bool progress_lines;   /* --json progress events were printed */
 
@@ -367,79 +315,24 @@ static void end_progress(void)
 	progress_shown = false;
 }
 
-/* Sends req (stolen), returns the reply or NULL (message printed). */
+static void progress_cb(json_t *task, void *ctx)
+{
+	(void)ctx;
+	show_progress(task);
+}
+
+/* Sends req (stolen), returns the reply or NULL (message printed): the
+ * protocol is the library's (vm/agentc.c), shared with vmfs-webd. */
 static json_t *agent_call(const char *sock, json_t *req)
 {
-	char *text = json_dumps(req, JSON_COMPACT), *buf = NULL;
-	size_t len = 0, cap = 0;
+	char msg[PATH_MAX + 128];
 	json_t *reply;
-	json_error_t je;
-	int fd;
+	int rc = agentc_call(sock, req, progress_cb, NULL, &reply, msg, sizeof(msg));
 
 	json_decref(req);
-	if (!text)
-		return NULL;
-	fd = agent_connect(sock);
-	if (fd < 0) {
-		free(text);
-		return NULL;
-	}
-	if (send(fd, text, strlen(text), MSG_NOSIGNAL) < 0 || send(fd, "\n", 1, MSG_NOSIGNAL) < 0) {
-		fprintf(stderr, "%s: sending to the agent: %s\n", prog, strerror(errno));
-		free(text);
-		close(fd);
-		return NULL;
-	}
-	free(text);
-	/* no deadline: a shutdown waits for the guest, an eager-zeroed
-	 * create writes the whole disk; the agent bounds both.  Lines with
-	 * "progress" come before the reply of a long operation. */
-	for (;;) {
-		ssize_t n;
-		char *nl;
-
-		if (len + 4096 > cap) {
-			cap = cap ? cap * 2 : 65536;
-			buf = realloc(buf, cap);
-			if (!buf) {
-				close(fd);
-				return NULL;
-			}
-		}
-		n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-		while ((nl = memchr(buf, '\n', len))) {
-			json_t *p = json_loadb(buf, (size_t)(nl - buf), 0, NULL);
-
-			if (!json_is_object(p) || !json_object_get(p, "progress")) {
-				json_decref(p);
-				break;
-			}
-			show_progress(json_object_get(p, "progress"));
-			json_decref(p);
-			len -= (size_t)(nl + 1 - buf);
-			memmove(buf, nl + 1, len);
-		}
-		if (nl)
-			break;
-	}
 	end_progress();
-	close(fd);
-	if (!len) {
-		fprintf(stderr, "%s: the agent closed the connection without an answer\n", prog);
-		free(buf);
-		return NULL;
-	}
-	buf[len] = '\0';
-	reply = json_loads(buf, JSON_DISABLE_EOF_CHECK, &je);
-	free(buf);
-	if (!reply || !json_is_object(reply)) {
-		fprintf(stderr, "%s: malformed answer from the agent: %s\n", prog, je.text);
-		json_decref(reply);
+	if (rc) {
+		fprintf(stderr, "%s: %s\n", prog, msg);
 		return NULL;
 	}
 	return reply;
@@ -1467,7 +1360,7 @@ int main(int argc, char **argv)
 			 json_string_value(json_object_get(req, "host")));
 	}
 	if (!sock[0]) {
-		rc = default_socket(sock, sizeof(sock));
+		rc = agentc_default_socket(sock, sizeof(sock));
 		if (rc) {
 			fprintf(stderr, "%s: %s: give --agent SOCKET or set VMFS_HOSTD_SOCKET\n", prog,
 				rc == -EEXIST ? "several agents in /run/vmfs-hostd"
