@@ -203,10 +203,15 @@ static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 		sem_post(&r->done);
 		return;
 	}
-	if (a->cb_inline || (a->cb_try && !a->cb_try(a, res))) {
+	if (a->cb_inline) {
 		free(r);
-		if (a->cb_inline)
-			a->cb(a, res);
+		a->cb(a, res);
+		aio_count_done(li, 1);
+		return;
+	}
+	/* (A may be freed once cb_try returned 0) */
+	if (a->cb_try && !a->cb_try(a, res)) {
+		free(r);
 		aio_count_done(li, 1);
 		return;
 	}
