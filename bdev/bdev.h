@@ -76,6 +76,13 @@ struct bdev_aio {
 	 * thread instead of handing it to a completion thread (bdev/iscsi.c:
 	 * one context switch less per read). */
 	bool cb_inline;
+	/* Optional, for a callback that takes a lock which may be held
+	 * across device I/O: tried first on the backend's I/O thread, it
+	 * returns 0 when it completed A (CB is then not called) and -EAGAIN
+	 * when it would have to wait for that lock (CB then runs on a
+	 * completion thread).  Backends without an I/O thread of their own
+	 * ignore it. */
+	int (*cb_try)(struct bdev_aio *a, int res);
 	size_t done;            /* private */
 	struct bdev_aio *next;  /* private */
 };

@@ -456,12 +456,18 @@ static int write_fast(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, si
 	return r;
 }
 
-static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
+/* meta_lock held */
+static void size_times_locked(struct fs_inode *ip, uint64_t end)
 {
-	pthread_mutex_lock(&fs->meta_lock);
 	if (end > ip->d.size)
 		ip->d.size = end;
 	inode_touch(ip, true, true);
+}
+
+static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
+{
+	pthread_mutex_lock(&fs->meta_lock);
+	size_times_locked(ip, end);
 	pthread_mutex_unlock(&fs->meta_lock);
 }
 
@@ -606,11 +612,12 @@ struct aio_ctx {
 	struct aio_seg seg[];
 };
 
-static void aio_finish(struct aio_ctx *c)
+/* TIMES_DONE: the caller updated a write's size and times already. */
+static void aio_finish(struct aio_ctx *c, bool times_done)
 {
 	int err = atomic_load(&c->err);
 
-	if (c->write && !err)
+	if (c->write && !err && !times_done)
 		update_size_times(c->fs, c->ip, c->end);
 	iolock_unlock_rd(&c->ip->iolock);
 	c->done(c->arg, err ? err : c->result, c->buf + c->data_off);
@@ -621,20 +628,44 @@ static void aio_finish(struct aio_ctx *c)
 static void aio_put(struct aio_ctx *c)
 {
 	if (atomic_fetch_sub(&c->pending, 1) == 1)
-		aio_finish(c);
+		aio_finish(c, false);
+}
+
+static void aio_seg_err(struct aio_ctx *c, int res)
+{
+	int zero = 0;
+
+	if (res < 0)
+		atomic_compare_exchange_strong(&c->err, &zero, res);
 }
 
 static void aio_seg_done(struct bdev_aio *a, int res)
 {
 	struct aio_seg *sg = (struct aio_seg *)a;
+
+	aio_seg_err(sg->ctx, res);
+	aio_put(sg->ctx);
+}
+
+/* A write's completion on the backend's I/O thread (bdev_aio.cb_try):
+ * only when meta_lock is free, since its holder may be waiting for I/O
+ * that this thread serves. */
+static int aio_seg_try(struct bdev_aio *a, int res)
+{
+	struct aio_seg *sg = (struct aio_seg *)a;
 	struct aio_ctx *c = sg->ctx;
+	bool last;
 
-	if (res < 0) {
-		int zero = 0;
-
-		atomic_compare_exchange_strong(&c->err, &zero, res);
-	}
-	aio_put(c);
+	if (pthread_mutex_trylock(&c->fs->meta_lock))
+		return -EAGAIN;
+	aio_seg_err(c, res);
+	last = atomic_fetch_sub(&c->pending, 1) == 1;
+	if (last && !atomic_load(&c->err))
+		size_times_locked(c->ip, c->end);
+	pthread_mutex_unlock(&c->fs->meta_lock);
+	if (last)
+		aio_finish(c, true);
+	return 0;
 }
 
 /* Submits the device runs of RS (iolock held shared; released by the last
@@ -665,6 +696,7 @@ static int aio_submit_runs(struct aio_ctx *c, const struct runs *rs, uint64_t ba
 		/* a read's completion (aio_finish) unlocks iolock and replies:
 		 * it never waits for the device; a write's takes meta_lock */
 		sg->a.cb_inline = !c->write;
+		sg->a.cb_try = c->write ? aio_seg_try : NULL;
 		r = bdev_aio_submit(c->fs->bd, &sg->a);
 		if (r)
 			aio_seg_done(&sg->a, r);
