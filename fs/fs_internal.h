@@ -234,6 +234,8 @@ struct fs_inode {
 	uint32_t nopen_lk;      /* local opens that need it */
 	bool lk_transient;      /* release after the next commit */
 	bool lk_fresh;          /* re-read from disk since the lock was taken */
+	uint64_t alone_epoch;   /* read from disk while alone in this epoch
+				 * (hb_alone_epoch); 0: not so */
 	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */
 	bool lk_giving;         /* we are handing it away: writes fail */
 	bool lk_accept;         /* we expect it: read-only opens take no lock */
