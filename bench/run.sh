@@ -36,7 +36,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio mkfs fsck meta cluster vmdisk ha migrate)
+SECTIONS=(fio engines pagecache mkfs fsck meta cluster vmdisk ha migrate)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -325,6 +325,126 @@ section_fio() {
 	rm -f "$raw"
 	[[ -n $vm ]] && rm -f "$vm"
 	return 0
+}
+
+# ---------------------------------------------------------------- engines
+# fio_lat NAME FILE ENGINE: 4 KiB random reads at QD1; prints the median and
+# the 99th percentile completion latency in microseconds.
+fio_lat() {
+	local json=$LOG_DIR/fio-$1.json
+	echo "bench: fio $1 (randread 4k QD1, $3, on $2)" >&2
+	fio --name="$1" --filename="$2" --rw=randread --bs=4k --iodepth=1 --ioengine="$3" \
+		--direct=1 --size="$FIO_SIZE" --numjobs=1 --randrepeat=0 --norandommap=1 \
+		--time_based --runtime="$RUNTIME" --ramp_time=2 \
+		--output-format=json --output="$json" >>"$LOG_DIR/fio.log" 2>&1 ||
+		die "fio $1 failed: see $LOG_DIR/fio.log"
+	"$PY" - "$json" <<'PYEOF'
+import json, sys
+text = open(sys.argv[1]).read()
+p = json.loads(text[text.index("{"):])["jobs"][0]["read"]["clat_ns"]["percentile"]
+print("%.0f %.0f" % (p["50.000000"] / 1e3, p["99.000000"] / 1e3))
+PYEOF
+}
+
+# The issue-17 table: io_uring and libaio (each hides different costs),
+# QD32 random 4 KiB, QD32 1 MiB sequential write, QD1 latency, then the
+# daemon's memory after all of it.
+section_engines() {
+	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng
+	local -a tests=(
+		"4 KiB random read, QD32|randread|4k|32|IOPS"
+		"4 KiB random write, QD32|randwrite|4k|32|IOPS"
+		"1 MiB sequential write, QD32|write|1M|32|MB/s"
+	)
+	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE, ${RUNTIME}s each)" \
+		test engine unit "raw file" vmfsd "vmfsd / raw"
+	track "$raw"
+	rm -f "$raw"
+	fallocate -l "$FIO_SIZE" "$raw"
+	r=$(fio_layout eng-raw "$raw")
+	if ((!NO_VMFSD)); then
+		volume_up
+		vm=$VOL_MNT/eng-flat.vmdk
+		truncate -s "$FIO_SIZE" "$vm"
+		v=$(fio_layout eng-vmfsd "$vm")
+	else
+		v=n/a
+	fi
+	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "$r" "$v" "$(ratio "$v" "$r")"
+	for eng in io_uring libaio; do
+		for t in "${tests[@]}"; do
+			IFS='|' read -r test rw bs qd unit <<<"$t"
+			i=1; [[ $unit == IOPS ]] && i=2
+			r=$(fio_run "eng-raw-$eng-$rw" "$raw" "$rw" "$bs" "$qd" --ioengine="$eng" \
+				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			v=n/a
+			[[ -n $vm ]] && v=$(fio_run "eng-vmfsd-$eng-$rw" "$vm" "$rw" "$bs" "$qd" \
+				--ioengine="$eng" --time_based --runtime="$RUNTIME" --ramp_time=2 |
+				cut -d' ' -f"$i")
+			row "$test" "$eng" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
+		done
+		read -r -a r <<<"$(fio_lat "lat-raw-$eng" "$raw" "$eng")"
+		v=(n/a n/a)
+		[[ -n $vm ]] && read -r -a v <<<"$(fio_lat "lat-vmfsd-$eng" "$vm" "$eng")"
+		row "4 KiB random read QD1, median latency" "$eng" µs "${r[0]}" "${v[0]}" "$(ratio "${v[0]}" "${r[0]}")"
+		row "4 KiB random read QD1, p99 latency" "$eng" µs "${r[1]}" "${v[1]}" "$(ratio "${v[1]}" "${r[1]}")"
+	done
+	if [[ -n $VMFSD_PID ]]; then
+		note ""
+		note "vmfsd memory after these jobs: $(awk '/^VmRSS|^VmHWM/ { printf "%s %d MiB  ", $1, $2 / 1024 }' "/proc/$VMFSD_PID/status")"
+	fi
+	rm -f "$raw"
+	[[ -n $vm ]] && rm -f "$vm"
+	return 0
+}
+
+# ---------------------------------------------------------------- pagecache
+# Buffered (not O_DIRECT) 4 KiB random reads of a 256 MiB file after one
+# sequential pass: files opened without O_DIRECT use the page cache
+# (docs/cluster.md 5.1), so the hot passes should cost what they cost on
+# the host filesystem.  Also open+read+close of a 2 KiB file (a .vmx).
+section_pagecache() {
+	local raw=$BENCH_DIR/pc-raw.dat r v
+	table "page cache: buffered reads (direct=0, psync, ${RUNTIME}s), vmfsd vs a file on the host filesystem" \
+		test unit "host file" vmfsd "vmfsd / host"
+	track "$raw"
+	head -c 256M /dev/urandom >"$raw"
+	cat "$raw" >/dev/null
+	r=$(fio_run pc-raw "$raw" randread 4k 1 --ioengine=psync --direct=0 --size=256M \
+		--time_based --runtime="$RUNTIME" | cut -d' ' -f2)
+	v=n/a
+	if ((!NO_VMFSD)); then
+		volume_up
+		cp "$raw" "$VOL_MNT/pc.dat"
+		cat "$VOL_MNT/pc.dat" >/dev/null
+		v=$(fio_run pc-vmfsd "$VOL_MNT/pc.dat" randread 4k 1 --ioengine=psync --direct=0 \
+			--size=256M --time_based --runtime="$RUNTIME" | cut -d' ' -f2)
+	fi
+	row "4 KiB random read, QD1, hot" IOPS "$r" "$v" "$(ratio "$v" "$r")"
+	head -c 2048 /dev/urandom >"$BENCH_DIR/pc-small.vmx"
+	track "$BENCH_DIR/pc-small.vmx"
+	r=$(small_reads "$BENCH_DIR/pc-small.vmx")
+	v=n/a
+	if ((!NO_VMFSD)); then
+		cp "$BENCH_DIR/pc-small.vmx" "$VOL_MNT/pc-small.vmx"
+		v=$(small_reads "$VOL_MNT/pc-small.vmx")
+		rm -f "$VOL_MNT/pc.dat" "$VOL_MNT/pc-small.vmx"
+	fi
+	row "open + read 2 KiB + close" ops/s "$r" "$v" "$(ratio "$v" "$r")"
+	rm -f "$raw"
+}
+
+small_reads() {
+	"$PY" - "$1" <<'PYEOF'
+import os, sys, time
+n, t = 0, time.monotonic()
+while time.monotonic() - t < 3:
+    for _ in range(200):
+        with open(sys.argv[1], "rb") as f:
+            f.read()
+    n += 200
+print("%.0f" % (n / (time.monotonic() - t)))
+PYEOF
 }
 
 # ---------------------------------------------------------------- mkfs

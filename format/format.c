@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 /* XXH3_state_t is an incomplete type unless the state layout is exposed,
  * and that layout is only stable within one xxhash version: inline the
  * implementation rather than depend on libxxhash's private ABI. */
@@ -412,7 +413,8 @@ int vmfsd_inode_decode(const void *blk, uint64_t blocknr, struct vmfsd_inode *in
 	    CPU16(d->xattr_len) > VMFSD_XATTR_AREA ||
 	    CPU64(d->size) > (1ull << 62) ||
 	    (d->data_mode == VMFSD_DATA_INLINE &&
-	     (CPU64(d->size) > VMFSD_INLINE_MAX || d->map_height)))
+	     (CPU64(d->size) > VMFSD_INLINE_MAX || d->map_height)) ||
+	    (S_ISLNK(CPU32(d->mode)) && CPU64(d->size) > VMFSD_SYMLINK_MAX))
 		return -EUCLEAN;
 	in->ino = CPU64(d->ino);
 	in->generation = CPU64(d->generation);

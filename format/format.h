@@ -255,6 +255,10 @@ struct vmfsd_rc {
 #define VMFSD_MAP_AREA        2912u
 #define VMFSD_MAP_ROOT_SLOTS  (VMFSD_MAP_AREA / 4u)        /* 728 */
 #define VMFSD_INLINE_MAX      VMFSD_MAP_AREA
+/* Symbolic link targets: up to PATH_MAX - 1 bytes.  Those longer than
+ * VMFSD_INLINE_MAX are the data of the link's inode (one sub-block, or one
+ * file block when the sub-block pool is full), as a small file's. */
+#define VMFSD_SYMLINK_MAX     4095u
 
 /* How the map area of an inode is used. */
 enum vmfsd_data_mode {

@@ -426,11 +426,13 @@ void cluster_release_transient(struct fs *fs)
 }
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
- * last looked (another host may have changed it).  meta_lock held. */
+ * last looked (another host may have changed it), unless this host has
+ * been alone on the volume since it last read it (docs/cluster.md §5.2):
+ * then nobody else wrote it.  meta_lock held. */
 int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 {
 	struct vmfsd_inode d;
-	uint64_t off;
+	uint64_t off, alone;
 	uint8_t *blk;
 	int r;
 
@@ -440,6 +442,12 @@ int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 		return 0;
 	if (ip->dirty)
 		return 0;       /* our own newer state (we hold its lock) */
+	alone = hb_alone_epoch(fs->hb);
+	if (alone && ip->alone_epoch == alone) {
+		if (ip->lk_mode != VMFSD_LOCK_FREE)
+			ip->lk_fresh = true;
+		return 0;
+	}
 	off = vmfsd_inode_off(&fs->sb, ip->ino);
 	blk = bdev_alloc(VMFSD_META_BLOCK);
 	if (!blk)
@@ -459,6 +467,7 @@ int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 	}
 	if (ip->lk_mode != VMFSD_LOCK_FREE)
 		ip->lk_fresh = true;
+	ip->alone_epoch = alone;        /* sampled before the read */
 	return 0;
 }
 

@@ -32,6 +32,7 @@ struct fs_file {
 	struct fs_inode *ip;
 	int flags;
 	bool standby;   /* a read-only open awaiting a lock handover: no lock */
+	bool cached;    /* the kernel may keep its data in the page cache */
 };
 
 #define SECTOR 512u
@@ -146,6 +147,24 @@ fail:
 	return r;
 }
 
+/* A descriptor that uses the page cache reads only while this host holds
+ * the file's lock: after the lock was handed to another host (which may
+ * write the file), the pages it would fill could go stale behind the
+ * kernel's back (docs/cluster.md, "Page cache").  Direct-I/O descriptors
+ * always read the disk and keep reading. */
+static int cached_read_check(struct fs *fs, struct fs_file *f)
+{
+	int r = 0;
+
+	if (!f->cached || !fs->hb)
+		return 0;
+	pthread_mutex_lock(&fs->lk_lock);
+	if (f->ip->lk_mode == VMFSD_LOCK_FREE)
+		r = -EIO;
+	pthread_mutex_unlock(&fs->lk_lock);
+	return r;
+}
+
 /* Reads the sector-aligned range [a0, a1) of the file into BUF (iolock held). */
 static int read_aligned(struct fs *fs, struct fs_inode *ip, uint8_t *buf, uint64_t a0,
 			uint64_t a1)
@@ -184,6 +203,9 @@ ssize_t fs_read_buf(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 
 	*bufp = NULL;
 	*data_off = 0;
+	r = cached_read_check(fs, f);
+	if (r)
+		return r;
 	iolock_rd(&ip->iolock);
 	if (off >= ip->d.size || !size) {
 		iolock_unlock_rd(&ip->iolock);
@@ -221,6 +243,7 @@ ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64
 }
 
 /* ---------------- write helpers ---------------- */
+
 
 /* Writes LEN bytes at device offset DEV, which lies inside a written unit;
  * read-modify-write of the partial sectors at either end (iolock excl.). */
@@ -282,6 +305,72 @@ static void prune_if_empty(struct fs *fs, struct fs_inode *ip, struct tx *tx)
 	if (ip->d.data_mode != VMFSD_DATA_INLINE && ip->d.map_height &&
 	    bmap_next_mapped(fs, ip, 0, &next) == -ENXIO)
 		(void)bmap_free_range(fs, ip, 0, UINT64_MAX, tx);
+}
+
+static int store_small(struct fs *fs, struct fs_inode *ip, const void *data, size_t len,
+		       uint8_t mode, struct tx *tx)
+{
+	uint32_t unit = mode == VMFSD_DATA_BLOCK ? fs->sb.block_size : VMFSD_SUB_BLOCK_SIZE;
+	struct alloc_pool *pool = mode == VMFSD_DATA_BLOCK ? &fs->bpool : &fs->spool;
+	uint8_t *buf = bdev_alloc(unit);
+	uint64_t p;
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	memset(buf, 0, unit);
+	memcpy(buf, data, len);
+	r = alloc_data(fs, pool, 0, tx, &p);
+	if (!r) {
+		/* Ordered: the data reaches the device before the map points at it. */
+		r = bdev_pwrite(fs->bd, buf, unit,
+				mode == VMFSD_DATA_BLOCK ? vmfsd_block_off(&fs->sb, p)
+							 : vmfsd_sub_off(&fs->sb, p));
+		if (r)
+			alloc_free(fs, pool, p, tx);
+	}
+	bdev_free(buf);
+	if (r)
+		return r;
+	memset(ip->d.map, 0, VMFSD_MAP_AREA);
+	ip->d.map_height = 0;
+	ip->d.data_mode = mode;
+	vmfsd_put_le32(ip->d.map, (uint32_t)p);    /* height 0: root slot 0 */
+	ip->d.alloc_units += unit / 512;
+	ip->d.size = len;
+	tx_add_inode(tx, ip);
+	return 0;
+}
+
+int file_store_small_locked(struct fs *fs, struct fs_inode *ip, const void *data, size_t len,
+			    struct tx *tx)
+{
+	int r;
+
+	if (len > VMFSD_SYMLINK_MAX || ip->d.size || ip->d.data_mode != VMFSD_DATA_INLINE)
+		return -EINVAL;
+	r = store_small(fs, ip, data, len, VMFSD_DATA_SUB, tx);
+	if (r == -ENOSPC)
+		r = store_small(fs, ip, data, len, VMFSD_DATA_BLOCK, tx);
+	return r;
+}
+
+int file_read_small_locked(struct fs *fs, struct fs_inode *ip, void *buf, size_t len)
+{
+	uint32_t a1 = (uint32_t)round_up(len, SECTOR);
+	uint8_t *b;
+	int r;
+
+	if (len > VMFSD_SYMLINK_MAX)
+		return -EIO;
+	b = bdev_alloc(a1 ? a1 : SECTOR);
+	if (!b)
+		return -ENOMEM;
+	r = read_aligned(fs, ip, b, 0, a1);
+	if (!r)
+		memcpy(buf, b, len);
+	bdev_free(b);
+	return r;
 }
 
 /* Writes a whole new unit: zeros with DATA at IN_OFF; maps it written.
@@ -731,6 +820,9 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 
 	if (bdev_crash_enabled(fs->bd))
 		return -EAGAIN;
+	r = cached_read_check(fs, f);
+	if (r)
+		return r;
 	iolock_rd(&ip->iolock);
 	if (ip->d.data_mode == VMFSD_DATA_INLINE || off >= ip->d.size || !size) {
 		iolock_unlock_rd(&ip->iolock);
@@ -1257,6 +1349,12 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	}
 	f->ip = ip;
 	f->flags = flags;
+	/* Page cache only where one host's lock covers every reader and
+	 * writer (docs/cluster.md, "Page cache"): not for O_DIRECT openers
+	 * (QEMU's cache=none), multi-writer files, or standby opens, which
+	 * read while another host still writes. */
+	f->cached = S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
+		    !(ip->d.iflags & VMFSD_IFLAG_MW);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen++;
 	ip->pins--;     /* the open count holds it now */
@@ -1270,6 +1368,27 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	}
 	*out = f;
 	return 0;
+}
+
+bool fs_file_cached(const struct fs_file *f)
+{
+	return f->cached;
+}
+
+int fs_file_kill_suid(struct fs *fs, struct fs_file *f)
+{
+	/* Unlocked peek: the common case (no such bit) costs no lock; a mode
+	 * changed concurrently by chmod is as good as the one before it. */
+	uint32_t m = __atomic_load_n(&f->ip->d.mode, __ATOMIC_RELAXED), kill = S_ISUID;
+	struct fs_setattr sa = { 0 };
+	struct fs_attr a;
+
+	if ((m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		kill |= S_ISGID;
+	if (!S_ISREG(m) || !(m & kill))
+		return 0;
+	sa.mode = m & ~kill;
+	return fs_setattr(fs, f->ip->ino, &sa, FS_SET_MODE, &a);
 }
 
 int fs_release(struct fs *fs, struct fs_file *f)

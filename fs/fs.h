@@ -156,6 +156,20 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 
 /* Open files. */
 int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
+/* May the kernel keep this open file's data in its page cache (and so
+ * allow shared mmap)?  True for regular files opened without O_DIRECT,
+ * not multi-writer and not a handover standby: the file's cluster lock
+ * then keeps every other host from writing it while it is open.  The
+ * caller must drop cached pages at each open (another host may have
+ * written the file since the last one) and write through (no writeback
+ * cache). */
+bool fs_file_cached(const struct fs_file *f);
+/* A write clears set-user-ID, and set-group-ID when group-executable,
+ * as for a writer without CAP_FSETID (the caller decides who that is). */
+int fs_file_kill_suid(struct fs *fs, struct fs_file *f);
+/* The virtual attribute that hands a file's lock to another host
+ * (fs/handover.c): a successful set may move the lock away. */
+#define FS_XATTR_HANDOVER "user.vmfsd.handover"
 
 /* Who asks: open(2)'s permission check when fs_create opens a file that
  * exists already.  GROUPS (NGROUPS of them) are the supplementary groups;

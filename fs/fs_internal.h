@@ -234,6 +234,8 @@ struct fs_inode {
 	uint32_t nopen_lk;      /* local opens that need it */
 	bool lk_transient;      /* release after the next commit */
 	bool lk_fresh;          /* re-read from disk since the lock was taken */
+	uint64_t alone_epoch;   /* read from disk while alone in this epoch
+				 * (hb_alone_epoch); 0: not so */
 	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */
 	bool lk_giving;         /* we are handing it away: writes fail */
 	bool lk_accept;         /* we expect it: read-only opens take no lock */
@@ -404,6 +406,14 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size);
 /* Frees the units [from, to) in bounded transactions, last first
  * (meta_lock held). */
 int file_free_range_locked(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to);
+/* Content of a symlink whose target does not fit inline: stores LEN
+ * (at most VMFSD_SYMLINK_MAX) bytes as the data of the new, empty inode IP
+ * in one sub-block (one file block when the sub-block pool is full), in
+ * TX; meta_lock held.  file_read_small_locked reads them back into BUF
+ * (LEN = the inode's size). */
+int file_store_small_locked(struct fs *fs, struct fs_inode *ip, const void *data, size_t len,
+			    struct tx *tx);
+int file_read_small_locked(struct fs *fs, struct fs_inode *ip, void *buf, size_t len);
 
 /* Largest file size: what the inode decoder accepts (2^62 bytes), far
  * above the 64 TiB the design asks for. */

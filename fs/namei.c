@@ -327,8 +327,9 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 
 	if (fs->readonly)
 		return -EROFS;
-	/* Short targets live inline; longer ones fail before anything changes. */
-	if (link_target && strlen(link_target) > VMFSD_INLINE_MAX)
+	/* Targets live inline when they fit, else in a sub-block; too long
+	 * ones fail before anything changes. */
+	if (link_target && strlen(link_target) > VMFSD_SYMLINK_MAX)
 		return -ENAMETOOLONG;
 	/* The new inode needs no lock: nobody can reach it before the commit
 	 * that makes its name visible, after which the directory lock goes. */
@@ -340,9 +341,13 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	if (!r && link_target) {
 		size_t len = strlen(link_target);
 
-		memcpy(ip->d.map, link_target, len);
-		ip->d.size = len;
-		tx_add_inode(&tx, ip);
+		if (len > VMFSD_INLINE_MAX) {
+			r = file_store_small_locked(fs, ip, link_target, len, &tx);
+		} else {
+			memcpy(ip->d.map, link_target, len);
+			ip->d.size = len;
+			tx_add_inode(&tx, ip);
+		}
 	}
 	if (r) {
 		tx_abort(&tx);
@@ -471,13 +476,23 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
 		inode_put(fs, ip);
 		return r;
 	}
-	if (!S_ISLNK(ip->d.mode) || ip->d.data_mode != VMFSD_DATA_INLINE) {
+	if (!S_ISLNK(ip->d.mode) || ip->d.size > VMFSD_SYMLINK_MAX) {
 		r = -EINVAL;
-	} else {
+	} else if (ip->d.data_mode == VMFSD_DATA_INLINE) {
 		n = ip->d.size < size - 1 ? ip->d.size : size - 1;
 		memcpy(buf, ip->d.map, n);
 		buf[n] = 0;
 		r = (int)ip->d.size;
+	} else {
+		char t[VMFSD_SYMLINK_MAX];
+
+		r = file_read_small_locked(fs, ip, t, ip->d.size);
+		if (!r) {
+			n = ip->d.size < size - 1 ? ip->d.size : size - 1;
+			memcpy(buf, t, n);
+			buf[n] = 0;
+			r = (int)ip->d.size;
+		}
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
 	inode_put(fs, ip);

@@ -28,7 +28,7 @@
 /*   user.vmfsd.handover     read: this mount's "<slot> <generation> <host>";
  *                           write "accept", "cancel", "give SLOT GEN": a
  *                           lock handover (fs/handover.c) */
-#define XATTR_HANDOVER "user.vmfsd.handover"
+#define XATTR_HANDOVER FS_XATTR_HANDOVER
 
 static bool user_ns(const char *name)
 {

@@ -1,11 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * FUSE low-level operations: a thin translation from kernel requests to
- * fs/ calls.  This is the only place where errno turns positive.  Files are
- * opened with direct_io: hosts share the LUN, so no page cache may hold data
- * another host could change, and QEMU opens its disks O_DIRECT anyway.
- * Entry and attribute timeouts are one second: the coherency bound the
- * design promises for changes made by other hosts.
+ * fs/ calls.  This is the only place where errno turns positive.  Files
+ * opened with O_DIRECT (QEMU's cache=none) or in multi-writer mode are
+ * opened with direct_io: another host may write them while they are open,
+ * so no page cache may hold their data.  Other regular files use the page
+ * cache (so shared mmap works), write-through, dropped at every open: the
+ * file's cluster lock keeps other hosts from writing while it is open
+ * (fs_file_cached, docs/cluster.md "Page cache").  Entry and attribute
+ * timeouts are one second: the coherency bound the design promises for
+ * changes made by other hosts.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -21,6 +25,14 @@
  * timeout would only add lookups that still find the old state. */
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
+
+/* For cache invalidations (one session per process: one mounted volume). */
+static struct fuse_session *session;
+
+void vmfsd_fuse_set_session(struct fuse_session *se)
+{
+	session = se;
+}
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -172,7 +184,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-	char buf[VMFSD_INLINE_MAX + 1];
+	char buf[VMFSD_SYMLINK_MAX + 1];
 	int r = fs_readlink(req_fs(req), ino, buf, sizeof(buf));
 
 	if (r < 0)
@@ -245,9 +257,12 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
-static void set_open_flags(struct fuse_file_info *fi)
+/* keep_cache 0: the kernel drops the file's cached pages at every open,
+ * so pages cached under an earlier lock never outlive another host's
+ * writes in between. */
+static void set_open_flags(struct fuse_file_info *fi, const struct fs_file *f)
 {
-	fi->direct_io = 1;
+	fi->direct_io = !fs_file_cached(f);
 	fi->keep_cache = 0;
 	fi->noflush = 0;
 }
@@ -262,7 +277,13 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	set_open_flags(fi);
+	set_open_flags(fi, f);
+	/* The kernel may hold attributes up to ATTR_TIMEOUT old, and a cached
+	 * read trusts its size: another host may have grown the file since.
+	 * The open took the lock and read the inode fresh: make the kernel
+	 * ask again.  (Attributes only: no page work, no inode lock.) */
+	if (!fi->direct_io && session)
+		(void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		fs_release(req_fs(req), f);     /* the opener was interrupted */
 }
@@ -298,7 +319,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
-	set_open_flags(fi);
+	set_open_flags(fi, f);
 	memset(&e, 0, sizeof(e));
 	e.ino = a.ino;
 	e.generation = a.generation;
@@ -370,6 +391,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	int r;
 
 	(void)ino;
+	/* A write clears set-user-ID and set-group-ID unless the writer has
+	 * CAP_FSETID (POSIX; Linux's file_remove_privs).  The kernel does it
+	 * itself for page-cache writes but leaves direct I/O writes to us,
+	 * with a flag libfuse 3.14 does not pass on: a caller other than root
+	 * stands for "no CAP_FSETID".  Write-back of mmap'ed pages
+	 * (writepage) runs as the kernel, not as the writer: the kernel
+	 * cleared the bits when the page was first written. */
+	if (!fi->writepage && fuse_req_ctx(req)->uid != 0) {
+		r = fs_file_kill_suid(req_fs(req), fh(fi));
+		if (r) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
 	r = fs_write_start(req_fs(req), fh(fi), buf, size, (uint64_t)off, write_done, req);
 	if (r == 0)
 		return;
@@ -524,7 +559,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			size_t size, int flags)
 {
-	fuse_reply_err(req, -fs_setxattr(req_fs(req), ino, name, value, size, flags));
+	int r = fs_setxattr(req_fs(req), ino, name, value, size, flags);
+
+	/* After a lock handover another host writes the file: drop what the
+	 * page cache holds of it here (reads through cached descriptors fail
+	 * from now on, fs_read_buf). */
+	if (!r && session && !strcmp(name, FS_XATTR_HANDOVER))
+		(void)fuse_lowlevel_notify_inval_inode(session, ino, 0, 0);
+	fuse_reply_err(req, -r);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)

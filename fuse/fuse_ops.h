@@ -12,5 +12,8 @@
 #include "fs/fs.h"
 
 const struct fuse_lowlevel_ops *vmfsd_fuse_ops(void);
+/* The session the ops run in, for cache invalidations (call once, before
+ * the session loop). */
+void vmfsd_fuse_set_session(struct fuse_session *se);
 
 #endif

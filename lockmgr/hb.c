@@ -162,9 +162,18 @@ int hb_obs_scan(struct hb_obs *o)
 	r = bdev_pread(o->bd, o->buf, (size_t)o->n * VMFSD_META_BLOCK, o->sb.hb_off);
 	done = hb_clock_ns();
 	if (!r) {
+		bool alone = o->self >= 0;
+
 		pthread_mutex_lock(&o->mu);
 		for (i = 0; i < o->n; i++)
 			obs_note_locked(o, i, o->buf + (size_t)i * VMFSD_META_BLOCK, issue, done);
+		for (i = 0; i < o->n && alone; i++)
+			if ((int32_t)i != o->self && hb_obs_liveness_locked(o, i) != HB_FREE)
+				alone = false;
+		if (alone && !o->alone)
+			o->alone_epoch++;
+		o->alone = alone;
+		o->alone_issue = issue;
 		pthread_mutex_unlock(&o->mu);
 	}
 	pthread_mutex_unlock(&o->scan_mu);
@@ -893,6 +902,21 @@ int hb_slot_state(struct hb *hb, uint32_t slot, struct hb_slot_info *info)
 	hb_obs_info_locked(&hb->obs, slot, hb_clock_ns(), info);
 	pthread_mutex_unlock(&hb->obs.mu);
 	return 0;
+}
+
+uint64_t hb_alone_epoch(struct hb *hb)
+{
+	/* A scan older than two intervals proves nothing about a host that
+	 * joined since (the monitor scans every interval; a failed read
+	 * leaves the table as it was). */
+	int64_t fresh = 2 * (int64_t)hb->obs.t.interval_ms * NS_PER_MS;
+	uint64_t e = 0;
+
+	pthread_mutex_lock(&hb->obs.mu);
+	if (hb->obs.alone && hb_clock_ns() - hb->obs.alone_issue < fresh)
+		e = hb->obs.alone_epoch;
+	pthread_mutex_unlock(&hb->obs.mu);
+	return e;
 }
 
 int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot)

@@ -135,6 +135,15 @@ const struct hb_timing *hb_get_timing(const struct hb *hb);
  * once (the monitor thread does it every interval). */
 int hb_scan(struct hb *hb);
 
+/* Alone on the volume: nonzero when the last scan, issued less than two
+ * intervals ago, found every other slot FREE (no host alive, silent, dead
+ * or being replayed), else 0.  The value changes each time this host
+ * becomes alone again, so a cache validated under one value stays valid
+ * while the same value comes back: no other host has written the volume
+ * in between, except one that joined within the last two intervals
+ * (docs/cluster.md §5.2). */
+uint64_t hb_alone_epoch(struct hb *hb);
+
 enum hb_liveness {
 	HB_UNSEEN = 0,          /* not read yet */
 	HB_FREE,                /* state FREE, or all-zero (never claimed) */

@@ -49,6 +49,11 @@ struct hb_obs {
 	uint8_t *buf;                   /* region read buffer (under scan_mu) */
 	int32_t self;                   /* our slot, or -1 (status reader) */
 	uint64_t self_gen;
+	/* hb_alone_epoch: bumped by each scan that finds every other slot
+	 * FREE after one that did not; 0 while others are there.  Under mu. */
+	uint64_t alone_epoch;
+	int64_t alone_issue;            /* issue time of the last such scan */
+	bool alone;
 };
 
 int hb_obs_init(struct hb_obs *o, struct bdev *bd, const struct vmfsd_sb *sb, int32_t self);

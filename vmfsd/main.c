@@ -693,6 +693,7 @@ int main(int argc, char **argv)
 	se = fuse_session_new(&args, vmfsd_fuse_ops(), sizeof(struct fuse_lowlevel_ops), fs);
 	if (!se)
 		goto out;
+	vmfsd_fuse_set_session(se);
 	if (fuse_set_signal_handlers(se)) {
 		fprintf(stderr, PROG ": cannot install signal handlers\n");
 		goto out;

@@ -1,0 +1,400 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""POSIX behaviour that needs the page cache, the kill-suid rule and long
+symlinks, on one host and across two hosts of one volume.
+
+- Shared mmap of files opened without O_DIRECT (read, write, msync, a
+  mapping that outlives close); O_DIRECT opens keep direct I/O (a shared
+  mapping is refused with ENODEV, the kernel's answer for direct_io files).
+- A host alone on the volume does not re-read inodes; once another host
+  joins and changes a file and a directory, the first host sees both.
+- Coherency of the page cache between two hosts (docs/cluster.md, "Page
+  cache"): what host B wrote after host A cached the file is what A reads
+  after its next open, also when B grew the file and A's kernel still held
+  the old size; while A holds the file open, B cannot open it for writing.
+- A write by a caller other than root clears set-user-ID, and set-group-ID
+  when group-executable (direct I/O and page-cache writes, and truncate); a
+  write by root keeps them.
+- Symbolic link targets up to 4095 bytes (inline up to 2912, in a
+  sub-block above), across a remount, 4096 refused; fsck clean after.
+- fsx-style random operations (write, read, truncate, mmap read and write,
+  punch, reopen) on a file checked against an in-memory model after every
+  step.
+
+Env: VMFSD, MKFS, FSCK.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
+"""
+
+import errno
+import mmap
+import os
+import random
+import stat
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
+
+NOBODY = 65534
+OTHER = 65533
+
+
+def as_user(uid, fn):
+    """Runs fn() in a child with uid/gid UID and no supplementary groups;
+    returns its exit status (fn's return value, or 99 on an exception,
+    which is printed)."""
+    pid = os.fork()
+    if pid == 0:
+        rc = 99
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            rc = fn()
+        except BaseException as e:  # noqa: B036  (report anything)
+            print("child uid %d: %r" % (uid, e), flush=True)
+        os._exit(rc)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def aligned(size, fill):
+    """A page-aligned buffer for O_DIRECT writes."""
+    m = mmap.mmap(-1, size)
+    m.write(fill * size)
+    return m
+
+
+def mmap_single(c, m):
+    p = m("mm")
+    data = bytes(random.Random(7).randrange(256) for _ in range(3 * 4096 + 100))
+    with open(p, "wb") as f:
+        f.write(data)
+    fd = os.open(p, os.O_RDWR)
+    mm = mmap.mmap(fd, len(data), mmap.MAP_SHARED)
+    c.eq(mm[:], data, "shared mapping reads the file")
+    mm[5000:5005] = b"HELLO"
+    mm.flush()
+    c.eq(os.pread(fd, 5, 5000), b"HELLO", "read(2) sees a store through the mapping")
+    os.pwrite(fd, b"world", 9000)
+    c.eq(mm[9000:9005], b"world", "the mapping sees write(2)")
+    # The mapping outlives the descriptor: its pages reach the file when
+    # it is unmapped, before the last reference goes.
+    os.close(fd)
+    mm[0:4] = b"LAST"
+    mm.close()
+    with open(p, "rb") as f:
+        got = f.read()
+    want = bytearray(data)
+    want[5000:5005] = b"HELLO"
+    want[9000:9005] = b"world"
+    want[0:4] = b"LAST"
+    c.eq(got, bytes(want), "content after munmap")
+    # O_DIRECT keeps direct I/O: no page cache, so no shared mapping.
+    fd = os.open(p, os.O_RDWR | os.O_DIRECT)
+    try:
+        c.raises(errno.ENODEV, "MAP_SHARED of an O_DIRECT open", mmap.mmap, fd, 4096,
+                 mmap.MAP_SHARED)
+        priv = mmap.mmap(fd, 4096, mmap.MAP_PRIVATE)
+        c.eq(priv[0:4], b"LAST", "MAP_PRIVATE of an O_DIRECT open")
+        priv.close()
+    finally:
+        os.close(fd)
+    # Multi-writer files keep direct I/O too.
+    open(m("mw"), "wb").close()
+    os.setxattr(m("mw"), "user.vmfsd.multiwriter", b"1")
+    fd = os.open(m("mw"), os.O_RDWR)
+    try:
+        os.pwrite(fd, b"x" * 4096, 0)
+        c.raises(errno.ENODEV, "MAP_SHARED of a multi-writer file", mmap.mmap, fd, 4096,
+                 mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+
+
+def open_retry(path, flags, what, timeout=15):
+    """Opens PATH, waiting while another host still holds its lock (it is
+    released by that host's next commit, within about a second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return os.open(path, flags)
+        except OSError as e:
+            if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise OSError(e.errno, "%s: %s" % (what, e.strerror))
+            time.sleep(0.05)
+
+
+def joined(c, v):
+    """Host A alone skips re-reading inodes from disk (docs/cluster.md
+    §5.2); B joins and changes what A has cached: A must see it."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    os.mkdir(a("jd"))
+    with open(a("jd", "f"), "wb") as f:
+        f.write(b"a")
+    os.chmod(a("jd", "f"), 0o644)
+    time.sleep(1.5)                 # A's commit gives the locks back
+    for _ in range(3):              # validated while alone
+        os.stat(a("jd", "f"))
+        os.listdir(a("jd"))
+        time.sleep(0.4)
+    vt.mount_daemon(v.image, v.mnt_b, "posix-b")
+    os.chmod(b("jd", "f"), 0o600)
+    with open(b("jd", "new"), "wb") as f:
+        f.write(b"b")
+    os.sync()
+    # About a second (B's commit, A's kernel cache); generous for a loaded
+    # machine: without the re-read A would show the old state for ever.
+    vt.wait_for(lambda: stat.S_IMODE(os.stat(a("jd", "f")).st_mode) == 0o600, 10,
+                "A sees B's chmod of a file A had cached while alone")
+    vt.wait_for(lambda: "new" in os.listdir(a("jd")), 10,
+                "A lists the name B created in a directory A had cached")
+    with open(a("jd", "new"), "rb") as f:
+        c.eq(f.read(), b"b", "A reads B's new file")
+
+
+def two_hosts(c, v):
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    p = "shared.dat"
+    data1 = os.urandom(64 * 1024)
+    fd = open_retry(a(p), os.O_RDWR | os.O_CREAT, "A creates")
+    os.pwrite(fd, data1, 0)
+    mm = mmap.mmap(fd, len(data1), mmap.MAP_SHARED)
+    c.eq(mm[:], data1, "A's mapping")
+    # A holds it open (EXCL): B cannot write it, and cannot read it either
+    # while A writes.
+    vt.wait_for(lambda: os.path.exists(b(p)), 10, "B sees the new name")
+    c.raises(errno.EBUSY, "B opens for writing while A holds the file", os.open, b(p),
+             os.O_RDWR)
+    mm[100:104] = b"MMAP"
+    mm.close()
+    os.close(fd)
+    want = bytearray(data1)
+    want[100:104] = b"MMAP"
+    # B reads what A wrote through the mapping, then grows the file.
+    fd = open_retry(b(p), os.O_RDWR, "B opens after A closed")
+    c.eq(os.pread(fd, len(want) + 10, 0), bytes(want), "B reads A's mapped writes")
+    st_a = os.stat(a(p))        # A's kernel caches the old size now
+    tail = os.urandom(32 * 1024)
+    os.pwrite(fd, tail, len(want))
+    os.pwrite(fd, b"BBBB", 0)
+    os.close(fd)
+    want[0:4] = b"BBBB"
+    want += tail
+    # A's next open drops its cached pages and the cached size.
+    fd = open_retry(a(p), os.O_RDONLY, "A opens after B closed")
+    try:
+        got = os.pread(fd, len(want) + 10, 0)
+        c.eq(len(got), len(want), "A reads the whole grown file (A had cached size %d)"
+             % st_a.st_size)
+        c.eq(got, bytes(want), "A reads B's writes after reopening")
+        mm = mmap.mmap(fd, len(want), mmap.MAP_SHARED, mmap.PROT_READ)
+        c.eq(mm[:], bytes(want), "A's new mapping shows B's writes")
+        mm.close()
+    finally:
+        os.close(fd)
+
+
+def killpriv(c, m):
+    p = m("suid")
+
+    def setup(mode):
+        with open(p, "wb") as f:
+            f.write(b"0" * 8192)
+        os.chown(p, NOBODY, NOBODY)
+        os.chmod(p, mode)
+        c.eq(stat.S_IMODE(os.stat(p).st_mode), mode, "mode set to %o" % mode)
+
+    def write_as(uid, flags, buf):
+        def fn():
+            fd = os.open(p, os.O_WRONLY | flags)
+            try:
+                os.pwrite(fd, buf, 4096)
+            finally:
+                os.close(fd)
+            return 0
+        return as_user(uid, fn)
+
+    for how, flags in (("page cache", 0), ("O_DIRECT", os.O_DIRECT)):
+        buf = aligned(4096, b"w")
+        for uid, who in ((OTHER, "non-owner"), (NOBODY, "owner")):
+            setup(0o6777)
+            c.eq(write_as(uid, flags, buf), 0, "%s write (%s)" % (who, how))
+            c.eq(stat.S_IMODE(os.stat(p).st_mode), 0o777,
+                 "set-id bits cleared by a %s write (%s)" % (who, how))
+        # Set-group-ID without group execute is mandatory locking, kept.
+        setup(0o6767)
+        c.eq(write_as(OTHER, flags, buf), 0, "non-owner write (%s)" % how)
+        c.eq(stat.S_IMODE(os.stat(p).st_mode), 0o2767,
+             "setuid cleared, non-executable setgid kept (%s)" % how)
+        setup(0o6777)
+        fd = os.open(p, os.O_WRONLY | flags)
+        os.pwrite(fd, buf, 0)
+        os.close(fd)
+        c.eq(stat.S_IMODE(os.stat(p).st_mode), 0o6777, "root's write keeps them (%s)" % how)
+        buf.close()
+    setup(0o6777)
+
+    def trunc():
+        os.truncate(p, 100)
+        return 0
+    c.eq(as_user(OTHER, trunc), 0, "non-owner truncate")
+    c.eq(stat.S_IMODE(os.stat(p).st_mode), 0o777, "set-id bits cleared by truncate")
+    os.unlink(p)
+
+
+def symlinks(c, v):
+    m = v.path
+    targets = {}
+    for n in (1, 2912, 2913, 4000, 4095):
+        t = ("/" + "".join(random.Random(n).choice("abcdefgh/") for _ in range(n)))[:n]
+        name = "l%d" % n
+        os.symlink(t, m(name))
+        targets[name] = t
+        c.eq(os.readlink(m(name)), t, "readlink of a %d-byte target" % n)
+        c.eq(os.lstat(m(name)).st_size, n, "lstat size of a %d-byte link" % n)
+    c.raises(errno.ENAMETOOLONG, "4096-byte target", os.symlink, "x" * 4096, m("l4096"))
+    c.check(not os.path.lexists(m("l4096")), "a refused link leaves no name")
+    before = os.statvfs(m(""))
+    for i in range(20):
+        os.symlink("y" * 4000, m("tmp%d" % i))
+    for i in range(20):
+        os.unlink(m("tmp%d" % i))
+    os.sync()
+    after = os.statvfs(m(""))
+    c.eq(after.f_bfree, before.f_bfree, "free blocks after 20 long links made and removed")
+    v.remount()
+    for name, t in targets.items():
+        c.eq(os.readlink(m(name)), t, "readlink of %s after remount" % name)
+
+
+class Model:
+    """fsx's method: every operation is applied to the file and to a bytearray;
+    the whole file is compared after each one."""
+
+    def __init__(self, c, path, rng, maxlen):
+        self.c, self.path, self.rng, self.maxlen = c, path, rng, maxlen
+        self.want = bytearray()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.log = []
+
+    def check(self, step):
+        got = os.pread(self.fd, self.maxlen + 1, 0)
+        if got != bytes(self.want):
+            self.c.eq(got, bytes(self.want), "fsx step %d, last ops %s" % (step, self.log[-5:]))
+            return False
+        if os.fstat(self.fd).st_size != len(self.want):
+            self.c.fail("fsx step %d: size %d, expected %d" % (
+                step, os.fstat(self.fd).st_size, len(self.want)))
+            return False
+        return True
+
+    def write(self):
+        off = self.rng.randrange(self.maxlen)
+        n = self.rng.randrange(1, min(65536, self.maxlen - off) + 1)
+        buf = self.rng.randbytes(n)
+        os.pwrite(self.fd, buf, off)
+        if off > len(self.want):
+            self.want += bytes(off - len(self.want))
+        self.want[off:off + n] = buf
+        return "write %d+%d" % (off, n)
+
+    def read(self):
+        off = self.rng.randrange(self.maxlen)
+        n = self.rng.randrange(1, 65536)
+        got = os.pread(self.fd, n, off)
+        self.c.eq(got, bytes(self.want[off:off + n]), "fsx read %d+%d" % (off, n))
+        return "read %d+%d" % (off, n)
+
+    def truncate(self):
+        size = self.rng.randrange(self.maxlen)
+        os.ftruncate(self.fd, size)
+        if size < len(self.want):
+            del self.want[size:]
+        else:
+            self.want += bytes(size - len(self.want))
+        return "truncate %d" % size
+
+    def mapwrite(self):
+        if not self.want:
+            return self.write()
+        off = self.rng.randrange(len(self.want))
+        n = self.rng.randrange(1, min(65536, len(self.want) - off) + 1)
+        buf = self.rng.randbytes(n)
+        base = off // mmap.PAGESIZE * mmap.PAGESIZE
+        mm = mmap.mmap(self.fd, off + n - base, mmap.MAP_SHARED, offset=base)
+        mm[off - base:off - base + n] = buf
+        if self.rng.random() < 0.5:
+            mm.flush()
+        mm.close()
+        self.want[off:off + n] = buf
+        return "mapwrite %d+%d" % (off, n)
+
+    def mapread(self):
+        if not self.want:
+            return "mapread (empty)"
+        off = self.rng.randrange(len(self.want))
+        n = self.rng.randrange(1, len(self.want) - off + 1)
+        base = off // mmap.PAGESIZE * mmap.PAGESIZE
+        mm = mmap.mmap(self.fd, off + n - base, mmap.MAP_SHARED, mmap.PROT_READ, offset=base)
+        got = mm[off - base:off - base + n]
+        mm.close()
+        self.c.eq(got, bytes(self.want[off:off + n]), "fsx mapread %d+%d" % (off, n))
+        return "mapread %d+%d" % (off, n)
+
+    def punch(self):
+        if not self.want:
+            return "punch (empty)"
+        off = self.rng.randrange(len(self.want))
+        n = self.rng.randrange(1, len(self.want) - off + 1)
+        vt.fallocate(self.fd, 0x01 | 0x02, off, n)     # KEEP_SIZE | PUNCH_HOLE
+        self.want[off:off + n] = bytes(n)
+        return "punch %d+%d" % (off, n)
+
+    def reopen(self):
+        os.close(self.fd)
+        self.fd = os.open(self.path, os.O_RDWR)
+        return "reopen"
+
+
+def fsx(c, m, nops):
+    rng = random.Random(int(os.environ.get("FSX_SEED", "17")))
+    x = Model(c, m("fsx.dat"), rng, 1 << 20)
+    ops = [x.write] * 4 + [x.read] * 2 + [x.mapwrite] * 3 + [x.mapread] * 2 + \
+          [x.truncate, x.punch, x.reopen]
+    try:
+        for step in range(nops):
+            x.log.append(rng.choice(ops)())
+            if not x.check(step):
+                break
+    finally:
+        os.close(x.fd)
+    vt.log("fsx: %d operations, seed %s" % (nops, os.environ.get("FSX_SEED", "17")))
+
+
+def body(c):
+    nops = int(sys.argv[1]) if len(sys.argv) > 1 else 1500
+    with vt.Volume("posix") as v:
+        vt.mkfs(v.image, "4G", ["--hb-interval", "100", "--hb-timeout", "1000"])
+        v.mount(host="posix-a")
+        # Other users must reach the mount (killpriv's children).
+        os.chmod(v.dir, 0o755)
+        os.chmod(v.mnt, 0o777)
+        c.section("mmap on one host", mmap_single, c, v.path)
+        c.section("set-id bits cleared on write", killpriv, c, v.path)
+        c.section("fsx with mmap (%d operations)" % nops, fsx, c, v.path, nops)
+        v.mnt_b = os.path.join(v.dir, "mnt-b")
+        os.mkdir(v.mnt_b)
+        v.extra_mnts.append(v.mnt_b)
+        try:
+            c.section("a host that was alone sees a joining host's changes", joined, c, v)
+            c.section("page cache coherency between two hosts", two_hosts, c, v)
+        finally:
+            vt.unmount_quiet(v.mnt_b)
+            c.vmfsd_gone(v.image, "after unmounting host B", v.mnt_b)
+        c.section("symlinks up to 4095 bytes", symlinks, c, v)
+        v.unmount()
+
+
+if __name__ == "__main__":
+    vt.main("integration-posix", body)
