@@ -443,11 +443,14 @@ int cluster_refresh_inode_named(struct fs *fs, struct fs_inode *ip)
 	if (ip->dirty)
 		return 0;       /* our own newer state (we hold its lock) */
 	alone = hb_alone_epoch(fs->hb);
-	if (alone && ip->alone_epoch == alone) {
-		if (ip->lk_mode != VMFSD_LOCK_FREE)
-			ip->lk_fresh = true;
+	/* Only a look without a lock is spared the read.  A lock just taken
+	 * is read whatever: "alone" is known up to two intervals late, and
+	 * a host that joined meanwhile may have held this lock, changed the
+	 * inode and released it before our scan saw its slot; an open, a
+	 * create or an unlink on a stale block map or directory would
+	 * corrupt what it wrote. */
+	if (alone && ip->alone_epoch == alone && ip->lk_mode == VMFSD_LOCK_FREE)
 		return 0;
-	}
 	off = vmfsd_inode_off(&fs->sb, ip->ino);
 	blk = bdev_alloc(VMFSD_META_BLOCK);
 	if (!blk)
