@@ -681,7 +681,7 @@ async function dsFiles(ds) {
   try {
     for (const it of await list("")) {
       if (it.type === "file") out.push(it.name);
-      else if (it.type === "folder") {
+      else if (it.type === "folder" && !it.vm) {   // a VM's own copies are not offered
         try {
           for (const s of await list(it.name)) if (s.type === "file" && !/\.(vmx|vmdk|log|vmss|lck)$/.test(s.name)) out.push(it.name + "/" + s.name);
         } catch (e) { /* unreadable folder */ }
