@@ -181,6 +181,11 @@ wait_until 120 "the guest's first counter line in $VM.log" \
 echo "    the guest's console ($VM/$VM.log on the datastore):"
 grep -m 4 "vmfs-guest" "$(mnt esx1)/$VM/$VM.log" | sed 's/^/      /'
 
+# the guest's kernel and initrd on the datastore too: the web client's
+# create-VM wizard offers files of the datastore as boot media
+mkdir -p "$(mnt esx1)/boot"
+cp "$GUEST/vmlinuz" "$GUEST/initrd.img" "$(mnt esx1)/boot/"
+
 step "esx2 sees the VM running on esx1 (every host lists every VM of the datastore)"
 ctl esx2 list
 

@@ -178,6 +178,7 @@ struct job {
 	json_t *req;
 	struct webd *w;
 	unsigned seq;
+	int waiters;                  /* requests waiting for it (?wait=1) */
 };
 
 static pthread_mutex_t jobs_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -257,13 +258,15 @@ static enum MHD_Result job_start(struct hreq *h, const char *op, const char *tar
 		return MHD_NO;
 	}
 	pthread_mutex_lock(&jobs_lock);
-	/* a free slot, else the oldest finished job's */
-	for (int i = 0; i < MAX_JOBS && slot < 0; i++)
-		if (!jobs[i])
+	/* a free slot, else the oldest finished job's that nobody waits for */
+	for (int i = 0; i < MAX_JOBS; i++) {
+		if (!jobs[i]) {
 			slot = i;
-	for (int i = 0; i < MAX_JOBS && slot < 0; i++)
-		if (jobs[i]->ended && (slot < 0 || jobs[i]->seq < jobs[slot]->seq))
+			break;
+		}
+		if (jobs[i]->ended && !jobs[i]->waiters && (slot < 0 || jobs[i]->seq < jobs[slot]->seq))
 			slot = i;
+	}
 	if (slot < 0) {
 		pthread_mutex_unlock(&jobs_lock);
 		json_decref(req);
@@ -294,11 +297,13 @@ static enum MHD_Result job_start(struct hreq *h, const char *op, const char *tar
 		pthread_mutex_unlock(&jobs_lock);
 		return webd_json(h, MHD_HTTP_ACCEPTED, o);
 	}
+	/* J is not reused while we wait: a slot goes to a new job only when
+	 * its job ended and nobody waits for it */
+	j->waiters++;
 	while (!j->ended)
 		pthread_cond_wait(&jobs_cond, &jobs_lock);
-	/* the slot is reused only after the job ended, and only by a later
-	 * job: J stays valid while we hold the lock */
 	o = json_deep_copy(j->reply);
+	j->waiters--;
 	pthread_mutex_unlock(&jobs_lock);
 	return webd_json(h, agent_status(o), o);
 }

@@ -326,6 +326,18 @@ def run(c, vol, mnt, agent, w, webds):
     c.eq([v["name"] for v in cl.get("/api/vms").json["vms"]], [], "no VMs left")
     c.check(not os.path.exists(os.path.join(mnt, "archive", "web1")), "web1's folder deleted")
 
+    # --- the jobs table keeps the last 64: older finished jobs make
+    # room (66 in all: two evicted)
+    more = 66 - len(cl.get("/api/jobs").json.get("jobs", []))
+    for i in range(more):
+        r = cl.post("/api/vms/no-such-vm-%d/power-off?wait=1" % i)
+        if r.status != 404:
+            c.fail("power-off of a VM that does not exist: %r" % r)
+            break
+    js = cl.get("/api/jobs").json.get("jobs", [])
+    c.check(len(js) == 64 and js[0]["target"] == "no-such-vm-%d" % (more - 1) and js[0]["state"] == "failed",
+            "jobs after %d more: %d, newest %s" % (more, len(js), js[:1]))
+
     # --- the host's actions: maintenance mode in and out, a balance run
     r = cl.act("/api/host/maintenance", {"action": "enter", "timeout": 60})
     c.check(r.status == 200 and cl.get("/api/host/maintenance").json.get("maintenance") is True,

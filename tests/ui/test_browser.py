@@ -180,10 +180,13 @@ def run(c, vol, mnt, agent, w, d, shots, tmp):
     Select(find("#wiz-prov")).select_by_value("thin")
     click("#wiz-next")
     wait(lambda: find("#wiz-boot").is_displayed(), "wizard step 3")
-    Select(find("#wiz-boot")).select_by_value("kernel")
+    # the kernel and initrd found on the datastore are offered
     wait(lambda: find("#wiz-kernel").is_displayed(), "the kernel field")
+    c.eq((Select(find("#wiz-boot")).first_selected_option.get_attribute("value"),
+          find("#wiz-kernel").get_attribute("value"), find("#wiz-initrd").get_attribute("value")),
+         ("kernel", "boot/vmlinuz", "boot/initrd.img"), "the boot media offered")
+    find("#wiz-kernel").clear()
     find("#wiz-kernel").send_keys("boot/vmlinuz")
-    find("#wiz-initrd").send_keys("boot/initrd.img")
     Select(find("#wiz-net")).select_by_value("none")
     click("#wiz-next")
     wait(lambda: find("#wiz-summary").is_displayed(), "wizard step 4")

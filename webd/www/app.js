@@ -681,7 +681,7 @@ async function dsFiles(ds) {
   try {
     for (const it of await list("")) {
       if (it.type === "file") out.push(it.name);
-      else if (it.type === "folder") {
+      else if (it.type === "folder" && !it.vm) {   // a VM's own copies are not offered
         try {
           for (const s of await list(it.name)) if (s.type === "file" && !/\.(vmx|vmdk|log|vmss|lck)$/.test(s.name)) out.push(it.name + "/" + s.name);
         } catch (e) { /* unreadable folder */ }
@@ -729,6 +729,15 @@ function wizard() {
         field("guest", "Guest OS", sel([["other-64", "Other (64-bit)"], ["debian12-64", "Debian 12 (64-bit)"], ["ubuntu-64", "Ubuntu (64-bit)"], ["rhel9-64", "RHEL 9 (64-bit)"], ["windows2019srv-64", "Windows Server 2019"]]))];
     } else if (st.step === 2) {
       files = await dsFiles(st.v.datastore);
+      // first visit of this step: offer what the datastore has (a
+      // kernel and initrd, as the quick start puts there, or an ISO)
+      if (!st.bootSeen) {
+        st.bootSeen = true;
+        const k = files.find(f => /(^|\/)vmlinuz[^/]*$/.test(f)), i = files.find(f => /(^|\/)initrd[^/]*$/.test(f));
+        const iso = files.find(f => /\.iso$/i.test(f));
+        if (k) Object.assign(st.v, { boot: "kernel", kernel: k, initrd: i || "" });
+        else if (iso) Object.assign(st.v, { boot: "iso", iso });
+      }
       const boot = sel([["none", "None (empty disk)"], ["iso", "CD/DVD: an ISO on the datastore"], ["kernel", "Direct kernel boot (kernel + initrd on the datastore)"]]);
       body = [field("boot", "Boot media", boot), fileList()];
       if (st.v.boot === "iso") body.push(field("iso", "ISO file (path on " + st.v.datastore + ")", el("input", { list: "wiz-files" })));
