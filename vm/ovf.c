@@ -309,6 +309,24 @@ static int file_index(const struct ovf_pkg *p, const char *id)
 	return -1;
 }
 
+/* VMware's disk format URIs: OVF 1.x's ".../interfaces/specifications/
+ * vmdk.html#streamOptimized" (or #sparse), and OVF 0.9 tools'
+ * ".../specifications/vmdk.html#compressed"; the file itself is checked
+ * later (a sparse VMDK header) */
+static bool vmdk_format_ok(const char *f)
+{
+	static const char *const pfx[] = {"http://www.vmware.com/interfaces/specifications/vmdk.html#",
+					  "http://www.vmware.com/specifications/vmdk.html#", NULL};
+	static const char *const kind[] = {"streamOptimized", "sparse", "compressed", NULL};
+
+	for (int i = 0; pfx[i]; i++)
+		if (!strncmp(f, pfx[i], strlen(pfx[i])))
+			for (int k = 0; kind[k]; k++)
+				if (!strcmp(f + strlen(pfx[i]), kind[k]))
+					return true;
+	return false;
+}
+
 static int parse_disks(struct ctx *x, const xmlNode *sec)
 {
 	struct ovf_pkg *p = x->p;
@@ -350,7 +368,7 @@ static int parse_disks(struct ctx *x, const xmlNode *sec)
 			if (d->file < 0)
 				return vm_errf(x->err, -EINVAL, "%s:%ld: DiskSection/Disk %s: ovf:fileRef '%.40s' is not in References",
 					       x->what, line_of(n), d->id, ref);
-			if (strcmp(d->format, OVF_FMT_STREAM) && strcmp(d->format, OVF_FMT_SPARSE))
+			if (!vmdk_format_ok(d->format))
 				return vm_errf(x->err, -ENOTSUP, "%s:%ld: DiskSection/Disk %s: ovf:format '%.100s': only VMDK streamOptimized (or sparse) disks are imported",
 					       x->what, line_of(n), d->id, d->format);
 		}

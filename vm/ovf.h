@@ -35,7 +35,6 @@
 #define OVF_MAX_MEM_MIB (16u << 20)     /* 16 TiB, the bound `vmfsctl create` applies */
 
 #define OVF_FMT_STREAM "http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"
-#define OVF_FMT_SPARSE "http://www.vmware.com/interfaces/specifications/vmdk.html#sparse"
 
 struct ovf_file {
 	char id[OVF_ID_MAX];

@@ -781,7 +781,9 @@ static json_t *check_vmdk(struct imp *im, const struct ovf_disk *d)
 /* eager-zeroed: zeros written over every hole the conversion left */
 static int fill_holes(int fd, uint64_t size)
 {
-	static const char z[1 << 16];
+	/* 1 MiB writes, the size create zeroes an eager-zeroed disk with
+	 * (the volume's default file block: one FUSE write per block) */
+	static const char z[1 << 20];
 	off_t pos = 0;
 
 	while ((uint64_t)pos < size) {

@@ -194,6 +194,8 @@ Test(ovf, hrefs)
 Test(ovf, capacities_and_units)
 {
 	char *t = subst(GOOD, "ovf:capacity=\"4\"", "ovf:capacity=\"65\" ");
+	struct ovf_pkg p0;
+	struct vm_err err0 = {{0}};
 
 	t = subst(t, "byte * 2^30", "byte * 2^40");
 	refused(t, -ERANGE, "out of range");
@@ -209,6 +211,12 @@ Test(ovf, capacities_and_units)
 	free(t);
 	t = subst(GOOD, "byte * 2^30", "furlongs");
 	refused(t, -EINVAL, "capacityAllocationUnits");
+	free(t);
+	t = subst(GOOD, OVF_FMT_STREAM, "http://www.vmware.com/specifications/vmdk.html#compressed");
+	cr_expect_eq(parse(t, &p0, &err0), 0, "%s", err0.msg);
+	free(t);
+	t = subst(GOOD, OVF_FMT_STREAM, "http://www.vmware.com/interfaces/specifications/vmdk.html#monolithicFlat");
+	refused(t, -ENOTSUP, "ovf:format");
 	free(t);
 	t = subst(GOOD, "ovf:size=\"1024\"", "ovf:size=\"1024\" ovf:compression=\"gzip\"");
 	refused(t, -ENOTSUP, "compression");

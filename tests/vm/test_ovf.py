@@ -15,7 +15,9 @@ in VirtualBox's style (OVF 2.0 envelope, vbox/sasd/epasd namespaces, SATA
 and IDE controllers, a "SHA1 (file) = hex" manifest at the end of the
 archive, a MAC without colons) and one in ovftool's style (OVF 1.0,
 "byte * 2^30" capacity, vmw:osType, VirtualSCSI, vmxnet3, vmw:ExtraConfig)
-are imported with the hardware mapped and what cannot be mapped reported;
+are imported with the hardware mapped and what cannot be mapped reported,
+and the ovftool one's disk is booted by the firmware (a boot sector that
+writes to the serial port);
 so are a GNU tar with "./" names and the descriptor not first, and a pax
 archive naming its disk in a pax header.  Hostile packages are refused
 with a message naming the problem and leave nothing behind: XXE, entity
@@ -39,9 +41,15 @@ import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import vmtest  # noqa: E402
-from vmtest import MiB  # noqa: E402
+from vmtest import MiB, wait_for  # noqa: E402
 
 OVF1 = "http://schemas.dmtf.org/ovf/envelope/1"
+# A boot sector that writes "vmfs-mbr\n" to COM1 and halts: the firmware
+# booted the disk (xor ax,ax; mov ds,ax; cld; mov dx,0x3f8; mov si,msg;
+# loop: lodsb; or al,al; jz done; out dx,al; jmp loop; done: hlt; jmp done)
+_CODE = bytes([0x31, 0xC0, 0x8E, 0xD8, 0xFC, 0xBA, 0xF8, 0x03, 0xBE, 0x18, 0x7C, 0xAC, 0x08, 0xC0,
+               0x74, 0x03, 0xEE, 0xEB, 0xF8, 0xF4, 0xEB, 0xFD, 0x90, 0x90]) + b"vmfs-mbr\n\0"
+MBR = _CODE + bytes(510 - len(_CODE)) + b"\x55\xaa"
 PATTERN = [(1 * MiB, 0x5a), (17 * MiB + 4096, 0xa5), (60 * MiB, 0x3c)]
 
 
@@ -494,6 +502,7 @@ def body(c):
             with open(big, "wb") as f:
                 f.truncate(1 << 30)
             with open(big, "r+b") as f:
+                f.write(MBR)
                 f.seek(700 * MiB)
                 f.write(b"\x77" * MiB)
             vmdk = os.path.join(d, "esxvm-disk1.vmdk")
@@ -520,11 +529,17 @@ def body(c):
             flat = os.path.join(dst, "esx-copy-flat.vmdk")
             c.eq(os.path.getsize(flat), 1 << 30, "byte * 2^30 capacity")
             with open(flat, "rb") as f:   # the data, and holes reading as zeros around it
-                for off, want in ((0, bytes(MiB)), (700 * MiB, b"\x77" * MiB), (701 * MiB, bytes(MiB)),
+                for off, want in ((0, MBR + bytes(MiB - 512)), (700 * MiB, b"\x77" * MiB), (701 * MiB, bytes(MiB)),
                                   ((1 << 30) - MiB, bytes(MiB))):
                     f.seek(off)
                     c.eq(f.read(MiB) == want, True, "ovftool import content at %d" % off)
             print("    ovftool OVF imported (1 GiB disk, %d KiB allocated)" % (os.stat(flat).st_blocks // 2))
+            # no direct kernel boot: the firmware boots the imported disk
+            a.ok("power-on", dst)
+            wait_for(lambda: "vmfs-mbr" in vmtest.read_log(dst, "esx-copy"), 60,
+                            "the imported disk's boot sector on the serial port", step=0.3)
+            a.ok("power-off", dst)
+            print("    the firmware booted the imported disk")
 
         def hostile():
             vmdk = os.path.join(work, "vbox-disk001.vmdk")
