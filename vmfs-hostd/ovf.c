@@ -174,23 +174,6 @@ struct xfile {
 _Static_assert(sizeof(((struct xfile *)0)->name) == sizeof(((struct ovf_out_disk *)0)->file),
 	       "a package file's name is copied whole");
 
-static int vmsd_has_snapshots(struct vmctx *v)
-{
-	char n[VM_NAME_MAX + 16], *text;
-	size_t len;
-	int rc;
-
-	snprintf(n, sizeof(n), "%s.vmsd", v->cfg.name);
-	if (vm_read_file(v->dirfd, n, 1 << 20, &text, &len))
-		return 0;
-	/* VMware's tree file: "snapshot0.uid = ..." per snapshot, and
-	 * snapshot.numSnapshots */
-	rc = strstr(text, "snapshot0.") || (strstr(text, "numSnapshots") &&
-					    !strstr(text, "numSnapshots = \"0\""));
-	free(text);
-	return rc;
-}
-
 static int export_files(struct vmctx *v, struct xfile *f, size_t *n)
 {
 	const char *extra[2] = {v->cfg.kernel, v->cfg.initrd};
@@ -260,6 +243,7 @@ static json_t *export_check(struct exp *e)
 	struct vm_lockrec lr;
 	struct vm_err err;
 	size_t len;
+	json_t *r;
 	int rc;
 
 	vm_lockrec_name(&v->cfg, ln, sizeof(ln));
@@ -279,9 +263,9 @@ static json_t *export_check(struct exp *e)
 	if (file_exists_at(v->dirfd, vmss))
 		return reply_err(EBUSY, "%s is suspended: resume and shut it down, or power it off, first (OVF carries no memory state)",
 				 v->vmx_path);
-	if (vmsd_has_snapshots(v))
-		return reply_err(ENOTSUP, "%s has snapshots: delete them (consolidate) first; export writes one disk per virtual disk, not a snapshot chain",
-				 v->vmx_path);
+	/* one disk per virtual disk, not a snapshot chain */
+	if ((r = snap_refuse(v, "export")))
+		return r;
 	if (!access(e->dest, F_OK) && (e->ova || rmdir(e->dest)))
 		return reply_err(EEXIST, "export: %s already exists%s", e->dest,
 				 e->ova ? "" : " (and is not an empty folder)");

@@ -394,16 +394,20 @@ def body(c):
             a.ok("power-off", dst)
 
         def export_refusals():
-            # a suspended VM (its .vmss) and one with snapshots (a .vmsd listing one)
-            for fname, text, needle in (("src.vmss", "", "suspended"),
-                                        ("src.vmsd", '.encoding = "UTF-8"\nsnapshot.numSnapshots = "1"\n'
-                                         'snapshot0.uid = "1"\nsnapshot0.displayName = "before"\n', "snapshots")):
-                path = os.path.join(vm, fname)
-                with open(path, "w") as f:
-                    f.write(text)
-                c.refused(a.ctl("export", vm, os.path.join(work, "refused.ova")), "export: " + needle, needle)
-                os.unlink(path)
-                c.check(not os.path.exists(os.path.join(work, "refused.ova")), "a refused export left a file")
+            # a suspended VM (its .vmss)
+            path = os.path.join(vm, "src.vmss")
+            with open(path, "w") as f:
+                f.write("")
+            c.refused(a.ctl("export", vm, os.path.join(work, "refused.ova")), "export: suspended",
+                      "suspended")
+            os.unlink(path)
+            c.check(not os.path.exists(os.path.join(work, "refused.ova")), "a refused export left a file")
+            # one with a snapshot (a delta over its disk), until it is consolidated
+            a.ok("snapshot", "create", vm, "before")
+            c.refused(a.ctl("export", vm, os.path.join(work, "refused.ova")), "export: snapshots",
+                      "snapshots")
+            c.check(not os.path.exists(os.path.join(work, "refused.ova")), "a refused export left a file")
+            a.ok("snapshot", "delete", vm, "--all")
             c.refused(a.ctl("export", vm, state["ova"]), "export over an existing file", "already exists")
 
         def export_dir_import_thick():
