@@ -584,6 +584,77 @@ static int a_deploy(struct webd *w, json_t *b, json_t *req, char *msg, size_t ms
 	return rc < 0 ? rc : 0;
 }
 
+/* snapshot: {action: create|list|revert|delete, name?, description?,
+ * memory?, all?}: vmfsctl snapshot's request; the agent checks the rest */
+static int a_snapshot(struct webd *w, json_t *b, json_t *req, char *msg, size_t msize)
+{
+	static const char *const actions[] = {"create", "list", "revert", "delete", NULL};
+	static const char *const flags[] = {"memory", "all"};
+	int rc;
+
+	(void)w;
+	if (!jstr(b, "action")) {
+		snprintf(msg, msize, "action: create, list, revert or delete");
+		return -EINVAL;
+	}
+	rc = copy_str(b, req, "action", "action", actions, msg, msize);
+	if (!rc)
+		rc = copy_str(b, req, "name", "name", NULL, msg, msize);
+	if (!rc)
+		rc = copy_str(b, req, "description", "description", NULL, msg, msize);
+	for (size_t i = 0; !rc && i < sizeof(flags) / sizeof(flags[0]); i++)
+		if (json_is_true(json_object_get(b, flags[i])))
+			json_object_set_new(req, flags[i], json_true());
+	return rc;
+}
+
+/* export: {datastore, folder, name}: NAME.ova is one file, another name a
+ * new folder, inside the datastore */
+static int a_export(struct webd *w, json_t *b, json_t *req, char *msg, size_t msize)
+{
+	char dest[PATH_MAX];
+	int rc = dest_path(w, b, true, dest, sizeof(dest), msg, msize);
+
+	if (!rc)
+		json_object_set_new(req, "dest", json_string(dest));
+	return rc;
+}
+
+/* POST /api/vms/import: {datastore, package, folder?, name?,
+ * provisioning?}: an OVF or OVA package on the datastore (uploaded there)
+ * becomes a new VM in FOLDER of the same datastore */
+static enum MHD_Result vm_import(struct hreq *h, json_t *b)
+{
+	char root[PATH_MAX], pkg[PATH_MAX], dest[PATH_MAX], msg[PATH_MAX + 128] = "";
+	const char *ds = jstr(b, "datastore"), *p = jstr(b, "package");
+	json_t *req, *where;
+	int rc, fd;
+
+	if (!ds || !p || api_datastore(h->w, ds, root, sizeof(root)))
+		return webd_error(h, MHD_HTTP_NOT_FOUND, "import: {datastore, package, folder, name, "
+				  "provisioning}: no package '%s' on datastore '%s'", p ? p : "",
+				  ds ? ds : "");
+	fd = files_open(root, p, O_PATH, 0);
+	if (fd < 0)
+		return webd_error(h, fd == -EXDEV || fd == -ELOOP ? MHD_HTTP_FORBIDDEN : MHD_HTTP_NOT_FOUND,
+				  "import: package %s: %s", p, strerror(-fd));
+	close(fd);
+	snprintf(pkg, sizeof(pkg), "%s/%s", root, p);
+	where = json_pack("{s:s,s:s?}", "datastore", ds, "folder", jstr(b, "folder"));
+	rc = dest_path(h->w, where, false, dest, sizeof(dest), msg, sizeof(msg));
+	json_decref(where);
+	req = json_pack("{s:s,s:s,s:s}", "cmd", "import", "path", pkg, "dest", dest);
+	if (!rc)
+		rc = copy_str(b, req, "name", "name", NULL, msg, sizeof(msg));
+	if (!rc)
+		rc = copy_str(b, req, "provisioning", "provisioning", provisionings, msg, sizeof(msg));
+	if (rc) {
+		json_decref(req);
+		return webd_error(h, rc == -ENOENT ? MHD_HTTP_NOT_FOUND : MHD_HTTP_BAD_REQUEST, "%s", msg);
+	}
+	return job_start(h, "import", pkg, req);
+}
+
 /* POST /api/vms/{vm}/{action}: every VM operation of vmfsctl, by the
  * agent command of the same name */
 static const struct {
@@ -603,6 +674,8 @@ static const struct {
 	{"clone", a_dest},
 	{"template", a_template},
 	{"deploy", a_deploy},
+	{"snapshot", a_snapshot},
+	{"export", a_export},
 };
 
 /* a VM as the URL names it: its ID or name (what `list` shows); never a
@@ -989,6 +1062,8 @@ enum MHD_Result api_handle(struct hreq *h, const char *method, const char *url)
 			r = get_vms(h);
 		} else if (n == 1 && post) {
 			r = vm_create(h, b);
+		} else if (n == 2 && post && !strcmp(seg[1], "import")) {
+			r = vm_import(h, b);
 		} else if (n == 2 && post && !strcmp(seg[1], "register")) {
 			char p[PATH_MAX], msg[PATH_MAX + 128];
 			int rc = jstr(b, "path") ? api_datastore(h->w, jstr(b, "datastore") ? jstr(b, "datastore") : "",

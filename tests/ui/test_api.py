@@ -310,6 +310,25 @@ def run(c, vol, mnt, agent, w, webds):
     c.eq(r.status, 200, "register: %r" % r)
     r = cl.act("/api/vms/register", {"datastore": DS, "path": "../../etc"})
     c.check(r.status in (403, 404), "register outside the datastore: %r" % r)
+    # snapshots, export and import: the agent's commands too
+    r = cl.act("/api/vms/web3/snapshot", {"action": "create", "name": "s1", "description": "api"})
+    c.eq(r.status, 200, "snapshot create: %r" % r)
+    r = cl.act("/api/vms/web3/snapshot", {"action": "list"})
+    c.check(r.status == 200 and "s1" in r.body, "snapshot list: %r" % r)
+    r = cl.act("/api/vms/web3/snapshot", {"action": "rollback"})
+    c.eq(r.status, 400, "an unknown snapshot action: %r" % r)
+    r = cl.act("/api/vms/web3/snapshot", {"action": "delete", "all": True})
+    c.eq(r.status, 200, "snapshot delete --all: %r" % r)
+    r = cl.act("/api/vms/web3/export", {"datastore": DS, "folder": "prod", "name": "web3.ova"})
+    c.check(r.status == 200 and os.path.isfile(os.path.join(mnt, "prod", "web3.ova")), "export: %r" % r)
+    r = cl.act("/api/vms/web3/export", {"datastore": DS, "folder": "..", "name": "x.ova"})
+    c.check(r.status in (400, 403), "export outside the datastore: %r" % r)
+    r = cl.act("/api/vms/import", {"datastore": DS, "package": "../../etc/passwd", "folder": "archive"})
+    c.check(r.status in (403, 404), "import of a package outside the datastore: %r" % r)
+    r = cl.act("/api/vms/import", {"datastore": DS, "package": "prod/web3.ova", "folder": "archive",
+                                   "name": "web4"})
+    c.check(r.status == 200 and os.path.exists(os.path.join(mnt, "archive", "web4", "web4.vmx")),
+            "import: %r" % r)
     r = cl.get("/api/tasks")
     c.check(r.status == 200 and r.json.get("tasks"), "tasks lists the clone and move: %r" % r)
     r = cl.get("/api/events")
@@ -317,7 +336,7 @@ def run(c, vol, mnt, agent, w, webds):
             "events: %r" % r)
     r = cl.get("/api/vms/%s/events" % vms.get("web1", {}).get("id", "x"))
     c.eq(r.status, 200, "a VM's events")
-    for name in ("web3", "web2", "web1"):
+    for name in ("web4", "web3", "web2", "web1"):
         v = [x for x in cl.get("/api/vms").json["vms"] if x["name"] == name]
         if name == "web2":
             cl.act("/api/vms/web2/template", {"unset": True})
