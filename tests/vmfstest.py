@@ -409,9 +409,35 @@ class Volume:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# the log files of the daemons this test started (-o log_file), shown when a
+# check fails: a daemon-mode vmfsd has no terminal, and a test machine may
+# have no system log
+VMFSD_LOGS = []
+
+
+def vmfsd_log_path(mnt):
+    return os.path.abspath(mnt).rstrip("/") + ".vmfsd.log"
+
+
+def dump_vmfsd_logs(lines=40):
+    for path in VMFSD_LOGS:
+        try:
+            with open(path, errors="replace") as f:
+                tail = f.readlines()[-lines:]
+        except OSError:
+            continue
+        print("=== %s (tail):" % path)
+        sys.stdout.write("".join(tail))
+    sys.stdout.flush()
+
+
 def run_vmfsd_daemon(image, mnt, host="it-host", opts=(), timeout=60):
-    """Runs vmfsd without -f (daemon mode): returns once mounted or failed."""
-    o = ",".join(["host=%s" % host] + list(opts))
+    """Runs vmfsd without -f (daemon mode): returns once mounted or failed.
+    Its log goes to MNT.vmfsd.log too (dump_vmfsd_logs)."""
+    logf = vmfsd_log_path(mnt)
+    if logf not in VMFSD_LOGS:
+        VMFSD_LOGS.append(logf)
+    o = ",".join(["host=%s" % host, "log_file=" + logf] + list(opts))
     return subprocess.run([vmfsd_exe(), "-o", o, image, mnt], capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -487,6 +513,8 @@ class Checker:
 
     def fail(self, msg):
         print("FAIL: %s" % msg, flush=True)
+        if not self.failures:
+            dump_vmfsd_logs()
         self.failures.append(msg)
         return False
 

@@ -186,7 +186,6 @@ static void remove_folder(const char *folder)
 	rmdir(folder);
 }
 
-static json_t *ds_summary(struct agent *a, const char *root);
 
 json_t *op_create(struct agent *a, json_t *req)
 {
@@ -722,7 +721,7 @@ static void vm_disk_usage(struct agent *a, const char *vmx, uint64_t *prov, uint
 /* One datastore: capacity and free space (statvfs), the VMs on it and
  * what their disks are provisioned (virtual size) and take; thin disks
  * overcommit it when they are provisioned more than its capacity. */
-static json_t *ds_summary(struct agent *a, const char *root)
+json_t *ds_summary(struct agent *a, const char *root)
 {
 	json_t *h = ds_hosts_read(root), *vol = json_object_get(h, "volume"), *r;
 	const char *uuid = json_string_value(json_object_get(vol, "uuid"));

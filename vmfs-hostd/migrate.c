@@ -646,7 +646,7 @@ static int in_cont(struct incoming *m, struct qmp *qp, struct vm_err *err)
 			return rc;
 	}
 	/* the memory state must be all in: status leaves "inmigrate" */
-	rc = wait_migration(q, true, NULL, err);
+	rc = wait_migration(q, true, NULL, -1, err);
 	if (!rc)
 		rc = qmp_exec(q, "cont", NULL, NULL, err);
 	if (!rc)

@@ -143,9 +143,16 @@ static json_t *cmd_unregister(struct agent *a, json_t *req)
 static json_t *vm_info(struct agent *a, struct vmctx *v, json_t *req)
 {
 	json_t *r = vm_state(a, v, true);
+	struct dsview d;
 
 	(void)req;
 	json_object_set_new(r, "ok", json_true());
+	/* the datastore it lives on: vmfsctl warns when thin disks
+	 * overcommit it, as for list and create */
+	if (!ds_open(v->folder, &d)) {
+		json_object_set_new(r, "datastores", json_pack("[o]", ds_summary(a, d.root)));
+		ds_close(&d);
+	}
 	return r;
 }
 

@@ -90,6 +90,8 @@ json_t *destroy_vm(struct agent *a, struct vmctx *v);
 json_t *list_vms(struct agent *a);
 /* the datastores of this host: capacity, free, provisioned (inventory.c) */
 json_t *datastores_list(struct agent *a);
+/* the datastore mounted at ROOT: capacity, free, provisioned, overcommitted */
+json_t *ds_summary(struct agent *a, const char *root);
 /* a VM named by its name, folder name or ID (`list`): its .vmx path */
 int inventory_resolve(struct agent *a, const char *arg, char *vmx, size_t size, struct vm_err *err);
 /* spawn.c */
@@ -103,12 +105,19 @@ void rotate_log(int dirfd, const char *name);
 int spawn_qemu(struct vmctx *v, struct strv *argv, const int *src, const int *dst, int n,
 		      pid_t *qemu_pid, struct vm_err *err);
 struct task;
-/* Waits for QEMU's migration (to a file, or an incoming one) to end; an
- * outgoing one reports its progress to T (NULL: none). */
-int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err);
+/* Waits for QEMU's migration (to a file, or an incoming one) to end,
+ * reporting its progress to T (NULL: none): an outgoing one from QEMU's
+ * counts, an incoming one from the offset of IN_FD (the file QEMU reads
+ * through a duplicate of it; -1: none). */
+int wait_migration(struct qmp *q, bool incoming, struct task *t, int in_fd, struct vm_err *err);
 /* Saves a stopped guest's state into FD (a .vmss, a snapshot's .vmsn):
  * QMP migrate to the descriptor, progress to T (NULL: none). */
 int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err);
+/* save_state (SAVE) or the wait for QEMU's load from FD (an incoming
+ * migration from that file), as task OP of VM: a progress bar for
+ * vmfsctl, a record for `tasks` */
+int state_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int fd, bool save,
+	       struct vm_err *err);
 /* power.c */
 json_t *power_on(struct agent *a, struct vmctx *v, json_t *req);
 /* power-on that loads the memory state STATE_FILE (a snapshot's; kept) */

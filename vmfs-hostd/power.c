@@ -463,7 +463,7 @@ static json_t *pon_load_state(struct pon *p)
 			rc = qmp_exec(&q, "migrate-incoming", json_pack("{s:s}", "uri", "fd:vmss"), NULL,
 				      &err);
 		if (!rc)
-			rc = wait_migration(&q, true, NULL, &err);
+			rc = state_task(p->a, &q, "resume", v->vmx_path, fd, false, &err);
 		if (!rc)
 			rc = qmp_exec(&q, "cont", NULL, NULL, &err);
 		qmp_close(&q);
@@ -642,20 +642,8 @@ json_t *suspend_vm(struct agent *a, struct vmctx *v)
 		return reply_err(rc, "%s: cannot create %s: %s", v->vmx_path, vmss, strerror(-rc));
 	}
 	rc = qmp_exec(&q, "stop", NULL, NULL, &err);
-	if (!rc) {
-		struct task t;
-
-		/* a progress bar for vmfsctl, a record for `tasks` (none when
-		 * the record cannot be made: t.j stays NULL) */
-		task_begin(&t, a, "suspend", v->vmx_path, NULL, false);
-		rc = save_state(&q, fd, t.j ? &t : NULL, &err);
-		if (t.j) {
-			json_t *r = rc ? reply_err(rc, "%s", err.msg) : reply_ok("saved");
-
-			task_end(&t, r);
-			json_decref(r);
-		}
-	}
+	if (!rc)
+		rc = state_task(a, &q, "suspend", v->vmx_path, fd, true, &err);
 	if (!rc && fsync(fd))
 		rc = vm_errf(&err, -errno, "fsync %s: %s", vmss, strerror(errno));
 	close(fd);

@@ -202,11 +202,11 @@ int save_state(struct qmp *q, int fd, struct task *t, struct vm_err *err)
 	if (!rc)
 		rc = qmp_exec(q, "migrate", json_pack("{s:s}", "uri", "fd:state"), NULL, err);
 	if (!rc)
-		rc = wait_migration(q, false, t, err);
+		rc = wait_migration(q, false, t, -1, err);
 	return rc;
 }
 
-int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *err)
+int wait_migration(struct qmp *q, bool incoming, struct task *t, int in_fd, struct vm_err *err)
 {
 	int64_t deadline = now_ms() + MIGRATE_TIMEOUT_MS;
 
@@ -231,7 +231,17 @@ int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *
 			json_decref(ret);
 			return rc;
 		}
-		if (t && !incoming) {
+		if (t && incoming && in_fd >= 0) {
+			/* QEMU reads the state through a duplicate of IN_FD:
+			 * one open file, one offset (QEMU 7.2's query-migrate
+			 * has no byte counts on the incoming side) */
+			struct stat st;
+			off_t pos = lseek(in_fd, 0, SEEK_CUR);
+
+			if (pos >= 0 && !fstat(in_fd, &st) && st.st_size > 0)
+				task_progress(t, "loading memory", (uint64_t)pos,
+					      (uint64_t)(pos > st.st_size ? pos : st.st_size));
+		} else if (t && !incoming) {
 			/* the memory written so far of the guest's RAM */
 			json_t *ram = json_object_get(ret, "ram");
 			json_int_t done = json_integer_value(json_object_get(ram, "transferred"));
@@ -255,7 +265,31 @@ int wait_migration(struct qmp *q, bool incoming, struct task *t, struct vm_err *
 		if (!rc && s && !strcmp(s, "failed"))
 			rc = vm_errf(err, -EIO, "loading the memory state failed");
 		json_decref(ret);
+		struct stat st;
+
+		/* loaded: the bar ends full even when it ended between polls */
+		if (!rc && t && in_fd >= 0 && !fstat(in_fd, &st))
+			task_progress(t, "loading memory", (uint64_t)st.st_size, (uint64_t)st.st_size);
 		return rc;
 	}
 	return 0;
+}
+
+int state_task(struct agent *a, struct qmp *q, const char *op, const char *vm, int fd, bool save,
+	       struct vm_err *err)
+{
+	struct task t;
+	int rc;
+
+	/* none when the record cannot be made: t.j stays NULL */
+	task_begin(&t, a, op, vm, NULL, false);
+	rc = save ? save_state(q, fd, t.j ? &t : NULL, err)
+		  : wait_migration(q, true, t.j ? &t : NULL, fd, err);
+	if (t.j) {
+		json_t *r = rc ? reply_err(rc, "%s", err->msg) : reply_ok(save ? "saved" : "loaded");
+
+		task_end(&t, r);
+		json_decref(r);
+	}
+	return rc;
 }

@@ -163,7 +163,8 @@ void task_progress(struct task *t, const char *phase, uint64_t done, uint64_t to
 
 	if (!t->j)
 		return;
-	if (!changed && now - t->last_emit < TASK_EMIT_MS)
+	/* rate-limited, except a new phase and the end of one */
+	if (!changed && done < total && now - t->last_emit < TASK_EMIT_MS)
 		return;
 	/* the rate over the last second or more, smoothed: an ETA that does
 	 * not jump with every sample */

@@ -11,6 +11,9 @@
 
 /* openlog; FOREGROUND: the lines go to stderr too */
 void vmfsd_log_open(bool foreground);
+/* every line also appended to PATH (with a timestamp), for hosts without a
+ * system log; 0 or a negative errno */
+int vmfsd_log_file(const char *path);
 /* what every line starts with: the volume (its label once known, and the
  * device) and the host */
 void vmfsd_log_name(const char *label, const char *device, const char *host);

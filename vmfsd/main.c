@@ -48,6 +48,7 @@ struct opts {
 	int fault_on_usr1;      /* the fault starts at SIGUSR1, not after a delay */
 	int no_self_fence;      /* test only: docs/cluster.md §8 */
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
+	char *log_file;         /* the system log's lines appended here too */
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -70,6 +71,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "fault_on_usr1", offsetof(struct opts, fault_on_usr1), 1 },
 	{ "debug_no_self_fence", offsetof(struct opts, no_self_fence), 1 },
 	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
+	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
@@ -153,6 +155,8 @@ static void usage(FILE *f)
 		"  -o fault_on_usr1   the fault starts when vmfsd gets SIGUSR1 instead\n"
 		"  -o debug_no_self_fence  tests only: never fence on the heartbeat deadline\n"
 		"                     (shows what persistent reservations refuse alone)\n"
+		"  -o log_file=PATH   append the lines logged to the system log to PATH\n"
+		"                     too, with a timestamp\n"
 		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
 		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
@@ -592,6 +596,15 @@ int main(int argc, char **argv)
 		sigemptyset(&usr1);
 		sigaddset(&usr1, SIGUSR1);
 		pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+	}
+	if (o.log_file) {
+		/* before the daemon detaches: a relative path is the caller's,
+		 * and a failure is told on the terminal */
+		r = vmfsd_log_file(o.log_file);
+		if (r) {
+			fprintf(stderr, PROG ": log file %s: %s\n", o.log_file, strerror(-r));
+			return 1;
+		}
 	}
 	if (!o.foreground) {
 		r = fork_daemon();

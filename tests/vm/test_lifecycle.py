@@ -145,7 +145,10 @@ def body(c):
             last = vmtest.counters(vmtest.read_log(vm, "vm1"))[-1]
             c.check(last >= n0, "counter went back before suspend")
             time.sleep(1)
-            a.ok("resume", vm)
+            prog, res = vmtest.json_stream(a.ok("--json", "resume", vm))
+            c.check(prog and prog[-1]["phase"] == "loading memory" and
+                    prog[-1]["done"] == prog[-1]["total"] > 0,
+                    "resume: no progress of the memory loaded: %s" % prog[-1:])
             vmtest.wait_counter(vm, "vm1", 0)
             n = vmtest.wait_counter(vm, "vm1", last + 3)
             log = vmtest.read_log(vm, "vm1")
