@@ -1479,23 +1479,8 @@ json_t *ha_status(struct agent *a)
 			json_t *pe;
 
 			json_array_foreach(prot, k, pe) {
-				const char *rel = json_string_value(json_object_get(pe, "vmx"));
-				char vp[PATH_MAX + 8], stem[VM_NAME_MAX + 1];
-				char *sl;
-				int dfd;
+				json_t *sn = snap_summary_rel(roots[i], json_string_value(json_object_get(pe, "vmx")));
 
-				if (!rel || !strstr(rel, ".vmx"))
-					continue;
-				snprintf(vp, sizeof(vp), "%s/%s", roots[i], rel);
-				sl = strrchr(vp, '/');
-				snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(sl + 1) - 4), sl + 1);
-				*sl = '\0';
-				dfd = open(vp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-				if (dfd < 0)
-					continue;
-				json_t *sn = snap_summary(dfd, stem);
-
-				close(dfd);
 				if (sn)
 					json_object_set_new(pe, "snapshots", sn);
 			}

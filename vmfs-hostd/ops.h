@@ -222,6 +222,8 @@ int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max,
 json_t *snap_refuse(struct vmctx *v, const char *what);
 /* {count, oldest_created, oldest_age_s, size, level} or NULL (none) */
 json_t *snap_summary(int dirfd, const char *vm_name);
+/* the same of the VM whose .vmx is REL below datastore ROOT (ha status) */
+json_t *snap_summary_rel(const char *root, const char *rel);
 /* fence.c */
 json_t *kill_volume(struct agent *a, json_t *req, const char *mount);
 

@@ -441,6 +441,28 @@ out:
 	return r;
 }
 
+json_t *snap_summary_rel(const char *root, const char *rel)
+{
+	char vp[PATH_MAX + 8], stem[VM_NAME_MAX + 1];
+	size_t n = rel ? strlen(rel) : 0;
+	char *sl;
+	json_t *sn;
+	int dfd;
+
+	if (n < 5 || strcmp(rel + n - 4, ".vmx"))
+		return NULL;
+	snprintf(vp, sizeof(vp), "%s/%s", root, rel);
+	sl = strrchr(vp, '/');
+	snprintf(stem, sizeof(stem), "%.*s", (int)(strlen(sl + 1) - 4), sl + 1);
+	*sl = '\0';
+	dfd = open(vp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return NULL;
+	sn = snap_summary(dfd, stem);
+	close(dfd);
+	return sn;
+}
+
 /* Storage vMotion and clones copy the disks' flat extents only: a VM with
  * snapshots (deltas in its chains) is refused, clearly. */
 json_t *snap_refuse(struct vmctx *v, const char *what)
