@@ -219,7 +219,11 @@ int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char
 int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max, size_t *n,
 		     struct vm_err *err);
 /* the refusal of WHAT (migrate-storage, clone) for a VM with snapshots, or NULL */
-json_t *snap_refuse(struct vmctx *v, const char *what);
+/* HINT: what to do instead (NULL: delete the snapshots) */
+json_t *snap_refuse(struct vmctx *v, const char *what, const char *hint);
+/* snapshot delete --all, when the VM has snapshots: NULL once done, or
+ * the failure's reply */
+json_t *snap_consolidate(struct agent *a, struct vmctx *v);
 /* {count, oldest_created, oldest_age_s, size, level} or NULL (none) */
 json_t *snap_summary(int dirfd, const char *vm_name);
 /* the same of the VM whose .vmx is REL below datastore ROOT (ha status) */

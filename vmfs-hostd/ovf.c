@@ -264,7 +264,7 @@ static json_t *export_check(struct exp *e)
 		return reply_err(EBUSY, "%s is suspended: resume and shut it down, or power it off, first (OVF carries no memory state)",
 				 v->vmx_path);
 	/* one disk per virtual disk, not a snapshot chain */
-	if ((r = snap_refuse(v, "export")))
+	if ((r = snap_refuse(v, "export", NULL)))
 		return r;
 	if (!access(e->dest, F_OK) && (e->ova || rmdir(e->dest)))
 		return reply_err(EEXIST, "export: %s already exists%s", e->dest,

@@ -463,9 +463,9 @@ json_t *snap_summary_rel(const char *root, const char *rel)
 	return sn;
 }
 
-/* Storage vMotion and clones copy the disks' flat extents only: a VM with
- * snapshots (deltas in its chains) is refused, clearly. */
-json_t *snap_refuse(struct vmctx *v, const char *what)
+/* Clones, templates, exports and live moves copy the disks' flat extents
+ * only: a VM with snapshots (deltas in its chains) is refused, clearly. */
+json_t *snap_refuse(struct vmctx *v, const char *what, const char *hint)
 {
 	char names[VM_MAX_FILES][VM_NAME_MAX + 8];
 	struct vm_err err;
@@ -475,10 +475,33 @@ json_t *snap_refuse(struct vmctx *v, const char *what)
 	if (rc)
 		return reply_err(rc, "%s: %s refused: %s", v->vmx_path, what, err.msg);
 	if (n)
-		return reply_err(EBUSY, "%s has snapshots (%zu delta file%s, first %s): %s moves or copies "
-				 "flat extents only; delete the snapshots first (vmfsctl snapshot delete VM --all "
-				 "consolidates them)", v->vmx_path, n, n == 1 ? "" : "s", names[0], what);
+		return reply_err(EBUSY, "%s has snapshots (%zu delta file%s, first %s): %s copies flat "
+				 "extents only; %s", v->vmx_path, n, n == 1 ? "" : "s", names[0], what,
+				 hint ? hint : "delete the snapshots first (vmfsctl snapshot delete VM "
+				 "--all consolidates them)");
 	return NULL;
+}
+
+json_t *snap_consolidate(struct agent *a, struct vmctx *v)
+{
+	char names[VM_MAX_FILES][VM_NAME_MAX + 8];
+	struct vm_err err;
+	size_t n = 0;
+	int rc = snap_delta_files(v, names, VM_MAX_FILES, &n, &err);
+	json_t *req, *r;
+
+	if (rc)
+		return reply_err(rc, "%s: %s", v->vmx_path, err.msg);
+	if (!n)
+		return NULL;
+	req = json_pack("{s:s,s:b}", "action", "delete", "all", 1);
+	r = snapshot_cmd(a, v, req);
+	json_decref(req);
+	if (json_is_true(json_object_get(r, "ok"))) {
+		json_decref(r);
+		return NULL;
+	}
+	return r;
 }
 
 /* The guest stopped for an active commit's switch runs again (a failure

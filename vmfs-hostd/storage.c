@@ -2007,11 +2007,20 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 	json_t *r;
 	int rc;
 
-	if ((r = snap_refuse(v, "migrate-storage")))
+	/* Snapshots: merged first on request (online or offline, before
+	 * this operation holds anything).  Otherwise a stopped VM's chain
+	 * moves with it as files of its folder (the deltas, the .vmsd and
+	 * the memory files are copied like its logs; the chain is named by
+	 * file names in the .vmsd, so it holds in the new folder), and a
+	 * running VM is refused: the mirror copies flat extents only. */
+	if (json_is_true(json_object_get(req, "consolidate")) && (r = snap_consolidate(a, v)))
 		return r;
 	op_init(&o, a, v, req, "migrate-storage");
 	o.move = true;
-	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
+	if ((r = precheck(&o)) ||
+	    (o.live && (r = snap_refuse(v, "a live migrate-storage", "add --consolidate to merge "
+					   "them first, or power the VM off to move it with them"))) ||
+	    (r = resolve_dest(&o, req_str(req, "dest"))) ||
 	    (r = plan_disks(&o, req_str(req, "provisioning"))) || (r = check_space(&o)))
 		return op_end(&o, r);
 	if (!o.live && !req_str(req, "provisioning") && same_volume(v->folder, o.dst)) {
@@ -2199,7 +2208,7 @@ json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req)
 	if (is_template(v))
 		return reply_err(EINVAL, "%s is a template: use `vmfsctl deploy` to create a VM from it",
 				 v->vmx_path);
-	json_t *r = snap_refuse(v, "clone");
+	json_t *r = snap_refuse(v, "clone", NULL);
 
 	if (r)
 		return r;
@@ -2210,7 +2219,7 @@ json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req)
 {
 	if (!is_template(v))
 		return reply_err(EINVAL, "%s is not a template (vmfsctl template marks one)", v->vmx_path);
-	json_t *r = snap_refuse(v, "deploy");
+	json_t *r = snap_refuse(v, "deploy", NULL);
 
 	if (r)
 		return r;

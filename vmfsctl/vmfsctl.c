@@ -122,9 +122,10 @@ static const struct command commands[] = {
 	{"migrate", " VM --host HOST [--bandwidth MIB] [--downtime MS]\n"
 	 "                        live-migrate a running VM to HOST (same datastore)\n",
 	 ARG_VM, 0, parse_migrate, NULL},
-	{"migrate-storage", " VM DEST [--provisioning thin|thick|eagerzeroed]\n"
+	{"migrate-storage", " VM DEST [--provisioning thin|thick|eagerzeroed] [--consolidate]\n"
 	 "                        move the VM folder to DEST (Storage vMotion; live\n"
-	 "                        when the VM runs here); DEST an existing folder: into it\n",
+	 "                        when the VM runs here); DEST an existing folder: into it;\n"
+	 "                        --consolidate merges its snapshots first\n",
 	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 	{"clone", " VM NEW_FOLDER [--provisioning thin|thick|eagerzeroed]\n"
 	 "                        copy the VM (hot when it runs) under a new identity\n",
@@ -1154,13 +1155,14 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 		{"cpus", required_argument, NULL, 'c'},
 		{"memory", required_argument, NULL, 'm'},
 		{"unset", no_argument, NULL, 'u'},
+		{"consolidate", no_argument, NULL, 'C'},
 		{"json", no_argument, NULL, 'j'},
 		{0},
 	};
 	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
 	bool imp = !strcmp(cmd->name, "import"), exp = !strcmp(cmd->name, "export");
 
-	while ((c = getopt_long(argc, argv, "p:N:c:m:uj", o, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:N:c:m:uCj", o, NULL)) != -1) {
 		char *end;
 		long v;
 
@@ -1190,6 +1192,12 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 			if (!tmpl)
 				return die_usage("--unset is an option of template, not %s", cmd->name);
 			json_object_set_new(req, "unset", json_true());
+			break;
+		case 'C':
+			if (strcmp(cmd->name, "migrate-storage"))
+				return die_usage("--consolidate is an option of migrate-storage, not %s",
+						 cmd->name);
+			json_object_set_new(req, "consolidate", json_true());
 			break;
 		case 'j':
 			json_out = true;

@@ -23,9 +23,13 @@ command and the first one printed after it.
 5. online deletes while the guest runs: s3 (a dead branch: nothing to
    merge), s2 (active commit into s2's frozen delta): the same QEMU, the
    guest keeps counting, one delta left (s1's);
-6. offline: t1 over it, `delete --all` with qemu-img (s1's delta, every
-   write since the blank disk, into the raw extent; then t1's): the flat
-   extent holds the last counter, no delta or memory file is left.
+5b. migrate-storage of the running VM refused while s1 exists; with
+   --consolidate s1 is merged online and the VM moves live (same QEMU,
+   no delta left, the guest counting on);
+6. offline: t1 and t2, migrate-storage of the stopped VM moves the chain
+   (sector 0 through it equals the raw extent), then `delete --all` with
+   qemu-img: the flat extent holds the last counter, no delta or memory
+   file is left.
 (Online block-commit of a delta under the active one into the raw
 extent: vm-snapshot-migrate.)
 
@@ -214,14 +218,39 @@ def body(c):
         c.eq([s["name"] for s in snaps()["snapshots"]], ["s1"], "snapshots after the online deletes")
         c.eq(vmtest.qemu_pids(a.state), pid, "the same QEMU ran through the deletes")
         c.eq(vmtest.boots(log())[-1], p2, "no reboot during the deletes")
+
+        # 5b. Storage vMotion of the running VM with s1: the mirror copies
+        # flat extents only, so refused; with --consolidate s1 is merged
+        # online first, then the VM moves live
+        print("  live migrate-storage: refused, then --consolidate", flush=True)
+        moved = os.path.join(mnt, "moved")
+        c.refused(a.ctl("migrate-storage", vm, moved), "a live move with snapshots", "--consolidate")
+        before = last()
+        a.ok("migrate-storage", vm, moved, "--consolidate")
+        vm, flat, vmsd = moved, os.path.join(moved, NAME + "-flat.vmdk"), os.path.join(moved, NAME + ".vmsd")
+        c.eq((a.info(vm)["state"], deltas(), snaps()["snapshots"]), ("running", [], []),
+             "state, deltas and snapshots after the consolidated move")
+        c.eq(vmtest.qemu_pids(a.state), pid, "the same QEMU ran through the consolidated move")
+        vmtest.wait_counter(vm, NAME, before + 2, timeout=60)
         a.ok("power-off", vm)
         shown = vmtest.counters(log())[-1]
 
         # 6. offline: t1 over it, then delete --all with qemu-img: s1's
         # delta (every write since the blank disk) goes into the extent
-        print("  offline delete --all", flush=True)
+        print("  offline move with the chain, delete --all", flush=True)
         a.ok("snapshot", "create", vm, "t1")
-        c.eq(len(deltas()), 2, "deltas before delete --all")
+        a.ok("snapshot", "create", vm, "t2")
+        c.eq(len(deltas()), 2, "deltas before the move")
+        # a stopped VM moves with its chain (a copy, not a rename: the
+        # provisioning is given)
+        moved2 = os.path.join(mnt, "moved2")
+        a.ok("migrate-storage", vm, moved2, "--provisioning", "thin")
+        c.check(not os.path.exists(vm), "the old folder is left after the move")
+        vm, flat, vmsd = moved2, os.path.join(moved2, NAME + "-flat.vmdk"), os.path.join(moved2, NAME + ".vmsd")
+        c.eq((len(deltas()), [x["name"] for x in snaps()["snapshots"]]), (2, ["t1", "t2"]),
+             "deltas and snapshots moved with the VM")
+        c.eq(chain_counter(), vmtest.disk_counter(flat),
+             "sector 0 through the moved chain vs the raw extent (nothing written since t1)")
         a.ok("snapshot", "delete", vm, "--all")
         c.eq(deltas(), [], "deltas after the offline delete --all")
         got = vmtest.disk_counter(flat)[0]
