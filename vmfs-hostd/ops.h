@@ -219,6 +219,12 @@ int snap_chain_open(struct vmctx *v, const struct vmsd *sd, size_t i, const char
 int snap_delta_files(struct vmctx *v, char names[][VM_NAME_MAX + 8], size_t max, size_t *n,
 		     struct vm_err *err);
 /* the refusal of WHAT (migrate-storage, clone) for a VM with snapshots, or NULL */
+/* Runs qemu-img with ARGV (no shell); KEEP (NKEEP) are descriptors it
+ * inherits (named /proc/self/fd/N in ARGV).  With "-p", its progress goes
+ * to task T (NULL: none) as DONE of TOTAL bytes in PHASE; the tail of its
+ * output is the error message. */
+int qemu_img_run(struct task *t, const char *phase, uint64_t total, char *const argv[],
+		 const int *keep, int nkeep, struct vm_err *err);
 /* HINT: what to do instead (NULL: delete the snapshots) */
 json_t *snap_refuse(struct vmctx *v, const char *what, const char *hint);
 /* snapshot delete --all, when the VM has snapshots: NULL once done, or

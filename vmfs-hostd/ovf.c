@@ -46,88 +46,6 @@ static bool ends_with(const char *s, const char *sfx)
 	return l >= k && !strcasecmp(s + l - k, sfx);
 }
 
-/* Runs qemu-img with ARGV (no shell); KEEP are descriptors it inherits
- * (named /proc/self/fd/N in ARGV).  "-p" progress lines "(12.34/100%)" go
- * to the task as DONE of TOTAL bytes in PHASE; the rest of its output is
- * kept for the error message. */
-static int qemu_img(struct task *t, const char *phase, uint64_t total, char *const argv[],
-		    const int *keep, int nkeep, struct vm_err *err)
-{
-	int pfd[2], status;
-	char out[1024] = "", buf[512];
-	size_t olen = 0;
-	pid_t pid;
-
-	if (pipe2(pfd, O_CLOEXEC))
-		return vm_errf(err, -errno, "pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return vm_errf(err, -errno, "fork: %s", strerror(errno));
-	}
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDONLY);
-
-		dup2(nul, 0);
-		dup2(pfd[1], 1);
-		dup2(pfd[1], 2);
-		for (int i = 0; i < nkeep; i++)
-			fcntl(keep[i], F_SETFD, 0);
-		execvp("qemu-img", argv);
-		_exit(127);
-	}
-	close(pfd[1]);
-	for (;;) {
-		ssize_t n = read(pfd[0], buf, sizeof(buf) - 1);
-		char *p;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		buf[n] = '\0';
-		/* the last "(x/100%)" of this read is the progress */
-		for (p = buf; (p = strchr(p, '(')); p++) {
-			double pct;
-
-			if (sscanf(p, "(%lf/100%%)", &pct) == 1 && t && t->j)
-				task_progress(t, phase, (uint64_t)(pct / 100.0 * (double)total), total);
-		}
-		/* the tail of the output (buf is smaller than out): the
-		 * error message comes last */
-		if (olen + (size_t)n >= sizeof(out)) {
-			size_t drop = olen + (size_t)n - (sizeof(out) - 1);
-
-			memmove(out, out + drop, olen - drop);
-			olen -= drop;
-		}
-		memcpy(out + olen, buf, (size_t)n);
-		olen += (size_t)n;
-	}
-	close(pfd[0]);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
-	out[olen] = '\0';
-	while (olen && (out[olen - 1] == '\n' || out[olen - 1] == ' ' || out[olen - 1] == '\r'))
-		out[--olen] = '\0';
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-		return 0;
-	if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
-		return vm_errf(err, -ENOENT, "qemu-img not found (scripts/deps.sh installs qemu-utils)");
-	/* the message is the last "qemu-img: ..." line, after the
-	 * progress lines ("(12.34/100%)\r") */
-	char *msg = out, *p;
-
-	while ((p = strstr(msg, "qemu-img:")) && strstr(p + 1, "qemu-img:"))
-		msg = strstr(p + 1, "qemu-img:");
-	if ((p = strstr(msg, "qemu-img:")))
-		msg = p;
-	else if ((p = strrchr(msg, '\r')))
-		msg = p + 1;
-	return vm_errf(err, -EIO, "qemu-img convert failed: %s", *msg ? msg : "no message");
-}
-
 /* Appends LEN bytes of IN at OFF to OUT (at its current offset). */
 static int copy_range(int out, int in, uint64_t off, uint64_t len, struct task *t,
 		      const char *phase, uint64_t *done, uint64_t total)
@@ -344,7 +262,7 @@ static json_t *export_disks(struct exp *e)
 			 !strcmp(desc.adapter, "ide") ? "ide" : "lsilogic");
 		char *argv[] = {"qemu-img", "convert", "-p", "-O", "vmdk", "-o", opts, src, dst, NULL};
 
-		rc = qemu_img(&e->t, phase, od->capacity, argv, &fd, 1, &err);
+		rc = qemu_img_run(&e->t, phase, od->capacity, argv, &fd, 1, &err);
 		close(fd);
 		if (rc)
 			return reply_err(rc, "export: %s: %s", d->file, err.msg);
@@ -833,7 +751,7 @@ static int import_disk(struct imp *im, int dirfd, size_t k, const char *flat, en
 				NULL};
 
 		if (!rc)
-			rc = qemu_img(&im->t, phase, size, argv, keep, 2, err);
+			rc = qemu_img_run(&im->t, phase, size, argv, keep, 2, err);
 		free(jsrc);
 	}
 	if (!rc && prov == VM_PROV_EAGER && (rc = fill_holes(fd, size)))

@@ -218,59 +218,6 @@ static uint64_t allocated(int dirfd, const char *name)
 
 /* ---------------- qemu-img ---------------- */
 
-/* Runs qemu-img with ARGV; descriptors KEEP (n) stay open in it (named
- * /proc/self/fd/N in the arguments).  Its output goes to ERR on failure. */
-static int qemu_img(char *const argv[], const int *keep, int n, struct vm_err *err)
-{
-	int pfd[2], st = 0;
-	char out[400];
-	size_t ol = 0;
-	pid_t pid;
-
-	if (pipe2(pfd, O_CLOEXEC))
-		return vm_errf(err, -errno, "pipe: %s", strerror(errno));
-	pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return vm_errf(err, -errno, "fork: %s", strerror(errno));
-	}
-	if (pid == 0) {
-		int nul = open("/dev/null", O_RDONLY);
-
-		dup2(nul, 0);
-		dup2(pfd[1], 1);
-		dup2(pfd[1], 2);
-		for (int i = 0; i < n; i++)
-			fcntl(keep[i], F_SETFD, 0);
-		execvp(argv[0], argv);
-		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
-		_exit(127);
-	}
-	close(pfd[1]);
-	for (;;) {
-		ssize_t r = read(pfd[0], out + ol, sizeof(out) - 1 - ol);
-
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		ol += (size_t)r;
-		if (ol == sizeof(out) - 1)
-			ol = 0;      /* keep the last part: the error is at the end */
-	}
-	out[ol] = '\0';
-	close(pfd[0]);
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-		return 0;
-	for (char *p = out; *p; p++)
-		if (*p == '\n')
-			*p = ' ';
-	return vm_errf(err, -EIO, "qemu-img %s failed: %s", argv[1], out);
-}
-
 /* A new empty qcow2 delta NAME over PARENT (of format PFMT), virtual size
  * SIZE; created O_EXCL here (on a cluster mount: the exclusive lock).  The
  * parent's name goes into the header only for people running qemu-img
@@ -295,7 +242,7 @@ static int delta_create(struct sop *o, const char *name, const char *parent, con
 	snprintf(bopt, sizeof(bopt), "backing_file=%s,backing_fmt=%s", parent, pfmt);
 	char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-u", "-o", bopt, path, sz, NULL};
 
-	rc = qemu_img(argv, &fd, 1, err);
+	rc = qemu_img_run(NULL, NULL, 0, argv, &fd, 1, err);
 	if (!rc && fsync(fd))
 		rc = vm_errf(err, -errno, "fsync %s: %s", name, strerror(errno));
 	if (rc) {
@@ -1031,7 +978,7 @@ static int commit_offline(struct sop *o, const char *c, const char *f, struct vm
 	char *argv[] = {"qemu-img", "commit", "-q", "-t", "none", "-d", spec, NULL};
 	int keep[2] = {cfd, ffd};
 
-	rc = qemu_img(argv, keep, 2, err);
+	rc = qemu_img_run(NULL, NULL, 0, argv, keep, 2, err);
 	if (!rc && fsync(ffd))
 		rc = vm_errf(err, -errno, "fsync %s: %s", f, strerror(errno));
 	free(js);

@@ -342,6 +342,9 @@ struct disk {
 	char dext[VM_NAME_MAX + 1];        /* flat extent in the destination */
 	enum vm_prov prov;
 	uint64_t size, data;
+	/* a clone of a VM with snapshots: the top of the chain copied (its
+	 * current delta, or the file a snapshot froze); "" the extent alone */
+	char top[VM_NAME_MAX + 1];
 	/* live */
 	size_t index;                      /* vdN */
 	char src_node[64], dst_node[64], job[32];
@@ -357,6 +360,7 @@ struct op {
 	struct task t;
 	const char *kind;                  /* "migrate-storage", "clone", "deploy" */
 	bool move, live, identity;
+	struct vmsd *sd;                   /* a clone's source snapshot tree (NULL: none) */
 	char dst[PATH_MAX];                /* destination folder */
 	char dst_name[VM_NAME_MAX + 1];    /* stem of the destination's files */
 	char dst_vmx[PATH_MAX + VM_NAME_MAX + 8];
@@ -491,6 +495,20 @@ static bool is_descriptor(const struct op *o, const char *name)
 	return false;
 }
 
+/* the tree file and the snapshots' memory files */
+static bool is_snapshot_file(const struct op *o, const char *name)
+{
+	char t[VM_NAME_MAX + 8];
+
+	snprintf(t, sizeof(t), "%s.vmsd", o->v->cfg.name);
+	if (!strcmp(name, t))
+		return true;
+	for (size_t i = 0; i < o->sd->nsnap; i++)
+		if (o->sd->snap[i].memory[0] && !strcmp(o->sd->snap[i].memory, name))
+			return true;
+	return false;
+}
+
 /* Which files of the source folder are copied as they are: everything but
  * the extents and descriptors (done apart), the lock record, intent
  * records and temporary files; a clone leaves out the logs and the
@@ -508,6 +526,9 @@ static bool copy_plain(const struct op *o, const char *name)
 	if (o->identity && ((l > 4 && !strcmp(name + l - 4, ".log")) ||
 			    (l > 5 && !strcmp(name + l - 5, ".vmss")) ||
 			    (l > 4 && !strcmp(name + l - 4, ".lck"))))
+		return false;
+	/* a clone has no snapshots: its disks are the chains flattened */
+	if (o->identity && o->sd && (vmsd_delta_find(o->sd, name) || is_snapshot_file(o, name)))
 		return false;
 	return true;
 }
@@ -580,15 +601,15 @@ static void copy_cb(void *arg, uint64_t done, uint64_t total)
 
 /* Copies NAME of the source to DNAME of the destination.  EXTENT: a flat
  * extent (direct I/O, provisioned as PROV). */
-static int copy_file(struct op *o, const char *name, const char *dname, bool extent,
+static int copy_file(struct op *o, int sdir, const char *name, const char *dname, bool extent,
 		     enum vm_prov prov, struct vm_err *err)
 {
 	int in, out, rc;
 	struct stat st;
 
-	in = open_settled(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0));
+	in = open_settled(sdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (extent ? O_DIRECT : 0));
 	if (in < 0 && extent && errno == EINVAL)
-		in = open_settled(o->v->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		in = open_settled(sdir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return vm_errf(err, -errno, "%s: %s", name, strerror(errno));
 	if (fstat(in, &st) || !S_ISREG(st.st_mode)) {
@@ -1001,7 +1022,7 @@ static json_t *copy_small(struct op *o)
 		    !copy_plain(o, de->d_name))
 			continue;
 		map_name(o, de->d_name, dn, sizeof(dn));
-		rc = copy_file(o, de->d_name, dn, false, VM_PROV_THIN, &err);
+		rc = copy_file(o, o->v->dirfd, de->d_name, dn, false, VM_PROV_THIN, &err);
 	}
 	closedir(d);
 	for (size_t i = 0; !rc && i < o->nd; i++)
@@ -1016,12 +1037,64 @@ static json_t *copy_small(struct op *o)
 	return NULL;
 }
 
+/* Disk D of a clone whose top is a snapshot delta: its chain (given to
+ * qemu-img explicitly, as QEMU always gets it) flattened into the copy's
+ * raw extent, thin; thick or eager-zeroed through the copier from a thin
+ * temporary beside it. */
+static int flatten_chain(struct op *o, struct disk *d, struct vm_err *err)
+{
+	char chain[VMSD_MAX_DELTAS][VM_NAME_MAX + 1], tmp[VM_NAME_MAX + 16], target[PATH_MAX * 2];
+	const char *node = o->v->cfg.disks[d->index].key;
+	json_t *top;
+	char *js, *spec = NULL;
+	size_t n;
+	int rc = vmsd_chain(o->sd, node, d->top, d->desc.extent, chain, VMSD_MAX_DELTAS, &n, err);
+
+	if (rc)
+		return rc;
+	snprintf(target, sizeof(target), "%s/%s", o->v->folder, d->desc.extent);
+	top = json_pack("{s:s,s:{s:s,s:s}}", "driver", "raw", "file", "driver", "file", "filename",
+			target);
+	for (size_t i = n; i-- > 0;) {
+		snprintf(target, sizeof(target), "%s/%s", o->v->folder, chain[i]);
+		top = json_pack("{s:s,s:{s:s,s:s},s:o}", "driver", "qcow2", "file", "driver", "file",
+				"filename", target, "backing", top);
+	}
+	js = json_dumps(top, JSON_COMPACT);
+	json_decref(top);
+	if (!js || asprintf(&spec, "json:%s", js) < 0) {
+		free(js);
+		return vm_errf(err, -ENOMEM, "out of memory");
+	}
+	free(js);
+	snprintf(tmp, sizeof(tmp), ".%s.flat", d->dext);
+	snprintf(target, sizeof(target), "%s/%s", o->dst, d->prov == VM_PROV_THIN ? d->dext : tmp);
+	/* qemu-img writes only what is not zero: a thin raw file */
+	char *argv[] = {"qemu-img", "convert", "-q", "-t", "none", "-T", "none", "-O", "raw", spec,
+			target, NULL};
+
+	rc = qemu_img_run(NULL, NULL, 0, argv, NULL, 0, err);
+	free(spec);
+	if (!rc && d->prov != VM_PROV_THIN) {
+		uint64_t before = o->done;
+
+		rc = copy_file(o, o->ddir, tmp, d->dext, true, d->prov, err);
+		o->done = before;
+	}
+	unlinkat(o->ddir, tmp, 0);
+	if (!rc)
+		o->done += d->prov == VM_PROV_EAGER ? d->size : d->data;
+	return rc;
+}
+
 static json_t *copy_extents(struct op *o)
 {
 	struct vm_err err;
 
 	for (size_t i = 0; i < o->nd; i++) {
-		int rc = copy_file(o, o->d[i].desc.extent, o->d[i].dext, true, o->d[i].prov, &err);
+		int rc = o->d[i].top[0] ? flatten_chain(o, &o->d[i], &err)
+					: copy_file(o, o->v->dirfd, o->d[i].desc.extent, o->d[i].dext, true,
+						    o->d[i].prov, &err);
 
 		if (rc == -ENOSPC)
 			return reply_err(rc, "%s: the destination is full: %s (the copy was removed, the source is untouched)",
@@ -1891,6 +1964,7 @@ static json_t *op_end(struct op *o, json_t *r)
 		close(o->dlock);
 	for (size_t i = 0; i < o->nd; i++)
 		free(o->d[i].regions);
+	free(o->sd);
 	if (o->t.j)
 		task_end(&o->t, r);
 	return r;
@@ -2122,7 +2196,7 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 		snprintf(dl, sizeof(dl), "%s.log", o.dst_name);
 		if (o.live && file_exists_at(v->dirfd, log)) {
 			unlinkat(o.ddir, dl, 0);
-			copy_file(&o, log, dl, false, VM_PROV_THIN, &err);
+			copy_file(&o, v->dirfd, log, dl, false, VM_PROV_THIN, &err);
 		}
 	}
 	if (o.live && vm_pid_alive(o.qpid))
@@ -2147,6 +2221,57 @@ json_t *storage_migrate(struct agent *a, struct vmctx *v, json_t *req)
 
 /* clone and deploy: a copy under a new identity; the source is never
  * changed, so an interruption only leaves an incomplete (marked) copy */
+/* A clone of a VM with snapshots has none: each disk's chain top (its
+ * current delta, or the file snapshot SNAP froze) is flattened into the
+ * copy's extent by copy_extents; a running VM's current state is flattened
+ * by the mirror, which copies what its top node reads. */
+static json_t *plan_chains(struct op *o, const char *snap)
+{
+	char vn[VM_NAME_MAX + 8];
+	struct vmsd_snap *sn = NULL;
+	struct vm_err err;
+	int rc;
+
+	o->sd = calloc(1, sizeof(*o->sd));
+	if (!o->sd)
+		return reply_err(ENOMEM, "out of memory");
+	snprintf(vn, sizeof(vn), "%s.vmsd", o->v->cfg.name);
+	rc = vmsd_load(o->v->dirfd, vn, o->sd, &err);
+	if (rc)
+		return reply_err(rc, "%s: %s", o->v->vmx_path, err.msg);
+	if (snap) {
+		sn = vmsd_find(o->sd, snap);
+		if (!sn)
+			return reply_err(ENOENT, "%s has no snapshot '%s' (vmfsctl snapshot list)",
+					 o->v->vmx_path, snap);
+		if (sn->state != VMSD_OK)
+			return reply_err(EBUSY, "snapshot '%s' of %s is incomplete (an interrupted create "
+					 "or delete): delete it", snap, o->v->vmx_path);
+		if (o->live)
+			return reply_err(EBUSY, "%s is running: a clone from snapshot '%s' is made while it "
+					 "is powered off (a clone of a running VM copies its current state)",
+					 o->v->vmx_path, snap);
+	}
+	for (size_t i = 0; i < o->nd; i++) {
+		struct disk *d = &o->d[i];
+		const char *node = o->v->cfg.disks[d->index].key, *top = NULL;
+
+		if (sn) {
+			for (size_t k = 0; k < sn->ndisks; k++)
+				if (!strcasecmp(sn->disk[k].node, node))
+					top = sn->disk[k].file;
+			if (!top)
+				return reply_err(EINVAL, "snapshot '%s' of %s has no disk %s (added after it)",
+						 snap, o->v->vmx_path, node);
+		} else {
+			top = vmsd_top(o->sd, node, d->desc.extent);
+		}
+		if (strcmp(top, d->desc.extent) && !o->live)
+			snprintf(d->top, sizeof(d->top), "%s", top);
+	}
+	return NULL;
+}
+
 static json_t *copy_vm(struct agent *a, struct vmctx *v, json_t *req, const char *kind)
 {
 	struct op o;
@@ -2157,7 +2282,8 @@ static json_t *copy_vm(struct agent *a, struct vmctx *v, json_t *req, const char
 	op_init(&o, a, v, req, kind);
 	o.identity = true;
 	if ((r = precheck(&o)) || (r = resolve_dest(&o, req_str(req, "dest"))) ||
-	    (r = plan_disks(&o, req_str(req, "provisioning"))) || (r = check_space(&o)))
+	    (r = plan_disks(&o, req_str(req, "provisioning"))) ||
+	    (r = plan_chains(&o, req_str(req, "snapshot"))) || (r = check_space(&o)))
 		return op_end(&o, r);
 	if ((rc = task_begin(&o.t, a, o.kind, v->vmx_path, o.dst, o.live)))
 		return op_end(&o, reply_err(rc, "task record: %s", strerror(-rc)));
@@ -2208,10 +2334,6 @@ json_t *storage_clone(struct agent *a, struct vmctx *v, json_t *req)
 	if (is_template(v))
 		return reply_err(EINVAL, "%s is a template: use `vmfsctl deploy` to create a VM from it",
 				 v->vmx_path);
-	json_t *r = snap_refuse(v, "clone", NULL);
-
-	if (r)
-		return r;
 	return copy_vm(a, v, req, "clone");
 }
 
@@ -2219,10 +2341,6 @@ json_t *storage_deploy(struct agent *a, struct vmctx *v, json_t *req)
 {
 	if (!is_template(v))
 		return reply_err(EINVAL, "%s is not a template (vmfsctl template marks one)", v->vmx_path);
-	json_t *r = snap_refuse(v, "deploy", NULL);
-
-	if (r)
-		return r;
 	return copy_vm(a, v, req, "deploy");
 }
 

@@ -127,8 +127,9 @@ static const struct command commands[] = {
 	 "                        when the VM runs here); DEST an existing folder: into it;\n"
 	 "                        --consolidate merges its snapshots first\n",
 	 ARG_TWO_PATHS, 0, parse_storage, NULL},
-	{"clone", " VM NEW_FOLDER [--provisioning thin|thick|eagerzeroed]\n"
-	 "                        copy the VM (hot when it runs) under a new identity\n",
+	{"clone", " VM NEW_FOLDER [--provisioning thin|thick|eagerzeroed] [--snapshot NAME]\n"
+	 "                        copy the VM (hot when it runs) under a new identity;\n"
+	 "                        its disks as they are, or as snapshot NAME froze them\n",
 	 ARG_TWO_PATHS, 0, parse_storage, NULL},
 	{"template", " VM [--unset]    mark a powered-off VM as a template (no power-on)\n",
 	 ARG_VM, 0, parse_storage, NULL},
@@ -1156,13 +1157,14 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 		{"memory", required_argument, NULL, 'm'},
 		{"unset", no_argument, NULL, 'u'},
 		{"consolidate", no_argument, NULL, 'C'},
+		{"snapshot", required_argument, NULL, 'S'},
 		{"json", no_argument, NULL, 'j'},
 		{0},
 	};
 	bool deploy = !strcmp(cmd->name, "deploy"), tmpl = !strcmp(cmd->name, "template");
 	bool imp = !strcmp(cmd->name, "import"), exp = !strcmp(cmd->name, "export");
 
-	while ((c = getopt_long(argc, argv, "p:N:c:m:uCj", o, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "p:N:c:m:uCS:j", o, NULL)) != -1) {
 		char *end;
 		long v;
 
@@ -1192,6 +1194,11 @@ static int parse_storage(const struct command *cmd, int argc, char **argv, json_
 			if (!tmpl)
 				return die_usage("--unset is an option of template, not %s", cmd->name);
 			json_object_set_new(req, "unset", json_true());
+			break;
+		case 'S':
+			if (strcmp(cmd->name, "clone"))
+				return die_usage("--snapshot is an option of clone, not %s", cmd->name);
+			json_object_set_new(req, "snapshot", json_string(optarg));
 			break;
 		case 'C':
 			if (strcmp(cmd->name, "migrate-storage"))

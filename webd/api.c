@@ -559,6 +559,24 @@ static int a_dest(struct webd *w, json_t *b, json_t *req, char *msg, size_t msiz
 	return rc;
 }
 
+/* migrate-storage: a_dest's, and consolidate? (merge the snapshots first) */
+static int a_move(struct webd *w, json_t *b, json_t *req, char *msg, size_t msize)
+{
+	int rc = a_dest(w, b, req, msg, msize);
+
+	if (!rc && json_is_true(json_object_get(b, "consolidate")))
+		json_object_set_new(req, "consolidate", json_true());
+	return rc;
+}
+
+/* clone: a_dest's, and snapshot? (the disks as that snapshot froze them) */
+static int a_clone(struct webd *w, json_t *b, json_t *req, char *msg, size_t msize)
+{
+	int rc = a_dest(w, b, req, msg, msize);
+
+	return rc ? rc : copy_str(b, req, "snapshot", "snapshot", NULL, msg, msize);
+}
+
 static int a_template(struct webd *w, json_t *b, json_t *req, char *msg, size_t msize)
 {
 	(void)w;
@@ -670,8 +688,8 @@ static const struct {
 	{"destroy", NULL},
 	{"unregister", NULL},
 	{"migrate", a_migrate},
-	{"migrate-storage", a_dest},
-	{"clone", a_dest},
+	{"migrate-storage", a_move},
+	{"clone", a_clone},
 	{"template", a_template},
 	{"deploy", a_deploy},
 	{"snapshot", a_snapshot},

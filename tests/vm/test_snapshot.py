@@ -19,11 +19,14 @@ command and the first one printed after it.
 4. revert to s3: running again from its memory (no reboot, the counter
    goes on from s3's); revert to s1 (off): sector 0 read through the
    chain the .vmsd names (qemu-img) is blank again; revert to s2: the boot
-   reads a counter within s2's bounds;
+   reads a counter within s2's bounds; a clone from s2 made while the VM
+   is off on s1's blank disk holds s2's counter in its one flat extent;
 5. online deletes while the guest runs: s3 (a dead branch: nothing to
    merge), s2 (active commit into s2's frozen delta): the same QEMU, the
    guest keeps counting, one delta left (s1's);
-5b. migrate-storage of the running VM refused while s1 exists; with
+5b. a hot clone (the chain flattened by the mirror; no snapshot files in
+   the copy), a clone from s1 refused while the VM runs; migrate-storage
+   of the running VM refused while s1 exists; with
    --consolidate s1 is merged online and the VM moves live (same QEMU,
    no delta left, the guest counting on);
 6. offline: t1 and t2, migrate-storage of the stopped VM moves the chain
@@ -87,6 +90,18 @@ def body(c):
 
         def snaps():
             return json.loads(a.ok("--json", "snapshot", "list", vm))
+
+        def clone_check(dest, args, ok, what):
+            """clone VM DEST ARGS: one flat extent whose sector 0 passes
+            OK, no delta, tree or memory file; then destroyed."""
+            a.ok("clone", vm, dest, *args)
+            files = os.listdir(dest)
+            flats = [f for f in files if f.endswith("-flat.vmdk")]
+            rec = vmtest.disk_counter(os.path.join(dest, flats[0])) if len(flats) == 1 else "no extent"
+            c.check(ok(rec), "clone %s: sector 0 %s, expected %s" % (" ".join(args), rec, what))
+            c.eq([f for f in files if f.endswith((".qcow2", ".vmsd", ".vmsn"))], [],
+                 "snapshot files in the clone %s" % " ".join(args))
+            a.ok("destroy", dest)
 
         # 1. hostile tree files: refused with the key named, nothing started
         print("  hostile .vmsd files", flush=True)
@@ -197,6 +212,10 @@ def body(c):
         a.ok("snapshot", "revert", vm, "s1")
         c.eq(a.info(vm)["state"], "off", "state after revert to s1 (no memory)")
         c.eq(chain_counter(), None, "sector 0 through the chain after revert to s1 (blank)")
+        # a clone from s2 while the VM is off on s1's blank disk: s2's
+        # chain flattened into the copy's extent, no snapshot of its own
+        clone_check(os.path.join(mnt, "from-s2"), ("--snapshot", "s2"),
+                    lambda r: r is not None and b2 <= r[0] <= a2, "s2's counter in [%d, %d]" % (b2, a2))
         a.ok("snapshot", "revert", vm, "s2")
         a.ok("power-on", vm)
         vmtest.wait_for(lambda: vmtest.boots(log()), 180, "the boot line over s2")
@@ -222,6 +241,13 @@ def body(c):
         # 5b. Storage vMotion of the running VM with s1: the mirror copies
         # flat extents only, so refused; with --consolidate s1 is merged
         # online first, then the VM moves live
+        # a hot clone of the running VM with s1: the mirror copies what
+        # its top node reads (the chain flattened); a clone from a
+        # snapshot waits for the VM to be off
+        c.refused(a.ctl("clone", vm, os.path.join(mnt, "x"), "--snapshot", "s1"),
+                  "a clone from a snapshot of a running VM", "powered off")
+        clone_check(os.path.join(mnt, "hot"), (), lambda r: r is not None and r[0] >= p2,
+                    "a counter from this boot (>= %d)" % p2)
         print("  live migrate-storage: refused, then --consolidate", flush=True)
         moved = os.path.join(mnt, "moved")
         c.refused(a.ctl("migrate-storage", vm, moved), "a live move with snapshots", "--consolidate")
