@@ -208,6 +208,9 @@ def scenario_kill(c, kernel, initrd, rounds=1):
             c.eq(len([p for p in prot if p.endswith(".json")]), 4, "A's protected list seen from B")
             hs = json.loads(agents["B"].ok("--json", "ha", "status"))
             c.check(len(hs["datastores"][0]["protected"]) == 4, "ha status on B: %r" % hs)
+            # vm2 runs on a snapshot delta: its restart must use the chain
+            # (the counter it reads at boot is in the delta, not the extent)
+            agents["A"].ok("snapshot", "create", os.path.join(mnts["A"], "vm2"), "pre-ha")
 
         def kill_a():
             st["t0"] = power_loss(vol, "A", agents["A"])
@@ -259,6 +262,11 @@ def scenario_kill(c, kernel, initrd, rounds=1):
                 if h:
                     prev = continued(c, mnts[h], n)
                     vmtest.wait_counter(os.path.join(mnts[h], n), n, (prev or 0) + 2)
+            h = last.get("vm2")
+            if h:
+                sl = json.loads(agents[h].ok("--json", "snapshot", "list", os.path.join(mnts[h], "vm2")))
+                c.eq(([x["name"] for x in sl["snapshots"]], len(sl["disks"][0]["chain"])), (["pre-ha"], 2),
+                     "vm2's snapshot and chain after its HA restart on %s" % h)
             i = agents["B"].info(os.path.join(mnts["B"], "vm1"))
             c.check(i["state"] == "running" and i["host"] in ("B", "C"), "B's info of vm1: %r" % i)
             hs = json.loads(agents["C"].ok("--json", "ha", "status"))["datastores"][0]
