@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -114,10 +115,56 @@ static struct io_uring *thread_ring(void)
 	return t->ok ? &t->ring : NULL;
 }
 
+/* Large I/O buffers (a FUSE request's data: up to 1 MiB plus a sector)
+ * are allocated by a FUSE worker and often freed by the completion
+ * thread.  Left to glibc, such buffers (above its mmap threshold at first,
+ * which then rises to their size) end up in per-thread arenas that keep
+ * the freed memory: vmfsd's RSS reached 430-560 MiB after 1 MiB writes at
+ * queue depth 32 (BENCHMARKS.md, issue 17), against 26 MiB when every
+ * such buffer was mmap'ed and unmapped, which halved the throughput
+ * instead (page faults).  So buffers of 128 KiB to 2 MiB come in five
+ * power-of-two sizes and are recycled through a free list per size,
+ * bounded to POOL_MAX_BYTES in all: the daemon's memory stays bounded
+ * and a recycled buffer is already faulted in. */
+#define POOL_MIN_SHIFT 17u      /* 128 KiB */
+#define POOL_CLASSES 5u         /* 128 KiB .. 2 MiB */
+#define POOL_MAX_BYTES (64u << 20)
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static void *pool_head[POOL_CLASSES];  /* each buffer's first word links */
+static size_t pool_bytes;
+
+/* The smallest class that holds LEN bytes; -1 for small or huge ones
+ * (small ones stay with glibc, which serves them from its heap). */
+static int pool_class_for(size_t len)
+{
+	unsigned c;
+
+	if (len <= (1u << (POOL_MIN_SHIFT - 1)))
+		return -1;
+	for (c = 0; c < POOL_CLASSES; c++)
+		if (len <= (size_t)1 << (POOL_MIN_SHIFT + c))
+			return (int)c;
+	return -1;
+}
+
 void *bdev_alloc(size_t len)
 {
+	int c = pool_class_for(len);
 	void *p = NULL;
 
+	if (c >= 0) {
+		pthread_mutex_lock(&pool_mu);
+		p = pool_head[c];
+		if (p) {
+			pool_head[c] = *(void **)p;
+			pool_bytes -= (size_t)1 << (POOL_MIN_SHIFT + (unsigned)c);
+		}
+		pthread_mutex_unlock(&pool_mu);
+		if (p)
+			return p;
+		len = (size_t)1 << (POOL_MIN_SHIFT + (unsigned)c);
+	}
 	if (posix_memalign(&p, BDEV_ALIGN, len ? len : BDEV_ALIGN))
 		return NULL;
 	return p;
@@ -125,6 +172,30 @@ void *bdev_alloc(size_t len)
 
 void bdev_free(void *p)
 {
+	size_t n;
+	int c;
+
+	if (!p)
+		return;
+	/* A pooled buffer is at least its class's size and less than the
+	 * next one (glibc's slack is a few bytes); a small one is far below
+	 * the first class. */
+	n = malloc_usable_size(p);
+	c = n >= (1u << POOL_MIN_SHIFT) ? pool_class_for(n) : -1;
+	if (c > 0 && n < (size_t)1 << (POOL_MIN_SHIFT + (unsigned)c))
+		c--;            /* usable size just above a class: that class */
+	if (c >= 0) {
+		size_t sz = (size_t)1 << (POOL_MIN_SHIFT + (unsigned)c);
+
+		pthread_mutex_lock(&pool_mu);
+		if (pool_bytes + sz <= POOL_MAX_BYTES) {
+			*(void **)p = pool_head[c];
+			pool_head[c] = p;
+			pool_bytes += sz;
+			p = NULL;
+		}
+		pthread_mutex_unlock(&pool_mu);
+	}
 	free(p);
 }
 

@@ -244,7 +244,6 @@ ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64
 
 /* ---------------- write helpers ---------------- */
 
-
 /* Writes LEN bytes at device offset DEV, which lies inside a written unit;
  * read-modify-write of the partial sectors at either end (iolock excl.). */
 static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t len)
