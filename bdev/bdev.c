@@ -179,9 +179,10 @@ void bdev_free(void *p)
 		return;
 	/* A pooled buffer is at least its class's size and less than the
 	 * next one (glibc's slack is a few bytes); a small one is far below
-	 * the first class. */
+	 * the first class.  Only aligned ones are kept: the pool hands them
+	 * out for O_DIRECT. */
 	n = malloc_usable_size(p);
-	c = n >= (1u << POOL_MIN_SHIFT) ? pool_class_for(n) : -1;
+	c = n >= (1u << POOL_MIN_SHIFT) && !((uintptr_t)p % BDEV_ALIGN) ? pool_class_for(n) : -1;
 	if (c > 0 && n < (size_t)1 << (POOL_MIN_SHIFT + (unsigned)c))
 		c--;            /* usable size just above a class: that class */
 	if (c >= 0) {

@@ -1318,9 +1318,10 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	f->flags = flags;
 	/* Page cache only where one host's lock covers every reader and
 	 * writer (docs/cluster.md, "Page cache"): not for O_DIRECT openers
-	 * (QEMU's cache=none), multi-writer files, or standby opens, which
-	 * read while another host still writes. */
-	f->cached = S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
+	 * (QEMU's cache=none), multi-writer files, standby opens, which read
+	 * while another host still writes, or read-only mounts, which take
+	 * no locks at all. */
+	f->cached = fs->hb && S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
 		    !(ip->d.iflags & VMFSD_IFLAG_MW);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen++;
