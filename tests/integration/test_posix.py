@@ -12,6 +12,8 @@ symlinks, on one host and across two hosts of one volume.
   cache"): what host B wrote after host A cached the file is what A reads
   after its next open, also when B grew the file and A's kernel still held
   the old size; while A holds the file open, B cannot open it for writing.
+- After a lock handover, the giver's page-cache descriptor fails reads
+  (EIO) instead of returning pages cached before the give.
 - A read-only mount (no locks) reads with direct I/O: it sees what a
   read-write host writes to a file it has open.
 - A write by a caller other than root clears set-user-ID, and set-group-ID
@@ -195,6 +197,35 @@ def two_hosts(c, v):
         mm.close()
     finally:
         os.close(fd)
+
+
+def handover_cached(c, v):
+    """After A hands its lock to B (docs/cluster.md §4.7), A's descriptor
+    that uses the page cache must not read what it cached: B writes the
+    file now.  Its reads fail with EIO (pages dropped, no lock)."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    x = "user.vmfsd.handover"
+    fd = open_retry(a("ho.dat"), os.O_RDWR | os.O_CREAT, "A creates ho.dat")
+    nfd = None
+    try:
+        os.pwrite(fd, b"a" * 8192, 0)
+        c.eq(os.pread(fd, 4, 0), b"aaaa", "A reads through its cached descriptor")
+        vt.wait_for(lambda: os.path.exists(b("ho.dat")), 10, "B sees ho.dat")
+        os.setxattr(b("ho.dat"), x, b"accept")
+        slot, gen, _ = os.getxattr(v.mnt_b, x).decode().split(" ", 2)
+        os.setxattr(a("ho.dat"), x, ("give %s %s" % (slot, gen)).encode())
+        nfd = os.open(b("ho.dat"), os.O_RDWR)
+        os.pwrite(nfd, b"bbbb", 0)
+        os.fsync(nfd)
+        c.eq(os.pread(nfd, 4, 0), b"bbbb", "B reads its write")
+        c.raises(errno.EIO, "A's cached descriptor reads after giving the lock away",
+                 os.pread, fd, 4, 0)
+        c.raises(errno.EIO, "A's descriptor writes after giving the lock away",
+                 os.pwrite, fd, b"cccc", 0)
+    finally:
+        os.close(fd)
+        if nfd is not None:
+            os.close(nfd)
 
 
 def readonly_mount(c, v):
@@ -420,6 +451,7 @@ def body(c):
         try:
             c.section("a host that was alone sees a joining host's changes", joined, c, v)
             c.section("page cache coherency between two hosts", two_hosts, c, v)
+            c.section("a handover drops the giver's cached pages", handover_cached, c, v)
             c.section("a read-only mount reads around the page cache", readonly_mount, c, v)
         finally:
             vt.unmount_quiet(v.mnt_b)
