@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -124,7 +125,11 @@ static struct io_uring *thread_ring(void)
  * shootdowns were half of vmfsd's CPU time on 1 MiB reads.  Sizes from 64
  * KiB up are rounded up to a power of two, and freed buffers of those
  * classes go on a per-class free list, up to BUF_CACHE_BYTES in all (at
- * QD32 the data path holds 32 MiB at 1 MiB per request). */
+ * QD32 the data path holds 32 MiB at 1 MiB per request).  The bound keeps
+ * the daemon's memory bounded too: left to glibc, buffers allocated by a
+ * FUSE worker and freed by a completion thread piled up in per-thread
+ * arenas (vmfsd's RSS reached 430-560 MiB after 1 MiB writes at QD32,
+ * BENCHMARKS.md). */
 #define BUF_MIN_SHIFT 16u
 #define BUF_MAX_SHIFT 22u
 #define BUF_CACHE_BYTES (64u << 20)

@@ -244,7 +244,6 @@ ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64
 
 /* ---------------- write helpers ---------------- */
 
-
 /* Writes LEN bytes at device offset DEV, which lies inside a written unit;
  * read-modify-write of the partial sectors at either end (iolock excl.). */
 static int write_span(struct fs *fs, uint64_t dev, const uint8_t *data, size_t len)
@@ -1351,9 +1350,10 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	f->flags = flags;
 	/* Page cache only where one host's lock covers every reader and
 	 * writer (docs/cluster.md, "Page cache"): not for O_DIRECT openers
-	 * (QEMU's cache=none), multi-writer files, or standby opens, which
-	 * read while another host still writes. */
-	f->cached = S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
+	 * (QEMU's cache=none), multi-writer files, standby opens, which read
+	 * while another host still writes, or read-only mounts, which take
+	 * no locks at all. */
+	f->cached = fs->hb && S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
 		    !(ip->d.iflags & VMFSD_IFLAG_MW);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen++;

@@ -158,7 +158,8 @@ int fs_rename(struct fs *fs, uint64_t parent, const char *name, uint64_t newpare
 int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
 /* May the kernel keep this open file's data in its page cache (and so
  * allow shared mmap)?  True for regular files opened without O_DIRECT,
- * not multi-writer and not a handover standby: the file's cluster lock
+ * not multi-writer and not a handover standby, on a read-write mount
+ * (a read-only mount takes no locks): the file's cluster lock
  * then keeps every other host from writing it while it is open.  The
  * caller must drop cached pages at each open (another host may have
  * written the file since the last one) and write through (no writeback

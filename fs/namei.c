@@ -478,18 +478,18 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
 	}
 	if (!S_ISLNK(ip->d.mode) || ip->d.size > VMFSD_SYMLINK_MAX) {
 		r = -EINVAL;
-	} else if (ip->d.data_mode == VMFSD_DATA_INLINE) {
-		n = ip->d.size < size - 1 ? ip->d.size : size - 1;
-		memcpy(buf, ip->d.map, n);
-		buf[n] = 0;
-		r = (int)ip->d.size;
 	} else {
+		/* Inline, or (longer than the map area) in the inode's data. */
 		char t[VMFSD_SYMLINK_MAX];
+		const void *src = ip->d.map;
 
-		r = file_read_small_locked(fs, ip, t, ip->d.size);
+		if (ip->d.data_mode != VMFSD_DATA_INLINE) {
+			r = file_read_small_locked(fs, ip, t, ip->d.size);
+			src = t;
+		}
 		if (!r) {
 			n = ip->d.size < size - 1 ? ip->d.size : size - 1;
-			memcpy(buf, t, n);
+			memcpy(buf, src, n);
 			buf[n] = 0;
 			r = (int)ip->d.size;
 		}

@@ -12,6 +12,10 @@ symlinks, on one host and across two hosts of one volume.
   cache"): what host B wrote after host A cached the file is what A reads
   after its next open, also when B grew the file and A's kernel still held
   the old size; while A holds the file open, B cannot open it for writing.
+- After a lock handover, the giver's page-cache descriptor fails reads
+  (EIO) instead of returning pages cached before the give.
+- A read-only mount (no locks) reads with direct I/O: it sees what a
+  read-write host writes to a file it has open.
 - A write by a caller other than root clears set-user-ID, and set-group-ID
   when group-executable (direct I/O and page-cache writes, and truncate); a
   write by root keeps them.
@@ -193,6 +197,64 @@ def two_hosts(c, v):
         mm.close()
     finally:
         os.close(fd)
+
+
+def handover_cached(c, v):
+    """After A hands its lock to B (docs/cluster.md §4.7), A's descriptor
+    that uses the page cache must not read what it cached: B writes the
+    file now.  Its reads fail with EIO (pages dropped, no lock)."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    x = "user.vmfsd.handover"
+    fd = open_retry(a("ho.dat"), os.O_RDWR | os.O_CREAT, "A creates ho.dat")
+    nfd = None
+    try:
+        os.pwrite(fd, b"a" * 8192, 0)
+        c.eq(os.pread(fd, 4, 0), b"aaaa", "A reads through its cached descriptor")
+        vt.wait_for(lambda: os.path.exists(b("ho.dat")), 10, "B sees ho.dat")
+        os.setxattr(b("ho.dat"), x, b"accept")
+        slot, gen, _ = os.getxattr(v.mnt_b, x).decode().split(" ", 2)
+        os.setxattr(a("ho.dat"), x, ("give %s %s" % (slot, gen)).encode())
+        nfd = os.open(b("ho.dat"), os.O_RDWR)
+        os.pwrite(nfd, b"bbbb", 0)
+        os.fsync(nfd)
+        c.eq(os.pread(nfd, 4, 0), b"bbbb", "B reads its write")
+        c.raises(errno.EIO, "A's cached descriptor reads after giving the lock away",
+                 os.pread, fd, 4, 0)
+        c.raises(errno.EIO, "A's descriptor writes after giving the lock away",
+                 os.pwrite, fd, b"cccc", 0)
+    finally:
+        os.close(fd)
+        if nfd is not None:
+            os.close(nfd)
+
+
+def readonly_mount(c, v):
+    """A read-only mount takes no locks, so host A may write a file it has
+    open: it must read A's new bytes (direct I/O, no page cache)."""
+    a = v.path
+    mro = os.path.join(v.dir, "mnt-ro")
+    os.mkdir(mro)
+    v.extra_mnts.append(mro)
+    fd = open_retry(a("ro.dat"), os.O_RDWR | os.O_CREAT, "A creates ro.dat")
+    rfd = None
+    try:
+        os.pwrite(fd, b"1" * 8192, 0)
+        os.fsync(fd)
+        vt.mount_daemon(v.image, mro, "posix-ro", opts=["ro"])
+        rfd = os.open(os.path.join(mro, "ro.dat"), os.O_RDONLY)
+        c.eq(os.pread(rfd, 4, 0), b"1111", "read-only mount reads the file")
+        c.raises(errno.ENODEV, "MAP_SHARED on a read-only mount", mmap.mmap, rfd, 4096,
+                 mmap.MAP_SHARED, mmap.PROT_READ)
+        os.pwrite(fd, b"2222", 0)
+        os.fsync(fd)
+        vt.wait_for(lambda: os.pread(rfd, 4, 0) == b"2222", 10,
+                    "the read-only mount to read what A wrote while it had the file open")
+    finally:
+        os.close(fd)
+        if rfd is not None:
+            os.close(rfd)
+        vt.unmount_quiet(mro)
+        c.vmfsd_gone(v.image, "after unmounting the read-only mount", mro)
 
 
 def killpriv(c, m):
@@ -389,6 +451,8 @@ def body(c):
         try:
             c.section("a host that was alone sees a joining host's changes", joined, c, v)
             c.section("page cache coherency between two hosts", two_hosts, c, v)
+            c.section("a handover drops the giver's cached pages", handover_cached, c, v)
+            c.section("a read-only mount reads around the page cache", readonly_mount, c, v)
         finally:
             vt.unmount_quiet(v.mnt_b)
             c.vmfsd_gone(v.image, "after unmounting host B", v.mnt_b)
