@@ -51,6 +51,15 @@
  * session; more would only queue in the target.  Requests beyond it wait
  * in our queue (their deadline running). */
 #define ISC_QUEUE_DEPTH 32u
+/* Writes longer than this go to the target as several WRITE(16)s of at
+ * most this size, all in flight at once.  It is the FirstBurstLength
+ * istgt and libiscsi negotiate by default: a command up to it carries
+ * all its data as immediate data, while a longer one waits for the
+ * target's R2T for the rest.  Measured here with istgt at QD16, 1 MiB
+ * writes as single commands ran at 30-40 MB/s with latencies up to 1.5 s,
+ * the same bytes as 256 KiB commands at 140-170 MB/s.  A target that
+ * negotiates less still gets correct writes (libiscsi answers its R2Ts). */
+#define ISC_WRITE_CHUNK (256u << 10)
 /* Login at open and after a lost session: istgt takes about a second to
  * log a session in on this kind of machine; 10 s bounds a target that does
  * not answer at all (the mount fails instead of hanging). */
@@ -101,6 +110,15 @@ struct isc_req {
 	sem_t done;             /* synchronous: the caller waits here */
 	struct isc_req *next;
 	struct isc_req *iprev, *inext;  /* in flight */
+	struct isc_group *grp;  /* one command of a split write */
+};
+
+/* A write split into several commands (ISC_WRITE_CHUNK): it completes as
+ * HEAD, with the first error, when its last command does. */
+struct isc_group {
+	struct isc_req head;    /* first: freed as a request */
+	_Atomic unsigned left;
+	_Atomic int err;
 };
 
 struct bdev_iscsi {
@@ -196,8 +214,21 @@ static void aio_count_done(struct bdev_iscsi *li, unsigned n)
  * time (cb_try), else on the completer thread. */
 static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 {
-	struct bdev_aio *a = r->aio;
+	struct bdev_aio *a;
 
+	if (r->grp) {
+		struct isc_group *g = r->grp;
+		int zero = 0;
+
+		if (res)
+			atomic_compare_exchange_strong(&g->err, &zero, res);
+		free(r);
+		if (atomic_fetch_sub(&g->left, 1) != 1)
+			return;
+		r = &g->head;
+		res = atomic_load(&g->err);
+	}
+	a = r->aio;
 	r->res = res;
 	if (!a) {
 		sem_post(&r->done);
@@ -432,6 +463,7 @@ static void session_drop(struct bdev_iscsi *li, const char *why)
 	iscsi_destroy_context(li->ctx);
 	li->ctx = NULL;
 	li->logged_in = 0;
+	li->broken = 0;
 	li->next_login = now_ns() + (int64_t)ISC_RELOGIN_PAUSE_MS * 1000000ll;
 }
 
@@ -740,6 +772,55 @@ void bdev_iscsi_set_timeout(struct bdev_iscsi *li, unsigned ms)
 		atomic_store(&li->timeout_ms, ms);
 }
 
+/* A write of more than ISC_WRITE_CHUNK, as that many commands at once;
+ * completes through A, or for A NULL waits and returns the result. */
+static int write_split(struct bdev_iscsi *li, void *buf, size_t len, uint64_t off,
+		       struct bdev_aio *a)
+{
+	unsigned i, n = (unsigned)((len + ISC_WRITE_CHUNK - 1) / ISC_WRITE_CHUNK);
+	struct isc_req **v = calloc(n, sizeof(*v));
+	struct isc_group *g = calloc(1, sizeof(*g));
+	int res = 0;
+
+	for (i = 0; v && g && i < n; i++) {
+		size_t at = (size_t)i * ISC_WRITE_CHUNK;
+
+		v[i] = calloc(1, sizeof(**v));
+		if (!v[i])
+			break;
+		v[i]->op = ISC_WRITE;
+		v[i]->lba = (off + at) / li->blksz;
+		v[i]->buf = (uint8_t *)buf + at;
+		v[i]->len = len - at < ISC_WRITE_CHUNK ? len - at : ISC_WRITE_CHUNK;
+		v[i]->grp = g;
+	}
+	if (!v || !g || i < n) {
+		if (v)
+			while (i--)
+				free(v[i]);
+		free(v);
+		free(g);
+		return -ENOMEM;
+	}
+	g->head.li = li;
+	g->head.aio = a;
+	atomic_init(&g->left, n);
+	atomic_init(&g->err, 0);
+	if (!a)
+		sem_init(&g->head.done, 0, 0);
+	for (i = 0; i < n; i++)
+		submit(li, v[i], 0);
+	free(v);
+	if (a)
+		return 0;
+	while (sem_wait(&g->head.done) < 0 && errno == EINTR)
+		;
+	res = g->head.res;
+	sem_destroy(&g->head.done);
+	free(g);
+	return res;
+}
+
 int bdev_iscsi_rw(struct bdev_iscsi *li, int write, void *buf, size_t len, uint64_t off)
 {
 	struct isc_req r;
@@ -749,6 +830,10 @@ int bdev_iscsi_rw(struct bdev_iscsi *li, int write, void *buf, size_t len, uint6
 		return -EINVAL;
 	if (!len)
 		return 0;
+	if (write && len > ISC_WRITE_CHUNK) {
+		res = write_split(li, buf, len, off, NULL);
+		return res == -EACCES ? -EIO : res;
+	}
 	memset(&r, 0, sizeof(r));
 	r.op = write ? ISC_WRITE : ISC_READ;
 	r.lba = off / li->blksz;
@@ -773,19 +858,29 @@ int bdev_iscsi_submit(struct bdev_iscsi *li, struct bdev_aio *a)
 {
 	struct isc_req *r;
 
+	int res;
+
 	if ((a->off | a->len) % li->blksz)
 		return -EINVAL;
+	pthread_mutex_lock(&li->lock);
+	li->aio_pending++;
+	pthread_mutex_unlock(&li->lock);
+	if (a->write && a->len > ISC_WRITE_CHUNK) {
+		res = write_split(li, a->buf, a->len, a->off, a);
+		if (res)
+			aio_count_done(li, 1);
+		return res;
+	}
 	r = calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		aio_count_done(li, 1);
 		return -ENOMEM;
+	}
 	r->op = a->write ? ISC_WRITE : ISC_READ;
 	r->lba = a->off / li->blksz;
 	r->buf = a->buf;
 	r->len = a->len;
 	r->aio = a;
-	pthread_mutex_lock(&li->lock);
-	li->aio_pending++;
-	pthread_mutex_unlock(&li->lock);
 	return submit(li, r, 0);
 }
 
