@@ -51,6 +51,15 @@
  * session; more would only queue in the target.  Requests beyond it wait
  * in our queue (their deadline running). */
 #define ISC_QUEUE_DEPTH 32u
+/* Writes longer than this go to the target as several WRITE(16)s of at
+ * most this size, all in flight at once.  It is the FirstBurstLength
+ * istgt and libiscsi negotiate by default: a command up to it carries
+ * all its data as immediate data, while a longer one waits for the
+ * target's R2T for the rest.  Measured here with istgt at QD16, 1 MiB
+ * writes as single commands ran at 30-40 MB/s with latencies up to 1.5 s,
+ * the same bytes as 256 KiB commands at 140-170 MB/s.  A target that
+ * negotiates less still gets correct writes (libiscsi answers its R2Ts). */
+#define ISC_WRITE_CHUNK (256u << 10)
 /* Login at open and after a lost session: istgt takes about a second to
  * log a session in on this kind of machine; 10 s bounds a target that does
  * not answer at all (the mount fails instead of hanging). */
@@ -101,6 +110,15 @@ struct isc_req {
 	sem_t done;             /* synchronous: the caller waits here */
 	struct isc_req *next;
 	struct isc_req *iprev, *inext;  /* in flight */
+	struct isc_group *grp;  /* one command of a split write */
+};
+
+/* A write split into several commands (ISC_WRITE_CHUNK): it completes as
+ * HEAD, with the first error, when its last command does. */
+struct isc_group {
+	struct isc_req head;    /* first: freed as a request */
+	_Atomic unsigned left;
+	_Atomic int err;
 };
 
 struct bdev_iscsi {
@@ -131,16 +149,11 @@ struct bdev_iscsi {
 	struct isc_req *dhead, **dtail;
 	int done_stop;
 
-	/* The session, under ctx_lock: the service thread holds it except
-	 * while it sleeps in poll; a submitter that finds it free sends its
-	 * command itself (submit_direct). */
-	pthread_mutex_t ctx_lock;
+	/* Service thread only. */
 	struct iscsi_context *ctx;
 	int logged_in;
-	int broken;             /* a submitter's send failed: drop it */
 	int64_t login_deadline;
 	int64_t next_login;
-	struct isc_req *pending, **ptail;       /* taken from the queue, not sent */
 	struct isc_req *inflight;       /* doubly linked */
 	unsigned ninflight;
 	char last_error[256];
@@ -196,8 +209,21 @@ static void aio_count_done(struct bdev_iscsi *li, unsigned n)
  * time (cb_try), else on the completer thread. */
 static void req_complete(struct bdev_iscsi *li, struct isc_req *r, int res)
 {
-	struct bdev_aio *a = r->aio;
+	struct bdev_aio *a;
 
+	if (r->grp) {
+		struct isc_group *g = r->grp;
+		int zero = 0;
+
+		if (res)
+			atomic_compare_exchange_strong(&g->err, &zero, res);
+		free(r);
+		if (atomic_fetch_sub(&g->left, 1) != 1)
+			return;
+		r = &g->head;
+		res = atomic_load(&g->err);
+	}
+	a = r->aio;
 	r->res = res;
 	if (!a) {
 		sem_post(&r->done);
@@ -500,102 +526,81 @@ static void session_logout(struct bdev_iscsi *li)
 
 /* ---------------- the service thread ---------------- */
 
-/* Moves what submitters queued to the pending list (ctx_lock held). */
-static void take_queue(struct bdev_iscsi *li)
-{
-	pthread_mutex_lock(&li->lock);
-	if (li->qhead) {
-		*li->ptail = li->qhead;
-		li->ptail = li->qtail;
-		li->qhead = NULL;
-		li->qtail = &li->qhead;
-	}
-	pthread_mutex_unlock(&li->lock);
-}
-
-/* Fails pending requests past their deadline (no session, or a full
- * queue): they were never sent.  Then logs in or out as needed and sends
- * what fits.  ctx_lock held. */
-static void pending_run(struct bdev_iscsi *li)
-{
-	int64_t now = now_ns();
-	struct isc_req *r, **pp;
-
-	for (pp = &li->pending; *pp;) {
-		r = *pp;
-		if (r->deadline > now) {
-			pp = &r->next;
-			continue;
-		}
-		*pp = r->next;
-		req_complete(li, r, -EIO);
-	}
-	li->ptail = pp;
-	if (li->ctx && li->broken)
-		session_drop(li, NULL);
-	if (li->pending && !li->ctx && now >= li->next_login)
-		session_start(li);
-	if (li->ctx && li->logged_in < 0)
-		session_drop(li, NULL);
-	while (li->ctx && li->logged_in > 0 && li->pending && li->ninflight < ISC_QUEUE_DEPTH) {
-		int e;
-
-		r = li->pending;
-		li->pending = r->next;
-		if (!li->pending)
-			li->ptail = &li->pending;
-		r->next = NULL;
-		e = issue(li, r);
-		if (e)
-			req_complete(li, r, e);
-	}
-}
-
-/* The poll timeout (ms, -1: none) for the nearest deadline.  ctx_lock
- * held. */
-static int next_timeout(struct bdev_iscsi *li)
-{
-	int64_t wake = INT64_MAX, d;
-	struct isc_req *r;
-
-	for (r = li->pending; r; r = r->next)
-		if (r->deadline < wake)
-			wake = r->deadline;
-	for (r = li->inflight; r; r = r->inext)
-		if (r->deadline < wake)
-			wake = r->deadline;
-	if (li->ctx && li->logged_in == 0 && li->login_deadline < wake)
-		wake = li->login_deadline;
-	if (li->pending && !li->ctx && li->next_login < wake)
-		wake = li->next_login;
-	if (wake == INT64_MAX)
-		return -1;
-	d = wake - now_ns();
-	return d <= 0 ? 0 : (int)((d + 999999) / 1000000);
-}
-
 static void *service(void *arg)
 {
 	struct bdev_iscsi *li = arg;
+	struct isc_req *pending = NULL, **ptail = &pending;
 
-	pthread_mutex_lock(&li->ctx_lock);
 	for (;;) {
+		struct isc_req *r, **pp;
 		struct pollfd pfd[2];
-		struct isc_req *r;
+		int64_t now, wake;
 		int stop, n, timeout;
-		int64_t now;
 
-		take_queue(li);
 		pthread_mutex_lock(&li->lock);
+		if (li->qhead) {
+			*ptail = li->qhead;
+			ptail = li->qtail;
+			li->qhead = NULL;
+			li->qtail = &li->qhead;
+		}
 		stop = li->stop;
 		pthread_mutex_unlock(&li->lock);
-		if (stop && !li->pending && !li->ninflight)
+		if (stop && !pending && !li->ninflight)
 			break;
-		pending_run(li);
+
+		now = now_ns();
+		/* Requests that waited past their deadline (no session, or a
+		 * full queue) fail without ever being sent. */
+		for (pp = &pending; *pp;) {
+			r = *pp;
+			if (r->deadline > now) {
+				pp = &r->next;
+				continue;
+			}
+			*pp = r->next;
+			req_complete(li, r, -EIO);
+		}
+		ptail = &pending;
+		while (*ptail)
+			ptail = &(*ptail)->next;
+
+		if (pending && !li->ctx && now >= li->next_login)
+			session_start(li);
+		if (li->ctx && li->logged_in < 0)
+			session_drop(li, NULL);
+		while (li->ctx && li->logged_in > 0 && pending && li->ninflight < ISC_QUEUE_DEPTH) {
+			int e;
+
+			r = pending;
+			pending = r->next;
+			if (!pending)
+				ptail = &pending;
+			r->next = NULL;
+			e = issue(li, r);
+			if (e)
+				req_complete(li, r, e);
+		}
 
 		/* Sleep until something is queued, the socket is ready, or the
 		 * nearest deadline. */
-		timeout = next_timeout(li);
+		wake = INT64_MAX;
+		for (r = pending; r; r = r->next)
+			if (r->deadline < wake)
+				wake = r->deadline;
+		for (r = li->inflight; r; r = r->inext)
+			if (r->deadline < wake)
+				wake = r->deadline;
+		if (li->ctx && li->logged_in == 0 && li->login_deadline < wake)
+			wake = li->login_deadline;
+		if (pending && !li->ctx && li->next_login < wake)
+			wake = li->next_login;
+		timeout = -1;
+		if (wake != INT64_MAX) {
+			int64_t d = wake - now_ns();
+
+			timeout = d <= 0 ? 0 : (int)((d + 999999) / 1000000);
+		}
 		pfd[0].fd = li->efd;
 		pfd[0].events = POLLIN;
 		pfd[0].revents = 0;
@@ -621,14 +626,9 @@ static void *service(void *arg)
 		if (li->qhead)
 			timeout = 0;
 		pthread_mutex_unlock(&li->lock);
-		/* The session stays as it is while unlocked: only this thread
-		 * creates or destroys it; submitters only add commands (and
-		 * write them out themselves, or wake us when they could not). */
-		pthread_mutex_unlock(&li->ctx_lock);
 		if (poll(pfd, (nfds_t)n, timeout) < 0 && errno != EINTR)
 			usleep(1000);
 		atomic_store(&li->sleeping, 0);
-		pthread_mutex_lock(&li->ctx_lock);
 		if (pfd[0].revents & POLLIN) {
 			uint64_t v;
 
@@ -636,11 +636,7 @@ static void *service(void *arg)
 				/* EAGAIN: already drained */
 			}
 		}
-		/* Readiness seen before a submitter sent: a spurious POLLIN
-		 * reads nothing (EAGAIN), a spurious POLLOUT finds an empty
-		 * queue. */
-		if (n == 2 && li->ctx && !li->broken &&
-		    iscsi_service(li->ctx, pfd[1].revents) < 0)
+		if (n == 2 && li->ctx && iscsi_service(li->ctx, pfd[1].revents) < 0)
 			session_drop(li, iscsi_get_error(li->ctx));
 
 		now = now_ns();
@@ -656,46 +652,7 @@ static void *service(void *arg)
 	}
 	session_logout(li);
 	session_drop(li, NULL);
-	pthread_mutex_unlock(&li->ctx_lock);
 	return NULL;
-}
-
-/* Sends R from the submitting thread when the session is idle enough: up
- * and logged in, nothing waiting before R, room in the queue, and the
- * service thread not using the context (it holds ctx_lock except while it
- * sleeps in poll).  This spares the service thread a wake-up per request,
- * a context switch that costs more than the send on this kind of machine
- * (QEMU's block/iscsi.c likewise sends from the thread that submits, under
- * the LUN's mutex).  1: sent (or completed with an error); 0: queue it. */
-static int submit_direct(struct bdev_iscsi *li, struct isc_req *r)
-{
-	uint64_t one = 1;
-	int e, wake = 0;
-
-	if (pthread_mutex_trylock(&li->ctx_lock))
-		return 0;
-	if (!li->ctx || li->logged_in <= 0 || li->broken || li->pending ||
-	    li->ninflight >= ISC_QUEUE_DEPTH) {
-		pthread_mutex_unlock(&li->ctx_lock);
-		return 0;
-	}
-	e = issue(li, r);
-	if (e) {
-		req_complete(li, r, e);
-	} else if (iscsi_service(li->ctx, POLLOUT) < 0) {
-		/* The session is gone: the service thread drops it (and fails
-		 * R with everything else in flight). */
-		li->broken = 1;
-		wake = 1;
-	} else if (iscsi_which_events(li->ctx) & POLLOUT) {
-		/* The socket is full: the service thread sends the rest. */
-		wake = 1;
-	}
-	pthread_mutex_unlock(&li->ctx_lock);
-	if (wake && write(li->efd, &one, sizeof(one)) < 0) {
-		/* the counter saturated: the thread wakes anyway */
-	}
-	return 1;
 }
 
 /* Queues R and, for a synchronous request, waits for its result. */
@@ -709,14 +666,12 @@ static int submit(struct bdev_iscsi *li, struct isc_req *r, int wait)
 	r->deadline = now_ns() + req_timeout_ns(li);
 	if (wait)
 		sem_init(&r->done, 0, 0);
-	if (!submit_direct(li, r)) {
-		pthread_mutex_lock(&li->lock);
-		*li->qtail = r;
-		li->qtail = &r->next;
-		pthread_mutex_unlock(&li->lock);
-		if (atomic_load(&li->sleeping) && write(li->efd, &one, sizeof(one)) < 0) {
-			/* the counter saturated: the thread wakes anyway */
-		}
+	pthread_mutex_lock(&li->lock);
+	*li->qtail = r;
+	li->qtail = &r->next;
+	pthread_mutex_unlock(&li->lock);
+	if (atomic_load(&li->sleeping) && write(li->efd, &one, sizeof(one)) < 0) {
+		/* the counter saturated: the thread wakes anyway */
 	}
 	if (!wait)
 		return 0;
@@ -740,6 +695,55 @@ void bdev_iscsi_set_timeout(struct bdev_iscsi *li, unsigned ms)
 		atomic_store(&li->timeout_ms, ms);
 }
 
+/* A write of more than ISC_WRITE_CHUNK, as that many commands at once;
+ * completes through A, or for A NULL waits and returns the result. */
+static int write_split(struct bdev_iscsi *li, void *buf, size_t len, uint64_t off,
+		       struct bdev_aio *a)
+{
+	unsigned i, n = (unsigned)((len + ISC_WRITE_CHUNK - 1) / ISC_WRITE_CHUNK);
+	struct isc_req **v = calloc(n, sizeof(*v));
+	struct isc_group *g = calloc(1, sizeof(*g));
+	int res = 0;
+
+	for (i = 0; v && g && i < n; i++) {
+		size_t at = (size_t)i * ISC_WRITE_CHUNK;
+
+		v[i] = calloc(1, sizeof(**v));
+		if (!v[i])
+			break;
+		v[i]->op = ISC_WRITE;
+		v[i]->lba = (off + at) / li->blksz;
+		v[i]->buf = (uint8_t *)buf + at;
+		v[i]->len = len - at < ISC_WRITE_CHUNK ? len - at : ISC_WRITE_CHUNK;
+		v[i]->grp = g;
+	}
+	if (!v || !g || i < n) {
+		if (v)
+			while (i--)
+				free(v[i]);
+		free(v);
+		free(g);
+		return -ENOMEM;
+	}
+	g->head.li = li;
+	g->head.aio = a;
+	atomic_init(&g->left, n);
+	atomic_init(&g->err, 0);
+	if (!a)
+		sem_init(&g->head.done, 0, 0);
+	for (i = 0; i < n; i++)
+		submit(li, v[i], 0);
+	free(v);
+	if (a)
+		return 0;
+	while (sem_wait(&g->head.done) < 0 && errno == EINTR)
+		;
+	res = g->head.res;
+	sem_destroy(&g->head.done);
+	free(g);
+	return res;
+}
+
 int bdev_iscsi_rw(struct bdev_iscsi *li, int write, void *buf, size_t len, uint64_t off)
 {
 	struct isc_req r;
@@ -749,6 +753,10 @@ int bdev_iscsi_rw(struct bdev_iscsi *li, int write, void *buf, size_t len, uint6
 		return -EINVAL;
 	if (!len)
 		return 0;
+	if (write && len > ISC_WRITE_CHUNK) {
+		res = write_split(li, buf, len, off, NULL);
+		return res == -EACCES ? -EIO : res;
+	}
 	memset(&r, 0, sizeof(r));
 	r.op = write ? ISC_WRITE : ISC_READ;
 	r.lba = off / li->blksz;
@@ -772,20 +780,29 @@ int bdev_iscsi_flush(struct bdev_iscsi *li)
 int bdev_iscsi_submit(struct bdev_iscsi *li, struct bdev_aio *a)
 {
 	struct isc_req *r;
+	int res;
 
 	if ((a->off | a->len) % li->blksz)
 		return -EINVAL;
+	pthread_mutex_lock(&li->lock);
+	li->aio_pending++;
+	pthread_mutex_unlock(&li->lock);
+	if (a->write && a->len > ISC_WRITE_CHUNK) {
+		res = write_split(li, a->buf, a->len, a->off, a);
+		if (res)
+			aio_count_done(li, 1);
+		return res;
+	}
 	r = calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		aio_count_done(li, 1);
 		return -ENOMEM;
+	}
 	r->op = a->write ? ISC_WRITE : ISC_READ;
 	r->lba = a->off / li->blksz;
 	r->buf = a->buf;
 	r->len = a->len;
 	r->aio = a;
-	pthread_mutex_lock(&li->lock);
-	li->aio_pending++;
-	pthread_mutex_unlock(&li->lock);
 	return submit(li, r, 0);
 }
 
@@ -960,7 +977,6 @@ void bdev_iscsi_close(struct bdev_iscsi *li)
 	pthread_join(li->done_thr, NULL);
 	close(li->efd);
 	pthread_mutex_destroy(&li->lock);
-	pthread_mutex_destroy(&li->ctx_lock);
 	pthread_cond_destroy(&li->idle);
 	pthread_cond_destroy(&li->done_cv);
 	free(li);
@@ -1023,11 +1039,9 @@ int bdev_iscsi_open(const char *url, int rdonly, bdev_iscsi_gate_fn gate, void *
 	li->blksz = 512;
 	atomic_store(&li->timeout_ms, ISC_DEFAULT_TIMEOUT_MS);
 	pthread_mutex_init(&li->lock, NULL);
-	pthread_mutex_init(&li->ctx_lock, NULL);
 	pthread_cond_init(&li->idle, NULL);
 	pthread_cond_init(&li->done_cv, NULL);
 	li->qtail = &li->qhead;
-	li->ptail = &li->pending;
 	li->dtail = &li->dhead;
 	li->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (li->efd < 0) {
@@ -1083,7 +1097,6 @@ fail:
 	return r;
 fail_mutex:
 	pthread_mutex_destroy(&li->lock);
-	pthread_mutex_destroy(&li->ctx_lock);
 	pthread_cond_destroy(&li->idle);
 	pthread_cond_destroy(&li->done_cv);
 	free(li);

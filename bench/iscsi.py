@@ -15,7 +15,10 @@ network namespace with a veth to the target's bridge.
          the same target (same backing filesystem): 1 MiB sequential and
          4 KiB random (a 1 MiB + 4 KiB stride for qemu-img, which has no
          random mode), and 4 KiB in that same stride on both sides, read
-         and write; the two alternate, three rounds.
+         and write; the two alternate, three rounds.  Also the CPU time
+         per I/O of each side (qemu-img; vmfsd plus fio, whose system time
+         holds the kernel's FUSE work): on a loaded machine throughput
+         follows the share of CPU a side gets, its CPU cost does not.
   scale  N hosts (namespaces) mount one LUN, for each N of --hosts: mount
          time of each host, uncontended lock latency (open O_RDWR + close of
          a file nobody else holds: one lock acquire and one release, each an
@@ -29,6 +32,7 @@ import argparse
 import datetime
 import json
 import os
+import resource
 import signal
 import statistics
 import subprocess
@@ -81,34 +85,65 @@ def mount(h, url, mnt, name):
         raise RuntimeError("mount %s: %s" % (name, r.stderr.strip()))
 
 
+def child_cpu():
+    """CPU seconds (user + system) of the children waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def proc_cpu(pid):
+    """CPU seconds (user + system) of process PID so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        st = f.read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def vmfsd_pid(mnt):
+    """The pid of the vmfsd serving MNT (it detached from the shell)."""
+    for p in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/cmdline" % p, "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if os.path.basename(argv[0]) == b"vmfsd" and mnt.encode() in argv:
+            return int(p)
+    raise RuntimeError("no vmfsd process for " + mnt)
+
+
 def qemu_bench(h, url, write, bs, step, count):
-    """(MB/s, IOPS) of one qemu-img bench run on URL."""
+    """(MB/s, IOPS, CPU µs per I/O) of one qemu-img bench run on URL."""
     cmd = ["qemu-img", "bench", "-f", "raw", "-t", "none", "-n", "-d", "16", "-c", str(count),
            "-s", str(bs), "-S", str(step)] + (["-w"] if write else []) + [url]
     t = time.monotonic()
+    c = child_cpu()
     r = h.run(cmd, timeout=900)
+    cpu = child_cpu() - c
     dt = time.monotonic() - t
     if r.returncode:
         raise RuntimeError("qemu-img bench: " + r.stderr.strip())
     for line in r.stdout.splitlines():
         if line.startswith("Run completed in"):
             dt = max(float(line.split()[3]), 1e-3)
-    return count * bs / dt / 1e6, count / dt
+    return count * bs / dt / 1e6, count / dt, cpu * 1e6 / count
 
 
-def fio(path, rw, bs, runtime):
-    """(MB/s, IOPS); RUNTIME 0: once over the whole file (the layout)."""
+def fio(path, rw, bs, runtime, daemon=None):
+    """(MB/s, IOPS, CPU µs per I/O of fio and the process DAEMON);
+    RUNTIME 0: once over the whole file (the layout)."""
     cmd = ["fio", "--name=b", "--filename=" + path, "--size=1G", "--direct=1",
            "--ioengine=libaio", "--iodepth=16", "--rw=" + rw, "--bs=" + bs,
            "--output-format=json"]
     if runtime:
         cmd += ["--runtime=%d" % runtime, "--time_based"]
+    c = child_cpu() + (proc_cpu(daemon) if daemon else 0)
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=runtime + 300)
+    cpu = child_cpu() + (proc_cpu(daemon) if daemon else 0) - c
     if r.returncode:
         raise RuntimeError("fio: " + r.stderr.strip())
     j = json.loads(r.stdout)["jobs"][0]
     d = j["write" if "write" in rw else "read"]
-    return d["bw_bytes"] / 1e6, d["iops"]
+    return d["bw_bytes"] / 1e6, d["iops"], cpu * 1e6 / max(d["total_ios"], 1)
 
 
 def section_io(runtime, rounds=3):
@@ -137,6 +172,7 @@ def section_io(runtime, rounds=3):
                 raise RuntimeError("mkfs: " + r.stderr)
             mount(h, s.url, mnt, "bench")
             try:
+                pid = vmfsd_pid(mnt)
                 f = os.path.join(mnt, "fio.dat")
                 # Lay the file out (allocating writes, each block's
                 # allocation committed through the journal), then measure
@@ -146,12 +182,12 @@ def section_io(runtime, rounds=3):
                 qemu_bench(h, s.scratch_url, True, 1 << 20, 1 << 20, 1024)
                 for name, write, bs, step, rw, fbs in cases:
                     probe = 200 if bs > 4096 else 2000
-                    _, iops = qemu_bench(h, s.scratch_url, write, bs, step, probe)
+                    iops = qemu_bench(h, s.scratch_url, write, bs, step, probe)[1]
                     count = max(probe, int(iops * runtime))
                     q, v = [], []
                     for _ in range(rounds):
                         q.append(qemu_bench(h, s.scratch_url, write, bs, step, count))
-                        v.append(fio(f, rw, fbs, runtime))
+                        v.append(fio(f, rw, fbs, runtime, pid))
                     res[name] = (q, v)
             finally:
                 unmount(mnt)
@@ -161,7 +197,7 @@ def section_io(runtime, rounds=3):
           "iscsi:// URL of the same target (istgt in a network namespace, QD16, "
           "%d s each, median of %d alternating rounds)" % (runtime, rounds),
           ["workload", "qemu-img bench (libiscsi)", "vmfsd + fio", "vmfsd / qemu",
-           "rounds (vmfsd / qemu)"])
+           "rounds (vmfsd / qemu)", "CPU µs per I/O: qemu-img / vmfsd + fio"])
     for name, _, bs, _, _, _ in cases:
         q, v = res[name]
         k = 0 if bs > 4096 else 1
@@ -169,7 +205,9 @@ def section_io(runtime, rounds=3):
         vm = statistics.median(x[k] for x in v)
         unit = "MB/s" if k == 0 else "IOPS"
         row([name, "%.0f %s" % (qm, unit), "%.0f %s" % (vm, unit), pct(vm, qm),
-             " ".join(pct(b[k], a[k]) for a, b in zip(q, v))])
+             " ".join(pct(b[k], a[k]) for a, b in zip(q, v)),
+             "%.0f / %.0f" % (statistics.median(x[2] for x in q),
+                              statistics.median(x[2] for x in v))])
     out()
     out("The first write of the 1 GiB file (every 1 MiB block allocated, QD16): "
         "%.0f MB/s." % alloc[0])
