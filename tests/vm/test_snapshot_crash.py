@@ -67,10 +67,6 @@ def body(c):
             vmtest.wait_for(lambda: a.proc.poll() is not None, 30, "the agent to die at " + point)
             # the request child may outlive the agent by a moment
             vmtest.wait_for(lambda: not vol.pids_of(b"vmfs-hostd"), 30, "the agent's children")
-            # the dead agent's socket file stays; Agent.start waits for
-            # the file to appear, so it must be gone first
-            if os.path.exists(a.sock):
-                os.unlink(a.sock)
             a.start()
             c.eq(len(vmtest.qemu_pids(a.state)), 1, "%s: QEMU survived the agent" % point)
 

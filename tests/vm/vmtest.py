@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -85,10 +86,23 @@ class Agent:
              self.state, "--accel", "tcg", "--shutdown-timeout", "60"] + self.extra,
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
-        wait_for(lambda: os.path.exists(self.sock) or self.proc.poll() is not None, 10,
-                 "the agent socket")
+        # listening, not just there: an agent killed at a fault point
+        # leaves its socket file behind, and a request sent before the new
+        # agent binds it is refused (ECONNREFUSED)
+        wait_for(lambda: self.listening() or self.proc.poll() is not None, 10,
+                 "the agent listening on its socket")
         if self.proc.poll() is not None:
             raise RuntimeError("vmfs-hostd exited: %s" % self.log())
+
+    def listening(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.sock)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
