@@ -1067,7 +1067,6 @@ static bool cand_running(struct agent *a, struct ha_cand *c)
 	char folder[PATH_MAX * 2], name[VM_NAME_MAX + 8], holder[256] = "", *slash;
 	int dfd, hl;
 
-	(void)a;
 	snprintf(folder, sizeof(folder), "%s/%s", c->root, c->rel);
 	slash = strrchr(folder, '/');
 	if (!slash)
@@ -1078,6 +1077,17 @@ static bool cand_running(struct agent *a, struct ha_cand *c)
 	if (dfd < 0)
 		return false;
 	hl = ds_lock_holder(dfd, name, holder, sizeof(holder));
+	if (hl == 1 && !strcmp(holder, a->host)) {
+		/* our own vmfsd's lock: a look at the record from this host
+		 * (info, list) keeps it for up to a commit interval after the
+		 * close; the VM runs here only if a QEMU holds the record's
+		 * flock.  Taken for "running" it was skipped in the plan, and
+		 * a lower priority VM took its room. */
+		struct vm_lockrec r;
+
+		if (vm_lockrec_probe(dfd, name, &r) != 1)
+			hl = 0;
+	}
 	close(dfd);
 	if (hl != 1 || (c->from[0] && !strcmp(holder, c->from)))
 		return false;   /* free, or still the dead host's (not broken) */
