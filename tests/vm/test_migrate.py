@@ -51,7 +51,7 @@ import vmtest  # noqa: E402
 
 # back-and-forth migrations: 10 in the default suite, 50 in vm-migrate-long
 # (suite migrate-long); VM_MIGRATE_COUNT overrides both
-MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "50" if "--long" in sys.argv else "10"))
+MIGRATIONS = int(os.environ.get("VM_MIGRATE_COUNT", "50" if "--long" in sys.argv else "6"))
 
 
 def protected_hosts(mnt, rel="mig/mig.vmx"):
