@@ -69,13 +69,9 @@ def main():
     ap.add_argument("--ops", type=int, default=20000, help="qemu-img bench requests per run")
     ap.add_argument("--append", action="store_true")
     args = ap.parse_args()
-    b = args.build
-    os.environ.update(VMFSD=b + "/vmfsd/vmfsd", MKFS=b + "/mkfs/mkfs.vmfsd",
-                      VMFSCTL=b + "/vmfsctl/vmfsctl", VMFS_HOSTD=b + "/vmfs-hostd/vmfs-hostd",
-                      TEST_GUEST_SCRIPT=ROOT + "/scripts/test-guest.sh",
-                      TEST_GUEST_DIR=b + "/test-guest")
     sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
     import vmtest
+    vmtest.use_build(args.build)
     vmtest.require_env()
     kernel, initrd = vmtest.guest()
     c = vmtest.Checker("bench-snap")

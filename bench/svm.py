@@ -98,13 +98,9 @@ def main():
     ap.add_argument("--append", action="store_true")
     ap.add_argument("--offline-only", action="store_true")
     args = ap.parse_args()
-    b = args.build
-    os.environ.update(VMFSD=b + "/vmfsd/vmfsd", MKFS=b + "/mkfs/mkfs.vmfsd",
-                      VMFSCTL=b + "/vmfsctl/vmfsctl", VMFS_HOSTD=b + "/vmfs-hostd/vmfs-hostd",
-                      TEST_GUEST_SCRIPT=ROOT + "/scripts/test-guest.sh",
-                      TEST_GUEST_DIR=b + "/test-guest")
     sys.path.insert(0, os.path.join(ROOT, "tests", "vm"))
     import vmtest
+    vmtest.use_build(args.build)
     vmtest.require_env()
     kernel, initrd = vmtest.guest()
     c = vmtest.Checker("bench-svm")

@@ -55,6 +55,17 @@ def require_env():
             sys.exit(1)
 
 
+def use_build(build):
+    """For a benchmark run by hand: the programs and the test guest of the
+    build folder BUILD, as meson's test environment names them."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    os.environ.update(VMFSD=build + "/vmfsd/vmfsd", MKFS=build + "/mkfs/mkfs.vmfsd",
+                      VMFSCTL=build + "/vmfsctl/vmfsctl",
+                      VMFS_HOSTD=build + "/vmfs-hostd/vmfs-hostd",
+                      TEST_GUEST_SCRIPT=root + "/scripts/test-guest.sh",
+                      TEST_GUEST_DIR=build + "/test-guest")
+
+
 def guest():
     """(vmlinuz, initrd.img) of the test guest, built once into
     $TEST_GUEST_DIR by scripts/test-guest.sh (instant when cached)."""
