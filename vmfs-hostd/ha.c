@@ -875,6 +875,23 @@ static bool missing_beats(const struct dsview *d, const char *name)
 	return false;
 }
 
+/* Host NAME's agent still publishes its record on this datastore: a host
+ * without a vmfsd slot of its own (agents sharing one mount, as on a test
+ * machine) is not lost while its agent runs; its list waits until the
+ * record goes stale (HA_AGENT_STALE_MS). */
+static bool agent_alive(struct ha_ds *ds, const char *name)
+{
+	char path[PATH_MAX + 128];
+	json_t *r;
+	bool fresh;
+
+	snprintf(path, sizeof(path), "%s/.vmfsd/ha/agents/%s", ds->root, name);
+	r = ha_agent_record(path, NULL);
+	fresh = r && agent_fresh(ds, name, (uint64_t)json_integer_value(json_object_get(r, "seq")));
+	json_decref(r);
+	return fresh;
+}
+
 /* the protected list of host NAME in DIR has an entry */
 static bool has_entries(const char *dir, const char *name)
 {
@@ -919,6 +936,8 @@ static void collect(struct agent *a, struct ha_ds *ds, const struct dsview *d)
 				pooling = true;     /* perhaps dying with another */
 			continue;
 		}
+		if (hs == DS_UNKNOWN && agent_alive(ds, de->d_name))
+			continue;       /* no slot of its own, but its agent runs */
 		snprintf(hdir, sizeof(hdir), "%s/%s", dir, de->d_name);
 		eh = opendir(hdir);
 		while (eh && (ee = readdir(eh))) {
