@@ -807,8 +807,18 @@ static struct aio_ctx *aio_ctx_new(struct fs *fs, struct fs_inode *ip, uint32_t 
 	return c;
 }
 
+/* The I/O lock shared, or -EAGAIN where the caller may not wait for it. */
+static int iolock_rd_nowait(struct iolock *l, bool nowait)
+{
+	if (!nowait) {
+		iolock_rd(l);
+		return 0;
+	}
+	return iolock_try_rd(l) ? 0 : -EAGAIN;
+}
+
 int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
-		  fs_aio_done_fn done, void *arg)
+		  fs_aio_done_fn done, void *arg, bool nowait)
 {
 	struct fs_inode *ip = f->ip;
 	uint64_t a0, a1, end;
@@ -822,7 +832,9 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 	r = cached_read_check(fs, f);
 	if (r)
 		return r;
-	iolock_rd(&ip->iolock);
+	r = iolock_rd_nowait(&ip->iolock, nowait);
+	if (r)
+		return r;
 	if (ip->d.data_mode == VMFSD_DATA_INLINE || off >= ip->d.size || !size) {
 		iolock_unlock_rd(&ip->iolock);
 		return -EAGAIN;
@@ -856,7 +868,7 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 }
 
 int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
-		   uint64_t off, fs_aio_done_fn done, void *arg)
+		   uint64_t off, fs_aio_done_fn done, void *arg, bool nowait)
 {
 	struct fs_inode *ip = f->ip;
 	struct aio_ctx *c;
@@ -868,7 +880,9 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 		return -EROFS;
 	if (bdev_crash_enabled(fs->bd) || (f->flags & (O_APPEND | O_SYNC | O_DSYNC)) || !size)
 		return -EAGAIN;
-	iolock_rd(&ip->iolock);
+	r = iolock_rd_nowait(&ip->iolock, nowait);
+	if (r)
+		return r;
 	r = cluster_write_check(fs, ip);
 	if (r) {
 		iolock_unlock_rd(&ip->iolock);

@@ -199,6 +199,7 @@ struct iolock {
 void iolock_init(struct iolock *l);
 void iolock_destroy(struct iolock *l);
 void iolock_rd(struct iolock *l);
+bool iolock_try_rd(struct iolock *l);      /* false: a writer holds or waits */
 void iolock_wr(struct iolock *l);
 void iolock_unlock_rd(struct iolock *l);
 void iolock_unlock_wr(struct iolock *l);

@@ -424,6 +424,18 @@ void iolock_rd(struct iolock *l)
 	pthread_mutex_unlock(&l->m);
 }
 
+bool iolock_try_rd(struct iolock *l)
+{
+	bool ok;
+
+	pthread_mutex_lock(&l->m);
+	ok = !l->writer && !l->writers_waiting;
+	if (ok)
+		l->readers++;
+	pthread_mutex_unlock(&l->m);
+	return ok;
+}
+
 void iolock_wr(struct iolock *l)
 {
 	pthread_mutex_lock(&l->m);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "bdev/bdev.h"
+#include "fuse_loop.h"
 #include "fuse_ops.h"
 
 /* Another host's change is visible within about a second
@@ -358,19 +359,78 @@ static void write_done(void *arg, ssize_t res, const void *data)
 		fuse_reply_write(req, (size_t)res);
 }
 
-/* Reads and overwrites of allocated data go asynchronous: the worker thread
- * submits and goes back to /dev/fuse, the completion thread replies. */
-static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
+/* A READ or WRITE that the issuer thread (fuse_loop.c) cannot serve
+ * without waiting, handed to a worker with what the request said. */
+struct rw_job {
+	struct vmfsd_fuse_job job;
+	fuse_req_t req;
+	fuse_ino_t ino;
+	size_t size;
+	off_t off;
+	struct fuse_file_info fi;
+	char data[];            /* a WRITE's payload */
+};
+
+static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi, bool nowait);
+static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi, bool nowait);
+
+static void read_job_run(struct vmfsd_fuse_job *j)
+{
+	struct rw_job *w = (struct rw_job *)j;
+
+	do_read(w->req, w->ino, w->size, w->off, &w->fi, false);
+	free(w);
+}
+
+static void write_job_run(struct vmfsd_fuse_job *j)
+{
+	struct rw_job *w = (struct rw_job *)j;
+
+	do_write(w->req, w->ino, w->data, w->size, w->off, &w->fi, false);
+	free(w);
+}
+
+/* Hands the request to a worker; false if it could not (no memory): the
+ * caller then serves it itself, waiting. */
+static bool rw_defer(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	struct rw_job *w = malloc(sizeof(*w) + (buf ? size : 0));
+
+	if (!w)
+		return false;
+	w->job.run = buf ? write_job_run : read_job_run;
+	w->req = req;
+	w->ino = ino;
+	w->size = size;
+	w->off = off;
+	w->fi = *fi;
+	if (buf)
+		memcpy(w->data, buf, size);
+	if (vmfsd_fuse_defer(&w->job)) {
+		free(w);
+		return false;
+	}
+	return true;
+}
+
+/* Reads and overwrites of allocated data go asynchronous: the thread that
+ * received the request submits and goes on, the completion replies.  On
+ * the issuer thread (NOWAIT) whatever would wait goes to a worker. */
+static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi, bool nowait)
 {
 	size_t doff;
 	void *buf;
 	ssize_t n;
 	int r;
 
-	(void)ino;
-	r = fs_read_start(req_fs(req), fh(fi), size, (uint64_t)off, read_done, req);
+	r = fs_read_start(req_fs(req), fh(fi), size, (uint64_t)off, read_done, req, nowait);
 	if (r == 0)
+		return;
+	if (r == -EAGAIN && nowait && rw_defer(req, ino, NULL, size, off, fi))
 		return;
 	if (r != -EAGAIN) {
 		fuse_reply_err(req, -r);
@@ -384,29 +444,40 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	bdev_free(buf);
 }
 
-static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
-		     off_t off, struct fuse_file_info *fi)
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	do_read(req, ino, size, off, fi, bdev_aio_on_issuer());
+}
+
+static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi, bool nowait)
 {
 	ssize_t n;
 	int r;
 
-	(void)ino;
 	/* A write clears set-user-ID and set-group-ID unless the writer has
 	 * CAP_FSETID (POSIX; Linux's file_remove_privs).  The kernel does it
 	 * itself for page-cache writes but leaves direct I/O writes to us,
 	 * with a flag libfuse 3.14 does not pass on: a caller other than root
 	 * stands for "no CAP_FSETID".  Write-back of mmap'ed pages
 	 * (writepage) runs as the kernel, not as the writer: the kernel
-	 * cleared the bits when the page was first written. */
+	 * cleared the bits when the page was first written.  Clearing them is
+	 * an inode update: not on the issuer thread. */
 	if (!fi->writepage && fuse_req_ctx(req)->uid != 0) {
+		if (nowait && rw_defer(req, ino, buf, size, off, fi))
+			return;
 		r = fs_file_kill_suid(req_fs(req), fh(fi));
 		if (r) {
 			fuse_reply_err(req, -r);
 			return;
 		}
 	}
-	r = fs_write_start(req_fs(req), fh(fi), buf, size, (uint64_t)off, write_done, req);
+	r = fs_write_start(req_fs(req), fh(fi), buf, size, (uint64_t)off, write_done, req,
+			   nowait);
 	if (r == 0)
+		return;
+	if (r == -EAGAIN && nowait && rw_defer(req, ino, buf, size, off, fi))
 		return;
 	if (r != -EAGAIN) {
 		fuse_reply_err(req, -r);
@@ -417,6 +488,12 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, (int)-n);
 	else
 		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	do_write(req, ino, buf, size, off, fi, bdev_aio_on_issuer());
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

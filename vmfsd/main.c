@@ -29,6 +29,7 @@
 
 #include "bdev/bdev.h"
 #include "format/format.h"
+#include "fuse/fuse_loop.h"
 #include "fuse/fuse_ops.h"
 #include "lockmgr/lockmgr.h"
 #include "fence.h"
@@ -40,6 +41,13 @@
  * request blocks its thread for one device I/O. */
 #define MAX_THREADS 96
 
+/* How long the I/O thread keeps looking for the next request after one
+ * (fuse/fuse_loop.c): a bit more than the 31 us a 4 KiB read of the raw
+ * image file takes here (BENCHMARKS.md), so a queue-depth-1 stream of
+ * requests never sleeps between them, and a few microseconds of CPU per
+ * request otherwise. */
+#define SPIN_US 50
+
 struct opts {
 	char *host;
 	int fail_io_after;      /* ms; fault injection for tests, 0 = off */
@@ -49,6 +57,7 @@ struct opts {
 	int no_self_fence;      /* test only: docs/cluster.md §8 */
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *log_file;         /* the system log's lines appended here too */
+	int spin_us;            /* -1: the default (SPIN_US) */
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -72,6 +81,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "debug_no_self_fence", offsetof(struct opts, no_self_fence), 1 },
 	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
 	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
+	{ "spin_us=%d", offsetof(struct opts, spin_us), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
@@ -157,6 +167,9 @@ static void usage(FILE *f)
 		"                     (shows what persistent reservations refuse alone)\n"
 		"  -o log_file=PATH   append the lines logged to the system log to PATH\n"
 		"                     too, with a timestamp\n"
+		"  -o spin_us=US      after a request, the I/O thread looks for the next\n"
+		"                     one for US microseconds before it sleeps (default 50;\n"
+		"                     0: never spins)\n"
 		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
 		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
@@ -558,7 +571,7 @@ int main(int argc, char **argv)
 	struct fs_mount_opts mo = { 0 };
 	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se = NULL;
-	struct opts o = { 0 };
+	struct opts o = { .spin_us = -1 };
 	struct fs *fs = NULL;
 	struct bdev *bd = NULL;
 	uint8_t unreplayed[VMFSD_MAX_HOSTS / 8] = { 0 };
@@ -728,7 +741,13 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_set_max_threads(lc, MAX_THREADS);
 	fuse_loop_cfg_set_idle_threads(lc, 16);
 	fuse_loop_cfg_set_clone_fd(lc, 1);
-	ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	/* our own loop where the device allows it (an image file or block
+	 * device), libfuse's on an iSCSI LUN and with the crash model */
+	r = vmfsd_fuse_loop(se, fs_device(fs), MAX_THREADS, o.spin_us >= 0 ? (unsigned)o.spin_us : SPIN_US);
+	if (r == -EOPNOTSUPP)
+		ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
+	else
+		ret = r ? 1 : 0;
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
 out_sig:

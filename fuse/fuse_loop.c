@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+/*
+ * vmfsd's FUSE request loop on a file-backed volume.
+ *
+ * What a VM disk does all day is READ and WRITE of allocated data, and with
+ * libfuse's own loop each such request crossed three threads: a worker
+ * woke up for it on /dev/fuse, handed the device I/O to the issuer thread
+ * of the asynchronous path (an eventfd wake-up), and the issuer replied.
+ * On this kind of machine (virtual CPUs, where waking a halted one costs
+ * tens of microseconds) the hand-offs, not the work, set the figures.
+ *
+ * Here the issuer thread itself reads /dev/fuse (bdev_aio_watch: a poll on
+ * the device's own io_uring): a READ or WRITE is decoded, mapped and
+ * submitted on that thread, all requests read in one turn go to the disk
+ * in one io_uring_enter, and their completions reply from the same
+ * thread.  Everything else, and a READ or WRITE that cannot go without
+ * waiting (fs_read_start/fs_write_start with nowait: a truncate holds the
+ * file, an inline or unallocated range, a set-user-ID bit to clear), goes
+ * to a pool of worker threads that may block: on-disk locks, journal
+ * commits, synchronous I/O.
+ *
+ * Invariant: the issuer never waits for anything an asynchronous request
+ * may hold up, since it is the thread that completes them.  The worker
+ * pool grows when every worker is busy (a worker can wait seconds for
+ * another host's lock) up to MAX_THREADS and never shrinks.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bdev/bdev.h"
+#include "fuse_loop.h"
+
+/* The kernel's request header (struct fuse_in_header in linux/fuse.h,
+ * stable ABI); that header is not included because its macros clash with
+ * libfuse's. */
+struct in_header {
+	uint32_t len;
+	uint32_t opcode;
+	uint64_t unique;
+	uint64_t nodeid;
+	uint32_t uid, gid, pid;
+	uint16_t total_extlen, padding;
+};
+#define OP_READ 15
+#define OP_WRITE 16
+
+/* Requests per reader turn: then the issuer serves completions before it
+ * reads on (a burst of 256 queued requests does not hold back replies). */
+#define READ_BATCH 32
+
+struct buf_job {
+	struct vmfsd_fuse_job job;
+	size_t size;
+	uint8_t data[];
+};
+
+struct floop {
+	struct fuse_session *se;
+	int fd;
+	uint8_t *rbuf;
+	size_t rbufsize;
+	pthread_mutex_t lock;
+	pthread_cond_t work;            /* a job was queued, or stop */
+	pthread_cond_t end;             /* ended was set */
+	struct vmfsd_fuse_job *head, **tail;
+	pthread_t *thr;
+	unsigned nthreads, idle, queued, max_threads;
+	bool stop, ended;
+	int err;
+};
+
+/* One volume per process, as the ops' session (fuse_ops.c). */
+static struct floop *loop;
+
+static void *worker(void *arg)
+{
+	struct floop *l = arg;
+
+	for (;;) {
+		struct vmfsd_fuse_job *j;
+
+		pthread_mutex_lock(&l->lock);
+		l->idle++;
+		while (!l->head && !l->stop)
+			pthread_cond_wait(&l->work, &l->lock);
+		l->idle--;
+		j = l->head;
+		if (!j) {
+			pthread_mutex_unlock(&l->lock);
+			return NULL;
+		}
+		l->head = j->next;
+		if (!l->head)
+			l->tail = &l->head;
+		l->queued--;
+		pthread_mutex_unlock(&l->lock);
+		j->run(j);
+	}
+}
+
+int vmfsd_fuse_defer(struct vmfsd_fuse_job *j)
+{
+	struct floop *l = loop;
+	bool grow;
+
+	if (!l)
+		return -EINVAL;
+	j->next = NULL;
+	pthread_mutex_lock(&l->lock);
+	*l->tail = j;
+	l->tail = &j->next;
+	l->queued++;
+	/* a worker more when the waiting ones cannot take every queued job */
+	grow = l->queued > l->idle && l->nthreads < l->max_threads;
+	if (grow && pthread_create(&l->thr[l->nthreads], NULL, worker, l) == 0)
+		l->nthreads++;
+	pthread_cond_signal(&l->work);
+	pthread_mutex_unlock(&l->lock);
+	return 0;
+}
+
+static void run_buf(struct vmfsd_fuse_job *j)
+{
+	struct buf_job *b = (struct buf_job *)j;
+	struct fuse_buf fb = { .size = b->size, .mem = b->data };
+
+	fuse_session_process_buf(loop->se, &fb);
+	free(b);
+}
+
+static void end_loop(struct floop *l, int err)
+{
+	pthread_mutex_lock(&l->lock);
+	l->ended = true;
+	if (!l->err)
+		l->err = err;
+	pthread_cond_broadcast(&l->end);
+	pthread_mutex_unlock(&l->lock);
+}
+
+/* On the issuer: reads what /dev/fuse has, up to READ_BATCH requests.
+ * Returns true if it stopped with requests possibly left. */
+static bool reader(void *arg)
+{
+	struct floop *l = arg;
+	unsigned n;
+
+	if (l->ended)
+		return false;
+	for (n = 0; n < READ_BATCH; n++) {
+		ssize_t r = read(l->fd, l->rbuf, l->rbufsize);
+		const struct in_header *h = (const struct in_header *)l->rbuf;
+		struct buf_job *b;
+
+		if (r < 0) {
+			if (errno == EINTR || errno == ENOENT)
+				continue;       /* ENOENT: interrupted before read */
+			if (errno == EAGAIN)
+				return false;
+			end_loop(l, errno == ENODEV ? 0 : -errno);      /* ENODEV: unmounted */
+			return false;
+		}
+		if ((size_t)r < sizeof(*h)) {
+			end_loop(l, -EIO);
+			return false;
+		}
+		if (h->opcode == OP_READ || h->opcode == OP_WRITE) {
+			struct fuse_buf fb = { .size = (size_t)r, .mem = l->rbuf };
+
+			fuse_session_process_buf(l->se, &fb);
+			continue;
+		}
+		b = malloc(sizeof(*b) + (size_t)r);
+		if (!b) {
+			/* no memory for the copy: serve it here, blocking */
+			struct fuse_buf fb = { .size = (size_t)r, .mem = l->rbuf };
+
+			fuse_session_process_buf(l->se, &fb);
+			continue;
+		}
+		b->job.run = run_buf;
+		b->size = (size_t)r;
+		memcpy(b->data, l->rbuf, (size_t)r);
+		vmfsd_fuse_defer(&b->job);
+	}
+	return true;
+}
+
+int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threads,
+		    unsigned spin_us)
+{
+	struct floop *l;
+	int fl, r;
+	unsigned i;
+
+	if (max_threads < 1)
+		max_threads = 1;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->se = se;
+	l->fd = fuse_session_fd(se);
+	l->max_threads = max_threads;
+	/* the largest request: a max_write (1 MiB) WRITE and its headers
+	 * (the kernel refuses a read buffer smaller than that) */
+	l->rbufsize = (1u << 20) + 64 * 1024;
+	l->rbuf = malloc(l->rbufsize);
+	l->thr = calloc(max_threads, sizeof(*l->thr));
+	if (!l->rbuf || !l->thr) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	pthread_mutex_init(&l->lock, NULL);
+	pthread_cond_init(&l->work, NULL);
+	pthread_cond_init(&l->end, NULL);
+	l->tail = &l->head;
+	fl = fcntl(l->fd, F_GETFL);
+	if (fl < 0 || fcntl(l->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		r = -errno;
+		goto out_free;
+	}
+	loop = l;
+	/* the first worker, for FUSE_INIT (more come as they are needed) */
+	if (pthread_create(&l->thr[0], NULL, worker, l)) {
+		r = -EAGAIN;
+		goto out_restore;
+	}
+	l->nthreads = 1;
+	r = bdev_aio_watch(bd, l->fd, reader, l, spin_us);
+	if (r)
+		goto out_stop;
+	pthread_mutex_lock(&l->lock);
+	/* libfuse's signal handlers only set the session's exit flag: look at
+	 * it every 200 ms (the time a SIGTERM'ed daemon takes to notice) */
+	while (!l->ended && !fuse_session_exited(se)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		pthread_cond_timedwait(&l->end, &l->lock, &ts);
+	}
+	pthread_mutex_unlock(&l->lock);
+	bdev_aio_unwatch(bd);
+	r = l->err;
+out_stop:
+	/* workers finish what is queued (replies to an unmounted session just
+	 * fail), then exit */
+	pthread_mutex_lock(&l->lock);
+	l->stop = true;
+	pthread_cond_broadcast(&l->work);
+	pthread_mutex_unlock(&l->lock);
+	for (i = 0; i < l->nthreads; i++)
+		pthread_join(l->thr[i], NULL);
+out_restore:
+	loop = NULL;
+	(void)fcntl(l->fd, F_SETFL, fl);
+out_free:
+	free(l->rbuf);
+	free(l->thr);
+	free(l);
+	return r;
+}

@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * vmfsd's own FUSE request loop for file-backed volumes (fuse_loop.c): the
+ * device's I/O issuer thread reads /dev/fuse and serves READ and WRITE
+ * itself; everything else runs in a pool of worker threads.
+ */
+#ifndef VMFSD_FUSE_LOOP_H
+#define VMFSD_FUSE_LOOP_H
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include "bdev/bdev.h"
+
+/* Serves SE until it is unmounted or told to exit, with at most
+ * MAX_THREADS workers; the issuer spins SPIN_US after activity
+ * (bdev_aio_watch).  Returns 0, -EOPNOTSUPP when BD cannot do it (iSCSI,
+ * crash model: use fuse_session_loop_mt then; nothing was read), or
+ * another negative errno. */
+int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threads,
+		    unsigned spin_us);
+
+/* A piece of work for the worker pool (embed it first in your own). */
+struct vmfsd_fuse_job {
+	struct vmfsd_fuse_job *next;
+	void (*run)(struct vmfsd_fuse_job *j);
+};
+/* Queues J for a worker; -EINVAL when the loop does not run. */
+int vmfsd_fuse_defer(struct vmfsd_fuse_job *j);
+
+#endif
