@@ -845,6 +845,8 @@ int bdev_crash_enabled(const struct bdev *bd)
 
 #define EVFD_TAG ((uint64_t)1)
 #define WATCH_TAG ((uint64_t)2)
+/* The shortest spin window (issuer_spin): a few system calls. */
+#define SPIN_MIN_NS 2000
 #define UNWATCH_TAG ((uint64_t)3)
 
 static _Thread_local bool on_issuer;
@@ -925,7 +927,7 @@ static void *aio_issuer(void *arg)
 	int wfd = -1;                   /* the watched descriptor, as armed */
 	bool warmed = false;            /* its multishot poll is on the ring */
 	bool wagain = false;            /* the handler left some unread */
-	uint64_t last_event = 0, spin_ns = 0;
+	uint64_t last_event = 0, spin_ns = 0, spin_cur = 0;
 	struct io_uring_params p;
 	int r;
 
@@ -971,6 +973,7 @@ static void *aio_issuer(void *arg)
 			wgen = e->wgen;
 			wfd = e->wfd;
 			spin_ns = e->spin_ns;
+			spin_cur = spin_ns;
 			e->wseen = wgen;
 			pthread_cond_broadcast(&e->room);
 		}
@@ -1011,9 +1014,16 @@ static void *aio_issuer(void *arg)
 		 * were busy found sleeping == false and did not kick, and with no
 		 * other I/O in flight nothing else would ever wake us. */
 		more = false;
-		if (spin_ns && wfd >= 0 && !stopping && now_ns() - last_event < spin_ns) {
+		if (spin_cur && wfd >= 0 && !stopping && now_ns() - last_event < spin_cur) {
+			/* The window adapts: halved by a spin that found nothing
+			 * (sparse requests: they would pay it each time for
+			 * nothing), doubled back up to spin_ns by one that did. */
 			io_uring_submit(&e->ring);
-			more = issuer_spin(e, last_event + spin_ns);
+			more = issuer_spin(e, last_event + spin_cur);
+			if (more)
+				spin_cur = spin_cur * 2 < spin_ns ? spin_cur * 2 : spin_ns;
+			else
+				spin_cur = spin_cur / 2 > SPIN_MIN_NS ? spin_cur / 2 : SPIN_MIN_NS;
 		}
 		pthread_mutex_lock(&e->lock);
 		more = more || wagain || e->qhead != NULL || e->wgen != wgen ||
