@@ -177,14 +177,11 @@ static bool reader(void *arg)
 			fuse_session_process_buf(l->se, &fb);
 			continue;
 		}
-		b = malloc(sizeof(*b) + (size_t)r);
-		if (!b) {
-			/* no memory for the copy: serve it here, blocking */
-			struct fuse_buf fb = { .size = (size_t)r, .mem = l->rbuf };
-
-			fuse_session_process_buf(l->se, &fb);
-			continue;
-		}
+		/* Not served here even without memory for the copy: a request
+		 * that waits (an fsync drains the I/O this thread completes)
+		 * would deadlock.  Wait for memory instead. */
+		while (!(b = malloc(sizeof(*b) + (size_t)r)))
+			usleep(1000);
 		b->job.run = run_buf;
 		b->size = (size_t)r;
 		memcpy(b->data, l->rbuf, (size_t)r);

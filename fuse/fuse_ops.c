@@ -392,8 +392,8 @@ static void write_job_run(struct vmfsd_fuse_job *j)
 	free(w);
 }
 
-/* Hands the request to a worker; false if it could not (no memory): the
- * caller then serves it itself, waiting. */
+/* Hands the request to a worker; false if it could not (no memory: the
+ * caller fails the request, it may not wait on the issuer thread). */
 static bool rw_defer(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
@@ -430,8 +430,11 @@ static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	r = fs_read_start(req_fs(req), fh(fi), size, (uint64_t)off, read_done, req, nowait);
 	if (r == 0)
 		return;
-	if (r == -EAGAIN && nowait && rw_defer(req, ino, NULL, size, off, fi))
+	if (r == -EAGAIN && nowait) {
+		if (!rw_defer(req, ino, NULL, size, off, fi))
+			fuse_reply_err(req, ENOMEM);    /* never wait on the issuer */
 		return;
+	}
 	if (r != -EAGAIN) {
 		fuse_reply_err(req, -r);
 		return;
@@ -465,8 +468,11 @@ static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	 * cleared the bits when the page was first written.  Clearing them is
 	 * an inode update: not on the issuer thread. */
 	if (!fi->writepage && fuse_req_ctx(req)->uid != 0) {
-		if (nowait && rw_defer(req, ino, buf, size, off, fi))
+		if (nowait) {
+			if (!rw_defer(req, ino, buf, size, off, fi))
+				fuse_reply_err(req, ENOMEM);
 			return;
+		}
 		r = fs_file_kill_suid(req_fs(req), fh(fi));
 		if (r) {
 			fuse_reply_err(req, -r);
@@ -477,8 +483,11 @@ static void do_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 			   nowait);
 	if (r == 0)
 		return;
-	if (r == -EAGAIN && nowait && rw_defer(req, ino, buf, size, off, fi))
+	if (r == -EAGAIN && nowait) {
+		if (!rw_defer(req, ino, buf, size, off, fi))
+			fuse_reply_err(req, ENOMEM);
 		return;
+	}
 	if (r != -EAGAIN) {
 		fuse_reply_err(req, -r);
 		return;
