@@ -694,6 +694,7 @@ struct aio_ctx {
 	ssize_t result;
 	uint64_t end;           /* writes: new end of data */
 	bool write;
+	bool lent;              /* BUF is the caller's (FS_IO_LEND) */
 	_Atomic int pending;
 	_Atomic int err;
 	uint32_t nseg;
@@ -709,7 +710,8 @@ static void aio_finish(struct aio_ctx *c, bool times_done)
 		update_size_times(c->fs, c->ip, c->end);
 	iolock_unlock_rd(&c->ip->iolock);
 	c->done(c->arg, err ? err : c->result, c->buf + c->data_off);
-	bdev_free(c->buf);
+	if (!c->lent)
+		bdev_free(c->buf);
 	free(c);
 }
 
@@ -818,7 +820,7 @@ static int iolock_rd_nowait(struct iolock *l, bool nowait)
 }
 
 int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
-		  fs_aio_done_fn done, void *arg, bool nowait)
+		  fs_aio_done_fn done, void *arg, unsigned flags)
 {
 	struct fs_inode *ip = f->ip;
 	uint64_t a0, a1, end;
@@ -832,7 +834,7 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 	r = cached_read_check(fs, f);
 	if (r)
 		return r;
-	r = iolock_rd_nowait(&ip->iolock, nowait);
+	r = iolock_rd_nowait(&ip->iolock, flags & FS_IO_NOWAIT);
 	if (r)
 		return r;
 	if (ip->d.data_mode == VMFSD_DATA_INLINE || off >= ip->d.size || !size) {
@@ -868,7 +870,7 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 }
 
 int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
-		   uint64_t off, fs_aio_done_fn done, void *arg, bool nowait)
+		   uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags)
 {
 	struct fs_inode *ip = f->ip;
 	struct aio_ctx *c;
@@ -880,7 +882,9 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 		return -EROFS;
 	if (bdev_crash_enabled(fs->bd) || (f->flags & (O_APPEND | O_SYNC | O_DSYNC)) || !size)
 		return -EAGAIN;
-	r = iolock_rd_nowait(&ip->iolock, nowait);
+	if ((flags & FS_IO_LEND) && ((uintptr_t)buf & (SECTOR - 1)))
+		return -EINVAL;
+	r = iolock_rd_nowait(&ip->iolock, flags & FS_IO_NOWAIT);
 	if (r)
 		return r;
 	r = cluster_write_check(fs, ip);
@@ -901,16 +905,23 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 		if (!rs.v[i].dev)
 			r = -EAGAIN;    /* a hole or unwritten unit: allocation path */
 	c = r ? NULL : aio_ctx_new(fs, ip, rs.n, done, arg);
-	if (c)
+	if (c && (flags & FS_IO_LEND)) {
+		c->buf = (uint8_t *)buf;
+		c->lent = true;
+	} else if (c) {
 		c->buf = bdev_alloc(size);
+	}
 	if (r || !c || !c->buf) {
 		runs_free(&rs);
 		iolock_unlock_rd(&ip->iolock);
+		if (c && !c->lent)
+			bdev_free(c->buf);
 		free(c);
 		return r ? r : -ENOMEM;
 	}
 	/* O_DIRECT wants aligned memory, and libfuse reuses its buffer. */
-	memcpy(c->buf, buf, size);
+	if (!c->lent)
+		memcpy(c->buf, buf, size);
 	c->write = true;
 	c->result = (ssize_t)size;
 	c->end = off + size;

@@ -209,14 +209,19 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync);
  * for reads DATA points at the bytes, valid only during the call.
  * -EAGAIN: use fs_read_buf/fs_write instead (inline data, allocation,
  * unaligned or O_SYNC writes, a crash-simulating device); else an error.
- * NOWAIT: the caller is the device's I/O issuer (bdev_aio_watch), which
- * must not wait for the file's I/O lock (its holder may wait for requests
- * only the issuer completes): -EAGAIN instead of waiting. */
+ * Flags: FS_IO_NOWAIT: the caller is the device's I/O issuer
+ * (bdev_aio_watch), which must not wait for the file's I/O lock (its holder
+ * may wait for requests only the issuer completes): -EAGAIN instead of
+ * waiting.  FS_IO_LEND (writes): BUF is aligned to 512 bytes and stays
+ * valid and unchanged until DONE runs, so the device writes it in place
+ * instead of from a copy (-EINVAL if it is not aligned). */
+#define FS_IO_NOWAIT 1u
+#define FS_IO_LEND 2u
 typedef void (*fs_aio_done_fn)(void *arg, ssize_t res, const void *data);
 int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
-		  fs_aio_done_fn done, void *arg, bool nowait);
+		  fs_aio_done_fn done, void *arg, unsigned flags);
 int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
-		   uint64_t off, fs_aio_done_fn done, void *arg, bool nowait);
+		   uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags);
 /* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,
  * FALLOC_FL_ZERO_RANGE[|KEEP_SIZE]. */
 int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint64_t len);

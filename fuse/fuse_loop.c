@@ -55,16 +55,33 @@ struct in_header {
  * reads on (a burst of 256 queued requests does not hold back replies). */
 #define READ_BATCH 32
 
+/* Where a WRITE's data starts in the request: struct fuse_in_header and
+ * struct fuse_write_in, 40 bytes each.  Receive buffers are placed so that
+ * this offset is page aligned: the data can then go to the device as it
+ * came (vmfsd_fuse_take_buf), without a copy. */
+#define WRITE_DATA_OFF 80
+/* Receive buffers at most (1 MiB and a page each): a lent buffer is out
+ * until its write completes, and the cap bounds what that keeps. */
+#define RBUF_MAX 32
+
 struct buf_job {
 	struct vmfsd_fuse_job job;
 	size_t size;
 	uint8_t data[];
 };
 
+struct rbuf {
+	struct rbuf *next;      /* on the free list */
+	void *base;             /* what to free */
+	uint8_t *mem;           /* the request is read here */
+};
+
 struct floop {
 	struct fuse_session *se;
 	int fd;
-	uint8_t *rbuf;
+	struct rbuf *cur;       /* the issuer reads into this one */
+	struct rbuf *free_rb;   /* returned buffers (under LOCK) */
+	unsigned nrbuf;         /* allocated (under LOCK) */
 	size_t rbufsize;
 	pthread_mutex_t lock;
 	pthread_cond_t work;            /* a job was queued, or stop */
@@ -78,6 +95,78 @@ struct floop {
 
 /* One volume per process, as the ops' session (fuse_ops.c). */
 static struct floop *loop;
+
+/* A receive buffer from the free list or a new one, NULL when RBUF_MAX
+ * are out (LOCK held). */
+static struct rbuf *rbuf_get(struct floop *l)
+{
+	struct rbuf *rb = l->free_rb;
+
+	if (rb) {
+		l->free_rb = rb->next;
+		return rb;
+	}
+	if (l->nrbuf >= RBUF_MAX)
+		return NULL;
+	rb = malloc(sizeof(*rb));
+	if (!rb)
+		return NULL;
+	if (posix_memalign(&rb->base, 4096, l->rbufsize + 4096)) {
+		free(rb);
+		return NULL;
+	}
+	rb->mem = (uint8_t *)rb->base + 4096 - WRITE_DATA_OFF;
+	l->nrbuf++;
+	return rb;
+}
+
+static void rbuf_free_all(struct floop *l)
+{
+	struct rbuf *rb;
+
+	if (l->cur) {
+		l->cur->next = l->free_rb;
+		l->free_rb = l->cur;
+		l->cur = NULL;
+	}
+	while ((rb = l->free_rb)) {
+		l->free_rb = rb->next;
+		free(rb->base);
+		free(rb);
+	}
+}
+
+void *vmfsd_fuse_take_buf(const void *p, size_t len)
+{
+	struct floop *l = loop;
+	struct rbuf *rb, *next;
+
+	if (!l || !bdev_aio_on_issuer() || !l->cur)
+		return NULL;
+	rb = l->cur;
+	if ((const uint8_t *)p < rb->mem || (const uint8_t *)p + len > rb->mem + l->rbufsize)
+		return NULL;
+	pthread_mutex_lock(&l->lock);
+	next = rbuf_get(l);
+	pthread_mutex_unlock(&l->lock);
+	if (!next)
+		return NULL;
+	l->cur = next;
+	return rb;
+}
+
+void vmfsd_fuse_put_buf(void *h)
+{
+	struct floop *l = loop;
+	struct rbuf *rb = h;
+
+	if (!rb || !l)
+		return;         /* (not after the loop: it drains the I/O first) */
+	pthread_mutex_lock(&l->lock);
+	rb->next = l->free_rb;
+	l->free_rb = rb;
+	pthread_mutex_unlock(&l->lock);
+}
 
 static void *worker(void *arg)
 {
@@ -155,8 +244,8 @@ static bool reader(void *arg)
 	if (l->ended)
 		return false;
 	for (n = 0; n < READ_BATCH; n++) {
-		ssize_t r = read(l->fd, l->rbuf, l->rbufsize);
-		const struct in_header *h = (const struct in_header *)l->rbuf;
+		ssize_t r = read(l->fd, l->cur->mem, l->rbufsize);
+		const struct in_header *h = (const struct in_header *)l->cur->mem;
 		struct buf_job *b;
 
 		if (r < 0) {
@@ -172,7 +261,7 @@ static bool reader(void *arg)
 			return false;
 		}
 		if (h->opcode == OP_READ || h->opcode == OP_WRITE) {
-			struct fuse_buf fb = { .size = (size_t)r, .mem = l->rbuf };
+			struct fuse_buf fb = { .size = (size_t)r, .mem = l->cur->mem };
 
 			fuse_session_process_buf(l->se, &fb);
 			continue;
@@ -184,7 +273,7 @@ static bool reader(void *arg)
 			usleep(1000);
 		b->job.run = run_buf;
 		b->size = (size_t)r;
-		memcpy(b->data, l->rbuf, (size_t)r);
+		memcpy(b->data, l->cur->mem, (size_t)r);
 		vmfsd_fuse_defer(&b->job);
 	}
 	return true;
@@ -208,9 +297,9 @@ int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threa
 	/* the largest request: a max_write (1 MiB) WRITE and its headers
 	 * (the kernel refuses a read buffer smaller than that) */
 	l->rbufsize = (1u << 20) + 64 * 1024;
-	l->rbuf = malloc(l->rbufsize);
+	l->cur = rbuf_get(l);
 	l->thr = calloc(max_threads, sizeof(*l->thr));
-	if (!l->rbuf || !l->thr) {
+	if (!l->cur || !l->thr) {
 		r = -ENOMEM;
 		goto out_free;
 	}
@@ -252,18 +341,20 @@ int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threa
 	r = l->err;
 out_stop:
 	/* workers finish what is queued (replies to an unmounted session just
-	 * fail), then exit */
+	 * fail), then exit; then the I/O in flight completes, which gives
+	 * every lent receive buffer back */
 	pthread_mutex_lock(&l->lock);
 	l->stop = true;
 	pthread_cond_broadcast(&l->work);
 	pthread_mutex_unlock(&l->lock);
 	for (i = 0; i < l->nthreads; i++)
 		pthread_join(l->thr[i], NULL);
+	bdev_aio_drain(bd);
 out_restore:
 	loop = NULL;
 	(void)fcntl(l->fd, F_SETFL, fl);
 out_free:
-	free(l->rbuf);
+	rbuf_free_all(l);
 	free(l->thr);
 	free(l);
 	return r;

@@ -28,4 +28,12 @@ struct vmfsd_fuse_job {
 /* Queues J for a worker; -EINVAL when the loop does not run. */
 int vmfsd_fuse_defer(struct vmfsd_fuse_job *j);
 
+/* On the issuer, while it serves a request: takes the receive buffer that
+ * holds [P, P + LEN) away from the loop (which reads on into another), so
+ * that the data can be used in place after the handler returns.  Returns
+ * a handle for vmfsd_fuse_put_buf, or NULL (not on the issuer, P not in
+ * the current request, every buffer out). */
+void *vmfsd_fuse_take_buf(const void *p, size_t len);
+void vmfsd_fuse_put_buf(void *h);
+
 #endif
