@@ -374,8 +374,6 @@ int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val);
  * exclusive iolock held: readers walk the map without meta_lock). */
 int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 	     struct tx *tx);
-/* Frees every data unit in [from, to) (to = UINT64_MAX: to the end) and
- * the map nodes that become empty; data units go back to their pool. */
 /* Replaces LBLK's entry OLD by VAL in place, when the path to its slot
  * exists (no node is created, the tree does not grow), with one atomic
  * store: the allocating write under the shared iolock maps its new units
@@ -383,6 +381,8 @@ int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
  * is no longer OLD; -EAGAIN: a node is missing (the exclusive path adds it). */
 int bmap_replace(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t old, uint32_t val,
 		 struct tx *tx);
+/* Frees every data unit in [from, to) (to = UINT64_MAX: to the end) and
+ * the map nodes that become empty; data units go back to their pool. */
 int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,
 		    struct tx *tx);
 /* Next logical unit >= LBLK that is mapped (written or not); -ENXIO if none. */
