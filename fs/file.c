@@ -831,6 +831,9 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		if (!r)
 			update_size_times(fs, ip, off + size);
 		if (r == -EAGAIN) {
+			/* Holes or unwritten units: whole ones are allocated
+			 * here, still shared; the rest needs the exclusive
+			 * path below. */
 			n = write_alloc_shared(fs, ip, buf, size, off);
 			r = n < 0 ? (int)n : 0;
 			if (r == -EAGAIN)
