@@ -13,7 +13,10 @@
  * shared with fsck; this file supplies its node storage (the cache, the
  * journal transaction) and what freeing a range does to each unit.
  */
+#include <assert.h>
+#include <endian.h>
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "format/maptree.h"
@@ -306,6 +309,51 @@ struct free_ctx {
 	struct alloc_pool *pool;
 	uint32_t unit_sectors;
 };
+
+/* Entries are stored with one aligned 32-bit store: bmap_replace changes
+ * them while readers holding only the shared iolock walk the map. */
+static_assert(offsetof(struct vmfsd_inode, map) % 4 == 0, "root slots aligned");
+static_assert(VMFSD_MAP_NODE_HDR % 4 == 0, "node slots aligned");
+
+int bmap_replace(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t old, uint32_t val,
+		 struct tx *tx)
+{
+	unsigned h = ip->d.map_height, level;
+	uint64_t span = vmfsd_map_span(h), rem = lblk;
+	uint8_t *slots = ip->d.map, *node = NULL;
+	uint32_t si, sblk = 0, cur;
+	int r;
+
+	if (ip->d.data_mode == VMFSD_DATA_INLINE || lblk >= vmfsd_map_capacity(h))
+		return -EAGAIN;
+	si = (uint32_t)(rem / span);
+	rem %= span;
+	for (level = h; level > 0; level--) {
+		uint32_t e = vmfsd_map_slot_get(slots, si);
+
+		if (!e)
+			return -EAGAIN;
+		r = node_get(fs, ip, e & VMFSD_MAP_PBLK_MASK, level - 1, &node);
+		if (r)
+			return r;
+		sblk = e & VMFSD_MAP_PBLK_MASK;
+		span /= VMFSD_MAP_NODE_SLOTS;
+		slots = vmfsd_map_node_slots(node);
+		si = (uint32_t)(rem / span);
+		rem %= span;
+	}
+	cur = vmfsd_map_slot_get(slots, si);
+	if (cur != old)
+		return -ESTALE;
+	if (old == val)
+		return 0;
+	__atomic_store_n((uint32_t *)(void *)(slots + (size_t)si * 4), htole32(val),
+			 __ATOMIC_RELEASE);
+	if (node)
+		node_log(fs, sblk, node, tx);
+	tx_add_inode(tx, ip);
+	return 0;
+}
 
 static int free_leaf(void *ctx, uint8_t *slot, uint64_t lo)
 {

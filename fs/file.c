@@ -559,6 +559,175 @@ static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
 	pthread_mutex_unlock(&fs->meta_lock);
 }
 
+/* A new unit of an allocating write under the shared iolock. */
+struct new_unit {
+	uint64_t lblk;
+	uint32_t old;           /* entry seen: 0 (hole) or unwritten */
+	uint32_t p;             /* its unit: allocated here when OLD is 0 */
+};
+
+/* Gives back the units write_alloc_shared allocated and did not map
+ * (meta_lock held). */
+static void new_units_free(struct fs *fs, struct fs_inode *ip, struct new_unit *nu, uint32_t n,
+			   struct tx *tx)
+{
+	uint32_t unit = inode_unit_size(fs, ip), i;
+
+	for (i = 0; i < n; i++) {
+		if (nu[i].old || !nu[i].p)
+			continue;
+		alloc_free(fs, bmap_pool(fs, ip), nu[i].p, tx);
+		ip->d.alloc_units -= unit / 512;
+		nu[i].p = 0;
+	}
+}
+
+/* Allocating write without the exclusive iolock, so that a queue of first
+ * writes to a thin file reaches the device in parallel instead of one
+ * synchronous unit at a time (issue #17).  Only for writes where every
+ * unit of [OFF, OFF+SIZE) is either written already or a hole/unwritten
+ * unit lying wholly inside the request: no zeroing, no read-modify-write,
+ * no mode change; anything else returns -EAGAIN before a byte is written
+ * and the exclusive path (write_slow_any) runs.  The shared iolock keeps
+ * truncate, punch and the exclusive writer out for the whole call.
+ *
+ * Crash rules as write_new_unit: a new unit is allocated (bitmap in TX),
+ * its data written, and only then mapped (written) in TX, so no journal
+ * commit can make a map point at a unit before its data was written (the
+ * commit's first flush makes that data durable before the map).  The map
+ * change is one in-place slot store (bmap_replace) under meta_lock: never
+ * a new node or growth (-EAGAIN: the exclusive path makes the path), so a
+ * reader walking the map sees the old entry (zeros) or the new one.  Two
+ * such writers racing for one hole both allocate; the first to map wins
+ * and the other frees its unit, as if it had written first (both covered
+ * the whole unit, and both were in flight together).
+ *
+ * Returns SIZE, a negative errno, or -EAGAIN (nothing written). */
+static ssize_t write_alloc_shared(struct fs *fs, struct fs_inode *ip, const uint8_t *buf,
+				  size_t size, uint64_t off)
+{
+	struct alloc_pool *pool = bmap_pool(fs, ip);
+	uint64_t end = off + size, goal = 0;
+	struct new_unit *nu = NULL;
+	uint32_t unit, n = 0, i, k;
+	struct runs rs;
+	struct tx tx;
+	int r;
+
+	if (!fast_write_ok(fs, ip, off, size) || ip->d.data_mode != VMFSD_DATA_BLOCK)
+		return -EAGAIN;
+	unit = inode_unit_size(fs, ip);
+	r = collect_runs(fs, ip, off, end, &rs);
+	if (r)
+		return r;
+	for (i = 0; i < rs.n; i++) {
+		if (rs.v[i].dev)
+			continue;
+		if (rs.v[i].pos % unit || rs.v[i].len % unit) {
+			runs_free(&rs);
+			return -EAGAIN;
+		}
+		n += (uint32_t)(rs.v[i].len / unit);
+	}
+	nu = calloc(n ? n : 1, sizeof(*nu));
+	if (!nu) {
+		runs_free(&rs);
+		return -ENOMEM;
+	}
+	tx_begin(fs, &tx);
+	pthread_mutex_lock(&fs->meta_lock);
+	for (i = 0, n = 0; i < rs.n && !r; i++) {
+		uint64_t lblk;
+
+		if (rs.v[i].dev)
+			continue;
+		for (lblk = rs.v[i].pos / unit; lblk < (rs.v[i].pos + rs.v[i].len) / unit; lblk++) {
+			uint32_t e;
+
+			/* Probe: -EAGAIN when the slot's path is missing. */
+			r = bmap_get(fs, ip, lblk, &e);
+			if (!r)
+				r = bmap_replace(fs, ip, lblk, e, e, &tx);
+			if (!r && entry_written(e))
+				r = -EAGAIN;    /* written meanwhile: the exclusive path */
+			if (r)
+				break;
+			nu[n].lblk = lblk;
+			nu[n].old = e;
+			if (e) {
+				nu[n].p = e & VMFSD_MAP_PBLK_MASK;
+			} else {
+				uint64_t p;
+
+				if (!goal)
+					goal = alloc_goal(fs, ip, lblk);
+				r = alloc_data(fs, pool, goal, &tx, &p);
+				if (r) {
+					r = -EAGAIN;    /* ENOSPC and the rest: the exclusive path */
+					break;
+				}
+				nu[n].p = (uint32_t)p;
+				goal = p + 1;
+				ip->d.alloc_units += unit / 512;
+			}
+			n++;
+		}
+	}
+	if (r)
+		new_units_free(fs, ip, nu, n, &tx);
+	pthread_mutex_unlock(&fs->meta_lock);
+
+	/* The data: written runs in place, new units in physically contiguous
+	 * stretches (one device I/O for a sequential request). */
+	for (i = 0, k = 0; i < rs.n && !r; i++) {
+		uint64_t pos = rs.v[i].pos, stop = pos + rs.v[i].len;
+
+		if (rs.v[i].dev) {
+			r = bdev_pwrite(fs->bd, buf + (pos - off), rs.v[i].len, rs.v[i].dev);
+			continue;
+		}
+		while (pos < stop && !r) {
+			uint32_t j = k + 1;
+
+			while (pos + (uint64_t)(j - k) * unit < stop && nu[j].p == nu[j - 1].p + 1)
+				j++;
+			r = bdev_pwrite(fs->bd, buf + (pos - off), (size_t)(j - k) * unit,
+					unit_dev_off(fs, ip, nu[k].p));
+			pos += (uint64_t)(j - k) * unit;
+			k = j;
+		}
+	}
+	runs_free(&rs);
+
+	pthread_mutex_lock(&fs->meta_lock);
+	for (i = 0; i < n && !r; i++) {
+		int rr = bmap_replace(fs, ip, nu[i].lblk, nu[i].old, nu[i].p, &tx);
+
+		if (rr == -ESTALE && !nu[i].old) {
+			/* Another whole-unit writer mapped its unit first. */
+			alloc_free(fs, pool, nu[i].p, &tx);
+			ip->d.alloc_units -= unit / 512;
+			nu[i].p = 0;
+		} else if (rr == -ESTALE) {
+			/* The unwritten unit was written by another meanwhile. */
+		} else if (rr) {
+			r = rr;
+		} else {
+			nu[i].p = 0;    /* mapped: not ours to free any more */
+		}
+	}
+	if (r)
+		new_units_free(fs, ip, nu, n, &tx);
+	else
+		size_times_locked(ip, end);
+	if (tx.n || !r)
+		tx_add_inode(&tx, ip);
+	r = tx_commit_after(&tx, r);
+	pthread_mutex_unlock(&fs->meta_lock);
+	free(nu);
+	return r ? r : (ssize_t)size;
+}
+
 /* Returns the bytes written: SIZE, or fewer when an error (ENOSPC, EIO)
  * stopped it after some units were written (those stay, and the size
  * covers them, so no allocated bytes hide past EOF), or the error when
@@ -661,6 +830,15 @@ ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		r = write_fast(fs, ip, buf, size, off);
 		if (!r)
 			update_size_times(fs, ip, off + size);
+		if (r == -EAGAIN) {
+			/* Holes or unwritten units: whole ones are allocated
+			 * here, still shared; the rest needs the exclusive
+			 * path below. */
+			n = write_alloc_shared(fs, ip, buf, size, off);
+			r = n < 0 ? (int)n : 0;
+			if (r == -EAGAIN)
+				n = (ssize_t)size;
+		}
 	}
 	iolock_unlock_rd(&ip->iolock);
 	if (r == -EAGAIN) {

@@ -371,9 +371,17 @@ uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip);
 /* Logical unit -> raw map entry (pool number | VMFSD_MAP_UNWRITTEN), 0 hole.
  * Caller holds iolock (read or write) or, for directories, meta_lock. */
 int bmap_get(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t *val);
-/* Sets the entry for LBLK, growing the tree as needed (meta_lock held). */
+/* Sets the entry for LBLK, growing the tree as needed (meta_lock and the
+ * exclusive iolock held: readers walk the map without meta_lock). */
 int bmap_set(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t val,
 	     struct tx *tx);
+/* Replaces LBLK's entry OLD by VAL in place, when the path to its slot
+ * exists (no node is created, the tree does not grow), with one atomic
+ * store: the allocating write under the shared iolock maps its new units
+ * this way while readers walk the map (meta_lock held).  -ESTALE: the entry
+ * is no longer OLD; -EAGAIN: a node is missing (the exclusive path adds it). */
+int bmap_replace(struct fs *fs, struct fs_inode *ip, uint64_t lblk, uint32_t old, uint32_t val,
+		 struct tx *tx);
 /* Frees every data unit in [from, to) (to = UINT64_MAX: to the end) and
  * the map nodes that become empty; data units go back to their pool. */
 int bmap_free_range(struct fs *fs, struct fs_inode *ip, uint64_t from, uint64_t to,

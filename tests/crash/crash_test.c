@@ -226,6 +226,15 @@ static int step(struct fs *fs, struct model *m, uint64_t *s, uint32_t opno)
 		uint8_t *buf;
 		size_t i;
 
+		/* One write in eight covers whole 1 MiB units from a unit
+		 * boundary: the allocating write that runs under the shared
+		 * iolock (fs/file.c, write_alloc_shared), whose new units must
+		 * never show another file's old bytes after a cut. */
+		if (rnd(s) % 8 == 0) {
+			off &= ~(uint64_t)((1u << 20) - 1);
+			len = (size_t)(rnd(s) % 2 + 1) << 20;
+		}
+
 		if (off + len > MAXSZ)
 			len = MAXSZ - off;
 		if (f->nver == MAXV)
