@@ -294,7 +294,14 @@ struct fs {
 	 * is on disk, so an inode of the same number opened meanwhile either
 	 * takes the pending lock over or waits for the release: never both,
 	 * see cluster_lock_inode) */
-	struct late_unlock { uint64_t off; uint16_t mode; } *late_unlock;
+	struct late_unlock {
+		uint64_t off, ino;
+		uint16_t mode;
+		/* The inode was freed: kept ("parked") while the cluster its
+		 * number belongs to is ours to allocate from and no other host
+		 * is present, docs/cluster.md §5.3 */
+		bool parked;
+	} *late_unlock;
 	uint32_t nlate, late_cap;
 	pthread_mutex_t late_mu;
 };
