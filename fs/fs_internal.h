@@ -267,6 +267,9 @@ struct fs {
 	struct tx_free *reuse;          /* freed in merged transactions */
 	uint32_t nreuse, reuse_cap;
 	int jerr;                       /* sticky: journal failed, no more writes */
+	/* A transaction written since the journal was last marked clean
+	 * can still be replayed (commit_locked; under meta_lock). */
+	bool jdirty;
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
