@@ -328,14 +328,20 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	}
 	pthread_mutex_unlock(&fs->lk_lock);
 	pthread_mutex_unlock(&fs->late_mu);
+	li.unchanged = false;
 	if (stronger(have, mode) != have) {
 		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
 			      &li);
 	}
 	pthread_mutex_lock(&fs->lk_lock);
 	if (!r) {
+		/* Re-read before trusting the cache, unless the record was
+		 * still exactly our own release: then no host held the lock
+		 * since, nobody changed the inode, and our copy (current when
+		 * we released it, or read from disk since) still is
+		 * (docs/cluster.md §5.3). */
 		if (ip->lk_mode == VMFSD_LOCK_FREE)
-			ip->lk_fresh = false;   /* re-read before trusting the cache */
+			ip->lk_fresh = li.unchanged;
 		ip->lk_mode = stronger(ip->lk_mode, mode);
 		if (transient)
 			ip->lk_transient = true;

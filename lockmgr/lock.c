@@ -92,6 +92,7 @@ struct lock_view {
 
 struct lock_guess {
 	uint64_t off;                   /* 0: empty (block 0 is the superblock) */
+	bool mine_free;                 /* SEC is a free record we wrote */
 	uint8_t sec[VMFSD_SECTOR];
 };
 
@@ -105,23 +106,29 @@ static struct lock_guess *guess_slot(struct hb *hb, uint64_t off)
 	return &hb->guess[(off / VMFSD_META_BLOCK) % LOCK_GUESS_N];
 }
 
-/* CUR = the guess for OFF (an all-zero sector when there is none). */
-static void guess_get(struct hb *hb, uint64_t off, uint8_t *cur)
+/* CUR = the guess for OFF (an all-zero sector when there is none).
+ * Returns true when the guess is a free record this process wrote. */
+static bool guess_get(struct hb *hb, uint64_t off, uint8_t *cur)
 {
 	struct lock_guess *g;
+	bool mine = false;
 
 	pthread_mutex_lock(&hb->guess_mu);
 	g = guess_slot(hb, off);
-	if (g && g->off == off)
+	if (g && g->off == off) {
 		memcpy(cur, g->sec, VMFSD_SECTOR);
-	else
+		mine = g->mine_free;
+	} else {
 		memset(cur, 0, VMFSD_SECTOR);
+	}
 	pthread_mutex_unlock(&hb->guess_mu);
+	return mine;
 }
 
 /* SEC was the record at OFF a moment ago (read, written, or returned by a
- * miscompare); NULL forgets it. */
-static void guess_put(struct hb *hb, uint64_t off, const uint8_t *sec)
+ * miscompare; MINE_FREE: written by us, with no holder left); NULL forgets
+ * it. */
+static void guess_put(struct hb *hb, uint64_t off, const uint8_t *sec, bool mine_free)
 {
 	struct lock_guess *g;
 
@@ -129,6 +136,7 @@ static void guess_put(struct hb *hb, uint64_t off, const uint8_t *sec)
 	g = guess_slot(hb, off);
 	if (g && sec) {
 		g->off = off;
+		g->mine_free = mine_free;
 		memcpy(g->sec, sec, VMFSD_SECTOR);
 	} else if (g && g->off == off) {
 		g->off = 0;
@@ -354,7 +362,7 @@ static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum loc
 	/* The first try works from the guess (never for a look without a
 	 * write); later ones from what a miscompare returned or a read. */
 	bool use_guess = op != OP_INSPECT && !(off % VMFSD_META_BLOCK);
-	bool have_actual = false, guessed;
+	bool have_actual = false, guessed, mine_free = false;
 
 	if (!cur || !v) {
 		r = -ENOMEM;
@@ -382,7 +390,7 @@ static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum loc
 			r = lock_judge_view(hb, bd, off, cur, v);
 		} else if (use_guess) {
 			use_guess = false;
-			guess_get(hb, off, cur);
+			mine_free = guess_get(hb, off, cur);
 			r = lock_judge_view(hb, bd, off, cur, v);
 			guessed = !r;
 			if (r && r != -EIO && r != -ENOMEM)
@@ -393,7 +401,7 @@ static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum loc
 		if (r)
 			goto out;
 		if (!guessed)
-			guess_put(hb, off, cur);
+			guess_put(hb, off, cur, false);
 		memcpy(newhold, v->valid, sizeof(newhold));
 		switch (op) {
 		case OP_INSPECT:
@@ -488,19 +496,21 @@ static int lock_change_to(struct hb *hb, struct bdev *bd, uint64_t off, enum loc
 		vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, nv);     /* one sector */
 		r = bdev_ats(bd, off, cur, nv, act);
 		if (!r) {
-			guess_put(hb, off, nv);
+			guess_put(hb, off, nv, nr.mode == VMFSD_LOCK_FREE);
 			/* Report the record we wrote; names come from the view
 			 * (ours from the hb). */
 			memcpy(v->name[hb->slot], hb->name, sizeof(v->name[0]));
 			v->gen[hb->slot] = hb->gen;
 			fill_info(v, nr.mode, nr.lock_gen, nr.holders, owner, out);
+			if (out)
+				out->unchanged = guessed && mine_free;
 			goto out;
 		}
 		if (r != -ECANCELED) {
-			guess_put(hb, off, NULL);
+			guess_put(hb, off, NULL, false);
 			goto out;
 		}
-		guess_put(hb, off, act);
+		guess_put(hb, off, act, false);
 		have_actual = true;
 		r = -EAGAIN;
 		if (guessed) {
@@ -514,7 +524,7 @@ nowrite:
 		 * it is now, not from a guess: read it and decide again. */
 		if (!guessed)
 			goto out;
-		guess_put(hb, off, NULL);
+		guess_put(hb, off, NULL, false);
 		attempt--;
 	}
 out:
