@@ -352,24 +352,22 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	return r;
 }
 
-/* Releases IP's lock if nothing needs it any more (caller has committed
- * every change to it, so the next holder reads it fresh from disk). */
-void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
+/* Puts IP's lock on the list of late releases if nothing needs it any
+ * more (caller has committed every change to it, so the next holder reads
+ * it fresh from disk); the lock goes back on disk when the committer
+ * calls cluster_release_late, outside meta_lock.  Until then an open
+ * takes it over (cluster_lock_inode). */
+static void queue_release_if_unused(struct fs *fs, struct fs_inode *ip)
 {
-	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
 	bool drop;
 
-	if (!fs->hb)
-		return;
 	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
 	       !ip->lk_transient;
-	if (drop)
-		ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 	if (drop)
-		(void)lock_release(fs->hb, fs->bd, off, NULL);
+		cluster_forget_inode(fs, ip);
 	pthread_mutex_unlock(&ip->lk_io);
 }
 
@@ -392,17 +390,26 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 	}
 	fs->late_unlock[fs->nlate].off = vmfsd_inode_off(&fs->sb, ip->ino);
 	fs->late_unlock[fs->nlate].ino = ip->ino;
-	fs->late_unlock[fs->nlate].parked = ip->deleted && ip->lk_mode == VMFSD_LOCK_EXCL;
+	fs->late_unlock[fs->nlate].freed = ip->deleted;
 	fs->late_unlock[fs->nlate++].mode = ip->lk_mode;
 	ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 }
 
-/* Releases the locks of evicted inodes: those of live inodes always, those
- * of freed ("parked") ones when ALL, or when their number's inode cluster
- * is not ours to allocate from (docs/cluster.md §5.3: a parked lock must
- * be free before another host can allocate the number). */
-static void late_release(struct fs *fs, bool all)
+/* Which late releases late_release gives back. */
+enum late_which {
+	LATE_FREED,     /* freed inodes' locks, but keep (park) an EXCL one whose
+			 * number lies in an inode cluster ours to allocate from
+			 * (docs/cluster.md §5.3); meta_lock held (ipool.held) */
+	LATE_FREED_ALL, /* every freed inode's lock; meta_lock held */
+	LATE_LIVE,      /* the locks of inodes not freed; meta_lock NOT needed */
+	LATE_ALL,       /* everything (unmount) */
+};
+
+/* A freed inode's lock goes back under meta_lock, before any cluster its
+ * number belongs to (a host that takes the cluster next may allocate the
+ * number and must find the lock free); the others need no order. */
+static void late_release(struct fs *fs, enum late_which which)
 {
 	uint32_t i, k = 0;
 
@@ -411,8 +418,18 @@ static void late_release(struct fs *fs, bool all)
 	for (i = 0; i < fs->nlate; i++) {
 		struct late_unlock e = fs->late_unlock[i];
 		uint32_t ci = (uint32_t)(e.ino / VMFSD_RC_BITS);
+		bool keep;
 
-		if (e.parked && !all && ci < fs->ipool.nclusters && fs->ipool.held[ci] == 1) {
+		if (which == LATE_ALL)
+			keep = false;
+		else if (!e.freed)
+			keep = which != LATE_LIVE;
+		else if (which == LATE_FREED)
+			keep = e.mode == VMFSD_LOCK_EXCL && ci < fs->ipool.nclusters &&
+			       fs->ipool.held[ci] == 1;
+		else
+			keep = which == LATE_LIVE;
+		if (keep) {
 			fs->late_unlock[k++] = e;
 			continue;
 		}
@@ -425,8 +442,10 @@ static void late_release(struct fs *fs, bool all)
 	pthread_mutex_unlock(&fs->late_mu);
 }
 
-/* After a commit wrote everything in place: drop transient inode locks and
- * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
+/* After a commit wrote everything in place and marked the journal clean:
+ * queue the transient inode locks for release (cluster_release_late does
+ * the I/O, without meta_lock, so this host's next operations do not wait
+ * for it) and give back those of freed inodes that are not parked.
  * meta_lock held, so cached inodes cannot go away under us. */
 void cluster_release_transient(struct fs *fs)
 {
@@ -434,7 +453,7 @@ void cluster_release_transient(struct fs *fs)
 
 	if (!fs->hb)
 		return;
-	late_release(fs, false);
+	late_release(fs, LATE_FREED);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
@@ -444,9 +463,30 @@ void cluster_release_transient(struct fs *fs)
 			pthread_mutex_lock(&fs->lk_lock);
 			ip->lk_transient = false;
 			pthread_mutex_unlock(&fs->lk_lock);
-			cluster_unlock_inode_if_unused(fs, ip);
+			queue_release_if_unused(fs, ip);
 		}
 	}
+}
+
+/* Are releases queued for cluster_release_late? */
+bool cluster_late_queued(struct fs *fs)
+{
+	bool any = false;
+	uint32_t i;
+
+	pthread_mutex_lock(&fs->lk_lock);
+	for (i = 0; i < fs->nlate && !any; i++)
+		any = !fs->late_unlock[i].freed;
+	pthread_mutex_unlock(&fs->lk_lock);
+	return any;
+}
+
+/* The queued releases of inodes not freed, on disk (called without
+ * meta_lock, right after the commit that queued them). */
+void cluster_release_late(struct fs *fs)
+{
+	if (fs->hb && cluster_late_queued(fs))
+		late_release(fs, LATE_LIVE);
 }
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
@@ -639,6 +679,7 @@ void cluster_release_rcs(struct fs *fs, bool all)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
 	int64_t yield_until = 0;
+	bool all_asked = all;
 	int k;
 
 	if (!fs->hb)
@@ -653,8 +694,9 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
 	}
 	/* Parked locks of freed inodes before the clusters their numbers
-	 * belong to: all of them once another host is present (§5.3). */
-	late_release(fs, all);
+	 * belong to: all of them once another host is present (§5.3); at
+	 * unmount (ALL from the caller) every queued release too. */
+	late_release(fs, all_asked ? LATE_ALL : all ? LATE_FREED_ALL : LATE_FREED);
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
@@ -687,9 +729,14 @@ bool cluster_has_releases(struct fs *fs)
 
 	if (!fs->hb)
 		return false;
-	for (i = 0; i < fs->nlate; i++)
-		if (!fs->late_unlock[i].parked)
-			return true;
+	for (i = 0; i < fs->nlate; i++) {
+		const struct late_unlock *e = &fs->late_unlock[i];
+		uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
+
+		if (!e->freed || e->mode != VMFSD_LOCK_EXCL || ci >= fs->ipool.nclusters ||
+		    fs->ipool.held[ci] != 1)
+			return true;    /* not parked: goes back after this commit */
+	}
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 

@@ -274,6 +274,7 @@ int fs_sync(struct fs *fs)
 	if (!r)
 		r = bdev_flush(fs->bd);
 	pthread_mutex_unlock(&fs->meta_lock);
+	cluster_release_late(fs);
 	return r;
 }
 
