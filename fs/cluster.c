@@ -729,14 +729,19 @@ bool cluster_has_releases(struct fs *fs)
 
 	if (!fs->hb)
 		return false;
+	/* lk_lock: the committer releases queued locks without meta_lock */
+	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
 		const struct late_unlock *e = &fs->late_unlock[i];
 		uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
 
 		if (!e->freed || e->mode != VMFSD_LOCK_EXCL || ci >= fs->ipool.nclusters ||
-		    fs->ipool.held[ci] != 1)
+		    fs->ipool.held[ci] != 1) {
+			pthread_mutex_unlock(&fs->lk_lock);
 			return true;    /* not parked: goes back after this commit */
+		}
 	}
+	pthread_mutex_unlock(&fs->lk_lock);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
