@@ -403,7 +403,6 @@ enum late_which {
 			 * (docs/cluster.md §5.3); meta_lock held (ipool.held) */
 	LATE_FREED_ALL, /* every freed inode's lock; meta_lock held */
 	LATE_LIVE,      /* the locks of inodes not freed; meta_lock NOT needed */
-	LATE_ALL,       /* everything (unmount) */
 };
 
 /* A freed inode's lock goes back under meta_lock, before any cluster its
@@ -420,9 +419,7 @@ static void late_release(struct fs *fs, enum late_which which)
 		uint32_t ci = (uint32_t)(e.ino / VMFSD_RC_BITS);
 		bool keep;
 
-		if (which == LATE_ALL)
-			keep = false;
-		else if (!e.freed)
+		if (!e.freed)
 			keep = which != LATE_LIVE;
 		else if (which == LATE_FREED)
 			keep = e.mode == VMFSD_LOCK_EXCL && ci < fs->ipool.nclusters &&
@@ -679,7 +676,6 @@ void cluster_release_rcs(struct fs *fs, bool all)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
 	int64_t yield_until = 0;
-	bool all_asked = all;
 	int k;
 
 	if (!fs->hb)
@@ -694,9 +690,10 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
 	}
 	/* Parked locks of freed inodes before the clusters their numbers
-	 * belong to: all of them once another host is present (§5.3); at
-	 * unmount (ALL from the caller) every queued release too. */
-	late_release(fs, all_asked ? LATE_ALL : all ? LATE_FREED_ALL : LATE_FREED);
+	 * belong to: all of them once another host is present (§5.3).  Queued
+	 * releases of live inodes need no order (cluster_release_late; at
+	 * unmount whatever is left goes stale with our slot). */
+	late_release(fs, all ? LATE_FREED_ALL : LATE_FREED);
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
