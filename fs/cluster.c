@@ -352,22 +352,24 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	return r;
 }
 
-/* Puts IP's lock on the list of late releases if nothing needs it any
- * more (caller has committed every change to it, so the next holder reads
- * it fresh from disk); the lock goes back on disk when the committer
- * calls cluster_release_late, outside meta_lock.  Until then an open
- * takes it over (cluster_lock_inode). */
-static void queue_release_if_unused(struct fs *fs, struct fs_inode *ip)
+/* Releases IP's lock if nothing needs it any more (caller has committed
+ * every change to it, so the next holder reads it fresh from disk). */
+void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
 {
+	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
 	bool drop;
 
+	if (!fs->hb)
+		return;
 	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
 	       !ip->lk_transient;
+	if (drop)
+		ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 	if (drop)
-		cluster_forget_inode(fs, ip);
+		(void)lock_release(fs->hb, fs->bd, off, NULL);
 	pthread_mutex_unlock(&ip->lk_io);
 }
 
@@ -390,25 +392,17 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 	}
 	fs->late_unlock[fs->nlate].off = vmfsd_inode_off(&fs->sb, ip->ino);
 	fs->late_unlock[fs->nlate].ino = ip->ino;
-	fs->late_unlock[fs->nlate].freed = ip->deleted;
+	fs->late_unlock[fs->nlate].parked = ip->deleted && ip->lk_mode == VMFSD_LOCK_EXCL;
 	fs->late_unlock[fs->nlate++].mode = ip->lk_mode;
 	ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 }
 
-/* Which late releases late_release gives back. */
-enum late_which {
-	LATE_FREED,     /* freed inodes' locks, but keep (park) an EXCL one whose
-			 * number lies in an inode cluster ours to allocate from
-			 * (docs/cluster.md §5.3); meta_lock held (ipool.held) */
-	LATE_FREED_ALL, /* every freed inode's lock; meta_lock held */
-	LATE_LIVE,      /* the locks of inodes not freed; meta_lock NOT needed */
-};
-
-/* A freed inode's lock goes back under meta_lock, before any cluster its
- * number belongs to (a host that takes the cluster next may allocate the
- * number and must find the lock free); the others need no order. */
-static void late_release(struct fs *fs, enum late_which which)
+/* Releases the locks of evicted inodes: those of live inodes always, those
+ * of freed ("parked") ones when ALL, or when their number's inode cluster
+ * is not ours to allocate from (docs/cluster.md §5.3: a parked lock must
+ * be free before another host can allocate the number). */
+static void late_release(struct fs *fs, bool all)
 {
 	uint32_t i, k = 0;
 
@@ -417,16 +411,8 @@ static void late_release(struct fs *fs, enum late_which which)
 	for (i = 0; i < fs->nlate; i++) {
 		struct late_unlock e = fs->late_unlock[i];
 		uint32_t ci = (uint32_t)(e.ino / VMFSD_RC_BITS);
-		bool keep;
 
-		if (!e.freed)
-			keep = which != LATE_LIVE;
-		else if (which == LATE_FREED)
-			keep = e.mode == VMFSD_LOCK_EXCL && ci < fs->ipool.nclusters &&
-			       fs->ipool.held[ci] == 1;
-		else
-			keep = which == LATE_LIVE;
-		if (keep) {
+		if (e.parked && !all && ci < fs->ipool.nclusters && fs->ipool.held[ci] == 1) {
 			fs->late_unlock[k++] = e;
 			continue;
 		}
@@ -439,10 +425,8 @@ static void late_release(struct fs *fs, enum late_which which)
 	pthread_mutex_unlock(&fs->late_mu);
 }
 
-/* After a commit wrote everything in place and marked the journal clean:
- * queue the transient inode locks for release (cluster_release_late does
- * the I/O, without meta_lock, so this host's next operations do not wait
- * for it) and give back those of freed inodes that are not parked.
+/* After a commit wrote everything in place: drop transient inode locks and
+ * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
  * meta_lock held, so cached inodes cannot go away under us. */
 void cluster_release_transient(struct fs *fs)
 {
@@ -450,7 +434,7 @@ void cluster_release_transient(struct fs *fs)
 
 	if (!fs->hb)
 		return;
-	late_release(fs, LATE_FREED);
+	late_release(fs, false);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
@@ -460,30 +444,9 @@ void cluster_release_transient(struct fs *fs)
 			pthread_mutex_lock(&fs->lk_lock);
 			ip->lk_transient = false;
 			pthread_mutex_unlock(&fs->lk_lock);
-			queue_release_if_unused(fs, ip);
+			cluster_unlock_inode_if_unused(fs, ip);
 		}
 	}
-}
-
-/* Are releases queued for cluster_release_late? */
-bool cluster_late_queued(struct fs *fs)
-{
-	bool any = false;
-	uint32_t i;
-
-	pthread_mutex_lock(&fs->lk_lock);
-	for (i = 0; i < fs->nlate && !any; i++)
-		any = !fs->late_unlock[i].freed;
-	pthread_mutex_unlock(&fs->lk_lock);
-	return any;
-}
-
-/* The queued releases of inodes not freed, on disk (called without
- * meta_lock, right after the commit that queued them). */
-void cluster_release_late(struct fs *fs)
-{
-	if (fs->hb && cluster_late_queued(fs))
-		late_release(fs, LATE_LIVE);
 }
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
@@ -690,10 +653,8 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
 	}
 	/* Parked locks of freed inodes before the clusters their numbers
-	 * belong to: all of them once another host is present (§5.3).  Queued
-	 * releases of live inodes need no order (cluster_release_late; at
-	 * unmount whatever is left goes stale with our slot). */
-	late_release(fs, all ? LATE_FREED_ALL : LATE_FREED);
+	 * belong to: all of them once another host is present (§5.3). */
+	late_release(fs, all);
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
@@ -726,16 +687,16 @@ bool cluster_has_releases(struct fs *fs)
 
 	if (!fs->hb)
 		return false;
-	/* lk_lock: the committer releases queued locks without meta_lock */
+	/* Every late release but a parked one goes back after this commit
+	 * (late_release's test).  lk_lock: an open may take one over. */
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
 		const struct late_unlock *e = &fs->late_unlock[i];
 		uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
 
-		if (!e->freed || e->mode != VMFSD_LOCK_EXCL || ci >= fs->ipool.nclusters ||
-		    fs->ipool.held[ci] != 1) {
+		if (!e->parked || ci >= fs->ipool.nclusters || fs->ipool.held[ci] != 1) {
 			pthread_mutex_unlock(&fs->lk_lock);
-			return true;    /* not parked: goes back after this commit */
+			return true;
 		}
 	}
 	pthread_mutex_unlock(&fs->lk_lock);

@@ -239,10 +239,6 @@ int commit_locked(struct fs *fs)
 	 * meets our lock (EBUSY once the commit is late, seen under load). */
 	cluster_release_transient(fs);
 	cluster_release_rcs(fs, false);
-	/* Queued releases go to disk in the committer, after meta_lock: wake
-	 * it when another caller committed (fs_sync does them itself). */
-	if (cluster_late_queued(fs))
-		pthread_cond_signal(&fs->commit_cv);
 	if (!fs->ndfree)
 		return 0;
 	/* Frees that found their cluster busy at another host: try again. */
@@ -289,11 +285,6 @@ static void *committer_main(void *arg)
 		(void)inode_writeback_all_locked(fs);
 		(void)commit_locked(fs);
 		cluster_recover_dead(fs);
-		/* The lock releases this commit queued, outside meta_lock: the
-		 * FUSE workers go on meanwhile (docs/cluster.md §5.3). */
-		pthread_mutex_unlock(&fs->meta_lock);
-		cluster_release_late(fs);
-		pthread_mutex_lock(&fs->meta_lock);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
 	return NULL;

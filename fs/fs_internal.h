@@ -300,11 +300,10 @@ struct fs {
 	struct late_unlock {
 		uint64_t off, ino;
 		uint16_t mode;
-		/* The inode was freed: released under meta_lock before the
-		 * clusters, and kept ("parked", EXCL) while the cluster its
+		/* The inode was freed: kept ("parked") while the cluster its
 		 * number belongs to is ours to allocate from and no other host
 		 * is present, docs/cluster.md §5.3 */
-		bool freed;
+		bool parked;
 	} *late_unlock;
 	uint32_t nlate, late_cap;
 	pthread_mutex_t late_mu;
@@ -336,8 +335,7 @@ void cluster_pin(struct fs *fs, struct fs_inode *ip);
 void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */
 int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient);
-void cluster_release_late(struct fs *fs);
-bool cluster_late_queued(struct fs *fs);
+void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
 void cluster_release_transient(struct fs *fs);
 int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip);
 /* The same for an inode reached by name (its new generation is about to be

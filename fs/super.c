@@ -274,7 +274,6 @@ int fs_sync(struct fs *fs)
 	if (!r)
 		r = bdev_flush(fs->bd);
 	pthread_mutex_unlock(&fs->meta_lock);
-	cluster_release_late(fs);
 	return r;
 }
 
@@ -305,7 +304,6 @@ int fs_unmount(struct fs *fs)
 		if (!r)
 			r = commit_locked(fs);  /* the frees the first one released */
 		pthread_mutex_unlock(&fs->meta_lock);
-		cluster_release_late(fs);       /* what those commits queued */
 		if (!r)
 			r = bdev_flush(fs->bd);
 		if (!r)
