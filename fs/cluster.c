@@ -328,14 +328,20 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	}
 	pthread_mutex_unlock(&fs->lk_lock);
 	pthread_mutex_unlock(&fs->late_mu);
+	li.unchanged = false;
 	if (stronger(have, mode) != have) {
 		r = lock_take(fs, off, have, mode, transient ? NS_LOCK_WAIT_MS : LOCK_WAIT_MS,
 			      &li);
 	}
 	pthread_mutex_lock(&fs->lk_lock);
 	if (!r) {
+		/* Re-read before trusting the cache, unless the record was
+		 * still exactly our own release: then no host held the lock
+		 * since, nobody changed the inode, and our copy (current when
+		 * we released it, or read from disk since) still is
+		 * (docs/cluster.md §5.3). */
 		if (ip->lk_mode == VMFSD_LOCK_FREE)
-			ip->lk_fresh = false;   /* re-read before trusting the cache */
+			ip->lk_fresh = li.unchanged;
 		ip->lk_mode = stronger(ip->lk_mode, mode);
 		if (transient)
 			ip->lk_transient = true;
@@ -385,32 +391,50 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 		fs->late_cap = cap;
 	}
 	fs->late_unlock[fs->nlate].off = vmfsd_inode_off(&fs->sb, ip->ino);
+	fs->late_unlock[fs->nlate].ino = ip->ino;
+	fs->late_unlock[fs->nlate].parked = ip->deleted && ip->lk_mode == VMFSD_LOCK_EXCL;
 	fs->late_unlock[fs->nlate++].mode = ip->lk_mode;
 	ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
 }
 
+/* Releases the locks of evicted inodes: those of live inodes always, those
+ * of freed ("parked") ones when ALL, or when their number's inode cluster
+ * is not ours to allocate from (docs/cluster.md §5.3: a parked lock must
+ * be free before another host can allocate the number). */
+static void late_release(struct fs *fs, bool all)
+{
+	uint32_t i, k = 0;
+
+	pthread_mutex_lock(&fs->late_mu);
+	pthread_mutex_lock(&fs->lk_lock);
+	for (i = 0; i < fs->nlate; i++) {
+		struct late_unlock e = fs->late_unlock[i];
+		uint32_t ci = (uint32_t)(e.ino / VMFSD_RC_BITS);
+
+		if (e.parked && !all && ci < fs->ipool.nclusters && fs->ipool.held[ci] == 1) {
+			fs->late_unlock[k++] = e;
+			continue;
+		}
+		pthread_mutex_unlock(&fs->lk_lock);
+		(void)lock_release(fs->hb, fs->bd, e.off, NULL);
+		pthread_mutex_lock(&fs->lk_lock);
+	}
+	fs->nlate = k;
+	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
+}
+
 /* After a commit wrote everything in place: drop transient inode locks and
- * those of inodes evicted meanwhile.  meta_lock held, so cached inodes
- * cannot go away under us. */
+ * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
+ * meta_lock held, so cached inodes cannot go away under us. */
 void cluster_release_transient(struct fs *fs)
 {
 	uint32_t i;
 
 	if (!fs->hb)
 		return;
-	pthread_mutex_lock(&fs->late_mu);
-	pthread_mutex_lock(&fs->lk_lock);
-	for (i = 0; i < fs->nlate; i++) {
-		uint64_t off = fs->late_unlock[i].off;
-
-		pthread_mutex_unlock(&fs->lk_lock);
-		(void)lock_release(fs->hb, fs->bd, off, NULL);
-		pthread_mutex_lock(&fs->lk_lock);
-	}
-	fs->nlate = 0;
-	pthread_mutex_unlock(&fs->lk_lock);
-	pthread_mutex_unlock(&fs->late_mu);
+	late_release(fs, false);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
@@ -628,6 +652,9 @@ void cluster_release_rcs(struct fs *fs, bool all)
 		 * ENOSPC after CLUSTER_WAIT_US.  Five polls of theirs. */
 		yield_until = hb_clock_ns() + CLUSTER_YIELD_NS;
 	}
+	/* Parked locks of freed inodes before the clusters their numbers
+	 * belong to: all of them once another host is present (§5.3). */
+	late_release(fs, all);
 	for (k = 0; k < 3; k++) {
 		struct alloc_pool *p = pools[k];
 		uint32_t ci;
@@ -660,8 +687,19 @@ bool cluster_has_releases(struct fs *fs)
 
 	if (!fs->hb)
 		return false;
-	if (fs->nlate)
-		return true;
+	/* Every late release but a parked one goes back after this commit
+	 * (late_release's test).  lk_lock: an open may take one over. */
+	pthread_mutex_lock(&fs->lk_lock);
+	for (i = 0; i < fs->nlate; i++) {
+		const struct late_unlock *e = &fs->late_unlock[i];
+		uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
+
+		if (!e->parked || ci >= fs->ipool.nclusters || fs->ipool.held[ci] != 1) {
+			pthread_mutex_unlock(&fs->lk_lock);
+			return true;
+		}
+	}
+	pthread_mutex_unlock(&fs->lk_lock);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 

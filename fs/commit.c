@@ -199,6 +199,8 @@ int commit_locked(struct fs *fs)
 		}
 		r = journal_write(fs->jn, jb, n);
 		free(jb);
+		if (n)
+			fs->jdirty = true;
 		/* Checkpoint: in place, in the order the operations added them. */
 		for (i = 0; i < n && !r; i++)
 			r = journal_write_home(fs->bd, fs->run[i]->off, fs->run[i]->img);
@@ -215,13 +217,18 @@ int commit_locked(struct fs *fs)
 	}
 	/* Everything is in place: make that durable and the journal clean
 	 * before other hosts may take these locks (a replay of this journal
-	 * after a crash must not roll back what they write next). */
-	if (n && cluster_has_releases(fs)) {
+	 * after a crash must not roll back what they write next).  Also when
+	 * this commit wrote nothing: the last transaction may still be
+	 * replayable (an earlier commit released nothing, so it did not mark
+	 * the journal clean) and hold an image of what is given back now, a
+	 * parked inode lock or a cluster once another host is present. */
+	if (fs->jdirty && cluster_has_releases(fs)) {
 		r = journal_checkpoint(fs->jn);
 		if (r) {
 			fs->jerr = r;
 			return r;
 		}
+		fs->jdirty = false;
 	}
 	/* Everything merged so far is durable now, its frees included. */
 	alloc_release_pending(fs, fs->reuse, fs->nreuse);

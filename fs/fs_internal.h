@@ -268,6 +268,9 @@ struct fs {
 	struct tx_free *reuse;          /* freed in merged transactions */
 	uint32_t nreuse, reuse_cap;
 	int jerr;                       /* sticky: journal failed, no more writes */
+	/* A transaction written since the journal was last marked clean
+	 * can still be replayed (commit_locked; under meta_lock). */
+	bool jdirty;
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
@@ -295,7 +298,14 @@ struct fs {
 	 * is on disk, so an inode of the same number opened meanwhile either
 	 * takes the pending lock over or waits for the release: never both,
 	 * see cluster_lock_inode) */
-	struct late_unlock { uint64_t off; uint16_t mode; } *late_unlock;
+	struct late_unlock {
+		uint64_t off, ino;
+		uint16_t mode;
+		/* The inode was freed: kept ("parked") while the cluster its
+		 * number belongs to is ours to allocate from and no other host
+		 * is present, docs/cluster.md §5.3 */
+		bool parked;
+	} *late_unlock;
 	uint32_t nlate, late_cap;
 	pthread_mutex_t late_mu;
 };

@@ -147,6 +147,8 @@ static int handover_give(struct fs *fs, struct fs_inode *ip, uint32_t to, uint64
 	if (!r)
 		r = journal_checkpoint(fs->jn);
 	if (!r)
+		fs->jdirty = false;
+	if (!r)
 		r = bdev_flush(fs->bd);
 	pthread_mutex_unlock(&fs->meta_lock);
 	pthread_mutex_lock(&ip->lk_io);

@@ -542,6 +542,8 @@ static void hb_free(struct hb *hb)
 	bdev_free(hb->mine);
 	free(hb->replay);
 	free(hb->replay_held);
+	lock_guess_free(hb);
+	pthread_mutex_destroy(&hb->guess_mu);
 	pthread_mutex_destroy(&hb->own_mu);
 	pthread_mutex_destroy(&hb->mu);
 	pthread_cond_destroy(&hb->cv);
@@ -558,12 +560,14 @@ static struct hb *hb_alloc(struct bdev *bd, const struct vmfsd_sb *sb, int *err)
 		return NULL;
 	pthread_mutex_init(&hb->own_mu, NULL);
 	pthread_mutex_init(&hb->mu, NULL);
+	pthread_mutex_init(&hb->guess_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&hb->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	*err = hb_obs_init(&hb->obs, bd, sb, -1);
 	if (*err) {
+		pthread_mutex_destroy(&hb->guess_mu);
 		pthread_mutex_destroy(&hb->own_mu);
 		pthread_mutex_destroy(&hb->mu);
 		pthread_cond_destroy(&hb->cv);

@@ -220,6 +220,10 @@ struct lock_info {
 	uint32_t nholders;      /* valid holders */
 	uint8_t holders[VMFSD_MAX_HOSTS / 8];
 	uint32_t nstale;        /* stale holders seen (dropped if we wrote) */
+	/* Set by a write that found the record exactly as this process last
+	 * left it, free (its own release): no host has held the lock since,
+	 * so none changed the object (docs/cluster.md §5.3). */
+	bool unchanged;
 };
 
 /* Number of ATS attempts on a contended record before -EAGAIN. */

@@ -75,6 +75,9 @@ void hb_pr_joined(struct hb *hb);
 int hb_pr_preempt(struct hb *hb, uint32_t slot, uint64_t gen);
 void hb_pr_leave(struct hb *hb);
 
+/* lock.c: frees the record guesses (hb teardown). */
+void lock_guess_free(struct hb *hb);
+
 int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, struct vmfsd_hb *hb,
 		 int *zero);
 
@@ -115,6 +118,12 @@ struct hb {
 	uint8_t *replay_held;
 
 	_Atomic unsigned faults;        /* enum lockmgr_fault bits */
+
+	/* lock.c: the content each lock record had when this process last
+	 * read or wrote it, a guess for the next compare-and-write on it
+	 * (LOCK_GUESS_N entries by offset, allocated on first use). */
+	pthread_mutex_t guess_mu;
+	struct lock_guess *guess;
 
 	/* Persistent reservations (pr.c): our key is registered; dead
 	 * incarnations we preempted. */

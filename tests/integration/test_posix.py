@@ -157,6 +157,56 @@ def joined(c, v):
         c.eq(f.read(), b"b", "A reads B's new file")
 
 
+def parked(c, v):
+    """Host A alone keeps the locks of inodes it freed (docs/cluster.md
+    §5.3); B joins and creates files that get those inode numbers back (one
+    inode cluster on this volume, so B allocates what A freed): A must have
+    given the locks back, or B's create waits for them and fails with
+    EBUSY.  Then the lock record of such a file must name B: A's open for
+    writing is refused while B holds it open."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    os.mkdir(a("pk"))
+    freed = set()
+    for i in range(40):
+        with open(a("pk", "f%d" % i), "wb") as f:
+            f.write(b"a")
+            freed.add(os.fstat(f.fileno()).st_ino)
+    os.sync()
+    for i in range(40):
+        os.unlink(a("pk", "f%d" % i))
+    os.sync()
+    time.sleep(1.5)                 # A's next commit (1 s): frees on disk, locks parked
+    vt.mount_daemon(v.image, v.mnt_b, "posix-b")
+    try:
+        vt.wait_for(lambda: os.path.isdir(b("pk")), 10, "B sees A's directory")
+        got = {}
+        for i in range(40):
+            # no retry: a lock A still held would make this EBUSY
+            fd = os.open(b("pk", "g%d" % i), os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, b"b")
+            got[os.fstat(fd).st_ino] = "g%d" % i
+            os.close(fd)
+        reused = sorted(set(got) & freed)
+        vt.log("B's 40 files reuse %d inode numbers A freed" % len(reused))
+        c.check(reused, "B's new files reuse inode numbers A freed (%d of 40; B got %s)"
+                % (len(reused), sorted(got)[:5]))
+        if reused:
+            name = got[reused[0]]
+            fd = open_retry(b("pk", name), os.O_RDWR, "B opens its file again")
+            try:
+                time.sleep(1.5)     # A's entry and attribute caches
+                c.raises(errno.EBUSY, "A opens for writing a file B holds (inode %d, "
+                         "freed by A before)" % reused[0], os.open, a("pk", name), os.O_RDWR)
+            finally:
+                os.close(fd)
+        for n in got.values():
+            os.unlink(b("pk", n))
+        os.rmdir(b("pk"))
+        os.sync()
+    finally:
+        vt.unmount_daemon(v.image, v.mnt_b)
+
+
 def two_hosts(c, v):
     a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
     p = "shared.dat"
@@ -449,6 +499,8 @@ def body(c):
         os.mkdir(v.mnt_b)
         v.extra_mnts.append(v.mnt_b)
         try:
+            c.section("a host that joins gets the locks of inodes the other freed", parked,
+                      c, v)
             c.section("a host that was alone sees a joining host's changes", joined, c, v)
             c.section("page cache coherency between two hosts", two_hosts, c, v)
             c.section("a handover drops the giver's cached pages", handover_cached, c, v)

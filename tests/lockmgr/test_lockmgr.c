@@ -1087,7 +1087,37 @@ static void case_shared(void)
 	CHECK(host_call(2, OP_ACQ, z, VMFSD_LOCK_EXCL, 0) == 0, "C EXCL on the freed lock");
 	CHECK(host_call(2, OP_ACQ, z, 9, 0) == -EINVAL, "bad mode");
 	CHECK(host_call(2, OP_ACQ, z + 512, VMFSD_LOCK_EXCL, 0) == -EINVAL, "unaligned lock");
-	note("shared: RO by three hosts, EXCL/MW refused, upgrade/downgrade, MW sharing");
+	/* Guessed compare-and-writes (docs/cluster.md §5.3): each host first
+	 * tries from the record it last saw.  A stale guess must neither win
+	 * nor refuse, and "unchanged" only when nobody held it since our own
+	 * release. */
+	{
+		uint64_t y = vmfsd_inode_off(&g_sb, 9);
+
+		CHECK(host_call(0, OP_ACQ, y, VMFSD_LOCK_EXCL, 0) == 0 &&
+		      !shm->h[0].li.unchanged, "A EXCL on a never-used record: not 'unchanged'");
+		CHECK(host_call(0, OP_REL, y, 0, 0) == 0, "A release");
+		CHECK(host_call(0, OP_ACQ, y, VMFSD_LOCK_EXCL, 0) == 0 && shm->h[0].li.unchanged,
+		      "A again after its own release: 'unchanged'");
+		CHECK(host_call(0, OP_REL, y, 0, 0) == 0, "A release");
+		CHECK(host_call(1, OP_ACQ, y, VMFSD_LOCK_EXCL, 0) == 0, "B EXCL");
+		r = host_call(0, OP_ACQ, y, VMFSD_LOCK_EXCL, 0);
+		CHECK(r == -EBUSY && shm->h[0].li.owner_slot == sb_,
+		      "A's guess (free, its own release) is stale: EBUSY naming B, got %d", r);
+		CHECK(host_call(1, OP_REL, y, 0, 0) == 0, "B release");
+		r = host_call(0, OP_ACQ, y, VMFSD_LOCK_EXCL, 0);
+		CHECK(r == 0 && !shm->h[0].li.unchanged,
+		      "A's guess (held by B) is stale: A gets it, not 'unchanged' (B held it): r %d", r);
+		CHECK(host_call(0, OP_REL, y, 0, 0) == 0, "A release");
+		CHECK(host_call(2, OP_ACQ, y, VMFSD_LOCK_MW, 0) == 0 &&
+		      host_call(2, OP_REL, y, 0, 0) == 0, "C MW and release");
+		r = host_call(0, OP_ACQ, y, VMFSD_LOCK_EXCL, 0);
+		CHECK(r == 0 && !shm->h[0].li.unchanged,
+		      "A after C held it (A's guess is A's own release): not 'unchanged': r %d", r);
+		CHECK(host_call(0, OP_REL, y, 0, 0) == 0, "A release");
+	}
+	note("shared: RO by three hosts, EXCL/MW refused, upgrade/downgrade, MW sharing, "
+	     "stale guesses");
 	r = host_call(0, OP_BENCH, vmfsd_inode_off(&g_sb, 12), 200, 0);
 	CHECK(r == 0, "bench: %d", r);
 	if (!r)
