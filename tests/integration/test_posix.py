@@ -5,7 +5,9 @@ symlinks, on one host and across two hosts of one volume.
 
 - Shared mmap of files opened without O_DIRECT (read, write, msync, a
   mapping that outlives close); O_DIRECT opens keep direct I/O (a shared
-  mapping is refused with ENODEV, the kernel's answer for direct_io files).
+  mapping is refused with ENODEV, the kernel's answer for direct_io files);
+  a shared mapping through a second descriptor opened without O_DIRECT is
+  coherent with direct I/O on the first.
 - A host alone on the volume does not re-read inodes; once another host
   joins and changes a file and a directory, the first host sees both.
 - Coherency of the page cache between two hosts (docs/cluster.md, "Page
@@ -104,6 +106,28 @@ def mmap_single(c, m):
         priv.close()
     finally:
         os.close(fd)
+    # What a program that wants both does (fsx -Z with mapped operations
+    # on ext4 does it on one descriptor): O_DIRECT I/O on one descriptor,
+    # the shared mapping on a second one opened without O_DIRECT.  The
+    # kernel keeps the two coherent on one host: a direct write is seen
+    # through the mapping, a store through the mapping by a direct read
+    # after msync.
+    dfd = os.open(p, os.O_RDWR | os.O_DIRECT)
+    cfd = os.open(p, os.O_RDWR)
+    try:
+        mm = mmap.mmap(cfd, 3 * 4096, mmap.MAP_SHARED)
+        c.eq(mm[4096:4100], bytes(want[4096:4100]), "mapping beside an O_DIRECT descriptor")
+        os.pwrite(dfd, aligned(4096, b"D"), 4096)
+        c.eq(mm[4096:8192], b"D" * 4096, "the mapping sees a direct write")
+        mm[8192:12288] = b"M" * 4096
+        mm.flush()
+        buf = aligned(4096, b"\0")
+        os.preadv(dfd, [buf], 8192)
+        c.eq(buf[:], b"M" * 4096, "a direct read sees a store through the mapping")
+        mm.close()
+    finally:
+        os.close(cfd)
+        os.close(dfd)
     # Multi-writer files keep direct I/O too.
     open(m("mw"), "wb").close()
     os.setxattr(m("mw"), "user.vmfsd.multiwriter", b"1")
