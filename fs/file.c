@@ -733,7 +733,7 @@ static ssize_t write_alloc_shared(struct fs *fs, struct fs_inode *ip, const uint
  * covers them, so no allocated bytes hide past EOF), or the error when
  * nothing was written. */
 static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, size_t size,
-			  uint64_t off)
+			  uint64_t off, int *err)
 {
 	uint64_t end = off + size, pos, good = off;
 	uint32_t unit;
@@ -741,6 +741,7 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 	int r;
 
 	r = ensure_mode(fs, ip, end);
+	*err = r;
 	if (r)
 		return r;
 	if (ip->d.data_mode == VMFSD_DATA_INLINE) {
@@ -784,6 +785,7 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 		tx_add_inode(&tx, ip);
 	r = tx_commit_after(&tx, r);
 	pthread_mutex_unlock(&fs->meta_lock);
+	*err = r;
 	if (good > off)
 		return (ssize_t)(good - off);
 	return r;
@@ -791,18 +793,29 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 
 /* Slow path, retried once in file-block mode when the sub-block pool is
  * full (small files then cost a file block, but never fail while the
- * volume has room). */
+ * volume has room).  The pool can fill up after some units of the write
+ * went in (with other hosts on the volume, alloc_data does not wait for
+ * their sub-block clusters): the rest goes on in file-block mode, since a
+ * short count is no answer for a page write-back (the kernel drops the
+ * pages it did not write: fsx's mapped writes read back as zeros). */
 static ssize_t write_slow_any(struct fs *fs, struct fs_inode *ip, const uint8_t *buf,
 			      size_t size, uint64_t off)
 {
-	ssize_t n = write_slow(fs, ip, buf, size, off);
+	int err = 0;
+	ssize_t n = write_slow(fs, ip, buf, size, off, &err);
+	size_t done = n > 0 ? (size_t)n : 0;
+	ssize_t rest;
+	int r;
 
-	if (n == -ENOSPC && ip->d.data_mode != VMFSD_DATA_BLOCK && S_ISREG(ip->d.mode)) {
-		int r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
-
-		n = r ? r : write_slow(fs, ip, buf, size, off);
-	}
-	return n;
+	if (err != -ENOSPC || ip->d.data_mode == VMFSD_DATA_BLOCK || !S_ISREG(ip->d.mode))
+		return n;
+	r = convert_mode(fs, ip, VMFSD_DATA_BLOCK);
+	if (r)
+		return done ? (ssize_t)done : r;
+	rest = write_slow(fs, ip, buf + done, size - done, off + done, &err);
+	if (rest < 0)
+		return done ? (ssize_t)done : rest;
+	return (ssize_t)(done + (size_t)rest);
 }
 
 ssize_t fs_write(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
