@@ -87,17 +87,19 @@ struct bdev_aio {
 	struct bdev_aio *next;  /* private */
 };
 int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a);
-/* The issuer thread of the asynchronous path also polls FD: READY(ARG)
- * runs on that thread whenever FD has become readable (it reads FD until
+/* The issuer threads of the asynchronous path (one per CPU, up to four)
+ * also poll FD: READY(ARG) runs on one of them whenever FD has become
+ * readable (it reads FD until
  * it would block, or returns true to be called again after the issuer's
  * next turn; it must never wait for anything an asynchronous
  * request's completion could be holding up: the issuer is the thread that
  * completes them).  Requests READY submits go out together at the end of
  * its turn.  After activity the issuer spins up to SPIN_US microseconds
- * before it sleeps (0: never).  One watch per device; file-backed devices
+ * before it sleeps (0: never).  One watch per device, READY may run on
+ * several issuers at once; file-backed devices
  * only (-EOPNOTSUPP on iSCSI LUNs and with the crash model).
  * bdev_aio_unwatch returns once READY can no longer run (never call it from
- * READY itself).  bdev_aio_on_issuer: is the caller that thread? */
+ * READY itself).  bdev_aio_on_issuer: is the caller one of those threads? */
 int bdev_aio_watch(struct bdev *bd, int fd, bool (*ready)(void *arg), void *arg,
 		   unsigned spin_us);
 void bdev_aio_unwatch(struct bdev *bd);

@@ -9,11 +9,12 @@
  * On this kind of machine (virtual CPUs, where waking a halted one costs
  * tens of microseconds) the hand-offs, not the work, set the figures.
  *
- * Here the issuer thread itself reads /dev/fuse (bdev_aio_watch: a poll on
- * the device's own io_uring): a READ or WRITE is decoded, mapped and
- * submitted on that thread, all requests read in one turn go to the disk
- * in one io_uring_enter, and their completions reply from the same
- * thread.  Everything else, and a READ or WRITE that cannot go without
+ * Here the issuer threads themselves read /dev/fuse (bdev_aio_watch: a
+ * poll on each of the device's io_urings, one per CPU): a READ or WRITE is
+ * decoded, mapped and submitted on the thread that read it, all requests
+ * read in one turn go to the disk in one io_uring_enter, and their
+ * completions reply from the same thread.  Each issuer reads into its own
+ * receive buffer.  Everything else, and a READ or WRITE that cannot go without
  * waiting (fs_read_start/fs_write_start with nowait: a truncate holds the
  * file, an inline or unallocated range, a set-user-ID bit to clear), goes
  * to a pool of worker threads that may block: on-disk locks, journal
@@ -72,14 +73,20 @@ struct buf_job {
 
 struct rbuf {
 	struct rbuf *next;      /* on the free list */
+	struct rbuf *all;       /* every buffer, for the end */
 	void *base;             /* what to free */
 	uint8_t *mem;           /* the request is read here */
 };
 
+/* The buffer this issuer thread reads into (each device has one issuer
+ * per CPU, all reading /dev/fuse).  Set again by every loop: a process
+ * runs one. */
+static _Thread_local struct rbuf *cur;
+
 struct floop {
 	struct fuse_session *se;
 	int fd;
-	struct rbuf *cur;       /* the issuer reads into this one */
+	struct rbuf *all_rb;    /* every buffer (under LOCK) */
 	struct rbuf *free_rb;   /* returned buffers (under LOCK) */
 	unsigned nrbuf;         /* allocated (under LOCK) */
 	size_t rbufsize;
@@ -96,9 +103,10 @@ struct floop {
 /* One volume per process, as the ops' session (fuse_ops.c). */
 static struct floop *loop;
 
-/* A receive buffer from the free list or a new one, NULL when RBUF_MAX
- * are out (LOCK held). */
-static struct rbuf *rbuf_get(struct floop *l)
+/* A receive buffer from the free list or a new one; NULL when RBUF_MAX
+ * are out, unless FORCE (an issuer's own first buffer: it must be able to
+ * read).  LOCK held. */
+static struct rbuf *rbuf_get(struct floop *l, bool force)
 {
 	struct rbuf *rb = l->free_rb;
 
@@ -106,7 +114,7 @@ static struct rbuf *rbuf_get(struct floop *l)
 		l->free_rb = rb->next;
 		return rb;
 	}
-	if (l->nrbuf >= RBUF_MAX)
+	if (l->nrbuf >= RBUF_MAX && !force)
 		return NULL;
 	rb = malloc(sizeof(*rb));
 	if (!rb)
@@ -116,21 +124,19 @@ static struct rbuf *rbuf_get(struct floop *l)
 		return NULL;
 	}
 	rb->mem = (uint8_t *)rb->base + 4096 - WRITE_DATA_OFF;
+	rb->all = l->all_rb;
+	l->all_rb = rb;
 	l->nrbuf++;
 	return rb;
 }
 
+/* At the end, when no issuer reads and no write is in flight. */
 static void rbuf_free_all(struct floop *l)
 {
 	struct rbuf *rb;
 
-	if (l->cur) {
-		l->cur->next = l->free_rb;
-		l->free_rb = l->cur;
-		l->cur = NULL;
-	}
-	while ((rb = l->free_rb)) {
-		l->free_rb = rb->next;
+	while ((rb = l->all_rb)) {
+		l->all_rb = rb->all;
 		free(rb->base);
 		free(rb);
 	}
@@ -141,17 +147,17 @@ void *vmfsd_fuse_take_buf(const void *p, size_t len)
 	struct floop *l = loop;
 	struct rbuf *rb, *next;
 
-	if (!l || !bdev_aio_on_issuer() || !l->cur)
+	if (!l || !bdev_aio_on_issuer() || !cur)
 		return NULL;
-	rb = l->cur;
+	rb = cur;
 	if ((const uint8_t *)p < rb->mem || (const uint8_t *)p + len > rb->mem + l->rbufsize)
 		return NULL;
 	pthread_mutex_lock(&l->lock);
-	next = rbuf_get(l);
+	next = rbuf_get(l, false);
 	pthread_mutex_unlock(&l->lock);
 	if (!next)
 		return NULL;
-	l->cur = next;
+	cur = next;
 	return rb;
 }
 
@@ -243,9 +249,18 @@ static bool reader(void *arg)
 
 	if (l->ended)
 		return false;
+	if (!cur) {
+		pthread_mutex_lock(&l->lock);
+		cur = rbuf_get(l, true);
+		pthread_mutex_unlock(&l->lock);
+		if (!cur) {
+			end_loop(l, -ENOMEM);
+			return false;
+		}
+	}
 	for (n = 0; n < READ_BATCH; n++) {
-		ssize_t r = read(l->fd, l->cur->mem, l->rbufsize);
-		const struct in_header *h = (const struct in_header *)l->cur->mem;
+		ssize_t r = read(l->fd, cur->mem, l->rbufsize);
+		const struct in_header *h = (const struct in_header *)cur->mem;
 		struct buf_job *b;
 
 		if (r < 0) {
@@ -261,7 +276,7 @@ static bool reader(void *arg)
 			return false;
 		}
 		if (h->opcode == OP_READ || h->opcode == OP_WRITE) {
-			struct fuse_buf fb = { .size = (size_t)r, .mem = l->cur->mem };
+			struct fuse_buf fb = { .size = (size_t)r, .mem = cur->mem };
 
 			fuse_session_process_buf(l->se, &fb);
 			continue;
@@ -273,7 +288,7 @@ static bool reader(void *arg)
 			usleep(1000);
 		b->job.run = run_buf;
 		b->size = (size_t)r;
-		memcpy(b->data, l->cur->mem, (size_t)r);
+		memcpy(b->data, cur->mem, (size_t)r);
 		vmfsd_fuse_defer(&b->job);
 	}
 	return true;
@@ -297,9 +312,8 @@ int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threa
 	/* the largest request: a max_write (1 MiB) WRITE and its headers
 	 * (the kernel refuses a read buffer smaller than that) */
 	l->rbufsize = (1u << 20) + 64 * 1024;
-	l->cur = rbuf_get(l);
 	l->thr = calloc(max_threads, sizeof(*l->thr));
-	if (!l->cur || !l->thr) {
+	if (!l->thr) {
 		r = -ENOMEM;
 		goto out_free;
 	}
