@@ -14,7 +14,8 @@
  * decoded, mapped and submitted on the thread that read it, all requests
  * read in one turn go to the disk in one io_uring_enter, and their
  * completions reply from the same thread.  Each issuer reads into its own
- * receive buffer.  Everything else, and a READ or WRITE that cannot go without
+ * receive buffer.  LOOKUP, GETATTR and FORGET are served there too
+ * (served_here).  Everything else, and a READ or WRITE that cannot go without
  * waiting (fs_read_start/fs_write_start with nowait: a truncate holds the
  * file, an inline or unallocated range, a set-user-ID bit to clear), goes
  * to a pool of worker threads that may block: on-disk locks, journal
@@ -49,8 +50,25 @@ struct in_header {
 	uint32_t uid, gid, pid;
 	uint16_t total_extlen, padding;
 };
+#define OP_LOOKUP 1
+#define OP_FORGET 2
+#define OP_GETATTR 3
 #define OP_READ 15
 #define OP_WRITE 16
+#define OP_BATCH_FORGET 42
+
+/* Served on the issuer that read them: READ and WRITE (which hand to a
+ * worker what would wait), and the cheap lookups that a stat(2) of many
+ * files is made of.  LOOKUP and GETATTR take meta_lock and may read an
+ * inode or directory block synchronously (when another host is present),
+ * never an on-disk lock: waiting for meta_lock is already allowed on the
+ * issuer (a write's completion takes it), and its holders never wait for
+ * asynchronous I/O.  A hop to a worker doubled the wake-ups of each. */
+static bool served_here(uint32_t opcode)
+{
+	return opcode == OP_READ || opcode == OP_WRITE || opcode == OP_LOOKUP ||
+	       opcode == OP_GETATTR || opcode == OP_FORGET || opcode == OP_BATCH_FORGET;
+}
 
 /* Requests per reader turn: then the issuer serves completions before it
  * reads on (a burst of 256 queued requests does not hold back replies). */
@@ -275,7 +293,7 @@ static bool reader(void *arg)
 			end_loop(l, -EIO);
 			return false;
 		}
-		if (h->opcode == OP_READ || h->opcode == OP_WRITE) {
+		if (served_here(h->opcode)) {
 			struct fuse_buf fb = { .size = (size_t)r, .mem = cur->mem };
 
 			fuse_session_process_buf(l->se, &fb);
