@@ -62,8 +62,8 @@ struct aio_engine {
 	int init;                       /* 1 starting, 2 running, < 0 failed */
 	/* bdev_aio_watch: a descriptor the issuer polls besides the ring, and
 	 * what it calls when the descriptor is readable.  Set under LOCK by
-	 * any thread; the issuer arms/cancels the poll (it owns the ring) and
-	 * bumps WSEQ when it has seen the change. */
+	 * any thread (WGEN moves on); the issuer arms/cancels the poll (it
+	 * owns the ring) and sets WSEEN to WGEN when it has seen the change. */
 	struct aio_engine *next;        /* the device's other issuers */
 	struct bdev *bd;
 	int wfd;                        /* -1: none */

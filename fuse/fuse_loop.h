@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * vmfsd's own FUSE request loop for file-backed volumes (fuse_loop.c): the
- * device's I/O issuer thread reads /dev/fuse and serves READ and WRITE
- * itself; everything else runs in a pool of worker threads.
+ * device's I/O issuer threads read /dev/fuse and serve READ, WRITE, LOOKUP,
+ * GETATTR and FORGET themselves; everything else runs in a pool of worker
+ * threads.
  */
 #ifndef VMFSD_FUSE_LOOP_H
 #define VMFSD_FUSE_LOOP_H
@@ -13,7 +14,7 @@
 #include "bdev/bdev.h"
 
 /* Serves SE until it is unmounted or told to exit, with at most
- * MAX_THREADS workers; the issuer spins SPIN_US after activity
+ * MAX_THREADS workers; the issuers spin SPIN_US after activity
  * (bdev_aio_watch).  Returns 0, -EOPNOTSUPP when BD cannot do it (iSCSI,
  * crash model: use fuse_session_loop_mt then; nothing was read), or
  * another negative errno. */
