@@ -101,9 +101,112 @@ unlock_mutex:
 	return r;
 }
 
+/* Up to ATS_BATCH compare-and-writes of distinct sectors at once: every
+ * sector's stripe mutex and OFD lock taken in ascending order (a thread or
+ * process doing one ATS holds one and waits for nothing else, another
+ * batch takes them in the same order: no deadlock), all sectors read in
+ * one round trip, the matching ones written in one more, then everything
+ * unlocked.  Each sector sees exactly what ofd_cmp_write would do to it. */
+#define ATS_BATCH 64u
+
+static int ofd_cmp_write_batch(struct bdev *bd, unsigned n, const uint64_t *off,
+			       const uint8_t *expect, const uint8_t *newval, uint8_t *actual,
+			       int *res)
+{
+	struct bdev_vec v[ATS_BATCH];
+	unsigned ord[ATS_BATCH], i, k, nlk = 0, nw = 0, miss = 0;
+	uint64_t stripes = 0;
+	uint8_t *buf;
+	int r = 0, fd = bdev_fd(bd);
+
+	/* ascending offsets (insertion sort: at most 64) */
+	for (i = 0; i < n; i++) {
+		for (k = i; k > 0 && off[ord[k - 1]] > off[i]; k--)
+			ord[k] = ord[k - 1];
+		ord[k] = i;
+	}
+	for (i = 1; i < n; i++)
+		if (off[ord[i]] == off[ord[i - 1]])
+			return -EINVAL;
+	buf = bdev_alloc((size_t)n * BDEV_ALIGN);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		stripes |= 1ull << (stripe_of(off[i]) - ats_stripe);
+	for (i = 0; i < ATS_STRIPES; i++)
+		if (stripes & (1ull << i))
+			pthread_mutex_lock(&ats_stripe[i]);
+	for (nlk = 0; nlk < n && !r; nlk++)
+		r = ofd_sector_lock(fd, off[ord[nlk]], F_WRLCK);
+	if (r) {
+		nlk--;          /* that one was not taken */
+		goto unlock;
+	}
+	for (i = 0; i < n; i++)
+		v[i] = (struct bdev_vec){ buf + (size_t)i * BDEV_ALIGN, BDEV_ATS_SECTOR, off[i] };
+	r = bdev_rw_many(bd, 0, v, n);
+	if (r)
+		goto unlock;
+	for (i = 0; i < n; i++) {
+		const size_t at = (size_t)i * BDEV_ATS_SECTOR;
+
+		if (memcmp(v[i].buf, expect + at, BDEV_ATS_SECTOR)) {
+			memcpy(actual + at, v[i].buf, BDEV_ATS_SECTOR);
+			res[i] = -ECANCELED;
+			miss++;
+			continue;
+		}
+		res[i] = 0;
+		memcpy(buf + (size_t)i * BDEV_ALIGN, newval + at, BDEV_ATS_SECTOR);
+		v[nw++] = (struct bdev_vec){ buf + (size_t)i * BDEV_ALIGN, BDEV_ATS_SECTOR, off[i] };
+	}
+	/* A miscompare is still a write command (ofd_cmp_write): it fails
+	 * where writes fail. */
+	if (miss && bdev_pwrite(bd, buf, 0, off[0]))
+		for (i = 0; i < n; i++)
+			if (res[i] == -ECANCELED)
+				res[i] = -EIO;
+	if (nw) {
+		int w = bdev_rw_many(bd, 1, v, nw);
+
+		/* which one failed is not known: none counts as written */
+		for (i = 0; w && i < n; i++)
+			if (!res[i])
+				res[i] = w;
+	}
+unlock:
+	while (nlk-- > 0)
+		(void)ofd_sector_lock(fd, off[ord[nlk]], F_UNLCK);
+	for (i = 0; i < ATS_STRIPES; i++)
+		if (stripes & (1ull << i))
+			pthread_mutex_unlock(&ats_stripe[i]);
+	bdev_free(buf);
+	return r;
+}
+
+static int ofd_cmp_write_many(struct bdev *bd, unsigned n, const uint64_t *off,
+			      const uint8_t *expect, const uint8_t *newval, uint8_t *actual,
+			      int *res)
+{
+	unsigned i, k;
+	int r;
+
+	for (i = 0; i < n; i += k) {
+		const size_t at = (size_t)i * BDEV_ATS_SECTOR;
+
+		k = n - i < ATS_BATCH ? n - i : ATS_BATCH;
+		r = ofd_cmp_write_batch(bd, k, off + i, expect + at, newval + at, actual + at,
+					res + i);
+		for (unsigned j = i; r && j < i + k; j++)
+			res[j] = r;     /* that batch wrote nothing */
+	}
+	return 0;
+}
+
 const struct bdev_ats_ops bdev_ats_ofd_ops = {
 	.name = "ofd",
 	.cmp_write = ofd_cmp_write,
+	.cmp_write_many = ofd_cmp_write_many,
 };
 
 /* ---------------- SCSI COMPARE AND WRITE (seam) ---------------- */
@@ -206,6 +309,28 @@ const struct bdev_ats_ops *bdev_ats_ops_get(struct bdev *bd)
 out:
 	pthread_mutex_unlock(&ats_cache_lock);
 	return ops;
+}
+
+int bdev_ats_many(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
+		  const uint8_t *newval, uint8_t *actual, int *res)
+{
+	const struct bdev_ats_ops *ops = bdev_ats_ops_get(bd);
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		if (off[i] % BDEV_ATS_SECTOR)
+			return -EINVAL;
+		if (off[i] >= bdev_size(bd) || bdev_size(bd) - off[i] < BDEV_ATS_SECTOR)
+			return -ERANGE;
+	}
+	if (ops->cmp_write_many)
+		return ops->cmp_write_many(bd, n, off, expect, newval, actual, res);
+	for (i = 0; i < n; i++) {
+		const size_t at = (size_t)i * BDEV_ATS_SECTOR;
+
+		res[i] = ops->cmp_write(bd, off[i], expect + at, newval + at, actual + at);
+	}
+	return 0;
 }
 
 int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newval,

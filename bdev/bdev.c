@@ -87,8 +87,9 @@ struct bdev {
 	struct bdev_iscsi *isc; /* an iscsi:// LUN (fd is -1) */
 };
 
-/* Ring depth 4: a thread has at most one request in flight. */
-#define RING_DEPTH 4
+/* A thread has one request in flight, or a batch of up to RING_DEPTH
+ * (bdev_rw_many). */
+#define RING_DEPTH 64
 
 struct tring {
 	struct io_uring ring;
@@ -575,6 +576,126 @@ int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 	memcpy(bounce, buf, len);
 	r = do_io(bd, 1, bounce, len, off);
 	bdev_free(bounce);
+	return r;
+}
+
+/* Up to RING_DEPTH I/Os of a batch, all aligned, on this thread's ring.
+ * A short transfer is finished synchronously (as do_io would). */
+static int rw_ring(struct bdev *bd, struct io_uring *ring, int write, const struct bdev_vec *v,
+		   unsigned n)
+{
+	unsigned i, got;
+	int r = 0, s;
+
+	for (i = 0; i < n; i++) {
+		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+
+		if (!sqe)
+			return -EBUSY;  /* the ring is ours and empty: cannot happen */
+		if (write)
+			io_uring_prep_write(sqe, bd->fd, v[i].buf, (unsigned)v[i].len, v[i].off);
+		else
+			io_uring_prep_read(sqe, bd->fd, v[i].buf, (unsigned)v[i].len, v[i].off);
+		io_uring_sqe_set_data64(sqe, i);
+	}
+	s = io_uring_submit(ring);
+	/* What went on the ring must be reaped before returning (do_io's
+	 * comment: a completion left behind is taken for the next request's). */
+	for (got = 0; got < (s < 0 ? 0u : (unsigned)s); got++) {
+		struct io_uring_cqe *cqe;
+		const struct bdev_vec *e;
+		int w;
+
+		do
+			w = io_uring_wait_cqe(ring, &cqe);
+		while (w == -EINTR);
+		if (w < 0)
+			return w;
+		e = &v[io_uring_cqe_get_data64(cqe)];
+		w = cqe->res;
+		io_uring_cqe_seen(ring, cqe);
+		if (w >= 0 && (size_t)w < e->len) /* short, or interrupted: the rest */
+			w = do_io(bd, write, (char *)e->buf + w, e->len - (size_t)w,
+				  e->off + (uint64_t)w);
+		else if (w == -EINTR || w == -EAGAIN)
+			w = do_io(bd, write, e->buf, e->len, e->off);
+		else if (w > 0)
+			w = 0;
+		if (w < 0 && !r)
+			r = w;
+	}
+	if (s < 0)
+		return s;
+	/* Not submitted (the kernel took only part): one at a time. */
+	for (i = (unsigned)s; i < n; i++) {
+		int w = do_io(bd, write, v[i].buf, v[i].len, v[i].off);
+
+		if (w && !r)
+			r = w;
+	}
+	return r;
+}
+
+/* A chunk of a batch, unaligned buffers bounced through aligned ones. */
+static int rw_chunk(struct bdev *bd, struct io_uring *ring, int write, const struct bdev_vec *v,
+		    unsigned n)
+{
+	struct bdev_vec a[RING_DEPTH];
+	unsigned i;
+	int r = 0;
+
+	for (i = 0; i < n; i++) {
+		a[i] = v[i];
+		if (!((uintptr_t)v[i].buf & (BDEV_ALIGN - 1)))
+			continue;
+		a[i].buf = bdev_alloc(v[i].len);
+		if (!a[i].buf) {
+			r = -ENOMEM;
+			break;
+		}
+		if (write)
+			memcpy(a[i].buf, v[i].buf, v[i].len);
+	}
+	if (!r)
+		r = rw_ring(bd, ring, write, a, n);
+	while (i-- > 0) {
+		if (a[i].buf == v[i].buf)
+			continue;
+		if (!r && !write)
+			memcpy(v[i].buf, a[i].buf, v[i].len);
+		bdev_free(a[i].buf);
+	}
+	return r;
+}
+
+int bdev_rw_many(struct bdev *bd, int write, const struct bdev_vec *v, unsigned n)
+{
+	struct io_uring *ring = bd->isc || bd->cs ? NULL : thread_ring();
+	unsigned i, k;
+	int r = 0, w;
+
+	for (i = 0; i < n; i++) {
+		r = check_range(bd, v[i].len, v[i].off);
+		if (r)
+			return r;
+	}
+	if (!ring) {
+		for (i = 0; i < n; i++) {
+			w = write ? bdev_pwrite(bd, v[i].buf, v[i].len, v[i].off)
+				  : bdev_pread(bd, v[i].buf, v[i].len, v[i].off);
+			if (w && !r)
+				r = w;
+		}
+		return r;
+	}
+	if (fault_gate(bd, write))
+		return -EIO;
+	for (i = 0; i < n; i += k) {
+		k = n - i < RING_DEPTH ? n - i : RING_DEPTH;
+		w = rw_chunk(bd, ring, write, v + i, k);
+		if (w && !r)
+			r = w;
+	}
 	return r;
 }
 

@@ -51,6 +51,19 @@ void bdev_set_io_timeout(struct bdev *bd, unsigned ms);
 
 int bdev_pread(struct bdev *bd, void *buf, size_t len, uint64_t off);
 int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off);
+/* One of several independent I/Os issued together (bdev_rw_many). */
+struct bdev_vec {
+	void *buf;
+	size_t len;
+	uint64_t off;
+};
+/* Issues the N reads (WRITE 0) or writes (1) in V at once, with the same
+ * checks as bdev_pread/bdev_pwrite each, and returns when every one has
+ * completed: 0, or the first error met (the others still completed).  For
+ * many small blocks whose order does not matter (a journal checkpoint,
+ * lock records): one device round trip instead of N.  iSCSI LUNs and the
+ * crash model issue them one after the other. */
+int bdev_rw_many(struct bdev *bd, int write, const struct bdev_vec *v, unsigned n);
 /* Makes every completed write durable (fdatasync of the file / cache flush). */
 int bdev_flush(struct bdev *bd);
 /* Writes LEN zero bytes at OFF (regular files: may punch/zero-range). */
@@ -134,6 +147,16 @@ int bdev_unlock_range(struct bdev *bd, uint64_t off, uint64_t len);
 #define BDEV_ATS_SECTOR 512u
 int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
 	     void *actual);
+/* N ATS of distinct sectors OFF[i] at once (EXPECT, NEWVAL and ACTUAL hold N
+ * sectors each, one after the other; no alignment needed): RES[i] gets
+ * what bdev_ats would have returned for sector i (0, -ECANCELED with
+ * ACTUAL filled, or an error: then sector i was not written, or, for an
+ * error of the write itself, may have been).  Each sector is one atomic
+ * compare-and-write, as with bdev_ats; there is none across sectors, and
+ * they may land in any order.  Returns -EINVAL (an offset not a sector)
+ * or -ERANGE before doing anything, else 0. */
+int bdev_ats_many(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
+		  const uint8_t *newval, uint8_t *actual, int *res);
 
 /* The seam for ATS implementations, chosen per device by bdev_ats_ops_get:
  *  - "ofd":  an OFD write lock on exactly that sector around
@@ -154,6 +177,11 @@ struct bdev_ats_ops {
 	const char *name;
 	int (*cmp_write)(struct bdev *bd, uint64_t off, const void *expect,
 			 const void *newval, void *actual);
+	/* bdev_ats_many, where the device can do better than one at a time
+	 * (NULL: bdev_ats_many issues them one after the other) */
+	int (*cmp_write_many)(struct bdev *bd, unsigned n, const uint64_t *off,
+			      const uint8_t *expect, const uint8_t *newval, uint8_t *actual,
+			      int *res);
 };
 extern const struct bdev_ats_ops bdev_ats_ofd_ops;
 extern const struct bdev_ats_ops bdev_ats_scsi_ops;

@@ -398,12 +398,56 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_unlock(&fs->lk_lock);
 }
 
+/* Locks a commit gives back, collected to go in one lock_release_many
+ * (a commit after many creates gives back a lock per file: one at a time,
+ * two device round trips each, that was most of the commit's time). */
+struct relset {
+	uint64_t *off;
+	void **item;            /* what the caller must finish after the release */
+	uint32_t n, cap;
+};
+
+/* False when out of memory: the caller releases that one itself. */
+static bool relset_add(struct relset *s, uint64_t off, void *item)
+{
+	if (s->n == s->cap) {
+		uint32_t cap = s->cap ? s->cap * 2 : 64;
+		uint64_t *o = realloc(s->off, cap * sizeof(*o));
+		void **it;
+
+		if (!o)
+			return false;
+		s->off = o;
+		it = realloc(s->item, cap * sizeof(*it));
+		if (!it)
+			return false;
+		s->item = it;
+		s->cap = cap;
+	}
+	s->off[s->n] = off;
+	s->item[s->n++] = item;
+	return true;
+}
+
+static void relset_release(struct fs *fs, struct relset *s)
+{
+	lock_release_many(fs->hb, fs->bd, s->off, s->n);
+}
+
+static void relset_free(struct relset *s)
+{
+	free(s->off);
+	free(s->item);
+}
+
 /* Releases the locks of evicted inodes: those of live inodes always, those
  * of freed ("parked") ones when ALL, or when their number's inode cluster
  * is not ours to allocate from (docs/cluster.md §5.3: a parked lock must
- * be free before another host can allocate the number). */
+ * be free before another host can allocate the number).  late_mu is held
+ * until they are released: an open that would take one over waits. */
 static void late_release(struct fs *fs, bool all)
 {
+	struct relset rs = { 0 };
 	uint32_t i, k = 0;
 
 	pthread_mutex_lock(&fs->late_mu);
@@ -416,20 +460,29 @@ static void late_release(struct fs *fs, bool all)
 			fs->late_unlock[k++] = e;
 			continue;
 		}
+		if (relset_add(&rs, e.off, NULL))
+			continue;
 		pthread_mutex_unlock(&fs->lk_lock);
 		(void)lock_release(fs->hb, fs->bd, e.off, NULL);
 		pthread_mutex_lock(&fs->lk_lock);
 	}
 	fs->nlate = k;
 	pthread_mutex_unlock(&fs->lk_lock);
+	relset_release(fs, &rs);
 	pthread_mutex_unlock(&fs->late_mu);
+	relset_free(&rs);
 }
 
 /* After a commit wrote everything in place: drop transient inode locks and
  * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
- * meta_lock held, so cached inodes cannot go away under us. */
+ * meta_lock held, so cached inodes cannot go away under us.  Each inode's
+ * lk_io is held from its check to its release, as in
+ * cluster_unlock_inode_if_unused; one whose lk_io is busy (an open is
+ * taking its lock right now) goes through that function after the others,
+ * whose lk_io are not held while it waits. */
 void cluster_release_transient(struct fs *fs)
 {
+	struct relset rs = { 0 }, busy = { 0 };
 	uint32_t i;
 
 	if (!fs->hb)
@@ -439,14 +492,39 @@ void cluster_release_transient(struct fs *fs)
 		struct fs_inode *ip;
 
 		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
+			uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
+			bool drop;
+
 			if (!ip->lk_transient || ip->lk_pins)
 				continue;       /* an operation is still using it */
 			pthread_mutex_lock(&fs->lk_lock);
 			ip->lk_transient = false;
 			pthread_mutex_unlock(&fs->lk_lock);
-			cluster_unlock_inode_if_unused(fs, ip);
+			if (pthread_mutex_trylock(&ip->lk_io)) {
+				if (!relset_add(&busy, off, ip))
+					cluster_unlock_inode_if_unused(fs, ip);
+				continue;
+			}
+			pthread_mutex_lock(&fs->lk_lock);
+			drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
+			       !ip->lk_transient;
+			if (drop)
+				ip->lk_mode = VMFSD_LOCK_FREE;
+			pthread_mutex_unlock(&fs->lk_lock);
+			if (drop && relset_add(&rs, off, ip))
+				continue;
+			if (drop)
+				(void)lock_release(fs->hb, fs->bd, off, NULL);
+			pthread_mutex_unlock(&ip->lk_io);
 		}
 	}
+	relset_release(fs, &rs);
+	for (i = 0; i < rs.n; i++)
+		pthread_mutex_unlock(&((struct fs_inode *)rs.item[i])->lk_io);
+	relset_free(&rs);
+	for (i = 0; i < busy.n; i++)
+		cluster_unlock_inode_if_unused(fs, busy.item[i]);
+	relset_free(&busy);
 }
 
 /* Re-reads IP from disk when we hold no lock on it, or took one since we
@@ -638,7 +716,9 @@ static bool others_present(struct fs *fs)
 void cluster_release_rcs(struct fs *fs, bool all)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
+	struct relset rs = { 0 };
 	int64_t yield_until = 0;
+	uint32_t i;
 	int k;
 
 	if (!fs->hb)
@@ -670,12 +750,19 @@ void cluster_release_rcs(struct fs *fs, bool all)
 				continue;
 			}
 			atomic_store(&p->asap[ci], 0);
-			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
 			if (p->held[ci] == 1)
 				p->yield_until[ci] = yield_until;
+			if (relset_add(&rs, vmfsd_rc_off(&fs->sb, p->kind, ci), &p->held[ci]))
+				continue;
+			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);
 			p->held[ci] = 0;
 		}
 	}
+	/* meta_lock held: nobody allocates from them until they are gone */
+	relset_release(fs, &rs);
+	for (i = 0; i < rs.n; i++)
+		*(uint8_t *)rs.item[i] = 0;
+	relset_free(&rs);
 }
 
 /* Will the next release step give any lock back?  (meta_lock held) */

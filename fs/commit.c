@@ -198,12 +198,12 @@ int commit_locked(struct fs *fs)
 			jb[i].img = fs->run[i]->img;
 		}
 		r = journal_write(fs->jn, jb, n);
+		fs->jdirty = true;
+		/* Checkpoint: every block in place at once (the journal holds
+		 * them all until the flush that ends the checkpoint). */
+		if (!r)
+			r = journal_write_homes(fs->bd, jb, n);
 		free(jb);
-		if (n)
-			fs->jdirty = true;
-		/* Checkpoint: in place, in the order the operations added them. */
-		for (i = 0; i < n && !r; i++)
-			r = journal_write_home(fs->bd, fs->run[i]->off, fs->run[i]->img);
 		if (r) {
 			/* The journal is the only safe record now: stop writing. */
 			fs->jerr = r;

@@ -9,8 +9,9 @@
  * The commit merges the blocks into the running journal transaction
  * (fs/commit.c), which reaches the journal and then its home locations as
  * one atomic unit.  Callers still add "pointer" blocks (inode, map node,
- * directory) after the blocks they point to: the in-place writes follow
- * that order, which keeps a torn checkpoint easy to reason about.
+ * directory) after the blocks they point to: the journal records them in
+ * that order (the in-place writes of a checkpoint go out together, which
+ * the journal makes safe: it rewrites them all until the next flush).
  */
 #include <errno.h>
 #include <stdlib.h>

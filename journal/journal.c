@@ -91,14 +91,25 @@ static int read_tx(struct bdev *bd, const struct vmfsd_journal_id *id, uint64_t 
 	return (int)n;
 }
 
-int journal_write_home(struct bdev *bd, uint64_t target, const void *img)
+int journal_write_homes(struct bdev *bd, const struct journal_block *b, uint32_t n)
 {
-	uint64_t off = target & ~VMFSD_JENTRY_KEEP_LOCK;
+	struct bdev_vec *v = malloc((n ? n : 1) * sizeof(*v));
+	uint32_t i;
+	int r;
 
-	if (target & VMFSD_JENTRY_KEEP_LOCK)
-		return bdev_pwrite(bd, (const uint8_t *)img + VMFSD_SECTOR,
-				   VMFSD_META_BLOCK - VMFSD_SECTOR, off + VMFSD_SECTOR);
-	return bdev_pwrite(bd, img, VMFSD_META_BLOCK, off);
+	if (!v)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		uint64_t off = b[i].target & ~VMFSD_JENTRY_KEEP_LOCK;
+		size_t skip = b[i].target & VMFSD_JENTRY_KEEP_LOCK ? VMFSD_SECTOR : 0;
+
+		v[i].buf = (uint8_t *)b[i].img + skip;
+		v[i].len = VMFSD_META_BLOCK - skip;
+		v[i].off = off + skip;
+	}
+	r = bdev_rw_many(bd, 1, v, n);
+	free(v);
+	return r;
 }
 
 /* Decodes the header at AREA_OFF from BLK.  A sound header of another
@@ -125,6 +136,7 @@ int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 {
 	uint64_t area_off = journal_area_off(sb, slot);
 	uint32_t nblocks = (uint32_t)(sb->journal_size / VMFSD_META_BLOCK), pos;
+	struct journal_block jb[VMFSD_JDESC_MAX];
 	struct vmfsd_journal_id id;
 	struct vmfsd_jhdr jh;
 	uint8_t *buf;
@@ -168,11 +180,12 @@ int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 		if (n == 0)
 			break;
 		for (i = 0; i < (uint32_t)n; i++) {
-			r = journal_write_home(bd, le64toh(d->e[i].target),
-					       buf + (size_t)(i + 1) * VMFSD_META_BLOCK);
-			if (r)
-				goto out;
+			jb[i].target = le64toh(d->e[i].target);
+			jb[i].img = buf + (size_t)(i + 1) * VMFSD_META_BLOCK;
 		}
+		r = journal_write_homes(bd, jb, (uint32_t)n);
+		if (r)
+			goto out;
 		info->transactions++;
 		info->blocks += (uint32_t)n;
 		pos += 1 + (uint32_t)n;

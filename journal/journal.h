@@ -37,10 +37,12 @@ struct journal_block {
 	const void *img;        /* 4 KiB image */
 };
 
-/* Writes a 4 KiB image to TARGET in place, leaving the lock sector alone
- * when TARGET carries VMFSD_JENTRY_KEEP_LOCK: shared by checkpoint and
- * replay so both treat lock records the same way. */
-int journal_write_home(struct bdev *bd, uint64_t target, const void *img);
+/* Writes the N 4 KiB images of one transaction in place, all at once (their
+ * order does not matter: the journal holds them until the next flush),
+ * leaving the lock sector alone where a target carries
+ * VMFSD_JENTRY_KEEP_LOCK: shared by checkpoint and replay so both treat
+ * lock records the same way. */
+int journal_write_homes(struct bdev *bd, const struct journal_block *b, uint32_t n);
 
 struct journal_replay_info {
 	uint32_t transactions;  /* complete transactions applied */

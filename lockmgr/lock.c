@@ -546,6 +546,66 @@ int lock_release(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info 
 	return lock_change(hb, bd, off, OP_RELEASE, 0, out);
 }
 
+/* The first try of lock_change_to's OP_RELEASE, for many records at once:
+ * from the guess only (a record we do not hold by the guess, or whose
+ * guess is wrong, goes through lock_release after). */
+void lock_release_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsigned n)
+{
+	const size_t S = VMFSD_SECTOR;
+	struct lock_view *v = malloc(sizeof(*v));
+	uint8_t *cur = malloc(3 * S * (n ? n : 1)), *nv, *act;
+	uint64_t *boff = malloc((n ? n : 1) * sizeof(*boff));
+	unsigned *idx = malloc((n ? n : 1) * sizeof(*idx));
+	int *res = malloc((n ? n : 1) * sizeof(*res));
+	bool *isfree = malloc(n ? n : 1), *done = calloc(n ? n : 1, 1);
+	unsigned i, m = 0;
+
+	if (!v || !cur || !boff || !idx || !res || !isfree || !done || hb_write_check(hb))
+		goto single;
+	nv = cur + S * n;
+	act = nv + S * n;
+	for (i = 0; i < n; i++) {
+		uint8_t newhold[VMFSD_MAX_HOSTS / 8];
+		struct vmfsd_lock nr;
+		int32_t owner;
+
+		if (off[i] % VMFSD_META_BLOCK)
+			continue;
+		(void)guess_get(hb, off[i], cur + S * m);
+		if (lock_judge_view(hb, bd, off[i], cur + S * m, v) || !v->me)
+			continue;
+		memcpy(newhold, v->valid, sizeof(newhold));
+		bit_clear(newhold, hb->slot);
+		if (build_record(hb, v, v->rec.mode, newhold, &nr, &owner))
+			continue;
+		vmfsd_lock_encode(&nr, off[i] / VMFSD_META_BLOCK, nv + S * m);
+		isfree[m] = nr.mode == VMFSD_LOCK_FREE;
+		boff[m] = off[i];
+		idx[m++] = i;
+	}
+	if (m && bdev_ats_many(bd, m, boff, cur, nv, act, res))
+		m = 0;
+	for (i = 0; i < m; i++) {
+		if (!res[i]) {
+			guess_put(hb, boff[i], nv + S * i, isfree[i]);
+			done[idx[i]] = true;
+		} else {
+			guess_put(hb, boff[i], res[i] == -ECANCELED ? act + S * i : NULL, false);
+		}
+	}
+single:
+	for (i = 0; i < n; i++)
+		if (!done || !done[i])
+			(void)lock_release(hb, bd, off[i], NULL);
+	free(v);
+	free(cur);
+	free(boff);
+	free(idx);
+	free(res);
+	free(isfree);
+	free(done);
+}
+
 int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)
 {
 	return lock_change(hb, bd, off, OP_UPGRADE, VMFSD_LOCK_EXCL, out);

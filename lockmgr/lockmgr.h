@@ -245,6 +245,13 @@ int lock_acquire(struct hb *hb, struct bdev *bd, uint64_t off, uint16_t mode,
 /* Removes us; the record becomes FREE when no valid holder is left.
  * -ESTALE if we are not a holder (our lock was broken: never expected). */
 int lock_release(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
+/* lock_release of the N distinct records at OFF[i], their first tries
+ * issued together (bdev_ats_many): for the many locks a commit gives back.
+ * A record whose guess is missing or wrong is released on its own after.
+ * Failures are as lock_release's, and not reported: the caller of a
+ * release has nothing to do about one (a broken lock is no longer ours;
+ * a fenced host's locks go stale). */
+void lock_release_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsigned n);
 /* RO/MW -> EXCL when we are the only valid holder, else -EBUSY. */
 int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
 /* EXCL -> RO or MW. */

@@ -88,7 +88,7 @@ static void note(const char *fmt, ...)
 /* ---------------- shared memory and host processes ---------------- */
 
 enum op {
-	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT, OP_HANDOVER,
+	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_REL_MANY, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT, OP_HANDOVER,
 	OP_STATE, OP_WAIT_DEAD, OP_CLAIM, OP_REPLAY, OP_RELDEAD, OP_LEAVE, OP_BFAULT,
 	OP_LMFAULT, OP_INFO, OP_READ, OP_WRITE, OP_WRITER, OP_ATS_INC, OP_BENCH, OP_NICE,
 };
@@ -247,28 +247,71 @@ static int wait_dead(struct host *h, uint32_t slot, int timeout_ms)
 	return -ETIMEDOUT;
 }
 
-static int ats_inc(struct host *h, uint64_t off, uint64_t n, uint64_t *retries)
+/* The counters of case_ats: NCTR sectors from OFF, adjacent ones and
+ * others apart (bdev_ats_many locks each sector on its own). */
+#define NCTR 6
+static uint64_t ctr_off(uint64_t off, int k)
 {
-	uint8_t *cur = bdev_alloc(VMFSD_SECTOR), *nv = bdev_alloc(VMFSD_SECTOR);
-	uint64_t i, v;
-	int r = 0;
+	return off + (uint64_t)(k < 3 ? k : 8 * k) * VMFSD_SECTOR;
+}
+
+/* N times: every counter + 1, by one ATS each (MANY false), or all of them
+ * by bdev_ats_many, the miscompared ones again from what it returned. */
+static int ats_inc(struct host *h, uint64_t off, uint64_t n, uint64_t *retries, bool many)
+{
+	const size_t S = VMFSD_SECTOR;
+	uint8_t *cur = bdev_alloc(NCTR * S), *nv = bdev_alloc(NCTR * S);
+	uint8_t *act = bdev_alloc(NCTR * S), *e = bdev_alloc(NCTR * S);
+	uint64_t i, v, offs[NCTR];
+	int r = 0, k, m, res[NCTR], idx[NCTR];
 
 	for (i = 0; i < n && !r; i++) {
-		r = bdev_pread(h->bd, cur, VMFSD_SECTOR, off);
-		while (!r) {
-			memcpy(&v, cur, 8);
-			memcpy(nv, cur, VMFSD_SECTOR);
-			v++;
-			memcpy(nv, &v, 8);
-			r = bdev_ats(h->bd, off, cur, nv, cur);
-			if (r != -ECANCELED)
-				break;
-			(*retries)++;
-			r = 0;
+		for (k = 0; k < NCTR && !r; k++)
+			r = bdev_pread(h->bd, cur + k * S, S, ctr_off(off, k));
+		for (k = 0; k < NCTR && !r && !many; k++) {
+			while (!r) {
+				memcpy(&v, cur + k * S, 8);
+				memcpy(nv, cur + k * S, S);
+				v++;
+				memcpy(nv, &v, 8);
+				r = bdev_ats(h->bd, ctr_off(off, k), cur + k * S, nv, cur + k * S);
+				if (r != -ECANCELED)
+					break;
+				(*retries)++;
+				r = 0;
+			}
+		}
+		for (m = many && !r ? NCTR : 0, k = 0; k < m; k++)
+			idx[k] = k;
+		while (m && !r) {
+			int left = 0;
+
+			for (k = 0; k < m; k++) {       /* the pending ones, compacted */
+				memcpy(e + k * S, cur + idx[k] * S, S);
+				memcpy(nv + k * S, cur + idx[k] * S, S);
+				memcpy(&v, nv + k * S, 8);
+				v++;
+				memcpy(nv + k * S, &v, 8);
+				offs[k] = ctr_off(off, idx[k]);
+			}
+			r = bdev_ats_many(h->bd, (unsigned)m, offs, e, nv, act, res);
+			for (k = 0; k < m && !r; k++)
+				if (res[k] != 0 && res[k] != -ECANCELED)
+					r = res[k];
+			for (k = 0; k < m && !r; k++) {
+				if (!res[k])
+					continue;
+				memcpy(cur + idx[k] * S, act + k * S, S);
+				(*retries)++;
+				idx[left++] = idx[k];
+			}
+			m = left;
 		}
 	}
 	bdev_free(cur);
 	bdev_free(nv);
+	bdev_free(act);
+	bdev_free(e);
 	return r;
 }
 
@@ -276,13 +319,14 @@ struct inc_arg {
 	struct host *h;
 	uint64_t off, n, retries;
 	int r;
+	bool many;
 };
 
 static void *inc_thread(void *arg)
 {
 	struct inc_arg *a = arg;
 
-	a->r = ats_inc(a->h, a->off, a->n, &a->retries);
+	a->r = ats_inc(a->h, a->off, a->n, &a->retries, a->many);
 	return NULL;
 }
 
@@ -345,6 +389,16 @@ static void host_exec(struct host *h)
 	case OP_INSPECT:
 		c->r = lock_inspect(h->hb, h->bd, c->off, &c->li);
 		break;
+	case OP_REL_MANY: {
+		/* the ARG inode records from inode number OFF on */
+		uint64_t o[64];
+		unsigned k, n = c->arg < 64 ? (unsigned)c->arg : 64;
+
+		for (k = 0; k < n; k++)
+			o[k] = vmfsd_inode_off(&h->sb, c->off + k);
+		lock_release_many(h->hb, h->bd, o, n);
+		break;
+	}
 	case OP_DESC:
 		c->r = lock_holder_describe(h->hb, h->bd, c->off, c->text, sizeof(c->text));
 		break;
@@ -425,7 +479,7 @@ static void host_exec(struct host *h)
 			while (!atomic_load(&shm->go))
 				usleep(100);
 			for (i = 0; i < n; i++) {
-				a[i] = (struct inc_arg){ h, c->off, (uint64_t)c->slot, 0, 0 };
+				a[i] = (struct inc_arg){ h, c->off, (uint64_t)c->slot, 0, 0, i % 2 };
 				pthread_create(&th[i], NULL, inc_thread, &a[i]);
 			}
 			c->count = 0;
@@ -439,7 +493,7 @@ static void host_exec(struct host *h)
 			while (!atomic_load(&shm->go))
 				usleep(100);
 			c->count = 0;
-			c->r = ats_inc(h, c->off, c->slot, &c->count);
+			c->r = ats_inc(h, c->off, c->slot, &c->count, h->idx % 2);
 		}
 		break;
 	}
@@ -782,6 +836,37 @@ static void case_ats(void)
 			bdev_fault_set(bd, BDEV_FAULT_NONE);
 			T(bdev_pread(bd, act, VMFSD_SECTOR, off) == 0 && !memcmp(act, b, VMFSD_SECTOR));
 			T(bdev_ats(bd, off, b, zero, NULL) == 0);
+			{
+				/* bdev_ats_many: per-sector results, the miscompared
+				 * ones unwritten and reported, faults as for one */
+				const size_t S = VMFSD_SECTOR;
+				uint64_t o[3] = { off + 2 * S, off, off + 9 * S };
+				uint8_t e[3 * VMFSD_SECTOR], nv[3 * VMFSD_SECTOR];
+				uint8_t got[3 * VMFSD_SECTOR];
+				int res[3];
+
+				memset(e, 0, sizeof(e));
+				memcpy(e + S, a, S);            /* off holds zero: miscompare */
+				memset(nv, 0x11, sizeof(nv));
+				T(bdev_ats_many(bd, 3, o, e, nv, got, res) == 0);
+				T(res[0] == 0 && res[1] == -ECANCELED && res[2] == 0);
+				T(!memcmp(got + S, zero, S));
+				T(bdev_pread(bd, act, S, off) == 0 && !memcmp(act, zero, S));
+				T(bdev_pread(bd, act, S, off + 9 * S) == 0 && !memcmp(act, nv, S));
+				T(bdev_ats_many(bd, 1, (uint64_t[]){ off + 1 }, e, nv, got, res) ==
+				  -EINVAL);
+				o[1] = o[0];                    /* twice the same sector */
+				T(bdev_ats_many(bd, 2, o, nv, e, got, res) == 0 && res[0] == -EINVAL);
+				bdev_fault_set(bd, BDEV_FAULT_WRITE_EIO);
+				o[1] = off;
+				memcpy(e + S, zero, S);
+				T(bdev_ats_many(bd, 3, o, nv, e, got, res) == 0 && res[0] == -EIO &&
+				  res[1] == -EIO && res[2] == -EIO);
+				bdev_fault_set(bd, BDEV_FAULT_NONE);
+				T(bdev_ats_many(bd, 3, o, nv, e, got, res) == 0 && !res[0] &&
+				  res[1] == -ECANCELED && !res[2]);     /* back to zero */
+				T(bdev_pread(bd, act, S, off + 9 * S) == 0 && !memcmp(act, zero, S));
+			}
 #undef T
 			bdev_close(bd);
 			_exit(bad ? 1 : 0);
@@ -790,7 +875,9 @@ static void case_ats(void)
 		CHECK(WIFEXITED(r) && WEXITSTATUS(r) == 0, "ATS semantics (see above)");
 	}
 
-	/* Contention: processes 0..nproc-1, the last one with 3 threads. */
+	/* Contention: processes 0..nproc-1, the last one with 3 threads, on
+	 * NCTR counters: odd processes and threads change them all at once
+	 * (bdev_ats_many), the others one by one. */
 	atomic_store(&shm->go, 0);
 	for (i = 0; i < nproc; i++) {
 		host_spawn(i);
@@ -804,12 +891,16 @@ static void case_ats(void)
 		total += (uint64_t)per * (i == nproc - 1 ? 3 : 1);
 		retries += shm->h[i].count;
 	}
-	r = host_call(0, OP_READ, off, 0, 0);
-	memcpy(&v, shm->h[0].data, 8);
-	CHECK(r == 0 && v == total, "counter %" PRIu64 " after %" PRIu64 " increments", v, total);
-	if (r == 0 && v == total)
-		note("ats: %" PRIu64 " increments by %d processes (one with 3 threads), %" PRIu64
-		     " miscompares retried, no update lost", total, nproc, retries);
+	for (i = 0; i < NCTR; i++) {
+		r = host_call(0, OP_READ, ctr_off(off, i), 0, 0);
+		memcpy(&v, shm->h[0].data, 8);
+		CHECK(r == 0 && v == total, "counter %d: %" PRIu64 " after %" PRIu64 " increments",
+		      i, v, total);
+	}
+	if (!failures)
+		note("ats: %d counters, %" PRIu64 " increments each by %d processes (one with 3 "
+		     "threads), one ATS at a time or all at once, %" PRIu64
+		     " miscompares retried, no update lost", NCTR, total, nproc, retries);
 	hosts_kill_all();
 }
 
@@ -1116,8 +1207,40 @@ static void case_shared(void)
 		      "A after C held it (A's guess is A's own release): not 'unchanged': r %d", r);
 		CHECK(host_call(0, OP_REL, y, 0, 0) == 0, "A release");
 	}
+	/* Releases together (lock_release_many, what a commit does): from
+	 * good guesses in one batch, the others one by one from the record as
+	 * it is: B joined one of A's RO locks after A's guess, C broke
+	 * nothing but holds one A never had. */
+	{
+		const uint64_t first = 20;
+		int k;
+
+		for (k = 0; k < 6; k++)
+			CHECK(host_call(0, OP_ACQ, vmfsd_inode_off(&g_sb, first + k),
+					k == 3 ? VMFSD_LOCK_RO : VMFSD_LOCK_EXCL, 0) == 0, "A %d", k);
+		CHECK(host_call(1, OP_ACQ, vmfsd_inode_off(&g_sb, first + 3), VMFSD_LOCK_RO, 0) == 0,
+		      "B joins A's RO");
+		CHECK(host_call(2, OP_ACQ, vmfsd_inode_off(&g_sb, first + 6), VMFSD_LOCK_EXCL, 0) == 0,
+		      "C EXCL on one A does not hold");
+		CHECK(host_call(0, OP_REL_MANY, first, 7, 0) == 0, "A releases 7 together");
+		for (k = 0; k < 7; k++) {
+			r = host_call(2, OP_INSPECT, vmfsd_inode_off(&g_sb, first + k), 0, 0);
+			if (k == 3)
+				CHECK(r == 0 && shm->h[2].li.mode == VMFSD_LOCK_RO &&
+				      shm->h[2].li.nholders == 1 && shm->h[2].li.owner_slot == sb_,
+				      "only B holds the shared one: mode %u holders %u",
+				      shm->h[2].li.mode, shm->h[2].li.nholders);
+			else if (k == 6)
+				CHECK(r == 0 && shm->h[2].li.mode == VMFSD_LOCK_EXCL &&
+				      shm->h[2].li.owner_slot == sc, "C's is untouched");
+			else
+				CHECK(r == 0 && shm->h[2].li.mode == VMFSD_LOCK_FREE, "%d free", k);
+		}
+		CHECK(host_call(1, OP_ACQ, vmfsd_inode_off(&g_sb, first), VMFSD_LOCK_EXCL, 0) == 0,
+		      "B takes one A gave back");
+	}
 	note("shared: RO by three hosts, EXCL/MW refused, upgrade/downgrade, MW sharing, "
-	     "stale guesses");
+	     "stale guesses, releases together");
 	r = host_call(0, OP_BENCH, vmfsd_inode_off(&g_sb, 12), 200, 0);
 	CHECK(r == 0, "bench: %d", r);
 	if (!r)
