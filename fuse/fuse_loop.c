@@ -55,7 +55,10 @@ struct in_header {
 #define OP_GETATTR 3
 #define OP_READ 15
 #define OP_WRITE 16
+#define OP_GETXATTR 22
 #define OP_BATCH_FORGET 42
+/* GETXATTR's name follows the header and struct fuse_getxattr_in (8 bytes) */
+#define GETXATTR_NAME_OFF (sizeof(struct in_header) + 8)
 
 /* Served on the issuer that read them: READ and WRITE (which hand to a
  * worker what would wait), and the cheap lookups that a stat(2) of many
@@ -63,11 +66,27 @@ struct in_header {
  * inode or directory block synchronously (when another host is present),
  * never an on-disk lock: waiting for meta_lock is already allowed on the
  * issuer (a write's completion takes it), and its holders never wait for
- * asynchronous I/O.  A hop to a worker doubled the wake-ups of each. */
-static bool served_here(uint32_t opcode)
+ * asynchronous I/O.  A hop to a worker doubled the wake-ups of each.
+ * GETXATTR outside the "user." namespace too: the kernel asks for
+ * security.capability before every write to a file (FUSE filesystems do
+ * not get SB_NOSEC), and vmfsd answers ENODATA without looking at
+ * anything (fs_getxattr); user.vmfsd.* may read lock records: a worker. */
+static bool served_here(const struct in_header *h, size_t len)
 {
-	return opcode == OP_READ || opcode == OP_WRITE || opcode == OP_LOOKUP ||
-	       opcode == OP_GETATTR || opcode == OP_FORGET || opcode == OP_BATCH_FORGET;
+	switch (h->opcode) {
+	case OP_READ:
+	case OP_WRITE:
+	case OP_LOOKUP:
+	case OP_GETATTR:
+	case OP_FORGET:
+	case OP_BATCH_FORGET:
+		return true;
+	case OP_GETXATTR:
+		return len > GETXATTR_NAME_OFF + 5 &&
+		       memcmp((const char *)h + GETXATTR_NAME_OFF, "user.", 5);
+	default:
+		return false;
+	}
 }
 
 /* Requests per reader turn: then the issuer serves completions before it
@@ -293,7 +312,7 @@ static bool reader(void *arg)
 			end_loop(l, -EIO);
 			return false;
 		}
-		if (served_here(h->opcode)) {
+		if (served_here(h, (size_t)r)) {
 			struct fuse_buf fb = { .size = (size_t)r, .mem = cur->mem };
 
 			fuse_session_process_buf(l->se, &fb);
