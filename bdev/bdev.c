@@ -113,6 +113,18 @@ static void ring_key_init(void)
 	pthread_key_create(&ring_key, ring_destroy);
 }
 
+/* A ring whose submission failed still holds the requests it could not
+ * submit: never use it again (this thread goes on with pread/pwrite). */
+static void thread_ring_drop(void)
+{
+	struct tring *t = pthread_getspecific(ring_key);
+
+	if (t && t->ok) {
+		io_uring_queue_exit(&t->ring);
+		t->ok = 0;
+	}
+}
+
 static struct io_uring *thread_ring(void)
 {
 	struct tring *t;
@@ -584,53 +596,56 @@ int bdev_pwrite(struct bdev *bd, const void *buf, size_t len, uint64_t off)
 static int rw_ring(struct bdev *bd, struct io_uring *ring, int write, const struct bdev_vec *v,
 		   unsigned n)
 {
+	int res[RING_DEPTH];
 	unsigned i, got;
 	int r = 0, s;
 
 	for (i = 0; i < n; i++) {
 		struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 
-		if (!sqe)
-			return -EBUSY;  /* the ring is ours and empty: cannot happen */
+		if (!sqe) {     /* the ring is ours and empty: cannot happen */
+			thread_ring_drop();
+			return -EBUSY;
+		}
 		if (write)
 			io_uring_prep_write(sqe, bd->fd, v[i].buf, (unsigned)v[i].len, v[i].off);
 		else
 			io_uring_prep_read(sqe, bd->fd, v[i].buf, (unsigned)v[i].len, v[i].off);
 		io_uring_sqe_set_data64(sqe, i);
 	}
-	s = io_uring_submit(ring);
-	/* What went on the ring must be reaped before returning (do_io's
-	 * comment: a completion left behind is taken for the next request's). */
-	for (got = 0; got < (s < 0 ? 0u : (unsigned)s); got++) {
+	do
+		s = io_uring_submit(ring);
+	while (s == -EINTR);
+	if (s < 0) {
+		thread_ring_drop();
+		return s;
+	}
+	/* Every completion is reaped before this thread's ring is used for
+	 * anything else (do_io's comment: a completion left behind is taken
+	 * for the next request's), and before returning: the buffers are the
+	 * caller's.  The wait fails only when interrupted. */
+	for (i = 0; i < n; i++)
+		res[i] = i < (unsigned)s ? 1 : -EAGAIN;      /* not submitted: again */
+	for (got = 0; got < (unsigned)s; got++) {
 		struct io_uring_cqe *cqe;
-		const struct bdev_vec *e;
-		int w;
 
-		do
-			w = io_uring_wait_cqe(ring, &cqe);
-		while (w == -EINTR);
-		if (w < 0)
-			return w;
-		e = &v[io_uring_cqe_get_data64(cqe)];
-		w = cqe->res;
+		while (io_uring_wait_cqe(ring, &cqe))
+			;
+		res[io_uring_cqe_get_data64(cqe)] = cqe->res;
 		io_uring_cqe_seen(ring, cqe);
-		if (w >= 0 && (size_t)w < e->len) /* short, or interrupted: the rest */
+	}
+	/* Short transfers, interrupted or unsubmitted ones: the rest, one at a
+	 * time (a write that moved nothing fails there with -EIO). */
+	for (i = 0; i < n; i++) {
+		const struct bdev_vec *e = &v[i];
+		int w = res[i];
+
+		if (w >= 0 && (size_t)w < e->len)
 			w = do_io(bd, write, (char *)e->buf + w, e->len - (size_t)w,
 				  e->off + (uint64_t)w);
 		else if (w == -EINTR || w == -EAGAIN)
 			w = do_io(bd, write, e->buf, e->len, e->off);
-		else if (w > 0)
-			w = 0;
 		if (w < 0 && !r)
-			r = w;
-	}
-	if (s < 0)
-		return s;
-	/* Not submitted (the kernel took only part): one at a time. */
-	for (i = (unsigned)s; i < n; i++) {
-		int w = do_io(bd, write, v[i].buf, v[i].len, v[i].off);
-
-		if (w && !r)
 			r = w;
 	}
 	return r;
