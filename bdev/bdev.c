@@ -141,21 +141,26 @@ static struct io_uring *thread_ring(void)
 	return t->ok ? &t->ring : NULL;
 }
 
-/* Large buffers are kept for reuse.  The data path allocates one per
+/* I/O buffers are kept for reuse.  The data path allocates one per
  * request (fs/file.c: a 1 MiB read or write is a 1 MiB buffer), and
  * glibc serves such sizes with fresh pages (mmap, or a thread arena's heap
  * that it shrinks with MADV_DONTNEED on free): every 4 KiB page then
  * faults on first touch, 256 faults per MiB.  Measured over iSCSI on this
  * kind of (virtualised) machine, those faults and the munmap/madvise TLB
- * shootdowns were half of vmfsd's CPU time on 1 MiB reads.  Sizes from 64
- * KiB up are rounded up to a power of two, and freed buffers of those
- * classes go on a per-class free list, up to BUF_CACHE_BYTES in all (at
- * QD32 the data path holds 32 MiB at 1 MiB per request).  The bound keeps
+ * shootdowns were half of vmfsd's CPU time on 1 MiB reads.  Small ones
+ * churn the same way: 32 4 KiB reads in flight allocate and free a few
+ * hundred KiB of a thread arena over and over, and its trim (madvise, a
+ * TLB shootdown on every CPU) and the page faults after it were 10-15 %
+ * of vmfsd's CPU on 4 KiB random reads at QD32 (perf, cpu-clock); cached
+ * from 4 KiB up, vmfsd's CPU per read went from 18-21 to 15-17 us.  Sizes
+ * from 4 KiB up are rounded up to a power of two, and freed buffers of
+ * those classes go on a per-class free list, up to BUF_CACHE_BYTES in all
+ * (at QD32 the data path holds 32 MiB at 1 MiB per request).  The bound keeps
  * the daemon's memory bounded too: left to glibc, buffers allocated by a
  * FUSE worker and freed by a completion thread piled up in per-thread
  * arenas (vmfsd's RSS reached 430-560 MiB after 1 MiB writes at QD32,
  * BENCHMARKS.md). */
-#define BUF_MIN_SHIFT 16u
+#define BUF_MIN_SHIFT 12u
 #define BUF_MAX_SHIFT 22u
 #define BUF_CACHE_BYTES (64u << 20)
 

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
  * Tests of bdev's I/O buffers (bdev_alloc/bdev_free): every buffer is
- * aligned for O_DIRECT and holds what was asked; large ones (64 KiB to 4
- * MiB, rounded up to a power of two) are reused after bdev_free instead of
- * being handed back to the allocator, within a bounded total; small ones
+ * aligned for O_DIRECT and holds what was asked; those of 4 KiB to 4 MiB
+ * (rounded up to a power of two) are reused after bdev_free instead of
+ * being handed back to the allocator, within a bounded total; smaller ones
  * and buffers bdev did not allocate for I/O pass straight to free().
  */
 #include <criterion/criterion.h>
@@ -50,6 +50,13 @@ Test(bdev_buf, large_buffers_are_reused)
 	bdev_free(b);
 	b = bdev_alloc(MIB / 2 + 1);
 	cr_assert_eq(a, b, "a request rounded up to 1 MiB did not get the cached buffer");
+	bdev_free(b);
+	/* the 4 KiB class of every small data read */
+	a = bdev_alloc(4096);
+	check_buf(a, 4096);
+	bdev_free(a);
+	b = bdev_alloc(4096);
+	cr_assert_eq(a, b, "a freed 4 KiB buffer was not reused");
 	bdev_free(b);
 }
 
