@@ -18,6 +18,9 @@
 #   --keep          leave the volume mounted and the images in place
 #
 # $VMFSD_MKFS and $VMFSD_BIN measure other binaries (nothing is built then).
+# Section floor mounts build/bench/fuse_floor ($VMFSD_FLOOR), an in-memory
+# FUSE filesystem facing the kernel as vmfsd does, and runs the engines and
+# meta workloads on it: what any /dev/fuse daemon can reach on this machine.
 #
 # Sections are shell functions named section_<name> listed in SECTIONS
 # below.  To add one (metadata ops vs ext4 on a loop device, fsck vs e2fsck,
@@ -30,13 +33,15 @@
 #   timeit CMD..         runs CMD, prints its wall time in seconds
 #   table TITLE COL..    starts a markdown table; row CELL.. adds a row
 #   ratio A B            prints A/B in percent ("n/a" if either is missing)
+#   ext4_loop_up IMG MNT a fresh ext4 on a loop device (the metadata baseline)
+#   floor_up NAME [ARGS] mounts fuse_floor at $BENCH_DIR/floor-NAME
 # A section prints only through table/row/note, so --append gets it too.
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio engines pagecache mkfs fsck meta cluster vmdisk ha migrate)
+SECTIONS=(fio engines pagecache mkfs fsck meta floor cluster vmdisk ha migrate)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -53,7 +58,7 @@ FIO_SIZE=4G
 RUNTIME=12
 ONLY=""
 usage() {
-	sed -n '7,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' |
+	sed -n '7,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' |
 		sed "s/SECTIONS (default/${SECTIONS[*]} (default/"
 }
 while (($#)); do
@@ -335,33 +340,48 @@ vmfsd_mem() {
 }
 
 # fio_lat NAME FILE ENGINE: 4 KiB random reads at QD1; prints the median and
-# the 99th percentile completion latency in microseconds.
+# the 99th percentile completion latency (fio's clat: from the submission's
+# return to the completion), then the same of the total latency (fio's lat:
+# from the submission's start, what the application waits), in
+# microseconds.  Both, because they differ where the work sits: a raw file's
+# submission does the device's doorbell (tens of µs here, all in slat), a
+# FUSE request's returns at once and a fast daemon's reply can be there
+# before it returns (a clat of 2 µs).
 fio_lat() {
 	local json=$LOG_DIR/fio-$1.json
 	echo "bench: fio $1 (randread 4k QD1, $3, on $2)" >&2
 	fio --name="$1" --filename="$2" --rw=randread --bs=4k --iodepth=1 --ioengine="$3" \
 		--direct=1 --size="$FIO_SIZE" --numjobs=1 --randrepeat=0 --norandommap=1 \
-		--time_based --runtime="$RUNTIME" --ramp_time=2 \
+		--time_based --runtime="$RUNTIME" --ramp_time=2 --lat_percentiles=1 \
 		--output-format=json --output="$json" >>"$LOG_DIR/fio.log" 2>&1 ||
 		die "fio $1 failed: see $LOG_DIR/fio.log"
 	"$PY" - "$json" <<'PYEOF'
 import json, sys
 text = open(sys.argv[1]).read()
-p = json.loads(text[text.index("{"):])["jobs"][0]["read"]["clat_ns"]["percentile"]
-print("%.0f %.0f" % (p["50.000000"] / 1e3, p["99.000000"] / 1e3))
+d = json.loads(text[text.index("{"):])["jobs"][0]["read"]
+c, t = d["clat_ns"]["percentile"], d["lat_ns"]["percentile"]
+print("%.0f %.0f %.0f %.0f" % (c["50.000000"] / 1e3, c["99.000000"] / 1e3,
+                               t["50.000000"] / 1e3, t["99.000000"] / 1e3))
 PYEOF
 }
 
 # The issue-17 table: io_uring and libaio (each hides different costs),
 # QD32 random 4 KiB, QD32 1 MiB sequential write, QD1 latency, then the
 # daemon's memory after all of it.
+# The QD32 jobs of the issue-17 table (also run by section_floor):
+# "title|fio rw|block size|queue depth|unit|issue-17 target (percent of raw)".
+ENG_TESTS=(
+	"4 KiB random read, QD32|randread|4k|32|IOPS|80"
+	"4 KiB random write, QD32|randwrite|4k|32|IOPS|80"
+	"1 MiB sequential write, QD32|write|1M|32|MB/s|90"
+)
+# vmfsd's ratios measured by section_engines and section_meta in this run,
+# keyed "ENGINE|RW", "ENGINE|lat50", "ENGINE|lat99", "layout", "create",
+# "stat", "unlink": section_floor shows them next to the floor's.
+declare -A VMFSD_RATIO=()
+
 section_engines() {
 	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng
-	local -a tests=(
-		"4 KiB random read, QD32|randread|4k|32|IOPS"
-		"4 KiB random write, QD32|randwrite|4k|32|IOPS"
-		"1 MiB sequential write, QD32|write|1M|32|MB/s"
-	)
 	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE, ${RUNTIME}s each)" \
 		test engine unit "raw file" vmfsd "vmfsd / raw"
 	track "$raw"
@@ -377,9 +397,10 @@ section_engines() {
 		v=n/a
 	fi
 	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "$r" "$v" "$(ratio "$v" "$r")"
+	VMFSD_RATIO[layout]=$(ratio "$v" "$r")
 	for eng in io_uring libaio; do
-		for t in "${tests[@]}"; do
-			IFS='|' read -r test rw bs qd unit <<<"$t"
+		for t in "${ENG_TESTS[@]}"; do
+			IFS='|' read -r test rw bs qd unit _ <<<"$t"
 			i=1; [[ $unit == IOPS ]] && i=2
 			r=$(fio_run "eng-raw-$eng-$rw" "$raw" "$rw" "$bs" "$qd" --ioengine="$eng" \
 				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
@@ -388,12 +409,20 @@ section_engines() {
 				--ioengine="$eng" --time_based --runtime="$RUNTIME" --ramp_time=2 |
 				cut -d' ' -f"$i")
 			row "$test" "$eng" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
+			VMFSD_RATIO["$eng|$rw"]=$(ratio "$v" "$r")
 		done
 		read -r -a r <<<"$(fio_lat "lat-raw-$eng" "$raw" "$eng")"
 		v=(n/a n/a)
 		[[ -n $vm ]] && read -r -a v <<<"$(fio_lat "lat-vmfsd-$eng" "$vm" "$eng")"
+		((${#v[@]} == 4)) || v=(n/a n/a n/a n/a)
 		row "4 KiB random read QD1, median latency" "$eng" µs "${r[0]}" "${v[0]}" "$(ratio "${v[0]}" "${r[0]}")"
 		row "4 KiB random read QD1, p99 latency" "$eng" µs "${r[1]}" "${v[1]}" "$(ratio "${v[1]}" "${r[1]}")"
+		row "4 KiB random read QD1, median total latency (slat + clat)" "$eng" µs "${r[2]}" "${v[2]}" "$(ratio "${v[2]}" "${r[2]}")"
+		row "4 KiB random read QD1, p99 total latency (slat + clat)" "$eng" µs "${r[3]}" "${v[3]}" "$(ratio "${v[3]}" "${r[3]}")"
+		VMFSD_RATIO["$eng|lat50"]=$(ratio "${v[0]}" "${r[0]}")
+		VMFSD_RATIO["$eng|lat99"]=$(ratio "${v[1]}" "${r[1]}")
+		VMFSD_RATIO["$eng|tlat50"]=$(ratio "${v[2]}" "${r[2]}")
+		VMFSD_RATIO["$eng|tlat99"]=$(ratio "${v[3]}" "${r[3]}")
 	done
 	if [[ -n $VMFSD_PID ]]; then
 		note ""
@@ -582,26 +611,280 @@ print(" ".join("%.0f" % r for r in rates))
 PYEOF
 }
 
+# ext4_loop_up IMG MNT: a fresh 8 GiB sparse ext4 image mounted from a loop
+# device at MNT (the metadata baseline); unmounted and deleted at exit.
+ext4_loop_up() {
+	track "$1"
+	truncate -s 8G "$1"
+	mkfs.ext4 -q -F "$1" >"$LOG_DIR/mkfs-ext4-$(basename "$1").log" 2>&1 || die "mkfs.ext4 failed"
+	mkdir -p "$2"
+	mount -o loop "$1" "$2" || die "mounting ext4 on a loop device failed"
+	track_mount "$2"
+}
+
 section_meta() {
 	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 v e
 	table "metadata: ${META_FILES:-5000} files (create+write 100 B+close, then sync; stat; unlink, then sync), ops/s" \
 		operation vmfsd "ext4 (loop device)" ratio
 	((NO_VMFSD)) && { row "all" n/a n/a n/a; return 0; }
 	volume_up
-	track "$eimg"
-	truncate -s 8G "$eimg"
-	mkfs.ext4 -q -F "$eimg" >"$LOG_DIR/meta-mkfs-ext4.log" 2>&1 || die "mkfs.ext4 failed"
-	mkdir -p "$emnt"
-	mount -o loop "$eimg" "$emnt" || die "mounting ext4 on a loop device failed"
-	track_mount "$emnt"
+	ext4_loop_up "$eimg" "$emnt"
 	v=($(meta_ops "$VOL_MNT/meta")) || die "metadata workload failed on vmfsd"
 	e=($(meta_ops "$emnt/meta")) || die "metadata workload failed on ext4"
 	row create "${v[0]}" "${e[0]}" "$(ratio "${v[0]}" "${e[0]}")"
 	row stat "${v[1]}" "${e[1]}" "$(ratio "${v[1]}" "${e[1]}")"
 	row unlink "${v[2]}" "${e[2]}" "$(ratio "${v[2]}" "${e[2]}")"
+	VMFSD_RATIO[create]=$(ratio "${v[0]}" "${e[0]}")
+	VMFSD_RATIO[stat]=$(ratio "${v[1]}" "${e[1]}")
+	VMFSD_RATIO[unlink]=$(ratio "${v[2]}" "${e[2]}")
 	[[ -n $VMFSD_PID ]] && note "" && note "vmfsd memory after the metadata run: $(vmfsd_mem)"
 	umount "$emnt"
 	rm -f "$eimg"
+}
+
+# ---------------------------------------------------------------- floor
+# What any /dev/fuse daemon can reach here: bench/fuse_floor (built with
+# the project, not installed) is an in-memory filesystem facing the kernel
+# exactly as vmfsd does (the same mount options, 1 s entry/negative/attribute
+# timeouts, direct_io on O_DIRECT opens and the page cache otherwise,
+# max_write 1 MiB, async DIO, GETXATTR answered ENODATA), doing no device
+# I/O: its reads return zeros, its writes to /big are dropped.  The same
+# workloads as the engines and meta sections, with the same helpers and
+# parameters, on two mounts (libfuse's multi-threaded loop and -s, its
+# single-threaded one: the better of the two is the floor), next to the
+# same baselines measured again here; then the FUSE requests each metadata
+# operation costs, from the floor's own per-opcode counters.
+FLOOR=${VMFSD_FLOOR:-$ROOT/build/bench/fuse_floor}
+declare -A FLOOR_PID=()
+
+# floor_up NAME [ARGS..]: mounts fuse_floor ARGS at $BENCH_DIR/floor-NAME
+# (its /big is --size bytes), as our child; FLOOR_PID[NAME] is its pid.
+floor_up() {
+	local name=$1 mnt=$BENCH_DIR/floor-$1 pid
+	shift
+	[[ -x $FLOOR ]] || die "$FLOOR missing (meson compile -C build)"
+	is_mounted "$mnt" && die "$mnt is already mounted (another bench run?)"
+	mkdir -p "$mnt"
+	track_mount "$mnt"
+	rm -f "$LOG_DIR/floor-$name.stats"
+	"$FLOOR" --big-size "$(size_bytes "$FIO_SIZE")" --stats "$LOG_DIR/floor-$name.stats" "$@" \
+		"$mnt" 2>"$LOG_DIR/floor-$name.log" &
+	pid=$!
+	at_exit floor_reap "$pid"
+	for _ in $(seq 100); do
+		is_mounted "$mnt" && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	is_mounted "$mnt" || die "fuse_floor did not mount $mnt: see $LOG_DIR/floor-$name.log"
+	FLOOR_PID[$name]=$pid
+}
+
+# fuse_floor exits once unmounted (it then logs its request counts).
+floor_reap() {
+	for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+	kill "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
+	return 0
+}
+
+# floor_reqs DIR N [PID STATS]: create+write 100 B+close N files then sync;
+# wait 1.1 s (the 1 s entry and attribute timeouts expire); stat each; stat
+# each again at once; unlink each then sync.  Prints one line per phase:
+# "phase|ops/s|FUSE requests per file|the requests by opcode", the requests
+# counted by fuse_floor PID (SIGUSR1 makes it write its counters to STATS;
+# 0.2 s after each phase, so that the asynchronous RELEASE and FORGET of
+# that phase are in).  Without PID (ext4) only the rates.
+floor_reqs() {
+	"$PY" - "$@" <<'PYEOF'
+import os, signal, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+pid, stats = (int(sys.argv[3]), sys.argv[4]) if len(sys.argv) > 4 else (0, None)
+
+def read_stats():
+    c, seq = {}, 0
+    try:
+        for line in open(stats):
+            k, v = line.split()
+            if k == "seq":
+                seq = int(v)
+            elif k != "TOTAL":
+                c[k] = int(v)
+    except FileNotFoundError:
+        pass
+    return c, seq
+
+def snap():
+    if not pid:
+        return {}
+    time.sleep(0.2)
+    seq0 = read_stats()[1]
+    os.kill(pid, signal.SIGUSR1)
+    t = time.monotonic()
+    while time.monotonic() - t < 10:
+        c, seq = read_stats()
+        if seq > seq0:
+            return c
+        time.sleep(0.01)
+    sys.exit("fuse_floor did not write its counters")
+
+names = [os.path.join(d, "r%06d.vmx" % i) for i in range(n)]
+os.makedirs(d, exist_ok=True)
+out, before = [], snap()
+
+def phase(title, fn, then_sync=False):
+    global before
+    t = time.monotonic()
+    for p in names:
+        fn(p)
+    if then_sync:
+        os.sync()
+    rate = n / (time.monotonic() - t)
+    after = snap()
+    diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    before = after
+    per = sorted(((v / n, k) for k, v in diff.items() if v), reverse=True)
+    total = sum(v for v, _ in per)
+    detail = ", ".join("%s %.2f" % (k, v) for v, k in per if v >= 0.005)
+    out.append("%s|%.0f|%s|%s" % (title, rate, "%.2f" % total if pid else "-", detail or "-"))
+
+def create(p):
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, b"x" * 100)
+    os.close(fd)
+
+phase("create + write 100 B + close, then sync", create, True)
+time.sleep(1.1)
+phase("stat, entries expired (1.1 s after the create)", os.stat)
+phase("stat again at once (entries cached)", os.stat)
+phase("unlink, then sync", os.unlink, True)
+print("\n".join(out))
+PYEOF
+}
+
+# floor_best MODE BASE MT ST TARGET: MODE "high" (throughput: the larger of
+# MT and ST is the floor, the target is a minimum percent of BASE) or "low"
+# (latency: the smaller, the target is a maximum).  Prints
+# "floor|which loop|floor / base|target met|budget", the budget (MODE high
+# only, for one-at-a-time operations such as the metadata ones) being the
+# µs per operation a daemon may spend on its own work on top of the
+# transport and still meet the target (1 / (BASE x TARGET) - 1 / floor;
+# negative: out of reach).
+floor_best() {
+	"$PY" - "$@" <<'PYEOF'
+import sys
+mode, base, mt, st, target = sys.argv[1:6]
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return None
+base, mt, st, target = num(base), num(mt), num(st), float(target)
+cand = [(v, w) for v, w in ((mt, "MT"), (st, "-s")) if v is not None]
+if not cand or not base:
+    print("n/a|n/a|n/a|n/a|n/a"); sys.exit()
+v, w = (max if mode == "high" else min)(cand)
+r = 100.0 * v / base
+ok = r >= target if mode == "high" else r <= target
+budget = "%.0f µs" % (1e6 / (base * target / 100) - 1e6 / v) if mode == "high" and v else "n/a"
+print("%g|%s|%.0f %%|%s|%s" % (v, w, r, "yes" if ok else "**no**", budget))
+PYEOF
+}
+
+section_floor() {
+	local raw=$BENCH_DIR/floor-raw.dat eimg=$BENCH_DIR/floor-ext4.img emnt=$BENCH_DIR/floor-ext4
+	local mt=$BENCH_DIR/floor-mt st=$BENCH_DIR/floor-st nreq=1000
+	local r m s b w pc ok t test rw bs qd unit target i eng line
+	local -a e fm fs ph
+	local -A rate=()
+	floor_up mt
+	floor_up st -s
+
+	# metadata: meta_ops as section_meta runs it, then the request counts
+	ext4_loop_up "$eimg" "$emnt"
+	e=($(meta_ops "$emnt/meta")) || die "metadata workload failed on ext4"
+	fm=($(meta_ops "$mt/meta")) || die "metadata workload failed on fuse_floor"
+	fs=($(meta_ops "$st/meta")) || die "metadata workload failed on fuse_floor -s"
+	table "FUSE floor, metadata: ${META_FILES:-5000} files as in the meta section (ops/s); fuse_floor (in memory, no I/O) vs ext4 on a loop device" \
+		operation "ext4 (loop device)" "floor, MT loop" "floor, -s loop" "best floor / ext4 (loop)" \
+		"vmfsd / ext4 (meta section, this run)" "issue-17 target" "reachable by a /dev/fuse daemon" \
+		"daemon's own time per op left at the target"
+	i=0
+	for t in "create|20" "stat|50" "unlink|20"; do
+		IFS='|' read -r test target <<<"$t"
+		IFS='|' read -r b w r ok pc <<<"$(floor_best high "${e[i]}" "${fm[i]}" "${fs[i]}" "$target")"
+		row "$test" "${e[i]}" "${fm[i]}" "${fs[i]}" "$r ($w)" "${VMFSD_RATIO[$test]:-—}" "≥ $target %" "$ok" "$pc"
+		i=$((i + 1))
+	done
+	while IFS='|' read -r test r _; do rate["ext4|$test"]=$r; done < <(floor_reqs "$emnt/req" "$nreq")
+	while IFS='|' read -r test r _; do rate["st|$test"]=$r; done < <(floor_reqs "$st/req" "$nreq" "${FLOOR_PID[st]}" "$LOG_DIR/floor-st.stats")
+	mapfile -t ph < <(floor_reqs "$mt/req" "$nreq" "${FLOOR_PID[mt]}" "$LOG_DIR/floor-mt.stats")
+	for line in "${ph[@]}"; do
+		IFS='|' read -r test r _ <<<"$line"
+		rate["mt|$test"]=$r
+	done
+	test="stat, entries expired (1.1 s after the create)"
+	for t in ext4 mt st; do [[ -n ${rate["$t|$test"]:-} ]] || rate["$t|$test"]=n/a; done
+	IFS='|' read -r b w r ok pc <<<"$(floor_best high "${rate["ext4|$test"]}" "${rate["mt|$test"]}" "${rate["st|$test"]}" 50)"
+	row "stat, every entry expired ($nreq files, 1.1 s after creating them)" "${rate["ext4|$test"]}" \
+		"${rate["mt|$test"]}" "${rate["st|$test"]}" "$r ($w)" "—" "≥ 50 %" "$ok" "$pc"
+	table "FUSE requests per metadata operation (fuse_floor's per-opcode counters, $nreq files in one directory, MT loop)" \
+		phase "floor ops/s" "requests per file" "requests per file, by opcode"
+	for line in "${ph[@]}"; do
+		IFS='|' read -r test r b t <<<"$line"
+		row "$test" "$r" "$b" "$t"
+	done
+	umount "$emnt"
+	rm -f "$eimg"
+
+	# fio: the engines section's jobs, raw file vs /big of each floor mount
+	table "FUSE floor, fio: the engines section's jobs (direct=1, $FIO_SIZE, ${RUNTIME}s each) on fuse_floor's /big (reads zeros, drops writes) vs a preallocated raw file" \
+		test engine unit "raw file" "floor, MT loop" "floor, -s loop" "best floor / raw (loop)" \
+		"vmfsd / raw (engines section, this run)" "issue-17 target" "reachable by a /dev/fuse daemon"
+	track "$raw"
+	rm -f "$raw"
+	fallocate -l "$FIO_SIZE" "$raw"
+	r=$(fio_layout floor-raw "$raw")
+	m=$(fio_layout floor-mt "$mt/big")
+	s=$(fio_layout floor-st "$st/big")
+	IFS='|' read -r b w t ok _ <<<"$(floor_best high "$r" "$m" "$s" 70)"
+	row "1 MiB sequential write, first touch (floor: no allocation), QD16" libaio MB/s "$r" "$m" "$s" \
+		"$t ($w)" "${VMFSD_RATIO[layout]:-—}" "≥ 70 %" "$ok"
+	for eng in io_uring libaio; do
+		for t in "${ENG_TESTS[@]}"; do
+			IFS='|' read -r test rw bs qd unit target <<<"$t"
+			i=1; [[ $unit == IOPS ]] && i=2
+			r=$(fio_run "floor-raw-$eng-$rw" "$raw" "$rw" "$bs" "$qd" --ioengine="$eng" \
+				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			m=$(fio_run "floor-mt-$eng-$rw" "$mt/big" "$rw" "$bs" "$qd" --ioengine="$eng" \
+				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			s=$(fio_run "floor-st-$eng-$rw" "$st/big" "$rw" "$bs" "$qd" --ioengine="$eng" \
+				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			IFS='|' read -r b w pc ok _ <<<"$(floor_best high "$r" "$m" "$s" "$target")"
+			row "$test" "$eng" "$unit" "$r" "$m" "$s" "$pc ($w)" "${VMFSD_RATIO["$eng|$rw"]:-—}" "≥ $target %" "$ok"
+		done
+		read -r -a e <<<"$(fio_lat "floor-lat-raw-$eng" "$raw" "$eng")"
+		read -r -a fm <<<"$(fio_lat "floor-lat-mt-$eng" "$mt/big" "$eng")"
+		read -r -a fs <<<"$(fio_lat "floor-lat-st-$eng" "$st/big" "$eng")"
+		for i in 0 1 2 3; do
+			case $i in
+			0) test="4 KiB random read QD1, median latency"; t=lat50 ;;
+			1) test="4 KiB random read QD1, p99 latency"; t=lat99 ;;
+			2) test="4 KiB random read QD1, median total latency (slat + clat)"; t=tlat50 ;;
+			3) test="4 KiB random read QD1, p99 total latency (slat + clat)"; t=tlat99 ;;
+			esac
+			IFS='|' read -r b w pc ok _ <<<"$(floor_best low "${e[i]}" "${fm[i]}" "${fs[i]}" 150)"
+			row "$test" "$eng" µs "${e[i]}" "${fm[i]}" "${fs[i]}" "$pc ($w)" "${VMFSD_RATIO["$eng|$t"]:-—}" "≤ 150 %" "$ok"
+		done
+	done
+	rm -f "$raw"
+	note ""
+	note "Latency: \"latency\" is fio's clat (submission's return to completion; what the engines section has always reported), \"total latency\" its lat (slat + clat: what the application waits for one read at QD1)."
+	note ""
+	note "MT = libfuse's multi-threaded loop (fuse_session_loop_mt, vmfsd's libfuse settings: up to 96 threads, 16 idle, clone_fd), -s = its single-threaded loop; the better of the two is the floor. fuse_floor's request counts per mount are in the log folder (floor-mt.log, floor-st.log)."
+	fusermount3 -u "$mt" 2>/dev/null || true
+	fusermount3 -u "$st" 2>/dev/null || true
+	return 0
 }
 
 # ---------------------------------------------------------------- cluster
