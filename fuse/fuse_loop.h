@@ -2,8 +2,8 @@
 /*
  * vmfsd's own FUSE request loop for file-backed volumes (fuse_loop.c): the
  * device's I/O issuer threads read /dev/fuse and serve READ, WRITE, LOOKUP,
- * GETATTR and FORGET themselves; everything else runs in a pool of worker
- * threads.
+ * GETATTR, FORGET and GETXATTR outside "user." themselves; everything else
+ * runs in a pool of worker threads.
  */
 #ifndef VMFSD_FUSE_LOOP_H
 #define VMFSD_FUSE_LOOP_H
