@@ -10,7 +10,8 @@
  * as vmfsd does (fuse/fuse_ops.c, vmfsd/main.c): default_permissions
  * (allow_other as root), 1 s entry, negative-entry and attribute timeouts,
  * max_write 1 MiB, max_background 128, async direct I/O, parallel dirops,
- * no writeback cache, no splice; direct_io for O_DIRECT opens, the page
+ * no writeback cache, no splice (fuse/fuse_conn.h, shared with vmfsd), no
+ * FLUSH (ENOSYS: the kernel stops sending it); direct_io for O_DIRECT opens, the page
  * cache (keep_cache 0, write-through, attributes invalidated at open)
  * otherwise; GETXATTR answered ENODATA (a filesystem with extended
  * attributes: the kernel keeps asking for security.capability on writes,
@@ -37,6 +38,8 @@
  */
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
+
+#include "fuse/fuse_conn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -80,14 +83,14 @@ static char zeros[ZERO_LEN];
 
 enum op {
 	C_INIT, C_LOOKUP, C_FORGET, C_BATCH_FORGET, C_GETATTR, C_SETATTR, C_MKDIR,
-	C_UNLINK, C_RMDIR, C_OPEN, C_CREATE, C_READ, C_WRITE, C_FLUSH, C_RELEASE,
+	C_UNLINK, C_RMDIR, C_OPEN, C_CREATE, C_READ, C_WRITE, C_RELEASE,
 	C_FSYNC, C_OPENDIR, C_READDIR, C_READDIRPLUS, C_RELEASEDIR, C_FSYNCDIR,
 	C_STATFS, C_GETXATTR, C_LISTXATTR, C_SETXATTR, C_REMOVEXATTR, C_NOPS
 };
 
 static const char *const op_name[C_NOPS] = {
 	"INIT", "LOOKUP", "FORGET", "BATCH_FORGET", "GETATTR", "SETATTR", "MKDIR",
-	"UNLINK", "RMDIR", "OPEN", "CREATE", "READ", "WRITE", "FLUSH", "RELEASE",
+	"UNLINK", "RMDIR", "OPEN", "CREATE", "READ", "WRITE", "RELEASE",
 	"FSYNC", "OPENDIR", "READDIR", "READDIRPLUS", "RELEASEDIR", "FSYNCDIR",
 	"STATFS", "GETXATTR", "LISTXATTR", "SETXATTR", "REMOVEXATTR",
 };
@@ -336,16 +339,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 	count(C_INIT);
-	/* the same as vmfsd's op_init (fuse/fuse_ops.c) */
-	conn->max_write = 1u << 20;
-	conn->max_background = 128;
-	conn->congestion_threshold = 96;
-	if (conn->capable & FUSE_CAP_ASYNC_DIO)
-		conn->want |= FUSE_CAP_ASYNC_DIO;
-	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
-		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ |
-				  FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	vmfsd_fuse_conn_init(conn);     /* what vmfsd asks for */
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -713,14 +707,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, size);
 }
 
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino;
-	(void)fi;
-	count(C_FLUSH);
-	fuse_reply_err(req, 0);
-}
-
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct node *n = node_of(ino);
@@ -958,7 +944,6 @@ static const struct fuse_lowlevel_ops ops = {
 	.create = op_create,
 	.read = op_read,
 	.write = op_write,
-	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
 	.opendir = op_opendir,

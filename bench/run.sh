@@ -98,6 +98,24 @@ at_exit() { CLEAN_CMDS+=("$(printf '%q ' "$@")"); }
 track_mount() { CLEAN_MOUNTS+=("$1"); }
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 
+# One fio job of the engines table (ENG_TESTS): LABEL FILE, with the
+# caller's rw, bs, qd, eng and i (1: MB/s, 2: IOPS); prints that figure.
+eng_fio() {
+	fio_run "$1" "$2" "$rw" "$bs" "$qd" --ioengine="$eng" --time_based --runtime="$RUNTIME" \
+		--ramp_time=2 | cut -d' ' -f"$i"
+}
+
+# Waits up to 10 s for the daemon PID to mount MNT (sooner if it exits).
+wait_mounted() {
+	local mnt=$1 pid=$2
+	for _ in $(seq 100); do
+		is_mounted "$mnt" && return 0
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	is_mounted "$mnt"
+}
+
 cleanup() {
 	local rc=$? m f i
 	set +e
@@ -237,12 +255,7 @@ volume_up() {
 	track_mount "$VOL_MNT"
 	"$VMFSD" -f -o host=bench "$VOL_IMG" "$VOL_MNT" >"$LOG_DIR/vmfsd.log" 2>&1 &
 	VMFSD_PID=$!
-	for _ in $(seq 100); do
-		is_mounted "$VOL_MNT" && break
-		kill -0 "$VMFSD_PID" 2>/dev/null || break
-		sleep 0.1
-	done
-	is_mounted "$VOL_MNT" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
+	wait_mounted "$VOL_MNT" "$VMFSD_PID" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
 	VOL_UP=1
 }
 
@@ -402,12 +415,9 @@ section_engines() {
 		for t in "${ENG_TESTS[@]}"; do
 			IFS='|' read -r test rw bs qd unit _ <<<"$t"
 			i=1; [[ $unit == IOPS ]] && i=2
-			r=$(fio_run "eng-raw-$eng-$rw" "$raw" "$rw" "$bs" "$qd" --ioengine="$eng" \
-				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			r=$(eng_fio "eng-raw-$eng-$rw" "$raw")
 			v=n/a
-			[[ -n $vm ]] && v=$(fio_run "eng-vmfsd-$eng-$rw" "$vm" "$rw" "$bs" "$qd" \
-				--ioengine="$eng" --time_based --runtime="$RUNTIME" --ramp_time=2 |
-				cut -d' ' -f"$i")
+			[[ -n $vm ]] && v=$(eng_fio "eng-vmfsd-$eng-$rw" "$vm")
 			row "$test" "$eng" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
 			VMFSD_RATIO["$eng|$rw"]=$(ratio "$v" "$r")
 		done
@@ -671,12 +681,7 @@ floor_up() {
 		"$mnt" 2>"$LOG_DIR/floor-$name.log" &
 	pid=$!
 	at_exit floor_reap "$pid"
-	for _ in $(seq 100); do
-		is_mounted "$mnt" && break
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	is_mounted "$mnt" || die "fuse_floor did not mount $mnt: see $LOG_DIR/floor-$name.log"
+	wait_mounted "$mnt" "$pid" || die "fuse_floor did not mount $mnt: see $LOG_DIR/floor-$name.log"
 	FLOOR_PID[$name]=$pid
 }
 
@@ -854,12 +859,9 @@ section_floor() {
 		for t in "${ENG_TESTS[@]}"; do
 			IFS='|' read -r test rw bs qd unit target <<<"$t"
 			i=1; [[ $unit == IOPS ]] && i=2
-			r=$(fio_run "floor-raw-$eng-$rw" "$raw" "$rw" "$bs" "$qd" --ioengine="$eng" \
-				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
-			m=$(fio_run "floor-mt-$eng-$rw" "$mt/big" "$rw" "$bs" "$qd" --ioengine="$eng" \
-				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
-			s=$(fio_run "floor-st-$eng-$rw" "$st/big" "$rw" "$bs" "$qd" --ioengine="$eng" \
-				--time_based --runtime="$RUNTIME" --ramp_time=2 | cut -d' ' -f"$i")
+			r=$(eng_fio "floor-raw-$eng-$rw" "$raw")
+			m=$(eng_fio "floor-mt-$eng-$rw" "$mt/big")
+			s=$(eng_fio "floor-st-$eng-$rw" "$st/big")
 			IFS='|' read -r b w pc ok _ <<<"$(floor_best high "$r" "$m" "$s" "$target")"
 			row "$test" "$eng" "$unit" "$r" "$m" "$s" "$pc ($w)" "${VMFSD_RATIO["$eng|$rw"]:-—}" "≥ $target %" "$ok"
 		done

@@ -352,24 +352,30 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	return r;
 }
 
-/* Releases IP's lock if nothing needs it any more (caller has committed
- * every change to it, so the next holder reads it fresh from disk). */
-void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
+/* IP's lock is ours and nothing needs it any more: marks it given back
+ * and returns true (the caller releases it on disk, lk_io held). */
+static bool lock_drop_if_unused(struct fs *fs, struct fs_inode *ip)
 {
-	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
 	bool drop;
 
-	if (!fs->hb)
-		return;
-	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
 	       !ip->lk_transient;
 	if (drop)
 		ip->lk_mode = VMFSD_LOCK_FREE;
 	pthread_mutex_unlock(&fs->lk_lock);
-	if (drop)
-		(void)lock_release(fs->hb, fs->bd, off, NULL);
+	return drop;
+}
+
+/* Releases IP's lock if nothing needs it any more (caller has committed
+ * every change to it, so the next holder reads it fresh from disk). */
+void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip)
+{
+	if (!fs->hb)
+		return;
+	pthread_mutex_lock(&ip->lk_io);
+	if (lock_drop_if_unused(fs, ip))
+		(void)lock_release(fs->hb, fs->bd, vmfsd_inode_off(&fs->sb, ip->ino), NULL);
 	pthread_mutex_unlock(&ip->lk_io);
 }
 
@@ -493,7 +499,6 @@ void cluster_release_transient(struct fs *fs)
 
 		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
 			uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
-			bool drop;
 
 			if (!ip->lk_transient || ip->lk_pins)
 				continue;       /* an operation is still using it */
@@ -505,16 +510,11 @@ void cluster_release_transient(struct fs *fs)
 					cluster_unlock_inode_if_unused(fs, ip);
 				continue;
 			}
-			pthread_mutex_lock(&fs->lk_lock);
-			drop = ip->lk_mode != VMFSD_LOCK_FREE && !ip->lk_pins && !ip->nopen_lk &&
-			       !ip->lk_transient;
-			if (drop)
-				ip->lk_mode = VMFSD_LOCK_FREE;
-			pthread_mutex_unlock(&fs->lk_lock);
-			if (drop && relset_add(&rs, off, ip))
-				continue;
-			if (drop)
+			if (lock_drop_if_unused(fs, ip)) {
+				if (relset_add(&rs, off, ip))
+					continue;
 				(void)lock_release(fs->hb, fs->bd, off, NULL);
+			}
 			pthread_mutex_unlock(&ip->lk_io);
 		}
 	}

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "bdev/bdev.h"
+#include "fuse_conn.h"
 #include "fuse_loop.h"
 #include "fuse_ops.h"
 
@@ -73,17 +74,7 @@ static void reply_entry(fuse_req_t req, const struct fs_attr *a)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
-	/* 1 MiB requests: one file block per request on sequential I/O. */
-	conn->max_write = 1u << 20;
-	/* Enough in-flight async direct I/O for QD32 workloads from QEMU/fio. */
-	conn->max_background = 128;
-	conn->congestion_threshold = 96;
-	if (conn->capable & FUSE_CAP_ASYNC_DIO)
-		conn->want |= FUSE_CAP_ASYNC_DIO;
-	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
-		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
-	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ |
-				  FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+	vmfsd_fuse_conn_init(conn);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
