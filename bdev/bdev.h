@@ -100,7 +100,10 @@ struct bdev_aio {
 	struct bdev_aio *next;  /* private */
 };
 int bdev_aio_submit(struct bdev *bd, struct bdev_aio *a);
-/* The issuer threads of the asynchronous path (one per CPU, up to four)
+/* How many issuer threads the asynchronous path starts (1-4; 0: one per
+ * two CPUs, at least one, at most four).  -EBUSY once they run. */
+int bdev_aio_set_issuers(struct bdev *bd, unsigned n);
+/* The issuer threads of the asynchronous path (one per two CPUs, up to four)
  * also poll FD: READY(ARG) runs on one of them whenever FD has become
  * readable (it reads FD until
  * it would block, or returns true to be called again after the issuer's

@@ -10,7 +10,7 @@
  * tens of microseconds) the hand-offs, not the work, set the figures.
  *
  * Here the issuer threads themselves read /dev/fuse (bdev_aio_watch: a
- * poll on each of the device's io_urings, one per CPU): a READ or WRITE is
+ * poll on each of the device's io_urings, one per two CPUs): a READ or WRITE is
  * decoded, mapped and submitted on the thread that read it, all requests
  * read in one turn go to the disk in one io_uring_enter, and their
  * completions reply from the same thread.  Each issuer reads into its own
@@ -116,7 +116,7 @@ struct rbuf {
 };
 
 /* The buffer this issuer thread reads into (each device has one issuer
- * per CPU, all reading /dev/fuse).  Set again by every loop: a process
+ * per two CPUs, all reading /dev/fuse).  Set again by every loop: a process
  * runs one. */
 static _Thread_local struct rbuf *cur;
 

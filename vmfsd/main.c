@@ -58,6 +58,7 @@ struct opts {
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *log_file;         /* the system log's lines appended here too */
 	int spin_us;            /* -1: the default (SPIN_US) */
+	int issuers;            /* 0: the default (bdev's: one per two CPUs) */
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -82,6 +83,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
 	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
 	{ "spin_us=%d", offsetof(struct opts, spin_us), 0 },
+	{ "issuers=%d", offsetof(struct opts, issuers), 0 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
@@ -170,6 +172,8 @@ static void usage(FILE *f)
 		"  -o spin_us=US      after a request, the I/O thread looks for the next\n"
 		"                     one for US microseconds before it sleeps (default 50;\n"
 		"                     0: never spins)\n"
+		"  -o issuers=N       I/O threads that read and submit file I/O, 1-4\n"
+		"                     (default: one per two CPUs)\n"
 		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
 		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
@@ -601,6 +605,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 1;
 	}
+	if (o.issuers < 0 || o.issuers > 4) {
+		fprintf(stderr, PROG ": issuers=%d: must be 1 to 4\n", o.issuers);
+		return 1;
+	}
 	if (o.fault_on_usr1) {
 		sigset_t usr1;
 
@@ -743,11 +751,16 @@ int main(int argc, char **argv)
 	fuse_loop_cfg_set_clone_fd(lc, 1);
 	/* our own loop where the device allows it (an image file or block
 	 * device), libfuse's on an iSCSI LUN and with the crash model */
-	r = vmfsd_fuse_loop(se, fs_device(fs), MAX_THREADS, o.spin_us >= 0 ? (unsigned)o.spin_us : SPIN_US);
-	if (r == -EOPNOTSUPP)
+	r = bdev_aio_set_issuers(fs_device(fs), (unsigned)o.issuers);
+	if (!r)
+		r = vmfsd_fuse_loop(se, fs_device(fs), MAX_THREADS, o.spin_us >= 0 ? (unsigned)o.spin_us : SPIN_US);
+	if (r == -EOPNOTSUPP) {
 		ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
-	else
+	} else {
+		if (r)
+			fprintf(stderr, PROG ": the request loop ended: %s\n", strerror(-r));
 		ret = r ? 1 : 0;
+	}
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
 out_sig:

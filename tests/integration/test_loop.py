@@ -4,8 +4,9 @@
 
 The I/O issuer thread reads /dev/fuse and serves READ and WRITE of
 allocated data itself; what would make it wait goes to the worker pool.
-This drives every branch at once, with the issuer spinning (default) and
-with -o spin_us=0:
+This drives every branch at once, with the default issuers (one per two
+CPUs) spinning, and with -o spin_us=0,issuers=2 (two issuers reading
+/dev/fuse side by side, whatever the machine):
 
 - eight threads read and overwrite their own 4 KiB blocks of one file with
   O_DIRECT (the issuer's path), each block stamped with its thread, block
@@ -228,7 +229,7 @@ def one_round(c, v, opts):
 def body(c):
     with vt.Volume("loop") as v:
         v.mkfs("1G")
-        for opts in ([], ["spin_us=0"]):
+        for opts in ([], ["spin_us=0", "issuers=2"]):
             if not one_round(c, v, opts):
                 return
             v.unmount()
