@@ -479,6 +479,19 @@ static void late_release(struct fs *fs, bool all)
 	relset_free(&rs);
 }
 
+/* Alone on the volume, transient inode locks stay ours after the commit
+ * (docs/cluster.md §5.3, "Kept while alone"): the next open or namespace
+ * change of the same inode then takes no lock I/O at all.  Only where a
+ * host that joins is sure to get them in time: it waits LOCK_WAIT_MS for a
+ * lock before EBUSY, and we see its slot within one heartbeat interval
+ * (the monitor's scan), then give them back within CLUSTER_KEEP_POLL_MS (the
+ * committer looks that often while it keeps any) plus one commit. */
+bool cluster_keep_locks(struct fs *fs)
+{
+	return fs->committer_running && fs->sb.hb_interval_ms + CLUSTER_KEEP_POLL_MS <= LOCK_WAIT_MS / 2 &&
+	       hb_alone_epoch(fs->hb) != 0;
+}
+
 /* After a commit wrote everything in place: drop transient inode locks and
  * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
  * meta_lock held, so cached inodes cannot go away under us.  Each inode's
@@ -486,7 +499,7 @@ static void late_release(struct fs *fs, bool all)
  * cluster_unlock_inode_if_unused; one whose lk_io is busy (an open is
  * taking its lock right now) goes through that function after the others,
  * whose lk_io are not held while it waits. */
-void cluster_release_transient(struct fs *fs)
+void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 {
 	struct relset rs = { 0 }, busy = { 0 };
 	uint32_t i;
@@ -494,6 +507,7 @@ void cluster_release_transient(struct fs *fs)
 	if (!fs->hb)
 		return;
 	late_release(fs, false);
+	fs->kept = false;
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
@@ -502,6 +516,10 @@ void cluster_release_transient(struct fs *fs)
 
 			if (!ip->lk_transient || ip->lk_pins)
 				continue;       /* an operation is still using it */
+			if (plan->keep) {
+				fs->kept = true;
+				continue;
+			}
 			pthread_mutex_lock(&fs->lk_lock);
 			ip->lk_transient = false;
 			pthread_mutex_unlock(&fs->lk_lock);
@@ -713,7 +731,7 @@ static bool others_present(struct fs *fs)
  * other hosts share the volume, the allocation clusters too (1), so a
  * small volume with a single cluster per pool is shared fairly.  Alone, a
  * host keeps its allocation clusters: no lock traffic on the hot path. */
-void cluster_release_rcs(struct fs *fs, bool all)
+void cluster_release_rcs(struct fs *fs, bool all, bool others)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
 	struct relset rs = { 0 };
@@ -723,7 +741,7 @@ void cluster_release_rcs(struct fs *fs, bool all)
 
 	if (!fs->hb)
 		return;
-	if (!all && others_present(fs)) {
+	if (others) {
 		all = true;
 		/* A writer here is back for the cluster within microseconds of
 		 * this release, while a host waiting for it polls every
@@ -766,7 +784,13 @@ void cluster_release_rcs(struct fs *fs, bool all)
 }
 
 /* Will the next release step give any lock back?  (meta_lock held) */
-bool cluster_has_releases(struct fs *fs)
+void cluster_plan_releases(struct fs *fs, struct release_plan *p)
+{
+	p->others = fs->hb && others_present(fs);
+	p->keep = !p->others && fs->hb && cluster_keep_locks(fs);
+}
+
+bool cluster_has_releases(struct fs *fs, const struct release_plan *plan)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
 	uint32_t i;
@@ -775,7 +799,8 @@ bool cluster_has_releases(struct fs *fs)
 	if (!fs->hb)
 		return false;
 	/* Every late release but a parked one goes back after this commit
-	 * (late_release's test).  lk_lock: an open may take one over. */
+	 * (late_release's test), and every transient lock unless kept.
+	 * lk_lock: an open may take one over. */
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
 		const struct late_unlock *e = &fs->late_unlock[i];
@@ -787,7 +812,7 @@ bool cluster_has_releases(struct fs *fs)
 		}
 	}
 	pthread_mutex_unlock(&fs->lk_lock);
-	for (i = 0; i < fs->itab_size; i++) {
+	for (i = 0; i < fs->itab_size && !plan->keep; i++) {
 		struct fs_inode *ip;
 
 		for (ip = fs->itab[i]; ip; ip = ip->hnext)
@@ -798,5 +823,5 @@ bool cluster_has_releases(struct fs *fs)
 		for (i = 0; i < pools[k]->nclusters; i++)
 			if (pools[k]->held[i] == 2)
 				return true;
-	return others_present(fs);
+	return plan->others;
 }

@@ -185,6 +185,7 @@ int commit_locked(struct fs *fs)
 	struct dfree *df;
 	uint32_t i, n = fs->nrun, ndf;
 	struct tx tx;
+	struct release_plan plan;
 	int r = 0;
 
 	if (fs->jerr)
@@ -222,7 +223,8 @@ int commit_locked(struct fs *fs)
 	 * replayable (an earlier commit released nothing, so it did not mark
 	 * the journal clean) and hold an image of what is given back now, a
 	 * parked inode lock or a cluster once another host is present. */
-	if (fs->jdirty && cluster_has_releases(fs)) {
+	cluster_plan_releases(fs, &plan);
+	if (fs->jdirty && cluster_has_releases(fs, &plan)) {
 		r = journal_checkpoint(fs->jn);
 		if (r) {
 			fs->jerr = r;
@@ -237,8 +239,8 @@ int commit_locked(struct fs *fs)
 	 * allocated by another host as soon as it gets the cluster, and its
 	 * lock must be free by then, or that host's open of its brand-new file
 	 * meets our lock (EBUSY once the commit is late, seen under load). */
-	cluster_release_transient(fs);
-	cluster_release_rcs(fs, false);
+	cluster_release_transient(fs, &plan);
+	cluster_release_rcs(fs, false, plan.others);
 	if (!fs->ndfree)
 		return 0;
 	/* Frees that found their cluster busy at another host: try again. */
@@ -273,13 +275,28 @@ static void *committer_main(void *arg)
 
 	pthread_mutex_lock(&fs->meta_lock);
 	while (!fs->stop) {
-		clock_gettime(CLOCK_REALTIME, &ts);
 		int ms = fs->commit_interval_ms ? fs->commit_interval_ms : COMMIT_INTERVAL_MS;
+		int64_t due = hb_clock_ns() + (int64_t)ms * 1000000;
 
-		ts.tv_nsec += (ms % 1000) * 1000000L;
-		ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
-		pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts);
+		/* One interval, or less: a signal, or another host seen while
+		 * we keep locks (it may be waiting for one of them). */
+		for (;;) {
+			int64_t left = due - hb_clock_ns();
+			int wait_ms;
+
+			if (left <= 0)
+				break;
+			wait_ms = (int)((left + 999999) / 1000000);
+			if (fs->kept && wait_ms > CLUSTER_KEEP_POLL_MS)
+				wait_ms = CLUSTER_KEEP_POLL_MS;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+			ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000L;
+			ts.tv_nsec %= 1000000000L;
+			if (!pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts) ||
+			    fs->stop || (fs->kept && !cluster_keep_locks(fs)))
+				break;
+		}
 		if (fs->stop)
 			break;
 		(void)inode_writeback_all_locked(fs);

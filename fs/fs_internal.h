@@ -271,6 +271,10 @@ struct fs {
 	/* A transaction written since the journal was last marked clean
 	 * can still be replayed (commit_locked; under meta_lock). */
 	bool jdirty;
+	/* Transient locks kept past a commit while alone on the volume
+	 * (cluster_release_transient; under meta_lock): the committer looks
+	 * for another host more often while it is set. */
+	bool kept;
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
@@ -337,7 +341,18 @@ void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */
 int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient);
 void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
-void cluster_release_transient(struct fs *fs);
+/* What the release step after a commit gives back, decided once per commit
+ * (cluster_plan_releases), so that the journal checkpoint before it
+ * (cluster_has_releases) covers exactly what goes. */
+struct release_plan {
+	bool keep;      /* transient inode locks stay ours (cluster_keep_locks) */
+	bool others;    /* another host is present: parked locks and
+			 * allocation clusters go back too */
+};
+void cluster_plan_releases(struct fs *fs, struct release_plan *p);
+/* After a commit: gives back transient locks (unless the plan keeps them)
+ * and those of evicted inodes. */
+void cluster_release_transient(struct fs *fs, const struct release_plan *plan);
 int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip);
 /* The same for an inode reached by name (its new generation is about to be
  * handed out): no check that the kernel knows it by that generation. */
@@ -357,8 +372,18 @@ void handover_close_standby(struct fs *fs, struct fs_inode *ip);
 int handover_xattr_get(struct fs *fs, char *buf, size_t len);
 int handover_xattr_set(struct fs *fs, uint64_t ino, const void *value, size_t size);
 int cluster_take_rc(struct fs *fs, struct alloc_pool *p, uint32_t ci);
-void cluster_release_rcs(struct fs *fs, bool all);
-bool cluster_has_releases(struct fs *fs);
+/* Gives back the clusters taken only for frees; ALL: every cluster and
+ * parked lock (unmount); OTHERS: the same, another host being present
+ * (with a head start for it). */
+void cluster_release_rcs(struct fs *fs, bool all, bool others);
+/* Will the release step of PLAN give any lock back? */
+bool cluster_has_releases(struct fs *fs, const struct release_plan *plan);
+/* Alone, and able to give kept locks back in time (meta_lock held). */
+bool cluster_keep_locks(struct fs *fs);
+/* How often the committer looks for another host while it keeps locks: a
+ * tenth of the default heartbeat interval, small against the 2.5 s an open
+ * waits for a lock before EBUSY. */
+#define CLUSTER_KEEP_POLL_MS 100
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
 int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out);

@@ -251,7 +251,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 fail:
 	inode_cache_drop_all(fs);
 	commit_stop(fs);
-	cluster_release_rcs(fs, true);
+	cluster_release_rcs(fs, true, false);
 	(void)cluster_leave(fs);
 	alloc_unload(fs);
 	if (fs->own_bd)
@@ -310,7 +310,7 @@ int fs_unmount(struct fs *fs)
 			r = journal_mark_clean(fs->jn);
 		commit_stop(fs);
 		/* Locks last: everything they protect is in place now. */
-		cluster_release_rcs(fs, true);
+		cluster_release_rcs(fs, true, false);
 		r2 = cluster_leave(fs);
 		if (!r)
 			r = r2;
