@@ -72,7 +72,8 @@ def guest(compressed=False):
     kernel is vmlinux, the uncompressed one QEMU boots through PVH (3.5 s
     less per boot under TCG: no xz decompression in the guest), when the
     script could make it; else, or with COMPRESSED, the bzImage vmlinuz
-    (8 MiB instead of 63 MiB, for tests that upload it)."""
+    (8 MiB instead of 63 MiB, for tests that upload it; and the benchmarks,
+    whose guests' memory, and so migration figures, stay as measured)."""
     d = env("TEST_GUEST_DIR")
     r = subprocess.run([env("TEST_GUEST_SCRIPT"), d], capture_output=True, text=True,
                        timeout=600)
