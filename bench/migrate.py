@@ -36,7 +36,7 @@ KEYS = ["total_ms", "pause_ms", "qemu_downtime_ms", "stop_to_completed_ms", "loc
 
 
 def run(load, append):
-    kernel, initrd = vmtest.guest()
+    kernel, initrd = vmtest.guest(compressed=True)   # the guest of the earlier runs (BENCHMARKS.md)
     res = []
     with vmtest.Volume("bench-mig") as vol:
         mnt = {h: vol.mount(h) for h in "AB"}

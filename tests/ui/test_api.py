@@ -222,7 +222,7 @@ def run(c, vol, mnt, agent, w, webds):
     c.eq(r.status, 200, "balance: %r" % r)
 
     # --- the VM's life through the API
-    kernel, initrd = vmtest.guest()
+    kernel, initrd = vmtest.guest(compressed=True)   # uploaded: the 8 MiB bzImage
     for src, name in ((kernel, "boot/vmlinuz"), (initrd, "boot/initrd.img")):
         if name == "boot/vmlinuz":
             c.eq(cl.post(q + "mkdir", {"path": "boot"}).status, 201, "mkdir boot")

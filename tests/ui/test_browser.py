@@ -143,7 +143,7 @@ def run(c, vol, mnt, agent, w, d, shots, tmp):
     c.check(os.path.isdir(os.path.join(mnt, "boot")), "the folder on the datastore")
     click('#files a[href*="path=boot"]')
     wait(lambda: "Empty folder" in text("#files"), "the empty folder")
-    kernel, initrd = vmtest.guest()
+    kernel, initrd = vmtest.guest(compressed=True)   # uploaded: the 8 MiB bzImage
     for f in (kernel, initrd):
         find("#ds-file").send_keys(f)
         wait(lambda: "uploaded " + os.path.basename(f) in text("#upload-status"), "the upload of %s" % f, 120)
