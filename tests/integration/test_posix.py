@@ -232,6 +232,35 @@ def parked(c, v):
         vt.unmount_daemon(v.image, v.mnt_b)
 
 
+def kept(c, v):
+    """Host A alone keeps the lock of a file it closed past its commits
+    (docs/cluster.md §5.3, kept while alone); B joins and opens that file
+    for writing at once, with no retry: A must give the lock back within
+    the 2.5 s an open waits, or B gets EBUSY."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    with open(a("kept"), "wb") as f:
+        f.write(b"a" * 100)
+    time.sleep(2.5)                 # two of A's commits
+    holder = os.getxattr(a("kept"), "user.vmfsd.lock").decode()
+    c.check(holder.startswith("EXCL by posix-a"),
+            "A still holds the lock of the file it closed (kept while alone): %r" % holder)
+    vt.mount_daemon(v.image, v.mnt_b, "posix-b")
+    try:
+        t = time.monotonic()
+        fd = os.open(b("kept"), os.O_RDWR)      # no retry: EBUSY fails here
+        vt.log("B opened A's kept file after %.2f s" % (time.monotonic() - t))
+        try:
+            c.eq(os.pread(fd, 100, 0), b"a" * 100, "B reads what A wrote")
+            holder = os.getxattr(b("kept"), "user.vmfsd.lock").decode()
+            c.check(holder.startswith("EXCL by posix-b"), "B holds it now: %r" % holder)
+        finally:
+            os.close(fd)
+        os.unlink(b("kept"))
+        os.sync()
+    finally:
+        vt.unmount_daemon(v.image, v.mnt_b)
+
+
 def two_hosts(c, v):
     a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
     p = "shared.dat"
@@ -549,6 +578,7 @@ def body(c):
         try:
             c.section("a host that joins gets the locks of inodes the other freed", parked,
                       c, v)
+            c.section("a host that joins gets the locks the other kept", kept, c, v)
             c.section("a host that was alone sees a joining host's changes", joined, c, v)
             c.section("fsx with mmap, a second host mounted", fsx_not_alone, c, v)
             c.section("page cache coherency between two hosts", two_hosts, c, v)
