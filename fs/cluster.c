@@ -10,7 +10,8 @@
  *    every inode they change (directories included) "transiently": such a
  *    lock is kept until the next journal commit has written the changes in
  *    place, then released by the commit thread, so another host that takes
- *    it next reads fresh metadata.  Inodes we hold no lock on are re-read
+ *    it next reads fresh metadata (alone on the volume the commit keeps it
+ *    until another host appears: cluster_keep_locks).  Inodes we hold no lock on are re-read
  *    from disk before use (the change sequence number says if our cached
  *    copy, its directory index and its map nodes are still good).
  *  - Resource clusters: a host allocates only from clusters it holds EXCL
