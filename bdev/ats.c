@@ -59,54 +59,13 @@ static int ofd_sector_lock(int fd, uint64_t off, short type)
 	return 0;
 }
 
-static int ofd_cmp_write(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
-			 void *actual)
-{
-	pthread_mutex_t *m = stripe_of(off);
-	uint8_t *cur = bdev_alloc(2 * BDEV_ATS_SECTOR);
-	uint8_t *nv;
-	int r, u;
-
-	if (!cur)
-		return -ENOMEM;
-	nv = cur + BDEV_ATS_SECTOR;
-	memcpy(nv, newval, BDEV_ATS_SECTOR);    /* aligned: no bounce in bdev */
-	pthread_mutex_lock(m);
-	r = ofd_sector_lock(bdev_fd(bd), off, F_WRLCK);
-	if (r)
-		goto unlock_mutex;
-	r = bdev_pread(bd, cur, BDEV_ATS_SECTOR, off);
-	if (r)
-		goto unlock;
-	if (memcmp(cur, expect, BDEV_ATS_SECTOR)) {
-		if (actual)
-			memcpy(actual, cur, BDEV_ATS_SECTOR);
-		/* A miscompare writes nothing, but ATS is a write command: a
-		 * device whose writes fail (fault injection, power cut) must fail
-		 * it with -EIO like a real COMPARE AND WRITE would.  A zero-length
-		 * bdev_pwrite passes every such check and transfers nothing. */
-		r = bdev_pwrite(bd, nv, 0, off);
-		if (!r)
-			r = -ECANCELED;
-		goto unlock;
-	}
-	r = bdev_pwrite(bd, nv, BDEV_ATS_SECTOR, off);
-unlock:
-	u = ofd_sector_lock(bdev_fd(bd), off, F_UNLCK);
-	if (!r && u)
-		r = u;
-unlock_mutex:
-	pthread_mutex_unlock(m);
-	bdev_free(cur);
-	return r;
-}
-
-/* Up to ATS_BATCH compare-and-writes of distinct sectors at once: every
- * sector's stripe mutex and OFD lock taken in ascending order (a thread or
- * process doing one ATS holds one and waits for nothing else, another
- * batch takes them in the same order: no deadlock), all sectors read in
- * one round trip, the matching ones written in one more, then everything
- * unlocked.  Each sector sees exactly what ofd_cmp_write would do to it. */
+/* Up to ATS_BATCH compare-and-writes of distinct sectors at once (one ATS
+ * is a batch of one): every sector's stripe mutex and OFD lock taken in
+ * ascending order (another batch takes them in the same order, and the
+ * OFD lock is only held under the mutex: no deadlock), all sectors read
+ * in one round trip, the matching ones written in one more, then
+ * everything unlocked.  Returns an error when nothing was written; else
+ * 0 with each sector's result in RES. */
 #define ATS_BATCH 64u
 
 static int ofd_cmp_write_batch(struct bdev *bd, unsigned n, const uint64_t *off,
@@ -160,8 +119,10 @@ static int ofd_cmp_write_batch(struct bdev *bd, unsigned n, const uint64_t *off,
 		memcpy(buf + (size_t)i * BDEV_ALIGN, newval + at, BDEV_ATS_SECTOR);
 		v[nw++] = (struct bdev_vec){ buf + (size_t)i * BDEV_ALIGN, BDEV_ATS_SECTOR, off[i] };
 	}
-	/* A miscompare is still a write command (ofd_cmp_write): it fails
-	 * where writes fail. */
+	/* A miscompare writes nothing, but ATS is a write command: a device
+	 * whose writes fail (fault injection, power cut) must fail it with
+	 * -EIO like a real COMPARE AND WRITE would.  A zero-length bdev_pwrite
+	 * passes every such check and transfers nothing. */
 	if (miss && bdev_pwrite(bd, buf, 0, off[0]))
 		for (i = 0; i < n; i++)
 			if (res[i] == -ECANCELED)
@@ -175,13 +136,28 @@ static int ofd_cmp_write_batch(struct bdev *bd, unsigned n, const uint64_t *off,
 				res[i] = w;
 	}
 unlock:
-	while (nlk-- > 0)
-		(void)ofd_sector_lock(fd, off[ord[nlk]], F_UNLCK);
+	while (nlk-- > 0) {
+		int u = ofd_sector_lock(fd, off[ord[nlk]], F_UNLCK);
+
+		for (i = 0; u && !r && i < n; i++)      /* written, but reported */
+			if (!res[i])
+				res[i] = u;
+	}
 	for (i = 0; i < ATS_STRIPES; i++)
 		if (stripes & (1ull << i))
 			pthread_mutex_unlock(&ats_stripe[i]);
 	bdev_free(buf);
 	return r;
+}
+
+static int ofd_cmp_write(struct bdev *bd, uint64_t off, const void *expect, const void *newval,
+			 void *actual)
+{
+	uint8_t act[BDEV_ATS_SECTOR];
+	int res, r = ofd_cmp_write_batch(bd, 1, &off, expect, newval, actual ? actual : act,
+					 &res);
+
+	return r ? r : res;
 }
 
 static int ofd_cmp_write_many(struct bdev *bd, unsigned n, const uint64_t *off,

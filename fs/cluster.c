@@ -11,9 +11,10 @@
  *    lock is kept until the next journal commit has written the changes in
  *    place, then released by the commit thread, so another host that takes
  *    it next reads fresh metadata (alone on the volume the commit keeps it
- *    until another host appears: cluster_keep_locks).  Inodes we hold no lock on are re-read
- *    from disk before use (the change sequence number says if our cached
- *    copy, its directory index and its map nodes are still good).
+ *    until another host appears: cluster_keep_locks).  Inodes we hold no
+ *    lock on are re-read from disk before use (the change sequence number
+ *    says if our cached copy, its directory index and its map nodes are
+ *    still good).
  *  - Resource clusters: a host allocates only from clusters it holds EXCL
  *    (taken on demand, starting at a slot-dependent place so hosts spread
  *    out, kept until unmount); a free into a cluster held by another live
@@ -489,7 +490,8 @@ static void late_release(struct fs *fs, bool all)
  * committer looks that often while it keeps any) plus one commit. */
 bool cluster_keep_locks(struct fs *fs)
 {
-	return fs->committer_running && fs->sb.hb_interval_ms + CLUSTER_KEEP_POLL_MS <= LOCK_WAIT_MS / 2 &&
+	return fs->committer_running &&
+	       fs->sb.hb_interval_ms + CLUSTER_KEEP_POLL_MS <= LOCK_WAIT_MS / 2 &&
 	       hb_alone_epoch(fs->hb) != 0;
 }
 
@@ -513,7 +515,7 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 		struct fs_inode *ip;
 
 		for (ip = fs->itab[i]; ip; ip = ip->hnext) {
-			uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
+			uint64_t off;
 
 			if (!ip->lk_transient || ip->lk_pins)
 				continue;       /* an operation is still using it */
@@ -521,6 +523,7 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 				fs->kept = true;
 				continue;
 			}
+			off = vmfsd_inode_off(&fs->sb, ip->ino);
 			pthread_mutex_lock(&fs->lk_lock);
 			ip->lk_transient = false;
 			pthread_mutex_unlock(&fs->lk_lock);
@@ -784,13 +787,13 @@ void cluster_release_rcs(struct fs *fs, bool all, bool others)
 	relset_free(&rs);
 }
 
-/* Will the next release step give any lock back?  (meta_lock held) */
 void cluster_plan_releases(struct fs *fs, struct release_plan *p)
 {
 	p->others = fs->hb && others_present(fs);
 	p->keep = !p->others && fs->hb && cluster_keep_locks(fs);
 }
 
+/* Will the release step of PLAN give any lock back?  (meta_lock held) */
 bool cluster_has_releases(struct fs *fs, const struct release_plan *plan)
 {
 	struct alloc_pool *pools[3] = { &fs->ipool, &fs->spool, &fs->bpool };
