@@ -61,10 +61,13 @@
 
 #define PROG "fuse_floor"
 
-/* vmfsd's values (fuse/fuse_ops.c): one second, its cross-host coherency
- * bound; the floor must make the kernel ask as often as vmfsd makes it. */
-#define ATTR_TIMEOUT 1.0
-#define ENTRY_TIMEOUT 1.0
+/* Entry, negative-entry and attribute timeouts: by default vmfsd's (one
+ * second, fuse/fuse_ops.c: its cross-host coherency bound), so the floor
+ * makes the kernel ask as often as vmfsd makes it.  --timeout changes
+ * them, to show what caching for longer would buy. */
+static double cache_timeout = 1.0;
+#define ATTR_TIMEOUT cache_timeout
+#define ENTRY_TIMEOUT cache_timeout
 
 /* vmfsd/main.c's libfuse loop settings. */
 #define MAX_THREADS 96
@@ -963,7 +966,8 @@ static const struct fuse_lowlevel_ops ops = {
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: " PROG " [-s] [-d] [--big-size SIZE] [--stats FILE] MOUNTPOINT\n"
+		"usage: " PROG " [-s] [-d] [--big-size SIZE] [--stats FILE] [--timeout SEC]\n"
+		"       MOUNTPOINT\n"
 		"  In-memory FUSE filesystem for the benchmark (bench/run.sh, section floor);\n"
 		"  runs in the foreground until unmounted.\n"
 		"  -s               libfuse's single-threaded loop (default: multi-threaded)\n"
@@ -971,7 +975,8 @@ static void usage(FILE *f)
 		"  --big-size SIZE  size of /big, a file reading zeros whose writes are\n"
 		"                   dropped (K, M, G suffixes; default 1G)\n"
 		"  --stats FILE     per-operation request counts written to FILE on SIGUSR1\n"
-		"                   and at unmount (they always go to stderr at unmount)\n");
+		"                   and at unmount (they always go to stderr at unmount)\n"
+		"  --timeout SEC    entry and attribute timeouts (default 1, vmfsd's)\n");
 }
 
 static int parse_size(const char *s, uint64_t *out)
@@ -1001,6 +1006,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 		{ "big-size", required_argument, NULL, 'b' },
 		{ "stats", required_argument, NULL, 'S' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -1025,6 +1031,17 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'S': stats_path = optarg; break;
+		case 't': {
+			char *end;
+
+			errno = 0;
+			cache_timeout = strtod(optarg, &end);
+			if (errno || end == optarg || *end || cache_timeout < 0) {
+				fprintf(stderr, PROG ": bad timeout '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		}
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
