@@ -217,6 +217,7 @@ int cluster_leave(struct fs *fs)
 
 	if (!fs->hb)
 		return 0;
+	cluster_cache_drop(fs);
 	bdev_set_write_gate(fs->bd, NULL, NULL);
 	r = hb_leave(fs->hb);
 	fs->hb = NULL;
@@ -495,6 +496,101 @@ bool cluster_keep_locks(struct fs *fs)
 	       hb_alone_epoch(fs->hb) != 0;
 }
 
+/* ---------------- kernel caching by lock state ---------------- */
+
+/* Does our lock on IP keep every other host from changing it (lk_lock
+ * held)?  EXCL and RO do (a change needs EXCL); MW does not, nor a lock
+ * being handed away. */
+static bool lock_guards(const struct fs_inode *ip)
+{
+	return (ip->lk_mode == VMFSD_LOCK_EXCL || ip->lk_mode == VMFSD_LOCK_RO) &&
+	       !ip->lk_giving && !(ip->d.iflags & VMFSD_IFLAG_MW);
+}
+
+void cluster_cache_mark(struct fs *fs, struct fs_inode *dp, struct fs_inode *ip,
+			struct fs_attr *a)
+{
+	uint64_t gen;
+	bool on;
+
+	if (!fs->hb)
+		return;
+	pthread_rwlock_rdlock(&fs->lc_rw);
+	on = fs->lc_on;
+	gen = fs->lc_gen;
+	pthread_rwlock_unlock(&fs->lc_rw);
+	/* A mark of an earlier generation (fs_create marks twice) is void. */
+	if (a->cache_gen != gen)
+		a->cache_attr = a->cache_entry = false;
+	a->cache_gen = gen;
+	if (!on)
+		return;
+	/* A lock seen held here goes back only after a drop, which moves the
+	 * generation on first: the reply's fs_cache_hold then fails. */
+	pthread_mutex_lock(&fs->lk_lock);
+	if (dp)
+		a->cache_entry = lock_guards(dp);
+	if (ip)
+		a->cache_attr = lock_guards(ip);
+	pthread_mutex_unlock(&fs->lk_lock);
+	if (ip && a->cache_attr)
+		__atomic_store_n(&ip->lc_attr, true, __ATOMIC_SEQ_CST);
+}
+
+bool fs_cache_hold(struct fs *fs, const struct fs_attr *a)
+{
+	pthread_rwlock_rdlock(&fs->lc_rw);
+	/* fenced: our locks may be broken soon, without a release of ours */
+	if (fs->lc_on && a->cache_gen == fs->lc_gen && !__atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&fs->lc_out, true, __ATOMIC_SEQ_CST);
+		return true;
+	}
+	pthread_rwlock_unlock(&fs->lc_rw);
+	return false;
+}
+
+void fs_cache_unhold(struct fs *fs)
+{
+	pthread_rwlock_unlock(&fs->lc_rw);
+}
+
+void cluster_cache_allow(struct fs *fs)
+{
+	if (__atomic_load_n(&fs->lc_on, __ATOMIC_RELAXED) || !fs->cache_hook)
+		return;
+	pthread_rwlock_wrlock(&fs->lc_rw);
+	fs->lc_on = true;
+	pthread_rwlock_unlock(&fs->lc_rw);
+}
+
+void cluster_cache_drop(struct fs *fs)
+{
+	uint32_t i;
+	bool out;
+
+	/* The write lock waits for replies under way: every long timeout the
+	 * kernel gets is on its way before the drop below. */
+	pthread_rwlock_wrlock(&fs->lc_rw);
+	fs->lc_on = false;
+	fs->lc_gen++;
+	out = __atomic_exchange_n(&fs->lc_out, false, __ATOMIC_SEQ_CST);
+	pthread_rwlock_unlock(&fs->lc_rw);
+	if (!out)
+		return;
+	fs->cache_hook(fs->cache_arg, 0);
+	/* An inode the kernel still knows stays in our cache (nlookup), so
+	 * every one whose attributes went out is found here. */
+	pthread_mutex_lock(&fs->icache_lock);
+	for (i = 0; i < fs->itab_size; i++) {
+		struct fs_inode *ip;
+
+		for (ip = fs->itab[i]; ip; ip = ip->hnext)
+			if (__atomic_exchange_n(&ip->lc_attr, false, __ATOMIC_SEQ_CST))
+				fs->cache_hook(fs->cache_arg, ip->ino);
+	}
+	pthread_mutex_unlock(&fs->icache_lock);
+}
+
 /* After a commit wrote everything in place: drop transient inode locks and
  * those of inodes evicted meanwhile (parked ones: cluster_release_rcs).
  * meta_lock held, so cached inodes cannot go away under us.  Each inode's
@@ -509,6 +605,10 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 
 	if (!fs->hb)
 		return;
+	if (plan->keep)
+		cluster_cache_allow(fs);
+	else
+		cluster_cache_drop(fs);
 	late_release(fs, false);
 	fs->kept = false;
 	for (i = 0; i < fs->itab_size; i++) {

@@ -301,6 +301,10 @@ static void *committer_main(void *arg)
 			break;
 		(void)inode_writeback_all_locked(fs);
 		(void)commit_locked(fs);
+		/* Fenced: survivors may break our locks without a release of
+		 * ours, so what the kernel caches by them must go now. */
+		if (__atomic_load_n(&fs->fenced, __ATOMIC_RELAXED))
+			cluster_cache_drop(fs);
 		cluster_recover_dead(fs);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);

@@ -61,6 +61,13 @@ struct fs_mount_opts {
 	 * lock of the filesystem's. */
 	void (*log_hook)(void *arg, int level, const char *msg);
 	void *log_arg;
+	/* Drops from the kernel's caches what fs_attr.cache_* handed out,
+	 * before a lock that guards it goes back: INO 0 for every directory
+	 * entry, then once for each inode whose attributes were handed out.
+	 * On the commit thread with the filesystem's locks held: it must not
+	 * wait for a request of the mount (FUSE's notifications don't). */
+	void (*cache_hook)(void *arg, uint64_t ino);
+	void *cache_arg;
 	/* Test only (vmfsd -o debug_no_self_fence): the heartbeat never fences
 	 * on its own deadline, so a test can show what the target's
 	 * persistent reservations refuse by themselves (docs/cluster.md §8). */
@@ -85,7 +92,22 @@ struct fs_attr {
 	uint64_t rdev;
 	uint32_t blksize;
 	struct timespec atime, mtime, ctime;
+	/* What the kernel may cache for longer than the one-second bound
+	 * (docs/cluster.md §5.4): this host holds the lock that guards it,
+	 * and drops it from the kernel's caches (fs_mount_opts.cache_hook)
+	 * before that lock goes back.  Only for a reply sent while
+	 * fs_cache_hold holds. */
+	bool cache_attr;        /* the attributes: the inode's own lock */
+	bool cache_entry;       /* the name: its directory's lock */
+	uint64_t cache_gen;
 };
+
+/* Before a reply that would hand out A's cache_attr or cache_entry: true
+ * if they still stand, and then no cache_hook call starts until
+ * fs_cache_unhold (call it once the reply is sent); false: reply with the
+ * ordinary timeouts. */
+bool fs_cache_hold(struct fs *fs, const struct fs_attr *a);
+void fs_cache_unhold(struct fs *fs);
 
 /* setattr mask bits */
 enum {

@@ -240,6 +240,8 @@ struct fs_inode {
 	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */
 	bool lk_giving;         /* we are handing it away: writes fail */
 	bool lk_accept;         /* we expect it: read-only opens take no lock */
+	bool lc_attr;           /* atomic: its attributes went out for long
+				 * (cluster_cache_mark) */
 	uint32_t nopen_standby; /* such opens ("standby") */
 };
 
@@ -312,6 +314,14 @@ struct fs {
 	} *late_unlock;
 	uint32_t nlate, late_cap;
 	pthread_mutex_t late_mu;
+	/* Kernel caching by lock state (cluster_cache_*, docs/cluster.md
+	 * §5.4): lc_rw is held for reading while a reply hands it out */
+	pthread_rwlock_t lc_rw;
+	bool lc_on;                     /* lc_rw: locks are kept, hand it out */
+	uint64_t lc_gen;                /* lc_rw: moves on at every drop */
+	bool lc_out;                    /* atomic: handed out since the last drop */
+	void (*cache_hook)(void *, uint64_t);  /* fs_mount_opts.cache_hook */
+	void *cache_arg;
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
@@ -380,6 +390,16 @@ void cluster_release_rcs(struct fs *fs, bool all, bool others);
 bool cluster_has_releases(struct fs *fs, const struct release_plan *plan);
 /* Alone, and able to give kept locks back in time (meta_lock held). */
 bool cluster_keep_locks(struct fs *fs);
+/* Kernel caching by lock state (docs/cluster.md §5.4).  Marks in A what
+ * the kernel may cache for long: DP's names, IP's attributes (either may
+ * be NULL), where this host holds their lock while it keeps locks. */
+void cluster_cache_mark(struct fs *fs, struct fs_inode *dp, struct fs_inode *ip,
+			struct fs_attr *a);
+/* Locks are kept after this commit: marks may go out (meta_lock held). */
+void cluster_cache_allow(struct fs *fs);
+/* Before a lock that a mark relied on goes back: no more marks, and what
+ * went out is dropped from the kernel's caches (fs->cache_hook). */
+void cluster_cache_drop(struct fs *fs);
 /* How often the committer looks for another host while it keeps locks: a
  * tenth of the default heartbeat interval, small against the 2.5 s an open
  * waits for a lock before EBUSY. */

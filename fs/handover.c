@@ -131,6 +131,9 @@ static int handover_give(struct fs *fs, struct fs_inode *ip, uint32_t to, uint64
 	pthread_mutex_unlock(&ip->lk_io);
 	if (r)
 		return r;
+	/* The kernel may cache this file's attributes only while we hold its
+	 * lock (docs/cluster.md §5.4). */
+	cluster_cache_drop(fs);
 	/* Writes that passed the gate before lk_giving hold the iolock for
 	 * reading until they are done: wait for them. */
 	iolock_wr(&ip->iolock);

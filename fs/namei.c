@@ -175,6 +175,7 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 		r = ns_read_as(fs, ip, false);
 	if (!r) {
 		inode_fill_attr(fs, ip, out);
+		cluster_cache_mark(fs, dp, ip, out);
 		take_lookup(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
@@ -205,6 +206,7 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *out)
 	r = ns_read(fs, ip);
 	if (!r) {
 		inode_fill_attr(fs, ip, out);
+		cluster_cache_mark(fs, NULL, ip, out);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	inode_put(fs, ip);
@@ -262,8 +264,10 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 			ip->d.ctime_nsec = (uint32_t)sa->ctime.tv_nsec;
 		}
 		r = inode_commit(fs, ip);
-		if (out)
+		if (out) {
 			inode_fill_attr(fs, ip, out);
+			cluster_cache_mark(fs, NULL, ip, out);
+		}
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	cluster_unpin(fs, ip);
@@ -355,6 +359,7 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 		r = tx_commit(&tx);
 		if (!r) {
 			inode_fill_attr(fs, ip, out);
+			cluster_cache_mark(fs, dp, ip, out);
 			take_lookup(fs, ip);
 		}
 	}
@@ -400,6 +405,18 @@ static int may_open(const struct fs_attr *a, const struct fs_cred *c, int flags)
 	return (bits & want) == want ? 0 : -EACCES;
 }
 
+/* The file just created is open, its lock taken: its attributes may be
+ * cached for long too (its name was marked when it was made). */
+static void cache_mark_opened(struct fs *fs, struct fs_attr *a)
+{
+	struct fs_inode *ip;
+
+	if (inode_get(fs, a->ino, &ip))
+		return;
+	cluster_cache_mark(fs, NULL, ip, a);
+	inode_put(fs, ip);
+}
+
 int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	      const struct fs_cred *cred, int flags, struct fs_attr *out,
 	      struct fs_file **fout)
@@ -415,6 +432,8 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 			r = fs_open(fs, out->ino, flags & ~O_TRUNC, fout);
 			if (r)
 				fs_forget(fs, out->ino, 1);
+			else
+				cache_mark_opened(fs, out);
 			return r;
 		}
 		if (r != -EEXIST || (flags & O_EXCL))
@@ -543,6 +562,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		r = tx_commit(&tx);
 		if (!r) {
 			inode_fill_attr(fs, ip, out);
+			cluster_cache_mark(fs, dp, ip, out);
 			take_lookup(fs, ip);
 		}
 	}

@@ -154,6 +154,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	pthread_mutex_init(&fs->meta_lock, NULL);
 	pthread_mutex_init(&fs->icache_lock, NULL);
 	pthread_mutex_init(&fs->lk_lock, NULL);
+	pthread_rwlock_init(&fs->lc_rw, NULL);
 	pthread_mutex_init(&fs->late_mu, NULL);
 	pthread_mutex_init(&fs->plock, NULL);
 	fs->itab_size = 1u << 16;
@@ -170,6 +171,8 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		fs->fence_arg = o->fence_arg;
 		fs->log_hook = o->log_hook;
 		fs->log_arg = o->log_arg;
+		fs->cache_hook = o->cache_hook;
+		fs->cache_arg = o->cache_arg;
 	}
 	if (o && o->bdev) {
 		fs->bd = o->bdev;
@@ -322,6 +325,7 @@ int fs_unmount(struct fs *fs)
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);
 	pthread_mutex_destroy(&fs->late_mu);
+	pthread_rwlock_destroy(&fs->lc_rw);
 	free(fs);
 	return r;
 }

@@ -9,12 +9,15 @@
  * file's cluster lock keeps other hosts from writing while it is open
  * (fs_file_cached, docs/cluster.md "Page cache").  Entry and attribute
  * timeouts are one second: the coherency bound the design promises for
- * changes made by other hosts.
+ * changes made by other hosts; longer where this host's locks keep the
+ * other hosts out (docs/cluster.md §5.4).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bdev/bdev.h"
 #include "fuse_conn.h"
@@ -27,19 +30,74 @@
  * timeout would only add lookups that still find the old state. */
 #define ATTR_TIMEOUT 1.0
 #define ENTRY_TIMEOUT 1.0
+/* What this host's locks guard (fs_attr.cache_*) is dropped from the
+ * kernel's caches before the locks go back, so any timeout would do; a
+ * minute bounds what a daemon that hangs (and is fenced without running
+ * its drop) leaves the kernel showing. */
+#define HELD_TIMEOUT 60.0
 
-/* For cache invalidations (one session per process: one mounted volume). */
+/* FUSE_NOTIFY_INC_EPOCH (protocol 7.44, Linux 6.16; libfuse 3.14 does not
+ * know it): every directory entry the kernel holds is looked up again
+ * before its next use.  Without it, names could only be dropped one by
+ * one, so entries are never cached past the bound. */
+#define NOTIFY_INC_EPOCH 8
+static bool epoch_ok;
+
+/* For cache invalidations (one session per process: one mounted volume).
+ * session_mu: the commit thread's cache_hook may run while the session is
+ * destroyed at unmount. */
 static struct fuse_session *session;
+static pthread_mutex_t session_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void vmfsd_fuse_set_session(struct fuse_session *se)
 {
+	pthread_mutex_lock(&session_mu);
 	session = se;
+	pthread_mutex_unlock(&session_mu);
+}
+
+void vmfsd_fuse_cache_hook(void *arg, uint64_t ino)
+{
+	(void)arg;
+	pthread_mutex_lock(&session_mu);
+	if (session && ino) {
+		(void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
+	} else if (session) {
+		/* the kernel's struct fuse_out_header; a notification has
+		 * unique 0 and its code in error */
+		struct { uint32_t len; int32_t error; uint64_t unique; } oh = {
+			.len = sizeof(oh), .error = NOTIFY_INC_EPOCH,
+		};
+
+		(void)!write(fuse_session_fd(session), &oh, sizeof(oh));
+	}
+	pthread_mutex_unlock(&session_mu);
 }
 
 static struct fs *req_fs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
 }
+
+/* Timeouts for A's reply: long where fs says our locks guard it.  True:
+ * the hold is taken (cache_unhold once the reply is sent). */
+static bool cache_hold(fuse_req_t req, const struct fs_attr *a, double *attr, double *entry)
+{
+	bool held = epoch_ok && (a->cache_attr || a->cache_entry) && fs_cache_hold(req_fs(req), a);
+
+	*attr = held && a->cache_attr ? HELD_TIMEOUT : ATTR_TIMEOUT;
+	if (entry)
+		*entry = held && a->cache_entry ? HELD_TIMEOUT : ENTRY_TIMEOUT;
+	return held;
+}
+
+/* After the reply: REQ is gone, FS is what req_fs gave before it. */
+static void cache_unhold(struct fs *fs, bool held)
+{
+	if (held)
+		fs_cache_unhold(fs);
+}
+
 
 static void attr_to_stat(const struct fs_attr *a, struct stat *st)
 {
@@ -60,21 +118,24 @@ static void attr_to_stat(const struct fs_attr *a, struct stat *st)
 
 static void reply_entry(fuse_req_t req, const struct fs_attr *a)
 {
+	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
+	bool held;
 
 	memset(&e, 0, sizeof(e));
 	e.ino = a->ino;
 	e.generation = a->generation;
 	attr_to_stat(a, &e.attr);
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
+	held = cache_hold(req, a, &e.attr_timeout, &e.entry_timeout);
 	fuse_reply_entry(req, &e);
+	cache_unhold(fs, held);
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
 	vmfsd_fuse_conn_init(conn);
+	epoch_ok = conn->proto_major > 7 || (conn->proto_major == 7 && conn->proto_minor >= 44);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -118,10 +179,22 @@ static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 	fuse_reply_none(req);
 }
 
+static void reply_attr(fuse_req_t req, const struct fs_attr *a)
+{
+	struct fs *fs = req_fs(req);
+	struct stat st;
+	double timeout;
+	bool held;
+
+	attr_to_stat(a, &st);
+	held = cache_hold(req, a, &timeout, NULL);
+	fuse_reply_attr(req, &st, timeout);
+	cache_unhold(fs, held);
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fs_attr a;
-	struct stat st;
 	int r = fs_getattr(req_fs(req), ino, &a);
 
 	(void)fi;
@@ -129,8 +202,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -r);
 		return;
 	}
-	attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	reply_attr(req, &a);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -143,7 +215,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	};
 	unsigned mask = 0;
 	struct fs_attr a;
-	struct stat st;
 	int r;
 
 	(void)fi;
@@ -170,8 +241,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, -r);
 		return;
 	}
-	attr_to_stat(&a, &st);
-	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+	reply_attr(req, &a);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -261,8 +331,9 @@ static void set_open_flags(struct fuse_file_info *fi, const struct fs_file *f)
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct fs *fs = req_fs(req);
 	struct fs_file *f;
-	int r = fs_open(req_fs(req), ino, fi->flags, &f);
+	int r = fs_open(fs, ino, fi->flags, &f);
 
 	if (r) {
 		fuse_reply_err(req, -r);
@@ -277,7 +348,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (!fi->direct_io && session)
 		(void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
 	if (fuse_reply_open(req, fi) == -ENOENT)
-		fs_release(req_fs(req), f);     /* the opener was interrupted */
+		fs_release(fs, f);      /* the opener was interrupted (REQ is gone) */
 }
 
 /* A create can name a file that exists: the kernel sends CREATE whenever
@@ -292,8 +363,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	gid_t groups[64];
 	uint32_t g32[64];
 	struct fuse_entry_param e;
+	struct fs *fs = req_fs(req);
 	struct fs_file *f;
 	struct fs_attr a;
+	bool held;
 	int r;
 
 	if (c->uid != 0 && !(fi->flags & O_EXCL)) {
@@ -316,11 +389,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.ino = a.ino;
 	e.generation = a.generation;
 	attr_to_stat(&a, &e.attr);
-	e.attr_timeout = ATTR_TIMEOUT;
-	e.entry_timeout = ENTRY_TIMEOUT;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		fs_release(req_fs(req), f);
-		fs_forget(req_fs(req), a.ino, 1);
+	held = cache_hold(req, &a, &e.attr_timeout, &e.entry_timeout);
+	r = fuse_reply_create(req, &e, fi);
+	cache_unhold(fs, held);
+	if (r == -ENOENT) {
+		fs_release(fs, f);
+		fs_forget(fs, a.ino, 1);
 	}
 }
 

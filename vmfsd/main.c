@@ -683,6 +683,7 @@ int main(int argc, char **argv)
 		vmfsd_log_name(NULL, o.device, o.host ? o.host : hn);
 	}
 	mo.log_hook = vmfsd_log_hook;
+	mo.cache_hook = vmfsd_fuse_cache_hook;
 	r = fs_mount(o.device, &mo, &fs, &mflags);
 	if (r) {
 		mount_error(o.device, o.host, bd, unreplayed, r);
@@ -774,8 +775,10 @@ out:
 	 * ever, and unmount would then wait for it in aio drain. */
 	if (fs)
 		bdev_aio_drain(fs_device(fs));
-	if (se)
+	if (se) {
+		vmfsd_fuse_set_session(NULL);   /* the commit thread runs on */
 		fuse_session_destroy(se);
+	}
 	if (fs) {
 		r = fs_unmount(fs);
 		if (r) {

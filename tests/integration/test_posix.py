@@ -182,6 +182,37 @@ def joined(c, v):
         c.eq(f.read(), b"b", "A reads B's new file")
 
 
+def cached_by_locks(c, v):
+    """Host A alone lets its kernel cache, for a minute, the names and
+    attributes its kept locks guard (docs/cluster.md §5.4); B joins and
+    changes them: A must drop them from its kernel before it gives the
+    locks back, and so see B's changes within the bound."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    os.mkdir(a("lk"))
+    for n in ("f", "old"):
+        with open(a("lk", n), "wb") as f:
+            f.write(b"a")
+    os.chmod(a("lk", "f"), 0o644)
+    time.sleep(2.5)                 # alone again (B left): A keeps its locks
+    for _ in range(3):              # cached by the kept locks from here on
+        os.stat(a("lk", "f"))
+        os.stat(a("lk", "old"))
+        time.sleep(0.4)
+    vt.mount_daemon(v.image, v.mnt_b, "posix-b")
+    try:
+        os.chmod(b("lk", "f"), 0o600)
+        os.unlink(b("lk", "old"))
+        os.sync()
+        # Within about a second; 10 s for a loaded machine, far below the
+        # minute A's kernel would keep them if A did not drop them.
+        vt.wait_for(lambda: stat.S_IMODE(os.stat(a("lk", "f")).st_mode) == 0o600, 10,
+                    "A sees B's chmod of a file whose attributes A cached by its lock")
+        vt.wait_for(lambda: not os.path.exists(a("lk", "old")), 10,
+                    "A sees B's unlink of a name A cached by its directory lock")
+    finally:
+        vt.unmount_daemon(v.image, v.mnt_b)
+
+
 def parked(c, v):
     """Host A alone keeps the locks of inodes it freed (docs/cluster.md
     §5.3); B joins and creates files that get those inode numbers back (one
@@ -579,6 +610,8 @@ def body(c):
             c.section("a host that joins gets the locks of inodes the other freed", parked,
                       c, v)
             c.section("a host that joins gets the locks the other kept", kept, c, v)
+            c.section("a host that joins changes what the other cached by its locks",
+                      cached_by_locks, c, v)
             c.section("a host that was alone sees a joining host's changes", joined, c, v)
             c.section("fsx with mmap, a second host mounted", fsx_not_alone, c, v)
             c.section("page cache coherency between two hosts", two_hosts, c, v)
