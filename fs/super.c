@@ -154,7 +154,16 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 	pthread_mutex_init(&fs->meta_lock, NULL);
 	pthread_mutex_init(&fs->icache_lock, NULL);
 	pthread_mutex_init(&fs->lk_lock, NULL);
-	pthread_rwlock_init(&fs->lc_rw, NULL);
+	{
+		/* A drop must not wait behind an endless run of replies
+		 * (glibc's default prefers readers). */
+		pthread_rwlockattr_t ra;
+
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&fs->lc_rw, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	pthread_mutex_init(&fs->late_mu, NULL);
 	pthread_mutex_init(&fs->plock, NULL);
 	fs->itab_size = 1u << 16;
