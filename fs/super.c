@@ -163,6 +163,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 		pthread_rwlock_init(&fs->lc_rw, &ra);
 		pthread_rwlockattr_destroy(&ra);
+		fs->lc_gen = 1;         /* an attribute never marked has 0 */
 	}
 	pthread_mutex_init(&fs->late_mu, NULL);
 	pthread_mutex_init(&fs->plock, NULL);

@@ -98,7 +98,6 @@ static void cache_unhold(struct fs *fs, bool held)
 		fs_cache_unhold(fs);
 }
 
-
 static void attr_to_stat(const struct fs_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
