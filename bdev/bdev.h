@@ -160,6 +160,14 @@ int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newv
  * or -ERANGE before doing anything, else 0. */
 int bdev_ats_many(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
 		  const uint8_t *newval, uint8_t *actual, int *res);
+/* bdev_ats_many for sectors that each begin a 4 KiB block (-EINVAL if
+ * not) which nobody else may write while the ATS can succeed: an object's
+ * lock sector in front of the object's own metadata, which only a valid
+ * holder of that lock writes.  Emulated ATS (an image file, a device
+ * without COMPARE AND WRITE) reads and writes the whole block, putting
+ * back what it read behind the sector; a SCSI device gets sector ATS. */
+int bdev_ats_many_block(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
+			const uint8_t *newval, uint8_t *actual, int *res);
 
 /* The seam for ATS implementations, chosen per device by bdev_ats_ops_get:
  *  - "ofd":  an OFD write lock on exactly that sector around

@@ -225,6 +225,9 @@ int cluster_leave(struct fs *fs)
 	free(fs->late_unlock);
 	fs->late_unlock = NULL;
 	fs->nlate = fs->late_cap = 0;
+	free(fs->lk_new);
+	fs->lk_new = NULL;
+	fs->nlk_new = fs->lk_new_cap = 0;
 	return r;
 }
 
@@ -352,6 +355,101 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	ip->lk_pins--;
 	pthread_mutex_unlock(&fs->lk_lock);
 	pthread_mutex_unlock(&ip->lk_io);
+	return r;
+}
+
+/* A brand-new inode's lock goes on disk with the commit that publishes it,
+ * not at its open (docs/cluster.md §5.3): one synchronous ATS per created
+ * file was about half of a create's time; a commit takes them all in one
+ * batch.  Only while alone on the volume (cluster_keep_locks), where no
+ * other host can hold or want this lock before that commit:
+ *  - no host can reach the inode by name before the commit writes the
+ *    name, and this commit takes the lock before it writes anything;
+ *  - by number, only a host whose kernel still knows the number's previous
+ *    file could; that file was freed while that host was mounted, so not
+ *    while we were alone: its lock was given back then, and that host has
+ *    since left (unmounted: its kernel forgot the number; or dead: its
+ *    locks are stale), or we would not be alone.  A host that joined since
+ *    knows only names looked up after it joined.  A freed number's lock
+ *    that we still hold (parked, cluster_forget_inode) is taken over.
+ * The record says FREE meanwhile while we count the lock as ours; if a
+ * holder is met after all (cluster_publish_new_locks), the commit waits
+ * for it as a namespace operation would.  With other hosts present the
+ * open takes the lock as for any file: there a host that opens the number
+ * through an old entry can hold it while it waits for a directory lock
+ * that only our commit would give back (seen in cluster-namespace's
+ * link_reused: both waited NS_LOCK_WAIT_MS).  Transient: given back after
+ * the commit (or kept while alone) unless an open holds it by then. */
+void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip)
+{
+	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
+	bool late = false;
+	uint32_t i;
+
+	if (!fs->hb || ip->lk_mode != VMFSD_LOCK_FREE || !cluster_keep_locks(fs))
+		return;
+	if (fs->nlk_new == fs->lk_new_cap) {
+		uint32_t cap = fs->lk_new_cap ? fs->lk_new_cap * 2 : 256;
+		uint64_t *n = realloc(fs->lk_new, cap * sizeof(*n));
+
+		if (!n)
+			return;         /* the open takes it, as for any file */
+		fs->lk_new = n;
+		fs->lk_new_cap = cap;
+	}
+	pthread_mutex_lock(&ip->lk_io);
+	pthread_mutex_lock(&fs->late_mu);
+	pthread_mutex_lock(&fs->lk_lock);
+	for (i = 0; i < fs->nlate && !late; i++) {
+		if (fs->late_unlock[i].off != off)
+			continue;
+		late = true;
+		if (fs->late_unlock[i].mode != VMFSD_LOCK_EXCL)
+			break;          /* the open upgrades it (cluster_lock_inode) */
+		ip->lk_mode = VMFSD_LOCK_EXCL;
+		fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
+	}
+	if (!late) {
+		ip->lk_mode = VMFSD_LOCK_EXCL;
+		fs->lk_new[fs->nlk_new++] = off;
+	}
+	if (ip->lk_mode == VMFSD_LOCK_EXCL) {
+		ip->lk_fresh = true;    /* nobody else ever wrote this inode */
+		ip->lk_transient = true;
+	}
+	pthread_mutex_unlock(&fs->lk_lock);
+	pthread_mutex_unlock(&fs->late_mu);
+	pthread_mutex_unlock(&ip->lk_io);
+}
+
+int cluster_publish_new_locks(struct fs *fs)
+{
+	uint32_t i, n = fs->nlk_new;
+	int *res, r = 0;
+
+	if (!n)
+		return 0;
+	if (!fs->hb)
+		return -EIO;
+	res = malloc(n * sizeof(*res));
+	if (!res)
+		return -ENOMEM;
+	lock_acquire_many(fs->hb, fs->bd, fs->lk_new, n, VMFSD_LOCK_EXCL, res);
+	for (i = 0; i < n && !r; i++) {
+		struct lock_info li;
+
+		if (!res[i])
+			continue;
+		/* A holder met (see cluster_lock_new_inode): wait for it as a
+		 * namespace operation waits for a lock; -EALREADY is ours in
+		 * another mode, which only an upgrade can change. */
+		r = lock_take(fs, fs->lk_new[i],
+			      res[i] == -EALREADY ? VMFSD_LOCK_RO : VMFSD_LOCK_FREE,
+			      VMFSD_LOCK_EXCL, NS_LOCK_WAIT_MS, &li);
+	}
+	free(res);
+	if (!r)
+		fs->nlk_new = 0;
 	return r;
 }
 

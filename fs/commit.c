@@ -190,6 +190,13 @@ int commit_locked(struct fs *fs)
 
 	if (fs->jerr)
 		return fs->jerr;
+	/* The locks of the new inodes this commit may publish, before any
+	 * of it reaches the disk (cluster_lock_new_inode). */
+	r = cluster_publish_new_locks(fs);
+	if (r) {
+		fs->jerr = r;
+		return r;
+	}
 	if (n) {
 		jb = malloc(n * sizeof(*jb));
 		if (!jb)

@@ -322,6 +322,11 @@ struct fs {
 	bool lc_out;                    /* atomic: handed out since the last drop */
 	void (*cache_hook)(void *, uint64_t);  /* fs_mount_opts.cache_hook */
 	void *cache_arg;
+	/* Lock records of brand-new inodes that the next commit takes, in
+	 * one batch, before it writes anything (cluster_lock_new_inode;
+	 * meta_lock) */
+	uint64_t *lk_new;
+	uint32_t nlk_new, lk_new_cap;
 };
 void orphan_add(struct fs *fs, uint64_t ino, struct tx *tx);
 void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
@@ -351,6 +356,13 @@ void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */
 int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient);
 void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
+/* IP was just created by this host (meta_lock held, its transaction not
+ * yet committed): its lock is ours now, EXCL, and goes on disk with the
+ * next commit (cluster_publish_new_locks), docs/cluster.md §5.3. */
+void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip);
+/* At the start of every commit (meta_lock held): the locks of the new
+ * inodes it may publish; an error stops the journal. */
+int cluster_publish_new_locks(struct fs *fs);
 /* What the release step after a commit gives back, decided once per commit
  * (cluster_plan_releases), so that the journal checkpoint before it
  * (cluster_has_releases) covers exactly what goes. */

@@ -321,9 +321,11 @@ static int create_locked(struct fs *fs, struct fs_inode *dp, const char *name,
 	return 0;
 }
 
+/* LOCK_NEW: the caller opens the new file next (fs_create): its lock is
+ * taken with the commit that publishes it (cluster_lock_new_inode). */
 static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 		     uint32_t uid, uint32_t gid, uint64_t rdev, const char *link_target,
-		     struct fs_attr *out)
+		     bool lock_new, struct fs_attr *out)
 {
 	struct fs_inode *dp, *ip = NULL;
 	struct tx tx;
@@ -336,7 +338,8 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	if (link_target && strlen(link_target) > VMFSD_SYMLINK_MAX)
 		return -ENAMETOOLONG;
 	/* The new inode needs no lock: nobody can reach it before the commit
-	 * that makes its name visible, after which the directory lock goes. */
+	 * that makes its name visible, after which the directory lock goes.
+	 * One opened right away gets its lock with that commit. */
 	r = ns_enter_ino(fs, parent, &dp);
 	if (r)
 		return r;
@@ -353,6 +356,9 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 			tx_add_inode(&tx, ip);
 		}
 	}
+	/* Before tx_commit: that may commit at once (a full journal). */
+	if (!r && lock_new)
+		cluster_lock_new_inode(fs, ip);
 	if (r) {
 		tx_abort(&tx);
 	} else {
@@ -376,7 +382,7 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 		return -EINVAL;
 	if (!(mode & S_IFMT))
 		mode |= S_IFREG;
-	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, out);
+	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, false, out);
 }
 
 /* open(2)'s access check on an existing inode.  The kernel did not make
@@ -424,8 +430,8 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	int r = -EAGAIN, tries;
 
 	for (tries = 0; tries < NS_RETRIES && r == -EAGAIN; tries++) {
-		r = fs_mknod(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
-			     out);
+		r = do_create(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
+			      NULL, true, out);
 		if (!r) {
 			/* Ours: no O_TRUNC (empty) and no permission check
 			 * (open(2) makes none on a file it created). */
@@ -473,13 +479,14 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	     uint32_t uid, uint32_t gid, struct fs_attr *out)
 {
-	return do_create(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, 0, NULL, out);
+	return do_create(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, 0, NULL, false,
+			 out);
 }
 
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
 	       uint32_t uid, uint32_t gid, struct fs_attr *out)
 {
-	return do_create(fs, parent, name, S_IFLNK | 0777, uid, gid, 0, target, out);
+	return do_create(fs, parent, name, S_IFLNK | 0777, uid, gid, 0, target, false, out);
 }
 
 int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)

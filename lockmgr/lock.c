@@ -606,6 +606,107 @@ single:
 	free(done);
 }
 
+/* Batch rounds of lock_acquire_many before the stragglers go one by one:
+ * the first from the guess, the second from what its miscompares returned
+ * (a record last changed by an earlier mount, which this process never
+ * read), the third for a record that changed again in between. */
+#define ACQUIRE_MANY_ROUNDS 3
+
+void lock_acquire_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsigned n,
+		       uint16_t mode, int *res)
+{
+	const size_t S = VMFSD_SECTOR;
+	unsigned N = n ? n : 1;
+	struct lock_view *v = malloc(sizeof(*v));
+	/* CUR: what each record is believed to hold (the guess, then what a
+	 * miscompare returned), by record; the batch's arrays by batch slot */
+	uint8_t *cur = malloc(S * N), *exp = malloc(3 * S * N), *nv, *act;
+	uint64_t *boff = malloc(N * sizeof(*boff));
+	unsigned *idx = malloc(N * sizeof(*idx));
+	int *bres = malloc(N * sizeof(*bres));
+	bool *pending = malloc(N);
+	unsigned i, m, round;
+
+	for (i = 0; i < n; i++)
+		res[i] = -EAGAIN;
+	if (mode != VMFSD_LOCK_EXCL && mode != VMFSD_LOCK_RO && mode != VMFSD_LOCK_MW) {
+		for (i = 0; i < n; i++)
+			res[i] = -EINVAL;
+		goto out;
+	}
+	if (!v || !cur || !exp || !boff || !idx || !bres || !pending)
+		goto single;
+	nv = exp + S * N;
+	act = nv + S * N;
+	for (i = 0; i < n; i++) {
+		pending[i] = !(off[i] % VMFSD_META_BLOCK);
+		if (pending[i])
+			(void)guess_get(hb, off[i], cur + S * i);
+	}
+	for (round = 0; round < ACQUIRE_MANY_ROUNDS; round++) {
+		if (hb_write_check(hb))
+			goto single;
+		for (i = 0, m = 0; i < n; i++) {
+			uint8_t newhold[VMFSD_MAX_HOSTS / 8];
+			struct vmfsd_lock nr;
+			int32_t owner;
+
+			if (!pending[i])
+				continue;
+			/* Only a free record (or one whose holders are all
+			 * stale) is written from here: anything else needs
+			 * lock_acquire's answer, from a fresh read. */
+			if (lock_judge_view(hb, bd, off[i], cur + S * i, v) || v->me || v->nvalid) {
+				pending[i] = false;
+				continue;
+			}
+			memcpy(newhold, v->valid, sizeof(newhold));
+			bit_set(newhold, hb->slot);
+			if (build_record(hb, v, mode, newhold, &nr, &owner)) {
+				pending[i] = false;
+				continue;
+			}
+			memcpy(exp + S * m, cur + S * i, S);
+			vmfsd_lock_encode(&nr, off[i] / VMFSD_META_BLOCK, nv + S * m);
+			boff[m] = off[i];
+			idx[m++] = i;
+		}
+		/* the record is the front of the inode's block, which
+		 * nobody writes while it has no valid holder */
+		if (!m || bdev_ats_many_block(bd, m, boff, exp, nv, act, bres))
+			break;
+		for (i = 0; i < m; i++) {
+			unsigned k = idx[i];
+
+			if (!bres[i]) {
+				guess_put(hb, boff[i], nv + S * i, false);
+				res[k] = 0;
+				pending[k] = false;
+			} else if (bres[i] == -ECANCELED) {
+				/* the record as the miscompare found it: as
+				 * good as a read issued at that moment */
+				guess_put(hb, boff[i], act + S * i, false);
+				memcpy(cur + S * k, act + S * i, S);
+			} else {
+				guess_put(hb, boff[i], NULL, false);
+				pending[k] = false;
+			}
+		}
+	}
+single:
+	for (i = 0; i < n; i++)
+		if (res[i] == -EAGAIN)
+			res[i] = lock_acquire(hb, bd, off[i], mode, NULL);
+out:
+	free(v);
+	free(cur);
+	free(exp);
+	free(boff);
+	free(idx);
+	free(bres);
+	free(pending);
+}
+
 int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out)
 {
 	return lock_change(hb, bd, off, OP_UPGRADE, VMFSD_LOCK_EXCL, out);

@@ -252,6 +252,18 @@ int lock_release(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info 
  * release has nothing to do about one (a broken lock is no longer ours;
  * a fenced host's locks go stale). */
 void lock_release_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsigned n);
+/* lock_acquire of the N distinct records at OFF[i] in MODE, their tries
+ * issued together (bdev_ats_many), from the guess first, then from what a
+ * miscompare returned; a record still not decided that way (a holder
+ * present, a guess wrong again) goes through lock_acquire on its own.
+ * RES[i] gets lock_acquire's answer for record i (no conflict is waited
+ * for: -EBUSY and -EAGAIN are the caller's to retry).  For the locks of
+ * many brand-new inodes that one commit publishes (fs/cluster.c).  Each
+ * record must lead a block that only a valid holder of that lock writes
+ * (an inode's or a resource cluster's): the batch may write the whole
+ * block back as it read it (bdev_ats_many_block). */
+void lock_acquire_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsigned n,
+		       uint16_t mode, int *res);
 /* RO/MW -> EXCL when we are the only valid holder, else -EBUSY. */
 int lock_upgrade(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info *out);
 /* EXCL -> RO or MW. */

@@ -104,3 +104,45 @@ Test(bdev_many, bad_range_writes_nothing, .init = setup, .fini = teardown)
 	bdev_free(a);
 	bdev_free(chk);
 }
+
+/* bdev_ats_many_block: each sector compared and replaced, the rest of its
+ * block written back as it was (an image file writes the whole block);
+ * a miscompare writes nothing and returns the sector; a sector that does
+ * not start a block is refused. */
+Test(bdev_many, ats_block_keeps_the_rest_of_the_block, .init = setup, .fini = teardown)
+{
+	enum { NB = 70 };       /* more than one ATS batch (64) */
+	uint64_t off[NB];
+	uint8_t *exp = bdev_alloc(512 * NB), *nv = bdev_alloc(512 * NB),
+		*act = bdev_alloc(512 * NB), *blk = bdev_alloc(4096);
+	int res[NB], i;
+
+	for (i = 0; i < NB; i++) {
+		off[i] = (uint64_t)i * 8192;
+		memset(blk, 0xa0 + i % 16, 4096);      /* the sector, then the rest */
+		cr_assert_eq(bdev_pwrite(bd, blk, 4096, off[i]), 0);
+		memset(exp + 512 * i, i == 3 ? 0 : 0xa0 + i % 16, 512);  /* 3: wrong */
+		memset(nv + 512 * i, 0x11 + i, 512);
+	}
+	cr_assert_eq(bdev_ats_many_block(bd, NB, off, exp, nv, act, res), 0);
+	for (i = 0; i < NB; i++) {
+		cr_assert_eq(bdev_pread(bd, blk, 4096, off[i]), 0);
+		if (i == 3) {
+			cr_assert_eq(res[i], -ECANCELED);
+			cr_assert_eq(act[512 * i], 0xa0 + i % 16);
+			cr_assert_eq(blk[0], 0xa0 + i % 16, "a miscompare wrote");
+		} else {
+			cr_assert_eq(res[i], 0, "record %d: %d", i, res[i]);
+			cr_assert_eq(blk[0], 0x11 + i, "record %d not written", i);
+			cr_assert_eq(blk[511], 0x11 + i);
+		}
+		cr_assert_eq(blk[512], 0xa0 + i % 16, "block %d: the rest changed", i);
+		cr_assert_eq(blk[4095], 0xa0 + i % 16, "block %d: the rest changed", i);
+	}
+	off[0] = 512;
+	cr_assert_eq(bdev_ats_many_block(bd, 1, off, exp, nv, act, res), -EINVAL);
+	bdev_free(exp);
+	bdev_free(nv);
+	bdev_free(act);
+	bdev_free(blk);
+}
