@@ -190,6 +190,9 @@ int qmp_exec_fd(struct qmp *q, const char *cmd, json_t *args, int fd, json_t **r
 	return qmp_exec_common(q, cmd, args, fd, ret, err);
 }
 
+/* Messages left from an earlier client that qmp_open skips, at most. */
+#define QMP_STALE_MAX 64
+
 int qmp_open(struct qmp *q, const char *path, int timeout_ms, struct vm_err *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -210,12 +213,26 @@ int qmp_open(struct qmp *q, const char *path, int timeout_ms, struct vm_err *err
 		q->fd = -1;
 		return vm_errf(err, rc, "QMP: connect %s: %s", path, strerror(-rc));
 	}
-	rc = qmp_read_msg(q, &greet, err);
-	if (rc)
-		goto fail;
-	if (!json_object_get(greet, "QMP")) {
+	/* Other messages may come first: QEMU keeps the output it could not
+	 * send to the previous client (events, a late reply) and hands it to
+	 * the next one before its banner (seen once in vm-svm-live's hot
+	 * clone, right after the mirror's block job ended).  Skip them, a
+	 * bounded number: each read has the timeout. */
+	for (int skipped = 0;; skipped++) {
+		rc = qmp_read_msg(q, &greet, err);
+		if (rc)
+			goto fail;
+		if (json_object_get(greet, "QMP") || skipped == QMP_STALE_MAX)
+			break;
 		json_decref(greet);
-		rc = vm_errf(err, -EPROTO, "QMP: %s did not greet with a QMP banner", path);
+	}
+	if (!json_object_get(greet, "QMP")) {
+		char *got = json_dumps(greet, JSON_COMPACT);
+
+		json_decref(greet);
+		rc = vm_errf(err, -EPROTO, "QMP: %s did not greet with a QMP banner (its last "
+			     "message: %.120s)", path, got ? got : "?");
+		free(got);
 		goto fail;
 	}
 	json_decref(greet);
