@@ -297,18 +297,30 @@ out:
 	return ops;
 }
 
+/* Every OFF[i] aligned to UNIT (-EINVAL) and UNIT bytes inside the device
+ * (-ERANGE): checked before anything is done. */
+static int check_offs(struct bdev *bd, unsigned n, const uint64_t *off, uint64_t unit)
+{
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		if (off[i] % unit)
+			return -EINVAL;
+		if (off[i] >= bdev_size(bd) || bdev_size(bd) - off[i] < unit)
+			return -ERANGE;
+	}
+	return 0;
+}
+
 int bdev_ats_many(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
 		  const uint8_t *newval, uint8_t *actual, int *res)
 {
 	const struct bdev_ats_ops *ops = bdev_ats_ops_get(bd);
 	unsigned i;
+	int r = check_offs(bd, n, off, BDEV_ATS_SECTOR);
 
-	for (i = 0; i < n; i++) {
-		if (off[i] % BDEV_ATS_SECTOR)
-			return -EINVAL;
-		if (off[i] >= bdev_size(bd) || bdev_size(bd) - off[i] < BDEV_ATS_SECTOR)
-			return -ERANGE;
-	}
+	if (r)
+		return r;
 	if (ops->cmp_write_many)
 		return ops->cmp_write_many(bd, n, off, expect, newval, actual, res);
 	for (i = 0; i < n; i++) {
@@ -329,18 +341,12 @@ int bdev_ats_many(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_
 int bdev_ats_many_block(struct bdev *bd, unsigned n, const uint64_t *off, const uint8_t *expect,
 			const uint8_t *newval, uint8_t *actual, int *res)
 {
-	const struct bdev_ats_ops *ops = bdev_ats_ops_get(bd);
-	unsigned i;
+	int r;
 
-	if (ops != &bdev_ats_ofd_ops)
+	if (bdev_ats_ops_get(bd) != &bdev_ats_ofd_ops)
 		return bdev_ats_many(bd, n, off, expect, newval, actual, res);
-	for (i = 0; i < n; i++) {
-		if (off[i] % BDEV_ALIGN)
-			return -EINVAL;
-		if (off[i] >= bdev_size(bd) || bdev_size(bd) - off[i] < BDEV_ALIGN)
-			return -ERANGE;
-	}
-	return ofd_cmp_write_many_as(bd, n, off, expect, newval, actual, res, true);
+	r = check_offs(bd, n, off, BDEV_ALIGN);
+	return r ? r : ofd_cmp_write_many_as(bd, n, off, expect, newval, actual, res, true);
 }
 
 int bdev_ats(struct bdev *bd, uint64_t off, const void *expect, const void *newval,

@@ -412,12 +412,13 @@ static int may_open(const struct fs_attr *a, const struct fs_cred *c, int flags)
 }
 
 /* The file just created is open, its lock taken: its attributes may be
- * cached for long too (its name was marked when it was made). */
+ * cached for long too (its name was marked when it was made, and so were
+ * its attributes when its lock came with the create). */
 static void cache_mark_opened(struct fs *fs, struct fs_attr *a)
 {
 	struct fs_inode *ip;
 
-	if (inode_get(fs, a->ino, &ip))
+	if (a->cache_attr || inode_get(fs, a->ino, &ip))
 		return;
 	cluster_cache_mark(fs, NULL, ip, a);
 	inode_put(fs, ip);
