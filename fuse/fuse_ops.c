@@ -115,17 +115,22 @@ static void attr_to_stat(const struct fs_attr *a, struct stat *st)
 	st->st_ctim = a->ctime;
 }
 
+/* E for A, with its timeouts: the return value as cache_hold's. */
+static bool entry_of(fuse_req_t req, const struct fs_attr *a, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = a->ino;
+	e->generation = a->generation;
+	attr_to_stat(a, &e->attr);
+	return cache_hold(req, a, &e->attr_timeout, &e->entry_timeout);
+}
+
 static void reply_entry(fuse_req_t req, const struct fs_attr *a)
 {
 	struct fs *fs = req_fs(req);
 	struct fuse_entry_param e;
-	bool held;
+	bool held = entry_of(req, a, &e);
 
-	memset(&e, 0, sizeof(e));
-	e.ino = a->ino;
-	e.generation = a->generation;
-	attr_to_stat(a, &e.attr);
-	held = cache_hold(req, a, &e.attr_timeout, &e.entry_timeout);
 	fuse_reply_entry(req, &e);
 	cache_unhold(fs, held);
 }
@@ -377,18 +382,14 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		cred.groups = g32;
 		cred.ngroups = n;
 	}
-	r = fs_create(req_fs(req), parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f);
+	r = fs_create(fs, parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f);
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
 	}
 	fi->fh = (uint64_t)(uintptr_t)f;
 	set_open_flags(fi, f);
-	memset(&e, 0, sizeof(e));
-	e.ino = a.ino;
-	e.generation = a.generation;
-	attr_to_stat(&a, &e.attr);
-	held = cache_hold(req, &a, &e.attr_timeout, &e.entry_timeout);
+	held = entry_of(req, &a, &e);
 	r = fuse_reply_create(req, &e, fi);
 	cache_unhold(fs, held);
 	if (r == -ENOENT) {
