@@ -40,23 +40,38 @@ static void take_lookup(struct fs *fs, struct fs_inode *ip)
  * cached copy may be older than another host's change.  The first NBYINO
  * came by number from the kernel (-ESTALE if the number now names another
  * file), the others by name.  On success the caller holds meta_lock and
- * ends with ns_exit(). */
+ * ends with ns_exit().
+ *
+ * Locks are taken in inode-number order, whatever V's order: an operation
+ * waits for a lock while it holds (pinned) the ones it took before, so two
+ * hosts renaming in opposite directions between two directories, taking
+ * them source first, each held one and waited NS_LOCK_WAIT_MS for the
+ * other, and both failed with EBUSY (seen in cluster-three-hosts' storm).
+ * In one global order no such cycle can form. */
+#define NS_MAX 4
 static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 {
-	int i, k, r = 0;
+	int ord[NS_MAX], i, k, r = 0;
 
+	for (i = 0; i < n; i++) {       /* insertion sort of at most NS_MAX */
+		for (k = i; k > 0 && (!v[ord[k - 1]] || (v[i] &&
+		     v[ord[k - 1]]->ino > v[i]->ino)); k--)
+			ord[k] = ord[k - 1];
+		ord[k] = i;
+	}
 	for (i = 0; i < n && !r; i++) {
-		if (!v[i])
-			continue;
-		cluster_pin(fs, v[i]);
-		r = cluster_lock_inode(fs, v[i], VMFSD_LOCK_EXCL, true);
+		struct fs_inode *ip = v[ord[i]];
+
+		if (!ip)
+			break;          /* the NULLs sort last */
+		cluster_pin(fs, ip);
+		r = cluster_lock_inode(fs, ip, VMFSD_LOCK_EXCL, true);
 		if (r)
-			cluster_unpin(fs, v[i]);
+			cluster_unpin(fs, ip);
 	}
 	if (r) {
 		for (k = 0; k < i - 1; k++)
-			if (v[k])
-				cluster_unpin(fs, v[k]);
+			cluster_unpin(fs, v[ord[k]]);
 		return r;
 	}
 	pthread_mutex_lock(&fs->meta_lock);

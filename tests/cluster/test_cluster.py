@@ -6,12 +6,18 @@ names on one image (heartbeat 200 ms, dead after 2 s).
  1. storm: every host creates, renames (across shared directories) and
     unlinks files at the same time; then every host lists exactly the
     union of what survived, and fsck.vmfsd -n is clean;
- 2. conflicts: a file open for writing on A is EBUSY for writers and readers
+ 2. crossing renames: each host creates a file in one shared directory,
+    then all rename theirs into the next directory of a cycle at once
+    (A x->y, B y->z, C z->x); every rename succeeds (a rename locks both
+    directories: taken source first, each host held one and waited for the
+    next host's, and all failed with EBUSY), and every file ends where its
+    host moved it;
+ 3. conflicts: a file open for writing on A is EBUSY for writers and readers
     on B and C, and user.vmfsd.lock names A;
- 3. kill -9: A is killed while holding that lock in the middle of metadata
+ 4. kill -9: A is killed while holding that lock in the middle of metadata
     work; B opens the file within the timeout plus a few seconds, A's
     fsync'd data is there, fsck.vmfsd -n is clean;
- 4. storage isolation: C's device hangs while it writes a file; C fences
+ 5. storage isolation: C's device hangs while it writes a file; C fences
     itself, B takes its lock over, and when C's device comes back none of
     C's writes lands after the takeover (write-order check on the data).
 
@@ -109,6 +115,51 @@ def storm(mnts):
             if not data or data != ("%s %s\n" % (tag, i)).encode() * (len(data) // len(
                     ("%s %s\n" % (tag, i)).encode())):
                 fail("storm: %s/%s has wrong content" % (d, name))
+
+
+def crossing_worker(mnt, tag, src, dst, rounds, barrier, q):
+    """Each round: creates a file in SRC (this host now holds SRC's lock
+    until its next commit), waits for the other hosts to do the same, then
+    renames it into DST, whose lock the next host holds."""
+    i = 0
+    try:
+        for i in range(rounds):
+            p = os.path.join(mnt, src, "%s_c%d" % (tag, i))
+            with open(p, "wb") as f:
+                f.write(tag.encode())
+            barrier.wait(timeout=120)
+            os.rename(p, os.path.join(mnt, dst, "%s_c%d" % (tag, i)))
+        q.put((tag, None))
+    except Exception as e:  # reported by the parent
+        barrier.abort()
+        q.put((tag, "%s: %r (round %d)" % (tag, e, i)))
+
+
+def crossing(mnts, rounds=5):
+    moves = list(zip(mnts, "ABC", "xyz", "yzx"))
+    q = multiprocessing.Queue()
+    barrier = multiprocessing.Barrier(len(moves))
+    procs = [multiprocessing.Process(target=crossing_worker,
+                                     args=(m, t, s, d, rounds, barrier, q))
+             for m, t, s, d in moves]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    for _ in procs:
+        tag, err = q.get(timeout=600)
+        if err:
+            fail("crossing renames: " + err)
+    for p in procs:
+        p.join()
+    log("crossing renames: 3 hosts x %d rounds of create, then rename into the next "
+        "host's directory: %.1f s" % (rounds, time.time() - t0))
+    time.sleep(1.5)  # entry/attr timeouts and the commit interval
+    for m, tag, src, dst in moves:
+        got = [x for x in os.listdir(os.path.join(mnts[0], dst)) if x.startswith(tag + "_c")]
+        left = [x for x in os.listdir(os.path.join(mnts[0], src)) if x.startswith(tag + "_c")]
+        if len(got) != rounds or left:
+            fail("crossing renames: host %s moved %d of %d files into %s/, %d left in %s/"
+                 % (tag, len(got), rounds, dst, len(left), src))
 
 
 def conflicts_and_kill(img, mnts):
@@ -260,6 +311,7 @@ def main():
         for m, h in zip(mnts, "ABC"):
             mount(img, m, h)
         storm(mnts)
+        crossing(mnts)
         for m in mnts:
             vt.unmount_quiet(m)
         CHECK.vmfsd_gone(img)
