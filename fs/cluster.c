@@ -358,6 +358,23 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	return r;
 }
 
+int cluster_lock_held(struct fs *fs, struct fs_inode *ip)
+{
+	int r = 0;
+
+	if (!fs->hb)
+		return 0;
+	/* Pinned: the commit thread does not give it back under us (it
+	 * marks a lock given back under lk_lock, only when unpinned). */
+	pthread_mutex_lock(&fs->lk_lock);
+	if (ip->lk_mode == VMFSD_LOCK_EXCL && !ip->lk_giving)
+		ip->lk_transient = true;
+	else
+		r = -EAGAIN;
+	pthread_mutex_unlock(&fs->lk_lock);
+	return r;
+}
+
 /* A brand-new inode's lock goes on disk with the commit that publishes it,
  * not at its open (docs/cluster.md §5.3): one synchronous ATS per created
  * file was about half of a create's time; a commit takes them all in one

@@ -130,6 +130,16 @@ int commit_add_tx(struct fs *fs, struct tx *tx)
 	return r;
 }
 
+/* A namespace operation changes a few blocks: the inodes, a directory
+ * block or two, a bitmap block, the orphan list (rename of a directory
+ * onto an empty one: 4 inodes, 2 directory blocks, an orphan entry). */
+#define NS_TX_BLOCKS 16
+
+bool commit_room(struct fs *fs)
+{
+	return fs->nrun + NS_TX_BLOCKS < journal_max_blocks(fs->jn) / 2;
+}
+
 void commit_revoke(struct fs *fs, uint64_t off)
 {
 	struct pend *p;

@@ -1060,6 +1060,37 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 	return r;
 }
 
+/* A write into an inline file that stays inline (a .vmx, a descriptor, a
+ * new small file) is a copy into the inode: done here, DONE called before
+ * returning, so the issuer thread needs no worker for it.  -EAGAIN when
+ * the exclusive iolock is not free at once (NOWAIT) or the file is no
+ * longer inline under it: the slow path then. */
+static int write_inline_now(struct fs *fs, struct fs_inode *ip, const void *buf, size_t size,
+			    uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags)
+{
+	int r;
+
+	if (flags & FS_IO_NOWAIT) {
+		if (!iolock_try_wr(&ip->iolock))
+			return -EAGAIN;
+	} else {
+		iolock_wr(&ip->iolock);
+	}
+	r = cluster_write_check(fs, ip);
+	if (!r && ip->d.data_mode != VMFSD_DATA_INLINE)
+		r = -EAGAIN;
+	if (!r) {
+		pthread_mutex_lock(&fs->meta_lock);
+		memcpy(ip->d.map + off, buf, size);
+		size_times_locked(ip, off + size);
+		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	iolock_unlock_wr(&ip->iolock);
+	if (!r)
+		done(arg, (ssize_t)size, NULL);
+	return r;
+}
+
 int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		   uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags)
 {
@@ -1075,6 +1106,8 @@ int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t siz
 		return -EAGAIN;
 	if ((flags & FS_IO_LEND) && ((uintptr_t)buf & (SECTOR - 1)))
 		return -EINVAL;
+	if (ip->d.data_mode == VMFSD_DATA_INLINE && mode_for(fs, off + size) == VMFSD_DATA_INLINE)
+		return write_inline_now(fs, ip, buf, size, off, done, arg, flags);
 	r = iolock_rd_nowait(&ip->iolock, flags & FS_IO_NOWAIT);
 	if (r)
 		return r;
@@ -1607,13 +1640,21 @@ int fs_file_kill_suid(struct fs *fs, struct fs_file *f)
 	return fs_setattr(fs, f->ip->ino, &sa, FS_SET_MODE, &a);
 }
 
-int fs_release(struct fs *fs, struct fs_file *f)
+/* NOWAIT: see fs_release_nowait. */
+static int release(struct fs *fs, struct fs_file *f, bool nowait)
 {
 	struct fs_inode *ip = f->ip;
 	int r = 0;
 
+	/* A standby's close may hand the lock over (fs/handover.c). */
+	if (nowait && f->standby)
+		return -EAGAIN;
 	if (ip->dirty && !fs->readonly) {
 		pthread_mutex_lock(&fs->meta_lock);
+		if (nowait && !commit_room(fs)) {
+			pthread_mutex_unlock(&fs->meta_lock);
+			return -EAGAIN;
+		}
 		r = inode_writeback(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
@@ -1628,6 +1669,16 @@ int fs_release(struct fs *fs, struct fs_file *f)
 	inode_put(fs, ip);
 	free(f);
 	return r;
+}
+
+int fs_release(struct fs *fs, struct fs_file *f)
+{
+	return release(fs, f, false);
+}
+
+int fs_release_nowait(struct fs *fs, struct fs_file *f)
+{
+	return release(fs, f, true);
 }
 
 int fs_fsync(struct fs *fs, struct fs_file *f, int datasync)

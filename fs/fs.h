@@ -215,6 +215,20 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	      const struct fs_cred *cred, int flags, struct fs_attr *out,
 	      struct fs_file **fout);
 int fs_release(struct fs *fs, struct fs_file *f);
+/* For the device's I/O issuer (see FS_IO_NOWAIT), which must not wait for
+ * another host nor for I/O it completes itself, nor stall its I/O for a
+ * journal commit: the same as fs_create, fs_unlink and fs_release, or
+ * -EAGAIN before anything changed where they might.  They go on only
+ * while this host is alone on the volume, holds every lock they need
+ * already, and the running journal transaction has room for them; and not
+ * for a create that finds the name taken (an O_TRUNC waits for the file's
+ * I/O) nor the release of a handover standby.  What they may still do, as
+ * a lookup does: wait for meta_lock and read metadata synchronously. */
+int fs_create_nowait(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+		     const struct fs_cred *cred, int flags, struct fs_attr *out,
+		     struct fs_file **fout);
+int fs_unlink_nowait(struct fs *fs, uint64_t parent, const char *name);
+int fs_release_nowait(struct fs *fs, struct fs_file *f);
 /* Data calls take the open file (its inode stays pinned while open). */
 ssize_t fs_read(struct fs *fs, struct fs_file *f, void *buf, size_t size, uint64_t off);
 /* Like fs_read, but returns an aligned buffer the caller frees with
@@ -229,8 +243,10 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync);
  * started: DONE(ARG, result, data) then runs exactly once, from the I/O
  * completion thread (or before the return when no device I/O is needed);
  * for reads DATA points at the bytes, valid only during the call.
- * -EAGAIN: use fs_read_buf/fs_write instead (inline data, allocation,
- * unaligned or O_SYNC writes, a crash-simulating device); else an error.
+ * -EAGAIN: use fs_read_buf/fs_write instead (reads of inline data, writes
+ * that leave inline mode or allocate, unaligned or O_SYNC writes, a
+ * crash-simulating device); else an error.  A write that leaves an inline
+ * file inline is a copy into the inode: DONE runs before the return.
  * Flags: FS_IO_NOWAIT: the caller is the device's I/O issuer
  * (bdev_aio_watch), which must not wait for the file's I/O lock (its holder
  * may wait for requests only the issuer completes): -EAGAIN instead of

@@ -109,6 +109,9 @@ void commit_stop(struct fs *fs);
 int commit_locked(struct fs *fs);
 /* Adds a transaction's images to the running transaction (meta_lock held). */
 int commit_add_tx(struct fs *fs, struct tx *tx);
+/* Room in the running transaction for one more namespace operation
+ * without a commit on the caller's thread (meta_lock held). */
+bool commit_room(struct fs *fs);
 /* Forgets a pending image of a freed sub-block (may be reused as data). */
 void commit_revoke(struct fs *fs, uint64_t off);
 /* Reads one metadata block, preferring a pending image. */
@@ -201,6 +204,7 @@ void iolock_destroy(struct iolock *l);
 void iolock_rd(struct iolock *l);
 bool iolock_try_rd(struct iolock *l);      /* false: a writer holds or waits */
 void iolock_wr(struct iolock *l);
+bool iolock_try_wr(struct iolock *l);      /* false: held, or a writer waits */
 void iolock_unlock_rd(struct iolock *l);
 void iolock_unlock_wr(struct iolock *l);
 
@@ -355,6 +359,9 @@ void cluster_pin(struct fs *fs, struct fs_inode *ip);
 void cluster_unpin(struct fs *fs, struct fs_inode *ip);
 /* Takes MODE on IP (retrying conflicts for a while); without meta_lock. */
 int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient);
+/* cluster_lock_inode(EXCL, transient) where this host holds EXCL on IP
+ * already (IP pinned by the caller), else -EAGAIN: no I/O, no wait. */
+int cluster_lock_held(struct fs *fs, struct fs_inode *ip);
 void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
 /* IP was just created by this host (meta_lock held, its transaction not
  * yet committed): its lock is ours now, EXCL, and goes on disk with the

@@ -447,6 +447,18 @@ void iolock_wr(struct iolock *l)
 	pthread_mutex_unlock(&l->m);
 }
 
+bool iolock_try_wr(struct iolock *l)
+{
+	bool ok;
+
+	pthread_mutex_lock(&l->m);
+	ok = !l->writer && !l->readers && !l->writers_waiting;
+	if (ok)
+		l->writer = true;
+	pthread_mutex_unlock(&l->m);
+	return ok;
+}
+
 void iolock_unlock_rd(struct iolock *l)
 {
 	pthread_mutex_lock(&l->m);

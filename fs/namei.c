@@ -47,12 +47,19 @@ static void take_lookup(struct fs *fs, struct fs_inode *ip)
  * hosts renaming in opposite directions between two directories, taking
  * them source first, each held one and waited NS_LOCK_WAIT_MS for the
  * other, and both failed with EBUSY (seen in cluster-three-hosts' storm).
- * In one global order no such cycle can form. */
+ * In one global order no such cycle can form.
+ *
+ * NOWAIT (the I/O issuer's calls, fs_create_nowait): -EAGAIN, nothing
+ * held, unless this host is alone on the volume (no commit hands anything
+ * to another host), every lock is ours already, and the journal has room
+ * for the operation without a commit (commit_room). */
 #define NS_MAX 4
-static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
+static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino, bool nowait)
 {
 	int ord[NS_MAX], i, k, r = 0;
 
+	if (nowait && fs->hb && !cluster_keep_locks(fs))
+		return -EAGAIN;
 	for (i = 0; i < n; i++) {       /* insertion sort of at most NS_MAX */
 		for (k = i; k > 0 && (!v[ord[k - 1]] || (v[i] &&
 		     v[ord[k - 1]]->ino > v[i]->ino)); k--)
@@ -65,7 +72,8 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 		if (!ip)
 			break;          /* the NULLs sort last */
 		cluster_pin(fs, ip);
-		r = cluster_lock_inode(fs, ip, VMFSD_LOCK_EXCL, true);
+		r = nowait ? cluster_lock_held(fs, ip) :
+			     cluster_lock_inode(fs, ip, VMFSD_LOCK_EXCL, true);
 		if (r)
 			cluster_unpin(fs, ip);
 	}
@@ -75,6 +83,8 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 		return r;
 	}
 	pthread_mutex_lock(&fs->meta_lock);
+	if (nowait && !commit_room(fs))
+		r = -EAGAIN;
 	for (i = 0; i < n && !r; i++)
 		if (v[i])
 			r = i < nbyino ? cluster_refresh_inode(fs, v[i]) :
@@ -90,13 +100,13 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino)
 
 /* ns_enter for one inode the kernel named by number: looks it up first;
  * on failure nothing is held, not even the reference. */
-static int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp)
+static int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp, bool nowait)
 {
 	int r = inode_get(fs, ino, ipp);
 
 	if (r)
 		return r;
-	r = ns_enter(fs, ipp, 1, 1);
+	r = ns_enter(fs, ipp, 1, 1, nowait);
 	if (r)
 		inode_put(fs, *ipp);
 	return r;
@@ -238,7 +248,7 @@ int fs_setattr(struct fs *fs, uint64_t ino, const struct fs_setattr *sa, unsigne
 	if (fs->readonly)
 		return -EROFS;
 	/* Lock (until the next commit) and refresh, outside meta_lock. */
-	r = ns_enter_ino(fs, ino, &ip);
+	r = ns_enter_ino(fs, ino, &ip, false);
 	if (r)
 		return r;
 	cluster_pin(fs, ip);
@@ -337,10 +347,11 @@ static int create_locked(struct fs *fs, struct fs_inode *dp, const char *name,
 }
 
 /* LOCK_NEW: the caller opens the new file next (fs_create): its lock is
- * taken with the commit that publishes it (cluster_lock_new_inode). */
+ * taken with the commit that publishes it (cluster_lock_new_inode).
+ * NOWAIT: see ns_enter. */
 static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 		     uint32_t uid, uint32_t gid, uint64_t rdev, const char *link_target,
-		     bool lock_new, struct fs_attr *out)
+		     bool lock_new, bool nowait, struct fs_attr *out)
 {
 	struct fs_inode *dp, *ip = NULL;
 	struct tx tx;
@@ -355,7 +366,7 @@ static int do_create(struct fs *fs, uint64_t parent, const char *name, uint32_t 
 	/* The new inode needs no lock: nobody can reach it before the commit
 	 * that makes its name visible, after which the directory lock goes.
 	 * One opened right away gets its lock with that commit. */
-	r = ns_enter_ino(fs, parent, &dp);
+	r = ns_enter_ino(fs, parent, &dp, nowait);
 	if (r)
 		return r;
 	tx_begin(fs, &tx);
@@ -397,7 +408,7 @@ int fs_mknod(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 		return -EINVAL;
 	if (!(mode & S_IFMT))
 		mode |= S_IFREG;
-	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, false, out);
+	return do_create(fs, parent, name, mode, uid, gid, rdev, NULL, false, false, out);
 }
 
 /* open(2)'s access check on an existing inode.  The kernel did not make
@@ -439,15 +450,17 @@ static void cache_mark_opened(struct fs *fs, struct fs_attr *a)
 	inode_put(fs, ip);
 }
 
-int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
-	      const struct fs_cred *cred, int flags, struct fs_attr *out,
-	      struct fs_file **fout)
+static int create_open(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+		       const struct fs_cred *cred, int flags, bool nowait, struct fs_attr *out,
+		       struct fs_file **fout)
 {
 	int r = -EAGAIN, tries;
 
+	/* Nowait only while alone (ns_enter): then the new file's lock comes
+	 * with the create, and the open below takes no lock of its own. */
 	for (tries = 0; tries < NS_RETRIES && r == -EAGAIN; tries++) {
 		r = do_create(fs, parent, name, S_IFREG | (mode & 07777), cred->uid, cred->gid, 0,
-			      NULL, true, out);
+			      NULL, true, nowait, out);
 		if (!r) {
 			/* Ours: no O_TRUNC (empty) and no permission check
 			 * (open(2) makes none on a file it created). */
@@ -460,7 +473,10 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 		}
 		if (r != -EEXIST || (flags & O_EXCL))
 			return r;
-		/* The name exists now: open what it names. */
+		/* The name exists now: open what it names.  Not NOWAIT: an
+		 * O_TRUNC waits for the file's I/O in flight. */
+		if (nowait)
+			return -EAGAIN;
 		r = fs_lookup(fs, parent, name, out);
 		if (r == -ENOENT || r == -ESTALE) {
 			r = -EAGAIN;    /* removed again meanwhile: create */
@@ -492,17 +508,32 @@ int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	return r;
 }
 
+int fs_create(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+	      const struct fs_cred *cred, int flags, struct fs_attr *out,
+	      struct fs_file **fout)
+{
+	return create_open(fs, parent, name, mode, cred, flags, false, out, fout);
+}
+
+int fs_create_nowait(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
+		     const struct fs_cred *cred, int flags, struct fs_attr *out,
+		     struct fs_file **fout)
+{
+	return create_open(fs, parent, name, mode, cred, flags, true, out, fout);
+}
+
 int fs_mkdir(struct fs *fs, uint64_t parent, const char *name, uint32_t mode,
 	     uint32_t uid, uint32_t gid, struct fs_attr *out)
 {
 	return do_create(fs, parent, name, S_IFDIR | (mode & 07777), uid, gid, 0, NULL, false,
-			 out);
+			 false, out);
 }
 
 int fs_symlink(struct fs *fs, uint64_t parent, const char *name, const char *target,
 	       uint32_t uid, uint32_t gid, struct fs_attr *out)
 {
-	return do_create(fs, parent, name, S_IFLNK | 0777, uid, gid, 0, target, false, out);
+	return do_create(fs, parent, name, S_IFLNK | 0777, uid, gid, 0, target, false, false,
+			 out);
 }
 
 int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
@@ -558,7 +589,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 	{
 		struct fs_inode *v[2] = { ip, dp };
 
-		r = ns_enter(fs, v, 2, 2);
+		r = ns_enter(fs, v, 2, 2, false);
 		if (r)
 			goto out;
 	}
@@ -649,7 +680,8 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	return 0;
 }
 
-static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdir)
+static int do_remove(struct fs *fs, uint64_t parent, const char *name, bool isdir,
+		     bool nowait)
 {
 	struct fs_inode *dp, *ip = NULL, *hint = NULL;
 	struct tx tx;
@@ -668,7 +700,7 @@ again:
 	if (!r) {
 		struct fs_inode *v[2] = { dp, hint };
 
-		r = ns_enter(fs, v, 2, 1);
+		r = ns_enter(fs, v, 2, 1, nowait);
 		if (!r) {
 			tx_begin(fs, &tx);
 			r = remove_locked(fs, dp, name, isdir, hint, &tx, &ip);
@@ -682,7 +714,7 @@ again:
 	inode_put(fs, ip);
 	inode_put(fs, hint);
 	ip = hint = NULL;
-	if (r == -EAGAIN && ++tries < NS_RETRIES)
+	if (r == -EAGAIN && !nowait && ++tries < NS_RETRIES)
 		goto again;
 	inode_put(fs, dp);
 	return r;
@@ -690,12 +722,17 @@ again:
 
 int fs_unlink(struct fs *fs, uint64_t parent, const char *name)
 {
-	return do_remove(fs, parent, name, false);
+	return do_remove(fs, parent, name, false, false);
+}
+
+int fs_unlink_nowait(struct fs *fs, uint64_t parent, const char *name)
+{
+	return do_remove(fs, parent, name, false, true);
 }
 
 int fs_rmdir(struct fs *fs, uint64_t parent, const char *name)
 {
-	return do_remove(fs, parent, name, true);
+	return do_remove(fs, parent, name, true, false);
 }
 
 /* Is ANC an ancestor of (or equal to) DIR?  (meta_lock held) */
@@ -758,7 +795,7 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 	v[1] = ddp;
 	v[2] = hs;
 	v[3] = hd;
-	r = ns_enter(fs, v, 4, 2);
+	r = ns_enter(fs, v, 4, 2, false);
 	if (r)
 		goto out_put;
 	tx_begin(fs, &tx);

@@ -14,7 +14,8 @@
  * decoded, mapped and submitted on the thread that read it, all requests
  * read in one turn go to the disk in one io_uring_enter, and their
  * completions reply from the same thread.  Each issuer reads into its own
- * receive buffer.  LOOKUP, GETATTR and FORGET are served there too
+ * receive buffer.  LOOKUP, GETATTR and FORGET are served there too, and
+ * CREATE, UNLINK and RELEASE while nothing in them would wait
  * (served_here).  Everything else, and a READ or WRITE that cannot go without
  * waiting (fs_read_start/fs_write_start with nowait: a truncate holds the
  * file, an inline or unallocated range, a set-user-ID bit to clear), goes
@@ -53,9 +54,12 @@ struct in_header {
 #define OP_LOOKUP 1
 #define OP_FORGET 2
 #define OP_GETATTR 3
+#define OP_UNLINK 10
 #define OP_READ 15
 #define OP_WRITE 16
+#define OP_RELEASE 18
 #define OP_GETXATTR 22
+#define OP_CREATE 35
 #define OP_BATCH_FORGET 42
 /* GETXATTR's name follows the header and struct fuse_getxattr_in (8 bytes) */
 #define GETXATTR_NAME_OFF (sizeof(struct in_header) + 8)
@@ -70,7 +74,12 @@ struct in_header {
  * GETXATTR outside the "user." namespace too: the kernel asks for
  * security.capability before every write to a file (FUSE filesystems do
  * not get SB_NOSEC), and vmfsd answers ENODATA without looking at
- * anything (fs_getxattr); user.vmfsd.* may read lock records: a worker. */
+ * anything (fs_getxattr); user.vmfsd.* may read lock records: a worker.
+ * CREATE, UNLINK and RELEASE too: alone on the volume, with the locks
+ * they need held and room in the journal, nothing in them waits; their
+ * handlers hand the rest to a worker (fs_create_nowait).  A create of a
+ * small file was three hops to a worker: CREATE, the inline WRITE (now a
+ * copy into the inode, fs_write_start) and RELEASE. */
 static bool served_here(const struct in_header *h, size_t len)
 {
 	switch (h->opcode) {
@@ -80,6 +89,9 @@ static bool served_here(const struct in_header *h, size_t len)
 	case OP_GETATTR:
 	case OP_FORGET:
 	case OP_BATCH_FORGET:
+	case OP_CREATE:
+	case OP_UNLINK:
+	case OP_RELEASE:
 		return true;
 	case OP_GETXATTR:
 		return len > GETXATTR_NAME_OFF + 5 &&

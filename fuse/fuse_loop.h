@@ -2,8 +2,9 @@
 /*
  * vmfsd's own FUSE request loop for file-backed volumes (fuse_loop.c): the
  * device's I/O issuer threads read /dev/fuse and serve READ, WRITE, LOOKUP,
- * GETATTR, FORGET and GETXATTR outside "user." themselves; everything else
- * runs in a pool of worker threads.
+ * GETATTR, FORGET, GETXATTR outside "user.", and CREATE, UNLINK and RELEASE
+ * that would not wait, themselves; everything else runs in a pool of
+ * worker threads.
  */
 #ifndef VMFSD_FUSE_LOOP_H
 #define VMFSD_FUSE_LOOP_H

@@ -296,9 +296,65 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
 		reply_entry(req, &a);
 }
 
+/* CREATE, UNLINK and RELEASE are served on the issuer thread (fuse_loop.c)
+ * when nothing in them would wait (fs_create_nowait and the others); the
+ * rest is handed to a worker as this job, with what the request said. */
+struct ns_job {
+	struct vmfsd_fuse_job job;
+	fuse_req_t req;
+	fuse_ino_t ino;         /* the parent (CREATE, UNLINK) or the file */
+	mode_t mode;
+	struct fuse_file_info fi;
+	char name[];
+};
+
+/* Queues RUN for a worker; on failure (no memory) the request fails: the
+ * issuer may not wait. */
+static void ns_defer(fuse_req_t req, void (*run)(struct vmfsd_fuse_job *), fuse_ino_t ino,
+		     const char *name, mode_t mode, const struct fuse_file_info *fi)
+{
+	size_t len = name ? strlen(name) + 1 : 0;
+	struct ns_job *j = malloc(sizeof(*j) + len);
+
+	if (!j) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	j->job.run = run;
+	j->req = req;
+	j->ino = ino;
+	j->mode = mode;
+	if (fi)
+		j->fi = *fi;
+	if (name)
+		memcpy(j->name, name, len);
+	if (vmfsd_fuse_defer(&j->job)) {
+		free(j);
+		fuse_reply_err(req, ENOMEM);
+	}
+}
+
+static void unlink_job_run(struct vmfsd_fuse_job *job)
+{
+	struct ns_job *j = (struct ns_job *)job;
+
+	fuse_reply_err(j->req, -fs_unlink(req_fs(j->req), j->ino, j->name));
+	free(j);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	fuse_reply_err(req, -fs_unlink(req_fs(req), parent, name));
+	int r;
+
+	if (!bdev_aio_on_issuer()) {
+		fuse_reply_err(req, -fs_unlink(req_fs(req), parent, name));
+		return;
+	}
+	r = fs_unlink_nowait(req_fs(req), parent, name);
+	if (r == -EAGAIN)
+		ns_defer(req, unlink_job_run, parent, name, 0, NULL);
+	else
+		fuse_reply_err(req, -r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -355,12 +411,24 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fs_release(fs, f);      /* the opener was interrupted (REQ is gone) */
 }
 
+static void do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi, bool nowait);
+
+static void create_job_run(struct vmfsd_fuse_job *job)
+{
+	struct ns_job *j = (struct ns_job *)job;
+
+	do_create(j->req, j->ino, j->name, j->mode, &j->fi, false);
+	free(j);
+}
+
 /* A create can name a file that exists: the kernel sends CREATE whenever
  * its entry for the name is negative, and on a cluster that entry can be
  * stale (another host created the name since).  fs_create then opens the
- * existing file as open(2) would; it needs the caller's groups for that. */
-static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
-		      struct fuse_file_info *fi)
+ * existing file as open(2) would; it needs the caller's groups for that.
+ * NOWAIT: on the issuer, what would wait goes to a worker. */
+static void do_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi, bool nowait)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 	struct fs_cred cred = { .uid = c->uid, .gid = c->gid };
@@ -382,7 +450,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		cred.groups = g32;
 		cred.ngroups = n;
 	}
-	r = fs_create(fs, parent, name, mode & ~c->umask, &cred, fi->flags, &a, &f);
+	r = (nowait ? fs_create_nowait : fs_create)(fs, parent, name, mode & ~c->umask, &cred,
+						    fi->flags, &a, &f);
+	if (r == -EAGAIN && nowait) {
+		ns_defer(req, create_job_run, parent, name, mode, fi);
+		return;
+	}
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
@@ -396,6 +469,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fs_release(fs, f);
 		fs_forget(fs, a.ino, 1);
 	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	do_create(req, parent, name, mode, fi, bdev_aio_on_issuer());
 }
 
 static struct fs_file *fh(struct fuse_file_info *fi)
@@ -626,10 +705,27 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	do_write(req, ino, buf, size, off, fi, bdev_aio_on_issuer());
 }
 
+static void release_job_run(struct vmfsd_fuse_job *job)
+{
+	struct ns_job *j = (struct ns_job *)job;
+
+	fuse_reply_err(j->req, -fs_release(req_fs(j->req), fh(&j->fi)));
+	free(j);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
-	fuse_reply_err(req, -fs_release(req_fs(req), fh(fi)));
+	int r;
+
+	if (!bdev_aio_on_issuer()) {
+		fuse_reply_err(req, -fs_release(req_fs(req), fh(fi)));
+		return;
+	}
+	r = fs_release_nowait(req_fs(req), fh(fi));
+	if (r == -EAGAIN)
+		ns_defer(req, release_job_run, ino, NULL, 0, fi);
+	else
+		fuse_reply_err(req, -r);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
