@@ -389,7 +389,8 @@ int cluster_lock_held(struct fs *fs, struct fs_inode *ip)
  *    locks are stale), or we would not be alone.  A host that joined since
  *    knows only names looked up after it joined.  A freed number's lock
  *    that we still hold (parked, cluster_forget_inode) is taken over.
- * The record says FREE meanwhile while we count the lock as ours; if a
+ * The record says FREE meanwhile while we count the lock as ours (a reader
+ * of it publishes first: cluster_describe_lock); if a
  * holder is met after all (cluster_publish_new_locks), the commit waits
  * for it as a namespace operation would.  With other hosts present the
  * open takes the lock as for any file: there a host that opens the number
@@ -882,8 +883,18 @@ void cluster_close(struct fs *fs, struct fs_inode *ip)
 
 int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t len)
 {
+	int r;
+
 	if (!fs->hb)
 		return snprintf(buf, len, "unknown (read-only mount)") < (int)len ? 0 : -ERANGE;
+	/* A file created while alone has its lock on disk only from the
+	 * commit that publishes it (cluster_lock_new_inode): until then the
+	 * record read "free" for a file this host holds.  Publish now. */
+	pthread_mutex_lock(&fs->meta_lock);
+	r = commit_publish_locks(fs);
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (r)
+		return r;
 	return lock_holder_describe(fs->hb, fs->bd, vmfsd_inode_off(&fs->sb, ip->ino), buf, len);
 }
 

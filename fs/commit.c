@@ -189,6 +189,16 @@ void commit_defer_reuse(struct fs *fs, const struct tx_free *f)
 	fs->reuse[fs->nreuse++] = *f;
 }
 
+int commit_publish_locks(struct fs *fs)
+{
+	int r = fs->jerr ? fs->jerr : cluster_publish_new_locks(fs);
+
+	/* Not publishing a name whose file is unlocked: stop instead. */
+	if (r)
+		fs->jerr = r;
+	return r;
+}
+
 int commit_locked(struct fs *fs)
 {
 	struct journal_block *jb;
@@ -202,11 +212,9 @@ int commit_locked(struct fs *fs)
 		return fs->jerr;
 	/* The locks of the new inodes this commit may publish, before any
 	 * of it reaches the disk (cluster_lock_new_inode). */
-	r = cluster_publish_new_locks(fs);
-	if (r) {
-		fs->jerr = r;
+	r = commit_publish_locks(fs);
+	if (r)
 		return r;
-	}
 	if (n) {
 		jb = malloc(n * sizeof(*jb));
 		if (!jb)

@@ -107,6 +107,10 @@ void commit_stop(struct fs *fs);
 /* Writes the running transaction to the journal, then in place, then
  * releases deferred frees (meta_lock held). */
 int commit_locked(struct fs *fs);
+/* The first step of every commit, also on its own: the pending locks of
+ * new inodes on disk (cluster_publish_new_locks); a failure stops the
+ * journal (meta_lock held). */
+int commit_publish_locks(struct fs *fs);
 /* Adds a transaction's images to the running transaction (meta_lock held). */
 int commit_add_tx(struct fs *fs, struct tx *tx);
 /* Room in the running transaction for one more namespace operation

@@ -308,6 +308,10 @@ def created_alone(c, v):
     fd = os.open(a("created", "open"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         os.write(fd, b"held by A")
+        # before any commit: reading the record publishes it first
+        holder = os.getxattr(a("created", "open"), "user.vmfsd.lock").decode()
+        c.check(holder.startswith("EXCL by posix-a"),
+                "user.vmfsd.lock of a file A just created names A: %r" % holder)
         os.fsync(fd)                    # the commit that publishes it
         holder = os.getxattr(a("created", "open"), "user.vmfsd.lock").decode()
         c.check(holder.startswith("EXCL by posix-a"),
