@@ -305,12 +305,31 @@ void cluster_unpin(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_unlock(&fs->lk_lock);
 }
 
+/* The lock of record OFF that an evicted inode of the number left for
+ * release after the next commit (cluster_forget_inode): its index in
+ * late_unlock, or -1.  late_mu and lk_lock held. */
+static int late_find(const struct fs *fs, uint64_t off)
+{
+	for (uint32_t i = 0; i < fs->nlate; i++)
+		if (fs->late_unlock[i].off == off)
+			return (int)i;
+	return -1;
+}
+
+/* IP takes parked lock I over: ours again, in its mode, and no release is
+ * pending for it any more.  late_mu and lk_lock held. */
+static void late_take(struct fs *fs, struct fs_inode *ip, int i)
+{
+	ip->lk_mode = fs->late_unlock[i].mode;
+	fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
+}
+
 int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool transient)
 {
 	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
 	struct lock_info li;
 	uint16_t have;
-	int r = 0;
+	int r = 0, late;
 
 	if (!fs->hb)
 		return 0;       /* read-only mount: no locks */
@@ -324,14 +343,11 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 	 * late_mu: a release already under way finishes first. */
 	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
-	have = ip->lk_mode;
-	for (uint32_t i = 0; have == VMFSD_LOCK_FREE && i < fs->nlate; i++) {
-		if (fs->late_unlock[i].off != off)
-			continue;
-		have = ip->lk_mode = fs->late_unlock[i].mode;
+	if (ip->lk_mode == VMFSD_LOCK_FREE && (late = late_find(fs, off)) >= 0) {
+		late_take(fs, ip, late);
 		ip->lk_fresh = false;
-		fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
 	}
+	have = ip->lk_mode;
 	pthread_mutex_unlock(&fs->lk_lock);
 	pthread_mutex_unlock(&fs->late_mu);
 	li.unchanged = false;
@@ -401,8 +417,7 @@ int cluster_lock_held(struct fs *fs, struct fs_inode *ip)
 void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip)
 {
 	uint64_t off = vmfsd_inode_off(&fs->sb, ip->ino);
-	bool late = false;
-	uint32_t i;
+	int late;
 
 	if (!fs->hb || ip->lk_mode != VMFSD_LOCK_FREE || !cluster_keep_locks(fs))
 		return;
@@ -418,19 +433,13 @@ void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->late_mu);
 	pthread_mutex_lock(&fs->lk_lock);
-	for (i = 0; i < fs->nlate && !late; i++) {
-		if (fs->late_unlock[i].off != off)
-			continue;
-		late = true;
-		if (fs->late_unlock[i].mode != VMFSD_LOCK_EXCL)
-			break;          /* the open upgrades it (cluster_lock_inode) */
-		ip->lk_mode = VMFSD_LOCK_EXCL;
-		fs->late_unlock[i] = fs->late_unlock[--fs->nlate];
-	}
-	if (!late) {
+	late = late_find(fs, off);
+	if (late < 0) {
 		ip->lk_mode = VMFSD_LOCK_EXCL;
 		fs->lk_new[fs->nlk_new++] = off;
-	}
+	} else if (fs->late_unlock[late].mode == VMFSD_LOCK_EXCL) {
+		late_take(fs, ip, late);
+	}       /* parked in another mode: the open upgrades it (cluster_lock_inode) */
 	if (ip->lk_mode == VMFSD_LOCK_EXCL) {
 		ip->lk_fresh = true;    /* nobody else ever wrote this inode */
 		ip->lk_transient = true;
