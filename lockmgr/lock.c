@@ -546,6 +546,29 @@ int lock_release(struct hb *hb, struct bdev *bd, uint64_t off, struct lock_info 
 	return lock_change(hb, bd, off, OP_RELEASE, 0, out);
 }
 
+/* For the batches below: the record that follows the one judged into V,
+ * with this host's bit set (ME) or cleared, in MODE, encoded into NV for
+ * the record at OFF.  Returns its mode, or build_record's error. */
+static int batch_record(struct hb *hb, const struct lock_view *v, uint64_t off, uint16_t mode,
+			bool me, uint8_t *nv)
+{
+	uint8_t newhold[VMFSD_MAX_HOSTS / 8];
+	struct vmfsd_lock nr;
+	int32_t owner;
+	int r;
+
+	memcpy(newhold, v->valid, sizeof(newhold));
+	if (me)
+		bit_set(newhold, hb->slot);
+	else
+		bit_clear(newhold, hb->slot);
+	r = build_record(hb, v, mode, newhold, &nr, &owner);
+	if (r)
+		return r;
+	vmfsd_lock_encode(&nr, off / VMFSD_META_BLOCK, nv);
+	return nr.mode;
+}
+
 /* The first try of lock_change_to's OP_RELEASE, for many records at once:
  * from the guess only (a record we do not hold by the guess, or whose
  * guess is wrong, goes through lock_release after). */
@@ -565,21 +588,17 @@ void lock_release_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsi
 	nv = cur + S * n;
 	act = nv + S * n;
 	for (i = 0; i < n; i++) {
-		uint8_t newhold[VMFSD_MAX_HOSTS / 8];
-		struct vmfsd_lock nr;
-		int32_t owner;
+		int mode;
 
 		if (off[i] % VMFSD_META_BLOCK)
 			continue;
 		(void)guess_get(hb, off[i], cur + S * m);
 		if (lock_judge_view(hb, bd, off[i], cur + S * m, v) || !v->me)
 			continue;
-		memcpy(newhold, v->valid, sizeof(newhold));
-		bit_clear(newhold, hb->slot);
-		if (build_record(hb, v, v->rec.mode, newhold, &nr, &owner))
+		mode = batch_record(hb, v, off[i], v->rec.mode, false, nv + S * m);
+		if (mode < 0)
 			continue;
-		vmfsd_lock_encode(&nr, off[i] / VMFSD_META_BLOCK, nv + S * m);
-		isfree[m] = nr.mode == VMFSD_LOCK_FREE;
+		isfree[m] = mode == VMFSD_LOCK_FREE;
 		boff[m] = off[i];
 		idx[m++] = i;
 	}
@@ -647,27 +666,17 @@ void lock_acquire_many(struct hb *hb, struct bdev *bd, const uint64_t *off, unsi
 		if (hb_write_check(hb))
 			goto single;
 		for (i = 0, m = 0; i < n; i++) {
-			uint8_t newhold[VMFSD_MAX_HOSTS / 8];
-			struct vmfsd_lock nr;
-			int32_t owner;
-
 			if (!pending[i])
 				continue;
 			/* Only a free record (or one whose holders are all
 			 * stale) is written from here: anything else needs
 			 * lock_acquire's answer, from a fresh read. */
-			if (lock_judge_view(hb, bd, off[i], cur + S * i, v) || v->me || v->nvalid) {
-				pending[i] = false;
-				continue;
-			}
-			memcpy(newhold, v->valid, sizeof(newhold));
-			bit_set(newhold, hb->slot);
-			if (build_record(hb, v, mode, newhold, &nr, &owner)) {
+			if (lock_judge_view(hb, bd, off[i], cur + S * i, v) || v->me || v->nvalid ||
+			    batch_record(hb, v, off[i], mode, true, nv + S * m) < 0) {
 				pending[i] = false;
 				continue;
 			}
 			memcpy(exp + S * m, cur + S * i, S);
-			vmfsd_lock_encode(&nr, off[i] / VMFSD_META_BLOCK, nv + S * m);
 			boff[m] = off[i];
 			idx[m++] = i;
 		}
