@@ -344,14 +344,10 @@ static void unlink_job_run(struct vmfsd_fuse_job *job)
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	int r;
+	bool nowait = bdev_aio_on_issuer();
+	int r = (nowait ? fs_unlink_nowait : fs_unlink)(req_fs(req), parent, name);
 
-	if (!bdev_aio_on_issuer()) {
-		fuse_reply_err(req, -fs_unlink(req_fs(req), parent, name));
-		return;
-	}
-	r = fs_unlink_nowait(req_fs(req), parent, name);
-	if (r == -EAGAIN)
+	if (r == -EAGAIN && nowait)
 		ns_defer(req, unlink_job_run, parent, name, 0, NULL);
 	else
 		fuse_reply_err(req, -r);
@@ -715,14 +711,10 @@ static void release_job_run(struct vmfsd_fuse_job *job)
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	int r;
+	bool nowait = bdev_aio_on_issuer();
+	int r = (nowait ? fs_release_nowait : fs_release)(req_fs(req), fh(fi));
 
-	if (!bdev_aio_on_issuer()) {
-		fuse_reply_err(req, -fs_release(req_fs(req), fh(fi)));
-		return;
-	}
-	r = fs_release_nowait(req_fs(req), fh(fi));
-	if (r == -EAGAIN)
+	if (r == -EAGAIN && nowait)
 		ns_defer(req, release_job_run, ino, NULL, 0, fi);
 	else
 		fuse_reply_err(req, -r);
