@@ -574,6 +574,15 @@ static void relset_free(struct relset *s)
 	free(s->item);
 }
 
+/* Does E stay parked past this commit?  Only a freed inode's lock whose
+ * number's inode cluster is ours to allocate from (late_release). */
+static bool late_stays_parked(const struct fs *fs, const struct late_unlock *e)
+{
+	uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
+
+	return e->parked && ci < fs->ipool.nclusters && fs->ipool.held[ci] == 1;
+}
+
 /* Releases the locks of evicted inodes: those of live inodes always, those
  * of freed ("parked") ones when ALL, or when their number's inode cluster
  * is not ours to allocate from (docs/cluster.md §5.3: a parked lock must
@@ -588,9 +597,8 @@ static void late_release(struct fs *fs, bool all)
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
 		struct late_unlock e = fs->late_unlock[i];
-		uint32_t ci = (uint32_t)(e.ino / VMFSD_RC_BITS);
 
-		if (e.parked && !all && ci < fs->ipool.nclusters && fs->ipool.held[ci] == 1) {
+		if (!all && late_stays_parked(fs, &e)) {
 			fs->late_unlock[k++] = e;
 			continue;
 		}
@@ -1042,10 +1050,7 @@ bool cluster_has_releases(struct fs *fs, const struct release_plan *plan)
 	 * lk_lock: an open may take one over. */
 	pthread_mutex_lock(&fs->lk_lock);
 	for (i = 0; i < fs->nlate; i++) {
-		const struct late_unlock *e = &fs->late_unlock[i];
-		uint32_t ci = (uint32_t)(e->ino / VMFSD_RC_BITS);
-
-		if (!e->parked || ci >= fs->ipool.nclusters || fs->ipool.held[ci] != 1) {
+		if (!late_stays_parked(fs, &fs->late_unlock[i])) {
 			pthread_mutex_unlock(&fs->lk_lock);
 			return true;
 		}
