@@ -449,9 +449,9 @@ void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip)
 	pthread_mutex_unlock(&ip->lk_io);
 }
 
-int cluster_publish_new_locks(struct fs *fs)
+int cluster_publish_new_locks(struct fs *fs, const uint64_t *off, uint32_t n)
 {
-	uint32_t i, n = fs->nlk_new;
+	uint32_t i;
 	int *res, r = 0;
 
 	if (!n)
@@ -461,7 +461,7 @@ int cluster_publish_new_locks(struct fs *fs)
 	res = malloc(n * sizeof(*res));
 	if (!res)
 		return -ENOMEM;
-	lock_acquire_many(fs->hb, fs->bd, fs->lk_new, n, VMFSD_LOCK_EXCL, res);
+	lock_acquire_many(fs->hb, fs->bd, off, n, VMFSD_LOCK_EXCL, res);
 	for (i = 0; i < n && !r; i++) {
 		struct lock_info li;
 
@@ -470,13 +470,10 @@ int cluster_publish_new_locks(struct fs *fs)
 		/* A holder met (see cluster_lock_new_inode): wait for it as a
 		 * namespace operation waits for a lock; -EALREADY is ours in
 		 * another mode, which only an upgrade can change. */
-		r = lock_take(fs, fs->lk_new[i],
-			      res[i] == -EALREADY ? VMFSD_LOCK_RO : VMFSD_LOCK_FREE,
+		r = lock_take(fs, off[i], res[i] == -EALREADY ? VMFSD_LOCK_RO : VMFSD_LOCK_FREE,
 			      VMFSD_LOCK_EXCL, NS_LOCK_WAIT_MS, &li);
 	}
 	free(res);
-	if (!r)
-		fs->nlk_new = 0;
 	return r;
 }
 
@@ -908,6 +905,7 @@ int cluster_describe_lock(struct fs *fs, struct fs_inode *ip, char *buf, size_t 
 	 * commit that publishes it (cluster_lock_new_inode): until then the
 	 * record read "free" for a file this host holds.  Publish now. */
 	pthread_mutex_lock(&fs->meta_lock);
+	commit_wait_io(fs);     /* (a commit may be publishing it right now) */
 	r = commit_publish_locks(fs);
 	pthread_mutex_unlock(&fs->meta_lock);
 	if (r)

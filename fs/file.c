@@ -1693,9 +1693,19 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync)
 	if (ip->dirty)
 		r = inode_writeback(fs, ip);
 	/* A journal commit starts and ends with a flush: it makes this file's
-	 * data durable too.  With no metadata pending, a flush is enough. */
+	 * data durable too.  With no metadata pending, a flush is enough,
+	 * once a commit that may hold this file's metadata is written.
+	 * Neither holds meta_lock while the device flushes: the I/O path of
+	 * every other file would wait for it. */
+	if (!r && fs->nrun) {
+		r = commit_unlocked(fs);
+		pthread_mutex_unlock(&fs->meta_lock);
+		return r;
+	}
 	if (!r)
-		r = fs->nrun ? commit_locked(fs) : bdev_flush(fs->bd);
+		commit_wait_io(fs);
+	if (!r)
+		r = fs->jerr;
 	pthread_mutex_unlock(&fs->meta_lock);
-	return r;
+	return r ? r : bdev_flush(fs->bd);
 }

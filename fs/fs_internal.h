@@ -100,6 +100,7 @@ struct pend {
 	uint64_t off;           /* | VMFSD_JENTRY_KEEP_LOCK, as in struct tx_block */
 	struct pend *hnext;
 	bool running;
+	uint64_t ver;           /* fs->pend_ver when IMG last changed */
 	uint8_t *img;
 };
 int commit_start(struct fs *fs, uint64_t next_seq);
@@ -107,6 +108,14 @@ void commit_stop(struct fs *fs);
 /* Writes the running transaction to the journal, then in place, then
  * releases deferred frees (meta_lock held). */
 int commit_locked(struct fs *fs);
+/* The same from a caller that has no operation half done (the commit
+ * thread, fsync, sync): meta_lock, held on entry and on return, is let go
+ * while the journal and in-place writes run, so that other operations
+ * (the I/O path above all) do not wait for the device's cache flushes. */
+int commit_unlocked(struct fs *fs);
+/* Waits, without meta_lock, until no commit_unlocked is writing; meta_lock
+ * held on entry and on return. */
+void commit_wait_io(struct fs *fs);
 /* The first step of every commit, also on its own: the pending locks of
  * new inodes on disk (cluster_publish_new_locks); a failure stops the
  * journal (meta_lock held). */
@@ -281,6 +290,20 @@ struct fs {
 	/* A transaction written since the journal was last marked clean
 	 * can still be replayed (commit_locked; under meta_lock). */
 	bool jdirty;
+	/* A transaction staged by commit_unlocked, written without meta_lock:
+	 * its blocks and their pend versions, how many of fs->reuse it frees,
+	 * the locks it publishes.  CIO_* state and error under cio_lock; the rest under
+	 * meta_lock, or owned by the writer while CIO_WRITING. */
+	pthread_mutex_t cio_lock;
+	pthread_cond_t cio_cv;
+	int cio_state, cio_err;
+	struct journal_block *cio_jb;
+	uint64_t *cio_ver;
+	uint32_t cio_n, cio_nreuse;
+	uint64_t *cio_lk;               /* its new inodes' locks (fs->lk_new) */
+	uint32_t cio_nlk;
+	bool cio_checkpoint;            /* its writes end with journal_checkpoint */
+	uint64_t pend_ver;
 	/* Transient locks kept past a commit while alone on the volume
 	 * (cluster_release_transient; under meta_lock): the committer looks
 	 * for another host more often while it is set. */
@@ -371,9 +394,10 @@ void cluster_unlock_inode_if_unused(struct fs *fs, struct fs_inode *ip);
  * yet committed): its lock is ours now, EXCL, and goes on disk with the
  * next commit (cluster_publish_new_locks), docs/cluster.md §5.3. */
 void cluster_lock_new_inode(struct fs *fs, struct fs_inode *ip);
-/* At the start of every commit (meta_lock held): the locks of the new
- * inodes it may publish; an error stops the journal. */
-int cluster_publish_new_locks(struct fs *fs);
+/* At the start of every commit: the locks of the N new inodes at OFF
+ * (fs->lk_new, or what a commit took of it) on disk; an error stops the
+ * journal.  No lock of the caller's needed. */
+int cluster_publish_new_locks(struct fs *fs, const uint64_t *off, uint32_t n);
 /* What the release step after a commit gives back, decided once per commit
  * (cluster_plan_releases), so that the journal checkpoint before it
  * (cluster_has_releases) covers exactly what goes. */

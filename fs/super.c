@@ -283,11 +283,9 @@ int fs_sync(struct fs *fs)
 	pthread_mutex_lock(&fs->meta_lock);
 	r = inode_writeback_all_locked(fs);
 	if (!r)
-		r = commit_locked(fs);
-	if (!r)
-		r = bdev_flush(fs->bd);
+		r = commit_unlocked(fs);
 	pthread_mutex_unlock(&fs->meta_lock);
-	return r;
+	return r ? r : bdev_flush(fs->bd);
 }
 
 int fs_unmount(struct fs *fs)

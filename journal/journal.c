@@ -21,6 +21,7 @@ struct journal {
 	uint32_t head;          /* next free block (>= 1) */
 	uint64_t seq;           /* sequence of the next transaction */
 	uint8_t *buf;           /* descriptor + images staging, aligned */
+	uint32_t staged;        /* images in BUF not yet written (journal_stage) */
 };
 
 uint64_t journal_area_off(const struct vmfsd_sb *sb, uint32_t slot)
@@ -271,18 +272,16 @@ uint32_t journal_max_blocks(const struct journal *j)
 	return room < VMFSD_JDESC_MAX ? room : VMFSD_JDESC_MAX;
 }
 
-int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
+int journal_stage(struct journal *j, struct journal_block *b, uint32_t n)
 {
 	struct vmfsd_disk_jdesc *d = (void *)j->buf;
-	struct vmfsd_jhdr jh;
-	uint64_t off;
 	uint32_t i;
-	int r;
 
-	if (!n)
-		return 0;
 	if (n > journal_max_blocks(j))
 		return -E2BIG;
+	j->staged = 0;
+	if (!n)
+		return 0;
 	if (j->head + 1 + n > j->nblocks)
 		j->head = 1;
 	memset(d, 0, sizeof(*d));
@@ -295,10 +294,23 @@ int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
 		memcpy(img, b[i].img, VMFSD_META_BLOCK);
 		d->e[i].target = htole64(b[i].target);
 		d->e[i].csum = htole64(XXH3_64bits(img, VMFSD_META_BLOCK));
+		b[i].img = img;
 	}
-	off = j->area_off + (uint64_t)j->head * VMFSD_META_BLOCK;
-	vmfsd_jdesc_finish(d, off / VMFSD_META_BLOCK, &j->id);
+	j->staged = n;
+	vmfsd_jdesc_finish(d, (j->area_off + (uint64_t)j->head * VMFSD_META_BLOCK) / VMFSD_META_BLOCK,
+			   &j->id);
+	return 0;
+}
 
+int journal_write_staged(struct journal *j)
+{
+	uint64_t off = j->area_off + (uint64_t)j->head * VMFSD_META_BLOCK;
+	uint32_t n = j->staged;
+	struct vmfsd_jhdr jh;
+	int r;
+
+	if (!n)
+		return 0;
 	/* Ordered mode: the data this transaction exposes, and the previous
 	 * transaction's in-place writes, must be durable before it is. */
 	r = bdev_flush(j->bd);
@@ -313,9 +325,28 @@ int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
 		r = bdev_flush(j->bd);
 	if (r)
 		return r;
+	j->staged = 0;
 	j->head += 1 + n;
 	j->seq++;
 	return 0;
+}
+
+int journal_write(struct journal *j, const struct journal_block *b, uint32_t n)
+{
+	struct journal_block *c;
+	int r;
+
+	if (!n)
+		return 0;
+	c = malloc(n * sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	memcpy(c, b, n * sizeof(*c));
+	r = journal_stage(j, c, n);
+	if (!r)
+		r = journal_write_staged(j);
+	free(c);
+	return r;
 }
 
 int journal_mark_clean(struct journal *j)

@@ -73,6 +73,14 @@ void journal_close(struct journal *j);
 uint32_t journal_max_blocks(const struct journal *j);
 /* Writes one transaction durably (see above).  -E2BIG if N is too large. */
 int journal_write(struct journal *j, const struct journal_block *b, uint32_t n);
+/* journal_write in two steps, so that a caller can let go of its images
+ * before the I/O: journal_stage copies the N images of B into the
+ * journal's own buffer and points B's images at the copies (valid until
+ * the next stage; the in-place writes can use them); journal_write_staged
+ * writes what was staged, durably (it needs no lock of the caller's, but
+ * only one stage or write may run at a time). */
+int journal_stage(struct journal *j, struct journal_block *b, uint32_t n);
+int journal_write_staged(struct journal *j);
 /* After the caller flushed every in-place write: marks the journal clean. */
 int journal_mark_clean(struct journal *j);
 /* Flushes the in-place writes of the transactions written so far and marks

@@ -12,12 +12,20 @@
   dirty journal, a read-only mount refuses and names that host (it used to
   look at slot 0 only), mounts with -o norecovery and says what is missing,
   and the dead host's next mount replays its journal; beside a live host
-  whose journal is dirty (it beats), a read-only mount goes ahead."""
+  whose journal is dirty (it beats), a read-only mount goes ahead;
+- a commit's writes hold nothing up: with the device frozen (-o
+  fault_on_usr1,freeze_io_for=...) an fsync waits inside its commit, and a
+  chmod and an unlink of files that commit carries still return at once
+  (the commit lets go of the metadata lock while it writes: docs/journal.md
+  "Commits without meta_lock"); after the thaw and a kill -9, the replayed
+  volume has the newer changes, not the images the frozen commit wrote."""
 
 import os
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -198,8 +206,58 @@ def body(c):
             if vt.mounted_at(other):
                 vt.unmount_daemon(v.image, other)
 
+    def commit_frozen():
+        freeze_ms = 5000
+        with vt.Volume("jfrozen") as v:
+            v.mkfs("1G")
+            v.mount(opts=["fault_on_usr1", "freeze_io_for=%d" % freeze_ms])
+            for n in ("f", "g", "h"):
+                with open(v.path(n), "wb") as f:
+                    f.write(n.encode() * 100)
+            os.chmod(v.path("g"), 0o640)        # pending: in the frozen commit
+            fd = os.open(v.path("f"), os.O_RDWR)
+            v.proc.send_signal(signal.SIGUSR1)
+            vt.wait_for(lambda: "I/O frozen" in v.log(), 10, "the freeze to start")
+            done = {}
+
+            def fsync():
+                try:
+                    os.fsync(fd)
+                    done["fsync"] = "ok"
+                except OSError as e:
+                    done["fsync"] = e
+                done["fsync_at"] = time.monotonic()
+
+            t = threading.Thread(target=fsync)
+            t.start()
+            t.join(1.0)
+            if not c.check(t.is_alive(), "setup: fsync returned with the device frozen"):
+                t.join()
+                return
+            # g's inode block and the directory are in the commit that
+            # waits in the frozen device; these change them again
+            os.chmod(v.path("g"), 0o600)
+            os.unlink(v.path("h"))
+            ops_at = time.monotonic()
+            t.join(freeze_ms / 1000 + 30)
+            c.eq(done.get("fsync"), "ok", "fsync across the freeze")
+            c.check("fsync_at" in done and ops_at < done["fsync_at"] - 1.0,
+                    "chmod and unlink waited for the frozen commit: done %.1f s after "
+                    "the fsync" % (ops_at - done.get("fsync_at", ops_at)))
+            os.fsync(fd)                        # the chmod and unlink now
+            os.close(fd)
+            kill9(v)
+            v.mount()
+            c.eq(oct(os.stat(v.path("g")).st_mode & 0o777), oct(0o600),
+                 "g's mode after replay")
+            c.eq(sorted(os.listdir(v.path())), ["f", "g"], "root after replay")
+            with open(v.path("f"), "rb") as f:
+                c.eq(f.read(), b"f" * 100, "f after replay")
+            v.unmount()          # fsck.vmfsd -n must be clean (checked by unmount)
+
     c.section("re-format after kill -9: nothing stale replayed", reformat)
     c.section("read-only mount: every slot's journal", read_only)
+    c.section("a frozen commit holds up no other operation", commit_frozen)
 
 
 if __name__ == "__main__":
