@@ -436,6 +436,14 @@ static void restart_vm(struct agent *a, const char *sdir, const char *vmx, int l
 	int rc, k;
 	char win[32], note[256];
 
+	/* The sweep saw the restart due before it took the flock: a worker
+	 * of an earlier sweep may have made it (or had it refused) since, and
+	 * saved the state without pending_at before it let go of the flock. */
+	if (jint(st, "pending_at", -1) < 0) {
+		json_decref(st);
+		close(lfd);
+		return;
+	}
 	policy_saved(a, st, &pol);
 	fmt_window(pol.window, win, sizeof(win));
 	json_object_del(st, "pending_at");
