@@ -305,7 +305,9 @@ static int commit_staged_done(struct fs *fs, int r)
 		pthread_mutex_unlock(&fs->plock);
 		alloc_release_pending(fs, fs->reuse, fs->cio_nreuse);
 		fs->nreuse -= fs->cio_nreuse;
-		memmove(fs->reuse, fs->reuse + fs->cio_nreuse, fs->nreuse * sizeof(*fs->reuse));
+		if (fs->nreuse)         /* (merged after the stage: the next commit's) */
+			memmove(fs->reuse, fs->reuse + fs->cio_nreuse,
+				fs->nreuse * sizeof(*fs->reuse));
 	}
 	free(fs->cio_jb);
 	free(fs->cio_ver);
