@@ -41,7 +41,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
 ROOT=$PWD
 
-SECTIONS=(fio engines pagecache mkfs fsck meta floor cluster vmdisk ha migrate)
+SECTIONS=(fio engines mixed pagecache mkfs fsck meta floor cluster vmdisk ha migrate)
 PY=/usr/bin/python3      # Debian's: the python3 on PATH may be a pyenv shim
 MKFS=${VMFSD_MKFS:-$ROOT/build/mkfs/mkfs.vmfsd}
 VMFSD=${VMFSD_BIN:-$ROOT/build/vmfsd/vmfsd}
@@ -442,6 +442,64 @@ section_engines() {
 	rm -f "$raw"
 	[[ -n $vm ]] && rm -f "$vm"
 	return 0
+}
+
+# ---------------------------------------------------------------- mixed
+# One VM reading while another writes and flushes (a guest's fsync): fio
+# 4 KiB random reads at QD1 of one file while a second job writes another
+# file 1 MiB at QD8 with an fsync every 16 writes, io_uring, both files in
+# the vmfsd mount, then both on the host filesystem.  A commit that held
+# the metadata lock across the device's flush stalled every read of the
+# host for the length of the flush (BENCHMARKS.md, "commits without
+# meta_lock"): the reader's mean and tail latency show it.
+mix_fio() {
+	local json=$LOG_DIR/fio-$1.json
+	echo "bench: fio $1 (QD1 reads of $2 while $3 is written with fsyncs)" >&2
+	fio --output-format=json --output="$json" --direct=1 --time_based --runtime="$RUNTIME" \
+		--size="$FIO_SIZE" --ioengine=io_uring --lat_percentiles=1 --randrepeat=0 \
+		--norandommap=1 \
+		--name=r --filename="$2" --rw=randread --bs=4k --iodepth=1 \
+		--name=w --filename="$3" --rw=write --bs=1M --iodepth=8 --fsync=16 \
+		>>"$LOG_DIR/fio.log" 2>&1 || die "fio $1 failed: see $LOG_DIR/fio.log"
+	"$PY" - "$json" <<'PYEOF'
+import json, sys
+text = open(sys.argv[1]).read()
+j = json.loads(text[text.index("{"):])["jobs"]
+r, w = j[0]["read"], j[1]["write"]
+p = r["lat_ns"]["percentile"]
+print("%.0f %.0f %.0f %.0f %.0f" % (r["iops"], r["lat_ns"]["mean"] / 1e3, p["99.000000"] / 1e3,
+                                    p["99.900000"] / 1e3, w["bw"] / 1024))
+PYEOF
+}
+
+section_mixed() {
+	local ra=$BENCH_DIR/mix-a.dat rb=$BENCH_DIR/mix-b.dat f i
+	local -a r v names=("reads" "read latency, mean" "read latency, p99" "read latency, p99.9" "writer")
+	local -a units=(IOPS µs µs µs MB/s)
+	table "one file read at QD1 while another is written 1 MiB at QD8 with an fsync every 16 writes (io_uring, direct=1, $FIO_SIZE files, ${RUNTIME}s)" \
+		test unit "host files" vmfsd "vmfsd / host"
+	track "$ra"
+	track "$rb"
+	for f in "$ra" "$rb"; do
+		rm -f "$f"
+		fallocate -l "$FIO_SIZE" "$f"
+		fio_layout "mix-raw-$(basename "$f" .dat)" "$f" >/dev/null
+	done
+	read -r -a r <<<"$(mix_fio mix-raw "$ra" "$rb")"
+	rm -f "$ra" "$rb"
+	v=(n/a n/a n/a n/a n/a)
+	if ((!NO_VMFSD)); then
+		volume_up
+		for f in a b; do
+			truncate -s "$FIO_SIZE" "$VOL_MNT/mix-$f.vmdk"
+			fio_layout "mix-vmfsd-$f" "$VOL_MNT/mix-$f.vmdk" >/dev/null
+		done
+		read -r -a v <<<"$(mix_fio mix-vmfsd "$VOL_MNT/mix-a.vmdk" "$VOL_MNT/mix-b.vmdk")"
+		rm -f "$VOL_MNT/mix-a.vmdk" "$VOL_MNT/mix-b.vmdk"
+	fi
+	for i in 0 1 2 3 4; do
+		row "${names[$i]}" "${units[$i]}" "${r[$i]}" "${v[$i]}" "$(ratio "${v[$i]}" "${r[$i]}")"
+	done
 }
 
 # ---------------------------------------------------------------- pagecache
