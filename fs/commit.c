@@ -112,16 +112,6 @@ static int add_one(struct fs *fs, uint64_t off, const void *img)
 	return 0;
 }
 
-/* A quarter of the journal is running: the commit thread writes it now,
- * without meta_lock (commit_unlocked), so that operations rarely fill half
- * the journal and commit themselves, holding meta_lock for the writes and
- * flushes.  (A commit costs per block written, not per commit: 3 ms for
- * ~120 blocks, measured in BENCHMARKS.md; committing earlier costs no more.) */
-static bool commit_due(struct fs *fs)
-{
-	return fs->commit_interval_ms >= 0 && fs->nrun >= journal_max_blocks(fs->jn) / 4;
-}
-
 int commit_add_tx(struct fs *fs, struct tx *tx)
 {
 	uint32_t max = journal_max_blocks(fs->jn);
@@ -138,8 +128,6 @@ int commit_add_tx(struct fs *fs, struct tx *tx)
 		r = add_one(fs, tx->b[i].off, tx->b[i].buf);
 	if (!r && fs->nrun >= max / 2)
 		r = commit_locked(fs);
-	else if (!r && commit_due(fs))
-		pthread_cond_signal(&fs->commit_cv);
 	return r;
 }
 
@@ -484,7 +472,7 @@ static void *committer_main(void *arg)
 			int64_t left = due - hb_clock_ns();
 			int wait_ms;
 
-			if (left <= 0 || commit_due(fs))
+			if (left <= 0)
 				break;
 			wait_ms = (int)((left + 999999) / 1000000);
 			if (fs->kept && wait_ms > CLUSTER_KEEP_POLL_MS)
