@@ -208,20 +208,27 @@ enum { CIO_IDLE, CIO_WRITING, CIO_WRITTEN };
  * held): the run is empty after it, and its blocks stay in the pending
  * table, where later operations may change them again, until
  * commit_staged_done. */
+/* What a stage allocated, gone (after its writes, or a failed stage). */
+static void commit_stage_free(struct fs *fs)
+{
+	free(fs->cio_jb);
+	free(fs->cio_ver);
+	free(fs->cio_lk);
+	fs->cio_jb = NULL;
+	fs->cio_ver = NULL;
+	fs->cio_lk = NULL;
+	fs->cio_n = fs->cio_nreuse = fs->cio_nlk = 0;
+}
+
 static int commit_stage(struct fs *fs, bool checkpoint)
 {
 	uint32_t i, n = fs->nrun;
-	int r;
+	int r = -ENOMEM;
 
 	fs->cio_jb = malloc(n * sizeof(*fs->cio_jb));
 	fs->cio_ver = malloc(n * sizeof(*fs->cio_ver));
-	if (!fs->cio_jb || !fs->cio_ver) {
-		free(fs->cio_jb);
-		free(fs->cio_ver);
-		fs->cio_jb = NULL;
-		fs->cio_ver = NULL;
-		return -ENOMEM;
-	}
+	if (!fs->cio_jb || !fs->cio_ver)
+		goto fail;
 	for (i = 0; i < n; i++) {
 		fs->cio_jb[i].target = fs->run[i]->off;
 		fs->cio_jb[i].img = fs->run[i]->img;
@@ -229,13 +236,8 @@ static int commit_stage(struct fs *fs, bool checkpoint)
 	}
 	/* (copies the images: cio_jb points at the copies from here on) */
 	r = journal_stage(fs->jn, fs->cio_jb, n);
-	if (r) {
-		free(fs->cio_jb);
-		free(fs->cio_ver);
-		fs->cio_jb = NULL;
-		fs->cio_ver = NULL;
-		return r;
-	}
+	if (r)
+		goto fail;
 	for (i = 0; i < n; i++)
 		fs->run[i]->running = false;
 	fs->nrun = 0;
@@ -243,12 +245,17 @@ static int commit_stage(struct fs *fs, bool checkpoint)
 	fs->cio_nreuse = fs->nreuse;
 	fs->cio_checkpoint = checkpoint;
 	/* the locks of the new inodes it publishes: creates go on into a new
-	 * list meanwhile */
-	fs->cio_lk = fs->lk_new;
-	fs->cio_nlk = fs->nlk_new;
-	fs->lk_new = NULL;
-	fs->nlk_new = fs->lk_new_cap = 0;
+	 * list meanwhile (commit_locked published them already) */
+	if (fs->nlk_new) {
+		fs->cio_lk = fs->lk_new;
+		fs->cio_nlk = fs->nlk_new;
+		fs->lk_new = NULL;
+		fs->nlk_new = fs->lk_new_cap = 0;
+	}
 	return 0;
+fail:
+	commit_stage_free(fs);
+	return r;
 }
 
 /* The staged transaction to the journal, then in place (every block at
@@ -297,13 +304,7 @@ static int commit_staged_done(struct fs *fs, int r)
 			memmove(fs->reuse, fs->reuse + fs->cio_nreuse,
 				fs->nreuse * sizeof(*fs->reuse));
 	}
-	free(fs->cio_jb);
-	free(fs->cio_ver);
-	free(fs->cio_lk);
-	fs->cio_jb = NULL;
-	fs->cio_ver = NULL;
-	fs->cio_lk = NULL;
-	fs->cio_n = fs->cio_nreuse = fs->cio_nlk = 0;
+	commit_stage_free(fs);
 	return r;
 }
 

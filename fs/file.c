@@ -1702,10 +1702,10 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync)
 		pthread_mutex_unlock(&fs->meta_lock);
 		return r;
 	}
-	if (!r)
+	if (!r) {
 		commit_wait_io(fs);
-	if (!r)
 		r = fs->jerr;
+	}
 	pthread_mutex_unlock(&fs->meta_lock);
 	return r ? r : bdev_flush(fs->bd);
 }
