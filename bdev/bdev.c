@@ -79,6 +79,7 @@ struct bdev {
 	uint64_t size;
 	char *path;
 	_Atomic int fault;
+	_Atomic unsigned batch_gap_us;  /* bdev_fault_batch_gap */
 	struct crash_sim *cs;
 	pthread_mutex_t aio_init_lock;
 	struct aio_engine *aio;
@@ -420,6 +421,11 @@ void bdev_fault_set(struct bdev *bd, enum bdev_fault f)
 	atomic_store(&bd->fault, (int)f);
 }
 
+void bdev_fault_batch_gap(struct bdev *bd, unsigned us)
+{
+	atomic_store(&bd->batch_gap_us, us);
+}
+
 void bdev_fault_thaw(struct bdev *bd)
 {
 	int frozen = BDEV_FAULT_FROZEN;
@@ -691,8 +697,8 @@ static int rw_chunk(struct bdev *bd, struct io_uring *ring, int write, const str
 
 int bdev_rw_many(struct bdev *bd, int write, const struct bdev_vec *v, unsigned n)
 {
-	struct io_uring *ring = bd->isc || bd->cs ? NULL : thread_ring();
-	unsigned i, k;
+	unsigned i, k, gap = write ? atomic_load(&bd->batch_gap_us) : 0;
+	struct io_uring *ring = bd->isc || bd->cs || gap ? NULL : thread_ring();
 	int r = 0, w;
 
 	for (i = 0; i < n; i++) {
@@ -706,6 +712,8 @@ int bdev_rw_many(struct bdev *bd, int write, const struct bdev_vec *v, unsigned 
 				  : bdev_pread(bd, v[i].buf, v[i].len, v[i].off);
 			if (w && !r)
 				r = w;
+			if (gap && i + 1 < n)
+				usleep(gap);
 		}
 		return r;
 	}

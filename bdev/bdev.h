@@ -235,6 +235,10 @@ void bdev_set_write_gate(struct bdev *bd, int (*gate)(void *), void *arg);
 
 /* Ends BDEV_FAULT_FROZEN (and nothing else: a fence set meanwhile stays). */
 void bdev_fault_thaw(struct bdev *bd);
+/* Fault injection: the writes of one bdev_rw_many batch land one after
+ * the other, US microseconds apart (0: all at once), as a busy array may
+ * complete them: for tests of what other hosts read meanwhile. */
+void bdev_fault_batch_gap(struct bdev *bd, unsigned us);
 
 /* Power-cut simulation (regular files only; crash tests).  Writes since the
  * last flush are remembered as a volatile cache; bdev_crash_cut() makes the

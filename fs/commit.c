@@ -272,7 +272,7 @@ static int commit_write_staged(struct fs *fs)
 	if (!r)
 		r = journal_write_staged(fs->jn);
 	if (!r)
-		r = journal_write_homes(fs->bd, fs->cio_jb, fs->cio_n);
+		r = journal_write_homes(fs->bd, &fs->sb, fs->cio_jb, fs->cio_n);
 	if (!r && fs->cio_checkpoint)
 		r = journal_checkpoint(fs->jn);
 	return r;

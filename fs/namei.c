@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "fs_internal.h"
 
@@ -146,56 +147,97 @@ static int ns_read(struct fs *fs, struct fs_inode *ip)
 	return ns_read_as(fs, ip, true);
 }
 
+/* Reads without a lock (a lookup, a stat, a listing) can meet another
+ * host's commit being written in place (docs/cluster.md §5.5): a block
+ * that does not verify yet (an inode never used before reads as zeros),
+ * or one freed and reused since the inode we read pointed at it.  The
+ * writer puts each inode after the blocks it points to, one device round
+ * trip later (journal_write_homes), so such a read is tried again after a
+ * pause, READ_TRIES times (1 + 2 + 4 + 8 + 16 ms: a round trip of a loaded
+ * disk), then once more holding IP's lock (read-only, transient; not on a
+ * read-only mount, which takes none): the writer gives its lock back only
+ * once its commit is in place.  What fails under the lock is damage.
+ *
+ * Called after each try with its result R: true to try again.  For the
+ * try under the lock IP stays pinned, and the call after it unpins. */
+#define READ_TRIES 5
+static bool read_again(struct fs *fs, struct fs_inode *ip, int r, int *tries)
+{
+	if (*tries > READ_TRIES) {
+		cluster_unpin(fs, ip);
+		return false;
+	}
+	if (r != -EUCLEAN && r != -EBADMSG)
+		return false;
+	if (++*tries <= READ_TRIES) {
+		usleep(500u << *tries);
+		return true;
+	}
+	if (!fs->hb)
+		return false;
+	cluster_pin(fs, ip);
+	if (cluster_lock_inode(fs, ip, VMFSD_LOCK_RO, true)) {
+		cluster_unpin(fs, ip);
+		return false;   /* (R: what the reads met) */
+	}
+	return true;
+}
+
 /* The inode NAME in DP names now (a hint: the caller locks it, then checks
  * the name still leads there).  *out = NULL if NAME does not exist. */
 static int ns_child(struct fs *fs, struct fs_inode *dp, const char *name,
 		    struct fs_inode **out)
 {
 	uint64_t ino;
-	int r;
+	int r, tries = 0;
 
-	*out = NULL;
-	r = ns_read(fs, dp);
-	if (r)
-		return r;
-	r = S_ISDIR(dp->d.mode) ? dir_lookup(fs, dp, name, &ino, NULL) : -ENOTDIR;
-	pthread_mutex_unlock(&fs->meta_lock);
-	if (r == -ENOENT)
-		return 0;
-	if (r)
-		return r;
-	return inode_get(fs, ino, out);
+	do {
+		*out = NULL;
+		r = ns_read(fs, dp);
+		if (r)
+			continue;
+		r = S_ISDIR(dp->d.mode) ? dir_lookup(fs, dp, name, &ino, NULL) : -ENOTDIR;
+		pthread_mutex_unlock(&fs->meta_lock);
+		if (!r)
+			r = inode_get(fs, ino, out);
+		/* (a name whose inode is not written yet, or freed already: as
+		 * good as absent; the caller locks and looks again) */
+		if (r == -ENOENT || r == -ESTALE)
+			r = 0;
+	} while (read_again(fs, dp, r, &tries));
+	return r;
 }
 
 /* Tries an operation that raced with another host's change again. */
 #define NS_RETRIES 8
 
-int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *out)
+static int lookup_in(struct fs *fs, struct fs_inode *dp, const char *name,
+		     struct fs_attr *out)
 {
-	struct fs_inode *dp, *ip = NULL;
+	struct fs_inode *ip = NULL;
 	uint64_t ino;
 	int r;
 
-	r = inode_get(fs, parent, &dp);
+	r = ns_read(fs, dp);
 	if (r)
 		return r;
-	r = ns_read(fs, dp);
-	if (r) {
-		inode_put(fs, dp);
-		return r;
-	}
 	if (!S_ISDIR(dp->d.mode)) {
 		r = -ENOTDIR;
 	} else if (!strcmp(name, ".")) {
-		ino = parent;
+		ino = dp->ino;
 	} else if (!strcmp(name, "..")) {
 		ino = dp->d.parent;
 	} else {
 		r = dir_lookup(fs, dp, name, &ino, NULL);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
-	if (!r)
+	if (!r) {
 		r = inode_get(fs, ino, &ip);
+		/* a free inode: the name's create has not landed yet, or it
+		 * was removed since we read the entry */
+		if (r == -ESTALE)
+			r = -ENOENT;
+	}
 	if (!r)
 		r = ns_read_as(fs, ip, false);
 	if (!r) {
@@ -205,6 +247,20 @@ int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	inode_put(fs, ip);
+	return r;
+}
+
+int fs_lookup(struct fs *fs, uint64_t parent, const char *name, struct fs_attr *out)
+{
+	struct fs_inode *dp;
+	int r, tries = 0;
+
+	r = inode_get(fs, parent, &dp);
+	if (r)
+		return r;
+	do
+		r = lookup_in(fs, dp, name, out);
+	while (read_again(fs, dp, r, &tries));
 	inode_put(fs, dp);
 	return r;
 }
@@ -224,16 +280,18 @@ void fs_forget(struct fs *fs, uint64_t ino, uint64_t nlookup)
 int fs_getattr(struct fs *fs, uint64_t ino, struct fs_attr *out)
 {
 	struct fs_inode *ip;
-	int r = inode_get(fs, ino, &ip);
+	int tries = 0, r = inode_get(fs, ino, &ip);
 
 	if (r)
 		return r;
-	r = ns_read(fs, ip);
-	if (!r) {
-		inode_fill_attr(fs, ip, out);
-		cluster_cache_mark(fs, NULL, ip, out);
-		pthread_mutex_unlock(&fs->meta_lock);
-	}
+	do {
+		r = ns_read(fs, ip);
+		if (!r) {
+			inode_fill_attr(fs, ip, out);
+			cluster_cache_mark(fs, NULL, ip, out);
+			pthread_mutex_unlock(&fs->meta_lock);
+		}
+	} while (read_again(fs, ip, r, &tries));
 	inode_put(fs, ip);
 	return r;
 }
@@ -964,7 +1022,7 @@ int fs_opendir(struct fs *fs, uint64_t ino, struct fs_dir **out)
 {
 	struct fs_inode *ip;
 	struct fs_dir *d;
-	int r = inode_get(fs, ino, &ip);
+	int tries = 0, r = inode_get(fs, ino, &ip);
 
 	if (r)
 		return r;
@@ -973,19 +1031,18 @@ int fs_opendir(struct fs *fs, uint64_t ino, struct fs_dir **out)
 		inode_put(fs, ip);
 		return -ENOMEM;
 	}
-	r = ns_read(fs, ip);
-	if (r) {
-		free(d);
-		inode_put(fs, ip);
-		return r;
-	}
-	if (!S_ISDIR(ip->d.mode))
-		r = -ENOTDIR;
-	else
-		r = dir_snapshot(fs, ip, &d->v, &d->n);
+	do {
+		r = ns_read(fs, ip);
+		if (r)
+			continue;
+		if (!S_ISDIR(ip->d.mode))
+			r = -ENOTDIR;
+		else
+			r = dir_snapshot(fs, ip, &d->v, &d->n);
+		d->parent = ip->d.parent;
+		pthread_mutex_unlock(&fs->meta_lock);
+	} while (read_again(fs, ip, r, &tries));
 	d->ino = ino;
-	d->parent = ip->d.parent;
-	pthread_mutex_unlock(&fs->meta_lock);
 	inode_put(fs, ip);
 	if (r) {
 		free(d);

@@ -92,23 +92,30 @@ static int read_tx(struct bdev *bd, const struct vmfsd_journal_id *id, uint64_t 
 	return (int)n;
 }
 
-int journal_write_homes(struct bdev *bd, const struct journal_block *b, uint32_t n)
+int journal_write_homes(struct bdev *bd, const struct vmfsd_sb *sb,
+			const struct journal_block *b, uint32_t n)
 {
 	struct bdev_vec *v = malloc((n ? n : 1) * sizeof(*v));
-	uint32_t i;
+	uint64_t itable_end = sb->itable_off + sb->inode_count * VMFSD_META_BLOCK;
+	uint32_t i, first = 0, last = n;
 	int r;
 
 	if (!v)
 		return -ENOMEM;
+	/* Inodes at the back: [first, n) after everything else is written. */
 	for (i = 0; i < n; i++) {
 		uint64_t off = b[i].target & ~VMFSD_JENTRY_KEEP_LOCK;
 		size_t skip = b[i].target & VMFSD_JENTRY_KEEP_LOCK ? VMFSD_SECTOR : 0;
+		struct bdev_vec *d = off >= sb->itable_off && off < itable_end ? &v[--last]
+									       : &v[first++];
 
-		v[i].buf = (uint8_t *)b[i].img + skip;
-		v[i].len = VMFSD_META_BLOCK - skip;
-		v[i].off = off + skip;
+		d->buf = (uint8_t *)b[i].img + skip;
+		d->len = VMFSD_META_BLOCK - skip;
+		d->off = off + skip;
 	}
-	r = bdev_rw_many(bd, 1, v, n);
+	r = first ? bdev_rw_many(bd, 1, v, first) : 0;
+	if (!r && first < n)
+		r = bdev_rw_many(bd, 1, v + first, n - first);
 	free(v);
 	return r;
 }
@@ -184,7 +191,7 @@ int journal_replay(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot,
 			jb[i].target = le64toh(d->e[i].target);
 			jb[i].img = buf + (size_t)(i + 1) * VMFSD_META_BLOCK;
 		}
-		r = journal_write_homes(bd, jb, (uint32_t)n);
+		r = journal_write_homes(bd, sb, jb, (uint32_t)n);
 		if (r)
 			goto out;
 		info->transactions++;

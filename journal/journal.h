@@ -37,12 +37,18 @@ struct journal_block {
 	const void *img;        /* 4 KiB image */
 };
 
-/* Writes the N 4 KiB images of one transaction in place, all at once (their
- * order does not matter: the journal holds them until the next flush),
- * leaving the lock sector alone where a target carries
- * VMFSD_JENTRY_KEEP_LOCK: shared by checkpoint and replay so both treat
- * lock records the same way. */
-int journal_write_homes(struct bdev *bd, const struct journal_block *b, uint32_t n);
+/* Writes the N 4 KiB images of one transaction (of the volume SB
+ * describes) in place, leaving the lock sector alone where a target
+ * carries VMFSD_JENTRY_KEEP_LOCK: shared by commit and replay so both
+ * treat lock records the same way.  Two batches: first every block that
+ * is not an inode, then the inodes, once the first batch is written.
+ * For a crash the order does not matter (the journal holds them all
+ * until the next flush); it is for the other hosts, which read
+ * directories and attributes without a lock while we write them: an
+ * inode they read is never newer than the directory blocks and map nodes
+ * it points to (docs/cluster.md §5.5). */
+int journal_write_homes(struct bdev *bd, const struct vmfsd_sb *sb,
+			const struct journal_block *b, uint32_t n);
 
 struct journal_replay_info {
 	uint32_t transactions;  /* complete transactions applied */

@@ -54,6 +54,7 @@ struct opts {
 	int freeze_io_after;
 	int freeze_io_for;
 	int fault_on_usr1;      /* the fault starts at SIGUSR1, not after a delay */
+	int batch_gap_us;
 	int no_self_fence;      /* test only: docs/cluster.md §8 */
 	char *hostd_socket;     /* vmfs-hostd to tell when we fence */
 	char *log_file;         /* the system log's lines appended here too */
@@ -79,6 +80,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "freeze_io_after=%d", offsetof(struct opts, freeze_io_after), 0 },
 	{ "freeze_io_for=%d", offsetof(struct opts, freeze_io_for), 0 },
 	{ "fault_on_usr1", offsetof(struct opts, fault_on_usr1), 1 },
+	{ "debug_batch_gap_us=%d", offsetof(struct opts, batch_gap_us), 0 },
 	{ "debug_no_self_fence", offsetof(struct opts, no_self_fence), 1 },
 	{ "hostd_socket=%s", offsetof(struct opts, hostd_socket), 0 },
 	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
@@ -165,6 +167,8 @@ static void usage(FILE *f)
 		"                     fault injection for cluster tests: all I/O fails, or\n"
 		"                     hangs for a while, MS after the mount\n"
 		"  -o fault_on_usr1   the fault starts when vmfsd gets SIGUSR1 instead\n"
+		"  -o debug_batch_gap_us=US  tests only: the writes of one batch (a\n"
+		"                     commit's in-place writes) land one by one, US apart\n"
 		"  -o debug_no_self_fence  tests only: never fence on the heartbeat deadline\n"
 		"                     (shows what persistent reservations refuse alone)\n"
 		"  -o log_file=PATH   append the lines logged to the system log to PATH\n"
@@ -732,6 +736,8 @@ int main(int argc, char **argv)
 		report_status(1);
 		detach();
 	}
+	if (o.batch_gap_us > 0)
+		bdev_fault_batch_gap(fs_device(fs), (unsigned)o.batch_gap_us);
 	if (o.fail_io_after > 0 || o.freeze_io_after > 0 || o.fault_on_usr1) {
 		static struct fault_plan fp;
 		pthread_t t;

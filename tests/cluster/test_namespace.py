@@ -8,7 +8,9 @@ entry.  The outcome must be what POSIX says for the name as it is now on
 disk, never an error the name's old state would explain, and never an
 action on an inode number the name no longer leads to.  Every case has its
 own directory, so A's and B's directory locks do not make B wait past its
-entry timeout.  At the end fsck.vmfsd -n must find the volume clean.
+entry timeout.  Then a third host, C, whose device lands the writes of a
+batch one by one, changes a directory while B reads it without a lock
+(reads_mid_commit).  At the end fsck.vmfsd -n must find the volume clean.
 
 Env: VMFSD, MKFS, FSCK.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
 """
@@ -212,6 +214,74 @@ def lock_recreated(a, b):
         os.unlink(os.path.join(b, d, "x"))
         os.close(fb)
         time.sleep(SETTLE_S)
+
+
+def creator(c, d, nfiles, stop, q):
+    """C's side of reads_mid_commit: fills D with NFILES names, empties it,
+    again and again (one commit: the new directory blocks, then hundreds of
+    inodes, one by one).  Puts the number of rounds, or the error."""
+    rounds = 0
+    try:
+        while not stop.is_set():
+            for i in range(nfiles):
+                os.close(os.open(os.path.join(c, d, "f%03d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+            for i in range(nfiles):
+                os.unlink(os.path.join(c, d, "f%03d" % i))
+            rounds += 1
+        q.put(rounds)
+    except OSError as e:
+        q.put(repr(e))
+
+
+def reads_mid_commit(img, b, c):
+    """B looks names up and lists a directory without a lock while host C's
+    commits write that directory in place, C's device landing each write
+    of a batch 2 ms after the one before (debug_batch_gap_us): a commit
+    spends about a second half in place.  Each answer must be the name's
+    old or new state, never damage (EUCLEAN: a new inode read before its
+    directory blocks, as it did), and at the end B must see exactly C's
+    directory."""
+    d = "mid_commit"
+    vt.mount_daemon(img, c, "C", opts=("debug_batch_gap_us=2000",))
+    try:
+        os.mkdir(os.path.join(c, d))
+        time.sleep(SETTLE_S)
+        stop = multiprocessing.Event()
+        q = multiprocessing.Queue()
+        p = multiprocessing.Process(target=creator, args=(c, d, 300, stop, q))
+        p.start()
+        errs, reads = {}, 0
+        t_end = time.time() + 8
+        while time.time() < t_end:
+            for op, arg in ((os.listdir, os.path.join(b, d)),
+                            (os.lstat, os.path.join(b, d, "f%03d" % (reads % 300))),
+                            (os.lstat, os.path.join(b, d, "f%03d" % (299 - reads % 300)))):
+                e, _ = err_of(op, arg)
+                reads += 1
+                if e not in (0, errno.ENOENT):
+                    key = "%s: %s" % (op.__name__, errno.errorcode.get(e, e))
+                    errs[key] = errs.get(key, 0) + 1
+        stop.set()
+        rounds = q.get(timeout=120)
+        p.join()
+        if not isinstance(rounds, int) or rounds < 1:
+            fail("reads_mid_commit: C's creates: %s" % rounds)
+        if errs:
+            fail("reads_mid_commit: B's reads while C's commits were half in place: %s "
+                 "(%d reads)" % (errs, reads))
+        else:
+            log("reads_mid_commit: %d reads by B over %d rounds of C: each the old or "
+                "the new state" % (reads, rounds))
+        # C's last change; then B, past the bound, sees exactly C's names.
+        os.close(os.open(os.path.join(c, d, "last"), os.O_CREAT | os.O_WRONLY, 0o644))
+        time.sleep(2 * SETTLE_S)
+        lc, lb = sorted(os.listdir(os.path.join(c, d))), sorted(os.listdir(os.path.join(b, d)))
+        if lc != lb:
+            fail("reads_mid_commit: after the bound C lists %s, B lists %s" % (lc, lb))
+        elif lookup(os.path.join(b, d, "last")) is None:
+            fail("reads_mid_commit: B does not find C's last name")
+    finally:
+        vt.unmount_quiet(c)
 
 
 def cases(a, b):
@@ -470,7 +540,7 @@ def cases(a, b):
 
 def main():
     vt.require_env()
-    tmp, img, mnts = vt.scratch("ns", "ab")
+    tmp, img, mnts = vt.scratch("ns", "abc")
     os.chmod(tmp, 0o755)
     try:
         # the default heartbeat (1 s / 10 s): no host dies here, and with a
@@ -478,9 +548,10 @@ def main():
         # waited 1.4 s, which a test machine busy with other tests'
         # I/O can make it do (every write then fails with EIO)
         subprocess.run([MKFS, "-q", "-s", "2G", "-H", "4", img], check=True)
-        for m, h in zip(mnts, "AB"):
+        for m, h in zip(mnts[:2], "AB"):
             mount(img, m, h)
-        cases(*mnts)
+        cases(*mnts[:2])
+        reads_mid_commit(img, mnts[1], mnts[2])
         for m in mnts:
             vt.unmount_quiet(m)
         CHECK.vmfsd_gone(img)
