@@ -21,6 +21,7 @@ struct journal {
 	uint32_t head;          /* next free block (>= 1) */
 	uint64_t seq;           /* sequence of the next transaction */
 	uint8_t *buf;           /* descriptor + images staging, aligned */
+	uint8_t *hbuf;          /* the header block journal_write_staged writes */
 	uint32_t staged;        /* images in BUF not yet written (journal_stage) */
 };
 
@@ -256,8 +257,9 @@ int journal_open(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, uint
 	j->head = 1;
 	j->seq = next_seq ? next_seq : 1;
 	j->buf = bdev_alloc((size_t)(VMFSD_JDESC_MAX + 1) * VMFSD_META_BLOCK);
-	if (!j->buf) {
-		free(j);
+	j->hbuf = bdev_alloc(VMFSD_META_BLOCK);
+	if (!j->buf || !j->hbuf) {
+		journal_close(j);
 		return -ENOMEM;
 	}
 	*out = j;
@@ -269,6 +271,7 @@ void journal_close(struct journal *j)
 	if (!j)
 		return;
 	bdev_free(j->buf);
+	bdev_free(j->hbuf);
 	free(j);
 }
 
@@ -325,9 +328,22 @@ int journal_write_staged(struct journal *j)
 		return r;
 	jh = (struct vmfsd_jhdr){ .slot = j->slot, .nblocks = j->nblocks, .tail_seq = j->seq,
 				  .tail_blk = j->head, .clean = 0, .id = j->id };
-	r = write_header(j->bd, j->area_off, &jh);
-	if (!r)
-		r = bdev_pwrite(j->bd, j->buf, (size_t)(n + 1) * VMFSD_META_BLOCK, off);
+	vmfsd_jhdr_encode(&jh, j->area_off / VMFSD_META_BLOCK, j->hbuf);
+	/* The header and the transaction in one batch: the flush below makes
+	 * them durable together, and before it a crash may keep either, both
+	 * or neither, whatever order they were sent in.  The header alone
+	 * names a transaction that does not verify (replay ends there: what
+	 * it replaced is in place since the flush above); the transaction
+	 * alone follows a tail that replay reaches it from, or a clean
+	 * journal (the caller had no answer yet: it is lost). */
+	{
+		struct bdev_vec v[2] = {
+			{ .buf = j->hbuf, .len = VMFSD_SECTOR, .off = j->area_off },
+			{ .buf = j->buf, .len = (size_t)(n + 1) * VMFSD_META_BLOCK, .off = off },
+		};
+
+		r = bdev_rw_many(j->bd, 1, v, 2);
+	}
 	if (!r)
 		r = bdev_flush(j->bd);
 	if (r)

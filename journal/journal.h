@@ -7,8 +7,8 @@
  *
  *   flush            data the transaction exposes, and the in-place
  *                    writes of the previous transaction, are durable
- *   header           tail := this transaction (nothing older needs replay)
- *   descriptor+images
+ *   header           tail := this transaction (nothing older needs replay),
+ *   descriptor+images  sent together (neither is durable before the flush)
  *   flush            the transaction is durable: the caller may now write
  *                    the images in place (and need not flush them)
  *
