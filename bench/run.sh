@@ -689,6 +689,35 @@ print(" ".join("%.0f" % r for r in rates))
 PYEOF
 }
 
+# Durable creates and unlinks, one at a time: N files (META_FSYNC_FILES,
+# default 1000) created with 4 KiB written and fsync'd each, then unlinked
+# with an fsync of the directory after each; prints the two rates (ops/s).
+# Every operation is a commit of its own: the journal's latency, flushes
+# and in-place writes, not its batching, decide it.
+meta_fsync_ops() {
+	"$PY" - "$1" "${META_FSYNC_FILES:-1000}" <<'PYEOF'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2])
+os.makedirs(d, exist_ok=True)
+buf = b"y" * 4096
+t = time.monotonic()
+for i in range(n):
+    fd = os.open(os.path.join(d, "s%06d" % i), os.O_CREAT | os.O_WRONLY, 0o644)
+    os.write(fd, buf)
+    os.fsync(fd)
+    os.close(fd)
+c = n / (time.monotonic() - t)
+dfd = os.open(d, os.O_RDONLY)
+t = time.monotonic()
+for i in range(n):
+    os.unlink(os.path.join(d, "s%06d" % i))
+    os.fsync(dfd)
+u = n / (time.monotonic() - t)
+os.close(dfd)
+print("%.0f %.0f" % (c, u))
+PYEOF
+}
+
 # ext4_loop_up IMG MNT: a fresh 8 GiB sparse ext4 image mounted from a loop
 # device at MNT (the metadata baseline); unmounted and deleted at exit.
 ext4_loop_up() {
@@ -701,7 +730,7 @@ ext4_loop_up() {
 }
 
 section_meta() {
-	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 v e
+	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 v e vf ef
 	table "metadata: ${META_FILES:-5000} files (create+write 100 B+close, then sync; stat, one pass then two more; unlink, then sync), ops/s" \
 		operation vmfsd "ext4 (loop device)" ratio
 	((NO_VMFSD)) && { row "all" n/a n/a n/a; return 0; }
@@ -713,6 +742,12 @@ section_meta() {
 	row "stat, one pass right after the writes" "${v[1]}" "${e[1]}" "$(ratio "${v[1]}" "${e[1]}")"
 	row "stat, three passes (issue 17's measure)" "${v[3]}" "${e[3]}" "$(ratio "${v[3]}" "${e[3]}")"
 	row unlink "${v[2]}" "${e[2]}" "$(ratio "${v[2]}" "${e[2]}")"
+	vf=($(meta_fsync_ops "$VOL_MNT/meta-fsync")) || die "fsync workload failed on vmfsd"
+	ef=($(meta_fsync_ops "$emnt/meta-fsync")) || die "fsync workload failed on ext4"
+	row "create + 4 KiB write + fsync, one at a time (${META_FSYNC_FILES:-1000} files)" \
+		"${vf[0]}" "${ef[0]}" "$(ratio "${vf[0]}" "${ef[0]}")"
+	row "unlink + fsync of the directory, one at a time" "${vf[1]}" "${ef[1]}" \
+		"$(ratio "${vf[1]}" "${ef[1]}")"
 	VMFSD_RATIO[create]=$(ratio "${v[0]}" "${e[0]}")
 	VMFSD_RATIO[stat]=$(ratio "${v[1]}" "${e[1]}")
 	VMFSD_RATIO[stat3]=$(ratio "${v[3]}" "${e[3]}")
