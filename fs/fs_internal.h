@@ -497,6 +497,18 @@ uint64_t bmap_capacity(uint8_t height);
 /* The pool an inode's data units come from. */
 struct alloc_pool *bmap_pool(struct fs *fs, struct fs_inode *ip);
 
+/* ---------------- locks around operations (fs/namei.c) ---------------- */
+/* IP (the kernel's inode number INO) locked EXCL until the next commit and
+ * re-read if another host may have changed it; returns with meta_lock
+ * held and a reference in *IPP, to end with ns_exit and inode_put.
+ * NOWAIT: see ns_enter in fs/namei.c. */
+int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp, bool nowait);
+void ns_exit(struct fs *fs, struct fs_inode **v, int n);
+/* meta_lock for a read-only look at IP, re-read first if another host may
+ * have changed it; an error (-ENOENT deleted, -ESTALE the number names
+ * another file now) leaves meta_lock unlocked. */
+int ns_read(struct fs *fs, struct fs_inode *ip);
+
 /* ---------------- directories (fs/dir.c) ---------------- */
 int dir_lookup(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t *ino,
 	       uint8_t *type);

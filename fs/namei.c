@@ -101,7 +101,7 @@ static int ns_enter(struct fs *fs, struct fs_inode **v, int n, int nbyino, bool 
 
 /* ns_enter for one inode the kernel named by number: looks it up first;
  * on failure nothing is held, not even the reference. */
-static int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp, bool nowait)
+int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp, bool nowait)
 {
 	int r = inode_get(fs, ino, ipp);
 
@@ -113,7 +113,7 @@ static int ns_enter_ino(struct fs *fs, uint64_t ino, struct fs_inode **ipp, bool
 	return r;
 }
 
-static void ns_exit(struct fs *fs, struct fs_inode **v, int n)
+void ns_exit(struct fs *fs, struct fs_inode **v, int n)
 {
 	int k;
 
@@ -142,7 +142,7 @@ static int ns_read_as(struct fs *fs, struct fs_inode *ip, bool byino)
 	return r;
 }
 
-static int ns_read(struct fs *fs, struct fs_inode *ip)
+int ns_read(struct fs *fs, struct fs_inode *ip)
 {
 	return ns_read_as(fs, ip, true);
 }

@@ -111,10 +111,11 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 		return -ERANGE;
 	if (size > VMFSD_XATTR_AREA)
 		return -E2BIG;
-	r = inode_get(fs, ino, &ip);
+	/* The inode's lock and its current image, as for any change of it:
+	 * our cached copy may be older than another host's writes. */
+	r = ns_enter_ino(fs, ino, &ip, false);
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
 	off = xfind(&ip->d, name, nl);
 	if (off >= 0 && (flags & XATTR_CREATE))
 		r = -EEXIST;
@@ -145,7 +146,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 			r = inode_commit(fs, ip);
 		}
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
+	ns_exit(fs, &ip, 1);
 	inode_put(fs, ip);
 	return r;
 }
@@ -182,12 +183,17 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 	if (!strcmp(name, XATTR_LOCK) || !strcmp(name, XATTR_MW) || !strcmp(name, XATTR_HANDOVER)) {
 		char txt[512];
 
-		if (!strcmp(name, XATTR_HANDOVER))
+		if (!strcmp(name, XATTR_HANDOVER)) {
 			r = handover_xattr_get(fs, txt, sizeof(txt));
-		else if (!strcmp(name, XATTR_MW))
-			snprintf(txt, sizeof(txt), "%d", !!(ip->d.iflags & VMFSD_IFLAG_MW));
-		else
+		} else if (!strcmp(name, XATTR_MW)) {
+			r = ns_read(fs, ip);
+			if (!r) {
+				snprintf(txt, sizeof(txt), "%d", !!(ip->d.iflags & VMFSD_IFLAG_MW));
+				pthread_mutex_unlock(&fs->meta_lock);
+			}
+		} else {
 			r = cluster_describe_lock(fs, ip, txt, sizeof(txt));
+		}
 		inode_put(fs, ip);
 		if (r)
 			return r;
@@ -197,7 +203,12 @@ int fs_getxattr(struct fs *fs, uint64_t ino, const char *name, void *value, size
 			memcpy(value, txt, strlen(txt));
 		return (int)strlen(txt);
 	}
-	pthread_mutex_lock(&fs->meta_lock);
+	/* Another host may have changed them since we read the inode. */
+	r = ns_read(fs, ip);
+	if (r) {
+		inode_put(fs, ip);
+		return r;
+	}
 	off = xfind(&ip->d, name, nl);
 	if (off < 0) {
 		r = -ENODATA;
@@ -225,7 +236,11 @@ int fs_listxattr(struct fs *fs, uint64_t ino, char *list, size_t size)
 	r = inode_get(fs, ino, &ip);
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
+	r = ns_read(fs, ip);
+	if (r) {
+		inode_put(fs, ip);
+		return r;
+	}
 	while (off + XHDR <= ip->d.xattr_len) {
 		unsigned l = ip->d.xattr[off];
 
@@ -258,10 +273,9 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 		return -EROFS;
 	if (!user_ns(name))
 		return -ENODATA;
-	r = inode_get(fs, ino, &ip);
+	r = ns_enter_ino(fs, ino, &ip, false);
 	if (r)
 		return r;
-	pthread_mutex_lock(&fs->meta_lock);
 	off = xfind(&ip->d, name, strlen(name));
 	if (off < 0) {
 		r = -ENODATA;
@@ -274,7 +288,7 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 		inode_touch(ip, false, true);
 		r = inode_commit(fs, ip);
 	}
-	pthread_mutex_unlock(&fs->meta_lock);
+	ns_exit(fs, &ip, 1);
 	inode_put(fs, ip);
 	return r;
 }

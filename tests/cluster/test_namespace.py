@@ -284,6 +284,47 @@ def reads_mid_commit(img, b, c):
         vt.unmount_quiet(c)
 
 
+def xattr_locked(a, b):
+    """An extended attribute is part of the inode, so changing one takes
+    the inode's lock like any other change.  It did not: A's setxattr
+    wrote A's copy of the inode while B had the file open for writing
+    (that copy's size and block map over B's).  Now A gets EBUSY while
+    B holds the file, and once B closes A's change goes through, B sees
+    it, and B's data is whole."""
+    d = "xattr_locked"
+    os.mkdir(os.path.join(a, d))
+    write_file(os.path.join(a, d, "f"), b"A" * 4096)
+    os.setxattr(os.path.join(a, d, "f"), "user.v", b"one")
+    time.sleep(SETTLE_S)
+    data = os.urandom(1 << 20)
+    fb = os.open(os.path.join(b, d, "f"), os.O_RDWR)
+    os.pwrite(fb, data, 0)
+    os.fsync(fb)
+    for what, act in (("setxattr", lambda p: os.setxattr(p, "user.v", b"two")),
+                      ("removexattr", lambda p: os.removexattr(p, "user.v"))):
+        e, _ = err_of(act, os.path.join(a, d, "f"))
+        expect("%s by A of a file B holds open for writing" % what, e, errno.EBUSY)
+    os.close(fb)
+    e = errno.EBUSY
+    t_end = time.time() + 10        # B gives the lock back at its next commit
+    while e == errno.EBUSY and time.time() < t_end:
+        e, _ = err_of(os.setxattr, os.path.join(a, d, "f"), "user.v", b"two")
+        if e == errno.EBUSY:
+            time.sleep(0.1)
+    expect("setxattr by A once B closed the file", e, 0)
+    time.sleep(SETTLE_S)
+    fb = os.open(os.path.join(b, d, "f"), os.O_RDONLY)
+    try:
+        got = os.getxattr(os.path.join(b, d, "f"), "user.v")
+        if got != b"two":
+            fail("xattr_locked: B reads user.v %r after A's change" % got)
+        if os.fstat(fb).st_size != len(data) or os.pread(fb, len(data), 0) != data:
+            fail("xattr_locked: B's 1 MiB is not whole after A's setxattr (size %d)"
+                 % os.fstat(fb).st_size)
+    finally:
+        os.close(fb)
+
+
 def cases(a, b):
     dir_reused(a, b)
     names = ["creat", "creat_busy", "creat_trunc", "creat_excl", "creat_dir", "creat_perm",
@@ -525,6 +566,7 @@ def cases(a, b):
         log("lookup after A's rename: new name found, old name gone")
 
     lock_recreated(a, b)
+    xattr_locked(a, b)
 
     # Both hosts agree on every directory at the end.
     time.sleep(SETTLE_S)
