@@ -109,7 +109,7 @@ void commit_stop(struct fs *fs);
  * releases deferred frees (meta_lock held). */
 int commit_locked(struct fs *fs);
 /* The same from a caller that has no operation half done (the commit
- * thread, fsync, sync): meta_lock, held on entry and on return, is let go
+ * thread, fsync, sync, a handover): meta_lock, held on entry and on return, is let go
  * while the journal and in-place writes run, so that other operations
  * (the I/O path above all) do not wait for the device's cache flushes. */
 int commit_unlocked(struct fs *fs);

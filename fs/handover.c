@@ -142,18 +142,27 @@ static int handover_give(struct fs *fs, struct fs_inode *ip, uint32_t to, uint64
 	if (ip->dirty)
 		r = inode_writeback(fs, ip);
 	/* The commit writes every pending metadata block in place between
-	 * two flushes (data written by the file's writes included); the
-	 * checkpoint then marks the journal clean, so no later replay of it
-	 * can write an old image of this file over the new holder's. */
+	 * two flushes (data written by the file's writes included), without
+	 * meta_lock while the device writes and flushes (commit_unlocked: the
+	 * host's other files go on meanwhile); then what operations merged
+	 * meanwhile, under it.  The journal must be clean after it, so that
+	 * no later replay can write an old image of this file over the new
+	 * holder's: a commit that gives locks back leaves it so, otherwise
+	 * the checkpoint below does. */
 	if (!r)
+		r = commit_unlocked(fs);
+	if (!r && fs->nrun)
 		r = commit_locked(fs);
-	if (!r)
+	if (!r && fs->jdirty) {
 		r = journal_checkpoint(fs->jn);
-	if (!r)
-		fs->jdirty = false;
+		if (!r)
+			fs->jdirty = false;
+	}
+	pthread_mutex_unlock(&fs->meta_lock);
+	/* The file's data written before lk_giving: durable before the give
+	 * (a flush needs no lock of ours). */
 	if (!r)
 		r = bdev_flush(fs->bd);
-	pthread_mutex_unlock(&fs->meta_lock);
 	pthread_mutex_lock(&ip->lk_io);
 	pthread_mutex_lock(&fs->lk_lock);
 	if (!r && ip->lk_mode != VMFSD_LOCK_EXCL)

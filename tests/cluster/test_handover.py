@@ -19,12 +19,15 @@ processes (hosts A and B) on one image.
     read-write open (B closes its standby descriptor): B gives the lock
     back on that close, and A takes it again;
  5. back and forth: ten handovers A -> B -> A ..., the file's counter
-    continuous.
+    continuous;
+ 6. a give holds up no other operation of the source: with A's device
+    slowed, a chmod on A during the give's commit returns long before it.
 
 Env: VMFSD, MKFS.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
 """
 import errno
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -77,6 +80,8 @@ def body(c):
         c.section("refusals", refusals, c, ma, mb)
         c.section("unused handover comes back", unused, c, ma, mb)
         c.section("ten handovers back and forth", back_and_forth, c, ma, mb)
+        c.section("a give holds up no other operation of the source",
+                  give_holds_up_nothing, c, img, ma, mb)
     finally:
         for m in (ma, mb):
             vt.unmount_quiet(m)
@@ -217,6 +222,56 @@ def back_and_forth(c, ma, mb):
         src = dst
     os.close(fd)
     c.check(n == 50, "counter continuous through ten handovers (%d)" % n)
+
+
+def give_holds_up_nothing(c, img, ma, mb):
+    """A give commits what the source host has pending before it moves
+    the lock.  It did so holding meta_lock through the device's writes
+    and flushes, so every other operation of the host (its other VMs'
+    I/O too) waited for the give.  A is mounted again with
+    debug_batch_gap_us=300000: its device lands the writes of a batch
+    0.3 s apart, so committing a few new files takes seconds.  A chmod
+    of another file on A, made while the give commits, must return at
+    least a second before the give does."""
+    vt.unmount_daemon(img, ma)
+    vt.mount_daemon(img, ma, "A", opts=("debug_batch_gap_us=300000",))
+    pa, pb = os.path.join(ma, "g-flat"), os.path.join(mb, "g-flat")
+    other = os.path.join(ma, "g-other")
+    fa = os.open(pa, os.O_CREAT | os.O_RDWR, 0o644)
+    os.pwrite(fa, b"g" * 4096, 0)
+    os.fsync(fa)
+    os.close(os.open(other, os.O_CREAT | os.O_WRONLY, 0o644))
+    os.mkdir(os.path.join(ma, "g-new"))
+    time.sleep(1.5)
+    os.setxattr(pb, X, b"accept")
+    fb = os.open(pb, os.O_RDONLY)
+    for i in range(6):                  # what the give's commit carries
+        os.close(os.open(os.path.join(ma, "g-new", "f%d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
+    res = {}
+
+    def giver():
+        try:
+            give(pa, ident(mb))
+        except OSError as e:
+            res["err"] = e
+        res["give"] = time.monotonic()
+
+    t = threading.Thread(target=giver)
+    t.start()
+    time.sleep(0.3)
+    os.chmod(other, 0o600)
+    chmod_done = time.monotonic()
+    t.join()
+    c.check("err" not in res, "the give: %r" % res.get("err"))
+    c.check(res["give"] - chmod_done >= 1.0,
+            "A's chmod returned %.2f s before the give did (at least 1 s expected: "
+            "the give held meta_lock while its commit was written)"
+            % (res["give"] - chmod_done))
+    vt.log("chmod during the give: returned %.2f s before the give" % (res["give"] - chmod_done))
+    c.eq(stat.S_IMODE(os.stat(other).st_mode), 0o600, "the chmod made during the give")
+    c.check(lock_of(pb).startswith("EXCL by B"), "B holds the lock: " + lock_of(pb))
+    os.close(fa)
+    os.close(fb)
 
 
 if __name__ == "__main__":
