@@ -218,17 +218,21 @@ def lock_recreated(a, b):
 
 def creator(c, d, nfiles, stop, q):
     """C's side of reads_mid_commit: fills D with NFILES names, empties it,
-    again and again (one commit: the new directory blocks, then hundreds of
-    inodes, one by one).  Puts the number of rounds, or the error."""
-    rounds = 0
+    again and again (a commit: new directory blocks, then hundreds of
+    inodes, one by one), until STOP.  Puts the number of names it created
+    and removed, or the error."""
+    ops = 0
     try:
         while not stop.is_set():
-            for i in range(nfiles):
-                os.close(os.open(os.path.join(c, d, "f%03d" % i), os.O_CREAT | os.O_WRONLY, 0o644))
-            for i in range(nfiles):
+            made = 0
+            while made < nfiles and not stop.is_set():
+                os.close(os.open(os.path.join(c, d, "f%03d" % made), os.O_CREAT | os.O_WRONLY,
+                                 0o644))
+                made += 1
+            for i in range(made):
                 os.unlink(os.path.join(c, d, "f%03d" % i))
-            rounds += 1
-        q.put(rounds)
+            ops += 2 * made
+        q.put(ops)
     except OSError as e:
         q.put(repr(e))
 
@@ -262,16 +266,16 @@ def reads_mid_commit(img, b, c):
                     key = "%s: %s" % (op.__name__, errno.errorcode.get(e, e))
                     errs[key] = errs.get(key, 0) + 1
         stop.set()
-        rounds = q.get(timeout=120)
+        ops = q.get(timeout=240)
         p.join()
-        if not isinstance(rounds, int) or rounds < 1:
-            fail("reads_mid_commit: C's creates: %s" % rounds)
+        if not isinstance(ops, int) or ops < 1:
+            fail("reads_mid_commit: C's creates and unlinks: %s" % ops)
         if errs:
             fail("reads_mid_commit: B's reads while C's commits were half in place: %s "
                  "(%d reads)" % (errs, reads))
         else:
-            log("reads_mid_commit: %d reads by B over %d rounds of C: each the old or "
-                "the new state" % (reads, rounds))
+            log("reads_mid_commit: %d reads by B while C made %s creates and unlinks: each "
+                "the old or the new state" % (reads, ops))
         # C's last change; then B, past the bound, sees exactly C's names.
         os.close(os.open(os.path.join(c, d, "last"), os.O_CREAT | os.O_WRONLY, 0o644))
         time.sleep(2 * SETTLE_S)
