@@ -204,10 +204,6 @@ int commit_publish_locks(struct fs *fs)
 
 enum { CIO_IDLE, CIO_WRITING, CIO_WRITTEN };
 
-/* Moves the running transaction into the journal's buffer (meta_lock
- * held): the run is empty after it, and its blocks stay in the pending
- * table, where later operations may change them again, until
- * commit_staged_done. */
 /* What a stage allocated, gone (after its writes, or a failed stage). */
 static void commit_stage_free(struct fs *fs)
 {
@@ -220,6 +216,10 @@ static void commit_stage_free(struct fs *fs)
 	fs->cio_n = fs->cio_nreuse = fs->cio_nlk = 0;
 }
 
+/* Moves the running transaction into the journal's buffer (meta_lock
+ * held): the run is empty after it, and its blocks stay in the pending
+ * table, where later operations may change them again, until
+ * commit_staged_done. */
 static int commit_stage(struct fs *fs, bool checkpoint)
 {
 	uint32_t i, n = fs->nrun;
