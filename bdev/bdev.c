@@ -71,6 +71,9 @@ struct aio_engine {
 	void *warg;
 	uint64_t spin_ns;
 	unsigned wgen, wseen;
+	bool watched;                   /* wfd >= 0: commands are taken */
+	bool sqe128;                    /* the ring has 128-byte SQEs */
+	struct bdev_aio_cmd *chead, **ctail;    /* bdev_aio_cmd_submit */
 };
 
 struct bdev {
@@ -1002,6 +1005,9 @@ int bdev_crash_enabled(const struct bdev *bd)
 /* The shortest spin window (issuer_spin): a few system calls. */
 #define SPIN_MIN_NS 2000
 #define UNWATCH_TAG ((uint64_t)3)
+/* A bdev_aio_cmd's completion: its address with the low bit set (the tags
+ * above are below 4, a command is at least pointer-aligned). */
+#define CMD_BIT ((uint64_t)1)
 
 /* The engine whose issuer thread this is (NULL on other threads). */
 static _Thread_local struct aio_engine *on_issuer;
@@ -1038,7 +1044,8 @@ static bool issuer_spin(struct aio_engine *e, uint64_t until)
 	do {
 		io_uring_get_events(&e->ring);
 		if (io_uring_cq_ready(&e->ring) ||
-		    __atomic_load_n(&e->qhead, __ATOMIC_ACQUIRE) != NULL)
+		    __atomic_load_n(&e->qhead, __ATOMIC_ACQUIRE) != NULL ||
+		    __atomic_load_n(&e->chead, __ATOMIC_ACQUIRE) != NULL)
 			return true;
 #if defined(__x86_64__) || defined(__i386__)
 		__builtin_ia32_pause();
@@ -1088,9 +1095,17 @@ static void *aio_issuer(void *arg)
 
 	on_issuer = e;
 
+	/* 128-byte SQEs for the watcher's commands (FUSE over io_uring
+	 * needs them); Linux 5.19 and later */
 	memset(&p, 0, sizeof(p));
-	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+	p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SQE128;
 	r = io_uring_queue_init_params(AIO_DEPTH, &e->ring, &p);
+	e->sqe128 = r == 0;
+	if (r) {
+		memset(&p, 0, sizeof(p));
+		p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+		r = io_uring_queue_init_params(AIO_DEPTH, &e->ring, &p);
+	}
 	if (r) {
 		memset(&p, 0, sizeof(p));      /* kernels before 6.1 */
 		r = io_uring_queue_init_params(AIO_DEPTH, &e->ring, &p);
@@ -1105,6 +1120,7 @@ static void *aio_issuer(void *arg)
 	for (;;) {
 		struct io_uring_cqe *cqe;
 		struct bdev_aio *a;
+		struct bdev_aio_cmd *cmds;
 		unsigned head, seen = 0;
 
 		/* Take what callers queued, up to the ring's capacity. */
@@ -1115,6 +1131,9 @@ static void *aio_issuer(void *arg)
 			e->qhead = NULL;
 			e->qtail = &e->qhead;
 		}
+		cmds = e->chead;
+		e->chead = NULL;
+		e->ctail = &e->chead;
 		stopping = e->stop;
 		if (e->wgen != wgen) {
 			/* a watch was set or dropped: re-arm from scratch */
@@ -1133,6 +1152,14 @@ static void *aio_issuer(void *arg)
 			pthread_cond_broadcast(&e->room);
 		}
 		pthread_mutex_unlock(&e->lock);
+		while (cmds) {
+			struct bdev_aio_cmd *c = cmds;
+			struct io_uring_sqe *sqe = issuer_sqe(e);
+
+			cmds = c->next;
+			c->prep(c, sqe);
+			io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | CMD_BIT);
+		}
 		if (wfd >= 0 && !warmed) {
 			struct io_uring_sqe *sqe = issuer_sqe(e);
 
@@ -1181,7 +1208,7 @@ static void *aio_issuer(void *arg)
 				spin_cur = spin_cur / 2 > SPIN_MIN_NS ? spin_cur / 2 : SPIN_MIN_NS;
 		}
 		pthread_mutex_lock(&e->lock);
-		more = more || wagain || e->qhead != NULL || e->wgen != wgen ||
+		more = more || wagain || e->qhead != NULL || e->chead != NULL || e->wgen != wgen ||
 		       io_uring_cq_ready(&e->ring);
 		e->sleeping = !more;
 		pthread_mutex_unlock(&e->lock);
@@ -1208,6 +1235,17 @@ static void *aio_issuer(void *arg)
 			}
 			if ((uintptr_t)a == UNWATCH_TAG)
 				continue;
+			if ((uintptr_t)a & CMD_BIT) {
+				/* the watcher's command: its own until unwatched */
+				if (wfd >= 0) {
+					struct bdev_aio_cmd *c =
+						(void *)((uintptr_t)a & ~(uintptr_t)CMD_BIT);
+
+					c->done(c, r);
+					last_event = spin_ns ? now_ns() : 0;
+				}
+				continue;
+			}
 			if ((uintptr_t)a == WATCH_TAG) {
 				/* a poll that ends (no F_MORE) is armed again,
 				 * unless it was cancelled on purpose */
@@ -1287,6 +1325,7 @@ static int aio_engine_start(struct bdev *bd, struct aio_engine **out)
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->room, NULL);
 	e->qtail = &e->qhead;
+	e->ctail = &e->chead;
 	e->wfd = -1;
 	e->init = 1;
 	e->bd = bd;
@@ -1430,6 +1469,7 @@ int bdev_aio_watch(struct bdev *bd, int fd, bool (*ready)(void *arg), void *arg,
 	for (e = bd->aio; e; e = e->next) {
 		pthread_mutex_lock(&e->lock);
 		e->wfd = fd;
+		e->watched = true;
 		e->wready = ready;
 		e->warg = arg;
 		e->spin_ns = (uint64_t)spin_us * 1000;
@@ -1455,6 +1495,9 @@ void bdev_aio_unwatch(struct bdev *bd)
 			continue;
 		}
 		e->wfd = -1;
+		e->watched = false;
+		e->chead = NULL;        /* dropped: see bdev_aio_cmd */
+		e->ctail = &e->chead;
 		gen = ++e->wgen;
 		e->sleeping = false;
 		pthread_mutex_unlock(&e->lock);
@@ -1464,6 +1507,43 @@ void bdev_aio_unwatch(struct bdev *bd)
 			pthread_cond_wait(&e->room, &e->lock);
 		pthread_mutex_unlock(&e->lock);
 	}
+}
+
+int bdev_aio_cmd_submit(struct bdev *bd, unsigned issuer, struct bdev_aio_cmd *c)
+{
+	struct aio_engine *e;
+	bool kick;
+
+	for (e = bd->aio; e && issuer; e = e->next)
+		issuer--;
+	if (!e)
+		return -EINVAL;
+	if (!e->sqe128)
+		return -EOPNOTSUPP;
+	c->next = NULL;
+	pthread_mutex_lock(&e->lock);
+	if (!e->watched) {
+		pthread_mutex_unlock(&e->lock);
+		return -ESHUTDOWN;
+	}
+	*e->ctail = c;
+	e->ctail = &c->next;
+	kick = e->sleeping;
+	e->sleeping = false;
+	pthread_mutex_unlock(&e->lock);
+	if (kick)
+		aio_kick(e);
+	return 0;
+}
+
+unsigned bdev_aio_issuer_count(struct bdev *bd)
+{
+	struct aio_engine *e;
+	unsigned n = 0;
+
+	for (e = bd->aio; e && e->sqe128; e = e->next)
+		n++;
+	return n;
 }
 
 bool bdev_aio_on_issuer(void)

@@ -120,6 +120,29 @@ int bdev_aio_watch(struct bdev *bd, int fd, bool (*ready)(void *arg), void *arg,
 		   unsigned spin_us);
 void bdev_aio_unwatch(struct bdev *bd);
 bool bdev_aio_on_issuer(void);
+
+/* A command of the watcher's own on an issuer's io_uring, such as a FUSE
+ * request slot (fuse/fuse_loop.c): PREP fills the SQE, a 128-byte one
+ * (IORING_SETUP_SQE128), on the issuer when it goes out; DONE gets the
+ * completion's result on that issuer, while the watch is set: once
+ * bdev_aio_unwatch has returned, completions of commands are dropped
+ * unseen, and so are commands still queued.  A command may stay on the
+ * ring for ever (it completes when the kernel has something for it) and
+ * bdev_aio_drain does not wait for commands. */
+struct io_uring_sqe;
+struct bdev_aio_cmd {
+	void (*prep)(struct bdev_aio_cmd *c, struct io_uring_sqe *sqe);
+	void (*done)(struct bdev_aio_cmd *c, int res);
+	struct bdev_aio_cmd *next;      /* private */
+};
+/* Queues C for issuer number ISSUER (0 to bdev_aio_issuer_count() - 1)
+ * from any thread.  -ESHUTDOWN without a watch, -EOPNOTSUPP when that
+ * issuer's ring has no 128-byte SQEs (kernels before 5.19), -EINVAL for
+ * an issuer that does not exist. */
+int bdev_aio_cmd_submit(struct bdev *bd, unsigned issuer, struct bdev_aio_cmd *c);
+/* The issuer threads that take commands (0 before the first asynchronous
+ * request or watch starts them, or when their rings cannot). */
+unsigned bdev_aio_issuer_count(struct bdev *bd);
 /* Waits until every submitted asynchronous request has completed. */
 void bdev_aio_drain(struct bdev *bd);
 int bdev_crash_enabled(const struct bdev *bd);

@@ -18,6 +18,10 @@
 #   --keep          leave the volume mounted and the images in place
 #
 # $VMFSD_MKFS and $VMFSD_BIN measure other binaries (nothing is built then).
+# FUSE over io_uring: the run sets the fuse module's enable_uring to Y where
+# it can (Linux 6.14 and later, as root), so vmfsd takes its requests through
+# io_uring; VMFSD_FUSE_URING=0 leaves the setting alone and mounts vmfsd with
+# -o no_fuse_uring (requests through /dev/fuse).  The report says which.
 # Section floor mounts build/bench/fuse_floor ($VMFSD_FLOOR), an in-memory
 # FUSE filesystem facing the kernel as vmfsd does, and runs the engines and
 # meta workloads on it: what any /dev/fuse daemon can reach on this machine.
@@ -213,7 +217,20 @@ PYEOF
 	out "- machine: $(nproc) CPUs ($cpu), $mem RAM, kernel $(uname -r)"
 	out "- bench folder: $BENCH_DIR on $fsinfo"
 	out "- $(fio --version), $(meson --version | sed 's/^/meson /')"
+	out "- FUSE requests: $FUSE_WAY"
 }
+
+# ---------------------------------------------------------------- FUSE over io_uring
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+VMFSD_OPTS=host=bench
+if [[ ${VMFSD_FUSE_URING:-1} == 0 ]]; then
+	VMFSD_OPTS+=,no_fuse_uring
+	FUSE_WAY="through /dev/fuse (VMFSD_FUSE_URING=0: -o no_fuse_uring)"
+elif [[ -w $URING_PARAM ]] && echo Y >"$URING_PARAM" 2>/dev/null; then
+	FUSE_WAY="through io_uring where vmfsd's loop serves them ($URING_PARAM set to Y)"
+else
+	FUSE_WAY="through /dev/fuse (this kernel has no FUSE over io_uring, or $URING_PARAM is not writable)"
+fi
 
 # ---------------------------------------------------------------- build
 build() {
@@ -253,7 +270,7 @@ volume_up() {
 	"$MKFS" -f -q -L bench -s "$VOL_SIZE" "$VOL_IMG" >"$LOG_DIR/mkfs.log" 2>&1 ||
 		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
 	track_mount "$VOL_MNT"
-	"$VMFSD" -f -o host=bench "$VOL_IMG" "$VOL_MNT" >"$LOG_DIR/vmfsd.log" 2>&1 &
+	"$VMFSD" -f -o "$VMFSD_OPTS" "$VOL_IMG" "$VOL_MNT" >"$LOG_DIR/vmfsd.log" 2>&1 &
 	VMFSD_PID=$!
 	wait_mounted "$VOL_MNT" "$VMFSD_PID" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
 	VOL_UP=1

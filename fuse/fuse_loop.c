@@ -30,12 +30,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <liburing.h>
 
 #include "bdev/bdev.h"
 #include "fuse_loop.h"
@@ -59,6 +66,7 @@ struct in_header {
 #define OP_WRITE 16
 #define OP_RELEASE 18
 #define OP_GETXATTR 22
+#define OP_INIT 26
 #define OP_CREATE 35
 #define OP_BATCH_FORGET 42
 /* GETXATTR's name follows the header and struct fuse_getxattr_in (8 bytes) */
@@ -152,6 +160,16 @@ struct floop {
 /* One volume per process, as the ops' session (fuse_ops.c). */
 static struct floop *loop;
 
+/* FUSE over io_uring (below): its state, the slot whose request this
+ * issuer serves (vmfsd_fuse_take_buf), and the handle take_buf gives for a
+ * slot's payload (the slot is the request's until its reply anyway). */
+struct fring;
+struct slot;
+static struct fring *fring;
+static _Thread_local struct slot *cur_slot;
+static char slot_lent;
+static bool slot_holds(const struct slot *s, const void *p, size_t len);
+
 /* A receive buffer from the free list or a new one; NULL when RBUF_MAX
  * are out, unless FORCE (an issuer's own first buffer: it must be able to
  * read).  LOCK held. */
@@ -196,6 +214,8 @@ void *vmfsd_fuse_take_buf(const void *p, size_t len)
 	struct floop *l = loop;
 	struct rbuf *rb, *next;
 
+	if (cur_slot && slot_holds(cur_slot, p, len))
+		return &slot_lent;
 	if (!l || !bdev_aio_on_issuer() || !cur)
 		return NULL;
 	rb = cur;
@@ -215,12 +235,455 @@ void vmfsd_fuse_put_buf(void *h)
 	struct floop *l = loop;
 	struct rbuf *rb = h;
 
-	if (!rb || !l)
+	if (!rb || !l || h == &slot_lent)
 		return;         /* (not after the loop: it drains the I/O first) */
 	pthread_mutex_lock(&l->lock);
 	rb->next = l->free_rb;
 	l->free_rb = rb;
 	pthread_mutex_unlock(&l->lock);
+}
+
+
+/* ---------------- FUSE over io_uring ---------------- */
+/*
+ * Linux 6.14 and later can pass requests through io_uring instead of
+ * /dev/fuse (fs/fuse/dev_uring.c; the fuse module's enable_uring parameter
+ * must be set, and the server must say so in its INIT reply).  The server
+ * registers request slots, an io_uring command each, in one queue per
+ * possible CPU (a request goes to the queue of the CPU its caller runs
+ * on, and none goes through the ring before every queue has a slot).  A
+ * request lands in a free slot of its queue and completes that slot's
+ * command; the reply goes into the same slot, and one command commits it
+ * and waits for the next request.  So the read(2) and writev(2) of
+ * /dev/fuse per request are gone: the issuer's io_uring_enter that submits
+ * the device I/O carries them (bdev_aio_cmd), and a READ or WRITE is one
+ * system call on the issuer, not three.
+ *
+ * libfuse 3.14 knows nothing of it: vmfsd sets the flag in libfuse's own
+ * INIT reply and takes libfuse's replies at the session's writev
+ * (fuse_session_custom_io), where a reply to a request that came through
+ * a slot goes into that slot.  FORGET, INTERRUPT and notifications still
+ * use /dev/fuse (the kernel sends them there), as does every request sent
+ * before the slots were registered: the reader goes on serving it.
+ */
+
+/* The kernel's ABI (include/uapi/linux/fuse.h, protocol 7.42) */
+#define INIT_EXT (1u << 30)                     /* FUSE_INIT_EXT: flags2 counts */
+#define INIT_MAX_PAGES (1u << 22)               /* FUSE_MAX_PAGES */
+#define INIT2_OVER_IO_URING (1u << (41 - 32))   /* FUSE_OVER_IO_URING */
+#define URING_CMD_REGISTER 1
+#define URING_CMD_COMMIT_AND_FETCH 2
+
+struct init_in {
+	uint32_t major, minor, max_readahead, flags, flags2;
+};
+struct init_out {
+	uint32_t major, minor, max_readahead, flags;
+	uint16_t max_background, congestion_threshold;
+	uint32_t max_write, time_gran;
+	uint16_t max_pages, map_alignment;
+	uint32_t flags2;
+	uint32_t unused[7];
+};
+_Static_assert(sizeof(struct init_out) == 64, "struct fuse_init_out");
+struct out_header {
+	uint32_t len;
+	int32_t error;
+	uint64_t unique;
+};
+/* struct fuse_uring_req_header: what a slot's first buffer holds */
+struct slot_hdr {
+	uint8_t in_out[128];    /* the request's fuse_in_header, the reply's fuse_out_header */
+	uint8_t op_in[128];     /* the request's first argument (fuse_read_in, ...) */
+	uint64_t flags;         /* struct fuse_uring_ent_in_out */
+	uint64_t commit_id;
+	uint32_t payload_sz;    /* bytes in the payload buffer, both ways */
+	uint32_t padding;
+	uint64_t reserved;
+};
+_Static_assert(sizeof(struct slot_hdr) == 288, "struct fuse_uring_req_header");
+/* struct fuse_uring_cmd_req: the command's 80 bytes in a 128-byte SQE */
+struct slot_cmd {
+	uint64_t flags;
+	uint64_t commit_id;
+	uint16_t qid;
+	uint8_t padding[6];
+};
+
+/* Slots per queue, and in all: a queue takes the requests of the CPUs'
+ * callers, so a QD32 job on one CPU wants 32 in its queue; each slot's
+ * payload buffer is as large as the largest request (1 MiB and a page
+ * here), touched only as far as requests reach, so RSS stays under
+ * SLOTS_MAX MiB whatever the load. */
+#define SLOTS_PER_QUEUE 32
+#define SLOTS_MAX 128
+/* Room before a slot's payload: the request is put together there, its
+ * headers (at most 40 + 128 bytes) right before the payload, so that a
+ * WRITE's data stays where the kernel put it, page aligned. */
+#define SLOT_HEADROOM 4096
+
+struct slot {
+	struct bdev_aio_cmd cmd;        /* first */
+	struct vmfsd_fuse_job job;      /* a request for a worker */
+	struct slot_hdr *hdr;
+	uint8_t *payload;
+	struct iovec iov[2];            /* what REGISTER hands the kernel */
+	uint8_t *req;                   /* the request put together */
+	size_t reqlen;
+	uint64_t unique;                /* of the request held (0: none) */
+	struct slot *hnext;             /* in the table, while held */
+	uint32_t op;                    /* the command that goes out next */
+	uint16_t qid;
+	unsigned issuer;
+};
+
+struct fring {
+	struct fuse_session *se;
+	struct bdev *bd;
+	int fd;
+	bool want;                      /* offer it at INIT */
+	bool init_seen;                 /* the INIT request, as the kernel sent it */
+	uint64_t init_unique;
+	uint32_t kflags, kflags2;
+	size_t payload_sz;
+	unsigned nslots;
+	struct slot *slots;
+	struct slot_hdr *hdrs;
+	void *map;
+	size_t maplen;
+	pthread_mutex_t tlock;          /* the table of held slots */
+	struct slot **table;
+	unsigned tmask;
+	atomic_uint_fast64_t nring, ndev;       /* requests by way */
+	atomic_int failed;              /* a REGISTER's error */
+};
+
+
+static unsigned possible_cpus(void)
+{
+	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
+	unsigned a, b, n = 0;
+	int c;
+
+	/* "0-3" or "0,2-5": the highest CPU number and one */
+	if (f) {
+		while (fscanf(f, "%u", &a) == 1) {
+			b = a;
+			c = fgetc(f);
+			if (c == '-' && fscanf(f, "%u", &b) == 1)
+				c = fgetc(f);
+			n = b + 1 > n ? b + 1 : n;
+			if (c != ',')
+				break;
+		}
+		fclose(f);
+	}
+	return n ? n : (unsigned)get_nprocs_conf();
+}
+
+static void slot_hash(struct fring *r, struct slot *s)
+{
+	unsigned i = (unsigned)(s->unique >> 1) & r->tmask;
+
+	pthread_mutex_lock(&r->tlock);
+	s->hnext = r->table[i];
+	r->table[i] = s;
+	pthread_mutex_unlock(&r->tlock);
+}
+
+/* The slot that holds request UNIQUE, out of the table; NULL if none. */
+static struct slot *slot_unhash(struct fring *r, uint64_t unique)
+{
+	struct slot **pp, *s;
+
+	pthread_mutex_lock(&r->tlock);
+	for (pp = &r->table[(unsigned)(unique >> 1) & r->tmask]; (s = *pp); pp = &s->hnext) {
+		if (s->unique == unique) {
+			*pp = s->hnext;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->tlock);
+	return s;
+}
+
+static bool slot_holds(const struct slot *s, const void *p, size_t len)
+{
+	const uint8_t *q = p;
+
+	return q >= s->payload && q + len <= s->payload + fring->payload_sz;
+}
+
+static void slot_prep(struct bdev_aio_cmd *c, struct io_uring_sqe *sqe)
+{
+	struct slot *s = (struct slot *)c;
+	struct slot_cmd *sc = (struct slot_cmd *)sqe->cmd;
+
+	memset(sqe, 0, 128);
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = fring->fd;
+	sqe->cmd_op = s->op;
+	sc->qid = s->qid;
+	if (s->op == URING_CMD_REGISTER) {
+		sqe->addr = (uint64_t)(uintptr_t)s->iov;
+		sqe->len = 2;
+	} else {
+		sc->commit_id = s->unique;
+	}
+}
+
+static void slot_run(struct vmfsd_fuse_job *j)
+{
+	struct slot *s = (struct slot *)((char *)j - offsetof(struct slot, job));
+	struct fuse_buf fb = { .size = s->reqlen, .mem = s->req };
+
+	/* (S may hold the next request once this one is answered) */
+	fuse_session_process_buf(fring->se, &fb);
+}
+
+/* Answers the request in S with ERR without libfuse (one it cannot
+ * parse): the slot must go back to the kernel either way. */
+static void slot_fail(struct fring *r, struct slot *s, uint64_t unique, int err)
+{
+	struct out_header oh = { sizeof(oh), -err, unique };
+
+	memcpy(s->hdr->in_out, &oh, sizeof(oh));
+	s->hdr->payload_sz = 0;
+	s->unique = unique;
+	s->op = URING_CMD_COMMIT_AND_FETCH;
+	(void)bdev_aio_cmd_submit(r->bd, s->issuer, &s->cmd);
+}
+
+/* On the issuer: S's command completed, with a request (RES 0) or
+ * without (the connection ends, or REGISTER failed). */
+static void slot_done(struct bdev_aio_cmd *c, int res)
+{
+	struct slot *s = (struct slot *)c;
+	struct fring *r = fring;
+	struct in_header h;
+	size_t psz, opsz;
+
+	if (res < 0) {
+		/* -ENOTCONN, -ECANCELED: unmounted or aborted; else the kernel
+		 * refused the slot and goes on through /dev/fuse */
+		if (s->op == URING_CMD_REGISTER && res != -ENOTCONN && res != -ECANCELED)
+			atomic_store(&r->failed, res);
+		return;
+	}
+	memcpy(&h, s->hdr->in_out, sizeof(h));
+	psz = s->hdr->payload_sz;
+	if (h.len < sizeof(h) + psz || psz > r->payload_sz ||
+	    (opsz = h.len - sizeof(h) - psz) > sizeof(s->hdr->op_in)) {
+		slot_fail(r, s, h.unique, EIO);
+		return;
+	}
+	/* in_header, first argument, payload: the layout of /dev/fuse */
+	s->req = s->payload - sizeof(h) - opsz;
+	s->reqlen = h.len;
+	memcpy(s->req, &h, sizeof(h));
+	memcpy(s->req + sizeof(h), s->hdr->op_in, opsz);
+	s->unique = h.unique;
+	slot_hash(r, s);
+	atomic_fetch_add_explicit(&r->nring, 1, memory_order_relaxed);
+	if (served_here(&h, h.len)) {
+		struct fuse_buf fb = { .size = s->reqlen, .mem = s->req };
+
+		cur_slot = s;
+		fuse_session_process_buf(r->se, &fb);
+		cur_slot = NULL;
+		return;
+	}
+	s->job.run = slot_run;
+	if (vmfsd_fuse_defer(&s->job) && slot_unhash(r, h.unique))
+		slot_fail(r, s, h.unique, EIO);
+}
+
+/* After the INIT reply that offered io_uring: the slots, registered with
+ * the kernel through the issuers.  MAX_WRITE and MAX_PAGES as replied: the
+ * kernel wants every payload buffer as large as its largest request. */
+static int ring_start(struct fring *r, uint32_t max_write, uint32_t max_pages)
+{
+	unsigned nq = possible_cpus(), nis = bdev_aio_issuer_count(r->bd);
+	unsigned per = SLOTS_MAX / nq, i, t;
+	struct slot **table;
+	size_t psz, stride;
+	uint8_t *m;
+
+	per = per > SLOTS_PER_QUEUE ? SLOTS_PER_QUEUE : per < 2 ? 2 : per;
+	psz = max_pages ? (size_t)max_pages * 4096 : 32 * 4096;    /* the kernel's default */
+	psz = psz > max_write ? psz : max_write;
+	psz = psz > 8192 ? psz : 8192;
+	psz = (psz + 4095) & ~(size_t)4095;
+	r->payload_sz = psz;
+	r->nslots = nq * per;
+	stride = SLOT_HEADROOM + psz;
+	r->maplen = stride * r->nslots;
+	r->map = mmap(NULL, r->maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r->map == MAP_FAILED) {
+		r->map = NULL;
+		return -ENOMEM;
+	}
+	for (t = 1; t < 2 * r->nslots; t <<= 1)
+		;
+	r->tmask = t - 1;
+	table = calloc(t, sizeof(*table));
+	r->slots = calloc(r->nslots, sizeof(*r->slots));
+	r->hdrs = calloc(r->nslots, sizeof(*r->hdrs));
+	if (!table || !r->slots || !r->hdrs) {
+		free(table);
+		return -ENOMEM;
+	}
+	/* (replies on other threads look at the table from now on) */
+	__atomic_store_n(&r->table, table, __ATOMIC_RELEASE);
+	m = r->map;
+	for (i = 0; i < r->nslots; i++) {
+		struct slot *s = &r->slots[i];
+
+		s->cmd.prep = slot_prep;
+		s->cmd.done = slot_done;
+		s->hdr = &r->hdrs[i];
+		s->payload = m + stride * i + SLOT_HEADROOM;
+		s->iov[0] = (struct iovec){ s->hdr, sizeof(*s->hdr) };
+		s->iov[1] = (struct iovec){ s->payload, psz };
+		s->qid = (uint16_t)(i / per);
+		s->issuer = s->qid % nis;
+		s->op = URING_CMD_REGISTER;
+	}
+	for (i = 0; i < r->nslots; i++) {
+		int e = bdev_aio_cmd_submit(r->bd, r->slots[i].issuer, &r->slots[i].cmd);
+
+		if (e)
+			return e;
+	}
+	return 0;
+}
+
+/* libfuse's INIT reply, as a single write; with FUSE_OVER_IO_URING added
+ * when the kernel offered it and the issuers can carry the commands. */
+static ssize_t init_reply(struct fring *r, int fd, const struct iovec *iov, int count)
+{
+	struct {
+		struct out_header oh;
+		struct init_out in;
+	} m;
+	size_t n = 0;
+	bool offer;
+	ssize_t w;
+	int i;
+
+	for (i = 0; i < count; i++) {
+		if (n + iov[i].iov_len > sizeof(m))
+			return writev(fd, iov, count);
+		memcpy((char *)&m + n, iov[i].iov_base, iov[i].iov_len);
+		n += iov[i].iov_len;
+	}
+	if (n != sizeof(m) || m.oh.error)
+		return writev(fd, iov, count);
+	offer = (r->kflags & INIT_EXT) && (r->kflags2 & INIT2_OVER_IO_URING) &&
+		bdev_aio_issuer_count(r->bd) > 0;
+	if (offer) {
+		if (!(m.in.flags & INIT_EXT))
+			m.in.flags2 = 0;        /* not meant by libfuse */
+		m.in.flags |= INIT_EXT;
+		m.in.flags2 |= INIT2_OVER_IO_URING;
+	}
+	w = write(fd, &m, sizeof(m));
+	/* the kernel has taken the reply (written synchronously), so the
+	 * slots can go; without them it goes on through /dev/fuse */
+	if (w == (ssize_t)sizeof(m) && offer) {
+		int e = ring_start(r, m.in.max_write,
+				   m.in.flags & INIT_MAX_PAGES ? (m.in.max_pages ? m.in.max_pages : 1) : 0);
+
+		if (e)
+			atomic_store(&r->failed, e);
+	}
+	return w;
+}
+
+/* A reply into the slot that holds its request, and the slot back to the
+ * kernel.  Any thread. */
+static ssize_t slot_reply(struct fring *r, struct slot *s, const struct iovec *iov, int count)
+{
+	struct out_header oh;
+	size_t n = 0, skip = sizeof(oh);
+	int i, e;
+
+	memcpy(&oh, iov[0].iov_base, sizeof(oh));
+	for (i = 0; i < count; i++) {
+		const uint8_t *p = (const uint8_t *)iov[i].iov_base + skip;
+		size_t len = iov[i].iov_len - skip;
+
+		skip = 0;
+		if (n + len > r->payload_sz) {
+			/* larger than any request the kernel sends: refuse */
+			oh.error = -EIO;
+			n = 0;
+			break;
+		}
+		if (p != s->payload + n)
+			memcpy(s->payload + n, p, len);
+		n += len;
+	}
+	oh.len = (uint32_t)(sizeof(oh) + n);
+	memcpy(s->hdr->in_out, &oh, sizeof(oh));
+	s->hdr->payload_sz = (uint32_t)n;
+	s->op = URING_CMD_COMMIT_AND_FETCH;
+	e = bdev_aio_cmd_submit(r->bd, s->issuer, &s->cmd);
+	if (e) {
+		errno = ENOENT;         /* the loop ends: the kernel aborts it */
+		return -1;
+	}
+	return (ssize_t)oh.len;
+}
+
+/* The session's writev: every reply and notification libfuse sends. */
+static ssize_t ring_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	struct fring *r = fring;
+	const struct out_header *oh = iov[0].iov_base;
+
+	(void)userdata;
+	if (r && count > 0 && iov[0].iov_len >= sizeof(*oh)) {
+		bool slots = __atomic_load_n(&r->table, __ATOMIC_ACQUIRE) != NULL;
+		struct slot *s = slots && oh->unique ? slot_unhash(r, oh->unique) : NULL;
+
+		if (s)
+			return slot_reply(r, s, iov, count);
+		if (r->want && r->init_seen && oh->unique == r->init_unique)
+			return init_reply(r, fd, iov, count);
+	}
+	return writev(fd, iov, count);
+}
+
+static ssize_t ring_read(int fd, void *buf, size_t len, void *userdata)
+{
+	(void)userdata;
+	return read(fd, buf, len);
+}
+
+void vmfsd_fuse_ring_stats(uint64_t *ring_requests, uint64_t *dev_requests, int *err)
+{
+	struct fring *r = fring;
+
+	*ring_requests = r ? atomic_load(&r->nring) : 0;
+	*dev_requests = r ? atomic_load(&r->ndev) : 0;
+	*err = r ? atomic_load(&r->failed) : 0;
+}
+
+void vmfsd_fuse_ring_free(void)
+{
+	struct fring *r = fring;
+
+	if (!r)
+		return;
+	fring = NULL;
+	if (r->map)
+		munmap(r->map, r->maplen);
+	free(r->table);
+	free(r->slots);
+	free(r->hdrs);
+	pthread_mutex_destroy(&r->tlock);
+	free(r);
 }
 
 static void *worker(void *arg)
@@ -324,6 +787,19 @@ static bool reader(void *arg)
 			end_loop(l, -EIO);
 			return false;
 		}
+		if (fring) {
+			atomic_fetch_add_explicit(&fring->ndev, 1, memory_order_relaxed);
+			if (h->opcode == OP_INIT && (size_t)r >= sizeof(*h) + sizeof(struct init_in)) {
+				const struct init_in *in = (const void *)(h + 1);
+
+				/* (read by the worker that replies: the job queue
+				 * orders it) */
+				fring->kflags = in->flags;
+				fring->kflags2 = in->flags2;
+				fring->init_unique = h->unique;
+				fring->init_seen = true;
+			}
+		}
 		if (served_here(h, (size_t)r)) {
 			struct fuse_buf fb = { .size = (size_t)r, .mem = cur->mem };
 
@@ -343,15 +819,47 @@ static bool reader(void *arg)
 	return true;
 }
 
+/* Takes the session's replies (ring_writev), to offer FUSE over io_uring
+ * at INIT if WANT and to send replies into slots; once per process. */
+static int ring_setup(struct fuse_session *se, struct bdev *bd, int fd, bool want)
+{
+	static const struct fuse_custom_io io = { .writev = ring_writev, .read = ring_read };
+	struct fring *r;
+	int e;
+
+	if (fring)
+		return -EBUSY;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->se = se;
+	r->bd = bd;
+	r->fd = fd;
+	r->want = want;
+	pthread_mutex_init(&r->tlock, NULL);
+	e = fuse_session_custom_io(se, &io, fd);
+	if (e) {
+		free(r);
+		return e < 0 ? e : -EINVAL;
+	}
+	fring = r;
+	return 0;
+}
+
 int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threads,
-		    unsigned spin_us)
+		    unsigned spin_us, bool uring)
 {
 	struct floop *l;
 	int fl, r;
 	unsigned i;
 
+	if (bdev_is_iscsi(bd) || bdev_crash_enabled(bd))
+		return -EOPNOTSUPP;     /* (bdev_aio_watch cannot) */
 	if (max_threads < 1)
 		max_threads = 1;
+	r = ring_setup(se, bd, fuse_session_fd(se), uring);
+	if (r)
+		return r;
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;

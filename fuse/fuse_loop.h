@@ -9,6 +9,9 @@
 #ifndef VMFSD_FUSE_LOOP_H
 #define VMFSD_FUSE_LOOP_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #define FUSE_USE_VERSION 314
 #include <fuse_lowlevel.h>
 
@@ -16,11 +19,20 @@
 
 /* Serves SE until it is unmounted or told to exit, with at most
  * MAX_THREADS workers; the issuers spin SPIN_US after activity
- * (bdev_aio_watch).  Returns 0, -EOPNOTSUPP when BD cannot do it (iSCSI,
- * crash model: use fuse_session_loop_mt then; nothing was read), or
- * another negative errno. */
+ * (bdev_aio_watch).  With URING, requests go through io_uring instead of
+ * /dev/fuse where the kernel offers it (Linux 6.14 and later, with the
+ * fuse module's enable_uring set).  Returns 0, -EOPNOTSUPP when BD cannot
+ * do it (iSCSI, crash model: use fuse_session_loop_mt then; nothing was
+ * read), or another negative errno.  Once per process: the session's
+ * replies go through the loop until vmfsd_fuse_ring_free, which is for
+ * after fuse_session_destroy (the kernel may write into the request slots
+ * until the session is unmounted). */
 int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threads,
-		    unsigned spin_us);
+		    unsigned spin_us, bool uring);
+/* Requests that came through io_uring and through /dev/fuse so far, and
+ * the error that kept io_uring from being used (0 if none). */
+void vmfsd_fuse_ring_stats(uint64_t *ring_requests, uint64_t *dev_requests, int *err);
+void vmfsd_fuse_ring_free(void);
 
 /* A piece of work for the worker pool (embed it first in your own). */
 struct vmfsd_fuse_job {

@@ -11,6 +11,7 @@
  * they do for kernel filesystems.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
@@ -60,6 +61,7 @@ struct opts {
 	char *log_file;         /* the system log's lines appended here too */
 	int spin_us;            /* -1: the default (SPIN_US) */
 	int issuers;            /* 0: the default (bdev's: one per two CPUs) */
+	int no_fuse_uring;      /* requests through /dev/fuse even where io_uring could */
 	char *device;
 	char *mountpoint;
 	int ro;
@@ -86,6 +88,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
 	{ "spin_us=%d", offsetof(struct opts, spin_us), 0 },
 	{ "issuers=%d", offsetof(struct opts, issuers), 0 },
+	{ "no_fuse_uring", offsetof(struct opts, no_fuse_uring), 1 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
 	FUSE_OPT_KEY("-f", KEY_FG),
@@ -178,6 +181,9 @@ static void usage(FILE *f)
 		"                     0: never spins)\n"
 		"  -o issuers=N       I/O threads that read and submit file I/O, 1-4\n"
 		"                     (default: one per two CPUs)\n"
+		"  -o no_fuse_uring   take requests through /dev/fuse even where the kernel\n"
+		"                     offers io_uring (Linux 6.14 and later, with\n"
+		"                     /sys/module/fuse/parameters/enable_uring set)\n"
 		"  -o hostd_socket=PATH  the host agent to tell when this host fences\n"
 		"                     (default /run/vmfs-hostd/HOST.sock)\n"
 		"  --status [--json]  show the volume's hosts and held locks (read-only;\n"
@@ -760,13 +766,23 @@ int main(int argc, char **argv)
 	 * device), libfuse's on an iSCSI LUN and with the crash model */
 	r = bdev_aio_set_issuers(fs_device(fs), (unsigned)o.issuers);
 	if (!r)
-		r = vmfsd_fuse_loop(se, fs_device(fs), MAX_THREADS, o.spin_us >= 0 ? (unsigned)o.spin_us : SPIN_US);
+		r = vmfsd_fuse_loop(se, fs_device(fs), MAX_THREADS,
+				    o.spin_us >= 0 ? (unsigned)o.spin_us : SPIN_US, !o.no_fuse_uring);
 	if (r == -EOPNOTSUPP) {
 		ret = fuse_session_loop_mt(se, lc) ? 1 : 0;
 	} else {
+		uint64_t nring, ndev;
+		int rerr;
+
 		if (r)
 			fprintf(stderr, PROG ": the request loop ended: %s\n", strerror(-r));
 		ret = r ? 1 : 0;
+		vmfsd_fuse_ring_stats(&nring, &ndev, &rerr);
+		if (rerr)
+			vmfsd_log(LOG_WARNING, "requests could not go through io_uring: %s",
+				  strerror(-rerr));
+		vmfsd_log(LOG_INFO, "requests served: %" PRIu64 " through io_uring, %" PRIu64
+			  " through /dev/fuse", nring, ndev);
 	}
 	fuse_loop_cfg_destroy(lc);
 	fuse_session_unmount(se);
@@ -784,6 +800,7 @@ out:
 	if (se) {
 		vmfsd_fuse_set_session(NULL);   /* the commit thread runs on */
 		fuse_session_destroy(se);
+		vmfsd_fuse_ring_free();
 	}
 	if (fs) {
 		r = fs_unmount(fs);

@@ -28,6 +28,12 @@ CPUs) spinning, and with -o spin_us=0,issuers=2 (two issuers reading
   unmount and fsck.vmfsd -n is clean.  Then SIGTERM: the daemon must
   unmount and exit by itself.
 
+Where the kernel offers FUSE over io_uring (the fuse module's
+enable_uring is Y; scripts/test.sh sets it), the first two rounds must
+have taken their requests through io_uring (the daemon counts them in
+its log at unmount), and a third round with -o no_fuse_uring through
+/dev/fuse only; the data is checked the same way in each.
+
 A daemon that stops answering has its threads' stacks dumped
 (tests/hangdump.py)."""
 
@@ -41,6 +47,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 from vmfstest import MiB  # noqa: E402
+import re  # noqa: E402
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
 THREADS = 8
@@ -210,7 +217,20 @@ def one_round(c, v, opts):
             counts.get("big0", 0) > 10 and counts.get("big1", 0) > 10,
             "%s: the load did not run (%r)"
             % (opts, {k: counts.get(k) for k in ("alloc", "ns", "big0", "big1")}))
-    v.unmount()
+    log = v.unmount()
+    m = re.search(r"requests served: (\d+) through io_uring, (\d+) through /dev/fuse", log)
+    c.check(m is not None, "%s: no count of requests in the log: %s" % (opts, log[-1500:]))
+    if m:
+        ring, dev = int(m.group(1)), int(m.group(2))
+        vt.log("%s: %d requests through io_uring, %d through /dev/fuse"
+               % (opts or "default", ring, dev))
+        if "no_fuse_uring" in opts or not uring_offered():
+            c.eq(ring, 0, "%s: requests through io_uring" % opts)
+        else:
+            # all but the few sent before the slots were registered
+            c.check(ring > 10 * dev and ring > 1000,
+                    "%s: %d requests through io_uring, %d through /dev/fuse: the "
+                    "kernel offers io_uring (enable_uring is Y)" % (opts, ring, dev))
     v.mount(opts=opts)
     with open(path, "rb") as f:
         data = f.read(DATA_END)
@@ -226,10 +246,22 @@ def one_round(c, v, opts):
     return True
 
 
+def uring_offered():
+    """Does the kernel offer FUSE over io_uring to new mounts?"""
+    try:
+        with open("/sys/module/fuse/parameters/enable_uring") as f:
+            return f.read().strip() == "Y"
+    except OSError:
+        return False
+
+
 def body(c):
+    if not uring_offered():
+        vt.log("the kernel does not offer FUSE over io_uring (no enable_uring, or N): "
+               "every round goes through /dev/fuse")
     with vt.Volume("loop") as v:
         v.mkfs("1G")
-        for opts in ([], ["spin_us=0", "issuers=2"]):
+        for opts in ([], ["spin_us=0", "issuers=2"], ["no_fuse_uring"]):
             if not one_round(c, v, opts):
                 return
             v.unmount()
