@@ -1010,8 +1010,8 @@ static int iolock_rd_nowait(struct iolock *l, bool nowait)
 	return iolock_try_rd(l) ? 0 : -EAGAIN;
 }
 
-int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
-		  fs_aio_done_fn done, void *arg, unsigned flags)
+int fs_read_start(struct fs *fs, struct fs_file *f, void *buf, size_t cap, size_t size,
+		  uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags)
 {
 	struct fs_inode *ip = f->ip;
 	uint64_t a0, a1, end;
@@ -1041,8 +1041,13 @@ int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
 		return r;
 	}
 	c = aio_ctx_new(fs, ip, rs.n, done, arg);
-	if (c)
+	if (c && (flags & FS_IO_LEND) && buf && !((uintptr_t)buf & (SECTOR - 1)) && a0 == off &&
+	    a1 - a0 <= cap) {
+		c->buf = buf;   /* the caller's, in place */
+		c->lent = true;
+	} else if (c) {
 		c->buf = bdev_alloc(a1 - a0);
+	}
 	if (!c || !c->buf) {
 		runs_free(&rs);
 		iolock_unlock_rd(&ip->iolock);

@@ -252,12 +252,16 @@ int fs_fsync(struct fs *fs, struct fs_file *f, int datasync);
  * may wait for requests only the issuer completes): -EAGAIN instead of
  * waiting.  FS_IO_LEND (writes): BUF is aligned to 512 bytes and stays
  * valid and unchanged until DONE runs, so the device writes it in place
- * instead of from a copy (-EINVAL if it is not aligned). */
+ * instead of from a copy (-EINVAL if it is not aligned).  FS_IO_LEND
+ * (reads): BUF, aligned to 512 bytes and CAP bytes long, stays valid until
+ * DONE runs: the device reads into it when OFF is aligned to 512 bytes and
+ * SIZE rounded up to 512 fits in CAP, and DONE's DATA is then BUF (else a
+ * buffer of the read's own, as without the flag; BUF may be NULL then). */
 #define FS_IO_NOWAIT 1u
 #define FS_IO_LEND 2u
 typedef void (*fs_aio_done_fn)(void *arg, ssize_t res, const void *data);
-int fs_read_start(struct fs *fs, struct fs_file *f, size_t size, uint64_t off,
-		  fs_aio_done_fn done, void *arg, unsigned flags);
+int fs_read_start(struct fs *fs, struct fs_file *f, void *buf, size_t cap, size_t size,
+		  uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags);
 int fs_write_start(struct fs *fs, struct fs_file *f, const void *buf, size_t size,
 		   uint64_t off, fs_aio_done_fn done, void *arg, unsigned flags);
 /* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE,

@@ -661,6 +661,14 @@ static ssize_t ring_read(int fd, void *buf, size_t len, void *userdata)
 	return read(fd, buf, len);
 }
 
+void *vmfsd_fuse_reply_room(size_t *cap)
+{
+	if (!cur_slot)
+		return NULL;
+	*cap = fring->payload_sz;
+	return cur_slot->payload;
+}
+
 void vmfsd_fuse_ring_stats(uint64_t *ring_requests, uint64_t *dev_requests, int *err)
 {
 	struct fring *r = fring;

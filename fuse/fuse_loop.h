@@ -50,4 +50,10 @@ int vmfsd_fuse_defer(struct vmfsd_fuse_job *j);
 void *vmfsd_fuse_take_buf(const void *p, size_t len);
 void vmfsd_fuse_put_buf(void *h);
 
+/* On the issuer, while it serves a request that came through io_uring:
+ * the buffer the reply's data goes back in (page aligned, *CAP bytes),
+ * valid until the reply; a reply whose data is already there is not
+ * copied.  NULL otherwise. */
+void *vmfsd_fuse_reply_room(size_t *cap);
+
 #endif

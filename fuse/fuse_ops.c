@@ -590,13 +590,14 @@ static void lent_write_done(void *arg, ssize_t res, const void *data)
 static void do_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi, bool nowait)
 {
-	size_t doff;
-	void *buf;
+	size_t doff, cap = 0;
+	void *buf, *room = nowait ? vmfsd_fuse_reply_room(&cap) : NULL;
 	ssize_t n;
 	int r;
 
-	r = fs_read_start(req_fs(req), fh(fi), size, (uint64_t)off, read_done, req,
-			  nowait ? FS_IO_NOWAIT : 0);
+	/* through io_uring, the device reads into the reply's own buffer */
+	r = fs_read_start(req_fs(req), fh(fi), room, cap, size, (uint64_t)off, read_done, req,
+			  (nowait ? FS_IO_NOWAIT : 0) | (room ? FS_IO_LEND : 0));
 	if (r == 0)
 		return;
 	if (r == -EAGAIN && nowait) {
