@@ -22,6 +22,11 @@
  * to a pool of worker threads that may block: on-disk locks, journal
  * commits, synchronous I/O.
  *
+ * Where the kernel offers FUSE over io_uring, requests come instead as
+ * completions on the issuers' own rings, and replies go back the same way
+ * (the section below): the same serving, without a read(2) and writev(2)
+ * of /dev/fuse per request.
+ *
  * Invariant: the issuer never waits for anything an asynchronous request
  * may hold up, since it is the thread that completes them.  The worker
  * pool grows when every worker is busy (a worker can wait seconds for
@@ -242,7 +247,6 @@ void vmfsd_fuse_put_buf(void *h)
 	l->free_rb = rb;
 	pthread_mutex_unlock(&l->lock);
 }
-
 
 /* ---------------- FUSE over io_uring ---------------- */
 /*

@@ -4,7 +4,8 @@
  * device's I/O issuer threads read /dev/fuse and serve READ, WRITE, LOOKUP,
  * GETATTR, FORGET, GETXATTR outside "user.", and CREATE, UNLINK and RELEASE
  * that would not wait, themselves; everything else runs in a pool of
- * worker threads.
+ * worker threads.  Where the kernel offers FUSE over io_uring, the
+ * requests come through the issuers' rings instead of /dev/fuse.
  */
 #ifndef VMFSD_FUSE_LOOP_H
 #define VMFSD_FUSE_LOOP_H
