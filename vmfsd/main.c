@@ -11,9 +11,9 @@
  * they do for kernel filesystems.
  */
 #include <errno.h>
-#include <inttypes.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <semaphore.h>
