@@ -321,10 +321,12 @@ struct slot_cmd {
  * SLOTS_MAX MiB whatever the load. */
 #define SLOTS_PER_QUEUE 32
 #define SLOTS_MAX 128
-/* Room before a slot's payload: the request is put together there, its
- * headers (at most 40 + 128 bytes) right before the payload, so that a
- * WRITE's data stays where the kernel put it, page aligned. */
+/* A slot's page before its payload: the slot's header (struct slot_hdr)
+ * at its start, and the request put together at its end, its headers (at
+ * most 40 + 128 bytes) right before the payload, so that a WRITE's data
+ * stays where the kernel put it, page aligned. */
 #define SLOT_HEADROOM 4096
+_Static_assert(sizeof(struct slot_hdr) + 40 + 128 <= SLOT_HEADROOM, "slot page");
 
 struct slot {
 	struct bdev_aio_cmd cmd;        /* first */
@@ -352,7 +354,6 @@ struct fring {
 	size_t payload_sz;
 	unsigned nslots;
 	struct slot *slots;
-	struct slot_hdr *hdrs;
 	void *map;
 	size_t maplen;
 	pthread_mutex_t tlock;          /* the table of held slots */
@@ -532,8 +533,7 @@ static int ring_start(struct fring *r, uint32_t max_write, uint32_t max_pages)
 	r->tmask = t - 1;
 	table = calloc(t, sizeof(*table));
 	r->slots = calloc(r->nslots, sizeof(*r->slots));
-	r->hdrs = calloc(r->nslots, sizeof(*r->hdrs));
-	if (!table || !r->slots || !r->hdrs) {
+	if (!table || !r->slots) {
 		free(table);
 		return -ENOMEM;
 	}
@@ -545,7 +545,7 @@ static int ring_start(struct fring *r, uint32_t max_write, uint32_t max_pages)
 
 		s->cmd.prep = slot_prep;
 		s->cmd.done = slot_done;
-		s->hdr = &r->hdrs[i];
+		s->hdr = (struct slot_hdr *)(m + stride * i);
 		s->payload = m + stride * i + SLOT_HEADROOM;
 		s->iov[0] = (struct iovec){ s->hdr, sizeof(*s->hdr) };
 		s->iov[1] = (struct iovec){ s->payload, psz };
@@ -689,11 +689,17 @@ void vmfsd_fuse_ring_free(void)
 	if (!r)
 		return;
 	fring = NULL;
+	/* The slots' memory goes, their addresses stay reserved until the
+	 * process ends: a request the kernel assigned to a slot before the
+	 * unmount is copied in by task work that runs in the issuer's next
+	 * io_uring_enter, and the issuer's ring lives until bdev_close.  That
+	 * late copy then fails (EFAULT) instead of landing in whatever the
+	 * addresses were given to next. */
 	if (r->map)
-		munmap(r->map, r->maplen);
+		(void)mmap(r->map, r->maplen, PROT_NONE,
+			   MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	free(r->table);
 	free(r->slots);
-	free(r->hdrs);
 	pthread_mutex_destroy(&r->tlock);
 	free(r);
 }

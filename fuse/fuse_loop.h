@@ -27,7 +27,8 @@
  * read), or another negative errno.  Once per process: the session's
  * replies go through the loop until vmfsd_fuse_ring_free, which is for
  * after fuse_session_destroy (the kernel may write into the request slots
- * until the session is unmounted). */
+ * until the session is unmounted; their addresses stay reserved after
+ * that, for a late copy to fail harmlessly). */
 int vmfsd_fuse_loop(struct fuse_session *se, struct bdev *bd, unsigned max_threads,
 		    unsigned spin_us, bool uring);
 /* Requests that came through io_uring and through /dev/fuse so far, and
