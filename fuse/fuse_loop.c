@@ -363,7 +363,6 @@ struct fring {
 	atomic_int failed;              /* a REGISTER's error */
 };
 
-
 static unsigned possible_cpus(void)
 {
 	FILE *f = fopen("/sys/devices/system/cpu/possible", "re");
