@@ -38,6 +38,7 @@ A daemon that stops answering has its threads' stacks dumped
 (tests/hangdump.py)."""
 
 import os
+import re
 import signal
 import struct
 import sys
@@ -47,7 +48,6 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import vmfstest as vt  # noqa: E402  (tests/vmfstest.py: the shared helpers)
 from vmfstest import MiB  # noqa: E402
-import re  # noqa: E402
 
 SECONDS = float(sys.argv[1]) if len(sys.argv) > 1 else 6.0
 THREADS = 8
