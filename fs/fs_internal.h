@@ -311,6 +311,7 @@ struct fs {
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
+	bool commit_soon;       /* the running transaction is a quarter full */
 
 	int commit_interval_ms;
 	bool own_bd;
