@@ -295,6 +295,15 @@ static bool take_bit(struct fs *fs, struct alloc_pool *p, uint32_t ci, uint32_t 
 	return true;
 }
 
+bool alloc_item_free_here(const struct fs *fs, const struct alloc_pool *p, uint64_t item)
+{
+	uint32_t ci = (uint32_t)(item / VMFSD_RC_BITS), bit = (uint32_t)(item % VMFSD_RC_BITS);
+
+	if (item >= p->count || (fs->hb && p->held[ci] != 1))
+		return false;
+	return !(p->rc[ci].bitmap[bit / 8] & (1u << (bit % 8)));
+}
+
 /* Allocation only ever sets bits in clusters this host holds, so two hosts
  * never hand out the same item.  First the clusters we hold (the goal's
  * first), then new ones, starting at a place that depends on our slot so

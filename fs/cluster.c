@@ -1015,6 +1015,8 @@ void cluster_release_rcs(struct fs *fs, bool all, bool others)
 			atomic_store(&p->asap[ci], 0);
 			if (p->held[ci] == 1)
 				p->yield_until[ci] = yield_until;
+			if (p == &fs->ipool)
+				inode_gen_forget(fs);
 			if (relset_add(&rs, vmfsd_rc_off(&fs->sb, p->kind, ci), &p->held[ci]))
 				continue;
 			(void)lock_release(fs->hb, fs->bd, vmfsd_rc_off(&fs->sb, p->kind, ci), NULL);

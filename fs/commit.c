@@ -73,6 +73,27 @@ int meta_read(struct fs *fs, uint64_t off, void *buf)
 	return bdev_pread(fs->bd, buf, VMFSD_META_BLOCK, off);
 }
 
+int meta_read_many(struct fs *fs, uint64_t off, uint32_t n, void *buf)
+{
+	uint32_t i;
+	int r = bdev_pread(fs->bd, buf, (size_t)n * VMFSD_META_BLOCK, off);
+
+	if (r)
+		return r;
+	/* After the read: meta_lock keeps the table as it is meanwhile, and
+	 * only blocks still in it are being written in place. */
+	pthread_mutex_lock(&fs->plock);
+	for (i = 0; i < n; i++) {
+		struct pend *p = pend_find(fs, off + (uint64_t)i * VMFSD_META_BLOCK);
+
+		if (p)
+			memcpy((uint8_t *)buf + (size_t)i * VMFSD_META_BLOCK, p->img,
+			       VMFSD_META_BLOCK);
+	}
+	pthread_mutex_unlock(&fs->plock);
+	return 0;
+}
+
 static int add_one(struct fs *fs, uint64_t off, const void *img)
 {
 	struct pend *p;

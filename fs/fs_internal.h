@@ -129,6 +129,9 @@ bool commit_room(struct fs *fs);
 void commit_revoke(struct fs *fs, uint64_t off);
 /* Reads one metadata block, preferring a pending image. */
 int meta_read(struct fs *fs, uint64_t off, void *buf);
+/* Reads N consecutive metadata blocks in one request, each replaced by its
+ * pending image if it has one (meta_lock held). */
+int meta_read_many(struct fs *fs, uint64_t off, uint32_t n, void *buf);
 /* Frees are applied only once the transaction that frees is durable, so a
  * crash can never leave a block both referenced and reused. */
 void commit_defer_free(struct fs *fs, struct alloc_pool *p, uint64_t item);
@@ -187,6 +190,9 @@ int alloc_item(struct fs *fs, struct alloc_pool *p, uint64_t goal, struct tx *tx
  * transaction is durable (no block both referenced and reused).  Into a
  * cluster another host holds right now, the free waits in a retry list. */
 void alloc_free(struct fs *fs, struct alloc_pool *p, uint64_t item, struct tx *tx);
+/* Is ITEM free in P, in a cluster this host allocates from (meta_lock
+ * held)? */
+bool alloc_item_free_here(const struct fs *fs, const struct alloc_pool *p, uint64_t item);
 /* Sub-blocks kept back for the block maps of large files (meta_lock held):
  * file data may not take them (it overflows into file blocks instead). */
 uint64_t alloc_sub_reserve(const struct fs *fs);
@@ -262,6 +268,9 @@ struct fs_inode {
 	uint32_t nopen_standby; /* such opens ("standby") */
 };
 
+/* Inode blocks one read of inode_alloc fetches (fs/inode.c). */
+#define IGEN_BATCH 16
+
 struct fs {
 	struct bdev *bd;
 	struct vmfsd_sb sb;
@@ -274,6 +283,12 @@ struct fs {
 	uint32_t itab_size;
 	uint32_t ninodes_cached;
 	struct alloc_pool ipool, spool, bpool;
+	/* The last generations of free inode numbers from igen_first on,
+	 * read ahead by inode_alloc; bit k of igen_mask: igen[k] is known
+	 * (meta_lock) */
+	uint64_t igen_first;
+	uint64_t igen[IGEN_BATCH];
+	uint32_t igen_mask;
 
 	/* journal (fs/commit.c) */
 	struct journal *jn;
@@ -460,6 +475,9 @@ void inode_put(struct fs *fs, struct fs_inode *ip);
 /* Allocates and initialises a new inode (caller holds meta_lock). */
 int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
 		uint64_t parent, struct tx *tx, struct fs_inode **out);
+/* An inode cluster goes back: the generations inode_alloc read ahead may
+ * change now (meta_lock held). */
+void inode_gen_forget(struct fs *fs);
 void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a);
 void inode_touch(struct fs_inode *ip, bool mtime, bool ctime);
 /* One transaction holding just IP's body (meta_lock held). */
