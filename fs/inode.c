@@ -69,19 +69,25 @@ static void inode_free_mem(struct fs_inode *ip)
 	free(ip);
 }
 
+/* Decodes BLK as inode number INO's block. */
+static int inode_decode_as(const struct fs *fs, uint64_t ino, const void *blk,
+			   struct vmfsd_inode *out)
+{
+	int r = vmfsd_inode_decode(blk, vmfsd_inode_off(&fs->sb, ino) / VMFSD_META_BLOCK, out);
+
+	return !r && out->ino != ino ? -EUCLEAN : r;
+}
+
 static int inode_read(struct fs *fs, uint64_t ino, struct vmfsd_inode *out)
 {
-	uint64_t off = vmfsd_inode_off(&fs->sb, ino);
 	void *blk = bdev_alloc(VMFSD_META_BLOCK);
 	int r;
 
 	if (!blk)
 		return -ENOMEM;
-	r = meta_read(fs, off, blk);
+	r = meta_read(fs, vmfsd_inode_off(&fs->sb, ino), blk);
 	if (!r)
-		r = vmfsd_inode_decode(blk, off / VMFSD_META_BLOCK, out);
-	if (!r && out->ino != ino)
-		r = -EUCLEAN;
+		r = inode_decode_as(fs, ino, blk, out);
 	bdev_free(blk);
 	return r;
 }
@@ -246,11 +252,9 @@ static uint64_t old_generation(struct fs *fs, uint64_t ino)
 	fs->igen_first = ino;
 	fs->igen_mask = 0;
 	for (i = 0; i < n; i++) {
-		uint64_t off = vmfsd_inode_off(&fs->sb, ino + i), g = 0;
+		uint64_t g = 0;
 
-		if (!vmfsd_inode_decode(blk + (size_t)i * VMFSD_META_BLOCK,
-					off / VMFSD_META_BLOCK, &d) &&
-		    d.ino == ino + i)
+		if (!inode_decode_as(fs, ino + i, blk + (size_t)i * VMFSD_META_BLOCK, &d))
 			g = d.generation;
 		if (i == 0) {
 			gen = g;

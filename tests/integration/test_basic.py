@@ -431,7 +431,6 @@ def body(c):
         c.section("open handles: O_APPEND, unlink and rename while open", open_handles)
         c.section("cp -a / diff -r / rm -rf of a tree", copy_tree)
 
-
         before = snapshot(v.mnt)
         print("snapshot: %d paths" % len(before))
         v.unmount()
