@@ -158,9 +158,13 @@ static struct io_uring *thread_ring(void)
  * TLB shootdown on every CPU) and the page faults after it were 10-15 %
  * of vmfsd's CPU on 4 KiB random reads at QD32 (perf, cpu-clock); cached
  * from 4 KiB up, vmfsd's CPU per read went from 18-21 to 15-17 us.  Sizes
- * from 4 KiB up are rounded up to a power of two, and freed buffers of
- * those classes go on a per-class free list, up to BUF_CACHE_BYTES in all
- * (at QD32 the data path holds 32 MiB at 1 MiB per request).  The bound keeps
+ * up to 4 MiB are rounded up to a power of two, 4 KiB at least (the
+ * smaller ones are the commit's bounce buffers for inode blocks written
+ * from their second sector, 3.5 KiB each: left to glibc, they trimmed the
+ * commit thread's arena, a madvise per block, ~20 per commit of a run of
+ * unlinks), and freed buffers of those classes go on a per-class free
+ * list, up to BUF_CACHE_BYTES in all (at QD32 the data path holds 32 MiB
+ * at 1 MiB per request).  The bound keeps
  * the daemon's memory bounded too: left to glibc, buffers allocated by a
  * FUSE worker and freed by a completion thread piled up in per-thread
  * arenas (vmfsd's RSS reached 430-560 MiB after 1 MiB writes at QD32,
@@ -176,6 +180,7 @@ struct buf_free {
 static struct {
 	pthread_mutex_t lock;
 	struct buf_free *head[BUF_MAX_SHIFT - BUF_MIN_SHIFT + 1];
+	size_t n[BUF_MAX_SHIFT - BUF_MIN_SHIFT + 1];    /* on each list */
 	size_t bytes;
 } buf_cache = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -184,7 +189,7 @@ static int buf_class(size_t len)
 {
 	unsigned s = BUF_MIN_SHIFT;
 
-	if (len < (1u << BUF_MIN_SHIFT) || len > (1u << BUF_MAX_SHIFT))
+	if (len > (1u << BUF_MAX_SHIFT))
 		return -1;
 	while (((size_t)1 << s) < len)
 		s++;
@@ -201,6 +206,7 @@ void *bdev_alloc(size_t len)
 		p = buf_cache.head[c];
 		if (p) {
 			buf_cache.head[c] = buf_cache.head[c]->next;
+			buf_cache.n[c]--;
 			buf_cache.bytes -= (size_t)1 << (c + BUF_MIN_SHIFT);
 		}
 		pthread_mutex_unlock(&buf_cache.lock);
@@ -211,6 +217,19 @@ void *bdev_alloc(size_t len)
 	if (posix_memalign(&p, BDEV_ALIGN, len ? len : BDEV_ALIGN))
 		return NULL;
 	return p;
+}
+
+size_t bdev_buf_cached(size_t len)
+{
+	int c = buf_class(len);
+	size_t n = 0;
+
+	if (c >= 0) {
+		pthread_mutex_lock(&buf_cache.lock);
+		n = buf_cache.n[c];
+		pthread_mutex_unlock(&buf_cache.lock);
+	}
+	return n;
 }
 
 void bdev_free(void *p)
@@ -226,15 +245,41 @@ void bdev_free(void *p)
 	c = have >= (1u << BUF_MIN_SHIFT) ? 63 - __builtin_clzll(have) - (int)BUF_MIN_SHIFT : -1;
 	if (c >= 0 && c <= (int)(BUF_MAX_SHIFT - BUF_MIN_SHIFT) && !((uintptr_t)p % BDEV_ALIGN)) {
 		size_t sz = (size_t)1 << (c + BUF_MIN_SHIFT);
+		struct buf_free *evicted = NULL;
+		int k = BUF_MAX_SHIFT - BUF_MIN_SHIFT;
 
 		pthread_mutex_lock(&buf_cache.lock);
+		/* Full: what the workload frees now wins over what an earlier
+		 * one left, largest class first (1 MiB writes must not leave
+		 * the commit's 4 KiB bounce buffers to glibc and its trims). */
+		while (buf_cache.bytes + sz > BUF_CACHE_BYTES && k >= 0 &&
+		       (buf_cache.n[c] + 1) * sz <= BUF_CACHE_BYTES) {
+			struct buf_free *b = buf_cache.head[k];
+
+			if (k == c || !b) {
+				k--;
+				continue;
+			}
+			buf_cache.head[k] = b->next;
+			buf_cache.n[k]--;
+			buf_cache.bytes -= (size_t)1 << (k + BUF_MIN_SHIFT);
+			b->next = evicted;
+			evicted = b;
+		}
 		if (buf_cache.bytes + sz <= BUF_CACHE_BYTES) {
 			((struct buf_free *)p)->next = buf_cache.head[c];
 			buf_cache.head[c] = p;
+			buf_cache.n[c]++;
 			buf_cache.bytes += sz;
 			p = NULL;
 		}
 		pthread_mutex_unlock(&buf_cache.lock);
+		while (evicted) {
+			struct buf_free *b = evicted;
+
+			evicted = b->next;
+			free(b);
+		}
 	}
 	free(p);
 }

@@ -72,6 +72,8 @@ int bdev_zero(struct bdev *bd, uint64_t off, uint64_t len);
 /* Aligned buffers for O_DIRECT I/O. */
 void *bdev_alloc(size_t len);
 void bdev_free(void *p);
+/* How many freed buffers of LEN's size class wait for reuse. */
+size_t bdev_buf_cached(size_t len);
 
 /* Asynchronous I/O for the hot data path: one shared ring per device and
  * a reaper thread that calls CB from its own context when the whole request
