@@ -598,34 +598,36 @@ int fs_readlink(struct fs *fs, uint64_t ino, char *buf, size_t size)
 {
 	struct fs_inode *ip;
 	size_t n;
-	int r = inode_get(fs, ino, &ip);
+	int tries = 0, r = inode_get(fs, ino, &ip);
 
 	if (r)
 		return r;
-	r = ns_read(fs, ip);
-	if (r) {
-		inode_put(fs, ip);
-		return r;
-	}
-	if (!S_ISLNK(ip->d.mode) || ip->d.size > VMFSD_SYMLINK_MAX) {
-		r = -EINVAL;
-	} else {
-		/* Inline, or (longer than the map area) in the inode's data. */
-		char t[VMFSD_SYMLINK_MAX];
-		const void *src = ip->d.map;
+	do {
+		r = ns_read(fs, ip);
+		if (r)
+			continue;
+		if (!S_ISLNK(ip->d.mode) || ip->d.size > VMFSD_SYMLINK_MAX) {
+			r = -EINVAL;
+		} else {
+			/* Inline, or (longer than the map area) in the inode's
+			 * data: a block that another host's commit may still be
+			 * landing, as a lookup's (read_again). */
+			char t[VMFSD_SYMLINK_MAX];
+			const void *src = ip->d.map;
 
-		if (ip->d.data_mode != VMFSD_DATA_INLINE) {
-			r = file_read_small_locked(fs, ip, t, ip->d.size);
-			src = t;
+			if (ip->d.data_mode != VMFSD_DATA_INLINE) {
+				r = file_read_small_locked(fs, ip, t, ip->d.size);
+				src = t;
+			}
+			if (!r) {
+				n = ip->d.size < size - 1 ? ip->d.size : size - 1;
+				memcpy(buf, src, n);
+				buf[n] = 0;
+				r = (int)ip->d.size;
+			}
 		}
-		if (!r) {
-			n = ip->d.size < size - 1 ? ip->d.size : size - 1;
-			memcpy(buf, src, n);
-			buf[n] = 0;
-			r = (int)ip->d.size;
-		}
-	}
-	pthread_mutex_unlock(&fs->meta_lock);
+		pthread_mutex_unlock(&fs->meta_lock);
+	} while (read_again(fs, ip, r, &tries));
 	inode_put(fs, ip);
 	return r;
 }

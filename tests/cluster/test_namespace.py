@@ -216,11 +216,18 @@ def lock_recreated(a, b):
         time.sleep(SETTLE_S)
 
 
+def link_target(i):
+    """The target of reads_mid_commit's symbolic link I: longer than an
+    inode's map area, so it lives in a data block of its own."""
+    return "/" + "t" * 3000 + "%03d" % i
+
+
 def creator(c, d, nfiles, stop, q):
-    """C's side of reads_mid_commit: fills D with NFILES names, empties it,
-    again and again (a commit: new directory blocks, then hundreds of
-    inodes, one by one), until STOP.  Puts the number of names it created
-    and removed, or the error."""
+    """C's side of reads_mid_commit: fills D with NFILES names (and a
+    symbolic link beside every tenth), empties it, again and again (a
+    commit: new directory blocks, then hundreds of inodes, one by one),
+    until STOP.  Puts the number of names it created and removed, or the
+    error."""
     ops = 0
     try:
         while not stop.is_set():
@@ -228,10 +235,14 @@ def creator(c, d, nfiles, stop, q):
             while made < nfiles and not stop.is_set():
                 os.close(os.open(os.path.join(c, d, "f%03d" % made), os.O_CREAT | os.O_WRONLY,
                                  0o644))
+                if made % 10 == 0:
+                    os.symlink(link_target(made), os.path.join(c, d, "l%03d" % made))
                 made += 1
             for i in range(made):
                 os.unlink(os.path.join(c, d, "f%03d" % i))
-            ops += 2 * made
+                if i % 10 == 0:
+                    os.unlink(os.path.join(c, d, "l%03d" % i))
+            ops += 2 * (made + (made + 9) // 10)
         q.put(ops)
     except OSError as e:
         q.put(repr(e))
@@ -242,9 +253,9 @@ def reads_mid_commit(img, b, c):
     commits write that directory in place, C's device landing each write
     of a batch 2 ms after the one before (debug_batch_gap_us): a commit
     spends about a second half in place.  Each answer must be the name's
-    old or new state, never damage (EUCLEAN: a new inode read before its
-    directory blocks, as it did), and at the end B must see exactly C's
-    directory."""
+    old or new state (a symbolic link's own target, or none), never damage
+    (EUCLEAN: a new inode read before its directory blocks, as it did), and
+    at the end B must see exactly C's directory."""
     d = "mid_commit"
     vt.mount_daemon(img, c, "C", opts=("debug_batch_gap_us=2000",))
     try:
@@ -257,13 +268,18 @@ def reads_mid_commit(img, b, c):
         errs, reads = {}, 0
         t_end = time.time() + 8
         while time.time() < t_end:
+            k = reads // 4 % 30 * 10
             for op, arg in ((os.listdir, os.path.join(b, d)),
                             (os.lstat, os.path.join(b, d, "f%03d" % (reads % 300))),
-                            (os.lstat, os.path.join(b, d, "f%03d" % (299 - reads % 300)))):
-                e, _ = err_of(op, arg)
+                            (os.lstat, os.path.join(b, d, "f%03d" % (299 - reads % 300))),
+                            (os.readlink, os.path.join(b, d, "l%03d" % k))):
+                e, got = err_of(op, arg)
                 reads += 1
                 if e not in (0, errno.ENOENT):
                     key = "%s: %s" % (op.__name__, errno.errorcode.get(e, e))
+                    errs[key] = errs.get(key, 0) + 1
+                elif op is os.readlink and not e and got != link_target(k):
+                    key = "readlink: another target"
                     errs[key] = errs.get(key, 0) + 1
         stop.set()
         ops = q.get(timeout=240)
