@@ -362,8 +362,11 @@ int cluster_lock_inode(struct fs *fs, struct fs_inode *ip, uint16_t mode, bool t
 		 * since, nobody changed the inode, and our copy (current when
 		 * we released it, or read from disk since) still is
 		 * (docs/cluster.md §5.3). */
-		if (ip->lk_mode == VMFSD_LOCK_FREE)
+		if (ip->lk_mode == VMFSD_LOCK_FREE) {
 			ip->lk_fresh = li.unchanged;
+			if (!li.unchanged)
+				ip->lk_gen++;   /* the kernel's pages may be stale */
+		}
 		ip->lk_mode = stronger(ip->lk_mode, mode);
 		if (transient)
 			ip->lk_transient = true;

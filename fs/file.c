@@ -33,6 +33,7 @@ struct fs_file {
 	int flags;
 	bool standby;   /* a read-only open awaiting a lock handover: no lock */
 	bool cached;    /* the kernel may keep its data in the page cache */
+	bool keep;      /* and what it cached before this open */
 };
 
 #define SECTOR 512u
@@ -1609,6 +1610,20 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	 * no locks at all. */
 	f->cached = fs->hb && S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
 		    !(ip->d.iflags & VMFSD_IFLAG_MW);
+	/* The pages an earlier open left stay valid while this host's lock
+	 * kept every other writer out since (the same lock generation); a
+	 * direct-I/O open that may write (here, or any host under MW)
+	 * writes around them, and not every kernel drops the pages a direct
+	 * write overlaps. */
+	pthread_mutex_lock(&fs->lk_lock);
+	if (f->cached) {
+		f->keep = ip->pc_ok && ip->pc_gen == ip->lk_gen && !(flags & O_TRUNC);
+		ip->pc_gen = ip->lk_gen;
+		ip->pc_ok = true;
+	} else if ((flags & O_ACCMODE) != O_RDONLY || (ip->d.iflags & VMFSD_IFLAG_MW)) {
+		ip->pc_ok = false;
+	}
+	pthread_mutex_unlock(&fs->lk_lock);
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nopen++;
 	ip->pins--;     /* the open count holds it now */
@@ -1627,6 +1642,11 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 bool fs_file_cached(const struct fs_file *f)
 {
 	return f->cached;
+}
+
+bool fs_file_keep_cache(const struct fs_file *f)
+{
+	return f->keep;
 }
 
 int fs_file_kill_suid(struct fs *fs, struct fs_file *f)

@@ -183,10 +183,17 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out);
  * not multi-writer and not a handover standby, on a read-write mount
  * (a read-only mount takes no locks): the file's cluster lock
  * then keeps every other host from writing it while it is open.  The
- * caller must drop cached pages at each open (another host may have
- * written the file since the last one) and write through (no writeback
- * cache). */
+ * caller must drop cached pages and attributes at each open unless
+ * fs_file_keep_cache says they are still current, and write through (no
+ * writeback cache). */
 bool fs_file_cached(const struct fs_file *f);
+/* May the kernel keep, at this cached open, the pages and attributes it
+ * cached for the file before?  True when this host's lock has kept every
+ * other host from writing the file since the last cached open (held all
+ * along, or its record found as we left it), nothing here wrote it around
+ * the page cache since (a direct-I/O open for writing), and the open does
+ * not truncate. */
+bool fs_file_keep_cache(const struct fs_file *f);
 /* A write clears set-user-ID, and set-group-ID when group-executable,
  * as for a writer without CAP_FSETID (the caller decides who that is). */
 int fs_file_kill_suid(struct fs *fs, struct fs_file *f);

@@ -258,6 +258,12 @@ struct fs_inode {
 	uint32_t nopen_lk;      /* local opens that need it */
 	bool lk_transient;      /* release after the next commit */
 	bool lk_fresh;          /* re-read from disk since the lock was taken */
+	/* The kernel's pages of the file (fs_file_keep_cache): lk_gen moves
+	 * on each time the lock is taken where another host may have held it
+	 * since ours; pc_ok: the kernel may hold pages cached under lock
+	 * generation pc_gen, with nothing written around them since */
+	uint64_t lk_gen, pc_gen;
+	bool pc_ok;
 	uint64_t alone_epoch;   /* read from disk while alone in this epoch
 				 * (hb_alone_epoch); 0: not so */
 	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */

@@ -5,9 +5,10 @@
  * opened with O_DIRECT (QEMU's cache=none) or in multi-writer mode are
  * opened with direct_io: another host may write them while they are open,
  * so no page cache may hold their data.  Other regular files use the page
- * cache (so shared mmap works), write-through, dropped at every open: the
- * file's cluster lock keeps other hosts from writing while it is open
- * (fs_file_cached, docs/cluster.md "Page cache").  Entry and attribute
+ * cache (so shared mmap works), write-through, dropped at an open unless
+ * this host's lock has kept every other writer out since: the file's
+ * cluster lock keeps other hosts from writing while it is open
+ * (fs_file_cached, fs_file_keep_cache, docs/cluster.md "Page cache").  Entry and attribute
  * timeouts are one second: the coherency bound the design promises for
  * changes made by other hosts; longer where this host's locks keep the
  * other hosts out (docs/cluster.md §5.4).
@@ -375,13 +376,13 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 		reply_entry(req, &a);
 }
 
-/* keep_cache 0: the kernel drops the file's cached pages at every open,
- * so pages cached under an earlier lock never outlive another host's
- * writes in between. */
+/* keep_cache: the kernel drops the file's cached pages at an open unless
+ * this host's lock kept every other writer out since they were cached, so
+ * they never outlive another host's writes in between. */
 static void set_open_flags(struct fuse_file_info *fi, const struct fs_file *f)
 {
 	fi->direct_io = !fs_file_cached(f);
-	fi->keep_cache = 0;
+	fi->keep_cache = fs_file_keep_cache(f);
 	fi->noflush = 0;
 }
 
@@ -400,8 +401,9 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	/* The kernel may hold attributes up to ATTR_TIMEOUT old, and a cached
 	 * read trusts its size: another host may have grown the file since.
 	 * The open took the lock and read the inode fresh: make the kernel
-	 * ask again.  (Attributes only: no page work, no inode lock.) */
-	if (!fi->direct_io && session)
+	 * ask again.  (Attributes only: no page work, no inode lock.)  Not
+	 * where the pages stay: nobody else changed the file since. */
+	if (!fi->direct_io && !fi->keep_cache && session)
 		(void)fuse_lowlevel_notify_inval_inode(session, ino, -1, 0);
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		fs_release(fs, f);      /* the opener was interrupted (REQ is gone) */

@@ -35,6 +35,7 @@ import errno
 import mmap
 import os
 import random
+import re
 import stat
 import sys
 import time
@@ -428,6 +429,43 @@ def readonly_mount(c, v):
         c.vmfsd_gone(v.image, "after unmounting the read-only mount", mro)
 
 
+def kept_pages(c, v):
+    """Alone, the file's lock stays with this host between opens, so the
+    pages an open cached are still current at the next: read again, they
+    come from the page cache (the daemon reads nothing from the disk).
+    A direct-I/O open for writing in between writes around them: the next
+    cached open must read what it wrote."""
+    p = v.path("kept.dat")
+    data = os.urandom(1 << 20)
+    with open(p, "wb") as f:
+        f.write(data)
+
+    def read_bytes():
+        with open("/proc/%d/io" % v.proc.pid) as f:
+            return int(re.search(r"^read_bytes: (\d+)", f.read(), re.M).group(1))
+
+    def read_all():
+        with open(p, "rb") as f:
+            return f.read()
+    c.eq(read_all(), data, "the first read")
+    before = read_bytes()
+    for i in range(3):
+        c.eq(read_all(), data, "read %d through a new open" % (i + 2))
+    got = read_bytes() - before
+    c.check(got < 256 * 1024, "three opens and reads of a 1 MiB file this host kept locked "
+            "read %d bytes from the disk" % got)
+    fd = os.open(p, os.O_RDWR | os.O_DIRECT)
+    try:
+        buf = aligned(4096, b"D")
+        os.pwrite(fd, buf, 8192)
+        buf.close()
+    finally:
+        os.close(fd)
+    want = bytearray(data)
+    want[8192:12288] = b"D" * 4096
+    c.eq(read_all(), bytes(want), "a cached open after a direct write reads it")
+
+
 def killpriv(c, m):
     p = m("suid")
 
@@ -642,6 +680,7 @@ def body(c):
         os.chmod(v.dir, 0o755)
         os.chmod(v.mnt, 0o777)
         c.section("mmap on one host", mmap_single, c, v.path)
+        c.section("pages kept across opens while alone", kept_pages, c, v)
         c.section("set-id bits cleared on write", killpriv, c, v.path)
         c.section("fsx with mmap (%d operations)" % nops, fsx, c, v.path, nops)
         v.mnt_b = os.path.join(v.dir, "mnt-b")
