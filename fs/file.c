@@ -34,6 +34,7 @@ struct fs_file {
 	bool standby;   /* a read-only open awaiting a lock handover: no lock */
 	bool cached;    /* the kernel may keep its data in the page cache */
 	bool keep;      /* and what it cached before this open */
+	bool direct_w;  /* direct I/O, open for writing (ip->ndirect_w) */
 };
 
 #define SECTOR 512u
@@ -1610,17 +1611,20 @@ int fs_open(struct fs *fs, uint64_t ino, int flags, struct fs_file **out)
 	 * no locks at all. */
 	f->cached = fs->hb && S_ISREG(ip->d.mode) && !(flags & O_DIRECT) && !f->standby &&
 		    !(ip->d.iflags & VMFSD_IFLAG_MW);
-	/* The pages an earlier open left stay valid while this host's lock
-	 * kept every other writer out since (the same lock generation); a
-	 * direct-I/O open that may write (here, or any host under MW)
-	 * writes around them, and not every kernel drops the pages a direct
-	 * write overlaps. */
+	/* The pages (and attributes) an earlier open left stay valid while
+	 * this host's lock kept every other writer out since (the same lock
+	 * generation).  A direct-I/O open that may write, from its open to
+	 * its close, writes around them (and not every kernel drops the
+	 * pages a direct write overlaps); so does any host under MW. */
 	pthread_mutex_lock(&fs->lk_lock);
 	if (f->cached) {
-		f->keep = ip->pc_ok && ip->pc_gen == ip->lk_gen && !(flags & O_TRUNC);
+		f->keep = ip->pc_ok && ip->pc_gen == ip->lk_gen && !ip->ndirect_w &&
+			  !(flags & O_TRUNC);
 		ip->pc_gen = ip->lk_gen;
 		ip->pc_ok = true;
 	} else if ((flags & O_ACCMODE) != O_RDONLY || (ip->d.iflags & VMFSD_IFLAG_MW)) {
+		f->direct_w = (flags & O_ACCMODE) != O_RDONLY;
+		ip->ndirect_w += f->direct_w;
 		ip->pc_ok = false;
 	}
 	pthread_mutex_unlock(&fs->lk_lock);
@@ -1682,6 +1686,12 @@ static int release(struct fs *fs, struct fs_file *f, bool nowait)
 		}
 		r = inode_writeback(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
+	}
+	if (f->direct_w) {
+		pthread_mutex_lock(&fs->lk_lock);
+		ip->ndirect_w--;
+		ip->pc_ok = false;      /* (fs_open: it may have written until now) */
+		pthread_mutex_unlock(&fs->lk_lock);
 	}
 	if (f->standby)
 		handover_close_standby(fs, ip);

@@ -191,8 +191,8 @@ bool fs_file_cached(const struct fs_file *f);
  * cached for the file before?  True when this host's lock has kept every
  * other host from writing the file since the last cached open (held all
  * along, or its record found as we left it), nothing here wrote it around
- * the page cache since (a direct-I/O open for writing), and the open does
- * not truncate. */
+ * the page cache since (a direct-I/O open for writing, open now or opened
+ * since), and the open does not truncate. */
 bool fs_file_keep_cache(const struct fs_file *f);
 /* A write clears set-user-ID, and set-group-ID when group-executable,
  * as for a writer without CAP_FSETID (the caller decides who that is). */

@@ -261,9 +261,11 @@ struct fs_inode {
 	/* The kernel's pages of the file (fs_file_keep_cache): lk_gen moves
 	 * on each time the lock is taken where another host may have held it
 	 * since ours; pc_ok: the kernel may hold pages cached under lock
-	 * generation pc_gen, with nothing written around them since */
+	 * generation pc_gen, with nothing written around them since;
+	 * ndirect_w: direct-I/O opens for writing here (fs->lk_lock) */
 	uint64_t lk_gen, pc_gen;
 	bool pc_ok;
+	uint32_t ndirect_w;
 	uint64_t alone_epoch;   /* read from disk while alone in this epoch
 				 * (hb_alone_epoch); 0: not so */
 	/* lock handover (fs/handover.c, docs/cluster.md §4.7), fs->lk_lock */

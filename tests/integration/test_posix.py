@@ -434,7 +434,7 @@ def kept_pages(c, v):
     pages an open cached are still current at the next: read again, they
     come from the page cache (the daemon reads nothing from the disk).
     A direct-I/O open for writing in between writes around them: the next
-    cached open must read what it wrote."""
+    cached open must read what it wrote, also while it is still open."""
     p = v.path("kept.dat")
     data = os.urandom(1 << 20)
     with open(p, "wb") as f:
@@ -464,6 +464,17 @@ def kept_pages(c, v):
     want = bytearray(data)
     want[8192:12288] = b"D" * 4096
     c.eq(read_all(), bytes(want), "a cached open after a direct write reads it")
+    # A direct writer still open: the file may grow under the cache.
+    fd = os.open(p, os.O_RDWR | os.O_DIRECT)
+    try:
+        c.eq(read_all(), bytes(want), "a cached open beside a direct writer")
+        buf = aligned(4096, b"E")
+        os.pwrite(fd, buf, len(want))
+        buf.close()
+        want += b"E" * 4096
+        c.eq(read_all(), bytes(want), "a cached open sees what the open direct writer added")
+    finally:
+        os.close(fd)
 
 
 def killpriv(c, m):
