@@ -8,10 +8,10 @@
  * cache (so shared mmap works), write-through, dropped at an open unless
  * this host's lock has kept every other writer out since: the file's
  * cluster lock keeps other hosts from writing while it is open
- * (fs_file_cached, fs_file_keep_cache, docs/cluster.md "Page cache").  Entry and attribute
- * timeouts are one second: the coherency bound the design promises for
- * changes made by other hosts; longer where this host's locks keep the
- * other hosts out (docs/cluster.md §5.4).
+ * (fs_file_cached, fs_file_keep_cache, docs/cluster.md "Page cache").
+ * Entry and attribute timeouts are one second: the coherency bound the
+ * design promises for changes made by other hosts; longer where this
+ * host's locks keep the other hosts out (docs/cluster.md §5.4).
  */
 #include <errno.h>
 #include <pthread.h>

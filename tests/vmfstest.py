@@ -21,6 +21,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,6 +209,13 @@ def pids_of_vmfsd(image, mnt=None):
 
 
 pid_alive = hangdump.pid_alive
+
+
+def read_bytes(pid):
+    """What process PID's threads have read from storage so far
+    (/proc/PID/io): a daemon's disk reads, to check what a cache spares."""
+    with open("/proc/%d/io" % pid) as f:
+        return int(re.search(r"^read_bytes: (\d+)", f.read(), re.M).group(1))
 
 
 def wait_pid_gone(pid, timeout):

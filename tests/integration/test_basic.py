@@ -77,17 +77,14 @@ def body(c):
             # disk once per name (the root was not kept cached: 8 KiB read
             # per name).  /proc/PID/io counts what the daemon's threads
             # read.
-            def read_bytes():
-                with open("/proc/%d/io" % v.proc.pid) as f:
-                    return int(re.search(r"^read_bytes: (\d+)", f.read(), re.M).group(1))
             for d in ("", "lookups/"):
                 if d:
                     os.mkdir(m(d))
-                before = read_bytes()
+                before = vt.read_bytes(v.proc.pid)
                 for i in range(2000):
                     c.check(not os.path.exists(m("%snot-there-%d" % (d, i))),
                             "%snot-there-%d exists" % (d, i))
-                got = read_bytes() - before
+                got = vt.read_bytes(v.proc.pid) - before
                 c.check(got < 64 * 4096, "2,000 lookups of missing names in %s read %d bytes "
                         "from the disk" % (d or "the root", got))
             os.rmdir(m("lookups"))

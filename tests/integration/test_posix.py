@@ -35,7 +35,6 @@ import errno
 import mmap
 import os
 import random
-import re
 import stat
 import sys
 import time
@@ -440,18 +439,14 @@ def kept_pages(c, v):
     with open(p, "wb") as f:
         f.write(data)
 
-    def read_bytes():
-        with open("/proc/%d/io" % v.proc.pid) as f:
-            return int(re.search(r"^read_bytes: (\d+)", f.read(), re.M).group(1))
-
     def read_all():
         with open(p, "rb") as f:
             return f.read()
     c.eq(read_all(), data, "the first read")
-    before = read_bytes()
+    before = vt.read_bytes(v.proc.pid)
     for i in range(3):
         c.eq(read_all(), data, "read %d through a new open" % (i + 2))
-    got = read_bytes() - before
+    got = vt.read_bytes(v.proc.pid) - before
     c.check(got < 256 * 1024, "three opens and reads of a 1 MiB file this host kept locked "
             "read %d bytes from the disk" % got)
     fd = os.open(p, os.O_RDWR | os.O_DIRECT)
