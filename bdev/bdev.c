@@ -1119,16 +1119,19 @@ static void aio_prep(struct aio_engine *e, struct bdev *bd, struct bdev_aio *a)
 	io_uring_sqe_set_data(sqe, a);
 }
 
-/* One request is done: account for it (bdev_aio_drain waits for zero) and
- * call its completion. */
+/* One request is done: call its completion, then account for it.  In
+ * that order: bdev_aio_drain waits for zero and its caller then frees
+ * what completions touch (inodes, the FUSE session, lent buffers); a
+ * count dropped before the callback ran let an unmount free an inode
+ * under a completion still unlocking it. */
 static void aio_complete(struct aio_engine *e, struct bdev_aio *a, int res)
 {
+	a->cb(a, res);          /* (A may be freed now) */
 	pthread_mutex_lock(&e->lock);
 	e->inflight--;
 	if (!e->inflight)
 		pthread_cond_broadcast(&e->room);
 	pthread_mutex_unlock(&e->lock);
-	a->cb(a, res);
 }
 
 static void *aio_issuer(void *arg)
