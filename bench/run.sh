@@ -6,13 +6,16 @@
 # table says how much vmfsd costs, not how fast the machine is.
 #
 #   bench/run.sh [--append] [--dir DIR] [--size SIZE] [--runtime SEC]
-#                [--sections LIST] [--no-vmfsd] [--keep]
+#                [--rounds N] [--sections LIST] [--no-vmfsd] [--keep]
 #
 #   --append        also append the report to BENCHMARKS.md (date + command)
 #   --dir DIR       work folder, on the filesystem to measure (default
 #                   var/bench under the project; $VMFSD_BENCH_DIR)
 #   --size SIZE     size of the fio test files (default 4G)
 #   --runtime SEC   seconds per fio job (default 12)
+#   --rounds N      the engines and meta sections measure vmfsd and its
+#                   baseline N times, alternated (default 3; the fio jobs
+#                   then run --runtime / N seconds each, at least 4)
 #   --sections LIST comma-separated subset of: SECTIONS (default: all)
 #   --no-vmfsd      baselines only (to check the script or the machine)
 #   --keep          leave the volume mounted and the images in place
@@ -60,9 +63,10 @@ NO_VMFSD=0
 BENCH_DIR=${VMFSD_BENCH_DIR:-var/bench}
 FIO_SIZE=4G
 RUNTIME=12
+ROUNDS=3
 ONLY=""
 usage() {
-	sed -n '7,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' |
+	sed -n '7,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' |
 		sed "s/SECTIONS (default/${SECTIONS[*]} (default/"
 }
 while (($#)); do
@@ -73,6 +77,7 @@ while (($#)); do
 	--dir) BENCH_DIR=${2:?--dir needs a folder}; shift ;;
 	--size) FIO_SIZE=${2:?--size needs a size}; shift ;;
 	--runtime) RUNTIME=${2:?--runtime needs seconds}; shift ;;
+	--rounds) ROUNDS=${2:?--rounds needs a count}; shift ;;
 	--sections) ONLY=${2:?--sections needs a list}; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "bench: unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -80,6 +85,9 @@ while (($#)); do
 	shift
 done
 [[ $RUNTIME =~ ^[0-9]+$ ]] || { echo "bench: --runtime must be whole seconds" >&2; exit 2; }
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "bench: --rounds must be a count" >&2; exit 2; }
+# seconds per fio job of a round
+RRUN=$((RUNTIME / ROUNDS > 4 ? RUNTIME / ROUNDS : 4))
 if [[ -n $ONLY ]]; then
 	IFS=, read -r -a RUN <<<"$ONLY"
 else
@@ -103,9 +111,10 @@ track_mount() { CLEAN_MOUNTS+=("$1"); }
 is_mounted() { findmnt -rn --mountpoint "$1" >/dev/null 2>&1; }
 
 # One fio job of the engines table (ENG_TESTS): LABEL FILE, with the
-# caller's rw, bs, qd, eng and i (1: MB/s, 2: IOPS); prints that figure.
+# caller's rw, bs, qd, eng, i (1: MB/s, 2: IOPS) and run (seconds; default
+# --runtime); prints that figure.
 eng_fio() {
-	fio_run "$1" "$2" "$rw" "$bs" "$qd" --ioengine="$eng" --time_based --runtime="$RUNTIME" \
+	fio_run "$1" "$2" "$rw" "$bs" "$qd" --ioengine="$eng" --time_based --runtime="${run:-$RUNTIME}" \
 		--ramp_time=2 | cut -d' ' -f"$i"
 }
 
@@ -186,6 +195,30 @@ try:
     print("%.0f %%" % (100.0 * a / b) if b > 0 else "n/a")
 except ValueError:
     print("n/a")
+PYEOF
+}
+# "N %" for a number N, n/a otherwise.
+pct() { [[ $1 =~ ^[0-9]+$ ]] && echo "$1 %" || echo n/a; }
+# paired "V1 V2 .." "B1 B2 ..": vmfsd's and its baseline's figures of
+# alternated rounds (round k: Vk and Bk, measured one after the other).
+# Prints the baseline's median, vmfsd's median, the median of the rounds'
+# ratios Vk / Bk in percent, and those ratios ("61,70,66").  The ratio of
+# each round's pair, not of the medians: this machine drifts by tens of
+# percent over minutes (the raw file's 4 KiB random reads 75-113k IOPS in
+# one run), and a pair measured back to back shares most of the drift.
+paired() {
+	"$PY" - "$1" "$2" <<'PYEOF'
+import statistics, sys
+try:
+    v = [float(x) for x in sys.argv[1].split()]
+    b = [float(x) for x in sys.argv[2].split()]
+    assert v and len(v) == len(b) and min(b) > 0
+except (ValueError, AssertionError):
+    print("n/a n/a n/a n/a")
+    sys.exit(0)
+r = [100.0 * x / y for x, y in zip(v, b)]
+print("%.0f %.0f %.0f %s" % (statistics.median(b), statistics.median(v), statistics.median(r),
+                             ",".join("%.0f" % x for x in r)))
 PYEOF
 }
 # Prints the wall-clock seconds CMD took (its output goes to the log).
@@ -376,13 +409,14 @@ vmfsd_mem() {
 # microseconds.  Both, because they differ where the work sits: a raw file's
 # submission does the device's doorbell (tens of µs here, all in slat), a
 # FUSE request's returns at once and a fast daemon's reply can be there
-# before it returns (a clat of 2 µs).
+# before it returns (a clat of 2 µs).  The caller's run sets the seconds
+# (default --runtime).
 fio_lat() {
 	local json=$LOG_DIR/fio-$1.json
 	echo "bench: fio $1 (randread 4k QD1, $3, on $2)" >&2
 	fio --name="$1" --filename="$2" --rw=randread --bs=4k --iodepth=1 --ioengine="$3" \
 		--direct=1 --size="$FIO_SIZE" --numjobs=1 --randrepeat=0 --norandommap=1 \
-		--time_based --runtime="$RUNTIME" --ramp_time=2 --lat_percentiles=1 \
+		--time_based --runtime="${run:-$RUNTIME}" --ramp_time=2 --lat_percentiles=1 \
 		--output-format=json --output="$json" >>"$LOG_DIR/fio.log" 2>&1 ||
 		die "fio $1 failed: see $LOG_DIR/fio.log"
 	"$PY" - "$json" <<'PYEOF'
@@ -411,10 +445,15 @@ ENG_TESTS=(
 # them next to the floor's.
 declare -A VMFSD_RATIO=()
 
+# Column C (from 1) of the lines given, space-separated.
+column() { local c=$1; shift; printf '%s\n' "$@" | awk -v c="$c" '{ printf "%s ", $c }'; }
+
 section_engines() {
-	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng
-	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE, ${RUNTIME}s each)" \
-		test engine unit "raw file" vmfsd "vmfsd / raw"
+	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng k j key
+	local run=$RRUN
+	local -a p lr lv
+	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE; $ROUNDS rounds of ${RRUN}s per job, the two sides alternated: each side's median, and the median of the rounds' ratios)" \
+		test engine unit "raw file" vmfsd "vmfsd / raw" "rounds, vmfsd / raw (%)"
 	track "$raw"
 	rm -f "$raw"
 	fallocate -l "$FIO_SIZE" "$raw"
@@ -427,30 +466,39 @@ section_engines() {
 	else
 		v=n/a
 	fi
-	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "$r" "$v" "$(ratio "$v" "$r")"
+	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "$r" "$v" "$(ratio "$v" "$r")" "one"
 	VMFSD_RATIO[layout]=$(ratio "$v" "$r")
+	# Round k measures both sides, vmfsd first in odd rounds: neither side
+	# always runs right after the other.
 	for eng in io_uring libaio; do
 		for t in "${ENG_TESTS[@]}"; do
 			IFS='|' read -r test rw bs qd unit _ <<<"$t"
 			i=1; [[ $unit == IOPS ]] && i=2
-			r=$(eng_fio "eng-raw-$eng-$rw" "$raw")
-			v=n/a
-			[[ -n $vm ]] && v=$(eng_fio "eng-vmfsd-$eng-$rw" "$vm")
-			row "$test" "$eng" "$unit" "$r" "$v" "$(ratio "$v" "$r")"
-			VMFSD_RATIO["$eng|$rw"]=$(ratio "$v" "$r")
+			lr=() lv=()
+			for ((k = 0; k < ROUNDS; k++)); do
+				[[ -n $vm ]] && ((k % 2)) && lv+=("$(eng_fio "eng-vmfsd-$eng-$rw-$k" "$vm")")
+				lr+=("$(eng_fio "eng-raw-$eng-$rw-$k" "$raw")")
+				((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && eng_fio "eng-vmfsd-$eng-$rw-$k" "$vm" || echo n/a)")
+			done
+			read -r -a p <<<"$(paired "${lv[*]}" "${lr[*]}")"
+			row "$test" "$eng" "$unit" "${p[0]}" "${p[1]}" "$(pct "${p[2]}")" "${p[3]}"
+			VMFSD_RATIO["$eng|$rw"]=$(pct "${p[2]}")
 		done
-		read -r -a r <<<"$(fio_lat "lat-raw-$eng" "$raw" "$eng")"
-		v=(n/a n/a)
-		[[ -n $vm ]] && read -r -a v <<<"$(fio_lat "lat-vmfsd-$eng" "$vm" "$eng")"
-		((${#v[@]} == 4)) || v=(n/a n/a n/a n/a)
-		row "4 KiB random read QD1, median latency" "$eng" µs "${r[0]}" "${v[0]}" "$(ratio "${v[0]}" "${r[0]}")"
-		row "4 KiB random read QD1, p99 latency" "$eng" µs "${r[1]}" "${v[1]}" "$(ratio "${v[1]}" "${r[1]}")"
-		row "4 KiB random read QD1, median total latency (slat + clat)" "$eng" µs "${r[2]}" "${v[2]}" "$(ratio "${v[2]}" "${r[2]}")"
-		row "4 KiB random read QD1, p99 total latency (slat + clat)" "$eng" µs "${r[3]}" "${v[3]}" "$(ratio "${v[3]}" "${r[3]}")"
-		VMFSD_RATIO["$eng|lat50"]=$(ratio "${v[0]}" "${r[0]}")
-		VMFSD_RATIO["$eng|lat99"]=$(ratio "${v[1]}" "${r[1]}")
-		VMFSD_RATIO["$eng|tlat50"]=$(ratio "${v[2]}" "${r[2]}")
-		VMFSD_RATIO["$eng|tlat99"]=$(ratio "${v[3]}" "${r[3]}")
+		lr=() lv=()
+		for ((k = 0; k < ROUNDS; k++)); do
+			[[ -n $vm ]] && ((k % 2)) && lv+=("$(fio_lat "lat-vmfsd-$eng-$k" "$vm" "$eng")")
+			lr+=("$(fio_lat "lat-raw-$eng-$k" "$raw" "$eng")")
+			((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && fio_lat "lat-vmfsd-$eng-$k" "$vm" "$eng" || echo n/a)")
+		done
+		j=1
+		for t in "median latency|lat50" "p99 latency|lat99" \
+			 "median total latency (slat + clat)|tlat50" "p99 total latency (slat + clat)|tlat99"; do
+			IFS='|' read -r test key <<<"$t"
+			read -r -a p <<<"$(paired "$(column "$j" "${lv[@]}")" "$(column "$j" "${lr[@]}")")"
+			row "4 KiB random read QD1, $test" "$eng" µs "${p[0]}" "${p[1]}" "$(pct "${p[2]}")" "${p[3]}"
+			VMFSD_RATIO["$eng|$key"]=$(pct "${p[2]}")
+			j=$((j + 1))
+		done
 	done
 	if [[ -n $VMFSD_PID ]]; then
 		note ""
@@ -747,28 +795,32 @@ ext4_loop_up() {
 }
 
 section_meta() {
-	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 v e vf ef
-	table "metadata: ${META_FILES:-5000} files (create+write 100 B+close, then sync; stat, one pass then two more; unlink, then sync), ops/s" \
-		operation vmfsd "ext4 (loop device)" ratio
-	((NO_VMFSD)) && { row "all" n/a n/a n/a; return 0; }
+	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 vf ef k t test i key
+	local -a p lv le
+	table "metadata: ${META_FILES:-5000} files (create+write 100 B+close, then sync; stat, one pass then two more; unlink, then sync), ops/s; $ROUNDS rounds, vmfsd and ext4 alternated: each side's median, and the median of the rounds' ratios" \
+		operation vmfsd "ext4 (loop device)" ratio "rounds, vmfsd / ext4 (%)"
+	((NO_VMFSD)) && { row "all" n/a n/a n/a n/a; return 0; }
 	volume_up
 	ext4_loop_up "$eimg" "$emnt"
-	v=($(meta_ops "$VOL_MNT/meta")) || die "metadata workload failed on vmfsd"
-	e=($(meta_ops "$emnt/meta")) || die "metadata workload failed on ext4"
-	row create "${v[0]}" "${e[0]}" "$(ratio "${v[0]}" "${e[0]}")"
-	row "stat, one pass right after the writes" "${v[1]}" "${e[1]}" "$(ratio "${v[1]}" "${e[1]}")"
-	row "stat, three passes (issue 17's measure)" "${v[3]}" "${e[3]}" "$(ratio "${v[3]}" "${e[3]}")"
-	row unlink "${v[2]}" "${e[2]}" "$(ratio "${v[2]}" "${e[2]}")"
+	# a new directory each round, vmfsd first in even rounds
+	for ((k = 0; k < ROUNDS; k++)); do
+		((k % 2)) && { le+=("$(meta_ops "$emnt/meta-$k")") || die "metadata workload failed on ext4"; }
+		lv+=("$(meta_ops "$VOL_MNT/meta-$k")") || die "metadata workload failed on vmfsd"
+		((k % 2)) || { le+=("$(meta_ops "$emnt/meta-$k")") || die "metadata workload failed on ext4"; }
+	done
+	for t in "create|1|create" "stat, one pass right after the writes|2|stat" \
+		 "stat, three passes (issue 17's measure)|4|stat3" "unlink|3|unlink"; do
+		IFS='|' read -r test i key <<<"$t"
+		read -r -a p <<<"$(paired "$(column "$i" "${lv[@]}")" "$(column "$i" "${le[@]}")")"
+		row "$test" "${p[1]}" "${p[0]}" "$(pct "${p[2]}")" "${p[3]}"
+		VMFSD_RATIO[$key]=$(pct "${p[2]}")
+	done
 	vf=($(meta_fsync_ops "$VOL_MNT/meta-fsync")) || die "fsync workload failed on vmfsd"
 	ef=($(meta_fsync_ops "$emnt/meta-fsync")) || die "fsync workload failed on ext4"
 	row "create + 4 KiB write + fsync, one at a time (${META_FSYNC_FILES:-1000} files)" \
-		"${vf[0]}" "${ef[0]}" "$(ratio "${vf[0]}" "${ef[0]}")"
+		"${vf[0]}" "${ef[0]}" "$(ratio "${vf[0]}" "${ef[0]}")" one
 	row "unlink + fsync of the directory, one at a time" "${vf[1]}" "${ef[1]}" \
-		"$(ratio "${vf[1]}" "${ef[1]}")"
-	VMFSD_RATIO[create]=$(ratio "${v[0]}" "${e[0]}")
-	VMFSD_RATIO[stat]=$(ratio "${v[1]}" "${e[1]}")
-	VMFSD_RATIO[stat3]=$(ratio "${v[3]}" "${e[3]}")
-	VMFSD_RATIO[unlink]=$(ratio "${v[2]}" "${e[2]}")
+		"$(ratio "${vf[1]}" "${ef[1]}")" one
 	[[ -n $VMFSD_PID ]] && note "" && note "vmfsd memory after the metadata run: $(vmfsd_mem)"
 	umount "$emnt"
 	rm -f "$eimg"
