@@ -274,6 +274,7 @@ struct fs_inode {
 	bool lc_attr;           /* atomic: its attributes went out for long
 				 * (cluster_cache_mark) */
 	uint32_t nopen_standby; /* such opens ("standby") */
+	struct imem_chunk *chunk;       /* its memory (fs/inode.c, imem_get) */
 };
 
 /* Inode blocks one read of inode_alloc fetches (fs/inode.c). */
@@ -290,6 +291,7 @@ struct fs {
 	struct fs_inode **itab;
 	uint32_t itab_size;
 	uint32_t ninodes_cached;
+	struct imem_chunk *imem_room;   /* fs/inode.c, imem_get (icache_lock) */
 	struct alloc_pool ipool, spool, bpool;
 	/* The last generations of free inode numbers from igen_first on,
 	 * read ahead by inode_alloc; bit k of igen_mask: igen[k] is known
@@ -494,6 +496,8 @@ int inode_writeback(struct fs *fs, struct fs_inode *ip);
 int inode_writeback_all(struct fs *fs);
 int inode_writeback_all_locked(struct fs *fs);
 void inode_cache_drop_all(struct fs *fs);
+/* The memory of inode structs, once none is in use (unmount). */
+void inode_mem_release(struct fs *fs);
 uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip);
 
 /* ---------------- block maps (fs/bmap.c) ---------------- */

@@ -272,6 +272,7 @@ fail:
 	alloc_unload(fs);
 	if (fs->own_bd)
 		bdev_close(fs->bd);
+	inode_mem_release(fs);
 	free(fs->itab);
 	free(fs);
 	return r;
@@ -332,6 +333,7 @@ int fs_unmount(struct fs *fs)
 	alloc_unload(fs);
 	if (fs->own_bd)
 		bdev_close(fs->bd);
+	inode_mem_release(fs);
 	free(fs->itab);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->icache_lock);
