@@ -312,7 +312,7 @@ int dir_add(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t ino,
 	if (r)
 		return r;
 	block_log(fs, dp, bi, tx);
-	inode_touch(dp, true, true);
+	inode_touch(fs, dp, true, true);
 	tx_add_inode(tx, dp);
 	return 0;
 }
@@ -335,7 +335,7 @@ int dir_remove(struct fs *fs, struct fs_inode *dp, const char *name, struct tx *
 	*pp = d->next;
 	free(d);
 	dc->count--;
-	inode_touch(dp, true, true);
+	inode_touch(fs, dp, true, true);
 	tx_add_inode(tx, dp);
 	return 0;
 }
@@ -354,7 +354,7 @@ int dir_replace(struct fs *fs, struct fs_inode *dp, const char *name, uint64_t i
 	d->ino = ino;
 	d->type = type;
 	block_log(fs, dp, d->blk, tx);
-	inode_touch(dp, true, true);
+	inode_touch(fs, dp, true, true);
 	tx_add_inode(tx, dp);
 	return 0;
 }

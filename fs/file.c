@@ -547,17 +547,17 @@ static int write_fast(struct fs *fs, struct fs_inode *ip, const uint8_t *buf, si
 }
 
 /* meta_lock held */
-static void size_times_locked(struct fs_inode *ip, uint64_t end)
+static void size_times_locked(struct fs *fs, struct fs_inode *ip, uint64_t end)
 {
 	if (end > ip->d.size)
 		ip->d.size = end;
-	inode_touch(ip, true, true);
+	inode_touch(fs, ip, true, true);
 }
 
 static void update_size_times(struct fs *fs, struct fs_inode *ip, uint64_t end)
 {
 	pthread_mutex_lock(&fs->meta_lock);
-	size_times_locked(ip, end);
+	size_times_locked(fs, ip, end);
 	pthread_mutex_unlock(&fs->meta_lock);
 }
 
@@ -721,7 +721,7 @@ static ssize_t write_alloc_shared(struct fs *fs, struct fs_inode *ip, const uint
 	if (r)
 		new_units_free(fs, ip, nu, n, &tx);
 	else
-		size_times_locked(ip, end);
+		size_times_locked(fs, ip, end);
 	if (tx.n || !r)
 		tx_add_inode(&tx, ip);
 	r = tx_commit_after(&tx, r);
@@ -782,7 +782,7 @@ static ssize_t write_slow(struct fs *fs, struct fs_inode *ip, const uint8_t *buf
 	if (good > off && good > ip->d.size)
 		ip->d.size = good;
 	if (good > off)
-		inode_touch(ip, true, true);
+		inode_touch(fs, ip, true, true);
 	if (tx.n || good > off)
 		tx_add_inode(&tx, ip);
 	r = tx_commit_after(&tx, r);
@@ -944,7 +944,7 @@ static int aio_seg_try(struct bdev_aio *a, int res)
 	aio_seg_err(c, res);
 	last = atomic_fetch_sub(&c->pending, 1) == 1;
 	if (last && !atomic_load(&c->err))
-		size_times_locked(c->ip, c->end);
+		size_times_locked(c->fs, c->ip, c->end);
 	pthread_mutex_unlock(&c->fs->meta_lock);
 	if (last)
 		aio_finish(c, true);
@@ -1089,7 +1089,7 @@ static int write_inline_now(struct fs *fs, struct fs_inode *ip, const void *buf,
 	if (!r) {
 		pthread_mutex_lock(&fs->meta_lock);
 		memcpy(ip->d.map + off, buf, size);
-		size_times_locked(ip, off + size);
+		size_times_locked(fs, ip, off + size);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
 	iolock_unlock_wr(&ip->iolock);
@@ -1316,7 +1316,7 @@ int file_truncate(struct fs *fs, struct fs_inode *ip, uint64_t size)
 	if (!r) {
 		pthread_mutex_lock(&fs->meta_lock);
 		ip->d.size = size;
-		inode_touch(ip, true, true);
+		inode_touch(fs, ip, true, true);
 		r = inode_commit(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}
@@ -1493,7 +1493,7 @@ int fs_fallocate(struct fs *fs, struct fs_file *f, int mode, uint64_t off, uint6
 		pthread_mutex_lock(&fs->meta_lock);
 		if (!(mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE)) && end > ip->d.size)
 			ip->d.size = end;
-		inode_touch(ip, false, true);
+		inode_touch(fs, ip, false, true);
 		r = inode_commit(fs, ip);
 		pthread_mutex_unlock(&fs->meta_lock);
 	}

@@ -238,6 +238,8 @@ struct fs_inode {
 	uint32_t nopen;
 	uint32_t pins;          /* transient references held by fs code */
 	bool dirty;             /* in-memory fields newer than disk */
+	bool on_dlist;          /* on fs->dirty_head (inode_touch), meta_lock */
+	struct fs_inode *dnext, *dprev;
 	bool deleted;           /* freed on disk, must not be written */
 	/* This host removed its last name (so it is on our orphan list and
 	 * ours to free).  An inode another host unlinked can show nlink 0
@@ -292,6 +294,7 @@ struct fs {
 	uint32_t itab_size;
 	uint32_t ninodes_cached;
 	struct imem_chunk *imem_room;   /* fs/inode.c, imem_get (icache_lock) */
+	struct fs_inode *dirty_head;    /* inodes inode_touch made dirty (meta_lock) */
 	struct alloc_pool ipool, spool, bpool;
 	/* The last generations of free inode numbers from igen_first on,
 	 * read ahead by inode_alloc; bit k of igen_mask: igen[k] is known
@@ -489,7 +492,7 @@ int inode_alloc(struct fs *fs, uint32_t mode, uint32_t uid, uint32_t gid,
  * change now (meta_lock held). */
 void inode_gen_forget(struct fs *fs);
 void inode_fill_attr(struct fs *fs, struct fs_inode *ip, struct fs_attr *a);
-void inode_touch(struct fs_inode *ip, bool mtime, bool ctime);
+void inode_touch(struct fs *fs, struct fs_inode *ip, bool mtime, bool ctime);
 /* One transaction holding just IP's body (meta_lock held). */
 int inode_commit(struct fs *fs, struct fs_inode *ip);
 int inode_writeback(struct fs *fs, struct fs_inode *ip);

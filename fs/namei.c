@@ -664,7 +664,7 @@ int fs_link(struct fs *fs, uint64_t ino, uint64_t newparent, const char *newname
 		r = -EMLINK;
 	if (!r) {
 		ip->d.nlink++;
-		inode_touch(ip, false, true);
+		inode_touch(fs, ip, false, true);
 		tx_add_inode(&tx, ip);
 		r = dir_add(fs, dp, newname, ip->ino, mode_to_dtype(ip->d.mode), &tx);
 		if (r)
@@ -731,7 +731,7 @@ static int remove_locked(struct fs *fs, struct fs_inode *dp, const char *name, b
 	} else {
 		ip->d.nlink--;
 	}
-	inode_touch(ip, false, true);
+	inode_touch(fs, ip, false, true);
 	tx_add_inode(tx, ip);
 	if (ip->d.nlink == 0) {
 		ip->unlinked_here = true;
@@ -930,8 +930,8 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 			sip->d.parent = newparent;
 		if (ddir)
 			dip->d.parent = parent;
-		inode_touch(sip, false, true);
-		inode_touch(dip, false, true);
+		inode_touch(fs, sip, false, true);
+		inode_touch(fs, dip, false, true);
 		tx_add_inode(&tx, sip);
 		tx_add_inode(&tx, dip);
 		tx_add_inode(&tx, sdp);
@@ -961,7 +961,7 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 		} else {
 			dip->d.nlink--;
 		}
-		inode_touch(dip, false, true);
+		inode_touch(fs, dip, false, true);
 		tx_add_inode(&tx, dip);
 		if (dip->d.nlink == 0) {
 			dip->unlinked_here = true;
@@ -980,7 +980,7 @@ static int rename_once(struct fs *fs, uint64_t parent, const char *name, uint64_
 		ddp->d.nlink++;
 		sip->d.parent = newparent;
 	}
-	inode_touch(sip, false, true);
+	inode_touch(fs, sip, false, true);
 	tx_add_inode(&tx, sip);
 	tx_add_inode(&tx, ddp);
 	tx_add_inode(&tx, sdp);

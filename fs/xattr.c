@@ -81,7 +81,7 @@ static int set_multiwriter(struct fs *fs, uint64_t ino, const void *value, size_
 		if (!r) {
 			ip->d.iflags = on ? ip->d.iflags | VMFSD_IFLAG_MW
 					  : ip->d.iflags & ~VMFSD_IFLAG_MW;
-			inode_touch(ip, false, true);
+			inode_touch(fs, ip, false, true);
 			r = inode_commit(fs, ip);
 		}
 		pthread_mutex_unlock(&fs->meta_lock);
@@ -142,7 +142,7 @@ int fs_setxattr(struct fs *fs, uint64_t ino, const char *name, const void *value
 			used += XHDR + (unsigned)nl + (unsigned)size;
 			memset(ip->d.xattr + used, 0, VMFSD_XATTR_AREA - used);
 			ip->d.xattr_len = (uint16_t)used;
-			inode_touch(ip, false, true);
+			inode_touch(fs, ip, false, true);
 			r = inode_commit(fs, ip);
 		}
 	}
@@ -285,7 +285,7 @@ int fs_removexattr(struct fs *fs, uint64_t ino, const char *name)
 		memmove(ip->d.xattr + off, ip->d.xattr + off + sz, used - off - sz);
 		memset(ip->d.xattr + used - sz, 0, sz);
 		ip->d.xattr_len = (uint16_t)(used - sz);
-		inode_touch(ip, false, true);
+		inode_touch(fs, ip, false, true);
 		r = inode_commit(fs, ip);
 	}
 	ns_exit(fs, &ip, 1);
