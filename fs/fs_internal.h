@@ -280,7 +280,7 @@ struct fs_inode {
 };
 
 /* Inode blocks one read of inode_alloc fetches (fs/inode.c). */
-#define IGEN_BATCH 16
+#define IGEN_BATCH 64
 
 struct fs {
 	struct bdev *bd;
@@ -301,7 +301,7 @@ struct fs {
 	 * (meta_lock) */
 	uint64_t igen_first;
 	uint64_t igen[IGEN_BATCH];
-	uint32_t igen_mask;
+	uint64_t igen_mask;
 
 	/* journal (fs/commit.c) */
 	struct journal *jn;

@@ -55,7 +55,7 @@ static struct fs *mount_as(const char *host)
 }
 
 /* How many numbers one read-ahead covers (IGEN_BATCH, fs/fs_internal.h). */
-#define READ_AHEAD 16
+#define READ_AHEAD 64
 
 /* The highest generation each number had so far (0: never seen). */
 #define MAX_INO 4096
