@@ -42,11 +42,12 @@
  * request blocks its thread for one device I/O. */
 #define MAX_THREADS 96
 
-/* How long the I/O thread keeps looking for the next request after one
- * (fuse/fuse_loop.c): a bit more than the 31 us a 4 KiB read of the raw
- * image file takes here (BENCHMARKS.md), so a queue-depth-1 stream of
- * requests never sleeps between them, and a few microseconds of CPU per
- * request otherwise. */
+/* How long the I/O thread keeps looking for the next request after a
+ * reply when none of its disk I/O is in flight (fuse/fuse_loop.c,
+ * bdev.c's aio_issuer): more than the 20-40 us a caller here takes from
+ * one reply to its next request (a create's 7 requests, fio at QD1), so
+ * such a stream never sleeps between them, and a few microseconds of CPU
+ * per request otherwise. */
 #define SPIN_US 50
 
 struct opts {
@@ -176,8 +177,8 @@ static void usage(FILE *f)
 		"                     (shows what persistent reservations refuse alone)\n"
 		"  -o log_file=PATH   append the lines logged to the system log to PATH\n"
 		"                     too, with a timestamp\n"
-		"  -o spin_us=US      after a request, the I/O thread looks for the next\n"
-		"                     one for US microseconds before it sleeps (default 50;\n"
+		"  -o spin_us=US      after a reply, the I/O thread looks for the next\n"
+		"                     request for US microseconds before it sleeps (default 50;\n"
 		"                     0: never spins)\n"
 		"  -o issuers=N       I/O threads that read and submit file I/O, 1-4\n"
 		"                     (default: one per two CPUs)\n"
