@@ -336,6 +336,9 @@ struct fs {
 	 * (cluster_release_transient; under meta_lock): the committer looks
 	 * for another host more often while it is set. */
 	bool kept;
+	/* An inode's lock became transient since the last commit
+	 * (cluster_mark_transient; fs->lk_lock). */
+	bool transient_new;
 	pthread_t committer;
 	pthread_cond_t commit_cv;
 	bool committer_running, stop;
@@ -439,6 +442,8 @@ void cluster_plan_releases(struct fs *fs, struct release_plan *p);
 /* After a commit: gives back transient locks (unless the plan keeps them)
  * and those of evicted inodes. */
 void cluster_release_transient(struct fs *fs, const struct release_plan *plan);
+/* IP's lock goes back after the next commit, unless kept (lk_lock held). */
+void cluster_mark_transient(struct fs *fs, struct fs_inode *ip);
 int cluster_refresh_inode(struct fs *fs, struct fs_inode *ip);
 /* The same for an inode reached by name (its new generation is about to be
  * handed out): no check that the kernel knows it by that generation. */
