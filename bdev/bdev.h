@@ -112,8 +112,9 @@ int bdev_aio_set_issuers(struct bdev *bd, unsigned n);
  * next turn; it must never wait for anything an asynchronous
  * request's completion could be holding up: the issuer is the thread that
  * completes them).  Requests READY submits go out together at the end of
- * its turn.  After activity the issuer spins up to SPIN_US microseconds
- * before it sleeps (0: never).  One watch per device, READY may run on
+ * its turn.  After activity, while none of its own disk I/O is in flight,
+ * the issuer spins up to SPIN_US microseconds before it sleeps (0: never).
+ * One watch per device, READY may run on
  * several issuers at once; file-backed devices
  * only (-EOPNOTSUPP on iSCSI LUNs and with the crash model).
  * bdev_aio_unwatch returns once READY can no longer run (never call it from

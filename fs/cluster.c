@@ -740,6 +740,7 @@ void cluster_mark_transient(struct fs *fs, struct fs_inode *ip)
 void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 {
 	struct relset rs = { 0 }, busy = { 0 };
+	bool pinned = false;
 	uint32_t i;
 
 	if (!fs->hb)
@@ -776,11 +777,7 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 			if (!ip->lk_transient)
 				continue;
 			if (ip->lk_pins) {
-				/* an operation is still using it: the next
-				 * commit's, kept or given back */
-				pthread_mutex_lock(&fs->lk_lock);
-				fs->transient_new = true;
-				pthread_mutex_unlock(&fs->lk_lock);
+				pinned = true;  /* in use: the next commit's */
 				continue;
 			}
 			off = vmfsd_inode_off(&fs->sb, ip->ino);
@@ -799,6 +796,12 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 			}
 			pthread_mutex_unlock(&ip->lk_io);
 		}
+	}
+	/* (set, not assigned: a lock may have become transient meanwhile) */
+	if (pinned) {
+		pthread_mutex_lock(&fs->lk_lock);
+		fs->transient_new = true;
+		pthread_mutex_unlock(&fs->lk_lock);
 	}
 	relset_release(fs, &rs);
 	for (i = 0; i < rs.n; i++)

@@ -19,7 +19,8 @@
 #include "bdev/bdev.h"
 
 /* Serves SE until it is unmounted or told to exit, with at most
- * MAX_THREADS workers; the issuers spin SPIN_US after activity
+ * MAX_THREADS workers; the issuers spin SPIN_US after activity while
+ * none of their disk I/O is in flight
  * (bdev_aio_watch).  With URING, requests go through io_uring instead of
  * /dev/fuse where the kernel offers it (Linux 6.14 and later, with the
  * fuse module's enable_uring set).  Returns 0, -EOPNOTSUPP when BD cannot
