@@ -202,7 +202,8 @@ pct() { [[ $1 =~ ^[0-9]+$ ]] && echo "$1 %" || echo n/a; }
 # paired "V1 V2 .." "B1 B2 ..": vmfsd's and its baseline's figures of
 # alternated rounds (round k: Vk and Bk, measured one after the other).
 # Prints the baseline's median, vmfsd's median, the median of the rounds'
-# ratios Vk / Bk in percent, and those ratios ("61,70,66").  The ratio of
+# ratios Vk / Bk in percent, and those ratios ("61,70,66"); n/a for what
+# vmfsd has none of (--no-vmfsd).  The ratio of
 # each round's pair, not of the medians: this machine drifts by tens of
 # percent over minutes (the raw file's 4 KiB random reads 75-113k IOPS in
 # one run), and a pair measured back to back shares most of the drift.
@@ -210,11 +211,16 @@ paired() {
 	"$PY" - "$1" "$2" <<'PYEOF'
 import statistics, sys
 try:
-    v = [float(x) for x in sys.argv[1].split()]
     b = [float(x) for x in sys.argv[2].split()]
-    assert v and len(v) == len(b) and min(b) > 0
+    assert b and min(b) > 0
 except (ValueError, AssertionError):
     print("n/a n/a n/a n/a")
+    sys.exit(0)
+try:
+    v = [float(x) for x in sys.argv[1].split()]
+    assert len(v) == len(b)
+except (ValueError, AssertionError):
+    print("%.0f n/a n/a n/a" % statistics.median(b))     # --no-vmfsd
     sys.exit(0)
 r = [100.0 * x / y for x, y in zip(v, b)]
 print("%.0f %.0f %.0f %s" % (statistics.median(b), statistics.median(v), statistics.median(r),
@@ -284,29 +290,47 @@ build() {
 # ---------------------------------------------------------------- volume
 VOL_IMG=$BENCH_DIR/vmfsd.img
 VOL_MNT=$BENCH_DIR/mnt
-VOL_SIZE=""             # set in volume_up: fio size x 2 + 2 GiB, sparse
+VOL_SIZE=""             # set in volume_up: fio size x max(rounds, 2) + 2 GiB
 VOL_UP=0
 
-# Formats a sparse image next to the project and mounts it as host "bench".
-# vmfsd runs in the foreground (-f) as our child, so we know its pid and can
-# stop exactly that process at exit.
+# Formats an image next to the project and mounts it as host "bench".  The
+# image is fallocated, as every raw file here is: a sparse one made each of
+# vmfsd's first writes to a region allocate on the host as well, which the
+# raw side (unwritten extents, converted on write) never pays, and a volume
+# on a LUN never pays either.  Room for first_touch's rounds and the mixed
+# section's two files.  vmfsd runs in the foreground (-f) as our child, so
+# we know its pid and can stop exactly that process at exit.
 volume_up() {
 	((VOL_UP)) && return 0
 	((NO_VMFSD)) && die "volume_up called with --no-vmfsd"
 	local gib
 	gib=$(size_bytes "$FIO_SIZE")
-	VOL_SIZE=$(((gib * 2 >> 30) + 2))G
+	VOL_SIZE=$(((gib * (ROUNDS > 2 ? ROUNDS : 2) >> 30) + 2))G
 	is_mounted "$VOL_MNT" && die "$VOL_MNT is already mounted (another bench run?)"
 	mkdir -p "$VOL_MNT"
 	track "$VOL_IMG"
 	rm -f "$VOL_IMG"
-	"$MKFS" -f -q -L bench -s "$VOL_SIZE" "$VOL_IMG" >"$LOG_DIR/mkfs.log" 2>&1 ||
+	fallocate -l "$VOL_SIZE" "$VOL_IMG" || die "cannot fallocate $VOL_SIZE for $VOL_IMG"
+	"$MKFS" -f -q -L bench -s "$VOL_SIZE" "$VOL_IMG" >>"$LOG_DIR/mkfs.log" 2>&1 ||
 		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
 	track_mount "$VOL_MNT"
-	"$VMFSD" -f -o "$VMFSD_OPTS" "$VOL_IMG" "$VOL_MNT" >"$LOG_DIR/vmfsd.log" 2>&1 &
+	"$VMFSD" -f -o "$VMFSD_OPTS" "$VOL_IMG" "$VOL_MNT" >>"$LOG_DIR/vmfsd.log" 2>&1 &
 	VMFSD_PID=$!
 	wait_mounted "$VOL_MNT" "$VMFSD_PID" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
 	VOL_UP=1
+}
+
+# A new volume, every block of it unwritten on the host: what a first-touch
+# measurement needs, since blocks an earlier section wrote and freed would
+# be reallocated at the host's overwrite speed, never the raw side's.
+volume_fresh() {
+	if ((VOL_UP)); then
+		umount "$VOL_MNT" || die "cannot unmount $VOL_MNT"
+		wait "$VMFSD_PID" 2>/dev/null       # vmfsd -f exits once unmounted
+		VMFSD_PID=""
+		VOL_UP=0
+	fi
+	volume_up
 }
 
 size_bytes() {
@@ -352,6 +376,36 @@ fio_layout() {
 	fio_run "$1-layout" "$2" write 1M 16 | cut -d' ' -f1
 }
 
+# Round K of first_touch on vmfsd: a new thin file, VM itself in the last.
+first_touch_vmfsd() {
+	local f=$2
+	(($3 < ROUNDS - 1)) && f=$2.round$3
+	truncate -s "$FIO_SIZE" "$f"        # thin: first write allocates
+	fio_layout "$1-vmfsd-$3" "$f"
+}
+
+# first_touch TAG RAW VM: the first-touch write (fio_layout) ROUNDS times,
+# each round on new files and the side that goes first alternating, since
+# the host's own speed moves by tens of percent from one minute to the
+# next: RAW newly fallocated each round; VM (empty: no vmfsd side) a new
+# thin file each round, on a volume the caller made with volume_fresh (not
+# here: this runs in a subshell), earlier rounds' files kept until the end
+# so that every round allocates blocks nothing wrote before.  Leaves RAW
+# and VM laid out for the jobs after it; prints what `paired` prints.
+first_touch() {
+	local tag=$1 raw=$2 vm=$3 k
+	local -a lr=() lv=()
+	for ((k = 0; k < ROUNDS; k++)); do
+		[[ -n $vm ]] && ((k % 2)) && lv+=("$(first_touch_vmfsd "$tag" "$vm" "$k")")
+		rm -f "$raw"
+		fallocate -l "$FIO_SIZE" "$raw"
+		lr+=("$(fio_layout "$tag-raw-$k" "$raw")")
+		((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && first_touch_vmfsd "$tag" "$vm" "$k" || echo n/a)")
+	done
+	[[ -n $vm ]] && rm -f "$vm".round*
+	paired "${lv[*]}" "${lr[*]}"
+}
+
 section_fio() {
 	local raw=$BENCH_DIR/raw.dat vm="" r v t test rw bs qd unit i
 	local -a tests=(
@@ -360,22 +414,18 @@ section_fio() {
 		"4 KiB random read, QD32|randread|4k|32|IOPS"
 		"4 KiB random write, QD32|randwrite|4k|32|IOPS"
 	)
-	table "fio: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, libaio, $FIO_SIZE, ${RUNTIME}s each)" \
+	local -a p
+	table "fio: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, libaio, $FIO_SIZE, ${RUNTIME}s each; the first touch in $ROUNDS rounds, the two sides alternated: each side's median, and the median of the rounds' ratios)" \
 		test unit "raw file" vmfsd "vmfsd / raw"
 
 	track "$raw"
-	rm -f "$raw"
-	fallocate -l "$FIO_SIZE" "$raw"
-	r=$(fio_layout raw "$raw")
 	if ((!NO_VMFSD)); then
-		volume_up
+		volume_fresh
 		vm=$VOL_MNT/bench-flat.vmdk
-		truncate -s "$FIO_SIZE" "$vm"       # thin: first write allocates
-		v=$(fio_layout vmfsd "$vm")
-	else
-		v=n/a
 	fi
-	row "1 MiB sequential write, first touch (allocating)" MB/s "$r" "$v" "$(ratio "$v" "$r")"
+	read -r -a p <<<"$(first_touch ft "$raw" "$vm")"
+	row "1 MiB sequential write, first touch (allocating; rounds, vmfsd / raw: ${p[3]} %)" MB/s \
+		"${p[0]}" "${p[1]}" "$(pct "${p[2]}")"
 
 	for t in "${tests[@]}"; do
 		IFS='|' read -r test rw bs qd unit <<<"$t"
@@ -455,19 +505,14 @@ section_engines() {
 	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE; $ROUNDS rounds of ${RRUN}s per job, the two sides alternated: each side's median, and the median of the rounds' ratios)" \
 		test engine unit "raw file" vmfsd "vmfsd / raw" "rounds, vmfsd / raw (%)"
 	track "$raw"
-	rm -f "$raw"
-	fallocate -l "$FIO_SIZE" "$raw"
-	r=$(fio_layout eng-raw "$raw")
 	if ((!NO_VMFSD)); then
-		volume_up
+		volume_fresh
 		vm=$VOL_MNT/eng-flat.vmdk
-		truncate -s "$FIO_SIZE" "$vm"
-		v=$(fio_layout eng-vmfsd "$vm")
-	else
-		v=n/a
 	fi
-	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "$r" "$v" "$(ratio "$v" "$r")" "one"
-	VMFSD_RATIO[layout]=$(ratio "$v" "$r")
+	read -r -a p <<<"$(first_touch eng "$raw" "$vm")"
+	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "${p[0]}" "${p[1]}" \
+		"$(pct "${p[2]}")" "${p[3]}"
+	VMFSD_RATIO[layout]=$(pct "${p[2]}")
 	# Round k measures both sides, vmfsd first in odd rounds: neither side
 	# always runs right after the other.
 	for eng in io_uring libaio; do
@@ -1206,7 +1251,7 @@ section_vmdisk() {
 	fallocate -l "${n}M" "$raw"
 	r=$(qbench "$raw" -w -s 1M -S 1M -d 16 -c "$n")
 	if ((!NO_VMFSD)); then
-		volume_up
+		volume_fresh            # its first touch: see volume_fresh
 		mkdir -p "$VOL_MNT/benchvm"
 		vm=$VOL_MNT/benchvm/benchvm-flat.vmdk
 		truncate -s "${n}M" "$vm"       # thin, as vmfsctl create makes it
