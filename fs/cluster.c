@@ -624,7 +624,7 @@ static void late_release(struct fs *fs, bool all)
  * committer looks that often while it keeps any) plus one commit. */
 bool cluster_keep_locks(struct fs *fs)
 {
-	return fs->committer_running &&
+	return fs->hb && fs->committer_running &&
 	       fs->sb.hb_interval_ms + CLUSTER_KEEP_POLL_MS <= LOCK_WAIT_MS / 2 &&
 	       hb_alone_epoch(fs->hb) != 0;
 }

@@ -11,7 +11,8 @@
  * again never comes back stale from disk.
  *
  * Commits happen on fsync/fdatasync/O_SYNC, sync, unmount, every
- * COMMIT_INTERVAL_MS and as soon as the running transaction is a quarter of
+ * COMMIT_INTERVAL_MS (COMMIT_ALONE_FACTOR times that while alone on the
+ * volume) and as soon as the running transaction is a quarter of
  * what one journal transaction holds (both from the commit thread), and at
  * once when it is half of that.  Frees are applied only after the freeing
  * transaction is durable (never reuse a block a crash could bring back),
@@ -26,6 +27,17 @@
 /* ext4 commits every 5 s; one second matches the coherency bound the
  * design promises other hosts and bounds what a crash without fsync loses. */
 #define COMMIT_INTERVAL_MS 1000
+/* While this host is alone on the volume the interval is this many times
+ * longer: no other host can read what we changed before one joins, and
+ * the committer then commits as soon as it sees the newcomer (polled every
+ * CLUSTER_KEEP_POLL_MS), so only what a crash without fsync loses depends
+ * on it, for which ext4's 5 s (JBD2_DEFAULT_MAX_COMMIT_AGE) is the usual
+ * bound.  Each commit flushes the device twice, and the first flush makes
+ * it write back everything written since the last one: on a file-backed
+ * volume, 1 MiB first-touch writes ran at 31-65 % of a raw file with a
+ * commit every second and at 89-127 % with one every 5 s (BENCHMARKS.md,
+ * "first touch and the commit's flush"). */
+#define COMMIT_ALONE_FACTOR 5
 
 static uint32_t phash(const struct fs *fs, uint64_t off)
 {
@@ -499,25 +511,33 @@ static void *committer_main(void *arg)
 	pthread_mutex_lock(&fs->meta_lock);
 	while (!fs->stop) {
 		int ms = fs->commit_interval_ms ? fs->commit_interval_ms : COMMIT_INTERVAL_MS;
-		int64_t due = hb_clock_ns() + (int64_t)ms * 1000000;
+		bool alone = cluster_keep_locks(fs);
+		int64_t due;
 
-		/* One interval, or less: a signal, or another host seen while
-		 * we keep locks (it may be waiting for one of them). */
+		if (alone)
+			ms *= COMMIT_ALONE_FACTOR;
+		due = hb_clock_ns() + (int64_t)ms * 1000000;
+		/* One interval, or less: a signal, another host seen while we
+		 * keep locks (it may be waiting for one of them) or while the
+		 * interval is long because we were alone (it may be reading
+		 * what we changed), or a fence. */
 		for (;;) {
 			int64_t left = due - hb_clock_ns();
+			bool poll = fs->kept || alone;
 			int wait_ms;
 
 			if (left <= 0 || fs->commit_soon)
 				break;
 			wait_ms = (int)((left + 999999) / 1000000);
-			if (fs->kept && wait_ms > CLUSTER_KEEP_POLL_MS)
+			if (poll && wait_ms > CLUSTER_KEEP_POLL_MS)
 				wait_ms = CLUSTER_KEEP_POLL_MS;
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_nsec += (wait_ms % 1000) * 1000000L;
 			ts.tv_sec += wait_ms / 1000 + ts.tv_nsec / 1000000000L;
 			ts.tv_nsec %= 1000000000L;
 			if (!pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts) ||
-			    fs->stop || (fs->kept && !cluster_keep_locks(fs)))
+			    fs->stop || (poll && !cluster_keep_locks(fs)) ||
+			    (alone && __atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)))
 				break;
 		}
 		if (fs->stop)
