@@ -34,9 +34,9 @@
  * on it, for which ext4's 5 s (JBD2_DEFAULT_MAX_COMMIT_AGE) is the usual
  * bound.  Each commit flushes the device twice, and the first flush makes
  * it write back everything written since the last one: on a file-backed
- * volume, 1 MiB first-touch writes ran at 31-65 % of a raw file with a
- * commit every second and at 89-127 % with one every 5 s (BENCHMARKS.md,
- * "first touch and the commit's flush"). */
+ * volume, 1 MiB first-touch writes alternated with a raw file ran at
+ * 37-67 % of it (median 53 %) with a commit every second, 48-106 % (74 %)
+ * with this (BENCHMARKS.md, "first touch and the commit's flush"). */
 #define COMMIT_ALONE_FACTOR 5
 
 static uint32_t phash(const struct fs *fs, uint64_t off)
