@@ -740,7 +740,7 @@ void cluster_mark_transient(struct fs *fs, struct fs_inode *ip)
 void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 {
 	struct relset rs = { 0 }, busy = { 0 };
-	bool pinned = false;
+	bool pinned = false, fresh;
 	uint32_t i;
 
 	if (!fs->hb)
@@ -750,6 +750,10 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 	else
 		cluster_cache_drop(fs);
 	late_release(fs, false);
+	pthread_mutex_lock(&fs->lk_lock);
+	fresh = fs->transient_new;
+	fs->transient_new = false;
+	pthread_mutex_unlock(&fs->lk_lock);
 	if (plan->keep) {
 		/* Kept: nothing to give back, so no walk of the whole inode
 		 * cache under meta_lock after every commit, dozens a second
@@ -758,16 +762,10 @@ void cluster_release_transient(struct fs *fs, const struct release_plan *plan)
 		 * transient lock on until a commit that gives them back (a
 		 * conservative "kept" only makes the committer look for
 		 * other hosts more often). */
-		pthread_mutex_lock(&fs->lk_lock);
-		fs->kept = fs->kept || fs->transient_new;
-		fs->transient_new = false;
-		pthread_mutex_unlock(&fs->lk_lock);
+		fs->kept = fs->kept || fresh;
 		return;
 	}
 	fs->kept = false;
-	pthread_mutex_lock(&fs->lk_lock);
-	fs->transient_new = false;
-	pthread_mutex_unlock(&fs->lk_lock);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 
