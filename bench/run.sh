@@ -376,32 +376,51 @@ fio_layout() {
 	fio_run "$1-layout" "$2" write 1M 16 | cut -d' ' -f1
 }
 
-# Round K of first_touch on vmfsd: a new thin file, VM itself in the last.
-first_touch_vmfsd() {
-	local f=$2
-	(($3 < ROUNDS - 1)) && f=$2.round$3
-	truncate -s "$FIO_SIZE" "$f"        # thin: first write allocates
-	fio_layout "$1-vmfsd-$3" "$f"
+# alternated FN VS BS: ROUNDS rounds of "FN vmfsd K" and "FN raw K", vmfsd
+# first in odd rounds so that neither side always runs right after the
+# other; their outputs go to the arrays named VS and BS, in round order,
+# for `paired` (vmfsd's are n/a with --no-vmfsd).  FN sees its caller's
+# locals (the files, the engine, ...).
+alternated() {
+	local fn=$1 k
+	local -n _vs=$2 _bs=$3
+	_vs=() _bs=()
+	for ((k = 0; k < ROUNDS; k++)); do
+		((!NO_VMFSD && k % 2)) && _vs+=("$("$fn" vmfsd "$k")")
+		_bs+=("$("$fn" raw "$k")")
+		if ((${#_vs[@]} == k)); then
+			if ((NO_VMFSD)); then _vs+=(n/a); else _vs+=("$("$fn" vmfsd "$k")"); fi
+		fi
+	done
 }
 
-# first_touch TAG RAW VM: the first-touch write (fio_layout) ROUNDS times,
-# each round on new files and the side that goes first alternating, since
-# the host's own speed moves by tens of percent from one minute to the
-# next: RAW newly fallocated each round; VM (empty: no vmfsd side) a new
-# thin file each round, on a volume the caller made with volume_fresh (not
-# here: this runs in a subshell), earlier rounds' files kept until the end
-# so that every round allocates blocks nothing wrote before.  Leaves RAW
-# and VM laid out for the jobs after it; prints what `paired` prints.
-first_touch() {
-	local tag=$1 raw=$2 vm=$3 k
-	local -a lr=() lv=()
-	for ((k = 0; k < ROUNDS; k++)); do
-		[[ -n $vm ]] && ((k % 2)) && lv+=("$(first_touch_vmfsd "$tag" "$vm" "$k")")
+# Round K of first_touch (its tag, raw, vm): RAW newly fallocated; on
+# vmfsd a new thin file, VM itself in the last round.
+first_touch_round() {
+	local f=$vm
+	if [[ $1 == raw ]]; then
 		rm -f "$raw"
 		fallocate -l "$FIO_SIZE" "$raw"
-		lr+=("$(fio_layout "$tag-raw-$k" "$raw")")
-		((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && first_touch_vmfsd "$tag" "$vm" "$k" || echo n/a)")
-	done
+		f=$raw
+	else
+		(($2 < ROUNDS - 1)) && f=$vm.round$2
+		truncate -s "$FIO_SIZE" "$f"        # thin: first write allocates
+	fi
+	fio_layout "$tag-$1-$2" "$f"
+}
+
+# first_touch TAG RAW VM: the first-touch write (fio_layout) in alternated
+# rounds, each on new files, since the host's own speed moves by tens of
+# percent from one minute to the next: RAW newly fallocated each round; VM
+# (empty: no vmfsd side) a new thin file each round, on a volume the
+# caller made with volume_fresh (not here: this runs in a subshell),
+# earlier rounds' files kept until the end so that every round allocates
+# blocks nothing wrote before.  Leaves RAW and VM laid out for the jobs
+# after it; prints what `paired` prints.
+first_touch() {
+	local tag=$1 raw=$2 vm=$3
+	local -a lr lv
+	alternated first_touch_round lv lr
 	[[ -n $vm ]] && rm -f "$vm".round*
 	paired "${lv[*]}" "${lr[*]}"
 }
@@ -498,8 +517,20 @@ declare -A VMFSD_RATIO=()
 # Column C (from 1) of the lines given, space-separated.
 column() { local c=$1; shift; printf '%s\n' "$@" | awk -v c="$c" '{ printf "%s ", $c }'; }
 
+# One round of section_engines' jobs (its eng, rw, bs, qd, raw, vm).
+eng_round() {
+	local f=$raw
+	[[ $1 == vmfsd ]] && f=$vm
+	eng_fio "eng-$1-$eng-$rw-$2" "$f"
+}
+lat_round() {
+	local f=$raw
+	[[ $1 == vmfsd ]] && f=$vm
+	fio_lat "lat-$1-$eng-$2" "$f" "$eng"
+}
+
 section_engines() {
-	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng k j key
+	local raw=$BENCH_DIR/eng-raw.dat vm="" r v t test rw bs qd unit i eng j key
 	local run=$RRUN
 	local -a p lr lv
 	table "fio by engine: file in the vmfsd mount vs preallocated file on the host filesystem (direct=1, $FIO_SIZE; $ROUNDS rounds of ${RRUN}s per job, the two sides alternated: each side's median, and the median of the rounds' ratios)" \
@@ -513,28 +544,16 @@ section_engines() {
 	row "1 MiB sequential write, first touch (allocating), QD16" libaio MB/s "${p[0]}" "${p[1]}" \
 		"$(pct "${p[2]}")" "${p[3]}"
 	VMFSD_RATIO[layout]=$(pct "${p[2]}")
-	# Round k measures both sides, vmfsd first in odd rounds: neither side
-	# always runs right after the other.
 	for eng in io_uring libaio; do
 		for t in "${ENG_TESTS[@]}"; do
 			IFS='|' read -r test rw bs qd unit _ <<<"$t"
 			i=1; [[ $unit == IOPS ]] && i=2
-			lr=() lv=()
-			for ((k = 0; k < ROUNDS; k++)); do
-				[[ -n $vm ]] && ((k % 2)) && lv+=("$(eng_fio "eng-vmfsd-$eng-$rw-$k" "$vm")")
-				lr+=("$(eng_fio "eng-raw-$eng-$rw-$k" "$raw")")
-				((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && eng_fio "eng-vmfsd-$eng-$rw-$k" "$vm" || echo n/a)")
-			done
+			alternated eng_round lv lr
 			read -r -a p <<<"$(paired "${lv[*]}" "${lr[*]}")"
 			row "$test" "$eng" "$unit" "${p[0]}" "${p[1]}" "$(pct "${p[2]}")" "${p[3]}"
 			VMFSD_RATIO["$eng|$rw"]=$(pct "${p[2]}")
 		done
-		lr=() lv=()
-		for ((k = 0; k < ROUNDS; k++)); do
-			[[ -n $vm ]] && ((k % 2)) && lv+=("$(fio_lat "lat-vmfsd-$eng-$k" "$vm" "$eng")")
-			lr+=("$(fio_lat "lat-raw-$eng-$k" "$raw" "$eng")")
-			((${#lv[@]} > k)) || lv+=("$([[ -n $vm ]] && fio_lat "lat-vmfsd-$eng-$k" "$vm" "$eng" || echo n/a)")
-		done
+		alternated lat_round lv lr
 		j=1
 		for t in "median latency|lat50" "p99 latency|lat99" \
 			 "median total latency (slat + clat)|tlat50" "p99 total latency (slat + clat)|tlat99"; do
