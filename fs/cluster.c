@@ -711,8 +711,9 @@ void cluster_cache_drop(struct fs *fs)
 	if (!out)
 		return;
 	fs->cache_hook(fs->cache_arg, 0);
-	/* An inode the kernel still knows stays in our cache (nlookup), so
-	 * every one whose attributes went out is found here. */
+	/* An inode the kernel still knows stays in our cache (nlookup), or
+	 * left it through cluster_cache_evict, so every one whose attributes
+	 * went out is found here. */
 	pthread_mutex_lock(&fs->icache_lock);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
@@ -722,6 +723,33 @@ void cluster_cache_drop(struct fs *fs)
 				fs->cache_hook(fs->cache_arg, ip->ino);
 	}
 	pthread_mutex_unlock(&fs->icache_lock);
+}
+
+void cluster_cache_evict(struct fs *fs, struct fs_inode *const *ips, uint32_t n)
+{
+	bool names = false, attrs = false;
+	uint32_t i;
+
+	if (!fs->hb || !__atomic_load_n(&fs->lc_out, __ATOMIC_SEQ_CST))
+		return;         /* no long timeout went out since the last drop */
+	for (i = 0; i < n; i++) {
+		attrs = attrs || __atomic_load_n(&ips[i]->lc_attr, __ATOMIC_SEQ_CST);
+		names = names || (S_ISDIR(ips[i]->d.mode) && ips[i]->lk_mode != VMFSD_LOCK_FREE);
+	}
+	if (!attrs && !names)
+		return;
+	/* As in cluster_cache_drop, without ending the long timeouts of the
+	 * rest: replies under way fall back to the short ones, then the
+	 * kernel forgets the attributes of these inodes and, if a directory
+	 * whose lock guarded its names goes, every name (one epoch). */
+	pthread_rwlock_wrlock(&fs->lc_rw);
+	fs->lc_gen++;
+	pthread_rwlock_unlock(&fs->lc_rw);
+	if (names)
+		fs->cache_hook(fs->cache_arg, 0);
+	for (i = 0; i < n; i++)
+		if (__atomic_exchange_n(&ips[i]->lc_attr, false, __ATOMIC_SEQ_CST))
+			fs->cache_hook(fs->cache_arg, ips[i]->ino);
 }
 
 void cluster_mark_transient(struct fs *fs, struct fs_inode *ip)

@@ -537,7 +537,8 @@ static void *committer_main(void *arg)
 			ts.tv_nsec %= 1000000000L;
 			if (!pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts) ||
 			    fs->stop || (poll && !cluster_keep_locks(fs)) ||
-			    (alone && __atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)))
+			    (alone && __atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)) ||
+			    inode_cache_over(fs))
 				break;
 		}
 		if (fs->stop)
@@ -545,6 +546,7 @@ static void *committer_main(void *arg)
 		fs->commit_soon = false;
 		(void)inode_writeback_all_locked(fs);
 		(void)commit_unlocked(fs);
+		inode_shrink(fs);
 		/* Fenced: survivors may break our locks without a release of
 		 * ours, so what the kernel caches by them must go now. */
 		if (__atomic_load_n(&fs->fenced, __ATOMIC_RELAXED))

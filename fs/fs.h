@@ -72,7 +72,13 @@ struct fs_mount_opts {
 	 * on its own deadline, so a test can show what the target's
 	 * persistent reservations refuse by themselves (docs/cluster.md §8). */
 	int debug_no_self_fence;
+	/* Inodes kept in memory while the kernel still knows more (0: the
+	 * default, FS_INODE_CACHE_DEFAULT): beyond it, the commit thread
+	 * gives back the memory of unused ones (docs/architecture.md). */
+	unsigned inode_cache;
 };
+
+#define FS_INODE_CACHE_DEFAULT 16384u
 
 enum { FS_LOG_WARNING = 4, FS_LOG_NOTICE = 5, FS_LOG_INFO = 6 };  /* syslog's values */
 

@@ -293,6 +293,11 @@ struct fs {
 	struct fs_inode **itab;
 	uint32_t itab_size;
 	uint32_t ninodes_cached;
+	uint32_t icache_max;            /* inode_shrink's mark (fs_mount_opts) */
+	uint32_t shrink_pos;            /* where inode_shrink goes on (icache_lock) */
+	uint32_t icache_stuck;          /* cached after a shrink that could not reach its mark */
+	struct ighost **gtab;           /* evicted inodes the kernel knows (icache_lock) */
+	uint32_t nghosts;
 	struct imem_chunk *imem_room;   /* fs/inode.c, imem_get (icache_lock) */
 	struct fs_inode *dirty_head;    /* inodes inode_touch made dirty (meta_lock) */
 	struct alloc_pool ipool, spool, bpool;
@@ -397,6 +402,10 @@ bool orphan_listed(struct fs *fs, uint64_t ino);
 int orphan_load(struct fs *fs);
 void orphan_cleanup(struct fs *fs);
 /* An inode leaves the cache holding a lock: release it after the commit. */
+/* IPS[0..N) leave the cache with the kernel still knowing them
+ * (inode_shrink): what the kernel caches for long by their locks goes
+ * before the locks do (meta_lock held, the commit thread). */
+void cluster_cache_evict(struct fs *fs, struct fs_inode *const *ips, uint32_t n);
 void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
 
 int cluster_join(struct fs *fs);
@@ -488,6 +497,9 @@ void cluster_cache_drop(struct fs *fs);
 
 /* Gets an in-memory inode, reading it from disk if needed; adds a pin. */
 int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out);
+/* The kernel forgets NLOOKUP references to INO: true if INO was evicted
+ * (inode_shrink) and its ghost took them, without reading it again. */
+bool inode_forget_ghost(struct fs *fs, uint64_t ino, uint64_t nlookup);
 /* Drops a pin; evicts (and frees on disk, if unlinked) when unused. */
 void inode_put(struct fs *fs, struct fs_inode *ip);
 /* Allocates and initialises a new inode (caller holds meta_lock). */
@@ -504,6 +516,11 @@ int inode_writeback(struct fs *fs, struct fs_inode *ip);
 int inode_writeback_all(struct fs *fs);
 int inode_writeback_all_locked(struct fs *fs);
 void inode_cache_drop_all(struct fs *fs);
+/* Gives back the memory of unused inodes while more than fs->icache_max
+ * are cached (meta_lock held; the commit thread, after a commit). */
+void inode_shrink(struct fs *fs);
+/* Does the inode cache want inode_shrink before the next commit is due? */
+bool inode_cache_over(struct fs *fs);
 /* The memory of inode structs, once none is in use (unmount). */
 void inode_mem_release(struct fs *fs);
 uint32_t inode_unit_size(const struct fs *fs, const struct fs_inode *ip);

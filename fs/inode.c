@@ -50,6 +50,71 @@ static void icache_remove(struct fs *fs, struct fs_inode *ip)
 	}
 }
 
+/* ---------------- evicted inodes the kernel still knows ----------------
+ *
+ * The kernel keeps an inode it looked up (and so vmfsd's struct, nearly a
+ * page: the decoded on-disk inode carries its inline data and attributes)
+ * until memory pressure makes it forget it: 100,000 files created and
+ * looked up once held 390 MiB of vmfsd's memory.  So past fs->icache_max
+ * cached inodes, the commit thread gives back the structs of inodes
+ * nobody uses (inode_shrink).  What the kernel's reference still needs
+ * stays in a ghost of a few dozen bytes: the lookup count that its FORGET
+ * takes back and the generation it was given (cluster_check_kgen).  What
+ * the kernel caches for long by the inode's lock goes first
+ * (cluster_cache_evict), since the lock goes back at the next commit.
+ * inode_get reads an evicted inode again from disk (or
+ * the pending table: never stale) and takes its ghost back. */
+struct ighost {
+	struct ighost *next;
+	uint64_t ino, nlookup, kgen;
+};
+
+/* The ghost of INO, out of the table; NULL if none (icache_lock held). */
+static struct ighost *ghost_unhash(struct fs *fs, uint64_t ino)
+{
+	struct ighost **pp, *g;
+
+	if (!fs->gtab)
+		return NULL;
+	for (pp = &fs->gtab[hash_ino(fs, ino)]; (g = *pp); pp = &g->next) {
+		if (g->ino == ino) {
+			*pp = g->next;
+			fs->nghosts--;
+			return g;
+		}
+	}
+	return NULL;
+}
+
+/* IP's ghost, if it left one, back into IP (icache_lock held). */
+static void ghost_take(struct fs *fs, struct fs_inode *ip)
+{
+	struct ighost *g = ghost_unhash(fs, ip->ino);
+
+	if (!g)
+		return;
+	ip->nlookup = g->nlookup;
+	ip->kgen = g->kgen;
+	free(g);
+}
+
+static void ghosts_free(struct fs *fs)
+{
+	uint32_t i;
+
+	for (i = 0; fs->gtab && i < fs->itab_size; i++) {
+		struct ighost *g;
+
+		while ((g = fs->gtab[i])) {
+			fs->gtab[i] = g->next;
+			free(g);
+		}
+	}
+	free(fs->gtab);
+	fs->gtab = NULL;
+	fs->nghosts = 0;
+}
+
 /* Inode structs, INODE_CHUNK at a time.  A struct is nearly a page (the
  * decoded on-disk inode carries its inline data), and while the cache
  * grows (a create, a first lookup) each came from fresh heap: an mprotect
@@ -268,10 +333,31 @@ int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 		return 0;
 	}
 	ip->pins = 1;
+	ghost_take(fs, ip);
 	icache_insert(fs, ip);
 	pthread_mutex_unlock(&fs->icache_lock);
 	*out = ip;
 	return 0;
+}
+
+bool inode_forget_ghost(struct fs *fs, uint64_t ino, uint64_t nlookup)
+{
+	struct ighost *g;
+
+	pthread_mutex_lock(&fs->icache_lock);
+	g = icache_find(fs, ino) ? NULL : ghost_unhash(fs, ino);
+	if (g && g->nlookup > nlookup) {
+		uint32_t h = hash_ino(fs, ino);
+
+		g->nlookup -= nlookup;
+		g->next = fs->gtab[h];
+		fs->gtab[h] = g;
+		fs->nghosts++;
+	} else {
+		free(g);
+	}
+	pthread_mutex_unlock(&fs->icache_lock);
+	return g != NULL;
 }
 
 /* Is IP's last name gone and ours to free (meta_lock held)?  Only the
@@ -572,12 +658,101 @@ int inode_writeback_all_locked(struct fs *fs)
 	return r;
 }
 
+/* Can the commit thread give IP's memory back (inode_shrink)?  Nothing
+ * uses it: no pin (every operation holds one while it looks at the
+ * inode), no open, nothing to write back or free on disk, no lock being
+ * taken, handed over or relied on.  A lock merely held (kept while alone,
+ * transient until the commit) goes back as when the kernel forgets an
+ * inode (cluster_forget_inode).  icache_lock and meta_lock held; the lock
+ * fields change only under a pin. */
+static bool inode_idle(const struct fs_inode *ip)
+{
+	return !ip->pins && !ip->nopen && !ip->dirty && !ip->on_dlist && !ip->deleted &&
+	       !ip->unlinked_here && ip->d.nlink && !ip->lk_pins && !ip->nopen_lk &&
+	       !ip->nopen_standby && !ip->ndirect_w && !ip->lk_giving && !ip->lk_accept;
+}
+
+/* Cached inodes past icache_max at which the commit thread does not wait
+ * for its interval (a burst of creates while alone: 5 s of them). */
+static uint32_t icache_high(const struct fs *fs)
+{
+	return fs->icache_max + fs->icache_max / 4;
+}
+
+bool inode_cache_over(struct fs *fs)
+{
+	uint32_t n = __atomic_load_n(&fs->ninodes_cached, __ATOMIC_RELAXED);
+
+	return n > icache_high(fs) &&
+	       n > __atomic_load_n(&fs->icache_stuck, __ATOMIC_RELAXED) + fs->icache_max / 4;
+}
+
+void inode_shrink(struct fs *fs)
+{
+	/* Down to three quarters of the mark, so that a shrink is not due
+	 * again after every few inodes. */
+	uint32_t low = fs->icache_max - fs->icache_max / 4, n = 0, scanned = 0, i;
+	struct fs_inode **gone = NULL;
+
+	pthread_mutex_lock(&fs->icache_lock);
+	if (fs->ninodes_cached <= fs->icache_max) {
+		pthread_mutex_unlock(&fs->icache_lock);
+		return;
+	}
+	if (!fs->gtab)
+		fs->gtab = calloc(fs->itab_size, sizeof(*fs->gtab));
+	if (fs->gtab)
+		gone = malloc(sizeof(*gone) * (fs->ninodes_cached - low));
+	if (!gone) {
+		pthread_mutex_unlock(&fs->icache_lock);
+		return;
+	}
+	/* From where the last shrink stopped, one pass over the table at
+	 * most: a bucket at a time, the idle inodes in it. */
+	for (i = fs->shrink_pos; scanned < fs->itab_size && fs->ninodes_cached > low;
+	     scanned++, i = (i + 1) & (fs->itab_size - 1)) {
+		struct fs_inode **pp = &fs->itab[i], *ip;
+
+		while ((ip = *pp) && fs->ninodes_cached > low) {
+			struct ighost *g = NULL;
+
+			if (!inode_idle(ip) || (ip->nlookup && !(g = malloc(sizeof(*g))))) {
+				pp = &ip->hnext;
+				continue;
+			}
+			if (g) {
+				*g = (struct ighost){ .next = fs->gtab[i], .ino = ip->ino,
+						      .nlookup = ip->nlookup, .kgen = ip->kgen };
+				fs->gtab[i] = g;
+				fs->nghosts++;
+			}
+			*pp = ip->hnext;
+			fs->ninodes_cached--;
+			gone[n++] = ip;
+		}
+	}
+	fs->shrink_pos = i;
+	/* What stays is in use (open files, pinned, dirty): no early commit
+	 * for it until the cache grows by a quarter of the mark again. */
+	fs->icache_stuck = fs->ninodes_cached > icache_high(fs) ? fs->ninodes_cached : 0;
+	pthread_mutex_unlock(&fs->icache_lock);
+	cluster_cache_evict(fs, gone, n);
+	while (n--) {
+		cluster_forget_inode(fs, gone[n]);
+		inode_free_mem(fs, gone[n]);
+	}
+	free(gone);
+}
+
 /* Unmount: every remaining inode is unreferenced by the kernel now. */
 void inode_cache_drop_all(struct fs *fs)
 {
 	uint32_t i;
 
 	pthread_mutex_lock(&fs->meta_lock);
+	pthread_mutex_lock(&fs->icache_lock);
+	ghosts_free(fs);
+	pthread_mutex_unlock(&fs->icache_lock);
 	for (i = 0; i < fs->itab_size; i++) {
 		struct fs_inode *ip;
 

@@ -269,7 +269,7 @@ void fs_forget(struct fs *fs, uint64_t ino, uint64_t nlookup)
 {
 	struct fs_inode *ip;
 
-	if (inode_get(fs, ino, &ip))
+	if (inode_forget_ghost(fs, ino, nlookup) || inode_get(fs, ino, &ip))
 		return;
 	pthread_mutex_lock(&fs->icache_lock);
 	ip->nlookup = ip->nlookup > nlookup ? ip->nlookup - nlookup : 0;

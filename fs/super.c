@@ -174,6 +174,7 @@ int fs_mount(const char *device, const struct fs_mount_opts *o, struct fs **out,
 		goto fail;
 	}
 	fs->commit_interval_ms = o ? o->commit_interval_ms : 0;
+	fs->icache_max = o && o->inode_cache ? o->inode_cache : FS_INODE_CACHE_DEFAULT;
 	fs->reclaim_own = o && o->reclaim_own_slot;
 	fs->no_self_fence = o && o->debug_no_self_fence;
 	if (o) {

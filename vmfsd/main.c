@@ -62,6 +62,7 @@ struct opts {
 	char *log_file;         /* the system log's lines appended here too */
 	int spin_us;            /* -1: the default (SPIN_US) */
 	int issuers;            /* 0: the default (bdev's: one per two CPUs) */
+	int inode_cache;        /* 0: the default (FS_INODE_CACHE_DEFAULT) */
 	int no_fuse_uring;      /* requests through /dev/fuse even where io_uring could */
 	char *device;
 	char *mountpoint;
@@ -89,6 +90,7 @@ static const struct fuse_opt opt_spec[] = {
 	{ "log_file=%s", offsetof(struct opts, log_file), 0 },
 	{ "spin_us=%d", offsetof(struct opts, spin_us), 0 },
 	{ "issuers=%d", offsetof(struct opts, issuers), 0 },
+	{ "inode_cache=%d", offsetof(struct opts, inode_cache), 0 },
 	{ "no_fuse_uring", offsetof(struct opts, no_fuse_uring), 1 },
 	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_KEY("norecovery", KEY_NORECOVERY),
@@ -182,6 +184,8 @@ static void usage(FILE *f)
 		"                     0: never spins)\n"
 		"  -o issuers=N       I/O threads that read and submit file I/O, 1-4\n"
 		"                     (default: one per two CPUs)\n"
+		"  -o inode_cache=N   inodes kept in memory before those not in use\n"
+		"                     give theirs back (default 16384, about 4 KiB each)\n"
 		"  -o no_fuse_uring   take requests through /dev/fuse even where the kernel\n"
 		"                     offers io_uring (Linux 6.14 and later, with\n"
 		"                     /sys/module/fuse/parameters/enable_uring set)\n"
@@ -620,6 +624,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, PROG ": issuers=%d: must be 1 to 4\n", o.issuers);
 		return 1;
 	}
+	if (o.inode_cache < 0 || (o.inode_cache && o.inode_cache < 16)) {
+		fprintf(stderr, PROG ": inode_cache=%d: must be 16 or more\n", o.inode_cache);
+		return 1;
+	}
 	if (o.fault_on_usr1) {
 		sigset_t usr1;
 
@@ -661,6 +669,7 @@ int main(int argc, char **argv)
 	mo.host = o.host;
 	mo.readonly = o.ro;
 	mo.norecovery = o.norecovery;
+	mo.inode_cache = (unsigned)o.inode_cache;
 	mo.debug_no_self_fence = o.no_self_fence;
 	mo.unreplayed = unreplayed;
 	mo.bdev = bd;

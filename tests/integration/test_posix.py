@@ -672,6 +672,93 @@ def fsx_not_alone(c, v):
             os.close(x.fd)
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def small_inode_cache(c):
+    """vmfsd -o inode_cache=16: past 16 cached inodes the commit thread gives
+    back the memory of those nothing uses (fs/inode.c, inode_shrink), while
+    the kernel still knows them.  Memory must stop growing with the number
+    of files, every file must still read back (by name and through the
+    kernel's references), a FORGET of an evicted inode must not trip
+    anything, their locks must go back, and a host that joins and changes
+    a file whose attributes A's kernel had cached by the lock sees A follow
+    within the bound."""
+    with vt.Volume("icache") as v:
+        vt.mkfs(v.image, "2G", ["--hb-interval", "100", "--hb-timeout", "5000"])
+        v.mount(host="ic-a", opts=["inode_cache=16"])
+        a = v.path
+        os.mkdir(a("d"))
+        n = 6000
+
+        def create(lo, hi):
+            for i in range(lo, hi):
+                with open(a("d", "f%d" % i), "wb") as f:
+                    f.write(b"%d" % i)
+            os.sync()
+            time.sleep(1.5)         # a commit: the shrink after it
+        create(0, 500)
+        before = rss_kib(v.proc.pid)
+        create(500, n)
+        grown = rss_kib(v.proc.pid) - before
+        vt.log("RSS grew by %d KiB over %d more files" % (grown, n - 500))
+        # Each cached inode is about 4 KiB: 5,500 of them would be 21 MiB.
+        c.check(grown < 8 * 1024, "vmfsd's memory stays bounded: %d KiB more for %d files"
+                % (grown, n - 500))
+        held = sum(os.getxattr(a("d", "f%d" % i), "user.vmfsd.lock").startswith(b"EXCL")
+                   for i in range(0, n, 50))
+        c.check(held < (n // 50) // 2, "the locks of evicted inodes went back (%d of %d "
+                "sampled files still locked)" % (held, n // 50))
+        fds = [os.open(a("d", "f%d" % i), os.O_RDWR) for i in range(40)]
+        create(n, n + 200)          # evicts all it can while those stay open
+        for i, fd in enumerate(fds):
+            c.eq(os.pread(fd, 16, 0), b"%d" % i, "read through a descriptor held open")
+            os.pwrite(fd, b"w%d" % i, 0)
+            os.close(fd)
+        for i in range(n + 200):
+            want = b"w%d" % i if i < 40 else b"%d" % i
+            with open(a("d", "f%d" % i), "rb") as f:
+                got = f.read()
+            if got != want:
+                c.eq(got, want, "file f%d reads back after its inode was evicted" % i)
+                break
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2")            # the kernel forgets: FORGETs for ghosts
+        free0 = os.statvfs(a()).f_ffree
+        for i in range(0, n + 200, 2):
+            os.unlink(a("d", "f%d" % i))
+        os.sync()
+        time.sleep(1.5)
+        c.eq(os.statvfs(a()).f_ffree - free0, (n + 200) // 2, "unlinked inodes are freed")
+        # Attributes cached for a minute by the lock while alone, then the
+        # inode evicted and its lock given back: B's chmod must reach A.
+        # Through an O_PATH descriptor, which keeps the inode in A's kernel
+        # without an open in vmfsd and is never looked up again by name
+        # (a path walk after B joins would refresh the attributes anyway).
+        os.chmod(a("d", "f1"), 0o644)
+        time.sleep(2.5)
+        pfd = os.open(a("d", "f1"), os.O_PATH)
+        for _ in range(3):
+            os.fstat(pfd)
+            time.sleep(0.4)
+        create(n + 200, n + 2200)   # evicts f1 again
+        mnt_b = os.path.join(v.dir, "mnt-b")
+        os.mkdir(mnt_b)
+        v.extra_mnts.append(mnt_b)
+        vt.mount_daemon(v.image, mnt_b, "ic-b")
+        try:
+            os.chmod(os.path.join(mnt_b, "d", "f1"), 0o600)
+            os.sync()
+            vt.wait_for(lambda: stat.S_IMODE(os.fstat(pfd).st_mode) == 0o600, 10,
+                        "A sees B's chmod of a file whose inode A evicted")
+        finally:
+            os.close(pfd)
+            vt.unmount_daemon(v.image, mnt_b)
+        v.unmount()
+
+
 def body(c):
     nops = int(sys.argv[1]) if len(sys.argv) > 1 else 1500
     with vt.Volume("posix") as v:
@@ -710,6 +797,7 @@ def body(c):
             c.vmfsd_gone(v.image, "after unmounting host B", v.mnt_b)
         c.section("symlinks up to 4095 bytes", symlinks, c, v)
         v.unmount()
+    c.section("a small inode cache (-o inode_cache=16)", small_inode_cache, c)
 
 
 if __name__ == "__main__":
