@@ -465,10 +465,10 @@ section_fio() {
 }
 
 # ---------------------------------------------------------------- engines
-# The mounted daemon's resident set now and at its peak.
+# The mounted daemon's (or PID's) resident set now and at its peak.
 vmfsd_mem() {
 	awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 }
-	     END { printf "RSS %d MiB, peak %d MiB", r / 1024, h / 1024 }' "/proc/$VMFSD_PID/status"
+	     END { printf "RSS %d MiB, peak %d MiB", r / 1024, h / 1024 }' "/proc/${1:-$VMFSD_PID}/status"
 }
 
 # fio_lat NAME FILE ENGINE: 4 KiB random reads at QD1; prints the median and
@@ -858,6 +858,42 @@ ext4_loop_up() {
 	track_mount "$2"
 }
 
+# vmfsd's memory with many files, which the kernel keeps looked up (issue
+# 17: bounded whatever the file count): a volume of its own, a sparse
+# 64 GiB image (131,072 inodes), MANY_FILES (default 100,000) files of
+# 100 B created in 10 directories and each stat'ed once; prints the
+# daemon's memory then.
+meta_many_mem() {
+	local img=$BENCH_DIR/many.img mnt=$BENCH_DIR/many pid mem
+	track "$img"
+	rm -f "$img"
+	truncate -s 64G "$img"
+	"$MKFS" -f -q -L many "$img" >>"$LOG_DIR/mkfs.log" 2>&1 ||
+		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
+	mkdir -p "$mnt"
+	track_mount "$mnt"
+	"$VMFSD" -f -o "$VMFSD_OPTS" "$img" "$mnt" >>"$LOG_DIR/vmfsd-many.log" 2>&1 &
+	pid=$!
+	wait_mounted "$mnt" "$pid" || die "vmfsd did not mount $mnt: see $LOG_DIR/vmfsd-many.log"
+	"$PY" - "$mnt" "${MANY_FILES:-100000}" <<'PYEOF' || die "many-files workload failed"
+import os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+for k in range(10):
+    os.mkdir(os.path.join(d, "d%d" % k))
+for i in range(n):
+    with open(os.path.join(d, "d%d" % (i % 10), "f%d" % i), "wb") as f:
+        f.write(b"x" * 100)
+os.sync()
+for i in range(n):
+    os.stat(os.path.join(d, "d%d" % (i % 10), "f%d" % i))
+PYEOF
+	mem=$(vmfsd_mem "$pid")
+	umount "$mnt" || die "cannot unmount $mnt"
+	wait "$pid" 2>/dev/null
+	rm -f "$img"
+	echo "$mem"
+}
+
 section_meta() {
 	local eimg=$BENCH_DIR/meta-ext4.img emnt=$BENCH_DIR/meta-ext4 vf ef k t test i key
 	local -a p lv le
@@ -886,6 +922,8 @@ section_meta() {
 	row "unlink + fsync of the directory, one at a time" "${vf[1]}" "${ef[1]}" \
 		"$(ratio "${vf[1]}" "${ef[1]}")" one
 	[[ -n $VMFSD_PID ]] && note "" && note "vmfsd memory after the metadata run: $(vmfsd_mem)"
+	note ""
+	note "vmfsd memory with ${MANY_FILES:-100000} files created and stat'ed (a 64 GiB sparse volume of their own, default -o inode_cache): $(meta_many_mem)"
 	umount "$emnt"
 	rm -f "$eimg"
 }

@@ -727,26 +727,22 @@ void cluster_cache_drop(struct fs *fs)
 
 void cluster_cache_evict(struct fs *fs, struct fs_inode *const *ips, uint32_t n)
 {
-	bool names = false, attrs = false;
+	bool attrs = false;
 	uint32_t i;
 
 	if (!fs->hb || !__atomic_load_n(&fs->lc_out, __ATOMIC_SEQ_CST))
 		return;         /* no long timeout went out since the last drop */
-	for (i = 0; i < n; i++) {
-		attrs = attrs || __atomic_load_n(&ips[i]->lc_attr, __ATOMIC_SEQ_CST);
-		names = names || (S_ISDIR(ips[i]->d.mode) && ips[i]->lk_mode != VMFSD_LOCK_FREE);
-	}
-	if (!attrs && !names)
+	for (i = 0; i < n && !attrs; i++)
+		attrs = __atomic_load_n(&ips[i]->lc_attr, __ATOMIC_SEQ_CST);
+	if (!attrs)
 		return;
 	/* As in cluster_cache_drop, without ending the long timeouts of the
 	 * rest: replies under way fall back to the short ones, then the
-	 * kernel forgets the attributes of these inodes and, if a directory
-	 * whose lock guarded its names goes, every name (one epoch). */
+	 * kernel forgets the attributes of these inodes.  (Names: no
+	 * directory whose lock we hold is evicted.) */
 	pthread_rwlock_wrlock(&fs->lc_rw);
 	fs->lc_gen++;
 	pthread_rwlock_unlock(&fs->lc_rw);
-	if (names)
-		fs->cache_hook(fs->cache_arg, 0);
 	for (i = 0; i < n; i++)
 		if (__atomic_exchange_n(&ips[i]->lc_attr, false, __ATOMIC_SEQ_CST))
 			fs->cache_hook(fs->cache_arg, ips[i]->ino);

@@ -537,9 +537,16 @@ static void *committer_main(void *arg)
 			ts.tv_nsec %= 1000000000L;
 			if (!pthread_cond_timedwait(&fs->commit_cv, &fs->meta_lock, &ts) ||
 			    fs->stop || (poll && !cluster_keep_locks(fs)) ||
-			    (alone && __atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)) ||
-			    inode_cache_over(fs))
+			    (alone && __atomic_load_n(&fs->fenced, __ATOMIC_RELAXED)))
 				break;
+			/* A burst of creates while alone: 5 s of them would
+			 * all stay cached.  Written into the running
+			 * transaction (the pending table keeps their images),
+			 * they can go without a commit of their own. */
+			if (inode_cache_over(fs)) {
+				(void)inode_writeback_all_locked(fs);
+				inode_shrink(fs);
+			}
 		}
 		if (fs->stop)
 			break;

@@ -295,6 +295,9 @@ struct fs {
 	uint32_t ninodes_cached;
 	uint32_t icache_max;            /* inode_shrink's mark (fs_mount_opts) */
 	uint32_t shrink_pos;            /* where inode_shrink goes on (icache_lock) */
+	/* Inodes that left the cache, counted by hash_ino modulo 1024 (a read
+	 * of the number that spans one may be stale: inode_get; icache_lock) */
+	uint32_t evict_seq[1024];
 	uint32_t icache_stuck;          /* cached after a shrink that could not reach its mark */
 	struct ighost **gtab;           /* evicted inodes the kernel knows (icache_lock) */
 	uint32_t nghosts;
@@ -403,8 +406,8 @@ int orphan_load(struct fs *fs);
 void orphan_cleanup(struct fs *fs);
 /* An inode leaves the cache holding a lock: release it after the commit. */
 /* IPS[0..N) leave the cache with the kernel still knowing them
- * (inode_shrink): what the kernel caches for long by their locks goes
- * before the locks do (meta_lock held, the commit thread). */
+ * (inode_shrink): the attributes the kernel caches for long by their
+ * locks go before the locks do (meta_lock held, the commit thread). */
 void cluster_cache_evict(struct fs *fs, struct fs_inode *const *ips, uint32_t n);
 void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
 
@@ -517,7 +520,7 @@ int inode_writeback_all(struct fs *fs);
 int inode_writeback_all_locked(struct fs *fs);
 void inode_cache_drop_all(struct fs *fs);
 /* Gives back the memory of unused inodes while more than fs->icache_max
- * are cached (meta_lock held; the commit thread, after a commit). */
+ * are cached (meta_lock held; the commit thread). */
 void inode_shrink(struct fs *fs);
 /* Does the inode cache want inode_shrink before the next commit is due? */
 bool inode_cache_over(struct fs *fs);

@@ -19,6 +19,12 @@ static uint32_t hash_ino(const struct fs *fs, uint64_t ino)
 	return (uint32_t)((ino * 0x9e3779b97f4a7c15ull) >> 32) & (fs->itab_size - 1);
 }
 
+/* The count of evictions of numbers that share INO's (icache_lock). */
+static uint32_t *evict_seq(struct fs *fs, uint64_t ino)
+{
+	return &fs->evict_seq[hash_ino(fs, ino) % (sizeof(fs->evict_seq) / sizeof(fs->evict_seq[0]))];
+}
+
 static struct fs_inode *icache_find(struct fs *fs, uint64_t ino)
 {
 	struct fs_inode *ip;
@@ -297,10 +303,12 @@ static int inode_read(struct fs *fs, uint64_t ino, struct vmfsd_inode *out)
 int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 {
 	struct fs_inode *ip, *other;
+	uint32_t evictions;
 	int r;
 
 	if (ino < VMFSD_ROOT_INO || ino >= fs->sb.inode_count)
 		return -ESTALE;
+again:
 	pthread_mutex_lock(&fs->icache_lock);
 	ip = icache_find(fs, ino);
 	if (ip) {
@@ -309,6 +317,7 @@ int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 		*out = ip;
 		return 0;
 	}
+	evictions = *evict_seq(fs, ino);
 	pthread_mutex_unlock(&fs->icache_lock);
 
 	/* No bitmap check: our copy of another host's cluster may be stale;
@@ -319,11 +328,20 @@ int inode_get(struct fs *fs, uint64_t ino, struct fs_inode **out)
 	r = inode_read(fs, ino, &ip->d);
 	if (!r && ip->d.mode == 0)
 		r = -ESTALE;
+	pthread_mutex_lock(&fs->icache_lock);
+	if (*evict_seq(fs, ino) != evictions && !icache_find(fs, ino)) {
+		/* A copy cached, changed and evicted while we read may be
+		 * newer than ours (its image is in the pending table now):
+		 * read again. */
+		pthread_mutex_unlock(&fs->icache_lock);
+		inode_free_mem(fs, ip);
+		goto again;
+	}
 	if (r) {
+		pthread_mutex_unlock(&fs->icache_lock);
 		inode_free_mem(fs, ip);
 		return r;
 	}
-	pthread_mutex_lock(&fs->icache_lock);
 	other = icache_find(fs, ino);
 	if (other) {
 		other->pins++;
@@ -430,6 +448,7 @@ void inode_put(struct fs *fs, struct fs_inode *ip)
 		return;
 	}
 	icache_remove(fs, ip);
+	(*evict_seq(fs, ip->ino))++;
 	pthread_mutex_unlock(&fs->icache_lock);
 	dlist_del(fs, ip);
 	cluster_forget_inode(fs, ip);
@@ -661,19 +680,23 @@ int inode_writeback_all_locked(struct fs *fs)
 /* Can the commit thread give IP's memory back (inode_shrink)?  Nothing
  * uses it: no pin (every operation holds one while it looks at the
  * inode), no open, nothing to write back or free on disk, no lock being
- * taken, handed over or relied on.  A lock merely held (kept while alone,
- * transient until the commit) goes back as when the kernel forgets an
- * inode (cluster_forget_inode).  icache_lock and meta_lock held; the lock
- * fields change only under a pin. */
+ * taken, handed over or relied on.  A file's lock merely held (kept while
+ * alone, transient until the commit) goes back as when the kernel forgets
+ * an inode (cluster_forget_inode).  Not a directory's: the names in it
+ * the kernel may cache for a minute by it (docs/cluster.md §5.4) could
+ * only be dropped all at once (a new epoch), and the kernel then shows
+ * every open file's path as deleted.  icache_lock and meta_lock held; the
+ * lock fields change only under a pin. */
 static bool inode_idle(const struct fs_inode *ip)
 {
 	return !ip->pins && !ip->nopen && !ip->dirty && !ip->on_dlist && !ip->deleted &&
 	       !ip->unlinked_here && ip->d.nlink && !ip->lk_pins && !ip->nopen_lk &&
-	       !ip->nopen_standby && !ip->ndirect_w && !ip->lk_giving && !ip->lk_accept;
+	       !ip->nopen_standby && !ip->ndirect_w && !ip->lk_giving && !ip->lk_accept &&
+	       !(S_ISDIR(ip->d.mode) && ip->lk_mode != VMFSD_LOCK_FREE);
 }
 
-/* Cached inodes past icache_max at which the commit thread does not wait
- * for its interval (a burst of creates while alone: 5 s of them). */
+/* Cached inodes past icache_max at which the commit thread shrinks the
+ * cache before its commit is due. */
 static uint32_t icache_high(const struct fs *fs)
 {
 	return fs->icache_max + fs->icache_max / 4;
@@ -728,6 +751,7 @@ void inode_shrink(struct fs *fs)
 			}
 			*pp = ip->hnext;
 			fs->ninodes_cached--;
+			(*evict_seq(fs, ip->ino))++;
 			gone[n++] = ip;
 		}
 	}

@@ -82,7 +82,9 @@ def check_record_held(c, lck, pid, what):
     and no other process of this kernel can flock it."""
     c.check("esx1" in os.getxattr(lck, "user.vmfsd.lock").decode(errors="replace"),
             "%s: the on-disk lock of %s: %r" % (what, lck, os.getxattr(lck, "user.vmfsd.lock")))
-    c.check(os.path.realpath(lck) in qemu_files(pid), "%s: QEMU does not hold %s" % (what, lck))
+    held = qemu_files(pid)
+    c.check(os.path.realpath(lck) in held, "%s: QEMU does not hold %s (it holds %s)"
+            % (what, lck, [f for f in held if f.startswith("/") and "/mnt-" in f]))
     fd = os.open(lck, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
