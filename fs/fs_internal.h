@@ -404,11 +404,11 @@ void orphan_del(struct fs *fs, uint64_t ino, struct tx *tx);
 bool orphan_listed(struct fs *fs, uint64_t ino);
 int orphan_load(struct fs *fs);
 void orphan_cleanup(struct fs *fs);
-/* An inode leaves the cache holding a lock: release it after the commit. */
 /* IPS[0..N) leave the cache with the kernel still knowing them
  * (inode_shrink): the attributes the kernel caches for long by their
  * locks go before the locks do (meta_lock held, the commit thread). */
 void cluster_cache_evict(struct fs *fs, struct fs_inode *const *ips, uint32_t n);
+/* An inode leaves the cache holding a lock: release it after the commit. */
 void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
 
 int cluster_join(struct fs *fs);

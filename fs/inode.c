@@ -3,7 +3,9 @@
  * The in-memory inode cache.  An inode stays cached while the kernel holds
  * lookup references, a file handle is open, or fs code pins it; when the
  * last reference goes it is written back (if dirty) and, if it has no names
- * left, its blocks and inode number are freed.  Reads of an inode from disk
+ * left, its blocks and inode number are freed.  Past fs->icache_max cached
+ * inodes, those only the kernel's lookup references hold go too, leaving
+ * a ghost (inode_shrink, below).  Reads of an inode from disk
  * go through the shared verifier, so a damaged inode is reported (-EUCLEAN)
  * rather than trusted.
  */
