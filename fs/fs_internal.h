@@ -300,7 +300,6 @@ struct fs {
 	uint32_t evict_seq[1024];
 	uint32_t icache_stuck;          /* cached after a shrink that could not reach its mark */
 	struct ighost **gtab;           /* evicted inodes the kernel knows (icache_lock) */
-	uint32_t nghosts;
 	struct imem_chunk *imem_room;   /* fs/inode.c, imem_get (icache_lock) */
 	struct fs_inode *dirty_head;    /* inodes inode_touch made dirty (meta_lock) */
 	struct alloc_pool ipool, spool, bpool;

@@ -46,6 +46,7 @@ static void icache_insert(struct fs *fs, struct fs_inode *ip)
 	fs->ninodes_cached++;
 }
 
+/* IP leaves the cache (inode_put, inode_shrink); counted for inode_get. */
 static void icache_remove(struct fs *fs, struct fs_inode *ip)
 {
 	struct fs_inode **pp = &fs->itab[hash_ino(fs, ip->ino)];
@@ -55,6 +56,7 @@ static void icache_remove(struct fs *fs, struct fs_inode *ip)
 	if (*pp) {
 		*pp = ip->hnext;
 		fs->ninodes_cached--;
+		(*evict_seq(fs, ip->ino))++;
 	}
 }
 
@@ -77,50 +79,50 @@ struct ighost {
 	uint64_t ino, nlookup, kgen;
 };
 
-/* The ghost of INO, out of the table; NULL if none (icache_lock held). */
-static struct ighost *ghost_unhash(struct fs *fs, uint64_t ino)
+/* The link that points to INO's ghost; NULL if it has none (icache_lock
+ * held). */
+static struct ighost **ghost_link(struct fs *fs, uint64_t ino)
 {
-	struct ighost **pp, *g;
+	struct ighost **pp;
 
 	if (!fs->gtab)
 		return NULL;
-	for (pp = &fs->gtab[hash_ino(fs, ino)]; (g = *pp); pp = &g->next) {
-		if (g->ino == ino) {
-			*pp = g->next;
-			fs->nghosts--;
-			return g;
-		}
-	}
+	for (pp = &fs->gtab[hash_ino(fs, ino)]; *pp; pp = &(*pp)->next)
+		if ((*pp)->ino == ino)
+			return pp;
 	return NULL;
+}
+
+/* The ghost at link PP out of the table, and freed. */
+static void ghost_drop(struct ighost **pp)
+{
+	struct ighost *g = *pp;
+
+	*pp = g->next;
+	free(g);
 }
 
 /* IP's ghost, if it left one, back into IP (icache_lock held). */
 static void ghost_take(struct fs *fs, struct fs_inode *ip)
 {
-	struct ighost *g = ghost_unhash(fs, ip->ino);
+	struct ighost **pp = ghost_link(fs, ip->ino);
 
-	if (!g)
+	if (!pp)
 		return;
-	ip->nlookup = g->nlookup;
-	ip->kgen = g->kgen;
-	free(g);
+	ip->nlookup = (*pp)->nlookup;
+	ip->kgen = (*pp)->kgen;
+	ghost_drop(pp);
 }
 
 static void ghosts_free(struct fs *fs)
 {
 	uint32_t i;
 
-	for (i = 0; fs->gtab && i < fs->itab_size; i++) {
-		struct ighost *g;
-
-		while ((g = fs->gtab[i])) {
-			fs->gtab[i] = g->next;
-			free(g);
-		}
-	}
+	for (i = 0; fs->gtab && i < fs->itab_size; i++)
+		while (fs->gtab[i])
+			ghost_drop(&fs->gtab[i]);
 	free(fs->gtab);
 	fs->gtab = NULL;
-	fs->nghosts = 0;
 }
 
 /* Inode structs, INODE_CHUNK at a time.  A struct is nearly a page (the
@@ -362,22 +364,16 @@ again:
 
 bool inode_forget_ghost(struct fs *fs, uint64_t ino, uint64_t nlookup)
 {
-	struct ighost *g;
+	struct ighost **pp;
 
 	pthread_mutex_lock(&fs->icache_lock);
-	g = icache_find(fs, ino) ? NULL : ghost_unhash(fs, ino);
-	if (g && g->nlookup > nlookup) {
-		uint32_t h = hash_ino(fs, ino);
-
-		g->nlookup -= nlookup;
-		g->next = fs->gtab[h];
-		fs->gtab[h] = g;
-		fs->nghosts++;
-	} else {
-		free(g);
-	}
+	pp = icache_find(fs, ino) ? NULL : ghost_link(fs, ino);
+	if (pp && (*pp)->nlookup > nlookup)
+		(*pp)->nlookup -= nlookup;
+	else if (pp)
+		ghost_drop(pp);
 	pthread_mutex_unlock(&fs->icache_lock);
-	return g != NULL;
+	return pp != NULL;
 }
 
 /* Is IP's last name gone and ours to free (meta_lock held)?  Only the
@@ -450,7 +446,6 @@ void inode_put(struct fs *fs, struct fs_inode *ip)
 		return;
 	}
 	icache_remove(fs, ip);
-	(*evict_seq(fs, ip->ino))++;
 	pthread_mutex_unlock(&fs->icache_lock);
 	dlist_del(fs, ip);
 	cluster_forget_inode(fs, ip);
@@ -749,11 +744,8 @@ void inode_shrink(struct fs *fs)
 				*g = (struct ighost){ .next = fs->gtab[i], .ino = ip->ino,
 						      .nlookup = ip->nlookup, .kgen = ip->kgen };
 				fs->gtab[i] = g;
-				fs->nghosts++;
 			}
-			*pp = ip->hnext;
-			fs->ninodes_cached--;
-			(*evict_seq(fs, ip->ino))++;
+			icache_remove(fs, ip);  /* (*pp is the next one now) */
 			gone[n++] = ip;
 		}
 	}
