@@ -129,6 +129,31 @@ wait_mounted() {
 	is_mounted "$mnt"
 }
 
+# vmfsd_start VAR IMG MNT LOG [VMFSD ARGS..]: mounts IMG at MNT with vmfsd
+# in the foreground (unmounted at exit, its output appended to LOG), sets
+# VAR to its pid and waits for the mount.
+vmfsd_start() {
+	local -n started_pid=$1
+	local img=$2 mnt=$3 log=$4
+	shift 4
+	mkdir -p "$mnt"
+	track_mount "$mnt"
+	"$VMFSD" -f "$@" "$img" "$mnt" >>"$log" 2>&1 &
+	started_pid=$!
+	wait_mounted "$mnt" "$started_pid" || die "vmfsd did not mount $mnt: see $log"
+}
+
+# run_words VAR MESSAGE CMD..: runs CMD, dies with MESSAGE if it fails, and
+# splits what it printed into the array VAR.
+run_words() {
+	local -n words_out=$1
+	local msg=$2 out
+	shift 2
+	out=$("$@") || die "$msg"
+	# shellcheck disable=SC2034  # a nameref: the caller's array
+	read -r -a words_out <<<"$out"
+}
+
 cleanup() {
 	local rc=$? m f i
 	set +e
@@ -307,16 +332,12 @@ volume_up() {
 	gib=$(size_bytes "$FIO_SIZE")
 	VOL_SIZE=$(((gib * (ROUNDS > 2 ? ROUNDS : 2) >> 30) + 2))G
 	is_mounted "$VOL_MNT" && die "$VOL_MNT is already mounted (another bench run?)"
-	mkdir -p "$VOL_MNT"
 	track "$VOL_IMG"
 	rm -f "$VOL_IMG"
 	fallocate -l "$VOL_SIZE" "$VOL_IMG" || die "cannot fallocate $VOL_SIZE for $VOL_IMG"
 	"$MKFS" -f -q -L bench -s "$VOL_SIZE" "$VOL_IMG" >>"$LOG_DIR/mkfs.log" 2>&1 ||
 		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
-	track_mount "$VOL_MNT"
-	"$VMFSD" -f -o "$VMFSD_OPTS" "$VOL_IMG" "$VOL_MNT" >>"$LOG_DIR/vmfsd.log" 2>&1 &
-	VMFSD_PID=$!
-	wait_mounted "$VOL_MNT" "$VMFSD_PID" || die "vmfsd did not mount $VOL_MNT: see $LOG_DIR/vmfsd.log"
+	vmfsd_start VMFSD_PID "$VOL_IMG" "$VOL_MNT" "$LOG_DIR/vmfsd.log" -o "$VMFSD_OPTS"
 	VOL_UP=1
 }
 
@@ -861,20 +882,17 @@ ext4_loop_up() {
 # vmfsd's memory with many files, which the kernel keeps looked up (issue
 # 17: bounded whatever the file count): a volume of its own, a sparse
 # 64 GiB image (131,072 inodes), MANY_FILES (default 100,000) files of
-# 100 B created in 10 directories and each stat'ed once; prints the
-# daemon's memory then.
+# 100 B created in 10 directories and each stat'ed once; sets MANY_MEM to
+# the daemon's memory then.  (Not run in a command substitution: what it
+# tracks must reach the exit trap of this shell.)
 meta_many_mem() {
-	local img=$BENCH_DIR/many.img mnt=$BENCH_DIR/many pid mem
+	local img=$BENCH_DIR/many.img mnt=$BENCH_DIR/many pid
 	track "$img"
 	rm -f "$img"
 	truncate -s 64G "$img"
 	"$MKFS" -f -q -L many "$img" >>"$LOG_DIR/mkfs.log" 2>&1 ||
 		die "mkfs.vmfsd failed: see $LOG_DIR/mkfs.log"
-	mkdir -p "$mnt"
-	track_mount "$mnt"
-	"$VMFSD" -f -o "$VMFSD_OPTS" "$img" "$mnt" >>"$LOG_DIR/vmfsd-many.log" 2>&1 &
-	pid=$!
-	wait_mounted "$mnt" "$pid" || die "vmfsd did not mount $mnt: see $LOG_DIR/vmfsd-many.log"
+	vmfsd_start pid "$img" "$mnt" "$LOG_DIR/vmfsd-many.log" -o "$VMFSD_OPTS"
 	"$PY" - "$mnt" "${MANY_FILES:-100000}" <<'PYEOF' || die "many-files workload failed"
 import os, sys
 d, n = sys.argv[1], int(sys.argv[2])
@@ -887,11 +905,11 @@ os.sync()
 for i in range(n):
     os.stat(os.path.join(d, "d%d" % (i % 10), "f%d" % i))
 PYEOF
-	mem=$(vmfsd_mem "$pid")
+	MANY_MEM=$(vmfsd_mem "$pid")
 	umount "$mnt" || die "cannot unmount $mnt"
 	wait "$pid" 2>/dev/null
+	rmdir "$mnt"
 	rm -f "$img"
-	echo "$mem"
 }
 
 section_meta() {
@@ -915,15 +933,16 @@ section_meta() {
 		row "$test" "${p[1]}" "${p[0]}" "$(pct "${p[2]}")" "${p[3]}"
 		VMFSD_RATIO[$key]=$(pct "${p[2]}")
 	done
-	vf=($(meta_fsync_ops "$VOL_MNT/meta-fsync")) || die "fsync workload failed on vmfsd"
-	ef=($(meta_fsync_ops "$emnt/meta-fsync")) || die "fsync workload failed on ext4"
+	run_words vf "fsync workload failed on vmfsd" meta_fsync_ops "$VOL_MNT/meta-fsync"
+	run_words ef "fsync workload failed on ext4" meta_fsync_ops "$emnt/meta-fsync"
 	row "create + 4 KiB write + fsync, one at a time (${META_FSYNC_FILES:-1000} files)" \
 		"${vf[0]}" "${ef[0]}" "$(ratio "${vf[0]}" "${ef[0]}")" one
 	row "unlink + fsync of the directory, one at a time" "${vf[1]}" "${ef[1]}" \
 		"$(ratio "${vf[1]}" "${ef[1]}")" one
 	[[ -n $VMFSD_PID ]] && note "" && note "vmfsd memory after the metadata run: $(vmfsd_mem)"
 	note ""
-	note "vmfsd memory with ${MANY_FILES:-100000} files created and stat'ed (a 64 GiB sparse volume of their own, default -o inode_cache): $(meta_many_mem)"
+	meta_many_mem
+	note "vmfsd memory with ${MANY_FILES:-100000} files created and stat'ed (a 64 GiB sparse volume of their own, default -o inode_cache): $MANY_MEM"
 	umount "$emnt"
 	rm -f "$eimg"
 }
@@ -1089,10 +1108,10 @@ section_floor() {
 
 	# metadata: meta_ops as section_meta runs it, then the request counts
 	ext4_loop_up "$eimg" "$emnt"
-	e=($(meta_ops "$emnt/meta")) || die "metadata workload failed on ext4"
-	fm=($(meta_ops "$mt/meta")) || die "metadata workload failed on fuse_floor"
-	fs=($(meta_ops "$st/meta")) || die "metadata workload failed on fuse_floor -s"
-	fl=($(meta_ops "$lt/meta")) || die "metadata workload failed on fuse_floor --timeout 60"
+	run_words e "metadata workload failed on ext4" meta_ops "$emnt/meta"
+	run_words fm "metadata workload failed on fuse_floor" meta_ops "$mt/meta"
+	run_words fs "metadata workload failed on fuse_floor -s" meta_ops "$st/meta"
+	run_words fl "metadata workload failed on fuse_floor --timeout 60" meta_ops "$lt/meta"
 	table "FUSE floor, metadata: ${META_FILES:-5000} files as in the meta section (ops/s); fuse_floor (in memory, no I/O) vs ext4 on a loop device" \
 		operation "ext4 (loop device)" "floor, MT loop" "floor, -s loop" "best floor / ext4 (loop)" \
 		"floor, MT loop, 60 s timeouts / ext4" \
@@ -1203,14 +1222,11 @@ section_cluster() {
 		measure value
 	((NO_VMFSD)) && { row "all" n/a; return 0; }
 	track "$img"
-	mkdir -p "$ma" "$mb"
+	mkdir -p "$mb"
 	"$MKFS" -f -q -s 8G "$img" >"$LOG_DIR/cluster-mkfs.log" 2>&1 || die "mkfs.vmfsd failed"
-	track_mount "$ma"
+	vmfsd_start pa "$img" "$ma" "$LOG_DIR/cluster-a.log" -o host=bench-a
 	track_mount "$mb"
-	"$VMFSD" -f -o host=bench-a "$img" "$ma" >"$LOG_DIR/cluster-a.log" 2>&1 &
-	pa=$!
 	"$VMFSD" -o host=bench-b "$img" "$mb" >"$LOG_DIR/cluster-b.log" 2>&1 || die "host b did not mount"
-	for _ in $(seq 100); do is_mounted "$ma" && break; sleep 0.1; done
 	t=$("$PY" - "$ma/disk.vmdk" <<'PYEOF'
 import os, sys, time
 p = sys.argv[1]
