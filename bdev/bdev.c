@@ -1049,6 +1049,10 @@ int bdev_crash_enabled(const struct bdev *bd)
 
 #define EVFD_TAG ((uint64_t)1)
 #define WATCH_TAG ((uint64_t)2)
+#define UNWATCH_TAG ((uint64_t)3)
+/* A bdev_aio_cmd's completion: its address with the low bit set (the tags
+ * above are below 4, a command is at least pointer-aligned). */
+#define CMD_BIT ((uint64_t)1)
 /* The shortest spin window (issuer_spin): a few system calls. */
 #define SPIN_MIN_NS 2000
 /* How long issuer_spin keeps its CPU from another thread ready to run
@@ -1057,10 +1061,6 @@ int bdev_crash_enabled(const struct bdev *bd)
  * being seen); every 5 us keeps a thread woken onto the spinning CPU
  * waiting at most that. */
 #define SPIN_YIELD_NS 5000
-#define UNWATCH_TAG ((uint64_t)3)
-/* A bdev_aio_cmd's completion: its address with the low bit set (the tags
- * above are below 4, a command is at least pointer-aligned). */
-#define CMD_BIT ((uint64_t)1)
 
 /* The engine whose issuer thread this is (NULL on other threads). */
 static _Thread_local struct aio_engine *on_issuer;
@@ -1103,9 +1103,9 @@ static struct io_uring_sqe *issuer_sqe(struct aio_engine *e)
  * did not preempt the spin.  fio's 4 KiB QD1 reads with fio and the issuer
  * pinned to one CPU, in the machine's quiet minutes: p90 100-113 against
  * 64-83 us, p99 120-175 against 91-136 us, the median within the noise
- * (52-65 against 58-64 us).  Unpinned, where the scheduler
- * puts them on one CPU only part of the time, three runs of 10 alternated
- * rounds showed no difference beyond the machine's noise. */
+ * (52-65 against 58-64 us).  Unpinned, where the scheduler puts them on
+ * one CPU only part of the time, three runs of 10 alternated rounds
+ * showed no difference beyond the machine's noise. */
 static bool issuer_spin(struct aio_engine *e, uint64_t until)
 {
 	uint64_t now, yield_at = 0;    /* the first look yields */
