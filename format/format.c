@@ -651,6 +651,7 @@ void vmfsd_hb_encode(const struct vmfsd_hb *hb, uint64_t blocknr, void *blk)
 	d->slot = LE32(hb->slot);
 	d->pid = LE32(hb->pid);
 	d->replayer_slot = LE32(hb->replayer_slot);
+	d->flags = LE32(hb->flags);
 	d->replayer_gen = LE64(hb->replayer_gen);
 	d->wall_time_ms = LE64(hb->wall_time_ms);
 	csum_set(d, VMFSD_SECTOR, HB_CSUM_OFF);
@@ -679,6 +680,7 @@ int vmfsd_hb_decode(const void *blk, uint64_t blocknr, struct vmfsd_hb *hb)
 	hb->replayer_slot = CPU32(d->replayer_slot);
 	hb->replayer_gen = CPU64(d->replayer_gen);
 	hb->wall_time_ms = CPU64(d->wall_time_ms);
+	hb->flags = CPU32(d->flags);
 	return 0;
 }
 

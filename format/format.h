@@ -444,6 +444,12 @@ enum vmfsd_hb_state {
 	VMFSD_HB_REPLAYING = 2,
 };
 
+/* Heartbeat flags (LIVE slots).  LATE: the host is alone on the volume
+ * and commits at its longer interval, so changes it made up to that long
+ * ago may not be on disk yet; it clears the flag after the first commit
+ * that follows its sight of another host (docs/cluster.md §5.2). */
+#define VMFSD_HB_F_LATE 1u
+
 struct vmfsd_disk_hb {
 	le32 magic;
 	le16 version;
@@ -458,7 +464,7 @@ struct vmfsd_disk_hb {
 	le32 slot;
 	le32 pid;
 	le32 replayer_slot;     /* REPLAYING: slot of the host replaying */
-	le32 reserved1;
+	le32 flags;             /* VMFSD_HB_F_*; zero before these existed */
 	le64 replayer_gen;      /* REPLAYING: that replayer slot's generation */
 	le64 wall_time_ms;      /* writer's CLOCK_REALTIME, display only: never
 				 * compared for liveness (docs/cluster.md §2) */
@@ -466,6 +472,7 @@ struct vmfsd_disk_hb {
 	uint8_t unused[VMFSD_META_BLOCK - VMFSD_SECTOR];
 };
 static_assert(sizeof(struct vmfsd_disk_hb) == VMFSD_META_BLOCK, "hb size");
+static_assert(offsetof(struct vmfsd_disk_hb, flags) == 140, "hb flags");
 static_assert(offsetof(struct vmfsd_disk_hb, replayer_gen) == 144, "hb replayer_gen");
 static_assert(offsetof(struct vmfsd_disk_hb, reserved) == 160, "hb reserved");
 
@@ -481,6 +488,7 @@ struct vmfsd_hb {
 	uint32_t replayer_slot;
 	uint64_t replayer_gen;
 	uint64_t wall_time_ms;
+	uint32_t flags;
 };
 
 /* ------------------------------------------------------------------ */

@@ -202,13 +202,38 @@ static int write_gate(void *arg)
 
 int cluster_start(struct fs *fs)
 {
+	const struct hb_timing *t;
+	struct hb_slot_info si;
+	uint32_t slot;
 	int r = hb_start(fs->hb);
 
+	if (r)
+		return r;
 	/* Every write asks the heartbeat first: a writer that wakes from a
 	 * stall past the fence deadline fences instead of writing. */
-	if (!r)
-		bdev_set_write_gate(fs->bd, write_gate, fs->hb);
-	return r;
+	bdev_set_write_gate(fs->bd, write_gate, fs->hb);
+	/* A host that was alone commits every few seconds and says so in its
+	 * heartbeat; it commits as soon as it sees our slot and then clears
+	 * the flag.  Waiting for that here makes every change it made before
+	 * our mount visible from our first request (docs/cluster.md §5.2).
+	 * Past T it is stuck or dead, and we go on. */
+	t = hb_get_timing(fs->hb);
+	r = hb_wait_not_late(fs->hb, t->timeout_ms, &slot);
+	if (r == -ETIMEDOUT && !hb_slot_state(fs->hb, slot, &si))
+		fs_log(fs, FS_LOG_WARNING, "host %s (slot %u) still commits as if alone after "
+		       "%u ms: its latest changes may show up here late", si.host_name, slot,
+		       t->timeout_ms);
+	return 0;
+}
+
+void cluster_set_late(struct fs *fs, bool late)
+{
+	if (!fs->hb || fs->late == late)
+		return;
+	__atomic_store_n(&fs->late, late, __ATOMIC_RELAXED);   /* fs/hosts.c reads it */
+	pthread_mutex_unlock(&fs->meta_lock);
+	(void)hb_set_flags(fs->hb, late ? VMFSD_HB_F_LATE : 0);  /* next renewal retries */
+	pthread_mutex_lock(&fs->meta_lock);
 }
 
 int cluster_leave(struct fs *fs)

@@ -514,6 +514,10 @@ static void *committer_main(void *arg)
 		bool alone = cluster_keep_locks(fs);
 		int64_t due;
 
+		/* Set before the long wait, cleared after the commit that
+		 * follows our sight of another host: a host that joins waits
+		 * for that (cluster_start). */
+		cluster_set_late(fs, alone);
 		if (alone)
 			ms *= COMMIT_ALONE_FACTOR;
 		due = hb_clock_ns() + (int64_t)ms * 1000000;

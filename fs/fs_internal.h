@@ -343,6 +343,9 @@ struct fs {
 	 * (cluster_release_transient; under meta_lock): the committer looks
 	 * for another host more often while it is set. */
 	bool kept;
+	/* Our heartbeat says VMFSD_HB_F_LATE: the committer waits its longer
+	 * interval because we are alone (written by the committer only). */
+	bool late;
 	/* An inode's lock became transient since the last commit
 	 * (cluster_mark_transient; fs->lk_lock). */
 	bool transient_new;
@@ -412,6 +415,10 @@ void cluster_forget_inode(struct fs *fs, struct fs_inode *ip);
 
 int cluster_join(struct fs *fs);
 int cluster_start(struct fs *fs);
+/* The committer's interval is long (alone) or not: say so in our
+ * heartbeat before the change can matter (meta_lock held; dropped while
+ * the heartbeat is written). */
+void cluster_set_late(struct fs *fs, bool late);
 int cluster_leave(struct fs *fs);
 void cluster_recover_dead(struct fs *fs);
 /* fs/hosts.c: the cluster view behind the root's user.vmfsd.hosts */

@@ -344,6 +344,10 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 			  (long long)si.unchanged_ms, si.mine ? "true" : "false");
 		if (si.state == VMFSD_HB_REPLAYING)
 			jb_printf(&b, ",\"replayer_slot\":%u", si.replayer_slot);
+		/* Our own slot as we last wrote it, not as the last scan read it. */
+		if (si.mine ? __atomic_load_n(&fs->late, __ATOMIC_RELAXED)
+			    : si.state == VMFSD_HB_LIVE && (si.flags & VMFSD_HB_F_LATE))
+			jb_printf(&b, ",\"commits_late\":true");
 		if (e->died) {
 			jb_printf(&b, ",\"died\":{\"host\":");
 			jb_str(&b, e->dead_name);

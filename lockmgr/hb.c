@@ -241,6 +241,7 @@ void hb_obs_info_locked(const struct hb_obs *o, uint32_t slot, int64_t now,
 	info->replayer_slot = s->d.replayer_slot;
 	info->replayer_gen = s->d.replayer_gen;
 	info->wall_time_ms = s->d.wall_time_ms;
+	info->flags = s->d.flags;
 }
 
 int hb_slot_read(struct bdev *bd, const struct vmfsd_sb *sb, uint32_t slot, struct vmfsd_hb *hb,
@@ -384,6 +385,7 @@ static int renew_once(struct hb *hb)
 		rec = hb->me;
 		rec.counter++;
 		rec.wall_time_ms = wall_ms();
+		rec.flags = atomic_load(&hb->flags);
 		encode_sector(&rec, off, nv);
 		issue = hb_clock_ns();
 		r = bdev_ats(hb->bd, off, hb->mine, nv, actual);
@@ -409,6 +411,31 @@ static int renew_once(struct hb *hb)
 	if (r && r != -ECANCELED)
 		atomic_fetch_add(&hb->renew_errors, 1);
 	return r;
+}
+
+/* A renewal, and what a slot taken over means: someone judged us dead and
+ * claimed it. */
+static int renew(struct hb *hb)
+{
+	int r = renew_once(hb);
+
+	if (r == -ECANCELED) {
+		atomic_store(&hb->taken_over, 1);
+		hb_fence(hb, HB_FENCE_TAKEN);
+	}
+	return r;
+}
+
+int hb_set_flags(struct hb *hb, uint32_t flags)
+{
+	if (atomic_exchange(&hb->flags, flags) == flags)
+		return 0;
+	if (atomic_load(&hb->fenced))
+		return -EIO;
+	/* A stalled renewal (fault injection) stalls this one too. */
+	if (atomic_load(&hb->faults) & LOCKMGR_FAULT_RENEW_STALL)
+		return 0;
+	return renew(hb);
 }
 
 /* ---------------- threads ---------------- */
@@ -473,7 +500,6 @@ static void *renew_main(void *arg)
 	(void)pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
 	while (!sleep_until(hb, next)) {
 		int64_t issue = hb_clock_ns();
-		int r;
 
 		next = issue + iv;
 		if (atomic_load(&hb->fenced)) {
@@ -483,14 +509,9 @@ static void *renew_main(void *arg)
 		}
 		if (atomic_load(&hb->faults) & LOCKMGR_FAULT_RENEW_STALL)
 			continue;
-		r = renew_once(hb);
-		if (r == -ECANCELED) {
-			/* Someone judged us dead and claimed the slot. */
-			atomic_store(&hb->taken_over, 1);
-			hb_fence(hb, HB_FENCE_TAKEN);
-		}
 		/* After an error, simply try again next interval: the device
 		 * may recover, and if it does not, the fence thread acts. */
+		(void)renew(hb);
 	}
 	return NULL;
 }
@@ -724,6 +745,7 @@ int hb_join(struct bdev *bd, const struct vmfsd_sb *sb, const char *host_name,
 		rec.pid = (uint32_t)getpid();
 		rec.replayer_slot = 0;
 		rec.replayer_gen = 0;
+		rec.flags = 0;
 		rec.wall_time_ms = wall_ms();
 		encode_sector(&rec, off, nv);
 		/* Registered before the claim, our first write: a reserved LUN
@@ -851,6 +873,7 @@ int hb_leave(struct hb *hb)
 	pthread_mutex_lock(&hb->own_mu);
 	rec = hb->me;
 	rec.state = VMFSD_HB_FREE;
+	rec.flags = 0;
 	rec.counter++;
 	rec.wall_time_ms = wall_ms();
 	encode_sector(&rec, off, nv);
@@ -921,6 +944,48 @@ uint64_t hb_alone_epoch(struct hb *hb)
 		e = hb->obs.alone_epoch;
 	pthread_mutex_unlock(&hb->obs.mu);
 	return e;
+}
+
+/* Is slot I a host that beats and says it commits late (obs.mu held)?
+ * A slot that has not changed for busy_watch_ms (2I + D) since we first
+ * saw its content is not renewing: dead or stalled past its own fence
+ * deadline's reach, it commits nothing we could wait for. */
+static bool slot_late_locked(const struct hb *hb, uint32_t i, int64_t now)
+{
+	const struct hb_obs_slot *s = &hb->obs.s[i];
+
+	return (int32_t)i != hb->obs.self && s->seen && s->ok && !s->zero &&
+	       s->d.state == VMFSD_HB_LIVE && (s->d.flags & VMFSD_HB_F_LATE) &&
+	       now - s->first_seen < (int64_t)hb->t.busy_watch_ms * NS_PER_MS;
+}
+
+int hb_wait_not_late(struct hb *hb, uint32_t max_ms, uint32_t *slot)
+{
+	int64_t end = hb_clock_ns() + (int64_t)max_ms * NS_PER_MS;
+
+	for (;;) {
+		int64_t now;
+		bool late = false;
+		uint32_t i;
+		int r = hb_obs_scan(&hb->obs);
+
+		if (r)
+			return r;
+		now = hb_clock_ns();
+		pthread_mutex_lock(&hb->obs.mu);
+		for (i = 0; i < hb->obs.n && !late; i++)
+			if (slot_late_locked(hb, i, now)) {
+				late = true;
+				*slot = i;
+			}
+		pthread_mutex_unlock(&hb->obs.mu);
+		if (!late)
+			return 0;
+		if (now >= end)
+			return -ETIMEDOUT;
+		if (sleep_until(hb, now + (int64_t)HB_LATE_POLL_MS * NS_PER_MS))
+			return -EINTR;
+	}
 }
 
 int hb_next_dead(struct hb *hb, uint32_t from, uint32_t *slot)
@@ -999,6 +1064,7 @@ int hb_claim_dead(struct hb *hb, uint32_t slot)
 	 * (or a replayer) wrote anything since, the ATS fails. */
 	off = slot_off(hb, slot);
 	rec.state = VMFSD_HB_REPLAYING;
+	rec.flags = 0;          /* what the dead host had not committed is lost */
 	rec.replayer_slot = hb->slot;
 	rec.replayer_gen = hb->gen;
 	r = takeover_ats(hb, off, expect, &rec, nv, &issue);
@@ -1052,6 +1118,7 @@ int hb_release_dead(struct hb *hb, uint32_t slot)
 	if (r)
 		goto out;
 	rec.state = VMFSD_HB_FREE;
+	rec.flags = 0;
 	rec.generation++;
 	rec.replayer_slot = 0;
 	rec.replayer_gen = 0;

@@ -144,6 +144,21 @@ int hb_scan(struct hb *hb);
  * (docs/cluster.md §5.2). */
 uint64_t hb_alone_epoch(struct hb *hb);
 
+/* Our slot's flags (VMFSD_HB_F_*): a change goes to disk at once, with a
+ * renewal out of turn (0 or its error), and then with every renewal. */
+int hb_set_flags(struct hb *hb, uint32_t flags);
+
+/* A host that joins waits here until no other host that beats still says
+ * it commits late (VMFSD_HB_F_LATE, docs/cluster.md §5.2): such a host
+ * commits as soon as it sees us, then clears the flag.  Scans every
+ * HB_LATE_POLL_MS, for at most MAX_MS.  A slot unchanged for
+ * busy_watch_ms is not waited for.  0; -ETIMEDOUT with *SLOT a slot still
+ * late; or the error of a scan.  The wait lasts about a heartbeat
+ * interval: polling at 50 ms adds at most that to the mount, for 20 reads
+ * of the heartbeat region a second. */
+#define HB_LATE_POLL_MS 50
+int hb_wait_not_late(struct hb *hb, uint32_t max_ms, uint32_t *slot);
+
 enum hb_liveness {
 	HB_UNSEEN = 0,          /* not read yet */
 	HB_FREE,                /* state FREE, or all-zero (never claimed) */
@@ -169,6 +184,7 @@ struct hb_slot_info {
 	uint32_t replayer_slot; /* REPLAYING */
 	uint64_t replayer_gen;
 	uint64_t wall_time_ms;  /* writer's clock: display only */
+	uint32_t flags;         /* VMFSD_HB_F_* */
 	int64_t unchanged_ms;   /* since this observer first saw the current
 				 * content (−1 if never seen) */
 	int mine;               /* this host's own slot */

@@ -95,6 +95,7 @@ struct hb {
 	pthread_mutex_t own_mu;         /* our slot's writes: renewal, leave */
 	uint8_t *mine;                  /* exactly what we last wrote (aligned) */
 	struct vmfsd_hb me;             /* decoded MINE */
+	_Atomic uint32_t flags;         /* VMFSD_HB_F_* for our next write */
 	/* Issue time (hb_clock_ns) of the last write of our slot that is known
 	 * to have succeeded.  The fence deadline runs from the *issue*, not the
 	 * completion: an observer can have seen the write as early as it

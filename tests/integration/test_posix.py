@@ -32,6 +32,7 @@ Env: VMFSD, MKFS, FSCK.  Exit 0 pass, 1 fail, 77 no /dev/fuse or not root.
 """
 
 import errno
+import json
 import mmap
 import os
 import random
@@ -263,15 +264,64 @@ def parked(c, v):
         vt.unmount_daemon(v.image, v.mnt_b)
 
 
+def commits_late(mnt, host):
+    """Whether HOST's heartbeat, as the vmfsd on MNT last read it, says it
+    commits late (alone: docs/cluster.md §5.2)."""
+    view = json.loads(os.getxattr(mnt, "user.vmfsd.hosts"))
+    return any(e["host"] == host and e.get("commits_late", False) for e in view["hosts"])
+
+
+def late_visible(c, v):
+    """Host A alone commits every few seconds and says so in its heartbeat
+    (docs/cluster.md §5.2).  B's mount waits until A has committed after
+    seeing B's slot, so B finds at once, without retrying, what A changed
+    just before: new names, their data, a rename, a mode.  Without that
+    wait, B's first lookups read the directory as it was at A's last
+    commit, up to 5 s earlier."""
+    a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    vt.wait_for(lambda: commits_late(v.mnt, "posix-a"), 10,
+                "A's heartbeat says it commits late (alone)")
+    os.mkdir(a("late"))
+    for i in range(10):
+        with open(a("late", "f%d" % i), "wb") as f:
+            f.write(b"%d" % i * 100)
+    os.rename(a("late", "f9"), a("late", "moved"))
+    os.chmod(a("late", "f0"), 0o600)
+    vt.mount_daemon(v.image, v.mnt_b, "posix-b")
+    try:
+        want = sorted(["f%d" % i for i in range(9)] + ["moved"])
+        c.eq(sorted(os.listdir(b("late"))), want,
+             "B lists at once the names A created just before B mounted")
+        for i in range(9):
+            with open(b("late", "f%d" % i), "rb") as f:
+                c.eq(f.read(), b"%d" % i * 100, "B reads f%d as A wrote it" % i)
+        with open(b("late", "moved"), "rb") as f:
+            c.eq(f.read(), b"9" * 100, "B reads the file A renamed")
+        c.eq(stat.S_IMODE(os.stat(b("late", "f0")).st_mode), 0o600, "B sees A's chmod")
+        c.check(not commits_late(v.mnt_b, "posix-a"),
+                "B's view: A no longer says it commits late")
+        vt.wait_for(lambda: not commits_late(v.mnt, "posix-a"), 10,
+                    "A's own view: it no longer says it commits late")
+        for n in want:
+            os.unlink(b("late", n))
+        os.rmdir(b("late"))
+    finally:
+        vt.unmount_daemon(v.image, v.mnt_b)
+
+
 def kept(c, v):
     """Host A alone keeps the lock of a file it closed past its commits
     (docs/cluster.md §5.3, kept while alone); B joins and opens that file
     for writing at once, with no retry: A must give the lock back within
     the 2.5 s an open waits, or B gets EBUSY."""
     a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
+    vt.wait_for(lambda: commits_late(v.mnt, "posix-a"), 10, "A alone again (B left)")
     with open(a("kept"), "wb") as f:
         f.write(b"a" * 100)
-    time.sleep(2.5)                 # two of A's commits
+    for _ in range(2):              # two of A's commits
+        dfd = os.open(v.mnt, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
     holder = os.getxattr(a("kept"), "user.vmfsd.lock").decode()
     c.check(holder.startswith("EXCL by posix-a"),
             "A still holds the lock of the file it closed (kept while alone): %r" % holder)
@@ -783,6 +833,8 @@ def body(c):
             c.section("a host that joins gets the locks of inodes the other freed", parked,
                       c, v)
             c.section("a host that joins gets the locks the other kept", kept, c, v)
+            c.section("a host that joins sees at once what the other changed alone",
+                      late_visible, c, v)
             c.section("a host that joins changes what the other cached by its locks",
                       cached_by_locks, c, v)
             c.section("a host that joins finds the locks of files created alone",

@@ -16,7 +16,7 @@
  *
  *   test_lockmgr CASE     CASE: timing ats join dead takeover shared
  *                               fence-eio fence-stall fence-negative
- *                               replayer status starve
+ *                               replayer status starve late
  * Environment: MKFS_VMFSD (mkfs binary), LOCKMGR_STATUS (the status
  * program), LOCKMGR_TEST_DIR (where the image goes; default /dev/shm when
  * it takes O_DIRECT, else /var/tmp: see image_dir()).
@@ -91,6 +91,7 @@ enum op {
 	OP_NONE, OP_JOIN, OP_START, OP_ACQ, OP_REL, OP_REL_MANY, OP_UPG, OP_DOWN, OP_DESC, OP_INSPECT, OP_HANDOVER,
 	OP_STATE, OP_WAIT_DEAD, OP_CLAIM, OP_REPLAY, OP_RELDEAD, OP_LEAVE, OP_BFAULT,
 	OP_LMFAULT, OP_INFO, OP_READ, OP_WRITE, OP_WRITER, OP_ATS_INC, OP_BENCH, OP_NICE,
+	OP_FLAGS, OP_WAIT_LATE,
 };
 
 /* Renewal writes remembered per host, by heartbeat counter (a ring). */
@@ -432,6 +433,14 @@ static void host_exec(struct host *h)
 		break;
 	case OP_LMFAULT:
 		lockmgr_fault_set(h->hb, (unsigned)c->arg);
+		c->t = hb_clock_ns();
+		break;
+	case OP_FLAGS:
+		c->t = hb_clock_ns();
+		c->r = hb_set_flags(h->hb, (uint32_t)c->arg);
+		break;
+	case OP_WAIT_LATE:
+		c->r = hb_wait_not_late(h->hb, (uint32_t)c->arg, &c->busy_slot);
 		c->t = hb_clock_ns();
 		break;
 	case OP_INFO:
@@ -1030,6 +1039,61 @@ static void case_dead(void)
 	if (host_call(1, OP_INFO, 0, 0, 0) == 0)
 		note("dead: B renewed %" PRIu64 " times, slowest renewal %.1f ms (fence after %u ms)",
 		     shm->h[1].count, ms_of(shm->h[1].t), g_t.fence_after_ms);
+out:
+	hosts_kill_all();
+}
+
+/* A host that says it commits late (VMFSD_HB_F_LATE) holds back a host
+ * that joins until it clears the flag; the flag is on disk as soon as
+ * hb_set_flags returns; a late host that stops beating holds nobody back
+ * for more than busy_watch_ms. */
+static void case_late(void)
+{
+	struct vmfsd_hb d;
+	int64_t t0;
+	uint32_t aslot;
+	int r;
+
+	r = host_up(0, "esxA");
+	REQUIRE(r >= 0, "A up");
+	aslot = (uint32_t)r;
+	REQUIRE(host_call(0, OP_FLAGS, 0, VMFSD_HB_F_LATE, 0) == 0, "A sets LATE");
+	/* On disk at once, not at the next renewal (100 ms away at most). */
+	REQUIRE(read_slot(0, aslot, &d) == 0, "read A's slot");
+	CHECK(d.flags == VMFSD_HB_F_LATE, "A's slot right after hb_set_flags: flags %#x",
+	      d.flags);
+	REQUIRE(host_up(1, "esxB") >= 0, "B up");
+	r = host_call(1, OP_WAIT_LATE, 0, 600, 0);
+	CHECK(r == -ETIMEDOUT && shm->h[1].busy_slot == aslot,
+	      "B's wait with A late and beating: %d (slot %u, A is %u)", r, shm->h[1].busy_slot,
+	      aslot);
+	/* Renewals keep the flag. */
+	REQUIRE(read_slot(1, aslot, &d) == 0, "read A's slot");
+	CHECK(d.flags == VMFSD_HB_F_LATE && d.counter > 1,
+	      "A's slot after renewals: flags %#x, counter %" PRIu64, d.flags, d.counter);
+	host_post(1, OP_WAIT_LATE, 0, 5000, 0);
+	sleep_ms(300);
+	REQUIRE(host_call(0, OP_FLAGS, 0, 0, 0) == 0, "A clears LATE");
+	r = host_wait(1);
+	CHECK(r == 0, "B's wait after A cleared LATE: %d", r);
+	CHECK(shm->h[1].t >= shm->h[0].t, "B's wait ended %.1f ms before A cleared LATE",
+	      ms_of(shm->h[0].t - shm->h[1].t));
+	note("late: B's wait ended %.1f ms after A began to clear the flag",
+	     ms_of(shm->h[1].t - shm->h[0].t));
+	/* A dies late: B waits busy_watch_ms (2I + D) of silence, not T. */
+	REQUIRE(host_call(0, OP_FLAGS, 0, VMFSD_HB_F_LATE, 0) == 0, "A sets LATE again");
+	host_kill(0);
+	t0 = hb_clock_ns();
+	host_spawn(2);
+	REQUIRE(host_join(2, "esxC") == 0 && host_call(2, OP_START, 0, 0, 0) == 0, "C up");
+	r = host_call(2, OP_WAIT_LATE, 0, 10 * g_t.timeout_ms, 0);
+	CHECK(r == 0, "C's wait with A dead while late: %d", r);
+	CHECK(shm->h[2].t - t0 >= (int64_t)g_t.busy_watch_ms * MS,
+	      "C stopped waiting for the dead late host after %.1f ms (< %u ms)",
+	      ms_of(shm->h[2].t - t0), g_t.busy_watch_ms);
+	note("late: C stopped waiting for a killed late host %.0f ms after the kill "
+	     "(busy watch %u ms, T %u ms)", ms_of(shm->h[2].t - t0), g_t.busy_watch_ms,
+	     g_t.timeout_ms);
 out:
 	hosts_kill_all();
 }
@@ -1649,6 +1713,8 @@ int main(int argc, char **argv)
 		case_status();
 	else if (!strcmp(name, "starve"))
 		case_starve();
+	else if (!strcmp(name, "late"))
+		case_late();
 	else {
 		fprintf(stderr, "unknown case '%s'\n", name);
 		failures++;

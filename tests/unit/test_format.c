@@ -1117,6 +1117,7 @@ static struct vmfsd_hb sample_hb(void)
 	struct vmfsd_hb hb = {
 		.state = VMFSD_HB_LIVE, .generation = 12, .counter = 987654321,
 		.journal_off = 5 * MiB, .slot = 63, .pid = 4242, .replayer_slot = 0,
+		.flags = VMFSD_HB_F_LATE,
 	};
 
 	memcpy(hb.host_uuid, test_uuid, 16);
@@ -1140,6 +1141,7 @@ Test(hb, round_trip)
 	cr_assert_eq(out.slot, hb.slot);
 	cr_assert_eq(out.pid, hb.pid);
 	cr_assert_eq(out.replayer_slot, hb.replayer_slot);
+	cr_assert_eq(out.flags, VMFSD_HB_F_LATE);
 
 	/* A 64-byte host name has no terminator on disk. */
 	memset(hb.host_name, 'h', VMFSD_HOSTNAME_MAX);
