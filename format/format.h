@@ -22,6 +22,7 @@
 #include <assert.h>
 #include <endian.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -490,6 +491,12 @@ struct vmfsd_hb {
 	uint64_t wall_time_ms;
 	uint32_t flags;
 };
+
+/* A live host that says it commits late (VMFSD_HB_F_LATE). */
+static inline bool vmfsd_hb_late(uint16_t state, uint32_t flags)
+{
+	return state == VMFSD_HB_LIVE && (flags & VMFSD_HB_F_LATE);
+}
 
 /* ------------------------------------------------------------------ */
 /* Journal: one area per host slot.  Meta block 0 of the area is the    */

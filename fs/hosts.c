@@ -346,7 +346,7 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 			jb_printf(&b, ",\"replayer_slot\":%u", si.replayer_slot);
 		/* Our own slot as we last wrote it, not as the last scan read it. */
 		if (si.mine ? __atomic_load_n(&fs->late, __ATOMIC_RELAXED)
-			    : si.state == VMFSD_HB_LIVE && (si.flags & VMFSD_HB_F_LATE))
+			    : vmfsd_hb_late(si.state, si.flags))
 			jb_printf(&b, ",\"commits_late\":true");
 		if (e->died) {
 			jb_printf(&b, ",\"died\":{\"host\":");

@@ -955,7 +955,7 @@ static bool slot_late_locked(const struct hb *hb, uint32_t i, int64_t now)
 	const struct hb_obs_slot *s = &hb->obs.s[i];
 
 	return (int32_t)i != hb->obs.self && s->seen && s->ok && !s->zero &&
-	       s->d.state == VMFSD_HB_LIVE && (s->d.flags & VMFSD_HB_F_LATE) &&
+	       vmfsd_hb_late(s->d.state, s->d.flags) &&
 	       now - s->first_seen < (int64_t)hb->t.busy_watch_ms * NS_PER_MS;
 }
 

@@ -354,12 +354,6 @@ static const char *slot_name(const struct lockmgr_status *st, uint32_t slot)
 	return "";
 }
 
-/* A live host alone on the volume, committing every few seconds. */
-static bool commits_late(const struct vmfsd_hb *hb)
-{
-	return hb->state == VMFSD_HB_LIVE && (hb->flags & VMFSD_HB_F_LATE);
-}
-
 static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 {
 	char uuid[37], name[VMFSD_HOSTNAME_MAX + 1];
@@ -387,7 +381,7 @@ static void format_text(const struct lockmgr_status *st, struct sbuf *b)
 			  hb_liveness_name(h->liveness), h->hb.generation, h->hb.counter, h->hb.pid, beat);
 		if (h->hb.state == VMFSD_HB_REPLAYING)
 			sb_printf(b, " (replayed by slot %u)", h->hb.replayer_slot);
-		if (commits_late(&h->hb))
+		if (vmfsd_hb_late(h->hb.state, h->hb.flags))
 			sb_printf(b, " (alone: commits late)");
 		sb_printf(b, "\n");
 	}
@@ -444,7 +438,7 @@ static void format_json(const struct lockmgr_status *st, struct sbuf *b)
 		else
 			sb_printf(b, "\"seconds_since_beat\": null, ");
 		sb_printf(b, "\"wall_time_ms\": %" PRIu64 ", \"commits_late\": %s", h->hb.wall_time_ms,
-			  commits_late(&h->hb) ? "true" : "false");
+			  vmfsd_hb_late(h->hb.state, h->hb.flags) ? "true" : "false");
 		if (h->hb.state == VMFSD_HB_REPLAYING)
 			sb_printf(b, ", \"replayer_slot\": %u, \"replayer_generation\": %" PRIu64,
 				  h->hb.replayer_slot, h->hb.replayer_gen);

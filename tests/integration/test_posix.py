@@ -163,7 +163,7 @@ def joined(c, v):
     with open(a("jd", "f"), "wb") as f:
         f.write(b"a")
     os.chmod(a("jd", "f"), 0o644)
-    time.sleep(1.5)                 # A's commit gives the locks back
+    time.sleep(1.5)                 # alone again (the last section's B left)
     for _ in range(3):              # validated while alone
         os.stat(a("jd", "f"))
         os.listdir(a("jd"))
