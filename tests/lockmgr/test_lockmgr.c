@@ -1084,8 +1084,7 @@ static void case_late(void)
 	REQUIRE(host_call(0, OP_FLAGS, 0, VMFSD_HB_F_LATE, 0) == 0, "A sets LATE again");
 	host_kill(0);
 	t0 = hb_clock_ns();
-	host_spawn(2);
-	REQUIRE(host_join(2, "esxC") == 0 && host_call(2, OP_START, 0, 0, 0) == 0, "C up");
+	REQUIRE(host_up(2, "esxC") >= 0, "C up");
 	r = host_call(2, OP_WAIT_LATE, 0, 10 * g_t.timeout_ms, 0);
 	CHECK(r == 0, "C's wait with A dead while late: %d", r);
 	CHECK(shm->h[2].t - t0 >= (int64_t)g_t.busy_watch_ms * MS,
