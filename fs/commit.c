@@ -518,6 +518,8 @@ static void *committer_main(void *arg)
 		 * follows our sight of another host: a host that joins waits
 		 * for that (cluster_start). */
 		cluster_set_late(fs, alone);
+		if (fs->stop)
+			break;  /* asked while meta_lock was dropped there */
 		if (alone)
 			ms *= COMMIT_ALONE_FACTOR;
 		due = hb_clock_ns() + (int64_t)ms * 1000000;
