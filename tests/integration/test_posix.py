@@ -313,7 +313,8 @@ def kept(c, v):
     """Host A alone keeps the lock of a file it closed past its commits
     (docs/cluster.md §5.3, kept while alone); B joins and opens that file
     for writing at once, with no retry: A must give the lock back within
-    the 2.5 s an open waits, or B gets EBUSY."""
+    the 2.5 s an open waits, or B gets EBUSY.  (B's mount already waits
+    for A's commit after seeing B, the one that gives kept locks back.)"""
     a, b = v.path, (lambda *p: os.path.join(v.mnt_b, *p))
     vt.wait_for(lambda: commits_late(v.mnt, "posix-a"), 10, "A alone again (B left)")
     with open(a("kept"), "wb") as f:
