@@ -228,11 +228,11 @@ def parked(c, v):
         with open(a("pk", "f%d" % i), "wb") as f:
             f.write(b"a")
             freed.add(os.fstat(f.fileno()).st_ino)
-    os.sync()
+    commit(v.mnt)
     for i in range(40):
         os.unlink(a("pk", "f%d" % i))
-    os.sync()
-    time.sleep(1.5)                 # A's next commit (1 s): frees on disk, locks parked
+    commit(v.mnt)                   # the frees, durable
+    commit(v.mnt)                   # applied: the locks parked
     vt.mount_daemon(v.image, v.mnt_b, "posix-b")
     try:
         vt.wait_for(lambda: os.path.isdir(b("pk")), 10, "B sees A's directory")
@@ -262,6 +262,17 @@ def parked(c, v):
         os.sync()
     finally:
         vt.unmount_daemon(v.image, v.mnt_b)
+
+
+def commit(mnt):
+    """One commit of the host mounted on MNT: an fsync of a directory
+    commits (os.sync() does not reach a FUSE daemon: the kernel sends
+    FUSE_SYNCFS to virtiofs only)."""
+    fd = os.open(mnt, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def commits_late(mnt, host):
@@ -319,10 +330,8 @@ def kept(c, v):
     vt.wait_for(lambda: commits_late(v.mnt, "posix-a"), 10, "A alone again (B left)")
     with open(a("kept"), "wb") as f:
         f.write(b"a" * 100)
-    for _ in range(2):              # two of A's commits
-        dfd = os.open(v.mnt, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
+    commit(v.mnt)                   # two of A's commits
+    commit(v.mnt)
     holder = os.getxattr(a("kept"), "user.vmfsd.lock").decode()
     c.check(holder.startswith("EXCL by posix-a"),
             "A still holds the lock of the file it closed (kept while alone): %r" % holder)
