@@ -1606,7 +1606,7 @@ static void case_status(void)
 	const char *prog = getenv("LOCKMGR_STATUS");
 	uint64_t root = vmfsd_inode_off(&g_sb, VMFSD_ROOT_INO);
 	uint64_t bc0 = vmfsd_rc_off(&g_sb, VMFSD_RC_BLOCK, 0);
-	char cmd[8192], buf[16384];
+	char cmd[8192], buf[16384], *p;
 	uint32_t sa, sb_;
 	size_t n;
 	FILE *f;
@@ -1623,6 +1623,7 @@ static void case_status(void)
 	CHECK(host_call(0, OP_ACQ, root, VMFSD_LOCK_EXCL, 0) == 0, "one EXCL root inode");
 	CHECK(host_call(0, OP_ACQ, bc0, VMFSD_LOCK_RO, 0) == 0, "one RO cluster");
 	CHECK(host_call(1, OP_ACQ, bc0, VMFSD_LOCK_RO, 0) == 0, "two RO cluster");
+	CHECK(host_call(0, OP_FLAGS, 0, VMFSD_HB_F_LATE, 0) == 0, "one says it commits late");
 
 	snprintf(cmd, sizeof(cmd), "'%s' '%s'", prog, shm->image);
 	f = popen(cmd, "r");
@@ -1639,18 +1640,22 @@ static void case_status(void)
 	snprintf(cmd, sizeof(cmd), "block-cluster 0: RO by esx-one (slot %u), esx-two (slot %u)",
 		 sa, sb_);
 	CHECK(strstr(buf, cmd), "cluster lock line '%s'", cmd);
+	p = strstr(buf, "(alone: commits late)");
+	CHECK(p && !strstr(p + 1, "(alone: commits late)"), "one host shown committing late");
 
 	snprintf(cmd, sizeof(cmd),
 		 "'%s' --json '%s' | python3 -c 'import json,sys; d=json.load(sys.stdin); "
 		 "print(len(d[\"hosts\"]), len(d[\"locks\"]), "
-		 "sorted(h[\"liveness\"] for h in d[\"hosts\"]))'",
+		 "sorted(h[\"liveness\"] for h in d[\"hosts\"]), "
+		 "sorted(h[\"commits_late\"] for h in d[\"hosts\"]))'",
 		 prog, shm->image);
 	f = popen(cmd, "r");
 	REQUIRE(f, "popen json");
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[n] = 0;
 	r = pclose(f);
-	CHECK(r == 0 && !strcmp(buf, "2 2 ['alive', 'alive']\n"), "json summary '%s' (exit %d)",
+	CHECK(r == 0 && !strcmp(buf, "2 2 ['alive', 'alive'] [False, True]\n"),
+	      "json summary '%s' (exit %d)",
 	      buf, r);
 
 	/* One host dies: after a watch longer than T it shows as dead, its
