@@ -228,11 +228,12 @@ int cluster_start(struct fs *fs)
 
 void cluster_set_late(struct fs *fs, bool late)
 {
-	if (!fs->hb || fs->late == late)
+	uint32_t flags = late ? VMFSD_HB_F_LATE : 0;
+
+	if (!fs->hb || hb_flags(fs->hb) == flags)
 		return;
-	__atomic_store_n(&fs->late, late, __ATOMIC_RELAXED);   /* fs/hosts.c reads it */
 	pthread_mutex_unlock(&fs->meta_lock);
-	(void)hb_set_flags(fs->hb, late ? VMFSD_HB_F_LATE : 0);  /* next renewal retries */
+	(void)hb_set_flags(fs->hb, flags);      /* the next renewal retries */
 	pthread_mutex_lock(&fs->meta_lock);
 }
 

@@ -343,9 +343,6 @@ struct fs {
 	 * (cluster_release_transient; under meta_lock): the committer looks
 	 * for another host more often while it is set. */
 	bool kept;
-	/* Our heartbeat says VMFSD_HB_F_LATE: the committer waits its longer
-	 * interval because we are alone (written by the committer only). */
-	bool late;
 	/* An inode's lock became transient since the last commit
 	 * (cluster_mark_transient; fs->lk_lock). */
 	bool transient_new;

@@ -345,8 +345,7 @@ int hosts_describe(struct fs *fs, char **out, size_t *len)
 		if (si.state == VMFSD_HB_REPLAYING)
 			jb_printf(&b, ",\"replayer_slot\":%u", si.replayer_slot);
 		/* Our own slot as we last wrote it, not as the last scan read it. */
-		if (si.mine ? __atomic_load_n(&fs->late, __ATOMIC_RELAXED)
-			    : vmfsd_hb_late(si.state, si.flags))
+		if (vmfsd_hb_late(si.state, si.mine ? hb_flags(fs->hb) : si.flags))
 			jb_printf(&b, ",\"commits_late\":true");
 		if (e->died) {
 			jb_printf(&b, ",\"died\":{\"host\":");

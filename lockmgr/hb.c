@@ -438,6 +438,11 @@ int hb_set_flags(struct hb *hb, uint32_t flags)
 	return renew(hb);
 }
 
+uint32_t hb_flags(const struct hb *hb)
+{
+	return atomic_load(&((struct hb *)hb)->flags);
+}
+
 /* ---------------- threads ---------------- */
 
 /* Sleeps until DEADLINE on hb_clock_ns; returns true when asked to stop.

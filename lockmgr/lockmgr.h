@@ -147,6 +147,8 @@ uint64_t hb_alone_epoch(struct hb *hb);
 /* Our slot's flags (VMFSD_HB_F_*): a change goes to disk at once, with a
  * renewal out of turn (0 or its error), and then with every renewal. */
 int hb_set_flags(struct hb *hb, uint32_t flags);
+/* The flags we set last (what our next write carries). */
+uint32_t hb_flags(const struct hb *hb);
 
 /* A host that joins waits here until no other host that beats still says
  * it commits late (VMFSD_HB_F_LATE, docs/cluster.md §5.2): such a host
