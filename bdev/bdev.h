@@ -136,6 +136,10 @@ struct io_uring_sqe;
 struct bdev_aio_cmd {
 	void (*prep)(struct bdev_aio_cmd *c, struct io_uring_sqe *sqe);
 	void (*done)(struct bdev_aio_cmd *c, int res);
+	/* Set by PREP: the CPU on which the submission wakes a task (a FUSE
+	 * reply wakes its caller), or -1.  An issuer on that CPU sleeps
+	 * after submitting it instead of spinning (aio_issuer). */
+	int wake_cpu;
 	struct bdev_aio_cmd *next;      /* private */
 };
 /* Queues C for issuer number ISSUER (0 to bdev_aio_issuer_count() - 1)

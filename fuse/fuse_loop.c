@@ -428,6 +428,9 @@ static void slot_prep(struct bdev_aio_cmd *c, struct io_uring_sqe *sqe)
 	sqe->fd = fring->fd;
 	sqe->cmd_op = s->op;
 	sc->qid = s->qid;
+	/* a queue per CPU, that of the CPU the caller sent from: the reply
+	 * wakes it there (if the scheduler leaves it there) */
+	c->wake_cpu = s->op == URING_CMD_REGISTER ? -1 : s->qid;
 	if (s->op == URING_CMD_REGISTER) {
 		sqe->addr = (uint64_t)(uintptr_t)s->iov;
 		sqe->len = 2;
