@@ -1101,12 +1101,12 @@ static struct io_uring_sqe *issuer_sqe(struct aio_engine *e)
  * caller that the reply just woke (fio, QEMU) may have been woken onto
  * this very CPU, where it waited for the rest of the window whenever it
  * did not preempt the spin.  (Where the issuer knows that it was, a
- * command's wake_cpu, it does not spin at all.)  fio's 4 KiB QD1 reads with fio and the issuer
- * pinned to one CPU, in the machine's quiet minutes: p90 100-113 against
- * 64-83 us, p99 120-175 against 91-136 us, the median within the noise
- * (52-65 against 58-64 us).  Unpinned, where the scheduler puts them on
- * one CPU only part of the time, three runs of 10 alternated rounds
- * showed no difference beyond the machine's noise. */
+ * command's wake_cpu, it does not spin at all.)  fio's 4 KiB QD1 reads
+ * with fio and the issuer pinned to one CPU, in the machine's quiet
+ * minutes: p90 100-113 against 64-83 us, p99 120-175 against 91-136 us,
+ * the median within the noise (52-65 against 58-64 us).  Unpinned, where
+ * the scheduler puts them on one CPU only part of the time, three runs of
+ * 10 alternated rounds showed no difference beyond the machine's noise. */
 static bool issuer_spin(struct aio_engine *e, uint64_t until)
 {
 	uint64_t now, yield_at = 0;    /* the first look yields */
